@@ -1,0 +1,65 @@
+"""Processors users see, the Effect contract and the Chain.
+
+Every effect has one short name used by presets, ``--chain`` and OSC (``/hb/<id>/<param>``).
+:data:`EFFECTS` maps those names to classes; :func:`create_effect` builds one with checked
+parameters.
+"""
+from __future__ import annotations
+
+from hushbridge.effects.base import Effect, Param, ProcessSpec
+from hushbridge.effects.chain import Chain
+from hushbridge.effects.gain import Gain
+from hushbridge.effects.render import OfflineRenderer, iter_render, render
+from hushbridge.errors import ChainError
+
+EFFECTS: dict[str, type[Effect]] = {}
+
+
+def register(cls: type[Effect]) -> type[Effect]:
+    """Make an Effect class available by its ``name`` to presets, ``--chain`` and OSC."""
+    if not cls.name or cls.name in EFFECTS and EFFECTS[cls.name] is not cls:
+        raise ValueError(f"effect name {cls.name!r} is empty or already registered")
+    EFFECTS[cls.name] = cls
+    return cls
+
+
+def create_effect(name: str, **params: float) -> Effect:
+    """Build the effect called ``name`` with ``params`` (range-checked)."""
+    try:
+        cls = EFFECTS[name]
+    except KeyError:
+        raise ChainError(f"unknown effect {name!r} (available: {', '.join(sorted(EFFECTS))})") from None
+    effect = cls()
+    for key, value in params.items():
+        effect.set(key, value)
+    return effect
+
+
+def chain_from_names(names: str | list[str]) -> Chain:
+    """``"highpass,compressor"`` -> a Chain of those effects with default parameters."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise ChainError("empty chain: name at least one effect")
+    return Chain([create_effect(n) for n in names])
+
+
+register(Gain)
+
+# further effects register themselves below as they land
+from hushbridge.effects import _registry  # noqa: E402,F401
+
+__all__ = [
+    "EFFECTS",
+    "Chain",
+    "Effect",
+    "Gain",
+    "OfflineRenderer",
+    "Param",
+    "ProcessSpec",
+    "chain_from_names",
+    "create_effect",
+    "iter_render",
+    "register",
+    "render",
+]

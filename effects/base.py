@@ -1,0 +1,272 @@
+"""The Effect contract: ProcessSpec, declared Params and the prepare / process / reset lifecycle.
+
+Every processor a user sees (and the :class:`~hushbridge.effects.chain.Chain` itself) follows it:
+
+``prepare(spec)``
+    Validate the spec, allocate every buffer, compute coefficients, then ``reset()``.
+    The only place that allocates. Idempotent for an equal spec.
+``process(block)``
+    ``block`` is ``(channels, frames)`` float32, C-contiguous, processed **in place**.
+    Real-time safe: no allocation, no locks, no I/O. ``frames <= spec.max_block_size``.
+``reset()``
+    Clear delay lines, envelopes and smoothers (transport jump, seek); keep parameters.
+``latency_samples``
+    The delay the effect adds, reported so the Chain and hosts can compensate it.
+
+Parameters are declared as :class:`Param` with their unit in the id (``threshold_db``,
+``attack_ms``, ``cutoff_hz``). ``effect.threshold_db = -20`` or ``effect.set("threshold_db", -20)``
+checks the range and raises :class:`~hushbridge.errors.ParamError` naming it; the engine's
+real-time path uses :meth:`Effect.set_index`, which clamps instead (controllers overshoot).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from hushbridge.errors import ParamError
+
+Scale = Literal["linear", "log", "db"]
+
+_UNITS = {"_db": "dB", "_dbtp": "dBTP", "_ms": "ms", "_hz": "Hz", "_lufs": "LUFS", "_pct": "%"}
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What :meth:`Effect.prepare` gets: sample rate, largest block, channel count."""
+
+    sample_rate: int
+    max_block_size: int
+    channels: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.sample_rate, (int, np.integer)) and 8000 <= self.sample_rate <= 768000):
+            raise ValueError(f"sample_rate must be an int in 8000..768000, got {self.sample_rate!r}")
+        if not (isinstance(self.max_block_size, (int, np.integer)) and 1 <= self.max_block_size <= 1 << 16):
+            raise ValueError(f"max_block_size must be an int in 1..65536, got {self.max_block_size!r}")
+        if not (isinstance(self.channels, (int, np.integer)) and 1 <= self.channels <= 64):
+            raise ValueError(f"channels must be an int in 1..64, got {self.channels!r}")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declared parameter.
+
+    Parameters
+    ----------
+    id : str
+        OSC-safe name ending in its unit (``_db``, ``_ms``, ``_hz``...); ``ratio`` and ``mix`` have none.
+    min, max, default : float
+        Range and default value, in the unit of the id.
+    scale : {"linear", "log", "db"}
+        How ``/norm`` (0..1 faders) maps onto the range. ``log`` needs ``min > 0``.
+    smoothing_ms : float
+        Ramp time for changes, so automation never zips or clicks.
+    step : float, optional
+        Quantisation for discrete parameters (``1`` for counts, switches).
+    choices : tuple of str, optional
+        Names for the integer values ``0..len-1`` of a discrete parameter (shown by ``display``).
+    """
+
+    id: str
+    min: float
+    max: float
+    default: float
+    scale: Scale = "linear"
+    smoothing_ms: float = 20.0
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(f"{self.id}: default {self.default} outside [{self.min}, {self.max}]")
+        if self.scale == "log" and self.min <= 0:
+            raise ValueError(f"{self.id}: log scale needs min > 0")
+
+    @property
+    def unit(self) -> str:
+        for suffix, unit in _UNITS.items():
+            if self.id.endswith(suffix):
+                return unit
+        return ""
+
+    def check(self, value: Any, owner: str = "") -> float:
+        """Return ``value`` as float, or raise ParamError naming the range."""
+        where = f"{owner}.{self.id}" if owner else self.id
+        try:
+            v = float(value)
+        except (TypeError, ValueError) as e:
+            raise ParamError(f"{where} must be a number, got {value!r}") from e
+        if not math.isfinite(v) or not self.min <= v <= self.max:
+            unit = f" {self.unit}" if self.unit else ""
+            raise ParamError(f"{where} must be in [{self.min:g}, {self.max:g}]{unit}, got {value!r}")
+        return self.quantize(v)
+
+    def clamp(self, value: float) -> float:
+        """Clamp to the range (NaN becomes the default). For controllers, which overshoot."""
+        v = float(value)
+        if math.isnan(v):
+            return self.default
+        return self.quantize(min(self.max, max(self.min, v)))
+
+    def quantize(self, v: float) -> float:
+        if self.step:
+            v = self.min + round((v - self.min) / self.step) * self.step
+            v = min(self.max, max(self.min, v))
+        return v
+
+    def to_norm(self, value: float) -> float:
+        """Map a value to 0..1 through the parameter's scale."""
+        if self.max == self.min:
+            return 0.0
+        if self.scale == "log":
+            return math.log(value / self.min) / math.log(self.max / self.min)
+        return (value - self.min) / (self.max - self.min)
+
+    def from_norm(self, norm: float) -> float:
+        """Map 0..1 (clamped) to a value through the parameter's scale."""
+        n = min(1.0, max(0.0, float(norm))) if math.isfinite(norm) else 0.0
+        if self.scale == "log":
+            return self.clamp(self.min * (self.max / self.min) ** n)
+        return self.clamp(self.min + n * (self.max - self.min))
+
+    def display(self, value: float) -> str:
+        """Human string for a value, e.g. ``"-18.0 dB"``, ``"80 Hz"``, ``"3.00"``."""
+        if self.choices:
+            i = int(round(value - self.min))
+            return self.choices[i] if 0 <= i < len(self.choices) else f"{value:g}"
+        unit = self.unit
+        if unit == "Hz":
+            text = f"{value / 1000:.2f} kHz" if value >= 1000 else f"{value:.1f} Hz"
+            return text
+        if unit in ("dB", "dBTP", "LUFS"):
+            return f"{value:.1f} {unit}"
+        if unit == "ms":
+            return f"{value:.1f} ms"
+        if self.step == 1:
+            return f"{int(round(value))}"
+        if self.id == "ratio":
+            return f"{value:.1f}:1"
+        if self.id == "mix":
+            return f"{value * 100:.0f} %"
+        return f"{value:.2f}"
+
+
+class Effect:
+    """Base class of every processor. Subclasses declare ``name`` and ``params`` and implement
+    ``_prepare``, ``process`` and ``reset`` (and ``_param_changed`` to react to parameter changes).
+
+    Calling an effect renders a whole signal offline (see :func:`hushbridge.effects.render`):
+
+    >>> from hushbridge.effects import Gain
+    >>> import numpy as np
+    >>> Gain(gain_db=-6.0)(np.ones(4, np.float32), 48000).round(3)
+    array([0.501, 0.501, 0.501, 0.501], dtype=float32)
+    """
+
+    name: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    _index: ClassVar[dict[str, int]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls._index = {p.id: i for i, p in enumerate(cls.params)}
+
+    def __init__(self, **values: float) -> None:
+        object.__setattr__(self, "_values", np.array([p.default for p in self.params], dtype=np.float64))
+        object.__setattr__(self, "_spec", None)
+        for key, value in values.items():
+            self.set(key, value)
+
+    # -- parameters -------------------------------------------------------------------------
+    def param(self, pid: str) -> Param:
+        """The declared :class:`Param` called ``pid`` (ParamError lists the valid ones)."""
+        try:
+            return self.params[self._index[pid]]
+        except KeyError:
+            valid = ", ".join(p.id for p in self.params) or "none"
+            raise ParamError(f"{self.name} has no parameter {pid!r} (parameters: {valid})") from None
+
+    def get(self, pid: str) -> float:
+        self.param(pid)
+        return float(self._values[self._index[pid]])
+
+    def set(self, pid: str, value: float) -> None:
+        """Set a parameter, checking its range (raises ParamError)."""
+        p = self.param(pid)
+        self.set_index(self._index[pid], p.check(value, self.name))
+
+    def set_index(self, index: int, value: float) -> None:
+        """Set parameter ``index`` to ``value``, clamped. Real-time safe: called at block start."""
+        self._values[index] = self.params[index].clamp(value)
+        self._param_changed(index)
+
+    def values(self) -> dict[str, float]:
+        return {p.id: float(v) for p, v in zip(self.params, self._values)}
+
+    def __getattr__(self, name: str) -> float:
+        index = type(self)._index
+        if name in index:
+            return float(self._values[index[name]])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in type(self)._index:
+            self.set(name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        vals = " ".join(f"{p.id}={v:g}" for p, v in zip(self.params, self._values))
+        return f"<{type(self).__name__} {vals} at {id(self):#x}>".replace("  ", " ")
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def spec(self) -> ProcessSpec | None:
+        return self._spec
+
+    @property
+    def latency_samples(self) -> int:
+        return 0
+
+    def prepare(self, spec: ProcessSpec) -> None:
+        """Allocate for ``spec`` and reset. Cheap when called again with an equal spec."""
+        if not isinstance(spec, ProcessSpec):
+            raise TypeError(f"prepare() needs a ProcessSpec, got {spec!r}")
+        if spec != self._spec:
+            self._prepare(spec)
+            object.__setattr__(self, "_spec", spec)
+            for i in range(len(self.params)):
+                self._param_changed(i)
+        self.reset()
+
+    def _prepare(self, spec: ProcessSpec) -> None:
+        """Allocate buffers for ``spec``. Subclasses override."""
+
+    def _param_changed(self, index: int) -> None:
+        """React to a new value of parameter ``index`` (set new smoothing targets). RT-safe."""
+
+    def process(self, block: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Clear state; parameters stay. Subclasses override."""
+
+    def _require_prepared(self) -> ProcessSpec:
+        if self._spec is None:
+            raise RuntimeError(f"{self.name}: call prepare(spec) before process()")
+        return self._spec
+
+    # -- offline convenience ----------------------------------------------------------------
+    def __call__(self, audio: np.ndarray, sample_rate: int, block_size: int = 4096) -> np.ndarray:
+        """Render ``audio`` offline and return the latency-compensated result (same shape)."""
+        from hushbridge.effects.render import render
+
+        return render(self, audio, sample_rate, block_size=block_size)
+
+
+def ramp_step(spec: ProcessSpec, smoothing_ms: float) -> float:
+    """Per-sample step of a linear 0->1 ramp lasting ``smoothing_ms`` (at least one sample)."""
+    return 1.0 / max(1.0, smoothing_ms * 1e-3 * spec.sample_rate)
