@@ -1,0 +1,236 @@
+"""Presets: TOML files that describe a chain (and, later, its MIDI map).
+
+Schema (version 1)::
+
+    version = 1
+    name = "dialogue"
+    [[chain]]
+    effect = "highpass"          # effect name (see hushbridge.effects.EFFECTS)
+    id = "highpass"              # optional instance id (default: name, name_2, ...)
+    bypass = false               # optional
+    params = { cutoff_hz = 80.0 }
+    [midi]                       # optional: CC and note maps, kept as-is
+
+Lookup order for a name: a path to a ``.toml`` file, the user preset folder
+(:func:`user_preset_dir`, e.g. ``~/.config/hushbridge/presets`` on Linux), then the built-in
+presets shipped in this package (``dialogue`` is the default). Errors name the file, the line
+and the key.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+import tomli_w
+
+from hushbridge.effects import EFFECTS, Chain, create_effect
+from hushbridge.errors import ChainError, ParamError, PresetError
+
+DEFAULT_PRESET = "dialogue"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-. ]*$")
+
+
+@dataclass
+class Preset:
+    """A parsed preset: the chain description, its MIDI table and where it came from."""
+
+    name: str
+    chain: list[dict[str, Any]]
+    midi: dict[str, Any] = field(default_factory=dict)
+    source: str = "<string>"
+
+    def build(self) -> Chain:
+        """A new Chain for this preset (raises PresetError naming file, line and key)."""
+        return _build(self)
+
+
+def user_preset_dir() -> Path:
+    """Folder for user presets (created on demand)."""
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("hushbridge", appauthor=False)) / "presets"
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+
+
+def list_presets() -> dict[str, str]:
+    """Name -> source (``built-in`` or the user file path); user presets shadow built-ins."""
+    found = {n: "built-in" for n in builtin_names()}
+    d = user_preset_dir()
+    if d.is_dir():
+        for p in sorted(d.glob("*.toml")):
+            found[p.stem] = str(p)
+    return found
+
+
+def _line_of(text: str, index: int, key: str | None) -> int:
+    """Line (1-based) of ``key`` inside the ``index``-th [[chain]] table, or of its header."""
+    lines = text.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.strip().startswith("[[chain]]")]
+    if index >= len(headers):
+        return 1
+    start = headers[index]
+    end = headers[index + 1] if index + 1 < len(headers) else len(lines)
+    if key:
+        pat = re.compile(rf"(^|[\s{{,]){re.escape(key)}\s*=")
+        for i in range(start, end):
+            if pat.search(lines[i]):
+                return i + 1
+    return start + 1
+
+
+def parse_preset(text: str, source: str = "<string>") -> Preset:
+    """Parse TOML text into a :class:`Preset`, checking schema, effects and parameters."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise PresetError(f"{source}: invalid TOML: {e}") from e
+    version = data.get("version", 1)
+    if version != 1:
+        raise PresetError(f"{source}: line {_find_top(text, 'version')}: key 'version': unsupported version {version!r} (expected 1)")
+    chain = data.get("chain")
+    if not isinstance(chain, list) or not chain:
+        raise PresetError(f"{source}: key 'chain': needs at least one [[chain]] table")
+    unknown_top = set(data) - {"version", "name", "chain", "midi", "description"}
+    if unknown_top:
+        key = sorted(unknown_top)[0]
+        raise PresetError(f"{source}: line {_find_top(text, key)}: key {key!r}: unknown top-level key")
+    preset = Preset(str(data.get("name", Path(source).stem)), chain, dict(data.get("midi", {})), source)
+    preset.build()  # validates effects, ids and parameter values
+    return preset
+
+
+def _find_top(text: str, key: str) -> int:
+    for i, line in enumerate(text.splitlines()):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line) or line.strip() == f"[{key}]":
+            return i + 1
+    return 1
+
+
+def _build(preset: Preset) -> Chain:
+    text = ""
+    if preset.source not in ("<string>",) and Path(preset.source).is_file():
+        text = Path(preset.source).read_text(encoding="utf-8")
+    elif preset.source.startswith("built-in:"):
+        text = resources.files(__name__).joinpath(preset.source[9:]).read_text(encoding="utf-8")
+
+    def fail(i: int, key: str | None, why: str) -> PresetError:
+        line = _line_of(text, i, key) if text else 0
+        where = f"line {line}: " if line else ""
+        return PresetError(f"{preset.source}: {where}[[chain]] #{i + 1}, key {key!r}: {why}")
+
+    chain = Chain()
+    for i, entry in enumerate(preset.chain):
+        if not isinstance(entry, dict):
+            raise fail(i, None, "each [[chain]] entry must be a table")
+        extra = set(entry) - {"effect", "id", "bypass", "params"}
+        if extra:
+            raise fail(i, sorted(extra)[0], "unknown key (allowed: effect, id, bypass, params)")
+        name = entry.get("effect")
+        if name not in EFFECTS:
+            raise fail(i, "effect", f"unknown effect {name!r} (available: {', '.join(sorted(EFFECTS))})")
+        params = entry.get("params", {})
+        if not isinstance(params, dict):
+            raise fail(i, "params", "must be a table such as { cutoff_hz = 80.0 }")
+        effect = create_effect(name)
+        for key, value in params.items():
+            try:
+                effect.set(key, value)
+            except ParamError as e:
+                raise fail(i, key, str(e)) from e
+        try:
+            chain.append(effect, id=entry.get("id"))
+        except ChainError as e:
+            raise fail(i, "id", str(e)) from e
+        bypass = entry.get("bypass", False)
+        if not isinstance(bypass, bool):
+            raise fail(i, "bypass", f"must be true or false, got {bypass!r}")
+        if bypass:
+            chain.set_bypass(len(chain) - 1, True)
+    return chain
+
+
+def find_preset(name: str) -> Preset:
+    """Locate and parse a preset by name or path."""
+    if not isinstance(name, str) or not name.strip():
+        raise PresetError(f"preset name must be a non-empty string, got {name!r}")
+    path = Path(name).expanduser()
+    if name.endswith(".toml") or os.sep in name:
+        if not path.is_file():
+            raise PresetError(f"{path}: preset file not found")
+        return parse_preset(path.read_text(encoding="utf-8"), str(path))
+    user = user_preset_dir() / f"{name}.toml"
+    if user.is_file():
+        return parse_preset(user.read_text(encoding="utf-8"), str(user))
+    res = resources.files(__name__).joinpath(f"{name}.toml")
+    if res.is_file():
+        return parse_preset(res.read_text(encoding="utf-8"), f"built-in:{name}.toml")
+    raise PresetError(f"unknown preset {name!r} (available: {', '.join(sorted(list_presets()))})")
+
+
+def load_preset(name: str = DEFAULT_PRESET) -> Chain:
+    """A new Chain built from the preset ``name`` (a built-in, a user preset or a .toml path)."""
+    return find_preset(name).build()
+
+
+def chain_to_preset(chain: Chain, name: str, midi: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The TOML-ready dict describing ``chain``."""
+    entries = []
+    for i, (eid, effect) in enumerate(chain.items()):
+        entry: dict[str, Any] = {"effect": effect.name, "id": eid}
+        if chain.is_bypassed(i):
+            entry["bypass"] = True
+        entry["params"] = effect.values()
+        entries.append(entry)
+    doc: dict[str, Any] = {"version": 1, "name": name, "chain": entries}
+    if midi:
+        doc["midi"] = midi
+    return doc
+
+
+def save_preset(chain: Chain, name: str, folder: str | os.PathLike[str] | None = None,
+                midi: dict[str, Any] | None = None) -> Path:
+    """Write ``chain`` as preset ``name`` (user folder by default), atomically (temp + rename)."""
+    if not _NAME_RE.match(name) or name.endswith(".toml"):
+        raise PresetError(f"preset name {name!r}: use letters, digits, '-', '_', '.' and spaces")
+    folder = Path(folder) if folder is not None else user_preset_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name}.toml"
+    text = tomli_w.dumps(chain_to_preset(chain, name, midi))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".toml.part", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "Preset",
+    "builtin_names",
+    "chain_to_preset",
+    "find_preset",
+    "list_presets",
+    "load_preset",
+    "parse_preset",
+    "save_preset",
+    "user_preset_dir",
+]

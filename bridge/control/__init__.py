@@ -1,0 +1,1 @@
+"""Control plane: parameter addressing, the hand-off to the audio thread, OSC (and MIDI)."""

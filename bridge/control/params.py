@@ -1,0 +1,127 @@
+"""The hand-off from control threads (OSC, MIDI, CLI, host scripts) to the audio callback.
+
+Control handlers never touch DSP state. They emit a :class:`ParamChange`; the engine applies it
+at the next block start. The hand-off is a fixed-size ring of preallocated numpy slots with one
+producer and one consumer: producers serialise among themselves with a lock the audio thread
+never takes, and the audio thread only reads slots and advances its own index. When the ring
+is full, changes wait in a "pending" map on the control side where the latest value per
+parameter wins (counted in ``coalesced_changes``) and are flushed as room appears.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+BYPASS = -1  # param index that means "bypass" in a ParamChange
+
+
+@dataclass(frozen=True)
+class ParamChange:
+    """Set parameter ``param`` (index; ``BYPASS`` for bypass) of chain slot ``slot`` to ``value``.
+
+    ``generation`` names the chain the indices refer to; changes for a chain that has since been
+    swapped out are ignored.
+    """
+
+    generation: int
+    slot: int
+    param: int
+    value: float
+
+
+class ParamRing:
+    """Bounded single-producer / single-consumer ring of parameter changes.
+
+    ``push`` is called by one producer at a time (see :class:`ControlPort`); ``drain`` only by
+    the audio thread. Neither allocates buffers, neither blocks.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        if capacity < 2:
+            raise ValueError(f"capacity must be >= 2, got {capacity!r}")
+        self.capacity = capacity
+        self._gen = np.zeros(capacity, dtype=np.int64)
+        self._slot = np.zeros(capacity, dtype=np.int64)
+        self._param = np.zeros(capacity, dtype=np.int64)
+        self._value = np.zeros(capacity, dtype=np.float64)
+        self._stamp = np.zeros(capacity, dtype=np.float64)
+        # Python int stores are atomic under the GIL; each index has exactly one writer.
+        self._write = 0
+        self._read = 0
+
+    def __len__(self) -> int:
+        return self._write - self._read
+
+    def free(self) -> int:
+        return self.capacity - (self._write - self._read)
+
+    def push(self, generation: int, slot: int, param: int, value: float, stamp: float = 0.0) -> bool:
+        """Append one change; False when full (the caller coalesces)."""
+        w = self._write
+        if w - self._read >= self.capacity:
+            return False
+        i = w % self.capacity
+        self._gen[i] = generation
+        self._slot[i] = slot
+        self._param[i] = param
+        self._value[i] = value
+        self._stamp[i] = stamp
+        self._write = w + 1  # publish after the slot is written
+        return True
+
+    def drain(self, apply: Callable[[int, int, int, float, float], None], limit: int = 1 << 30) -> int:
+        """Apply up to ``limit`` waiting changes in order; return how many."""
+        r = self._read
+        w = self._write
+        n = 0
+        while r < w and n < limit:
+            i = r % self.capacity
+            apply(int(self._gen[i]), int(self._slot[i]), int(self._param[i]), float(self._value[i]), float(self._stamp[i]))
+            r += 1
+            n += 1
+        self._read = r
+        return n
+
+
+class ControlPort:
+    """The producer side: any number of control threads submit changes here.
+
+    Never blocks on the audio thread. Keeps FIFO order: once anything is pending, new changes
+    join the pending map until it has been flushed.
+    """
+
+    def __init__(self, ring: ParamRing) -> None:
+        self.ring = ring
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[int, int, int], tuple[float, float]] = {}
+        self.coalesced_changes = 0
+
+    def submit(self, change: ParamChange, stamp: float = 0.0) -> None:
+        with self._lock:
+            if self._pending:
+                self._flush_locked()
+            if self._pending or not self.ring.push(change.generation, change.slot, change.param, change.value, stamp):
+                key = (change.generation, change.slot, change.param)
+                if key in self._pending:
+                    self.coalesced_changes += 1
+                self._pending[key] = (change.value, stamp)
+
+    def flush(self) -> int:
+        """Move pending changes into the ring while there is room; return how many remain."""
+        with self._lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        while self._pending:
+            key, (value, stamp) = next(iter(self._pending.items()))
+            if not self.ring.push(key[0], key[1], key[2], value, stamp):
+                break
+            del self._pending[key]
+        return len(self._pending)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)

@@ -1,0 +1,251 @@
+"""Files: offline rendering of any soundfile format through a Chain, faster than real time.
+
+:func:`process_file` streams the input in blocks through the same Chain code that runs live,
+trims the chain's latency from the head and flushes its tail so the output lines up with the
+input and has its length. It keeps the input's sample rate, channel count and subtype unless
+told otherwise, dithers (TPDF) when writing integer PCM, reports samples beyond full scale and
+clips them only where the format forces it. The output is written to a temporary file next
+to ``out`` and renamed over it only when everything succeeded, so a failure never damages an
+existing file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from hushbridge.effects.chain import Chain
+from hushbridge.effects.render import OfflineRenderer
+from hushbridge.errors import AudioFileError
+
+READ_FRAMES = 1 << 16
+
+# bits of integer PCM subtypes, for dither and clipping
+_PCM_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "ALAC_16": 16,
+             "ALAC_20": 20, "ALAC_24": 24, "ALAC_32": 32, "DWVW_12": 12, "DWVW_16": 16, "DWVW_24": 24}
+_FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
+
+
+@dataclass
+class FileReport:
+    """What :func:`process_file` did."""
+
+    input: str
+    output: str
+    sample_rate: int
+    channels: int
+    frames: int
+    subtype: str
+    latency_samples: int
+    over_full_scale: int = 0  # output samples beyond ±1.0 before any clipping
+    clipped: int = 0  # samples clipped because the output format forced it
+    nonfinite_input: int = 0  # NaN/Inf samples found in the input (silenced)
+    notes: list[str] = field(default_factory=list)
+
+
+def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
+    """soundfile's info, with our error for missing, unreadable and empty files."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioFileError(f"{p}: no such file")
+    if p.is_dir():
+        raise AudioFileError(f"{p}: is a directory, not an audio file")
+    try:
+        info = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioFileError(f"{p}: not a readable audio file ({e})") from e
+    if info.frames == 0:
+        raise AudioFileError(f"{p}: contains no audio (0 frames)")
+    return info
+
+
+def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Read a whole file as ``(channels, frames)`` float32 and its sample rate."""
+    audio_info(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioFileError(f"{path}: cannot read audio ({e})") from e
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+def _out_subtype(out: Path, in_subtype: str, subtype: str | None) -> tuple[str, str]:
+    fmt = _format_for(out)
+    if subtype:
+        chosen = subtype.upper()
+        if not sf.check_format(fmt, chosen):
+            raise AudioFileError(f"{out}: format {fmt} cannot store subtype {chosen} "
+                                 f"(it can: {', '.join(sf.available_subtypes(fmt))})")
+        return fmt, chosen
+    if sf.check_format(fmt, in_subtype):
+        return fmt, in_subtype
+    return fmt, sf.default_subtype(fmt)
+
+
+def _format_for(out: Path) -> str:
+    ext = out.suffix.lower().lstrip(".")
+    formats = {k.lower(): k for k in sf.available_formats()}
+    aliases = {"aif": "aiff", "oga": "ogg", "opus": "ogg"}
+    ext = aliases.get(ext, ext)
+    if ext not in formats:
+        raise AudioFileError(f"{out}: unknown output format {out.suffix!r} (use one of: "
+                             f"{', '.join(sorted(formats))})")
+    return formats[ext]
+
+
+class _Quantizer:
+    """TPDF dither and clipping for integer PCM; pass-through (with reporting) for float."""
+
+    def __init__(self, subtype: str, seed: int = 0x5EED) -> None:
+        self.bits = _PCM_BITS.get(subtype)
+        self.is_float = subtype in _FLOAT_SUBTYPES
+        self.rng = np.random.default_rng(seed)
+        self.over = 0
+        self.clipped = 0
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        """(channels, frames) float32 -> (frames, channels) array ready for soundfile."""
+        over = int(np.count_nonzero(np.abs(block) > 1.0))
+        self.over += over
+        x = block.T
+        if self.is_float:
+            return np.ascontiguousarray(x, dtype=np.float32)
+        if self.bits is None:  # lossy/compressed formats: the codec quantizes; keep range legal
+            self.clipped += over
+            return np.clip(x, -1.0, 1.0).astype(np.float32)
+        scale = float(2 ** (self.bits - 1))
+        d = self.rng.random(x.shape) - self.rng.random(x.shape)  # TPDF, ±1 LSB
+        q = np.floor(x.astype(np.float64) * scale + d + 0.5)
+        hi, lo = scale - 1, -scale
+        self.clipped += int(np.count_nonzero((q > hi) | (q < lo)))
+        q = np.clip(q, lo, hi)
+        # soundfile maps int32 full scale onto the file's bit depth exactly
+        return (q * 2 ** (32 - self.bits)).astype(np.int32)
+
+
+def _blocks(f: sf.SoundFile) -> Iterator[np.ndarray]:
+    while True:
+        data = f.read(READ_FRAMES, dtype="float32", always_2d=True)
+        if data.shape[0] == 0:
+            return
+        yield np.ascontiguousarray(data.T)
+
+
+def process_file(
+    inp: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    chain: Chain,
+    *,
+    sample_rate: int | None = None,
+    subtype: str | None = None,
+    block_size: int = 4096,
+    progress: Callable[[int, int], None] | None = None,
+) -> FileReport:
+    """Render ``inp`` through ``chain`` into ``out``.
+
+    Parameters
+    ----------
+    inp, out : path
+        Any format soundfile reads; ``out``'s format comes from its extension.
+    chain : Chain
+        Prepared here for the file's channels and the processing rate.
+    sample_rate : int, optional
+        Processing and output rate; the input is resampled with soxr when it differs.
+        Default: the input's rate.
+    subtype : str, optional
+        Output subtype (``PCM_16``, ``PCM_24``, ``FLOAT``...). Default: the input's, when the
+        output format can store it.
+    block_size : int
+        Frames per ``process`` call (results are identical for any value).
+    progress : callable, optional
+        ``progress(frames_done, frames_total)`` after each chunk.
+
+    Returns
+    -------
+    FileReport
+
+    Raises
+    ------
+    AudioFileError
+        Missing, unreadable or empty input; ``out`` is the same file as ``inp``; an output
+        format that cannot be written. ``out`` is untouched in every failure.
+    """
+    src, dst = Path(inp), Path(out)
+    info = audio_info(src)
+    if dst.exists() and (dst.resolve() == src.resolve() or os.path.samefile(src, dst)):
+        raise AudioFileError(f"refusing to overwrite the input {src}: choose another output path")
+    if dst.is_dir():
+        raise AudioFileError(f"{dst}: is a directory; give a file name (or use --out-dir for batches)")
+    fmt, out_subtype = _out_subtype(dst, info.subtype, subtype)
+    rate = int(sample_rate or info.samplerate)
+    channels = info.channels
+    report = FileReport(str(src), str(dst), rate, channels, 0, out_subtype, chain.latency_samples)
+    if not dst.parent.exists():
+        raise AudioFileError(f"{dst.parent}: output folder does not exist")
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=f".part{dst.suffix}", dir=dst.parent)
+    os.close(fd)
+    try:
+        quantize = _Quantizer(out_subtype)
+        renderer = OfflineRenderer(chain, channels, rate, block_size)
+        report.latency_samples = renderer.latency_samples
+        resampler = None
+        if rate != info.samplerate:
+            import soxr
+
+            resampler = soxr.ResampleStream(info.samplerate, rate, channels, dtype="float32", quality="VHQ")
+            report.notes.append(f"resampled {info.samplerate} Hz -> {rate} Hz (soxr VHQ)")
+        expected = int(round(info.frames * rate / info.samplerate))
+        done = 0
+        try:
+            reader = sf.SoundFile(str(src))
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioFileError(f"{src}: cannot open ({e})") from e
+        with reader, sf.SoundFile(tmp_name, "w", rate, channels, out_subtype, format=fmt) as writer:
+
+            def emit(y: np.ndarray) -> None:
+                nonlocal done
+                y = y[:, : max(0, expected - done)]
+                if y.shape[1]:
+                    writer.write(quantize(y))
+                    done += y.shape[1]
+
+            try:
+                for chunk in _blocks(reader):
+                    bad = ~np.isfinite(chunk)
+                    if bad.any():
+                        report.nonfinite_input += int(bad.sum())
+                        chunk[bad] = 0.0
+                    if resampler is not None:
+                        chunk = np.ascontiguousarray(resampler.resample_chunk(chunk.T).T)
+                    emit(renderer.push(chunk))
+                    if progress is not None:
+                        progress(min(done, expected), expected)
+                if resampler is not None:
+                    emit(renderer.push(np.ascontiguousarray(resampler.resample_chunk(
+                        np.zeros((0, channels), np.float32), last=True).T)))
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise AudioFileError(f"{src}: corrupt or truncated audio ({e})") from e
+            emit(renderer.flush())
+            if done < expected:  # resampler delivered a few frames fewer than the ideal count
+                emit(np.zeros((channels, expected - done), np.float32))
+            if progress is not None:
+                progress(done, expected)
+        report.frames = done
+        report.over_full_scale = quantize.over
+        report.clipped = quantize.clipped
+        if report.nonfinite_input:
+            report.notes.append(f"{report.nonfinite_input} NaN/Inf input samples replaced by silence")
+        os.replace(tmp_name, dst)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass  # already renamed or never created
+        raise
+    return report
