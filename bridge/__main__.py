@@ -1,0 +1,4 @@
+import sys
+from hushbridge.cli import main
+
+sys.exit(main())

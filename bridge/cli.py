@@ -1,0 +1,343 @@
+"""The ``hushbridge`` command line.
+
+    hushbridge demo                          clean the bundled demo clip, show before/after
+    hushbridge process IN OUT                clean a file with the default preset (dialogue)
+    hushbridge process A.wav B.wav --out-dir cleaned/ --preset podcast
+    hushbridge run --backend jack            live: JACK ports in_1.., out_1.., OSC on 127.0.0.1:9000
+    hushbridge devices                       audio backends, devices and JACK ports
+    hushbridge presets                       built-in and user presets
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from hushbridge import __version__
+from hushbridge.errors import HushbridgeError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+# == chain selection shared by process and run =====================================================
+def _add_chain_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", "-p", metavar="NAME", help="preset name or .toml path (default: dialogue; see `hushbridge presets`)")
+    g.add_argument("--chain", "-c", metavar="E1,E2,...",
+                   help="ad-hoc chain of effects with default settings, e.g. highpass,compressor,limiter")
+    p.add_argument("--set", "-s", metavar="ID.PARAM=VALUE", action="append", default=[],
+                   help="override a parameter, e.g. --set compressor.threshold_db=-20 (repeatable)")
+
+
+def _build_chain(args: argparse.Namespace):
+    from hushbridge.effects import chain_from_names
+    from hushbridge.errors import ParamError
+    from hushbridge.presets import load_preset
+
+    chain = chain_from_names(args.chain) if args.chain else load_preset(args.preset or "dialogue")
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        eid, dot, pid = key.strip().rpartition(".")
+        if not sep or not dot or not eid or not pid:
+            raise ParamError(f"--set {item!r}: expected ID.PARAM=VALUE, e.g. compressor.threshold_db=-20")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ParamError(f"--set {item!r}: {value!r} is not a number") from None
+        chain[eid].set(pid, number)
+    return chain
+
+
+# == process =======================================================================================
+def _cmd_process(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from hushbridge.io.files import audio_info, process_file
+
+    out = _console()
+    err = _console(stderr=True)
+    paths = [Path(p) for p in args.files]
+    if args.out_dir:
+        jobs = [(p, Path(args.out_dir) / p.name) for p in paths]
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    else:
+        if len(paths) != 2:
+            err.print("[red]error:[/] give IN and OUT, or several inputs with --out-dir DIR")
+            return EXIT_USAGE
+        jobs = [(paths[0], paths[1])]
+    chain = _build_chain(args)
+    failures = 0
+    for src, dst in jobs:
+        try:
+            info = audio_info(src)
+            t0 = time.perf_counter()
+            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                          TimeRemainingColumn(), console=err, transient=True,
+                          disable=args.quiet or info.duration < 20) as bar:
+                task = bar.add_task(src.name, total=info.frames)
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                report = process_file(src, dst, chain, sample_rate=args.rate, subtype=args.subtype,
+                                      block_size=args.block_size, progress=progress)
+            dt = time.perf_counter() - t0
+            seconds = report.frames / report.sample_rate
+            if not args.quiet:
+                out.print(f"{src} -> {dst}: {seconds:.2f} s, {report.channels} ch, {report.sample_rate} Hz, "
+                          f"{report.subtype}, {seconds / max(dt, 1e-9):.0f}x real time, "
+                          f"latency {report.latency_samples} samples compensated")
+            if report.over_full_scale:
+                verb = "clipped by the format" if report.clipped else "kept (float format)"
+                err.print(f"[yellow]warning:[/] {dst}: {report.over_full_scale} samples beyond full scale, {verb}")
+            for note in report.notes:
+                if not args.quiet:
+                    out.print(f"  {note}")
+        except HushbridgeError as e:
+            failures += 1
+            err.print(f"[red]error:[/] {e}")
+    if failures and len(jobs) > 1:
+        err.print(f"[red]{failures} of {len(jobs)} files failed[/]")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+# == demo ==========================================================================================
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    from rich.table import Table
+
+    from hushbridge.io.files import process_file, read_audio
+    from hushbridge.measure import measure
+    from hushbridge.presets import load_preset
+
+    out = _console()
+    src = resources.files("hushbridge.data").joinpath("demo.flac")
+    dst = Path(args.out)
+    preset = args.preset or "dialogue"
+    chain = load_preset(preset)
+    with resources.as_file(src) as src_path:
+        t0 = time.perf_counter()
+        report = process_file(src_path, dst, chain)
+        dt = time.perf_counter() - t0
+        before_audio, sr = read_audio(src_path)
+    after_audio, _ = read_audio(dst)
+    before, after = measure(before_audio, sr), measure(after_audio, sr)
+    seconds = report.frames / sr
+    out.print(f"hushbridge {__version__} demo: bundled clip (TTS speech, simulated room, hum, fan noise) "
+              f"through the [bold]{preset}[/] preset")
+    out.print(f"chain: {' > '.join(chain.ids)}; latency {report.latency_samples} samples "
+              f"({report.latency_samples / sr * 1000:.2f} ms), compensated")
+    out.print(f"processed {seconds:.1f} s of audio in {dt:.2f} s ({seconds / max(dt, 1e-9):.0f}x real time)")
+    table = Table(title=None)
+    table.add_column("measure")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    labels = {
+        "integrated_lufs": ("integrated loudness", "LUFS"),
+        "lra_lu": ("loudness range", "LU"),
+        "true_peak_dbtp": ("true peak", "dBTP"),
+        "sample_peak_dbfs": ("sample peak", "dBFS"),
+        "rms_dbfs": ("RMS", "dBFS"),
+        "noise_floor_dbfs": ("noise floor", "dBFS"),
+    }
+    for key, (label, unit) in labels.items():
+        if key in before:
+            b, a = before[key], after[key]
+            fmt = (lambda v: "-inf" if not math.isfinite(v) else f"{v:.1f}")
+            table.add_row(label, f"{fmt(b)} {unit}", f"{fmt(a)} {unit}")
+    out.print(table)
+    out.print(f"wrote {dst}")
+    return EXIT_OK
+
+
+# == run ===========================================================================================
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hushbridge.engine import Engine
+
+    err = _console(stderr=True)
+    chain = _build_chain(args)
+    engine = Engine(chain, channels=args.channels)
+    if args.backend == "jack":
+        from hushbridge.io.jack import JackBackend
+
+        backend = JackBackend(engine, name=args.name, server=args.server,
+                              connect_inputs=args.connect_inputs, connect_outputs=args.connect_outputs)
+    else:
+        from hushbridge.io.portaudio import PortAudioBackend
+
+        device = int(args.device) if args.device and args.device.isdigit() else args.device
+        backend = PortAudioBackend(engine, device=device, samplerate=args.rate, blocksize=args.block_size)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    osc = None
+    try:
+        backend.start()
+        if not args.no_osc:
+            from hushbridge.control.osc import OscServer
+
+            osc = OscServer(engine, host=args.osc_host, port=args.osc_port)
+            osc.start()
+        where = f"OSC on {args.osc_host}:{osc.port}" if osc else "OSC off"
+        err.print(f"hushbridge running on {backend.name} ({engine.spec.sample_rate} Hz, {engine.spec.max_block_size} frames, "
+                  f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}, {where}. Ctrl-C to stop.")
+        tty = sys.stderr.isatty()
+        while not stop.wait(0.5):
+            line = engine.status_line()
+            if tty:
+                sys.stderr.write("\r" + line + "   ")
+                sys.stderr.flush()
+            elif args.status_every and engine.blocks and int(time.monotonic() * 2) % (2 * args.status_every) == 0:
+                print(line, file=sys.stderr, flush=True)
+        if tty:
+            sys.stderr.write("\n")
+    finally:
+        if osc is not None:
+            osc.close()
+        backend.close()
+    err.print(f"stopped. {engine.status_line()}")
+    return EXIT_OK
+
+
+# == devices / presets =============================================================================
+def _cmd_devices(args: argparse.Namespace) -> int:  # noqa: ARG001
+    out = _console()
+    out.print("[bold]backends[/]: jack (JACK-Client), portaudio (sounddevice), files (soundfile + soxr)")
+    try:
+        from hushbridge.io.jack import list_jack_ports
+
+        ports = list_jack_ports()
+    except Exception as e:  # noqa: BLE001 - a listing must not fail because one backend is broken
+        ports = []
+        out.print(f"[yellow]jack: unavailable ({e})[/]")
+    server = os.environ.get("JACK_DEFAULT_SERVER", "default")
+    if ports:
+        out.print(f"[bold]JACK ports[/] (server {server}):")
+        for name in ports:
+            out.print(f"  {name}")
+    else:
+        out.print(f"JACK: no server running (server name {server}); start one with "
+                  "`jackd -R -d dummy -r 48000 -p 128` or your sound card's driver")
+    try:
+        from hushbridge.io.portaudio import list_devices
+
+        devices = list_devices()
+    except Exception as e:  # noqa: BLE001
+        devices = []
+        out.print(f"[yellow]portaudio: unavailable ({e})[/]")
+    if devices:
+        out.print("[bold]PortAudio devices[/]:")
+        for d in devices:
+            out.print(f"  [{d['index']}] {d['name']} ({d['hostapi']}): {d['max_input_channels']} in, "
+                      f"{d['max_output_channels']} out, {d['default_samplerate']:.0f} Hz")
+    else:
+        out.print("PortAudio: no devices")
+    return EXIT_OK
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from hushbridge.presets import find_preset, list_presets, user_preset_dir
+
+    out = _console()
+    for name, source in list_presets().items():
+        try:
+            chain = find_preset(name).build()
+            desc = " > ".join(chain.ids)
+        except HushbridgeError as e:
+            desc = f"[red]broken: {e}[/]"
+        out.print(f"{name:12s} {desc}  [dim]({source})[/]")
+    out.print(f"user presets live in {user_preset_dir()}")
+    return EXIT_OK
+
+
+# == parser ========================================================================================
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hushbridge",
+        description="Speech cleanup and broadcast dynamics, live (JACK, PortAudio) or on files.",
+        epilog="Start with `hushbridge demo`. Every command has --help.",
+    )
+    parser.add_argument("--version", action="version", version=f"hushbridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("process", help="clean audio files offline (faster than real time)",
+                       description="Render files through a preset or chain. The output keeps the input's rate, "
+                                   "channels and sample format and lines up with the input sample for sample. "
+                                   "OUT is written only when everything succeeded.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="IN OUT, or several inputs with --out-dir")
+    p.add_argument("--out-dir", "-o", metavar="DIR", help="batch mode: write each input to DIR under its own name")
+    _add_chain_args(p)
+    p.add_argument("--rate", type=int, metavar="HZ", help="output/processing sample rate (default: the input's)")
+    p.add_argument("--subtype", metavar="NAME", help="output sample format, e.g. PCM_16, PCM_24, FLOAT (default: the input's)")
+    p.add_argument("--block-size", type=int, default=4096, metavar="N", help="frames per processing block (default 4096)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print errors and warnings only")
+    p.set_defaults(func=_cmd_process)
+
+    p = sub.add_parser("demo", help="clean the bundled demo clip and show before/after measurements",
+                       description="Processes a clip shipped with hushbridge (TTS speech in a simulated room with "
+                                   "hum and fan noise) with the default preset. Needs no audio hardware.")
+    p.add_argument("--out", default="hushbridge-demo.wav", metavar="PATH", help="where to write the result")
+    p.add_argument("--preset", "-p", metavar="NAME", help="preset to use (default: dialogue)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("run", help="run live on JACK or PortAudio with OSC control",
+                       description="Runs the chain live until Ctrl-C or SIGTERM. On JACK the client has ports "
+                                   "in_1..N and out_1..N. OSC listens on 127.0.0.1:9000 unless told otherwise.")
+    p.add_argument("--backend", "-b", choices=["jack", "portaudio"], default="jack")
+    _add_chain_args(p)
+    p.add_argument("--channels", type=int, default=2, metavar="N", help="channels in and out (default 2)")
+    p.add_argument("--name", default="hushbridge", help="JACK client name (default hushbridge)")
+    p.add_argument("--server", metavar="NAME", help="JACK server name (default: $JACK_DEFAULT_SERVER or default)")
+    p.add_argument("--connect-inputs", nargs="+", metavar="PORT", help="JACK ports to connect to our inputs, e.g. system:capture_1")
+    p.add_argument("--connect-outputs", nargs="+", metavar="PORT", help="JACK ports to connect our outputs to, e.g. system:playback_1")
+    p.add_argument("--device", metavar="NAME|INDEX", help="PortAudio device (see `hushbridge devices`)")
+    p.add_argument("--rate", type=int, metavar="HZ", help="PortAudio sample rate (default: the device's)")
+    p.add_argument("--block-size", type=int, default=128, metavar="N", help="PortAudio block size (default 128)")
+    p.add_argument("--osc-host", default="127.0.0.1", help="OSC address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--osc-port", type=int, default=9000, help="OSC UDP port (default 9000)")
+    p.add_argument("--no-osc", action="store_true", help="do not start the OSC server")
+    p.add_argument("--status-every", type=int, default=10, metavar="S",
+                   help="when stderr is not a terminal, print the status line every S seconds (0: never)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("devices", help="list audio backends, devices and JACK ports")
+    p.set_defaults(func=_cmd_devices)
+
+    p = sub.add_parser("presets", help="list built-in and user presets")
+    p.set_defaults(func=_cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except HushbridgeError as e:
+        _console(stderr=True).print(f"[red]error:[/] {e}")
+        return EXIT_FAILED if not isinstance(e, ValueError) else EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Chain: ids, list behaviour, latency sum, latency-preserving bypass, non-finite handling."""
+import numpy as np
+import pytest
+
+from hushbridge.effects import Chain, Effect, Gain, Param, ProcessSpec, chain_from_names, create_effect
+from hushbridge.errors import ChainError, ParamError
+
+
+class Delay(Effect):
+    """Test effect: a pure delay that reports its latency."""
+
+    name = "delay"
+    params = (Param("amount", 0.0, 1.0, 1.0),)
+
+    def __init__(self, samples: int) -> None:
+        self.samples = samples
+        super().__init__()
+
+    @property
+    def latency_samples(self) -> int:
+        return self.samples
+
+    def _prepare(self, spec: ProcessSpec) -> None:
+        self.buf = np.zeros((spec.channels, self.samples + spec.max_block_size), np.float32)
+
+    def reset(self) -> None:
+        self.buf.fill(0)
+
+    def process(self, block):
+        n = block.shape[1]
+        s = self.samples
+        self.buf[:, s : s + n] = block
+        block[...] = self.buf[:, :n]
+        self.buf[:, : s] = self.buf[:, n : n + s].copy()
+
+
+def test_ids_are_names_then_numbered_and_explicit_ids_win():
+    c = Chain([Gain(), Gain(), Gain()], ids=[None, None, "voice"])
+    assert c.ids == ["gain", "gain_2", "voice"]
+    assert c["voice"] is c[2]
+    with pytest.raises(ChainError, match="no effect with id 'nope'"):
+        c["nope"]
+    with pytest.raises(ChainError, match="already used"):
+        c.append(Gain(), id="voice")
+    with pytest.raises(ChainError, match="must start with a letter"):
+        c.append(Gain(), id="1bad")
+
+
+def test_list_behaviour():
+    c = Chain()
+    c.append(Gain(gain_db=-1))
+    c.insert(0, Gain(gain_db=-2))
+    assert len(c) == 2 and [e.gain_db for e in c] == [-2, -1]
+    del c[0]
+    assert len(c) == 1 and c[0].gain_db == -1
+
+
+def test_param_checked_with_range_in_message():
+    g = Gain()
+    with pytest.raises(ParamError, match=r"gain\.gain_db must be in \[-96, 24\] dB, got 30"):
+        g.gain_db = 30
+    with pytest.raises(ParamError, match="no parameter 'foo'"):
+        g.set("foo", 1)
+    with pytest.raises(ParamError, match="must be a number"):
+        g.set("gain_db", "loud")
+    assert "gain_db=0" in repr(g)
+
+
+def test_latency_is_sum_and_render_compensates():
+    c = Chain([Delay(10), Gain(), Delay(5)])
+    assert c.latency_samples == 15
+    x = np.random.default_rng(1).standard_normal(3000).astype(np.float32)
+    y = c(x, 48000, block_size=64)
+    assert y.shape == x.shape
+    np.testing.assert_array_equal(y, x)
+
+
+@pytest.mark.parametrize("block", [1, 64, 128, 1000])
+def test_block_size_invariance(block):
+    c = Chain([Gain(gain_db=-3), Delay(7), Gain(gain_db=2)])
+    x = np.random.default_rng(2).standard_normal((2, 5000)).astype(np.float32)
+    ref = c(x, 48000, block_size=5000)
+    np.testing.assert_array_equal(c(x, 48000, block_size=block), ref)
+
+
+def test_bypass_keeps_timing_and_crossfades():
+    sr = 48000
+    c = Chain([Delay(32), Gain(gain_db=-6)])
+    c.prepare(ProcessSpec(sr, 256, 1))
+    x = np.sin(2 * np.pi * 440 * np.arange(sr) / sr).astype(np.float32)[None, :]
+    out = np.zeros_like(x)
+    for i in range(0, sr, 256):
+        if i == 256 * 40:
+            c.set_bypass("gain", True)
+        blk = x[:, i : i + 256].copy()
+        c.process(blk)
+        out[:, i : i + 256] = blk
+    delayed = np.concatenate([np.zeros((1, 32), np.float32), x[:, :-32]], axis=1)
+    # before: -6 dB; long after the toggle: unity, same timing
+    np.testing.assert_allclose(out[:, 2000:9000], delayed[:, 2000:9000] * 10 ** (-6 / 20), atol=1e-6)
+    np.testing.assert_allclose(out[:, 20000:], delayed[:, 20000:], atol=1e-6)
+    # the toggle is smooth: no jump larger than the sine's own slope allows
+    slope = 2 * np.pi * 440 / sr
+    assert np.max(np.abs(np.diff(out[0, 256 * 40 - 10 : 256 * 40 + 2000]))) < slope * 1.05
+    assert c.is_bypassed("gain")
+
+
+def test_bypassing_a_delaying_effect_keeps_its_delay():
+    c = Chain([Delay(20)])
+    c.set_bypass(0, True)
+    x = np.random.default_rng(3).standard_normal(2000).astype(np.float32)
+    np.testing.assert_array_equal(c(x, 48000, block_size=100), x)
+
+
+def test_nonfinite_input_silenced_and_counted():
+    c = Chain([Gain(gain_db=-6)])
+    x = np.ones((2, 1000), np.float32)
+    x[0, 10] = np.nan
+    x[1, 500] = np.inf
+    y = c(x, 48000, block_size=100)
+    assert np.isfinite(y).all()
+    assert c.nonfinite_events >= 1
+    assert y[0, 10] == 0 and y[1, 500] == 0
+    np.testing.assert_allclose(y[0, 11:], 10 ** (-6 / 20), rtol=1e-6)
+
+
+class Exploder(Effect):
+    name = "exploder"
+
+    def __init__(self):
+        super().__init__()
+        self.resets = 0
+
+    def reset(self):
+        self.resets += 1
+
+    def process(self, block):
+        block[0, 0] = np.inf
+
+
+def test_effect_that_emits_nonfinite_is_reset_and_block_silenced():
+    e = Exploder()
+    c = Chain([e])
+    y = c(np.ones(64, np.float32), 48000, block_size=64)
+    assert np.isfinite(y).all() and not y.any()
+    assert e.resets >= 2 and c.nonfinite_events >= 1
+
+
+def test_registry_and_chain_from_names():
+    assert isinstance(create_effect("gain", gain_db=-3), Gain)
+    with pytest.raises(ChainError, match="unknown effect 'fuzz'"):
+        chain_from_names("gain,fuzz")
+    with pytest.raises(ChainError, match="empty chain"):
+        chain_from_names(" , ")
+    assert chain_from_names("gain, gain").ids == ["gain", "gain_2"]
+
+
+def test_param_norm_and_display():
+    p = Param("cutoff_hz", 20.0, 20000.0, 80.0, scale="log")
+    assert p.from_norm(0) == 20.0 and p.from_norm(1) == pytest.approx(20000.0)
+    assert p.to_norm(p.from_norm(0.37)) == pytest.approx(0.37)
+    assert p.display(80) == "80.0 Hz" and p.display(2500) == "2.50 kHz"
+    assert Param("threshold_db", -60, 0, -18).display(-18) == "-18.0 dB"
+    assert p.clamp(1e9) == 20000.0 and p.clamp(float("nan")) == 80.0

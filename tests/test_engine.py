@@ -1,0 +1,171 @@
+"""Engine without a device: the hand-off, coalescing, live swap, stats, non-finite guard."""
+import threading
+
+import numpy as np
+import pytest
+
+from hushbridge.control.params import ControlPort, ParamChange, ParamRing
+from hushbridge.engine import Engine
+from hushbridge.effects import Chain, Gain
+from hushbridge.errors import ParamError
+
+
+def run_blocks(engine, x, block=128):
+    out = np.zeros_like(x)
+    for i in range(0, x.shape[1], block):
+        engine.process(x[:, i : i + block], out[:, i : i + block])
+    return out
+
+
+def make_engine(*effects, channels=2):
+    e = Engine(Chain(list(effects)), channels=channels)
+    e.prepare(48000, 128)
+    return e
+
+
+def test_set_reaches_audio_at_next_block_and_is_smoothed():
+    e = make_engine(Gain())
+    x = np.ones((2, 128 * 40), np.float32)
+    e.set("/hb/gain/gain_db", -6.0)
+    assert e.get("/hb/gain/gain_db") == -6.0
+    y = run_blocks(e, x)
+    assert y[0, 0] > 0.99  # ramp starts from the old value: no jump
+    assert np.all(np.diff(y[0, :1000]) <= 0)  # monotone ramp down
+    np.testing.assert_allclose(y[:, -1], 10 ** (-6 / 20), rtol=1e-6)
+    assert e.chain["gain"].gain_db == -6.0
+
+
+def test_set_checks_range_unless_clamped():
+    e = make_engine(Gain())
+    with pytest.raises(ParamError, match=r"\[-96, 24\]"):
+        e.set("/hb/gain/gain_db", 50)
+    assert e.set("/hb/gain/gain_db", 50, clamp=True) == 24.0
+    with pytest.raises(ParamError, match="unknown address"):
+        e.set("/hb/nope/gain_db", 1)
+    with pytest.raises(ParamError, match="finite"):
+        e.set("/hb/gain/gain_db", float("nan"), clamp=True)
+
+
+def test_norm_bypass_and_engine_stats():
+    e = make_engine(Gain(), Gain())
+    assert e.set_norm("/hb/gain_2/gain_db", 1.0) == 24.0
+    e.set_bypass("gain_2", True)
+    assert e.get("/hb/gain_2/bypass") == 1.0
+    run_blocks(e, np.zeros((2, 128 * 10), np.float32))
+    assert e.chain.is_bypassed("gain_2")
+    for stat in ("xruns", "cpu_load", "latency_samples", "sample_rate", "block_size",
+                 "dropped_messages", "coalesced_changes"):
+        assert isinstance(e.get(f"/hb/engine/{stat}"), float)
+    assert e.get("/hb/engine/sample_rate") == 48000.0
+    assert e.display("/hb/gain/gain_db", -6) == "-6.0 dB"
+    with pytest.raises(ParamError, match="unknown engine stat"):
+        e.get("/hb/engine/bogus")
+
+
+def test_ring_is_bounded_and_full_ring_coalesces_latest_wins():
+    ring = ParamRing(4)
+    port = ControlPort(ring)
+    for v in range(10):
+        port.submit(ParamChange(0, 0, 0, float(v)))
+    assert len(ring) == 4 and port.pending == 1
+    assert port.coalesced_changes == 5  # values 5..9 folded into one pending slot
+    seen = []
+    ring.drain(lambda g, s, p, v, t: seen.append(v))
+    assert seen == [0.0, 1.0, 2.0, 3.0]
+    assert port.flush() == 0
+    ring.drain(lambda g, s, p, v, t: seen.append(v))
+    assert seen[-1] == 9.0  # latest value wins
+
+
+def test_flood_from_threads_while_audio_runs_ends_at_last_value():
+    e = make_engine(Gain())
+    stop = threading.Event()
+    x = np.full((2, 128), 0.5, np.float32)
+    y = np.zeros_like(x)
+
+    def audio():
+        while not stop.is_set():
+            e.process(x, y)
+
+    t = threading.Thread(target=audio)
+    t.start()
+    try:
+        for i in range(20000):
+            e.set("/hb/gain/gain_db", -float(i % 50), clamp=True)
+        e.set("/hb/gain/gain_db", -12.0)
+        for _ in range(100):
+            e.housekeeping()
+            if e.control.pending == 0 and len(e.ring) == 0 and e.chain["gain"].gain_db == -12.0:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        stop.set()
+        t.join()
+    assert e.chain["gain"].gain_db == -12.0
+    assert np.isfinite(y).all()
+
+
+def test_live_swap_crossfades_and_old_generation_changes_are_ignored():
+    e = make_engine(Gain())
+    sr = 48000
+    t = np.arange(sr // 2) / sr
+    x = np.tile(np.sin(2 * np.pi * 220 * t).astype(np.float32), (2, 1))
+    out = np.zeros_like(x)
+    old_gen = e.generation
+    swapped = threading.Event()
+
+    def swap():
+        e.load_chain(Chain([Gain(gain_db=-1.0)]))
+        swapped.set()
+
+    th = threading.Thread(target=swap)
+    for i in range(0, x.shape[1], 128):
+        if i == 128 * 20:
+            th.start()
+            while e._incoming is None:  # the control thread prepares, then hands over
+                th.join(0.001)
+        e.process(x[:, i : i + 128], out[:, i : i + 128])
+    th.join()
+    assert swapped.is_set()
+    assert e.generation == old_gen + 1
+    slope = 2 * np.pi * 220 / sr
+    assert np.max(np.abs(np.diff(out[0]))) < slope * 1.1  # no click
+    np.testing.assert_allclose(out[0, -100:], x[0, -100:] * 10 ** (-1 / 20), atol=1e-5)
+    # a change addressed to the old chain is dropped, not applied to the new one
+    e.control.submit(ParamChange(old_gen, 0, 0, -40.0))
+    run_blocks(e, x[:, :256])
+    assert e.chain["gain"].gain_db == -1.0
+
+
+def test_nonfinite_never_reaches_output_and_exceptions_are_contained():
+    e = make_engine(Gain())
+    x = np.full((2, 128), np.nan, np.float32)
+    y = np.ones_like(x)
+    e.process(x, y)
+    assert np.isfinite(y).all() and not y.any()
+    assert e.nonfinite_events >= 1
+
+    class Broken(Gain):
+        name = "broken"
+
+        armed = False
+
+        def process(self, block):
+            if self.armed:
+                raise RuntimeError("boom")
+            super().process(block)
+
+    broken = Broken()
+    e2 = make_engine(broken)
+    broken.armed = True
+    y = np.ones((2, 128), np.float32)
+    e2.process(np.ones((2, 128), np.float32), y)
+    assert e2.callback_errors == 1 and "boom" in e2.last_callback_error and not y.any()
+
+
+def test_blocks_larger_than_prepared_are_split():
+    e = make_engine(Gain(gain_db=-6))
+    x = np.ones((2, 1000), np.float32)
+    y = np.zeros_like(x)
+    e.process(x, y)
+    np.testing.assert_allclose(y, 10 ** (-6 / 20), rtol=1e-6)
