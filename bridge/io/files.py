@@ -130,7 +130,10 @@ class _Quantizer:
 
 def _blocks(f: sf.SoundFile) -> Iterator[np.ndarray]:
     while True:
-        data = f.read(READ_FRAMES, dtype="float32", always_2d=True)
+        try:
+            data = f.read(READ_FRAMES, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, sf.SoundFileRuntimeError) as e:
+            raise AudioFileError(f"{f.name}: corrupt or truncated audio ({e})") from e
         if data.shape[0] == 0:
             return
         yield np.ascontiguousarray(data.T)
@@ -215,22 +218,19 @@ def process_file(
                     writer.write(quantize(y))
                     done += y.shape[1]
 
-            try:
-                for chunk in _blocks(reader):
-                    bad = ~np.isfinite(chunk)
-                    if bad.any():
-                        report.nonfinite_input += int(bad.sum())
-                        chunk[bad] = 0.0
-                    if resampler is not None:
-                        chunk = np.ascontiguousarray(resampler.resample_chunk(chunk.T).T)
-                    emit(renderer.push(chunk))
-                    if progress is not None:
-                        progress(min(done, expected), expected)
+            for chunk in _blocks(reader):
+                bad = ~np.isfinite(chunk)
+                if bad.any():
+                    report.nonfinite_input += int(bad.sum())
+                    chunk[bad] = 0.0
                 if resampler is not None:
-                    emit(renderer.push(np.ascontiguousarray(resampler.resample_chunk(
-                        np.zeros((0, channels), np.float32), last=True).T)))
-            except (sf.LibsndfileError, RuntimeError) as e:
-                raise AudioFileError(f"{src}: corrupt or truncated audio ({e})") from e
+                    chunk = np.ascontiguousarray(resampler.resample_chunk(chunk.T).T)
+                emit(renderer.push(chunk))
+                if progress is not None:
+                    progress(min(done, expected), expected)
+            if resampler is not None:
+                emit(renderer.push(np.ascontiguousarray(resampler.resample_chunk(
+                    np.zeros((0, channels), np.float32), last=True).T)))
             emit(renderer.flush())
             if done < expected:  # resampler delivered a few frames fewer than the ideal count
                 emit(np.zeros((channels, expected - done), np.float32))

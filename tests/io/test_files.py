@@ -1,0 +1,147 @@
+"""Offline file rendering: formats, alignment, dither, clipping policy, safety on failure."""
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from hushbridge.effects import Chain, Gain
+from hushbridge.errors import AudioFileError
+from hushbridge.io.files import process_file, read_audio
+
+
+def write(path, data, sr=48000, subtype="PCM_24"):
+    sf.write(str(path), np.asarray(data).T, sr, subtype=subtype)
+    return path
+
+
+def noise(ch, n, seed=0, level=0.25):
+    return (np.random.default_rng(seed).standard_normal((ch, n)) * level).astype(np.float32)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_keeps_rate_channels_subtype_and_length(tmp_path, channels):
+    src = write(tmp_path / "in.wav", noise(channels, 44100 + 17), sr=44100, subtype="PCM_16")
+    dst = tmp_path / "out.wav"
+    rep = process_file(src, dst, Chain([Gain(gain_db=-6)]))
+    info = sf.info(str(dst))
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (44100, channels, "PCM_16", 44117)
+    assert rep.frames == 44117
+    x, _ = read_audio(src)
+    y, _ = read_audio(dst)
+    # -6 dB within the 16-bit dither (±1 LSB TPDF) plus rounding
+    assert np.max(np.abs(y - x * 10 ** (-6 / 20))) < 2.5 / 32768
+
+
+def test_float_output_bit_exact_and_keeps_overs(tmp_path):
+    x = noise(2, 10000, level=0.8)
+    src = write(tmp_path / "in.wav", x, subtype="FLOAT")
+    dst = tmp_path / "out.wav"
+    rep = process_file(src, dst, Chain([Gain(gain_db=6)]))
+    y, _ = read_audio(dst)
+    ref = Chain([Gain(gain_db=6)])(x, 48000)
+    np.testing.assert_array_equal(y, ref)
+    assert rep.over_full_scale > 0 and rep.clipped == 0
+    assert np.abs(y).max() > 1.0  # float formats keep samples beyond full scale
+
+
+def test_integer_output_clips_and_reports(tmp_path):
+    src = write(tmp_path / "in.wav", noise(1, 10000, level=0.8), subtype="PCM_24")
+    rep = process_file(src, tmp_path / "out.wav", Chain([Gain(gain_db=12)]))
+    assert rep.clipped > 0 and rep.over_full_scale >= rep.clipped
+
+
+def test_tpdf_dither_decorrelates_quantisation(tmp_path):
+    # a -100 dBFS tone vanishes without dither in 16 bit; with TPDF it survives as noise + tone
+    sr = 48000
+    t = np.arange(sr) / sr
+    x = (10 ** (-100 / 20) * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[None]
+    src = write(tmp_path / "in.wav", x, subtype="FLOAT")
+    process_file(src, tmp_path / "out.wav", Chain([Gain()]), subtype="PCM_16")
+    y, _ = read_audio(tmp_path / "out.wav")
+    spectrum = np.abs(np.fft.rfft(y[0]))
+    assert spectrum[1000] > 5 * np.median(spectrum)
+    assert np.std(y) > 0.5 / 32768  # dither noise present
+
+
+def test_resampling_with_rate_option(tmp_path):
+    sr = 44100
+    t = np.arange(sr) / sr
+    src = write(tmp_path / "in.wav", np.sin(2 * np.pi * 1000 * t)[None] * 0.5, sr=sr, subtype="FLOAT")
+    rep = process_file(src, tmp_path / "out.wav", Chain([Gain()]), sample_rate=48000)
+    y, sr2 = read_audio(tmp_path / "out.wav")
+    assert sr2 == 48000 and y.shape[1] == 48000 and rep.notes
+    spectrum = np.abs(np.fft.rfft(y[0, 4800:-4800] * np.hanning(48000 - 9600)))
+    freqs = np.fft.rfftfreq(48000 - 9600, 1 / 48000)
+    assert abs(freqs[np.argmax(spectrum)] - 1000) < 3
+
+
+def test_formats_flac_ogg(tmp_path):
+    x = noise(2, 20000)
+    src = write(tmp_path / "in.flac", x, subtype="PCM_24")
+    process_file(src, tmp_path / "out.flac", Chain([Gain()]))
+    assert sf.info(str(tmp_path / "out.flac")).subtype == "PCM_24"
+    process_file(src, tmp_path / "out.ogg", Chain([Gain()]))
+    assert sf.info(str(tmp_path / "out.ogg")).format == "OGG"
+
+
+def test_refuses_in_equals_out_and_keeps_file(tmp_path):
+    src = write(tmp_path / "in.wav", noise(1, 1000))
+    before = src.read_bytes()
+    with pytest.raises(AudioFileError, match="refusing to overwrite the input"):
+        process_file(src, tmp_path / "." / "in.wav", Chain([Gain()]))
+    assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "empty", "truncated"])
+def test_bad_input_leaves_existing_output_untouched(tmp_path, kind):
+    dst = tmp_path / "out.wav"
+    dst.write_bytes(b"precious")
+    src = tmp_path / "in.wav"
+    if kind == "corrupt":
+        src.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 10)
+    elif kind == "empty":
+        sf.write(str(src), np.zeros((0, 1), np.float32), 48000)
+    elif kind == "truncated":
+        write(src, noise(2, 48000))
+        data = src.read_bytes()
+        src.write_bytes(data[: len(data) // 2])
+    if kind == "truncated":
+        # libsndfile reads a truncated WAV as shorter audio; it must still be rendered atomically
+        process_file(src, dst, Chain([Gain()]))
+        assert sf.info(str(dst)).frames > 0
+        return
+    with pytest.raises(AudioFileError):
+        process_file(src, dst, Chain([Gain()]))
+    assert dst.read_bytes() == b"precious"
+    assert not [p for p in os.listdir(tmp_path) if ".part" in p]
+
+
+def test_nonfinite_input_never_reaches_output(tmp_path):
+    x = noise(2, 5000)
+    x[0, 100:200] = np.nan
+    x[1, 300] = np.inf
+    src = write(tmp_path / "in.wav", x, subtype="FLOAT")
+    rep = process_file(src, tmp_path / "out.wav", Chain([Gain()]))
+    y, _ = read_audio(tmp_path / "out.wav")
+    assert np.isfinite(y).all() and rep.nonfinite_input == 101
+
+
+def test_failure_midway_keeps_old_output(tmp_path):
+    class Fails(Gain):
+        name = "fails"
+        calls = 0
+
+        def process(self, block):
+            Fails.calls += 1
+            if Fails.calls > 30:
+                raise RuntimeError("disk on fire")
+            super().process(block)
+
+    src = write(tmp_path / "in.wav", noise(1, 48000 * 4))
+    dst = tmp_path / "out.wav"
+    dst.write_bytes(b"precious")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        process_file(src, dst, Chain([Fails()]), block_size=512)
+    assert dst.read_bytes() == b"precious"
+    assert not [p for p in os.listdir(tmp_path) if ".part" in p]
