@@ -1,0 +1,230 @@
+"""hushbridge.measure against pyloudnorm, EBU Tech 3341/3342 style signals and scipy; make_demo determinism."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hushbridge import measure as M
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SPEECH = SHARED / "speech"
+MUSIC = SHARED / "music"
+
+
+def _sine(freq: float, dbfs: float, seconds: float, sr: int, phase: float = 0.0) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    return 10.0 ** (dbfs / 20.0) * np.sin(2 * np.pi * freq * t + phase)
+
+
+def _recordings() -> list[Path]:
+    files: list[Path] = []
+    if SPEECH.is_dir():
+        files += sorted(p for p in SPEECH.iterdir() if p.suffix in (".flac", ".wav", ".ogg"))[:4]
+    if MUSIC.is_dir():
+        files += sorted(p for p in MUSIC.iterdir() if p.suffix in (".flac", ".wav", ".ogg"))[:3]
+    return files
+
+
+# ------------------------------------------------------------------------------------------------ K-weighting
+
+
+def test_k_weighting_48k_matches_bs1770_tables():
+    sos = M.k_weighting_sos(48000)
+    shelf, rlb = sos
+    np.testing.assert_allclose(
+        shelf, [1.53512485958697, -2.69169618940638, 1.19839281085285, 1.0, -1.69065929318241, 0.73248077421585],
+        atol=1e-9,
+    )
+    np.testing.assert_allclose(rlb, [1.0, -2.0, 1.0, 1.0, -1.99004745483398, 0.99007225036621], atol=1e-9)
+
+
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_tech3341_sine_minus23_stereo(sr):
+    s = _sine(1000.0, -23.0, 20.0, sr)
+    assert M.integrated_loudness(np.stack([s, s]), sr) == pytest.approx(-23.0, abs=0.1)
+
+
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_tech3341_sine_minus33_stereo(sr):
+    s = _sine(1000.0, -33.0, 20.0, sr)
+    assert M.integrated_loudness(np.stack([s, s]), sr) == pytest.approx(-33.0, abs=0.1)
+
+
+def test_mono_and_channel_layout():
+    sr = 48000
+    s = _sine(1000.0, -23.0, 5.0, sr)
+    # one channel of a -23 dBFS sine is 3 dB below the stereo pair
+    assert M.integrated_loudness(s, sr) == pytest.approx(M.integrated_loudness(s[None, :], sr))
+    assert M.integrated_loudness(s, sr) == pytest.approx(-26.01, abs=0.1)
+
+
+def test_silence_and_short_input():
+    assert M.integrated_loudness(np.zeros(48000), 48000) == float("-inf")
+    assert M.integrated_loudness(np.zeros(100), 48000) == float("-inf")
+    assert M.loudness_range(np.zeros(48000), 48000) == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ pyloudnorm
+
+
+def _trim_to_hops(a: np.ndarray, sr: int) -> np.ndarray:
+    # pyloudnorm rounds the block count and so may add one incomplete final block (BS.1770 uses whole
+    # blocks only); cut to whole 100 ms hops so both meters gate exactly the same blocks
+    hop = sr // 10
+    return a[: (a.shape[0] // hop) * hop]
+
+
+@pytest.mark.parametrize("path", _recordings(), ids=lambda p: p.name[:40])
+def test_integrated_loudness_matches_pyloudnorm(path):
+    pyln = pytest.importorskip("pyloudnorm")
+    sf = pytest.importorskip("soundfile")
+    import soxr
+
+    audio, native = sf.read(str(path), dtype="float64", always_2d=True)  # (frames, channels)
+    audio = audio[: 30 * native]
+    for sr in sorted({native, 32000, 44100, 48000}):
+        a = audio if sr == native else soxr.resample(audio, native, sr)
+        a = _trim_to_hops(a, sr)
+        mine = M.integrated_loudness(a.T, sr)
+        # same analog-prototype K-weighting design as ours and libebur128: should agree closely
+        ref_deman = pyln.Meter(sr, filter_class="DeMan").integrated_loudness(a)
+        assert mine == pytest.approx(ref_deman, abs=0.1), (sr, mine, ref_deman)
+        assert mine == pytest.approx(ref_deman, abs=0.01), (sr, mine, ref_deman)
+        if sr >= 32000:
+            # pyloudnorm's default K-weighting (RBJ cookbook shelf) drifts from the BS.1770 curve as
+            # the rate falls (~0.04 LU at 48 kHz, ~0.12 LU at 16 kHz): compare at 32 kHz and up
+            ref = pyln.Meter(sr).integrated_loudness(a)
+            assert mine == pytest.approx(ref, abs=0.1), (sr, mine, ref)
+
+
+# ------------------------------------------------------------------------------------------------ LRA
+
+
+def test_tech3342_case1_lra():
+    sr = 48000
+    s = np.concatenate([_sine(1000.0, -20.0, 20.0, sr), _sine(1000.0, -30.0, 20.0, sr)])
+    assert M.loudness_range(np.stack([s, s]), sr) == pytest.approx(10.0, abs=1.0)
+
+
+def test_tech3342_case2_lra():
+    sr = 44100
+    s = np.concatenate([_sine(1000.0, -20.0, 20.0, sr), _sine(1000.0, -15.0, 20.0, sr)])
+    assert M.loudness_range(np.stack([s, s]), sr) == pytest.approx(5.0, abs=1.0)
+
+
+def test_lra_steady_tone_is_zero():
+    sr = 48000
+    s = _sine(1000.0, -20.0, 10.0, sr)
+    assert M.loudness_range(s, sr) == pytest.approx(0.0, abs=0.1)
+
+
+# ------------------------------------------------------------------------------------------------ peaks, levels
+
+
+def _faded(x: np.ndarray, sr: int, fade_s: float = 0.05) -> np.ndarray:
+    n = int(fade_s * sr)
+    w = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n))
+    y = x.copy()
+    y[:n] *= w
+    y[-n:] *= w[::-1]
+    return y
+
+
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_true_peak_quarter_rate_sine_45deg(sr):
+    scipy_signal = pytest.importorskip("scipy.signal")
+    n = sr
+    # samples at +-1.0 (0 dBFS sample peak); the underlying sine peaks at sqrt(2), +3.01 dB
+    x = np.sqrt(2.0) * np.sin(np.pi / 2 * np.arange(n) + np.pi / 4)
+    x = _faded(x, sr)  # no abrupt start/stop (its Gibbs overshoot is real, but not what we test)
+    assert M.sample_peak_dbfs(x) == pytest.approx(0.0, abs=1e-6)
+    tp = M.true_peak_dbtp(x, sr)
+    ref = 20 * np.log10(np.max(np.abs(scipy_signal.resample_poly(x, 8, 1))))
+    assert tp == pytest.approx(3.01, abs=0.05)
+    assert tp == pytest.approx(ref, abs=0.05)
+
+
+def test_true_peak_against_8x_on_real_audio():
+    scipy_signal = pytest.importorskip("scipy.signal")
+    sf = pytest.importorskip("soundfile")
+    files = _recordings()
+    if not files:
+        pytest.skip("no shared recordings")
+    for path in files[:3]:
+        a, sr = sf.read(str(path), dtype="float64", always_2d=True)
+        a = a[: 10 * sr].T
+        tp = M.true_peak_dbtp(a, sr)
+        ref = 20 * np.log10(np.max(np.abs(scipy_signal.resample_poly(a, 8, 1, axis=1))))
+        # 4x can only miss inter-sample peaks, by a little
+        assert ref - 0.6 <= tp <= ref + 0.05, (path.name, tp, ref)
+        assert tp >= M.sample_peak_dbfs(a) - 1e-9
+
+
+def test_levels_and_measure_dict():
+    sr = 48000
+    rng = np.random.default_rng(1)
+    noise = 10 ** (-60 / 20) * rng.standard_normal(sr * 4)
+    x = noise.copy()
+    x[sr : 3 * sr] += _sine(1000.0, -10.0, 2.0, sr)
+    assert M.rms_dbfs(_sine(1000.0, 0.0, 1.0, sr)) == pytest.approx(-3.01, abs=0.01)
+    assert M.noise_floor_dbfs(x, sr) == pytest.approx(-60.0, abs=1.0)
+    d = M.measure(x, sr)
+    assert set(d) == {"integrated_lufs", "true_peak_dbtp", "sample_peak_dbfs", "lra_lu", "noise_floor_dbfs", "rms_dbfs"}
+    assert d["integrated_lufs"] == pytest.approx(M.integrated_loudness(x, sr))
+    assert d["sample_peak_dbfs"] == pytest.approx(-10.0, abs=0.15)  # sine + noise
+    assert d["true_peak_dbtp"] >= d["sample_peak_dbfs"]
+    assert all(isinstance(v, float) for v in d.values())
+
+
+def test_no_scipy_at_runtime():
+    import ast
+
+    tree = ast.parse(Path(M.__file__).read_text())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "scipy" not in names and "pyloudnorm" not in names
+
+
+# ------------------------------------------------------------------------------------------------ demo clip
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")), reason="needs espeak-ng and flite")
+def test_make_demo_is_deterministic(tmp_path):
+    sf = pytest.importorskip("soundfile")
+    from hushbridge.data import make_demo
+
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"demo{i}.flac"
+        clean = tmp_path / f"clean{i}.flac"
+        assert make_demo.main(["--out", str(out), "--seed", "7", "--seconds", "3", "--clean", str(clean)]) == 0
+        outs.append((sf.read(str(out))[0], sf.read(str(clean))[0]))
+    (a0, c0), (a1, c1) = outs
+    assert a0.shape == (3 * 48000,) and sf.info(str(tmp_path / "demo0.flac")).subtype == "PCM_24"
+    np.testing.assert_array_equal(a0, a1)
+    np.testing.assert_array_equal(c0, c1)
+    assert np.max(np.abs(a0)) < 1.0
+    other = tmp_path / "other.flac"
+    make_demo.main(["--out", str(other), "--seed", "8", "--seconds", "3"])
+    assert not np.array_equal(sf.read(str(other))[0], a0)
+
+
+def test_shipped_demo_clip():
+    sf = pytest.importorskip("soundfile")
+    path = Path(M.__file__).resolve().parent / "data" / "demo.flac"
+    if not path.exists():
+        pytest.skip("demo.flac not generated")
+    info = sf.info(str(path))
+    assert info.samplerate == 48000 and info.channels == 1 and info.subtype == "PCM_24"
+    assert 11.0 <= info.duration <= 13.0
+    assert path.stat().st_size < 1_100_000
+    audio, sr = sf.read(str(path))
+    d = M.measure(audio, sr)
+    assert d["sample_peak_dbfs"] < 0.0
+    assert -26.0 < d["integrated_lufs"] < -16.0
+    # noisy: the floor sits 10-15 dB-ish under the speech
+    assert -40.0 < d["noise_floor_dbfs"] < -25.0
