@@ -1,0 +1,120 @@
+"""The hushbridge command, run as a user runs it (a subprocess), on real files."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+def hb(*args, cwd=None, env_extra=None):
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "hushbridge", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=240)
+
+
+@pytest.fixture
+def speechlike(tmp_path):
+    sr = 48000
+    rng = np.random.default_rng(0)
+    t = np.arange(sr * 2) / sr
+    env = 0.5 * (1 + np.sin(2 * np.pi * 3 * t))
+    x = (0.3 * env * np.sin(2 * np.pi * 180 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    path = tmp_path / "voice.wav"
+    sf.write(str(path), np.stack([x, 0.8 * x]).T, sr, subtype="PCM_24")
+    return path
+
+
+def test_help_explains_commands():
+    r = hb("--help")
+    assert r.returncode == 0
+    for word in ("process", "demo", "run", "devices", "presets"):
+        assert word in r.stdout
+    r = hb("process", "--help")
+    assert "--preset" in r.stdout and "--chain" in r.stdout and "--set" in r.stdout and "--out-dir" in r.stdout
+
+
+def test_process_default_preset(speechlike, tmp_path):
+    out = tmp_path / "clean.wav"
+    r = hb("process", speechlike, out)
+    assert r.returncode == 0, r.stderr
+    info, ref = sf.info(str(out)), sf.info(str(speechlike))
+    assert (info.frames, info.channels, info.samplerate, info.subtype) == (ref.frames, 2, 48000, "PCM_24")
+    assert "latency" in r.stdout
+
+
+def test_process_chain_and_set(speechlike, tmp_path):
+    out = tmp_path / "g.wav"
+    r = hb("process", speechlike, out, "--chain", "gain", "--set", "gain.gain_db=-6", "--subtype", "FLOAT")
+    assert r.returncode == 0, r.stderr
+    x, _ = sf.read(str(speechlike), dtype="float32")
+    y, _ = sf.read(str(out), dtype="float32")
+    np.testing.assert_allclose(y, x * 10 ** (-6 / 20), atol=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "compressor.threshold_db=10"], r"must be in [-60, 0] dB"),
+    (["--set", "nonsense"], "expected ID.PARAM=VALUE"),
+    (["--set", "nosuch.gain_db=1"], "no effect with id 'nosuch'"),
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--chain", "gain,fuzz"], "unknown effect 'fuzz'"),
+])
+def test_bad_options_fail_clearly_and_leave_out_untouched(speechlike, tmp_path, args, message):
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"keep me")
+    r = hb("process", speechlike, out, *args)
+    assert r.returncode != 0
+    assert message in " ".join(r.stderr.split())
+    assert out.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "empty"])
+def test_bad_input_files(tmp_path, kind):
+    src = tmp_path / "in.wav"
+    if kind == "corrupt":
+        src.write_bytes(b"RIFF....WAVEfmt garbage" * 20)
+    elif kind == "empty":
+        sf.write(str(src), np.zeros((0, 2), np.float32), 48000)
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"keep me")
+    r = hb("process", src, out)
+    assert r.returncode == 1
+    assert {"missing": "no such file", "corrupt": "not a readable audio file", "empty": "no audio"}[kind] in r.stderr
+    assert out.read_bytes() == b"keep me"
+
+
+def test_refuses_in_equals_out(speechlike):
+    before = speechlike.read_bytes()
+    r = hb("process", speechlike, speechlike)
+    assert r.returncode == 1 and "refusing to overwrite the input" in r.stderr
+    assert speechlike.read_bytes() == before
+
+
+def test_batch_reports_failures_and_goes_on(speechlike, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    second = tmp_path / "second.flac"
+    sf.write(str(second), np.zeros((4800, 1), np.float32), 48000)
+    outdir = tmp_path / "cleaned"
+    r = hb("process", speechlike, bad, second, "--out-dir", outdir, "--preset", "podcast")
+    assert r.returncode == 1
+    assert "bad.wav" in r.stderr and "1 of 3 files failed" in " ".join(r.stderr.split())
+    assert (outdir / "voice.wav").exists() and (outdir / "second.flac").exists()
+    assert not (outdir / "bad.wav").exists()
+
+
+def test_presets_and_devices_commands():
+    r = hb("presets")
+    assert r.returncode == 0 and "dialogue" in r.stdout and "music-safe" in r.stdout
+    r = hb("devices", env_extra={"JACK_DEFAULT_SERVER": "hb-no-such-server"})
+    assert r.returncode == 0 and "JACK" in r.stdout and "PortAudio" in r.stdout
+
+
+def test_demo_runs_on_bundled_clip(tmp_path):
+    r = hb("demo", "--out", tmp_path / "demo.wav")
+    assert r.returncode == 0, r.stderr
+    assert "integrated loudness" in r.stdout and "true peak" in r.stdout
+    y, sr = sf.read(str(tmp_path / "demo.wav"), dtype="float32")
+    assert sr == 48000 and y.size > sr * 5 and np.isfinite(y).all()

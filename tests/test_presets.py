@@ -1,0 +1,78 @@
+"""Presets: built-ins load, user presets round-trip, malformed files name file, line and key."""
+import pytest
+
+from hushbridge.effects import Chain, Gain
+from hushbridge.errors import PresetError
+from hushbridge.presets import builtin_names, find_preset, list_presets, load_preset, parse_preset, save_preset
+
+
+@pytest.fixture(autouse=True)
+def user_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return tmp_path / "config" / "hushbridge" / "presets"
+
+
+def test_builtins_exist_and_build():
+    assert {"dialogue", "podcast", "stream", "music-safe"} <= set(builtin_names())
+    for name in builtin_names():
+        chain = load_preset(name)
+        assert isinstance(chain, Chain) and len(chain) >= 2
+        assert chain.ids[-1] == "limiter"  # every built-in ends true-peak safe
+
+
+def test_default_is_dialogue_with_its_settings():
+    chain = load_preset()
+    assert chain.ids[0] == "highpass" and chain["highpass"].cutoff_hz == 80.0
+
+
+def test_user_preset_round_trip_and_shadowing(user_config):
+    chain = Chain([Gain(gain_db=-4.5)], ids=["trim"])
+    chain.set_bypass("trim", True)
+    path = save_preset(chain, "dialogue", midi={"cc": {"7": "/hb/trim/gain_db"}})
+    assert path.parent == user_config
+    again = load_preset("dialogue")  # user preset shadows the built-in
+    assert again.ids == ["trim"] and again["trim"].gain_db == -4.5 and again.is_bypassed("trim")
+    assert find_preset("dialogue").midi == {"cc": {"7": "/hb/trim/gain_db"}}
+    assert list_presets()["dialogue"] == str(path)
+    assert not list(user_config.glob("*.part"))
+
+
+def test_load_by_path(tmp_path):
+    p = tmp_path / "mine.toml"
+    p.write_text('version = 1\n[[chain]]\neffect = "gain"\nparams = { gain_db = -3.0 }\n')
+    assert load_preset(str(p))["gain"].gain_db == -3.0
+
+
+BAD = {
+    "syntax": ('version = 1\n[[chain]]\neffect = "gain\n', r"bad\.toml: invalid TOML: .*line 3"),
+    "unknown effect": ('version = 1\n[[chain]]\neffect = "gain"\n[[chain]]\neffect = "fuzzbox"\n',
+                       r"bad\.toml: line 5: \[\[chain\]\] #2, key 'effect': unknown effect 'fuzzbox'"),
+    "bad value": ('version = 1\n[[chain]]\neffect = "gain"\nparams = { gain_db = 99.0 }\n',
+                  r"bad\.toml: line 4: \[\[chain\]\] #1, key 'gain_db': gain\.gain_db must be in \[-96, 24\] dB"),
+    "unknown param": ('version = 1\n\n[[chain]]\neffect = "gain"\nparams = { volume = 1.0 }\n',
+                      r"line 5: .*key 'volume': gain has no parameter 'volume'"),
+    "unknown key": ('version = 1\n[[chain]]\neffect = "gain"\nwet = 1\n', r"line 4: .*key 'wet': unknown key"),
+    "no chain": ('version = 1\nname = "x"\n', r"key 'chain': needs at least one"),
+    "version": ('version = 7\n[[chain]]\neffect = "gain"\n', r"line 1: key 'version': unsupported version 7"),
+    "bypass type": ('version = 1\n[[chain]]\neffect = "gain"\nbypass = "yes"\n', r"line 4: .*key 'bypass'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_malformed_preset_names_file_line_and_key(tmp_path, case):
+    text, pattern = BAD[case]
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(PresetError, match=pattern):
+        load_preset(str(p))
+
+
+def test_unknown_preset_lists_available():
+    with pytest.raises(PresetError, match=r"unknown preset 'nope' \(available: .*dialogue"):
+        load_preset("nope")
+    with pytest.raises(PresetError, match="preset file not found"):
+        load_preset("/nonexistent/x.toml")
+
+
+def test_parse_from_string():
+    assert parse_preset('[[chain]]\neffect = "gain"\n').build().ids == ["gain"]
