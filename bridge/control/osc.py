@@ -1,0 +1,574 @@
+"""OSC control of a running :class:`~hushbridge.engine.Engine` (DESIGN §3).
+
+Routing is kept apart from transport (STYLE rule 7):
+
+:class:`OscController`
+    Socket-free. Owns a python-osc :class:`~pythonosc.dispatcher.Dispatcher` that maps every
+    address to one small handler, and turns one datagram into engine calls plus replies:
+    ``controller.handle_datagram(data, client_address) -> list[Reply]``.
+:class:`OscServer`
+    A thin UDP server: one thread doing blocking ``recvfrom`` (with a timeout so ``stop`` is
+    prompt), feeding ``(bytes, client_address)`` to the controller and sending the replies back
+    from the same socket, so they reach the sender's address *and* port.
+
+Address space (requests → replies; "the sender" is the UDP source address and port):
+
+===============================  =====================  ==============================================
+request                          args                   reply / effect
+===============================  =====================  ==============================================
+``/hb/<id>/<param>``             number                 ``engine.set(..., clamp=True)``
+``/hb/<id>/<param>/norm``        number 0..1            ``engine.set_norm``
+``/hb/<id>/bypass``              0/1 (int, float, T/F)  bypass (smoothed by the chain)
+``/hb/get``                      address                ``/hb/value <address> <value f> <display s>``
+``/hb/list``                                            ``/hb/param <address> <min> <max> <default>
+                                                        <value> <unit> <display>`` per parameter,
+                                                        then ``/hb/list/end <count i>``
+``/hb/preset/load``              name                   ``engine.load_preset(name)``
+``/hb/preset/save``              name                   only with ``presets_save`` given
+``/hb/register``                 [port]                 feedback ``<address> <value f>`` of every
+                                                        change to this client (``port``: another
+                                                        port on the sender's host), except the
+                                                        changes it made itself
+``/hb/unregister``               [port]                 stop that feedback
+(anything rejected)                                     ``/hb/error <text>``; ``dropped_messages`` += 1
+===============================  =====================  ==============================================
+
+``/hb/subscribe``, ``/hb/unsubscribe`` and ``/hb/learn`` are reserved for the control-surface
+work and answer ``/hb/error`` for now.
+
+Example::
+
+    from hushbridge.control.osc import OscServer
+    with OscServer(engine, port=9000) as server:   # 127.0.0.1 by default
+        ...                                        # oscsend localhost 9000 /hb/gain/gain_db f -12
+
+.. note::
+   Handlers run on the server thread and share the GIL with the audio callback, so each one is
+   small: a parse, a dict look-up, ``engine.set`` (which only queues a ``ParamChange``) and a
+   reply. Preset loads, which prepare a whole chain, run on a separate worker thread so the
+   receive loop keeps going. Bundle time tags are not scheduled: the messages of a bundle are
+   applied immediately, in order (python-osc's order: by time tag, then position).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import re
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from pythonosc.dispatcher import Dispatcher, Handler
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket, ParseError
+
+from hushbridge.errors import HushbridgeError
+
+log = logging.getLogger(__name__)
+
+ClientAddress = tuple[str, int]
+OscArg = float | int | str | bool
+SendFn = Callable[[str, Sequence[OscArg], ClientAddress], None]
+
+MAX_REGISTERED = 32  # feedback clients; caps how much traffic one UDP packet can cause
+_PATTERN_CHARS = re.compile(r"[*?\[\]{}]")
+_PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
+_RESERVED = ("/hb/subscribe", "/hb/unsubscribe", "/hb/learn")
+
+
+class Reply(NamedTuple):
+    """One OSC message to send: ``address``, ``args`` and the destination ``(host, port)``."""
+
+    address: str
+    args: tuple[OscArg, ...]
+    dest: ClientAddress
+
+
+class OscRequestError(HushbridgeError, ValueError):
+    """A request the OSC layer rejects (wrong types, unknown address); answered with ``/hb/error``."""
+
+
+def encode(address: str, args: Sequence[OscArg]) -> bytes:
+    """The datagram of one OSC message. Floats are sent as ``f``, ints as ``i``, str as ``s``."""
+    builder = OscMessageBuilder(address)
+    for a in args:
+        if isinstance(a, bool):
+            builder.add_arg(a)
+        elif isinstance(a, int):
+            builder.add_arg(a, OscMessageBuilder.ARG_TYPE_INT)
+        elif isinstance(a, float):
+            builder.add_arg(a, OscMessageBuilder.ARG_TYPE_FLOAT)
+        else:
+            builder.add_arg(str(a), OscMessageBuilder.ARG_TYPE_STRING)
+    return builder.build().dgram
+
+
+_FIXED_SIZE = {"i": 4, "f": 4, "r": 4, "m": 4, "h": 8, "d": 8, "t": 8, "T": 0, "F": 0, "N": 0, "[": 0, "]": 0}
+_MAX_BUNDLE_DEPTH = 8
+
+
+def _string_end(data: bytes, start: int) -> int:
+    """Index after the 4-byte padded OSC string starting at ``start``, or -1 if unterminated."""
+    nul = data.find(b"\0", start)
+    return -1 if nul < 0 else (nul // 4 + 1) * 4
+
+
+def check_packet(data: bytes, depth: int = 0) -> str:
+    """Why ``data`` is not a well-formed OSC 1.0 packet, or ``""`` if it is.
+
+    Stricter than python-osc's parser, which pads truncated numbers (a Reaktor quirk), skips
+    unknown type tags and reads past bundle element sizes; a control message that was cut short
+    must not silently set a parameter to 0.
+    """
+    n = len(data)
+    if n == 0 or n % 4:
+        return f"{n} bytes, not a positive multiple of 4"
+    if data.startswith(b"#bundle\0"):
+        if depth >= _MAX_BUNDLE_DEPTH:
+            return "bundles nested too deep"
+        i = 16
+        if n < i:
+            return "bundle without a time tag"
+        while i < n:
+            if i + 4 > n:
+                return "bundle element without a size"
+            size = int.from_bytes(data[i:i + 4], "big", signed=True)
+            i += 4
+            if size <= 0 or size % 4 or i + size > n:
+                return f"bundle element size {size} does not fit the {n}-byte bundle"
+            problem = check_packet(data[i:i + size], depth + 1)
+            if problem:
+                return problem
+            i += size
+        return ""
+    if data[:1] != b"/":
+        return "not an OSC message or bundle (must start with '/' or '#bundle')"
+    i = _string_end(data, 0)
+    if i < 0 or i > n:
+        return "unterminated address"
+    if i == n:
+        return ""  # no type tag string: no arguments (old OSC senders)
+    if data[i:i + 1] != b",":
+        return "type tag string must start with ','"
+    end = _string_end(data, i)
+    if end < 0 or end > n:
+        return "unterminated type tag string"
+    tags = data[i + 1:data.index(b"\0", i)].decode("ascii", "replace")
+    i = end
+    for tag in tags:
+        size = _FIXED_SIZE.get(tag)
+        if size is not None:
+            i += size
+        elif tag == "s":
+            i = _string_end(data, i) if i < n else -1
+            if i < 0:
+                return "unterminated string argument"
+        elif tag == "b":
+            if i + 4 > n:
+                return "blob without a size"
+            blob = int.from_bytes(data[i:i + 4], "big", signed=True)
+            if blob < 0:
+                return "negative blob size"
+            i += 4 + (blob + 3) // 4 * 4
+        else:
+            return f"unsupported OSC type tag {tag!r}"
+        if i > n:
+            return f"arguments ({tags}) need more than {n} bytes"
+    if i != n:
+        return f"{n - i} bytes after the arguments ({tags})"
+    return ""
+
+
+def _number(address: str, args: tuple[Any, ...]) -> float:
+    """The single numeric argument of a set message (int, float or T/F), else OscRequestError."""
+    if len(args) != 1:
+        raise OscRequestError(f"{address} needs one number, got {len(args)} arguments")
+    v = args[0]
+    if isinstance(v, (bool, int, float)):
+        return float(v)
+    raise OscRequestError(f"{address} needs a number, got {type(v).__name__} {v!r:.40}")
+
+
+def _string(address: str, args: tuple[Any, ...], what: str) -> str:
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise OscRequestError(f"{address} needs one string argument ({what}), got {args!r:.80}")
+    return args[0]
+
+
+class OscController:
+    """Routes OSC messages to an engine; no sockets (see the module docstring).
+
+    Parameters
+    ----------
+    engine : Engine
+        The engine to control.
+    presets_save : callable, optional
+        ``presets_save(name)`` saves the running chain as preset ``name`` (for example
+        ``lambda name: save_preset(engine.chain, name)``). Without it ``/hb/preset/save`` is
+        refused: writing files on request of a UDP packet is opt-in.
+    send : callable, optional
+        ``send(address, args, dest)`` for messages made outside :meth:`handle_datagram` (which
+        returns its replies, feedback included): feedback of changes from other sources (CLI,
+        MIDI, preset loads on ``run_slow``) and errors of slow requests. Without it those are not
+        sent. :class:`OscServer` sets it.
+    run_slow : callable, optional
+        ``run_slow(fn)`` runs ``fn()`` for a slow request (preset load) elsewhere, e.g. on a worker
+        thread; replies then go through ``send``. Default: inline.
+
+    Examples
+    --------
+    >>> ctl = OscController(engine)                                  # doctest: +SKIP
+    >>> ctl.handle_datagram(encode("/hb/get", ["/hb/gain/gain_db"]), ("127.0.0.1", 5000))  # doctest: +SKIP
+    [Reply(address='/hb/value', args=('/hb/gain/gain_db', 0.0, '0.0 dB'), dest=('127.0.0.1', 5000))]
+    """
+
+    def __init__(self, engine: Any, presets_save: Callable[[str], object] | None = None, *,
+                 send: SendFn | None = None, run_slow: Callable[[Callable[[], None]], None] | None = None) -> None:
+        self.engine = engine
+        self.presets_save = presets_save
+        self.send = send
+        self.run_slow = run_slow
+        self.dispatcher = Dispatcher(strict_timing=False)
+        self._exact: dict[str, Handler] = {}  # literal address -> handler: the fast path
+        self._address_of: dict[int, str] = {}  # id(handler) -> its address, for pattern matches
+        self._param_routes: dict[str, list[tuple[str, Handler]]] = {}
+        self._routes_dirty = True
+        self._registered: dict[ClientAddress, ClientAddress] = {}  # sender -> feedback destination
+        self._local = threading.local()  # .replies: the list for the datagram this thread handles
+        self._count_lock = threading.Lock()  # server and worker threads both count rejections
+        self._closed = False
+        self.map("/hb/get", self._on_get)
+        self.map("/hb/list", self._on_list)
+        self.map("/hb/preset/load", self._on_preset_load)
+        self.map("/hb/preset/save", self._on_preset_save)
+        self.map("/hb/register", self._on_register)
+        self.map("/hb/unregister", self._on_unregister)
+        for address in _RESERVED:
+            self.map(address, self._on_reserved)
+        self.dispatcher.set_default_handler(self._on_unknown, needs_reply_address=True)
+        self._sync_routes()
+        engine.add_listener(self._on_change)
+
+    # == routing table ===========================================================================
+    def map(self, address: str, callback: Callable[..., None]) -> Handler:
+        """Route ``address`` to ``callback(client_address, address, *args)``; returns the handle
+        :meth:`unmap` takes."""
+        handler = self.dispatcher.map(address, callback, needs_reply_address=True)
+        self._exact[address] = handler
+        self._address_of[id(handler)] = address
+        return handler
+
+    def unmap(self, address: str, handler: Handler) -> None:
+        self.dispatcher.unmap(address, handler)
+        self._address_of.pop(id(handler), None)
+        if self._exact.get(address) is handler:
+            del self._exact[address]
+
+    def _sync_routes(self) -> None:
+        """Map ``/hb/<id>/<param>`` (and ``/norm``) for the engine's current chain."""
+        self._routes_dirty = False
+        wanted = {info.address: info for info, _ in self.engine.parameters()}
+        for address in [a for a in self._param_routes if a not in wanted]:
+            for addr, handler in self._param_routes.pop(address):
+                self.unmap(addr, handler)
+        for address, info in wanted.items():
+            if address in self._param_routes:
+                continue
+            if address.endswith("/bypass") and info.param.id == "bypass":
+                routes = [(address, self.map(address, self._on_bypass))]
+            else:
+                routes = [(address, self.map(address, self._on_set)),
+                          (address + "/norm", self.map(address + "/norm", self._on_set_norm))]
+            self._param_routes[address] = routes
+
+    def close(self) -> None:
+        """Stop listening to the engine (no more feedback). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.engine.remove_listener(self._on_change)
+
+    # == datagrams ===============================================================================
+    def handle_datagram(self, data: bytes, client_address: ClientAddress) -> list[Reply]:
+        """Parse one UDP datagram, run its messages in order and return the replies for it.
+
+        Never raises for bad input: a malformed packet or a rejected message becomes a
+        ``/hb/error`` reply to ``client_address`` and counts in ``engine.dropped_messages``.
+        """
+        replies: list[Reply] = []
+        self._local.replies = replies
+        try:
+            if self._routes_dirty:
+                self._sync_routes()
+            messages = self._parse(data, client_address)
+            for message in messages:
+                self._dispatch(message, client_address)
+        finally:
+            self._local.replies = None
+        return replies
+
+    def _parse(self, data: bytes, client: ClientAddress) -> list[OscMessage]:
+        problem = check_packet(data)
+        if problem:
+            self._reject(client, f"malformed packet: {problem}")
+            return []
+        try:
+            return [timed.message for timed in OscPacket(data).messages]
+        except ParseError as e:
+            self._reject(client, f"malformed packet: {e}")
+        except Exception as e:  # noqa: BLE001 - python-osc raises assorted errors on garbage
+            self._reject(client, f"malformed packet: {type(e).__name__}: {e}")
+        return []
+
+    def _dispatch(self, message: OscMessage, client: ClientAddress) -> None:
+        address = message.address
+        args = tuple(message.params)
+        handler = self._exact.get(address)
+        if handler is not None:
+            self._call(handler.callback, client, address, args)
+        elif _PATTERN_CHARS.search(address):  # an OSC address pattern: /hb/*/bypass
+            for handler in list(self.dispatcher.handlers_for_address(address)):
+                # python-osc hands callbacks the pattern; ours need the matched address
+                self._call(handler.callback, client, self._address_of.get(id(handler), address), args)
+        else:
+            self._call(self._on_unknown, client, address, args)
+
+    def _call(self, callback: Callable[..., None], client: ClientAddress, address: str, args: tuple[Any, ...]) -> None:
+        """Run one handler; a failure becomes ``/hb/error`` (other handlers of a pattern still run)."""
+        try:
+            callback(client, address, *args)
+        except Exception as e:  # noqa: BLE001 - reported by _failed
+            self._failed(client, address, e)
+
+    def _failed(self, client: ClientAddress, address: str, e: Exception) -> None:
+        if isinstance(e, HushbridgeError):  # ParamError, PresetError, ChainError, OscRequestError
+            self._reject(client, str(e))
+        else:  # a bug: log it with its traceback, answer, keep the server thread alive
+            log.error("OSC handler for %s failed", address, exc_info=e)
+            self._reject(client, f"{address}: internal error: {type(e).__name__}: {e}")
+
+    def _reply(self, address: str, args: Sequence[OscArg], dest: ClientAddress) -> None:
+        """Answer the datagram being handled, or send at once when called from elsewhere."""
+        replies = getattr(self._local, "replies", None)
+        if replies is not None:
+            replies.append(Reply(address, tuple(args), dest))
+        elif self.send is not None:
+            self.send(address, args, dest)
+
+    def _reject(self, client: ClientAddress, text: str) -> None:
+        with self._count_lock:
+            self.engine.dropped_messages += 1
+        self._reply("/hb/error", (text,), client)
+
+    # == handlers (server thread; keep them small) ===============================================
+    def _on_set(self, client: ClientAddress, address: str, *args: Any) -> None:
+        self.engine.set(address, _number(address, args), clamp=True, source=client)
+
+    def _on_set_norm(self, client: ClientAddress, address: str, *args: Any) -> None:
+        norm = _number(address, args)
+        if not math.isfinite(norm):
+            raise OscRequestError(f"{address} needs a finite number 0..1, got {norm!r}")
+        self.engine.set_norm(address[: -len("/norm")], norm, source=client)
+
+    def _on_bypass(self, client: ClientAddress, address: str, *args: Any) -> None:
+        value = _number(address, args)
+        if value not in (0.0, 1.0):
+            raise OscRequestError(f"{address} needs 0 or 1, got {value:g}")
+        self.engine.set(address, value, clamp=True, source=client)
+
+    def _on_get(self, client: ClientAddress, address: str, *args: Any) -> None:
+        target = _string(address, args, "an address such as /hb/gain/gain_db or /hb/engine/xruns")
+        value = float(self.engine.get(target))
+        self._reply("/hb/value", (target, value, self.engine.display(target, value)), client)
+
+    def _on_list(self, client: ClientAddress, address: str, *args: Any) -> None:
+        if args:
+            raise OscRequestError(f"{address} takes no arguments, got {args!r:.80}")
+        params = self.engine.parameters()
+        for info, value in params:
+            p = info.param
+            self._reply("/hb/param", (info.address, float(p.min), float(p.max), float(p.default),
+                                      float(value), p.unit, p.display(value)), client)
+        self._reply("/hb/list/end", (len(params),), client)
+
+    def _on_preset_load(self, client: ClientAddress, address: str, *args: Any) -> None:
+        name = _string(address, args, "a preset name")
+        if not _PRESET_NAME.match(name) or name.endswith(".toml"):
+            raise OscRequestError(f"{address}: preset name {name!r}: use letters, digits, '-', '_', '.' and spaces")
+        # source=None: every registered client, the requester included, gets the new values.
+        if self.run_slow is None or self.send is None:
+            self.engine.load_preset(name, source=None)
+            return
+
+        def load() -> None:
+            try:
+                self.engine.load_preset(name, source=None)
+            except Exception as e:  # noqa: BLE001 - reported by _failed; the worker lives on
+                self._failed(client, address, e)
+
+        self.run_slow(load)
+
+    def _on_preset_save(self, client: ClientAddress, address: str, *args: Any) -> None:
+        name = _string(address, args, "a preset name")
+        if self.presets_save is None:
+            raise OscRequestError(f"{address}: saving presets over OSC is not enabled")
+        self.presets_save(name)
+
+    def _on_register(self, client: ClientAddress, address: str, *args: Any) -> None:
+        dest = (client[0], self._port_arg(address, args, client))
+        if client not in self._registered and len(self._registered) >= MAX_REGISTERED:
+            raise OscRequestError(f"{address}: too many registered clients ({MAX_REGISTERED})")
+        self._registered[client] = dest
+
+    def _on_unregister(self, client: ClientAddress, address: str, *args: Any) -> None:
+        dest = (client[0], self._port_arg(address, args, client))
+        for sender, d in list(self._registered.items()):
+            if sender == client or d == dest:
+                del self._registered[sender]
+
+    @staticmethod
+    def _port_arg(address: str, args: tuple[Any, ...], client: ClientAddress) -> int:
+        if not args:
+            return client[1]
+        if len(args) == 1 and isinstance(args[0], (int, float)) and not isinstance(args[0], bool):
+            port = args[0]
+            if float(port).is_integer() and 1 <= port <= 65535:
+                return int(port)
+        raise OscRequestError(f"{address} takes an optional port 1..65535, got {args!r:.80}")
+
+    def _on_reserved(self, client: ClientAddress, address: str, *args: Any) -> None:
+        raise OscRequestError(f"{address} is not implemented yet")
+
+    def _on_unknown(self, client: ClientAddress, address: str, *args: Any) -> None:
+        raise OscRequestError(f"unknown address {address!r} (send /hb/list for the parameters)")
+
+    # == feedback ================================================================================
+    @property
+    def registered(self) -> dict[ClientAddress, ClientAddress]:
+        """Feedback clients: sender address -> destination of its feedback."""
+        return dict(self._registered)
+
+    def _on_change(self, address: str, value: float, source: object) -> None:
+        """Engine listener: echo ``<address> <value>`` to registered clients but the source."""
+        if address not in self._param_routes:
+            self._routes_dirty = True  # a new chain: remap on the next datagram
+        if not self._registered:
+            return
+        for sender, dest in list(self._registered.items()):
+            if sender == source or dest == source:
+                continue
+            self._reply(address, (float(value),), dest)
+
+
+class OscServer:
+    """UDP transport for an :class:`OscController`: one receive thread, replies from the same socket.
+
+    Parameters
+    ----------
+    engine : Engine
+        The engine to control.
+    host : str
+        Address to bind; ``127.0.0.1`` by default (OSC has no authentication).
+    port : int
+        UDP port; ``0`` picks a free one (see :attr:`port`).
+    presets_save : callable, optional
+        Passed to :class:`OscController`.
+
+    Examples
+    --------
+    >>> with OscServer(engine, port=0) as server:   # doctest: +SKIP
+    ...     print(server.port)
+    """
+
+    def __init__(self, engine: Any, host: str = "127.0.0.1", port: int = 9000,
+                 presets_save: Callable[[str], object] | None = None, *, poll_s: float = 0.1) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self._sock.bind((host, port))
+        except OSError:
+            self._sock.close()
+            raise
+        self._sock.settimeout(poll_s)
+        self.host = host
+        self.port: int = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"hushbridge-osc:{self.port}", daemon=True)
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._work, name=f"hushbridge-osc-worker:{self.port}", daemon=True)
+        self.controller = OscController(engine, presets_save, send=self.send, run_slow=self._tasks.put)
+        self._started = False
+        self._closed = False
+        self.send_errors = 0
+
+    def start(self) -> OscServer:
+        if self._closed:
+            raise RuntimeError("OscServer is closed; create a new one")
+        if not self._started:
+            self._started = True
+            self._worker.start()
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the threads and close the socket. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self.controller.close()
+        if self._started:
+            self._thread.join()
+            self._tasks.put(None)
+            self._worker.join()
+        self._sock.close()
+
+    close = stop
+
+    def __enter__(self) -> OscServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def send(self, address: str, args: Sequence[OscArg], dest: ClientAddress) -> None:
+        """Send one message from the server's socket (any thread)."""
+        try:
+            self._sock.sendto(encode(address, args), dest)
+        except OSError as e:  # closed socket, unreachable client: count it, keep serving
+            self.send_errors += 1
+            log.debug("OSC send of %s to %s failed: %s", address, dest, e)
+
+    def _serve(self) -> None:
+        sock, handle = self._sock, self.controller.handle_datagram
+        while not self._stop.is_set():
+            try:
+                data, client = sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            except OSError as e:
+                if self._stop.is_set():
+                    break
+                log.warning("OSC receive failed: %s", e)  # e.g. ICMP error on Windows; keep going
+                continue
+            try:
+                replies = handle(data, client)
+            except Exception:  # noqa: BLE001 - handle_datagram does not raise; belt and braces
+                log.exception("OSC datagram from %s failed", client)
+                continue
+            for r in replies:
+                self.send(r.address, r.args, r.dest)
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            try:
+                task()
+            except Exception:  # noqa: BLE001 - tasks report their own errors; log anything else
+                log.exception("OSC worker task failed")
+
+
+__all__ = ["OscController", "OscRequestError", "OscServer", "Reply", "check_packet", "encode"]
