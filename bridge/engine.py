@@ -216,9 +216,11 @@ class Engine:
             if incoming is None or incoming[1] != generation:
                 return  # meant for a chain that is gone
             chain = incoming[0]
+        if not 0 <= slot < len(chain):
+            return
         if param == BYPASS:
             chain.set_bypass_index(slot, value >= 0.5)
-        else:
+        elif 0 <= param < len(chain[slot].params):
             chain[slot].set_index(param, value)
 
     def note_xrun(self) -> None:
@@ -239,6 +241,7 @@ class Engine:
             table[address] = ParamInfo(address, eid, slot, BYPASS, BYPASS_PARAM)
             shadow[address] = 1.0 if chain.is_bypassed(slot) else 0.0
         self._table, self._shadow = table, shadow
+        self._table_generation = generation
 
     def parameters(self) -> list[tuple[ParamInfo, float]]:
         """Every controllable parameter with its current value, in chain order."""
@@ -280,7 +283,8 @@ class Engine:
         else:
             v = p.check(value, f"{info.effect_id}")
         self._shadow[address] = v
-        self.control.submit(ParamChange(self._generation, info.slot, info.index, v), stamp)
+        # the table may already describe a chain the audio thread has not swapped in yet
+        self.control.submit(ParamChange(self._table_generation, info.slot, info.index, v), stamp)
         for listener in list(self._listeners):
             listener(address, v, source)
         return v

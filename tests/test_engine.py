@@ -169,3 +169,17 @@ def test_blocks_larger_than_prepared_are_split():
     y = np.zeros_like(x)
     e.process(x, y)
     np.testing.assert_allclose(y, 10 ** (-6 / 20), rtol=1e-6)
+
+
+def test_change_sent_between_handover_and_swap_reaches_the_new_chain():
+    e = make_engine(Gain())
+    x = np.ones((2, 128), np.float32)
+    y = np.zeros_like(x)
+    e.process(x, y)
+    e.load_chain(Chain([Gain(), Gain()], ids=["a", "b"]))  # handed over, not yet swapped in
+    e.set("/hb/b/gain_db", -20.0)  # slot 1 exists only in the new chain
+    for _ in range(20):
+        e.process(x, y)
+    assert e.callback_errors == 0 and e.chain.ids == ["a", "b"]
+    assert e.chain["b"].gain_db == -20.0
+    np.testing.assert_allclose(y[:, -1], 0.1, rtol=1e-5)

@@ -79,10 +79,10 @@ class ParamRing:
         n = 0
         while r < w and n < limit:
             i = r % self.capacity
-            apply(int(self._gen[i]), int(self._slot[i]), int(self._param[i]), float(self._value[i]), float(self._stamp[i]))
             r += 1
             n += 1
-        self._read = r
+            self._read = r  # advance first: a change that raises must not block the ring forever
+            apply(int(self._gen[i]), int(self._slot[i]), int(self._param[i]), float(self._value[i]), float(self._stamp[i]))
         return n
 
 
