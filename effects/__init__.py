@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 from hushbridge.effects.chain import Chain
+from hushbridge.effects.compressor import Compressor
+from hushbridge.effects.filters import HighPass, PeakingEQ
 from hushbridge.effects.gain import Gain
+from hushbridge.effects.limiter import Limiter
 from hushbridge.effects.render import OfflineRenderer, iter_render, render
 from hushbridge.errors import ChainError
 
@@ -52,10 +55,14 @@ from hushbridge.effects import _registry  # noqa: E402,F401
 __all__ = [
     "EFFECTS",
     "Chain",
+    "Compressor",
     "Effect",
     "Gain",
+    "HighPass",
+    "Limiter",
     "OfflineRenderer",
     "Param",
+    "PeakingEQ",
     "ProcessSpec",
     "chain_from_names",
     "create_effect",

@@ -1,0 +1,141 @@
+"""filters: a high-pass (12 or 24 dB/oct) and a four-band parametric EQ, RBJ biquads.
+
+Both run :func:`hushbridge.dsp.kernels.biquad.biquad_cascade`: frequency and Q ramp in the log
+domain and gain in dB over each parameter's ``smoothing_ms``, with coefficients recomputed every
+16 samples while ramping, so automation never zips. With constant parameters the output is
+bit-identical whatever the host block size.
+
+>>> from hushbridge.effects import HighPass, PeakingEQ
+>>> hp = HighPass(cutoff_hz=100.0, slope=1)          # 24 dB/oct Butterworth
+>>> eq = PeakingEQ(band2_gain_db=-3.0, band2_freq_hz=300.0, band2_q=2.0)
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from hushbridge.dsp.design import KIND_HIGHPASS, KIND_IDENTITY, KIND_PEAKING, design_stage
+from hushbridge.dsp.kernels.biquad import biquad_cascade, design_current
+from hushbridge.effects.base import Effect, Param, ProcessSpec
+
+# Butterworth 4th order as two biquads: Q = 1 / (2 cos(pi/8)) and 1 / (2 cos(3 pi/8)).
+_BW4_Q = (1.0 / (2.0 * math.cos(math.pi / 8.0)), 1.0 / (2.0 * math.cos(3.0 * math.pi / 8.0)))
+_BW2_Q = 2.0**-0.5
+
+
+class BiquadEffect(Effect):
+    """Base of effects made of a fixed number of biquad stages.
+
+    Subclasses set ``stages`` and implement :meth:`_stage_targets`, which gives each stage's
+    ``(kind, freq_hz, q, gain_db)`` from the current parameter values.
+    """
+
+    stages: ClassVar[int] = 1
+
+    def __init__(self, **values: float) -> None:
+        n = self.stages
+        object.__setattr__(self, "_kinds", np.zeros(n, dtype=np.int64))
+        object.__setattr__(self, "_ramp", np.zeros((n, 9), dtype=np.float64))
+        object.__setattr__(self, "_coefs", np.zeros((n, 5), dtype=np.float64))
+        object.__setattr__(self, "_clock", np.zeros(1, dtype=np.int64))
+        object.__setattr__(self, "_state", np.zeros((1, n, 2), dtype=np.float64))
+        object.__setattr__(self, "_work", np.zeros(1, dtype=np.float64))
+        self._coefs[:, 0] = 1.0
+        super().__init__(**values)
+
+    def _stage_targets(self, stage: int) -> tuple[int, float, float, float]:
+        raise NotImplementedError
+
+    def _param_changed(self, index: int) -> None:
+        spec = self._spec
+        ramp_samples = max(1.0, self.params[index].smoothing_ms * 1e-3 * spec.sample_rate) if spec else 1.0
+        r = self._ramp
+        for s in range(self.stages):
+            kind, f, q, g = self._stage_targets(s)
+            old = (r[s, 3], r[s, 4], r[s, 5])
+            r[s, 3] = math.log(f)
+            r[s, 4] = math.log(q)
+            r[s, 5] = g
+            if spec is None or kind != self._kinds[s]:
+                # nothing to ramp from: before prepare, or the stage changes type
+                self._kinds[s] = kind
+                r[s, 0:3] = r[s, 3:6]
+                if spec is not None:
+                    design_stage(kind, float(spec.sample_rate), f, q, g, self._coefs[s])
+                continue
+            for k in range(3):
+                if r[s, 3 + k] != old[k] or r[s, 6 + k] <= 0.0:
+                    r[s, 6 + k] = max(abs(r[s, 3 + k] - r[s, k]) / ramp_samples, 1e-12)
+
+    def _prepare(self, spec: ProcessSpec) -> None:
+        object.__setattr__(self, "_state", np.zeros((spec.channels, self.stages, 2), dtype=np.float64))
+        object.__setattr__(self, "_work", np.zeros(spec.max_block_size, dtype=np.float64))
+
+    def reset(self) -> None:
+        """Clear filter state; ramps jump to their targets."""
+        self._ramp[:, 0:3] = self._ramp[:, 3:6]
+        self._state.fill(0.0)
+        self._clock[0] = 0
+        if self._spec is not None:
+            design_current(self._kinds, self._ramp, self._coefs, float(self._spec.sample_rate))
+
+    def process(self, block: np.ndarray) -> None:
+        """Filter ``block`` (channels, frames) float32 in place."""
+        spec = self._require_prepared()
+        biquad_cascade(block, self._work, self._kinds, self._ramp, self._coefs, self._state, self._clock,
+                       float(spec.sample_rate))
+
+
+class HighPass(BiquadEffect):
+    """Butterworth-style high-pass: 12 dB/oct (one biquad) or 24 dB/oct (two, ``slope=1``).
+
+    ``q`` is the resonance of the 12 dB/oct filter (0.707 = Butterworth); at 24 dB/oct it scales
+    both stages of the 4th-order Butterworth, so 0.707 gives a maximally flat 24 dB/oct slope.
+    ``slope`` switches instantly (it is a set-up choice, not meant for automation).
+    """
+
+    name = "highpass"
+    params = (
+        Param("cutoff_hz", 10.0, 1000.0, 80.0, scale="log", smoothing_ms=20.0),
+        Param("q", 0.1, 10.0, _BW2_Q, scale="log", smoothing_ms=20.0),
+        Param("slope", 0.0, 1.0, 0.0, step=1.0, choices=("12 dB/oct", "24 dB/oct")),
+    )
+    stages = 2
+
+    def __init__(self, cutoff_hz: float = 80.0, q: float = _BW2_Q, slope: float = 0.0) -> None:
+        super().__init__(cutoff_hz=cutoff_hz, q=q, slope=slope)
+
+    def _stage_targets(self, stage: int) -> tuple[int, float, float, float]:
+        f, q, slope = self._values[0], self._values[1], self._values[2]
+        if slope < 0.5:
+            if stage == 0:
+                return KIND_HIGHPASS, f, q, 0.0
+            return KIND_IDENTITY, f, q, 0.0
+        return KIND_HIGHPASS, f, _BW4_Q[stage] * q / _BW2_Q, 0.0
+
+
+class PeakingEQ(BiquadEffect):
+    """Parametric EQ: four peaking (bell) bands, ``band<i>_freq_hz``, ``band<i>_gain_db``, ``band<i>_q``.
+
+    A band at 0 dB is exactly transparent and costs nothing once its state has decayed.
+    """
+
+    name = "eq"
+    BANDS: ClassVar[int] = 4
+    DEFAULT_FREQS: ClassVar[tuple[float, ...]] = (100.0, 400.0, 2500.0, 8000.0)
+    params = tuple(
+        p
+        for i, f0 in enumerate(DEFAULT_FREQS, start=1)
+        for p in (
+            Param(f"band{i}_freq_hz", 20.0, 20000.0, f0, scale="log", smoothing_ms=20.0),
+            Param(f"band{i}_gain_db", -24.0, 24.0, 0.0, smoothing_ms=20.0),
+            Param(f"band{i}_q", 0.1, 10.0, 1.0, scale="log", smoothing_ms=20.0),
+        )
+    )
+    stages = 4
+
+    def _stage_targets(self, stage: int) -> tuple[int, float, float, float]:
+        v = self._values
+        return KIND_PEAKING, v[3 * stage], v[3 * stage + 2], v[3 * stage + 1]

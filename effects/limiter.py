@@ -1,0 +1,105 @@
+"""limiter: look-ahead true-peak limiter.
+
+The true peak of the *input* is estimated on an 8x oversampled grid (polyphase Kaiser-windowed
+sinc, 24 taps per phase), linked across channels. The gain needed to stay under
+``ceiling_dbtp`` is held over the look-ahead window, released with a one-pole ``release_ms``
+(in dB) and smoothed by a moving average that ramps the gain down over about a millisecond
+before each peak arrives, so the output true peak stays under the ceiling without clipping.
+The audio is delayed by :attr:`Limiter.latency_samples` (:data:`LOOKAHEAD_MS`, at least
+:data:`MIN_LATENCY` samples); hosts and the Chain compensate it.
+
+>>> from hushbridge.effects import Limiter
+>>> lim = Limiter(ceiling_dbtp=-1.0, release_ms=80.0)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hushbridge.dsp.kernels.dynamics import limiter, true_peak_taps
+from hushbridge.effects.base import Effect, Param, ProcessSpec
+
+LOOKAHEAD_MS = 1.5
+OVERSAMPLE = 8
+TAPS_PER_PHASE = 24
+# The gain is held at its lowest for this many samples either side of every peak, so the
+# neighbours that the interpolated (inter-sample) peak is built from are turned down as well.
+NEIGHBOURHOOD = 8
+MIN_ATTACK = 16
+MIN_LATENCY = TAPS_PER_PHASE // 2 + NEIGHBOURHOOD + MIN_ATTACK - 1
+# Internal headroom under the ceiling for the estimate's residual error (dB).
+SAFETY_DB = 0.05
+
+_TAPS = true_peak_taps(TAPS_PER_PHASE, OVERSAMPLE)
+_L1 = float(np.abs(_TAPS).sum(axis=1).max())
+
+
+class Limiter(Effect):
+    """Look-ahead true-peak limiter; see the module docstring."""
+
+    name = "limiter"
+    params = (
+        Param("ceiling_dbtp", -24.0, 0.0, -1.0, scale="db", smoothing_ms=0.0),
+        Param("release_ms", 1.0, 1000.0, 80.0, scale="log", smoothing_ms=0.0),
+    )
+
+    def __init__(self, ceiling_dbtp: float = -1.0, release_ms: float = 80.0) -> None:
+        object.__setattr__(self, "_consts", np.zeros(2, dtype=np.float64))
+        object.__setattr__(self, "_meter", np.zeros(1, dtype=np.float64))
+        object.__setattr__(self, "_istate", np.zeros(6, dtype=np.int64))
+        object.__setattr__(self, "_fstate", np.zeros(2, dtype=np.float64))
+        object.__setattr__(self, "_latency", 0)
+        super().__init__(ceiling_dbtp=ceiling_dbtp, release_ms=release_ms)
+
+    @property
+    def latency_samples(self) -> int:
+        """Look-ahead delay in samples (known after ``prepare``)."""
+        return self._latency
+
+    @property
+    def gain_reduction_db(self) -> float:
+        """Largest gain reduction (dB, >= 0) during the latest processed block."""
+        return float(self._meter[0])
+
+    @staticmethod
+    def latency_for(sample_rate: int) -> int:
+        """The latency a Limiter prepared at ``sample_rate`` reports."""
+        return max(int(round(LOOKAHEAD_MS * 1e-3 * sample_rate)), MIN_LATENCY)
+
+    def _param_changed(self, index: int) -> None:
+        v = self._values
+        if index == 0:
+            self._consts[0] = v[0] - SAFETY_DB
+        elif index == 1 and self._spec is not None:
+            self._consts[1] = math.exp(-1.0 / (v[1] * 1e-3 * self._spec.sample_rate))
+
+    def _prepare(self, spec: ProcessSpec) -> None:
+        d = self.latency_for(spec.sample_rate)
+        half = TAPS_PER_PHASE // 2
+        object.__setattr__(self, "_latency", d)
+        object.__setattr__(self, "_hist", np.zeros((spec.channels, 2 * TAPS_PER_PHASE), dtype=np.float64))
+        object.__setattr__(self, "_dline", np.zeros((spec.channels, d), dtype=np.float32))
+        hold = d + NEIGHBOURHOOD - half + 1
+        object.__setattr__(self, "_dq_val", np.zeros(hold, dtype=np.float64))
+        object.__setattr__(self, "_dq_idx", np.zeros(hold, dtype=np.int64))
+        object.__setattr__(self, "_box", np.zeros(d - NEIGHBOURHOOD - half + 1, dtype=np.float64))
+
+    def reset(self) -> None:
+        """Clear the delay line, history and gain envelope."""
+        if self._spec is None:
+            return
+        self._hist.fill(0.0)
+        self._dline.fill(0.0)
+        self._dq_val.fill(0.0)
+        self._dq_idx.fill(0)
+        self._box.fill(0.0)
+        self._istate.fill(0)
+        self._fstate.fill(0.0)
+        self._meter[0] = 0.0
+
+    def process(self, block: np.ndarray) -> None:
+        """Limit ``block`` (channels, frames) float32 in place; output is delayed by ``latency_samples``."""
+        self._require_prepared()
+        limiter(block, _TAPS, _L1, self._hist, self._dline, self._dq_val, self._dq_idx, self._box,
+                self._istate, self._fstate, self._consts, self._meter)
