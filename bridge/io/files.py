@@ -249,3 +249,67 @@ def process_file(
             pass  # already renamed or never created
         raise
     return report
+
+
+class _EngineAsEffect(Chain):
+    """Lets the file renderer drive an Engine (its callback, hand-off and swaps) like an Effect."""
+
+    def __init__(self, engine) -> None:  # noqa: ANN001 - Engine, imported lazily to avoid a cycle
+        super().__init__()
+        object.__setattr__(self, "_engine", engine)
+
+    @property
+    def latency_samples(self) -> int:
+        return self._engine.latency_samples
+
+    def prepare(self, spec) -> None:  # noqa: ANN001
+        self._engine.prepare(spec.sample_rate, spec.max_block_size)
+        object.__setattr__(self, "_spec", spec)
+
+    def reset(self) -> None:
+        self._engine.chain.reset()
+
+    def process(self, block: np.ndarray) -> None:
+        self._engine.process(block, block)
+
+
+class FileBackend:
+    """The engine's Backend for files: runs ``engine.process`` over ``inp`` as fast as the CPU
+    allows and writes ``out``, exactly as a live backend would call it block by block.
+
+    Control works while it runs (``engine.set`` from another thread lands at a block start).
+    The engine's rate is the file's unless ``sample_rate`` is given (then soxr resamples).
+    """
+
+    name = "file"
+
+    def __init__(self, engine, inp: str | os.PathLike[str], out: str | os.PathLike[str], *,  # noqa: ANN001
+                 sample_rate: int | None = None, block_size: int = 128, subtype: str | None = None) -> None:
+        self.engine = engine
+        self.inp, self.out = inp, out
+        self._rate = sample_rate
+        self._block = block_size
+        self.subtype = subtype
+        self.report: FileReport | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._rate or audio_info(self.inp).samplerate)
+
+    @property
+    def block_size(self) -> int:
+        return self._block
+
+    def start(self) -> None:
+        """Render the whole file (returns when done)."""
+        if audio_info(self.inp).channels != self.engine.channels:
+            raise AudioFileError(f"{self.inp}: has {audio_info(self.inp).channels} channels, the engine "
+                                 f"{self.engine.channels}")
+        self.report = process_file(self.inp, self.out, _EngineAsEffect(self.engine), sample_rate=self._rate,
+                                   subtype=self.subtype, block_size=self._block)
+
+    def stop(self) -> None:
+        """Nothing to stop: :meth:`start` returns when the file is done."""
+
+    def close(self) -> None:
+        self.stop()

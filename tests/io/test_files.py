@@ -145,3 +145,19 @@ def test_failure_midway_keeps_old_output(tmp_path):
         process_file(src, dst, Chain([Fails()]), block_size=512)
     assert dst.read_bytes() == b"precious"
     assert not [p for p in os.listdir(tmp_path) if ".part" in p]
+
+
+def test_file_backend_runs_the_engine_with_the_same_samples_as_offline(tmp_path):
+    from hushbridge.engine import Engine
+    from hushbridge.io.files import FileBackend
+    from hushbridge.presets import load_preset
+
+    x = noise(2, 48000, level=0.3)
+    src = write(tmp_path / "in.wav", x, subtype="FLOAT")
+    process_file(src, tmp_path / "offline.wav", load_preset("dialogue"), block_size=4096)
+    backend = FileBackend(Engine(load_preset("dialogue"), channels=2), src, tmp_path / "engine.wav", block_size=128)
+    backend.start()
+    a, _ = read_audio(tmp_path / "offline.wav")
+    b, _ = read_audio(tmp_path / "engine.wav")
+    assert backend.report.latency_samples == 72  # the limiter's 1.5 ms look-ahead at 48 kHz
+    np.testing.assert_array_equal(a, b)
