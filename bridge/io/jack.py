@@ -1,0 +1,445 @@
+"""JACK backend: the engine as a JACK client with ``in_1..N`` and ``out_1..N`` ports.
+
+>>> from hushbridge.engine import Engine
+>>> from hushbridge.effects import Chain, Gain
+>>> engine = Engine(Chain([Gain(gain_db=-6)]), channels=2)
+>>> with JackBackend(engine, connect_inputs=["system:capture_1", "system:capture_2"],
+...                  connect_outputs="system:playback_.*") as backend:   # doctest: +SKIP
+...     ...
+
+The process callback follows the contract of :mod:`hushbridge.io.base` word for word::
+
+    callback(frames: int) -> None          # JACK's real-time thread
+        inp[k][:] = in_k.get_array()       # into preallocated (channels, frames) float32
+        engine.process(inp, out)           # never raises, fills all of `out`
+        out_k.get_array()[:] = out[k]      # write into JACK's buffer, never rebind it
+
+Buffer-size and sample-rate changes re-prepare the engine from JACK's notification thread
+(JACK suspends the process cycle meanwhile). Xruns are counted with ``engine.note_xrun()``.
+
+Latency: the engine's latency is added to the port latency ranges JACK propagates through the
+graph (``jack_set_latency_callback``): ``out_k`` capture latency = ``in_k`` capture latency + engine
+latency, ``in_k`` playback latency = ``out_k`` playback latency + engine latency. A chain swap that
+changes the latency republishes it (:meth:`JackBackend.publish_latency` calls
+``jack_recompute_total_latencies``). JACK-Client (0.5.x) has no latency API, so those few calls go
+to libjack through :mod:`ctypes`; :func:`get_latency_range` reads any port's range.
+"""
+from __future__ import annotations
+
+import ctypes as _ctypes
+import re as _re
+import threading as _threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from hushbridge.engine import Engine
+from hushbridge.errors import BackendError
+from hushbridge.io.base import Backend
+
+try:
+    import jack
+except OSError as _e:  # libjack missing: the module imports, opening a client explains
+    jack = None
+    _IMPORT_ERROR: Exception | None = _e
+else:
+    _IMPORT_ERROR = None
+
+CAPTURE = 0  # JackCaptureLatency
+PLAYBACK = 1  # JackPlaybackLatency
+_MODES = {"capture": CAPTURE, "playback": PLAYBACK, CAPTURE: CAPTURE, PLAYBACK: PLAYBACK}
+
+PortSpec = str | Sequence[str] | None
+
+
+# == the part of libjack that JACK-Client does not wrap ==============================================
+class _LatencyRange(_ctypes.Structure):
+    _fields_ = [("min", _ctypes.c_uint32), ("max", _ctypes.c_uint32)]
+
+
+_LatencyCallback = _ctypes.CFUNCTYPE(None, _ctypes.c_int, _ctypes.c_void_p)
+_libjack: _ctypes.CDLL | None = None
+
+
+def _lib() -> _ctypes.CDLL:
+    """libjack through ctypes (the same library JACK-Client loaded), with latency signatures."""
+    global _libjack
+    if _libjack is None:
+        _need_jack("loading libjack")
+        lib = _ctypes.CDLL(jack._libname)
+        vp = _ctypes.c_void_p
+        lib.jack_set_latency_callback.argtypes = [vp, _LatencyCallback, vp]
+        lib.jack_set_latency_callback.restype = _ctypes.c_int
+        lib.jack_port_set_latency_range.argtypes = [vp, _ctypes.c_int, _ctypes.POINTER(_LatencyRange)]
+        lib.jack_port_set_latency_range.restype = None
+        lib.jack_port_get_latency_range.argtypes = [vp, _ctypes.c_int, _ctypes.POINTER(_LatencyRange)]
+        lib.jack_port_get_latency_range.restype = None
+        lib.jack_recompute_total_latencies.argtypes = [vp]
+        lib.jack_recompute_total_latencies.restype = _ctypes.c_int
+        lib.jack_port_by_name.argtypes = [vp, _ctypes.c_char_p]
+        lib.jack_port_by_name.restype = vp
+        _libjack = lib
+    return _libjack
+
+
+def _address(cdata: object) -> int:
+    """The integer address of a JACK-Client cffi pointer (client or port)."""
+    return int(jack._ffi.cast("uintptr_t", cdata))
+
+
+def _need_jack(operation: str) -> None:
+    if jack is None:
+        raise BackendError(f"the JACK library is not installed ({_IMPORT_ERROR})", operation)
+
+
+def get_latency_range(client: "jack.Client", port: "str | jack.Port", mode: str | int) -> tuple[int, int]:
+    """``(min, max)`` latency in frames of any port, as ``client`` sees it.
+
+    Parameters
+    ----------
+    client : jack.Client
+        An open client of the same server (any client, not only the port's owner).
+    port : str or jack.Port
+        Full port name (``"hushbridge:out_1"``) or a port object.
+    mode : {"capture", "playback"} or CAPTURE / PLAYBACK
+        Capture latency: how long ago the signal at this port entered the graph.
+        Playback latency: how long until the signal at this port leaves the graph.
+    """
+    try:
+        m = _MODES[mode]
+    except KeyError:
+        raise ValueError(f"mode must be 'capture' or 'playback', got {mode!r}") from None
+    name = port.name if not isinstance(port, str) else port
+    lib = _lib()
+    ptr = lib.jack_port_by_name(_address(client._ptr), name.encode())
+    if not ptr:
+        raise BackendError(f"no port {name!r}", "reading port latency")
+    r = _LatencyRange()
+    lib.jack_port_get_latency_range(ptr, m, _ctypes.byref(r))
+    return int(r.min), int(r.max)
+
+
+def _open_client(name: str, server: str | None, operation: str) -> "jack.Client":
+    _need_jack(operation)
+    try:
+        return jack.Client(name, no_start_server=True, servername=server)
+    except jack.JackOpenError as e:
+        where = f"JACK server {server!r}" if server else "the JACK server"
+        raise BackendError(f"{where} is not running or refused the client {name!r} ({e})", operation) from e
+
+
+def list_jack_ports(server: str | None = None) -> list[str]:
+    """Full names of all ports of a running JACK server, ``[]`` when none runs.
+
+    ``server`` defaults to ``$JACK_DEFAULT_SERVER`` or ``"default"``.
+    """
+    if jack is None:
+        return []
+    try:
+        client = jack.Client("hushbridge-lsp", no_start_server=True, servername=server)
+    except jack.JackOpenError:
+        return []
+    try:
+        return [p.name for p in client.get_ports()]
+    finally:
+        client.close()
+
+
+class JackBackend(Backend):
+    """Run an :class:`~hushbridge.engine.Engine` as a JACK client.
+
+    The client is opened and its ports registered here; :meth:`start` prepares the engine for
+    the server's format, activates the client and makes the connections; :meth:`stop`
+    deactivates it (a later :meth:`start` resumes); :meth:`close` also closes the client. Both are
+    idempotent. Use as a context manager.
+
+    Parameters
+    ----------
+    engine : Engine
+        The engine to run; its ``channels`` sets the number of ports each way.
+    name : str
+        Client name (JACK appends ``-01``... if it is taken; see :attr:`client_name`).
+    server : str, optional
+        JACK server name; default ``$JACK_DEFAULT_SERVER`` or ``"default"``. The server is never
+        started by the backend.
+    connect_inputs, connect_outputs : str or sequence of str, optional
+        Ports to connect on start. A sequence gives one port per channel, in order (``None``
+        entries skip a channel); each entry is an exact port name or, failing that, a regular
+        expression whose first match is used. A single string is a regular expression whose
+        matches (in JACK's order) are connected to ``in_1``, ``in_2``... (``out_1``...).
+
+    Raises
+    ------
+    BackendError
+        The server is not running, a port cannot be registered, or (on start) a port to
+        connect does not exist. The message names the operation.
+    """
+
+    name = "jack"
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str = "hushbridge",
+        server: str | None = None,
+        connect_inputs: PortSpec = None,
+        connect_outputs: PortSpec = None,
+    ) -> None:
+        super().__init__(engine)
+        self.server = server
+        self.connect_inputs = connect_inputs
+        self.connect_outputs = connect_outputs
+        self._active = False
+        self._latency = int(engine.latency_samples)
+        self._format_lock = _threading.Lock()  # notification thread vs start()
+        self._io: tuple | None = None
+        self.client = _open_client(name, server, "opening JACK client")
+        try:
+            self.inports = [self.client.inports.register(f"in_{k + 1}") for k in range(engine.channels)]
+            self.outports = [self.client.outports.register(f"out_{k + 1}") for k in range(engine.channels)]
+            self.client.set_process_callback(self._process)
+            self.client.set_xrun_callback(self._on_xrun)
+            self.client.set_blocksize_callback(self._on_blocksize)
+            self.client.set_samplerate_callback(self._on_samplerate)
+            self.client.set_shutdown_callback(self._on_shutdown)
+            self._latency_cb = _LatencyCallback(self._on_latency)  # keep a reference while open
+            err = _lib().jack_set_latency_callback(_address(self.client._ptr), self._latency_cb, None)
+            if err:
+                raise BackendError(f"libjack returned {err}", "setting the JACK latency callback")
+        except jack.JackError as e:
+            self.client.close()
+            raise BackendError(str(e), "registering JACK ports and callbacks") from e
+        except BaseException:
+            self.client.close()
+            raise
+        self.server_shutdown = ""
+        self._ptrs_in = [_address(p._ptr) for p in self.inports]
+        self._ptrs_out = [_address(p._ptr) for p in self.outports]
+
+    # == properties =============================================================================
+    @property
+    def client_name(self) -> str:
+        """The name JACK gave the client (ports are ``<client_name>:in_1`` ...)."""
+        return self.client.name
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.client.samplerate)
+
+    @property
+    def block_size(self) -> int:
+        return int(self.client.blocksize)
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    @property
+    def realtime(self) -> bool:
+        """Whether the server runs its process threads with real-time priority."""
+        return bool(self.client.realtime)
+
+    # == lifecycle ==============================================================================
+    def start(self) -> None:
+        """Prepare the engine for the server's format, activate, connect, start housekeeping."""
+        if self._active:
+            return
+        if not self.client._ptr:
+            raise BackendError("the client is closed", "starting JACK backend")
+        self._reformat(self.sample_rate, self.block_size)
+        self._latency = int(self.engine.latency_samples)
+        # the full collection holds the GIL for tens of ms: do it before the callback runs, so
+        # only the short one below (over what start-up adds after this) overlaps live audio
+        self.engine.freeze_gc()
+        try:
+            self.client.activate()
+        except jack.JackError as e:
+            raise BackendError(str(e), "activating JACK client") from e
+        self._active = True
+        try:
+            self._connect(self.connect_inputs, self.inports, is_input=True)
+            self._connect(self.connect_outputs, self.outports, is_input=False)
+        except BaseException:
+            self.stop()
+            raise
+        self._start_housekeeping()
+        self.publish_latency(self.engine.latency_samples)
+        self.engine.freeze_gc()
+
+    def stop(self) -> None:
+        """Deactivate the client (disconnects its ports) and stop housekeeping. Idempotent."""
+        if not self._active:
+            return
+        self._active = False
+        self._stop_housekeeping()
+        if self.client._ptr:
+            self.client.deactivate(ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop and close the JACK client. Idempotent."""
+        self.stop()
+        if self.client._ptr:
+            self.client.close(ignore_errors=True)
+
+    # == connections ============================================================================
+    def _resolve(self, spec: PortSpec, own: list, is_input: bool) -> list[tuple[str, object]]:
+        """Pairs (other port name, own port) for a connect_* spec."""
+        if spec is None:
+            return []
+        # our inputs take from output ports and the other way round
+        kind = dict(is_audio=True, is_output=is_input, is_input=not is_input)
+        what = "capture/output" if is_input else "playback/input"
+        if isinstance(spec, str):
+            try:
+                found = [p for p in self.client.get_ports(spec, **kind) if p.name.split(":")[0] != self.client_name]
+            except jack.JackError as e:
+                raise BackendError(str(e), f"looking up JACK ports {spec!r}") from e
+            if not found:
+                raise BackendError(
+                    f"no {what} audio port matches {spec!r} (available: {self._available(kind)})",
+                    f"connecting JACK {'inputs' if is_input else 'outputs'}",
+                )
+            return [(p.name, mine) for p, mine in zip(found, own)]
+        entries = list(spec)
+        if len(entries) > len(own):
+            raise ValueError(f"{len(entries)} ports to connect but only {len(own)} channels: {spec!r}")
+        pairs = []
+        for entry, mine in zip(entries, own):
+            if entry is None:
+                continue
+            try:
+                port = self.client.get_port_by_name(entry)
+                name = port.name
+            except jack.JackError:
+                matches = []
+                if _is_regex(entry):
+                    try:
+                        matches = self.client.get_ports(entry, **kind)
+                    except jack.JackError:
+                        matches = []
+                if not matches:
+                    raise BackendError(
+                        f"no {what} audio port {entry!r} (available: {self._available(kind)})",
+                        f"connecting JACK {'inputs' if is_input else 'outputs'}",
+                    ) from None
+                name = matches[0].name
+            pairs.append((name, mine))
+        return pairs
+
+    def _available(self, kind: dict) -> str:
+        names = [p.name for p in self.client.get_ports(**kind) if p.name.split(":")[0] != self.client_name]
+        return ", ".join(names) or "none"
+
+    def _connect(self, spec: PortSpec, own: list, is_input: bool) -> None:
+        for other, mine in self._resolve(spec, own, is_input):
+            src, dst = (other, mine.name) if is_input else (mine.name, other)
+            try:
+                self.client.connect(src, dst)
+            except jack.JackErrorCode as e:
+                if "already exists" not in str(e):
+                    raise BackendError(str(e), f"connecting {src} -> {dst}") from e
+            except jack.JackError as e:
+                raise BackendError(str(e), f"connecting {src} -> {dst}") from e
+
+    # == latency ================================================================================
+    def publish_latency(self, samples: int) -> None:
+        """Announce the engine's latency in the JACK graph (any non-RT thread)."""
+        self._latency = max(0, int(samples))
+        if self._active and self.client._ptr:
+            _lib().jack_recompute_total_latencies(_address(self.client._ptr))
+
+    @property
+    def published_latency(self) -> int:
+        """The latency (frames) the latency callback adds between ``in_k`` and ``out_k``."""
+        return self._latency
+
+    def _on_latency(self, mode: int, _arg: object) -> None:
+        """JACK latency callback (notification thread): propagate ranges through the engine."""
+        try:
+            lib = _lib()
+            lat = self._latency
+            r = _LatencyRange()
+            if mode == CAPTURE:
+                pairs = zip(self._ptrs_in, self._ptrs_out)
+            else:
+                pairs = zip(self._ptrs_out, self._ptrs_in)
+            for src, dst in pairs:
+                lib.jack_port_get_latency_range(src, mode, _ctypes.byref(r))
+                r.min += lat
+                r.max += lat
+                lib.jack_port_set_latency_range(dst, mode, _ctypes.byref(r))
+        except Exception as e:  # noqa: BLE001 - a ctypes callback must not raise into libjack
+            self.engine.callback_errors += 1
+            self.engine.last_callback_error = f"latency callback: {e!r}"
+
+    # == format changes (notification thread, process cycle suspended) =========================
+    def _reformat(self, sample_rate: int, block_size: int) -> None:
+        """Prepare the engine and the port buffers for a format, unless they already fit it."""
+        with self._format_lock:
+            spec = self.engine.spec
+            io = self._io
+            if spec is not None and io is not None and spec.sample_rate == sample_rate \
+                    and spec.max_block_size == block_size and io[4] == block_size:
+                return
+            self.engine.prepare(sample_rate, block_size)
+            ch = self.engine.channels
+            inp = np.zeros((ch, block_size), dtype=np.float32)
+            out = np.zeros((ch, block_size), dtype=np.float32)
+            in_pairs = tuple((port, inp[k]) for k, port in enumerate(self.inports))
+            out_pairs = tuple((port, out[k]) for k, port in enumerate(self.outports))
+            self._io = (inp, out, in_pairs, out_pairs, block_size)  # one atomic rebinding
+
+    def _on_blocksize(self, blocksize: int) -> None:
+        try:
+            spec = self.engine.spec  # no server calls from a notification callback
+            if spec is None:
+                return  # not started yet: start() prepares
+            self._reformat(spec.sample_rate, int(blocksize))
+        except Exception as e:  # noqa: BLE001
+            self.engine.callback_errors += 1
+            self.engine.last_callback_error = f"buffer size change to {blocksize}: {e!r}"
+            raise jack.CallbackExit from e
+
+    def _on_samplerate(self, samplerate: int) -> None:
+        if self.engine.spec is None:
+            return  # not started yet: start() prepares
+        try:
+            self._reformat(int(samplerate), self.engine.spec.max_block_size)
+        except Exception as e:  # noqa: BLE001
+            self.engine.callback_errors += 1
+            self.engine.last_callback_error = f"sample rate change to {samplerate}: {e!r}"
+            raise jack.CallbackExit from e
+
+    def _on_xrun(self, _delayed_usecs: float) -> None:
+        self.engine.note_xrun()
+
+    def _on_shutdown(self, status: object, reason: str) -> None:
+        self.server_shutdown = reason or "JACK server shut down"
+        self._active = False
+
+    # == real time ==============================================================================
+    def _process(self, frames: int) -> None:
+        """JACK process callback. See the module docstring for the contract."""
+        io = self._io
+        if io is None or frames > io[4]:
+            for port in self.outports:
+                port.get_array().fill(0.0)
+            self.engine.late_blocks += 1
+            return
+        inp, out, in_pairs, out_pairs, size = io
+        if frames == size:
+            for port, row in in_pairs:
+                row[:] = port.get_array()
+            self.engine.process(inp, out)
+            for port, row in out_pairs:
+                port.get_array()[:] = row
+        else:  # smaller than the prepared size (JACK does not do this, but be exact if it does)
+            for port, row in in_pairs:
+                row[:frames] = port.get_array()
+            self.engine.process(inp[:, :frames], out[:, :frames])
+            for port, row in out_pairs:
+                port.get_array()[:] = row[:frames]
+
+
+def _is_regex(text: str) -> bool:
+    return any(c in text for c in "*+?[](){}|^$\\")

@@ -1,0 +1,223 @@
+"""PortAudio backend (through sounddevice): any device PortAudio knows, on any OS.
+
+>>> from hushbridge.engine import Engine
+>>> from hushbridge.effects import Chain, Gain
+>>> engine = Engine(Chain([Gain(gain_db=-6)]), channels=2)
+>>> with PortAudioBackend(engine, device="USB Audio", blocksize=128) as backend:  # doctest: +SKIP
+...     print(backend.latency)
+
+sounddevice hands the callback ``(frames, channels)`` arrays; the engine works on
+``(channels, frames)``. The conversion happens here and only here, into arrays allocated when
+the stream opens. The callback follows :mod:`hushbridge.io.base`::
+
+    callback(indata, outdata, frames, time, status) -> None     # PortAudio's audio thread
+        inp[:, :frames] = indata.T             # preallocated (channels, frames) float32
+        engine.process(inp, out)               # never raises, fills all of `out`
+        outdata[:] = out.T                     # write into PortAudio's buffer, never rebind it
+
+``status.input_overflow`` or ``status.output_underflow`` count as an xrun
+(``engine.note_xrun()``). PortAudio has no place to publish latency to other programs;
+:attr:`PortAudioBackend.latency` reports the stream's own input and output latency.
+
+PortAudio scans its host APIs once, when it is initialised (at ``import sounddevice``). A JACK
+server started later appears only after :func:`refresh_devices`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hushbridge.engine import Engine
+from hushbridge.errors import BackendError
+from hushbridge.io.base import Backend
+
+_FALLBACK_MAX_BLOCK = 1024  # engine block size when PortAudio picks the buffer size itself
+_CAPACITY = 8192  # largest callback handled when the block size is left to PortAudio
+
+
+def _sd():
+    """sounddevice, imported lazily (importing it initialises PortAudio)."""
+    try:
+        import sounddevice
+    except OSError as e:  # the PortAudio library is missing
+        raise BackendError(f"PortAudio is not available ({e})", "loading PortAudio") from e
+    return sounddevice
+
+
+def refresh_devices() -> None:
+    """Re-initialise PortAudio so that devices and host APIs that appeared since (a JACK server,
+    a USB interface) are listed. Only call it while no PortAudio stream is open."""
+    sd = _sd()
+    sd._terminate()
+    sd._initialize()
+
+
+def list_devices(refresh: bool = False) -> list[dict]:
+    """Every PortAudio device as a dict, ``[]`` when there are none (or no PortAudio).
+
+    Keys: ``name``, ``index``, ``hostapi`` (host API name), ``max_input_channels``,
+    ``max_output_channels``, ``default_samplerate``. ``refresh=True`` rescans first
+    (see :func:`refresh_devices`).
+    """
+    try:
+        sd = _sd()
+        if refresh:
+            refresh_devices()
+        apis = sd.query_hostapis()
+        devices = sd.query_devices()
+    except BackendError:
+        return []
+    except sd.PortAudioError:
+        return []
+    result = []
+    for d in devices:
+        result.append({
+            "name": d["name"],
+            "index": int(d["index"]),
+            "hostapi": apis[d["hostapi"]]["name"],
+            "max_input_channels": int(d["max_input_channels"]),
+            "max_output_channels": int(d["max_output_channels"]),
+            "default_samplerate": float(d["default_samplerate"]),
+        })
+    return result
+
+
+class PortAudioBackend(Backend):
+    """Run an :class:`~hushbridge.engine.Engine` on a PortAudio duplex stream.
+
+    Parameters
+    ----------
+    engine : Engine
+        The engine; ``engine.channels`` channels in and out.
+    device : int or str or pair, optional
+        Device index, or a (sub)string of its name as sounddevice matches it
+        (``"JACK"``, ``"USB Audio"``), or an ``(input, output)`` pair. Default: PortAudio's
+        default devices.
+    samplerate : int, optional
+        Default: the device's default sample rate.
+    blocksize : int, optional
+        Frames per callback; ``None`` or ``0`` lets PortAudio choose (and vary) it.
+    latency : {"low", "high"} or float
+        Suggested latency, as sounddevice takes it.
+
+    Raises
+    ------
+    BackendError
+        The device does not exist, lacks the channels, or PortAudio refuses the stream; the
+        message names the operation and the device.
+    """
+
+    name = "portaudio"
+
+    def __init__(
+        self,
+        engine: Engine,
+        device: int | str | tuple | None = None,
+        samplerate: int | None = None,
+        blocksize: int | None = None,
+        latency: str | float = "low",
+    ) -> None:
+        super().__init__(engine)
+        if blocksize is not None and (not isinstance(blocksize, (int, np.integer)) or blocksize < 0):
+            raise ValueError(f"blocksize must be a non-negative int or None, got {blocksize!r}")
+        self.device = device
+        self._blocksize = int(blocksize or 0)
+        self._stream = None
+        self._active = False
+        sd = _sd()
+        op = f"opening PortAudio stream on device {device!r}"
+        try:
+            self._stream = sd.Stream(
+                device=device,
+                samplerate=samplerate,
+                blocksize=self._blocksize,
+                channels=engine.channels,
+                dtype="float32",
+                latency=latency,
+                callback=self._callback,
+                prime_output_buffers_using_stream_callback=False,
+            )
+        except ValueError as e:  # sounddevice: no such device, ambiguous name, bad channel count
+            names = ", ".join(f"{d['index']}: {d['name']!r}" for d in list_devices()) or "none"
+            raise BackendError(f"{e} (devices: {names})", op) from e
+        except sd.PortAudioError as e:
+            raise BackendError(str(e), op) from e
+        capacity = self._blocksize or _CAPACITY
+        self._inp = np.zeros((engine.channels, capacity), dtype=np.float32)
+        self._out = np.zeros((engine.channels, capacity), dtype=np.float32)
+        # views for the nominal size, so the usual callback slices nothing
+        self._nominal = (self._inp, self._out) if self._blocksize else None
+
+    # == properties =============================================================================
+    @property
+    def stream(self):
+        """The underlying :class:`sounddevice.Stream`."""
+        return self._stream
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._stream.samplerate)
+
+    @property
+    def block_size(self) -> int:
+        """Frames per callback (0: PortAudio chooses and may vary it)."""
+        return int(self._stream.blocksize)
+
+    @property
+    def latency(self) -> tuple[float, float]:
+        """``(input, output)`` latency of the stream in seconds, as PortAudio reports it."""
+        lat = self._stream.latency
+        return (float(lat[0]), float(lat[1])) if isinstance(lat, tuple) else (float(lat), float(lat))
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    # == lifecycle ==============================================================================
+    def start(self) -> None:
+        """Prepare the engine for the stream's format and start the stream."""
+        if self._active:
+            return
+        if self._stream is None or self._stream.closed:
+            raise BackendError("the stream is closed", "starting PortAudio stream")
+        self.engine.prepare(self.sample_rate, self._blocksize or _FALLBACK_MAX_BLOCK)
+        self.engine.freeze_gc()
+        try:
+            self._stream.start()
+        except _sd().PortAudioError as e:
+            raise BackendError(str(e), f"starting PortAudio stream on device {self.device!r}") from e
+        self._active = True
+        self._start_housekeeping()
+        self.engine.freeze_gc()
+
+    def stop(self) -> None:
+        """Stop the stream (PortAudio plays out what is queued). Idempotent."""
+        if not self._active:
+            return
+        self._active = False
+        self._stop_housekeeping()
+        if self._stream is not None and not self._stream.closed:
+            self._stream.stop(ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop and close the stream. Idempotent."""
+        self.stop()
+        if self._stream is not None and not self._stream.closed:
+            self._stream.close(ignore_errors=True)
+
+    # == real time ==============================================================================
+    def _callback(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time: object, status: object) -> None:
+        """sounddevice stream callback. See the module docstring for the contract."""
+        if status.input_overflow or status.output_underflow:
+            self.engine.note_xrun()
+        nominal = self._nominal
+        if nominal is not None and frames == nominal[0].shape[1]:
+            inp, out = nominal
+        elif frames <= self._inp.shape[1]:
+            inp, out = self._inp[:, :frames], self._out[:, :frames]
+        else:
+            outdata.fill(0.0)
+            self.engine.late_blocks += 1
+            return
+        np.copyto(inp, indata.T)
+        self.engine.process(inp, out)
+        outdata[:] = out.T

@@ -1,0 +1,274 @@
+"""Shared test helpers: JACK test clients that play and record against sample-frame time.
+
+Feed the engine from one client (:class:`JackPlayer`) and record it with another
+(:class:`JackRecorder`): a single client that both feeds and records closes a loop, which JACK may
+resolve a period late (DESIGN.md section 7). Both clients address the signal by absolute JACK
+frame time (``client.last_frame_time`` in their process callbacks), so with the same
+``start_frame`` the recording's index ``i`` is the frame at which the player's sample ``i`` went
+out, and the through-delay is read off exactly.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def db_to_gain(db: float) -> float:
+    return float(10.0 ** (db / 20.0))
+
+
+def wait_until(predicate, timeout: float = 2.0, interval: float = 0.005) -> bool:
+    """Poll ``predicate()`` until it is true or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return bool(predicate())
+        time.sleep(interval)
+
+
+def find_delay(reference: np.ndarray, recording: np.ndarray, max_lag: int) -> int:
+    """Lag (samples, ``0..max_lag``) at which ``recording`` best matches ``reference`` (1-D),
+    by normalised cross-correlation. Use a broadband reference (noise, impulses)."""
+    n = len(reference)
+    best, best_lag = -np.inf, -1
+    ref = reference.astype(np.float64)
+    for lag in range(max_lag + 1):
+        seg = recording[lag:lag + n].astype(np.float64)
+        if len(seg) < n:
+            break
+        denom = np.sqrt(np.dot(seg, seg) * np.dot(ref, ref))
+        score = np.dot(seg, ref) / denom if denom > 0 else -np.inf
+        if score > best:
+            best, best_lag = score, lag
+    return best_lag
+
+
+class _FrameClient:
+    """A JACK client whose process callback sees absolute frame time."""
+
+    def __init__(self, name: str, channels: int, *, output: bool, server: str | None = None) -> None:
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True, servername=server)
+        ports = self.client.outports if output else self.client.inports
+        prefix = "out" if output else "in"
+        self.ports = [ports.register(f"{prefix}_{k + 1}") for k in range(channels)]
+        self.channels = channels
+        self.cycles = 0
+        self.client.set_process_callback(self._process)
+
+    def _process(self, frames: int) -> None:
+        raise NotImplementedError
+
+    def now(self) -> int:
+        """The current JACK frame time (estimated, from a non-RT thread)."""
+        return int(self.client.frame_time)
+
+    def activate(self) -> None:
+        self.client.activate()
+
+    def connect_to(self, other_ports: list[str]) -> None:
+        """Connect port k of this client with ``other_ports[k]`` (direction by port kind)."""
+        for mine, other in zip(self.ports, other_ports):
+            if mine.is_output:
+                self.client.connect(mine, other)
+            else:
+                self.client.connect(other, mine)
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+    def __enter__(self):
+        self.activate()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JackPlayer(_FrameClient):
+    """Plays ``signal`` (channels, n) float32 from absolute JACK frame ``start``; silence otherwise."""
+
+    def __init__(self, name: str = "hb-player", channels: int = 2, server: str | None = None) -> None:
+        self._job: tuple[np.ndarray, int] | None = None
+        super().__init__(name, channels, output=True, server=server)
+
+    def play(self, signal: np.ndarray, start: int) -> None:
+        signal = np.ascontiguousarray(np.atleast_2d(signal), dtype=np.float32)
+        if signal.shape[0] != self.channels:
+            raise ValueError(f"signal has {signal.shape[0]} channels, player {self.channels}")
+        self._job = (signal, int(start))
+
+    def _process(self, frames: int) -> None:
+        self.cycles += 1
+        job = self._job
+        t = self.client.last_frame_time
+        for k, port in enumerate(self.ports):
+            buf = port.get_array()
+            buf.fill(0.0)
+            if job is None:
+                continue
+            sig, start = job
+            off = t - start
+            a, b = max(off, 0), min(off + frames, sig.shape[1])
+            if a < b:
+                buf[a - off:b - off] = sig[k, a:b]
+
+
+class JackRecorder(_FrameClient):
+    """Records ``n`` frames from absolute JACK frame ``start`` into :attr:`data` (channels, n)."""
+
+    def __init__(self, name: str = "hb-recorder", channels: int = 2, server: str | None = None) -> None:
+        self._job: tuple[np.ndarray, int] | None = None
+        self.frames_recorded = 0
+        self.passed_end = False
+        self.last_frames = 0
+        super().__init__(name, channels, output=False, server=server)
+
+    def record(self, n: int, start: int) -> None:
+        self.frames_recorded = 0
+        self.passed_end = False
+        self._job = (np.full((self.channels, int(n)), np.nan, dtype=np.float32), int(start))
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._job[0]
+
+    @property
+    def done(self) -> bool:
+        """Whether JACK time has passed the end of the recording window."""
+        job = self._job
+        return job is not None and self.passed_end
+
+    @property
+    def complete(self) -> bool:
+        """Whether every frame of the window was recorded (an xrun can skip a cycle)."""
+        job = self._job
+        # a late cycle can be written twice and another skipped, so count the holes, not the frames
+        return job is not None and self.frames_recorded >= job[0].shape[1] and not np.isnan(job[0]).any()
+
+    def wait(self, timeout: float = 5.0, require_complete: bool = True) -> np.ndarray:
+        """Wait until the window has passed; with ``require_complete`` every frame must have been
+        recorded exactly once (missing frames are NaN otherwise)."""
+        if not wait_until(lambda: self.done, timeout):
+            raise TimeoutError(f"JACK time did not reach the end of the recording in {timeout} s")
+        data = self.data
+        if require_complete and not self.complete:
+            missing = int(np.isnan(data).any(axis=0).sum())
+            raise AssertionError(f"{missing} frames never recorded (an xrun skipped cycles)")
+        return data
+
+    def _process(self, frames: int) -> None:
+        self.cycles += 1
+        self.last_frames = frames
+        job = self._job
+        if job is None:
+            return
+        data, start = job
+        t = self.client.last_frame_time
+        off = t - start
+        a, b = max(off, 0), min(off + frames, data.shape[1])
+        if a < b:
+            for k, port in enumerate(self.ports):
+                data[k, a:b] = port.get_array()[a - off:b - off]
+            self.frames_recorded += b - a
+        if off + frames >= data.shape[1]:
+            self.passed_end = True
+
+
+# == player and recorder in a child process ======================================================
+def _rig_main(conn, channels: int, server: str | None, names: tuple[str, str]) -> None:
+    """Child process: a JackPlayer and a JackRecorder driven by messages on ``conn``."""
+    player = JackPlayer(names[0], channels, server)
+    recorder = JackRecorder(names[1], channels, server)
+    player.activate()
+    recorder.activate()
+    conn.send(([p.name for p in player.ports], [p.name for p in recorder.ports]))
+    try:
+        while True:
+            msg = conn.recv()
+            if msg[0] == "connect":
+                player.connect_to(msg[1])
+                recorder.connect_to(msg[2])
+                conn.send("ok")
+            elif msg[0] == "take":
+                _, signal, extra, lead = msg
+                start = player.now() + lead
+                recorder.record(signal.shape[1] + extra, start)
+                player.play(signal, start)
+                conn.send(("started", start))
+                data = recorder.wait(timeout=10.0, require_complete=False)
+                conn.send(("done", data, recorder.complete))
+            elif msg[0] == "close":
+                break
+    finally:
+        player.close()
+        recorder.close()
+
+
+class JackRigProcess:
+    """A :class:`JackPlayer` and a :class:`JackRecorder` in a child process, so their Python
+    callbacks do not compete for the GIL with the JACK client under test.
+
+    >>> rig = JackRigProcess(2)                                     # doctest: +SKIP
+    >>> rig.connect(["engine:in_1", "engine:in_2"], ["engine:out_1", "engine:out_2"])
+    >>> recording, complete = rig.take(signal)                      # (channels, n + extra)
+    """
+
+    def __init__(self, channels: int = 2, server: str | None = None,
+                 names: tuple[str, str] = ("hb-player", "hb-recorder")) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_rig_main, args=(child, channels, server, names), daemon=True)
+        self._proc.start()
+        if not self._conn.poll(20.0):
+            self._proc.kill()
+            raise TimeoutError("the JACK test-client process did not start")
+        self.player_ports, self.recorder_ports = self._conn.recv()
+
+    def connect(self, engine_inputs: list[str], engine_outputs: list[str]) -> None:
+        """Player port k -> ``engine_inputs[k]``; ``engine_outputs[k]`` -> recorder port k."""
+        self._conn.send(("connect", engine_inputs, engine_outputs))
+        self._recv("ok")
+
+    def take(self, signal: np.ndarray, extra: int = 1024, lead: int = 2400, during=None,
+             now=None) -> tuple[np.ndarray, bool]:
+        """Play ``signal`` (channels, n) from ``lead`` frames ahead and record ``n + extra`` frames
+        aligned on the same JACK frame; returns (recording, complete). ``during()`` is called once
+        a third of the signal has played (``now()`` gives JACK frame time in this process)."""
+        signal = np.ascontiguousarray(signal, dtype=np.float32)
+        self._conn.send(("take", signal, extra, lead))
+        start = self._recv("started")[1]
+        if during is not None:
+            if now is None:
+                raise ValueError("during= needs now= (a JACK frame-time source in this process)")
+            wait_until(lambda: now() > start + signal.shape[1] // 3, 5.0)
+            during()
+        _, data, complete = self._recv("done")
+        return data, complete
+
+    def _recv(self, what: str, timeout: float = 15.0):
+        if not self._conn.poll(timeout):
+            raise TimeoutError(f"no {what!r} from the JACK test-client process")
+        msg = self._conn.recv()
+        tag = msg if isinstance(msg, str) else msg[0]
+        if tag != what:
+            raise RuntimeError(f"expected {what!r} from the JACK test-client process, got {msg!r}")
+        return msg
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                self._conn.send(("close",))
+                self._proc.join(5.0)
+            except (BrokenPipeError, OSError):
+                self._proc.kill()
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(2.0)
