@@ -17,6 +17,7 @@ Control side (any thread): :meth:`Engine.set`, :meth:`Engine.set_norm`,
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from hushbridge.effects.chain import Chain
 from hushbridge.errors import ChainError, ParamError
 
 SWAP_FADE_MS = 20.0
+GIL_SWITCH_INTERVAL = 0.0005  # seconds
 ENGINE_STATS = (
     "xruns",
     "cpu_load",
@@ -131,10 +133,21 @@ class Engine:
         """Allocate for the device's format and warm numba up. Call before audio starts and
         whenever the backend's sample rate or buffer size changes (never from ``process``)."""
         spec = ProcessSpec(int(sample_rate), int(block_size), self.channels)
-        self._chain.prepare(spec)
-        self._warm_up(self._chain, spec)
-        self._in = np.zeros((self.channels, spec.max_block_size), dtype=np.float32)
-        self._old = np.zeros((self.channels, spec.max_block_size), dtype=np.float32)
+        with self._swap_lock:
+            # JACK calls this between callbacks; every chain the callback may touch is re-prepared
+            self._old = np.zeros((self.channels, spec.max_block_size), dtype=np.float32)
+            chains = [self._chain]
+            if self._incoming is not None:
+                chains.append(self._incoming[0])
+            if self._fading_from is not None:
+                chains.append(self._fading_from)
+            for chain in chains:
+                chain.prepare(spec)
+                self._warm_up(chain, spec)
+            self._prepare_meters(spec)
+            self.spec = spec
+
+    def _prepare_meters(self, spec: ProcessSpec) -> None:
         self.peaks_in = np.zeros(self.channels, dtype=np.float64)
         self.peaks_out = np.zeros(self.channels, dtype=np.float64)
         self.sq_in = np.zeros(self.channels, dtype=np.float64)
@@ -142,7 +155,6 @@ class Engine:
         self.meter_frames = 0
         self._fade_len = max(1, int(SWAP_FADE_MS * 1e-3 * spec.sample_rate))
         self._period = spec.max_block_size / spec.sample_rate
-        self.spec = spec
 
     @staticmethod
     def _warm_up(chain: Chain, spec: ProcessSpec) -> None:
@@ -154,9 +166,13 @@ class Engine:
         chain.reset()
 
     def freeze_gc(self) -> None:
-        """Move start-up objects out of the collector's way so a collection in the callback is short."""
+        """Move start-up objects out of the collector's way so a collection in the callback is
+        short, and make the interpreter hand the GIL over more often than every 5 ms (longer than
+        a 128-frame period) so the audio thread gets it back quickly from control threads."""
         gc.collect()
         gc.freeze()
+        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL)
 
     # == audio side (RT) =========================================================================
     def process(self, inp: np.ndarray, out: np.ndarray) -> None:
@@ -265,6 +281,11 @@ class Engine:
         """``listener(latency_samples)`` is called (from a control thread) when latency changes."""
         self._latency_listeners.append(listener)
 
+    def remove_latency_listener(self, listener: Callable[[int], None]) -> None:
+        """Stop calling ``listener``; nothing happens if it was not registered."""
+        if listener in self._latency_listeners:
+            self._latency_listeners.remove(listener)
+
     def set(self, address: str, value: float, *, clamp: bool = False, source: object = None, stamp: float = 0.0) -> float:
         """Set ``/hb/<id>/<param>`` (or ``/hb/<id>/bypass``). Returns the value applied.
 
@@ -329,10 +350,10 @@ class Engine:
         if not isinstance(chain, Chain):
             raise ChainError(f"load_chain needs a Chain, got {chain!r}")
         with self._swap_lock:
+            self.wait_for_swap()
             if self.spec is not None:
                 chain.prepare(self.spec)
                 self._warm_up(chain, self.spec)
-            self.wait_for_swap()
             generation = self._generation + 1
             if self.spec is None:  # not running yet: swap directly
                 self._chain, self._generation = chain, generation

@@ -70,10 +70,7 @@ class Backend(abc.ABC):
         if self._keeper is not None:
             self._keeper.join(timeout=1.0)
             self._keeper = None
-        try:
-            self.engine._latency_listeners.remove(self.publish_latency)
-        except ValueError:
-            pass  # never started
+        self.engine.remove_latency_listener(self.publish_latency)
 
     def __enter__(self) -> "Backend":
         self.start()
