@@ -272,3 +272,21 @@ class JackRigProcess:
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join(2.0)
+
+
+def shared_data_dir():
+    """The real recordings of ../shared/data (read in place, never copied into the project).
+
+    Looked up in $HUSHBRIDGE_SHARED_DATA, next to the checkout (../shared/data), then
+    /work/shared/data; None when absent (tests that need it skip with a message).
+    """
+    import os
+    from pathlib import Path
+
+    candidates = [os.environ.get("HUSHBRIDGE_SHARED_DATA", ""),
+                  str(Path(__file__).resolve().parents[1].parent / "shared" / "data"),
+                  "/work/shared/data"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None

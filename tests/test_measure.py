@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import shared_data_dir
 
 from hushbridge import measure as M
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = shared_data_dir() or Path("/nonexistent")
 SPEECH = SHARED / "speech"
 MUSIC = SHARED / "music"
 

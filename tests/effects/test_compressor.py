@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import shared_data_dir
 
 from hushbridge.effects import EFFECTS, Compressor, ProcessSpec
 from hushbridge.errors import ParamError
 
 SR = 48000
-SPEECH = Path("/work/shared/data/speech")
-MUSIC = Path("/work/shared/data/music")
+SPEECH = (shared_data_dir() or Path("/nonexistent")) / "speech"
+MUSIC = (shared_data_dir() or Path("/nonexistent")) / "music"
 
 
 def alternating(level_db: float, frames: int) -> np.ndarray:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import shared_data_dir
 from scipy import signal
 
 from hushbridge.effects import EFFECTS, HighPass, PeakingEQ, ProcessSpec, create_effect
 from hushbridge.errors import ParamError
 
 RATES = [44100, 48000, 96000]
-MUSIC = Path("/work/shared/data/music")
+MUSIC = (shared_data_dir() or Path("/nonexistent")) / "music"
 
 
 def rbj_sos(kind: str, fs: float, f0: float, q: float, gain_db: float = 0.0) -> np.ndarray:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import shared_data_dir
 from scipy.signal import resample_poly
 
 from hushbridge.effects import EFFECTS, Chain, Compressor, HighPass, Limiter, PeakingEQ, ProcessSpec, render
 
-SPEECH = Path("/work/shared/data/speech")
-MUSIC = Path("/work/shared/data/music")
+SPEECH = (shared_data_dir() or Path("/nonexistent")) / "speech"
+MUSIC = (shared_data_dir() or Path("/nonexistent")) / "music"
 TOLERANCE_DB = 0.1
 
 
