@@ -1,0 +1,71 @@
+"""`hushbridge run` as a user starts it: JACK ports appear, OSC answers, SIGTERM stops it cleanly."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jack
+import pytest
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def osc(address, *args):
+    b = OscMessageBuilder(address)
+    for a in args:
+        b.add_arg(a)
+    return b.build().dgram
+
+
+@pytest.mark.jack
+def test_run_on_jack_serves_osc_and_stops_on_sigterm(jack_server):
+    port = free_udp_port()
+    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server.name, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--name", "hbrun", "--preset", "podcast",
+         "--channels", "1", "--osc-port", str(port), "--status-every", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        client = jack.Client("hbrun-probe", no_start_server=True, servername=jack_server.name)
+        deadline = time.monotonic() + 60
+        names = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            names = [p.name for p in client.get_ports("hbrun:")]
+            if {"hbrun:in_1", "hbrun:out_1"} <= set(names):
+                break
+            time.sleep(0.2)
+        assert {"hbrun:in_1", "hbrun:out_1"} <= set(names), proc.stderr.read() if proc.poll() is not None else names
+        client.close()
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.5)
+        reply = None
+        for _ in range(40):  # the OSC server starts right after the JACK client
+            sock.sendto(osc("/hb/compressor/ratio", 6.0), ("127.0.0.1", port))
+            sock.sendto(osc("/hb/get", "/hb/compressor/ratio"), ("127.0.0.1", port))
+            try:
+                reply = OscMessage(sock.recvfrom(65536)[0])
+                break
+            except socket.timeout:
+                continue
+        assert reply is not None and reply.address == "/hb/value"
+        assert reply.params[:3] == ["/hb/compressor/ratio", 6.0, "6.0:1"]
+        sock.sendto(osc("/hb/get", "/hb/engine/latency_samples"), ("127.0.0.1", port))
+        lat = OscMessage(sock.recvfrom(65536)[0])
+        assert lat.params[1] == 72.0  # the podcast preset's limiter look-ahead at 48 kHz
+        sock.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "hushbridge running on jack" in err and "OSC on 127.0.0.1" in err
+    assert "stopped." in err and "xruns" in err
