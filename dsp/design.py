@@ -28,6 +28,9 @@ KIND_LOWPASS = 2
 KIND_PEAKING = 3
 KIND_LOWSHELF = 4
 KIND_HIGHSHELF = 5
+KIND_BANDPASS = 6
+KIND_NOTCH = 7
+KIND_DIP = 8
 
 _MAX_FRACTION = 0.49
 _MIN_Q = 1e-3
@@ -127,6 +130,38 @@ def design_highshelf(sample_rate: float, freq_hz: float, q: float, gain_db: floa
 
 
 @njit(cache=True, nogil=True)
+def design_bandpass(sample_rate: float, freq_hz: float, q: float, out: np.ndarray) -> None:
+    """Band-pass with 0 dB peak gain at ``freq_hz``; -3 dB bandwidth ``freq_hz / q``."""
+    w0 = _w0(sample_rate, freq_hz)
+    cw = math.cos(w0)
+    alpha = math.sin(w0) / (2.0 * max(q, _MIN_Q))
+    _store(alpha, 0.0, -alpha, 1.0 + alpha, -2.0 * cw, 1.0 - alpha, out)
+
+
+@njit(cache=True, nogil=True)
+def design_notch(sample_rate: float, freq_hz: float, q: float, out: np.ndarray) -> None:
+    """Notch: zero gain at ``freq_hz``, -3 dB bandwidth ``freq_hz / q`` (``1 - bandpass``)."""
+    w0 = _w0(sample_rate, freq_hz)
+    cw = math.cos(w0)
+    alpha = math.sin(w0) / (2.0 * max(q, _MIN_Q))
+    _store(1.0, -2.0 * cw, 1.0, 1.0 + alpha, -2.0 * cw, 1.0 - alpha, out)
+
+
+@njit(cache=True, nogil=True)
+def design_dip(sample_rate: float, freq_hz: float, q: float, gain_db: float, out: np.ndarray) -> None:
+    """Notch of finite depth: ``1 - (1 - g) * bandpass`` with ``g = 10**(min(gain_db, 0)/20)``.
+
+    The poles are the notch's (bandwidth ``freq_hz / q`` whatever the depth, unlike a deep
+    peaking cut, which widens); ``gain_db = 0`` is exactly ``H = 1``, ``-inf`` the full notch.
+    """
+    w0 = _w0(sample_rate, freq_hz)
+    cw = math.cos(w0)
+    alpha = math.sin(w0) / (2.0 * max(q, _MIN_Q))
+    g = 10.0 ** (min(gain_db, 0.0) / 20.0)
+    _store(1.0 + alpha * g, -2.0 * cw, 1.0 - alpha * g, 1.0 + alpha, -2.0 * cw, 1.0 - alpha, out)
+
+
+@njit(cache=True, nogil=True)
 def design_stage(kind: int, sample_rate: float, freq_hz: float, q: float, gain_db: float, out: np.ndarray) -> None:
     """Dispatch on a ``KIND_*`` constant (``gain_db`` is ignored by pass filters)."""
     if kind == KIND_HIGHPASS:
@@ -139,6 +174,12 @@ def design_stage(kind: int, sample_rate: float, freq_hz: float, q: float, gain_d
         design_lowshelf(sample_rate, freq_hz, q, gain_db, out)
     elif kind == KIND_HIGHSHELF:
         design_highshelf(sample_rate, freq_hz, q, gain_db, out)
+    elif kind == KIND_BANDPASS:
+        design_bandpass(sample_rate, freq_hz, q, out)
+    elif kind == KIND_NOTCH:
+        design_notch(sample_rate, freq_hz, q, out)
+    elif kind == KIND_DIP:
+        design_dip(sample_rate, freq_hz, q, gain_db, out)
     else:
         design_identity(out)
 
@@ -175,6 +216,27 @@ def make_highshelf(sample_rate: float, freq_hz: float, q: float, gain_db: float)
     """Return ``[b0, b1, b2, a1, a2]`` of a high shelf."""
     out = np.empty(5, dtype=np.float64)
     design_highshelf(float(sample_rate), float(freq_hz), float(q), float(gain_db), out)
+    return out
+
+
+def make_bandpass(sample_rate: float, freq_hz: float, q: float) -> np.ndarray:
+    """Return ``[b0, b1, b2, a1, a2]`` of a 0 dB-peak band-pass."""
+    out = np.empty(5, dtype=np.float64)
+    design_bandpass(float(sample_rate), float(freq_hz), float(q), out)
+    return out
+
+
+def make_notch(sample_rate: float, freq_hz: float, q: float) -> np.ndarray:
+    """Return ``[b0, b1, b2, a1, a2]`` of a notch."""
+    out = np.empty(5, dtype=np.float64)
+    design_notch(float(sample_rate), float(freq_hz), float(q), out)
+    return out
+
+
+def make_dip(sample_rate: float, freq_hz: float, q: float, gain_db: float) -> np.ndarray:
+    """Return ``[b0, b1, b2, a1, a2]`` of a notch ``gain_db`` (<= 0) deep."""
+    out = np.empty(5, dtype=np.float64)
+    design_dip(float(sample_rate), float(freq_hz), float(q), float(gain_db), out)
     return out
 
 

@@ -7,3 +7,7 @@ from hushbridge.effects.limiter import Limiter
 
 for _cls in (HighPass, PeakingEQ, Compressor, Limiter):
     register(_cls)
+
+from hushbridge.effects.plugin import PluginEffect  # noqa: E402
+
+register(PluginEffect)
