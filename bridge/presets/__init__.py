@@ -9,6 +9,11 @@ Schema (version 1)::
     id = "highpass"              # optional instance id (default: name, name_2, ...)
     bypass = false               # optional
     params = { cutoff_hz = 80.0 }
+    [[chain]]
+    effect = "plugin"            # a pedalboard plugin (hushbridge.effects.plugin) named by
+    plugin = "Reverb"            #   plugin = "<pedalboard built-in class>" or
+    # path = "/x.vst3"           #   path = "<VST3/AU file>" (plugin_name = "..." picks one in a bundle)
+    params = { room_size = 0.3 } # its parameters as the plugin effect declares them
     [midi]                       # optional: CC and note maps, kept as-is
 
 Lookup order for a name: a path to a ``.toml`` file, the user preset folder
@@ -37,6 +42,7 @@ from hushbridge.effects import EFFECTS, Chain, create_effect
 from hushbridge.errors import ChainError, ParamError, PresetError
 
 DEFAULT_PRESET = "dialogue"
+_PLUGIN_KEYS = {"plugin", "path", "plugin_name"}  # extra keys of effect = "plugin"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-. ]*$")
 
 
@@ -135,16 +141,25 @@ def _build(preset: Preset) -> Chain:
     for i, entry in enumerate(preset.chain):
         if not isinstance(entry, dict):
             raise fail(i, None, "each [[chain]] entry must be a table")
-        extra = set(entry) - {"effect", "id", "bypass", "params"}
-        if extra:
-            raise fail(i, sorted(extra)[0], "unknown key (allowed: effect, id, bypass, params)")
         name = entry.get("effect")
+        allowed = {"effect", "id", "bypass", "params"} | (_PLUGIN_KEYS if name == "plugin" else set())
+        extra = set(entry) - allowed
+        if extra:
+            raise fail(i, sorted(extra)[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
         if name not in EFFECTS:
             raise fail(i, "effect", f"unknown effect {name!r} (available: {', '.join(sorted(EFFECTS))})")
         params = entry.get("params", {})
         if not isinstance(params, dict):
             raise fail(i, "params", "must be a table such as { cutoff_hz = 80.0 }")
-        effect = create_effect(name)
+        if name == "plugin":
+            from hushbridge.effects.plugin import PluginEffect
+
+            try:
+                effect = PluginEffect.from_preset(**{k: str(entry[k]) for k in _PLUGIN_KEYS if k in entry})
+            except ChainError as e:
+                raise fail(i, "path" if "path" in entry else "plugin", str(e)) from e
+        else:
+            effect = create_effect(name)
         for key, value in params.items():
             try:
                 effect.set(key, value)
@@ -190,6 +205,9 @@ def chain_to_preset(chain: Chain, name: str, midi: dict[str, Any] | None = None)
     entries = []
     for i, (eid, effect) in enumerate(chain.items()):
         entry: dict[str, Any] = {"effect": effect.name, "id": eid}
+        preset_keys = getattr(effect, "preset_keys", None)
+        if preset_keys is not None:
+            entry.update(preset_keys())
         if chain.is_bypassed(i):
             entry["bypass"] = True
         entry["params"] = effect.values()
