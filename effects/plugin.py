@@ -356,6 +356,7 @@ class PluginEffect(Effect):
     def _prepare(self, spec: ProcessSpec) -> None:
         object.__setattr__(self, "_sample_rate", float(spec.sample_rate))
         object.__setattr__(self, "_buffer_size", int(spec.max_block_size))
+        object.__setattr__(self, "_prime", np.zeros((spec.channels, 0), dtype=np.float32))
         object.__setattr__(self, "_latency", self._measure_latency(spec))
 
     def _measure_latency(self, spec: ProcessSpec) -> int:
@@ -378,6 +379,10 @@ class PluginEffect(Effect):
         """Reset the plugin's internal state (delay lines, envelopes); parameters stay."""
         self._plugin.reset()
         object.__setattr__(self, "_fed", 0)
+        if self._spec is not None:
+            # pedalboard forgets the channel layout on reset; a (channels, 0) call fixes it again,
+            # so a first block of ``channels`` frames or fewer is not read as interleaved
+            self._plugin.process(self._prime, self._sample_rate, buffer_size=self._buffer_size, reset=False)
 
     def process(self, block: np.ndarray) -> None:
         """Run ``block`` (channels, frames) float32 through the plugin in place (allocates; see note)."""
