@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from time import perf_counter
 
 import numpy as np
 
@@ -48,6 +49,9 @@ class Chain(Effect):
     ``append``, ``insert`` and ``del`` work as on a list (before ``prepare`` or between renders)."""
 
     name = "chain"
+    #: per-effect CPU seconds, accumulated only while not None (the engine sets a float64 array
+    #: of len(chain) while a /hb/meter/engine subscriber wants per-effect load)
+    effect_seconds: np.ndarray | None = None
 
     def __init__(self, effects: Iterable[Effect] = (), ids: Iterable[str | None] | None = None) -> None:
         super().__init__()
@@ -172,7 +176,8 @@ class Chain(Effect):
         if sanitize(block):
             self.nonfinite_events += 1
         n = block.shape[1]
-        for s in self._slots:
+        timing = self.effect_seconds
+        for k, s in enumerate(self._slots):
             mix = s.mix
             fading = mix[0] != mix[1]
             dry = s.dry[:, :n]
@@ -180,7 +185,12 @@ class Chain(Effect):
             if mix[0] == 0.0 and not fading:
                 block[...] = dry
                 continue
-            s.effect.process(block)
+            if timing is None:
+                s.effect.process(block)
+            else:
+                t = perf_counter()
+                s.effect.process(block)
+                timing[k] += perf_counter() - t
             if sanitize(block):
                 self.nonfinite_events += 1
                 block.fill(0.0)
