@@ -9,9 +9,14 @@ from __future__ import annotations
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 from hushbridge.effects.chain import Chain
 from hushbridge.effects.compressor import Compressor
+from hushbridge.effects.deesser import DeEsser
 from hushbridge.effects.filters import HighPass, PeakingEQ
 from hushbridge.effects.gain import Gain
+from hushbridge.effects.gate import Gate
+from hushbridge.effects.hum import HumRemover
+from hushbridge.effects.leveler import Leveler
 from hushbridge.effects.limiter import Limiter
+from hushbridge.effects.loudness import Loudness
 from hushbridge.effects.render import OfflineRenderer, iter_render, render
 from hushbridge.errors import ChainError
 
@@ -56,10 +61,15 @@ __all__ = [
     "EFFECTS",
     "Chain",
     "Compressor",
+    "DeEsser",
     "Effect",
     "Gain",
+    "Gate",
     "HighPass",
+    "HumRemover",
+    "Leveler",
     "Limiter",
+    "Loudness",
     "OfflineRenderer",
     "Param",
     "PeakingEQ",

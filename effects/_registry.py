@@ -11,3 +11,15 @@ for _cls in (HighPass, PeakingEQ, Compressor, Limiter):
 from hushbridge.effects.plugin import PluginEffect  # noqa: E402
 
 register(PluginEffect)
+
+from hushbridge.effects.loudness import Loudness  # noqa: E402
+
+register(Loudness)
+
+from hushbridge.effects.deesser import DeEsser  # noqa: E402
+from hushbridge.effects.gate import Gate  # noqa: E402
+from hushbridge.effects.hum import HumRemover  # noqa: E402
+from hushbridge.effects.leveler import Leveler  # noqa: E402
+
+for _cls in (HumRemover, Gate, DeEsser, Leveler):
+    register(_cls)

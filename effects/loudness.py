@@ -1,0 +1,123 @@
+"""loudness: a BS.1770-4 / EBU R128 meter that passes audio through unchanged (latency 0).
+
+Reads, for the engine's meters and the control plane (all read-only, updated every 100 ms hop):
+
+- :attr:`Loudness.momentary_lufs` (400 ms) and :attr:`Loudness.short_term_lufs` (3 s); until the
+  first whole window has passed they read the window zero-padded, as libebur128 does;
+- :attr:`Loudness.integrated_lufs` (gated: -70 LUFS absolute, -10 LU relative) and
+  :attr:`Loudness.lra_lu` (EBU Tech 3342), from histograms, so memory stays constant for any duration;
+- :attr:`Loudness.max_momentary_lufs`, :attr:`Loudness.max_short_term_lufs` (whole windows only);
+- :attr:`Loudness.true_peak_dbtp`: the largest true peak (8x oversampled), updated every sample.
+
+``reset()`` clears them all. Channel weights follow the layout (1.0 for L/R/C, LFE excluded,
+surrounds 1.41), from the channel count unless ``layout`` or ``channel_weights`` says otherwise.
+
+>>> from hushbridge.effects import Loudness, ProcessSpec
+>>> import numpy as np
+>>> meter = Loudness()
+>>> meter.prepare(ProcessSpec(48000, 4800, 2))
+>>> tone = (10 ** (-23 / 20) * np.sin(2 * np.pi * 1000 * np.arange(4800) / 48000)).astype(np.float32)
+>>> for _ in range(50):                        # 5 s of a -23 dBFS stereo tone
+...     meter.process(np.stack([tone, tone]))
+>>> round(meter.integrated_lufs, 1), round(meter.short_term_lufs, 1)
+(-23.0, -23.0)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hushbridge.dsp import loudness as L
+from hushbridge.dsp.kernels import loudness as K
+from hushbridge.effects.base import Effect, ProcessSpec
+
+
+class Loudness(Effect):
+    """Loudness and true-peak meter; see the module docstring.
+
+    Parameters
+    ----------
+    layout : {"mono", "stereo", "5.0", "5.1", "7.1"}, optional
+        Channel layout giving the weights; default from the channel count at ``prepare``.
+    channel_weights : sequence of float, optional
+        Explicit weights, one per channel (overrides ``layout``).
+    true_peak : bool
+        Measure the true peak (the costliest part; 7 x 48 taps per sample and channel while the
+        signal could set a new maximum).
+    """
+
+    name = "loudness"
+    params = ()
+
+    def __init__(self, layout: str | None = None, channel_weights=None, true_peak: bool = True) -> None:
+        if layout is not None and layout not in L.LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r} (layouts: {', '.join(L.LAYOUTS)})")
+        object.__setattr__(self, "_layout", layout)
+        object.__setattr__(self, "_weights_arg", None if channel_weights is None else tuple(channel_weights))
+        object.__setattr__(self, "_with_tp", bool(true_peak))
+        object.__setattr__(self, "_st", None)
+        super().__init__()
+
+    def _prepare(self, spec: ProcessSpec) -> None:
+        w = L.resolve_weights(spec.channels, self._layout, self._weights_arg)
+        object.__setattr__(self, "_st", L.allocate(spec.channels, spec.sample_rate, w, true_peak=self._with_tp))
+
+    def reset(self) -> None:
+        """Clear every reading (momentary, short-term, integrated, LRA, maxima, true peak)."""
+        if self._st is not None:
+            L.reset(self._st)
+
+    def process(self, block: np.ndarray) -> None:
+        """Meter ``block`` (channels, frames); the audio is left untouched."""
+        self._require_prepared()
+        L.run(self._st, block)
+
+    # -- readings ---------------------------------------------------------------------------
+    def _f(self, index: int) -> float:
+        return float(self._st.fstate[index]) if self._st is not None else 0.0
+
+    @property
+    def channel_weights(self) -> tuple[float, ...]:
+        """The weights in use (known after ``prepare``)."""
+        return tuple(float(v) for v in self._st.weights) if self._st is not None else ()
+
+    @property
+    def momentary_lufs(self) -> float:
+        """Momentary loudness (400 ms), LUFS."""
+        return L.lufs(self._f(K.F_M))
+
+    @property
+    def short_term_lufs(self) -> float:
+        """Short-term loudness (3 s), LUFS."""
+        return L.lufs(self._f(K.F_S))
+
+    @property
+    def integrated_lufs(self) -> float:
+        """Gated integrated loudness since the last reset, LUFS (``-inf`` before a block passes the gates)."""
+        return float(self._st.fstate[K.F_I]) if self._st is not None else float("-inf")
+
+    @property
+    def lra_lu(self) -> float:
+        """Loudness range since the last reset, LU (EBU Tech 3342)."""
+        return self._f(K.F_LRA)
+
+    @property
+    def max_momentary_lufs(self) -> float:
+        """Largest momentary loudness of a whole 400 ms block since the last reset, LUFS."""
+        return L.lufs(self._f(K.F_M_MAX))
+
+    @property
+    def max_short_term_lufs(self) -> float:
+        """Largest short-term loudness of a whole 3 s block since the last reset, LUFS."""
+        return L.lufs(self._f(K.F_S_MAX))
+
+    @property
+    def true_peak_dbtp(self) -> float:
+        """Largest true peak since the last reset, dBTP (``-inf`` before any signal)."""
+        tp = self._f(K.F_TP)
+        return float(20.0 * np.log10(tp)) if tp > 0.0 else float("-inf")
+
+    def readings(self) -> dict[str, float]:
+        """All readings in one dict (keys as the attribute names)."""
+        if self._st is None:
+            return {}
+        return L.results(self._st)
