@@ -1,4 +1,4 @@
-"""filters: a high-pass (12 or 24 dB/oct) and a four-band parametric EQ, RBJ biquads.
+"""filters: a high-pass (12 or 24 dB/oct) and a four-band parametric EQ with band types, RBJ biquads.
 
 Both run :func:`hushbridge.dsp.kernels.biquad.biquad_cascade`: frequency and Q ramp in the log
 domain and gain in dB over each parameter's ``smoothing_ms``, with coefficients recomputed every
@@ -16,8 +16,19 @@ from typing import ClassVar
 
 import numpy as np
 
-from hushbridge.dsp.design import KIND_HIGHPASS, KIND_IDENTITY, KIND_PEAKING, design_stage
+from hushbridge.dsp.design import (
+    KIND_BANDPASS,
+    KIND_HIGHPASS,
+    KIND_HIGHSHELF,
+    KIND_IDENTITY,
+    KIND_LOWPASS,
+    KIND_LOWSHELF,
+    KIND_NOTCH,
+    KIND_PEAKING,
+    design_stage,
+)
 from hushbridge.dsp.kernels.biquad import biquad_cascade, design_current
+from hushbridge.dsp.kernels.util import crossfade_into
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 
 # Butterworth 4th order as two biquads: Q = 1 / (2 cos(pi/8)) and 1 / (2 cos(3 pi/8)).
@@ -116,10 +127,26 @@ class HighPass(BiquadEffect):
         return KIND_HIGHPASS, f, _BW4_Q[stage] * q / _BW2_Q, 0.0
 
 
-class PeakingEQ(BiquadEffect):
-    """Parametric EQ: four peaking (bell) bands, ``band<i>_freq_hz``, ``band<i>_gain_db``, ``band<i>_q``.
+#: ``band<i>_type`` choices, in order, and the biquad kind each one designs
+BAND_TYPES = ("peak", "lowshelf", "highshelf", "lowpass", "highpass", "notch", "bandpass")
+_TYPE_KINDS = (KIND_PEAKING, KIND_LOWSHELF, KIND_HIGHSHELF, KIND_LOWPASS, KIND_HIGHPASS, KIND_NOTCH, KIND_BANDPASS)
+#: length of the crossfade when a band changes type
+TYPE_FADE_MS = 20.0
 
-    A band at 0 dB is exactly transparent and costs nothing once its state has decayed.
+
+class PeakingEQ(BiquadEffect):
+    """Parametric EQ: four bands, ``band<i>_freq_hz``, ``band<i>_gain_db``, ``band<i>_q``, ``band<i>_type``.
+
+    ``band<i>_type`` is one of :data:`BAND_TYPES` (default ``peak``); ``gain_db`` applies to
+    peak and shelves and is ignored by the pass and notch types. A peak band at 0 dB is exactly
+    transparent and costs nothing once its state has decayed.
+
+    Changing a band's type cannot ramp its coefficients (the filters differ in kind), so it
+    crossfades instead: the whole EQ as it was keeps running, frozen, on a copy of the input
+    while the new one starts from clean state in the changed band, and the output fades
+    linearly from old to new over :data:`TYPE_FADE_MS`. The fade is counted in samples, so it
+    is block-size invariant. A second type change during a fade restarts it from the new EQ.
+    The type ids were appended after the original twelve, so older presets load unchanged.
     """
 
     name = "eq"
@@ -133,9 +160,72 @@ class PeakingEQ(BiquadEffect):
             Param(f"band{i}_gain_db", -24.0, 24.0, 0.0, smoothing_ms=20.0),
             Param(f"band{i}_q", 0.1, 10.0, 1.0, scale="log", smoothing_ms=20.0),
         )
+    ) + tuple(
+        Param(f"band{i}_type", 0.0, len(BAND_TYPES) - 1.0, 0.0, step=1.0, smoothing_ms=TYPE_FADE_MS,
+              choices=BAND_TYPES)
+        for i in range(1, len(DEFAULT_FREQS) + 1)
     )
     stages = 4
 
+    def __init__(self, **values: float) -> None:
+        n = self.stages
+        object.__setattr__(self, "_old_kinds", np.zeros(n, dtype=np.int64))
+        object.__setattr__(self, "_old_ramp", np.zeros((n, 9), dtype=np.float64))
+        object.__setattr__(self, "_old_coefs", np.zeros((n, 5), dtype=np.float64))
+        object.__setattr__(self, "_old_state", np.zeros((1, n, 2), dtype=np.float64))
+        object.__setattr__(self, "_old_clock", np.zeros(1, dtype=np.int64))
+        object.__setattr__(self, "_old_block", np.zeros((1, 1), dtype=np.float32))
+        object.__setattr__(self, "_fade", np.zeros(2, dtype=np.int64))  # [position, length]
+        super().__init__(**values)
+
     def _stage_targets(self, stage: int) -> tuple[int, float, float, float]:
         v = self._values
-        return KIND_PEAKING, v[3 * stage], v[3 * stage + 2], v[3 * stage + 1]
+        kind = _TYPE_KINDS[int(v[3 * self.stages + stage])]
+        return kind, v[3 * stage], v[3 * stage + 2], v[3 * stage + 1]
+
+    def _param_changed(self, index: int) -> None:
+        spec = self._spec
+        stage = index - 3 * self.stages
+        if spec is not None and stage >= 0:
+            kind = _TYPE_KINDS[int(self._values[index])]
+            if kind != self._kinds[stage]:
+                # freeze the EQ as it is (ramps at their current values) to fade out of
+                self._old_kinds[:] = self._kinds
+                self._old_ramp[:] = self._ramp
+                self._old_ramp[:, 3:6] = self._ramp[:, 0:3]
+                self._old_coefs[:] = self._coefs
+                self._old_state[:] = self._state
+                self._old_clock[0] = 0
+                super()._param_changed(index)
+                self._state[:, stage, :] = 0.0
+                self._fade[0] = 0
+                return
+        super()._param_changed(index)
+
+    def _prepare(self, spec: ProcessSpec) -> None:
+        super()._prepare(spec)
+        object.__setattr__(self, "_old_state", np.zeros_like(self._state))
+        object.__setattr__(self, "_old_block", np.zeros((spec.channels, spec.max_block_size), dtype=np.float32))
+        self._fade[1] = max(1, int(round(TYPE_FADE_MS * 1e-3 * spec.sample_rate)))
+
+    def reset(self) -> None:
+        """Clear filter state; ramps jump to their targets; a type crossfade in progress ends."""
+        super().reset()
+        self._old_state.fill(0.0)
+        self._fade[0] = self._fade[1]
+
+    def process(self, block: np.ndarray) -> None:
+        """Filter ``block`` (channels, frames) float32 in place (crossfading after a type change)."""
+        spec = self._require_prepared()
+        fade = self._fade
+        if fade[0] < fade[1]:
+            old = self._old_block[:, : block.shape[1]]
+            old[...] = block
+            biquad_cascade(old, self._work, self._old_kinds, self._old_ramp, self._old_coefs, self._old_state,
+                           self._old_clock, float(spec.sample_rate))
+            biquad_cascade(block, self._work, self._kinds, self._ramp, self._coefs, self._state, self._clock,
+                           float(spec.sample_rate))
+            fade[0] = crossfade_into(old, block, int(fade[0]), int(fade[1]))
+            return
+        biquad_cascade(block, self._work, self._kinds, self._ramp, self._coefs, self._state, self._clock,
+                       float(spec.sample_rate))

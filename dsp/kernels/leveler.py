@@ -1,0 +1,156 @@
+"""Leveler (slow speech AGC) kernel, gated by a speech-activity detector.
+
+Per sample (:func:`leveler`), all state explicit, so the output never depends on the block size:
+
+1. K-weighting per channel (BS.1770 pre-filter: high shelf +4 dB at 1.5 kHz and a 38 Hz
+   high-pass, designed for the actual sample rate) and two mean squares: a short one
+   (:data:`SHORT_MS`) for activity and a slow one (:data:`LEVEL_MS`) for the level. Channel
+   powers are summed as in BS.1770; levels are in LUFS (``-0.691 + 10 log10``).
+2. Noise floor: follows the short level down at once (not below :data:`FLOOR_MIN_LUFS`) and
+   rises at :data:`FLOOR_RISE_DB_S`.
+   It starts at the first short level once :data:`WARMUP_MS` have passed.
+3. Activity: short level above ``floor + activity_db`` and above :data:`ABS_GATE_LUFS`.
+4. Only while active: the slow mean square integrates (so pauses do not drag the level down),
+   and the gain (dB) moves toward ``target - level``, clamped to ``[-max_cut, +max_gain]``, by a
+   one pole of time constant ``time_s``. In pauses the gain is frozen: the noise floor is not
+   pumped up.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from hushbridge.dsp.kernels.util import DENORMAL_FLOOR
+
+SHORT_MS = 50.0
+LEVEL_MS = 400.0
+FLOOR_RISE_DB_S = 3.0
+WARMUP_MS = 150.0
+ABS_GATE_LUFS = -70.0
+FLOOR_MIN_LUFS = -90.0
+# consts: target, max_gain, max_cut, gain coef, short coef, level coef, floor rise per sample,
+#         activity margin, warm-up samples
+V_TARGET = 0
+V_MAX_GAIN = 1
+V_MAX_CUT = 2
+V_GAIN_COEF = 3
+V_SHORT = 4
+V_LEVEL = 5
+V_RISE = 6
+V_MARGIN = 7
+V_WARMUP = 8
+V_CONSTS = 9
+# fstate: gain_db, floor_db, slow level mean square (summed), samples since reset, active (0/1)
+F_GAIN = 0
+F_FLOOR = 1
+F_LEVEL = 2
+F_COUNT = 3
+F_ACTIVE = 4
+F_SIZE = 5
+_DB10_PER_NEPER = 10.0 / math.log(10.0)
+_NEPER_PER_DB20 = math.log(10.0) / 20.0
+
+
+@njit(cache=True, nogil=True)
+def leveler(
+    block: np.ndarray,
+    consts: np.ndarray,
+    kw_coefs: np.ndarray,
+    kw_state: np.ndarray,
+    ms_short: np.ndarray,
+    fstate: np.ndarray,
+    meter: np.ndarray,
+) -> None:
+    """Level ``block`` (channels, frames) float32 in place.
+
+    Parameters
+    ----------
+    consts : float64 ``(V_CONSTS,)``, see the ``V_*`` indices.
+    kw_coefs : float64 ``(2, 5)`` K-weighting stages; kw_state : float64 ``(channels, 2, 2)``.
+    ms_short : float64 ``(channels,)`` short mean squares (K-weighted).
+    fstate : float64 ``(F_SIZE,)``, see the ``F_*`` indices.
+    meter : float64 ``[gain_db, level_lufs, floor_lufs, active]`` after the block.
+    """
+    ch, n = block.shape
+    target = consts[V_TARGET]
+    max_gain = consts[V_MAX_GAIN]
+    max_cut = consts[V_MAX_CUT]
+    gc = consts[V_GAIN_COEF]
+    sc = consts[V_SHORT]
+    lc = consts[V_LEVEL]
+    rise = consts[V_RISE]
+    margin = consts[V_MARGIN]
+    warmup = consts[V_WARMUP]
+    g_db = fstate[F_GAIN]
+    floor = fstate[F_FLOOR]
+    level = fstate[F_LEVEL]
+    count = fstate[F_COUNT]
+    active = fstate[F_ACTIVE]
+    gain = np.float32(math.exp(g_db * _NEPER_PER_DB20))
+    for i in range(n):
+        short = 0.0
+        for c in range(ch):
+            x = np.float64(block[c, i])
+            if not math.isfinite(x):
+                x = 0.0
+                block[c, i] = 0.0
+            for s in range(2):
+                y = kw_coefs[s, 0] * x + kw_state[c, s, 0]
+                kw_state[c, s, 0] = kw_coefs[s, 1] * x - kw_coefs[s, 3] * y + kw_state[c, s, 1]
+                kw_state[c, s, 1] = kw_coefs[s, 2] * x - kw_coefs[s, 4] * y
+                x = y
+            p = sc * ms_short[c] + (1.0 - sc) * x * x
+            ms_short[c] = p
+            short += p
+        if count < warmup:
+            count += 1.0
+            active = 0.0
+        else:
+            short_db = -0.691 + _DB10_PER_NEPER * math.log(max(short, 1e-20))
+            if count == warmup:
+                count += 1.0
+                floor = short_db
+            if short_db < floor:
+                floor = max(short_db, FLOOR_MIN_LUFS)
+            else:
+                floor += rise
+            active = 1.0 if (short_db > floor + margin and short_db > ABS_GATE_LUFS) else 0.0
+            if active > 0.5:
+                if level <= 0.0:
+                    level = short  # first speech: start the slow level where it is
+                level = lc * level + (1.0 - lc) * short
+                level_db = -0.691 + _DB10_PER_NEPER * math.log(max(level, 1e-20))
+                want = min(max(target - level_db, -max_cut), max_gain)
+                g_db = gc * g_db + (1.0 - gc) * want
+                if abs(g_db) < 1e-9:
+                    g_db = 0.0
+                gain = np.float32(math.exp(g_db * _NEPER_PER_DB20))
+        if g_db != 0.0:
+            for c in range(ch):
+                block[c, i] *= gain
+    for c in range(ch):
+        for s in range(2):
+            for k in range(2):
+                v = kw_state[c, s, k]
+                if not math.isfinite(v) or abs(v) < DENORMAL_FLOOR:
+                    kw_state[c, s, k] = 0.0
+        v = ms_short[c]
+        if not math.isfinite(v) or v < DENORMAL_FLOOR:
+            ms_short[c] = 0.0
+    if not (math.isfinite(g_db) and math.isfinite(level) and math.isfinite(floor)):
+        g_db = 0.0
+        level = 0.0
+        floor = 0.0
+    if level < DENORMAL_FLOOR:
+        level = 0.0
+    fstate[F_GAIN] = g_db
+    fstate[F_FLOOR] = floor
+    fstate[F_LEVEL] = level
+    fstate[F_COUNT] = count
+    fstate[F_ACTIVE] = active
+    meter[0] = g_db
+    meter[1] = -0.691 + _DB10_PER_NEPER * math.log(max(level, 1e-20))
+    meter[2] = floor
+    meter[3] = active

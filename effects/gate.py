@@ -1,0 +1,136 @@
+"""gate: noise gate / downward expander with hysteresis, hold, range and optional look-ahead.
+
+Signal flow in :func:`hushbridge.dsp.kernels.gate.gate`: side-chain high-pass
+(``sidechain_hpf_hz``, 12 dB/oct, detector only), a peak detector linked across channels,
+open at ``threshold_db`` and close below ``threshold_db - hysteresis_db`` after ``hold_ms``;
+when closed the gain is ``(level - threshold) * (ratio - 1)`` dB, never below ``-range_db``
+(``ratio = 2``: gentle expander; ``ratio = 100``: hard gate). The gain moves in dB with
+one-pole ballistics: 63 % of the way open ``attack_ms`` after the level crosses the threshold,
+63 % of the way closed ``release_ms`` after the hold ends.
+
+``lookahead_ms`` delays the audio (not the detector) so word starts are already open; it is a
+set-up parameter: it is reported in :attr:`Gate.latency_samples` and takes effect at the next
+``prepare()`` (the Chain re-prepares its effects when it is prepared, and the engine announces
+the latency when it swaps the chain in). Thresholds and ratio change instantly: the gain
+ballistics smooth the result. :attr:`Gate.gain_reduction_db` holds the block's deepest
+attenuation, for meters.
+
+>>> from hushbridge.effects import Gate
+>>> gate = Gate(threshold_db=-50.0, ratio=4.0, range_db=18.0, hold_ms=100.0)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hushbridge.dsp.design import design_highpass
+from hushbridge.dsp.kernels.gate import (
+    DETECTOR_RELEASE_MS,
+    G_ATT,
+    G_CLOSE,
+    G_CONSTS,
+    G_DET,
+    G_HOLD,
+    G_LOOK,
+    G_RANGE,
+    G_REL,
+    G_SLOPE,
+    G_THR,
+    gate,
+)
+from hushbridge.effects.base import Effect, Param, ProcessSpec
+
+MAX_LOOKAHEAD_MS = 10.0
+_SC_Q = 2.0**-0.5
+
+
+class Gate(Effect):
+    """Gate / expander; see the module docstring."""
+
+    name = "gate"
+    params = (
+        Param("threshold_db", -90.0, 0.0, -50.0, scale="db", smoothing_ms=0.0),
+        Param("hysteresis_db", 0.0, 24.0, 6.0, smoothing_ms=0.0),
+        Param("ratio", 1.0, 100.0, 4.0, scale="log", smoothing_ms=0.0),
+        Param("range_db", 0.0, 90.0, 24.0, smoothing_ms=0.0),
+        Param("attack_ms", 0.05, 100.0, 1.0, scale="log", smoothing_ms=0.0),
+        Param("hold_ms", 0.0, 2000.0, 80.0, smoothing_ms=0.0),
+        Param("release_ms", 5.0, 5000.0, 150.0, scale="log", smoothing_ms=0.0),
+        Param("sidechain_hpf_hz", 20.0, 2000.0, 20.0, scale="log", smoothing_ms=0.0),
+        Param("lookahead_ms", 0.0, MAX_LOOKAHEAD_MS, 0.0, smoothing_ms=0.0),
+    )
+
+    def __init__(self, **values: float) -> None:
+        object.__setattr__(self, "_consts", np.zeros(G_CONSTS, dtype=np.float64))
+        object.__setattr__(self, "_sc_coefs", np.array([1.0, 0.0, 0.0, 0.0, 0.0]))
+        object.__setattr__(self, "_sc_state", np.zeros((1, 2), dtype=np.float64))
+        object.__setattr__(self, "_dline", np.zeros((1, 1), dtype=np.float32))
+        object.__setattr__(self, "_fstate", np.zeros(2, dtype=np.float64))
+        object.__setattr__(self, "_istate", np.zeros(3, dtype=np.int64))
+        object.__setattr__(self, "_meter", np.zeros(1, dtype=np.float64))
+        object.__setattr__(self, "_look", 0)
+        super().__init__(**values)
+
+    @property
+    def latency_samples(self) -> int:
+        return self._look
+
+    @property
+    def gain_reduction_db(self) -> float:
+        """Deepest attenuation (dB, >= 0) during the latest processed block."""
+        return float(self._meter[0])
+
+    def _wanted_look(self, spec: ProcessSpec) -> int:
+        return int(round(self._values[8] * 1e-3 * spec.sample_rate))
+
+    def prepare(self, spec: ProcessSpec) -> None:
+        if self._spec is not None and self._wanted_look(spec) != self._look:
+            object.__setattr__(self, "_spec", None)  # a new look-ahead: re-prepare
+        super().prepare(spec)
+
+    def _param_changed(self, index: int) -> None:
+        spec = self._spec
+        if spec is None:
+            return
+        v = self._values
+        sr = float(spec.sample_rate)
+        k = self._consts
+        if index in (0, 1):
+            k[G_THR] = v[0]
+            k[G_CLOSE] = v[0] - v[1]
+        elif index == 2:
+            k[G_SLOPE] = v[2] - 1.0
+        elif index == 3:
+            k[G_RANGE] = v[3]
+        elif index == 4:
+            k[G_ATT] = math.exp(-1.0 / (v[4] * 1e-3 * sr))
+        elif index == 5:
+            k[G_HOLD] = round(v[5] * 1e-3 * sr)
+        elif index == 6:
+            k[G_REL] = math.exp(-1.0 / (v[6] * 1e-3 * sr))
+        elif index == 7:
+            design_highpass(sr, float(v[7]), _SC_Q, self._sc_coefs)
+
+    def _prepare(self, spec: ProcessSpec) -> None:
+        look = self._wanted_look(spec)
+        object.__setattr__(self, "_look", look)
+        object.__setattr__(self, "_sc_state", np.zeros((spec.channels, 2), dtype=np.float64))
+        object.__setattr__(self, "_dline", np.zeros((spec.channels, look + 1), dtype=np.float32))
+        self._consts[G_DET] = math.exp(-1.0 / (DETECTOR_RELEASE_MS * 1e-3 * spec.sample_rate))
+        self._consts[G_LOOK] = look
+
+    def reset(self) -> None:
+        """Clear detector and look-ahead state. The gate starts closed but at unity gain, so in
+        silence it releases toward ``-range_db`` instead of swallowing a first word."""
+        self._sc_state.fill(0.0)
+        self._dline.fill(0.0)
+        self._fstate.fill(0.0)
+        self._istate.fill(0)
+        self._meter[0] = 0.0
+
+    def process(self, block: np.ndarray) -> None:
+        """Gate ``block`` (channels, frames) float32 in place."""
+        self._require_prepared()
+        gate(block, self._consts, self._sc_coefs, self._sc_state, self._dline, self._fstate, self._istate,
+             self._meter)

@@ -1,0 +1,114 @@
+"""leveler: slow speech AGC toward a loudness target, frozen in pauses.
+
+Signal flow in :func:`hushbridge.dsp.kernels.leveler.leveler`: K-weighting (BS.1770 pre-filter
+designed for the actual rate), a 50 ms level for speech activity and a 400 ms level
+(momentary-loudness-like, in LUFS, channels summed as in BS.1770) that integrates only while
+speech is active. Activity = the 50 ms level is ``activity_db`` above an adaptive noise floor
+(follows the level down at once, rises 3 dB/s). While active, the gain moves toward
+``target_lufs - level`` (clamped to ``[-max_cut_db, +max_gain_db]``) with time constant
+``time_s``; in pauses it is frozen, so the leveler never pumps the noise floor up.
+
+:attr:`Leveler.gain_db` is the gain now; :attr:`Leveler.active` whether speech is detected.
+
+>>> from hushbridge.effects import Leveler
+>>> lev = Leveler(target_lufs=-20.0, max_gain_db=12.0, time_s=3.0)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hushbridge.dsp.design import design_highpass, design_highshelf
+from hushbridge.dsp.kernels.leveler import (
+    F_SIZE,
+    FLOOR_RISE_DB_S,
+    LEVEL_MS,
+    SHORT_MS,
+    V_CONSTS,
+    V_GAIN_COEF,
+    V_LEVEL,
+    V_MARGIN,
+    V_MAX_CUT,
+    V_MAX_GAIN,
+    V_RISE,
+    V_SHORT,
+    V_TARGET,
+    V_WARMUP,
+    WARMUP_MS,
+    leveler,
+)
+from hushbridge.effects.base import Effect, Param, ProcessSpec
+
+
+class Leveler(Effect):
+    """Speech leveler / AGC; see the module docstring."""
+
+    name = "leveler"
+    params = (
+        Param("target_lufs", -40.0, -6.0, -20.0, smoothing_ms=0.0),
+        Param("max_gain_db", 0.0, 30.0, 12.0, smoothing_ms=0.0),
+        Param("max_cut_db", 0.0, 30.0, 12.0, smoothing_ms=0.0),
+        Param("time_s", 0.3, 30.0, 3.0, scale="log", smoothing_ms=0.0),
+        Param("activity_db", 3.0, 30.0, 10.0, smoothing_ms=0.0),
+    )
+
+    def __init__(self, **values: float) -> None:
+        object.__setattr__(self, "_consts", np.zeros(V_CONSTS, dtype=np.float64))
+        object.__setattr__(self, "_kw_coefs", np.zeros((2, 5), dtype=np.float64))
+        object.__setattr__(self, "_kw_state", np.zeros((1, 2, 2), dtype=np.float64))
+        object.__setattr__(self, "_ms", np.zeros(1, dtype=np.float64))
+        object.__setattr__(self, "_fstate", np.zeros(F_SIZE, dtype=np.float64))
+        object.__setattr__(self, "_meter", np.zeros(4, dtype=np.float64))
+        super().__init__(**values)
+
+    @property
+    def gain_db(self) -> float:
+        """The gain applied at the end of the latest block (dB)."""
+        return float(self._meter[0])
+
+    @property
+    def active(self) -> bool:
+        """Whether speech was detected at the end of the latest block."""
+        return bool(self._meter[3] > 0.5)
+
+    def _param_changed(self, index: int) -> None:
+        spec = self._spec
+        if spec is None:
+            return
+        v = self._values
+        k = self._consts
+        if index == 0:
+            k[V_TARGET] = v[0]
+        elif index == 1:
+            k[V_MAX_GAIN] = v[1]
+        elif index == 2:
+            k[V_MAX_CUT] = v[2]
+        elif index == 3:
+            k[V_GAIN_COEF] = math.exp(-1.0 / (v[3] * spec.sample_rate))
+        elif index == 4:
+            k[V_MARGIN] = v[4]
+
+    def _prepare(self, spec: ProcessSpec) -> None:
+        sr = float(spec.sample_rate)
+        object.__setattr__(self, "_kw_state", np.zeros((spec.channels, 2, 2), dtype=np.float64))
+        object.__setattr__(self, "_ms", np.zeros(spec.channels, dtype=np.float64))
+        design_highshelf(sr, 1500.0, 2.0**-0.5, 4.0, self._kw_coefs[0])
+        design_highpass(sr, 38.0, 0.5, self._kw_coefs[1])
+        k = self._consts
+        k[V_SHORT] = math.exp(-1.0 / (SHORT_MS * 1e-3 * sr))
+        k[V_LEVEL] = math.exp(-1.0 / (LEVEL_MS * 1e-3 * sr))
+        k[V_RISE] = FLOOR_RISE_DB_S / sr
+        k[V_WARMUP] = round(WARMUP_MS * 1e-3 * sr)
+
+    def reset(self) -> None:
+        """Clear level, floor and gain state (the gain returns to 0 dB)."""
+        self._kw_state.fill(0.0)
+        self._ms.fill(0.0)
+        self._fstate.fill(0.0)
+        self._meter.fill(0.0)
+
+    def process(self, block: np.ndarray) -> None:
+        """Level ``block`` (channels, frames) float32 in place."""
+        self._require_prepared()
+        leveler(block, self._consts, self._kw_coefs, self._kw_state, self._ms, self._fstate, self._meter)
