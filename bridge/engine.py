@@ -13,6 +13,28 @@ Control side (any thread): :meth:`Engine.set`, :meth:`Engine.set_norm`,
 :meth:`Engine.set_bypass`, :meth:`Engine.get`, :meth:`Engine.parameters`,
 :meth:`Engine.load_chain` / :meth:`Engine.load_preset`. Values are checked (``set`` raises
 :class:`~hushbridge.errors.ParamError`, ``set(..., clamp=True)`` clamps, as OSC and MIDI do).
+:meth:`Engine.publish` makes read-only values (MIDI clock tempo, transport) readable with
+``get`` and echoes them to listeners; :meth:`Engine.count_dropped` counts rejected control
+messages from any thread.
+
+Timed changes (OSC bundle time tags). ``set(..., stamp=T)`` with ``T`` in Unix seconds
+(``time.time()``; python-osc converts the bundle's NTP time tag to that clock) is applied at
+the first block whose start time reaches ``T``. The block clock is ``time.time()`` read once at
+the top of each callback, plus ``frames / sample_rate`` per sub-block, so the accuracy is one
+block (2.7 ms at 128 frames / 48 kHz) plus the sender's clock offset: on one machine both
+clocks are the same; a remote sender needs NTP-synchronised clocks. ``stamp=0`` (or a time
+already past) means at the next block. Future changes wait in a sorted, preallocated queue on
+the audio side (:data:`TIMED_CAPACITY`); when it is full a change applies at once and
+``timed_overflows`` rises.
+
+Meters (:class:`MeterTap`, lock-free, one writer). Every callback the audio thread writes one
+row of a ring: per-channel peak and sum of squares of input and output, the frame count, the
+block's wall-clock time, the chain generation and the gain reduction / activity of up to
+:data:`MAX_TRACKED` effects that expose ``gain_reduction_db`` or ``activity``; then it publishes
+the row by incrementing ``seq``. Readers never reset anything: each keeps its own cursor, so
+any number of subscribers at any rates read the same rows without disturbing each other or
+the audio thread (see :meth:`MeterTap.read`). Per-effect CPU time is accumulated by the Chain
+only while :meth:`Engine.enable_effect_timing` is on.
 """
 from __future__ import annotations
 
@@ -26,7 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hushbridge.control.params import BYPASS, ControlPort, ParamChange, ParamRing
-from hushbridge.dsp.kernels.util import crossfade_into, peak_and_square_sum, sanitize
+from hushbridge.dsp.kernels.meter import block_levels
+from hushbridge.dsp.kernels.schedule import timed_drop, timed_due, timed_insert
+from hushbridge.dsp.kernels.util import crossfade_into, sanitize
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 from hushbridge.effects.chain import Chain
 from hushbridge.errors import ChainError, ParamError
@@ -47,6 +71,68 @@ ENGINE_STATS = (
 )
 
 Listener = Callable[[str, float, object], None]
+
+METER_SLOTS = 1024  # rows in the meter ring: 2.7 s of callbacks at 128 frames / 48 kHz
+MAX_TRACKED = 16  # effects whose gain reduction / activity the audio thread copies per block
+TIMED_CAPACITY = 256  # future-stamped (bundle) changes waiting on the audio side
+PROBE_CAPACITY = 1 << 17  # rows of an ApplyProbe
+
+
+class MeterTap:
+    """Per-callback meter rows written by the audio thread, read by any number of readers.
+
+    A seqlock-like ring. The writer (the audio thread, only) fills row ``seq % slots`` and then
+    publishes it with ``seq += 1``; it never waits and never reads what readers do. A reader
+    keeps its own cursor (the ``seq`` it has consumed up to) and calls :meth:`read`, which copies
+    the published rows ``[max(cursor, w - slots + 1), w)`` (``w`` = ``seq`` before copying), then
+    reads ``seq`` again and discards the rows the writer may have overwritten meanwhile
+    (those below ``seq_after - slots + 1``). A reader that falls more than ``slots`` rows behind
+    loses the oldest rows, never gets torn ones.
+
+    Arrays (row = one callback):
+
+    ``level`` (slots, 4 * channels) float64
+        ``[peak_in, peak_out, sumsq_in, sumsq_out]``, each ``channels`` wide, linear.
+    ``frames`` (slots,) int64; ``time`` (slots,) float64 (``time.time()`` at the block start);
+    ``generation`` (slots,) int64 (the chain that ran); ``extra`` (slots, MAX_TRACKED) float64
+        (``gain_reduction_db`` / ``activity`` of the tracked effects, see :attr:`Engine.tracked`).
+    """
+
+    def __init__(self, channels: int, slots: int = METER_SLOTS) -> None:
+        self.channels = channels
+        self.slots = slots
+        self.level = np.zeros((slots, 4 * channels), dtype=np.float64)
+        self.frames = np.zeros(slots, dtype=np.int64)
+        self.time = np.zeros(slots, dtype=np.float64)
+        self.generation = np.zeros(slots, dtype=np.int64)
+        self.extra = np.full((slots, MAX_TRACKED), np.nan, dtype=np.float64)
+        self.seq = 0  # published rows; written by the audio thread only
+
+    def read(self, cursor: int) -> tuple[int, dict[str, np.ndarray]]:
+        """Rows published since ``cursor``: returns ``(new_cursor, rows)`` where ``rows`` has
+        ``level``, ``frames``, ``time``, ``generation`` and ``extra`` (copies, oldest first;
+        empty when nothing new). Control side; allocates."""
+        w = self.seq
+        lo = max(cursor, w - self.slots + 1)
+        idx = np.arange(lo, w) % self.slots
+        rows = {"level": self.level[idx], "frames": self.frames[idx], "time": self.time[idx],
+                "generation": self.generation[idx], "extra": self.extra[idx]}
+        valid = self.seq - self.slots + 1  # rows below this may have been overwritten meanwhile
+        if lo < valid:
+            cut = min(valid - lo, w - lo)
+            rows = {k: v[cut:] for k, v in rows.items()}
+        return w, rows
+
+
+class ApplyProbe:
+    """Optional record of when changes were applied (for the control-flood benchmark): the
+    audio thread writes ``(value, time.perf_counter() of the block start)`` per applied change
+    into preallocated arrays until they are full."""
+
+    def __init__(self, capacity: int = PROBE_CAPACITY) -> None:
+        self.values = np.zeros(capacity, dtype=np.float64)
+        self.times = np.zeros(capacity, dtype=np.float64)
+        self.n = 0
 
 
 @dataclass(frozen=True)
@@ -100,12 +186,27 @@ class Engine:
         self.xruns = 0
         self.last_xrun_time = 0.0
         self.late_blocks = 0
-        self.dropped_messages = 0
+        self._dropped = 0
+        self._dropped_lock = threading.Lock()  # control threads only: OSC, MIDI, workers
         self.callback_errors = 0
         self.last_callback_error = ""
         self.cpu_load = 0.0
         self.blocks = 0
         self._nonfinite_base = 0
+        self._published: dict[str, float] = {}
+        self.meter = MeterTap(self.channels)
+        #: (chain, ((effect id, attribute, effect), ...), generation): effects whose
+        #: ``gain_reduction_db`` / ``activity`` the audio thread copies into meter rows
+        self.tracked: tuple[Chain, tuple[tuple[str, str, Effect], ...], int] = (chain, (), 0)
+        self._timed = np.zeros((TIMED_CAPACITY, 5), dtype=np.float64)
+        self._timed_n = 0
+        self._timed_next = float("inf")
+        self.timed_overflows = 0
+        self._block_time = 0.0  # time.time() at the start of the current (sub-)block
+        self._block_t0 = 0.0  # perf_counter() at the start of the current callback
+        self._callback_time = 0.0  # time.time() at the start of the current callback
+        self.apply_probe: ApplyProbe | None = None
+        self._effect_timing = False
         self._rebuild_table(chain, 0)
 
     # == set-up (non-RT) =========================================================================
@@ -129,6 +230,22 @@ class Engine:
     def nonfinite_events(self) -> int:
         return self._nonfinite_base + self._chain.nonfinite_events
 
+    @property
+    def dropped_messages(self) -> int:
+        """Rejected control messages (OSC, MIDI, any source); raise it with :meth:`count_dropped`."""
+        return self._dropped
+
+    @dropped_messages.setter
+    def dropped_messages(self, value: int) -> None:
+        with self._dropped_lock:
+            self._dropped = int(value)
+
+    def count_dropped(self, n: int = 1) -> None:
+        """Count ``n`` rejected control messages. Thread-safe for any number of control threads
+        (its own lock; the audio thread never counts here)."""
+        with self._dropped_lock:
+            self._dropped += n
+
     def prepare(self, sample_rate: int, block_size: int) -> None:
         """Allocate for the device's format and warm numba up. Call before audio starts and
         whenever the backend's sample rate or buffer size changes (never from ``process``)."""
@@ -148,11 +265,14 @@ class Engine:
             self.spec = spec
 
     def _prepare_meters(self, spec: ProcessSpec) -> None:
-        self.peaks_in = np.zeros(self.channels, dtype=np.float64)
-        self.peaks_out = np.zeros(self.channels, dtype=np.float64)
-        self.sq_in = np.zeros(self.channels, dtype=np.float64)
-        self.sq_out = np.zeros(self.channels, dtype=np.float64)
-        self.meter_frames = 0
+        self._take_cursor = self.meter.seq
+        # compile (or load) the meter and schedule kernels here, not in the first callback
+        block = np.zeros((self.channels, 1), dtype=np.float32)
+        scratch = np.zeros((1, 4 * self.channels), dtype=np.float64)
+        block_levels(block, scratch, 0, 0, 2 * self.channels)
+        q = np.zeros((2, 5), dtype=np.float64)
+        n = timed_insert(q, 0, 0, 0, 0, 0.0, 1.0)
+        timed_drop(q, n, timed_due(q, n, 2.0))
         self._fade_len = max(1, int(SWAP_FADE_MS * 1e-3 * spec.sample_rate))
         self._period = spec.max_block_size / spec.sample_rate
 
@@ -180,12 +300,32 @@ class Engine:
         always fully written. Frames beyond the prepared block size are processed in pieces."""
         t0 = time.perf_counter()
         try:
+            now = time.time()
+            self._block_t0 = t0
+            self._block_time = self._callback_time = now
+            meter = self.meter
+            row = meter.seq % meter.slots
+            ch = self.channels
+            block_levels(inp, meter.level, row, 0, 2 * ch)  # before: inp may be out (files)
             self.ring.drain(self._apply)
             n = inp.shape[1]
             bs = self.spec.max_block_size
+            sr = self.spec.sample_rate
             for start in range(0, n, bs):
                 stop = min(n, start + bs)
+                if self._timed_next <= now + start / sr:
+                    self._apply_due(now + start / sr)
                 self._process_block(inp[:, start:stop], out[:, start:stop])
+            block_levels(out, meter.level, row, ch, 3 * ch)
+            meter.frames[row] = n
+            meter.time[row] = now
+            meter.generation[row] = self._generation
+            tracked = self.tracked
+            if tracked[0] is self._chain:
+                extra = meter.extra
+                for j, (_eid, attr, effect) in enumerate(tracked[1]):
+                    extra[row, j] = getattr(effect, attr)
+            meter.seq += 1  # publish the row
         except Exception as e:  # noqa: BLE001 - the callback must never raise into the driver
             out.fill(0.0)
             self.callback_errors += 1
@@ -200,7 +340,6 @@ class Engine:
 
     def _process_block(self, inp: np.ndarray, out: np.ndarray) -> None:
         n = inp.shape[1]
-        peak_and_square_sum(inp, self.peaks_in, self.sq_in)
         incoming = self._incoming
         if incoming is not None and self._fading_from is None:
             self._fading_from = self._chain
@@ -221,10 +360,15 @@ class Engine:
                 self._fading_from = None
         if sanitize(out):
             self._nonfinite_base += 1
-        peak_and_square_sum(out, self.peaks_out, self.sq_out)
-        self.meter_frames += n
 
     def _apply(self, generation: int, slot: int, param: int, value: float, stamp: float) -> None:
+        if stamp > self._block_time:  # a bundle time tag in the future: wait for its block
+            n = self._timed_n
+            if n < TIMED_CAPACITY:
+                self._timed_n = timed_insert(self._timed, n, generation, slot, param, value, stamp)
+                self._timed_next = self._timed[0, 4]
+                return
+            self.timed_overflows += 1
         if generation == self._generation:
             chain = self._chain
         else:
@@ -238,6 +382,21 @@ class Engine:
             chain.set_bypass_index(slot, value >= 0.5)
         elif 0 <= param < len(chain[slot].params):
             chain[slot].set_index(param, value)
+        probe = self.apply_probe
+        if probe is not None and probe.n < len(probe.values):
+            probe.values[probe.n] = value
+            probe.times[probe.n] = self._block_t0 + (self._block_time - self._callback_time)
+            probe.n += 1
+
+    def _apply_due(self, now: float) -> None:
+        """Apply the queued timed changes whose time has come (audio thread, block start)."""
+        self._block_time = now
+        q = self._timed
+        k = timed_due(q, self._timed_n, now)
+        for i in range(k):
+            self._apply(int(q[i, 0]), int(q[i, 1]), int(q[i, 2]), float(q[i, 3]), 0.0)
+        self._timed_n = n = timed_drop(q, self._timed_n, k)
+        self._timed_next = q[0, 4] if n else float("inf")
 
     def note_xrun(self) -> None:
         """Called by a backend when the driver reports an xrun."""
@@ -256,8 +415,16 @@ class Engine:
             address = f"/hb/{eid}/bypass"
             table[address] = ParamInfo(address, eid, slot, BYPASS, BYPASS_PARAM)
             shadow[address] = 1.0 if chain.is_bypassed(slot) else 0.0
+        tracked = []
+        for eid, effect in chain.items():
+            for attr in ("gain_reduction_db", "activity"):
+                if len(tracked) < MAX_TRACKED and hasattr(effect, attr):
+                    tracked.append((eid, attr, effect))
+        if self._effect_timing:
+            chain.effect_seconds = np.zeros(len(chain), dtype=np.float64)
         self._table, self._shadow = table, shadow
         self._table_generation = generation
+        self.tracked = (chain, tuple(tracked), generation)
 
     def parameters(self) -> list[tuple[ParamInfo, float]]:
         """Every controllable parameter with its current value, in chain order."""
@@ -310,10 +477,10 @@ class Engine:
             listener(address, v, source)
         return v
 
-    def set_norm(self, address: str, norm: float, *, source: object = None) -> float:
+    def set_norm(self, address: str, norm: float, *, source: object = None, stamp: float = 0.0) -> float:
         """Set a parameter from a 0..1 fader position through its scale."""
         info = self.info(address)
-        return self.set(address, info.param.from_norm(float(norm)), clamp=True, source=source)
+        return self.set(address, info.param.from_norm(float(norm)), clamp=True, source=source, stamp=stamp)
 
     def set_bypass(self, effect_id: str, bypassed: bool, *, source: object = None) -> None:
         self.set(f"/hb/{effect_id}/bypass", 1.0 if bypassed else 0.0, source=source)
@@ -329,6 +496,9 @@ class Engine:
                     return 0.0
                 return float(self.spec.sample_rate if stat == "sample_rate" else self.spec.max_block_size)
             return float(getattr(self, stat))
+        published = self._published.get(address)
+        if published is not None:
+            return published
         self.info(address)
         return self._shadow[address]
 
@@ -342,7 +512,45 @@ class Engine:
             if stat == "latency_samples" and self.spec:
                 return f"{value:.0f} samples ({value / self.spec.sample_rate * 1000:.2f} ms)"
             return f"{value:.0f}"
+        if address in self._published:
+            return f"{value:g}"
         return self.info(address).param.display(value)
+
+    # == published read-only values (transport state, ...) ======================================
+    def publish(self, address: str, value: float, *, source: object = None) -> None:
+        """Publish a read-only value under ``address`` (e.g. ``/hb/transport/tempo_bpm`` from
+        MIDI clock): ``get(address)`` returns it and, when it changed, every listener gets
+        ``(address, value, source)`` (OSC feedback to registered clients; meter
+        ``/hb/meter/transport`` pushes all ``/hb/transport/...`` values). Any thread; publish on
+        change (e.g. tempo rounded to 0.1 BPM), not on every clock tick."""
+        if not address.startswith("/hb/") or address in self._table or address.startswith("/hb/engine/"):
+            raise ParamError(f"cannot publish {address!r}: not under /hb/, or a parameter or engine stat")
+        v = float(value)
+        old = self._published.get(address)
+        self._published[address] = v
+        if old != v:
+            for listener in list(self._listeners):
+                listener(address, v, source)
+
+    def is_published(self, address: str) -> bool:
+        return address in self._published
+
+    @property
+    def published(self) -> dict[str, float]:
+        """Every published read-only value, by address."""
+        return dict(self._published)
+
+    # == metering support (control side) ========================================================
+    def enable_effect_timing(self, on: bool = True) -> None:
+        """Let the Chain accumulate per-effect CPU seconds in ``chain.effect_seconds`` (a
+        perf_counter pair around each effect; off by default, and then free)."""
+        self._effect_timing = bool(on)
+        chains = [self._chain]
+        incoming = self._incoming
+        if incoming is not None:
+            chains.append(incoming[0])
+        for chain in chains:
+            chain.effect_seconds = np.zeros(len(chain), dtype=np.float64) if on else None
 
     def load_chain(self, chain: Chain, *, source: object = None) -> None:
         """Swap in another chain live: prepared and warmed here (off the audio thread), then
@@ -392,21 +600,20 @@ class Engine:
                 listener(lat)
 
     def take_meter(self) -> dict[str, np.ndarray]:
-        """Peak and RMS per channel since the last call (control side; values are approximate
-        under concurrency, which meters tolerate)."""
-        n = max(self.meter_frames, 1)
-        result = {
-            "peak_in": self.peaks_in.copy(),
-            "peak_out": self.peaks_out.copy(),
-            "rms_in": np.sqrt(self.sq_in / n),
-            "rms_out": np.sqrt(self.sq_out / n),
+        """Linear peak and RMS per channel since the last call (one reader of :attr:`meter`
+        with its own cursor; other meter readers are not disturbed)."""
+        self._take_cursor, rows = self.meter.read(getattr(self, "_take_cursor", 0))
+        ch = self.channels
+        level = rows["level"]
+        n = max(int(rows["frames"].sum()), 1)
+        if len(level) == 0:
+            level = np.zeros((1, 4 * ch))
+        return {
+            "peak_in": level[:, :ch].max(axis=0),
+            "peak_out": level[:, ch:2 * ch].max(axis=0),
+            "rms_in": np.sqrt(level[:, 2 * ch:3 * ch].sum(axis=0) / n),
+            "rms_out": np.sqrt(level[:, 3 * ch:].sum(axis=0) / n),
         }
-        self.peaks_in[:] = 0
-        self.peaks_out[:] = 0
-        self.sq_in[:] = 0
-        self.sq_out[:] = 0
-        self.meter_frames = 0
-        return result
 
     def status_line(self) -> str:
         sr = self.spec.sample_rate if self.spec else 0

@@ -24,17 +24,49 @@ request                          args                   reply / effect
                                                         <value> <unit> <display>`` per parameter,
                                                         then ``/hb/list/end <count i>``
 ``/hb/preset/load``              name                   ``engine.load_preset(name)``
-``/hb/preset/save``              name                   only with ``presets_save`` given
+``/hb/preset/save``              name                   ``presets_save(name)`` (OscServer: the user
+                                                        preset folder), then ``/hb/preset/saved
+                                                        <name>`` to the sender
 ``/hb/register``                 [port]                 feedback ``<address> <value f>`` of every
                                                         change to this client (``port``: another
                                                         port on the sender's host), except the
-                                                        changes it made itself
+                                                        changes it made itself; also
+                                                        ``/hb/engine/latency_samples <f>`` when
+                                                        the latency changes, and published values
+                                                        (``/hb/transport/...``)
 ``/hb/unregister``               [port]                 stop that feedback
+``/hb/subscribe``                address rate_hz        meters ``/hb/meter/<name> <values...>`` to
+                                                        the client (its registered port if any);
+                                                        see :mod:`hushbridge.control.meters`
+``/hb/unsubscribe``              [address]              stop one meter (all without an address)
+``/hb/learn``                    address                the learn handler (MIDI) maps the next
+                                                        control moved to ``address``
+``/hb/learn/cancel``                                    the learn handler stops learning
 (anything rejected)                                     ``/hb/error <text>``; ``dropped_messages`` += 1
 ===============================  =====================  ==============================================
 
-``/hb/subscribe``, ``/hb/unsubscribe`` and ``/hb/learn`` are reserved for the control-surface
-work and answer ``/hb/error`` for now.
+Address patterns (``*``, ``?``, ``[a-z]``, ``[!x]``, ``{a,b}``) are matched against the parameter
+addresses only (``/hb/<id>/<param>``, ``.../norm``, ``/hb/<id>/bypass``), never against commands:
+``/hb/*/bypass 1`` bypasses every effect, ``/hb/{gain,gain_2}/gain_db -6`` sets two gains. A
+pattern that matches nothing is rejected; a message counts once in ``dropped_messages`` however
+many of its matches fail.
+
+Bundles: a time tag in the future sets the ``stamp`` of the changes it carries, and the engine
+applies them at the first block whose start time reaches it (block accuracy; the engine's block
+clock is ``time.time()`` at each callback, python-osc converts the NTP time tag to the same
+Unix time; see :mod:`hushbridge.engine`). "Immediately" and past time tags apply at the next
+block. Only parameter changes are scheduled; other messages in a bundle run on arrival.
+Feedback of a scheduled change is sent on arrival, not when it takes effect.
+
+Hooks for other control sources (MIDI):
+
+- :meth:`OscController.set_learn_handler` ``(fn)``: ``fn(address, client)`` for ``/hb/learn``
+  (``address`` None for ``/hb/learn/cancel``); raise a HushbridgeError to answer ``/hb/error``.
+  It may answer later with :meth:`OscController.notify` (to registered clients) or ``send``.
+- :meth:`Engine.publish <hushbridge.engine.Engine.publish>` ``("/hb/transport/tempo_bpm", 120)``:
+  readable with ``/hb/get``, echoed to registered clients, pushed by ``/hb/meter/transport``.
+- :meth:`OscController.set_preset_midi` ``(fn)``: ``fn()`` returns the ``[midi]`` table that
+  ``/hb/preset/save`` writes with the chain.
 
 Example::
 
@@ -45,9 +77,9 @@ Example::
 .. note::
    Handlers run on the server thread and share the GIL with the audio callback, so each one is
    small: a parse, a dict look-up, ``engine.set`` (which only queues a ``ParamChange``) and a
-   reply. Preset loads, which prepare a whole chain, run on a separate worker thread so the
-   receive loop keeps going. Bundle time tags are not scheduled: the messages of a bundle are
-   applied immediately, in order (python-osc's order: by time tag, then position).
+   reply. Preset loads and saves, which prepare a whole chain or write a file, run on a separate
+   worker thread so the receive loop keeps going. Meters are computed and sent by a third
+   thread (:class:`OscServer`) in small pieces, one subscription at a time.
 """
 from __future__ import annotations
 
@@ -57,6 +89,7 @@ import queue
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -65,6 +98,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket, ParseError
 
+from hushbridge.control.meters import Double, MeterHub
 from hushbridge.errors import HushbridgeError
 
 log = logging.getLogger(__name__)
@@ -76,7 +110,9 @@ SendFn = Callable[[str, Sequence[OscArg], ClientAddress], None]
 MAX_REGISTERED = 32  # feedback clients; caps how much traffic one UDP packet can cause
 _PATTERN_CHARS = re.compile(r"[*?\[\]{}]")
 _PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
-_RESERVED = ("/hb/subscribe", "/hb/unsubscribe", "/hb/learn")
+_MAX_PATTERN = 256  # characters of an address pattern
+_PATTERN_CACHE_SIZE = 128
+LearnHandler = Callable[[str | None, ClientAddress], object]
 
 
 class Reply(NamedTuple):
@@ -92,13 +128,16 @@ class OscRequestError(HushbridgeError, ValueError):
 
 
 def encode(address: str, args: Sequence[OscArg]) -> bytes:
-    """The datagram of one OSC message. Floats are sent as ``f``, ints as ``i``, str as ``s``."""
+    """The datagram of one OSC message. Floats are sent as ``f``, ints as ``i``, str as ``s``,
+    :class:`~hushbridge.control.meters.Double` as ``d``, bools as ``T``/``F``."""
     builder = OscMessageBuilder(address)
     for a in args:
         if isinstance(a, bool):
             builder.add_arg(a)
         elif isinstance(a, int):
             builder.add_arg(a, OscMessageBuilder.ARG_TYPE_INT)
+        elif isinstance(a, Double):
+            builder.add_arg(float(a), OscMessageBuilder.ARG_TYPE_DOUBLE)
         elif isinstance(a, float):
             builder.add_arg(a, OscMessageBuilder.ARG_TYPE_FLOAT)
         else:
@@ -198,6 +237,47 @@ def _string(address: str, args: tuple[Any, ...], what: str) -> str:
     return args[0]
 
 
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Compile an OSC 1.0 address pattern (``*``, ``?``, ``[a-z]``, ``[!a]``, ``{a,b}``) to a
+    regular expression matching whole addresses (``*`` and ``?`` never cross ``/``).
+    OscRequestError for a malformed pattern."""
+    if len(pattern) > _MAX_PATTERN:
+        raise OscRequestError(f"address pattern longer than {_MAX_PATTERN} characters")
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            body = pattern[i + 1:j] if j > 0 else ""
+            neg = body.startswith("!")
+            body = body[1:] if neg else body
+            if j < 0 or not body or "/" in body:
+                raise OscRequestError(f"malformed [...] in address pattern {pattern!r:.80}")
+            chars = "".join("-" if ch == "-" and 0 < k < len(body) - 1 else re.escape(ch)
+                            for k, ch in enumerate(body))
+            out.append(f"[{'^' if neg else ''}{chars}]")
+            i = j
+        elif c == "{":
+            j = pattern.find("}", i + 1)
+            if j < 0 or "/" in pattern[i:j]:
+                raise OscRequestError(f"malformed {{...}} in address pattern {pattern!r:.80}")
+            out.append("(?:" + "|".join(re.escape(a) for a in pattern[i + 1:j].split(",")) + ")")
+            i = j
+        elif c in "]}":
+            raise OscRequestError(f"unbalanced {c!r} in address pattern {pattern!r:.80}")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    try:
+        return re.compile("".join(out) + r"\Z")
+    except re.error as e:
+        raise OscRequestError(f"malformed address pattern {pattern!r:.80}: {e}") from e
+
+
 class OscController:
     """Routes OSC messages to an engine; no sockets (see the module docstring).
 
@@ -205,10 +285,11 @@ class OscController:
     ----------
     engine : Engine
         The engine to control.
-    presets_save : callable, optional
-        ``presets_save(name)`` saves the running chain as preset ``name`` (for example
-        ``lambda name: save_preset(engine.chain, name)``). Without it ``/hb/preset/save`` is
-        refused: writing files on request of a UDP packet is opt-in.
+    presets_save : callable or "user", optional
+        ``presets_save(name)`` saves the running chain as preset ``name``; ``"user"`` saves it
+        in the user preset folder (with the ``[midi]`` table of :meth:`set_preset_midi`).
+        Without it ``/hb/preset/save`` is refused: writing files on request of a UDP packet is
+        opt-in (:class:`OscServer` opts in with ``"user"``).
     send : callable, optional
         ``send(address, args, dest)`` for messages made outside :meth:`handle_datagram` (which
         returns its replies, feedback included): feedback of changes from other sources (CLI,
@@ -225,9 +306,13 @@ class OscController:
     [Reply(address='/hb/value', args=('/hb/gain/gain_db', 0.0, '0.0 dB'), dest=('127.0.0.1', 5000))]
     """
 
-    def __init__(self, engine: Any, presets_save: Callable[[str], object] | None = None, *,
+    def __init__(self, engine: Any, presets_save: Callable[[str], object] | str | None = None, *,
                  send: SendFn | None = None, run_slow: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.engine = engine
+        if presets_save == "user":
+            presets_save = self._save_user_preset
+        elif isinstance(presets_save, str):
+            raise ValueError(f"presets_save must be a callable, 'user' or None, got {presets_save!r}")
         self.presets_save = presets_save
         self.send = send
         self.run_slow = run_slow
@@ -238,7 +323,10 @@ class OscController:
         self._routes_dirty = True
         self._registered: dict[ClientAddress, ClientAddress] = {}  # sender -> feedback destination
         self._local = threading.local()  # .replies: the list for the datagram this thread handles
-        self._count_lock = threading.Lock()  # server and worker threads both count rejections
+        self._patterns: dict[str, re.Pattern[str]] = {}
+        self._learn: LearnHandler | None = None
+        self._preset_midi: Callable[[], dict[str, Any] | None] | None = None
+        self.meters = MeterHub(engine)
         self._closed = False
         self.map("/hb/get", self._on_get)
         self.map("/hb/list", self._on_list)
@@ -246,11 +334,34 @@ class OscController:
         self.map("/hb/preset/save", self._on_preset_save)
         self.map("/hb/register", self._on_register)
         self.map("/hb/unregister", self._on_unregister)
-        for address in _RESERVED:
-            self.map(address, self._on_reserved)
+        self.map("/hb/subscribe", self._on_subscribe)
+        self.map("/hb/unsubscribe", self._on_unsubscribe)
+        self.map("/hb/learn", self._on_learn)
+        self.map("/hb/learn/cancel", self._on_learn_cancel)
         self.dispatcher.set_default_handler(self._on_unknown, needs_reply_address=True)
         self._sync_routes()
         engine.add_listener(self._on_change)
+        engine.add_latency_listener(self._on_latency)
+
+    # == hooks for other control sources =========================================================
+    def set_learn_handler(self, fn: LearnHandler | None) -> None:
+        """``fn(address, client)`` runs for ``/hb/learn <address>`` (``address`` is a checked
+        parameter address) and ``fn(None, client)`` for ``/hb/learn/cancel``; ``None`` removes it.
+        A HushbridgeError it raises becomes ``/hb/error`` to the client."""
+        self._learn = fn
+
+    def set_preset_midi(self, fn: Callable[[], dict[str, Any] | None] | None) -> None:
+        """``fn()`` gives the ``[midi]`` table that ``/hb/preset/save`` stores with the chain."""
+        self._preset_midi = fn
+
+    def notify(self, address: str, args: Sequence[OscArg], *, also: ClientAddress | None = None) -> None:
+        """Send ``address args`` to every registered client (and to ``also``), e.g. a learn
+        result ``/hb/learn/done <address> <source>``; any thread."""
+        dests = set(self._registered.values())
+        if also is not None:
+            dests.add(also)
+        for dest in dests:
+            self._reply(address, tuple(args), dest)
 
     # == routing table ===========================================================================
     def map(self, address: str, callback: Callable[..., None]) -> Handler:
@@ -289,6 +400,7 @@ class OscController:
         if not self._closed:
             self._closed = True
             self.engine.remove_listener(self._on_change)
+            self.engine.remove_latency_listener(self._on_latency)
 
     # == datagrams ===============================================================================
     def handle_datagram(self, data: bytes, client_address: ClientAddress) -> list[Reply]:
@@ -303,19 +415,26 @@ class OscController:
             if self._routes_dirty:
                 self._sync_routes()
             messages = self._parse(data, client_address)
-            for message in messages:
+            for message, stamp in messages:
+                self._local.stamp = stamp
                 self._dispatch(message, client_address)
         finally:
             self._local.replies = None
+            self._local.stamp = 0.0
         return replies
 
-    def _parse(self, data: bytes, client: ClientAddress) -> list[OscMessage]:
+    def _parse(self, data: bytes, client: ClientAddress) -> list[tuple[OscMessage, float]]:
+        """Messages with their stamps: a future bundle time tag (Unix s), else 0 (at once)."""
         problem = check_packet(data)
         if problem:
             self._reject(client, f"malformed packet: {problem}")
             return []
         try:
-            return [timed.message for timed in OscPacket(data).messages]
+            timed = OscPacket(data).messages
+            if data[:1] == b"/":
+                return [(timed[0].message, 0.0)]
+            now = time.time()  # python-osc stamps "immediately" and past tags with its own now
+            return [(t.message, t.time if t.time > now else 0.0) for t in timed]
         except ParseError as e:
             self._reject(client, f"malformed packet: {e}")
         except Exception as e:  # noqa: BLE001 - python-osc raises assorted errors on garbage
@@ -329,11 +448,37 @@ class OscController:
         if handler is not None:
             self._call(handler.callback, client, address, args)
         elif _PATTERN_CHARS.search(address):  # an OSC address pattern: /hb/*/bypass
-            for handler in list(self.dispatcher.handlers_for_address(address)):
-                # python-osc hands callbacks the pattern; ours need the matched address
-                self._call(handler.callback, client, self._address_of.get(id(handler), address), args)
+            self._dispatch_pattern(address, client, args)
         else:
             self._call(self._on_unknown, client, address, args)
+
+    def _dispatch_pattern(self, pattern: str, client: ClientAddress, args: tuple[Any, ...]) -> None:
+        """Run a pattern against the parameter addresses only; one rejection per message."""
+        try:
+            rx = self._patterns.get(pattern)
+            if rx is None:
+                rx = pattern_regex(pattern)
+                if len(self._patterns) >= _PATTERN_CACHE_SIZE:
+                    self._patterns.clear()
+                self._patterns[pattern] = rx
+        except OscRequestError as e:
+            self._reject(client, str(e))
+            return
+        matches = [(addr, h) for routes in list(self._param_routes.values()) for addr, h in routes if rx.match(addr)]
+        if not matches:
+            self._reject(client, f"address pattern {pattern!r:.80} matches no parameter (send /hb/list)")
+            return
+        failed: list[str] = []
+        for addr, handler in matches:
+            try:
+                handler.callback(client, addr, *args)
+            except HushbridgeError as e:
+                failed.append(str(e))
+            except Exception as e:  # noqa: BLE001 - a bug: logged, answered, server lives on
+                log.error("OSC handler for %s failed", addr, exc_info=e)
+                failed.append(f"{addr}: internal error: {type(e).__name__}: {e}")
+        if failed:
+            self._reject(client, f"{pattern}: {len(failed)} of {len(matches)} matches failed: {failed[0]}")
 
     def _call(self, callback: Callable[..., None], client: ClientAddress, address: str, args: tuple[Any, ...]) -> None:
         """Run one handler; a failure becomes ``/hb/error`` (other handlers of a pattern still run)."""
@@ -358,25 +503,28 @@ class OscController:
             self.send(address, args, dest)
 
     def _reject(self, client: ClientAddress, text: str) -> None:
-        with self._count_lock:
-            self.engine.dropped_messages += 1
+        self.engine.count_dropped()
         self._reply("/hb/error", (text,), client)
+
+    def _stamp(self) -> float:
+        """The target time of the message being handled (0: at once)."""
+        return getattr(self._local, "stamp", 0.0)
 
     # == handlers (server thread; keep them small) ===============================================
     def _on_set(self, client: ClientAddress, address: str, *args: Any) -> None:
-        self.engine.set(address, _number(address, args), clamp=True, source=client)
+        self.engine.set(address, _number(address, args), clamp=True, source=client, stamp=self._stamp())
 
     def _on_set_norm(self, client: ClientAddress, address: str, *args: Any) -> None:
         norm = _number(address, args)
         if not math.isfinite(norm):
             raise OscRequestError(f"{address} needs a finite number 0..1, got {norm!r}")
-        self.engine.set_norm(address[: -len("/norm")], norm, source=client)
+        self.engine.set_norm(address[: -len("/norm")], norm, source=client, stamp=self._stamp())
 
     def _on_bypass(self, client: ClientAddress, address: str, *args: Any) -> None:
         value = _number(address, args)
         if value not in (0.0, 1.0):
             raise OscRequestError(f"{address} needs 0 or 1, got {value:g}")
-        self.engine.set(address, value, clamp=True, source=client)
+        self.engine.set(address, value, clamp=True, source=client, stamp=self._stamp())
 
     def _on_get(self, client: ClientAddress, address: str, *args: Any) -> None:
         target = _string(address, args, "an address such as /hb/gain/gain_db or /hb/engine/xruns")
@@ -412,9 +560,31 @@ class OscController:
 
     def _on_preset_save(self, client: ClientAddress, address: str, *args: Any) -> None:
         name = _string(address, args, "a preset name")
-        if self.presets_save is None:
+        save = self.presets_save
+        if save is None:
             raise OscRequestError(f"{address}: saving presets over OSC is not enabled")
-        self.presets_save(name)
+        if not _PRESET_NAME.match(name) or name.endswith(".toml"):
+            raise OscRequestError(f"{address}: preset name {name!r}: use letters, digits, '-', '_', '.' and spaces")
+        if self.run_slow is None or self.send is None:
+            save(name)
+            self._reply("/hb/preset/saved", (name,), client)
+            return
+
+        def write() -> None:
+            try:
+                save(name)
+            except Exception as e:  # noqa: BLE001 - reported by _failed; the worker lives on
+                self._failed(client, address, e)
+            else:
+                self._reply("/hb/preset/saved", (name,), client)
+
+        self.run_slow(write)
+
+    def _save_user_preset(self, name: str) -> None:
+        from hushbridge.presets import save_preset
+
+        midi = self._preset_midi() if self._preset_midi is not None else None
+        save_preset(self.engine.chain, name, midi=midi)
 
     def _on_register(self, client: ClientAddress, address: str, *args: Any) -> None:
         dest = (client[0], self._port_arg(address, args, client))
@@ -438,13 +608,43 @@ class OscController:
                 return int(port)
         raise OscRequestError(f"{address} takes an optional port 1..65535, got {args!r:.80}")
 
-    def _on_reserved(self, client: ClientAddress, address: str, *args: Any) -> None:
-        raise OscRequestError(f"{address} is not implemented yet")
+    def _meter_dest(self, client: ClientAddress) -> ClientAddress:
+        return self._registered.get(client, client)
+
+    def _on_subscribe(self, client: ClientAddress, address: str, *args: Any) -> None:
+        if len(args) != 2 or not isinstance(args[0], str) or isinstance(args[1], (str, bytes, bool)) \
+                or not isinstance(args[1], (int, float)):
+            raise OscRequestError(f"{address} needs a meter address and a rate in Hz, e.g. "
+                                  f"/hb/meter/peak 30; got {args!r:.80}")
+        self.meters.subscribe(self._meter_dest(client), args[0], float(args[1]))
+
+    def _on_unsubscribe(self, client: ClientAddress, address: str, *args: Any) -> None:
+        if args and (len(args) != 1 or not isinstance(args[0], str)):
+            raise OscRequestError(f"{address} takes an optional meter address, got {args!r:.80}")
+        self.meters.unsubscribe(self._meter_dest(client), args[0] if args else None)
+
+    def _on_learn(self, client: ClientAddress, address: str, *args: Any) -> None:
+        target = _string(address, args, "a parameter address such as /hb/compressor/threshold_db")
+        self.engine.info(target)  # ParamError for anything but a parameter address
+        if self._learn is None:
+            raise OscRequestError(f"{address}: MIDI learn needs a MIDI input; none is running")
+        self._learn(target, client)
+
+    def _on_learn_cancel(self, client: ClientAddress, address: str, *args: Any) -> None:
+        if args:
+            raise OscRequestError(f"{address} takes no arguments, got {args!r:.80}")
+        if self._learn is None:
+            raise OscRequestError(f"{address}: MIDI learn needs a MIDI input; none is running")
+        self._learn(None, client)
 
     def _on_unknown(self, client: ClientAddress, address: str, *args: Any) -> None:
         raise OscRequestError(f"unknown address {address!r} (send /hb/list for the parameters)")
 
     # == feedback ================================================================================
+    def _on_latency(self, latency: int) -> None:
+        """Engine latency listener (housekeeping thread): announce to every registered client."""
+        self.notify("/hb/engine/latency_samples", (float(latency),))
+
     @property
     def registered(self) -> dict[ClientAddress, ClientAddress]:
         """Feedback clients: sender address -> destination of its feedback."""
@@ -452,7 +652,7 @@ class OscController:
 
     def _on_change(self, address: str, value: float, source: object) -> None:
         """Engine listener: echo ``<address> <value>`` to registered clients but the source."""
-        if address not in self._param_routes:
+        if address not in self._param_routes and not self.engine.is_published(address):
             self._routes_dirty = True  # a new chain: remap on the next datagram
         if not self._registered:
             return
@@ -473,8 +673,9 @@ class OscServer:
         Address to bind; ``127.0.0.1`` by default (OSC has no authentication).
     port : int
         UDP port; ``0`` picks a free one (see :attr:`port`).
-    presets_save : callable, optional
-        Passed to :class:`OscController`.
+    presets_save : callable, "user" or None
+        Passed to :class:`OscController`; default ``"user"``: ``/hb/preset/save <name>`` writes
+        ``<name>.toml`` in the user preset folder (names only, never paths).
 
     Examples
     --------
@@ -483,7 +684,7 @@ class OscServer:
     """
 
     def __init__(self, engine: Any, host: str = "127.0.0.1", port: int = 9000,
-                 presets_save: Callable[[str], object] | None = None, *, poll_s: float = 0.1) -> None:
+                 presets_save: Callable[[str], object] | str | None = "user", *, poll_s: float = 0.1) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.bind((host, port))
@@ -497,6 +698,8 @@ class OscServer:
         self._thread = threading.Thread(target=self._serve, name=f"hushbridge-osc:{self.port}", daemon=True)
         self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._work, name=f"hushbridge-osc-worker:{self.port}", daemon=True)
+        self._meter_thread = threading.Thread(target=self._push_meters, name=f"hushbridge-osc-meters:{self.port}",
+                                              daemon=True)
         self.controller = OscController(engine, presets_save, send=self.send, run_slow=self._tasks.put)
         self._started = False
         self._closed = False
@@ -508,6 +711,7 @@ class OscServer:
         if not self._started:
             self._started = True
             self._worker.start()
+            self._meter_thread.start()
             self._thread.start()
         return self
 
@@ -520,6 +724,7 @@ class OscServer:
         self.controller.close()
         if self._started:
             self._thread.join()
+            self._meter_thread.join()
             self._tasks.put(None)
             self._worker.join()
         self._sock.close()
@@ -559,6 +764,23 @@ class OscServer:
                 continue
             for r in replies:
                 self.send(r.address, r.args, r.dest)
+
+    def _push_meters(self) -> None:
+        """Meter thread: sleep until the next subscription is due, then send what is due."""
+        hub = self.controller.meters
+        while not self._stop.is_set():
+            wait = hub.next_due() - time.monotonic()
+            if wait > 0:
+                self._stop.wait(min(wait, 0.05))
+                continue
+            try:
+                messages = hub.poll()
+            except Exception:  # noqa: BLE001 - a meter bug must not stop the others; logged
+                log.exception("OSC meter poll failed")
+                self._stop.wait(0.05)
+                continue
+            for address, args, dest in messages:
+                self.send(address, args, dest)
 
     def _work(self) -> None:
         while True:

@@ -1,0 +1,267 @@
+"""Meter subscriptions: what ``/hb/subscribe <address> <rate_hz>`` pushes, computed off the audio thread.
+
+Socket-free (STYLE rule 7): :class:`MeterHub` keeps the subscriptions and, when polled, turns the
+values the audio thread published (:class:`~hushbridge.engine.MeterTap`, lock-free) into OSC
+messages ``(address, args, dest)``. :class:`~hushbridge.control.osc.OscServer` polls it from its
+own meter thread and sends them.
+
+Meters (``<address>`` of ``/hb/subscribe`` is ``/hb/meter/<name>`` or just ``<name>``):
+
+=================================  =============================================================
+``/hb/meter/peak``                 ``in_1..in_N out_1..out_N`` (f, dBFS): largest sample since the
+                                   subscriber's previous message
+``/hb/meter/rms``                  ``in_1..in_N out_1..out_N`` (f, dBFS) over the same interval
+``/hb/meter/lufs``                 ``momentary short_term integrated`` (f, LUFS) of the chain's
+                                   ``loudness`` effect (subscribe fails without one)
+``/hb/meter/true_peak``            ``dbtp`` (f) of the chain's ``loudness`` effect
+``/hb/meter/gain_reduction/<id>``  ``db`` (f, >= 0): largest gain reduction of effect ``<id>``
+                                   (any effect with ``gain_reduction_db``) over the interval
+``/hb/meter/activity/<id>``        ``value`` (f, 0..1 e.g. speech probability): mean over the
+                                   interval of effect ``<id>``'s ``activity`` attribute
+``/hb/meter/engine``               ``xruns (i) last_xrun_time (d, Unix s, 0 = none) cpu_load
+                                   (f, 0..1) late_blocks (i) dropped_messages (i)`` then
+                                   ``<id> (s) <load> (f)`` per effect (share of real time)
+``/hb/meter/transport``            ``<name> (s) <value> (f)`` per published ``/hb/transport/...``
+                                   value (MIDI clock tempo, playing...)
+=================================  =============================================================
+
+dB values are floored at -120. Peak, RMS, gain reduction and activity come from the meter ring
+and are sent only while audio runs (no new blocks, no message). Rates are capped at
+:data:`MAX_RATE_HZ`; a client holds at most :data:`MAX_PER_CLIENT` subscriptions.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hushbridge.errors import HushbridgeError
+
+ClientAddress = tuple[str, int]
+
+MAX_RATE_HZ = 60.0
+MIN_RATE_HZ = 0.1
+MAX_PER_CLIENT = 16
+MAX_SUBSCRIPTIONS = 256
+FLOOR_DB = -120.0
+PREFIX = "/hb/meter/"
+SIMPLE = ("peak", "rms", "lufs", "true_peak", "engine", "transport")
+PER_EFFECT = {"gain_reduction": "gain_reduction_db", "activity": "activity"}
+LOUDNESS_ATTRS = ("momentary_lufs", "short_term_lufs", "integrated_lufs")
+
+
+class MeterError(HushbridgeError, ValueError):
+    """A subscription the hub refuses (unknown meter, nothing to measure, too many)."""
+
+
+class Double(float):
+    """A float sent as OSC ``d`` (64-bit), e.g. a Unix time that float32 would round to minutes."""
+
+
+def db(x: Any) -> Any:
+    """Linear amplitude to dB, floored at :data:`FLOOR_DB` (scalars or arrays)."""
+    return np.maximum(20.0 * np.log10(np.maximum(x, 1e-6)), FLOOR_DB)
+
+
+def _finite_db(v: float) -> float:
+    v = float(v)
+    return v if math.isfinite(v) and v > FLOOR_DB else FLOOR_DB
+
+
+@dataclass(eq=False)
+class Subscription:
+    dest: ClientAddress
+    name: str  # "peak", "gain_reduction/compressor", ...
+    period: float
+    next_due: float
+    cursor: int
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return PREFIX + self.name
+
+
+def find_attr(chain: Any, attr: str) -> tuple[str, Any] | None:
+    """The first ``(id, effect)`` of ``chain`` that has attribute ``attr``."""
+    for eid, effect in chain.items():
+        if hasattr(effect, attr):
+            return eid, effect
+    return None
+
+
+class MeterHub:
+    """Subscriptions of OSC clients to meters, and the values to push (see the module docstring).
+
+    ``subscribe``/``unsubscribe`` run on the OSC server thread, ``poll`` on the meter thread;
+    a lock (never taken by the audio thread) keeps them apart.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self._subs: dict[tuple[ClientAddress, str], Subscription] = {}
+        self._lock = threading.Lock()
+
+    # == subscriptions ===========================================================================
+    def normalize(self, address: str) -> str:
+        """``/hb/meter/peak`` or ``peak`` -> ``peak``; MeterError for an unknown meter."""
+        name = address[len(PREFIX):] if address.startswith(PREFIX) else address.lstrip("/")
+        if name in SIMPLE:
+            return name
+        kind, _, eid = name.partition("/")
+        if kind in PER_EFFECT and eid:
+            return name
+        raise MeterError(f"unknown meter {address!r} (meters: {', '.join(SIMPLE)}, "
+                         "gain_reduction/<id>, activity/<id>)")
+
+    def check_available(self, name: str) -> None:
+        """MeterError when the running chain has nothing to measure for ``name``."""
+        chain = self.engine.chain
+        if name in ("lufs", "true_peak"):
+            attr = "true_peak_dbtp" if name == "true_peak" else "momentary_lufs"
+            if find_attr(chain, attr) is None:
+                raise MeterError(f"/hb/meter/{name} needs a `loudness` effect in the chain "
+                                 f"(add one, e.g. --chain ...,loudness or a preset entry effect = \"loudness\")")
+        kind, _, eid = name.partition("/")
+        if kind in PER_EFFECT:
+            attr = PER_EFFECT[kind]
+            have = [e for e, a, _ in self.engine.tracked[1] if a == attr]
+            if eid not in have:
+                raise MeterError(f"/hb/meter/{name}: no effect {eid!r} with {attr} in the chain "
+                                 f"(effects with it: {', '.join(have) or 'none'})")
+
+    def subscribe(self, dest: ClientAddress, address: str, rate_hz: float) -> Subscription:
+        """Push meter ``address`` to ``dest`` at ``rate_hz`` (clamped to 0.1..60); replaces an
+        earlier subscription of ``dest`` to the same meter."""
+        name = self.normalize(address)
+        rate = float(rate_hz)
+        if not math.isfinite(rate) or rate <= 0:
+            raise MeterError(f"/hb/subscribe {address}: rate_hz must be a positive number, got {rate_hz!r}")
+        rate = min(max(rate, MIN_RATE_HZ), MAX_RATE_HZ)
+        self.check_available(name)
+        with self._lock:
+            key = (dest, name)
+            if key not in self._subs:
+                mine = sum(1 for d, _ in self._subs if d == dest)
+                if mine >= MAX_PER_CLIENT:
+                    raise MeterError(f"/hb/subscribe: at most {MAX_PER_CLIENT} meters per client")
+                if len(self._subs) >= MAX_SUBSCRIPTIONS:
+                    raise MeterError(f"/hb/subscribe: at most {MAX_SUBSCRIPTIONS} subscriptions in all")
+            sub = Subscription(dest, name, 1.0 / rate, time.monotonic(), self.engine.meter.seq)
+            self._subs[key] = sub
+            self._update_timing()
+        return sub
+
+    def unsubscribe(self, dest: ClientAddress, address: str | None = None) -> int:
+        """Stop meter ``address`` (all meters when None) for ``dest``; returns how many stopped."""
+        name = self.normalize(address) if address else None
+        with self._lock:
+            keys = [k for k in self._subs if k[0] == dest and (name is None or k[1] == name)]
+            for k in keys:
+                del self._subs[k]
+            self._update_timing()
+        return len(keys)
+
+    def _update_timing(self) -> None:
+        want = any(s.name == "engine" for s in self._subs.values())
+        if want != getattr(self.engine, "_effect_timing", False):
+            self.engine.enable_effect_timing(want)
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        with self._lock:
+            return list(self._subs.values())
+
+    def next_due(self) -> float:
+        """``time.monotonic()`` of the next push (inf when nothing is subscribed)."""
+        with self._lock:
+            return min((s.next_due for s in self._subs.values()), default=math.inf)
+
+    # == values ==================================================================================
+    def poll(self, now: float | None = None) -> list[tuple[str, tuple[Any, ...], ClientAddress]]:
+        """The messages due at ``now`` (``time.monotonic()``), one per due subscription that has
+        something to say."""
+        now = time.monotonic() if now is None else now
+        out = []
+        with self._lock:
+            due = [s for s in self._subs.values() if s.next_due <= now]
+            for s in due:
+                s.next_due += s.period
+                if s.next_due <= now:  # fell behind: no bursts, just carry on
+                    s.next_due = now + s.period
+                args = self.values(s)
+                if args is not None:
+                    out.append((s.address, args, s.dest))
+        return out
+
+    def values(self, sub: Subscription) -> tuple[Any, ...] | None:
+        """The arguments of the next message of ``sub`` (None: nothing new to send)."""
+        name = sub.name
+        engine = self.engine
+        if name in ("peak", "rms"):
+            sub.cursor, rows = engine.meter.read(sub.cursor)
+            level = rows["level"]
+            if len(level) == 0:
+                return None
+            ch = engine.channels
+            if name == "peak":
+                lin = level[:, :2 * ch].max(axis=0)
+            else:
+                frames = max(int(rows["frames"].sum()), 1)
+                lin = np.sqrt(level[:, 2 * ch:].sum(axis=0) / frames)
+            return tuple(float(v) for v in db(lin))
+        kind, _, eid = name.partition("/")
+        if kind in PER_EFFECT:
+            sub.cursor, rows = engine.meter.read(sub.cursor)
+            chain, tracked, generation = engine.tracked
+            attr = PER_EFFECT[kind]
+            cols = [j for j, (e, a, _) in enumerate(tracked) if e == eid and a == attr]
+            mask = rows["generation"] == generation
+            if not cols or not mask.any():
+                return None
+            col = rows["extra"][mask, cols[0]]
+            col = col[np.isfinite(col)]
+            if len(col) == 0:
+                return None
+            return (float(col.max() if kind == "gain_reduction" else col.mean()),)
+        if name == "lufs":
+            found = find_attr(engine.chain, "momentary_lufs")
+            if found is None:
+                return None
+            return tuple(_finite_db(getattr(found[1], a)) for a in LOUDNESS_ATTRS)
+        if name == "true_peak":
+            found = find_attr(engine.chain, "true_peak_dbtp")
+            return None if found is None else (_finite_db(found[1].true_peak_dbtp),)
+        if name == "engine":
+            return self._engine_values(sub)
+        if name == "transport":
+            pairs: list[Any] = []
+            for address, value in sorted(engine.published.items()):
+                if address.startswith("/hb/transport/"):
+                    pairs += [address[len("/hb/transport/"):], float(value)]
+            return tuple(pairs) or None
+        return None
+
+    def _engine_values(self, sub: Subscription) -> tuple[Any, ...]:
+        engine = self.engine
+        args: list[Any] = [int(engine.xruns), Double(engine.last_xrun_time), float(engine.cpu_load),
+                           int(engine.late_blocks), int(engine.dropped_messages)]
+        chain = engine.chain
+        seconds = chain.effect_seconds
+        now = time.perf_counter()
+        if seconds is not None:
+            seconds = seconds.copy()
+            prev = sub.state.get("timing")
+            if prev is not None and prev[0] is chain and len(prev[1]) == len(seconds) and now > prev[2]:
+                loads = (seconds - prev[1]) / (now - prev[2])
+                for eid, load in zip(chain.ids, loads):
+                    args += [eid, float(load)]
+            sub.state["timing"] = (chain, seconds, now)
+        return tuple(args)
+
+
+__all__ = ["Double", "MAX_PER_CLIENT", "MAX_RATE_HZ", "MeterError", "MeterHub", "Subscription", "db"]
