@@ -1,0 +1,1260 @@
+"""MIDI control of a running :class:`~hushbridge.engine.Engine` (DESIGN §3, STYLE rule 7).
+
+Routing is kept apart from transport, as for OSC:
+
+:class:`MidiMapper`
+    Port-free. Takes :class:`mido.Message` objects (``mapper.handle(msg)``) or raw bytes
+    (``mapper.feed(data)``) and applies the maps to the engine: ``engine.set(address, value,
+    clamp=True, source=MIDI_SOURCE)``, ``engine.load_preset`` for program changes. Also MIDI
+    learn (:meth:`MidiMapper.learn`) and the MIDI clock / transport (:class:`Transport`).
+:class:`MidiInput`
+    A thin transport: one python-rtmidi input (ALSA, JACK, CoreMIDI or WinMM; the same backend
+    mido's ``mido.backends.rtmidi`` uses), either a virtual port others connect to or a named
+    source port it connects to and, when that source disappears, reconnects to when it comes
+    back (hot-plug). rtmidi's callback thread feeds the mapper; a service thread applies
+    14-bit/NRPN timeouts and polls for the source port; preset loads run on a worker thread.
+:class:`MidiStreamParser`
+    Splits a raw MIDI byte stream into messages (running status, realtime bytes inside messages,
+    sysex) and *counts* what it rejects; :class:`mido.Parser` silently drops the same garbage,
+    and every rejected message must show in ``engine.dropped_messages``.
+
+Map schema (TOML; the ``[midi]`` table of a preset, kept in :attr:`Preset.midi
+<hushbridge.presets.Preset>`)::
+
+    [midi]
+    timeout_ms = 10            # optional: 14-bit pair / NRPN data wait (default 10 ms)
+
+    [[midi.cc]]                # 7-bit CC -> parameter
+    channel = 1                # 1..16; omitted = any channel
+    cc = 7                     # 0..127
+    address = "/hb/compressor/threshold_db"   # /hb/<id>/<param> or /hb/<id>/bypass
+    curve = "lin"              # lin | log | exp (default lin)
+    min = -40.0                # optional sub-range, in the parameter's units
+    max = 0.0                  #   (default: the parameter's whole range; min > max also works)
+    invert = false             # optional: 127 -> min, 0 -> max
+
+    [[midi.cc]]                # 14-bit CC: MSB on cc (0..31), LSB on cc + 32, either order
+    cc = 1
+    cc14 = true
+    address = "/hb/gain/gain_db"
+
+    [[midi.nrpn]]              # NRPN: CC 99/98 select, 6/38 data entry (14-bit), 96/97 +/-
+    channel = 1
+    param = 1000               # 0..16383
+    address = "/hb/eq/band1_gain_db"
+    step = 128                 # optional: 96/97 step in 14-bit units (default 128 = one 7-bit step)
+    # curve, min, max, invert as for CC
+
+    [[midi.note]]              # note on toggles between min and max (bypass: 0 <-> 1)
+    note = 36                  # 0..127; channel as for CC
+    address = "/hb/limiter/bypass"
+    mode = "toggle"            # toggle (default) | momentary (note on -> max, note off -> min)
+
+    [midi.program]             # program change (0..127, any channel) -> preset name
+    0 = "dialogue"
+    1 = "podcast"
+
+Several entries may share a source (one knob, several targets). A controller value becomes a
+position ``x`` in 0..1 (7-bit ``v / 127``, 14-bit ``v / 16383``), ``invert`` makes it ``1 - x``,
+the curve shapes it (``lin``: ``x``; ``exp``: ``(100**x - 1) / 99``, fine control at the bottom,
+geometric for a range spanning a factor of 100, e.g. 10..1000 Hz; ``log``: its inverse, fine control
+at the top) and the result is spread over ``min..max``; the engine clamps and quantises.
+
+14-bit pairs: MSB then LSB or LSB then MSB are combined when the second arrives within
+``timeout_ms``; a lone MSB is then applied as a 7-bit value and a lone LSB with the last MSB.
+NRPN data entry (CC 6 MSB, CC 38 LSB) pairs the same way; CC 101/100 (RPN) or the null NRPN
+127/127 deselect.
+
+What counts as rejected (``engine.dropped_messages``): malformed bytes (stray data bytes without
+running status, a message cut short by another status byte, an interrupted or oversized sysex, a
+stray end-of-sysex, undefined status bytes 0xF4 0xF5 0xF9 0xFD), sysex (hushbridge has no sysex
+protocol), a map whose address the current chain does not have, a program change whose preset
+fails to load. Valid messages nothing is mapped to (an unmapped CC, pitch bend, aftertouch...)
+are only counted in :attr:`MidiMapper.stats` (``ignored``).
+
+MIDI learn: ``mapper.learn("/hb/gain/gain_db")`` arms learn; the next note on, CC (a CC 0..31
+followed within ``timeout_ms`` by its LSB partner becomes a 14-bit map) or NRPN data entry is
+mapped to that address (replacing earlier maps of that address) and :meth:`MidiMapper.to_toml_dict`
+gives the table to save: ``save_preset(engine.chain, name, midi=mapper.to_toml_dict())``. The
+message that was learned is not applied; the next one is.
+
+Example::
+
+    from hushbridge.control.midi import MidiInput, MidiMapper
+    mapper = MidiMapper(engine, find_preset("dialogue").midi)
+    with MidiInput(mapper, port="nanoKONTROL2", api="alsa"):   # or port=None: a virtual port
+        ...
+
+.. note::
+   Handlers run on rtmidi's thread and share the GIL with the audio callback: each message is a
+   few dict look-ups and one ``engine.set`` (which only queues a ``ParamChange``). Preset loads
+   are handed to a worker thread.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import mido
+
+from hushbridge.errors import HushbridgeError, ParamError
+
+log = logging.getLogger(__name__)
+
+MIDI_SOURCE = "midi"  # the ``source`` of engine changes made by MIDI (OSC feedback echoes them to all)
+DEFAULT_TIMEOUT_S = 0.010
+MAX_SYSEX = 4096
+CURVE_BASE = 100.0
+APIS = {"jack": "UNIX_JACK", "alsa": "LINUX_ALSA", "coremidi": "MACOSX_CORE", "winmm": "WINDOWS_MM"}
+
+Kind = Literal["cc", "cc14", "nrpn", "note"]
+Curve = Literal["lin", "log", "exp"]
+
+
+class MidiError(HushbridgeError):
+    """A MIDI port cannot be opened or listed."""
+
+
+class MidiMapError(HushbridgeError, ValueError):
+    """A ``[midi]`` table is malformed; the message names the entry and key."""
+
+
+# == counting rejected messages ====================================================================
+_DROP_LOCK = threading.Lock()
+
+
+def count_dropped(engine: Any, n: int = 1) -> None:
+    """Add ``n`` to ``engine.dropped_messages`` from any thread.
+
+    Uses ``engine.count_dropped(n)`` when the engine has one; otherwise increments the plain int
+    under a module lock (OSC increments it under its own lock, so two threads may still race).
+    """
+    hook = getattr(engine, "count_dropped", None)
+    if hook is not None:
+        hook(n)
+        return
+    with _DROP_LOCK:
+        engine.dropped_messages += n
+
+
+# == curves ========================================================================================
+def _exp(x: float) -> float:
+    return (CURVE_BASE ** x - 1.0) / (CURVE_BASE - 1.0)
+
+
+def _log(x: float) -> float:
+    return math.log1p((CURVE_BASE - 1.0) * x) / math.log(CURVE_BASE)
+
+
+_CURVES: dict[str, tuple[Callable[[float], float], Callable[[float], float]]] = {
+    "lin": (lambda x: x, lambda y: y),
+    "exp": (_exp, _log),
+    "log": (_log, _exp),
+}
+
+
+# == maps ==========================================================================================
+@dataclass(frozen=True)
+class MidiMap:
+    """One source -> address mapping (see the module docstring for the TOML form).
+
+    ``channel`` is 0-based here (0..15) and ``None`` for any channel; TOML uses 1..16.
+    """
+
+    kind: Kind
+    number: int  # cc (MSB cc for cc14), note, or NRPN parameter number
+    address: str
+    channel: int | None = None
+    curve: Curve = "lin"
+    min: float | None = None
+    max: float | None = None
+    invert: bool = False
+    mode: Literal["toggle", "momentary"] = "toggle"
+    step: int = 128
+
+    def range_for(self, param: Any) -> tuple[float, float]:
+        lo = float(param.min) if self.min is None else self.min
+        hi = float(param.max) if self.max is None else self.max
+        return lo, hi
+
+    def value(self, x: float, param: Any) -> float:
+        """The parameter value for controller position ``x`` (0..1)."""
+        x = min(1.0, max(0.0, x))
+        if self.invert:
+            x = 1.0 - x
+        lo, hi = self.range_for(param)
+        return lo + _CURVES[self.curve][0](x) * (hi - lo)
+
+    def position(self, value: float, param: Any) -> float:
+        """The controller position (0..1) that gives ``value`` (inverse of :meth:`value`)."""
+        lo, hi = self.range_for(param)
+        y = 0.0 if hi == lo else min(1.0, max(0.0, (value - lo) / (hi - lo)))
+        x = _CURVES[self.curve][1](y)
+        return 1.0 - x if self.invert else x
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML table of this entry (defaults left out)."""
+        d: dict[str, Any] = {}
+        if self.channel is not None:
+            d["channel"] = self.channel + 1
+        key = {"cc": "cc", "cc14": "cc", "nrpn": "param", "note": "note"}[self.kind]
+        d[key] = self.number
+        if self.kind == "cc14":
+            d["cc14"] = True
+        d["address"] = self.address
+        if self.kind != "note" and self.curve != "lin":
+            d["curve"] = self.curve
+        if self.min is not None:
+            d["min"] = self.min
+        if self.max is not None:
+            d["max"] = self.max
+        if self.invert:
+            d["invert"] = True
+        if self.kind == "note" and self.mode != "toggle":
+            d["mode"] = self.mode
+        if self.kind == "nrpn" and self.step != 128:
+            d["step"] = self.step
+        return d
+
+
+_KEYS = {
+    "cc": {"channel", "cc", "cc14", "address", "curve", "min", "max", "invert"},
+    "nrpn": {"channel", "param", "address", "curve", "min", "max", "invert", "step"},
+    "note": {"channel", "note", "address", "min", "max", "mode"},
+}
+
+
+def _int(where: str, entry: Mapping[str, Any], key: str, lo: int, hi: int, default: int | None = None) -> int | None:
+    v = entry.get(key, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise MidiMapError(f"{where}: key {key!r}: needs an integer {lo}..{hi}, got {v!r}")
+    return v
+
+
+def _parse_entry(section: str, i: int, entry: Any) -> MidiMap:
+    where = f"midi.{section}[{i}]"
+    if not isinstance(entry, Mapping):
+        raise MidiMapError(f"{where}: each [[midi.{section}]] entry must be a table")
+    extra = set(entry) - _KEYS[section]
+    if extra:
+        raise MidiMapError(f"{where}: key {sorted(extra)[0]!r}: unknown (allowed: {', '.join(sorted(_KEYS[section]))})")
+    address = entry.get("address")
+    if not isinstance(address, str) or not address.startswith("/hb/") or address.count("/") != 3:
+        raise MidiMapError(f"{where}: key 'address': needs /hb/<id>/<param> or /hb/<id>/bypass, got {address!r}")
+    channel = _int(where, entry, "channel", 1, 16)
+    kw: dict[str, Any] = {"address": address, "channel": None if channel is None else channel - 1}
+    for key in ("min", "max"):
+        if key in entry:
+            v = entry[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise MidiMapError(f"{where}: key {key!r}: needs a finite number, got {v!r}")
+            kw[key] = float(v)
+    if "curve" in entry:
+        if entry["curve"] not in _CURVES:
+            raise MidiMapError(f"{where}: key 'curve': needs lin, log or exp, got {entry['curve']!r}")
+        kw["curve"] = entry["curve"]
+    if "invert" in entry:
+        if not isinstance(entry["invert"], bool):
+            raise MidiMapError(f"{where}: key 'invert': needs true or false, got {entry['invert']!r}")
+        kw["invert"] = entry["invert"]
+    if section == "cc":
+        cc14 = entry.get("cc14", False)
+        if not isinstance(cc14, bool):
+            raise MidiMapError(f"{where}: key 'cc14': needs true or false, got {cc14!r}")
+        number = _int(where, entry, "cc", 0, 31 if cc14 else 127)
+        if number is None:
+            raise MidiMapError(f"{where}: key 'cc': missing")
+        return MidiMap("cc14" if cc14 else "cc", number, **kw)
+    if section == "nrpn":
+        number = _int(where, entry, "param", 0, 16383)
+        if number is None:
+            raise MidiMapError(f"{where}: key 'param': missing")
+        step = _int(where, entry, "step", 1, 16383, 128)
+        return MidiMap("nrpn", number, step=step, **kw)
+    number = _int(where, entry, "note", 0, 127)
+    if number is None:
+        raise MidiMapError(f"{where}: key 'note': missing")
+    mode = entry.get("mode", "toggle")
+    if mode not in ("toggle", "momentary"):
+        raise MidiMapError(f"{where}: key 'mode': needs toggle or momentary, got {mode!r}")
+    return MidiMap("note", number, mode=mode, **kw)
+
+
+def parse_midi_table(table: Mapping[str, Any] | None) -> tuple[list[MidiMap], dict[int, str], float]:
+    """Check a ``[midi]`` table: its maps, program -> preset table and pair timeout (seconds)."""
+    table = dict(table or {})
+    extra = set(table) - {"cc", "nrpn", "note", "program", "timeout_ms"}
+    if extra:
+        raise MidiMapError(f"midi: key {sorted(extra)[0]!r}: unknown (allowed: cc, nrpn, note, program, timeout_ms)")
+    maps: list[MidiMap] = []
+    for section in ("cc", "nrpn", "note"):
+        entries = table.get(section, [])
+        if not isinstance(entries, list):
+            raise MidiMapError(f"midi.{section}: needs an array of tables ([[midi.{section}]])")
+        maps += [_parse_entry(section, i, e) for i, e in enumerate(entries)]
+    program: dict[int, str] = {}
+    prog = table.get("program", {})
+    if not isinstance(prog, Mapping):
+        raise MidiMapError("midi.program: needs a table such as { 0 = \"dialogue\" }")
+    for key, name in prog.items():
+        try:
+            number = int(key)
+        except (TypeError, ValueError):
+            number = -1
+        if not 0 <= number <= 127:
+            raise MidiMapError(f"midi.program: key {key!r}: needs a program number 0..127")
+        if not isinstance(name, str) or not name:
+            raise MidiMapError(f"midi.program: key {key!r}: needs a preset name, got {name!r}")
+        program[number] = name
+    timeout = table.get("timeout_ms", DEFAULT_TIMEOUT_S * 1000)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 1000:
+        raise MidiMapError(f"midi: key 'timeout_ms': needs a number of milliseconds 0..1000, got {timeout!r}")
+    return maps, program, float(timeout) / 1000.0
+
+
+# == raw byte streams ==============================================================================
+def _data_length(status: int) -> int:
+    """Data bytes after a (non-sysex, defined) status byte."""
+    if status < 0xF0:
+        return 1 if status & 0xF0 in (0xC0, 0xD0) else 2
+    return {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0}.get(status, 0)
+
+
+class MidiStreamParser:
+    """Split a raw MIDI 1.0 byte stream into complete messages, counting what it rejects.
+
+    Follows the MIDI 1.0 wire rules: running status for channel messages, realtime bytes (0xF8..)
+    anywhere, even inside another message, system common messages cancel running status. Each
+    rejection calls ``on_reject(reason)`` once: a run of stray data bytes counts once.
+
+    Parameters
+    ----------
+    on_message : callable
+        ``on_message(list_of_bytes)`` for every complete message (sysex included, F0 .. F7).
+    on_reject : callable
+        ``on_reject(reason)`` for every rejected message.
+    """
+
+    def __init__(self, on_message: Callable[[list[int]], None], on_reject: Callable[[str], None]) -> None:
+        self.on_message = on_message
+        self.on_reject = on_reject
+        self._running = 0  # running status (channel messages only)
+        self._msg: list[int] | None = None  # message being collected
+        self._need = 0
+        self._sysex: list[int] | None = None
+        self._sysex_oversized = False
+        self._stray = False
+
+    def reset(self) -> None:
+        self._running = 0
+        self._msg = None
+        self._sysex = None
+        self._sysex_oversized = False
+        self._stray = False
+
+    def feed(self, data: Iterable[int]) -> None:
+        for b in data:
+            self.feed_byte(int(b) & 0xFF)
+
+    def end_packet(self) -> None:
+        """The end of one transport event (rtmidi, JACK): whatever is incomplete is rejected."""
+        if self._msg is not None:
+            self.on_reject("incomplete message")
+        if self._sysex is not None:
+            self.on_reject("unterminated sysex")
+        self.reset()
+
+    def feed_byte(self, b: int) -> None:
+        if b >= 0xF8:  # realtime: never disturbs the message around it
+            if b in (0xF9, 0xFD):
+                self.on_reject(f"undefined realtime status 0x{b:02X}")
+            else:
+                self.on_message([b])
+            return
+        if b < 0x80:
+            self._data(b)
+            return
+        self._stray = False
+        if self._sysex is not None:
+            if b == 0xF7:
+                sysex, oversized = self._sysex, self._sysex_oversized
+                self._sysex = None
+                if oversized:
+                    self.on_reject(f"sysex longer than {MAX_SYSEX} bytes")
+                else:
+                    sysex.append(0xF7)
+                    self.on_message(sysex)
+                return
+            self._sysex = None
+            self.on_reject("sysex interrupted by a status byte")
+        if self._msg is not None:
+            self._msg = None
+            self.on_reject("message cut short by a status byte")
+        if b == 0xF7:
+            self._running = 0
+            self.on_reject("end of sysex without a start")
+        elif b == 0xF0:
+            self._running = 0
+            self._sysex, self._sysex_oversized = [0xF0], False
+        elif b in (0xF4, 0xF5):
+            self._running = 0
+            self.on_reject(f"undefined status 0x{b:02X}")
+        else:
+            if b >= 0xF0:
+                self._running = 0
+            else:
+                self._running = b
+            need = _data_length(b)
+            if need == 0:
+                self.on_message([b])
+            else:
+                self._msg, self._need = [b], need
+
+    def _data(self, b: int) -> None:
+        if self._sysex is not None:
+            if len(self._sysex) < MAX_SYSEX:
+                self._sysex.append(b)
+            else:
+                self._sysex_oversized = True
+            return
+        msg = self._msg
+        if msg is None:
+            if not self._running:
+                if not self._stray:
+                    self._stray = True
+                    self.on_reject("data byte without a status byte")
+                return
+            msg = self._msg = [self._running]
+            self._need = _data_length(self._running)
+        msg.append(b)
+        if len(msg) > self._need:
+            self._msg = None
+            self.on_message(msg)
+
+
+# == transport (MIDI clock) ========================================================================
+TransportListener = Callable[["Transport", str], None]
+
+
+class Transport:
+    """Tempo and transport state from MIDI clock (0xF8, 24 per quarter note) and start/stop/continue.
+
+    Attributes
+    ----------
+    bpm : float
+        Smoothed tempo (0.0 until enough clock ticks arrived): the mean tick interval over the last
+        two beats; a gap over 0.5 s restarts the estimate.
+    playing : bool
+        True after start or continue, False after stop.
+    ticks : int
+        Clock ticks since start (or the last song position pointer; 6 per 16th note).
+    last_change : float
+        ``time.monotonic()`` of the last change of ``bpm`` or ``playing``.
+
+    Listeners, ``listener(transport, what)`` with ``what`` in ``"bpm"``, ``"playing"``, are called
+    on the MIDI thread; ``"bpm"`` only when the tempo moved by at least 0.05 BPM.
+    """
+
+    WINDOW = 48  # ticks: two beats
+    MIN_TICKS = 12
+    GAP_S = 0.5
+    BPM_HYSTERESIS = 0.05
+
+    def __init__(self) -> None:
+        self.bpm = 0.0
+        self.playing = False
+        self.ticks = 0
+        self.last_change = 0.0
+        self._stamps: deque[float] = deque(maxlen=self.WINDOW)
+        self._listeners: list[TransportListener] = []
+
+    def add_listener(self, listener: TransportListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: TransportListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, what: str) -> None:
+        self.last_change = time.monotonic()
+        for listener in list(self._listeners):
+            try:
+                listener(self, what)
+            except Exception:  # noqa: BLE001 - a listener must not stop MIDI
+                log.exception("transport listener failed")
+
+    def clock(self, stamp: float) -> None:
+        stamps = self._stamps
+        if stamps and stamp - stamps[-1] > self.GAP_S:
+            stamps.clear()
+        stamps.append(stamp)
+        if self.playing:
+            self.ticks += 1
+        n = len(stamps)
+        if n >= self.MIN_TICKS:
+            span = stamps[-1] - stamps[0]
+            if span > 0:
+                bpm = 60.0 * (n - 1) / (24.0 * span)
+                if abs(bpm - self.bpm) >= self.BPM_HYSTERESIS:
+                    self.bpm = bpm
+                    self._notify("bpm")
+
+    def start(self) -> None:
+        self.ticks = 0
+        self._set_playing(True)
+
+    def cont(self) -> None:
+        self._set_playing(True)
+
+    def stop(self) -> None:
+        self._set_playing(False)
+
+    def song_position(self, sixteenths: int) -> None:
+        self.ticks = 6 * sixteenths
+
+    def _set_playing(self, playing: bool) -> None:
+        if playing != self.playing:
+            self.playing = playing
+            self._notify("playing")
+
+    def state(self) -> dict[str, float | bool | int]:
+        return {"bpm": self.bpm, "playing": self.playing, "ticks": self.ticks, "last_change": self.last_change}
+
+
+# == routing =======================================================================================
+class _Pair:
+    """A half-received 14-bit value (MSB or LSB) waiting for its partner."""
+
+    __slots__ = ("deadline", "lsb", "maps", "msb")
+
+    def __init__(self, maps: list[MidiMap], deadline: float) -> None:
+        self.maps = maps
+        self.deadline = deadline
+        self.msb: int | None = None
+        self.lsb: int | None = None
+
+
+_NRPN_CCS = (6, 38, 96, 97, 98, 99, 100, 101)
+LearnListener = Callable[[str, MidiMap], None]
+
+
+class MidiMapper:
+    """Applies MIDI messages to an engine through maps; no ports (see the module docstring).
+
+    Parameters
+    ----------
+    engine : Engine
+        The engine to control.
+    table : mapping, optional
+        A ``[midi]`` table (e.g. ``find_preset(name).midi``); raises :class:`MidiMapError`.
+    run_slow : callable, optional
+        ``run_slow(fn)`` runs a preset load elsewhere (:class:`MidiInput` uses a worker thread).
+        Default: inline.
+    transport : Transport, optional
+        Receives clock and start/stop/continue (a new one by default).
+
+    Examples
+    --------
+    >>> mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": "/hb/gain/gain_db"}]})  # doctest: +SKIP
+    >>> mapper.handle(mido.Message("control_change", control=7, value=127))             # doctest: +SKIP
+    """
+
+    def __init__(self, engine: Any, table: Mapping[str, Any] | None = None, *,
+                 run_slow: Callable[[Callable[[], None]], None] | None = None,
+                 transport: Transport | None = None) -> None:
+        self.engine = engine
+        self.run_slow = run_slow
+        self.transport = transport or Transport()
+        self.stats = {"received": 0, "applied": 0, "ignored": 0, "rejected": 0}
+        self.last_error = ""
+        self.on_pending: Callable[[], None] | None = None  # MidiInput wakes its service thread
+        self._lock = threading.RLock()
+        self._learn: str | None = None
+        self._learn_candidate: tuple[int, int, float] | None = None  # channel, cc, deadline
+        self._learn_listeners: list[LearnListener] = []
+        self._pairs: dict[tuple[str, int, int], _Pair] = {}
+        self._last: dict[tuple[str, int, int], int] = {}  # last 14-bit value / MSB per source
+        self._nrpn: dict[int, tuple[str | None, int, int]] = {}  # channel -> (kind, msb, lsb)
+        self._parser = MidiStreamParser(self._on_bytes, self.reject)
+        self.load(table)
+
+    # == maps ====================================================================================
+    def load(self, table: Mapping[str, Any] | None) -> None:
+        """Replace all maps with those of a ``[midi]`` table."""
+        maps, program, timeout = parse_midi_table(table)
+        with self._lock:
+            self.timeout = timeout
+            self.program = program
+            self._set_maps(maps)
+
+    def _set_maps(self, maps: list[MidiMap]) -> None:
+        index: dict[tuple[str, int | None, int], list[MidiMap]] = {}
+        for m in maps:
+            index.setdefault((m.kind, m.channel, m.number), []).append(m)
+        self.maps = list(maps)
+        self._index = index
+        self._pairs.clear()
+
+    def add(self, m: MidiMap) -> None:
+        with self._lock:
+            self._set_maps([*self.maps, m])
+
+    def remove_address(self, address: str) -> int:
+        """Remove every map to ``address``; returns how many there were."""
+        with self._lock:
+            keep = [m for m in self.maps if m.address != address]
+            n = len(self.maps) - len(keep)
+            self._set_maps(keep)
+            return n
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The ``[midi]`` table of the current maps (for ``save_preset(..., midi=...)``)."""
+        with self._lock:
+            doc: dict[str, Any] = {}
+            if abs(self.timeout - DEFAULT_TIMEOUT_S) > 1e-9:
+                doc["timeout_ms"] = self.timeout * 1000.0
+            for section, kinds in (("cc", ("cc", "cc14")), ("nrpn", ("nrpn",)), ("note", ("note",))):
+                entries = [m.to_dict() for m in self.maps if m.kind in kinds]
+                if entries:
+                    doc[section] = entries
+            if self.program:
+                doc["program"] = {str(k): v for k, v in sorted(self.program.items())}
+            return doc
+
+    def _lookup(self, kind: str, channel: int, number: int) -> list[MidiMap]:
+        index = self._index
+        a = index.get((kind, channel, number))
+        b = index.get((kind, None, number))
+        if a and b:
+            return a + b
+        return a or b or []
+
+    # == learn ===================================================================================
+    def learn(self, address: str) -> None:
+        """Arm MIDI learn: the next CC, 14-bit CC, NRPN or note moved is mapped to ``address``.
+
+        Raises ParamError when the engine has no such address. This is what OSC ``/hb/learn
+        <address>`` calls.
+        """
+        info = self.engine.info(address)  # ParamError for an unknown address
+        with self._lock:
+            self._learn = info.address
+            self._learn_candidate = None
+
+    def cancel_learn(self) -> None:
+        with self._lock:
+            self._learn = None
+            self._learn_candidate = None
+
+    @property
+    def learning(self) -> str | None:
+        """The address learn is armed for, or None."""
+        return self._learn
+
+    def add_learn_listener(self, listener: LearnListener) -> None:
+        """``listener(address, midimap)`` is called (on the MIDI thread) when learn maps a control."""
+        self._learn_listeners.append(listener)
+
+    def remove_learn_listener(self, listener: LearnListener) -> None:
+        if listener in self._learn_listeners:
+            self._learn_listeners.remove(listener)
+
+    def _learned(self, kind: Kind, channel: int, number: int) -> MidiMap:
+        address = self._learn
+        assert address is not None
+        m = MidiMap(kind, number, address, channel)
+        self._learn = None
+        self._learn_candidate = None
+        self._set_maps([x for x in self.maps if x.address != address] + [m])
+        return m
+
+    def _learn_cc(self, channel: int, cc: int, now: float) -> MidiMap | None:
+        """Learn from a CC; returns the new map, or None while it waits (14-bit) or skips it."""
+        if cc in _NRPN_CCS:
+            kind, msb, lsb = self._nrpn.get(channel, (None, 0, 0))
+            if cc in (6, 38, 96, 97) and kind == "nrpn":
+                return self._learned("nrpn", channel, (msb << 7) | lsb)
+            if cc in (98, 99, 100, 101):
+                return None
+        cand = self._learn_candidate
+        if cand is not None and cand[0] == channel and cand[2] >= now:
+            if cand[1] < 32 and cc == cand[1] + 32:
+                return self._learned("cc14", channel, cand[1])
+            if 32 <= cand[1] < 64 and cc == cand[1] - 32:
+                return self._learned("cc14", channel, cc)
+        if cc < 64:
+            if cand is None or cand[:2] != (channel, cc):  # a knob still moving keeps its deadline
+                self._learn_candidate = (channel, cc, now + self.timeout)
+                self._wake()
+            return None
+        return self._learned("cc", channel, cc)
+
+    # == input ===================================================================================
+    def feed(self, data: Iterable[int], *, packet: bool = False) -> None:
+        """Feed raw MIDI bytes (a stream: running status carries over between calls; ``packet``:
+        the bytes are one complete transport event, anything left incomplete is rejected)."""
+        self._parser.feed(data)
+        if packet:
+            self._parser.end_packet()
+
+    def _on_bytes(self, data: list[int]) -> None:
+        try:
+            msg = mido.Message.from_bytes(data)
+        except (ValueError, TypeError) as e:
+            self.reject(f"invalid message {bytes(data[:8]).hex()}: {e}")
+            return
+        self.handle(msg)
+
+    def reject(self, reason: str) -> None:
+        """Count one rejected message (``engine.dropped_messages`` and ``stats``)."""
+        self.stats["rejected"] += 1
+        self.last_error = reason
+        count_dropped(self.engine)
+
+    def handle(self, msg: mido.Message, now: float | None = None, stamp: float | None = None) -> None:
+        """Apply one message. ``now``: ``time.monotonic()`` (for pair timeouts); ``stamp``: the
+        message's time in seconds on any clock (for the tempo estimate; default ``now``).
+        Never raises: failures are counted (see :meth:`reject`)."""
+        if now is None:
+            now = time.monotonic()
+        try:
+            self.stats["received"] += 1
+            t = msg.type
+            if t == "control_change":
+                self._apply(self._control_change(msg.channel, msg.control, msg.value, now))
+            elif t == "note_on" or t == "note_off":
+                self._apply(self._note(msg.channel, msg.note, msg.velocity if t == "note_on" else 0))
+            elif t == "clock":
+                self.transport.clock(now if stamp is None else stamp)
+            elif t == "start":
+                self.transport.start()
+            elif t == "stop":
+                self.transport.stop()
+            elif t == "continue":
+                self.transport.cont()
+            elif t == "songpos":
+                self.transport.song_position(msg.pos)
+            elif t == "program_change":
+                self._program(msg.program)
+            elif t == "sysex":
+                self.reject("sysex is not supported")
+            else:
+                self.stats["ignored"] += 1
+        except Exception as e:  # noqa: BLE001 - never into rtmidi's thread
+            log.debug("MIDI message %s failed", msg, exc_info=e)
+            self.reject(f"{msg}: {type(e).__name__}: {e}")
+
+    def flush(self, now: float | None = None) -> None:
+        """Apply 14-bit halves and learn candidates whose partner did not come within the timeout."""
+        if now is None:
+            now = time.monotonic()
+        actions: list[tuple[MidiMap, float]] = []
+        with self._lock:
+            for key, pair in list(self._pairs.items()):
+                if pair.deadline <= now:
+                    del self._pairs[key]
+                    actions += self._complete(key, pair, lone=True)
+            cand = self._learn_candidate
+            learned = None
+            if cand is not None and cand[2] <= now and self._learn is not None:
+                learned = self._learned("cc", cand[0], cand[1])
+        if learned is not None:
+            self._notify_learned(learned)
+        self._apply(actions)
+
+    def next_deadline(self) -> float | None:
+        """The earliest ``time.monotonic()`` at which :meth:`flush` has something to do."""
+        deadlines = [p.deadline for p in list(self._pairs.values())]
+        cand = self._learn_candidate
+        if cand is not None:
+            deadlines.append(cand[2])
+        return min(deadlines) if deadlines else None
+
+    def _wake(self) -> None:
+        if self.on_pending is not None:
+            self.on_pending()
+
+    def _notify_learned(self, m: MidiMap) -> None:
+        for listener in list(self._learn_listeners):
+            try:
+                listener(m.address, m)
+            except Exception:  # noqa: BLE001
+                log.exception("learn listener failed")
+
+    # == message kinds ===========================================================================
+    def _control_change(self, channel: int, cc: int, value: int, now: float) -> list[tuple[MidiMap, float]]:
+        actions: list[tuple[MidiMap, float]] = []
+        learned: MidiMap | None = None
+        with self._lock:
+            if self._learn is not None:
+                learned = self._learn_cc(channel, cc, now)
+            if cc in _NRPN_CCS:
+                actions += self._nrpn_cc(channel, cc, value, now, skip=learned is not None)
+            mapped = cc in _NRPN_CCS or learned is not None or self._learn is not None
+            if learned is None:
+                maps = self._lookup("cc", channel, cc)
+                for m in maps:
+                    actions.append((m, value / 127.0))
+                if cc < 64:
+                    half = cc if cc < 32 else cc - 32
+                    mapped = mapped or bool(maps) or bool(self._lookup("cc14", channel, half))
+                    actions += self._cc14(channel, cc, value, now)
+                else:
+                    mapped = mapped or bool(maps)
+        if learned is not None:
+            self._notify_learned(learned)
+        if not mapped:
+            self.stats["ignored"] += 1
+        return actions
+
+    def _cc14(self, channel: int, cc: int, value: int, now: float) -> list[tuple[MidiMap, float]]:
+        is_msb = cc < 32
+        number = cc if is_msb else cc - 32
+        maps = self._lookup("cc14", channel, number)
+        if not maps:
+            return []
+        return self._half(("cc14", channel, number), maps, is_msb, value, now)
+
+    def _half(self, key: tuple[str, int, int], maps: list[MidiMap], is_msb: bool, value: int,
+              now: float) -> list[tuple[MidiMap, float]]:
+        """One half of a 14-bit value arrived: combine with a waiting partner or wait for one."""
+        pair = self._pairs.get(key)
+        if pair is not None and (pair.msb is None) == is_msb:  # the partner is waiting
+            del self._pairs[key]
+            if is_msb:
+                pair.msb = value
+            else:
+                pair.lsb = value
+            return self._complete(key, pair, lone=False)
+        out: list[tuple[MidiMap, float]] = []
+        if pair is not None:  # the same half again: the earlier one was alone
+            del self._pairs[key]
+            out = self._complete(key, pair, lone=True)
+        pair = _Pair(maps, now + self.timeout)
+        if is_msb:
+            pair.msb = value
+        else:
+            pair.lsb = value
+        self._pairs[key] = pair
+        self._wake()
+        return out
+
+    def _complete(self, key: tuple[str, int, int], pair: _Pair, *, lone: bool) -> list[tuple[MidiMap, float]]:
+        if pair.msb is not None and pair.lsb is not None:
+            v14 = (pair.msb << 7) | pair.lsb
+            x = v14 / 16383.0
+        elif pair.msb is not None:  # a lone MSB: a 7-bit value
+            v14 = pair.msb << 7
+            x = pair.msb / 127.0
+        else:  # a lone LSB: fine change under the last MSB
+            assert pair.lsb is not None
+            v14 = (self._last.get(key, 0) & ~0x7F) | pair.lsb
+            x = v14 / 16383.0
+        self._last[key] = v14
+        return [(m, x) for m in pair.maps]
+
+    def _nrpn_cc(self, channel: int, cc: int, value: int, now: float, skip: bool) -> list[tuple[MidiMap, float]]:
+        kind, msb, lsb = self._nrpn.get(channel, (None, 0, 0))
+        if cc in (99, 98, 101, 100):
+            out = self._flush_nrpn(channel)  # a new selection completes pending data entry
+            if cc == 99:
+                kind, msb = "nrpn", value
+            elif cc == 98:
+                kind, lsb = "nrpn", value
+            else:
+                kind = "rpn"
+            if kind == "nrpn" and msb == 127 and lsb == 127:
+                kind = None  # null NRPN
+            self._nrpn[channel] = (kind, msb, lsb)
+            return out
+        if kind != "nrpn" or skip:
+            return []
+        number = (msb << 7) | lsb
+        maps = self._lookup("nrpn", channel, number)
+        if not maps:
+            return []
+        key = ("nrpn", channel, number)
+        if cc in (6, 38):
+            return self._half(key, maps, cc == 6, value, now)
+        # 96 increment / 97 decrement: step per map, in 14-bit units
+        out = self._flush_nrpn(channel)
+        base = self._last.get(key)
+        if base is None:
+            m0 = maps[0]
+            base = round(m0.position(self.engine.get(m0.address), self.engine.info(m0.address).param) * 16383)
+        count = max(1, value)
+        step = maps[0].step * count
+        v14 = min(16383, max(0, base + (step if cc == 96 else -step)))
+        self._last[key] = v14
+        return out + [(m, v14 / 16383.0) for m in maps]
+
+    def _flush_nrpn(self, channel: int) -> list[tuple[MidiMap, float]]:
+        out: list[tuple[MidiMap, float]] = []
+        for key in [k for k in self._pairs if k[0] == "nrpn" and k[1] == channel]:
+            out += self._complete(key, self._pairs.pop(key), lone=True)
+        return out
+
+    def _note(self, channel: int, note: int, velocity: int) -> list[tuple[MidiMap, float]]:
+        learned: MidiMap | None = None
+        with self._lock:
+            if self._learn is not None and velocity > 0:
+                learned = self._learned("note", channel, note)
+            maps = [] if learned is not None else self._lookup("note", channel, note)
+        if learned is not None:
+            self._notify_learned(learned)
+            return []
+        actions: list[tuple[MidiMap, float]] = []
+        for m in maps:
+            if m.mode == "momentary":
+                actions.append((m, 1.0 if velocity > 0 else 0.0))
+            elif velocity > 0:  # toggle on note on; note off does nothing
+                lo, hi = m.range_for(self.engine.info(m.address).param)
+                current = self.engine.get(m.address)
+                actions.append((m, 0.0 if abs(current - hi) < abs(current - lo) else 1.0))
+        if not maps:
+            self.stats["ignored"] += 1
+        return actions
+
+    def _program(self, program: int) -> None:
+        name = self.program.get(program)
+        if name is None:
+            self.stats["ignored"] += 1
+            return
+
+        def load() -> None:
+            try:
+                self.engine.load_preset(name, source=MIDI_SOURCE)
+            except Exception as e:  # noqa: BLE001 - counted; the worker lives on
+                log.warning("MIDI program change %d: preset %r failed: %s", program, name, e)
+                self.reject(f"program change {program}: {e}")
+
+        if self.run_slow is None:
+            load()
+        else:
+            self.run_slow(load)
+
+    def _apply(self, actions: list[tuple[MidiMap, float]]) -> None:
+        """Set each target (outside the mapper lock: engine listeners may send OSC feedback)."""
+        engine = self.engine
+        for m, x in actions:
+            try:
+                info = engine.info(m.address)
+                engine.set(m.address, m.value(x, info.param), clamp=True, source=MIDI_SOURCE)
+                self.stats["applied"] += 1
+            except ParamError as e:  # the map names an address the current chain lacks
+                self.reject(str(e))
+
+
+# == ports =========================================================================================
+def _rtapi(api: str | None) -> int:
+    import rtmidi
+
+    if api in (None, "", "default"):
+        return rtmidi.API_UNSPECIFIED
+    name = APIS.get(api.lower(), api)
+    value = getattr(rtmidi, f"API_{name}", None)
+    if value is None or value not in rtmidi.get_compiled_api():
+        compiled = [rtmidi.get_api_name(a) for a in rtmidi.get_compiled_api()]
+        raise MidiError(f"MIDI API {api!r} is not available (python-rtmidi has: {', '.join(compiled)})")
+    return value
+
+
+def mido_backend(api: str | None = "jack") -> mido.Backend:
+    """mido's rtmidi backend for ``api`` (``jack``, ``alsa``, ``coremidi``, ``winmm`` or None)."""
+    _rtapi(api)
+    if api in (None, "", "default"):
+        return mido.Backend("mido.backends.rtmidi")
+    return mido.Backend(f"mido.backends.rtmidi/{APIS.get(api.lower(), api)}")
+
+
+def list_input_ports(api: str | None = "jack") -> list[str]:
+    """Names of the MIDI sources (ports an input can connect to) through mido's rtmidi backend."""
+    try:
+        return list(mido_backend(api).get_input_names())
+    except MidiError:
+        raise
+    except Exception as e:  # noqa: BLE001 - rtmidi raises SystemError & co. without a server
+        raise MidiError(f"cannot list MIDI inputs ({api or 'default'} API): {e}") from e
+
+
+def match_port(wanted: str, names: list[str]) -> int | None:
+    """Index of ``wanted`` in ``names``: an exact name, else the only name containing it
+    (ALSA adds ``client:port`` numbers that change when a device is plugged back in)."""
+    if wanted in names:
+        return names.index(wanted)
+    hits = [i for i, n in enumerate(names) if wanted in n]
+    return hits[0] if len(hits) == 1 else None
+
+
+class MidiInput:
+    """A MIDI input port feeding a :class:`MidiMapper` (see the module docstring).
+
+    Parameters
+    ----------
+    mapper : MidiMapper
+        Where messages go; its ``run_slow`` is set to this input's worker thread if unset.
+    port : str, optional
+        A source port to connect to (exact name, or a unique part of it). It need not exist
+        yet: the input connects when it appears, and reconnects whenever it comes back.
+        ``None``: open a virtual port ``client_name:port_name`` others connect to (JACK, ALSA,
+        CoreMIDI; not WinMM).
+    api : str, optional
+        ``"jack"`` (default), ``"alsa"``, ``"coremidi"``, ``"winmm"`` or None (rtmidi's default).
+    server : str, optional
+        JACK server name; sets ``JACK_DEFAULT_SERVER`` for this process (libjack reads it).
+    client_name, port_name : str
+        Our client and port names (JACK shows ``hushbridge-midi:in``).
+    poll_s : float
+        How often to look for the source port (hot-plug).
+
+    Examples
+    --------
+    >>> with MidiInput(MidiMapper(engine), port=None, api="jack") as midi:   # doctest: +SKIP
+    ...     print(midi.port_label)
+    """
+
+    def __init__(self, mapper: MidiMapper, port: str | None = None, *, api: str | None = "jack",
+                 server: str | None = None, client_name: str = "hushbridge-midi", port_name: str = "in",
+                 poll_s: float = 0.25) -> None:
+        self.mapper = mapper
+        self.source = port
+        self.api = api
+        self.server = server
+        self.client_name = client_name
+        self.port_name = port_name
+        self.poll_s = poll_s
+        self.connected = False  # to the source port (always True for a virtual port once open)
+        self.connected_to = ""
+        self.connects = 0
+        self.disconnects = 0
+        self._rt: Any = None
+        self._rt_lock = threading.Lock()
+        self._jack: Any = None  # JACK: a JACK-Client client that checks our connection is still there
+        self._parser = MidiStreamParser(self._on_message_bytes, mapper.reject)
+        self._stamp = 0.0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._tasks: deque[Callable[[], None]] = deque()
+        self._task_ready = threading.Event()
+        self._service = threading.Thread(target=self._serve, name="hushbridge-midi", daemon=True)
+        self._worker = threading.Thread(target=self._work, name="hushbridge-midi-worker", daemon=True)
+        self._started = False
+        self._closed = False
+
+    @property
+    def port_label(self) -> str:
+        """What this input listens on, for messages."""
+        if self.source is None:
+            return f"virtual port {self.client_name}:{self.port_name}"
+        state = f"connected to {self.connected_to}" if self.connected else "waiting for it to appear"
+        return f"{self.source!r} ({state})"
+
+    def start(self) -> MidiInput:
+        if self._closed:
+            raise RuntimeError("MidiInput is closed; create a new one")
+        if self._started:
+            return self
+        import os
+
+        import rtmidi
+
+        if self.server and (self.api or "").lower() == "jack":
+            os.environ["JACK_DEFAULT_SERVER"] = self.server
+        rtapi = _rtapi(self.api)
+        try:
+            rt = rtmidi.MidiIn(rtapi=rtapi, name=self.client_name)
+        except Exception as e:  # noqa: BLE001 - e.g. SystemError: no JACK server
+            raise MidiError(f"cannot open MIDI ({self.api or 'default'} API): {e}") from e
+        rt.ignore_types(sysex=False, timing=False, active_sense=True)
+        self._rt = rt
+        try:
+            if self.source is None:
+                try:
+                    rt.open_virtual_port(self.port_name)
+                except Exception as e:  # noqa: BLE001 - NotImplementedError on WinMM & co.
+                    raise MidiError(f"cannot create a virtual MIDI port ({self.api or 'default'} API): {e}") from e
+                rt.set_callback(self._on_event)
+                self.connected = True
+            else:
+                self._jack = self._open_jack_watch()
+                self._check_source()
+        except BaseException:
+            rt.delete()
+            self._rt = None
+            raise
+        if self.mapper.run_slow is None:
+            self.mapper.run_slow = self._submit
+        self.mapper.on_pending = self._wake.set
+        self._started = True
+        self._service.start()
+        self._worker.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the threads and close the port. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        self._task_ready.set()
+        if self._started:
+            self._service.join()
+            self._worker.join()
+        if self.mapper.on_pending == self._wake.set:
+            self.mapper.on_pending = None
+        if self.mapper.run_slow == self._submit:
+            self.mapper.run_slow = None
+        with self._rt_lock:
+            rt, self._rt = self._rt, None
+            if rt is not None:
+                rt.cancel_callback()
+                rt.close_port()
+                rt.delete()
+            watch, self._jack = self._jack, None
+            if watch is not None:
+                watch.close()
+        self.connected = False
+
+    stop = close
+
+    def __enter__(self) -> MidiInput:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_connected(self, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.connected
+
+    # == rtmidi thread ===========================================================================
+    def _on_event(self, event: tuple[list[int], float], data: object = None) -> None:
+        """rtmidi callback: one complete event. Never raises."""
+        try:
+            message, delta = event
+            self._stamp += delta
+            self._parser.feed(message)
+            self._parser.end_packet()
+        except Exception as e:  # noqa: BLE001
+            self._parser.reset()
+            self.mapper.reject(f"MIDI input: {type(e).__name__}: {e}")
+
+    def _on_message_bytes(self, data: list[int]) -> None:
+        try:
+            msg = mido.Message.from_bytes(data)
+        except (ValueError, TypeError) as e:
+            self.mapper.reject(f"invalid message {bytes(data[:8]).hex()}: {e}")
+            return
+        self.mapper.handle(msg, stamp=self._stamp)
+
+    # == service thread ==========================================================================
+    def _serve(self) -> None:
+        next_poll = time.monotonic() + self.poll_s
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                self.mapper.flush(now)
+                if self.source is not None and now >= next_poll:
+                    next_poll = now + self.poll_s
+                    self._check_source()
+            except Exception:  # noqa: BLE001 - keep serving
+                log.exception("MIDI service step failed")
+            wake = next_poll if self.source is not None else now + self.poll_s
+            deadline = self.mapper.next_deadline()
+            if deadline is not None:
+                wake = min(wake, deadline)
+            self._wake.wait(max(0.0, wake - time.monotonic()))
+            self._wake.clear()
+
+    def _check_source(self) -> None:
+        """Connect to the source port when it is there, let go of it when it is gone."""
+        assert self.source is not None
+        with self._rt_lock:
+            rt = self._rt
+            if rt is None:
+                return
+            names = rt.get_ports()
+            index = match_port(self.source, names)
+            if self.connected and (index is None or names[index] != self.connected_to
+                                   or not self._still_connected(names[index])):
+                rt.cancel_callback()
+                rt.close_port()
+                self.connected = False
+                self.disconnects += 1
+                log.info("MIDI source %r went away; waiting for it", self.connected_to)
+            if not self.connected and index is not None:
+                rt.set_callback(self._on_event)
+                rt.open_port(index, self.port_name)
+                self._parser.reset()
+                self.connected, self.connected_to = True, names[index]
+                self.connects += 1
+                log.info("MIDI input connected to %r", names[index])
+
+    def _open_jack_watch(self) -> Any:
+        """On JACK, a plain JACK client to see our connection (a source port closed and opened
+        again between two polls has the same name but is no longer connected to us)."""
+        if (self.api or "").lower() != "jack":
+            return None
+        try:
+            import jack
+
+            return jack.Client(f"{self.client_name}-watch", no_start_server=True, servername=self.server)
+        except Exception as e:  # noqa: BLE001 - without it, reconnects rely on the name vanishing
+            log.debug("no JACK connection watch: %s", e)
+            return None
+
+    def _still_connected(self, source: str) -> bool:
+        watch = self._jack
+        if watch is None:
+            return True
+        try:
+            peers = watch.get_all_connections(source)
+        except Exception:  # noqa: BLE001 - the port vanished meanwhile
+            return False
+        prefix, suffix = self.client_name, f":{self.port_name}"
+        return any(p.name.startswith(prefix) and p.name.endswith(suffix) for p in peers)
+
+    # == worker (preset loads) ===================================================================
+    def _submit(self, fn: Callable[[], None]) -> None:
+        self._tasks.append(fn)
+        self._task_ready.set()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._task_ready.wait()
+            self._task_ready.clear()
+            while self._tasks:
+                fn = self._tasks.popleft()
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001
+                    log.exception("MIDI worker task failed")
+
+
+__all__ = [
+    "APIS",
+    "MIDI_SOURCE",
+    "MidiError",
+    "MidiInput",
+    "MidiMap",
+    "MidiMapError",
+    "MidiMapper",
+    "MidiStreamParser",
+    "Transport",
+    "count_dropped",
+    "list_input_ports",
+    "match_port",
+    "mido_backend",
+    "parse_midi_table",
+]

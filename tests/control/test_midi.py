@@ -1,0 +1,712 @@
+"""MIDI control (hushbridge.control.midi): the port-free mapper, and real JACK MIDI ports.
+
+Unit tests drive :class:`MidiMapper` with mido messages and raw bytes (explicit ``now`` for the
+14-bit timeouts). The ``jack`` tests run on the session's dummy JACK server: a sender output port
+made with mido's rtmidi backend (``UNIX_JACK``) and our :class:`MidiInput`, either connecting to
+the sender by name or offering a virtual port the sender connects to.
+
+Most tests use ``Chain([Gain(), Gain()])`` (ids ``gain``, ``gain_2``; ``gain_db`` -96..24 dB),
+whose values are exactly predictable.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import mido
+import numpy as np
+import pytest
+
+from helpers import wait_until
+from hushbridge.control.midi import (
+    MIDI_SOURCE,
+    MidiInput,
+    MidiMap,
+    MidiMapError,
+    MidiMapper,
+    MidiStreamParser,
+    list_input_ports,
+    parse_midi_table,
+)
+from hushbridge.effects import Chain, Gain
+from hushbridge.engine import Engine, effect_of
+from hushbridge.presets import find_preset, load_preset, save_preset
+
+SR = 48000
+BLOCK = 128
+AMP = 0.5
+GAIN = "/hb/gain/gain_db"
+GAIN2 = "/hb/gain_2/gain_db"
+
+
+def cc(control: int, value: int, channel: int = 0) -> mido.Message:
+    return mido.Message("control_change", channel=channel, control=control, value=value)
+
+
+def make_engine(prepare: bool = True) -> Engine:
+    engine = Engine(Chain([Gain(), Gain()]), channels=2)
+    if prepare:
+        engine.prepare(SR, BLOCK)
+    return engine
+
+
+def process_block(engine: Engine) -> None:
+    inp = np.full((2, BLOCK), 0.1, dtype=np.float32)
+    out = np.empty_like(inp)
+    engine.process(inp, out)
+
+
+def seven_bit(x: float, lo: float = -96.0, hi: float = 24.0) -> float:
+    """Distance from ``x`` to the nearest value a 7-bit controller can give over lo..hi."""
+    return min(abs(x - (lo + v / 127 * (hi - lo))) for v in range(128))
+
+
+class FakeDriver(threading.Thread):
+    """Calls ``engine.process`` on a 1 kHz sine every block period, like an audio callback."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(name="fake-audio", daemon=True)
+        self.engine = engine
+        self.stop_event = threading.Event()
+        self.nonfinite_blocks = 0
+        self.silent_blocks = 0
+        self.blocks = 0
+        self.min_peak = np.inf
+
+    def run(self) -> None:
+        t = np.arange(BLOCK)
+        inp = np.empty((2, BLOCK), dtype=np.float32)
+        out = np.empty((2, BLOCK), dtype=np.float32)
+        period = BLOCK / SR
+        phase = 0
+        next_t = time.perf_counter()
+        while not self.stop_event.is_set():
+            inp[:] = (AMP * np.sin(2 * np.pi * 1000.0 * (t + phase) / SR)).astype(np.float32)
+            phase += BLOCK
+            self.engine.process(inp, out)
+            if not np.isfinite(out).all():
+                self.nonfinite_blocks += 1
+            peak = float(np.abs(out).max())
+            if peak < 1e-4:
+                self.silent_blocks += 1
+            self.min_peak = min(self.min_peak, peak)
+            self.blocks += 1
+            next_t += period
+            delay = next_t - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.perf_counter()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(5)
+
+
+@pytest.fixture
+def running():
+    """An engine processing a sine on a thread (yields (engine, driver))."""
+    engine = make_engine()
+    driver = FakeDriver(engine)
+    driver.start()
+    try:
+        yield engine, driver
+    finally:
+        driver.stop()
+
+
+@pytest.fixture
+def user_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return tmp_path
+
+
+# == schema ========================================================================================
+def test_table_round_trip_and_errors():
+    table = {
+        "cc": [
+            {"channel": 1, "cc": 7, "address": GAIN, "curve": "exp", "min": -40.0, "max": 0.0, "invert": True},
+            {"cc": 1, "cc14": True, "address": GAIN2},
+        ],
+        "nrpn": [{"channel": 2, "param": 1000, "address": GAIN, "step": 64}],
+        "note": [{"note": 36, "address": "/hb/gain/bypass"}, {"note": 37, "address": GAIN, "mode": "momentary"}],
+        "program": {"0": "dialogue", "5": "podcast"},
+    }
+    mapper = MidiMapper(make_engine(False), table)
+    assert mapper.to_toml_dict() == table
+    assert MidiMapper(make_engine(False), mapper.to_toml_dict()).maps == mapper.maps
+    assert mapper.maps[0] == MidiMap("cc", 7, GAIN, 0, "exp", -40.0, 0.0, True)
+
+    bad = [
+        ({"cc": [{"cc": 128, "address": GAIN}]}, "midi.cc[0]: key 'cc'"),
+        ({"cc": [{"cc": 40, "cc14": True, "address": GAIN}]}, "key 'cc'"),
+        ({"cc": [{"cc": 7, "address": "gain"}]}, "key 'address'"),
+        ({"cc": [{"cc": 7, "address": GAIN, "curve": "cubic"}]}, "key 'curve'"),
+        ({"cc": [{"cc": 7, "address": GAIN, "channel": 0}]}, "key 'channel'"),
+        ({"cc": [{"cc": 7, "address": GAIN, "colour": 1}]}, "key 'colour'"),
+        ({"note": [{"address": GAIN}]}, "key 'note'"),
+        ({"nrpn": [{"param": 16384, "address": GAIN}]}, "key 'param'"),
+        ({"program": {"200": "dialogue"}}, "midi.program"),
+        ({"knobs": []}, "key 'knobs'"),
+    ]
+    for table, where in bad:
+        with pytest.raises(MidiMapError, match=where.replace("[", r"\[").replace("]", r"\]")):
+            parse_midi_table(table)
+
+
+def test_preset_midi_table_saved_and_loaded(user_config):
+    engine = make_engine(False)
+    mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": GAIN, "min": -20.0, "max": 0.0}],
+                                 "program": {"1": "podcast"}})
+    path = save_preset(engine.chain, "midi-test", midi=mapper.to_toml_dict())
+    preset = find_preset("midi-test")
+    assert str(path) == preset.source
+    again = MidiMapper(make_engine(False), preset.midi)
+    assert again.maps == mapper.maps and again.program == {1: "podcast"}
+
+
+# == mapping (no ports) ============================================================================
+def test_cc_curves_and_invert():
+    engine = make_engine()
+    table = {"cc": [
+        {"cc": 10, "address": GAIN, "min": 0.0, "max": 24.0},
+        {"cc": 11, "address": GAIN, "min": 0.0, "max": 24.0, "curve": "exp"},
+        {"cc": 12, "address": GAIN, "min": 0.0, "max": 24.0, "curve": "log"},
+        {"cc": 13, "address": GAIN, "min": 0.0, "max": 24.0, "invert": True},
+        {"cc": 14, "address": GAIN, "min": 0.0, "max": 24.0, "curve": "exp", "invert": True},
+    ]}
+    mapper = MidiMapper(engine, table)
+    x = 64 / 127
+    expected = {
+        10: 24.0 * x,
+        11: 24.0 * (100 ** x - 1) / 99,
+        12: 24.0 * np.log1p(99 * x) / np.log(100),
+        13: 24.0 * (1 - x),
+        14: 24.0 * (100 ** (1 - x) - 1) / 99,
+    }
+    for control, want in expected.items():
+        mapper.handle(cc(control, 64))
+        assert engine.get(GAIN) == pytest.approx(want, abs=1e-9), control
+    assert expected[11] < expected[10] < expected[12]  # exp: fine at the bottom; log: at the top
+    for control, want in ((10, 0.0), (13, 24.0), (11, 0.0), (12, 24.0)):
+        mapper.handle(cc(control, 0 if control != 12 else 127))
+        assert engine.get(GAIN) == pytest.approx(want)
+    # a map's inverse position gives the value back (used by NRPN increments)
+    m = mapper.maps[2]
+    assert m.value(m.position(7.5, engine.info(GAIN).param), engine.info(GAIN).param) == pytest.approx(7.5)
+    assert mapper.stats["applied"] == 9 and engine.dropped_messages == 0
+
+
+def test_one_cc_to_two_targets_and_channels():
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"cc": [
+        {"cc": 7, "address": GAIN, "min": -10.0, "max": 0.0},
+        {"cc": 7, "address": GAIN2, "min": 0.0, "max": 10.0, "invert": True},
+        {"cc": 8, "channel": 2, "address": GAIN2},
+    ]})
+    mapper.handle(cc(7, 127, channel=5))
+    assert engine.get(GAIN) == 0.0 and engine.get(GAIN2) == 0.0
+    mapper.handle(cc(7, 0))
+    assert engine.get(GAIN) == -10.0 and engine.get(GAIN2) == 10.0
+    mapper.handle(cc(8, 127, channel=0))  # channel 1: not mapped
+    assert engine.get(GAIN2) == 10.0
+    mapper.handle(cc(8, 127, channel=1))  # channel 2
+    assert engine.get(GAIN2) == 24.0
+    process_block(engine)
+    assert effect_of(engine, "gain").get("gain_db") == -10.0
+    assert effect_of(engine, "gain_2").get("gain_db") == 24.0
+
+
+def test_cc14_pairs_either_order_and_timeouts():
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"cc": [{"cc": 1, "cc14": True, "address": GAIN}]})
+    v14 = 8192 + 37
+    want = -96.0 + v14 / 16383 * 120.0
+    assert seven_bit(want) > 0.1  # no 7-bit controller value gives this
+    t = 100.0
+    mapper.handle(cc(1, v14 >> 7), now=t)
+    assert engine.get(GAIN) == 0.0  # waiting for the LSB
+    mapper.handle(cc(33, v14 & 0x7F), now=t + 0.002)
+    assert engine.get(GAIN) == pytest.approx(want, abs=1e-9)
+
+    v14 = 3000
+    want = -96.0 + v14 / 16383 * 120.0
+    mapper.handle(cc(33, v14 & 0x7F), now=t + 1)  # LSB first
+    mapper.handle(cc(1, v14 >> 7), now=t + 1.003)
+    assert engine.get(GAIN) == pytest.approx(want, abs=1e-9)
+    assert mapper.next_deadline() is None
+
+    # a lone MSB is applied as a 7-bit value once the timeout passes
+    mapper.handle(cc(1, 127), now=t + 2)
+    mapper.flush(t + 2.005)
+    assert engine.get(GAIN) == pytest.approx(want, abs=1e-9)
+    assert mapper.next_deadline() == pytest.approx(t + 2.010)
+    mapper.flush(t + 2.011)
+    assert engine.get(GAIN) == 24.0
+    # a lone LSB: a fine move under the last MSB
+    mapper.handle(cc(1, 64), now=t + 3)
+    mapper.handle(cc(33, 0), now=t + 3.001)
+    mapper.handle(cc(33, 5), now=t + 3.1)
+    mapper.flush(t + 3.2)
+    assert engine.get(GAIN) == pytest.approx(-96.0 + (64 * 128 + 5) / 16383 * 120.0, abs=1e-9)
+    assert engine.dropped_messages == 0
+
+
+def test_nrpn_data_entry_increment_and_null():
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"nrpn": [{"channel": 3, "param": 1000, "address": GAIN, "step": 100}]})
+    ch = 2
+    t = 50.0
+    v14 = 12345
+    for control, value in ((99, 1000 >> 7), (98, 1000 & 0x7F), (6, v14 >> 7), (38, v14 & 0x7F)):
+        mapper.handle(cc(control, value, ch), now=t)
+    want = -96.0 + v14 / 16383 * 120.0
+    assert engine.get(GAIN) == pytest.approx(want, abs=1e-9)
+    assert seven_bit(want) > 0.05
+    mapper.handle(cc(96, 1, ch), now=t + 1)  # increment by one step of 100
+    assert engine.get(GAIN) == pytest.approx(-96.0 + (v14 + 100) / 16383 * 120.0, abs=1e-9)
+    mapper.handle(cc(97, 3, ch), now=t + 1)  # decrement by three steps
+    assert engine.get(GAIN) == pytest.approx(-96.0 + (v14 - 200) / 16383 * 120.0, abs=1e-9)
+    # a lone data entry MSB (7-bit controller) after the timeout
+    mapper.handle(cc(6, 127, ch), now=t + 2)
+    mapper.flush(t + 2.02)
+    assert engine.get(GAIN) == 24.0
+    # another parameter, an RPN, the null NRPN: data entry no longer reaches 1000
+    for select in ((99, 0), (98, 1)), ((101, 0), (100, 0)), ((99, 127), (98, 127)):
+        for control, value in select:
+            mapper.handle(cc(control, value, ch), now=t + 3)
+        mapper.handle(cc(6, 0, ch), now=t + 3)
+        mapper.handle(cc(38, 0, ch), now=t + 3)
+        assert engine.get(GAIN) == 24.0
+    # on another channel nothing happens
+    for control, value in ((99, 1000 >> 7), (98, 1000 & 0x7F), (6, 0), (38, 0)):
+        mapper.handle(cc(control, value, 0), now=t + 4)
+    assert engine.get(GAIN) == 24.0
+    assert engine.dropped_messages == 0
+
+
+def test_note_toggles_bypass_and_momentary():
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"note": [
+        {"note": 36, "address": "/hb/gain/bypass"},
+        {"note": 38, "address": GAIN2, "mode": "momentary", "min": -6.0, "max": 6.0},
+    ]})
+    on = mido.Message("note_on", note=36, velocity=100)
+    off = mido.Message("note_off", note=36)
+    mapper.handle(on)
+    process_block(engine)
+    assert engine.get("/hb/gain/bypass") == 1.0 and engine.chain.is_bypassed("gain")
+    mapper.handle(off)
+    mapper.handle(mido.Message("note_on", note=36, velocity=0))  # note off as note on, velocity 0
+    assert engine.get("/hb/gain/bypass") == 1.0
+    mapper.handle(on)
+    process_block(engine)
+    assert engine.get("/hb/gain/bypass") == 0.0 and not engine.chain.is_bypassed("gain")
+    mapper.handle(mido.Message("note_on", note=38, velocity=1))
+    assert engine.get(GAIN2) == 6.0
+    mapper.handle(mido.Message("note_off", note=38))
+    assert engine.get(GAIN2) == -6.0
+
+
+def test_program_change_and_unknown_targets_counted():
+    engine = make_engine(False)
+    mapper = MidiMapper(engine, {"program": {"3": "podcast", "4": "no-such-preset"},
+                                 "cc": [{"cc": 7, "address": "/hb/compressor/threshold_db"}]})
+    mapper.handle(cc(7, 10))  # the gain chain has no compressor
+    assert engine.dropped_messages == 1
+    mapper.handle(mido.Message("program_change", program=3))
+    assert engine.chain.ids == load_preset("podcast").ids
+    mapper.handle(cc(7, 127))
+    assert engine.get("/hb/compressor/threshold_db") == 0.0
+    mapper.handle(mido.Message("program_change", program=4))  # fails to load: counted
+    mapper.handle(mido.Message("program_change", program=9))  # not mapped: ignored
+    assert engine.dropped_messages == 2 and "no-such-preset" in mapper.last_error
+    assert engine.chain.ids == load_preset("podcast").ids
+
+
+def test_learn_cc_cc14_nrpn_note_and_save(user_config):
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"cc": [{"cc": 20, "address": GAIN}, {"cc": 21, "address": GAIN2}]})
+    learned = []
+    mapper.add_learn_listener(lambda address, m: learned.append((address, m)))
+    with pytest.raises(ValueError, match="unknown address"):
+        mapper.learn("/hb/nope/gain_db")
+    t = 10.0
+    mapper.learn(GAIN)
+    mapper.handle(cc(74, 100, 4), now=t)  # >= 64: learned at once; replaces the cc 20 map
+    assert learned[-1] == (GAIN, MidiMap("cc", 74, GAIN, 4))
+    assert mapper.learning is None and engine.get(GAIN) == 0.0  # learned, not applied
+    mapper.handle(cc(74, 127, 4), now=t)
+    assert engine.get(GAIN) == 24.0
+    mapper.handle(cc(20, 0), now=t)
+    assert engine.get(GAIN) == 24.0  # the old map is gone
+
+    mapper.learn(GAIN2)  # a CC below 64 waits for a possible 14-bit partner
+    mapper.handle(cc(5, 1), now=t + 1)
+    assert mapper.learning == GAIN2
+    mapper.handle(cc(37, 2), now=t + 1.004)
+    assert learned[-1] == (GAIN2, MidiMap("cc14", 5, GAIN2, 0))
+    mapper.learn(GAIN2)  # a lone CC below 64 becomes a 7-bit map after the timeout
+    mapper.handle(cc(9, 1, 1), now=t + 2)
+    mapper.flush(t + 2.005)
+    assert mapper.learning == GAIN2
+    mapper.flush(t + 2.02)
+    assert learned[-1] == (GAIN2, MidiMap("cc", 9, GAIN2, 1))
+    mapper.learn("/hb/gain/bypass")
+    mapper.handle(mido.Message("note_on", note=40, velocity=90, channel=9), now=t + 3)
+    assert learned[-1] == ("/hb/gain/bypass", MidiMap("note", 40, "/hb/gain/bypass", 9))
+    mapper.learn(GAIN)
+    for control, value in ((99, 3), (98, 7), (6, 64)):
+        mapper.handle(cc(control, value, 2), now=t + 4)
+    assert learned[-1] == (GAIN, MidiMap("nrpn", 3 * 128 + 7, GAIN, 2))
+
+    save_preset(engine.chain, "learned", midi=mapper.to_toml_dict())
+    again = MidiMapper(make_engine(False), find_preset("learned").midi)
+    # each learn replaced the earlier maps of its address (cc 20, cc 21, cc 74 and the cc14 map)
+    assert {(m.kind, m.number, m.address, m.channel) for m in again.maps} == {
+        ("cc", 9, GAIN2, 1), ("note", 40, "/hb/gain/bypass", 9), ("nrpn", 391, GAIN, 2)}
+
+
+def test_transport_from_clock_messages():
+    mapper = MidiMapper(make_engine(False))
+    events = []
+    mapper.transport.add_listener(lambda tr, what: events.append((what, tr.playing)))
+    mapper.handle(mido.Message("start"))
+    stamp = 0.0
+    for _ in range(96):
+        mapper.handle(mido.Message("clock"), stamp=stamp)
+        stamp += 60 / (100 * 24)  # 100 BPM
+    assert mapper.transport.bpm == pytest.approx(100.0, abs=0.01)
+    assert mapper.transport.playing and mapper.transport.ticks == 96
+    mapper.handle(mido.Message("stop"))
+    mapper.handle(mido.Message("songpos", pos=8))
+    assert not mapper.transport.playing and mapper.transport.ticks == 48
+    mapper.handle(mido.Message("continue"))
+    assert events[0] == ("playing", True) and events[-2:] == [("playing", False), ("playing", True)]
+    assert ("bpm", True) in events
+
+
+# == raw bytes =====================================================================================
+def test_stream_parser_running_status_realtime_and_rejects():
+    got, rejected = [], []
+    parser = MidiStreamParser(got.append, rejected.append)
+    parser.feed([0xB0, 7, 100, 8, 50, 0xF8, 9])  # running status; a clock inside a message
+    parser.feed([60, 0x90, 60, 0xFA, 100])
+    assert got == [[0xB0, 7, 100], [0xB0, 8, 50], [0xF8], [0xB0, 9, 60], [0xFA], [0x90, 60, 100]]
+    assert rejected == []
+    got.clear()
+    parser.feed([0xF6, 1, 2, 3])  # tune request cancels running status: stray data (one run)
+    parser.feed([0x80, 60, 0xC0, 5])  # note off cut short
+    parser.feed([0xF0, 1, 2, 0xB0, 1, 1])  # sysex interrupted
+    parser.feed([0xF7, 0xF4, 0xF9, 0xFD, 0xF0, 0x7E, 0xF7])  # stray EOX, undefined statuses, a sysex
+    assert got == [[0xF6], [0xC0, 5], [0xB0, 1, 1], [0xF0, 0x7E, 0xF7]]
+    assert len(rejected) == 7, rejected
+    parser.feed([0xF0] + [1] * 5000 + [0xF7])
+    assert len(rejected) == 8 and "longer" in rejected[-1]
+    parser.feed([0x90, 60])
+    parser.end_packet()
+    assert len(rejected) == 9 and "incomplete" in rejected[-1]
+
+
+def test_stream_parser_agrees_with_mido_on_valid_input():
+    rng = random.Random(1)
+    data: list[int] = []
+    for _ in range(500):
+        kind = rng.choice(["note_on", "control_change", "program_change", "pitchwheel", "clock", "sysex"])
+        if kind == "note_on":
+            msg = mido.Message(kind, channel=rng.randrange(16), note=rng.randrange(128), velocity=rng.randrange(128))
+        elif kind == "control_change":
+            msg = mido.Message(kind, channel=rng.randrange(16), control=rng.randrange(128), value=rng.randrange(128))
+        elif kind == "program_change":
+            msg = mido.Message(kind, program=rng.randrange(128))
+        elif kind == "pitchwheel":
+            msg = mido.Message(kind, pitch=rng.randrange(-8192, 8192))
+        elif kind == "clock":
+            msg = mido.Message(kind)
+        else:
+            msg = mido.Message(kind, data=[rng.randrange(128) for _ in range(rng.randrange(10))])
+        data += msg.bytes()
+    got: list[list[int]] = []
+    parser = MidiStreamParser(got.append, lambda why: pytest.fail(why))
+    parser.feed(data)
+    assert [mido.Message.from_bytes(b) for b in got] == mido.parse_all(data)
+
+
+def fuzz_stream(seed: int, target: int = 5000) -> tuple[list[int], int]:
+    """A random byte stream of valid messages (with running status and realtime bytes inside) and
+    malformed pieces; returns the bytes and how many rejections the MIDI rules call for."""
+    rng = random.Random(seed)
+    data: list[int] = []
+    expected = 0
+    last_channel_status = 0  # running status in force for the next data bytes, or 0
+
+    def data_bytes(n: int) -> list[int]:
+        return [rng.randrange(128) for _ in range(n)]
+
+    while len(data) < target:
+        r = rng.random()
+        if r < 0.35:  # channel message, sometimes with realtime bytes inside
+            status = rng.choice([0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0, 0xE0]) | rng.randrange(16)
+            n = 1 if status & 0xF0 in (0xC0, 0xD0) else 2
+            body = [status] + data_bytes(n)
+            if rng.random() < 0.3:
+                body.insert(rng.randrange(1, len(body) + 1), rng.choice([0xF8, 0xFA, 0xFB, 0xFC, 0xFE]))
+            data += body
+            last_channel_status = status
+        elif r < 0.55 and last_channel_status:  # running status: data bytes only
+            n = 1 if last_channel_status & 0xF0 in (0xC0, 0xD0) else 2
+            data += data_bytes(n) * rng.randrange(1, 4)
+        elif r < 0.6:  # a complete sysex: valid bytes, but rejected (no sysex protocol)
+            data += [0xF0] + data_bytes(rng.randrange(0, 20)) + [0xF7]
+            expected += 1
+            last_channel_status = 0
+        elif r < 0.65:  # stray sysex: started, interrupted by the next status byte
+            data += [0xF0] + data_bytes(rng.randrange(0, 20))
+            data += [0xF6]  # tune request: ends it, valid (ignored)
+            expected += 1
+            last_channel_status = 0
+        elif r < 0.7:  # stray end of sysex
+            data += [0xF7]
+            expected += 1
+            last_channel_status = 0
+        elif r < 0.77:  # invalid data bytes: no running status in force
+            data += [0xF6] + data_bytes(rng.randrange(1, 6))
+            expected += 1
+            last_channel_status = 0
+        elif r < 0.84:  # a message cut short by the next status byte
+            status = rng.choice([0x80, 0x90, 0xB0, 0xE0]) | rng.randrange(16)
+            data += [status] + data_bytes(1) + [0xF6]
+            expected += 1
+            last_channel_status = 0
+        elif r < 0.9:  # undefined status bytes
+            data += [rng.choice([0xF4, 0xF5, 0xF9, 0xFD])]
+            expected += 1
+            if data[-1] in (0xF4, 0xF5):
+                last_channel_status = 0
+        elif r < 0.95:  # system common: song position, song select, MTC quarter frame
+            data += rng.choice([[0xF2] + data_bytes(2), [0xF3] + data_bytes(1), [0xF1] + data_bytes(1)])
+            last_channel_status = 0
+        else:  # clock, start, stop
+            data += [rng.choice([0xF8, 0xFA, 0xFC])]
+    return data, expected
+
+
+def test_random_byte_stream_while_audio_runs(running):
+    engine, driver = running
+    table = {"cc": [{"cc": c, "address": GAIN, "min": -12.0, "max": 0.0} for c in range(0, 128, 3)]
+             + [{"cc": 1, "cc14": True, "address": GAIN2, "min": -6.0, "max": 6.0}],
+             "note": [{"note": n, "address": GAIN2, "mode": "momentary", "min": -3.0, "max": 3.0} for n in range(128)],
+             "nrpn": [{"param": p, "address": GAIN, "min": -12.0, "max": 0.0} for p in range(0, 16384, 97)]}
+    mapper = MidiMapper(engine, table)
+    data, expected = fuzz_stream(seed=1234)
+    assert 5000 <= len(data) < 5200 and expected > 100
+    got: list[mido.Message] = []
+    reference = MidiStreamParser(lambda b: got.append(mido.Message.from_bytes(b)), lambda why: None)
+    rng = random.Random(7)
+    i = 0
+    blocks0 = driver.blocks
+    while i < len(data):  # in chunks of random size, a little at a time, as a serial port would
+        n = rng.randrange(1, 64)
+        mapper.feed(data[i:i + n])
+        reference.feed(data[i:i + n])
+        i += n
+        time.sleep(0.001)
+    mapper.flush(time.monotonic() + 1)
+    assert wait_until(lambda: driver.blocks > blocks0 + 20)
+    assert mapper.stats["rejected"] == expected == engine.dropped_messages
+    assert mapper.stats["received"] == len(got) > 1000
+    assert mapper.stats["applied"] > 100
+    assert driver.nonfinite_blocks == 0 and driver.silent_blocks == 0
+    assert engine.callback_errors == 0, engine.last_callback_error
+    assert driver.min_peak > AMP * 10 ** (-12 / 20) * 10 ** (-6 / 20) * 0.5  # the lowest mapped gain
+
+
+# == real JACK MIDI ports ==========================================================================
+SENDER_CLIENT = "hb-test-sender"
+SENDER_PORT = "out"
+
+
+@pytest.fixture
+def jack_midi(jack_server):
+    """mido's rtmidi backend with the JACK API, pointed at the test server."""
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    return backend
+
+
+def open_sender(backend, client: str = SENDER_CLIENT):
+    return backend.open_output(SENDER_PORT, client_name=client)  # virtual: a JACK output port
+
+
+def sender_name(client: str = SENDER_CLIENT) -> str:
+    return f"{client}:{SENDER_PORT}"
+
+
+@pytest.fixture
+def sender(jack_midi):
+    port = open_sender(jack_midi)
+    yield port
+    port.close()
+
+
+def send_and_wait(port, msgs, predicate, timeout: float = 3.0) -> bool:
+    for m in msgs:
+        port.send(m)
+    return wait_until(predicate, timeout)
+
+
+@pytest.mark.jack
+def test_jack_cc_sets_parameter(jack_midi, sender):
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"cc": [{"cc": 7, "channel": 1, "address": GAIN, "min": -40.0, "max": 0.0}]})
+    assert sender_name() in list_input_ports("jack")
+    with MidiInput(mapper, port=sender_name(), api="jack", poll_s=0.05) as midi:
+        assert midi.connected and midi.connected_to == sender_name()
+        want = -40.0 + 64 / 127 * 40.0
+        assert send_and_wait(sender, [cc(7, 64)], lambda: engine.get(GAIN) == pytest.approx(want))
+        process_block(engine)
+        assert effect_of(engine, "gain").get("gain_db") == pytest.approx(want)
+    assert engine.dropped_messages == 0
+
+
+@pytest.mark.jack
+def test_jack_virtual_input_cc14_both_orders(jack_midi):
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"cc": [{"cc": 2, "cc14": True, "address": GAIN}]})
+    with MidiInput(mapper, port=None, api="jack", client_name="hb-test-in", port_name="midi") as midi:
+        assert midi.connected
+        assert "hb-test-in:midi" in jack_midi.get_output_names()
+        out = jack_midi.open_output("hb-test-in:midi")  # the sender connects to our port by name
+        try:
+            for v14, order in ((10001, "msb-lsb"), (4321, "lsb-msb")):
+                want = -96.0 + v14 / 16383 * 120.0
+                assert seven_bit(want) > 0.05
+                pair = [cc(2, v14 >> 7), cc(34, v14 & 0x7F)]
+                if order == "lsb-msb":
+                    pair.reverse()
+                assert send_and_wait(out, pair, lambda: engine.get(GAIN) == pytest.approx(want, abs=1e-9)), order
+        finally:
+            out.close()
+
+
+@pytest.mark.jack
+def test_jack_learn_maps_a_cc(jack_midi, sender, user_config):
+    engine = make_engine()
+    mapper = MidiMapper(engine)
+    with MidiInput(mapper, port=sender_name(), api="jack", poll_s=0.05):
+        mapper.learn(GAIN2)
+        sender.send(cc(80, 3, channel=6))
+        assert wait_until(lambda: mapper.learning is None)
+        assert mapper.maps == [MidiMap("cc", 80, GAIN2, 6)]
+        assert send_and_wait(sender, [cc(80, 127, channel=6)], lambda: engine.get(GAIN2) == 24.0)
+        save_preset(engine.chain, "jack-learn", midi=mapper.to_toml_dict())
+    assert find_preset("jack-learn").midi == {"cc": [{"channel": 7, "cc": 80, "address": GAIN2}]}
+
+
+@pytest.mark.jack
+def test_jack_nrpn_note_program_and_hot_plug(jack_midi, running):
+    engine, driver = running
+    mapper = MidiMapper(engine, {
+        "nrpn": [{"param": 1000, "address": GAIN, "min": -20.0, "max": 0.0}],
+        "note": [{"note": 36, "address": "/hb/gain_2/bypass"}],
+        "program": {"1": "podcast"},
+    })
+    port = open_sender(jack_midi)
+    try:
+        with MidiInput(mapper, port=sender_name(), api="jack", poll_s=0.05) as midi:
+            v14 = 9999
+            want = -20.0 + v14 / 16383 * 20.0
+            nrpn = [cc(99, 1000 >> 7), cc(98, 1000 & 0x7F), cc(6, v14 >> 7), cc(38, v14 & 0x7F)]
+            assert send_and_wait(port, nrpn, lambda: engine.get(GAIN) == pytest.approx(want, abs=1e-9))
+            assert send_and_wait(port, [mido.Message("note_on", note=36, velocity=99)],
+                                 lambda: engine.chain.is_bypassed("gain_2"))
+
+            # hot-plug: the sender's port goes away and comes back under the same name
+            port.close()
+            port = open_sender(jack_midi)
+            assert wait_until(lambda: midi.connects == 2 and midi.connected, 3.0), (midi.connects, midi.disconnects)
+            assert send_and_wait(port, [mido.Message("note_on", note=36, velocity=99)],
+                                 lambda: not engine.chain.is_bypassed("gain_2"))
+            # a second time, waiting until the input notices the port is gone
+            port.close()
+            assert wait_until(lambda: not midi.connected)
+            port = open_sender(jack_midi)
+            assert wait_until(lambda: midi.connects == 3 and midi.connected)
+            assert send_and_wait(port, [cc(6, 0), cc(38, 0)], lambda: engine.get(GAIN) == -20.0)
+
+            ids = load_preset("podcast").ids
+            assert send_and_wait(port, [mido.Message("program_change", program=1)],
+                                 lambda: engine.chain.ids == ids, timeout=10.0)
+    finally:
+        port.close()
+    assert engine.dropped_messages == 0 and driver.nonfinite_blocks == 0
+
+
+@pytest.mark.jack
+def test_jack_clock_120_bpm_and_start_stop(jack_midi, sender):
+    mapper = MidiMapper(make_engine(False))
+    events = []
+    mapper.transport.add_listener(lambda tr, what: events.append(what))
+    with MidiInput(mapper, port=sender_name(), api="jack", poll_s=0.05):
+        sender.send(mido.Message("start"))
+        assert wait_until(lambda: mapper.transport.playing)
+        period = 60.0 / (120 * 24)
+        t0 = time.perf_counter()
+        clock = mido.Message("clock")
+        for k in range(24 * 4):  # two seconds, paced against the clock (not sleep drift)
+            while time.perf_counter() < t0 + k * period:
+                time.sleep(0.0005)
+            sender.send(clock)
+        assert wait_until(lambda: mapper.transport.ticks >= 96)
+        assert mapper.transport.bpm == pytest.approx(120.0, abs=1.0)
+        sender.send(mido.Message("stop"))
+        assert wait_until(lambda: not mapper.transport.playing)
+        sender.send(mido.Message("continue"))
+        assert wait_until(lambda: mapper.transport.playing)
+    assert events.count("playing") == 3 and "bpm" in events
+    assert mapper.engine.dropped_messages == 0
+
+
+@pytest.mark.jack
+def test_jack_malformed_events_counted(jack_midi, sender):
+    """Raw events through JACK: sysex and junk the sender writes are counted, nothing escapes."""
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": GAIN}]})
+    rt = sender._rt  # python-rtmidi sends raw bytes without checking them
+    with MidiInput(mapper, port=sender_name(), api="jack", poll_s=0.05):
+        for event in ([0xF0, 1, 2, 3, 0xF7], [0x12, 0x34], [0xF4], [0xB0, 7], [0xF7], [0xB0, 7, 127]):
+            rt.send_message(event)
+        assert wait_until(lambda: engine.get(GAIN) == 24.0)
+        assert wait_until(lambda: engine.dropped_messages == 5), mapper.last_error
+
+
+@pytest.mark.jack
+def test_cli_midi_ports_and_learn(jack_midi, sender, user_config, capsys):
+    from hushbridge.cli import main
+
+    assert main(["midi", "ports", "--api", "jack"]) == 0
+    assert sender_name() in capsys.readouterr().out
+
+    result = {}
+
+    def learn() -> None:
+        result["rc"] = main(["midi", "learn", "/hb/compressor/threshold_db", "--port", sender_name(),
+                             "--api", "jack", "--preset", "podcast", "--save", "podcast-knobs", "--timeout", "10"])
+
+    th = threading.Thread(target=learn)
+    th.start()
+    try:
+        # keep moving the knob until the command has armed learn and picked it up
+        deadline = time.monotonic() + 10
+        while th.is_alive() and time.monotonic() < deadline:
+            sender.send(cc(71, 30, channel=2))
+            time.sleep(0.05)
+    finally:
+        th.join(15)
+    assert result.get("rc") == 0
+    out = capsys.readouterr().out
+    assert "cc = 71" in out and "/hb/compressor/threshold_db" in out
+    preset = find_preset("podcast-knobs")
+    assert preset.midi == {"cc": [{"channel": 3, "cc": 71, "address": "/hb/compressor/threshold_db"}]}
+    assert preset.build().ids == load_preset("podcast").ids
+    assert MIDI_SOURCE == "midi"
