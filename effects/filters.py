@@ -28,7 +28,7 @@ from hushbridge.dsp.design import (
     design_stage,
 )
 from hushbridge.dsp.kernels.biquad import biquad_cascade, design_current
-from hushbridge.dsp.kernels.util import crossfade_into
+from hushbridge.dsp.kernels.util import F32, bind, crossfade_into
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 
 # Butterworth 4th order as two biquads: Q = 1 / (2 cos(pi/8)) and 1 / (2 cos(3 pi/8)).
@@ -53,6 +53,7 @@ class BiquadEffect(Effect):
         object.__setattr__(self, "_clock", np.zeros(1, dtype=np.int64))
         object.__setattr__(self, "_state", np.zeros((1, n, 2), dtype=np.float64))
         object.__setattr__(self, "_work", np.zeros(1, dtype=np.float64))
+        object.__setattr__(self, "_fast", None)
         self._coefs[:, 0] = 1.0
         super().__init__(**values)
 
@@ -83,6 +84,9 @@ class BiquadEffect(Effect):
     def _prepare(self, spec: ProcessSpec) -> None:
         object.__setattr__(self, "_state", np.zeros((spec.channels, self.stages, 2), dtype=np.float64))
         object.__setattr__(self, "_work", np.zeros(spec.max_block_size, dtype=np.float64))
+        # the kernel's compiled entry point with this state bound (see _cascade)
+        object.__setattr__(self, "_fast", bind(biquad_cascade, self._work, self._kinds, self._ramp, self._coefs,
+                                               self._state, self._clock, float(spec.sample_rate)))
 
     def reset(self) -> None:
         """Clear filter state; ramps jump to their targets."""
@@ -94,6 +98,14 @@ class BiquadEffect(Effect):
 
     def process(self, block: np.ndarray) -> None:
         """Filter ``block`` (channels, frames) float32 in place."""
+        self._cascade(block)
+
+    def _cascade(self, block: np.ndarray) -> None:
+        """The current stages over ``block``; through the bound entry point for C float32 blocks."""
+        fast = self._fast
+        if fast is not None and block.dtype is F32 and block.ndim == 2 and block.flags.c_contiguous:
+            fast[0](block, *fast[1])
+            return
         spec = self._require_prepared()
         biquad_cascade(block, self._work, self._kinds, self._ramp, self._coefs, self._state, self._clock,
                        float(spec.sample_rate))
@@ -132,6 +144,19 @@ BAND_TYPES = ("peak", "lowshelf", "highshelf", "lowpass", "highpass", "notch", "
 _TYPE_KINDS = (KIND_PEAKING, KIND_LOWSHELF, KIND_HIGHSHELF, KIND_LOWPASS, KIND_HIGHPASS, KIND_NOTCH, KIND_BANDPASS)
 #: length of the crossfade when a band changes type
 TYPE_FADE_MS = 20.0
+
+
+def _warm_up_fade(channels: int) -> None:
+    """Compile the crossfade path for contiguous and strided blocks now, not in the first fade."""
+    buf = np.zeros((channels, 4), dtype=np.float32)
+    kinds = np.zeros(1, dtype=np.int64)
+    ramp = np.zeros((1, 9), dtype=np.float64)
+    coefs = np.array([[1.0, 0.0, 0.0, 0.0, 0.0]])
+    state = np.zeros((channels, 1, 2), dtype=np.float64)
+    for a in (buf[:, :2], buf):
+        biquad_cascade(a, np.zeros(4), kinds, ramp, coefs, state, np.zeros(1, dtype=np.int64), 48000.0)
+        for b in (buf[:, 2:], buf.copy()):
+            crossfade_into(a, b, 0, 2)
 
 
 class PeakingEQ(BiquadEffect):
@@ -207,6 +232,7 @@ class PeakingEQ(BiquadEffect):
         object.__setattr__(self, "_old_state", np.zeros_like(self._state))
         object.__setattr__(self, "_old_block", np.zeros((spec.channels, spec.max_block_size), dtype=np.float32))
         self._fade[1] = max(1, int(round(TYPE_FADE_MS * 1e-3 * spec.sample_rate)))
+        _warm_up_fade(spec.channels)
 
     def reset(self) -> None:
         """Clear filter state; ramps jump to their targets; a type crossfade in progress ends."""
@@ -227,5 +253,4 @@ class PeakingEQ(BiquadEffect):
                            float(spec.sample_rate))
             fade[0] = crossfade_into(old, block, int(fade[0]), int(fade[1]))
             return
-        biquad_cascade(block, self._work, self._kinds, self._ramp, self._coefs, self._state, self._clock,
-                       float(spec.sample_rate))
+        self._cascade(block)
