@@ -91,18 +91,16 @@ def _k_sample(x: float, k: np.ndarray, st: np.ndarray, c: int) -> float:
     y = k[0, 0] * x + st[c, 0]
     z1 = k[0, 1] * x - k[0, 3] * y + st[c, 1]
     z2 = k[0, 2] * x - k[0, 4] * y
-    if abs(z1) < DENORMAL_FLOOR:
+    if abs(z1) < DENORMAL_FLOOR and abs(z2) < DENORMAL_FLOOR:  # both at once: no limit cycle
         z1 = 0.0
-    if abs(z2) < DENORMAL_FLOOR:
         z2 = 0.0
     st[c, 0] = z1
     st[c, 1] = z2
     v = k[1, 0] * y + st[c, 2]
     z1 = k[1, 1] * y - k[1, 3] * v + st[c, 3]
     z2 = k[1, 2] * y - k[1, 4] * v
-    if abs(z1) < DENORMAL_FLOOR:
+    if abs(z1) < DENORMAL_FLOOR and abs(z2) < DENORMAL_FLOOR:  # both at once: no limit cycle
         z1 = 0.0
-    if abs(z2) < DENORMAL_FLOOR:
         z2 = 0.0
     st[c, 2] = z1
     st[c, 3] = z2
