@@ -24,12 +24,18 @@ from time import perf_counter
 
 import numpy as np
 
-from hushbridge.dsp.kernels.util import delay_through, ramp_mix, sanitize
+from numba import int64, typeof
+
+from hushbridge.dsp.kernels.util import compiled, delay_through, is_block, ramp_mix, sanitize
 from hushbridge.effects.base import Effect, ProcessSpec, ramp_step
 from hushbridge.errors import ChainError
 
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 BYPASS_MS = 20.0
+
+_BLOCK_T = typeof(np.zeros((1, 1), dtype=np.float32))  # (channels, frames) float32, C-contiguous
+_SANITIZE = compiled(sanitize, _BLOCK_T)
+_DELAY_THROUGH = compiled(delay_through, _BLOCK_T, _BLOCK_T, int64, int64, _BLOCK_T)
 
 
 @dataclass(eq=False)
@@ -42,6 +48,10 @@ class _Slot:
     line: np.ndarray | None = None
     line_pos: int = 0
     dry: np.ndarray | None = None
+    # set by prepare: the latency the line was sized for, and a C-contiguous dry view per block size
+    latency: int = 0
+    dry_n: int = -1
+    dry_view: np.ndarray | None = None
 
 
 class Chain(Effect):
@@ -154,6 +164,8 @@ class Chain(Effect):
             lat = s.effect.latency_samples
             s.line = np.zeros((spec.channels, lat + spec.max_block_size + 1), dtype=np.float32)
             s.dry = np.zeros((spec.channels, spec.max_block_size), dtype=np.float32)
+            s.latency = lat
+            s.dry_n = -1
             s.mix[2] = ramp_step(spec, BYPASS_MS)
 
     def prepare(self, spec: ProcessSpec) -> None:
@@ -170,30 +182,46 @@ class Chain(Effect):
             s.mix[0] = s.mix[1]
 
     def process(self, block: np.ndarray) -> None:
-        """Run every effect in order on ``block`` (channels, frames) float32, in place."""
+        """Run every effect in order on ``block`` (channels, frames) float32, in place.
+
+        Hot path: a zero-latency effect that is fully in (not bypassed, not fading) needs no dry
+        signal, so its delay line is skipped; the kernels are called through their compiled entry
+        points when ``block`` is C-contiguous float32 (any other layout takes the dispatcher).
+        """
         if self._spec is None:
             raise RuntimeError("chain: call prepare(spec) before process()")
-        if sanitize(block):
+        fast = is_block(block)
+        check = _SANITIZE if fast else sanitize
+        if check(block):
             self.nonfinite_events += 1
         n = block.shape[1]
         timing = self.effect_seconds
         for k, s in enumerate(self._slots):
             mix = s.mix
-            fading = mix[0] != mix[1]
-            dry = s.dry[:, :n]
-            s.line_pos = delay_through(block, s.line, s.line_pos, s.effect.latency_samples, dry)
-            if mix[0] == 0.0 and not fading:
-                block[...] = dry
-                continue
+            m0 = mix[0]
+            fading = m0 != mix[1]
+            wet = m0 == 1.0 and not fading
+            if not wet or s.latency:
+                if s.dry_n != n:
+                    s.dry_view = s.dry.reshape(-1)[: block.shape[0] * n].reshape(block.shape[0], n)
+                    s.dry_n = n
+                dry = s.dry_view
+                if fast:
+                    s.line_pos = _DELAY_THROUGH(block, s.line, s.line_pos, s.latency, dry)
+                else:
+                    s.line_pos = delay_through(block, s.line, s.line_pos, s.latency, dry)
+                if m0 == 0.0 and not fading:
+                    block[...] = dry
+                    continue
             if timing is None:
                 s.effect.process(block)
             else:
                 t = perf_counter()
                 s.effect.process(block)
                 timing[k] += perf_counter() - t
-            if sanitize(block):
+            if check(block):
                 self.nonfinite_events += 1
                 block.fill(0.0)
                 s.effect.reset()
-            if fading or mix[0] != 1.0:
+            if not wet:
                 ramp_mix(block, dry, mix)
