@@ -8,8 +8,8 @@ Stages beyond ``harmonics`` are exactly transparent and cost nothing; changing `
 change clicks.
 
 ``auto = 1`` detects the mains frequency from the signal (see :mod:`hushbridge.dsp.kernels.hum`:
-Goertzel powers at 50/100/150 vs 60/120/180 Hz over one-second windows, averaged over about
-three seconds, 6 dB needed to switch) and glides the notches over :data:`GLIDE_MS` when it
+Goertzel powers at 50/100/150 vs 60/120/180 Hz over half-second windows, averaged over about
+two seconds, 6 dB needed to switch) and glides the notches over :data:`GLIDE_MS` when it
 changes its mind. Until the first decision the notches sit at ``mains_hz``.
 :attr:`HumRemover.detected_hz` gives the current decision (0 before one is made).
 
@@ -39,8 +39,8 @@ class HumRemover(BiquadEffect):
     name = "humremove"
     params = (
         Param("mains_hz", 50.0, 60.0, 50.0, step=10.0, smoothing_ms=GLIDE_MS),
-        Param("harmonics", 1.0, float(MAX_HARMONICS), 6.0, step=1.0, smoothing_ms=50.0),
-        Param("q", 5.0, 100.0, 20.0, scale="log", smoothing_ms=50.0),
+        Param("harmonics", 1.0, float(MAX_HARMONICS), 4.0, step=1.0, smoothing_ms=50.0),
+        Param("q", 5.0, 100.0, 30.0, scale="log", smoothing_ms=50.0),
         Param("depth_db", 6.0, 90.0, 60.0, smoothing_ms=50.0),
         Param("auto", 0.0, 1.0, 0.0, step=1.0, smoothing_ms=GLIDE_MS, choices=("off", "on")),
     )
@@ -73,7 +73,8 @@ class HumRemover(BiquadEffect):
 
     def _prepare(self, spec: ProcessSpec) -> None:
         super()._prepare(spec)
-        object.__setattr__(self, "_window", int(spec.sample_rate))  # 1 s: whole cycles of 50 and 60 Hz
+        # 0.5 s (1 s at odd rates): whole cycles of both 50 and 60 Hz and their harmonics
+        object.__setattr__(self, "_window", spec.sample_rate // 2 if spec.sample_rate % 2 == 0 else spec.sample_rate)
         for fam, base in enumerate((50.0, 60.0)):
             for k in range(DETECT_HARMONICS):
                 w = 2.0 * math.pi * base * (k + 1) / spec.sample_rate

@@ -3,8 +3,8 @@
 :func:`hum_remover` runs, sample-exactly whatever the host block size:
 
 1. Detection (only when ``auto``): Goertzel power at ``k * 50`` and ``k * 60`` Hz, ``k = 1..3``,
-   on the channel sum, over windows of exactly one second (an integer number of cycles of both
-   mains frequencies, so neither leaks into the other's bins). Each window's powers feed a
+   on the channel sum, over windows of exactly half a second (an integer number of cycles of
+   both mains frequencies, so neither leaks into the other's bins; the Effect picks the length). Each window's powers feed a
    running average with a time constant of :data:`AVERAGE_WINDOWS` windows; when one mains
    family beats the other by :data:`SWITCH_DB` the notch targets glide to it.
 2. :func:`~hushbridge.dsp.kernels.biquad.biquad_cascade` over the notch stages, whose
@@ -23,7 +23,7 @@ from numba import njit
 from hushbridge.dsp.kernels.biquad import biquad_cascade
 
 DETECT_HARMONICS = 3
-AVERAGE_WINDOWS = 3.0
+AVERAGE_WINDOWS = 4.0
 SWITCH_DB = 6.0
 # det layout (float64): [0:6] Goertzel s1, [6:12] s2, [12:18] coefficients 2cos(w),
 # [18] avg power 50 family, [19] avg power 60 family, [20] detected mains (0 none, 50, 60)
