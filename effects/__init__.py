@@ -10,6 +10,7 @@ from hushbridge.effects.base import Effect, Param, ProcessSpec
 from hushbridge.effects.chain import Chain
 from hushbridge.effects.compressor import Compressor
 from hushbridge.effects.deesser import DeEsser
+from hushbridge.effects.denoise import Denoise
 from hushbridge.effects.filters import HighPass, PeakingEQ
 from hushbridge.effects.gain import Gain
 from hushbridge.effects.gate import Gate
@@ -17,6 +18,7 @@ from hushbridge.effects.hum import HumRemover
 from hushbridge.effects.leveler import Leveler
 from hushbridge.effects.limiter import Limiter
 from hushbridge.effects.loudness import Loudness
+from hushbridge.effects.model import ModelEffect
 from hushbridge.effects.render import OfflineRenderer, iter_render, render
 from hushbridge.errors import ChainError
 
@@ -62,6 +64,7 @@ __all__ = [
     "Chain",
     "Compressor",
     "DeEsser",
+    "Denoise",
     "Effect",
     "Gain",
     "Gate",
@@ -70,6 +73,7 @@ __all__ = [
     "Leveler",
     "Limiter",
     "Loudness",
+    "ModelEffect",
     "OfflineRenderer",
     "Param",
     "PeakingEQ",

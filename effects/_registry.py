@@ -23,3 +23,7 @@ from hushbridge.effects.leveler import Leveler  # noqa: E402
 
 for _cls in (HumRemover, Gate, DeEsser, Leveler):
     register(_cls)
+
+from hushbridge.effects.denoise import Denoise  # noqa: E402
+
+register(Denoise)

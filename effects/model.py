@@ -1,0 +1,432 @@
+"""ModelEffect: any streaming ONNX model (models/README.md) as a real-time Effect.
+
+Signal path, per channel (each channel has its own model state; no linking)::
+
+    block ──► [soxr engine→model rate] ──► hop FIFO ──► model (one hop) ──► reduction limit ──►
+          [soxr model→engine rate] ──► output ring (absolute sample index) ──► mix ──► overload fade ──► block
+      └──► dry delay line (latency_samples) ───────────────────────────────────────┘        ┘
+
+Latency. Any host block size (1..4096 or more) works against any hop because the output ring is
+read a fixed ``L_fifo`` samples behind the input: output sample ``t`` is pipeline sample
+``t - L_fifo``, whatever the block boundaries. At the model's rate ``L_fifo = hop - 1`` (the least
+any block size allows) and :attr:`latency_samples` = ``hop - 1 + D`` exactly (``D`` the graph's
+``hushbridge.latency_samples``). At another engine rate the soxr streams release their output in
+bursts; ``L_fifo`` is the largest shortfall those bursts can cause (simulated once per rate pair at
+prepare time over 8 s of input in 16-sample steps, bounded from above, then cached), the
+resamplers' own signal delay is measured with an impulse, and the reported latency is
+``round(L_fifo + resampler delay + D * engine_rate / model_rate)``: within one sample of the truth.
+If the ring ever lacks a sample (it should not) it reads a zero and :attr:`ring_underruns` rises;
+the delay never changes.
+
+Resampling uses ``soxr.ResampleStream`` with quality ``resample_quality`` (default ``"LQ"``: flat to
+16 kHz at 44.1 kHz, round trip 44.1↔48 kHz adds about 10.7 ms; ``"QQ"`` adds 0.1 ms but droops
+-3.5 dB at 16 kHz; ``"HQ"`` adds about 40 ms). soxr's ``resample_chunk`` returns a new small
+array per call (its API has no ``out=``): the only allocation on the audio path, freed at once.
+
+``reduction_db`` limits how far the model may turn anything down. With an ``atten_lim_db`` input
+the model gets the value directly. Without it the effect mixes the model's output with its own
+input delayed by ``D`` at the model rate (exactly aligned): ``out = wet + g * (dry - wet)`` with
+``g = 10 ** (-reduction_db / 20)``, so a signal the model removes entirely still comes out at
+``-reduction_db`` dB and what the model keeps is unchanged; at 100 dB the limit is off (``g = 0``).
+``mix`` (0..1) then blends the result with the dry input delayed by ``latency_samples``.
+
+Overload. Each hop's inference time (all channels) is measured against ``overload_budget`` times
+the hop's real-time duration. When :data:`OVERLOAD_MISSES` of the last :data:`OVERLOAD_WINDOW` hops
+missed, the effect crossfades (:data:`FADE_MS`) to its latency-matched dry path, sets
+:attr:`overloaded`, counts :attr:`overload_events` and stops inference (the pipeline keeps
+running on the delayed input, so the delay never changes). Every :data:`PROBE_S` seconds it probes:
+runs the model for :data:`PROBE_HOPS` hops without using the output; if fewer than
+:data:`OVERLOAD_MISSES` of them miss, it crossfades back to the model and :attr:`recoveries` rises.
+
+Non-finite input is replaced by silence, every channel's model state is reset and
+:attr:`nonfinite_events` rises; a model that produces non-finite output or state for a channel
+gets that channel's state reset and a silent hop.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import ClassVar
+
+import numpy as np
+
+from hushbridge.dsp.kernels.model import fifo_fill, ring_read, ring_write
+from hushbridge.dsp.kernels.model import warm_up as _warm_model_kernels
+from hushbridge.dsp.kernels.util import delay_through, ramp_mix, sanitize
+from hushbridge.effects.base import Effect, Param, ProcessSpec, ramp_step
+from hushbridge.models.runtime import StreamingModel
+
+RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
+FADE_MS = 20.0
+OVERLOAD_WINDOW = 16
+OVERLOAD_MISSES = 4
+PROBE_S = 1.0
+PROBE_HOPS = 16
+_PLAN_SECONDS = 8.0  # simulated round trip, long enough for soxr's burst patterns to repeat
+_PLAN_CHUNK = 16
+
+_plans: dict[tuple[int, int, int, str], tuple[int, float]] = {}
+
+
+def resample_plan(engine_rate: int, model_rate: int, hop: int, quality: str) -> tuple[int, float]:
+    """``(L_fifo, signal_delay)`` for a soxr round trip engine→model→engine rate with ``hop``.
+
+    ``L_fifo`` (engine samples) is how far behind the input the output ring must be read so that
+    no block size ever finds it short. ``signal_delay`` is the round trip's own delay of an impulse
+    (engine samples, fractional). Computed once per argument set and cached (0.1-0.4 s)."""
+    key = (int(engine_rate), int(model_rate), int(hop), quality)
+    if key in _plans:
+        return _plans[key]
+    import soxr
+
+    # Simulate the round trip: input fed CHUNK samples at a time, the output stream one hop at a
+    # time as the model would. Within a chunk the input stream's output may appear at any sample,
+    # so the shortfall is bounded as if it appeared at the chunk's end (at most CHUNK - 1 too high).
+    rs_in = soxr.ResampleStream(engine_rate, model_rate, 1, dtype="float32", quality=quality)
+    rs_out = soxr.ResampleStream(model_rate, engine_rate, 1, dtype="float32", quality=quality)
+    chunk = np.zeros(_PLAN_CHUNK, dtype=np.float32)
+    zeros = np.zeros(hop, dtype=np.float32)
+    fill = w = worst = 0
+    for j in range(1, int(_PLAN_SECONDS * engine_rate) // _PLAN_CHUNK + 1):
+        end = j * _PLAN_CHUNK
+        w_before = w
+        fill += len(rs_in.resample_chunk(chunk))
+        while fill >= hop:
+            fill -= hop
+            w += len(rs_out.resample_chunk(zeros))
+        worst = max(worst, end - 1 - w_before, end - w)
+    l_fifo = worst
+    # signal delay of the round trip: an impulse, located to a fraction of a sample
+    n = 8 * int(engine_rate / 100) + 4096
+    x = np.zeros(n, dtype=np.float32)
+    at = n // 4
+    x[at] = 1.0
+    mid = soxr.ResampleStream(engine_rate, model_rate, 1, dtype="float32", quality=quality).resample_chunk(x, last=True)
+    y = soxr.ResampleStream(model_rate, engine_rate, 1, dtype="float32", quality=quality).resample_chunk(mid, last=True)
+    k = int(np.argmax(np.abs(y)))
+    frac = 0.0
+    if 0 < k < len(y) - 1:
+        a, b, c = (float(v) for v in y[k - 1:k + 2])
+        den = a - 2 * b + c
+        frac = 0.5 * (a - c) / den if den != 0 else 0.0
+    _plans[key] = (l_fifo, k + frac - at)
+    return _plans[key]
+
+
+class ModelEffect(Effect):
+    """A streaming ONNX model as an Effect; see the module docstring.
+
+    Parameters
+    ----------
+    model_path : str or os.PathLike, optional
+        The ``.onnx`` file; default: the class's shipped model (:meth:`default_model_path`).
+    resample_quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
+        soxr quality when the engine rate is not the model's (latency against quality, see above).
+    overload_budget : float
+        Share of a hop's real-time duration one hop's inference (all channels) may take before it
+        counts as a miss. ``0`` disables the overload fallback.
+    **values
+        Parameter values (``reduction_db``, ``mix``).
+
+    Attributes
+    ----------
+    activity : float
+        The model's latest speech probability (``activity`` output, largest over channels; NaN
+        when the graph has none).
+    overloaded : bool
+        True while the effect runs on its dry path because inference missed its budget.
+    overload_events, recoveries, nonfinite_events, ring_underruns : int
+        Counters.
+    last_inference_s : float
+        Inference time of the latest hop, all channels, seconds.
+    """
+
+    name: ClassVar[str] = "model"
+    params = (
+        Param("reduction_db", 0.0, 100.0, 30.0, smoothing_ms=50.0),
+        Param("mix", 0.0, 1.0, 1.0, smoothing_ms=20.0),
+    )
+    model_file: ClassVar[str] = ""
+
+    def __init__(self, model_path: str | os.PathLike | None = None, *, resample_quality: str = "LQ",
+                 overload_budget: float = 0.5, **values: float) -> None:
+        if resample_quality not in RESAMPLE_QUALITIES:
+            raise ValueError(f"resample_quality must be one of {RESAMPLE_QUALITIES}, got {resample_quality!r}")
+        if not (isinstance(overload_budget, (int, float)) and 0.0 <= overload_budget):
+            raise ValueError(f"overload_budget must be a number >= 0, got {overload_budget!r}")
+        path = self.default_model_path() if model_path is None else model_path
+        model = StreamingModel(path)
+        info = model.info
+        object.__setattr__(self, "model", model)
+        self.resample_quality = resample_quality
+        self.overload_budget = float(overload_budget)
+        self._mix_state = np.array([1.0, 1.0, 1.0], dtype=np.float64)
+        self._on_state = np.array([1.0, 1.0, 1.0], dtype=np.float64)
+        self._red_target = 1.0
+        self._red_state = np.ones((1, 3), dtype=np.float64)
+        self._latency = info.latency_samples + info.hop - 1
+        self._l_fifo = info.hop - 1
+        self.activity = float("nan")
+        self.overloaded = False
+        self.overload_events = 0
+        self.recoveries = 0
+        self.nonfinite_events = 0
+        self.ring_underruns = 0
+        self.last_inference_s = 0.0
+        self.resampler_delay = 0.0
+        super().__init__(**values)
+
+    @classmethod
+    def default_model_path(cls):
+        """The shipped model of this effect inside ``hushbridge.models``."""
+        from hushbridge.models.runtime import ModelNotFoundError, default_model_path
+
+        if not cls.model_file:
+            raise TypeError(f"{cls.__name__} has no shipped model: pass model_path=")
+        path = default_model_path(cls.model_file)
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"{cls.name}: the shipped model {cls.model_file} is not installed (looked in {path}); "
+                f"train and export it (models/train/, see models/README.md) or pass model_path=")
+        return path
+
+    # -- reporting ----------------------------------------------------------------------------
+    @property
+    def latency_samples(self) -> int:
+        """Delay in samples at the engine rate (after ``prepare``; before it, at the model rate)."""
+        return self._latency
+
+    @property
+    def model_latency_exact(self) -> float:
+        """The unrounded latency at the prepared rate (engine samples)."""
+        spec = self._spec
+        info = self.model.info
+        if spec is None or spec.sample_rate == info.sample_rate:
+            return float(self._latency)
+        return self._l_fifo + self.resampler_delay + info.latency_samples * spec.sample_rate / info.sample_rate
+
+    def __repr__(self) -> str:
+        base = super().__repr__()
+        return base.replace(" at 0x", f" model={self.model.info.name!r} at 0x")
+
+    # -- parameters ---------------------------------------------------------------------------
+    def _param_changed(self, index: int) -> None:
+        v = float(self._values[index])
+        if index == 0:
+            if self.model.atten_lim_db is not None:
+                self.model.atten_lim_db[0] = v
+                self._red_target = 1.0
+            else:
+                self._red_target = 1.0 if v >= 100.0 else 1.0 - 10.0 ** (-v / 20.0)
+            self._red_state[:, 1] = self._red_target
+            if self._spec is None:
+                self._red_state[:, 0] = self._red_target
+        elif index == 1:
+            self._mix_state[1] = v
+            if self._spec is None:
+                self._mix_state[0] = v
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _prepare(self, spec: ProcessSpec) -> None:
+        model, info = self.model, self.model.info
+        hop, d, ch = info.hop, info.latency_samples, spec.channels
+        sr, msr = spec.sample_rate, info.sample_rate
+        if sr == msr:
+            self._rs_in = self._rs_out = None
+            self._l_fifo = hop - 1
+            self.resampler_delay = 0.0
+            self._latency = d + hop - 1
+            hop_e = hop
+        else:
+            import soxr
+
+            self._l_fifo, self.resampler_delay = resample_plan(sr, msr, hop, self.resample_quality)
+            self._rs_in = [soxr.ResampleStream(sr, msr, 1, dtype="float32", quality=self.resample_quality)
+                           for _ in range(ch)]
+            self._rs_out = [soxr.ResampleStream(msr, sr, 1, dtype="float32", quality=self.resample_quality)
+                            for _ in range(ch)]
+            self._latency = int(round(self._l_fifo + self.resampler_delay + d * sr / msr))
+            hop_e = int(math.ceil(hop * sr / msr))
+        model.prepare(ch)
+        self._fifo = np.zeros((ch, hop), dtype=np.float32)
+        self._fill = [0] * ch
+        self._mline = [np.zeros((1, d + hop + 1), dtype=np.float32) for _ in range(ch)]
+        self._mpos = [0] * ch
+        self._dryhop = np.zeros((1, hop), dtype=np.float32)
+        size = self._l_fifo + spec.max_block_size + 4 * hop_e + 1024
+        self._ring = np.zeros((ch, size), dtype=np.float32)
+        self._w = [0] * ch
+        self._t = 0
+        self._dline = np.zeros((ch, self._latency + spec.max_block_size + 1), dtype=np.float32)
+        self._dpos = 0
+        self._dry = np.zeros((ch, spec.max_block_size), dtype=np.float32)
+        self._act = np.full(ch, np.nan, dtype=np.float64)
+        red = self._red_target
+        self._red_state = np.tile(np.array([red, red, ramp_step(ProcessSpec(msr, hop, 1), 50.0)]), (ch, 1))
+        self._mix_state[2] = ramp_step(spec, self.params[1].smoothing_ms)
+        self._on_state[2] = ramp_step(spec, FADE_MS)
+        self._history = np.zeros(OVERLOAD_WINDOW, dtype=np.int8)
+        self._hist_pos = 0
+        self._budget = self.overload_budget * hop / msr
+        self._probe_every = max(1, int(PROBE_S * msr / hop))
+        self._idle_hops = 0
+        self._probing = False
+        self._probe_done = 0
+        self._probe_misses = 0
+        self._t_inf = 0.0
+        self._hops_block = 0
+        _warm_model_kernels()
+        # the first onnxruntime run of a session is slow: do it here, not in a callback
+        for c in range(ch):
+            model.run_hop(c)
+        model.reset()
+
+    def reset(self) -> None:
+        """Clear model state, FIFOs, resamplers and delay lines (transport jump); keep parameters
+        and the overload state."""
+        if self._spec is None:
+            return
+        self.model.reset()
+        self._fifo.fill(0.0)
+        for c in range(self._spec.channels):
+            self._fill[c] = 0
+            self._mline[c].fill(0.0)
+            self._mpos[c] = 0
+            self._w[c] = 0
+        if self._rs_in is not None:
+            for r in self._rs_in:
+                r.clear()
+            for r in self._rs_out:
+                r.clear()
+        self._ring.fill(0.0)
+        self._t = 0
+        self._dline.fill(0.0)
+        self._dpos = 0
+        self._act.fill(np.nan)
+        self._red_state[:, 0] = self._red_state[:, 1]
+        self._mix_state[0] = self._mix_state[1]
+        self._on_state[0] = self._on_state[1]
+        self._history.fill(0)
+
+    # -- audio --------------------------------------------------------------------------------
+    def process(self, block: np.ndarray) -> None:
+        """Run the model on ``block`` (channels, frames) float32 in place; the output is delayed by
+        :attr:`latency_samples`."""
+        spec = self._require_prepared()
+        n = block.shape[1]
+        if sanitize(block):
+            self.nonfinite_events += 1
+            self.model.reset()
+        dry = self._dry[:, :n]
+        self._dpos = delay_through(block, self._dline, self._dpos, self._latency, dry)
+        run = not self.overloaded or self._probing or self._on_state[0] > 0.0
+        self._t_inf = 0.0
+        self._hops_block = 0
+        rs_in = self._rs_in
+        for c in range(spec.channels):
+            x = block[c]
+            if rs_in is not None:
+                x = rs_in[c].resample_chunk(x)
+            self._feed(c, x, run)
+        r = self._t - self._l_fifo
+        for c in range(spec.channels):
+            missing = ring_read(self._ring[c], self._w[c], r, block[c])
+            if missing:
+                self.ring_underruns += 1
+        self._t += n
+        if self._mix_state[0] != 1.0 or self._mix_state[1] != 1.0:
+            ramp_mix(block, dry, self._mix_state)
+        if self._on_state[0] != 1.0 or self._on_state[1] != 1.0:
+            ramp_mix(block, dry, self._on_state)
+        if self._hops_block:
+            self._account(run)
+
+    def _feed(self, c: int, x: np.ndarray, run: bool) -> None:
+        """Push model-rate samples ``x`` of channel ``c`` through the hop FIFO, one hop at a time."""
+        fifo = self._fifo[c]
+        hop = fifo.shape[0]
+        m = x.shape[0]
+        i = 0
+        fill = self._fill[c]
+        while i < m:
+            k = fifo_fill(x, i, fifo, fill)
+            i += k
+            fill += k
+            if fill == hop:
+                fill = 0
+                self._hop(c, fifo, run)
+        self._fill[c] = fill
+
+    def _hop(self, c: int, fifo: np.ndarray, run: bool) -> None:
+        model = self.model
+        ain = model.audio_in
+        ain[0] = fifo
+        dryhop = self._dryhop
+        self._mpos[c] = delay_through(ain, self._mline[c], self._mpos[c], model.info.latency_samples, dryhop)
+        if c == 0:
+            self._hops_block += 1
+        if run:
+            t0 = time.perf_counter()
+            out = self._infer(c)
+            self._t_inf += time.perf_counter() - t0
+            if sanitize(out) or not model.state_finite(c):
+                out.fill(0.0)
+                model.reset(c)
+                self.nonfinite_events += 1
+            if model.info.has_activity:
+                self._act[c] = model.extras[c]["activity"].flat[0]
+            if model.atten_lim_db is None:
+                ramp_mix(out, dryhop, self._red_state[c])
+            src = out[0]
+        else:
+            src = dryhop[0]
+        if self._rs_out is not None:
+            src = self._rs_out[c].resample_chunk(src)
+        self._w[c] = ring_write(self._ring[c], self._w[c], src)
+
+    def _infer(self, c: int) -> np.ndarray:
+        """One hop of inference for channel ``c`` (tests wrap this to simulate a slow machine)."""
+        return self.model.run_hop(c)
+
+    def _account(self, run: bool) -> None:
+        """Overload bookkeeping after a block that completed ``_hops_block`` hops."""
+        nh = self._hops_block
+        if self.model.info.has_activity:
+            self.activity = float(self._act.max())
+        if not run:
+            self._idle_hops += nh
+            if self._idle_hops >= self._probe_every and self.overload_budget > 0:
+                self._idle_hops = 0
+                self._probing = True
+                self._probe_done = self._probe_misses = 0
+                self.model.reset()
+            return
+        per_hop = self._t_inf / nh
+        self.last_inference_s = per_hop
+        if self.overload_budget <= 0:
+            return
+        miss = 1 if per_hop > self._budget else 0
+        if self._probing:
+            self._probe_done += nh
+            self._probe_misses += miss * nh
+            if self._probe_misses >= OVERLOAD_MISSES:
+                self._probing = False  # still too slow: wait for the next probe
+            elif self._probe_done >= PROBE_HOPS:
+                self._probing = False
+                self.overloaded = False
+                self.recoveries += 1
+                self._history.fill(0)
+                self._on_state[1] = 1.0
+            return
+        if self.overloaded:
+            return  # fading out to dry; inference stops when the fade has finished
+        hist = self._history
+        for _ in range(min(nh, OVERLOAD_WINDOW)):
+            hist[self._hist_pos] = miss
+            self._hist_pos = (self._hist_pos + 1) % OVERLOAD_WINDOW
+        if int(hist.sum()) >= OVERLOAD_MISSES:
+            self.overloaded = True
+            self.overload_events += 1
+            self._idle_hops = 0
+            self._on_state[1] = 0.0

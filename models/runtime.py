@@ -1,0 +1,308 @@
+"""Streaming ONNX runtime: one hop in, one hop out, explicit recurrent state, no allocation per hop.
+
+The graph contract is written down in ``models/README.md``: inputs ``audio_in`` float32 ``[1, hop]``,
+``state_<k>`` (fixed shapes, zeros at start) and optionally ``atten_lim_db`` ``[1]``; outputs
+``audio_out`` ``[1, hop]``, ``state_<k>_out`` (same shapes) and optionally ``activity`` ``[1]`` plus any
+other fixed-shape float32 outputs. Metadata ``hushbridge.sample_rate``, ``hushbridge.hop``,
+``hushbridge.latency_samples`` (graph delay at the model rate), ``hushbridge.name``,
+``hushbridge.version``.
+
+:class:`StreamingModel` follows the Effect lifecycle (STYLE.md rule 1):
+
+``StreamingModel(path)``
+    Opens one onnxruntime session (CPU provider, 1 intra-op thread, 1 inter-op thread, sequential
+    execution), reads the metadata and the state names and shapes from the graph and checks them.
+``prepare(channels)``
+    Allocates, for every channel, two sets of state arrays (ping-pong) and binds every input and
+    output once with IOBinding to preallocated arrays; then ``reset()``.
+``run_hop(channel)``
+    Runs one hop for ``channel`` from :attr:`audio_in` and returns :attr:`audio_out` (a view,
+    overwritten by the next call). The new state lands in the other buffer of the pair and the pair
+    swaps: nothing is allocated or copied.
+``reset(channel=None)``
+    Zeroes the state of one channel, or of all.
+``latency_samples``
+    The graph's delay at the model rate (metadata); the hop FIFO of an Effect adds ``hop - 1``.
+
+Multi-channel audio runs **per channel**: each channel has its own state set and is processed as
+an independent mono stream (no linking between channels); C channels cost C times one.
+
+>>> m = StreamingModel("models/denoise.onnx")            # doctest: +SKIP
+>>> m.prepare(channels=2)                                 # doctest: +SKIP
+>>> m.audio_in[0, :] = hop_of_audio                       # doctest: +SKIP
+>>> out = m.run_hop(0)                                    # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hushbridge.dsp.kernels.model import all_finite
+from hushbridge.errors import HushbridgeError
+
+AUDIO_IN = "audio_in"
+AUDIO_OUT = "audio_out"
+ATTEN_IN = "atten_lim_db"
+ACTIVITY_OUT = "activity"
+META = "hushbridge."
+REQUIRED_META = ("sample_rate", "hop", "latency_samples")
+
+
+class ModelError(HushbridgeError, RuntimeError):
+    """A model file is missing, unreadable or does not follow the streaming contract."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """The model file does not exist."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the graph declares: metadata plus state names and shapes."""
+
+    path: str
+    sample_rate: int
+    hop: int
+    latency_samples: int
+    name: str
+    version: str
+    states: tuple[tuple[str, tuple[int, ...]], ...]  # (input name, shape); output is name + "_out"
+    extra_outputs: tuple[tuple[str, tuple[int, ...]], ...]  # optional outputs, activity included
+    has_atten_lim: bool
+    has_activity: bool
+
+
+def _fixed_shape(name: str, shape: list, path: str, hop: int | None = None) -> tuple[int, ...]:
+    """A graph tensor's shape as ints; a symbolic batch dim is 1 and a symbolic hop dim is ``hop``."""
+    out = []
+    for i, d in enumerate(shape):
+        if isinstance(d, (int, np.integer)) and d > 0:
+            out.append(int(d))
+        elif i == 0 and len(shape) > 1:
+            out.append(1)
+        elif hop is not None and i == len(shape) - 1:
+            out.append(hop)
+        else:
+            raise ModelError(f"{path}: {name!r} has a dynamic dimension {d!r} in {shape}; "
+                             "the streaming contract needs fixed shapes (see models/README.md)")
+    return tuple(out)
+
+
+def _session_options():
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.enable_cpu_mem_arena = True
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return so
+
+
+def inspect_model(session, path: str) -> ModelInfo:
+    """Read and check the contract of an open onnxruntime session (raises ModelError)."""
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    missing = [k for k in REQUIRED_META if META + k not in meta]
+    if missing:
+        raise ModelError(f"{path}: metadata_props lacks {', '.join(META + k for k in missing)} "
+                         "(see models/README.md)")
+    try:
+        sr, hop, lat = (int(meta[META + k]) for k in REQUIRED_META)
+    except ValueError as e:
+        raise ModelError(f"{path}: hushbridge.sample_rate/hop/latency_samples must be integers: {e}") from e
+    if not (8000 <= sr <= 768000 and hop >= 1 and lat >= 0):
+        raise ModelError(f"{path}: bad metadata sample_rate={sr} hop={hop} latency_samples={lat}")
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    for name, table, kind in ((AUDIO_IN, inputs, "input"), (AUDIO_OUT, outputs, "output")):
+        if name not in table:
+            raise ModelError(f"{path}: no {kind} named {name!r} (has {sorted(table)})")
+    for name, t in list(inputs.items()) + list(outputs.items()):
+        if t.type != "tensor(float)":
+            raise ModelError(f"{path}: {name!r} is {t.type}; every tensor of the contract is float32")
+    for name in (AUDIO_IN, AUDIO_OUT):
+        table = inputs if name == AUDIO_IN else outputs
+        shape = _fixed_shape(name, table[name].shape, path, hop)
+        if shape != (1, hop):
+            raise ModelError(f"{path}: {name!r} has shape {shape}, the metadata says [1, {hop}]")
+    states = []
+    for name, t in inputs.items():
+        if name in (AUDIO_IN, ATTEN_IN):
+            continue
+        if not name.startswith("state_"):
+            raise ModelError(f"{path}: unexpected input {name!r}; inputs are audio_in, state_<k> and "
+                             "optionally atten_lim_db")
+        out_name = name + "_out"
+        if out_name not in outputs:
+            raise ModelError(f"{path}: state input {name!r} has no output {out_name!r}")
+        shape = _fixed_shape(name, t.shape, path)
+        oshape = _fixed_shape(out_name, outputs[out_name].shape, path)
+        if shape != oshape:
+            raise ModelError(f"{path}: {name!r} has shape {shape} but {out_name!r} has {oshape}")
+        states.append((name, shape))
+    if ATTEN_IN in inputs:
+        shape = _fixed_shape(ATTEN_IN, inputs[ATTEN_IN].shape, path)
+        if int(np.prod(shape)) != 1:
+            raise ModelError(f"{path}: {ATTEN_IN!r} must hold one value, has shape {shape}")
+    state_outs = {n + "_out" for n, _ in states}
+    extras = []
+    for name, t in outputs.items():
+        if name == AUDIO_OUT or name in state_outs:
+            continue
+        extras.append((name, _fixed_shape(name, t.shape, path)))
+    return ModelInfo(path=path, sample_rate=sr, hop=hop, latency_samples=lat,
+                     name=meta.get(META + "name", Path(path).stem), version=meta.get(META + "version", ""),
+                     states=tuple(states), extra_outputs=tuple(extras), has_atten_lim=ATTEN_IN in inputs,
+                     has_activity=ACTIVITY_OUT in outputs)
+
+
+class StreamingModel:
+    """A streaming ONNX model following the hushbridge contract; see the module docstring.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.onnx`` file.
+
+    Attributes
+    ----------
+    info : ModelInfo
+        Sample rate, hop, latency, states and optional I/O declared by the graph.
+    audio_in : ndarray
+        float32 ``[1, hop]``: write the next hop here before :meth:`run_hop` (shared by channels).
+    audio_out : ndarray
+        float32 ``[1, hop]``: the result of the latest :meth:`run_hop`.
+    atten_lim_db : ndarray or None
+        float32 ``[1]`` bound to the graph's ``atten_lim_db`` input when it has one.
+    extras : list of dict
+        Per channel, the optional outputs (``activity``, ``gains``...) as preallocated arrays.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ModelNotFoundError(f"model file not found: {path}")
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - a hard dependency
+            raise ModelError(f"onnxruntime is needed to run {path}: {e}") from e
+        try:
+            self.session = ort.InferenceSession(path, sess_options=_session_options(),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own unrelated classes
+            raise ModelError(f"cannot load {path}: {e}") from e
+        self.info = inspect_model(self.session, path)
+        self._ort = ort
+        self.channels = 0
+        hop = self.info.hop
+        self.audio_in = np.zeros((1, hop), dtype=np.float32)
+        self.audio_out = np.zeros((1, hop), dtype=np.float32)
+        self.atten_lim_db = np.zeros(1, dtype=np.float32) if self.info.has_atten_lim else None
+        self.extras: list[dict[str, np.ndarray]] = []
+        self._bindings: list[list] = []
+        self._phase: list[int] = []
+        self._state_sets: list[list[list[np.ndarray]]] = []
+        self._flat: list[list[list[np.ndarray]]] = []
+        self._run_options = ort.RunOptions()
+
+    # -- contract ----------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.info.sample_rate
+
+    @property
+    def hop(self) -> int:
+        return self.info.hop
+
+    @property
+    def latency_samples(self) -> int:
+        """The graph's own delay at the model rate (metadata ``hushbridge.latency_samples``)."""
+        return self.info.latency_samples
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (f"<StreamingModel {i.name} {i.version} {i.sample_rate} Hz hop={i.hop} "
+                f"latency={i.latency_samples} states={len(i.states)} channels={self.channels}>")
+
+    def prepare(self, channels: int) -> None:
+        """Allocate and bind per-channel state (two sets each, swapped after every hop); reset."""
+        if not isinstance(channels, (int, np.integer)) or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        if channels == self.channels:
+            self.reset()
+            return
+        ov = self._ort.OrtValue.ortvalue_from_numpy
+        a_in, a_out = ov(self.audio_in), ov(self.audio_out)
+        atten = ov(self.atten_lim_db) if self.atten_lim_db is not None else None
+        self.extras, self._bindings, self._phase, self._state_sets, self._flat = [], [], [], [], []
+        self._keep = [a_in, a_out, atten]  # the OrtValues borrow these arrays' memory
+        for _ in range(channels):
+            sets = [[np.zeros(shape, dtype=np.float32) for _, shape in self.info.states] for _ in range(2)]
+            extras = {name: np.zeros(shape, dtype=np.float32) for name, shape in self.info.extra_outputs}
+            pair = []
+            for phase in (0, 1):
+                b = self.session.io_binding()
+                b.bind_ortvalue_input(AUDIO_IN, a_in)
+                b.bind_ortvalue_output(AUDIO_OUT, a_out)
+                if atten is not None:
+                    b.bind_ortvalue_input(ATTEN_IN, atten)
+                for k, (name, _) in enumerate(self.info.states):
+                    src, dst = ov(sets[phase][k]), ov(sets[1 - phase][k])
+                    self._keep += [src, dst]
+                    b.bind_ortvalue_input(name, src)
+                    b.bind_ortvalue_output(name + "_out", dst)
+                for name, arr in extras.items():
+                    v = ov(arr)
+                    self._keep.append(v)
+                    b.bind_ortvalue_output(name, v)
+                pair.append(b)
+            self._bindings.append(pair)
+            self._phase.append(0)
+            self._state_sets.append(sets)
+            self._flat.append([[a.reshape(-1) for a in s] for s in sets])
+            self.extras.append(extras)
+        self.channels = int(channels)
+        self.reset()
+
+    def reset(self, channel: int | None = None) -> None:
+        """Zero the state of ``channel`` (or of every channel). Real-time safe."""
+        chans = range(self.channels) if channel is None else (channel,)
+        for c in chans:
+            for s in self._state_sets[c]:
+                for arr in s:
+                    arr.fill(0.0)
+            for arr in self.extras[c].values():
+                arr.fill(0.0)
+            self._phase[c] = 0
+
+    def run_hop(self, channel: int = 0) -> np.ndarray:
+        """Run one hop of :attr:`audio_in` through ``channel``'s state; return :attr:`audio_out`."""
+        p = self._phase[channel]
+        self.session.run_with_iobinding(self._bindings[channel][p], self._run_options)
+        self._phase[channel] = 1 - p
+        return self.audio_out
+
+    def state(self, channel: int = 0) -> list[np.ndarray]:
+        """The current state arrays of ``channel`` (the ones the next hop reads)."""
+        return self._state_sets[channel][self._phase[channel]]
+
+    def state_finite(self, channel: int = 0) -> bool:
+        """Whether every state value of ``channel`` is finite (uses no temporary arrays)."""
+        for arr in self._flat[channel][self._phase[channel]]:
+            if not all_finite(arr):
+                return False
+        return True
+
+
+def default_model_path(name: str = "denoise.onnx") -> Path:
+    """The shipped model ``name`` inside the ``hushbridge.models`` package (may not exist)."""
+    from importlib.resources import files
+
+    return Path(str(files("hushbridge.models") / name))
