@@ -1,0 +1,113 @@
+"""gate: static curve (with hysteresis), attack / hold / release from step responses, linking,
+side-chain filter, look-ahead latency."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hushbridge.effects import EFFECTS, Gate, ProcessSpec
+from hushbridge.errors import ParamError
+
+SR = 48000
+
+
+def alternating(level_db: float, frames: int) -> np.ndarray:
+    return (10 ** (level_db / 20) * np.where(np.arange(frames) % 2 == 0, 1.0, -1.0)).astype(np.float32)
+
+
+def run(fx: Gate, x: np.ndarray, block: int = 256) -> np.ndarray:
+    x2 = np.atleast_2d(x).astype(np.float32)
+    fx.prepare(ProcessSpec(SR, block, x2.shape[0]))
+    y = x2.copy()
+    for s in range(0, y.shape[1], block):
+        fx.process(y[:, s : s + block])
+    return y
+
+
+def expected(level: float, thr: float, ratio: float, rng: float) -> float:
+    """Closed-state gain (dB), written out: expander below threshold, floored at -range."""
+    return max(-rng, min(0.0, (level - thr) * (ratio - 1)))
+
+
+@pytest.mark.parametrize("thr, hyst, ratio, rng", [(-40.0, 6.0, 2.0, 30.0), (-30.0, 0.0, 100.0, 40.0),
+                                                   (-50.0, 10.0, 4.0, 20.0)])
+def test_static_curve_with_hysteresis(thr: float, hyst: float, ratio: float, rng: float) -> None:
+    for level in np.arange(-80.0, 0.1, 2.0):
+        for start in (0.0, -90.0):  # approached from above (open) and from below (closed)
+            x = np.concatenate([alternating(start, SR // 4), alternating(level, SR)])
+            y = run(Gate(threshold_db=thr, hysteresis_db=hyst, ratio=ratio, range_db=rng, attack_ms=1.0,
+                         hold_ms=10.0, release_ms=20.0), x)
+            g = 20 * np.log10(abs(y[0, -1]) / abs(x[-1]))
+            was_open = start >= thr
+            if level >= thr or (was_open and level >= thr - hyst):
+                want = 0.0
+            else:
+                want = expected(level, thr, ratio, rng)
+            assert g == pytest.approx(want, abs=0.02), f"level {level} from {start}"
+
+
+def crossing(g: np.ndarray, target: float, rising: bool) -> float:
+    idx = int(np.argmax(g >= target) if rising else np.argmax(g <= target))
+    assert idx > 0
+    a, b = g[idx - 1], g[idx]
+    return idx - 1 + (target - a) / (b - a)
+
+
+@pytest.mark.parametrize("attack_ms, hold_ms, release_ms", [(1.0, 0.0, 50.0), (5.0, 100.0, 200.0),
+                                                            (20.0, 50.0, 1000.0)])
+def test_attack_hold_release_from_steps(attack_ms: float, hold_ms: float, release_ms: float) -> None:
+    rng = 40.0
+    n1, n2, n3 = int(SR * max(1.0, release_ms * 0.012)), SR, SR * 6
+    x = np.concatenate([alternating(-80.0, n1), alternating(-10.0, n2), alternating(-80.0, n3)])
+    fx = Gate(threshold_db=-40.0, ratio=100.0, range_db=rng, attack_ms=attack_ms, hold_ms=hold_ms,
+              release_ms=release_ms)
+    y = run(fx, x, block=100)
+    g = 20 * np.log10(np.abs(y[0]) / np.abs(x))
+    assert g[n1 - 1] == pytest.approx(-rng, abs=1e-3)
+    t_att = (crossing(g[n1:], -rng * math.exp(-1), rising=True) + 1) / SR * 1e3
+    assert t_att == pytest.approx(attack_ms, rel=0.03, abs=0.05)
+    assert g[n1 + n2 - 1] == 0.0
+    seg = g[n1 + n2 :]
+    # the 10 ms detector falls below the close threshold (-46 dB) after 36 dB of decay
+    det_ms = 36.0 / (20 / math.log(10)) * 10.0
+    start = int(np.argmax(seg < 0.0))
+    assert start / SR * 1e3 == pytest.approx(det_ms + hold_ms, abs=0.1)
+    t_rel = (crossing(seg[start - 1 :], -rng * (1 - math.exp(-1)), rising=False)) / SR * 1e3
+    assert t_rel == pytest.approx(release_ms, rel=0.03, abs=0.05)
+
+
+def test_linked_sidechain_and_lookahead() -> None:
+    quiet, loud = alternating(-70.0, SR // 2), alternating(-10.0, SR // 2)
+    y = run(Gate(threshold_db=-40.0), np.stack([quiet, loud]))
+    np.testing.assert_allclose(y[0] / quiet, y[1] / loud, rtol=2e-7)  # one gain for all channels
+    t = np.arange(SR) / SR
+    rumble = (0.3 * np.sin(2 * np.pi * 40.0 * t)).astype(np.float32)
+    assert np.abs(run(Gate(threshold_db=-30.0, range_db=30.0), rumble)[0, -4800:]).max() > 0.29
+    gated = run(Gate(threshold_db=-30.0, range_db=30.0, sidechain_hpf_hz=1000.0), rumble)[0, -4800:]
+    assert np.abs(gated).max() < 0.3 * 10 ** (-29 / 20)
+    # look-ahead: reported latency, and a burst after silence comes out with its start open
+    fx = Gate(threshold_db=-40.0, attack_ms=0.5, lookahead_ms=2.0)
+    x = np.concatenate([np.zeros(SR // 2), alternating(-10.0, SR // 10)]).astype(np.float32)
+    y = run(fx, x)
+    assert fx.latency_samples == 96
+    out = y[0, 96:]
+    onset = SR // 2
+    assert abs(out[onset]) / abs(x[onset]) > 10 ** (-6 / 20)  # first sample of the burst is within 6 dB
+    fx.lookahead_ms = 1.0
+    assert fx.latency_samples == 96  # until the next prepare
+    fx.prepare(ProcessSpec(SR, 256, 1))
+    assert fx.latency_samples == 48
+
+
+def test_params() -> None:
+    fx = Gate()
+    assert [p.id for p in fx.params] == ["threshold_db", "hysteresis_db", "ratio", "range_db", "attack_ms",
+                                         "hold_ms", "release_ms", "sidechain_hpf_hz", "lookahead_ms"]
+    assert EFFECTS["gate"] is Gate and fx.latency_samples == 0
+    with pytest.raises(ParamError, match="range_db"):
+        fx.range_db = 100.0
+    y = run(Gate(threshold_db=-40.0, range_db=20.0, release_ms=5.0, hold_ms=0.0), alternating(-70.0, SR))
+    assert fx.gain_reduction_db == 0.0
+    assert 20 * np.log10(abs(y[0, -1]) / 10 ** (-70 / 20)) == pytest.approx(-20.0, abs=1e-3)
