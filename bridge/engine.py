@@ -532,6 +532,12 @@ class Engine:
             for listener in list(self._listeners):
                 listener(address, v, source)
 
+    def snapshot(self) -> "ChainSnapshot":
+        """The chain as the control side has set it (values not yet applied by the audio thread
+        included), in the shape :func:`hushbridge.presets.save_preset` reads."""
+        chain, shadow = self._chain if self._incoming is None else self._incoming[0], self._shadow
+        return ChainSnapshot(chain, shadow)
+
     def is_published(self, address: str) -> bool:
         return address in self._published
 
@@ -623,6 +629,33 @@ class Engine:
             f"xruns {self.xruns}  cpu {self.cpu_load * 100:5.1f}%  latency {lat} smp ({ms:.2f} ms)  "
             f"late {self.late_blocks}  dropped msgs {self.dropped_messages}"
         )
+
+
+class ChainSnapshot:
+    """Read-only view of a chain with the engine's shadow values (see :meth:`Engine.snapshot`)."""
+
+    def __init__(self, chain: Chain, shadow: dict[str, float]) -> None:
+        self._items = []
+        self._bypassed = []
+        for eid, effect in chain.items():
+            values = {p.id: float(shadow.get(f"/hb/{eid}/{p.id}", effect.get(p.id))) for p in effect.params}
+            self._items.append((eid, _EffectValues(effect.name, values)))
+            self._bypassed.append(shadow.get(f"/hb/{eid}/bypass", 0.0) >= 0.5)
+
+    def items(self) -> list[tuple[str, "_EffectValues"]]:
+        return list(self._items)
+
+    def is_bypassed(self, index: int) -> bool:
+        return self._bypassed[index]
+
+
+class _EffectValues:
+    def __init__(self, name: str, values: dict[str, float]) -> None:
+        self.name = name
+        self._values = values
+
+    def values(self) -> dict[str, float]:
+        return dict(self._values)
 
 
 def effect_of(engine: Engine, effect_id: str) -> Effect:

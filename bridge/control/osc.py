@@ -584,7 +584,7 @@ class OscController:
         from hushbridge.presets import save_preset
 
         midi = self._preset_midi() if self._preset_midi is not None else None
-        save_preset(self.engine.chain, name, midi=midi)
+        save_preset(self.engine.snapshot(), name, midi=midi)  # values as set, applied or not
 
     def _on_register(self, client: ClientAddress, address: str, *args: Any) -> None:
         dest = (client[0], self._port_arg(address, args, client))

@@ -1,0 +1,472 @@
+"""The control-surface part of OSC over real UDP: meters, time-tagged bundles, address patterns,
+published (transport) values, latency feedback, the learn hook, preset save, dropped counting.
+
+The audio thread is played by ``test_osc.FakeDriver`` (engine.process on a 1 kHz sine, amplitude
+0.5, every 2.67 ms): peak -6.02 dBFS, RMS -9.03 dBFS per channel.
+"""
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+from test_osc import AMP, BLOCK, SR, TIMEOUT, Client, FakeDriver
+
+from hushbridge.control.meters import MAX_PER_CLIENT, MeterHub
+from hushbridge.control.osc import OscController, OscServer, encode, pattern_regex
+from hushbridge.effects import Chain, Effect, Gain
+from hushbridge.engine import Engine, effect_of
+
+PEAK_DB = 20 * math.log10(AMP)
+RMS_DB = 20 * math.log10(AMP / math.sqrt(2))
+
+
+def running(chain: Chain):
+    engine = Engine(chain, channels=2)
+    engine.prepare(SR, BLOCK)
+    driver = FakeDriver(engine)
+    driver.start()
+    driver.wait_blocks(5)
+    return engine, driver
+
+
+@pytest.fixture
+def rig():
+    engine, driver = running(Chain([Gain(), Gain()]))
+    server = OscServer(engine, port=0).start()
+    client = Client(server.port)
+    yield engine, driver, server, client
+    client.close()
+    server.close()
+    driver.stop_event.set()
+    driver.join()
+
+
+def collect(client: Client, seconds: float) -> list[OscMessage]:
+    """Every message that arrives within ``seconds``."""
+    out = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        client.sock.settimeout(left)
+        try:
+            data, _ = client.sock.recvfrom(65536)
+        except TimeoutError:
+            break
+        out.append(OscMessage(data))
+    return out
+
+
+def bundle(timetag: float, *messages: tuple[str, list]) -> bytes:
+    b = OscBundleBuilder(timetag)
+    for address, args in messages:
+        m = OscMessageBuilder(address)
+        for a in args:
+            m.add_arg(a)
+        b.add_content(m.build())
+    return b.build().dgram
+
+
+# == meters ======================================================================================
+def test_peak_and_rms_at_the_requested_rate(rig):
+    engine, driver, server, client = rig
+    client.send("/hb/subscribe", "/hb/meter/peak", 20.0)
+    client.send("/hb/subscribe", "rms", 10)  # short name, int rate
+    msgs = collect(client, 1.5)
+    peaks = [m.params for m in msgs if m.address == "/hb/meter/peak"]
+    rms = [m.params for m in msgs if m.address == "/hb/meter/rms"]
+    assert 20 <= len(peaks) <= 32, len(peaks)  # 30 expected in 1.5 s
+    assert 10 <= len(rms) <= 17, len(rms)
+    for row in peaks[1:]:
+        assert len(row) == 4  # in_1 in_2 out_1 out_2
+        np.testing.assert_allclose(row, PEAK_DB, atol=0.05)
+    for row in rms[1:]:
+        np.testing.assert_allclose(row, RMS_DB, atol=0.05)
+    assert b",ffff\0" in encode("/hb/meter/peak", [float(v) for v in peaks[0]])
+    # the output follows the gain, the input does not
+    client.send("/hb/gain/gain_db", -12.0)
+    time.sleep(0.15)
+    collect(client, 0.2)
+    row = [m.params for m in collect(client, 0.3) if m.address == "/hb/meter/peak"][-1]
+    np.testing.assert_allclose(row[:2], PEAK_DB, atol=0.05)
+    np.testing.assert_allclose(row[2:], PEAK_DB - 12, atol=0.05)
+    # unsubscribe one, then all
+    client.send("/hb/unsubscribe", "/hb/meter/peak")
+    time.sleep(0.1)
+    later = collect(client, 0.4)
+    assert not [m for m in later if m.address == "/hb/meter/peak"]
+    assert [m for m in later if m.address == "/hb/meter/rms"]
+    client.send("/hb/unsubscribe")
+    time.sleep(0.15)
+    assert collect(client, 0.3) == []
+    assert engine.dropped_messages == 0
+    driver.assert_running(min_peak=0.1)
+
+
+def test_readers_do_not_disturb_each_other(rig):
+    """A 60 Hz and a 2 Hz subscriber (and take_meter polled in a loop) all see the full level:
+    reads are non-destructive, each reader has its own cursor."""
+    engine, driver, server, client = rig
+    slow = Client(server.port)
+    stop = threading.Event()
+
+    def taker():
+        while not stop.is_set():
+            engine.take_meter()
+            time.sleep(0.001)
+
+    t = threading.Thread(target=taker, daemon=True)
+    t.start()
+    try:
+        client.send("/hb/subscribe", "/hb/meter/peak", 100.0)  # clamped to 60
+        slow.send("/hb/subscribe", "/hb/meter/peak", 2.0)
+        fast_msgs = collect(client, 1.2)
+        slow_msgs = collect(slow, 0.1)
+        assert 45 <= len(fast_msgs) <= 75, len(fast_msgs)
+        assert 2 <= len(slow_msgs) <= 4, len(slow_msgs)
+        for m in fast_msgs[1:] + slow_msgs[1:]:
+            np.testing.assert_allclose(m.params, PEAK_DB, atol=0.05)
+    finally:
+        stop.set()
+        t.join()
+        slow.close()
+
+
+def test_meter_ring_read_discards_overwritten_rows():
+    engine = Engine(Chain([Gain()]), channels=1)
+    engine.prepare(SR, BLOCK)
+    tap = engine.meter
+    x = np.full((1, BLOCK), 0.25, np.float32)
+    y = np.zeros_like(x)
+    for _ in range(tap.slots + 10):  # a reader at cursor 0 has fallen a whole ring behind
+        engine.process(x, y)
+    cursor, rows = tap.read(0)
+    assert cursor == tap.slots + 10
+    assert len(rows["level"]) == tap.slots - 1
+    np.testing.assert_allclose(rows["level"][:, 0], 0.25)
+    cursor, rows = tap.read(cursor)
+    assert len(rows["level"]) == 0
+
+
+def test_engine_meter(rig):
+    engine, driver, server, client = rig
+    client.send("/hb/subscribe", "/hb/meter/engine", 20.0)
+    first = collect(client, 0.3)
+    engine.note_xrun()
+    t_xrun = time.time()
+    msgs = [m for m in collect(client, 0.5) if m.address == "/hb/meter/engine"]
+    assert msgs and first
+    m = msgs[-1]
+    assert m.dgram[m.dgram.index(b","):].startswith(b",idfii")  # xruns, last xrun time (double), ...
+    xruns, last, cpu, late, dropped = m.params[:5]
+    assert xruns == 1 and abs(last - t_xrun) < 0.05 and 0.0 <= cpu < 1.0 and dropped == 0
+    pairs = m.params[5:]
+    assert pairs[0::2] == ["gain", "gain_2"]  # per-effect load, timing on while subscribed
+    assert all(0.0 <= v < 0.5 for v in pairs[1::2])
+    assert engine.chain.effect_seconds is not None
+    client.send("/hb/unsubscribe", "/hb/meter/engine")
+    client.get("/hb/gain/gain_db")
+    assert engine.chain.effect_seconds is None  # timing off again: free
+
+
+def test_gain_reduction_meter():
+    from hushbridge.effects import Compressor
+
+    engine, driver = running(Chain([Compressor(threshold_db=-30.0, ratio=4.0, attack_ms=1.0), Gain()]))
+    try:
+        with OscServer(engine, port=0) as server:
+            c = Client(server.port)
+            c.send("/hb/subscribe", "/hb/meter/gain_reduction/compressor", 20.0)
+            msgs = [m for m in collect(c, 0.6) if m.address == "/hb/meter/gain_reduction/compressor"]
+            assert len(msgs) >= 6
+            # -6 dBFS sine, threshold -30, ratio 4: about 18 dB (the knee and detector move it a little)
+            assert 10.0 < msgs[-1].params[0] < 24.0, msgs[-1].params
+            c.send("/hb/compressor/threshold_db", 0.0)
+            time.sleep(0.5)
+            msgs = [m for m in collect(c, 0.3) if m.address == "/hb/meter/gain_reduction/compressor"]
+            assert msgs[-1].params[0] < 0.5
+            c.close()
+    finally:
+        driver.stop_event.set()
+        driver.join()
+
+
+class Activity(Effect):
+    """Test-only model stand-in: exposes ``activity`` = 0.25 in every block."""
+
+    name = "vad"
+    params = ()
+    activity = 0.25
+
+    def process(self, block: np.ndarray) -> None:
+        pass
+
+
+def test_activity_meter_and_loudness_meters():
+    from hushbridge.effects import Loudness
+
+    engine, driver = running(Chain([Activity(), Loudness()]))
+    try:
+        with OscServer(engine, port=0) as server:
+            c = Client(server.port)
+            c.send("/hb/subscribe", "/hb/meter/activity/vad", 20.0)
+            c.send("/hb/subscribe", "/hb/meter/lufs", 10.0)
+            c.send("/hb/subscribe", "/hb/meter/true_peak", 10.0)
+            msgs = collect(c, 1.0)
+            act = [m.params for m in msgs if m.address == "/hb/meter/activity/vad"]
+            lufs = [m.params for m in msgs if m.address == "/hb/meter/lufs"]
+            tp = [m.params for m in msgs if m.address == "/hb/meter/true_peak"]
+            assert act and all(p == [0.25] for p in act)
+            assert lufs and len(lufs[-1]) == 3
+            # stereo 1 kHz sine at -6.02 dBFS: about -6 LUFS momentary (K-weighting ~ +0.7 dB at 1 kHz)
+            assert -7.5 < lufs[-1][0] < -4.5, lufs[-1]
+            assert tp and abs(tp[-1][0] - PEAK_DB) < 0.3, tp[-1]
+            c.close()
+    finally:
+        driver.stop_event.set()
+        driver.join()
+
+
+def test_subscription_limits():
+    engine = Engine(Chain([Gain()]), channels=2)
+    hub = MeterHub(engine)
+    me = ("127.0.0.1", 5000)
+    for rate in range(1, MAX_PER_CLIENT):
+        hub.subscribe(me, "peak", rate)  # the same meter again replaces, never accumulates
+    assert len(hub.subscriptions) == 1
+    names = ["peak", "rms", "engine", "transport"]
+    for n in names:
+        hub.subscribe(me, n, 10)
+    assert len(hub.subscriptions) == 4
+    assert hub.unsubscribe(me) == 4
+
+
+# == time-tagged bundles =========================================================================
+class TimeLog(FakeDriver):
+    """FakeDriver that logs (block start time as the engine saw it, gain_db in force) per block."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.log: list[tuple[float, float]] = []
+
+    def run(self) -> None:
+        orig = self.engine.process
+
+        def process(inp, out):
+            orig(inp, out)
+            self.log.append((self.engine._callback_time, effect_of(self.engine, "gain").gain_db))
+
+        self.engine.process = process
+        super().run()
+
+
+def test_bundle_with_future_time_tag_applies_at_its_block():
+    engine = Engine(Chain([Gain(), Gain()]), channels=2)
+    engine.prepare(SR, BLOCK)
+    driver = TimeLog(engine)
+    driver.start()
+    try:
+        with OscServer(engine, port=0) as server:
+            c = Client(server.port)
+            results = []
+            for k, delay in enumerate((0.25, 0.1, 0.4)):
+                target = time.time() + delay
+                value = -10.0 - k
+                c.send_raw(bundle(target, ("/hb/gain/gain_db", [value]), ("/hb/get", ["/hb/gain/gain_db"])))
+                assert c.recv().params[1] == value  # the shadow value answers at once
+                assert effect_of(engine, "gain").gain_db != value  # not applied yet
+                time.sleep(delay + 0.1)
+                log = list(driver.log)
+                first = next(i for i, (_, v) in enumerate(log) if v == value)
+                results.append((log[first - 1][0], target, log[first][0]))
+            for before, target, applied in results:
+                # applied in the first block whose start time reached the tag: block accuracy
+                assert before < target <= applied, (before, target, applied)
+                assert applied - target < 2 * BLOCK / SR + 0.003  # one block (+ scheduling jitter)
+            assert engine.dropped_messages == 0
+            c.close()
+    finally:
+        driver.stop_event.set()
+        driver.join()
+
+
+def test_immediate_and_past_time_tags_apply_at_once(rig):
+    engine, driver, server, client = rig
+    client.send_raw(bundle(IMMEDIATELY, ("/hb/gain/gain_db", [-3.0])))
+    client.send_raw(bundle(time.time() - 10.0, ("/hb/gain_2/gain_db", [-4.0])))
+    client.get("/hb/gain/gain_db")
+    driver.wait_blocks(2)
+    assert effect_of(engine, "gain").gain_db == -3.0
+    assert effect_of(engine, "gain_2").gain_db == -4.0
+
+
+def test_timed_changes_apply_in_time_order_in_the_engine():
+    """Stamps given out of order: each applies at its own block, the latest stamp wins."""
+    engine = Engine(Chain([Gain()]), channels=1)
+    engine.prepare(SR, BLOCK)
+    x = np.ones((1, BLOCK), np.float32)
+    y = np.zeros_like(x)
+    t = time.time()
+    engine.set("/hb/gain/gain_db", -2.0, stamp=t + 0.06)
+    engine.set("/hb/gain/gain_db", -1.0, stamp=t + 0.03)
+    engine.set("/hb/gain/gain_db", -3.0, stamp=t + 0.09)
+    seen = []
+    while time.time() < t + 0.12:
+        engine.process(x, y)
+        seen.append((engine._callback_time, engine.chain["gain"].gain_db))
+        time.sleep(0.002)
+    for when, value in seen:
+        expected = -3.0 if when >= t + 0.09 else -2.0 if when >= t + 0.06 else -1.0 if when >= t + 0.03 else 0.0
+        assert value == expected, (when - t, value)
+    assert engine._timed_n == 0 and engine.timed_overflows == 0
+
+
+# == patterns ====================================================================================
+@pytest.mark.parametrize(("pattern", "yes", "no"), [
+    ("/hb/*/bypass", ["/hb/gain/bypass", "/hb/gain_2/bypass"], ["/hb/gain/gain_db", "/hb/a/b/bypass"]),
+    ("/hb/{gain,gain_2}/gain_db", ["/hb/gain/gain_db", "/hb/gain_2/gain_db"], ["/hb/gain_3/gain_db"]),
+    ("/hb/gain_?/gain_db", ["/hb/gain_2/gain_db"], ["/hb/gain/gain_db", "/hb/gain_//gain_db"]),
+    ("/hb/gain_[2-4]/*", ["/hb/gain_3/bypass"], ["/hb/gain_5/bypass", "/hb/gain_3/gain_db/norm"]),
+    ("/hb/gain[!_]*/x", ["/hb/gainX/x"], ["/hb/gain_2/x"]),
+    ("/hb/a.b", ["/hb/a.b"], ["/hb/aXb"]),
+])
+def test_pattern_regex(pattern, yes, no):
+    rx = pattern_regex(pattern)
+    assert all(rx.match(a) for a in yes)
+    assert not any(rx.match(a) for a in no)
+
+
+def test_patterns_set_parameters_over_udp(rig):
+    engine, driver, server, client = rig
+    client.send("/hb/{gain,gain_2}/gain_db", -6.0)
+    client.send("/hb/gain_?/bypass", 1)
+    client.send("/hb/*/gain_db/norm", 1.0)  # /norm routes are parameters too
+    client.get("/hb/gain/gain_db")
+    assert engine.get("/hb/gain_2/bypass") == 1.0 and engine.get("/hb/gain/bypass") == 0.0
+    assert engine.get("/hb/gain/gain_db") == engine.get("/hb/gain_2/gain_db") == 24.0
+    client.send("/hb/*", "x")  # never reaches /hb/get, /hb/list, /hb/register...
+    assert "matches no parameter" in client.error()
+    assert engine.dropped_messages == 1
+
+
+# == published values, latency feedback, learn hook, preset save =================================
+def test_published_transport_values(rig):
+    engine, driver, server, client = rig
+    client.send("/hb/register")
+    client.get("/hb/gain/gain_db")
+    engine.publish("/hb/transport/tempo_bpm", 120.0)
+    engine.publish("/hb/transport/tempo_bpm", 120.0)  # unchanged: no second echo
+    engine.publish("/hb/transport/playing", 1.0)
+    m1, m2 = client.recv(), client.recv()
+    assert (m1.address, m1.params, m2.address, m2.params) == (
+        "/hb/transport/tempo_bpm", [120.0], "/hb/transport/playing", [1.0])
+    assert client.get("/hb/transport/tempo_bpm") == ("/hb/transport/tempo_bpm", 120.0, "120")
+    client.send("/hb/subscribe", "/hb/meter/transport", 20.0)
+    m = next(m for m in collect(client, 0.6) if m.address == "/hb/meter/transport")
+    assert m.params == ["playing", 1.0, "tempo_bpm", 120.0]
+    with pytest.raises(Exception, match="cannot publish"):
+        engine.publish("/hb/gain/gain_db", 1.0)
+    client.send("/hb/gain/gain_db", 1.0)  # routes are not disturbed by published addresses
+    assert client.get("/hb/gain/gain_db")[1] == 1.0
+
+
+def test_latency_change_is_announced(rig):
+    from hushbridge.effects import Limiter
+
+    engine, driver, server, client = rig
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+    try:
+        client.send("/hb/register", listener.getsockname()[1])
+        client.get("/hb/gain/gain_db")
+        engine.load_chain(Chain([Limiter(), Gain()]))
+        assert engine.wait_for_swap()
+        engine.housekeeping()  # a backend's housekeeping thread does this every 5 ms
+        msgs = []
+        while not msgs or msgs[-1].address != "/hb/engine/latency_samples":
+            msgs.append(OscMessage(listener.recvfrom(65536)[0]))
+        assert msgs[-1].params == [float(engine.latency_samples)] and engine.latency_samples > 0
+    finally:
+        listener.close()
+
+
+def test_learn_hook(engine_and_controller=None):
+    engine = Engine(Chain([Gain()]), channels=2)
+    ctl = OscController(engine)
+    me = ("127.0.0.1", 5555)
+    calls = []
+    ctl.set_learn_handler(lambda address, client: calls.append((address, client)))
+    assert ctl.handle_datagram(encode("/hb/learn", ["/hb/gain/gain_db"]), me) == []
+    assert ctl.handle_datagram(encode("/hb/learn/cancel", []), me) == []
+    assert calls == [("/hb/gain/gain_db", me), (None, me)]
+    [err] = ctl.handle_datagram(encode("/hb/learn", ["/hb/*/gain_db"]), me)
+    assert "unknown address" in err.args[0]
+
+    def refuse(address, client):
+        from hushbridge.errors import HushbridgeError
+        raise HushbridgeError("no MIDI port open")
+
+    ctl.set_learn_handler(refuse)
+    [err] = ctl.handle_datagram(encode("/hb/learn", ["/hb/gain/bypass"]), me)
+    assert err.args == ("no MIDI port open",)
+    # a learn result announced to registered clients and the requester
+    ctl.handle_datagram(encode("/hb/register", []), ("127.0.0.1", 7777))
+    sent = []
+    ctl.send = lambda address, args, dest: sent.append((address, tuple(args), dest))
+    ctl.notify("/hb/learn/done", ("/hb/gain/gain_db", "cc 1/7"), also=me)
+    assert sorted(d for *_, d in sent) == [me, ("127.0.0.1", 7777)]
+    assert engine.dropped_messages == 2
+    ctl.close()
+
+
+def test_preset_save(rig, tmp_path, monkeypatch):
+    import hushbridge.presets as presets
+
+    engine, driver, server, client = rig
+    monkeypatch.setattr(presets, "user_preset_dir", lambda: tmp_path)
+    server.controller.set_preset_midi(lambda: {"cc": {"1/7": "/hb/gain/gain_db"}})
+    client.send("/hb/gain/gain_db", -7.5)
+    client.send("/hb/preset/save", "my show")
+    m = client.recv()
+    assert (m.address, m.params) == ("/hb/preset/saved", ["my show"])
+    text = (tmp_path / "my show.toml").read_text()
+    assert "gain_db = -7.5" in text and "[midi" in text
+    chain = presets.load_preset("my show")
+    assert chain["gain"].gain_db == -7.5
+
+
+# == dropped counting ============================================================================
+def test_count_dropped_is_exact_under_concurrency():
+    engine = Engine(Chain([Gain()]), channels=2)
+    ctl = OscController(engine)
+    n_threads, n_each = 8, 5000
+
+    def bump():
+        for _ in range(n_each):
+            engine.count_dropped()
+
+    def reject():
+        for _ in range(200):
+            ctl.handle_datagram(b"\x00\x01", ("127.0.0.1", 1))
+
+    threads = [threading.Thread(target=bump) for _ in range(n_threads)]
+    threads += [threading.Thread(target=reject) for _ in range(4)]
+    old = __import__("sys").getswitchinterval()
+    __import__("sys").setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        __import__("sys").setswitchinterval(old)
+    assert engine.dropped_messages == n_threads * n_each + 4 * 200
+    engine.count_dropped(5)
+    assert engine.get("/hb/engine/dropped_messages") == n_threads * n_each + 805
+    ctl.close()
