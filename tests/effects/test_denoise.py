@@ -1,0 +1,349 @@
+"""ModelEffect and denoise: latency, block-size independence, resampling, stereo, reset,
+reduction/mix, overload fallback, non-finite input, allocation; the shipped model when present.
+
+Test graphs are small real ONNX graphs built with onnx.helper (tests/onnx_graphs.py): a delay line
+whose state is its buffer (known latency ``D``) and a recurrent leaky-integrator gain.
+"""
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+from onnx_graphs import contract_graph, reference  # noqa: E402
+
+from hushbridge.effects import EFFECTS, Chain, Denoise, ModelEffect, ProcessSpec, create_effect, render  # noqa: E402
+from hushbridge.effects import model as model_mod  # noqa: E402
+from hushbridge.models.runtime import ModelNotFoundError, default_model_path  # noqa: E402
+
+HOP, D = 160, 37  # the 16 kHz test graphs
+SHIPPED = default_model_path("denoise.onnx")
+
+
+@pytest.fixture(scope="module")
+def g(tmp_path_factory):
+    d = tmp_path_factory.mktemp("graphs")
+    return {
+        "delay": contract_graph(d / "delay.onnx", hop=HOP, delay=D),
+        "delay48": contract_graph(d / "delay48.onnx", sample_rate=48000, hop=240, delay=240),
+        "leaky": contract_graph(d / "leaky.onnx", hop=HOP, delay=D, leaky=0.9, activity=True),
+        "half": contract_graph(d / "half.onnx", hop=HOP, delay=D, gain=0.5),
+        "supp": contract_graph(d / "supp.onnx", hop=HOP, delay=D, suppress=True),
+        "supp_atten": contract_graph(d / "supp_atten.onnx", hop=HOP, delay=D, suppress=True, atten=True),
+    }
+
+
+def stream(effect, x: np.ndarray, sr: int, block: int) -> np.ndarray:
+    """Prepare ``effect`` and run ``x`` (channels, n) through it in blocks of ``block``."""
+    x = np.atleast_2d(x).astype(np.float32)
+    effect.prepare(ProcessSpec(sr, block, x.shape[0]))
+    y = np.empty_like(x)
+    buf = np.zeros((x.shape[0], block), np.float32)
+    for i in range(0, x.shape[1], block):
+        m = min(block, x.shape[1] - i)
+        v = buf[:, :m]
+        v[...] = x[:, i:i + m]
+        effect.process(v)
+        y[:, i:i + m] = v
+    return y
+
+
+def impulse(n: int, at: int, channels: int = 1) -> np.ndarray:
+    x = np.zeros((channels, n), np.float32)
+    x[:, at] = 1.0
+    return x
+
+
+def noise(n: int, channels: int = 1, seed: int = 0, amp: float = 0.3) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((channels, n)) * amp).astype(np.float32)
+
+
+# == latency ==================================================================================
+@pytest.mark.parametrize("block", [1, 64, 128, 1000])
+def test_latency_exact_at_model_rate(g, block):
+    e = ModelEffect(g["delay"], reduction_db=100.0)
+    n = 1200 if block == 1 else 4000
+    for at in (0, 77, 1003):
+        y = stream(e, impulse(n, at), 16000, block)
+        assert e.latency_samples == D + HOP - 1 == 196
+        assert int(np.argmax(y[0])) == at + e.latency_samples
+        assert y[0].max() == 1.0 and np.count_nonzero(y) == 1
+
+
+def test_latency_exact_for_a_48k_graph_at_48k(g):
+    e = ModelEffect(g["delay48"], reduction_db=100.0)
+    y = stream(e, impulse(3000, 321), 48000, 128)
+    assert e.latency_samples == 240 + 239 == 479
+    assert int(np.argmax(y[0])) == 321 + 479 and np.count_nonzero(y) == 1
+
+
+@pytest.mark.parametrize("sr", [44100, 48000, 96000])
+@pytest.mark.parametrize("block", [1, 128, 1000])
+def test_latency_within_one_sample_when_resampling(g, sr, block):
+    e = ModelEffect(g["delay"], reduction_db=100.0)
+    n = sr // 10 if block == 1 else sr // 2
+    for at in (0, 1234):
+        if at >= n // 3:
+            continue
+        y = stream(e, impulse(n, at), sr, block)
+        peak = int(np.argmax(np.abs(y[0])))
+        assert abs(peak - at - e.latency_samples) <= 1, (sr, block, at, peak - at, e.latency_samples)
+        assert abs(e.model_latency_exact - e.latency_samples) <= 0.5
+        assert e.ring_underruns == 0
+
+
+def test_latency_through_chain_and_render(g):
+    e = ModelEffect(g["delay"], reduction_db=100.0)
+    chain = Chain([e])
+    chain.prepare(ProcessSpec(16000, 128, 1))
+    assert chain.latency_samples == e.latency_samples == 196
+    x = noise(8000)
+    y = render(Chain([ModelEffect(g["delay"], reduction_db=100.0)]), x[0], 16000, block_size=100)
+    np.testing.assert_array_equal(y, x[0])  # render trims exactly the reported latency
+
+
+# == block-size independence ==================================================================
+@pytest.mark.parametrize("sr", [16000, 44100])
+def test_block_sizes_give_identical_output(g, sr):
+    x = noise(sr // 4, channels=2, seed=3)
+    x[:, sr // 8:] *= 0.05  # level change, so the recurrent gain moves
+    outs = {b: stream(ModelEffect(g["leaky"], reduction_db=20.0, mix=0.8), x, sr, b)
+            for b in (1, 64, 128, 1000, 4096)}
+    for b, y in outs.items():
+        np.testing.assert_allclose(y, outs[128], atol=1e-6, err_msg=f"block {b}")
+    assert np.abs(outs[128]).max() > 0.01
+
+
+def test_output_matches_the_graph_at_model_rate(g):
+    x = noise(HOP * 40, seed=4)
+    e = ModelEffect(g["leaky"], reduction_db=100.0)
+    y = stream(e, x, 16000, 100)
+    ref = reference(x[0], hop=HOP, delay=D, leaky=0.9)
+    np.testing.assert_allclose(y[0, HOP - 1:HOP - 1 + len(ref)], ref[:len(y[0]) - HOP + 1], atol=2e-6)
+    assert 0.0 < e.activity < 1.0
+
+
+# == channels, reset ==========================================================================
+def test_stereo_channels_are_independent(g):
+    x = noise(16000, channels=2, seed=5)
+    x[1] *= 0.02
+    both = stream(ModelEffect(g["leaky"], reduction_db=100.0), x, 44100, 128)
+    for c in (0, 1):
+        solo = stream(ModelEffect(g["leaky"], reduction_db=100.0), x[c:c + 1], 44100, 128)
+        np.testing.assert_array_equal(both[c], solo[0])
+
+
+@pytest.mark.parametrize("sr", [16000, 48000])
+def test_reset_restarts_from_clean_state(g, sr):
+    e = ModelEffect(g["leaky"], reduction_db=100.0)
+    x = noise(sr // 4, seed=6)
+    first = stream(e, x, sr, 128)
+    stream_again = np.empty_like(x)
+    e.process(noise(128, seed=7))  # some history
+    e.reset()
+    buf = np.zeros((1, 128), np.float32)
+    for i in range(0, x.shape[1], 128):
+        m = min(128, x.shape[1] - i)
+        buf[:, :m] = x[:, i:i + m]
+        e.process(buf[:, :m])
+        stream_again[:, i:i + m] = buf[:, :m]
+    np.testing.assert_array_equal(stream_again, first)
+
+
+# == reduction and mix ========================================================================
+@pytest.mark.parametrize("name", ["supp", "supp_atten"])
+def test_reduction_limits_attenuation(g, name):
+    """A model that removes everything comes out at -reduction_db, by mixing (no atten input) or
+    through the graph's atten_lim_db input; same delay either way."""
+    x = noise(8000, seed=8)
+    for red in (0.0, 20.0, 40.0):
+        e = ModelEffect(g[name], reduction_db=red)
+        y = stream(e, x, 16000, 128)
+        L = e.latency_samples
+        np.testing.assert_allclose(y[0, L:], x[0, :-L] * 10 ** (-red / 20), rtol=1e-4, atol=1e-7)
+    e = ModelEffect(g["supp"], reduction_db=100.0)
+    assert np.abs(stream(e, x, 16000, 128)).max() == 0.0
+
+
+@pytest.mark.parametrize("sr", [16000, 44100])
+def test_mix_zero_is_the_latency_matched_input(g, sr):
+    x = noise(sr // 4, seed=9)
+    e = ModelEffect(g["half"], mix=0.0)
+    y = stream(e, x, sr, 128)
+    L = e.latency_samples
+    np.testing.assert_array_equal(y[0, L:], x[0, :-L])
+    e = ModelEffect(g["half"], mix=0.5, reduction_db=100.0)
+    y = stream(e, x, 16000, 128)
+    np.testing.assert_allclose(y[0, 2000:], 0.75 * x[0, 2000 - e.latency_samples:-e.latency_samples], atol=1e-6)
+
+
+def test_params_are_declared_and_checked(g):
+    from hushbridge.errors import ParamError
+
+    e = ModelEffect(g["delay"])
+    assert [p.id for p in e.params] == ["reduction_db", "mix"]
+    assert e.reduction_db == 30.0 and e.mix == 1.0
+    with pytest.raises(ParamError, match=r"reduction_db must be in \[0, 100\] dB"):
+        e.reduction_db = 120
+    with pytest.raises(ValueError, match="resample_quality"):
+        ModelEffect(g["delay"], resample_quality="best")
+    assert "model='testgraph'" in repr(e)
+
+
+# == robustness ===============================================================================
+def test_nonfinite_input_gives_finite_output_and_resets_state(g):
+    e = ModelEffect(g["leaky"], reduction_db=100.0)
+    x = noise(HOP * 20, seed=10)
+    stream(e, x, 16000, 64)
+    assert any(np.any(a != 0) for a in e.model.state(0))
+    bad = np.full((1, 10), np.nan, np.float32)
+    bad[0, 3] = np.inf
+    e.process(bad)
+    assert np.isfinite(bad).all()
+    assert e.nonfinite_events == 1
+    assert all(np.all(a == 0) for a in e.model.state(0))  # reset, and no hop completed since
+    blk = x[:, :64].copy()
+    e.process(blk)
+    assert np.isfinite(blk).all()
+
+
+def test_nonfinite_model_output_is_silenced_and_state_reset(g):
+    e = ModelEffect(g["leaky"], reduction_db=100.0)
+    e.prepare(ProcessSpec(16000, 160, 1))
+    real = e._infer
+
+    def broken(c):
+        out = real(c)
+        out[0, 5] = np.nan
+        e.model.state(c)[1][0, 0] = np.inf
+        return out
+
+    e._infer = broken
+    blk = noise(160, seed=11)
+    for _ in range(3):
+        e.process(blk)
+        assert np.isfinite(blk).all()
+    assert e.nonfinite_events == 3
+    assert e.model.state_finite(0)
+
+
+@pytest.mark.parametrize("sr", [16000, 48000])
+def test_process_does_not_grow_memory(g, sr):
+    e = ModelEffect(g["leaky"], reduction_db=20.0, mix=0.9)
+    e.prepare(ProcessSpec(sr, 128, 2))
+    blk = noise(128, channels=2, seed=12)
+    work = blk.copy()
+    for _ in range(200):
+        work[...] = blk
+        e.process(work)
+    tracemalloc.start()
+    try:
+        s0 = tracemalloc.take_snapshot()
+        for _ in range(3000):
+            work[...] = blk
+            e.process(work)
+        s1 = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    growth = sum(st.size_diff for st in s1.compare_to(s0, "filename"))
+    assert growth < 8192, growth
+
+
+# == overload fallback ========================================================================
+def run_realtime_ish(e, x, block, slow):
+    """Stream ``x`` through ``e`` (prepared) with inference made slow while ``slow(frame)`` is true."""
+    real = e._infer
+    pos = [0]
+
+    def infer(c):
+        if slow(pos[0]):
+            time.sleep(e._budget * 1.6)
+        return real(c)
+
+    e._infer = infer
+    y = np.empty_like(x)
+    buf = np.zeros((x.shape[0], block), np.float32)
+    states = []
+    for i in range(0, x.shape[1], block):
+        pos[0] = i
+        v = buf[:, :block]
+        v[...] = x[:, i:i + block]
+        e.process(v)
+        y[:, i:i + block] = v
+        states.append((i, e.overloaded))
+    return y, states
+
+
+def test_overload_crossfades_to_dry_with_the_same_delay_and_recovers(g):
+    sr, block = 16000, 160
+    n = sr * 4
+    t = np.arange(n) / sr
+    x = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)[None]
+    e = ModelEffect(g["half"], reduction_db=100.0)  # wet = 0.5 x delayed, dry = x delayed
+    e.prepare(ProcessSpec(sr, block, 1))
+    L = e.latency_samples
+    slow_from, slow_to = sr // 2, sr  # inference is slow for 0.5 s
+    y, states = run_realtime_ish(e, x, block, lambda i: slow_from <= i < slow_to)
+    assert e.overload_events == 1 and e.recoveries == 1 and not e.overloaded
+    assert e.ring_underruns == 0
+    ov = [i for i, o in states if o]
+    assert ov[0] >= slow_from and ov[0] < slow_from + 8 * HOP  # detected within a few hops
+    dry = np.zeros_like(x)
+    dry[:, L:] = x[:, :-L]
+    # before: wet; while overloaded (after the 20 ms fade): exactly the dry path, same delay
+    np.testing.assert_allclose(y[0, L + 1000:slow_from], 0.5 * dry[0, L + 1000:slow_from], atol=1e-6)
+    a, b = ov[0] + int(0.03 * sr), ov[-1]
+    np.testing.assert_array_equal(y[0, a:b], dry[0, a:b])
+    # after recovery: wet again
+    np.testing.assert_allclose(y[0, -sr // 2:], 0.5 * dry[0, -sr // 2:], atol=1e-6)
+    # continuous: no step larger than the sine's own slope plus the fade's
+    step = np.abs(np.diff(y[0])).max()
+    assert step <= np.abs(np.diff(x[0])).max() + 0.5 * 0.5 / (0.02 * sr) + 1e-6
+
+
+def test_overload_probe_stays_on_dry_while_still_slow(g):
+    sr, block = 16000, 320
+    x = noise(sr * 3, seed=13)
+    e = ModelEffect(g["half"], reduction_db=100.0)
+    e.prepare(ProcessSpec(sr, block, 1))
+    y, states = run_realtime_ish(e, x, block, lambda i: True)
+    assert e.overloaded and e.overload_events == 1 and e.recoveries == 0
+    L = e.latency_samples
+    np.testing.assert_array_equal(y[0, sr:], x[0, sr - L:-L])  # never left the dry path
+
+
+def test_overload_budget_zero_disables_the_fallback(g):
+    e = ModelEffect(g["half"], reduction_db=100.0, overload_budget=0.0)
+    e.prepare(ProcessSpec(16000, 160, 1))
+    y, _ = run_realtime_ish(e, noise(16000 // 4, seed=14), 160, lambda i: True)
+    assert not e.overloaded and e.overload_events == 0
+
+
+# == the denoise effect =======================================================================
+def test_denoise_is_registered():
+    assert EFFECTS["denoise"] is Denoise and issubclass(Denoise, ModelEffect)
+
+
+@pytest.mark.skipif(SHIPPED.is_file(), reason="the shipped model exists")
+def test_denoise_without_shipped_model_is_a_clear_error():
+    with pytest.raises(ModelNotFoundError, match=r"denoise: the shipped model denoise.onnx is not installed"):
+        Denoise()
+    with pytest.raises(FileNotFoundError):
+        create_effect("denoise")
+
+
+def test_denoise_runs_any_contract_graph(g):
+    e = Denoise(model_path=g["leaky"], reduction_db=12.0)
+    y = stream(e, noise(4800, channels=2), 48000, 128)
+    assert np.isfinite(y).all() and e.name == "denoise"
+
+
+def test_resample_plan_is_cached(g):
+    model_mod.resample_plan(44100, 16000, HOP, "LQ")
+    t0 = time.perf_counter()
+    model_mod.resample_plan(44100, 16000, HOP, "LQ")
+    assert time.perf_counter() - t0 < 0.01

@@ -1,0 +1,185 @@
+"""StreamingModel: the streaming ONNX contract (models/README.md) on small real graphs."""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+
+from onnx_graphs import contract_graph, reference  # noqa: E402
+
+from hushbridge.models.runtime import ModelError, ModelNotFoundError, StreamingModel  # noqa: E402
+
+HOP = 160
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("graphs")
+    return {
+        "delay": contract_graph(d / "delay.onnx", hop=HOP, delay=37),
+        "leaky": contract_graph(d / "leaky.onnx", hop=HOP, delay=37, leaky=0.9, activity=True, atten=True),
+        "nodelay": contract_graph(d / "nodelay.onnx", hop=HOP, delay=0, gain=0.5),
+        "dir": d,
+    }
+
+
+def run(model: StreamingModel, x: np.ndarray, channel: int = 0) -> np.ndarray:
+    hop = model.hop
+    out = []
+    for k in range(len(x) // hop):
+        model.audio_in[0] = x[k * hop:(k + 1) * hop]
+        out.append(model.run_hop(channel)[0].copy())
+    return np.concatenate(out)
+
+
+def test_metadata_states_and_session_options(graphs):
+    m = StreamingModel(graphs["leaky"])
+    i = m.info
+    assert (i.sample_rate, i.hop, i.latency_samples, i.name) == (16000, HOP, 37, "testgraph")
+    assert dict(i.states) == {"state_buf": (1, 37), "state_lvl": (1, 1)}
+    assert i.has_atten_lim and i.has_activity
+    assert dict(i.extra_outputs) == {"activity": (1,)}
+    so = m.session.get_session_options()
+    assert so.intra_op_num_threads == 1 and so.inter_op_num_threads == 1
+    assert m.session.get_providers() == ["CPUExecutionProvider"]
+    assert "hop=160" in repr(m) and m.latency_samples == 37
+
+
+def test_impulse_comes_out_latency_samples_later(graphs):
+    m = StreamingModel(graphs["delay"])
+    m.prepare(1)
+    for at in (0, 1, 122, 159, 160, 300):
+        m.reset()
+        x = np.zeros(HOP * 6, np.float32)
+        x[at] = 1.0
+        y = run(m, x)
+        assert int(np.argmax(y)) == at + m.latency_samples
+        assert y.max() == 1.0 and np.count_nonzero(y) == 1
+
+
+def test_matches_reference_with_recurrent_state(graphs):
+    m = StreamingModel(graphs["leaky"])
+    m.prepare(1)
+    x = (np.random.default_rng(0).standard_normal(HOP * 30) * 0.3).astype(np.float32)
+    y = run(m, x)
+    np.testing.assert_allclose(y, reference(x, hop=HOP, delay=37, leaky=0.9), atol=2e-6)
+    assert 0.0 < m.extras[0]["activity"][0] < 1.0
+
+
+def test_state_is_swapped_not_copied_and_reset_restores_zero(graphs):
+    m = StreamingModel(graphs["leaky"])
+    m.prepare(1)
+    first = [a.ctypes.data for a in m.state(0)]
+    x = (np.random.default_rng(1).standard_normal(HOP * 3) * 0.3).astype(np.float32)
+    y1 = run(m, x)
+    assert [a.ctypes.data for a in m.state(0)] != first  # odd number of hops: the other set
+    assert any(np.any(a != 0) for a in m.state(0))
+    m.reset()
+    assert all(np.all(a == 0) for a in m.state(0))
+    np.testing.assert_array_equal(run(m, x), y1)
+
+
+def test_channels_have_independent_state(graphs):
+    m = StreamingModel(graphs["leaky"])
+    m.prepare(2)
+    rng = np.random.default_rng(2)
+    a = (rng.standard_normal(HOP * 10) * 0.5).astype(np.float32)
+    b = (rng.standard_normal(HOP * 10) * 0.01).astype(np.float32)
+    ya, yb = [], []
+    for k in range(10):  # interleaved, as the effect runs them
+        m.audio_in[0] = a[k * HOP:(k + 1) * HOP]
+        ya.append(m.run_hop(0)[0].copy())
+        m.audio_in[0] = b[k * HOP:(k + 1) * HOP]
+        yb.append(m.run_hop(1)[0].copy())
+    solo = StreamingModel(graphs["leaky"])
+    solo.prepare(1)
+    np.testing.assert_array_equal(np.concatenate(yb), run(solo, b))
+    solo.reset()
+    np.testing.assert_array_equal(np.concatenate(ya), run(solo, a))
+
+
+def test_atten_lim_input_is_bound(graphs):
+    p = contract_graph(graphs["dir"] / "supp.onnx", hop=HOP, delay=0, atten=True, suppress=True)
+    m = StreamingModel(p)
+    m.prepare(1)
+    m.audio_in[0] = 1.0
+    m.atten_lim_db[0] = 20.0
+    np.testing.assert_allclose(m.run_hop(0), 0.1, rtol=1e-6)
+    m.atten_lim_db[0] = 6.0
+    np.testing.assert_allclose(m.run_hop(0), 10 ** (-6 / 20), rtol=1e-6)
+
+
+def test_run_hop_does_not_allocate(graphs):
+    m = StreamingModel(graphs["leaky"])
+    m.prepare(2)
+    for _ in range(50):
+        m.run_hop(0)
+        m.run_hop(1)
+    tracemalloc.start()
+    try:
+        s0 = tracemalloc.take_snapshot()
+        for _ in range(2000):
+            m.run_hop(0)
+            m.run_hop(1)
+        s1 = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    growth = sum(st.size_diff for st in s1.compare_to(s0, "filename"))
+    assert growth < 4096, growth
+
+
+def test_nonfinite_state_is_detected(graphs):
+    m = StreamingModel(graphs["leaky"])
+    m.prepare(1)
+    assert m.state_finite(0)
+    m.state(0)[1][0, 0] = np.nan
+    assert not m.state_finite(0)
+    m.reset(0)
+    assert m.state_finite(0)
+
+
+# == contract errors ==========================================================================
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="model file not found: .*nothing.onnx"):
+        StreamingModel(tmp_path / "nothing.onnx")
+
+
+def test_garbage_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "bad.onnx"
+    p.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load .*bad.onnx"):
+        StreamingModel(p)
+
+
+def test_missing_metadata_is_a_clear_error(graphs):
+    p = contract_graph(graphs["dir"] / "nometa.onnx", hop=HOP, delay=3,
+                       metadata={"hushbridge.hop": ""})
+    with pytest.raises(ModelError, match="must be integers"):
+        StreamingModel(p)
+
+
+def test_hop_mismatch_is_a_clear_error(graphs):
+    p = contract_graph(graphs["dir"] / "hop.onnx", hop=HOP, delay=3, metadata={"hushbridge.hop": "240"})
+    with pytest.raises(ModelError, match=r"'audio_in' has shape \(1, 160\), the metadata says \[1, 240\]"):
+        StreamingModel(p)
+
+
+def test_state_without_output_is_a_clear_error(graphs):
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(graphs["delay"]))
+    g = model.graph
+    keep = [o for o in g.output if o.name != "state_buf_out"]
+    del g.output[:]
+    g.output.extend(keep)
+    g.output.append(helper.make_tensor_value_info("state_buf_out2", TensorProto.FLOAT, [1, 37]))
+    for node in g.node:
+        node.output[:] = ["state_buf_out2" if o == "state_buf_out" else o for o in node.output]
+    p = graphs["dir"] / "noout.onnx"
+    onnx.save(model, str(p))
+    with pytest.raises(ModelError, match="state input 'state_buf' has no output 'state_buf_out'"):
+        StreamingModel(p)
