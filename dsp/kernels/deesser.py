@@ -9,11 +9,12 @@ Per sample (:func:`deesser`):
    ``[0, range]``.
 3. Ballistics on the reduction like the compressor's: release stage (instant attack) then
    attack stage; 63 % of a step after ``attack_ms`` / ``release_ms``.
-4. Split mode: a complementary crossover at ``freq_hz``, ``low = LP(x)`` (TDF-II biquad low-pass,
-   Q = 0.5: two coincident real poles, so ``low + g * (x - low)`` never rises above the input
-   for any g <= 1), ``high = x - low``; the output is ``low + g * high``. The bands sum to the
-   input by construction, and with no reduction the output *is* the input (bit-exact).
-   Wideband mode: ``g * x``.
+4. Split mode: a 4th-order Linkwitz-Riley crossover (each band two TDF-II
+   Butterworth biquads); the output is ``low + g * high``. The LR4 bands are in phase and their
+   magnitudes sum to exactly 1, so with no reduction the output is the input through an
+   all-pass (flat magnitude, phase turning only around ``freq_hz``), and for any reduction
+   ``|low + g * high| = |low| + g |high| <= 1``: nothing is ever boosted, and a 1 kHz vowel
+   moves by less than 0.01 dB at full reduction. Wideband mode: ``g * x`` (no crossover).
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def deesser(
     ----------
     consts : float64 ``(D_CONSTS,)``, see the ``D_*`` indices.
     sc_coefs : float64 ``(2, 5)`` side-chain high-passes; sc_state : float64 ``(channels, 2, 2)``.
-    xo_coefs : float64 ``(1, 5)`` crossover low-pass; xo_state : float64 ``(channels, 1, 2)``.
+    xo_coefs : float64 ``(4, 5)`` crossover: low-pass, low-pass, high-pass, high-pass;
+        xo_state : float64 ``(channels, 4, 2)``.
     ms : float64 ``(channels,)`` side-chain mean square; env : float64 ``(2,)`` ballistics (dB).
     meter : float64 ``(1,)`` receives the block's largest reduction in dB.
     """
@@ -121,21 +123,24 @@ def deesser(
         g = math.exp(-yl * _NEPER_PER_DB20)
         for c in range(ch):
             x = np.float64(block[c, i])
-            low = _biquad(xo_coefs, xo_state, c, 0, x)
-            if yl > 0.0:
-                if wide:
+            if wide:
+                if yl > 0.0:
                     block[c, i] = np.float32(g * x)
-                else:
-                    block[c, i] = np.float32(low + g * (x - low))
+            else:
+                low = _biquad(xo_coefs, xo_state, c, 1, _biquad(xo_coefs, xo_state, c, 0, x))
+                high = _biquad(xo_coefs, xo_state, c, 3, _biquad(xo_coefs, xo_state, c, 2, x))
+                block[c, i] = np.float32(low + g * high)
     for c in range(ch):
         for k in range(2):
             for j in range(2):
                 v = sc_state[c, k, j]
                 if not math.isfinite(v) or abs(v) < DENORMAL_FLOOR:
                     sc_state[c, k, j] = 0.0
-            v = xo_state[c, 0, k]
-            if not math.isfinite(v) or abs(v) < DENORMAL_FLOOR:
-                xo_state[c, 0, k] = 0.0
+        for k in range(4):
+            for j in range(2):
+                v = xo_state[c, k, j]
+                if not math.isfinite(v) or abs(v) < DENORMAL_FLOOR:
+                    xo_state[c, k, j] = 0.0
         v = ms[c]
         if not math.isfinite(v) or v < DENORMAL_FLOOR:
             ms[c] = 0.0
