@@ -1,0 +1,85 @@
+"""leveler: two real speakers 10 dB apart come out within 3 dB; the gain stays frozen through a
+3 s noise-only pause; K-weighted target reached."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import shared_data_dir
+
+from hushbridge.effects import EFFECTS, Leveler, ProcessSpec
+from hushbridge.errors import ParamError
+
+SPEECH = (shared_data_dir() or Path("/nonexistent")) / "speech"
+SR = 16000
+
+
+def utterance(name: str) -> np.ndarray:
+    import soundfile as sf
+
+    files = sorted(SPEECH.glob(name)) if SPEECH.is_dir() else []
+    if not files:
+        pytest.skip(f"real speech not found in {SPEECH}")
+    x, sr = sf.read(str(files[0]), dtype="float64")
+    assert sr == SR
+    return x / np.sqrt(np.mean(x**2))
+
+
+def run(fx: Leveler, x: np.ndarray, block: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """Output and the gain (dB) after every block."""
+    fx.prepare(ProcessSpec(SR, block, 1))
+    y = x[None, :].astype(np.float32).copy()
+    gains = []
+    for s in range(0, y.shape[1], block):
+        fx.process(y[:, s : s + block])
+        gains.append(fx.gain_db)
+    return y[0].astype(np.float64), np.array(gains)
+
+
+def active_rms_db(x: np.ndarray) -> float:
+    """RMS over the 20 ms frames within 20 dB of the loudest (speech, not pauses)."""
+    f = x[: len(x) // 320 * 320].reshape(-1, 320)
+    e = 10 * np.log10(np.mean(f**2, axis=1) + 1e-20)
+    return float(10 * np.log10(np.mean(10 ** (e[e > e.max() - 20] / 10))))
+
+
+def test_two_speakers_10_db_apart_and_frozen_in_pause() -> None:
+    a = utterance("librispeech_1034-*.flac") * 10 ** (-20 / 20)
+    b = utterance("librispeech_1040-*.flac") * 10 ** (-30 / 20)
+    pause = 3 * SR
+    rng = np.random.default_rng(0)
+    x = np.concatenate([a, np.zeros(pause), b])
+    x = x + rng.standard_normal(len(x)) * 10 ** (-60 / 20)  # room noise throughout
+    fx = Leveler(target_lufs=-23.0, max_gain_db=15.0, max_cut_db=15.0, time_s=1.0)  # speaker A is 7.9 s
+    y, gains = run(fx, x)
+    ya, yb = y[len(a) // 2 : len(a)], y[len(a) + pause + len(b) // 2 :]
+    xa, xb = x[len(a) // 2 : len(a)], x[len(a) + pause + len(b) // 2 :]
+    assert active_rms_db(xa) - active_rms_db(xb) == pytest.approx(10.0, abs=0.5)
+    spread = abs(active_rms_db(ya) - active_rms_db(yb))
+    assert spread < 3.0, f"speakers {spread:.1f} dB apart after leveling"
+    # the pause: noise only for 3 s, the gain may not rise more than 1 dB above where speech left it
+    i0, i1 = len(a) // 160, (len(a) + pause) // 160
+    rise = gains[i0 + 10 : i1].max() - gains[i0 - 1]
+    assert rise < 1.0, f"gain rose {rise:.2f} dB in the pause"
+
+
+def test_target_and_limits() -> None:
+    a = utterance("librispeech_1088-*.flac") * 10 ** (-30 / 20)
+    y, gains = run(Leveler(target_lufs=-20.0, max_gain_db=6.0, time_s=1.0), a)
+    assert gains[-1] == pytest.approx(6.0, abs=0.3)  # wanted ~+10 dB, limited to max_gain_db
+    assert gains.max() <= 6.0 + 1e-9
+    y, gains = run(Leveler(target_lufs=-40.0, max_cut_db=30.0, time_s=1.0), a)
+    assert -20.0 < gains[-1] < -5.0  # cut toward the target
+    assert np.all(np.isfinite(y))
+
+
+def test_silence_keeps_unity_and_params() -> None:
+    y, gains = run(Leveler(), np.zeros(SR * 3))
+    assert np.all(gains == 0.0) and np.all(y == 0.0)
+    fx = Leveler()
+    assert fx.values() == {"target_lufs": -20.0, "max_gain_db": 12.0, "max_cut_db": 12.0, "time_s": 3.0,
+                           "activity_db": 10.0}
+    assert EFFECTS["leveler"] is Leveler and fx.latency_samples == 0
+    with pytest.raises(ParamError, match="time_s"):
+        fx.time_s = 0.0
