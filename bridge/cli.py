@@ -6,6 +6,10 @@
     hushbridge run --backend jack            live: JACK ports in_1.., out_1.., OSC on 127.0.0.1:9000
     hushbridge devices                       audio backends, devices and JACK ports
     hushbridge presets                       built-in and user presets
+    hushbridge loudness A.wav B.flac         integrated loudness, LRA, max M/S, true peak (--json)
+    hushbridge normalize IN OUT -t podcast   loudness to -16 LUFS, true peak under -1 dBTP
+    hushbridge midi ports                    MIDI inputs (JACK by default; --api alsa)
+    hushbridge midi learn /hb/gain/gain_db   map the next MIDI control moved (--save NAME keeps it)
 """
 from __future__ import annotations
 
@@ -186,7 +190,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    osc = None
+    osc = midi = None
     try:
         backend.start()
         if not args.no_osc:
@@ -195,6 +199,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             osc = OscServer(engine, host=args.osc_host, port=args.osc_port)
             osc.start()
         where = f"OSC on {args.osc_host}:{osc.port}" if osc else "OSC off"
+        if args.midi_in:
+            midi = _start_midi_in(args, engine, osc)
+            where += f", MIDI in: {midi.port_label}"
         err.print(f"hushbridge running on {backend.name} ({engine.spec.sample_rate} Hz, {engine.spec.max_block_size} frames, "
                   f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}, {where}. Ctrl-C to stop.")
         tty = sys.stderr.isatty()
@@ -208,10 +215,82 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if tty:
             sys.stderr.write("\n")
     finally:
+        if midi is not None:
+            midi.close()
         if osc is not None:
             osc.close()
         backend.close()
     err.print(f"stopped. {engine.status_line()}")
+    return EXIT_OK
+
+
+# == midi ==========================================================================================
+def _preset_midi_table(args: argparse.Namespace) -> dict:
+    """The ``[midi]`` table of the preset ``run``/``midi learn`` use ({} for an ad-hoc --chain)."""
+    from hushbridge.presets import find_preset
+
+    if getattr(args, "chain", None):
+        return {}
+    return find_preset(args.preset or "dialogue").midi
+
+
+def _start_midi_in(args: argparse.Namespace, engine, osc):
+    """``run --midi-in``: a MidiInput feeding the engine; MIDI learn over OSC when OSC runs."""
+    from hushbridge.control.midi import MidiInput, MidiMapper, attach_osc
+
+    mapper = MidiMapper(engine, _preset_midi_table(args))
+    api = args.midi_api or ("jack" if args.backend == "jack" else None)
+    port = None if args.midi_in == "virtual" else args.midi_in
+    midi = MidiInput(mapper, port=port, api=api, server=args.server if api == "jack" else None)
+    midi.start()
+    if osc is not None:
+        attach_osc(osc.controller, mapper)
+    return midi
+
+
+def _cmd_midi(args: argparse.Namespace) -> int:
+    from hushbridge.control.midi import list_input_ports
+
+    out = _console()
+    api = None if args.api == "default" else args.api
+    if args.server and api == "jack":
+        os.environ["JACK_DEFAULT_SERVER"] = args.server
+    if args.midi_command == "ports":
+        names = list_input_ports(api)
+        out.print(f"[bold]MIDI inputs[/] ({api or 'default'} API): {len(names)}")
+        for name in names:
+            out.print(f"  {name}")
+        return EXIT_OK
+    return _midi_learn(args, api, out)
+
+
+def _midi_learn(args: argparse.Namespace, api, out) -> int:
+    import tomli_w
+
+    from hushbridge.control.midi import MidiInput, MidiMapper, describe
+    from hushbridge.engine import Engine
+    from hushbridge.presets import find_preset, save_preset
+
+    preset = find_preset(args.preset or "dialogue")
+    engine = Engine(preset.build())
+    mapper = MidiMapper(engine, preset.midi)
+    learned = []
+    done = threading.Event()
+    mapper.add_learn_listener(lambda address, m: (learned.append(m), done.set()))
+    mapper.learn(args.address)
+    with MidiInput(mapper, port=args.port, api=api, server=args.server if api == "jack" else None) as midi:
+        _console(stderr=True).print(f"learning {args.address} (preset {preset.name}): move a control on "
+                                    f"{midi.port_label} ... (Ctrl-C to give up)")
+        if not done.wait(args.timeout if args.timeout > 0 else None):
+            _console(stderr=True).print(f"[red]error:[/] no MIDI control moved within {args.timeout:g} s")
+            return EXIT_FAILED
+    m = learned[0]
+    section = {"cc": "cc", "cc14": "cc", "nrpn": "nrpn", "note": "note"}[m.kind]
+    out.print(f"# {describe(m)} -> {m.address}", markup=False)
+    out.print(tomli_w.dumps({"midi": {section: [m.to_dict()]}}).strip(), markup=False)
+    if args.save:
+        path = save_preset(engine.chain, args.save, midi=mapper.to_toml_dict())
+        out.print(f"saved preset {args.save!r} with its [midi] table to {path}", markup=False)
     return EXIT_OK
 
 
@@ -266,6 +345,114 @@ def _cmd_presets(args: argparse.Namespace) -> int:  # noqa: ARG001
     return EXIT_OK
 
 
+# == loudness / normalize ==========================================================================
+TARGETS = {"podcast": -16.0, "streaming": -14.0, "broadcast": -23.0}
+_LOUDNESS_KEYS = (("integrated_lufs", "integrated", "LUFS"), ("lra_lu", "LRA", "LU"),
+                  ("max_momentary_lufs", "max M", "LUFS"), ("max_short_term_lufs", "max S", "LUFS"),
+                  ("true_peak_dbtp", "true peak", "dBTP"))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.1f}" if math.isfinite(v) else "-inf"
+
+
+def _cmd_loudness(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.table import Table
+
+    from hushbridge.measure import loudness_file
+
+    out = _console()
+    err = _console(stderr=True)
+    rows: list[dict] = []
+    failures = 0
+    for name in args.files:
+        try:
+            m = loudness_file(name)
+        except HushbridgeError as e:
+            failures += 1
+            err.print(f"[red]error:[/] {e}")
+            rows.append({"file": name, "error": str(e)})
+            continue
+        rows.append({"file": name, **{k: m[k] for k, _, _ in _LOUDNESS_KEYS},
+                     "sample_rate": m["sample_rate"], "channels": m["channels"], "duration_s": m["duration_s"]})
+    if args.json:
+        def clean(v):
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        print(json.dumps([{k: clean(v) for k, v in r.items()} for r in rows], indent=2))
+    else:
+        table = Table(title=None)
+        table.add_column("file")
+        for _, label, unit in _LOUDNESS_KEYS:
+            table.add_column(f"{label} ({unit})", justify="right")
+        for r in rows:
+            if "error" not in r:
+                table.add_row(r["file"], *[_fmt(r[k]) for k, _, _ in _LOUDNESS_KEYS])
+        if len(rows) > failures:
+            out.print(table)
+    if failures and len(rows) > 1:
+        err.print(f"[red]{failures} of {len(rows)} files failed[/]")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _target(text: str) -> float:
+    """``--target``: a number (LUFS) or podcast / streaming / broadcast."""
+    key = text.strip().lower()
+    if key in TARGETS:
+        return TARGETS[key]
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a loudness (LUFS, e.g. -16) or one of {', '.join(TARGETS)}") from None
+    if not -70.0 <= value <= 0.0:
+        raise argparse.ArgumentTypeError(f"target {value:g} LUFS is outside -70..0")
+    return value
+
+
+def _cmd_normalize(args: argparse.Namespace) -> int:
+    from hushbridge.effects import Chain, Gain, Limiter
+    from hushbridge.errors import AudioFileError
+    from hushbridge.io.files import process_file
+    from hushbridge.measure import loudness_file
+
+    out = _console()
+    err = _console(stderr=True)
+    ceiling = args.true_peak
+    before = loudness_file(args.input)
+    level = before["integrated_lufs"]
+    if not math.isfinite(level):
+        raise AudioFileError(f"{args.input}: silent or shorter than one 400 ms block; nothing to normalize")
+    gain_db = args.target - level
+    gain_max = Gain.params[0].max
+    if gain_db > gain_max:
+        raise AudioFileError(f"{args.input}: reaching {args.target:g} LUFS from {level:.1f} LUFS needs "
+                             f"{gain_db:+.1f} dB, more than the {gain_max:g} dB normalize applies")
+    predicted_tp = before["true_peak_dbtp"] + gain_db
+    # the limiter passes anything under its ceiling bit-exactly; engage it with a margin for the
+    # meter's and the writer's (dither) last hundredths of a dB
+    limit = predicted_tp > ceiling - 0.1
+    effects = [Gain(gain_db=gain_db)]
+    if limit:
+        effects.append(Limiter(ceiling_dbtp=ceiling, release_ms=args.release_ms))
+    report = process_file(args.input, args.output, Chain(effects), subtype=args.subtype)
+    after = loudness_file(args.output)
+    out.print(f"{args.input}: {_fmt(level)} LUFS, LRA {before['lra_lu']:.1f} LU, true peak "
+              f"{_fmt(before['true_peak_dbtp'])} dBTP")
+    out.print(f"gain {gain_db:+.2f} dB" + (f", true-peak limiter at {ceiling:g} dBTP (the gained signal would "
+                                         f"peak at {predicted_tp:+.1f} dBTP)" if limit else
+                                         f"; no limiting needed (peak {predicted_tp:+.1f} dBTP)"))
+    out.print(f"{args.output}: {_fmt(after['integrated_lufs'])} LUFS, LRA {after['lra_lu']:.1f} LU, true peak "
+              f"{_fmt(after['true_peak_dbtp'])} dBTP ({report.subtype}, target {args.target:g} LUFS, "
+              f"ceiling {ceiling:g} dBTP)")
+    if after["integrated_lufs"] < args.target - 0.5:
+        err.print(f"[yellow]note:[/] the {ceiling:g} dBTP ceiling held the loudness at "
+                  f"{after['integrated_lufs']:.1f} LUFS; a lower target or a compressor first would reach it")
+    return EXIT_OK
+
+
 # == parser ========================================================================================
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -312,15 +499,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--osc-host", default="127.0.0.1", help="OSC address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--osc-port", type=int, default=9000, help="OSC UDP port (default 9000)")
     p.add_argument("--no-osc", action="store_true", help="do not start the OSC server")
+    p.add_argument("--midi-in", metavar="PORT",
+                   help="MIDI control from this source port (see `hushbridge midi ports`; reconnects when it comes "
+                        "back), or `virtual` for a port of our own; maps from the preset's [midi] table")
+    p.add_argument("--midi-api", choices=["jack", "alsa", "coremidi", "winmm"],
+                   help="MIDI API (default: jack with the JACK backend, else python-rtmidi's default)")
     p.add_argument("--status-every", type=int, default=10, metavar="S",
                    help="when stderr is not a terminal, print the status line every S seconds (0: never)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("midi", help="MIDI control: list input ports, learn a mapping",
+                       description="MIDI maps live in a preset's [midi] table (see the README, MIDI section).")
+    msub = p.add_subparsers(dest="midi_command", metavar="ACTION", required=True)
+    for action, text in (("ports", "list MIDI sources an input can connect to"),
+                         ("learn", "map the next MIDI control moved to ADDRESS and print (or save) the map")):
+        mp = msub.add_parser(action, help=text, description=text)
+        if action == "learn":
+            mp.add_argument("address", metavar="ADDRESS", help="parameter address, e.g. /hb/compressor/threshold_db")
+            mp.add_argument("--port", metavar="NAME", help="source port to listen to (default: a virtual port of our own)")
+            mp.add_argument("--preset", "-p", metavar="NAME", help="preset whose chain and [midi] table to start from (default: dialogue)")
+            mp.add_argument("--save", metavar="NAME", help="save the preset with the learned map as user preset NAME")
+            mp.add_argument("--timeout", type=float, default=60.0, metavar="S", help="give up after S seconds (default 60; 0: never)")
+        mp.add_argument("--api", choices=["jack", "alsa", "coremidi", "winmm", "default"], default="jack",
+                        help="MIDI API (default jack)")
+        mp.add_argument("--server", metavar="NAME", help="JACK server name (default: $JACK_DEFAULT_SERVER or default)")
+        mp.set_defaults(func=_cmd_midi)
 
     p = sub.add_parser("devices", help="list audio backends, devices and JACK ports")
     p.set_defaults(func=_cmd_devices)
 
     p = sub.add_parser("presets", help="list built-in and user presets")
     p.set_defaults(func=_cmd_presets)
+
+    p = sub.add_parser("loudness", help="measure loudness (BS.1770-4 / EBU R128) of audio files",
+                       description="Integrated loudness, loudness range (EBU Tech 3342), maximum momentary and "
+                                   "short-term loudness and true peak (8x oversampled) of each file, read in "
+                                   "blocks. A file that cannot be read is reported and the rest go on (exit 1).")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print a JSON list (one object per file; -inf as null)")
+    p.set_defaults(func=_cmd_loudness)
+
+    p = sub.add_parser("normalize", help="normalize a file to a loudness target under a true-peak ceiling",
+                       description="Measures IN, applies the gain that brings its integrated loudness to the "
+                                   "target and, where the gained signal would pass the true-peak ceiling, runs it "
+                                   "through the look-ahead true-peak limiter. OUT keeps IN's rate, channels and "
+                                   "sample format (dithered), is written only on success; before/after are printed.")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--target", "-t", type=_target, default=-16.0, metavar="LUFS",
+                   help="integrated loudness to reach: a number, or podcast (-16), streaming (-14), "
+                        "broadcast (-23); default -16")
+    p.add_argument("--true-peak", type=float, default=-1.0, metavar="DBTP",
+                   help="true-peak ceiling in dBTP (default -1)")
+    p.add_argument("--release-ms", type=float, default=80.0, metavar="MS", help="limiter release (default 80 ms)")
+    p.add_argument("--subtype", metavar="NAME", help="output sample format (default: the input's)")
+    p.set_defaults(func=_cmd_normalize)
     return parser
 
 

@@ -585,6 +585,16 @@ class MidiMapper:
         self._nrpn: dict[int, tuple[str | None, int, int]] = {}  # channel -> (kind, msb, lsb)
         self._parser = MidiStreamParser(self._on_bytes, self.reject)
         self.load(table)
+        if hasattr(engine, "publish"):
+            self.transport.add_listener(self._publish_transport)
+
+    def _publish_transport(self, transport: Transport, what: str) -> None:
+        """Transport listener: ``/hb/transport/tempo_bpm`` (0.1 BPM steps) and ``/playing``
+        through ``engine.publish`` (readable with ``/hb/get``, echoed as OSC feedback)."""
+        if what == "bpm":
+            self.engine.publish("/hb/transport/tempo_bpm", round(transport.bpm, 1), source=MIDI_SOURCE)
+        elif what == "playing":
+            self.engine.publish("/hb/transport/playing", 1.0 if transport.playing else 0.0, source=MIDI_SOURCE)
 
     # == maps ====================================================================================
     def load(self, table: Mapping[str, Any] | None) -> None:
@@ -953,6 +963,47 @@ class MidiMapper:
                 self.reject(str(e))
 
 
+def describe(m: MidiMap) -> str:
+    """A short label of a map's source, e.g. ``"cc 74 ch 5"``, ``"cc14 1/33"``, ``"nrpn 1000"``."""
+    what = {"cc": f"cc {m.number}", "cc14": f"cc14 {m.number}/{m.number + 32}",
+            "nrpn": f"nrpn {m.number}", "note": f"note {m.number}"}[m.kind]
+    return what if m.channel is None else f"{what} ch {m.channel + 1}"
+
+
+def attach_osc(controller: Any, mapper: MidiMapper) -> Callable[[], None]:
+    """Wire MIDI learn and the preset ``[midi]`` table into an OSC controller.
+
+    ``/hb/learn <address>`` calls :meth:`MidiMapper.learn`, ``/hb/learn/cancel``
+    :meth:`MidiMapper.cancel_learn`; when learn maps a control, registered clients and the client
+    that asked get ``/hb/learn/done <address> <source>`` (source as :func:`describe` gives it).
+    ``/hb/preset/save`` stores :meth:`MidiMapper.to_toml_dict`. Returns a function that undoes it.
+    """
+    asked: dict[str, Any] = {}
+
+    def on_learn(address: str | None, client: Any) -> None:
+        if address is None:
+            mapper.cancel_learn()
+            asked.clear()
+        else:
+            mapper.learn(address)
+            asked.clear()
+            asked["client"] = client
+
+    def on_learned(address: str, m: MidiMap) -> None:
+        controller.notify("/hb/learn/done", (address, describe(m)), also=asked.pop("client", None))
+
+    controller.set_learn_handler(on_learn)
+    controller.set_preset_midi(mapper.to_toml_dict)
+    mapper.add_learn_listener(on_learned)
+
+    def detach() -> None:
+        controller.set_learn_handler(None)
+        controller.set_preset_midi(None)
+        mapper.remove_learn_listener(on_learned)
+
+    return detach
+
+
 # == ports =========================================================================================
 def _rtapi(api: str | None) -> int:
     import rtmidi
@@ -1252,7 +1303,9 @@ __all__ = [
     "MidiMapper",
     "MidiStreamParser",
     "Transport",
+    "attach_osc",
     "count_dropped",
+    "describe",
     "list_input_ports",
     "match_port",
     "mido_backend",

@@ -710,3 +710,123 @@ def test_cli_midi_ports_and_learn(jack_midi, sender, user_config, capsys):
     assert preset.midi == {"cc": [{"channel": 3, "cc": 71, "address": "/hb/compressor/threshold_db"}]}
     assert preset.build().ids == load_preset("podcast").ids
     assert MIDI_SOURCE == "midi"
+
+
+def test_transport_published_to_engine():
+    engine = make_engine(False)
+    mapper = MidiMapper(engine)
+    seen = []
+    engine.add_listener(lambda address, value, source: seen.append((address, value, source)))
+    mapper.handle(mido.Message("start"))
+    for k in range(48):
+        mapper.handle(mido.Message("clock"), stamp=k * 60 / (90 * 24))
+    assert engine.get("/hb/transport/tempo_bpm") == 90.0
+    assert engine.get("/hb/transport/playing") == 1.0
+    assert ("/hb/transport/playing", 1.0, MIDI_SOURCE) in seen
+    mapper.handle(mido.Message("stop"))
+    assert engine.get("/hb/transport/playing") == 0.0
+
+
+def test_osc_learn_hook_over_udp():
+    """/hb/learn over real UDP reaches MidiMapper.learn; the sender hears /hb/learn/done."""
+    import socket
+
+    from pythonosc.osc_message import OscMessage
+
+    from hushbridge.control.midi import attach_osc
+    from hushbridge.control.osc import OscServer, encode
+
+    engine = make_engine()
+    mapper = MidiMapper(engine)
+    with OscServer(engine, port=0) as server:
+        detach = attach_osc(server.controller, mapper)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(3.0)
+        try:
+            sock.sendto(encode("/hb/learn", [GAIN2]), ("127.0.0.1", server.port))
+            assert wait_until(lambda: mapper.learning == GAIN2)
+            mapper.handle(cc(90, 1, channel=3))
+            done = OscMessage(sock.recvfrom(65536)[0])
+            assert (done.address, done.params) == ("/hb/learn/done", [GAIN2, "cc 90 ch 4"])
+            mapper.handle(cc(90, 0, channel=3))
+            assert engine.get(GAIN2) == -96.0
+            sock.sendto(encode("/hb/learn", [GAIN]), ("127.0.0.1", server.port))
+            assert wait_until(lambda: mapper.learning == GAIN)
+            sock.sendto(encode("/hb/learn/cancel", []), ("127.0.0.1", server.port))
+            assert wait_until(lambda: mapper.learning is None)
+            sock.sendto(encode("/hb/learn", ["/hb/nope/x"]), ("127.0.0.1", server.port))
+            err = OscMessage(sock.recvfrom(65536)[0])
+            assert err.address == "/hb/error"
+        finally:
+            sock.close()
+            detach()
+
+
+@pytest.mark.jack
+def test_cli_run_with_midi_in(jack_server, tmp_path):
+    """`hushbridge run --midi-in virtual`: the preset's [midi] table drives the engine; OSC learn works."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from pythonosc.osc_message import OscMessage
+
+    from hushbridge.control.osc import encode
+
+    preset = tmp_path / "knobs.toml"
+    preset.write_text('version = 1\n[[chain]]\neffect = "gain"\n[[midi.cc]]\ncc = 7\naddress = "/hb/gain/gain_db"\n'
+                      'min = -30.0\nmax = 0.0\n')
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        osc_port = s.getsockname()[1]
+    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server.name, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--name", "hbmidirun", "--preset", str(preset),
+         "--channels", "1", "--osc-port", str(osc_port), "--midi-in", "virtual"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    out = None
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+
+    def get(address: str) -> float | None:
+        sock.sendto(encode("/hb/get", [address]), ("127.0.0.1", osc_port))
+        try:
+            return OscMessage(sock.recvfrom(65536)[0]).params[1]
+        except socket.timeout:
+            return None
+
+    try:
+        # start-up warms numba up: slow on a busy machine
+        assert wait_until(lambda: proc.poll() is not None or "hushbridge-midi:in" in backend.get_output_names(), 120, 0.2)
+        assert proc.poll() is None, proc.stderr.read()
+        out = backend.open_output("hushbridge-midi:in")
+        assert wait_until(lambda: get("/hb/gain/gain_db") is not None, 20, 0.1)
+        out.send(cc(7, 0))
+        assert wait_until(lambda: get("/hb/gain/gain_db") == -30.0, 5, 0.05)
+        sock.sendto(encode("/hb/learn", ["/hb/gain/bypass"]), ("127.0.0.1", osc_port))
+        time.sleep(0.3)
+        out.send(mido.Message("note_on", note=48, velocity=64))
+        sock.settimeout(3)
+        done = OscMessage(sock.recvfrom(65536)[0])
+        assert (done.address, done.params) == ("/hb/learn/done", ["/hb/gain/bypass", "note 48 ch 1"])
+        sock.settimeout(0.5)
+        out.send(mido.Message("note_on", note=48, velocity=64))
+        assert wait_until(lambda: get("/hb/gain/bypass") == 1.0, 5, 0.05)
+    finally:
+        if out is not None:
+            out.close()
+        sock.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"hushbridge run did not stop on SIGTERM:\n{err}")
+    assert proc.returncode == 0, err
+    assert "MIDI in: virtual port hushbridge-midi:in" in err
