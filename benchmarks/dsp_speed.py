@@ -37,12 +37,14 @@ BLOCKS = (64, 128, 256, 1024)
 
 # matched settings, hushbridge id -> (our params, pedalboard plugin, pedalboard args)
 HP = {"cutoff_hz": 80.0}
-GATE = {"threshold_db": -50.0, "attack_ms": 1.0, "release_ms": 100.0}
+GATE = {"threshold_db": -50.0, "ratio": 10.0, "attack_ms": 1.0, "release_ms": 100.0, "hold_ms": 0.0,
+        "hysteresis_db": 0.0, "range_db": 90.0}
 COMP = {"threshold_db": -20.0, "ratio": 3.0, "attack_ms": 10.0, "release_ms": 120.0, "knee_db": 0.0}
 EQ = {"band3_freq_hz": 3000.0, "band3_gain_db": 3.0, "band3_q": 1.0}
 LIM = {"ceiling_dbtp": -1.0, "release_ms": 80.0}
 DIFFERENCES = [
     "highpass: ours 12 dB/oct RBJ Butterworth biquad (float64 state); pedalboard HighpassFilter is 1st order (6 dB/oct)",
+    "gate: ours downward expander with hysteresis 0, hold 0, range 90 dB, side-chain HPF 20 Hz; pedalboard NoiseGate (juce::dsp::NoiseGate, RMS-ish detector)",
     "compressor: ours peak detector with side-chain HPF at 20 Hz, dB-domain ballistics, knee 0; pedalboard juce::dsp::Compressor",
     "eq: ours a 4-band PeakingEQ with bands 1, 2, 4 at 0 dB (exact identity, skipped); pedalboard one PeakFilter",
     "limiter: ours 1.5 ms look-ahead, true peak from 8x polyphase interpolation (24 taps/phase), attack ramp, "
@@ -115,7 +117,7 @@ def ours_chain(only: str | None = None) -> Chain:
 def pb_board(limiter: str = "brickwall", only: str | None = None) -> pb.Pedalboard:
     plugins = {
         "highpass": pb.HighpassFilter(cutoff_frequency_hz=HP["cutoff_hz"]),
-        "gate": pb.NoiseGate(threshold_db=GATE["threshold_db"], attack_ms=GATE["attack_ms"],
+        "gate": pb.NoiseGate(threshold_db=GATE["threshold_db"], ratio=GATE["ratio"], attack_ms=GATE["attack_ms"],
                              release_ms=GATE["release_ms"]),
         "compressor": pb.Compressor(threshold_db=COMP["threshold_db"], ratio=COMP["ratio"],
                                     attack_ms=COMP["attack_ms"], release_ms=COMP["release_ms"]),

@@ -34,6 +34,7 @@ SAFETY_DB = 0.05
 
 _TAPS = true_peak_taps(TAPS_PER_PHASE, OVERSAMPLE)
 _L1 = float(np.abs(_TAPS).sum(axis=1).max())
+_BOUND = np.ascontiguousarray(np.abs(_TAPS).max(axis=0))
 
 
 class Limiter(Effect):
@@ -86,7 +87,7 @@ class Limiter(Effect):
         object.__setattr__(self, "_dq_val", np.zeros(hold, dtype=np.float64))
         object.__setattr__(self, "_dq_idx", np.zeros(hold, dtype=np.int64))
         object.__setattr__(self, "_box", np.zeros(d - NEIGHBOURHOOD - half + 1, dtype=np.float64))
-        object.__setattr__(self, "_fast", bind(limiter, _TAPS, _L1, self._hist, self._dline, self._dq_val,
+        object.__setattr__(self, "_fast", bind(limiter, _TAPS, _BOUND, _L1, self._hist, self._dline, self._dq_val,
                                                self._dq_idx, self._box, self._istate, self._fstate, self._consts,
                                                self._meter))
 
@@ -110,5 +111,5 @@ class Limiter(Effect):
             fast[0](block, *fast[1])  # the compiled kernel with this state bound
             return
         self._require_prepared()
-        limiter(block, _TAPS, _L1, self._hist, self._dline, self._dq_val, self._dq_idx, self._box,
+        limiter(block, _TAPS, _BOUND, _L1, self._hist, self._dline, self._dq_val, self._dq_idx, self._box,
                 self._istate, self._fstate, self._consts, self._meter)

@@ -197,10 +197,20 @@ def true_peak_taps(taps_per_phase: int = 24, oversample: int = 8, beta: float = 
     return np.ascontiguousarray(h / h.sum(axis=1, keepdims=True))
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _abs_weighted_sum(hist: np.ndarray, c: int, base: int, w: np.ndarray) -> float:
+    """``sum_j w[j] * |hist[c, base + j]|`` (any summation order: it is only a bound)."""
+    acc = 0.0
+    for j in range(w.shape[0]):
+        acc += w[j] * abs(hist[c, base + j])
+    return acc
+
+
 @njit(cache=True, nogil=True)
 def limiter(
     block: np.ndarray,
     taps: np.ndarray,
+    bound: np.ndarray,
     l1: float,
     hist: np.ndarray,
     dline: np.ndarray,
@@ -225,7 +235,9 @@ def limiter(
 
     Parameters
     ----------
-    taps : float64 ``(phases - 1, K)``; l1 : largest ``sum |taps|`` of a phase (for the quiet bypass).
+    taps : float64 ``(phases - 1, K)``; bound : float64 ``(K,)`` ``max_p |taps[p, j]|``, for a per-sample
+        bound that skips the interpolation where no phase can reach the ceiling (same result);
+        l1 : largest ``sum |taps|`` of a phase (for the quiet bypass).
     hist : float64 ``(channels, 2K)`` FIR history, written twice so the last ``K`` are contiguous.
     dline : float32 ``(channels, D)`` audio delay line.
     dq_val, dq_idx : float64 / int64 ``(H,)`` monotonic deque of the hold.
@@ -280,13 +292,16 @@ def limiter(
                 a = abs(hist[c, base + half - 1])
                 if a > peak:
                     peak = a
-                for p in range(phases):
-                    acc = 0.0
-                    for j in range(k):
-                        acc += taps[p, j] * hist[c, base + j]
-                    a = abs(acc)
-                    if a > peak:
-                        peak = a
+                # no phase can exceed sum_j max_p|taps[p, j]| * |x_j|: when that bound stays under
+                # the ceiling, the phases cannot change the requirement, so skip them (exact)
+                if _abs_weighted_sum(hist, c, base, bound) * (1.0 + 1e-9) >= ceil_lin:
+                    for p in range(phases):
+                        acc = 0.0
+                        for j in range(k):
+                            acc += taps[p, j] * hist[c, base + j]
+                        a = abs(acc)
+                        if a > peak:
+                            peak = a
             # audio delay line
             out = dline[c, dp]
             dline[c, dp] = np.float32(x)
