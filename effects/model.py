@@ -114,6 +114,22 @@ def resample_plan(engine_rate: int, model_rate: int, hop: int, quality: str) -> 
     return _plans[key]
 
 
+class _RTState:
+    """Mutable audio-thread state and counters (plain attributes: cheaper than Effect.__setattr__)."""
+
+    __slots__ = ("t", "dpos", "t_inf", "hops_block", "idle_hops", "probing", "probe_done", "probe_misses",
+                 "hist_pos", "miss_count", "activity", "overloaded", "overload_events", "recoveries",
+                 "nonfinite_events", "ring_underruns", "last_inference_s")
+
+    def __init__(self) -> None:
+        self.t = self.dpos = self.hops_block = self.idle_hops = self.probe_done = self.probe_misses = 0
+        self.hist_pos = self.miss_count = 0
+        self.t_inf = self.last_inference_s = 0.0
+        self.probing = self.overloaded = False
+        self.activity = float("nan")
+        self.overload_events = self.recoveries = self.nonfinite_events = self.ring_underruns = 0
+
+
 class ModelEffect(Effect):
     """A streaming ONNX model as an Effect; see the module docstring.
 
@@ -167,13 +183,7 @@ class ModelEffect(Effect):
         self._red_state = np.ones((1, 3), dtype=np.float64)
         self._latency = info.latency_samples + info.hop - 1
         self._l_fifo = info.hop - 1
-        self.activity = float("nan")
-        self.overloaded = False
-        self.overload_events = 0
-        self.recoveries = 0
-        self.nonfinite_events = 0
-        self.ring_underruns = 0
-        self.last_inference_s = 0.0
+        self._rt = _RTState()
         self.resampler_delay = 0.0
         super().__init__(**values)
 
@@ -192,6 +202,34 @@ class ModelEffect(Effect):
         return path
 
     # -- reporting ----------------------------------------------------------------------------
+    @property
+    def activity(self):
+        return self._rt.activity
+
+    @property
+    def overloaded(self):
+        return self._rt.overloaded
+
+    @property
+    def overload_events(self):
+        return self._rt.overload_events
+
+    @property
+    def recoveries(self):
+        return self._rt.recoveries
+
+    @property
+    def nonfinite_events(self):
+        return self._rt.nonfinite_events
+
+    @property
+    def ring_underruns(self):
+        return self._rt.ring_underruns
+
+    @property
+    def last_inference_s(self):
+        return self._rt.last_inference_s
+
     @property
     def latency_samples(self) -> int:
         """Delay in samples at the engine rate (after ``prepare``; before it, at the model rate)."""
@@ -257,9 +295,9 @@ class ModelEffect(Effect):
         size = self._l_fifo + spec.max_block_size + 4 * hop_e + 1024
         self._ring = np.zeros((ch, size), dtype=np.float32)
         self._w = [0] * ch
-        self._t = 0
+        self._rt.t = 0
         self._dline = np.zeros((ch, self._latency + spec.max_block_size + 1), dtype=np.float32)
-        self._dpos = 0
+        self._rt.dpos = 0
         self._dry = np.zeros((ch, spec.max_block_size), dtype=np.float32)
         self._act = np.full(ch, np.nan, dtype=np.float64)
         red = self._red_target
@@ -267,15 +305,15 @@ class ModelEffect(Effect):
         self._mix_state[2] = ramp_step(spec, self.params[1].smoothing_ms)
         self._on_state[2] = ramp_step(spec, FADE_MS)
         self._history = np.zeros(OVERLOAD_WINDOW, dtype=np.int8)
-        self._hist_pos = 0
+        self._rt.hist_pos = 0
         self._budget = self.overload_budget * hop / msr
         self._probe_every = max(1, int(PROBE_S * msr / hop))
-        self._idle_hops = 0
-        self._probing = False
-        self._probe_done = 0
-        self._probe_misses = 0
-        self._t_inf = 0.0
-        self._hops_block = 0
+        self._rt.idle_hops = 0
+        self._rt.probing = False
+        self._rt.probe_done = 0
+        self._rt.probe_misses = 0
+        self._rt.t_inf = 0.0
+        self._rt.hops_block = 0
         _warm_model_kernels()
         # the first onnxruntime run of a session is slow: do it here, not in a callback
         for c in range(ch):
@@ -300,14 +338,15 @@ class ModelEffect(Effect):
             for r in self._rs_out:
                 r.clear()
         self._ring.fill(0.0)
-        self._t = 0
+        self._rt.t = 0
         self._dline.fill(0.0)
-        self._dpos = 0
+        self._rt.dpos = 0
         self._act.fill(np.nan)
         self._red_state[:, 0] = self._red_state[:, 1]
         self._mix_state[0] = self._mix_state[1]
         self._on_state[0] = self._on_state[1]
         self._history.fill(0)
+        self._rt.miss_count = 0
 
     # -- audio --------------------------------------------------------------------------------
     def process(self, block: np.ndarray) -> None:
@@ -316,30 +355,30 @@ class ModelEffect(Effect):
         spec = self._require_prepared()
         n = block.shape[1]
         if sanitize(block):
-            self.nonfinite_events += 1
+            self._rt.nonfinite_events += 1
             self.model.reset()
         dry = self._dry[:, :n]
-        self._dpos = delay_through(block, self._dline, self._dpos, self._latency, dry)
-        run = not self.overloaded or self._probing or self._on_state[0] > 0.0
-        self._t_inf = 0.0
-        self._hops_block = 0
+        self._rt.dpos = delay_through(block, self._dline, self._rt.dpos, self._latency, dry)
+        run = not self._rt.overloaded or self._rt.probing or self._on_state[0] > 0.0
+        self._rt.t_inf = 0.0
+        self._rt.hops_block = 0
         rs_in = self._rs_in
         for c in range(spec.channels):
             x = block[c]
             if rs_in is not None:
                 x = rs_in[c].resample_chunk(x)
             self._feed(c, x, run)
-        r = self._t - self._l_fifo
+        r = self._rt.t - self._l_fifo
         for c in range(spec.channels):
             missing = ring_read(self._ring[c], self._w[c], r, block[c])
             if missing:
-                self.ring_underruns += 1
-        self._t += n
+                self._rt.ring_underruns += 1
+        self._rt.t += n
         if self._mix_state[0] != 1.0 or self._mix_state[1] != 1.0:
             ramp_mix(block, dry, self._mix_state)
         if self._on_state[0] != 1.0 or self._on_state[1] != 1.0:
             ramp_mix(block, dry, self._on_state)
-        if self._hops_block:
+        if self._rt.hops_block:
             self._account(run)
 
     def _feed(self, c: int, x: np.ndarray, run: bool) -> None:
@@ -365,15 +404,15 @@ class ModelEffect(Effect):
         dryhop = self._dryhop
         self._mpos[c] = delay_through(ain, self._mline[c], self._mpos[c], model.info.latency_samples, dryhop)
         if c == 0:
-            self._hops_block += 1
+            self._rt.hops_block += 1
         if run:
             t0 = time.perf_counter()
             out = self._infer(c)
-            self._t_inf += time.perf_counter() - t0
+            self._rt.t_inf += time.perf_counter() - t0
             if sanitize(out) or not model.state_finite(c):
                 out.fill(0.0)
                 model.reset(c)
-                self.nonfinite_events += 1
+                self._rt.nonfinite_events += 1
             if model.info.has_activity:
                 self._act[c] = model.extras[c]["activity"].flat[0]
             if model.atten_lim_db is None:
@@ -391,42 +430,50 @@ class ModelEffect(Effect):
 
     def _account(self, run: bool) -> None:
         """Overload bookkeeping after a block that completed ``_hops_block`` hops."""
-        nh = self._hops_block
+        nh = self._rt.hops_block
+        rt = self._rt
         if self.model.info.has_activity:
-            self.activity = float(self._act.max())
+            act = self._act
+            a = act[0]
+            for c in range(1, act.shape[0]):
+                a = max(a, act[c])
+            rt.activity = float(a)
         if not run:
-            self._idle_hops += nh
-            if self._idle_hops >= self._probe_every and self.overload_budget > 0:
-                self._idle_hops = 0
-                self._probing = True
-                self._probe_done = self._probe_misses = 0
+            self._rt.idle_hops += nh
+            if self._rt.idle_hops >= self._probe_every and self.overload_budget > 0:
+                self._rt.idle_hops = 0
+                self._rt.probing = True
+                self._rt.probe_done = self._rt.probe_misses = 0
                 self.model.reset()
             return
-        per_hop = self._t_inf / nh
-        self.last_inference_s = per_hop
+        per_hop = self._rt.t_inf / nh
+        self._rt.last_inference_s = per_hop
         if self.overload_budget <= 0:
             return
         miss = 1 if per_hop > self._budget else 0
-        if self._probing:
-            self._probe_done += nh
-            self._probe_misses += miss * nh
-            if self._probe_misses >= OVERLOAD_MISSES:
-                self._probing = False  # still too slow: wait for the next probe
-            elif self._probe_done >= PROBE_HOPS:
-                self._probing = False
-                self.overloaded = False
-                self.recoveries += 1
+        if self._rt.probing:
+            self._rt.probe_done += nh
+            self._rt.probe_misses += miss * nh
+            if self._rt.probe_misses >= OVERLOAD_MISSES:
+                self._rt.probing = False  # still too slow: wait for the next probe
+            elif self._rt.probe_done >= PROBE_HOPS:
+                self._rt.probing = False
+                self._rt.overloaded = False
+                self._rt.recoveries += 1
                 self._history.fill(0)
+                rt.miss_count = 0
                 self._on_state[1] = 1.0
             return
-        if self.overloaded:
+        if self._rt.overloaded:
             return  # fading out to dry; inference stops when the fade has finished
         hist = self._history
         for _ in range(min(nh, OVERLOAD_WINDOW)):
-            hist[self._hist_pos] = miss
-            self._hist_pos = (self._hist_pos + 1) % OVERLOAD_WINDOW
-        if int(hist.sum()) >= OVERLOAD_MISSES:
-            self.overloaded = True
-            self.overload_events += 1
-            self._idle_hops = 0
+            pos = rt.hist_pos
+            rt.miss_count += miss - int(hist[pos])
+            hist[pos] = miss
+            rt.hist_pos = (pos + 1) % OVERLOAD_WINDOW
+        if rt.miss_count >= OVERLOAD_MISSES:
+            self._rt.overloaded = True
+            self._rt.overload_events += 1
+            self._rt.idle_hops = 0
             self._on_state[1] = 0.0

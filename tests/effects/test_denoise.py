@@ -37,6 +37,13 @@ def g(tmp_path_factory):
     }
 
 
+def ME(path, **kw) -> ModelEffect:
+    """A ModelEffect for exact-output tests: the overload fallback off, so a busy test machine
+    cannot switch it to the dry path (the overload tests turn it on)."""
+    kw.setdefault("overload_budget", 0.0)
+    return ModelEffect(path, **kw)
+
+
 def stream(effect, x: np.ndarray, sr: int, block: int) -> np.ndarray:
     """Prepare ``effect`` and run ``x`` (channels, n) through it in blocks of ``block``."""
     x = np.atleast_2d(x).astype(np.float32)
@@ -65,7 +72,7 @@ def noise(n: int, channels: int = 1, seed: int = 0, amp: float = 0.3) -> np.ndar
 # == latency ==================================================================================
 @pytest.mark.parametrize("block", [1, 64, 128, 1000])
 def test_latency_exact_at_model_rate(g, block):
-    e = ModelEffect(g["delay"], reduction_db=100.0)
+    e = ME(g["delay"], reduction_db=100.0)
     n = 1200 if block == 1 else 4000
     for at in (0, 77, 1003):
         y = stream(e, impulse(n, at), 16000, block)
@@ -75,7 +82,7 @@ def test_latency_exact_at_model_rate(g, block):
 
 
 def test_latency_exact_for_a_48k_graph_at_48k(g):
-    e = ModelEffect(g["delay48"], reduction_db=100.0)
+    e = ME(g["delay48"], reduction_db=100.0)
     y = stream(e, impulse(3000, 321), 48000, 128)
     assert e.latency_samples == 240 + 239 == 479
     assert int(np.argmax(y[0])) == 321 + 479 and np.count_nonzero(y) == 1
@@ -84,7 +91,7 @@ def test_latency_exact_for_a_48k_graph_at_48k(g):
 @pytest.mark.parametrize("sr", [44100, 48000, 96000])
 @pytest.mark.parametrize("block", [1, 128, 1000])
 def test_latency_within_one_sample_when_resampling(g, sr, block):
-    e = ModelEffect(g["delay"], reduction_db=100.0)
+    e = ME(g["delay"], reduction_db=100.0)
     n = sr // 10 if block == 1 else sr // 2
     for at in (0, 1234):
         if at >= n // 3:
@@ -97,12 +104,12 @@ def test_latency_within_one_sample_when_resampling(g, sr, block):
 
 
 def test_latency_through_chain_and_render(g):
-    e = ModelEffect(g["delay"], reduction_db=100.0)
+    e = ME(g["delay"], reduction_db=100.0)
     chain = Chain([e])
     chain.prepare(ProcessSpec(16000, 128, 1))
     assert chain.latency_samples == e.latency_samples == 196
     x = noise(8000)
-    y = render(Chain([ModelEffect(g["delay"], reduction_db=100.0)]), x[0], 16000, block_size=100)
+    y = render(Chain([ME(g["delay"], reduction_db=100.0)]), x[0], 16000, block_size=100)
     np.testing.assert_array_equal(y, x[0])  # render trims exactly the reported latency
 
 
@@ -111,7 +118,7 @@ def test_latency_through_chain_and_render(g):
 def test_block_sizes_give_identical_output(g, sr):
     x = noise(sr // 4, channels=2, seed=3)
     x[:, sr // 8:] *= 0.05  # level change, so the recurrent gain moves
-    outs = {b: stream(ModelEffect(g["leaky"], reduction_db=20.0, mix=0.8), x, sr, b)
+    outs = {b: stream(ME(g["leaky"], reduction_db=20.0, mix=0.8), x, sr, b)
             for b in (1, 64, 128, 1000, 4096)}
     for b, y in outs.items():
         np.testing.assert_allclose(y, outs[128], atol=1e-6, err_msg=f"block {b}")
@@ -120,7 +127,7 @@ def test_block_sizes_give_identical_output(g, sr):
 
 def test_output_matches_the_graph_at_model_rate(g):
     x = noise(HOP * 40, seed=4)
-    e = ModelEffect(g["leaky"], reduction_db=100.0)
+    e = ME(g["leaky"], reduction_db=100.0)
     y = stream(e, x, 16000, 100)
     ref = reference(x[0], hop=HOP, delay=D, leaky=0.9)
     np.testing.assert_allclose(y[0, HOP - 1:HOP - 1 + len(ref)], ref[:len(y[0]) - HOP + 1], atol=2e-6)
@@ -131,15 +138,15 @@ def test_output_matches_the_graph_at_model_rate(g):
 def test_stereo_channels_are_independent(g):
     x = noise(16000, channels=2, seed=5)
     x[1] *= 0.02
-    both = stream(ModelEffect(g["leaky"], reduction_db=100.0), x, 44100, 128)
+    both = stream(ME(g["leaky"], reduction_db=100.0), x, 44100, 128)
     for c in (0, 1):
-        solo = stream(ModelEffect(g["leaky"], reduction_db=100.0), x[c:c + 1], 44100, 128)
+        solo = stream(ME(g["leaky"], reduction_db=100.0), x[c:c + 1], 44100, 128)
         np.testing.assert_array_equal(both[c], solo[0])
 
 
 @pytest.mark.parametrize("sr", [16000, 48000])
 def test_reset_restarts_from_clean_state(g, sr):
-    e = ModelEffect(g["leaky"], reduction_db=100.0)
+    e = ME(g["leaky"], reduction_db=100.0)
     x = noise(sr // 4, seed=6)
     first = stream(e, x, sr, 128)
     stream_again = np.empty_like(x)
@@ -161,22 +168,22 @@ def test_reduction_limits_attenuation(g, name):
     through the graph's atten_lim_db input; same delay either way."""
     x = noise(8000, seed=8)
     for red in (0.0, 20.0, 40.0):
-        e = ModelEffect(g[name], reduction_db=red)
+        e = ME(g[name], reduction_db=red)
         y = stream(e, x, 16000, 128)
         L = e.latency_samples
         np.testing.assert_allclose(y[0, L:], x[0, :-L] * 10 ** (-red / 20), rtol=1e-4, atol=1e-7)
-    e = ModelEffect(g["supp"], reduction_db=100.0)
+    e = ME(g["supp"], reduction_db=100.0)
     assert np.abs(stream(e, x, 16000, 128)).max() == 0.0
 
 
 @pytest.mark.parametrize("sr", [16000, 44100])
 def test_mix_zero_is_the_latency_matched_input(g, sr):
     x = noise(sr // 4, seed=9)
-    e = ModelEffect(g["half"], mix=0.0)
+    e = ME(g["half"], mix=0.0)
     y = stream(e, x, sr, 128)
     L = e.latency_samples
     np.testing.assert_array_equal(y[0, L:], x[0, :-L])
-    e = ModelEffect(g["half"], mix=0.5, reduction_db=100.0)
+    e = ME(g["half"], mix=0.5, reduction_db=100.0)
     y = stream(e, x, 16000, 128)
     np.testing.assert_allclose(y[0, 2000:], 0.75 * x[0, 2000 - e.latency_samples:-e.latency_samples], atol=1e-6)
 
@@ -184,19 +191,19 @@ def test_mix_zero_is_the_latency_matched_input(g, sr):
 def test_params_are_declared_and_checked(g):
     from hushbridge.errors import ParamError
 
-    e = ModelEffect(g["delay"])
+    e = ME(g["delay"])
     assert [p.id for p in e.params] == ["reduction_db", "mix"]
     assert e.reduction_db == 30.0 and e.mix == 1.0
     with pytest.raises(ParamError, match=r"reduction_db must be in \[0, 100\] dB"):
         e.reduction_db = 120
     with pytest.raises(ValueError, match="resample_quality"):
-        ModelEffect(g["delay"], resample_quality="best")
+        ME(g["delay"], resample_quality="best")
     assert "model='testgraph'" in repr(e)
 
 
 # == robustness ===============================================================================
 def test_nonfinite_input_gives_finite_output_and_resets_state(g):
-    e = ModelEffect(g["leaky"], reduction_db=100.0)
+    e = ME(g["leaky"], reduction_db=100.0)
     x = noise(HOP * 20, seed=10)
     stream(e, x, 16000, 64)
     assert any(np.any(a != 0) for a in e.model.state(0))
@@ -212,7 +219,7 @@ def test_nonfinite_input_gives_finite_output_and_resets_state(g):
 
 
 def test_nonfinite_model_output_is_silenced_and_state_reset(g):
-    e = ModelEffect(g["leaky"], reduction_db=100.0)
+    e = ME(g["leaky"], reduction_db=100.0)
     e.prepare(ProcessSpec(16000, 160, 1))
     real = e._infer
 
@@ -233,7 +240,7 @@ def test_nonfinite_model_output_is_silenced_and_state_reset(g):
 
 @pytest.mark.parametrize("sr", [16000, 48000])
 def test_process_does_not_grow_memory(g, sr):
-    e = ModelEffect(g["leaky"], reduction_db=20.0, mix=0.9)
+    e = ME(g["leaky"], reduction_db=20.0, mix=0.9)
     e.prepare(ProcessSpec(sr, 128, 2))
     blk = noise(128, channels=2, seed=12)
     work = blk.copy()
@@ -283,7 +290,7 @@ def test_overload_crossfades_to_dry_with_the_same_delay_and_recovers(g):
     n = sr * 4
     t = np.arange(n) / sr
     x = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)[None]
-    e = ModelEffect(g["half"], reduction_db=100.0)  # wet = 0.5 x delayed, dry = x delayed
+    e = ME(g["half"], reduction_db=100.0, overload_budget=0.5)  # wet = 0.5 x delayed, dry = x delayed
     e.prepare(ProcessSpec(sr, block, 1))
     L = e.latency_samples
     slow_from, slow_to = sr // 2, sr  # inference is slow for 0.5 s
@@ -308,7 +315,7 @@ def test_overload_crossfades_to_dry_with_the_same_delay_and_recovers(g):
 def test_overload_probe_stays_on_dry_while_still_slow(g):
     sr, block = 16000, 320
     x = noise(sr * 3, seed=13)
-    e = ModelEffect(g["half"], reduction_db=100.0)
+    e = ME(g["half"], reduction_db=100.0, overload_budget=0.5)
     e.prepare(ProcessSpec(sr, block, 1))
     y, states = run_realtime_ish(e, x, block, lambda i: True)
     assert e.overloaded and e.overload_events == 1 and e.recoveries == 0
@@ -317,7 +324,7 @@ def test_overload_probe_stays_on_dry_while_still_slow(g):
 
 
 def test_overload_budget_zero_disables_the_fallback(g):
-    e = ModelEffect(g["half"], reduction_db=100.0, overload_budget=0.0)
+    e = ME(g["half"], reduction_db=100.0, overload_budget=0.0)
     e.prepare(ProcessSpec(16000, 160, 1))
     y, _ = run_realtime_ish(e, noise(16000 // 4, seed=14), 160, lambda i: True)
     assert not e.overloaded and e.overload_events == 0

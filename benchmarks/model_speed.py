@@ -1,0 +1,118 @@
+"""Real-time factor on one thread at 48 kHz: hushbridge denoise (the Effect a user gets, 128-frame
+blocks, mono), RNNoise (librnnoise frame by frame) and DTLN (standard 512/128 streaming loop at
+16 kHz, soxr 48k->16k and 16k->48k counted), in the same run.
+
+    python benchmarks/model_speed.py [--seconds 10] [--model PATH]
+
+RTF = processing time / audio duration (lower is better); ratio = baseline RTF / ours (>1: we are
+faster). Without the shipped ``models/denoise.onnx`` (and no ``--model``) it measures a stand-in
+contract graph (a delay line, hop 240) and says so in ``settings.model``: that is runtime overhead
+only, not the model.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import Recorder  # noqa: E402
+from baselines import DTLN, RNNoise, available  # noqa: E402
+
+SR = 48000
+BLOCK = 128
+
+
+def _one_thread() -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def ours(x: np.ndarray, model: Path) -> float:
+    from hushbridge.effects import Denoise, ProcessSpec
+
+    e = Denoise(model_path=model)
+    e.prepare(ProcessSpec(SR, BLOCK, 1))
+    buf = np.zeros((1, BLOCK), np.float32)
+    n = len(x) // BLOCK * BLOCK
+    t0 = time.perf_counter()
+    for i in range(0, n, BLOCK):
+        buf[0] = x[i:i + BLOCK]
+        e.process(buf)
+    dt = time.perf_counter() - t0
+    if e.overloaded or e.overload_events:
+        print(f"# note: denoise fell back to dry {e.overload_events} time(s) during the run", file=sys.stderr)
+    return dt / (n / SR)
+
+
+def rnnoise(x: np.ndarray, rn: RNNoise) -> float:
+    t0 = time.perf_counter()
+    rn.process(x)
+    return (time.perf_counter() - t0) / (len(x) / SR)
+
+
+def dtln(x: np.ndarray, d: DTLN) -> float:
+    import soxr
+
+    t0 = time.perf_counter()
+    down = soxr.ResampleStream(SR, 16000, 1, dtype="float32", quality="HQ")
+    up = soxr.ResampleStream(16000, SR, 1, dtype="float32", quality="HQ")
+    y16 = d.process(down.resample_chunk(x, last=True))
+    up.resample_chunk(y16, last=True)
+    return (time.perf_counter() - t0) / (len(x) / SR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _one_thread()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--repeats", type=int, default=3, help="best of N runs per system")
+    args = ap.parse_args(argv)
+    from hushbridge.models.runtime import default_model_path
+
+    model = args.model or default_model_path("denoise.onnx")
+    label = str(model)
+    tmp = None
+    if not model.is_file():
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from onnx_graphs import contract_graph
+
+        tmp = tempfile.TemporaryDirectory()
+        model = contract_graph(Path(tmp.name) / "standin.onnx", sample_rate=SR, hop=240, delay=240, leaky=0.9)
+        label = "STAND-IN delay-line contract graph (hop 240): models/denoise.onnx does not exist yet"
+        print(f"# {label}", file=sys.stderr)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(int(args.seconds * SR)) * 0.1).astype(np.float32)
+    rec = Recorder("model_speed")
+    ours_rtf = min(ours(x, model) for _ in range(args.repeats))
+    settings = {"sample_rate": SR, "block": BLOCK, "channels": 1, "threads": 1, "seconds": args.seconds,
+                "model": label}
+    rec.emit("rtf_denoise", ours_rtf, "x realtime", block=BLOCK, settings=settings)
+    rn, why = available(RNNoise)
+    if rn is None:
+        print(f"# skip RNNoise: {why}", file=sys.stderr)
+    else:
+        b = min(rnnoise(x, rn) for _ in range(args.repeats))
+        rec.emit("rtf_denoise", ours_rtf, "x realtime", baseline="rnnoise", baseline_value=b, block=BLOCK,
+                 ratio=b / ours_rtf, settings={**settings, "baseline": "librnnoise via ctypes, 480-sample frames"})
+    d, why = available(DTLN)
+    if d is None:
+        print(f"# skip DTLN: {why}", file=sys.stderr)
+    else:
+        b = min(dtln(x, d) for _ in range(args.repeats))
+        rec.emit("rtf_denoise", ours_rtf, "x realtime", baseline="dtln", baseline_value=b, block=BLOCK,
+                 ratio=b / ours_rtf, settings={**settings, "baseline": "DTLN ONNX 512/128 at 16 kHz + soxr HQ both ways"})
+    rec.save()
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
