@@ -201,7 +201,8 @@ def _rig_main(conn, channels: int, server: str | None, names: tuple[str, str]) -
                 recorder.record(signal.shape[1] + extra, start)
                 player.play(signal, start)
                 conn.send(("started", start))
-                data = recorder.wait(timeout=10.0, require_complete=False)
+                seconds = (signal.shape[1] + extra + lead) / player.client.samplerate
+                data = recorder.wait(timeout=10.0 + seconds, require_complete=False)
                 conn.send(("done", data, recorder.complete))
             elif msg[0] == "close":
                 break
@@ -250,7 +251,7 @@ class JackRigProcess:
                 raise ValueError("during= needs now= (a JACK frame-time source in this process)")
             wait_until(lambda: now() > start + signal.shape[1] // 3, 5.0)
             during()
-        _, data, complete = self._recv("done")
+        _, data, complete = self._recv("done", timeout=15.0 + (signal.shape[1] + extra + lead) / 48000)
         return data, complete
 
     def _recv(self, what: str, timeout: float = 15.0):

@@ -111,6 +111,7 @@ MAX_REGISTERED = 32  # feedback clients; caps how much traffic one UDP packet ca
 _PATTERN_CHARS = re.compile(r"[*?\[\]{}]")
 _PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
 _MAX_PATTERN = 256  # characters of an address pattern
+_MAX_ERROR = 300  # characters of an /hb/error text
 _PATTERN_CACHE_SIZE = 128
 LearnHandler = Callable[[str | None, ClientAddress], object]
 
@@ -504,6 +505,8 @@ class OscController:
 
     def _reject(self, client: ClientAddress, text: str) -> None:
         self.engine.count_dropped()
+        if len(text) > _MAX_ERROR:  # never echo a huge request back (amplification, UDP size)
+            text = text[:_MAX_ERROR - 3] + "..."
         self._reply("/hb/error", (text,), client)
 
     def _stamp(self) -> float:
