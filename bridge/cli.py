@@ -453,6 +453,20 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# == osc-layout ====================================================================================
+def _cmd_osc_layout(args: argparse.Namespace) -> int:
+    from hushbridge.control.layout import render
+    from hushbridge.engine import Engine
+
+    text = render(Engine(_build_chain(args)), args.format, args.host, args.port, args.feedback_port)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        _console(stderr=True).print(f"wrote {args.out} ({args.format})")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 # == parser ========================================================================================
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -554,6 +568,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--release-ms", type=float, default=80.0, metavar="MS", help="limiter release (default 80 ms)")
     p.add_argument("--subtype", metavar="NAME", help="output sample format (default: the input's)")
     p.set_defaults(func=_cmd_normalize)
+    p = sub.add_parser("osc-layout", help="generate an OSC control surface (Open Stage Control, TouchOSC list)",
+                       description="Writes an Open Stage Control session (one fader per parameter, toggles for "
+                                   "bypass, feedback through /hb/register) or a CSV address list for TouchOSC and "
+                                   "other editors, from the parameters of a preset or chain (what /hb/list sends).")
+    p.add_argument("--format", "-f", choices=["open-stage-control", "touchosc-list"], default="open-stage-control")
+    p.add_argument("--out", "-o", metavar="FILE", help="write here instead of standard output")
+    _add_chain_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="where hushbridge listens (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=9000, help="hushbridge's OSC port (default 9000)")
+    p.add_argument("--feedback-port", type=int, metavar="PORT",
+                   help="the port Open Stage Control receives on, if not the one it sends from")
+    p.set_defaults(func=_cmd_osc_layout)
     return parser
 
 

@@ -1,0 +1,74 @@
+"""``hushbridge osc-layout``: Open Stage Control session and TouchOSC-style address list."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from hushbridge.cli import main
+from hushbridge.control.layout import open_stage_control, render, touchosc_list
+from hushbridge.engine import Engine
+from hushbridge.presets import builtin_names, load_preset
+
+
+def _widgets(node):
+    for w in node.get("widgets", []):
+        yield w
+        yield from _widgets(w)
+
+
+@pytest.mark.parametrize("preset", builtin_names())
+def test_open_stage_control_lists_every_parameter(preset):
+    engine = Engine(load_preset(preset))
+    session = json.loads(render(engine, "open-stage-control", port=9100))
+    assert session["type"] == "session" and session["createdWith"] == "Open Stage Control"
+    root = session["content"]
+    assert root["type"] == "root" and "/hb/register" in root["onCreate"] and "127.0.0.1:9100" in root["onCreate"]
+    controls = {w["address"]: w for w in _widgets(root) if w["type"] != "panel"}
+    params = engine.parameters()
+    assert list(controls) == [info.address for info, _ in params]  # every address, in chain order
+    ids = [w["id"] for w in _widgets(root)]
+    assert len(ids) == len(set(ids))
+    for info, value in params:
+        w = controls[info.address]
+        assert w["target"] == "127.0.0.1:9100"
+        if info.address.endswith("/bypass"):
+            assert (w["type"], w["mode"], w["on"], w["off"]) == ("button", "toggle", 1, 0)
+        elif info.param.choices:
+            assert w["type"] == "dropdown" and list(w["values"]) == list(info.param.choices)
+        else:
+            assert w["type"] == "fader"
+            assert w["range"] == {"min": info.param.min, "max": info.param.max}
+            assert w["value"] == value and w["default"] == info.param.default
+            assert w["logScale"] == (info.param.scale == "log")
+
+
+def test_feedback_port_goes_into_register():
+    session = open_stage_control(Engine(load_preset("dialogue")), feedback_port=8081)
+    assert session["content"]["onCreate"].endswith("'/hb/register', 8081)")
+
+
+def test_touchosc_list():
+    engine = Engine(load_preset("podcast"))
+    rows = list(csv.DictReader(io.StringIO(touchosc_list(engine))))
+    assert [r["address"] for r in rows] == [info.address for info, _ in engine.parameters()]
+    for r in rows:
+        if r["address"].endswith("/bypass"):
+            assert r["control"] == "toggle" and r["norm_address"] == ""
+        else:
+            assert r["norm_address"] == r["address"] + "/norm"
+            assert float(r["min"]) <= float(r["value"]) <= float(r["max"])
+
+
+def test_cli_writes_the_files(tmp_path, capsys):
+    out = tmp_path / "surface.json"
+    assert main(["osc-layout", "--preset", "stream", "--out", str(out), "--port", "9001"]) == 0
+    session = json.loads(out.read_text())
+    addresses = {w["address"] for w in _widgets(session["content"]) if w["type"] != "panel"}
+    assert addresses == {info.address for info, _ in Engine(load_preset("stream")).parameters()}
+    assert main(["osc-layout", "--format", "touchosc-list", "--chain", "gain,limiter"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].startswith("address,norm_address,control")
+    assert "/hb/limiter/ceiling_dbtp,/hb/limiter/ceiling_dbtp/norm,fader" in text
