@@ -1,0 +1,431 @@
+"""On-the-fly training mixtures at 48 kHz: speech (real + TTS) in rooms, plus real and synthesized noise.
+
+Every batch is a pure function of ``(seed, step)``: :meth:`MixtureSampler.batch` builds its generator
+from ``numpy.random.default_rng([seed, step])``, so a resumed run sees exactly the batches an
+uninterrupted run would have seen.
+
+Sources
+-------
+- clean speech: the training side of :func:`.split.train_split` (LibriSpeech 16 kHz, LJSpeech 22.05 kHz,
+  four 48 kHz VCTK speakers), resampled crop by crop to 48 kHz with soxr; plus TTS speech rendered once
+  with espeak-ng (many voices/variants, pitch 20..80, rate 130..210 wpm) and flite (kal, awb, rms, slt)
+  and cached in ``$HUSHBRIDGE_TRAIN_CACHE`` (default ``~/.cache/hushbridge-train``), never in the repo;
+- noise: the real training recordings of :func:`.split.train_split`, plus colored noise (-9..+3 dB/oct),
+  mains hum (50/60 Hz with harmonics), fans, rumble, clicks (generators reused from
+  :mod:`hushbridge.data.make_demo`) and babble (3..6 other training speakers summed);
+- rooms: the measured training RIR plus a pool of image-source RIRs from
+  :func:`hushbridge.data.make_demo.room_impulse_response` with varied source position and RT60
+  (0.15..0.9 s), each also time-scaled by 0.6..1.6 (a smaller/larger room).
+
+Target
+------
+The *early-reverberant* clean speech: speech convolved with the first 50 ms of the RIR (direct path
+and early reflections, faded out over 10 ms). The denoiser removes noise and the late tail that
+smears words, but keeps the early room sound, which is part of the voice's timbre (full dereverb is a
+separate effect).
+
+Band limits
+-----------
+Most real speech here is 8 kHz (16 kHz files) or 11 kHz (LJSpeech, espeak-ng) band-limited. Each
+mixture carries ``band_hz``, the highest frequency where its clean target is known to be complete.
+The loss ignores bins above ``band_hz`` in frames where the clean speech is active, but keeps them in
+frames where it is silent (there the target is silence at every frequency). So the high band learns
+"remove noise in pauses" from all data and "keep speech" only from the full-band clips (VCTK 48 kHz),
+instead of learning to cut everything above 8 kHz. Band-limit augmentation (low-passing noisy and clean
+alike) teaches the model that band-limited input is normal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from hushbridge.data import make_demo as demo
+
+from .split import train_split
+
+SR = 48_000
+
+_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog near the quiet river bank.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "We recorded the whole episode in one take, without a single retake.",
+    "Turn the gain down a little, the microphone is clipping on the loud parts.",
+    "She sells sea shells by the sea shore, and the shells she sells are surely seashells.",
+    "Our meeting starts at nine thirty sharp, so do not be late again tomorrow.",
+    "How much wood would a woodchuck chuck if a woodchuck could chuck wood?",
+    "The weather forecast says heavy rain in the north and sunshine in the south.",
+    "Thank you all for joining the stream today, we have a great show for you.",
+    "Six thick thistle sticks, six thick thistles stick.",
+    "A large fawn jumped quickly over white zinc boxes.",
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+    "It's easy to tell the depth of a well.",
+    "These days a chicken leg is a rare dish.",
+    "Rice is often served in round bowls.",
+    "The juice of lemons makes fine punch.",
+    "The box was thrown beside the parked truck.",
+    "Four hours of steady work faced us.",
+    "A pot of tea helps to pass the evening.",
+    "Smoky fires lack flame and heat.",
+    "The soft cushion broke the man's fall.",
+    "The salt breeze came across from the sea.",
+    "The girl at the booth sold fifty bonds.",
+    "Is this the right way to the train station, or should I take the bus instead?",
+    "Numbers like three hundred and forty two, or seven point five, are hard to hear in noise.",
+    "Hello everyone, welcome back to the channel. Today we talk about audio.",
+    "Shh, listen carefully: the faint hiss fades slowly into silence.",
+    "Fricatives such as s, sh, f and th carry most of their energy at high frequencies.",
+    "Zebras zigzag zealously across the zoo's fuzzy zone.",
+    "Can you hear me now? Yes, loud and clear, but there is a fan in the background.",
+    "The old clock on the wall ticked louder than the rain outside.",
+)
+
+_ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+                  "en-029")
+_ESPEAK_VARIANTS = ("", "+m1", "+m2", "+m3", "+m4", "+m5", "+m7", "+f1", "+f2", "+f3", "+f4", "+f5",
+                    "+croak", "+klatt", "+klatt2", "+klatt3")
+_FLITE_VOICES = ("kal", "awb", "rms", "slt")
+
+
+def cache_dir() -> Path:
+    """``$HUSHBRIDGE_TRAIN_CACHE`` or ``~/.cache/hushbridge-train`` (outside the repository)."""
+    d = Path(os.environ.get("HUSHBRIDGE_TRAIN_CACHE", Path.home() / ".cache" / "hushbridge-train"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@dataclass
+class Clip:
+    """Mono float32 audio at its native rate, with the frequency up to which it has real content."""
+
+    audio: np.ndarray
+    sr: int
+    band_hz: float
+    name: str = ""
+
+
+def estimate_band_hz(x: np.ndarray, sr: int) -> float:
+    """Highest frequency whose long-term level is within 60 dB of the spectrum's 1..4 kHz level."""
+    n = 2048
+    if x.size < n:
+        return sr / 2.0
+    frames = x[: (x.size // n) * n].reshape(-1, n) * np.hanning(n)
+    p = np.mean(np.abs(np.fft.rfft(frames, axis=1)) ** 2, axis=0)
+    f = np.fft.rfftfreq(n, 1.0 / sr)
+    ref = np.median(p[(f > 1000) & (f < 4000)])
+    # smooth over ~200 Hz, then take the highest bin above ref - 60 dB
+    k = max(1, int(200 / (sr / n)))
+    ps = np.convolve(p, np.ones(k) / k, mode="same")
+    above = np.flatnonzero(ps > ref * 1e-6)
+    top = float(f[above[-1]]) if above.size else sr / 2.0
+    return min(top, sr / 2.0) * 0.97
+
+
+def load_clip(path: Path) -> Clip:
+    """Read ``path`` as mono float32 (cached as .npy in :func:`cache_dir`)."""
+    st = path.stat()
+    key = hashlib.sha1(f"{path.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    cpath = cache_dir() / "audio" / f"{path.stem}-{key}.npz"
+    if cpath.exists():
+        z = np.load(cpath)
+        return Clip(z["audio"], int(z["sr"]), float(z["band_hz"]), path.name)
+    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    mono = audio.mean(axis=1).astype(np.float32)
+    band = estimate_band_hz(mono, sr)
+    cpath.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cpath.with_suffix(".tmp.npz")
+    np.savez(tmp, audio=mono, sr=sr, band_hz=band)
+    os.replace(tmp, cpath)
+    return Clip(mono, sr, band, path.name)
+
+
+def _run_tts(cmd: list[str], wav: str) -> tuple[np.ndarray, int]:
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    x, sr = sf.read(wav, dtype="float32", always_2d=True)
+    return x.mean(axis=1), sr
+
+
+def tts_clips(count: int = 160, seed: int = 1234) -> list[Clip]:
+    """Render (once) and load ``count`` TTS utterances with varied voices, pitch and rate."""
+    d = cache_dir() / f"tts-{count}-{seed}"
+    done = d / "done"
+    if not done.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        espeak = shutil.which("espeak-ng")
+        flite = shutil.which("flite")
+        if espeak is None and flite is None:
+            raise RuntimeError("neither espeak-ng nor flite is installed (apt-get install espeak-ng flite)")
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = os.path.join(tmp, "t.wav")
+            for i in range(count):
+                k = rng.integers(2, 5)
+                text = " ".join(_SENTENCES[j] for j in rng.choice(len(_SENTENCES), size=k, replace=False))
+                use_flite = flite is not None and (espeak is None or rng.random() < 0.3)
+                if use_flite:
+                    voice = _FLITE_VOICES[rng.integers(len(_FLITE_VOICES))]
+                    stretch = rng.uniform(0.8, 1.25)
+                    x, sr = _run_tts([flite, "-voice", voice, "--setf", f"duration_stretch={stretch:.2f}",
+                                      "--setf", f"int_f0_target_mean={rng.uniform(80, 220):.0f}",
+                                      "-t", text, "-o", wav], wav)
+                else:
+                    voice = _ESPEAK_VOICES[rng.integers(len(_ESPEAK_VOICES))]
+                    voice += _ESPEAK_VARIANTS[rng.integers(len(_ESPEAK_VARIANTS))]
+                    x, sr = _run_tts([espeak, "-v", voice, "-p", str(rng.integers(20, 81)),
+                                      "-s", str(rng.integers(130, 211)), "-a", "120", "-w", wav, text], wav)
+                np.savez(d / f"{i:04d}.npz", audio=x.astype(np.float32), sr=sr)
+        done.write_text("ok\n")
+    out = []
+    for p in sorted(d.glob("*.npz")):
+        z = np.load(p)
+        sr = int(z["sr"])
+        out.append(Clip(z["audio"], sr, 0.97 * sr / 2.0, p.name))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Signal helpers
+
+
+def active_rms(x: np.ndarray, rel_db: float = -35.0) -> float:
+    """RMS over 20 ms frames within ``rel_db`` of the loudest frame."""
+    w = SR // 50
+    n = x.size // w
+    if n == 0:
+        return float(np.sqrt(np.mean(x**2) + 1e-20))
+    p = (x[: n * w] ** 2).reshape(n, w).mean(axis=1)
+    keep = p > p.max() * 10.0 ** (rel_db / 10.0)
+    return float(np.sqrt(p[keep].mean() + 1e-20))
+
+
+def random_eq(rng: np.random.Generator, x: np.ndarray, max_db: float = 6.0) -> np.ndarray:
+    """A smooth random EQ curve (a few log-frequency bumps/shelves, within +-max_db), FFT domain."""
+    n = x.size
+    f = np.fft.rfftfreq(n, 1.0 / SR)
+    lf = np.log2(np.maximum(f, 20.0) / 1000.0)
+    curve = np.zeros_like(f)
+    for _ in range(rng.integers(1, 4)):
+        c = rng.uniform(-4.0, 3.5)  # 60 Hz .. 11 kHz
+        wdt = rng.uniform(0.5, 2.5)
+        curve += rng.uniform(-max_db, max_db) * np.exp(-0.5 * ((lf - c) / wdt) ** 2)
+    if rng.random() < 0.5:  # shelf
+        curve += rng.uniform(-max_db, max_db) / (1.0 + np.exp(-(lf - rng.uniform(0.0, 3.0)) * 3.0))
+    return np.fft.irfft(np.fft.rfft(x) * 10.0 ** (curve / 20.0), n).astype(np.float32)
+
+
+def lowpass(x: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    """Steep FFT low-pass with a 5 % raised-cosine transition."""
+    n = x.size
+    f = np.fft.rfftfreq(n, 1.0 / SR)
+    lo, hi = cutoff_hz * 0.95, cutoff_hz
+    m = np.clip((hi - f) / (hi - lo), 0.0, 1.0)
+    m = 0.5 - 0.5 * np.cos(np.pi * m)
+    return np.fft.irfft(np.fft.rfft(x) * m, n).astype(np.float32)
+
+
+def _fftconv(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    n = x.size + h.size - 1
+    nfft = 1 << (n - 1).bit_length()
+    return np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(h, nfft), nfft)[: x.size].astype(np.float32)
+
+
+def crop_48k(rng: np.random.Generator, clip: Clip, n: int) -> np.ndarray:
+    """A random ``n``-sample crop of ``clip`` at 48 kHz (looped when the clip is shorter)."""
+    need = int(np.ceil(n * clip.sr / SR)) + 64
+    a = clip.audio
+    if a.size < need:
+        a = np.tile(a, int(np.ceil(need / max(a.size, 1))) + 1)
+    start = int(rng.integers(0, a.size - need + 1))
+    seg = a[start : start + need]
+    y = seg if clip.sr == SR else soxr.resample(seg, clip.sr, SR, quality="HQ")
+    if y.size < n:
+        y = np.pad(y, (0, n - y.size))
+    return np.ascontiguousarray(y[:n], dtype=np.float32)
+
+
+def prepare_rir(h: np.ndarray, sr: int) -> np.ndarray:
+    """Mono RIR at 48 kHz, cut so the direct path (the peak) sits at sample 0, peak-normalized."""
+    if sr != SR:
+        h = soxr.resample(h.astype(np.float64), sr, SR, quality="HQ")
+    peak = int(np.argmax(np.abs(h)))
+    h = h[max(0, peak - 2) :]
+    h = h[: int(1.5 * SR)]
+    return (h / (np.max(np.abs(h)) + 1e-12)).astype(np.float32)
+
+
+def early_part(h: np.ndarray, ms: float = 50.0, fade_ms: float = 10.0) -> np.ndarray:
+    """The first ``ms`` of an RIR, faded out over ``fade_ms``."""
+    n = int(ms * SR / 1000)
+    nf = int(fade_ms * SR / 1000)
+    e = h[:n].copy()
+    if e.size > nf:
+        e[-nf:] *= 0.5 + 0.5 * np.cos(np.linspace(0.0, np.pi, nf))
+    return e
+
+
+def synth_rirs(count: int, seed: int) -> list[np.ndarray]:
+    """Image-source rooms (make_demo's generator), varied source position, RT60 and room scale."""
+    path = cache_dir() / f"rirs-{count}-{seed}.npz"
+    if path.exists():
+        z = np.load(path)
+        return [z[k] for k in sorted(z.files)]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(count):
+        src = (rng.uniform(0.4, 4.8), rng.uniform(0.4, 3.7), rng.uniform(1.0, 2.0))
+        h = demo.room_impulse_response(rng, src, rt60=float(rng.uniform(0.15, 0.9)))
+        scale = rng.uniform(0.6, 1.6)  # resampling the response in time scales the room
+        h = soxr.resample(h, SR, int(SR * scale), quality="HQ")
+        out[f"r{i:03d}"] = prepare_rir(h, SR)
+    np.savez(path, **out)
+    return [out[k] for k in sorted(out)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Mixtures
+
+
+@dataclass
+class MixConfig:
+    """Mixture settings (the ``[data]`` table of the training config)."""
+
+    seconds: float = 2.0
+    snr_db: tuple[float, float] = (-5.0, 25.0)
+    level_dbfs: tuple[float, float] = (-45.0, -12.0)
+    p_tts: float = 0.25
+    p_reverb: float = 0.5
+    p_real_noise: float = 0.6
+    p_second_noise: float = 0.35
+    p_no_speech: float = 0.05
+    p_eq: float = 0.5
+    p_bandlimit: float = 0.15
+    tts_count: int = 160
+    synth_rir_count: int = 60
+    early_ms: float = 50.0
+    extra: dict = field(default_factory=dict)
+
+
+class MixtureSampler:
+    """Builds (noisy, target, band_hz) mixtures from the training split and synthesized material."""
+
+    def __init__(self, cfg: MixConfig, seed: int, root: str | os.PathLike | None = None, verbose: bool = True):
+        self.cfg = cfg
+        self.seed = seed
+        split = train_split(root)
+        if verbose:
+            print(f"data: {len(split.speech)} speech, {len(split.noise)} noise, {len(split.rirs)} RIR files "
+                  f"(training side of the fixed split); loading/caching ...", flush=True)
+        self.speech = [load_clip(p) for p in split.speech]
+        self.tts = tts_clips(cfg.tts_count) if cfg.p_tts > 0 else []
+        self.noise = [load_clip(p) for p in split.noise]
+        for c in self.noise:  # some recordings are very quiet (running tap): normalise once
+            c.audio = (c.audio / (np.sqrt(np.mean(c.audio**2)) + 1e-9) * 0.05).astype(np.float32)
+        self.rirs = [prepare_rir(load_clip(p).audio, load_clip(p).sr) for p in split.rirs]
+        self.rirs += synth_rirs(cfg.synth_rir_count, seed=seed + 7)
+        # full-band speech (48 kHz VCTK) is rare: sample it more often so the high band learns speech
+        self.wide = [c for c in self.speech if c.band_hz > 15000]
+        if verbose:
+            total = sum(c.audio.size / c.sr for c in self.speech)
+            print(f"data: {total / 60:.1f} min real speech ({len(self.wide)} full-band clips), "
+                  f"{len(self.tts)} TTS clips, {sum(c.audio.size / c.sr for c in self.noise) / 60:.1f} min "
+                  f"real noise, {len(self.rirs)} RIRs", flush=True)
+
+    # ---- pieces
+
+    def _speech(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, float]:
+        r = rng.random()
+        if self.wide and r < 0.15:
+            clip = self.wide[rng.integers(len(self.wide))]
+        elif self.tts and r < 0.15 + self.cfg.p_tts:
+            clip = self.tts[rng.integers(len(self.tts))]
+        else:
+            clip = self.speech[rng.integers(len(self.speech))]
+        x = crop_48k(rng, clip, n)
+        return x, min(clip.band_hz, SR / 2)
+
+    def _synth_noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        kind = rng.integers(6)
+        if kind == 0:  # colored noise, slope -9..+3 dB/oct, random band
+            x = demo._shaped_noise(rng, n, rng.uniform(-9.0, 3.0), rng.uniform(20, 300), rng.uniform(3000, 23000))
+        elif kind == 1:  # mains hum 50/60 Hz with harmonics, plus a little hiss
+            x = demo.mains_hum(rng, n, f0=float(rng.choice((50.0, 60.0))) * rng.uniform(0.995, 1.005))
+            x = x + 0.05 * rng.standard_normal(n)
+        elif kind == 2:
+            x = demo.fan_noise(rng, n)
+        elif kind == 3:
+            x = demo.rumble(rng, n) + 0.3 * demo._shaped_noise(rng, n, -3.0, 50.0, 8000.0)
+        elif kind == 4:  # clicks over a faint bed
+            c, _ = demo.clicks(rng, n, count=int(rng.integers(1, 6)))
+            x = c + 0.02 * rng.standard_normal(n)
+        else:  # babble: 3..6 other speakers
+            x = np.zeros(n, dtype=np.float32)
+            for _ in range(rng.integers(3, 7)):
+                s, _ = self._speech(rng, n)
+                x += s / (active_rms(s) + 1e-6)
+        return x.astype(np.float32)
+
+    def _noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self.noise and rng.random() < self.cfg.p_real_noise:
+            x = crop_48k(rng, self.noise[rng.integers(len(self.noise))], n)
+        else:
+            x = self._synth_noise(rng, n)
+        return x / (np.sqrt(np.mean(x**2)) + 1e-9)
+
+    # ---- one mixture
+
+    def mixture(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+        """One ``(noisy, target, band_hz)``; arrays float32 of ``seconds * 48000`` samples."""
+        cfg = self.cfg
+        n = int(round(cfg.seconds * SR))
+        speech, band = self._speech(rng, n)
+        if rng.random() < cfg.p_eq:
+            speech = random_eq(rng, speech)
+        if rng.random() < cfg.p_reverb:
+            h = self.rirs[rng.integers(len(self.rirs))]
+            wet = _fftconv(speech, h)
+            target = _fftconv(speech, early_part(h, cfg.early_ms))
+        else:
+            wet = speech
+            target = speech.copy()
+        noise = self._noise(rng, n)
+        if rng.random() < cfg.p_second_noise:
+            noise = noise + rng.uniform(0.2, 1.0) * self._noise(rng, n)
+            noise /= np.sqrt(np.mean(noise**2)) + 1e-9
+        snr = rng.uniform(*cfg.snr_db)
+        s_rms = active_rms(wet)
+        noise = noise * (s_rms * 10.0 ** (-snr / 20.0))
+        if rng.random() < cfg.p_no_speech:
+            wet = wet * 0.0
+            target = target * 0.0
+            s_rms = float(np.sqrt(np.mean(noise**2)))
+        noisy = wet + noise
+        if rng.random() < cfg.p_bandlimit:
+            fc = float(rng.choice((4000.0, 6000.0, 8000.0, 11025.0, 16000.0)))
+            noisy = lowpass(noisy, fc)
+            target = lowpass(target, fc)
+            band = min(band, fc)
+        g = 10.0 ** (rng.uniform(*cfg.level_dbfs) / 20.0) / (s_rms + 1e-9)
+        noisy = noisy * g
+        target = target * g
+        peak = float(np.max(np.abs(noisy)))
+        if peak > 0.99:
+            noisy *= 0.99 / peak
+            target *= 0.99 / peak
+        return noisy.astype(np.float32), target.astype(np.float32), float(band)
+
+    def batch(self, step: int, batch_size: int, stream: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch ``step`` (deterministic in seed, stream and step): noisy, target [B, n], band_hz [B]."""
+        rng = np.random.default_rng([self.seed, stream, step])
+        items = [self.mixture(rng) for _ in range(batch_size)]
+        return (np.stack([i[0] for i in items]), np.stack([i[1] for i in items]),
+                np.array([i[2] for i in items], dtype=np.float32))

@@ -1,0 +1,143 @@
+"""Export a trained checkpoint to the streaming ONNX contract of ``models/README.md``.
+
+Usage::
+
+    python -m hushbridge.models.train.export \
+        --checkpoint models/train/checkpoints/denoise_best.pt --out models/denoise.onnx
+
+Graph (opset 17): inputs ``audio_in`` [1, 240] float32, ``state_0`` .. ``state_5`` (see
+:class:`.model.StreamingDenoise`), ``atten_lim_db`` [1]; outputs ``audio_out`` [1, 240],
+``state_<k>_out``, ``activity`` [1] (speech probability) and ``gains`` [1, 32] (ERB-band gains).
+States start as zeros. Metadata: ``hushbridge.sample_rate`` 48000, ``hushbridge.hop`` 240,
+``hushbridge.latency_samples`` 240 (the graph's own delay, window 480 - hop 240, as models/README.md
+defines it; the runtime's hop FIFO adds 239, so the effect reports 479), ``hushbridge.name``,
+``hushbridge.version``, ``hushbridge.state_shapes`` and ``hushbridge.n_bands``.
+
+After export the graph is checked with onnx.checker and, hop by hop in onnxruntime, against the
+torch model run on a whole test signal (``max |diff|`` printed; must be <= 1e-4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import HOP, LATENCY_SAMPLES, N_BANDS, SR, DenoiseNet, StreamingDenoise
+
+OPSET = 17
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "denoise.onnx"
+
+
+def state_names(n: int) -> list[str]:
+    return [f"state_{k}" for k in range(n)]
+
+
+def export(net: DenoiseNet, path: str | Path, name: str = "denoise", version: str = "0.1.0") -> Path:
+    """Write ``net`` as a one-hop streaming ONNX graph with metadata; returns the path."""
+    import onnx
+
+    path = Path(path)
+    net = net.eval()
+    step = StreamingDenoise(net).eval()
+    shapes = step.state_shapes()
+    args = (torch.zeros(1, HOP),) + tuple(torch.zeros(s) for s in shapes) + (torch.tensor([100.0]),)
+    names = state_names(len(shapes))
+    in_names = ["audio_in"] + names + ["atten_lim_db"]
+    out_names = ["audio_out"] + [f"{s}_out" for s in names] + ["activity", "gains"]
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(step, args, str(tmp), input_names=in_names, output_names=out_names,
+                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    model = onnx.load(str(tmp))
+    tmp.unlink()
+    meta = {
+        "hushbridge.sample_rate": str(SR),
+        "hushbridge.hop": str(HOP),
+        "hushbridge.latency_samples": str(LATENCY_SAMPLES),
+        "hushbridge.name": name,
+        "hushbridge.version": version,
+        "hushbridge.state_shapes": json.dumps({n: list(s) for n, s in zip(names, shapes)}),
+        "hushbridge.n_bands": str(N_BANDS),
+    }
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    model.producer_name = "hushbridge.models.train.export"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def run_onnx(path: str | Path, x: np.ndarray, atten_lim_db: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """Feed ``x`` (1-D, 48 kHz) hop by hop through the ONNX graph; returns (output, activity per hop)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    states = {i.name: np.zeros(i.shape, dtype=np.float32) for i in sess.get_inputs() if i.name.startswith("state_")}
+    outs, acts = [], []
+    lim = np.array([atten_lim_db], dtype=np.float32)
+    n = x.size // HOP
+    for k in range(n):
+        feed = {"audio_in": x[None, k * HOP : (k + 1) * HOP].astype(np.float32), "atten_lim_db": lim, **states}
+        res = sess.run(None, feed)
+        names = [o.name for o in sess.get_outputs()]
+        r = dict(zip(names, res))
+        outs.append(r["audio_out"][0])
+        acts.append(float(r["activity"][0]))
+        states = {s: r[f"{s}_out"] for s in states}
+    return np.concatenate(outs) if outs else np.zeros(0, np.float32), np.array(acts)
+
+
+def parity(net: DenoiseNet, path: str | Path, seconds: float = 2.0, seed: int = 0) -> float:
+    """Max |ONNX hop-by-hop - torch whole-signal| on noise-plus-tones test input."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR) // HOP * HOP
+    t = np.arange(n) / SR
+    x = (0.05 * rng.standard_normal(n) + 0.2 * np.sin(2 * np.pi * 220 * t) * (t > 0.5)).astype(np.float32)
+    with torch.no_grad():
+        ref = net.eval()(torch.from_numpy(x)[None], use_fft=False)[0][0].numpy()
+    got, _ = run_onnx(path, x)
+    return float(np.max(np.abs(got - ref)))
+
+
+def load_checkpoint(path: str | Path) -> tuple[DenoiseNet, dict]:
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = ck.get("config", {})
+    m = cfg.get("model", {})
+    net = DenoiseNet(hidden=int(m.get("hidden", 160)), layers=int(m.get("layers", 3)))
+    net.load_state_dict(ck["model"])
+    return net.eval(), ck
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Export a denoise checkpoint to streaming ONNX")
+    ap.add_argument("--checkpoint", default=str(Path(__file__).resolve().parent / "checkpoints" / "denoise_best.pt"))
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    net, ck = load_checkpoint(args.checkpoint)
+    cfg = ck.get("config", {})
+    version = f"{cfg.get('version', '0.1.0')}+step{ck.get('step', 0)}"
+    path = export(net, args.out, name=cfg.get("name", "denoise"), version=version)
+    err = parity(net, path)
+    size = path.stat().st_size
+    print(f"wrote {path} ({size / 1e6:.2f} MB, step {ck.get('step')}); streaming ONNX vs torch max |diff| = {err:.2e}")
+    if err > 1e-4:
+        print("parity check FAILED (> 1e-4)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

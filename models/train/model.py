@@ -1,0 +1,337 @@
+"""The denoise network: ERB-band gains + low-band deep filter + small GRU, full band at 48 kHz.
+
+One set of weights, two forms that compute the same thing:
+
+- :meth:`DenoiseNet.forward` runs a whole signal ``[B, T]`` at once (training, parity reference);
+- :class:`StreamingDenoise` runs one hop ``[1, 240]`` with explicit state tensors (ONNX export).
+
+Signal path (per 5 ms hop)::
+
+    audio_in (240) -> [prev 240 | new 240] -> sqrt-Hann 480 -> DFT (matmul) -> X (241 bins, 100 Hz)
+      features: 32 triangular ERB-band log energies, minus a running mean (tau 1 s) / 40
+                + bins 0..47 (0..4.7 kHz) complex, divided by a running mean of |X| (tau 1 s)
+      Linear(128,160)+ReLU -> 3 minGRU layers (160, residual) -> heads:
+          32 band gains (sigmoid, interpolated to 241 bins),
+          deep filter: 3-tap complex filter over frames t, t-1, t-2 on bins 0..47 (added to the gained bins),
+          activity (sigmoid, speech probability)
+      Y = gains * X (+ DF on the low bins); Y = Y (1 - lim) + lim X, lim = 10^(-atten_lim_db / 20)
+      -> inverse DFT (matmul) -> sqrt-Hann -> overlap-add (tail in state) -> audio_out (240)
+
+Graph delay: output sample n is input sample n - 240 (window 480 minus hop 240); that is the
+``hushbridge.latency_samples`` of the export. The runtime's hop FIFO (any host block size) adds
+hop - 1 = 239, so the denoise Effect reports 479 samples = 9.98 ms at 48 kHz.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+SR = 48_000
+N_FFT = 480
+HOP = 240
+N_BINS = N_FFT // 2 + 1
+N_BANDS = 32
+DF_BINS = 48
+DF_ORDER = 3
+HIDDEN = 160
+GRU_LAYERS = 3
+TAU_S = 1.0
+ALPHA = math.exp(-HOP / (SR * TAU_S))
+FEAT_INIT_DB = -60.0  # running-mean starting points (states start at zero = these values)
+UNIT_INIT = 1e-3
+GRAPH_DELAY = N_FFT - HOP
+LATENCY_SAMPLES = GRAPH_DELAY  # metadata value (models/README.md): the graph's own delay at 48 kHz
+EFFECT_LATENCY = GRAPH_DELAY + HOP - 1  # what the denoise Effect reports: + the runtime's hop FIFO
+
+
+def erb_band_matrix(n_bands: int = N_BANDS, n_bins: int = N_BINS, sr: int = SR, n_fft: int = N_FFT) -> np.ndarray:
+    """Triangular band weights ``[n_bins, n_bands]``, centres ERB-spaced (>= 1 bin apart), rows sum to 1."""
+    def erb(f):
+        return 21.4 * np.log10(1.0 + 0.00437 * f)
+
+    def inv(e):
+        return (10.0 ** (e / 21.4) - 1.0) / 0.00437
+
+    bin_hz = sr / n_fft
+    centres = [0]
+    # place centres so that the remaining ones stay ERB-spaced but at least one bin apart
+    for i in range(1, n_bands):
+        lo = erb(centres[-1] * bin_hz)
+        step = (erb(sr / 2) - lo) / (n_bands - i)
+        c = int(round(inv(lo + step) / bin_hz))
+        centres.append(max(c, centres[-1] + 1))
+    centres[-1] = n_bins - 1
+    w = np.zeros((n_bins, n_bands), dtype=np.float64)
+    for b in range(n_bands - 1):
+        c0, c1 = centres[b], centres[b + 1]
+        for k in range(c0, c1 + 1):
+            t = (k - c0) / (c1 - c0)
+            if k < c1:
+                w[k, b] += 1.0 - t
+                w[k, b + 1] += t
+    w[n_bins - 1, n_bands - 1] = 1.0
+    return w.astype(np.float32)
+
+
+def dft_matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Windowed forward (``[N, F]`` re, im) and inverse (``[F, N]`` re, im) real-DFT matrices."""
+    n = np.arange(N_FFT)
+    f = np.arange(N_BINS)
+    win = np.sin(np.pi * n / N_FFT)  # sqrt of the periodic Hann: w^2 overlap-adds to 1 at 50 %
+    ang = 2.0 * np.pi * np.outer(n, f) / N_FFT
+    fr = win[:, None] * np.cos(ang)
+    fi = -win[:, None] * np.sin(ang)
+    c = np.full(N_BINS, 2.0)
+    c[0] = c[-1] = 1.0
+    ir = (c[:, None] * np.cos(ang.T)) * win[None, :] / N_FFT
+    ii = (-c[:, None] * np.sin(ang.T)) * win[None, :] / N_FFT
+    return (fr.astype(np.float32), fi.astype(np.float32), ir.astype(np.float32), ii.astype(np.float32))
+
+
+def ema_matrix(t: int, alpha: float = ALPHA, device=None) -> torch.Tensor:
+    """``W[t, s] = (1 - a) a^(t - s)`` for s <= t: running mean over a whole sequence as one matmul."""
+    idx = torch.arange(t, device=device, dtype=torch.float64)
+    d = idx[:, None] - idx[None, :]
+    w = torch.where(d >= 0, (1 - alpha) * torch.pow(torch.tensor(alpha, dtype=torch.float64), d.clamp(min=0)),
+                    torch.zeros((), dtype=torch.float64))
+    return w.float()
+
+
+def _g(x: torch.Tensor) -> torch.Tensor:
+    """minGRU's positive activation: x + 0.5 for x >= 0, sigmoid(x) below."""
+    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+
+def _log_g(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 0, torch.log(torch.relu(x) + 0.5), -torch.nn.functional.softplus(-x))
+
+
+class MinGRU(nn.Module):
+    """minGRU (Feng et al. 2024, "Were RNNs all we needed?"): ``h_t = (1 - z_t) h_{t-1} + z_t g(c_t)``
+    with ``z_t, c_t`` from the input only: the matmuls run over the whole sequence at once and only an
+    elementwise multiply-add is sequential, so training is far cheaper than a GRU's, and one run-time
+    step is one small matmul."""
+
+    def __init__(self, n_in: int, hidden: int):
+        super().__init__()
+        self.lin = nn.Linear(n_in, 2 * hidden)
+        self.hidden = hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, T, n_in] -> h [B, T, hidden], starting from h = 0."""
+        k, c = self.lin(x).chunk(2, dim=-1)
+        z = torch.sigmoid(k)
+        a = (1.0 - z).unbind(1)
+        b = (z * _g(c)).unbind(1)
+        h = b[0]
+        out = [h]
+        for t in range(1, len(a)):  # only the cheap elementwise recurrence is sequential
+            h = a[t] * h + b[t]
+            out.append(h)
+        return torch.stack(out, dim=1)
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One step: ``x`` [1, n_in], ``h`` [1, hidden] -> new h."""
+        k, c = self.lin(x).chunk(2, dim=-1)
+        z = torch.sigmoid(k)
+        return (1.0 - z) * h + z * _g(c)
+
+
+class DenoiseNet(nn.Module):
+    """Weights and whole-signal forward. See the module docstring."""
+
+    def __init__(self, hidden: int = HIDDEN, layers: int = GRU_LAYERS):
+        super().__init__()
+        self.hidden = hidden
+        self.layers = layers
+        fr, fi, ir, ii = dft_matrices()
+        band = erb_band_matrix()
+        win = np.sin(np.pi * np.arange(N_FFT) / N_FFT).astype(np.float32)
+        for name, arr in (("win", win), ("fwd_re", fr), ("fwd_im", fi), ("inv_re", ir), ("inv_im", ii),
+                          ("band", band), ("interp", band.T.copy())):
+            self.register_buffer(name, torch.from_numpy(arr), persistent=False)
+        n_in = N_BANDS + 2 * DF_BINS
+        self.enc = nn.Linear(n_in, hidden)
+        self.rnn = nn.ModuleList([MinGRU(hidden, hidden) for _ in range(layers)])
+        self.gain_head = nn.Linear(hidden, N_BANDS)
+        self.df_head = nn.Linear(hidden, DF_ORDER * DF_BINS * 2)
+        self.vad_head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.df_head.weight)
+        nn.init.zeros_(self.df_head.bias)
+        nn.init.constant_(self.gain_head.bias, 1.0)
+
+    # ---- shared pieces (work on [..., frames, ...] tensors of any leading shape)
+
+    def analysis(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return frames @ self.fwd_re, frames @ self.fwd_im
+
+    def band_db(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+        return 10.0 * torch.log10((re * re + im * im) @ self.band + 1e-10)
+
+    def recurrent(self, z: torch.Tensor) -> torch.Tensor:
+        h = z
+        for i, layer in enumerate(self.rnn):
+            h = layer(h) if i == 0 else layer(h) + h
+        return h
+
+    def recurrent_step(self, z: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``state`` [layers, 1, hidden] -> (output [1, hidden], new state)."""
+        h = z
+        new = []
+        for i, layer in enumerate(self.rnn):
+            hn = layer.step(h, state[i])
+            new.append(hn)
+            h = hn if i == 0 else hn + h
+        return h, torch.stack(new, dim=0)
+
+    def heads(self, h: torch.Tensor):
+        gains = torch.sigmoid(self.gain_head(h))
+        df = self.df_head(h)
+        vad = torch.sigmoid(self.vad_head(h)).squeeze(-1)
+        return gains, df, vad
+
+    def apply(self, re, im, past_re, past_im, gains, df, lim):
+        """Enhance one or many frames. ``past_*``: ``[..., DF_ORDER, DF_BINS]`` low bins of frames t, t-1, t-2."""
+        g = gains @ self.interp
+        yr = g * re
+        yi = g * im
+        c = df.reshape(df.shape[:-1] + (DF_ORDER, DF_BINS, 2))
+        cr, ci = c[..., 0], c[..., 1]
+        dr = (cr * past_re - ci * past_im).sum(-2)
+        di = (cr * past_im + ci * past_re).sum(-2)
+        yr = torch.cat([yr[..., :DF_BINS] + dr, yr[..., DF_BINS:]], dim=-1)
+        yi = torch.cat([yi[..., :DF_BINS] + di, yi[..., DF_BINS:]], dim=-1)
+        yr = yr * (1.0 - lim) + lim * re
+        yi = yi * (1.0 - lim) + lim * im
+        return yr, yi
+
+    def synthesis(self, yr, yi):
+        return yr @ self.inv_re + yi @ self.inv_im
+
+    # ---- whole signal
+
+    def forward(self, x: torch.Tensor, atten_lim_db: float = 100.0, use_fft: bool = True):
+        """``x`` [B, T] (T a multiple of 240) -> (out [B, T] delayed by 240 samples, vad [B, K], gains [B, K, 32]).
+
+        ``use_fft`` computes the (identical) DFTs with torch.fft instead of the export's matmuls (faster).
+        """
+        b, t = x.shape
+        k = t // HOP
+        xp = torch.cat([x.new_zeros(b, GRAPH_DELAY), x[:, : k * HOP]], dim=1)
+        frames = xp.unfold(1, N_FFT, HOP)  # [B, K, N]
+        if use_fft:
+            spec = torch.fft.rfft(frames * self.win, dim=-1)
+            re, im = spec.real, spec.imag
+        else:
+            re, im = self.analysis(frames)
+        w = ema_matrix(k, device=x.device)
+        feat = self.band_db(re, im)
+        mu = FEAT_INIT_DB + torch.einsum("ts,bsd->btd", w, feat - FEAT_INIT_DB)
+        featn = (feat - mu) / 40.0
+        mag = torch.sqrt(re[..., :DF_BINS] ** 2 + im[..., :DF_BINS] ** 2 + 1e-12)
+        s = UNIT_INIT + torch.einsum("ts,bsd->btd", w, mag - UNIT_INIT)
+        sr_ = re[..., :DF_BINS] / s
+        si_ = im[..., :DF_BINS] / s
+        z = torch.relu(self.enc(torch.cat([featn, sr_, si_], dim=-1)))
+        h = self.recurrent(z)
+        gains, df, vad = self.heads(h)
+        lr, li = re[..., :DF_BINS], im[..., :DF_BINS]
+        pad = lr.new_zeros(b, DF_ORDER - 1, DF_BINS)
+        lrp = torch.cat([pad, lr], dim=1)
+        lip = torch.cat([pad, li], dim=1)
+        past_re = torch.stack([lrp[:, DF_ORDER - 1 - i : DF_ORDER - 1 - i + k] for i in range(DF_ORDER)], dim=2)
+        past_im = torch.stack([lip[:, DF_ORDER - 1 - i : DF_ORDER - 1 - i + k] for i in range(DF_ORDER)], dim=2)
+        lim = 10.0 ** (-atten_lim_db / 20.0)
+        yr, yi = self.apply(re, im, past_re, past_im, gains, df, lim)
+        if use_fft:
+            y = torch.fft.irfft(torch.complex(yr, yi), n=N_FFT, dim=-1) * self.win
+        else:
+            y = self.synthesis(yr, yi)  # [B, K, N]
+        head = y[..., :HOP]
+        tail = torch.cat([y.new_zeros(b, 1, N_FFT - HOP), y[:, :-1, HOP:]], dim=1)
+        out = (head + tail).reshape(b, k * HOP)
+        return out, vad, gains
+
+
+class StreamingDenoise(nn.Module):
+    """One hop with explicit state, for ONNX export. States (all start at zero):
+
+    - ``state_0`` [1, 240]: previous input hop (analysis buffer)
+    - ``state_1`` [1, 32]: running mean of band log energies, minus -60 dB
+    - ``state_2`` [1, 48]: running mean of low-bin magnitudes, minus 1e-3
+    - ``state_3`` [layers, 1, hidden]: minGRU hidden states
+    - ``state_4`` [1, 2, DF_ORDER - 1, 48]: low-bin spectra (re, im) of frames t-1, t-2
+    - ``state_5`` [1, 240]: overlap-add tail
+
+    The same arithmetic as :meth:`DenoiseNet.forward`, with constant matrices fused for a small graph:
+    one DFT matmul (re|im), one inverse matmul, one matmul for all three heads.
+    """
+
+    def __init__(self, net: DenoiseNet):
+        super().__init__()
+        self.net = net
+        with torch.no_grad():
+            self.register_buffer("fwd", torch.cat([net.fwd_re, net.fwd_im], dim=1).clone(), persistent=False)
+            self.register_buffer("inv", torch.cat([net.inv_re, net.inv_im], dim=0).clone(), persistent=False)
+            self.register_buffer("head_w", torch.cat([net.gain_head.weight, net.df_head.weight,
+                                                      net.vad_head.weight], dim=0).t().contiguous(), persistent=False)
+            self.register_buffer("head_b", torch.cat([net.gain_head.bias, net.df_head.bias, net.vad_head.bias]),
+                                 persistent=False)
+
+    def state_shapes(self) -> list[tuple[int, ...]]:
+        return [(1, HOP), (1, N_BANDS), (1, DF_BINS), (self.net.layers, 1, self.net.hidden),
+                (1, 2, DF_ORDER - 1, DF_BINS), (1, N_FFT - HOP)]
+
+    def forward(self, audio_in, state_0, state_1, state_2, state_3, state_4, state_5, atten_lim_db):
+        net = self.net
+        frame = torch.cat([state_0, audio_in], dim=1)  # [1, N]
+        spec = frame @ self.fwd  # [1, 2F]
+        re, im = spec[:, :N_BINS], spec[:, N_BINS:]
+        feat = (10.0 / math.log(10.0)) * torch.log((re * re + im * im) @ net.band + 1e-10)
+        d1 = ALPHA * state_1 + (1.0 - ALPHA) * (feat - FEAT_INIT_DB)
+        featn = (feat - FEAT_INIT_DB - d1) * (1.0 / 40.0)
+        lr, li = spec[:, :DF_BINS], spec[:, N_BINS : N_BINS + DF_BINS]
+        mag = torch.sqrt(lr * lr + li * li + 1e-12)
+        d2 = ALPHA * state_2 + (1.0 - ALPHA) * (mag - UNIT_INIT)
+        inv_s = 1.0 / (UNIT_INIT + d2)
+        z = torch.relu(net.enc(torch.cat([featn, lr * inv_s, li * inv_s], dim=-1)))
+        hout, h = net.recurrent_step(z, state_3)
+        ho = hout @ self.head_w + self.head_b  # [1, 32 + 288 + 1]
+        gains = torch.sigmoid(ho[:, :N_BANDS])
+        c = ho[:, N_BANDS : N_BANDS + DF_ORDER * DF_BINS * 2].reshape(1, DF_ORDER, DF_BINS, 2)
+        vad = torch.sigmoid(ho[:, -1])
+        cur = torch.stack([lr, li], dim=1).unsqueeze(2)  # [1, 2, 1, BINS]
+        past = torch.cat([cur, state_4], dim=2)  # [1, 2, ORDER, BINS]: t, t-1, t-2
+        pr, pi = past[:, 0], past[:, 1]
+        cr, ci = c[..., 0], c[..., 1]
+        dr = (cr * pr - ci * pi).sum(1)
+        di = (cr * pi + ci * pr).sum(1)
+        g = gains @ net.interp
+        lim = torch.pow(10.0, -atten_lim_db / 20.0)
+        yr = g * re + torch.nn.functional.pad(dr, (0, N_BINS - DF_BINS))
+        yi = g * im + torch.nn.functional.pad(di, (0, N_BINS - DF_BINS))
+        y_spec = torch.cat([yr, yi], dim=1)
+        y_spec = y_spec + lim * (spec - y_spec)
+        y = y_spec @ self.inv  # [1, N]
+        audio_out = y[:, :HOP] + state_5
+        return audio_out, audio_in, d1, d2, h, past[:, :, : DF_ORDER - 1], y[:, HOP:], vad, gains
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def macs_per_hop(net: DenoiseNet) -> int:
+    """Multiply-accumulates per hop of the streaming graph (matmuls only; elementwise work is small)."""
+    h = net.hidden
+    dft = 2 * N_FFT * N_BINS * 2  # forward re/im + inverse re/im
+    bands = 2 * N_BINS * N_BANDS
+    enc = (N_BANDS + 2 * DF_BINS) * h
+    gru = net.layers * 2 * h * h
+    heads = h * (N_BANDS + DF_ORDER * DF_BINS * 2 + 1)
+    df = DF_ORDER * DF_BINS * 4
+    return dft + bands + enc + gru + heads + df

@@ -1,0 +1,251 @@
+"""Train the denoise model; resumable, reproducible from the seed and the config.
+
+Usage::
+
+    python -m hushbridge.models.train.train --config models/train/denoise.toml --minutes 60
+    python -m hushbridge.models.train.train --config models/train/denoise.toml --steps 200 --out /tmp/ck
+
+Resumes from ``<out>/denoise_last.pt`` when it exists (``--fresh`` ignores it). Every batch is a pure
+function of ``(seed, step)`` and the optimizer state is saved in full, so stopping and resuming gives
+the run an uninterrupted one would have given. Checkpoints hold fp32 weights, the Adam state and the
+step (about 3 MB); ``denoise_best.pt`` (weights only) is the step with the lowest validation loss on
+fixed mixtures of the *training* split (the evaluation split is never looked at here). Progress and
+ETA go to stdout; the loss curve to ``<out>/denoise_log.csv``.
+
+Runs on one CPU thread (``torch.set_num_threads(1)``); start it with ``nice -n 10`` on shared machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+import numpy as np
+import torch
+
+from .data import MixConfig, MixtureSampler
+from .model import GRAPH_DELAY, HOP, N_FFT, DenoiseNet, count_params
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "checkpoints"
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def build_model(cfg: dict) -> DenoiseNet:
+    m = cfg.get("model", {})
+    return DenoiseNet(hidden=int(m.get("hidden", 160)), layers=int(m.get("layers", 3)))
+
+
+def mix_config(cfg: dict) -> MixConfig:
+    d = dict(cfg.get("data", {}))
+    for k in ("snr_db", "level_dbfs"):
+        if k in d:
+            d[k] = tuple(d[k])
+    return MixConfig(**d)
+
+
+class Loss:
+    """Masked multi-resolution compressed spectral loss + activity BCE. See data.py, "Band limits"."""
+
+    def __init__(self, cfg: dict):
+        lc = cfg.get("loss", {})
+        self.c = float(lc.get("compress", 0.3))
+        self.cw = float(lc.get("complex_weight", 0.3))
+        self.res = [tuple(r) for r in lc.get("resolutions", [[480, 240], [1024, 256], [2048, 512]])]
+        self.vad_w = float(lc.get("vad_weight", 0.05))
+        self.windows = {n: torch.hann_window(n) for n, _ in self.res}
+
+    def _pow(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(a) if self.c == 0.5 else torch.exp(self.c * torch.log(a))
+
+    def spec(self, y, s, band_hz):
+        total = y.new_zeros(())
+        for n, hop in self.res:
+            w = self.windows[n]
+            Y = torch.stft(y, n, hop, window=w, return_complex=True, center=False)  # [B, F, K]
+            S = torch.stft(s, n, hop, window=w, return_complex=True, center=False)
+            f = torch.fft.rfftfreq(n, 1.0 / 48000.0)
+            e = (S.abs() ** 2).sum(1)  # [B, K]
+            active = e > e.amax(1, keepdim=True) * 1e-5
+            inband = f[None, :, None] < band_hz[:, None, None]
+            m = (inband | ~active[:, None, :]).float()
+            yr, yi = Y.real, Y.imag
+            sr, si = S.real, S.imag
+            ya2 = yr * yr + yi * yi + 1e-12
+            sa2 = sr * sr + si * si + 1e-12
+            ya, sa = torch.sqrt(ya2), torch.sqrt(sa2)
+            yc, sc = self._pow(ya), self._pow(sa)  # |Y|^c
+            msum = m.sum() * 1.0
+            mag = ((yc - sc) ** 2 * m).sum() / msum
+            yk, sk = yc / ya, sc / sa  # |Y|^(c-1): compressed complex = Y |Y|^(c-1)
+            cpx = (((yr * yk - sr * sk) ** 2 + (yi * yk - si * sk) ** 2) * m).sum() / msum
+            total = total + (1 - self.cw) * mag + self.cw * cpx
+        return total / len(self.res)
+
+    def __call__(self, out, vad, noisy, target, band_hz):
+        t = out.shape[1]
+        y = out[:, GRAPH_DELAY:]
+        s = target[:, : t - GRAPH_DELAY]
+        loss = self.spec(y, s, band_hz)
+        # activity label per model frame: target frame energy within 30 dB of the loudest, above -70 dBFS
+        tp = torch.cat([target.new_zeros(target.shape[0], GRAPH_DELAY), target[:, :t]], 1)
+        fe = tp.unfold(1, N_FFT, HOP).pow(2).mean(-1)[:, : vad.shape[1]]
+        label = ((fe > fe.amax(1, keepdim=True) * 1e-3) & (fe > 1e-7)).float()
+        bce = torch.nn.functional.binary_cross_entropy(vad.clamp(1e-6, 1 - 1e-6), label)
+        return loss + self.vad_w * bce, loss.detach(), bce.detach()
+
+
+def lr_at(step: int, tc: dict) -> float:
+    lr = float(tc["lr"])
+    lo = float(tc.get("lr_min", lr / 10))
+    warm = int(tc.get("warmup_steps", 0))
+    if step < warm:
+        return lr * (step + 1) / warm
+    return max(lo, lr * 0.5 ** ((step - warm) / float(tc.get("lr_halflife_steps", 1e9))))
+
+
+def save(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def validate(net, lossf, val) -> float:
+    net.eval()
+    tot = 0.0
+    with torch.no_grad():
+        for noisy, target, band in val:
+            out, vad, _ = net(noisy)
+            tot += float(lossf(out, vad, noisy, target, band)[1])
+    net.train()
+    return tot / max(len(val), 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parent / "denoise.toml"))
+    ap.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
+    ap.add_argument("--steps", type=int, default=None, help="stop at this total step count")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="checkpoint folder")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    if args.minutes is None and args.steps is None:
+        ap.error("give --minutes and/or --steps")
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    tc = cfg["train"]
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_p, best_p, log_p = out_dir / "denoise_last.pt", out_dir / "denoise_best.pt", out_dir / "denoise_log.csv"
+
+    net = build_model(cfg)
+    opt = torch.optim.AdamW(net.parameters(), lr=float(tc["lr"]), weight_decay=float(tc.get("weight_decay", 0)))
+    step, best, trained_s = 0, math.inf, 0.0
+    if last_p.exists() and not args.fresh:
+        ck = torch.load(last_p, map_location="cpu", weights_only=False)
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, best, trained_s = int(ck["step"]), float(ck.get("best_val", math.inf)), float(ck.get("trained_s", 0))
+        print(f"resumed from {last_p} at step {step} ({trained_s / 60:.1f} min trained, best val {best:.4f})")
+    elif args.fresh and log_p.exists():
+        log_p.unlink()
+    print(f"model: {count_params(net):,} parameters; batch {tc['batch_size']} x {cfg['data']['seconds']} s")
+
+    sampler = MixtureSampler(mix_config(cfg), seed=seed)
+    lossf = Loss(cfg)
+    bs = int(tc["batch_size"])
+    val = []
+    for i in range(int(tc.get("val_batches", 4))):
+        n, t, b = sampler.batch(i, bs, stream=1)
+        val.append((torch.from_numpy(n), torch.from_numpy(t), torch.from_numpy(b)))
+
+    new_log = not log_p.exists()
+    logf = open(log_p, "a", newline="")
+    log = csv.writer(logf)
+    if new_log:
+        log.writerow(["step", "trained_min", "lr", "train_loss", "train_vad_bce", "val_loss"])
+
+    def checkpoint():
+        save(last_p, {"step": step, "model": net.state_dict(), "opt": opt.state_dict(), "best_val": best,
+                      "trained_s": trained_s, "config": cfg})
+
+    t0 = time.monotonic()
+    deadline = t0 + args.minutes * 60 if args.minutes is not None else math.inf
+    stop_step = args.steps if args.steps is not None else None
+    start_step = step
+    run_loss, run_bce, n_run = 0.0, 0.0, 0
+    net.train()
+    while True:
+        now = time.monotonic()
+        if now >= deadline or (stop_step is not None and step >= stop_step):
+            break
+        ts = time.monotonic()
+        noisy, target, band = sampler.batch(step, bs)
+        noisy, target, band = torch.from_numpy(noisy), torch.from_numpy(target), torch.from_numpy(band)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tc)
+        out, vad, _ = net(noisy)
+        loss, spec_l, bce = lossf(out, vad, noisy, target, band)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), float(tc.get("grad_clip", 1.0)))
+        opt.step()
+        step += 1
+        trained_s += time.monotonic() - ts
+        run_loss += float(spec_l)
+        run_bce += float(bce)
+        n_run += 1
+        val_loss = ""
+        if step % int(tc.get("val_every", 250)) == 0:
+            v = validate(net, lossf, val)
+            val_loss = f"{v:.5f}"
+            if v < best:
+                best = v
+                save(best_p, {"step": step, "model": net.state_dict(), "val_loss": v, "config": cfg})
+        if step % int(tc.get("log_every", 20)) == 0 or val_loss:
+            el = time.monotonic() - t0
+            rate = (step - start_step) / max(el, 1e-9)
+            if stop_step is not None:
+                eta = (stop_step - step) / max(rate, 1e-9)
+                eta = min(eta, deadline - time.monotonic())
+            else:
+                eta = deadline - time.monotonic()
+            print(f"step {step:6d}  loss {run_loss / n_run:.4f}  vad {run_bce / n_run:.3f}  "
+                  f"lr {lr_at(step, tc):.2e}  {rate:.2f} step/s  ETA {eta / 60:5.1f} min"
+                  + (f"  val {val_loss} (best {best:.5f})" if val_loss else ""), flush=True)
+            log.writerow([step, f"{trained_s / 60:.2f}", f"{lr_at(step, tc):.3g}", f"{run_loss / n_run:.5f}",
+                          f"{run_bce / n_run:.4f}", val_loss])
+            logf.flush()
+            run_loss, run_bce, n_run = 0.0, 0.0, 0
+        if step % int(tc.get("checkpoint_every", 100)) == 0:
+            checkpoint()
+    checkpoint()
+    if not best_p.exists():
+        v = validate(net, lossf, val)
+        best = v
+        save(best_p, {"step": step, "model": net.state_dict(), "val_loss": v, "config": cfg})
+        checkpoint()
+    logf.close()
+    print(f"stopped at step {step}; {trained_s / 60:.1f} min trained in total; checkpoints in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

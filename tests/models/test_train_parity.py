@@ -1,0 +1,104 @@
+"""Streaming ONNX export of the denoise model equals the torch model on the whole signal.
+
+Needs the ``[train]`` extra (torch); skipped cleanly where torch is absent (CI installs only [dev]).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from hushbridge.models.train import export as ex  # noqa: E402
+from hushbridge.models.train import model as md  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "models" / "denoise.onnx"
+CHECKPOINT = REPO / "models" / "train" / "checkpoints" / "denoise_best.pt"
+
+
+@pytest.fixture(scope="module")
+def random_net():
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    net = md.DenoiseNet().eval()
+    with torch.no_grad():  # make every head matter (the deep filter starts at zero)
+        net.df_head.weight.normal_(0.0, 0.02)
+        net.df_head.bias.normal_(0.0, 0.05)
+    return net
+
+
+@pytest.fixture(scope="module")
+def exported(random_net, tmp_path_factory):
+    return ex.export(random_net, tmp_path_factory.mktemp("onnx") / "d.onnx")
+
+
+def _signal(seconds=1.5, seed=0):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * md.SR) // md.HOP * md.HOP
+    t = np.arange(n) / md.SR
+    return (0.05 * rng.standard_normal(n) + 0.3 * np.sin(2 * np.pi * 180 * t) * (t > 0.4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("atten_lim_db", [100.0, 12.0])
+def test_streaming_onnx_equals_torch_whole_signal(random_net, exported, atten_lim_db):
+    x = _signal()
+    with torch.no_grad():
+        for use_fft in (False, True):
+            ref, vad, _ = random_net(torch.from_numpy(x)[None], atten_lim_db=atten_lim_db, use_fft=use_fft)
+            got, act = ex.run_onnx(exported, x, atten_lim_db=atten_lim_db)
+            assert np.max(np.abs(got - ref[0].numpy())) <= 1e-4
+            assert np.max(np.abs(act - vad[0].numpy())) <= 1e-4
+
+
+def test_contract_names_shapes_metadata(exported):
+    m = onnx.load(str(exported))
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert meta["hushbridge.sample_rate"] == "48000"
+    assert meta["hushbridge.hop"] == "240"
+    assert int(meta["hushbridge.latency_samples"]) == md.LATENCY_SAMPLES == 240
+    assert meta["hushbridge.name"] == "denoise" and meta["hushbridge.version"]
+    sess = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    ins = {i.name: i.shape for i in sess.get_inputs()}
+    outs = {o.name: o.shape for o in sess.get_outputs()}
+    assert ins["audio_in"] == [1, 240] and outs["audio_out"] == [1, 240]
+    assert ins["atten_lim_db"] == [1] and outs["activity"] == [1] and outs["gains"] == [1, 32]
+    states = sorted(k for k in ins if k.startswith("state_"))
+    assert states == [f"state_{k}" for k in range(len(states))]
+    for s in states:
+        assert outs[f"{s}_out"] == ins[s]
+    assert m.opset_import[0].version >= 17
+
+
+def test_impulse_comes_out_at_graph_delay(tmp_path):
+    """With unit gains the graph is an exact delay of window - hop = 240 samples (the metadata value);
+    with the runtime's hop FIFO (hop - 1) the effect's latency is 479 <= 480 (10 ms at 48 kHz)."""
+    net = md.DenoiseNet().eval()
+    with torch.no_grad():
+        net.gain_head.weight.zero_()
+        net.gain_head.bias.fill_(30.0)  # sigmoid -> 1
+    path = ex.export(net, tmp_path / "id.onnx")
+    x = np.zeros(48 * md.HOP, np.float32)
+    x[1000] = 1.0
+    y, _ = ex.run_onnx(path, x)
+    assert int(np.argmax(np.abs(y))) == 1000 + md.GRAPH_DELAY
+    assert abs(y[1000 + md.GRAPH_DELAY] - 1.0) < 1e-4
+    assert md.LATENCY_SAMPLES == md.GRAPH_DELAY
+    assert md.EFFECT_LATENCY == md.LATENCY_SAMPLES + md.HOP - 1 <= 480
+
+
+@pytest.mark.skipif(not (SHIPPED.exists() and CHECKPOINT.exists()), reason="no shipped model/checkpoint")
+def test_shipped_model_matches_its_checkpoint():
+    net, ck = ex.load_checkpoint(CHECKPOINT)
+    assert SHIPPED.stat().st_size <= 5_000_000
+    assert CHECKPOINT.stat().st_size <= 5_000_000
+    meta = {p.key: p.value for p in onnx.load(str(SHIPPED)).metadata_props}
+    assert meta["hushbridge.version"].endswith(f"step{ck['step']}")
+    assert ex.parity(net, SHIPPED, seconds=1.0) <= 1e-4
