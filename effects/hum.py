@@ -8,8 +8,9 @@ Stages beyond ``harmonics`` are exactly transparent and cost nothing; changing `
 change clicks.
 
 ``auto = 1`` detects the mains frequency from the signal (see :mod:`hushbridge.dsp.kernels.hum`:
-Goertzel powers at 50/100/150 vs 60/120/180 Hz over half-second windows, averaged over about
-two seconds, 6 dB needed to switch) and glides the notches over :data:`GLIDE_MS` when it
+Goertzel powers at 50/100/150 vs 60/120/180 Hz over one-second windows, averaged over about
+two seconds; a family must beat the other by 6 dB and its own neighbours 2 Hz away by 10 dB)
+and glides the notches over :data:`GLIDE_MS` when it
 changes its mind. Until the first decision the notches sit at ``mains_hz``.
 :attr:`HumRemover.detected_hz` gives the current decision (0 before one is made).
 
@@ -24,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from hushbridge.dsp.design import KIND_DIP
-from hushbridge.dsp.kernels.hum import D_COEF, D_MAINS, DET_SIZE, DETECT_HARMONICS, hum_remover
+from hushbridge.dsp.kernels.hum import D_COEF, D_MAINS, D_POW, DET_SIZE, DETECT_HARMONICS, NEIGHBOUR_HZ, hum_remover
 from hushbridge.effects.base import Param, ProcessSpec
 from hushbridge.effects.filters import BiquadEffect
 
@@ -73,17 +74,17 @@ class HumRemover(BiquadEffect):
 
     def _prepare(self, spec: ProcessSpec) -> None:
         super()._prepare(spec)
-        # 0.5 s (1 s at odd rates): whole cycles of both 50 and 60 Hz and their harmonics
-        object.__setattr__(self, "_window", spec.sample_rate // 2 if spec.sample_rate % 2 == 0 else spec.sample_rate)
-        for fam, base in enumerate((50.0, 60.0)):
+        object.__setattr__(self, "_window", int(spec.sample_rate))  # 1 s: whole cycles of every bin
+        d = NEIGHBOUR_HZ
+        for g, (base, off) in enumerate(((50.0, 0.0), (60.0, 0.0), (50.0, -d), (50.0, d), (60.0, -d), (60.0, d))):
             for k in range(DETECT_HARMONICS):
-                w = 2.0 * math.pi * base * (k + 1) / spec.sample_rate
-                self._det[D_COEF + fam * DETECT_HARMONICS + k] = 2.0 * math.cos(w)
+                w = 2.0 * math.pi * (base * (k + 1) + off) / spec.sample_rate
+                self._det[D_COEF + g * DETECT_HARMONICS + k] = 2.0 * math.cos(w)
 
     def reset(self) -> None:
         """Clear filter and detector state; notches return to ``mains_hz`` until detection decides."""
         self._det[:D_COEF] = 0.0
-        self._det[D_COEF + 2 * DETECT_HARMONICS:] = 0.0
+        self._det[D_POW:] = 0.0
         self._det_clock[0] = 0
         for s in range(self.stages):
             self._ramp[s, 3] = math.log(self._mains() * (s + 1))

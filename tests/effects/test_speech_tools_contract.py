@@ -16,6 +16,7 @@ SPEECH = (shared_data_dir() or Path("/nonexistent")) / "speech"
 
 FACTORIES = {
     "humremove": lambda: HumRemover(harmonics=8, auto=1),
+    "humremove_switch": lambda: HumRemover(mains_hz=60, auto=1),  # finds the 50 Hz hum, glides mid-signal
     "humremove60": lambda: HumRemover(mains_hz=60, harmonics=3, q=10.0, depth_db=40.0),
     "gate": lambda: Gate(threshold_db=-35.0, ratio=10.0, range_db=30.0, hold_ms=20.0, release_ms=50.0,
                          sidechain_hpf_hz=100.0),
