@@ -354,3 +354,48 @@ def test_resample_plan_is_cached(g):
     t0 = time.perf_counter()
     model_mod.resample_plan(44100, 16000, HOP, "LQ")
     assert time.perf_counter() - t0 < 0.01
+
+
+# == the shipped model (models/denoise.onnx, when the training side has shipped it) ============
+shipped = pytest.mark.skipif(not SHIPPED.is_file(), reason="models/denoise.onnx is not shipped yet")
+
+
+@shipped
+def test_shipped_model_latency_within_10_ms_at_48k():
+    e = Denoise(overload_budget=0.0)
+    e.prepare(ProcessSpec(48000, 128, 2))
+    assert e.latency_samples <= 480
+    assert e.latency_samples == e.model.latency_samples + e.model.hop - 1
+
+
+@shipped
+@pytest.mark.parametrize("block", [128, 1000])
+def test_shipped_model_impulse_and_speech_onset_come_out_latency_samples_later(block):
+    from helpers import find_delay, shared_data_dir
+
+    e = Denoise(reduction_db=100.0, overload_budget=0.0)
+    x = np.zeros((1, 9600), np.float32)
+    x[0, 3000] = 0.5
+    y = stream(e, x, 48000, block)
+    assert int(np.argmax(np.abs(y[0]))) == 3000 + e.latency_samples
+    data = shared_data_dir()
+    if data is None or not (data / "speech" / "vctk_p301_102.wav").is_file():
+        pytest.skip("held-out speech file not found in ../shared/data")
+    import soundfile as sf
+    import soxr
+
+    s, sr = sf.read(str(data / "speech" / "vctk_p301_102.wav"), dtype="float32")
+    s = soxr.resample(s, sr, 48000).astype(np.float32)[:96000]
+    onset = 14400
+    x = np.concatenate([np.zeros(onset, np.float32), s])[None]
+    y = stream(Denoise(reduction_db=100.0, overload_budget=0.0), x, 48000, block)
+    assert find_delay(x[0, onset:onset + 48000], y[0, onset:], 1500) == e.latency_samples
+
+
+@shipped
+def test_shipped_model_block_sizes_identical_and_stereo():
+    x = noise(24000, channels=2, seed=20, amp=0.1)
+    outs = {b: stream(Denoise(overload_budget=0.0), x, 48000, b) for b in (1, 64, 128, 1000)}
+    for b, y in outs.items():
+        np.testing.assert_allclose(y, outs[128], atol=1e-6, err_msg=f"block {b}")
+    assert np.isfinite(outs[128]).all()
