@@ -192,6 +192,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     osc = midi = None
     try:
+        # MIDI opens before and closes after the audio client: python-rtmidi keeps the GIL through
+        # its JACK client open/close, which wait for a cycle of the audio callback (which needs the GIL)
+        midi = _start_midi_in(args, engine) if args.midi_in else None
         backend.start()
         if not args.no_osc:
             from hushbridge.control.osc import OscServer
@@ -199,8 +202,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             osc = OscServer(engine, host=args.osc_host, port=args.osc_port)
             osc.start()
         where = f"OSC on {args.osc_host}:{osc.port}" if osc else "OSC off"
-        if args.midi_in:
-            midi = _start_midi_in(args, engine, osc)
+        if midi is not None:
+            if osc is not None:
+                from hushbridge.control.midi import attach_osc
+
+                attach_osc(osc.controller, midi.mapper)
             where += f", MIDI in: {midi.port_label}"
         err.print(f"hushbridge running on {backend.name} ({engine.spec.sample_rate} Hz, {engine.spec.max_block_size} frames, "
                   f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}, {where}. Ctrl-C to stop.")
@@ -215,11 +221,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if tty:
             sys.stderr.write("\n")
     finally:
-        if midi is not None:
-            midi.close()
         if osc is not None:
             osc.close()
         backend.close()
+        if midi is not None:
+            midi.close()
     err.print(f"stopped. {engine.status_line()}")
     return EXIT_OK
 
@@ -234,17 +240,15 @@ def _preset_midi_table(args: argparse.Namespace) -> dict:
     return find_preset(args.preset or "dialogue").midi
 
 
-def _start_midi_in(args: argparse.Namespace, engine, osc):
-    """``run --midi-in``: a MidiInput feeding the engine; MIDI learn over OSC when OSC runs."""
-    from hushbridge.control.midi import MidiInput, MidiMapper, attach_osc
+def _start_midi_in(args: argparse.Namespace, engine):
+    """``run --midi-in``: a MidiInput feeding the engine (the preset's ``[midi]`` maps)."""
+    from hushbridge.control.midi import MidiInput, MidiMapper
 
     mapper = MidiMapper(engine, _preset_midi_table(args))
     api = args.midi_api or ("jack" if args.backend == "jack" else None)
     port = None if args.midi_in == "virtual" else args.midi_in
     midi = MidiInput(mapper, port=port, api=api, server=args.server if api == "jack" else None)
     midi.start()
-    if osc is not None:
-        attach_osc(osc.controller, mapper)
     return midi
 
 

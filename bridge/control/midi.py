@@ -89,6 +89,13 @@ Example::
    Handlers run on rtmidi's thread and share the GIL with the audio callback: each message is a
    few dict look-ups and one ``engine.set`` (which only queues a ``ParamChange``). Preset loads
    are handed to a worker thread.
+
+.. note::
+   JACK and the GIL: python-rtmidi keeps the GIL through its JACK calls (client open/close,
+   port register/connect), and on JACK its MIDI-in callback takes the GIL in rtmidi's process
+   thread. Opening or closing an rtmidi JACK client waits for a JACK cycle, so do it while no
+   Python audio callback in the same process is waiting for the GIL: ``hushbridge run`` opens
+   the MIDI input before the audio client and closes it after.
 """
 from __future__ import annotations
 

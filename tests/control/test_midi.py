@@ -787,7 +787,10 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
         [sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--name", "hbmidirun", "--preset", str(preset),
          "--channels", "1", "--osc-port", str(osc_port), "--midi-in", "virtual"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    import jack
+
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    probe = jack.Client("hb-midi-probe", no_start_server=True, servername=jack_server.name)
     out = None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
@@ -801,10 +804,14 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
             return None
 
     try:
-        # start-up warms numba up: slow on a busy machine
-        assert wait_until(lambda: proc.poll() is not None or "hushbridge-midi:in" in backend.get_output_names(), 120, 0.2)
+        # start-up warms numba up: slow on a busy machine. Poll with JACK-Client (cffi lets the GIL
+        # go during server calls; python-rtmidi keeps it), open one sender and connect it.
+        assert wait_until(lambda: proc.poll() is not None or bool(probe.get_ports("hbmidirun:out_1")), 120, 0.2)
         assert proc.poll() is None, proc.stderr.read()
-        out = backend.open_output("hushbridge-midi:in")
+        assert wait_until(lambda: bool(probe.get_ports("hushbridge-midi:in", is_midi=True, is_input=True)), 10), \
+            [p.name for p in probe.get_ports()]
+        out = open_sender(backend, "hb-run-sender")
+        probe.connect(sender_name("hb-run-sender"), "hushbridge-midi:in")
         assert wait_until(lambda: get("/hb/gain/gain_db") is not None, 20, 0.1)
         out.send(cc(7, 0))
         assert wait_until(lambda: get("/hb/gain/gain_db") == -30.0, 5, 0.05)
@@ -820,6 +827,7 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
     finally:
         if out is not None:
             out.close()
+        probe.close()
         sock.close()
         proc.send_signal(signal.SIGTERM)
         try:
