@@ -126,10 +126,11 @@ class MeterTap:
 
 class ApplyProbe:
     """Optional record of when changes were applied (for the control-flood benchmark): the
-    audio thread writes ``(value, time.perf_counter() of the block start)`` per applied change
-    into preallocated arrays until they are full."""
+    audio thread writes ``(chain slot, value, time.perf_counter() of the block start)`` per
+    applied change into preallocated arrays until they are full."""
 
     def __init__(self, capacity: int = PROBE_CAPACITY) -> None:
+        self.slots = np.zeros(capacity, dtype=np.int64)
         self.values = np.zeros(capacity, dtype=np.float64)
         self.times = np.zeros(capacity, dtype=np.float64)
         self.n = 0
@@ -384,6 +385,7 @@ class Engine:
             chain[slot].set_index(param, value)
         probe = self.apply_probe
         if probe is not None and probe.n < len(probe.values):
+            probe.slots[probe.n] = slot
             probe.values[probe.n] = value
             probe.times[probe.n] = self._block_t0 + (self._block_time - self._callback_time)
             probe.n += 1

@@ -88,6 +88,7 @@ import math
 import queue
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -220,6 +221,34 @@ def check_packet(data: bytes, depth: int = 0) -> str:
     if i != n:
         return f"{n - i} bytes after the arguments ({tags})"
     return ""
+
+
+class _Message(NamedTuple):
+    """A parsed message of the fast path (duck-types python-osc's OscMessage for dispatch)."""
+
+    address: str
+    params: tuple[Any, ...]
+
+
+_FLOAT = struct.Struct(">f")
+_INT = struct.Struct(">i")
+
+
+def _fast_message(data: bytes) -> _Message | None:
+    """The common case, ``<address> ,f`` or ``,i`` with one number, parsed without python-osc
+    (a third of the per-message cost); None for anything else. ``data`` passed check_packet."""
+    if data[:1] != b"/":
+        return None
+    nul = data.find(b"\0")
+    i = (nul // 4 + 1) * 4
+    if len(data) != i + 8 or data[i:i + 4] not in (b",f\0\0", b",i\0\0"):
+        return None
+    try:
+        address = data[:nul].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    unpack = _FLOAT.unpack_from if data[i + 1] == 0x66 else _INT.unpack_from
+    return _Message(address, unpack(data, i + 4))
 
 
 def _number(address: str, args: tuple[Any, ...]) -> float:
@@ -424,12 +453,15 @@ class OscController:
             self._local.stamp = 0.0
         return replies
 
-    def _parse(self, data: bytes, client: ClientAddress) -> list[tuple[OscMessage, float]]:
+    def _parse(self, data: bytes, client: ClientAddress) -> list[tuple[OscMessage | _Message, float]]:
         """Messages with their stamps: a future bundle time tag (Unix s), else 0 (at once)."""
         problem = check_packet(data)
         if problem:
             self._reject(client, f"malformed packet: {problem}")
             return []
+        fast = _fast_message(data)
+        if fast is not None:
+            return [(fast, 0.0)]
         try:
             timed = OscPacket(data).messages
             if data[:1] == b"/":
@@ -442,7 +474,7 @@ class OscController:
             self._reject(client, f"malformed packet: {type(e).__name__}: {e}")
         return []
 
-    def _dispatch(self, message: OscMessage, client: ClientAddress) -> None:
+    def _dispatch(self, message: OscMessage | _Message, client: ClientAddress) -> None:
         address = message.address
         args = tuple(message.params)
         handler = self._exact.get(address)

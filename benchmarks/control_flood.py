@@ -1,0 +1,286 @@
+"""Control flood: 1,000 OSC messages/s and 1,000 MIDI CC/s into a running engine on JACK.
+
+    python benchmarks/control_flood.py [--seconds 60] [--osc-rate 1000] [--midi-rate 1000]
+
+Starts its own ``jackd -d dummy -r 48000 -p 128`` (real-time, falling back to --no-realtime as
+the test fixture does), runs the engine as a JACK client with the ``dialogue`` preset plus two
+probe gains, the OSC server and a MIDI input (a JACK MIDI port through python-rtmidi). Two child
+processes flood it (so their own Python work does not share the engine's GIL, as with a real
+controller): one sends ``/hb/probe/gain_db`` over UDP at ``--osc-rate``, each value unique within
+4 s; the other sends CC 7 (mapped to ``/hb/probe_midi/gain_db``) through a JACK MIDI port at
+``--midi-rate``, the value stepping through 0..127.
+
+Measured (JSON lines, DESIGN §7, also in benchmarks/results/control_flood.json):
+
+- ``xruns``: reported by the server during the flood; baseline: the same engine for the same
+  time without control traffic (run first).
+- ``osc_latency_p50/p90/p99/p999/max`` and ``midi_latency_...`` (ms): from the sender's
+  ``time.perf_counter()`` just before sending to the start of the block in which the engine
+  applied the change (the engine's optional :class:`~hushbridge.engine.ApplyProbe`; both
+  clocks are CLOCK_MONOTONIC on Linux, shared between processes).
+- ``cpu``: CPU time of the engine process (audio thread + OSC + MIDI threads) per wall
+  second, during the flood and (baseline) idle.
+- counts: messages sent, applied, coalesced, dropped.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import Recorder  # noqa: E402
+
+SR, BLOCK = 48000, 128
+CYCLE = 4000  # OSC values repeat every CYCLE messages: -(k * 0.01) dB, k = seq % CYCLE
+RT_REFUSED = ("cannot use real-time scheduling", "acquireselfrealtime error", "cannot lock down",
+              "operation not permitted")
+
+
+# == child processes ================================================================================
+def osc_sender(conn, port: int, rate: float, seconds: float) -> None:
+    """Send ``/hb/probe/gain_db`` at ``rate`` per second; return the send times."""
+    import socket
+
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    n = int(rate * seconds)
+    packets = []
+    for k in range(CYCLE):
+        b = OscMessageBuilder("/hb/probe/gain_db")
+        b.add_arg(-k * 0.01, "f")
+        packets.append(b.build().dgram)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = np.zeros(n)
+    conn.send("ready")
+    conn.recv()
+    t0 = time.perf_counter()
+    for i in range(n):
+        due = t0 + i / rate
+        wait = due - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)  # no spinning: the senders must not eat the cores the engine needs
+        sent[i] = time.perf_counter()
+        sock.sendto(packets[i % CYCLE], ("127.0.0.1", port))
+    conn.send(sent)
+
+
+def midi_sender(conn, server: str, rate: float, seconds: float) -> None:
+    """A virtual JACK MIDI output sending CC 7 (value i % 128) at ``rate`` per second."""
+    os.environ["JACK_DEFAULT_SERVER"] = server
+    import mido
+
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    port = backend.open_output("out", client_name="hb-flood-midi")
+    n = int(rate * seconds)
+    sent = np.zeros(n)
+    msgs = [mido.Message("control_change", channel=0, control=7, value=v) for v in range(128)]
+    conn.send("ready")
+    conn.recv()
+    t0 = time.perf_counter()
+    for i in range(n):
+        due = t0 + i / rate
+        wait = due - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)  # no spinning: the senders must not eat the cores the engine needs
+        sent[i] = time.perf_counter()
+        port.send(msgs[i % 128])
+    time.sleep(0.2)
+    port.close()
+    conn.send(sent)
+
+
+# == analysis =======================================================================================
+def match_latency(sent: np.ndarray, period: int, applied_t: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """For each applied change (key, time): seconds since the latest send of that key before it
+    (send ``i`` carries key ``i % period``)."""
+    out = np.full(len(keys), np.nan)
+    for k in np.unique(keys):
+        if not 0 <= k < period:
+            continue
+        ts = sent[k::period]
+        m = keys == k
+        t = applied_t[m]
+        idx = np.searchsorted(ts, t + 1e-4, side="right") - 1
+        lat = np.full(len(t), np.nan)
+        ok = idx >= 0
+        lat[ok] = t[ok] - ts[idx[ok]]
+        out[m] = lat
+    return out[np.isfinite(out)]
+
+
+def percentiles(x: np.ndarray) -> dict[str, float]:
+    if len(x) == 0:
+        return {}
+    ms = x * 1e3
+    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+            "p99": float(np.percentile(ms, 99)), "p999": float(np.percentile(ms, 99.9)), "max": float(ms.max())}
+
+
+# == main ===========================================================================================
+def start_jackd() -> tuple[subprocess.Popen, str, bool]:
+    import jack
+
+    name = f"hbflood-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    log_dir = tempfile.mkdtemp(prefix="hb-flood-jackd-")
+    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_NO_START_SERVER="1")
+    for realtime in (True, False):
+        log_path = os.path.join(log_dir, "jackd.log")
+        cmd = ["jackd", "-n", name] + (["-R", "-P", "70"] if realtime else ["--no-realtime"])
+        cmd += ["-d", "dummy", "-r", str(SR), "-p", str(BLOCK)]
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 10
+        ok = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                jack.Client("hb-flood-probe", no_start_server=True, servername=name).close()
+                ok = True
+                break
+            except jack.JackOpenError:
+                time.sleep(0.05)
+        refused = any(s in open(log_path, errors="replace").read().lower() for s in RT_REFUSED)
+        if ok and not (realtime and refused):
+            return proc, name, realtime
+        proc.terminate()
+        proc.wait(5)
+    raise SystemExit(f"jackd did not start (logs in {log_dir})")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=60.0, help="flood duration (default 60)")
+    ap.add_argument("--osc-rate", type=float, default=1000.0, help="OSC messages per second (default 1000)")
+    ap.add_argument("--midi-rate", type=float, default=1000.0, help="MIDI CC per second (default 1000; 0: none)")
+    args = ap.parse_args()
+    if shutil.which("jackd") is None:
+        raise SystemExit("jackd is not installed (apt install jackd2)")
+
+    from hushbridge.control.osc import OscServer
+    from hushbridge.effects import Gain
+    from hushbridge.engine import ApplyProbe, Engine
+    from hushbridge.io.jack import JackBackend
+    from hushbridge.presets import load_preset
+
+    jackd, server_name, realtime = start_jackd()
+    os.environ["JACK_DEFAULT_SERVER"] = server_name
+    rec = Recorder("control_flood")
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    try:
+        chain = load_preset("dialogue")
+        chain.append(Gain(), id="probe")
+        chain.append(Gain(), id="probe_midi")
+        engine = Engine(chain, channels=2)
+        probe_slot, midi_slot = chain.index_of("probe"), chain.index_of("probe_midi")
+        backend = JackBackend(engine, name="hb-flood", connect_inputs="system:capture_.*",
+                              connect_outputs="system:playback_.*")
+        backend.start()
+        osc = OscServer(engine, port=0).start()
+        midi = None
+        have_midi = args.midi_rate > 0
+        if have_midi:
+            try:
+                from hushbridge.control.midi import MidiInput, MidiMapper
+            except ImportError:
+                have_midi = False
+                print("# bridge/control/midi.py not available: OSC flood only", file=sys.stderr)
+        settings = {"sample_rate": SR, "frames": BLOCK, "seconds": args.seconds, "osc_rate": args.osc_rate,
+                    "midi_rate": args.midi_rate if have_midi else 0, "realtime": realtime,
+                    "chain": " > ".join(chain.ids), "cores": os.cpu_count()}
+
+        # baseline: the same engine, no control traffic
+        time.sleep(1.0)
+        x0, c0, w0 = engine.xruns, time.process_time(), time.perf_counter()
+        time.sleep(args.seconds)
+        base_xruns = engine.xruns - x0
+        base_cpu = (time.process_time() - c0) / (time.perf_counter() - w0)
+
+        # flood
+        conns = []
+        a, b = ctx.Pipe()
+        procs.append(ctx.Process(target=osc_sender, args=(b, osc.port, args.osc_rate, args.seconds), daemon=True))
+        conns.append(a)
+        if have_midi:
+            a2, b2 = ctx.Pipe()
+            procs.append(ctx.Process(target=midi_sender, args=(b2, server_name, args.midi_rate, args.seconds),
+                                     daemon=True))
+            conns.append(a2)
+        for p in procs:
+            p.start()
+        for c in conns:
+            if not c.poll(60) or c.recv() != "ready":
+                raise SystemExit("a flood sender did not start")
+        if have_midi:
+            mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": "/hb/probe_midi/gain_db"}]})
+            midi = MidiInput(mapper, port="hb-flood-midi:out", api="jack", server=server_name).start()
+            deadline = time.monotonic() + 10
+            while not midi.connected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not midi.connected:
+                raise SystemExit("the MIDI input did not connect to the flood sender")
+        engine.apply_probe = probe = ApplyProbe(int((args.osc_rate + args.midi_rate) * args.seconds * 1.2) + 1024)
+        d0, co0 = engine.dropped_messages, engine.coalesced_changes
+        x0, c0, w0 = engine.xruns, time.process_time(), time.perf_counter()
+        for c in conns:
+            c.send("go")
+        results = [c.recv() if c.poll(args.seconds + 60) else None for c in conns]
+        time.sleep(0.2)
+        flood_xruns = engine.xruns - x0
+        flood_cpu = (time.process_time() - c0) / (time.perf_counter() - w0)
+        engine.apply_probe = None
+        n = probe.n
+        slots, values, times = probe.slots[:n], probe.values[:n], probe.times[:n]
+
+        osc_sent = results[0]
+        sel = slots == probe_slot
+        keys_applied = np.rint(-values[sel] / 0.01).astype(int)
+        osc_lat = match_latency(osc_sent, CYCLE, times[sel], keys_applied)
+        rows = [("xruns", float(flood_xruns), "count", "idle engine, same time", float(base_xruns)),
+                ("cpu", flood_cpu, "cpu s / wall s", "idle engine, same time", base_cpu),
+                ("osc_sent", float(len(osc_sent)), "messages", None, None),
+                ("osc_applied", float(sel.sum()), "changes", None, None)]
+        for k, v in percentiles(osc_lat).items():
+            rows.append((f"osc_latency_{k}", v, "ms", None, None))
+        if have_midi and results[1] is not None:
+            midi_sent = results[1]
+            sel = slots == midi_slot
+            p = engine.info("/hb/probe_midi/gain_db").param
+            keys_applied = np.rint((values[sel] - p.min) / (p.max - p.min) * 127).astype(int)
+            midi_lat = match_latency(midi_sent, 128, times[sel], keys_applied)
+            rows += [("midi_sent", float(len(midi_sent)), "messages", None, None),
+                     ("midi_applied", float(sel.sum()), "changes", None, None)]
+            for k, v in percentiles(midi_lat).items():
+                rows.append((f"midi_latency_{k}", v, "ms", None, None))
+        rows += [("coalesced_changes", float(engine.coalesced_changes - co0), "count", None, None),
+                 ("dropped_messages", float(engine.dropped_messages - d0), "count", None, None)]
+        for name, value, unit, base, base_value in rows:
+            ratio = None
+            if base_value is not None and name == "cpu" and value > 0:
+                ratio = base_value / value
+            rec.emit(name, value, unit, baseline=base, baseline_value=base_value, block=BLOCK, ratio=ratio,
+                     settings=settings)
+        rec.save()
+        if midi is not None:
+            midi.close()
+        osc.close()
+        backend.close()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        jackd.terminate()
+        jackd.wait(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
