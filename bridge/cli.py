@@ -4,10 +4,10 @@
     hushbridge process IN OUT                clean a file with the default preset (dialogue)
     hushbridge process A.wav B.wav --out-dir cleaned/ --preset podcast
     hushbridge run --backend jack            live: JACK ports in_1.., out_1.., OSC on 127.0.0.1:9000
-    hushbridge devices                       audio backends, devices and JACK ports
-    hushbridge presets                       built-in and user presets
     hushbridge loudness A.wav B.flac         integrated loudness, LRA, max M/S, true peak (--json)
     hushbridge normalize IN OUT -t podcast   loudness to -16 LUFS, true peak under -1 dBTP
+    hushbridge devices                       audio backends, devices and JACK ports
+    hushbridge presets                       built-in and user presets
     hushbridge midi ports                    MIDI inputs (JACK by default; --api alsa)
     hushbridge midi learn /hb/gain/gain_db   map the next MIDI control moved (--save NAME keeps it)
 """
@@ -352,8 +352,8 @@ def _cmd_presets(args: argparse.Namespace) -> int:  # noqa: ARG001
 # == loudness / normalize ==========================================================================
 TARGETS = {"podcast": -16.0, "streaming": -14.0, "broadcast": -23.0}
 _LOUDNESS_KEYS = (("integrated_lufs", "integrated", "LUFS"), ("lra_lu", "LRA", "LU"),
-                  ("max_momentary_lufs", "max M", "LUFS"), ("max_short_term_lufs", "max S", "LUFS"),
-                  ("true_peak_dbtp", "true peak", "dBTP"))
+                  ("max_momentary_lufs", "max momentary", "LUFS"),
+                  ("max_short_term_lufs", "max short-term", "LUFS"), ("true_peak_dbtp", "true peak", "dBTP"))
 
 
 def _fmt(v: float) -> str:
@@ -362,8 +362,6 @@ def _fmt(v: float) -> str:
 
 def _cmd_loudness(args: argparse.Namespace) -> int:
     import json
-
-    from rich.table import Table
 
     from hushbridge.measure import loudness_file
 
@@ -387,15 +385,9 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
 
         print(json.dumps([{k: clean(v) for k, v in r.items()} for r in rows], indent=2))
     else:
-        table = Table(title=None)
-        table.add_column("file")
-        for _, label, unit in _LOUDNESS_KEYS:
-            table.add_column(f"{label} ({unit})", justify="right")
         for r in rows:
             if "error" not in r:
-                table.add_row(r["file"], *[_fmt(r[k]) for k, _, _ in _LOUDNESS_KEYS])
-        if len(rows) > failures:
-            out.print(table)
+                out.print(f"{r['file']}: " + ", ".join(f"{label} {_fmt(r[k])} {unit}" for k, label, unit in _LOUDNESS_KEYS))
     if failures and len(rows) > 1:
         err.print(f"[red]{failures} of {len(rows)} files failed[/]")
     return EXIT_FAILED if failures else EXIT_OK
@@ -417,6 +409,8 @@ def _target(text: str) -> float:
 
 
 def _cmd_normalize(args: argparse.Namespace) -> int:
+    import tempfile
+
     from hushbridge.effects import Chain, Gain, Limiter
     from hushbridge.errors import AudioFileError
     from hushbridge.io.files import process_file
@@ -438,18 +432,52 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     # the limiter passes anything under its ceiling bit-exactly; engage it with a margin for the
     # meter's and the writer's (dither) last hundredths of a dB
     limit = predicted_tp > ceiling - 0.1
-    effects = [Gain(gain_db=gain_db)]
-    if limit:
-        effects.append(Limiter(ceiling_dbtp=ceiling, release_ms=args.release_ms))
-    report = process_file(args.input, args.output, Chain(effects), subtype=args.subtype)
-    after = loudness_file(args.output)
+    src, dst = Path(args.input), Path(args.output)
+    if dst.is_dir():
+        raise AudioFileError(f"{dst}: is a directory; give a file name")
+    if not dst.parent.exists():
+        raise AudioFileError(f"{dst.parent}: output folder does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=f".norm{dst.suffix}", dir=dst.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    limiter_ceiling = ceiling
+    try:
+        # The limiter's look-ahead estimate can miss a little of an inter-sample peak built from
+        # content near Nyquist (clicks); re-measure the result and tighten its ceiling until the
+        # written file is under the ceiling. A mildly limited file gets the lost loudness back.
+        for attempt in range(4):
+            effects = [Gain(gain_db=gain_db)]
+            if limit:
+                effects.append(Limiter(ceiling_dbtp=limiter_ceiling, release_ms=args.release_ms))
+            if dst.exists() and os.path.samefile(src, dst):
+                raise AudioFileError(f"refusing to overwrite the input {src}: choose another output path")
+            report = process_file(src, tmp, Chain(effects), subtype=args.subtype)
+            after = loudness_file(tmp)
+            over = after["true_peak_dbtp"] - ceiling
+            short = args.target - after["integrated_lufs"]
+            if attempt == 3:
+                break
+            if over > -0.01:
+                limit = True
+                limiter_ceiling = max(limiter_ceiling - over - 0.02, Limiter.params[0].min)
+            elif limit and 0.1 < short <= 1.0 and gain_db + short <= gain_max:
+                gain_db += short
+            else:
+                break
+        if after["true_peak_dbtp"] > ceiling + 0.05:
+            raise AudioFileError(f"{dst}: could not keep the true peak under {ceiling:g} dBTP "
+                                 f"(reached {after['true_peak_dbtp']:.2f} dBTP); {dst} left untouched")
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     out.print(f"{args.input}: {_fmt(level)} LUFS, LRA {before['lra_lu']:.1f} LU, true peak "
-              f"{_fmt(before['true_peak_dbtp'])} dBTP")
-    out.print(f"gain {gain_db:+.2f} dB" + (f", true-peak limiter at {ceiling:g} dBTP (the gained signal would "
-                                         f"peak at {predicted_tp:+.1f} dBTP)" if limit else
-                                         f"; no limiting needed (peak {predicted_tp:+.1f} dBTP)"))
+              f"{before['true_peak_dbtp']:.2f} dBTP")
+    out.print(f"gain {gain_db:+.2f} dB" + (f", true-peak limiter at {limiter_ceiling:.2f} dBTP (the gained signal "
+                                         f"would peak at {predicted_tp:+.2f} dBTP)" if limit else
+                                         f"; no limiting needed (peak {predicted_tp:+.2f} dBTP)"))
     out.print(f"{args.output}: {_fmt(after['integrated_lufs'])} LUFS, LRA {after['lra_lu']:.1f} LU, true peak "
-              f"{_fmt(after['true_peak_dbtp'])} dBTP ({report.subtype}, target {args.target:g} LUFS, "
+              f"{after['true_peak_dbtp']:.2f} dBTP ({report.subtype}, target {args.target:g} LUFS, "
               f"ceiling {ceiling:g} dBTP)")
     if after["integrated_lufs"] < args.target - 0.5:
         err.print(f"[yellow]note:[/] the {ceiling:g} dBTP ceiling held the loudness at "

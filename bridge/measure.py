@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from hushbridge.dsp.kernels.loudness import k_filter
+from hushbridge.dsp import loudness as _L
 from hushbridge.dsp.loudness import analyze, k_weighting_coefs, k_weighting_sos
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "rms_dbfs",
     "noise_floor_dbfs",
     "measure",
+    "loudness_file",
 ]
 
 _LOUDNESS_OFFSET = -0.691
@@ -152,3 +154,36 @@ def measure(audio, sr: float) -> dict[str, float]:
         "noise_floor_dbfs": noise_floor_dbfs(audio, sr),
         "rms_dbfs": rms_dbfs(audio),
     }
+
+
+def loudness_file(path, *, layout: str | None = None, block_frames: int = 1 << 16) -> dict[str, float]:
+    """Loudness report of an audio file, read in blocks (constant memory for any duration).
+
+    Returns ``integrated_lufs``, ``lra_lu``, ``max_momentary_lufs``, ``max_short_term_lufs``,
+    ``true_peak_dbtp`` (and the momentary/short-term readings at the end), plus ``sample_rate``,
+    ``channels`` and ``duration_s``. Raises :class:`~hushbridge.errors.AudioFileError` for a
+    missing, unreadable, empty or corrupt file.
+    """
+    import soundfile as sf
+
+    from hushbridge.errors import AudioFileError
+    from hushbridge.io.files import audio_info
+
+    info = audio_info(path)
+    if info.samplerate <= 3400:
+        raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is too low for BS.1770 loudness")
+    st = _L.allocate(info.channels, info.samplerate, _L.channel_weights(info.channels, layout))
+    frames = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            while True:
+                data = f.read(block_frames, dtype="float32", always_2d=True)
+                if data.shape[0] == 0:
+                    break
+                frames += data.shape[0]
+                _L.run(st, np.ascontiguousarray(data.T))
+    except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError) as e:
+        raise AudioFileError(f"{path}: corrupt or truncated audio ({e})") from e
+    out = _L.finish(st)
+    out.update(sample_rate=int(info.samplerate), channels=int(info.channels), duration_s=frames / info.samplerate)
+    return out

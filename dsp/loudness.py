@@ -202,6 +202,17 @@ def results(st: MeterState) -> dict[str, float]:
     }
 
 
+def finish(st: MeterState) -> dict[str, float]:
+    """:func:`results` at the end of a signal: the true peak also sees the interpolator's tail
+    (the ringing after the last sample is real once the audio stops). ``st`` is left as it was."""
+    out = results(st)
+    if st.taps.shape[0]:
+        probe = MeterState(*[a.copy() if isinstance(a, np.ndarray) else a for a in st])
+        run(probe, np.zeros((st.kstate.shape[0], TP_TAPS_PER_PHASE // 2)))
+        out["true_peak_dbtp"] = results(probe)["true_peak_dbtp"]
+    return out
+
+
 def _as_channels(audio) -> np.ndarray:
     x = np.asarray(audio)
     if x.dtype not in (np.float32, np.float64):
@@ -231,17 +242,7 @@ def analyze(audio, sample_rate: int, *, layout: str | None = None, channel_weigh
     step = x.shape[1] if not chunk else int(chunk)
     for start in range(0, x.shape[1], max(step, 1)):
         run(st, x[:, start:start + step])
-    peak = st.fstate[K.F_TP]
-    if true_peak and x.shape[1]:
-        # let the interpolator see past the last sample (the ringing after a cut is real)
-        tail = np.zeros((x.shape[0], TP_TAPS_PER_PHASE // 2), dtype=x.dtype)
-        saved = st.fstate.copy(), st.istate.copy()
-        run(st, tail)
-        peak = st.fstate[K.F_TP]
-        st.fstate[:] = saved[0]
-        st.istate[:] = saved[1]
-        st.fstate[K.F_TP] = peak
-    out: dict = results(st)
+    out: dict = finish(st) if x.shape[1] else results(st)
     if hops:
         h = st.hop_out[: st.istate[K.I_HOPS_OUT]]
         out["momentary"] = h[~np.isnan(h[:, 0]), 0].copy()

@@ -1,0 +1,154 @@
+"""``hushbridge loudness`` and ``hushbridge normalize``, run as a user runs them (a subprocess).
+
+The normalized files are re-measured independently: integrated loudness with pyloudnorm, true
+peak with scipy ``resample_poly`` at 8x (not our own meter).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from helpers import shared_data_dir
+from scipy.signal import resample_poly
+
+SHARED = shared_data_dir() or Path("/nonexistent")
+
+
+def hb(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hushbridge", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=dict(os.environ), timeout=240)
+
+
+def scipy_true_peak_db(path: Path) -> float:
+    a, _ = sf.read(str(path), always_2d=True)
+    return float(20 * np.log10(np.abs(resample_poly(a.T, 8, 1, axis=1)).max()))
+
+
+def pyln_integrated(path: Path) -> float:
+    pyln = pytest.importorskip("pyloudnorm")
+    a, sr = sf.read(str(path), always_2d=True)
+    a = a[: (a.shape[0] // (sr // 10)) * (sr // 10)]
+    return float(pyln.Meter(sr, filter_class="DeMan").integrated_loudness(a))
+
+
+@pytest.fixture
+def tone_file(tmp_path: Path) -> Path:
+    """8 s stereo 1 kHz at -23 dBFS (so -23.0 LUFS), 24-bit WAV."""
+    sr = 48000
+    x = 10 ** (-23 / 20) * np.sin(2 * np.pi * 1000 * np.arange(8 * sr) / sr)
+    path = tmp_path / "tone.wav"
+    sf.write(str(path), np.stack([x, x]).T, sr, subtype="PCM_24")
+    return path
+
+
+def real(pattern: str, folder: str = "speech") -> Path:
+    files = sorted((SHARED / folder).glob(pattern))
+    if not files:
+        pytest.skip(f"no shared recordings matching {pattern}")
+    return files[0]
+
+
+def test_loudness_table_and_json(tone_file: Path, tmp_path: Path) -> None:
+    r = hb("loudness", tone_file)
+    assert r.returncode == 0, r.stderr
+    assert "-23.0" in r.stdout and "true peak" in r.stdout
+    r = hb("loudness", "--json", tone_file, tone_file)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert len(rows) == 2
+    row = rows[0]
+    assert row["file"] == str(tone_file)
+    assert row["integrated_lufs"] == pytest.approx(-23.0, abs=0.1)
+    assert row["max_momentary_lufs"] == pytest.approx(-23.0, abs=0.1)
+    assert row["max_short_term_lufs"] == pytest.approx(-23.0, abs=0.1)
+    assert row["lra_lu"] == pytest.approx(0.0, abs=0.1)
+    assert row["true_peak_dbtp"] == pytest.approx(-23.0, abs=0.05)
+    assert row["sample_rate"] == 48000 and row["channels"] == 2 and row["duration_s"] == pytest.approx(8.0)
+
+
+def test_loudness_bad_file_reported_rest_go_on(tone_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(4800), 48000)
+    r = hb("loudness", "--json", bad, tmp_path / "missing.flac", tone_file, silent)
+    assert r.returncode == 1
+    rows = json.loads(r.stdout)
+    assert [("error" in row) for row in rows] == [True, True, False, False]
+    assert rows[2]["integrated_lufs"] == pytest.approx(-23.0, abs=0.1)
+    assert rows[3]["integrated_lufs"] is None  # -inf (silence) is null in JSON
+    assert "bad.wav" in r.stderr and "missing.flac" in r.stderr and "2 of 4 files failed" in r.stderr
+    r = hb("loudness", bad, tone_file)
+    assert r.returncode == 1 and "tone.wav" in r.stdout
+
+
+def test_loudness_matches_pyloudnorm_on_real_music() -> None:
+    path = real("*Vibe_Ace*", "music")
+    r = hb("loudness", "--json", path)
+    assert r.returncode == 0, r.stderr
+    a, sr = sf.read(str(path), always_2d=True)
+    pyln = pytest.importorskip("pyloudnorm")
+    ref = pyln.Meter(sr, filter_class="DeMan").integrated_loudness(a[: (a.shape[0] // (sr // 10)) * (sr // 10)])
+    assert json.loads(r.stdout)[0]["integrated_lufs"] == pytest.approx(ref, abs=0.1)
+
+
+@pytest.mark.parametrize("target,value", [("-16", -16.0), ("podcast", -16.0), ("streaming", -14.0),
+                                          ("broadcast", -23.0)])
+def test_normalize_targets_without_limiting(tone_file: Path, tmp_path: Path, target: str, value: float) -> None:
+    out = tmp_path / "out.wav"
+    r = hb("normalize", tone_file, out, "--target", target, "--true-peak", "-1")
+    assert r.returncode == 0, r.stderr
+    assert "no limiting needed" in r.stdout and "-23.0 LUFS" in r.stdout
+    assert pyln_integrated(out) == pytest.approx(value, abs=0.2)
+    assert sf.info(str(out)).subtype == "PCM_24"
+    assert scipy_true_peak_db(out) <= -1.0 + 0.1
+
+
+def test_normalize_real_speech_limiter_engaged(tmp_path: Path) -> None:
+    """LibriSpeech at about -20 LUFS with peaks near 0 dBFS, to -16 LUFS: the gain alone would
+    peak near +3.7 dBTP, so the limiter works (mildly, on a few peaks)."""
+    src = real("librispeech_1034-*.flac")
+    out = tmp_path / "speech.flac"
+    r = hb("normalize", src, out, "-t", "podcast", "--true-peak", "-1")
+    assert r.returncode == 0, r.stderr
+    assert "true-peak limiter" in r.stdout
+    assert scipy_true_peak_db(out) <= -1.0 + 0.1
+    assert pyln_integrated(out) == pytest.approx(-16.0, abs=0.2)
+    assert sf.info(str(out)).subtype == sf.info(str(src)).subtype  # format kept
+    assert sf.info(str(out)).frames == sf.info(str(src)).frames
+
+
+@pytest.mark.parametrize("ceiling", [-1.0, -2.0])
+def test_normalize_never_past_the_ceiling_real_music(tmp_path: Path, ceiling: float) -> None:
+    """Music pushed to -9 LUFS: the limiter works hard, the ceiling still holds (scipy 8x)."""
+    src = real("*Hungarian*", "music")
+    clip = tmp_path / "clip.wav"
+    a, sr = sf.read(str(src), frames=15 * 44100, always_2d=True)
+    sf.write(str(clip), a, sr, subtype="FLOAT")
+    out = tmp_path / "loud.wav"
+    r = hb("normalize", clip, out, "--target", "-9", "--true-peak", str(ceiling))
+    assert r.returncode == 0, r.stderr
+    assert scipy_true_peak_db(out) <= ceiling + 0.1
+    assert sf.info(str(out)).subtype == "FLOAT"
+
+
+def test_normalize_refuses_bad_input(tone_file: Path, tmp_path: Path) -> None:
+    r = hb("normalize", tone_file, tone_file, "-t", "-16")
+    assert r.returncode != 0 and "overwrite the input" in r.stderr
+    r = hb("normalize", tone_file, tmp_path / "x.wav", "--target", "loud")
+    assert r.returncode == 2 and "podcast" in r.stderr
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(48000), 48000)
+    r = hb("normalize", silent, tmp_path / "y.wav")
+    assert r.returncode == 1 and "silent" in r.stderr and not (tmp_path / "y.wav").exists()
+    quiet = tmp_path / "quiet.wav"
+    sf.write(str(quiet), 1e-3 * np.sin(np.arange(48000) * 0.1), 48000)
+    r = hb("normalize", quiet, tmp_path / "z.wav", "-t", "-10")
+    assert r.returncode == 1 and "more than the 24 dB" in r.stderr
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
