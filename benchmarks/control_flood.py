@@ -15,8 +15,8 @@ Measured (JSON lines, DESIGN §7, also in benchmarks/results/control_flood.json)
 - ``xruns``: reported by the server during the flood; baseline: the same engine for the same
   time without control traffic (run first).
 - ``osc_latency_p50/p90/p99/p999/max`` and ``midi_latency_...`` (ms): from the sender's
-  ``time.perf_counter()`` just before sending to the start of the block in which the engine
-  applied the change (the engine's optional :class:`~hushbridge.engine.ApplyProbe`; both
+  ``time.perf_counter()`` just before sending to the moment the audio thread applied the
+  change at a block start (the engine's optional :class:`~hushbridge.engine.ApplyProbe`; both
   clocks are CLOCK_MONOTONIC on Linux, shared between processes).
 - ``cpu``: CPU time of the engine process (audio thread + OSC + MIDI threads) per wall
   second, during the flood and (baseline) idle.
@@ -109,7 +109,7 @@ def match_latency(sent: np.ndarray, period: int, applied_t: np.ndarray, keys: np
         ts = sent[k::period]
         m = keys == k
         t = applied_t[m]
-        idx = np.searchsorted(ts, t + 1e-4, side="right") - 1
+        idx = np.searchsorted(ts, t, side="right") - 1
         lat = np.full(len(t), np.nan)
         ok = idx >= 0
         lat[ok] = t[ok] - ts[idx[ok]]

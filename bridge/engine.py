@@ -126,8 +126,8 @@ class MeterTap:
 
 class ApplyProbe:
     """Optional record of when changes were applied (for the control-flood benchmark): the
-    audio thread writes ``(chain slot, value, time.perf_counter() of the block start)`` per
-    applied change into preallocated arrays until they are full."""
+    audio thread writes ``(chain slot, value, time.perf_counter())`` per change as it applies
+    it at a block start, into preallocated arrays until they are full."""
 
     def __init__(self, capacity: int = PROBE_CAPACITY) -> None:
         self.slots = np.zeros(capacity, dtype=np.int64)
@@ -204,7 +204,6 @@ class Engine:
         self._timed_next = float("inf")
         self.timed_overflows = 0
         self._block_time = 0.0  # time.time() at the start of the current (sub-)block
-        self._block_t0 = 0.0  # perf_counter() at the start of the current callback
         self._callback_time = 0.0  # time.time() at the start of the current callback
         self.apply_probe: ApplyProbe | None = None
         self._effect_timing = False
@@ -302,7 +301,6 @@ class Engine:
         t0 = time.perf_counter()
         try:
             now = time.time()
-            self._block_t0 = t0
             self._block_time = self._callback_time = now
             meter = self.meter
             row = meter.seq % meter.slots
@@ -387,7 +385,7 @@ class Engine:
         if probe is not None and probe.n < len(probe.values):
             probe.slots[probe.n] = slot
             probe.values[probe.n] = value
-            probe.times[probe.n] = self._block_t0 + (self._block_time - self._callback_time)
+            probe.times[probe.n] = time.perf_counter()  # when it took effect (after any GIL wait)
             probe.n += 1
 
     def _apply_due(self, now: float) -> None:

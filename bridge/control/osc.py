@@ -108,6 +108,7 @@ ClientAddress = tuple[str, int]
 OscArg = float | int | str | bool
 SendFn = Callable[[str, Sequence[OscArg], ClientAddress], None]
 
+RECV_BUFFER = 1 << 20  # bytes of UDP receive buffer asked for
 MAX_REGISTERED = 32  # feedback clients; caps how much traffic one UDP packet can cause
 _PATTERN_CHARS = re.compile(r"[*?\[\]{}]")
 _PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
@@ -722,6 +723,8 @@ class OscServer:
                  presets_save: Callable[[str], object] | str | None = "user", *, poll_s: float = 0.1) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            # room for bursts while the receive thread waits for the GIL (the kernel caps it)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
             self._sock.bind((host, port))
         except OSError:
             self._sock.close()
