@@ -17,6 +17,7 @@ from hushbridge.effects.gate import Gate
 from hushbridge.effects.hum import HumRemover
 from hushbridge.effects.leveler import Leveler
 from hushbridge.effects.limiter import Limiter
+from hushbridge.effects.declip import Declip
 from hushbridge.effects.loudness import Loudness
 from hushbridge.effects.model import ModelEffect
 from hushbridge.effects.render import OfflineRenderer, iter_render, render
@@ -72,6 +73,7 @@ __all__ = [
     "HumRemover",
     "Leveler",
     "Limiter",
+    "Declip",
     "Loudness",
     "ModelEffect",
     "OfflineRenderer",

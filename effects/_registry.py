@@ -27,3 +27,7 @@ for _cls in (HumRemover, Gate, DeEsser, Leveler):
 from hushbridge.effects.denoise import Denoise  # noqa: E402
 
 register(Denoise)
+
+from hushbridge.effects.declip import Declip  # noqa: E402
+
+register(Declip)

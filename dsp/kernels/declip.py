@@ -1,0 +1,386 @@
+"""De-clipper kernel: detect clipped runs, rebuild them by least-squares AR interpolation.
+
+Per channel and sample, in order (so the output never depends on the block size):
+
+1. **Detect.** A running peak ``M`` (instant attack, slow release) sets the clip threshold
+   ``T = M * thr``. A *clipped run* is two or more consecutive samples at or above ``T`` with the
+   same sign that are flat (each within ``FLAT_TOL * M`` of the previous one): what a hard clip
+   (converter rail, integer overflow guard, ``np.clip``) leaves, entered and left with a real step
+   (a smooth natural peak that quantisation made flat is not one), at a level the signal had
+   reached before, with the largest magnitude unchanged for ``settle`` samples (a clip level is
+   hit again and again and never exceeded; a quiet onset whose rising maxima repeat a quantised
+   value is not clipped; so the runs in the first 50 ms after a recording first clips are left
+   as they are). Runs longer than ``max_run`` are
+   left alone and counted. Soft saturation (``tanh``-like) leaves no flat runs; it is detected from
+   the amplitude distribution: over each analysis window the share of samples above 0.9 Mf among
+   those above 0.5 Mf (Mf: a fast-release peak, so each phrase is judged against its own peaks),
+   which grows as a curve flattens the tops of the waveform. It is a heuristic: natural speech
+   with dense, even peaks can read like mild saturation.
+2. **Rebuild.** Once ``P`` samples after a run are in, the run is re-estimated by the
+   least-squares AR interpolation of Janssen, Veldhuis & Vries (IEEE ASSP 1986): estimate an AR(p)
+   model from the window ``[start - P, end + P)`` (from the known samples, then again from the
+   rebuilt window), and choose the missing samples that minimise the summed squared prediction
+   error over the window; other flagged samples in the window are solved for too. The rebuilt
+   samples keep at least the clipped magnitude (the true signal went past the clip level).
+3. **Delay.** The output is the input delayed by ``D = max_run + P`` samples, so every run is
+   rebuilt before its first sample leaves.
+
+All state lives in arrays owned by the Effect; nothing is allocated per call.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from hushbridge.dsp.kernels.util import DENORMAL_FLOOR
+
+ORDER = 24          # AR model order
+FLAT_TOL = 1e-6     # successive samples of a clipped run differ by at most this share of the peak
+EDGE_SLOPE = 1e-3   # ... and the signal enters and leaves it with a step of at least this share
+QUEUE = 64          # pending runs per channel
+
+# per-channel istate columns
+C_RUN_START = 0     # absolute index of the open run's first sample (-1: none)
+C_RUN_LEN = 1
+C_RUN_SIGN = 2
+C_Q_HEAD = 3
+C_Q_COUNT = 4
+C_WIN_N = 5         # samples in the current soft-saturation window
+C_WIN_MID = 6       # ... at or above 0.5 M
+C_WIN_HI = 7        # ... at or above 0.9 M (not part of a hard-clipped run)
+C_MAX_AGE = 8       # samples since the largest magnitude was last raised
+N_CI = 9
+# per-channel fstate columns
+C_PEAK = 0          # running peak M
+C_PREV = 1          # previous input sample
+C_ENTRY = 2         # step into the open run
+C_SEEN = 3          # whether the open run's level had been reached before it (1.0 / 0.0)
+C_MAX = 4           # largest magnitude since the reset (no release)
+C_FAST = 5          # fast-release peak (soft-saturation statistics)
+N_CF = 6
+# global counters (int64)
+G_CLOCK = 0         # samples seen per channel
+G_REPAIRED = 1      # runs rebuilt
+G_TOO_LONG = 2      # runs longer than max_run, left as they were
+G_SOFT = 3          # analysis windows judged soft-saturated
+G_NONFINITE = 4     # NaN/Inf input samples (replaced by silence)
+G_SAMPLES = 5       # samples rebuilt
+N_G = 6
+# consts (float64)
+K_THR = 0           # threshold as a share of the running peak
+K_REL = 1           # peak release coefficient per sample
+K_MAXRUN = 2        # longest run rebuilt (samples, <= allocated)
+K_SOFT_WIN = 3      # soft-saturation analysis window (samples)
+K_SOFT_RATIO = 4    # share above which a window counts as soft-saturated
+K_SETTLE = 5        # the largest magnitude must have held this long (samples) before a run counts
+K_FAST_REL = 6      # release coefficient of the fast peak
+N_K = 7
+
+
+@njit(cache=True, nogil=True)
+def _levinson(r: np.ndarray, p: int, a: np.ndarray, tmp: np.ndarray) -> None:
+    """AR coefficients ``a[0..p]`` (``a[0] = 1``) from autocorrelation ``r[0..p]`` (Levinson-Durbin)."""
+    for i in range(p + 1):
+        a[i] = 0.0
+    a[0] = 1.0
+    err = r[0]
+    if err <= 0.0:
+        return
+    for i in range(1, p + 1):
+        acc = r[i]
+        for j in range(1, i):
+            acc += a[j] * r[i - j]
+        k = -acc / err
+        for j in range(i + 1):
+            tmp[j] = a[j]
+        for j in range(1, i):
+            a[j] = tmp[j] + k * tmp[i - j]
+        a[i] = k
+        err *= 1.0 - k * k
+        if err <= r[0] * 1e-12:
+            break
+
+
+@njit(cache=True, nogil=True)
+def _ar_estimate(x: np.ndarray, unknown: np.ndarray, w: int, p: int, use_all: bool,
+                 r: np.ndarray, a: np.ndarray, tmp: np.ndarray) -> None:
+    """AR(p) fit of ``x[:w]``: from the known samples only, or (``use_all``) from every sample."""
+    for k in range(p + 1):
+        acc = 0.0
+        cnt = 0
+        for n in range(w - k):
+            if use_all or (unknown[n] == 0 and unknown[n + k] == 0):
+                acc += x[n] * x[n + k]
+                cnt += 1
+        r[k] = acc * (w - k) / (cnt * w) if cnt > 0 else 0.0
+    r[0] *= 1.0 + 1e-6  # white-noise correction keeps the normal equations well conditioned
+    r[0] += 1e-20
+    for k in range(1, p + 1):  # mild lag window
+        g = 0.5 * (k / (p + 1.0)) ** 2
+        r[k] *= math.exp(-g)
+    _levinson(r, p, a, tmp)
+
+
+@njit(cache=True, nogil=True)
+def _lsar(x: np.ndarray, unknown: np.ndarray, idx: np.ndarray, nu: int, w: int, p: int, a: np.ndarray,
+          ek: np.ndarray, mat: np.ndarray, rhs: np.ndarray) -> bool:
+    """Solve for ``x[idx[:nu]]`` minimising the AR prediction error over the window; in place."""
+    # prediction error of the known samples alone
+    for n in range(p, w):
+        acc = 0.0
+        for i in range(p + 1):
+            j = n - i
+            if unknown[j] == 0:
+                acc += a[i] * x[j]
+        ek[n] = acc
+    for u in range(nu):
+        ju = idx[u]
+        acc = 0.0
+        for n in range(max(p, ju), min(w - 1, ju + p) + 1):
+            acc += a[n - ju] * ek[n]
+        rhs[u] = -acc
+        for v in range(u, nu):
+            jv = idx[v]
+            lo = max(p, max(ju, jv))
+            hi = min(w - 1, min(ju, jv) + p)
+            s = 0.0
+            for n in range(lo, hi + 1):
+                s += a[n - ju] * a[n - jv]
+            mat[u, v] = s
+            mat[v, u] = s
+    energy = 0.0
+    for i in range(p + 1):
+        energy += a[i] * a[i]
+    for u in range(nu):
+        mat[u, u] += 1e-9 * energy
+    # Cholesky (lower triangle in place), then two triangular solves
+    for j in range(nu):
+        s = mat[j, j]
+        for k in range(j):
+            s -= mat[j, k] * mat[j, k]
+        if not s > 0.0:
+            return False
+        d = math.sqrt(s)
+        mat[j, j] = d
+        for i in range(j + 1, nu):
+            s = mat[i, j]
+            for k in range(j):
+                s -= mat[i, k] * mat[j, k]
+            mat[i, j] = s / d
+    for i in range(nu):
+        s = rhs[i]
+        for k in range(i):
+            s -= mat[i, k] * rhs[k]
+        rhs[i] = s / mat[i, i]
+    for i in range(nu - 1, -1, -1):
+        s = rhs[i]
+        for k in range(i + 1, nu):
+            s -= mat[k, i] * rhs[k]
+        rhs[i] = s / mat[i, i]
+    for u in range(nu):
+        if not math.isfinite(rhs[u]):
+            return False
+    for u in range(nu):
+        x[idx[u]] = rhs[u]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _rebuild(c: int, s: int, e: int, clock: int, ring: np.ndarray, flags: np.ndarray, ctx: int,
+             work: np.ndarray, unknown: np.ndarray, idx: np.ndarray, r: np.ndarray, a: np.ndarray,
+             tmp: np.ndarray, ek: np.ndarray, mat: np.ndarray, rhs: np.ndarray, g: np.ndarray) -> None:
+    """Rebuild run ``[s, e)`` of channel ``c`` in the ring from the window ``[s - ctx, e + ctx)``."""
+    size = ring.shape[1]
+    ws = s - ctx
+    w = e + ctx - ws
+    maxu = idx.shape[0]
+    nu = 0
+    for j in range(w):
+        t = ws + j
+        if t < 0:
+            work[j] = 0.0
+            unknown[j] = 0
+            continue
+        pos = t % size
+        work[j] = ring[c, pos]
+        inside = s <= t < e
+        if (inside or flags[c, pos] != 0) and nu < maxu:
+            unknown[j] = 1
+            idx[nu] = j
+            nu += 1
+        else:
+            unknown[j] = 0
+    p = ORDER
+    if w < 2 * p + 2:
+        p = max(2, (w - 2) // 2)
+    ok = True
+    for it in range(2):
+        _ar_estimate(work, unknown, w, p, it > 0, r, a, tmp)
+        ok = _lsar(work, unknown, idx, nu, w, p, a, ek, mat, rhs)
+        if not ok:
+            break
+    for t in range(s, e):
+        pos = t % size
+        flags[c, pos] = 0
+        if ok:
+            clipped = np.float64(ring[c, pos])
+            v = work[t - ws]
+            if clipped > 0.0 and v < clipped:
+                v = clipped
+            elif clipped < 0.0 and v > clipped:
+                v = clipped
+            ring[c, pos] = np.float32(v)
+    if ok:
+        g[G_REPAIRED] += 1
+        g[G_SAMPLES] += e - s
+
+
+@njit(cache=True, nogil=True)
+def declip(
+    block: np.ndarray,
+    ring: np.ndarray,
+    flags: np.ndarray,
+    queue: np.ndarray,
+    ci: np.ndarray,
+    cf: np.ndarray,
+    g: np.ndarray,
+    consts: np.ndarray,
+    ctx: int,
+    work: np.ndarray,
+    unknown: np.ndarray,
+    idx: np.ndarray,
+    r: np.ndarray,
+    a: np.ndarray,
+    tmp: np.ndarray,
+    ek: np.ndarray,
+    mat: np.ndarray,
+    rhs: np.ndarray,
+) -> None:
+    """De-clip ``block`` (channels, frames) float32 in place; output delayed by ``ring.shape[1] - ctx - 2``.
+
+    Parameters
+    ----------
+    ring : float32 ``(channels, R)``; flags : int8 ``(channels, R)``
+        Delay line / analysis history (``R = D + ctx + 2``) and the clipped-sample marks.
+    queue : int64 ``(channels, QUEUE, 2)``
+        Runs waiting for their right-hand context (absolute start, end).
+    ci : int64 ``(channels, N_CI)``; cf : float64 ``(channels, N_CF)``; g : int64 ``(N_G,)``
+        Per-channel run / soft-saturation state, running peak, counters (``G_*``).
+    consts : float64 ``(N_K,)``
+        Threshold share, peak release, longest run, soft window, soft ratio (``K_*``).
+    ctx : int
+        Context ``P`` on each side of a run.
+    work, unknown, idx, r, a, tmp, ek, mat, rhs
+        Scratch for the interpolation (window ``W = 2 ctx + max_run``; ``idx``/``rhs`` and ``mat``
+        sized for the most unknowns solved at once).
+    """
+    ch, n = block.shape
+    size = ring.shape[1]
+    delay = size - ctx - 2
+    thr = consts[K_THR]
+    rel = consts[K_REL]
+    maxrun = int(consts[K_MAXRUN])
+    soft_win = int(consts[K_SOFT_WIN])
+    soft_ratio = consts[K_SOFT_RATIO]
+    settle = int(consts[K_SETTLE])
+    fast_rel = consts[K_FAST_REL]
+    clock = g[G_CLOCK]
+    for i in range(n):
+        pos = clock % size
+        for c in range(ch):
+            x = np.float64(block[c, i])
+            if not math.isfinite(x):
+                x = 0.0
+                g[G_NONFINITE] += 1
+            ax = abs(x)
+            m_before = cf[c, C_MAX]
+            if ax > m_before:
+                cf[c, C_MAX] = ax
+                ci[c, C_MAX_AGE] = 0
+            elif ci[c, C_MAX_AGE] < settle:
+                ci[c, C_MAX_AGE] += 1
+            m = cf[c, C_PEAK] * rel
+            if m < DENORMAL_FLOOR:
+                m = 0.0
+            if ax > m:
+                m = ax
+            cf[c, C_PEAK] = m
+            ring[c, pos] = np.float32(x)
+            flags[c, pos] = 0
+            level = m * thr
+            cand = ax > 0.0 and ax >= level
+            sign = 1 if x > 0.0 else -1
+            rl = ci[c, C_RUN_LEN]
+            if rl > 0:
+                if cand and sign == ci[c, C_RUN_SIGN] and abs(x - cf[c, C_PREV]) <= FLAT_TOL * m:
+                    rl += 1
+                    if rl == 2:  # the run is real: mark its first sample too
+                        flags[c, (clock - 1) % size] = 1
+                    if rl >= 2:
+                        flags[c, pos] = 1
+                    ci[c, C_RUN_LEN] = rl
+                else:
+                    start = ci[c, C_RUN_START]
+                    edges = (cf[c, C_ENTRY] >= EDGE_SLOPE * m and abs(x - cf[c, C_PREV]) >= EDGE_SLOPE * m
+                             and cf[c, C_SEEN] > 0.0)
+                    if rl >= 2 and not edges:  # a smooth natural peak, not a clip
+                        for t in range(max(start, clock - size + 1), start + rl):
+                            flags[c, t % size] = 0
+                    elif rl >= 2:
+                        if rl <= maxrun and ci[c, C_Q_COUNT] < QUEUE:
+                            slot = (ci[c, C_Q_HEAD] + ci[c, C_Q_COUNT]) % QUEUE
+                            queue[c, slot, 0] = start
+                            queue[c, slot, 1] = start + rl
+                            ci[c, C_Q_COUNT] += 1
+                        else:
+                            g[G_TOO_LONG] += 1
+                            for t in range(max(start, clock - size + 1), start + rl):
+                                flags[c, t % size] = 0
+                    ci[c, C_RUN_LEN] = 0
+                    rl = 0
+            if rl == 0 and cand:
+                ci[c, C_RUN_START] = clock
+                ci[c, C_RUN_LEN] = 1
+                ci[c, C_RUN_SIGN] = sign
+                cf[c, C_ENTRY] = abs(x - cf[c, C_PREV])
+                seen = ax <= m_before * (1.0 + FLAT_TOL) and ci[c, C_MAX_AGE] >= settle
+                cf[c, C_SEEN] = 1.0 if seen else 0.0
+            cf[c, C_PREV] = x
+            # soft saturation: share of the top 10 % of the (local) range among the top half
+            mf = cf[c, C_FAST] * fast_rel
+            if ax > mf:
+                mf = ax
+            if mf < DENORMAL_FLOOR:
+                mf = 0.0
+            cf[c, C_FAST] = mf
+            if mf > 0.0 and ax >= 0.5 * mf and mf >= 0.25 * cf[c, C_MAX]:
+                ci[c, C_WIN_MID] += 1
+                if ax >= 0.9 * mf and flags[c, pos] == 0 and ci[c, C_RUN_LEN] < 2:
+                    ci[c, C_WIN_HI] += 1
+            ci[c, C_WIN_N] += 1
+            if ci[c, C_WIN_N] >= soft_win:
+                mid = ci[c, C_WIN_MID]
+                if mid * 100 >= soft_win and ci[c, C_WIN_HI] > soft_ratio * mid:
+                    g[G_SOFT] += 1
+                ci[c, C_WIN_N] = 0
+                ci[c, C_WIN_MID] = 0
+                ci[c, C_WIN_HI] = 0
+            # rebuild every queued run whose right-hand context is complete
+            while ci[c, C_Q_COUNT] > 0:
+                head = ci[c, C_Q_HEAD]
+                s = queue[c, head, 0]
+                e = queue[c, head, 1]
+                if clock < e - 1 + ctx:
+                    break
+                _rebuild(c, s, e, clock, ring, flags, ctx, work, unknown, idx, r, a, tmp, ek, mat, rhs, g)
+                ci[c, C_Q_HEAD] = (head + 1) % QUEUE
+                ci[c, C_Q_COUNT] -= 1
+            # output: the sample that entered ``delay`` samples ago
+            if clock >= delay:
+                block[c, i] = ring[c, (clock - delay) % size]
+            else:
+                block[c, i] = 0.0
+        clock += 1
+    g[G_CLOCK] = clock

@@ -1,0 +1,146 @@
+"""declip: finds clipped runs and rebuilds them (least-squares AR interpolation), in real time.
+
+A clipped run is two or more consecutive, equal-sign, flat samples at or above ``threshold_db``
+relative to the running peak (see :mod:`hushbridge.dsp.kernels.declip`). Each run up to
+``max_run_ms`` long is re-estimated from an AR model fitted around it, keeping at least the clipped
+magnitude. Audio without clipped runs passes bit-exactly, delayed by :attr:`Declip.latency_samples`
+(the look-ahead: the longest run plus the context after it), which the Chain and hosts compensate.
+
+Soft saturation (a ``tanh``-like curve) leaves no flat runs to rebuild; it is *detected*
+(:attr:`Declip.soft_saturation_events`, :attr:`Declip.soft_saturation`) so the engine and
+``hushbridge process`` can report it.
+
+``max_run_ms`` sets the look-ahead, so it is applied at ``prepare``; changing it later only lowers
+the longest run rebuilt, up to the value prepared for.
+
+>>> from hushbridge.effects import Declip
+>>> d = Declip(max_run_ms=4.0)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hushbridge.dsp.kernels import declip as K
+from hushbridge.effects.base import Effect, Param, ProcessSpec
+
+PEAK_RELEASE_S = 20.0    # running peak falls by 1/e in this time without new peaks
+SOFT_WINDOW_S = 1.0      # soft-saturation analysis window
+SOFT_RATIO = 0.35        # share of samples above 0.9 peak among those above 0.5 peak
+SOFT_RELEASE_S = 0.2     # release of the fast peak the soft-saturation statistics use
+SETTLE_S = 0.05          # the peak must have held this long before a flat run counts as clipped
+
+
+class Declip(Effect):
+    """De-clipper; see the module docstring."""
+
+    name = "declip"
+    params = (
+        Param("threshold_db", -12.0, 0.0, -0.1, scale="db", smoothing_ms=0.0),
+        Param("max_run_ms", 0.25, 10.0, 4.0, scale="log", smoothing_ms=0.0),
+    )
+
+    def __init__(self, threshold_db: float = -0.1, max_run_ms: float = 4.0) -> None:
+        object.__setattr__(self, "_consts", np.zeros(K.N_K, dtype=np.float64))
+        object.__setattr__(self, "_g", np.zeros(K.N_G, dtype=np.int64))
+        object.__setattr__(self, "_latency", 0)
+        object.__setattr__(self, "_alloc_run", 0)
+        super().__init__(threshold_db=threshold_db, max_run_ms=max_run_ms)
+
+    @property
+    def latency_samples(self) -> int:
+        """Look-ahead in samples (known after ``prepare``): the longest run plus its context."""
+        return self._latency
+
+    # -- counters -------------------------------------------------------------------------------
+    @property
+    def runs_repaired(self) -> int:
+        """Clipped runs rebuilt since the last reset."""
+        return int(self._g[K.G_REPAIRED])
+
+    @property
+    def samples_repaired(self) -> int:
+        """Samples rebuilt since the last reset."""
+        return int(self._g[K.G_SAMPLES])
+
+    @property
+    def runs_too_long(self) -> int:
+        """Clipped runs longer than ``max_run_ms``, left as they were."""
+        return int(self._g[K.G_TOO_LONG])
+
+    @property
+    def soft_saturation_events(self) -> int:
+        """Analysis windows (1 s, per channel) whose amplitude distribution looks soft-clipped."""
+        return int(self._g[K.G_SOFT])
+
+    @property
+    def soft_saturation(self) -> bool:
+        """Whether soft saturation has been detected since the last reset."""
+        return self._g[K.G_SOFT] > 0
+
+    @property
+    def nonfinite_samples(self) -> int:
+        """NaN/Inf input samples replaced by silence."""
+        return int(self._g[K.G_NONFINITE])
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def _param_changed(self, index: int) -> None:
+        v = self._values
+        self._consts[K.K_THR] = 10.0 ** (v[0] / 20.0)
+        if self._spec is not None:
+            run = max(2, int(round(v[1] * 1e-3 * self._spec.sample_rate)))
+            self._consts[K.K_MAXRUN] = min(run, self._alloc_run)
+
+    def _prepare(self, spec: ProcessSpec) -> None:
+        sr = spec.sample_rate
+        run = max(2, int(round(self._values[1] * 1e-3 * sr)))
+        ctx = max(4 * K.ORDER, run)
+        delay = run + ctx
+        size = delay + ctx + 2
+        ch = spec.channels
+        w = 2 * ctx + run
+        maxu = run + run // 2 + 8
+        object.__setattr__(self, "_alloc_run", run)
+        object.__setattr__(self, "_ctx", ctx)
+        object.__setattr__(self, "_latency", delay)
+        object.__setattr__(self, "_ring", np.zeros((ch, size), dtype=np.float32))
+        object.__setattr__(self, "_flags", np.zeros((ch, size), dtype=np.int8))
+        object.__setattr__(self, "_queue", np.zeros((ch, K.QUEUE, 2), dtype=np.int64))
+        object.__setattr__(self, "_ci", np.zeros((ch, K.N_CI), dtype=np.int64))
+        object.__setattr__(self, "_cf", np.zeros((ch, K.N_CF), dtype=np.float64))
+        object.__setattr__(self, "_work", np.zeros(w, dtype=np.float64))
+        object.__setattr__(self, "_unknown", np.zeros(w, dtype=np.int8))
+        object.__setattr__(self, "_idx", np.zeros(maxu, dtype=np.int64))
+        object.__setattr__(self, "_r", np.zeros(K.ORDER + 1, dtype=np.float64))
+        object.__setattr__(self, "_a", np.zeros(K.ORDER + 1, dtype=np.float64))
+        object.__setattr__(self, "_tmp", np.zeros(K.ORDER + 1, dtype=np.float64))
+        object.__setattr__(self, "_ek", np.zeros(w, dtype=np.float64))
+        object.__setattr__(self, "_mat", np.zeros((maxu, maxu), dtype=np.float64))
+        object.__setattr__(self, "_rhs", np.zeros(maxu, dtype=np.float64))
+        c = self._consts
+        c[K.K_REL] = math.exp(-1.0 / (PEAK_RELEASE_S * sr))
+        c[K.K_MAXRUN] = run
+        c[K.K_SOFT_WIN] = max(1, int(round(SOFT_WINDOW_S * sr)))
+        c[K.K_SOFT_RATIO] = SOFT_RATIO
+        c[K.K_SETTLE] = max(1, int(round(SETTLE_S * sr)))
+        c[K.K_FAST_REL] = math.exp(-1.0 / (SOFT_RELEASE_S * sr))
+
+    def reset(self) -> None:
+        """Clear the delay line, run detection, running peak and counters."""
+        self._g.fill(0)
+        if self._spec is None:
+            return
+        self._ring.fill(0.0)
+        self._flags.fill(0)
+        self._queue.fill(0)
+        self._ci.fill(0)
+        self._ci[:, K.C_RUN_START] = -1
+        self._cf.fill(0.0)
+
+    def process(self, block: np.ndarray) -> None:
+        """De-clip ``block`` (channels, frames) float32 in place; output delayed by ``latency_samples``."""
+        self._require_prepared()
+        K.declip(block, self._ring, self._flags, self._queue, self._ci, self._cf, self._g, self._consts,
+                 self._ctx, self._work, self._unknown, self._idx, self._r, self._a, self._tmp, self._ek,
+                 self._mat, self._rhs)
