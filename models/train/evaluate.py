@@ -121,12 +121,25 @@ def metrics(est48: np.ndarray, ref48: np.ndarray) -> dict[str, float]:
 
 
 def run_rnnoise(x: np.ndarray) -> np.ndarray:
-    from pyrnnoise import RNNoise
+    """librnnoise frame by frame (480 samples, int16 scale), as benchmarks/baselines.py runs it."""
+    import ctypes
 
-    d = RNNoise(SR)
-    frames = [f for _, f in d.denoise_chunk((x[None, :] * 32767).astype(np.int16), partial=True)]
-    y = np.concatenate(frames, axis=1)[0].astype(np.float32) / 32767.0
-    return y
+    from pyrnnoise import rnnoise as rn
+
+    st = rn.create()
+    try:
+        frame = rn.FRAME_SIZE
+        buf = np.zeros(frame, np.float32)
+        ptr = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        y = np.zeros(x.size + 2 * frame, np.float32)
+        xp = np.pad(x, (0, 2 * frame))
+        for i in range(0, xp.size // frame * frame, frame):
+            buf[:] = xp[i : i + frame] * 32768.0
+            rn.lib.rnnoise_process_frame(st, ptr, ptr)
+            y[i : i + frame] = buf / 32768.0
+        return y
+    finally:
+        rn.destroy(st)
 
 
 def run_ours(model: str, x: np.ndarray) -> np.ndarray:
