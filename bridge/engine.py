@@ -322,8 +322,12 @@ class Engine:
             tracked = self.tracked
             if tracked[0] is self._chain:
                 extra = meter.extra
-                for j, (_eid, attr, effect) in enumerate(tracked[1]):
-                    extra[row, j] = getattr(effect, attr)
+                try:  # a failing meter attribute must not silence the block already computed
+                    for j, (_eid, attr, effect) in enumerate(tracked[1]):
+                        extra[row, j] = getattr(effect, attr)
+                except Exception as e:  # noqa: BLE001 - counted, reported from a non-RT thread
+                    self.callback_errors += 1
+                    self.last_callback_error = f"meter: {e!r}"
             meter.seq += 1  # publish the row
         except Exception as e:  # noqa: BLE001 - the callback must never raise into the driver
             out.fill(0.0)
@@ -418,7 +422,7 @@ class Engine:
         tracked = []
         for eid, effect in chain.items():
             for attr in ("gain_reduction_db", "activity"):
-                if len(tracked) < MAX_TRACKED and hasattr(effect, attr):
+                if len(tracked) < MAX_TRACKED and _has_attr(effect, attr):
                     tracked.append((eid, attr, effect))
         if self._effect_timing:
             chain.effect_seconds = np.zeros(len(chain), dtype=np.float64)
@@ -629,6 +633,17 @@ class Engine:
             f"xruns {self.xruns}  cpu {self.cpu_load * 100:5.1f}%  latency {lat} smp ({ms:.2f} ms)  "
             f"late {self.late_blocks}  dropped msgs {self.dropped_messages}"
         )
+
+
+def _has_attr(obj: object, attr: str) -> bool:
+    """Whether ``obj`` has ``attr``; a property that raises something else still counts."""
+    try:
+        getattr(obj, attr)
+    except AttributeError:
+        return False
+    except Exception:  # noqa: BLE001 - it exists; reading it fails (reported where it is read)
+        return True
+    return True
 
 
 class ChainSnapshot:

@@ -89,7 +89,7 @@ class Subscription:
 def find_attr(chain: Any, attr: str) -> tuple[str, Any] | None:
     """The first ``(id, effect)`` of ``chain`` that has attribute ``attr``."""
     for eid, effect in chain.items():
-        if hasattr(effect, attr):
+        if attr in dir(type(effect)) or attr in getattr(effect, "__dict__", {}):
             return eid, effect
     return None
 

@@ -67,6 +67,11 @@ Hooks for other control sources (MIDI):
   readable with ``/hb/get``, echoed to registered clients, pushed by ``/hb/meter/transport``.
 - :meth:`OscController.set_preset_midi` ``(fn)``: ``fn()`` returns the ``[midi]`` table that
   ``/hb/preset/save`` writes with the chain.
+- :meth:`Engine.count_dropped <hushbridge.engine.Engine.count_dropped>` ``(n)``: count rejected
+  messages from any thread (its own lock), so every source adds to one ``dropped_messages``.
+
+Changes that wait in the hand-off's coalescing map (ring full) keep only the latest value *and*
+stamp per parameter.
 
 Example::
 
