@@ -816,7 +816,7 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
         out.send(cc(7, 0))
         assert wait_until(lambda: get("/hb/gain/gain_db") == -30.0, 15, 0.05)
         sock.sendto(encode("/hb/learn", ["/hb/gain/bypass"]), ("127.0.0.1", osc_port))
-        time.sleep(0.5)  # an answer would be /hb/error; learn is armed once the server handled it
+        assert wait_until(lambda: get("/hb/gain/bypass") is not None, 15)  # in order: learn is armed
         out.send(mido.Message("note_on", note=48, velocity=64))
         sock.settimeout(15)
         done = OscMessage(sock.recvfrom(65536)[0])
