@@ -10,6 +10,7 @@
     hushbridge presets                       built-in and user presets
     hushbridge midi ports                    MIDI inputs (JACK by default; --api alsa)
     hushbridge midi learn /hb/gain/gain_db   map the next MIDI control moved (--save NAME keeps it)
+    hushbridge osc-layout --out s.json       Open Stage Control session (--format touchosc-list: CSV)
 """
 from __future__ import annotations
 
