@@ -36,9 +36,11 @@ request                          args                   reply / effect
                                                         (``/hb/transport/...``)
 ``/hb/unregister``               [port]                 stop that feedback
 ``/hb/subscribe``                address rate_hz        meters ``/hb/meter/<name> <values...>`` to
-                                                        the client (its registered port if any);
-                                                        see :mod:`hushbridge.control.meters`
-``/hb/unsubscribe``              [address]              stop one meter (all without an address)
+                                 [port]                 ``port`` on the sender's host, else its
+                                                        registered port, else the sender; see
+                                                        :mod:`hushbridge.control.meters`
+``/hb/unsubscribe``              [address [port]]       stop one meter (all with no or an empty
+                                                        address)
 ``/hb/learn``                    address                the learn handler (MIDI) maps the next
                                                         control moved to ``address``
 ``/hb/learn/cancel``                                    the learn handler stops learning
@@ -652,17 +654,25 @@ class OscController:
     def _meter_dest(self, client: ClientAddress) -> ClientAddress:
         return self._registered.get(client, client)
 
+    def _meter_target(self, address: str, client: ClientAddress, port_args: tuple[Any, ...]) -> ClientAddress:
+        """An explicit port (on the sender's host), else the registered port, else the sender."""
+        if port_args:
+            return (client[0], self._port_arg(address, port_args, client))
+        return self._meter_dest(client)
+
     def _on_subscribe(self, client: ClientAddress, address: str, *args: Any) -> None:
-        if len(args) != 2 or not isinstance(args[0], str) or isinstance(args[1], (str, bytes, bool)) \
+        if len(args) not in (2, 3) or not isinstance(args[0], str) or isinstance(args[1], (str, bytes, bool)) \
                 or not isinstance(args[1], (int, float)):
-            raise OscRequestError(f"{address} needs a meter address and a rate in Hz, e.g. "
-                                  f"/hb/meter/peak 30; got {args!r:.80}")
-        self.meters.subscribe(self._meter_dest(client), args[0], float(args[1]))
+            raise OscRequestError(f"{address} needs a meter address and a rate in Hz (and optionally a port), "
+                                  f"e.g. /hb/meter/peak 30; got {args!r:.80}")
+        dest = self._meter_target(address, client, args[2:])
+        self.meters.subscribe(dest, args[0], float(args[1]))
 
     def _on_unsubscribe(self, client: ClientAddress, address: str, *args: Any) -> None:
-        if args and (len(args) != 1 or not isinstance(args[0], str)):
-            raise OscRequestError(f"{address} takes an optional meter address, got {args!r:.80}")
-        self.meters.unsubscribe(self._meter_dest(client), args[0] if args else None)
+        if len(args) > 2 or (args and not isinstance(args[0], str)):
+            raise OscRequestError(f"{address} takes an optional meter address (and port), got {args!r:.80}")
+        dest = self._meter_target(address, client, args[1:])
+        self.meters.unsubscribe(dest, args[0] or None if args else None)
 
     def _on_learn(self, client: ClientAddress, address: str, *args: Any) -> None:
         target = _string(address, args, "a parameter address such as /hb/compressor/threshold_db")

@@ -108,6 +108,26 @@ def test_peak_and_rms_at_the_requested_rate(rig):
     driver.assert_running(min_peak=0.1)
 
 
+def test_subscribe_to_another_port(rig):
+    """One-shot senders (oscsend) name the port that should receive the meters."""
+    engine, driver, server, client = rig
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+    port = listener.getsockname()[1]
+    try:
+        client.send("/hb/subscribe", "/hb/meter/rms", 20.0, port)
+        m = OscMessage(listener.recvfrom(65536)[0])
+        assert m.address == "/hb/meter/rms" and len(m.params) == 4
+        client.send("/hb/unsubscribe", "", port)  # all meters of that port
+        client.get("/hb/gain/gain_db")
+        assert server.controller.meters.subscriptions == []
+        client.send("/hb/subscribe", "/hb/meter/rms", 20.0, 70000)
+        assert "port" in client.error()
+    finally:
+        listener.close()
+
+
 def test_readers_do_not_disturb_each_other(rig):
     """A 60 Hz and a 2 Hz subscriber (and take_meter polled in a loop) all see the full level:
     reads are non-destructive, each reader has its own cursor."""
