@@ -520,3 +520,30 @@ def test_count_dropped_is_exact_under_concurrency():
     engine.count_dropped(5)
     assert engine.get("/hb/engine/dropped_messages") == n_threads * n_each + 805
     ctl.close()
+
+
+@pytest.mark.skipif(__import__("shutil").which("oscdump") is None, reason="liblo-tools not installed")
+def test_liblo_meters(rig):
+    """liblo's oscsend subscribes for another port, liblo's oscdump receives the meters."""
+    import subprocess
+
+    engine, driver, server, client = rig
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    dump = subprocess.Popen(["oscdump", "-L", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(0.3)
+        subprocess.run(["oscsend", "127.0.0.1", str(server.port), "/hb/subscribe", "sfi", "/hb/meter/peak", "10",
+                        str(port)], check=True, timeout=10)
+        time.sleep(0.8)
+        subprocess.run(["oscsend", "127.0.0.1", str(server.port), "/hb/unsubscribe", "si", "", str(port)],
+                       check=True, timeout=10)
+    finally:
+        time.sleep(0.2)
+        dump.terminate()
+        out = dump.communicate(timeout=5)[0]
+    lines = [ln for ln in out.splitlines() if "/hb/meter/peak ffff" in ln]
+    assert len(lines) >= 4, out
+    assert all(abs(float(v) - PEAK_DB) < 0.05 for v in lines[-1].split()[-4:])
