@@ -11,6 +11,13 @@ counts, unknown addresses and patterns, broken bundles. So ``dropped_messages`` 
 exactly the corpus size, each packet gets exactly one ``/hb/error`` back, and no parameter
 moves, which is why the level must stay where it was. The fuzzer sends in batches and waits
 for the batch's error replies (flow control, so UDP buffers never overflow and lose packets).
+
+Audio verdict: a take without xruns gets the strict checks (finite, no silent 128-frame block,
+every 10 ms window within 1 dB of the level before the fuzz). On a busy machine the rig's own
+Python clients miss cycles too (and JACK may zombify a starved recorder), so an unclean take is
+judged on its whole recorded windows only (median level within 1 dB); when no take is clean the
+xruns are attributed by the same take without fuzz and a trivial client alone: the test fails
+only if both of those run clean, and otherwise skips with the counts.
 """
 from __future__ import annotations
 
@@ -270,7 +277,15 @@ def test_osc_fuzz_on_jack(jack_server):
             clean = complete and engine.xruns == x0
             attempts.append({"xruns": engine.xruns - x0, "complete": complete, "fuzz_s": round(result["seconds"], 2)})
             if not clean:
-                continue  # an xrun can skip or repeat a cycle: that take says nothing about levels
+                # an xrun can skip or repeat a cycle, so only the level of whole recorded windows is
+                # judged: the fuzz moved no parameter (median per window within 1 dB)
+                levels = _window_levels_db(np.nan_to_num(y, nan=0.0), 480)
+                whole = ~np.isnan(y[:, : levels.shape[1] * 480]).reshape(2, -1, 480).any(axis=(0, 2))
+                attempts[-1]["whole_windows"] = f"{int(whole.sum())}/{len(whole)}"
+                if whole.mean() < 0.5:  # the recorder lost most cycles (JACK zombifies starved clients)
+                    break
+                assert np.abs(np.median(levels[:, whole], axis=1) - expected_db).max() < 1.0
+                continue
             assert np.isfinite(y).all()
             blocks = y[:, : n // 128 * 128].reshape(2, -1, 128)
             assert (np.abs(blocks).max(axis=2) > 0.05).all(), "a silent block"
@@ -283,11 +298,18 @@ def test_osc_fuzz_on_jack(jack_server):
             return
         if not jack_server.realtime:
             pytest.skip(f"no clean take on a server without real-time scheduling: {attempts} (control-side checks passed)")
+        # Who caused the xruns? The same take without fuzz (the rig's own Python clients share the
+        # machine too), and a trivial client alone, as in tests/io/test_jack.py.
+        x0 = engine.xruns
+        _, complete = rig.take(signal, extra=0, now=lambda: backend.client.frame_time)
+        control = engine.xruns - x0
         baseline = _baseline_xruns(seconds)
-        if baseline == 0:
-            pytest.fail(f"xruns during every fuzz take {attempts}; a trivial client: 0 in {seconds:g} s")
-        pytest.skip(f"the machine is too busy to judge audio: takes {attempts}, trivial client {baseline} xruns "
-                    f"in {seconds:g} s (control-side checks passed)")
+        if control == 0 and complete and baseline == 0:
+            pytest.fail(f"xruns during every fuzz take {attempts}, none in the same take without fuzz "
+                        f"and none for a trivial client in {seconds:g} s")
+        pytest.skip(f"the machine is too busy to judge xruns: fuzz takes {attempts}, the same take without fuzz "
+                    f"{control} xruns, a trivial client {baseline} in {seconds:g} s (control-side and level checks "
+                    "passed)")
     finally:
         if fuzzer is not None and fuzzer.is_alive():
             fuzzer.kill()
