@@ -245,6 +245,16 @@ class Effect:
     def _prepare(self, spec: ProcessSpec) -> None:
         """Allocate buffers for ``spec``. Subclasses override."""
 
+    @property
+    def non_realtime(self) -> bool:
+        """True while rendering offline (files, ``effect(audio, sr)``): there is no deadline, so
+        effects must not trade quality for time (e.g. a model's overload fallback stays off)."""
+        return bool(self.__dict__.get("_non_realtime", False))
+
+    def set_non_realtime(self, non_realtime: bool) -> None:
+        """Declare offline (True) or live (False) use, as JUCE's ``setNonRealtime``."""
+        object.__setattr__(self, "_non_realtime", bool(non_realtime))
+
     def _param_changed(self, index: int) -> None:
         """React to a new value of parameter ``index`` (set new smoothing targets). RT-safe."""
 

@@ -173,6 +173,11 @@ class Chain(Effect):
         object.__setattr__(self, "_spec", None)
         super().prepare(spec)
 
+    def set_non_realtime(self, non_realtime: bool) -> None:
+        super().set_non_realtime(non_realtime)
+        for s in self._slots:
+            s.effect.set_non_realtime(non_realtime)
+
     def reset(self) -> None:
         for s in self._slots:
             s.effect.reset()

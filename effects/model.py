@@ -448,8 +448,8 @@ class ModelEffect(Effect):
             return
         per_hop = self._rt.t_inf / nh
         self._rt.last_inference_s = per_hop
-        if self.overload_budget <= 0:
-            return
+        if self.overload_budget <= 0 or self.non_realtime:
+            return  # offline there is no deadline: never fall back to dry
         miss = 1 if per_hop > self._budget else 0
         if self._rt.probing:
             self._rt.probe_done += nh

@@ -27,6 +27,7 @@ class OfflineRenderer:
     def __init__(self, processor: Effect, channels: int, sample_rate: int, block_size: int = 4096) -> None:
         self.processor = processor
         self.spec = ProcessSpec(int(sample_rate), int(block_size), int(channels))
+        processor.set_non_realtime(True)
         processor.prepare(self.spec)
         self._block = np.zeros((channels, block_size), dtype=np.float32)
         self._to_skip = processor.latency_samples

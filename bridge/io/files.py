@@ -262,6 +262,10 @@ class _EngineAsEffect(Chain):
     def latency_samples(self) -> int:
         return self._engine.latency_samples
 
+    def set_non_realtime(self, non_realtime: bool) -> None:
+        super().set_non_realtime(non_realtime)
+        self._engine.chain.set_non_realtime(non_realtime)
+
     def prepare(self, spec) -> None:  # noqa: ANN001
         self._engine.prepare(spec.sample_rate, spec.max_block_size)
         object.__setattr__(self, "_spec", spec)

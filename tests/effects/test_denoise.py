@@ -330,6 +330,17 @@ def test_overload_budget_zero_disables_the_fallback(g):
     assert not e.overloaded and e.overload_events == 0
 
 
+def test_offline_rendering_never_falls_back_to_dry(g):
+    e = ME(g["half"], reduction_db=100.0, overload_budget=0.5)
+    e.set_non_realtime(True)  # what OfflineRenderer and the FileBackend do
+    e.prepare(ProcessSpec(16000, 160, 1))
+    run_realtime_ish(e, noise(16000, seed=15), 160, lambda i: True)  # every hop "too slow"
+    assert not e.overloaded and e.overload_events == 0
+    chain = Chain([ME(g["half"], reduction_db=100.0, overload_budget=0.5)])
+    chain(noise(1600, seed=16), 16000)
+    assert chain[0].non_realtime
+
+
 # == the denoise effect =======================================================================
 def test_denoise_is_registered():
     assert EFFECTS["denoise"] is Denoise and issubclass(Denoise, ModelEffect)
