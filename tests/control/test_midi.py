@@ -634,9 +634,11 @@ def test_jack_nrpn_note_program_and_hot_plug(jack_midi, running):
             assert wait_until(lambda: midi.connects == 3 and midi.connected)
             assert send_and_wait(port, [cc(6, 0), cc(38, 0)], lambda: engine.get(GAIN) == -20.0)
 
-            ids = load_preset("podcast").ids
+            podcast = load_preset("podcast")
+            podcast(np.zeros((2, 256), np.float32), 48000)  # compile its kernels now: a cold numba cache takes seconds
+            ids = podcast.ids
             assert send_and_wait(port, [mido.Message("program_change", program=1)],
-                                 lambda: engine.chain.ids == ids, timeout=10.0)
+                                 lambda: engine.chain.ids == ids, timeout=30.0)
     finally:
         port.close()
     assert engine.dropped_messages == 0 and driver.nonfinite_blocks == 0
