@@ -291,3 +291,26 @@ def shared_data_dir():
         if c and Path(c).is_dir():
             return Path(c)
     return None
+
+
+def trivial_client_xruns(seconds: float, name: str = "hb-baseline") -> int:
+    """Xruns the server reports in ``seconds`` while only a trivial copy-through client runs:
+    tells machine load apart from xruns the engine causes (the 0-xrun tests compare against it)."""
+    import time
+
+    import jack
+
+    client = jack.Client(name, no_start_server=True)
+    count = [0]
+    inp, out = client.inports.register("in_1"), client.outports.register("out_1")
+    client.set_process_callback(lambda frames: out.get_array().__setitem__(slice(None), inp.get_array()))
+    client.set_xrun_callback(lambda delay: count.__setitem__(0, count[0] + 1))
+    client.activate()
+    try:
+        time.sleep(0.3)  # activation xruns
+        count[0] = 0
+        time.sleep(seconds)
+        return count[0]
+    finally:
+        client.deactivate()
+        client.close()

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import JackRigProcess
+from helpers import JackRigProcess, trivial_client_xruns
 
 from hushbridge.control.osc import OscServer, encode
 from hushbridge.effects import Chain, Gain
@@ -200,24 +200,7 @@ def test_corpus_is_all_rejects_and_deterministic():
 
 
 def _baseline_xruns(seconds: float) -> int:
-    """Xruns the server reports in ``seconds`` while only a trivial copy-through client runs
-    (as in tests/io/test_jack.py): tells machine load from the engine's own xruns."""
-    import jack
-
-    client = jack.Client("hb-fuzz-baseline", no_start_server=True)
-    count = [0]
-    inp, out = client.inports.register("in_1"), client.outports.register("out_1")
-    client.set_process_callback(lambda frames: out.get_array().__setitem__(slice(None), inp.get_array()))
-    client.set_xrun_callback(lambda delay: count.__setitem__(0, count[0] + 1))
-    client.activate()
-    try:
-        time.sleep(0.3)
-        count[0] = 0
-        time.sleep(seconds)
-        return count[0]
-    finally:
-        client.deactivate()
-        client.close()
+    return trivial_client_xruns(seconds, "hb-fuzz-baseline")
 
 
 def _window_levels_db(x: np.ndarray, window: int) -> np.ndarray:

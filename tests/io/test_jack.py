@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from helpers import JackRigProcess, db_to_gain, find_delay, wait_until
+from helpers import JackRigProcess, db_to_gain, find_delay, wait_until, trivial_client_xruns
 
 from hushbridge.effects import Chain, Effect, Gain, ProcessSpec
 from hushbridge.engine import Engine
@@ -262,23 +262,7 @@ def test_latency_published_on_ports(rig, probe):
 
 # == xruns ======================================================================================
 def _baseline_xruns(seconds: float) -> int:
-    """Xruns the server reports in ``seconds`` while only a trivial copy-through client runs."""
-    import jack
-
-    client = jack.Client("hb-baseline", no_start_server=True)
-    count = [0]
-    inp, out = client.inports.register("in_1"), client.outports.register("out_1")
-    client.set_process_callback(lambda frames: out.get_array().__setitem__(slice(None), inp.get_array()))
-    client.set_xrun_callback(lambda delay: count.__setitem__(0, count[0] + 1))
-    client.activate()
-    try:
-        time.sleep(0.3)  # activation xruns
-        count[0] = 0
-        time.sleep(seconds)
-        return count[0]
-    finally:
-        client.deactivate()
-        client.close()
+    return trivial_client_xruns(seconds, "hb-baseline")
 
 
 def test_xruns_zero_after_settling(jack_server):

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import JackRigProcess, find_delay
+from helpers import JackRigProcess, find_delay, trivial_client_xruns
 
 pytest.importorskip("onnx")
 
@@ -68,22 +68,7 @@ def test_model_effect_delay_through_jack(jack_server, tmp_path, graph_rate, hop,
 
 
 def _baseline_xruns(seconds: float) -> int:
-    import jack
-
-    client = jack.Client("hb-dn-baseline", no_start_server=True)
-    count = [0]
-    inp, out = client.inports.register("in_1"), client.outports.register("out_1")
-    client.set_process_callback(lambda frames: out.get_array().__setitem__(slice(None), inp.get_array()))
-    client.set_xrun_callback(lambda delay: count.__setitem__(0, count[0] + 1))
-    client.activate()
-    try:
-        time.sleep(0.3)
-        count[0] = 0
-        time.sleep(seconds)
-        return count[0]
-    finally:
-        client.deactivate()
-        client.close()
+    return trivial_client_xruns(seconds, "hb-dn-baseline")
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="models/denoise.onnx is not shipped yet")
