@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from hushbridge.dsp.kernels.util import bind, is_block
 from hushbridge.errors import ParamError
 
 Scale = Literal["linear", "log", "db"]
@@ -158,6 +160,11 @@ class Effect:
     """Base class of every processor. Subclasses declare ``name`` and ``params`` and implement
     ``_prepare``, ``process`` and ``reset`` (and ``_param_changed`` to react to parameter changes).
 
+    An effect whose whole per-block work is one ``@njit`` kernel implements :meth:`kernel`
+    instead of ``process``: the base class then calls the kernel through its compiled entry
+    point, and a :class:`~hushbridge.effects.Chain` fuses runs of such effects into one
+    compiled call per block (see :mod:`hushbridge.effects.fused`).
+
     Calling an effect renders a whole signal offline (see :func:`hushbridge.effects.render`):
 
     >>> from hushbridge.effects import Gain
@@ -169,6 +176,9 @@ class Effect:
     name: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     _index: ClassVar[dict[str, int]] = {}
+    #: True while the next block needs :meth:`process` itself rather than the bare kernel (for
+    #: instance during a crossfade that Python sets up); read by a Chain at every block.
+    python_needed: bool = False
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -177,6 +187,7 @@ class Effect:
     def __init__(self, **values: float) -> None:
         object.__setattr__(self, "_values", np.array([p.default for p in self.params], dtype=np.float64))
         object.__setattr__(self, "_spec", None)
+        object.__setattr__(self, "_bound", None)
         for key, value in values.items():
             self.set(key, value)
 
@@ -238,6 +249,8 @@ class Effect:
         if spec != self._spec:
             self._prepare(spec)
             object.__setattr__(self, "_spec", spec)
+            binding = self.kernel()
+            object.__setattr__(self, "_bound", bind(binding[0], *binding[1]) if binding is not None else None)
             for i in range(len(self.params)):
                 self._param_changed(i)
         self.reset()
@@ -258,8 +271,24 @@ class Effect:
     def _param_changed(self, index: int) -> None:
         """React to a new value of parameter ``index`` (set new smoothing targets). RT-safe."""
 
+    def kernel(self) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
+        """``(kernel, args)`` when processing a block is exactly ``kernel(block, *args)``: an
+        ``@njit`` function defined at module level and the state arrays (and constant scalars)
+        it runs on. Asked right after ``_prepare`` (``spec`` is set); the arrays must stay the same objects until
+        the next ``_prepare``. None (the default) when ``process`` does the work in Python."""
+        return None
+
     def process(self, block: np.ndarray) -> None:
-        raise NotImplementedError
+        """Process ``block`` (channels, frames) float32 in place. The default runs :meth:`kernel`."""
+        bound = self._bound
+        if bound is not None and is_block(block):
+            bound[0](block, *bound[1])  # compiled entry point: no dispatcher type resolution
+            return
+        self._require_prepared()
+        binding = self.kernel()
+        if binding is None:
+            raise NotImplementedError(f"{type(self).__name__} implements neither kernel() nor process()")
+        binding[0](block, *binding[1])
 
     def reset(self) -> None:
         """Clear state; parameters stay. Subclasses override."""

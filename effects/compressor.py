@@ -26,7 +26,6 @@ import numpy as np
 
 from hushbridge.dsp.design import design_highpass
 from hushbridge.dsp.kernels.dynamics import compressor
-from hushbridge.dsp.kernels.util import F32, bind
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 
 RMS_WINDOW_MS = 10.0
@@ -59,7 +58,6 @@ class Compressor(Effect):
         object.__setattr__(self, "_rms_state", np.zeros(1, dtype=np.float64))
         object.__setattr__(self, "_env", np.zeros(2, dtype=np.float64))
         object.__setattr__(self, "_meter", np.zeros(1, dtype=np.float64))
-        object.__setattr__(self, "_fast", None)
         super().__init__(**values)
 
     @property
@@ -97,8 +95,6 @@ class Compressor(Effect):
         object.__setattr__(self, "_sc_state", np.zeros((spec.channels, 2), dtype=np.float64))
         object.__setattr__(self, "_rms_state", np.zeros(spec.channels, dtype=np.float64))
         self._consts[2] = math.exp(-1.0 / (RMS_WINDOW_MS * 1e-3 * spec.sample_rate))
-        object.__setattr__(self, "_fast", bind(compressor, self._ramp, self._consts, self._sc_coefs, self._sc_state,
-                                               self._rms_state, self._env, self._meter))
 
     def reset(self) -> None:
         """Clear detector and envelope state; parameter ramps jump to their targets."""
@@ -108,12 +104,7 @@ class Compressor(Effect):
         self._env.fill(0.0)
         self._meter[0] = 0.0
 
-    def process(self, block: np.ndarray) -> None:
-        """Compress ``block`` (channels, frames) float32 in place."""
-        fast = self._fast
-        if fast is not None and block.dtype is F32 and block.ndim == 2 and block.flags.c_contiguous:
-            fast[0](block, *fast[1])  # the compiled kernel with this state bound
-            return
-        self._require_prepared()
-        compressor(block, self._ramp, self._consts, self._sc_coefs, self._sc_state, self._rms_state,
-                   self._env, self._meter)
+    def kernel(self):
+        """Compress a block (channels, frames) float32 in place."""
+        return compressor, (self._ramp, self._consts, self._sc_coefs, self._sc_state, self._rms_state, self._env,
+                            self._meter)

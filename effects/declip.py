@@ -138,9 +138,8 @@ class Declip(Effect):
         self._ci[:, K.C_RUN_START] = -1
         self._cf.fill(0.0)
 
-    def process(self, block: np.ndarray) -> None:
-        """De-clip ``block`` (channels, frames) float32 in place; output delayed by ``latency_samples``."""
-        self._require_prepared()
-        K.declip(block, self._ring, self._flags, self._queue, self._ci, self._cf, self._g, self._consts,
-                 self._ctx, self._work, self._unknown, self._idx, self._r, self._a, self._tmp, self._ek,
-                 self._mat, self._rhs)
+    def kernel(self):
+        """De-clip a block (channels, frames) float32 in place; output delayed by ``latency_samples``."""
+        return K.declip, (self._ring, self._flags, self._queue, self._ci, self._cf, self._g, self._consts,
+                          self._ctx, self._work, self._unknown, self._idx, self._r, self._a, self._tmp, self._ek,
+                          self._mat, self._rhs)

@@ -114,8 +114,7 @@ class DeEsser(Effect):
         self._env.fill(0.0)
         self._meter[0] = 0.0
 
-    def process(self, block: np.ndarray) -> None:
-        """De-ess ``block`` (channels, frames) float32 in place."""
-        self._require_prepared()
-        deesser(block, self._consts, self._sc_coefs, self._sc_state, self._xo_coefs, self._xo_state, self._ms,
-                self._env, self._meter)
+    def kernel(self):
+        """De-ess a block (channels, frames) float32 in place."""
+        return deesser, (self._consts, self._sc_coefs, self._sc_state, self._xo_coefs, self._xo_state, self._ms,
+                         self._env, self._meter)

@@ -28,7 +28,7 @@ from hushbridge.dsp.design import (
     design_stage,
 )
 from hushbridge.dsp.kernels.biquad import biquad_cascade, design_current
-from hushbridge.dsp.kernels.util import F32, bind, crossfade_into
+from hushbridge.dsp.kernels.util import crossfade_into
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 
 # Butterworth 4th order as two biquads: Q = 1 / (2 cos(pi/8)) and 1 / (2 cos(3 pi/8)).
@@ -53,7 +53,6 @@ class BiquadEffect(Effect):
         object.__setattr__(self, "_clock", np.zeros(1, dtype=np.int64))
         object.__setattr__(self, "_state", np.zeros((1, n, 2), dtype=np.float64))
         object.__setattr__(self, "_work", np.zeros(1, dtype=np.float64))
-        object.__setattr__(self, "_fast", None)
         self._coefs[:, 0] = 1.0
         super().__init__(**values)
 
@@ -84,9 +83,6 @@ class BiquadEffect(Effect):
     def _prepare(self, spec: ProcessSpec) -> None:
         object.__setattr__(self, "_state", np.zeros((spec.channels, self.stages, 2), dtype=np.float64))
         object.__setattr__(self, "_work", np.zeros(spec.max_block_size, dtype=np.float64))
-        # the kernel's compiled entry point with this state bound (see _cascade)
-        object.__setattr__(self, "_fast", bind(biquad_cascade, self._work, self._kinds, self._ramp, self._coefs,
-                                               self._state, self._clock, float(spec.sample_rate)))
 
     def reset(self) -> None:
         """Clear filter state; ramps jump to their targets."""
@@ -96,19 +92,10 @@ class BiquadEffect(Effect):
         if self._spec is not None:
             design_current(self._kinds, self._ramp, self._coefs, float(self._spec.sample_rate))
 
-    def process(self, block: np.ndarray) -> None:
-        """Filter ``block`` (channels, frames) float32 in place."""
-        self._cascade(block)
-
-    def _cascade(self, block: np.ndarray) -> None:
-        """The current stages over ``block``; through the bound entry point for C float32 blocks."""
-        fast = self._fast
-        if fast is not None and block.dtype is F32 and block.ndim == 2 and block.flags.c_contiguous:
-            fast[0](block, *fast[1])
-            return
-        spec = self._require_prepared()
-        biquad_cascade(block, self._work, self._kinds, self._ramp, self._coefs, self._state, self._clock,
-                       float(spec.sample_rate))
+    def kernel(self):
+        """The stages over a block (channels, frames) float32, in place."""
+        return biquad_cascade, (self._work, self._kinds, self._ramp, self._coefs, self._state, self._clock,
+                                float(self._require_prepared().sample_rate))
 
 
 class HighPass(BiquadEffect):
@@ -253,4 +240,9 @@ class PeakingEQ(BiquadEffect):
                            float(spec.sample_rate))
             fade[0] = crossfade_into(old, block, int(fade[0]), int(fade[1]))
             return
-        self._cascade(block)
+        super().process(block)
+
+    @property
+    def python_needed(self) -> bool:  # type: ignore[override]
+        """True during a band-type crossfade, which runs two cascades from Python."""
+        return bool(self._fade[0] < self._fade[1])

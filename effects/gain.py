@@ -30,5 +30,6 @@ class Gain(Effect):
     def reset(self) -> None:
         self._state[0] = self._state[1]
 
-    def process(self, block: np.ndarray) -> None:
-        smoothed_gain(block, self._state)
+    def kernel(self):
+        """Apply the smoothed gain to a block (channels, frames) float32 in place."""
+        return smoothed_gain, (self._state,)

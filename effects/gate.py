@@ -129,8 +129,7 @@ class Gate(Effect):
         self._istate.fill(0)
         self._meter[0] = 0.0
 
-    def process(self, block: np.ndarray) -> None:
-        """Gate ``block`` (channels, frames) float32 in place."""
-        self._require_prepared()
-        gate(block, self._consts, self._sc_coefs, self._sc_state, self._dline, self._fstate, self._istate,
-             self._meter)
+    def kernel(self):
+        """Gate a block (channels, frames) float32 in place."""
+        return gate, (self._consts, self._sc_coefs, self._sc_state, self._dline, self._fstate, self._istate,
+                      self._meter)

@@ -108,7 +108,6 @@ class Leveler(Effect):
         self._fstate.fill(0.0)
         self._meter.fill(0.0)
 
-    def process(self, block: np.ndarray) -> None:
-        """Level ``block`` (channels, frames) float32 in place."""
-        self._require_prepared()
-        leveler(block, self._consts, self._kw_coefs, self._kw_state, self._ms, self._fstate, self._meter)
+    def kernel(self):
+        """Level a block (channels, frames) float32 in place."""
+        return leveler, (self._consts, self._kw_coefs, self._kw_state, self._ms, self._fstate, self._meter)

@@ -18,7 +18,6 @@ import math
 import numpy as np
 
 from hushbridge.dsp.kernels.dynamics import limiter, true_peak_taps
-from hushbridge.dsp.kernels.util import F32, bind
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 
 LOOKAHEAD_MS = 1.5
@@ -52,7 +51,6 @@ class Limiter(Effect):
         object.__setattr__(self, "_istate", np.zeros(6, dtype=np.int64))
         object.__setattr__(self, "_fstate", np.zeros(2, dtype=np.float64))
         object.__setattr__(self, "_latency", 0)
-        object.__setattr__(self, "_fast", None)
         super().__init__(ceiling_dbtp=ceiling_dbtp, release_ms=release_ms)
 
     @property
@@ -87,9 +85,6 @@ class Limiter(Effect):
         object.__setattr__(self, "_dq_val", np.zeros(hold, dtype=np.float64))
         object.__setattr__(self, "_dq_idx", np.zeros(hold, dtype=np.int64))
         object.__setattr__(self, "_box", np.zeros(d - NEIGHBOURHOOD - half + 1, dtype=np.float64))
-        object.__setattr__(self, "_fast", bind(limiter, _TAPS, _BOUND, _L1, self._hist, self._dline, self._dq_val,
-                                               self._dq_idx, self._box, self._istate, self._fstate, self._consts,
-                                               self._meter))
 
     def reset(self) -> None:
         """Clear the delay line, history and gain envelope."""
@@ -104,12 +99,7 @@ class Limiter(Effect):
         self._fstate.fill(0.0)
         self._meter[0] = 0.0
 
-    def process(self, block: np.ndarray) -> None:
-        """Limit ``block`` (channels, frames) float32 in place; output is delayed by ``latency_samples``."""
-        fast = self._fast
-        if fast is not None and block.dtype is F32 and block.ndim == 2 and block.flags.c_contiguous:
-            fast[0](block, *fast[1])  # the compiled kernel with this state bound
-            return
-        self._require_prepared()
-        limiter(block, _TAPS, _BOUND, _L1, self._hist, self._dline, self._dq_val, self._dq_idx, self._box,
-                self._istate, self._fstate, self._consts, self._meter)
+    def kernel(self):
+        """Limit a block (channels, frames) float32 in place; output delayed by ``latency_samples``."""
+        return limiter, (_TAPS, _BOUND, _L1, self._hist, self._dline, self._dq_val, self._dq_idx, self._box,
+                         self._istate, self._fstate, self._consts, self._meter)
