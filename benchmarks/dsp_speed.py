@@ -13,6 +13,11 @@ rounds. ``ratio`` = pedalboard µs / hushbridge µs (>1: hushbridge is faster). 
 pedalboard's ``BrickwallLimiter(true_peak=True)``, the closest match to our true-peak look-ahead
 limiter; the ``pedalboard_limiter`` rows use its plain ``Limiter`` (sample-peak, no look-ahead).
 Settings and the differences between the two chains are in each row's ``settings``.
+
+The Chain fuses its five kernels into one compiled call per block (``hushbridge.effects.fused``;
+compiled or loaded from the disk cache in ``prepare``, outside the timing). The
+``dsp_chain_unfused`` rows time ``Chain(fuse=False)``, every effect called on its own, in the
+same run.
 """
 from __future__ import annotations
 
@@ -98,7 +103,7 @@ def has_gate() -> bool:
     return "gate" in EFFECTS
 
 
-def ours_chain(only: str | None = None) -> Chain:
+def ours_chain(only: str | None = None, fuse: bool = True) -> Chain:
     effects = []
     for name, params in (("highpass", HP), ("gate", GATE), ("compressor", COMP), ("eq", EQ), ("limiter", LIM)):
         if name == "gate" and not has_gate():
@@ -111,7 +116,7 @@ def ours_chain(only: str | None = None) -> Chain:
             if k in known:
                 fx.set(k, v)
         effects.append(fx)
-    return Chain(effects)
+    return Chain(effects, fuse=fuse)
 
 
 def pb_board(limiter: str = "brickwall", only: str | None = None) -> pb.Pedalboard:
@@ -194,6 +199,12 @@ def main() -> None:
             ours, theirs = time_pair(ours_chain(), pb_board("brickwall"), x, block, channels, args.seconds, args.rounds)
             rec.emit("dsp_chain", round(ours, 2), "us/block", baseline="pedalboard", baseline_value=round(theirs, 2),
                      block=block, ratio=round(theirs / ours, 2), settings=settings)
+            slow, theirs3 = time_pair(ours_chain(fuse=False), pb_board("brickwall"), x, block, channels,
+                                      args.seconds / 2, args.rounds)
+            rec.emit("dsp_chain_unfused", round(slow, 2), "us/block", baseline="pedalboard",
+                     baseline_value=round(theirs3, 2), block=block, ratio=round(theirs3 / slow, 2),
+                     settings=dict(settings, note="Chain(fuse=False): every effect called on its own, as before "
+                                                  "fused runs; the output is identical"))
             ours2, theirs2 = time_pair(ours_chain(), pb_board("limiter"), x, block, channels, args.seconds / 2,
                                        args.rounds)
             rec.emit("dsp_chain", round(ours2, 2), "us/block", baseline="pedalboard_limiter",

@@ -44,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -178,6 +179,8 @@ class Engine:
         self._fade_len = 1
         self._retired: list[Chain] = []
         self._swap_lock = threading.Lock()  # control side only: one swap at a time
+        # (process, chain): a background compile of a live-swapped chain's fused runs
+        self._fuse_job: tuple[Any, Chain] | None = None
         self._table: dict[str, ParamInfo] = {}
         self._shadow: dict[str, float] = {}
         self._listeners: list[Listener] = []
@@ -259,8 +262,7 @@ class Engine:
             if self._fading_from is not None:
                 chains.append(self._fading_from)
             for chain in chains:
-                chain.prepare(spec)
-                self._warm_up(chain, spec)
+                self._prepare_chain(chain, spec)
             self._prepare_meters(spec)
             self.spec = spec
 
@@ -570,8 +572,7 @@ class Engine:
         with self._swap_lock:
             self.wait_for_swap()
             if self.spec is not None:
-                chain.prepare(self.spec)
-                self._warm_up(chain, self.spec)
+                self._prepare_chain(chain, self.spec)
             generation = self._generation + 1
             if self.spec is None:  # not running yet: swap directly
                 self._chain, self._generation = chain, generation
@@ -597,9 +598,37 @@ class Engine:
 
         self.load_chain(load_preset(name), source=source)
 
+    def _prepare_chain(self, chain: Chain, spec: ProcessSpec) -> None:
+        """Prepare and warm ``chain``. Compiling its fused runs (:mod:`hushbridge.effects.fused`)
+        would hold the GIL for seconds, so only runs in the disk cache load here; the others
+        compile in a background process, and :meth:`housekeeping` switches the chain to them
+        when they are ready (until then it runs effect by effect, with the same output)."""
+        chain.compile_fused = False
+        try:
+            chain.prepare(spec)
+        finally:
+            chain.compile_fused = True
+        self._warm_up(chain, spec)
+        if chain.uncompiled:
+            self._compile_fused_in_background(chain)
+
+    def _compile_fused_in_background(self, chain: Chain) -> None:
+        from hushbridge.effects.fused import compile_in_background
+
+        self._fuse_job = (compile_in_background(chain.uncompiled), chain)
+
     def housekeeping(self) -> None:
-        """Non-RT upkeep: flush coalesced changes, free retired chains, announce latency.
+        """Non-RT upkeep: flush coalesced changes, free retired chains, announce latency, switch
+        a live-swapped chain to its fused runs once their background compile is done.
         Backends call it from a control thread every few milliseconds."""
+        job = self._fuse_job
+        if job is not None and job[0].poll() is not None and self._swap_lock.acquire(blocking=False):
+            try:  # under the swap lock: a re-prepare must not interleave with the re-plan
+                self._fuse_job = None
+                if job[0].returncode == 0 and job[1] in (self._chain, *(self._incoming or ())[:1]):
+                    job[1].fuse_from_cache()
+            finally:
+                self._swap_lock.release()
         self.control.flush()
         while self._retired:
             self._retired.pop()

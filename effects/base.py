@@ -281,10 +281,13 @@ class Effect:
     def process(self, block: np.ndarray) -> None:
         """Process ``block`` (channels, frames) float32 in place. The default runs :meth:`kernel`."""
         bound = self._bound
-        if bound is not None and is_block(block):
+        if bound is not None and is_block(block) and block.shape[1] <= self._spec.max_block_size:
             bound[0](block, *bound[1])  # compiled entry point: no dispatcher type resolution
             return
-        self._require_prepared()
+        spec = self._require_prepared()
+        if block.shape[1] > spec.max_block_size:
+            raise ValueError(f"{self.name}: block of {block.shape[1]} frames exceeds the prepared max_block_size "
+                             f"{spec.max_block_size} (a Chain splits long blocks; a bare effect does not)")
         binding = self.kernel()
         if binding is None:
             raise NotImplementedError(f"{type(self).__name__} implements neither kernel() nor process()")

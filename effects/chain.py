@@ -17,6 +17,7 @@ offending effect is reset and :attr:`Chain.nonfinite_events` rises.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from numba import int64, typeof
 
 from hushbridge.dsp.kernels.util import compiled, delay_through, is_block, ramp_mix, sanitize
 from hushbridge.effects.base import Effect, ProcessSpec, ramp_step
+from hushbridge.effects.fused import FusedRun, SlotState, plan
 from hushbridge.errors import ChainError
 
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
@@ -46,7 +48,7 @@ class _Slot:
     # float64 [gain, target, step] for ramp_mix: 1 = effect fully in, 0 = dry (bypassed)
     mix: np.ndarray = field(default_factory=lambda: np.array([1.0, 1.0, 1.0], dtype=np.float64))
     line: np.ndarray | None = None
-    line_pos: int = 0
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))  # line write position
     dry: np.ndarray | None = None
     # set by prepare: the latency the line was sized for, and a C-contiguous dry view per block size
     latency: int = 0
@@ -62,9 +64,22 @@ class Chain(Effect):
     #: per-effect CPU seconds, accumulated only while not None (the engine sets a float64 array
     #: of len(chain) while a /hb/meter/engine subscriber wants per-effect load)
     effect_seconds: np.ndarray | None = None
+    #: whether ``prepare`` may compile fused runs. The engine clears it for live swaps (numba
+    #: holds the GIL for seconds while compiling); runs not in the disk cache then stay slot by
+    #: slot and their generated module files are listed in :attr:`uncompiled`.
+    compile_fused: bool = True
+    uncompiled: list[str] = []
 
-    def __init__(self, effects: Iterable[Effect] = (), ids: Iterable[str | None] | None = None) -> None:
+    def __init__(self, effects: Iterable[Effect] = (), ids: Iterable[str | None] | None = None,
+                 fuse: bool | None = None) -> None:
+        """``fuse`` (default: on unless the environment sets ``HUSHBRIDGE_FUSE=0``) runs each run of
+        kernel effects as one compiled call per block (:mod:`hushbridge.effects.fused`); off, every
+        effect is called on its own. The output is the same either way."""
         super().__init__()
+        if fuse is None:
+            fuse = os.environ.get("HUSHBRIDGE_FUSE", "1") != "0"
+        object.__setattr__(self, "fuse", bool(fuse))
+        object.__setattr__(self, "_units", [])
         object.__setattr__(self, "_slots", [])
         object.__setattr__(self, "nonfinite_events", 0)
         effects = list(effects)
@@ -167,6 +182,23 @@ class Chain(Effect):
             s.latency = lat
             s.dry_n = -1
             s.mix[2] = ramp_step(spec, BYPASS_MS)
+        self._plan_units(compile=self.compile_fused)
+
+    def _plan_units(self, compile: bool) -> None:  # noqa: A002
+        states = [SlotState(s.effect, s.mix, s.line, s.pos, s.dry.reshape(-1), s.latency) for s in self._slots]
+        missing: list[str] = []
+        units = plan(states, enabled=self.fuse, compile=compile, missing=missing)
+        object.__setattr__(self, "uncompiled", missing)
+        object.__setattr__(self, "_units", units)  # one attribute store: the audio thread sees old or new
+
+    def fuse_from_cache(self) -> bool:
+        """After the runs listed in :attr:`uncompiled` were compiled elsewhere (a background
+        process), load them and switch to the fused path. Safe while the audio thread runs this
+        chain: both paths share all state and the switch is one attribute store. Returns
+        whether every run is fused now."""
+        if self._spec is not None and self.uncompiled:
+            self._plan_units(compile=False)
+        return not self.uncompiled
 
     def prepare(self, spec: ProcessSpec) -> None:
         # children may have changed since the last prepare even when the spec is equal
@@ -183,50 +215,91 @@ class Chain(Effect):
             s.effect.reset()
             if s.line is not None:
                 s.line.fill(0.0)
-            s.line_pos = 0
+            s.pos[0] = 0
             s.mix[0] = s.mix[1]
 
     def process(self, block: np.ndarray) -> None:
         """Run every effect in order on ``block`` (channels, frames) float32, in place.
 
-        Hot path: a zero-latency effect that is fully in (not bypassed, not fading) needs no dry
-        signal, so its delay line is skipped; the kernels are called through their compiled entry
-        points when ``block`` is C-contiguous float32 (any other layout takes the dispatcher).
+        Hot path: runs of kernel effects go through one fused compiled call each
+        (:mod:`hushbridge.effects.fused`) when ``block`` is C-contiguous float32 and per-effect
+        timing is off; otherwise each effect is called on its own (:meth:`_run_slot`), which
+        gives the same output.
         """
-        if self._spec is None:
+        spec = self._spec
+        if spec is None:
             raise RuntimeError("chain: call prepare(spec) before process()")
+        if block.shape[1] > spec.max_block_size:  # the kernels' buffers hold max_block_size frames
+            m = spec.max_block_size
+            for i in range(0, block.shape[1], m):
+                self.process(block[:, i: i + m])
+            return
         fast = is_block(block)
-        check = _SANITIZE if fast else sanitize
-        if check(block):
+        if fast and self.effect_seconds is None:
+            checked = False
+            for unit in self._units:
+                if type(unit) is int:
+                    if not checked and _SANITIZE(block):
+                        self.nonfinite_events += 1
+                    self._run_slot(unit, block, True)
+                elif unit.watch and any(e.python_needed for e in unit.watch):
+                    if not checked and _SANITIZE(block):
+                        self.nonfinite_events += 1
+                    for k in range(unit.start, unit.start + len(unit.effects)):
+                        self._run_slot(k, block, True)
+                else:
+                    a = unit.args
+                    bad = unit.entry(block, not checked, a[0], a[1], a[2])
+                    if bad:
+                        self._fused_nonfinite(unit, bad)
+                checked = True
+            if not checked and _SANITIZE(block):  # an empty chain still sanitises
+                self.nonfinite_events += 1
+            return
+        if (_SANITIZE if fast else sanitize)(block):
             self.nonfinite_events += 1
+        for k in range(len(self._slots)):
+            self._run_slot(k, block, fast)
+
+    def _fused_nonfinite(self, unit: FusedRun, bad: int) -> None:
+        if bad & 1:
+            self.nonfinite_events += 1
+        for k, effect in enumerate(unit.effects):
+            if bad & (2 << k):
+                self.nonfinite_events += 1
+                effect.reset()
+
+    def _run_slot(self, k: int, block: np.ndarray, fast: bool) -> None:
+        """Slot ``k`` alone: dry delay line and bypass crossfade around the effect, then the
+        non-finite check (the fused path does the same in compiled code)."""
+        s = self._slots[k]
         n = block.shape[1]
         timing = self.effect_seconds
-        for k, s in enumerate(self._slots):
-            mix = s.mix
-            m0 = mix[0]
-            fading = m0 != mix[1]
-            wet = m0 == 1.0 and not fading
-            if not wet or s.latency:
-                if s.dry_n != n:
-                    s.dry_view = s.dry.reshape(-1)[: block.shape[0] * n].reshape(block.shape[0], n)
-                    s.dry_n = n
-                dry = s.dry_view
-                if fast:
-                    s.line_pos = _DELAY_THROUGH(block, s.line, s.line_pos, s.latency, dry)
-                else:
-                    s.line_pos = delay_through(block, s.line, s.line_pos, s.latency, dry)
-                if m0 == 0.0 and not fading:
-                    block[...] = dry
-                    continue
-            if timing is None:
-                s.effect.process(block)
+        mix = s.mix
+        m0 = mix[0]
+        fading = m0 != mix[1]
+        wet = m0 == 1.0 and not fading
+        if not wet or s.latency:
+            if s.dry_n != n:
+                s.dry_view = s.dry.reshape(-1)[: block.shape[0] * n].reshape(block.shape[0], n)
+                s.dry_n = n
+            dry = s.dry_view
+            if fast:
+                s.pos[0] = _DELAY_THROUGH(block, s.line, int(s.pos[0]), s.latency, dry)
             else:
-                t = perf_counter()
-                s.effect.process(block)
-                timing[k] += perf_counter() - t
-            if check(block):
-                self.nonfinite_events += 1
-                block.fill(0.0)
-                s.effect.reset()
-            if not wet:
-                ramp_mix(block, dry, mix)
+                s.pos[0] = delay_through(block, s.line, int(s.pos[0]), s.latency, dry)
+            if m0 == 0.0 and not fading:
+                block[...] = dry
+                return
+        if timing is None:
+            s.effect.process(block)
+        else:
+            t = perf_counter()
+            s.effect.process(block)
+            timing[k] += perf_counter() - t
+        if (_SANITIZE if fast else sanitize)(block):
+            self.nonfinite_events += 1
+            block.fill(0.0)
+            s.effect.reset()
+        if not wet:
+            ramp_mix(block, dry, mix)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from hushbridge.dsp.kernels.gain import smoothed_gain
-from hushbridge.effects.base import Effect, Param, ProcessSpec
+from hushbridge.effects.base import Effect, Param
 
 
 class Gain(Effect):

@@ -27,8 +27,19 @@ class OfflineRenderer:
     def __init__(self, processor: Effect, channels: int, sample_rate: int, block_size: int = 4096) -> None:
         self.processor = processor
         self.spec = ProcessSpec(int(sample_rate), int(block_size), int(channels))
+        from hushbridge.effects.chain import Chain
+
         processor.set_non_realtime(True)
-        processor.prepare(self.spec)
+        if isinstance(processor, Chain):
+            # offline blocks are large, so per-call overhead is small: use fused runs from the
+            # disk cache but do not spend seconds compiling new ones
+            processor.compile_fused = False
+            try:
+                processor.prepare(self.spec)
+            finally:
+                processor.compile_fused = True
+        else:
+            processor.prepare(self.spec)
         self._block = np.zeros((channels, block_size), dtype=np.float32)
         self._to_skip = processor.latency_samples
         self.latency_samples = self._to_skip

@@ -183,3 +183,46 @@ def test_change_sent_between_handover_and_swap_reaches_the_new_chain():
     assert e.callback_errors == 0 and e.chain.ids == ["a", "b"]
     assert e.chain["b"].gain_db == -20.0
     np.testing.assert_allclose(y[:, -1], 0.1, rtol=1e-5)
+
+
+def test_live_engine_compiles_fused_runs_in_the_background_and_switches_seamlessly(tmp_path, monkeypatch):
+    """Compiling a fused run holds the GIL for seconds, so the engine never does it in prepare:
+    the chain starts effect by effect, a background process fills the disk cache, and
+    housekeeping switches the running chain to the fused call with bit-identical output."""
+    import time
+
+    from hushbridge.effects import Compressor, DeEsser, HighPass, Leveler
+
+    monkeypatch.setenv("HUSHBRIDGE_FUSED_DIR", str(tmp_path))
+
+    def chain(fuse):  # a combination no other test uses, so nothing is loaded in this process
+        return Chain([HighPass(cutoff_hz=120.0), DeEsser(), Leveler(), Gain(gain_db=-2.0),
+                      Compressor(threshold_db=-30.0, knee_db=2.0)], fuse=fuse)
+
+    live, reference = Engine(chain(True), channels=2), Engine(chain(False), channels=2)
+    t0 = time.monotonic()
+    live.prepare(48000, 128)
+    reference.prepare(48000, 128)
+    assert time.monotonic() - t0 < 5.0
+    assert live.chain.uncompiled and all(isinstance(u, int) for u in live.chain._units)
+    rng = np.random.default_rng(5)
+    out_live, out_ref = [], []
+    fused_at = None
+    deadline = time.monotonic() + 240.0
+    k = 0
+    while time.monotonic() < deadline and (fused_at is None or k < fused_at + 50):
+        x = (rng.standard_normal((2, 128)) * 0.2).astype(np.float32)
+        a, b = np.zeros_like(x), np.zeros_like(x)
+        live.process(x.copy(), a)
+        reference.process(x.copy(), b)
+        out_live.append(a)
+        out_ref.append(b)
+        live.housekeeping()
+        if fused_at is None and not live.chain.uncompiled:
+            fused_at = k
+        k += 1
+        if fused_at is None:
+            time.sleep(0.005)
+    assert fused_at is not None, "the background compile did not finish in 240 s"
+    assert type(live.chain._units[0]).__name__ == "FusedRun"
+    np.testing.assert_array_equal(np.hstack(out_live), np.hstack(out_ref))
