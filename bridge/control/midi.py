@@ -1178,8 +1178,15 @@ class MidiInput:
                 rt.close_port()
                 rt.delete()
             watch, self._jack = self._jack, None
-            if watch is not None:
-                watch.close()
+        if watch is not None:
+            # Seen once under load: jack_client_close blocked forever on a libjack mutex right
+            # after rtmidi closed its own JACK client. Closing from a helper thread bounds the
+            # wait; a stuck close leaks one idle client instead of hanging shutdown.
+            closer = threading.Thread(target=watch.close, name="midi-jack-watch-close", daemon=True)
+            closer.start()
+            closer.join(2.0)
+            if closer.is_alive():
+                log.warning("closing the JACK connection watch timed out; leaving it behind")
         self.connected = False
 
     stop = close
