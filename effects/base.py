@@ -275,7 +275,11 @@ class Effect:
         """``(kernel, args)`` when processing a block is exactly ``kernel(block, *args)``: an
         ``@njit`` function defined at module level and the state arrays (and constant scalars)
         it runs on. Asked right after ``_prepare`` (``spec`` is set); the arrays must stay the same objects until
-        the next ``_prepare``. None (the default) when ``process`` does the work in Python."""
+        the next ``_prepare``. None (the default) when ``process`` does the work in Python.
+
+        A class that overrides ``process`` is run through its ``process`` (never fused), unless
+        that class also defines ``python_needed``, true for every block its ``process`` is not
+        exactly the kernel."""
         return None
 
     def process(self, block: np.ndarray) -> None:

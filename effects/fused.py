@@ -2,14 +2,19 @@
 
 Calling a numba kernel from Python costs a few microseconds however small the block: the call
 itself, unboxing each state array, and the Chain's bookkeeping around it. At 64..256 frames
-that is most of what a filter or a compressor costs. So for every run of two or more
-consecutive effects that implement :meth:`Effect.kernel <hushbridge.effects.base.Effect.kernel>`,
+that is most of what a filter or a compressor costs. So for every run of consecutive effects
+that implement :meth:`Effect.kernel <hushbridge.effects.base.Effect.kernel>`,
 a :class:`~hushbridge.effects.Chain` generates one ``@njit`` function that does for those slots
 exactly what :meth:`Chain.process` does slot by slot (dry delay line, bypass crossfade, the
 kernel, the non-finite check) and calls it once per block. The output is bit-identical to the
 slot-by-slot path, which still runs whenever an effect in the run asks for Python
 (``python_needed``), while per-effect timing is on, or for blocks that are not C-contiguous
 float32.
+
+The state arrays reach the compiled code as raw addresses rebuilt with :func:`numba.carray`,
+so a call unboxes four arrays however many effects and arrays the run has; the run keeps a
+reference to every array, and an effect may replace its arrays only in ``_prepare`` (after
+which the Chain fuses again).
 
 The generated source is written to a file in the user cache folder (``HUSHBRIDGE_FUSED_DIR`` to
 move it), named by a hash of the source and of the kernels' modules, so numba caches its
@@ -85,6 +90,11 @@ def fusable(effect: Effect) -> bool:
     """Whether ``effect`` (prepared) can take part in a fused run: it runs one kernel whose
     arguments are C-contiguous arrays and scalars."""
     if getattr(effect, "_bound", None) is None:
+        return False
+    # a subclass that overrides process() does more than its kernel, unless the same class
+    # says through python_needed when its process differs from the bare kernel
+    owner = next(c for c in type(effect).__mro__ if "process" in c.__dict__)
+    if owner is not Effect and "python_needed" not in owner.__dict__:
         return False
     try:
         for value in effect._bound[1]:
@@ -309,8 +319,9 @@ def compile_files(paths: Sequence[str | Path]) -> None:
 
 def plan(slots: Sequence[SlotState], enabled: bool = True, compile: bool = True,  # noqa: A002
          missing: list[str] | None = None) -> list[FusedRun | int]:
-    """The units a Chain runs per block: a :class:`FusedRun` for every run of two or more
-    fusable effects, the slot index for every other effect. With ``compile=False`` a run that
+    """The units a Chain runs per block: a :class:`FusedRun` for every run of consecutive
+    fusable effects (one alone too: the call still saves the Python around it), the slot index
+    for every other effect. With ``compile=False`` a run that
     would need compiling stays slot by slot and its module file is appended to ``missing``."""
     units: list[FusedRun | int] = []
     k = 0
@@ -318,7 +329,7 @@ def plan(slots: Sequence[SlotState], enabled: bool = True, compile: bool = True,
         j = k
         while enabled and j < len(slots) and fusable(slots[j].effect):
             j += 1
-        if j - k >= 2:
+        if j > k:
             try:
                 units.append(fuse(k, slots[k:j], compile=compile))
             except NotCompiled as e:

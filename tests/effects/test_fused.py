@@ -193,3 +193,22 @@ def test_generated_code_is_cached_on_disk_for_the_next_process(tmp_path):
     second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert second.returncode == 0, second.stderr
     assert first.stdout == second.stdout and first.stdout.startswith("FusedRun ")
+
+
+def test_a_subclass_that_overrides_process_is_not_fused():
+    class Counting(Gain):
+        name = "counting"
+        calls = 0
+
+        def process(self, block):
+            Counting.calls += 1
+            super().process(block)
+
+    chain = Chain([Gain(), Counting(), Gain()])
+    chain.prepare(ProcessSpec(SR, 64, 1))
+    assert [u if isinstance(u, int) else type(u).__name__ for u in chain._units] == ["FusedRun", 1, "FusedRun"]
+    chain.process(np.ones((1, 64), np.float32))
+    assert Counting.calls == 1
+    eq = Chain([PeakingEQ(), Gain()])  # overrides process but declares python_needed: fused
+    eq.prepare(ProcessSpec(SR, 64, 1))
+    assert type(eq._units[0]) is FusedRun and len(eq._units) == 1
