@@ -1052,6 +1052,9 @@ def match_port(wanted: str, names: list[str]) -> int | None:
     return hits[0] if len(hits) == 1 else None
 
 
+JACK_DRAIN_S = 0.001  # how often a JACK MIDI input drains rtmidi's queue
+
+
 class MidiInput:
     """A MIDI input port feeding a :class:`MidiMapper` (see the module docstring).
 
@@ -1072,6 +1075,13 @@ class MidiInput:
         Our client and port names (JACK shows ``hushbridge-midi:in``).
     poll_s : float
         How often to look for the source port (hot-plug).
+
+    On JACK, rtmidi runs its input callback inside its client's real-time process callback,
+    so a Python callback there would take the GIL in the middle of every JACK cycle that
+    carries MIDI (and stall the whole graph whenever another thread holds it). On JACK this
+    input therefore never sets a callback: rtmidi queues the events without Python, and the
+    service thread drains that queue every :data:`JACK_DRAIN_S` (about a millisecond more
+    latency). Other APIs call back from rtmidi's own non-real-time thread.
 
     Examples
     --------
@@ -1106,6 +1116,8 @@ class MidiInput:
         self._worker = threading.Thread(target=self._work, name="hushbridge-midi-worker", daemon=True)
         self._started = False
         self._closed = False
+        #: JACK: drain rtmidi's queue from the service thread instead of a callback (see above)
+        self._polling = (api or "").lower() == "jack"
 
     @property
     def port_label(self) -> str:
@@ -1139,7 +1151,8 @@ class MidiInput:
                     rt.open_virtual_port(self.port_name)
                 except Exception as e:  # noqa: BLE001 - NotImplementedError on WinMM & co.
                     raise MidiError(f"cannot create a virtual MIDI port ({self.api or 'default'} API): {e}") from e
-                rt.set_callback(self._on_event)
+                if not self._polling:
+                    rt.set_callback(self._on_event)
                 self.connected = True
             else:
                 self._jack = self._open_jack_watch()
@@ -1174,7 +1187,8 @@ class MidiInput:
         with self._rt_lock:
             rt, self._rt = self._rt, None
             if rt is not None:
-                rt.cancel_callback()
+                if not self._polling:
+                    rt.cancel_callback()
                 rt.close_port()
                 rt.delete()
             watch, self._jack = self._jack, None
@@ -1224,11 +1238,23 @@ class MidiInput:
         self.mapper.handle(msg, stamp=self._stamp)
 
     # == service thread ==========================================================================
+    def _drain(self, rt: Any) -> None:
+        """Hand every event rtmidi has queued to the parser (polling mode, service thread)."""
+        for _ in range(4096):  # bounded: a flood cannot keep this thread here
+            event = rt.get_message()
+            if event is None:
+                return
+            self._on_event(event)
+
     def _serve(self) -> None:
         next_poll = time.monotonic() + self.poll_s
         while not self._stop.is_set():
             now = time.monotonic()
             try:
+                if self._polling and self.connected:
+                    with self._rt_lock:
+                        if self._rt is not None:
+                            self._drain(self._rt)
                 self.mapper.flush(now)
                 if self.source is not None and now >= next_poll:
                     next_poll = now + self.poll_s
@@ -1239,6 +1265,8 @@ class MidiInput:
             deadline = self.mapper.next_deadline()
             if deadline is not None:
                 wake = min(wake, deadline)
+            if self._polling and self.connected:
+                wake = min(wake, now + JACK_DRAIN_S)
             self._wake.wait(max(0.0, wake - time.monotonic()))
             self._wake.clear()
 
@@ -1253,13 +1281,17 @@ class MidiInput:
             index = match_port(self.source, names)
             if self.connected and (index is None or names[index] != self.connected_to
                                    or not self._still_connected(names[index])):
-                rt.cancel_callback()
+                if not self._polling:
+                    rt.cancel_callback()
+                else:
+                    self._drain(rt)
                 rt.close_port()
                 self.connected = False
                 self.disconnects += 1
                 log.info("MIDI source %r went away; waiting for it", self.connected_to)
             if not self.connected and index is not None:
-                rt.set_callback(self._on_event)
+                if not self._polling:
+                    rt.set_callback(self._on_event)
                 rt.open_port(index, self.port_name)
                 self._parser.reset()
                 self.connected, self.connected_to = True, names[index]
