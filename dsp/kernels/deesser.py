@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit
 
-from hushbridge.dsp.kernels.util import DENORMAL_FLOOR
+from hushbridge.dsp.kernels.util import DENORMAL_FLOOR, finite_sample, flush_state
 
 RMS_WINDOW_MS = 2.0
 # consts: threshold_db, 1 - 1/ratio, range_db, attack coef, release coef, rms coef, mode (0 split, 1 wideband)
@@ -96,10 +96,7 @@ def deesser(
     for i in range(n):
         power = 0.0
         for c in range(ch):
-            x = np.float64(block[c, i])
-            if not math.isfinite(x):
-                x = 0.0
-                block[c, i] = 0.0
+            x = finite_sample(block, c, i)
             s = _biquad(sc_coefs, sc_state, c, 0, x)
             s = _biquad(sc_coefs, sc_state, c, 1, s)
             p = rc * ms[c] + (1.0 - rc) * s * s
@@ -130,20 +127,9 @@ def deesser(
                 low = _biquad(xo_coefs, xo_state, c, 1, _biquad(xo_coefs, xo_state, c, 0, x))
                 high = _biquad(xo_coefs, xo_state, c, 3, _biquad(xo_coefs, xo_state, c, 2, x))
                 block[c, i] = np.float32(low + g * high)
-    for c in range(ch):
-        for k in range(2):
-            for j in range(2):
-                v = sc_state[c, k, j]
-                if not math.isfinite(v) or abs(v) < DENORMAL_FLOOR:
-                    sc_state[c, k, j] = 0.0
-        for k in range(4):
-            for j in range(2):
-                v = xo_state[c, k, j]
-                if not math.isfinite(v) or abs(v) < DENORMAL_FLOOR:
-                    xo_state[c, k, j] = 0.0
-        v = ms[c]
-        if not math.isfinite(v) or v < DENORMAL_FLOOR:
-            ms[c] = 0.0
+    flush_state(sc_state)
+    flush_state(xo_state)
+    flush_state(ms)
     if not (math.isfinite(y1) and math.isfinite(yl)):
         y1 = 0.0
         yl = 0.0

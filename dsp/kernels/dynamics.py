@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import njit
 
-from hushbridge.dsp.kernels.util import DENORMAL_FLOOR
+from hushbridge.dsp.kernels.util import DENORMAL_FLOOR, finite_sample, flush_state
 
 # -- compressor ---------------------------------------------------------------------------------
 # ramp rows: current, target, per-sample step; columns:
@@ -115,10 +115,7 @@ def compressor(
         # detector: side-chain high-pass per channel, linked by taking the loudest channel
         power = 0.0
         for c in range(ch):
-            x = np.float64(block[c, i])
-            if not math.isfinite(x):
-                x = 0.0
-                block[c, i] = 0.0
+            x = finite_sample(block, c, i)
             s1 = sc_state[c, 0]
             s2 = sc_state[c, 1]
             xh = b0 * x + s1
@@ -151,14 +148,8 @@ def compressor(
             for c in range(ch):
                 block[c, i] *= g
     # guard and flush the state
-    for c in range(ch):
-        for k in range(2):
-            v = sc_state[c, k]
-            if not math.isfinite(v) or abs(v) < DENORMAL_FLOOR:
-                sc_state[c, k] = 0.0
-        v = rms_state[c]
-        if not math.isfinite(v) or v < DENORMAL_FLOOR:
-            rms_state[c] = 0.0
+    flush_state(sc_state)
+    flush_state(rms_state)
     if not (math.isfinite(y1) and math.isfinite(yl)):
         y1 = 0.0
         yl = 0.0

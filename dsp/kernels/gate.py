@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-from hushbridge.dsp.kernels.util import DENORMAL_FLOOR
+from hushbridge.dsp.kernels.util import DENORMAL_FLOOR, finite_sample, flush_state
 
 DETECTOR_RELEASE_MS = 10.0
 # consts: threshold_db, close_db, ratio - 1, range_db, attack coef, release coef, detector coef,
@@ -101,10 +101,7 @@ def gate(
     for i in range(n):
         peak = 0.0
         for c in range(ch):
-            x = np.float64(block[c, i])
-            if not math.isfinite(x):
-                x = 0.0
-                block[c, i] = 0.0
+            x = finite_sample(block, c, i)
             s1 = sc_state[c, 0]
             s2 = sc_state[c, 1]
             xh = b0 * x + s1
@@ -155,11 +152,7 @@ def gate(
         elif g_db != 0.0:
             for c in range(ch):
                 block[c, i] *= g
-    for c in range(ch):
-        for k in range(2):
-            v = sc_state[c, k]
-            if not math.isfinite(v) or abs(v) < DENORMAL_FLOOR:
-                sc_state[c, k] = 0.0
+    flush_state(sc_state)
     if not (math.isfinite(env) and math.isfinite(g_db)):
         env = 0.0
         g_db = -rng

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-from hushbridge.dsp.kernels.util import DENORMAL_FLOOR
+from hushbridge.dsp.kernels.util import DENORMAL_FLOOR, finite_sample, flush_state
 
 SHORT_MS = 50.0
 LEVEL_MS = 400.0
@@ -92,10 +92,7 @@ def leveler(
     for i in range(n):
         short = 0.0
         for c in range(ch):
-            x = np.float64(block[c, i])
-            if not math.isfinite(x):
-                x = 0.0
-                block[c, i] = 0.0
+            x = finite_sample(block, c, i)
             for s in range(2):
                 y = kw_coefs[s, 0] * x + kw_state[c, s, 0]
                 kw_state[c, s, 0] = kw_coefs[s, 1] * x - kw_coefs[s, 3] * y + kw_state[c, s, 1]
@@ -130,15 +127,8 @@ def leveler(
         if g_db != 0.0:
             for c in range(ch):
                 block[c, i] *= gain
-    for c in range(ch):
-        for s in range(2):
-            for k in range(2):
-                v = kw_state[c, s, k]
-                if not math.isfinite(v) or abs(v) < DENORMAL_FLOOR:
-                    kw_state[c, s, k] = 0.0
-        v = ms_short[c]
-        if not math.isfinite(v) or v < DENORMAL_FLOOR:
-            ms_short[c] = 0.0
+    flush_state(kw_state)
+    flush_state(ms_short)
     if not (math.isfinite(g_db) and math.isfinite(level) and math.isfinite(floor)):
         g_db = 0.0
         level = 0.0

@@ -1,12 +1,35 @@
 """Block utilities used by the Chain and the engine: sanitising, delay lines, ramps."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
 # Below this magnitude a value is flushed to zero so filter and envelope state never
 # goes subnormal (subnormals cost 10-100x on x86 and never recover by themselves).
 DENORMAL_FLOOR = 1e-25
+
+
+@njit(cache=True, nogil=True)
+def finite_sample(block: np.ndarray, c: int, i: int) -> float:
+    """``block[c, i]`` as float64; a non-finite sample is zeroed in place and read as 0, so it
+    enters a detector or filter state as silence."""
+    x = np.float64(block[c, i])
+    if not math.isfinite(x):
+        block[c, i] = 0.0
+        return 0.0
+    return x
+
+
+@njit(cache=True, nogil=True)
+def flush_state(state: np.ndarray) -> None:
+    """Zero every value of a float64 state array that is non-finite or below
+    :data:`DENORMAL_FLOOR` in magnitude (kernels call it at the end of a block)."""
+    for j in range(state.size):
+        v = state.flat[j]
+        if not math.isfinite(v) or abs(v) < DENORMAL_FLOOR:
+            state.flat[j] = 0.0
 
 
 @njit(cache=True, nogil=True)
