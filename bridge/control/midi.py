@@ -8,11 +8,13 @@ Routing is kept apart from transport, as for OSC:
     clamp=True, source=MIDI_SOURCE)``, ``engine.load_preset`` for program changes. Also MIDI
     learn (:meth:`MidiMapper.learn`) and the MIDI clock / transport (:class:`Transport`).
 :class:`MidiInput`
-    A thin transport: one python-rtmidi input (ALSA, JACK, CoreMIDI or WinMM; the same backend
-    mido's ``mido.backends.rtmidi`` uses), either a virtual port others connect to or a named
-    source port it connects to and, when that source disappears, reconnects to when it comes
-    back (hot-plug). rtmidi's callback thread feeds the mapper; a service thread applies
-    14-bit/NRPN timeouts and polls for the source port; preset loads run on a worker thread.
+    A thin transport: one input port (JACK through JACK-Client; ALSA, CoreMIDI or WinMM
+    through python-rtmidi, the backend mido's ``mido.backends.rtmidi`` uses), either a virtual
+    port others connect to or a named source port it connects to and, when that source
+    disappears, reconnects to when it comes back (hot-plug). rtmidi's callback thread (or, on
+    JACK, the service thread draining the port's queue) feeds the mapper; the service thread
+    also applies 14-bit/NRPN timeouts and polls for the source port; preset loads run on a
+    worker thread.
 :class:`MidiStreamParser`
     Splits a raw MIDI byte stream into messages (running status, realtime bytes inside messages,
     sysex) and *counts* what it rejects; :class:`mido.Parser` silently drops the same garbage,
@@ -92,10 +94,11 @@ Example::
 
 .. note::
    JACK and the GIL: python-rtmidi keeps the GIL through its JACK calls (client open/close,
-   port register/connect), and on JACK its MIDI-in callback takes the GIL in rtmidi's process
-   thread. Opening or closing an rtmidi JACK client waits for a JACK cycle, so do it while no
-   Python audio callback in the same process is waiting for the GIL: ``hushbridge run`` opens
-   the MIDI input before the audio client and closes it after.
+   port register/connect), each of which waits for a JACK cycle that a Python audio callback
+   in the same process cannot finish without the GIL: a deadlock. So the JACK input uses
+   JACK-Client (cffi releases the GIL in C calls), and its process callback only queues raw
+   bytes; listing JACK MIDI ports (``list_input_ports``) still goes through rtmidi, so do it
+   before the audio client starts.
 """
 from __future__ import annotations
 
@@ -1034,7 +1037,20 @@ def mido_backend(api: str | None = "jack") -> mido.Backend:
 
 
 def list_input_ports(api: str | None = "jack") -> list[str]:
-    """Names of the MIDI sources (ports an input can connect to) through mido's rtmidi backend."""
+    """Names of the MIDI sources (ports an input can connect to): JACK MIDI outputs through
+    JACK-Client (see :class:`MidiInput` on rtmidi and the GIL), other APIs through mido's rtmidi
+    backend."""
+    if (api or "").lower() == "jack":
+        try:
+            import jack
+
+            client = jack.Client("hushbridge-list", no_start_server=True)
+        except Exception as e:  # noqa: BLE001 - JackOpenError without a server
+            raise MidiError(f"cannot list MIDI inputs (jack API): {e}") from e
+        try:
+            return [p.name for p in client.get_ports(is_midi=True, is_output=True)]
+        finally:
+            client.close()
     try:
         return list(mido_backend(api).get_input_names())
     except MidiError:
@@ -1076,12 +1092,12 @@ class MidiInput:
     poll_s : float
         How often to look for the source port (hot-plug).
 
-    On JACK, rtmidi runs its input callback inside its client's real-time process callback,
-    so a Python callback there would take the GIL in the middle of every JACK cycle that
-    carries MIDI (and stall the whole graph whenever another thread holds it). On JACK this
-    input therefore never sets a callback: rtmidi queues the events without Python, and the
-    service thread drains that queue every :data:`JACK_DRAIN_S` (about a millisecond more
-    latency). Other APIs call back from rtmidi's own non-real-time thread.
+    On JACK the input is a JACK-Client client (:mod:`hushbridge.control.jack_midi`), not
+    python-rtmidi, which keeps the GIL through JACK server calls and so deadlocks against a
+    Python audio callback in the same process. Its process callback only queues each event's
+    bytes; the service thread drains the queue every :data:`JACK_DRAIN_S` (about a millisecond
+    more latency) and does all parsing there. Other APIs call back from rtmidi's own
+    non-real-time thread.
 
     Examples
     --------
@@ -1105,7 +1121,6 @@ class MidiInput:
         self.disconnects = 0
         self._rt: Any = None
         self._rt_lock = threading.Lock()
-        self._jack: Any = None  # JACK: a JACK-Client client that checks our connection is still there
         self._parser = MidiStreamParser(self._on_message_bytes, mapper.reject)
         self._stamp = 0.0
         self._stop = threading.Event()
@@ -1140,8 +1155,13 @@ class MidiInput:
             os.environ["JACK_DEFAULT_SERVER"] = self.server
         rtapi = _rtapi(self.api)
         try:
-            rt = rtmidi.MidiIn(rtapi=rtapi, name=self.client_name)
-        except Exception as e:  # noqa: BLE001 - e.g. SystemError: no JACK server
+            if self._polling:  # JACK: JACK-Client, which lets the GIL go in server calls
+                from hushbridge.control.jack_midi import JackMidiIn
+
+                rt = JackMidiIn(self.client_name, self.server)
+            else:
+                rt = rtmidi.MidiIn(rtapi=rtapi, name=self.client_name)
+        except Exception as e:  # noqa: BLE001 - e.g. SystemError / JackOpenError: no JACK server
             raise MidiError(f"cannot open MIDI ({self.api or 'default'} API): {e}") from e
         rt.ignore_types(sysex=False, timing=False, active_sense=True)
         self._rt = rt
@@ -1155,7 +1175,6 @@ class MidiInput:
                     rt.set_callback(self._on_event)
                 self.connected = True
             else:
-                self._jack = self._open_jack_watch()
                 self._check_source()
         except BaseException:
             rt.delete()
@@ -1191,16 +1210,6 @@ class MidiInput:
                     rt.cancel_callback()
                 rt.close_port()
                 rt.delete()
-            watch, self._jack = self._jack, None
-        if watch is not None:
-            # Seen once under load: jack_client_close blocked forever on a libjack mutex right
-            # after rtmidi closed its own JACK client. Closing from a helper thread bounds the
-            # wait; a stuck close leaks one idle client instead of hanging shutdown.
-            closer = threading.Thread(target=watch.close, name="midi-jack-watch-close", daemon=True)
-            closer.start()
-            closer.join(2.0)
-            if closer.is_alive():
-                log.warning("closing the JACK connection watch timed out; leaving it behind")
         self.connected = False
 
     stop = close
@@ -1298,21 +1307,10 @@ class MidiInput:
                 self.connects += 1
                 log.info("MIDI input connected to %r", names[index])
 
-    def _open_jack_watch(self) -> Any:
-        """On JACK, a plain JACK client to see our connection (a source port closed and opened
-        again between two polls has the same name but is no longer connected to us)."""
-        if (self.api or "").lower() != "jack":
-            return None
-        try:
-            import jack
-
-            return jack.Client(f"{self.client_name}-watch", no_start_server=True, servername=self.server)
-        except Exception as e:  # noqa: BLE001 - without it, reconnects rely on the name vanishing
-            log.debug("no JACK connection watch: %s", e)
-            return None
-
     def _still_connected(self, source: str) -> bool:
-        watch = self._jack
+        """JACK: whether ``source`` still feeds our port (a source closed and opened again
+        between two polls has the same name but is no longer connected to us)."""
+        watch = getattr(self._rt, "client", None)
         if watch is None:
             return True
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 
 import mido
 import numpy as np
@@ -527,15 +528,48 @@ SENDER_CLIENT = "hb-test-sender"
 SENDER_PORT = "out"
 
 
+class JackMidiSender:
+    """A JACK client with one MIDI output port that writes whatever bytes it is given (no
+    checks, like python-rtmidi), through JACK-Client: an rtmidi JACK client would keep the GIL
+    in server calls and deadlock against the Python process callbacks in this process."""
+
+    def __init__(self, server: str, client: str = SENDER_CLIENT, connect_to: str | None = None) -> None:
+        import jack
+
+        self.client = jack.Client(client, no_start_server=True, servername=server)
+        self.port = self.client.midi_outports.register(SENDER_PORT)
+        self._queue: deque[bytes] = deque()
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+        if connect_to is not None:
+            self.client.connect(self.port, connect_to)
+
+    def _process(self, frames: int) -> None:
+        self.port.clear_buffer()
+        for _ in range(64):  # in order, all at the start of the cycle
+            if not self._queue:
+                break
+            self.port.write_midi_event(0, self._queue.popleft())
+
+    def send(self, msg: mido.Message) -> None:
+        self._queue.append(bytes(msg.bytes()))
+
+    def send_raw(self, data: list[int]) -> None:
+        self._queue.append(bytes(data))
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
 @pytest.fixture
 def jack_midi(jack_server):
-    """mido's rtmidi backend with the JACK API, pointed at the test server."""
-    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
-    return backend
+    """The test server's name, for JackMidiSender."""
+    return jack_server.name
 
 
-def open_sender(backend, client: str = SENDER_CLIENT):
-    return backend.open_output(SENDER_PORT, client_name=client)  # virtual: a JACK output port
+def open_sender(server: str, client: str = SENDER_CLIENT) -> JackMidiSender:
+    return JackMidiSender(server, client)
 
 
 def sender_name(client: str = SENDER_CLIENT) -> str:
@@ -575,8 +609,7 @@ def test_jack_virtual_input_cc14_both_orders(jack_midi):
     mapper = MidiMapper(engine, {"cc": [{"cc": 2, "cc14": True, "address": GAIN}]})
     with MidiInput(mapper, port=None, api="jack", client_name="hb-test-in", port_name="midi") as midi:
         assert midi.connected
-        assert "hb-test-in:midi" in jack_midi.get_output_names()
-        out = jack_midi.open_output("hb-test-in:midi")  # the sender connects to our port by name
+        out = JackMidiSender(jack_midi, "hb-test-out", connect_to="hb-test-in:midi")  # by name
         try:
             for v14, order in ((10001, "msb-lsb"), (4321, "lsb-msb")):
                 want = -96.0 + v14 / 16383 * 120.0
@@ -674,10 +707,9 @@ def test_jack_malformed_events_counted(jack_midi, sender):
     """Raw events through JACK: sysex and junk the sender writes are counted, nothing escapes."""
     engine = make_engine()
     mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": GAIN}]})
-    rt = sender._rt  # python-rtmidi sends raw bytes without checking them
     with MidiInput(mapper, port=sender_name(), api="jack", poll_s=0.05):
         for event in ([0xF0, 1, 2, 3, 0xF7], [0x12, 0x34], [0xF4], [0xB0, 7], [0xF7], [0xB0, 7, 127]):
-            rt.send_message(event)
+            sender.send_raw(event)
         assert wait_until(lambda: engine.get(GAIN) == 24.0)
         assert wait_until(lambda: engine.dropped_messages == 5), mapper.last_error
 
@@ -791,7 +823,6 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     import jack
 
-    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     probe = jack.Client("hb-midi-probe", no_start_server=True, servername=jack_server.name)
     out = None
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -812,7 +843,7 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
         assert proc.poll() is None, proc.stderr.read()
         assert wait_until(lambda: bool(probe.get_ports("hushbridge-midi:in", is_midi=True, is_input=True)), 30), \
             [p.name for p in probe.get_ports()]
-        out = open_sender(backend, "hb-run-sender")
+        out = open_sender(jack_server.name, "hb-run-sender")
         probe.connect(sender_name("hb-run-sender"), "hushbridge-midi:in")
         assert wait_until(lambda: get("/hb/gain/gain_db") is not None, 60, 0.1)
         out.send(cc(7, 0))
@@ -840,3 +871,62 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
             pytest.fail(f"hushbridge run did not stop on SIGTERM:\n{err}")
     assert proc.returncode == 0, err
     assert "MIDI in: virtual port hushbridge-midi:in" in err
+
+
+_WHILE_AUDIO_RUNS = r"""
+import sys, time
+import numpy as np
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+from test_midi import JackMidiSender, sender_name
+from hushbridge.control.midi import MidiInput, MidiMapper
+from hushbridge.effects import Chain, Gain
+from hushbridge.engine import Engine
+from hushbridge.io.jack import JackBackend
+
+server = sys.argv[1]
+engine = Engine(Chain([Gain(), Gain()]), channels=2)
+backend = JackBackend(engine, name="hb-midi-live", server=server)
+backend.start()  # from here a Python process callback runs every cycle in this process
+t0 = engine.blocks
+deadline = time.monotonic() + 30
+while engine.blocks < t0 + 20 and time.monotonic() < deadline:
+    time.sleep(0.01)
+sender = JackMidiSender(server)
+mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": "/hb/gain/gain_db"}]})
+midi = MidiInput(mapper, port=sender_name(), api="jack", server=server, poll_s=0.05).start()
+for value, want in ((0, -96.0), (127, 24.0)):
+    for _ in range(200):
+        sender.send_raw([0xB0, 7, value])
+        time.sleep(0.01)
+        if engine.get("/hb/gain/gain_db") == want:
+            break
+    assert engine.get("/hb/gain/gain_db") == want, (value, engine.get("/hb/gain/gain_db"))
+    sender.close()  # re-plug: the input lets go and connects again while audio runs
+    sender = JackMidiSender(server)
+    deadline = time.monotonic() + 10
+    while not (midi.connected and midi.connects >= 2 + (value > 0)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert midi.connected, (midi.connects, midi.disconnects)
+midi.close()
+sender.close()
+blocks = engine.blocks
+time.sleep(0.2)
+assert engine.blocks > blocks, "audio stopped"
+backend.stop()
+print("ok", engine.blocks, flush=True)
+"""
+
+
+@pytest.mark.jack
+def test_jack_input_opens_replugs_and_closes_while_audio_runs_in_the_same_process(jack_server):
+    """Opening, re-plugging and closing the JACK MIDI input while the engine's Python audio
+    callback runs in the same process: with python-rtmidi this deadlocked (it keeps the GIL in
+    JACK server calls), so the scenario runs in a child with a time limit, not in pytest itself."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-c", _WHILE_AUDIO_RUNS, jack_server.name, str(Path(__file__).parent),
+                           str(Path(__file__).parent.parent)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr[-3000:]

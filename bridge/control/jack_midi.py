@@ -1,0 +1,105 @@
+"""JACK MIDI input through JACK-Client, with the slice of ``rtmidi.MidiIn``'s interface that
+:class:`~hushbridge.control.midi.MidiInput` uses.
+
+Why not python-rtmidi on JACK: it keeps the GIL through its JACK calls (client open and close,
+activate, port register and connect). Each of those waits for the server, and the server waits
+for the current cycle, which cannot finish while a Python process callback in the same process
+(the engine's audio callback) waits for the GIL: a deadlock, seen when a MIDI input opened
+while the engine ran on JACK and when a controller was re-plugged. JACK-Client (cffi) lets
+the GIL go during every C call.
+
+The process callback only copies each event's bytes into a bounded deque with its frame time;
+:meth:`JackMidiIn.get_message` hands them out as ``(bytes, delta_seconds)`` like rtmidi.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+QUEUE_LIMIT = 4096  # events held between two drains; beyond it the oldest are dropped (counted)
+
+
+class JackMidiIn:
+    """A JACK client with one MIDI input port (see the module docstring)."""
+
+    def __init__(self, name: str, server: str | None = None) -> None:
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True, servername=server)
+        self._queue: deque[tuple[int, bytes]] = deque()
+        self._port: Any = None
+        self._sources: list[str] = []
+        self._last_frame: int | None = None
+        self._ignore_active_sense = True
+        self.overflows = 0
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    # == JACK process thread =====================================================================
+    def _process(self, frames: int) -> None:
+        port = self._port
+        if port is None:
+            return
+        base = self.client.last_frame_time
+        queue = self._queue
+        for offset, data in port.incoming_midi_events():
+            if len(queue) >= QUEUE_LIMIT:
+                queue.popleft()
+                self.overflows += 1
+            queue.append((base + offset, bytes(data)))
+
+    # == the rtmidi.MidiIn slice =================================================================
+    def ignore_types(self, sysex: bool = True, timing: bool = True, active_sense: bool = True) -> None:
+        """Only active sensing can be dropped here; sysex and timing always pass (we parse them)."""
+        self._ignore_active_sense = active_sense
+
+    def get_ports(self) -> list[str]:
+        """Full names of the MIDI outputs of other clients (the sources we can connect to)."""
+        mine = f"{self.client.name}:"
+        self._sources = [p.name for p in self.client.get_ports(is_midi=True, is_output=True)
+                         if not p.name.startswith(mine)]
+        return list(self._sources)
+
+    def _ensure_port(self, name: str) -> Any:
+        if self._port is None:
+            self._port = self.client.midi_inports.register(name)
+        return self._port
+
+    def open_virtual_port(self, name: str) -> None:
+        self._ensure_port(name)
+
+    def open_port(self, index: int, name: str) -> None:
+        """Connect the source ``get_ports()[index]`` (from the latest ``get_ports``) to our port."""
+        port = self._ensure_port(name)
+        source = self._sources[index]
+        if not any(p.name == source for p in self.client.get_all_connections(port)):
+            self.client.connect(source, port)
+
+    def close_port(self) -> None:
+        """Disconnect our port from every source (it stays registered for the next open)."""
+        port = self._port
+        if port is not None:
+            try:
+                port.disconnect()
+            except Exception:  # noqa: BLE001 - already gone with the source
+                pass
+
+    def get_message(self) -> tuple[list[int], float] | None:
+        """The oldest queued event as ``(bytes, seconds since the previous event)``, or None."""
+        queue = self._queue
+        while queue:
+            frame, data = queue.popleft()
+            if self._ignore_active_sense and data == b"\xfe":
+                continue
+            last = self._last_frame
+            self._last_frame = frame
+            delta = 0.0 if last is None else ((frame - last) & 0xFFFFFFFF) / self.client.samplerate
+            return list(data), delta
+        return None
+
+    def delete(self) -> None:
+        self._port = None
+        try:
+            self.client.deactivate()
+        finally:
+            self.client.close()
