@@ -39,6 +39,7 @@ only while :meth:`Engine.enable_effect_timing` is on.
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 import threading
 import time
@@ -55,6 +56,8 @@ from hushbridge.dsp.kernels.util import crossfade_into, sanitize
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 from hushbridge.effects.chain import Chain
 from hushbridge.errors import ChainError, ParamError
+
+log = logging.getLogger(__name__)
 
 SWAP_FADE_MS = 20.0
 GIL_SWITCH_INTERVAL = 0.0005  # seconds
@@ -626,7 +629,11 @@ class Engine:
             try:  # under the swap lock: a re-prepare must not interleave with the re-plan
                 self._fuse_job = None
                 if job[0].returncode == 0 and job[1] in (self._chain, *(self._incoming or ())[:1]):
-                    job[1].fuse_from_cache()
+                    if job[1].fuse_from_cache():
+                        log.info("fused runs compiled: the chain now runs as one call per block")
+                elif job[0].returncode != 0:
+                    log.warning("compiling fused runs failed (exit %s): the chain keeps running effect by "
+                                "effect", job[0].returncode)
             finally:
                 self._swap_lock.release()
         self.control.flush()
