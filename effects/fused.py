@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import logging
 import os
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from numba.extending import intrinsic
 
 from hushbridge.effects.base import Effect
 
+log = logging.getLogger(__name__)
 _BLOCK_T = typeof(np.zeros((1, 1), dtype=np.float32))
 # every generated run() has this signature: block, check_input, addresses, ints, floats
 SIGNATURE = (_BLOCK_T, numba.boolean, typeof(np.zeros(1, np.int64)), typeof(np.zeros(1, np.int64)),
@@ -335,6 +337,10 @@ def plan(slots: Sequence[SlotState], enabled: bool = True, compile: bool = True,
             except NotCompiled as e:
                 if missing is not None:
                     missing.append(e.args[0])
+                units.extend(range(k, j))
+            except Exception as e:  # noqa: BLE001 - e.g. an unwritable cache folder: run unfused
+                log.warning("cannot fuse %s (%s: %s); running them one by one",
+                            ", ".join(s.effect.name for s in slots[k:j]), type(e).__name__, e)
                 units.extend(range(k, j))
             k = j
         else:

@@ -212,3 +212,15 @@ def test_a_subclass_that_overrides_process_is_not_fused():
     eq = Chain([PeakingEQ(), Gain()])  # overrides process but declares python_needed: fused
     eq.prepare(ProcessSpec(SR, 64, 1))
     assert type(eq._units[0]) is FusedRun and len(eq._units) == 1
+
+
+def test_an_unwritable_cache_folder_means_unfused_not_broken(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("HUSHBRIDGE_FUSED_DIR", str(blocker / "fused"))  # mkdir fails: a file is in the way
+    chain = Chain([Gain(gain_db=-1.0), HighPass(cutoff_hz=123.0), Gain(gain_db=0.5)])
+    chain.prepare(ProcessSpec(SR, 64, 1))
+    assert chain._units == [0, 1, 2] and "cannot fuse" in caplog.text
+    block = np.ones((1, 64), np.float32)
+    chain.process(block)
+    assert np.isfinite(block).all() and block[0, -1] != 1.0
