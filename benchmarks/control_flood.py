@@ -226,7 +226,8 @@ def main() -> int:
                 raise SystemExit("a flood sender did not start")
         if have_midi:
             mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": "/hb/probe_midi/gain_db"}]})
-            midi = MidiInput(mapper, port="hb-flood-midi:out", api="jack", server=server_name).start()
+            midi = MidiInput(mapper, port="hb-flood-midi:out", api="jack", server=server_name, jack_host=backend,
+                             port_name="midi_in").start()  # as `hushbridge run` does on JACK
             deadline = time.monotonic() + 10
             while not midi.connected and time.monotonic() < deadline:
                 time.sleep(0.05)

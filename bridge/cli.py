@@ -193,10 +193,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     osc = midi = None
     try:
-        # MIDI opens before and closes after the audio client: python-rtmidi keeps the GIL through
-        # its JACK client open/close, which wait for a cycle of the audio callback (which needs the GIL)
-        midi = _start_midi_in(args, engine) if args.midi_in else None
         backend.start()
+        # on JACK the MIDI port joins the engine's own client (one Python callback per cycle)
+        midi = _start_midi_in(args, engine, backend) if args.midi_in else None
         if not args.no_osc:
             from hushbridge.control.osc import OscServer
 
@@ -222,11 +221,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if tty:
             sys.stderr.write("\n")
     finally:
+        if midi is not None:
+            midi.close()  # first: on JACK its port lives on the backend's client
         if osc is not None:
             osc.close()
         backend.close()
-        if midi is not None:
-            midi.close()
     err.print(f"stopped. {engine.status_line()}")
     return EXIT_OK
 
@@ -241,14 +240,17 @@ def _preset_midi_table(args: argparse.Namespace) -> dict:
     return find_preset(args.preset or "dialogue").midi
 
 
-def _start_midi_in(args: argparse.Namespace, engine):
-    """``run --midi-in``: a MidiInput feeding the engine (the preset's ``[midi]`` maps)."""
+def _start_midi_in(args: argparse.Namespace, engine, backend):
+    """``run --midi-in``: a MidiInput feeding the engine (the preset's ``[midi]`` maps); on JACK
+    with the JACK backend its port is ``<--name>:midi_in`` on the engine's client."""
     from hushbridge.control.midi import MidiInput, MidiMapper
 
     mapper = MidiMapper(engine, _preset_midi_table(args))
     api = args.midi_api or ("jack" if args.backend == "jack" else None)
     port = None if args.midi_in == "virtual" else args.midi_in
-    midi = MidiInput(mapper, port=port, api=api, server=args.server if api == "jack" else None)
+    host = backend if api == "jack" and args.backend == "jack" else None
+    extra = {"jack_host": host, "port_name": "midi_in"} if host is not None else {}
+    midi = MidiInput(mapper, port=port, api=api, server=args.server if api == "jack" else None, **extra)
     midi.start()
     return midi
 

@@ -10,6 +10,10 @@ the GIL go during every C call.
 
 The process callback only copies each event's bytes into a bounded deque with its frame time;
 :meth:`JackMidiIn.get_message` hands them out as ``(bytes, delta_seconds)`` like rtmidi.
+
+With ``host`` (a running :class:`~hushbridge.io.jack.JackBackend`) the MIDI port lives on the
+engine's own JACK client and is read by a hook in its process callback, so the process has one
+Python callback per cycle instead of two (each one takes the GIL in a real-time thread).
 """
 from __future__ import annotations
 
@@ -22,18 +26,23 @@ QUEUE_LIMIT = 4096  # events held between two drains; beyond it the oldest are d
 class JackMidiIn:
     """A JACK client with one MIDI input port (see the module docstring)."""
 
-    def __init__(self, name: str, server: str | None = None) -> None:
-        import jack
-
-        self.client = jack.Client(name, no_start_server=True, servername=server)
+    def __init__(self, name: str, server: str | None = None, host: Any = None) -> None:
+        self._host = host
         self._queue: deque[tuple[int, bytes]] = deque()
         self._port: Any = None
         self._sources: list[str] = []
         self._last_frame: int | None = None
         self._ignore_active_sense = True
         self.overflows = 0
-        self.client.set_process_callback(self._process)
-        self.client.activate()
+        if host is not None:
+            self.client = host.client
+            host.add_process_hook(self._process)
+        else:
+            import jack
+
+            self.client = jack.Client(name, no_start_server=True, servername=server)
+            self.client.set_process_callback(self._process)
+            self.client.activate()
 
     # == JACK process thread =====================================================================
     def _process(self, frames: int) -> None:
@@ -98,7 +107,15 @@ class JackMidiIn:
         return None
 
     def delete(self) -> None:
-        self._port = None
+        port, self._port = self._port, None
+        if self._host is not None:
+            self._host.remove_process_hook(self._process)
+            if port is not None:
+                try:
+                    port.unregister()
+                except Exception:  # noqa: BLE001 - the backend's client is already closed
+                    pass
+            return
         try:
             self.client.deactivate()
         finally:

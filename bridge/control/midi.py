@@ -1091,6 +1091,10 @@ class MidiInput:
         Our client and port names (JACK shows ``hushbridge-midi:in``).
     poll_s : float
         How often to look for the source port (hot-plug).
+    jack_host : JackBackend, optional
+        JACK only: put the MIDI port on this running backend's client (``<engine>:<port_name>``)
+        instead of a client of our own, read in its process callback (one Python callback per
+        cycle in the process instead of two).
 
     On JACK the input is a JACK-Client client (:mod:`hushbridge.control.jack_midi`), not
     python-rtmidi, which keeps the GIL through JACK server calls and so deadlocks against a
@@ -1107,7 +1111,7 @@ class MidiInput:
 
     def __init__(self, mapper: MidiMapper, port: str | None = None, *, api: str | None = "jack",
                  server: str | None = None, client_name: str = "hushbridge-midi", port_name: str = "in",
-                 poll_s: float = 0.25) -> None:
+                 poll_s: float = 0.25, jack_host: Any = None) -> None:
         self.mapper = mapper
         self.source = port
         self.api = api
@@ -1115,6 +1119,11 @@ class MidiInput:
         self.client_name = client_name
         self.port_name = port_name
         self.poll_s = poll_s
+        self.jack_host = jack_host
+        if jack_host is not None:
+            if (api or "").lower() != "jack":
+                raise MidiError("jack_host needs the jack MIDI API")
+            self.client_name = jack_host.client.name
         self.connected = False  # to the source port (always True for a virtual port once open)
         self.connected_to = ""
         self.connects = 0
@@ -1158,7 +1167,7 @@ class MidiInput:
             if self._polling:  # JACK: JACK-Client, which lets the GIL go in server calls
                 from hushbridge.control.jack_midi import JackMidiIn
 
-                rt = JackMidiIn(self.client_name, self.server)
+                rt = JackMidiIn(self.client_name, self.server, host=self.jack_host)
             else:
                 rt = rtmidi.MidiIn(rtapi=rtapi, name=self.client_name)
         except Exception as e:  # noqa: BLE001 - e.g. SystemError / JackOpenError: no JACK server

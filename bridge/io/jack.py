@@ -27,9 +27,8 @@ to libjack through :mod:`ctypes`; :func:`get_latency_range` reads any port's ran
 from __future__ import annotations
 
 import ctypes as _ctypes
-import re as _re
 import threading as _threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -213,6 +212,7 @@ class JackBackend(Backend):
             self.client.close()
             raise
         self.server_shutdown = ""
+        self._hooks: list[Callable[[int], None]] = []
         self._ptrs_in = [_address(p._ptr) for p in self.inports]
         self._ptrs_out = [_address(p._ptr) for p in self.outports]
 
@@ -439,6 +439,18 @@ class JackBackend(Backend):
             self.engine.process(inp[:, :frames], out[:, :frames])
             for port, row in out_pairs:
                 port.get_array()[:] = row[:frames]
+        hooks = self._hooks
+        if hooks:
+            for hook in hooks:
+                hook(frames)
+
+    def add_process_hook(self, hook: Callable[[int], None]) -> None:
+        """Call ``hook(frames)`` in every process cycle after the audio (for MIDI ports on this
+        client, :mod:`hushbridge.control.jack_midi`). It runs in the real-time thread: keep it tiny."""
+        self._hooks = [*self._hooks, hook]  # a new list: the callback never sees one being changed
+
+    def remove_process_hook(self, hook: Callable[[int], None]) -> None:
+        self._hooks = [h for h in self._hooks if h is not hook]
 
 
 def _is_regex(text: str) -> bool:

@@ -841,10 +841,10 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
         # go during server calls; python-rtmidi keeps it), open one sender and connect it.
         assert wait_until(lambda: proc.poll() is not None or bool(probe.get_ports("hbmidirun:out_1")), 120, 0.2)
         assert proc.poll() is None, proc.stderr.read()
-        assert wait_until(lambda: bool(probe.get_ports("hushbridge-midi:in", is_midi=True, is_input=True)), 30), \
+        assert wait_until(lambda: bool(probe.get_ports("hbmidirun:midi_in", is_midi=True, is_input=True)), 30), \
             [p.name for p in probe.get_ports()]
         out = open_sender(jack_server.name, "hb-run-sender")
-        probe.connect(sender_name("hb-run-sender"), "hushbridge-midi:in")
+        probe.connect(sender_name("hb-run-sender"), "hbmidirun:midi_in")
         assert wait_until(lambda: get("/hb/gain/gain_db") is not None, 60, 0.1)
         out.send(cc(7, 0))
         assert wait_until(lambda: get("/hb/gain/gain_db") == -30.0, 15, 0.05)
@@ -870,7 +870,7 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
             _, err = proc.communicate()
             pytest.fail(f"hushbridge run did not stop on SIGTERM:\n{err}")
     assert proc.returncode == 0, err
-    assert "MIDI in: virtual port hushbridge-midi:in" in err
+    assert "MIDI in: virtual port hbmidirun:midi_in" in err
 
 
 _WHILE_AUDIO_RUNS = r"""
@@ -908,6 +908,19 @@ for value, want in ((0, -96.0), (127, 24.0)):
         time.sleep(0.02)
     assert midi.connected, (midi.connects, midi.disconnects)
 midi.close()
+# the same on the engine's own client (what `hushbridge run` does on JACK)
+midi = MidiInput(mapper, port=sender_name(), api="jack", server=server, poll_s=0.05, jack_host=backend,
+                 port_name="midi_in").start()
+assert midi.connected and midi.port_label.startswith(repr(sender_name()))
+for _ in range(200):
+    sender.send_raw([0xB0, 7, 64])
+    time.sleep(0.01)
+    if engine.get("/hb/gain/gain_db") == -96.0 + 64 / 127 * 120.0:
+        break
+assert engine.get("/hb/gain/gain_db") == -96.0 + 64 / 127 * 120.0, engine.get("/hb/gain/gain_db")
+assert [p.name for p in backend.client.get_all_connections("hb-midi-live:midi_in")] == [sender_name()]
+midi.close()
+assert not backend.client.get_ports("hb-midi-live:midi_in")
 sender.close()
 blocks = engine.blocks
 time.sleep(0.2)
