@@ -1086,9 +1086,10 @@ class MidiInput:
     api : str, optional
         ``"jack"`` (default), ``"alsa"``, ``"coremidi"``, ``"winmm"`` or None (rtmidi's default).
     server : str, optional
-        JACK server name; sets ``JACK_DEFAULT_SERVER`` for this process (libjack reads it).
+        JACK server name (default ``$JACK_DEFAULT_SERVER`` or ``default``).
     client_name, port_name : str
-        Our client and port names (JACK shows ``hushbridge-midi:in``).
+        Our client and port names (JACK shows ``hushbridge-midi:in``; with ``jack_host`` the
+        client is the backend's).
     poll_s : float
         How often to look for the source port (hot-plug).
     jack_host : JackBackend, optional
@@ -1156,19 +1157,15 @@ class MidiInput:
             raise RuntimeError("MidiInput is closed; create a new one")
         if self._started:
             return self
-        import os
-
-        import rtmidi
-
-        if self.server and (self.api or "").lower() == "jack":
-            os.environ["JACK_DEFAULT_SERVER"] = self.server
-        rtapi = _rtapi(self.api)
+        rtapi = None if self._polling else _rtapi(self.api)  # JACK needs no rtmidi JACK API
         try:
             if self._polling:  # JACK: JACK-Client, which lets the GIL go in server calls
                 from hushbridge.control.jack_midi import JackMidiIn
 
                 rt = JackMidiIn(self.client_name, self.server, host=self.jack_host)
             else:
+                import rtmidi
+
                 rt = rtmidi.MidiIn(rtapi=rtapi, name=self.client_name)
         except Exception as e:  # noqa: BLE001 - e.g. SystemError / JackOpenError: no JACK server
             raise MidiError(f"cannot open MIDI ({self.api or 'default'} API): {e}") from e
