@@ -72,6 +72,10 @@ class FusedRun:
 
     start: int
     effects: tuple[Effect, ...]
+    #: ``entry(block, check_input, *args[:3])`` processes a C-contiguous float32 block and
+    #: returns a bit mask: bit 0 when the input had non-finite samples (checked only with
+    #: ``check_input``), bit ``k + 1`` when the run's ``k``-th effect produced some (the block
+    #: was silenced there; the caller resets that effect). ``args[3]`` keeps the arrays alive.
     entry: Callable[..., int] = field(repr=False)
     args: tuple[Any, ...] = field(repr=False)
     #: the effects whose ``python_needed`` can become true (checked before every block)
@@ -79,13 +83,6 @@ class FusedRun:
 
     def __post_init__(self) -> None:
         self.watch = tuple(e for e in self.effects if type(e).python_needed is not Effect.python_needed)
-
-    def __call__(self, block: np.ndarray, check_input: bool) -> int:
-        """Process ``block`` (C-contiguous float32); returns a bit mask: bit 0 set when the input
-        had non-finite samples, bit ``k + 1`` when the run's ``k``-th effect produced some (the
-        block was silenced there; the caller resets that effect)."""
-        a = self.args
-        return self.entry(block, check_input, a[0], a[1], a[2])
 
 
 def fusable(effect: Effect) -> bool:

@@ -1068,7 +1068,7 @@ def match_port(wanted: str, names: list[str]) -> int | None:
     return hits[0] if len(hits) == 1 else None
 
 
-JACK_DRAIN_S = 0.001  # how often a JACK MIDI input drains rtmidi's queue
+JACK_DRAIN_S = 0.001  # how often a JACK MIDI input drains its port's queue
 
 
 class MidiInput:
@@ -1141,8 +1141,9 @@ class MidiInput:
         self._worker = threading.Thread(target=self._work, name="hushbridge-midi-worker", daemon=True)
         self._started = False
         self._closed = False
-        #: JACK: drain rtmidi's queue from the service thread instead of a callback (see above)
+        #: JACK: the service thread drains the port's queue (see above)
         self._polling = (api or "").lower() == "jack"
+        self._overflows_seen = 0
 
     @property
     def port_label(self) -> str:
@@ -1254,12 +1255,18 @@ class MidiInput:
 
     # == service thread ==========================================================================
     def _drain(self, rt: Any) -> None:
-        """Hand every event rtmidi has queued to the parser (polling mode, service thread)."""
+        """Hand every queued event to the parser (JACK, service thread); events the full
+        queue lost are counted as dropped messages."""
         for _ in range(4096):  # bounded: a flood cannot keep this thread here
             event = rt.get_message()
             if event is None:
-                return
+                break
             self._on_event(event)
+        lost = rt.overflows - self._overflows_seen
+        if lost > 0:
+            self._overflows_seen += lost
+            for _ in range(lost):
+                self.mapper.reject(f"MIDI input queue full: {lost} events lost")
 
     def _serve(self) -> None:
         next_poll = time.monotonic() + self.poll_s

@@ -943,3 +943,23 @@ def test_jack_input_opens_replugs_and_closes_while_audio_runs_in_the_same_proces
                            str(Path(__file__).parent.parent)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr[-3000:]
+
+
+@pytest.mark.jack
+def test_jack_input_queue_is_bounded_and_counts_what_it_loses(jack_midi):
+    from hushbridge.control.jack_midi import QUEUE_LIMIT, JackMidiIn
+
+    sender = JackMidiSender(jack_midi, "hb-overflow-sender")
+    rt = JackMidiIn("hb-overflow-in", jack_midi)
+    try:
+        rt.open_port(rt.get_ports().index(sender_name("hb-overflow-sender")), "in")
+        total = QUEUE_LIMIT + 500
+        for k in range(total):
+            sender.send_raw([0xB0, 7, k % 128])
+        assert wait_until(lambda: len(rt._queue) + rt.overflows == total, 10.0), (len(rt._queue), rt.overflows)
+        assert rt.overflows == 500
+        first = rt.get_message()
+        assert first is not None and first[0] == [0xB0, 7, 500 % 128]  # the oldest were dropped
+    finally:
+        rt.delete()
+        sender.close()
