@@ -46,6 +46,21 @@ RT_REFUSED = ("cannot use real-time scheduling", "acquireselfrealtime error", "c
 
 
 # == child processes ================================================================================
+def send_paced(conn, send, rate: float, n: int) -> np.ndarray:
+    """After the parent's go, call ``send(i)`` for i < n at ``rate`` per second; the send times."""
+    sent = np.zeros(n)
+    conn.send("ready")
+    conn.recv()
+    t0 = time.perf_counter()
+    for i in range(n):
+        wait = t0 + i / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)  # no spinning: the senders must not eat the cores the engine needs
+        sent[i] = time.perf_counter()
+        send(i)
+    return sent
+
+
 def osc_sender(conn, port: int, rate: float, seconds: float) -> None:
     """Send ``/hb/probe/gain_db`` at ``rate`` per second; return the send times."""
     import socket
@@ -59,18 +74,7 @@ def osc_sender(conn, port: int, rate: float, seconds: float) -> None:
         b.add_arg(-k * 0.01, "f")
         packets.append(b.build().dgram)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sent = np.zeros(n)
-    conn.send("ready")
-    conn.recv()
-    t0 = time.perf_counter()
-    for i in range(n):
-        due = t0 + i / rate
-        wait = due - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)  # no spinning: the senders must not eat the cores the engine needs
-        sent[i] = time.perf_counter()
-        sock.sendto(packets[i % CYCLE], ("127.0.0.1", port))
-    conn.send(sent)
+    conn.send(send_paced(conn, lambda i: sock.sendto(packets[i % CYCLE], ("127.0.0.1", port)), rate, n))
 
 
 def midi_sender(conn, server: str, rate: float, seconds: float) -> None:
@@ -80,19 +84,8 @@ def midi_sender(conn, server: str, rate: float, seconds: float) -> None:
 
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     port = backend.open_output("out", client_name="hb-flood-midi")
-    n = int(rate * seconds)
-    sent = np.zeros(n)
     msgs = [mido.Message("control_change", channel=0, control=7, value=v) for v in range(128)]
-    conn.send("ready")
-    conn.recv()
-    t0 = time.perf_counter()
-    for i in range(n):
-        due = t0 + i / rate
-        wait = due - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)  # no spinning: the senders must not eat the cores the engine needs
-        sent[i] = time.perf_counter()
-        port.send(msgs[i % 128])
+    sent = send_paced(conn, lambda i: port.send(msgs[i % 128]), rate, int(rate * seconds))
     time.sleep(0.2)
     port.close()
     conn.send(sent)
