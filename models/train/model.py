@@ -92,6 +92,61 @@ def dft_matrices() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (fr.astype(np.float32), fi.astype(np.float32), ir.astype(np.float32), ii.astype(np.float32))
 
 
+CT_ROWS, CT_COLS = 16, 30  # N_FFT = 16 x 30: the streaming graph's DFTs as two small stages
+
+
+def factored_dft_constants() -> dict[str, np.ndarray]:
+    """Constants of a two-stage (Cooley-Tukey, 480 = 16 x 30) windowed real DFT and its inverse.
+
+    Same results as :func:`dft_matrices` (to float rounding) with ~60 kB of constants instead of
+    1.85 MB: in the real-time callback the graph runs once every 5 ms, and a 1.85 MB matrix falls
+    out of the caches between hops and has to come back from memory on every hop.
+
+    Forward, ``x`` windowed and read as ``[16, 30]`` (``n = 30 a + b``): stage 1 ``[re; im] =
+    f1 @ x`` (DFT over ``a``), stage 2 per row ``k1``: ``[re | im] @ f2[k1]`` (twiddle and DFT over
+    ``b``, only the 16 ``k2`` that reach bin 240), then ``fwd_take`` picks bins ``k = k1 + 16 k2``
+    into ``[re 0..240 | im 0..240]``. Inverse: ``inv_take``/``inv_sign`` build the full Hermitian
+    spectrum as ``[2, 16, 30]`` (``k = 30 a + b``), stage 1 ``i1`` (inverse DFT over ``a``), stage 2
+    per row ``c``: ``i2[c]`` (twiddle, inverse DFT over ``b``, real part), giving ``y[c + 16 d]``.
+    """
+    n1, n2, n = CT_ROWS, CT_COLS, N_FFT
+    a = np.arange(n1)
+    b = np.arange(n2)
+    win = np.sin(np.pi * np.arange(n) / n)
+    # forward
+    e1 = np.exp(-2j * np.pi * np.outer(a, a) / n1)                    # [k1, a]
+    f1 = np.concatenate([e1.real, e1.imag], axis=0)                    # [32, 16]
+    k2n = -(-N_BINS // n1)                                             # k2 = 0..15
+    tw = np.exp(-2j * np.pi * np.outer(a, b) / n)                      # [k1, b]
+    e2 = np.exp(-2j * np.pi * np.outer(b, np.arange(k2n)) / n2)       # [b, k2]
+    f2 = np.zeros((n1, 2 * n2, 2 * k2n))
+    for k1 in range(n1):
+        m = tw[k1][:, None] * e2                                       # [b, k2] complex
+        f2[k1, :n2, :k2n], f2[k1, :n2, k2n:] = m.real, m.imag          # from re
+        f2[k1, n2:, :k2n], f2[k1, n2:, k2n:] = -m.imag, m.real         # from im
+    k = np.arange(N_BINS)
+    fwd_take = np.concatenate([(k % n1) * 2 * k2n + k // n1, (k % n1) * 2 * k2n + k2n + k // n1])
+    # inverse: y[n] = win[n] / N * Re sum_k Y[k] e^{+2 pi i n k / N}, Y[N - k] = conj(Y[k])
+    kk = np.arange(n)
+    src = np.where(kk < N_BINS, kk, n - kk)
+    inv_take = np.concatenate([src, N_BINS + src])
+    inv_sign = np.concatenate([np.ones(n), np.where(kk < N_BINS, 1.0, -1.0)])
+    g1 = np.exp(2j * np.pi * np.outer(a, a) / n1)                      # [c, a]
+    i1 = np.block([[g1.real, -g1.imag], [g1.imag, g1.real]])           # [32, 32]
+    tw2 = np.exp(2j * np.pi * np.outer(a, b) / n)                      # [c, b]
+    g2 = np.exp(2j * np.pi * np.outer(b, b) / n2)                      # [b, d]
+    i2 = np.zeros((n1, 2 * n2, n2))
+    for c in range(n1):
+        m = tw2[c][:, None] * g2                                       # [b, d] complex
+        i2[c, :n2], i2[c, n2:] = m.real, -m.imag                       # Re((Pr + i Pi) m)
+    out_win = (win / n).reshape(n2, n1).T                              # [c, d]: y[c + 16 d]
+    f32 = np.float32
+    return {"win": win.reshape(n1, n2).astype(f32), "f1": f1.astype(f32), "f2": f2.astype(f32),
+            "fwd_take": fwd_take.astype(np.int64), "inv_take": inv_take.astype(np.int64),
+            "inv_sign": inv_sign.reshape(2, n1, n2).astype(f32), "i1": i1.astype(f32),
+            "i2": i2.astype(f32), "out_win": out_win.astype(f32)}
+
+
 def ema_matrix(t: int, alpha: float = ALPHA, device=None) -> torch.Tensor:
     """``W[t, s] = (1 - a) a^(t - s)`` for s <= t: running mean over a whole sequence as one matmul."""
     idx = torch.arange(t, device=device, dtype=torch.float64)
@@ -268,19 +323,34 @@ class StreamingDenoise(nn.Module):
     - ``state_5`` [1, 240]: overlap-add tail
 
     The same arithmetic as :meth:`DenoiseNet.forward`, with constant matrices fused for a small graph:
-    one DFT matmul (re|im), one inverse matmul, one matmul for all three heads.
+    the DFTs in two small stages (:func:`factored_dft_constants`), one matmul for all three heads.
     """
 
     def __init__(self, net: DenoiseNet):
         super().__init__()
         self.net = net
         with torch.no_grad():
-            self.register_buffer("fwd", torch.cat([net.fwd_re, net.fwd_im], dim=1).clone(), persistent=False)
-            self.register_buffer("inv", torch.cat([net.inv_re, net.inv_im], dim=0).clone(), persistent=False)
+            for key, arr in factored_dft_constants().items():
+                self.register_buffer("ct_" + key, torch.from_numpy(arr), persistent=False)
             self.register_buffer("head_w", torch.cat([net.gain_head.weight, net.df_head.weight,
                                                       net.vad_head.weight], dim=0).t().contiguous(), persistent=False)
             self.register_buffer("head_b", torch.cat([net.gain_head.bias, net.df_head.bias, net.vad_head.bias]),
                                  persistent=False)
+
+    def rdft(self, frame: torch.Tensor) -> torch.Tensor:
+        """``[1, N]`` -> windowed spectrum ``[1, 2F]`` (re | im), two small stages."""
+        x = frame.reshape(CT_ROWS, CT_COLS) * self.ct_win
+        s1 = (self.ct_f1 @ x).reshape(2, CT_ROWS, CT_COLS).transpose(0, 1).reshape(CT_ROWS, 1, 2 * CT_COLS)
+        s2 = torch.matmul(s1, self.ct_f2).reshape(-1)  # [k1, re k2 | im k2]
+        return s2[self.ct_fwd_take].reshape(1, 2 * N_BINS)
+
+    def irdft(self, y_spec: torch.Tensor) -> torch.Tensor:
+        """Spectrum ``[1, 2F]`` (re | im) -> windowed, scaled frame ``[1, N]``."""
+        full = y_spec.reshape(-1)[self.ct_inv_take].reshape(2, CT_ROWS, CT_COLS) * self.ct_inv_sign
+        s1 = (self.ct_i1 @ full.reshape(2 * CT_ROWS, CT_COLS)).reshape(2, CT_ROWS, CT_COLS)
+        s1 = s1.transpose(0, 1).reshape(CT_ROWS, 1, 2 * CT_COLS)
+        y = torch.matmul(s1, self.ct_i2).reshape(CT_ROWS, CT_COLS) * self.ct_out_win  # [c, d]
+        return y.t().reshape(1, N_FFT)
 
     def state_shapes(self) -> list[tuple[int, ...]]:
         return [(1, HOP), (1, N_BANDS), (1, DF_BINS), (self.net.layers, 1, self.net.hidden),
@@ -289,7 +359,7 @@ class StreamingDenoise(nn.Module):
     def forward(self, audio_in, state_0, state_1, state_2, state_3, state_4, state_5, atten_lim_db):
         net = self.net
         frame = torch.cat([state_0, audio_in], dim=1)  # [1, N]
-        spec = frame @ self.fwd  # [1, 2F]
+        spec = self.rdft(frame)  # [1, 2F]
         re, im = spec[:, :N_BINS], spec[:, N_BINS:]
         feat = (10.0 / math.log(10.0)) * torch.log((re * re + im * im) @ net.band + 1e-10)
         d1 = ALPHA * state_1 + (1.0 - ALPHA) * (feat - FEAT_INIT_DB)
@@ -316,7 +386,7 @@ class StreamingDenoise(nn.Module):
         yi = g * im + torch.nn.functional.pad(di, (0, N_BINS - DF_BINS))
         y_spec = torch.cat([yr, yi], dim=1)
         y_spec = y_spec + lim * (spec - y_spec)
-        y = y_spec @ self.inv  # [1, N]
+        y = self.irdft(y_spec)  # [1, N]
         audio_out = y[:, :HOP] + state_5
         return audio_out, audio_in, d1, d2, h, past[:, :, : DF_ORDER - 1], y[:, HOP:], vad, gains
 

@@ -109,12 +109,22 @@ class Loss:
 
 
 def lr_at(step: int, tc: dict) -> float:
+    """Warm-up, then halve every ``lr_halflife_steps`` down to ``lr_min``.
+
+    ``restarts = [[step, lr, halflife], ...]`` restarts the decay from ``lr`` at ``step`` (warm restarts: a
+    resumed run gets out of the floor it had settled on without changing the steps before it, so the
+    shipped weights stay reproducible from the config).
+    """
     lr = float(tc["lr"])
     lo = float(tc.get("lr_min", lr / 10))
     warm = int(tc.get("warmup_steps", 0))
     if step < warm:
         return lr * (step + 1) / warm
-    return max(lo, lr * 0.5 ** ((step - warm) / float(tc.get("lr_halflife_steps", 1e9))))
+    start, half = warm, float(tc.get("lr_halflife_steps", 1e9))
+    for at, peak, *rest in sorted(tc.get("restarts", [])):
+        if step >= int(at):
+            start, lr, half = int(at), float(peak), float(rest[0]) if rest else half
+    return max(lo, lr * 0.5 ** ((step - start) / half))
 
 
 def save(path: Path, payload: dict) -> None:
