@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .data import MixConfig, MixtureSampler
-from .model import GRAPH_DELAY, HOP, N_FFT, DenoiseNet, count_params
+from .model import GRAPH_DELAY, HOP, N_FFT, DenoiseNet, count_params, erb_band_matrix
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "checkpoints"
 
@@ -66,7 +66,13 @@ class Loss:
         self.cw = float(lc.get("complex_weight", 0.3))
         self.res = [tuple(r) for r in lc.get("resolutions", [[480, 240], [1024, 256], [2048, 512]])]
         self.vad_w = float(lc.get("vad_weight", 0.05))
+        self.gain_w = float(lc.get("gain_weight", 0.0))
+        self.gain_from = int(lc.get("gain_from_step", 0))
         self.windows = {n: torch.hann_window(n) for n, _ in self.res}
+        band = torch.from_numpy(erb_band_matrix())  # [bins, bands]
+        self.band = band
+        self.band_hz = band.argmax(0).float() * (48000.0 / N_FFT)  # centre of each band
+        self.win = torch.sin(torch.pi * torch.arange(N_FFT) / N_FFT)
 
     def _pow(self, a: torch.Tensor) -> torch.Tensor:
         return torch.sqrt(a) if self.c == 0.5 else torch.exp(self.c * torch.log(a))
@@ -95,17 +101,39 @@ class Loss:
             total = total + (1 - self.cw) * mag + self.cw * cpx
         return total / len(self.res)
 
-    def __call__(self, out, vad, noisy, target, band_hz):
+    def _band_energy(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Band energies ``[B, k, bands]`` of the model's own frames (same padding and window)."""
+        xp = torch.cat([x.new_zeros(x.shape[0], GRAPH_DELAY), x[:, : k * HOP]], 1)
+        sp = torch.fft.rfft(xp.unfold(1, N_FFT, HOP) * self.win, dim=-1)
+        return (sp.real ** 2 + sp.imag ** 2) @ self.band
+
+    def gain(self, gains, noisy, target, band_hz):
+        """RNNoise-style band-gain loss: every band of every frame counts the same, so noise-only
+        frames and quiet bands (where a spectral loss weighs little) are pushed to the ideal gain
+        ``sqrt(E_target / E_noisy)`` as hard as loud speech is."""
+        k = gains.shape[1]
+        es, ex = self._band_energy(target, k), self._band_energy(noisy, k)
+        ideal = torch.sqrt(torch.clamp(es / (ex + 1e-10), 0.0, 1.0))
+        active = es.sum(-1, keepdim=True) > es.sum(-1).amax(1)[:, None, None] * 1e-5
+        inband = self.band_hz[None, None, :] < band_hz[:, None, None]
+        m = ((inband | ~active) & (ex > 1e-9)).float()
+        d = torch.sqrt(gains + 1e-8) - torch.sqrt(ideal + 1e-8)
+        return ((d * d + 10.0 * d ** 4) * m).sum() / m.sum().clamp(min=1.0)
+
+    def __call__(self, out, vad, noisy, target, band_hz, gains=None, step=None):
         t = out.shape[1]
         y = out[:, GRAPH_DELAY:]
         s = target[:, : t - GRAPH_DELAY]
         loss = self.spec(y, s, band_hz)
+        total = loss
+        if gains is not None and self.gain_w > 0 and (step is None or step >= self.gain_from):
+            total = total + self.gain_w * self.gain(gains, noisy, target, band_hz)
         # activity label per model frame: target frame energy within 30 dB of the loudest, above -70 dBFS
         tp = torch.cat([target.new_zeros(target.shape[0], GRAPH_DELAY), target[:, :t]], 1)
         fe = tp.unfold(1, N_FFT, HOP).pow(2).mean(-1)[:, : vad.shape[1]]
         label = ((fe > fe.amax(1, keepdim=True) * 1e-3) & (fe > 1e-7)).float()
         bce = torch.nn.functional.binary_cross_entropy(vad.clamp(1e-6, 1 - 1e-6), label)
-        return loss + self.vad_w * bce, loss.detach(), bce.detach()
+        return total + self.vad_w * bce, loss.detach(), bce.detach()
 
 
 def lr_at(step: int, tc: dict) -> float:
@@ -211,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         noisy, target, band = torch.from_numpy(noisy), torch.from_numpy(target), torch.from_numpy(band)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
-        out, vad, _ = net(noisy)
-        loss, spec_l, bce = lossf(out, vad, noisy, target, band)
+        out, vad, gains = net(noisy)
+        loss, spec_l, bce = lossf(out, vad, noisy, target, band, gains, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), float(tc.get("grad_clip", 1.0)))

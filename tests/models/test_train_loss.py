@@ -1,0 +1,84 @@
+"""Training-side pieces that decide what the shipped weights learn: the lr schedule with warm
+restarts, the band-gain loss, the factored DFT of the streaming export.
+
+Needs the ``[train]`` extra (torch); skipped cleanly where torch is absent (CI installs only [dev]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hushbridge.models.train import model as md  # noqa: E402
+from hushbridge.models.train.train import Loss, lr_at  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+
+def test_lr_warm_restart_leaves_earlier_steps_alone():
+    base = {"lr": 1e-3, "lr_min": 1e-4, "warmup_steps": 50, "lr_halflife_steps": 600}
+    restarted = dict(base, restarts=[[2500, 5e-4, 1500.0]])
+    for step in (0, 49, 50, 700, 2499):
+        assert lr_at(step, restarted) == lr_at(step, base)
+    assert lr_at(2499, restarted) == pytest.approx(1e-4)
+    assert lr_at(2500, restarted) == pytest.approx(5e-4)
+    assert lr_at(4000, restarted) == pytest.approx(2.5e-4)  # one halflife of the restart
+    assert lr_at(20000, restarted) == pytest.approx(1e-4)  # the floor still holds
+
+
+def _mixture(seed=0, seconds=1.0):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * md.SR) // md.HOP * md.HOP
+    t = np.arange(n) / md.SR
+    speech = 0.3 * np.sin(2 * np.pi * 300 * t) * (t > 0.5)  # silent first half
+    noise = 0.02 * rng.standard_normal(n)
+    return (torch.from_numpy((speech + noise)[None].astype(np.float32)),
+            torch.from_numpy(speech[None].astype(np.float32)))
+
+
+def test_gain_loss_is_zero_at_the_ideal_gain_and_grows_with_leftover_noise():
+    loss = Loss({"loss": {"gain_weight": 1.0}})
+    noisy, clean = _mixture()
+    k = noisy.shape[1] // md.HOP
+    band_hz = torch.tensor([24000.0])
+    es, ex = loss._band_energy(clean, k), loss._band_energy(noisy, k)
+    ideal = torch.sqrt(torch.clamp(es / (ex + 1e-10), 0.0, 1.0))
+    assert float(loss.gain(ideal, noisy, clean, band_hz)) < 1e-6
+    # the noise-only first half has an ideal gain near 0: a model that keeps it at 0.5 pays for it
+    leaky = ideal.clone()
+    leaky[:, : k // 3] = 0.5
+    worse = float(loss.gain(leaky, noisy, clean, band_hz))
+    assert worse > 0.1
+    # bands above a band-limited clip's real bandwidth do not count while speech is active, but
+    # noise-only frames still count everywhere
+    assert float(loss.gain(leaky, noisy, clean, torch.tensor([4000.0]))) > 0.1
+
+
+def test_gain_loss_only_from_its_start_step():
+    loss = Loss({"loss": {"gain_weight": 1.0, "gain_from_step": 100, "resolutions": [[480, 240]]}})
+    noisy, clean = _mixture()
+    k = noisy.shape[1] // md.HOP
+    out = noisy.clone()
+    vad = torch.full((1, k), 0.5)
+    gains = torch.full((1, k, md.N_BANDS), 0.5)
+    band_hz = torch.tensor([24000.0])
+    before = loss(out, vad, noisy, clean, band_hz, gains, step=99)[0]
+    after = loss(out, vad, noisy, clean, band_hz, gains, step=100)[0]
+    assert float(after) > float(before) + 0.05
+
+
+def test_factored_dft_equals_the_dft_matrices():
+    net = md.DenoiseNet()
+    step = md.StreamingDenoise(net)
+    fr, fi, ir, ii = md.dft_matrices()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, md.N_FFT)).astype(np.float32)
+    want = np.concatenate([x @ fr, x @ fi], 1)
+    got = step.rdft(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max())
+    y = rng.standard_normal((1, 2 * md.N_BINS)).astype(np.float32)
+    want = y[:, : md.N_BINS] @ ir + y[:, md.N_BINS:] @ ii
+    got = step.irdft(torch.from_numpy(y)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
