@@ -2,15 +2,15 @@
 
 Signal path, per channel (each channel has its own model state; no linking)::
 
-    block ──► [soxr engine→model rate] ──► hop FIFO ──► model (one hop) ──► reduction limit ──►
-          [soxr model→engine rate] ──► output ring (absolute sample index) ──► mix ──► overload fade ──► block
+    block ──► [resample engine→model rate] ──► hop FIFO ──► model (one hop) ──► reduction limit ──►
+          [resample model→engine rate] ──► output ring (absolute sample index) ──► mix ──► overload fade ──► block
       └──► dry delay line (latency_samples) ───────────────────────────────────────┘        ┘
 
 Latency. Any host block size (1..4096 or more) works against any hop because the output ring is
 read a fixed ``L_fifo`` samples behind the input: output sample ``t`` is pipeline sample
 ``t - L_fifo``, whatever the block boundaries. At the model's rate ``L_fifo = hop - 1`` (the least
 any block size allows) and :attr:`latency_samples` = ``hop - 1 + D`` exactly (``D`` the graph's
-``hushbridge.latency_samples``). At another engine rate the soxr streams release their output in
+``hushbridge.latency_samples``). At another engine rate the resamplers release their output in
 bursts; ``L_fifo`` is the largest shortfall those bursts can cause (simulated once per rate pair at
 prepare time over 8 s of input in 16-sample steps, bounded from above, then cached), the
 resamplers' own signal delay is measured with an impulse, and the reported latency is
@@ -18,10 +18,12 @@ resamplers' own signal delay is measured with an impulse, and the reported laten
 If the ring ever lacks a sample (it should not) it reads a zero and :attr:`ring_underruns` rises;
 the delay never changes.
 
-Resampling uses ``soxr.ResampleStream`` with quality ``resample_quality`` (default ``"LQ"``: flat to
-16 kHz at 44.1 kHz, round trip 44.1↔48 kHz adds about 10.7 ms; ``"QQ"`` adds 0.1 ms but droops
--3.5 dB at 16 kHz; ``"HQ"`` adds about 40 ms). soxr's ``resample_chunk`` returns a new small
-array per call (its API has no ``out=``): the only allocation on the audio path, freed at once.
+Resampling (``resample_quality``) defaults to ``"RT"``, our own allocation-free polyphase resampler
+(:mod:`hushbridge.effects.resampler`: flat to 0.4 x the lower rate, aliases down > 70 dB, the round
+trip 44.1↔48 kHz adds about 1.1 ms, so the denoiser stays near 10 ms at 44.1 kHz). The soxr
+qualities are there too: ``"LQ"`` is flat to 16 kHz at 44.1 kHz and adds about 10.7 ms, ``"QQ"``
+adds 0.1 ms but droops -3.5 dB at 16 kHz, ``"HQ"`` adds about 40 ms; soxr's ``resample_chunk``
+returns a new small array per call (its API has no ``out=``), an allocation on the audio path.
 
 ``reduction_db`` limits how far the model may turn anything down. With an ``atten_lim_db`` input
 the model gets the value directly. Without it the effect mixes the model's output with its own
@@ -55,22 +57,22 @@ from hushbridge.dsp.kernels.model import fifo_fill, ring_read, ring_write
 from hushbridge.dsp.kernels.model import warm_up as _warm_model_kernels
 from hushbridge.dsp.kernels.util import delay_through, ramp_mix, sanitize
 from hushbridge.effects.base import Effect, Param, ProcessSpec, ramp_step
+from hushbridge.effects.resampler import RESAMPLE_QUALITIES, make_stream
 from hushbridge.models.runtime import StreamingModel
 
-RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 FADE_MS = 20.0
 OVERLOAD_WINDOW = 16
 OVERLOAD_MISSES = 4
 PROBE_S = 1.0
 PROBE_HOPS = 16
-_PLAN_SECONDS = 8.0  # simulated round trip, long enough for soxr's burst patterns to repeat
+_PLAN_SECONDS = 8.0  # simulated round trip, long enough for the resamplers' burst patterns to repeat
 _PLAN_CHUNK = 16
 
 _plans: dict[tuple[int, int, int, str], tuple[int, float]] = {}
 
 
 def resample_plan(engine_rate: int, model_rate: int, hop: int, quality: str) -> tuple[int, float]:
-    """``(L_fifo, signal_delay)`` for a soxr round trip engine→model→engine rate with ``hop``.
+    """``(L_fifo, signal_delay)`` for a resampling round trip engine→model→engine rate with ``hop``.
 
     ``L_fifo`` (engine samples) is how far behind the input the output ring must be read so that
     no block size ever finds it short. ``signal_delay`` is the round trip's own delay of an impulse
@@ -78,13 +80,11 @@ def resample_plan(engine_rate: int, model_rate: int, hop: int, quality: str) -> 
     key = (int(engine_rate), int(model_rate), int(hop), quality)
     if key in _plans:
         return _plans[key]
-    import soxr
-
     # Simulate the round trip: input fed CHUNK samples at a time, the output stream one hop at a
     # time as the model would. Within a chunk the input stream's output may appear at any sample,
     # so the shortfall is bounded as if it appeared at the chunk's end (at most CHUNK - 1 too high).
-    rs_in = soxr.ResampleStream(engine_rate, model_rate, 1, dtype="float32", quality=quality)
-    rs_out = soxr.ResampleStream(model_rate, engine_rate, 1, dtype="float32", quality=quality)
+    rs_in = make_stream(engine_rate, model_rate, quality, _PLAN_CHUNK)
+    rs_out = make_stream(model_rate, engine_rate, quality, hop)
     chunk = np.zeros(_PLAN_CHUNK, dtype=np.float32)
     zeros = np.zeros(hop, dtype=np.float32)
     fill = w = worst = 0
@@ -102,8 +102,8 @@ def resample_plan(engine_rate: int, model_rate: int, hop: int, quality: str) -> 
     x = np.zeros(n, dtype=np.float32)
     at = n // 4
     x[at] = 1.0
-    mid = soxr.ResampleStream(engine_rate, model_rate, 1, dtype="float32", quality=quality).resample_chunk(x, last=True)
-    y = soxr.ResampleStream(model_rate, engine_rate, 1, dtype="float32", quality=quality).resample_chunk(mid, last=True)
+    mid = make_stream(engine_rate, model_rate, quality, 4096).resample_chunk(x, last=True)
+    y = make_stream(model_rate, engine_rate, quality, 4096).resample_chunk(mid, last=True)
     k = int(np.argmax(np.abs(y)))
     frac = 0.0
     if 0 < k < len(y) - 1:
@@ -137,8 +137,9 @@ class ModelEffect(Effect):
     ----------
     model_path : str or os.PathLike, optional
         The ``.onnx`` file; default: the class's shipped model (:meth:`default_model_path`).
-    resample_quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
-        soxr quality when the engine rate is not the model's (latency against quality, see above).
+    resample_quality : {"RT", "QQ", "LQ", "MQ", "HQ", "VHQ"}
+        Resampler when the engine rate is not the model's: ``"RT"`` ours (default), the others
+        soxr's qualities (latency against quality, see above).
     overload_budget : float
         Share of a hop's real-time duration one hop's inference (all channels) may take before it
         counts as a miss. ``0`` disables the overload fallback.
@@ -165,7 +166,7 @@ class ModelEffect(Effect):
     )
     model_file: ClassVar[str] = ""
 
-    def __init__(self, model_path: str | os.PathLike | None = None, *, resample_quality: str = "LQ",
+    def __init__(self, model_path: str | os.PathLike | None = None, *, resample_quality: str = "RT",
                  overload_budget: float = 0.5, **values: float) -> None:
         if resample_quality not in RESAMPLE_QUALITIES:
             raise ValueError(f"resample_quality must be one of {RESAMPLE_QUALITIES}, got {resample_quality!r}")
@@ -277,13 +278,10 @@ class ModelEffect(Effect):
             self._latency = d + hop - 1
             hop_e = hop
         else:
-            import soxr
-
-            self._l_fifo, self.resampler_delay = resample_plan(sr, msr, hop, self.resample_quality)
-            self._rs_in = [soxr.ResampleStream(sr, msr, 1, dtype="float32", quality=self.resample_quality)
-                           for _ in range(ch)]
-            self._rs_out = [soxr.ResampleStream(msr, sr, 1, dtype="float32", quality=self.resample_quality)
-                            for _ in range(ch)]
+            q = self.resample_quality
+            self._l_fifo, self.resampler_delay = resample_plan(sr, msr, hop, q)
+            self._rs_in = [make_stream(sr, msr, q, spec.max_block_size) for _ in range(ch)]
+            self._rs_out = [make_stream(msr, sr, q, hop) for _ in range(ch)]
             self._latency = int(round(self._l_fifo + self.resampler_delay + d * sr / msr))
             hop_e = int(math.ceil(hop * sr / msr))
         model.prepare(ch)

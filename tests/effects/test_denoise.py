@@ -360,6 +360,19 @@ def test_denoise_runs_any_contract_graph(g):
     assert np.isfinite(y).all() and e.name == "denoise"
 
 
+@pytest.mark.parametrize("sr", [44100, 32000])
+def test_own_resampler_is_the_default_and_keeps_latency_near_10_ms(g, sr):
+    rt = ME(g["delay48"], reduction_db=100.0)
+    lq = ME(g["delay48"], reduction_db=100.0, resample_quality="LQ")
+    assert rt.resample_quality == "RT"
+    for e in (rt, lq):
+        e.prepare(ProcessSpec(sr, 128, 1))
+    # 479 samples at 48 kHz plus the resampler's lookahead and a hop FIFO at the engine rate
+    assert rt.latency_samples / sr < 0.012 < lq.latency_samples / sr
+    y = stream(rt, impulse(sr // 2, 1000), sr, 128)
+    assert abs(int(np.argmax(np.abs(y[0]))) - 1000 - rt.latency_samples) <= 1
+
+
 def test_resample_plan_is_cached(g):
     model_mod.resample_plan(44100, 16000, HOP, "LQ")
     t0 = time.perf_counter()
