@@ -30,7 +30,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-import numpy as np
 import torch
 
 from .data import MixConfig, MixtureSampler
