@@ -15,7 +15,8 @@ Sources
   :mod:`hushbridge.data.make_demo`) and babble (3..6 other training speakers summed);
 - rooms: the measured training RIR plus a pool of image-source RIRs from
   :func:`hushbridge.data.make_demo.room_impulse_response` with varied source position and RT60
-  (0.15..0.9 s), each also time-scaled by 0.6..1.6 (a smaller/larger room).
+  (0.15..0.9 s), each also time-scaled by 0.6..1.6 (a smaller/larger room), plus (``pra_rir_count``)
+  shoebox rooms simulated with pyroomacoustics (:func:`pra_rirs`).
 
 Target
 ------
@@ -291,6 +292,40 @@ def synth_rirs(count: int, seed: int) -> list[np.ndarray]:
     return [out[k] for k in sorted(out)]
 
 
+def pra_rirs(count: int, seed: int) -> list[np.ndarray]:
+    """Shoebox rooms simulated with pyroomacoustics (image source method, wall absorption from
+    Sabine's formula for the drawn RT60, air absorption): 2.5..12 m rooms, RT60 0.15..1.0 s,
+    source and microphone at least 0.5 m from the walls and 0.3..4 m apart. Cached like
+    :func:`synth_rirs`."""
+    path = cache_dir() / f"pra-rirs-{count}-{seed}.npz"
+    if path.exists():
+        z = np.load(path)
+        return [z[k] for k in sorted(z.files)]
+    import pyroomacoustics as pra  # the [train] extra
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    while len(out) < count:
+        dims = np.array([rng.uniform(2.5, 12.0), rng.uniform(2.5, 9.0), rng.uniform(2.3, 4.5)])
+        rt60 = float(rng.uniform(0.15, 1.0))
+        try:
+            absorption, order = pra.inverse_sabine(rt60, dims)
+        except ValueError:  # the room is too small for that RT60
+            continue
+        src = rng.uniform(0.5, dims - 0.5)
+        mic = rng.uniform(0.5, dims - 0.5)
+        if not 0.3 <= np.linalg.norm(src - mic) <= 4.0:
+            continue
+        room = pra.ShoeBox(dims, fs=SR, materials=pra.Material(absorption), max_order=min(order, 40),
+                           air_absorption=True)
+        room.add_source(src)
+        room.add_microphone(mic)
+        room.compute_rir()
+        out[f"p{len(out):03d}"] = prepare_rir(np.asarray(room.rir[0][0], dtype=np.float64), SR)
+    np.savez(path, **out)
+    return [out[k] for k in sorted(out)]
+
+
 # --------------------------------------------------------------------------------------------------
 # Mixtures
 
@@ -311,6 +346,8 @@ class MixConfig:
     p_bandlimit: float = 0.15
     tts_count: int = 160
     synth_rir_count: int = 60
+    pra_rir_count: int = 0
+    pra_from_step: int = 0
     early_ms: float = 50.0
     extra: dict = field(default_factory=dict)
 
@@ -332,6 +369,10 @@ class MixtureSampler:
             c.audio = (c.audio / (np.sqrt(np.mean(c.audio**2)) + 1e-9) * 0.05).astype(np.float32)
         self.rirs = [prepare_rir(load_clip(p).audio, load_clip(p).sr) for p in split.rirs]
         self.rirs += synth_rirs(cfg.synth_rir_count, seed=seed + 7)
+        # pyroomacoustics rooms join the pool from ``pra_from_step`` on (added to a run in progress)
+        self.rirs_from_step = len(self.rirs), cfg.pra_from_step
+        if cfg.pra_rir_count:
+            self.rirs += pra_rirs(cfg.pra_rir_count, seed=seed + 11)
         # full-band speech (48 kHz VCTK) is rare: sample it more often so the high band learns speech
         self.wide = [c for c in self.speech if c.band_hz > 15000]
         if verbose:
@@ -383,15 +424,17 @@ class MixtureSampler:
 
     # ---- one mixture
 
-    def mixture(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    def mixture(self, rng: np.random.Generator, step: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """One ``(noisy, target, band_hz)``; arrays float32 of ``seconds * 48000`` samples."""
         cfg = self.cfg
+        base, from_step = self.rirs_from_step
+        rirs = self.rirs[:base] if step is not None and step < from_step else self.rirs
         n = int(round(cfg.seconds * SR))
         speech, band = self._speech(rng, n)
         if rng.random() < cfg.p_eq:
             speech = random_eq(rng, speech)
         if rng.random() < cfg.p_reverb:
-            h = self.rirs[rng.integers(len(self.rirs))]
+            h = rirs[rng.integers(len(rirs))]
             wet = _fftconv(speech, h)
             target = _fftconv(speech, early_part(h, cfg.early_ms))
         else:
@@ -426,6 +469,6 @@ class MixtureSampler:
     def batch(self, step: int, batch_size: int, stream: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Batch ``step`` (deterministic in seed, stream and step): noisy, target [B, n], band_hz [B]."""
         rng = np.random.default_rng([self.seed, stream, step])
-        items = [self.mixture(rng) for _ in range(batch_size)]
+        items = [self.mixture(rng, step) for _ in range(batch_size)]
         return (np.stack([i[0] for i in items]), np.stack([i[1] for i in items]),
                 np.array([i[2] for i in items], dtype=np.float32))

@@ -82,3 +82,19 @@ def test_factored_dft_equals_the_dft_matrices():
     want = y[:, : md.N_BINS] @ ir + y[:, md.N_BINS:] @ ii
     got = step.irdft(torch.from_numpy(y)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_pyroomacoustics_rooms_start_at_the_direct_path_and_decay(tmp_path, monkeypatch):
+    pytest.importorskip("pyroomacoustics")
+    from hushbridge.models.train import data
+
+    monkeypatch.setenv("HUSHBRIDGE_TRAIN_CACHE", str(tmp_path))
+    rooms = data.pra_rirs(3, seed=5)
+    assert len(rooms) == 3 and (tmp_path / "pra-rirs-3-5.npz").exists()
+    for h in rooms:
+        assert int(np.argmax(np.abs(h))) <= 4  # prepare_rir puts the direct path at the start
+        n = len(h) // 10
+        assert np.sum(h[-n:] ** 2) < 1e-3 * np.sum(h[:n] ** 2)  # a decaying room, not noise
+    again = data.pra_rirs(3, seed=5)  # from the cache, identical
+    for a, b in zip(rooms, again):
+        np.testing.assert_array_equal(a, b)
