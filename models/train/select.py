@@ -1,0 +1,99 @@
+"""Choose between checkpoints on validation mixtures from the **training** split (never the
+evaluation split): PESQ-WB, SI-SDR and DNSMOS P.835 (SIG/BAK/OVRL) of each checkpoint's output.
+
+Usage::
+
+    python -m hushbridge.models.train.select CHECKPOINT... [--clips 24] [--seconds 6] [--json out.json]
+
+The mixtures come from :class:`.data.MixtureSampler` with the checkpoint's own config, stream
+:data:`STREAM` (training uses stream 0, the validation loss stream 1), speech always present, at
+the ``denoise`` effect's default attenuation limit (30 dB). Each checkpoint runs the whole-signal
+torch model (the same arithmetic as the streaming ONNX export); its output is aligned by the
+240-sample graph delay, scored at 16 kHz against the training target (early-reverberant speech).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+
+from .data import MixtureSampler
+from .evaluate import si_sdr
+from .export import load_checkpoint
+from .model import GRAPH_DELAY, SR
+from .train import mix_config
+
+STREAM = 7
+ATTEN_LIM_DB = 30.0  # the denoise effect's default reduction_db
+
+
+def validation_clips(cfg: dict, clips: int, seconds: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    mc = replace(mix_config(cfg), seconds=seconds, p_no_speech=0.0)
+    sampler = MixtureSampler(mc, seed=int(cfg["seed"]), verbose=False)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    per = 8
+    for i in range(-(-clips // per)):
+        noisy, target, _ = sampler.batch(i, per, stream=STREAM)
+        out += list(zip(noisy, target))
+    return out[:clips]
+
+
+def score(est48: np.ndarray, ref48: np.ndarray) -> dict[str, float]:
+    from pesq import pesq
+    from speechmos import dnsmos
+
+    est = soxr.resample(est48, SR, 16000, quality="HQ").astype(np.float64)
+    ref = soxr.resample(ref48, SR, 16000, quality="HQ").astype(np.float64)
+    m = {"si_sdr": si_sdr(est, ref)}
+    try:
+        m["pesq"] = float(pesq(16000, ref, est, "wb"))
+    except Exception:  # noqa: BLE001 - pesq raises on silent output
+        m["pesq"] = float("nan")
+    peak = float(np.abs(est).max()) or 1.0
+    d = dnsmos.run(np.clip(est / max(peak, 1.0), -1, 1).astype(np.float32), sr=16000)
+    m.update(dnsmos_sig=float(d["sig_mos"]), dnsmos_bak=float(d["bak_mos"]), dnsmos_ovrl=float(d["ovrl_mos"]))
+    return m
+
+
+def evaluate(checkpoints: list[str], clips: int, seconds: float) -> dict[str, dict[str, float]]:
+    torch.set_num_threads(1)
+    nets = {p: load_checkpoint(p) for p in checkpoints}
+    cfg = next(iter(nets.values()))[1].get("config", {})
+    items = validation_clips(cfg, clips, seconds)
+    noisy = torch.from_numpy(np.stack([x for x, _ in items]))
+    systems: dict[str, np.ndarray] = {"noisy": noisy.numpy()}
+    for p, (net, ck) in nets.items():
+        with torch.no_grad():
+            y = net(noisy, atten_lim_db=ATTEN_LIM_DB)[0].numpy()
+        y = np.concatenate([y[:, GRAPH_DELAY:], np.zeros((y.shape[0], GRAPH_DELAY), np.float32)], 1)
+        systems[f"{p} (step {ck.get('step')})"] = y
+    report = {}
+    for name, outs in systems.items():
+        rows = [score(o[:-GRAPH_DELAY], t[:-GRAPH_DELAY]) for o, (_, t) in zip(outs, items)]
+        report[name] = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+        print(name, {k: round(v, 3) for k, v in report[name].items()}, flush=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Score checkpoints on training-split validation mixtures")
+    ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    rep = evaluate(args.checkpoints, args.clips, args.seconds)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
