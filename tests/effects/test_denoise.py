@@ -420,6 +420,27 @@ def test_shipped_model_impulse_and_speech_onset_come_out_latency_samples_later(b
 
 
 @shipped
+def test_shipped_model_speech_comes_out_latency_samples_later_at_44k1():
+    from helpers import find_delay, shared_data_dir
+
+    data = shared_data_dir()
+    if data is None or not (data / "speech" / "vctk_p301_102.wav").is_file():
+        pytest.skip("held-out speech file not found in ../shared/data")
+    import soundfile as sf
+    import soxr
+
+    sr = 44100
+    s, r0 = sf.read(str(data / "speech" / "vctk_p301_102.wav"), dtype="float32")
+    s = soxr.resample(s, r0, sr).astype(np.float32)[:2 * sr]
+    onset = 13230
+    x = np.concatenate([np.zeros(onset, np.float32), s])[None]
+    e = Denoise(reduction_db=100.0, overload_budget=0.0)
+    y = stream(e, x, sr, 128)
+    assert e.latency_samples / sr < 0.0115  # our resampler: 11.4 ms (soxr LQ: 20.8 ms)
+    assert abs(find_delay(x[0, onset:onset + sr], y[0, onset:], 1500) - e.latency_samples) <= 1
+
+
+@shipped
 def test_shipped_model_block_sizes_identical_and_stereo():
     x = noise(24000, channels=2, seed=20, amp=0.1)
     outs = {b: stream(Denoise(overload_budget=0.0), x, 48000, b) for b in (1, 64, 128, 1000)}
