@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes as _ctypes
 import threading as _threading
+import time as _time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -192,6 +193,7 @@ class JackBackend(Backend):
         self._latency = int(engine.latency_samples)
         self._format_lock = _threading.Lock()  # notification thread vs start()
         self._io: tuple | None = None
+        self._in_cycle = False  # the process callback is between reading _io and finishing with it
         self.client = _open_client(name, server, "opening JACK client")
         try:
             self.inports = [self.client.inports.register(f"in_{k + 1}") for k in range(engine.channels)]
@@ -381,6 +383,13 @@ class JackBackend(Backend):
             if spec is not None and io is not None and spec.sample_rate == sample_rate \
                     and spec.max_block_size == block_size and io[4] == block_size:
                 return
+            # JACK suspends the process cycle around format notifications, but a server or a
+            # caller need not: park the callback on silence and let a cycle in flight finish
+            # before the chain is re-prepared under it
+            self._io = None
+            t_end = _time.monotonic() + 0.5
+            while self._in_cycle and _time.monotonic() < t_end:
+                _time.sleep(0.0002)
             self.engine.prepare(sample_rate, block_size)
             ch = self.engine.channels
             inp = np.zeros((ch, block_size), dtype=np.float32)
@@ -420,11 +429,13 @@ class JackBackend(Backend):
     # == real time ==============================================================================
     def _process(self, frames: int) -> None:
         """JACK process callback. See the module docstring for the contract."""
+        self._in_cycle = True
         io = self._io
         if io is None or frames > io[4]:
             for port in self.outports:
                 port.get_array().fill(0.0)
             self.engine.late_blocks += 1
+            self._in_cycle = False
             return
         inp, out, in_pairs, out_pairs, size = io
         if frames == size:
@@ -439,6 +450,7 @@ class JackBackend(Backend):
             self.engine.process(inp[:, :frames], out[:, :frames])
             for port, row in out_pairs:
                 port.get_array()[:] = row[:frames]
+        self._in_cycle = False
         hooks = self._hooks
         if hooks:
             for hook in hooks:

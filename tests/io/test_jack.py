@@ -235,6 +235,36 @@ def test_buffer_size_change_is_followed(rig, probe, jack_server):
     assert rig.engine.callback_errors == 0, rig.engine.last_callback_error
 
 
+def test_sample_rate_notification_reprepares_the_chain(rig):
+    """jackd cannot change its rate while it runs (the dummy driver neither), so JACK's sample-rate
+    notification is delivered here by calling the backend's registered callback, as libjack's
+    notification thread would: the engine must re-prepare the chain at the new rate (rate-dependent
+    latency follows) and keep running, and come back the same way."""
+    from hushbridge.effects import Limiter
+
+    swap(rig.engine, Chain([Limiter()]))
+    sr = rig.backend.sample_rate
+    heard = []
+    rig.engine.add_latency_listener(heard.append)
+    try:
+        rig.backend._on_samplerate(44100)
+        assert rig.engine.spec.sample_rate == 44100
+        assert rig.engine.latency_samples == Limiter.latency_for(44100) != Limiter.latency_for(sr)
+        assert rig.engine.get("/hb/engine/sample_rate") == 44100
+        assert wait_until(lambda: Limiter.latency_for(44100) in heard, 2.0), heard
+        rig.backend._on_samplerate(sr)
+        assert rig.engine.spec.sample_rate == sr
+        assert rig.engine.latency_samples == Limiter.latency_for(sr)
+        sig = noise(6000, seed=4, amp=0.05)  # well under the ceiling: the limiter passes it
+        y = rig.clean_take(sig)
+        d = find_delay(sig[0], y[0], 2048)
+        assert d == GRAPH_DELAY + Limiter.latency_for(sr)
+        np.testing.assert_allclose(y[:, d:d + sig.shape[1]], sig, atol=1e-5)
+    finally:
+        rig.engine.remove_latency_listener(heard.append)
+    assert rig.engine.callback_errors == 0, rig.engine.last_callback_error
+
+
 # == latency ====================================================================================
 def test_latency_published_on_ports(rig, probe):
     name = rig.backend.client_name
