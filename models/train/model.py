@@ -115,7 +115,7 @@ def factored_dft_constants() -> dict[str, np.ndarray]:
     win = np.sin(np.pi * np.arange(n) / n)
     # forward
     e1 = np.exp(-2j * np.pi * np.outer(a, a) / n1)                    # [k1, a]
-    f1 = np.concatenate([e1.real, e1.imag], axis=0)                    # [32, 16]
+    f1 = np.stack([e1.real, e1.imag], axis=1).reshape(2 * n1, n1)     # [32, 16], rows (k1, re/im)
     k2n = -(-N_BINS // n1)                                             # k2 = 0..15
     tw = np.exp(-2j * np.pi * np.outer(a, b) / n)                      # [k1, b]
     e2 = np.exp(-2j * np.pi * np.outer(b, np.arange(k2n)) / n2)       # [b, k2]
@@ -125,26 +125,26 @@ def factored_dft_constants() -> dict[str, np.ndarray]:
         f2[k1, :n2, :k2n], f2[k1, :n2, k2n:] = m.real, m.imag          # from re
         f2[k1, n2:, :k2n], f2[k1, n2:, k2n:] = -m.imag, m.real         # from im
     k = np.arange(N_BINS)
-    fwd_take = np.concatenate([(k % n1) * 2 * k2n + k // n1, (k % n1) * 2 * k2n + k2n + k // n1])
+    fwd_take = np.stack([(k % n1) * 2 * k2n + k // n1, (k % n1) * 2 * k2n + k2n + k // n1])  # [2, F]
     # inverse: y[n] = win[n] / N * Re sum_k Y[k] e^{+2 pi i n k / N}, Y[N - k] = conj(Y[k])
     kk = np.arange(n)
     src = np.where(kk < N_BINS, kk, n - kk)
-    inv_take = np.concatenate([src, N_BINS + src])
-    inv_sign = np.concatenate([np.ones(n), np.where(kk < N_BINS, 1.0, -1.0)])
+    inv_take = np.concatenate([src, N_BINS + src]).reshape(2 * n1, n2)  # rows (re/im, a)
+    inv_sign = np.concatenate([np.ones(n), np.where(kk < N_BINS, 1.0, -1.0)]).reshape(2 * n1, n2)
     g1 = np.exp(2j * np.pi * np.outer(a, a) / n1)                      # [c, a]
-    i1 = np.block([[g1.real, -g1.imag], [g1.imag, g1.real]])           # [32, 32]
+    i1 = np.stack([np.concatenate([g1.real, -g1.imag], 1),             # rows (c, re/im)
+                   np.concatenate([g1.imag, g1.real], 1)], axis=1).reshape(2 * n1, 2 * n1)
     tw2 = np.exp(2j * np.pi * np.outer(a, b) / n)                      # [c, b]
     g2 = np.exp(2j * np.pi * np.outer(b, b) / n2)                      # [b, d]
+    out_win = (win / n).reshape(n2, n1).T                              # [c, d]: y[c + 16 d]
     i2 = np.zeros((n1, 2 * n2, n2))
     for c in range(n1):
-        m = tw2[c][:, None] * g2                                       # [b, d] complex
+        m = tw2[c][:, None] * g2 * out_win[c][None, :]                 # [b, d] complex, windowed
         i2[c, :n2], i2[c, n2:] = m.real, -m.imag                       # Re((Pr + i Pi) m)
-    out_win = (win / n).reshape(n2, n1).T                              # [c, d]: y[c + 16 d]
     f32 = np.float32
     return {"win": win.reshape(n1, n2).astype(f32), "f1": f1.astype(f32), "f2": f2.astype(f32),
             "fwd_take": fwd_take.astype(np.int64), "inv_take": inv_take.astype(np.int64),
-            "inv_sign": inv_sign.reshape(2, n1, n2).astype(f32), "i1": i1.astype(f32),
-            "i2": i2.astype(f32), "out_win": out_win.astype(f32)}
+            "inv_sign": inv_sign.astype(f32), "i1": i1.astype(f32), "i2": i2.astype(f32)}
 
 
 def ema_matrix(t: int, alpha: float = ALPHA, device=None) -> torch.Tensor:
@@ -318,12 +318,15 @@ class StreamingDenoise(nn.Module):
     - ``state_0`` [1, 240]: previous input hop (analysis buffer)
     - ``state_1`` [1, 32]: running mean of band log energies, minus -60 dB
     - ``state_2`` [1, 48]: running mean of low-bin magnitudes, minus 1e-3
-    - ``state_3`` [layers, 1, hidden]: minGRU hidden states
-    - ``state_4`` [1, 2, DF_ORDER - 1, 48]: low-bin spectra (re, im) of frames t-1, t-2
+    - ``state_3`` [1, layers * hidden]: minGRU hidden states, layer after layer
+    - ``state_4`` [2, DF_ORDER - 1, 48]: low-bin spectra (re; im) of frames t-1, t-2
     - ``state_5`` [1, 240]: overlap-add tail
 
-    The same arithmetic as :meth:`DenoiseNet.forward`, with constant matrices fused for a small graph:
-    the DFTs in two small stages (:func:`factored_dft_constants`), one matmul for all three heads.
+    The same arithmetic as :meth:`DenoiseNet.forward`, laid out for few graph nodes (onnxruntime
+    spends more on each node than on these small matmuls): the spectrum is one ``[2, F]`` tensor
+    (re; im) throughout, the DFTs run in two small stages (:func:`factored_dft_constants`), one
+    matmul serves all three heads with the deep-filter outputs permuted to ``[re/im, tap, bin]``,
+    and the minGRU states are one row.
     """
 
     def __init__(self, net: DenoiseNet):
@@ -332,63 +335,67 @@ class StreamingDenoise(nn.Module):
         with torch.no_grad():
             for key, arr in factored_dft_constants().items():
                 self.register_buffer("ct_" + key, torch.from_numpy(arr), persistent=False)
-            self.register_buffer("head_w", torch.cat([net.gain_head.weight, net.df_head.weight,
+            # df_head rows are (tap, bin, re/im); reorder them to (re/im, tap, bin)
+            t, b, ri = torch.meshgrid(torch.arange(DF_ORDER), torch.arange(DF_BINS), torch.arange(2), indexing="ij")
+            old = (t * DF_BINS * 2 + b * 2 + ri).permute(2, 0, 1).reshape(-1)
+            df_w, df_b = net.df_head.weight[old], net.df_head.bias[old]
+            self.register_buffer("head_w", torch.cat([net.gain_head.weight, df_w,
                                                       net.vad_head.weight], dim=0).t().contiguous(), persistent=False)
-            self.register_buffer("head_b", torch.cat([net.gain_head.bias, net.df_head.bias, net.vad_head.bias]),
+            self.register_buffer("head_b", torch.cat([net.gain_head.bias, df_b, net.vad_head.bias]),
                                  persistent=False)
+            self.register_buffer("swap_sign", torch.tensor([-1.0, 1.0]).reshape(2, 1, 1), persistent=False)
 
     def rdft(self, frame: torch.Tensor) -> torch.Tensor:
-        """``[1, N]`` -> windowed spectrum ``[1, 2F]`` (re | im), two small stages."""
+        """``[1, N]`` -> windowed spectrum ``[2, F]`` (re; im), two small stages."""
         x = frame.reshape(CT_ROWS, CT_COLS) * self.ct_win
-        s1 = (self.ct_f1 @ x).reshape(2, CT_ROWS, CT_COLS).transpose(0, 1).reshape(CT_ROWS, 1, 2 * CT_COLS)
+        s1 = (self.ct_f1 @ x).reshape(CT_ROWS, 1, 2 * CT_COLS)
         s2 = torch.matmul(s1, self.ct_f2).reshape(-1)  # [k1, re k2 | im k2]
-        return s2[self.ct_fwd_take].reshape(1, 2 * N_BINS)
+        return s2[self.ct_fwd_take]
 
     def irdft(self, y_spec: torch.Tensor) -> torch.Tensor:
-        """Spectrum ``[1, 2F]`` (re | im) -> windowed, scaled frame ``[1, N]``."""
-        full = y_spec.reshape(-1)[self.ct_inv_take].reshape(2, CT_ROWS, CT_COLS) * self.ct_inv_sign
-        s1 = (self.ct_i1 @ full.reshape(2 * CT_ROWS, CT_COLS)).reshape(2, CT_ROWS, CT_COLS)
-        s1 = s1.transpose(0, 1).reshape(CT_ROWS, 1, 2 * CT_COLS)
-        y = torch.matmul(s1, self.ct_i2).reshape(CT_ROWS, CT_COLS) * self.ct_out_win  # [c, d]
+        """Spectrum ``[2, F]`` (re; im) -> windowed, scaled frame ``[1, N]``."""
+        full = y_spec.reshape(-1)[self.ct_inv_take] * self.ct_inv_sign  # [32, 30]
+        s1 = (self.ct_i1 @ full).reshape(CT_ROWS, 1, 2 * CT_COLS)
+        y = torch.matmul(s1, self.ct_i2).reshape(CT_ROWS, CT_COLS)  # [c, d]
         return y.t().reshape(1, N_FFT)
 
     def state_shapes(self) -> list[tuple[int, ...]]:
-        return [(1, HOP), (1, N_BANDS), (1, DF_BINS), (self.net.layers, 1, self.net.hidden),
-                (1, 2, DF_ORDER - 1, DF_BINS), (1, N_FFT - HOP)]
+        return [(1, HOP), (1, N_BANDS), (1, DF_BINS), (1, self.net.layers * self.net.hidden),
+                (2, DF_ORDER - 1, DF_BINS), (1, N_FFT - HOP)]
 
     def forward(self, audio_in, state_0, state_1, state_2, state_3, state_4, state_5, atten_lim_db):
         net = self.net
         frame = torch.cat([state_0, audio_in], dim=1)  # [1, N]
-        spec = self.rdft(frame)  # [1, 2F]
-        re, im = spec[:, :N_BINS], spec[:, N_BINS:]
-        feat = (10.0 / math.log(10.0)) * torch.log((re * re + im * im) @ net.band + 1e-10)
+        spec = self.rdft(frame)  # [2, F]
+        power = (spec * spec).sum(0, keepdim=True)  # [1, F]
+        feat = (10.0 / math.log(10.0)) * torch.log(power @ net.band + 1e-10)
         d1 = ALPHA * state_1 + (1.0 - ALPHA) * (feat - FEAT_INIT_DB)
         featn = (feat - FEAT_INIT_DB - d1) * (1.0 / 40.0)
-        lr, li = spec[:, :DF_BINS], spec[:, N_BINS : N_BINS + DF_BINS]
-        mag = torch.sqrt(lr * lr + li * li + 1e-12)
+        low = spec[:, :DF_BINS]  # [2, BINS]
+        mag = torch.sqrt(power[:, :DF_BINS] + 1e-12)
         d2 = ALPHA * state_2 + (1.0 - ALPHA) * (mag - UNIT_INIT)
-        inv_s = 1.0 / (UNIT_INIT + d2)
-        z = torch.relu(net.enc(torch.cat([featn, lr * inv_s, li * inv_s], dim=-1)))
-        hout, h = net.recurrent_step(z, state_3)
-        ho = hout @ self.head_w + self.head_b  # [1, 32 + 288 + 1]
+        unit = (low * (1.0 / (UNIT_INIT + d2))).reshape(1, 2 * DF_BINS)  # [re.. | im..]
+        h = torch.relu(net.enc(torch.cat([featn, unit], dim=-1)))
+        new = []
+        for i, (layer, prev) in enumerate(zip(net.rnn, state_3.split(net.hidden, dim=1))):
+            k, c = layer.lin(h).chunk(2, dim=-1)
+            z = torch.sigmoid(k)
+            hn = prev + z * (_g(c) - prev)
+            new.append(hn)
+            h = hn if i == 0 else hn + h
+        ho = h @ self.head_w + self.head_b  # [1, 32 + 288 + 1]
         gains = torch.sigmoid(ho[:, :N_BANDS])
-        c = ho[:, N_BANDS : N_BANDS + DF_ORDER * DF_BINS * 2].reshape(1, DF_ORDER, DF_BINS, 2)
+        c = ho[:, N_BANDS : N_BANDS + DF_ORDER * DF_BINS * 2].reshape(2, DF_ORDER, DF_BINS)
         vad = torch.sigmoid(ho[:, -1])
-        cur = torch.stack([lr, li], dim=1).unsqueeze(2)  # [1, 2, 1, BINS]
-        past = torch.cat([cur, state_4], dim=2)  # [1, 2, ORDER, BINS]: t, t-1, t-2
-        pr, pi = past[:, 0], past[:, 1]
-        cr, ci = c[..., 0], c[..., 1]
-        dr = (cr * pr - ci * pi).sum(1)
-        di = (cr * pi + ci * pr).sum(1)
-        g = gains @ net.interp
-        lim = torch.pow(10.0, -atten_lim_db / 20.0)
-        yr = g * re + torch.nn.functional.pad(dr, (0, N_BINS - DF_BINS))
-        yi = g * im + torch.nn.functional.pad(di, (0, N_BINS - DF_BINS))
-        y_spec = torch.cat([yr, yi], dim=1)
-        y_spec = y_spec + lim * (spec - y_spec)
+        past = torch.cat([low.unsqueeze(1), state_4], dim=1)  # [2, ORDER, BINS]: t, t-1, t-2
+        # complex multiply-accumulate over taps: [dr; di] = sum cr [pr; pi] + ci [-pi; pr]
+        df = (c[0:1] * past + c[1:2] * (past.flip(0) * self.swap_sign)).sum(1)  # [2, BINS]
+        y_spec = (gains @ net.interp) * spec + torch.nn.functional.pad(df, (0, N_BINS - DF_BINS))
+        y_spec = y_spec + torch.pow(10.0, atten_lim_db * -0.05) * (spec - y_spec)
         y = self.irdft(y_spec)  # [1, N]
         audio_out = y[:, :HOP] + state_5
-        return audio_out, audio_in, d1, d2, h, past[:, :, : DF_ORDER - 1], y[:, HOP:], vad, gains
+        return (audio_out, audio_in, d1, d2, torch.cat(new, dim=1), past[:, : DF_ORDER - 1], y[:, HOP:],
+                vad, gains)
 
 
 def count_params(net: nn.Module) -> int:
@@ -398,7 +405,9 @@ def count_params(net: nn.Module) -> int:
 def macs_per_hop(net: DenoiseNet) -> int:
     """Multiply-accumulates per hop of the streaming graph (matmuls only; elementwise work is small)."""
     h = net.hidden
-    dft = 2 * N_FFT * N_BINS * 2  # forward re/im + inverse re/im
+    c = factored_dft_constants()
+    dft = (c["f1"].size * CT_COLS + c["f2"].size  # forward: stage 1 over rows, stage 2 per row
+           + c["i1"].size * CT_COLS + c["i2"].size)  # inverse
     bands = 2 * N_BINS * N_BANDS
     enc = (N_BANDS + 2 * DF_BINS) * h
     gru = net.layers * 2 * h * h

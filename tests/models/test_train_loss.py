@@ -76,11 +76,11 @@ def test_factored_dft_equals_the_dft_matrices():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1, md.N_FFT)).astype(np.float32)
     want = np.concatenate([x @ fr, x @ fi], 1)
-    got = step.rdft(torch.from_numpy(x)).numpy()
+    got = step.rdft(torch.from_numpy(x)).numpy().reshape(1, -1)  # [re; im] rows
     np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max())
     y = rng.standard_normal((1, 2 * md.N_BINS)).astype(np.float32)
     want = y[:, : md.N_BINS] @ ir + y[:, md.N_BINS:] @ ii
-    got = step.irdft(torch.from_numpy(y)).numpy()
+    got = step.irdft(torch.from_numpy(y.reshape(2, md.N_BINS))).numpy()
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
