@@ -290,6 +290,12 @@ class ModelEffect(Effect):
         self._mline = [np.zeros((1, d + hop + 1), dtype=np.float32) for _ in range(ch)]
         self._mpos = [0] * ch
         self._dryhop = np.zeros((1, hop), dtype=np.float32)
+        # a batched graph runs every channel in one call: the channels' FIFOs fill in step
+        self._batched = model.info.batched
+        self._mline_all = np.zeros((ch, d + hop + 1), dtype=np.float32)
+        self._mpos_all = 0
+        self._dryhop_all = np.zeros((ch, hop), dtype=np.float32)
+        self._xs: list[np.ndarray] = [self._dryhop_all[0]] * ch
         size = self._l_fifo + spec.max_block_size + 4 * hop_e + 1024
         self._ring = np.zeros((ch, size), dtype=np.float32)
         self._w = [0] * ch
@@ -330,6 +336,8 @@ class ModelEffect(Effect):
             self._mline[c].fill(0.0)
             self._mpos[c] = 0
             self._w[c] = 0
+        self._mline_all.fill(0.0)
+        self._mpos_all = 0
         if self._rs_in is not None:
             for r in self._rs_in:
                 r.clear()
@@ -361,11 +369,17 @@ class ModelEffect(Effect):
         self._rt.t_inf = 0.0
         self._rt.hops_block = 0
         rs_in = self._rs_in
-        for c in range(spec.channels):
-            x = block[c]
-            if rs_in is not None:
-                x = rs_in[c].resample_chunk(x)
-            self._feed(c, x, run)
+        if self._batched:
+            xs = self._xs
+            for c in range(spec.channels):
+                xs[c] = block[c] if rs_in is None else rs_in[c].resample_chunk(block[c])
+            self._feed_all(xs, run)
+        else:
+            for c in range(spec.channels):
+                x = block[c]
+                if rs_in is not None:
+                    x = rs_in[c].resample_chunk(x)
+                self._feed(c, x, run)
         r = self._rt.t - self._l_fifo
         for c in range(spec.channels):
             missing = ring_read(self._ring[c], self._w[c], r, block[c])
@@ -394,6 +408,59 @@ class ModelEffect(Effect):
                 fill = 0
                 self._hop(c, fifo, run)
         self._fill[c] = fill
+
+    def _feed_all(self, xs: list[np.ndarray], run: bool) -> None:
+        """Batched graphs: push every channel's model-rate samples (equal counts: the channels'
+        resamplers see the same number of samples) through the FIFOs, one batched hop at a time."""
+        fifo = self._fifo
+        hop = fifo.shape[1]
+        m = xs[0].shape[0]
+        fill = self._fill[0]
+        i = 0
+        while i < m:
+            k = 0
+            for c in range(len(xs)):
+                k = fifo_fill(xs[c], i, fifo[c], fill)
+            i += k
+            fill += k
+            if fill == hop:
+                fill = 0
+                self._hop_all(run)
+        for c in range(len(xs)):
+            self._fill[c] = fill
+
+    def _hop_all(self, run: bool) -> None:
+        model = self.model
+        ain = model.audio_in
+        ain[...] = self._fifo
+        dryhop = self._dryhop_all
+        self._mpos_all = delay_through(ain, self._mline_all, self._mpos_all, model.info.latency_samples, dryhop)
+        self._rt.hops_block += 1
+        ch = ain.shape[0]
+        if run:
+            t0 = time.perf_counter()
+            out = self._infer_all()
+            self._rt.t_inf += time.perf_counter() - t0
+            for c in range(ch):
+                if sanitize(out[c:c + 1]) or not model.state_finite(c):
+                    out[c].fill(0.0)
+                    model.reset(c)
+                    self._rt.nonfinite_events += 1
+                if model.info.has_activity:
+                    self._act[c] = model.extras[c]["activity"].flat[0]
+            if model.atten_lim_db is None:
+                ramp_mix(out, dryhop, self._red_state[0])
+            src = out
+        else:
+            src = dryhop
+        rs_out = self._rs_out
+        for c in range(ch):
+            row = src[c] if rs_out is None else rs_out[c].resample_chunk(src[c])
+            self._w[c] = ring_write(self._ring[c], self._w[c], row)
+
+    def _infer_all(self) -> np.ndarray:
+        """One batched hop of inference for every channel (tests wrap this to simulate load)."""
+        return self.model.run_all()
 
     def _hop(self, c: int, fifo: np.ndarray, run: bool) -> None:
         model = self.model

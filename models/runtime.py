@@ -25,7 +25,9 @@ other fixed-shape float32 outputs. Metadata ``hushbridge.sample_rate``, ``hushbr
     The graph's delay at the model rate (metadata); the hop FIFO of an Effect adds ``hop - 1``.
 
 Multi-channel audio runs **per channel**: each channel has its own state set and is processed as
-an independent mono stream (no linking between channels); C channels cost C times one.
+an independent mono stream (no linking between channels). A graph with a dynamic batch dimension
+(models/README.md) runs all channels in one call per hop (:meth:`StreamingModel.run_all`, rows of
+``audio_in``/``audio_out``); other graphs take one call per channel (:meth:`StreamingModel.run_hop`).
 
 >>> m = StreamingModel("models/denoise.onnx")            # doctest: +SKIP
 >>> m.prepare(channels=2)                                 # doctest: +SKIP
@@ -73,6 +75,7 @@ class ModelInfo:
     extra_outputs: tuple[tuple[str, tuple[int, ...]], ...]  # optional outputs, activity included
     has_atten_lim: bool
     has_activity: bool
+    batched: bool = False  # dim 0 of every tensor but atten_lim_db is dynamic: one run serves all channels
 
 
 def _fixed_shape(name: str, shape: list, path: str, hop: int | None = None) -> tuple[int, ...]:
@@ -127,6 +130,7 @@ def inspect_model(session, path: str) -> ModelInfo:
     for name, t in list(inputs.items()) + list(outputs.items()):
         if t.type != "tensor(float)":
             raise ModelError(f"{path}: {name!r} is {t.type}; every tensor of the contract is float32")
+    batched = not isinstance(inputs[AUDIO_IN].shape[0], (int, np.integer))
     for name in (AUDIO_IN, AUDIO_OUT):
         table = inputs if name == AUDIO_IN else outputs
         shape = _fixed_shape(name, table[name].shape, path, hop)
@@ -157,10 +161,16 @@ def inspect_model(session, path: str) -> ModelInfo:
         if name == AUDIO_OUT or name in state_outs:
             continue
         extras.append((name, _fixed_shape(name, t.shape, path)))
+    if batched:  # a dynamic batch must lead every state and output, or channels would share them
+        for name, t in [(n, inputs[n]) for n, _ in states] + [(n, outputs[n]) for n, _ in extras] \
+                + [(n + "_out", outputs[n + "_out"]) for n, _ in states]:
+            if len(t.shape) < 2 or isinstance(t.shape[0], (int, np.integer)):
+                raise ModelError(f"{path}: audio_in has a dynamic batch dimension but {name!r} has shape "
+                                 f"{t.shape}; a batched graph needs it first in every state and output")
     return ModelInfo(path=path, sample_rate=sr, hop=hop, latency_samples=lat,
                      name=meta.get(META + "name", Path(path).stem), version=meta.get(META + "version", ""),
                      states=tuple(states), extra_outputs=tuple(extras), has_atten_lim=ATTEN_IN in inputs,
-                     has_activity=ACTIVITY_OUT in outputs)
+                     has_activity=ACTIVITY_OUT in outputs, batched=batched)
 
 
 class StreamingModel:
@@ -242,6 +252,12 @@ class StreamingModel:
         if channels == self.channels:
             self.reset()
             return
+        if self.info.batched:
+            self._prepare_batched(int(channels))
+            return
+        hop = self.info.hop
+        self.audio_in = np.zeros((1, hop), dtype=np.float32)
+        self.audio_out = np.zeros((1, hop), dtype=np.float32)
         ov = self._ort.OrtValue.ortvalue_from_numpy
         a_in, a_out = ov(self.audio_in), ov(self.audio_out)
         atten = ov(self.atten_lim_db) if self.atten_lim_db is not None else None
@@ -275,8 +291,62 @@ class StreamingModel:
         self.channels = int(channels)
         self.reset()
 
+    def _prepare_batched(self, channels: int) -> None:
+        """One binding pair for all channels: every array is ``[channels, ...]``; channel ``c``'s
+        state, extras and ``_flat`` entries are views of row ``c``."""
+        ov = self._ort.OrtValue.ortvalue_from_numpy
+        hop = self.info.hop
+        self.audio_in = np.zeros((channels, hop), dtype=np.float32)
+        self.audio_out = np.zeros((channels, hop), dtype=np.float32)
+        a_in, a_out = ov(self.audio_in), ov(self.audio_out)
+        atten = ov(self.atten_lim_db) if self.atten_lim_db is not None else None
+        self._keep = [a_in, a_out, atten]
+        sets = [[np.zeros((channels,) + shape[1:], dtype=np.float32) for _, shape in self.info.states]
+                for _ in range(2)]
+        extras = {name: np.zeros((channels,) + shape[1:], dtype=np.float32) for name, shape in self.info.extra_outputs}
+        pair = []
+        for phase in (0, 1):
+            b = self.session.io_binding()
+            b.bind_ortvalue_input(AUDIO_IN, a_in)
+            b.bind_ortvalue_output(AUDIO_OUT, a_out)
+            if atten is not None:
+                b.bind_ortvalue_input(ATTEN_IN, atten)
+            for k, (name, _) in enumerate(self.info.states):
+                src, dst = ov(sets[phase][k]), ov(sets[1 - phase][k])
+                self._keep += [src, dst]
+                b.bind_ortvalue_input(name, src)
+                b.bind_ortvalue_output(name + "_out", dst)
+            for name, arr in extras.items():
+                v = ov(arr)
+                self._keep.append(v)
+                b.bind_ortvalue_output(name, v)
+            pair.append(b._iobinding if self._direct is not None and hasattr(b, "_iobinding") else b)
+        self._batch_sets, self._batch_extras = sets, extras
+        self._bindings = [pair]
+        self._phase = [0]
+        self._state_sets = [[[a[c:c + 1] for a in s] for s in sets] for c in range(channels)]
+        self._flat = [[[a[c].reshape(-1) for a in s] for s in sets] for c in range(channels)]
+        self.extras = [{name: arr[c:c + 1] for name, arr in extras.items()} for c in range(channels)]
+        self.channels = channels
+        self.reset()
+
     def reset(self, channel: int | None = None) -> None:
         """Zero the state of ``channel`` (or of every channel). Real-time safe."""
+        if self.info.batched:
+            for s in self._state_sets[channel] if channel is not None else ():
+                for arr in s:
+                    arr.fill(0.0)
+            if channel is None:
+                for s in self._batch_sets:
+                    for arr in s:
+                        arr.fill(0.0)
+                for arr in self._batch_extras.values():
+                    arr.fill(0.0)
+                self._phase[0] = 0
+            else:
+                for arr in self.extras[channel].values():
+                    arr.fill(0.0)
+            return
         chans = range(self.channels) if channel is None else (channel,)
         for c in chans:
             for s in self._state_sets[c]:
@@ -287,7 +357,11 @@ class StreamingModel:
             self._phase[c] = 0
 
     def run_hop(self, channel: int = 0) -> np.ndarray:
-        """Run one hop of :attr:`audio_in` through ``channel``'s state; return :attr:`audio_out`."""
+        """Run one hop of :attr:`audio_in` through ``channel``'s state; return :attr:`audio_out`.
+        A batched graph runs every channel at once here (rows of :attr:`audio_in`), whatever
+        ``channel`` says; see :meth:`run_all`."""
+        if self.info.batched:
+            return self.run_all()
         p = self._phase[channel]
         b = self._bindings[channel][p]
         if self._direct is not None and not isinstance(b, self._ort.IOBinding):
@@ -297,13 +371,32 @@ class StreamingModel:
         self._phase[channel] = 1 - p
         return self.audio_out
 
+    def run_all(self) -> np.ndarray:
+        """Batched graphs: one hop for every channel, row ``c`` of :attr:`audio_in` in and of
+        :attr:`audio_out` out. Other graphs: channel by channel, each reading and writing its row
+        (``audio_in``/``audio_out`` are ``[1, hop]`` there, so only one channel fits: use
+        :meth:`run_hop`)."""
+        if not self.info.batched:
+            raise ModelError(f"{self.info.path}: run_all() needs a graph with a dynamic batch dimension")
+        p = self._phase[0]
+        b = self._bindings[0][p]
+        if self._direct is not None and not isinstance(b, self._ort.IOBinding):
+            self._direct(b, None)
+        else:
+            self.session.run_with_iobinding(b, None)
+        self._phase[0] = 1 - p
+        return self.audio_out
+
+    def _current(self, channel: int) -> int:
+        return self._phase[0] if self.info.batched else self._phase[channel]
+
     def state(self, channel: int = 0) -> list[np.ndarray]:
         """The current state arrays of ``channel`` (the ones the next hop reads)."""
-        return self._state_sets[channel][self._phase[channel]]
+        return self._state_sets[channel][self._current(channel)]
 
     def state_finite(self, channel: int = 0) -> bool:
         """Whether every state value of ``channel`` is finite (uses no temporary arrays)."""
-        for arr in self._flat[channel][self._phase[channel]]:
+        for arr in self._flat[channel][self._current(channel)]:
             if not all_finite(arr):
                 return False
         return True

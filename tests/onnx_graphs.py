@@ -14,7 +14,7 @@ import numpy as np
 def contract_graph(path: str | Path, *, sample_rate: int = 16000, hop: int = 160, delay: int = 37,
                    gain: float = 1.0, leaky: float | None = None, activity: bool = False,
                    atten: bool = False, suppress: bool = False, metadata: dict | None = None,
-                   name: str = "testgraph") -> Path:
+                   name: str = "testgraph", batched: bool = False, fixed_state: bool = False) -> Path:
     """Write a contract graph to ``path`` and return the path.
 
     audio_out = gain * g * (audio_in delayed by ``delay`` samples), where
@@ -23,21 +23,26 @@ def contract_graph(path: str | Path, *, sample_rate: int = 16000, hop: int = 160
     ``suppress``: the output is 0 (a model that removes everything), or with ``atten`` the input
     scaled by 10^(-atten_lim_db / 20) (it removes everything down to the limit).
     ``activity`` adds an output ``activity`` [1] = s / (s + 0.001).
+    ``batched``: the leading dimension of audio, states and activity ([batch, 1]) is a dynamic
+    ``batch`` (one run for all channels); ``fixed_state`` then leaves ``state_buf`` at [1, delay]
+    (a broken batched graph).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits = [], []
-    inputs = [helper.make_tensor_value_info("audio_in", TensorProto.FLOAT, [1, hop])]
-    outputs = [helper.make_tensor_value_info("audio_out", TensorProto.FLOAT, [1, hop])]
+    b = "batch" if batched else 1
+    inputs = [helper.make_tensor_value_info("audio_in", TensorProto.FLOAT, [b, hop])]
+    outputs = [helper.make_tensor_value_info("audio_out", TensorProto.FLOAT, [b, hop])]
 
     def const(nm: str, value) -> str:
         inits.append(numpy_helper.from_array(np.asarray(value), nm))
         return nm
 
     if delay > 0:
-        inputs.append(helper.make_tensor_value_info("state_buf", TensorProto.FLOAT, [1, delay]))
-        outputs.append(helper.make_tensor_value_info("state_buf_out", TensorProto.FLOAT, [1, delay]))
+        sb = 1 if fixed_state else b
+        inputs.append(helper.make_tensor_value_info("state_buf", TensorProto.FLOAT, [sb, delay]))
+        outputs.append(helper.make_tensor_value_info("state_buf_out", TensorProto.FLOAT, [sb, delay]))
         nodes.append(helper.make_node("Concat", ["state_buf", "audio_in"], ["cat"], axis=1))
         ax = const("ax1", np.array([1], np.int64))
         nodes.append(helper.make_node("Slice", ["cat", const("s0", np.array([0], np.int64)),
@@ -51,8 +56,8 @@ def contract_graph(path: str | Path, *, sample_rate: int = 16000, hop: int = 160
     nodes.append(helper.make_node("Mul", [cur, const("gain", np.array(gain, np.float32))], ["gained"]))
     cur = "gained"
     if leaky is not None:
-        inputs.append(helper.make_tensor_value_info("state_lvl", TensorProto.FLOAT, [1, 1]))
-        outputs.append(helper.make_tensor_value_info("state_lvl_out", TensorProto.FLOAT, [1, 1]))
+        inputs.append(helper.make_tensor_value_info("state_lvl", TensorProto.FLOAT, [b, 1]))
+        outputs.append(helper.make_tensor_value_info("state_lvl_out", TensorProto.FLOAT, [b, 1]))
         nodes.append(helper.make_node("Mul", ["audio_in", "audio_in"], ["sq"]))
         nodes.append(helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[1], keepdims=1))
         nodes.append(helper.make_node("Mul", ["state_lvl", const("a", np.array(leaky, np.float32))], ["sa"]))
@@ -63,12 +68,12 @@ def contract_graph(path: str | Path, *, sample_rate: int = 16000, hop: int = 160
         nodes.append(helper.make_node("Div", [cur, "den"], ["leveled"]))
         cur = "leveled"
         if activity:
-            outputs.append(helper.make_tensor_value_info("activity", TensorProto.FLOAT, [1]))
+            outputs.append(helper.make_tensor_value_info("activity", TensorProto.FLOAT, [b, 1] if batched else [1]))
             nodes.append(helper.make_node("Add", ["state_lvl_out", const("eps", np.array(1e-3, np.float32))],
                                           ["sd"]))
             nodes.append(helper.make_node("Div", ["state_lvl_out", "sd"], ["act2"]))
-            nodes.append(helper.make_node("Reshape", ["act2", const("shp1", np.array([1], np.int64))],
-                                          ["activity"]))
+            shp = np.array([-1, 1] if batched else [1], np.int64)
+            nodes.append(helper.make_node("Reshape", ["act2", const("shp1", shp)], ["activity"]))
     if atten:
         inputs.append(helper.make_tensor_value_info("atten_lim_db", TensorProto.FLOAT, [1]))
     if suppress:

@@ -7,8 +7,9 @@ Usage::
 
 Graph (opset 17): inputs ``audio_in`` [1, 240] float32, ``state_0`` .. ``state_5`` (see
 :class:`.model.StreamingDenoise`), ``atten_lim_db`` [1]; outputs ``audio_out`` [1, 240],
-``state_<k>_out``, ``activity`` [1] (speech probability) and ``gains`` [1, 32] (ERB-band gains).
-States start as zeros. Metadata: ``hushbridge.sample_rate`` 48000, ``hushbridge.hop`` 240,
+``state_<k>_out``, ``activity`` [1, 1] (speech probability) and ``gains`` [1, 32] (ERB-band gains).
+States start as zeros. The leading dimension of every tensor but ``atten_lim_db`` is a dynamic
+batch: one run can serve every channel of a stream (models/README.md). Metadata: ``hushbridge.sample_rate`` 48000, ``hushbridge.hop`` 240,
 ``hushbridge.latency_samples`` 240 (the graph's own delay, window 480 - hop 240, as models/README.md
 defines it; the runtime's hop FIFO adds 239, so the effect reports 479), ``hushbridge.name``,
 ``hushbridge.version``, ``hushbridge.state_shapes`` and ``hushbridge.n_bands``.
@@ -46,15 +47,18 @@ def export(net: DenoiseNet, path: str | Path, name: str = "denoise", version: st
     net = net.eval()
     step = StreamingDenoise(net).eval()
     shapes = step.state_shapes()
-    args = (torch.zeros(1, HOP),) + tuple(torch.zeros(s) for s in shapes) + (torch.tensor([100.0]),)
+    # traced with two streams so that nothing specialises on a batch of one; the batch is dynamic
+    args = (torch.zeros(2, HOP),) + tuple(torch.zeros(step.state_shapes(2)[k]) for k in range(len(shapes))) \
+        + (torch.tensor([100.0]),)
     names = state_names(len(shapes))
     in_names = ["audio_in"] + names + ["atten_lim_db"]
     out_names = ["audio_out"] + [f"{s}_out" for s in names] + ["activity", "gains"]
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        batch = {n: {0: "batch"} for n in in_names + out_names if n != "atten_lim_db"}
         torch.onnx.export(step, args, str(tmp), input_names=in_names, output_names=out_names,
-                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+                          opset_version=OPSET, do_constant_folding=True, dynamo=False, dynamic_axes=batch)
     model = onnx.load(str(tmp))
     tmp.unlink()
     meta = {
@@ -84,7 +88,8 @@ def run_onnx(path: str | Path, x: np.ndarray, atten_lim_db: float = 100.0) -> tu
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    states = {i.name: np.zeros(i.shape, dtype=np.float32) for i in sess.get_inputs() if i.name.startswith("state_")}
+    states = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32)
+              for i in sess.get_inputs() if i.name.startswith("state_")}
     outs, acts = [], []
     lim = np.array([atten_lim_db], dtype=np.float32)
     n = x.size // HOP
@@ -94,7 +99,7 @@ def run_onnx(path: str | Path, x: np.ndarray, atten_lim_db: float = 100.0) -> tu
         names = [o.name for o in sess.get_outputs()]
         r = dict(zip(names, res))
         outs.append(r["audio_out"][0])
-        acts.append(float(r["activity"][0]))
+        acts.append(float(r["activity"].flat[0]))
         states = {s: r[f"{s}_out"] for s in states}
     return np.concatenate(outs) if outs else np.zeros(0, np.float32), np.array(acts)
 

@@ -319,14 +319,15 @@ class StreamingDenoise(nn.Module):
     - ``state_1`` [1, 32]: running mean of band log energies, minus -60 dB
     - ``state_2`` [1, 48]: running mean of low-bin magnitudes, minus 1e-3
     - ``state_3`` [1, layers * hidden]: minGRU hidden states, layer after layer
-    - ``state_4`` [2, DF_ORDER - 1, 48]: low-bin spectra (re; im) of frames t-1, t-2
+    - ``state_4`` [1, 2, DF_ORDER - 1, 48]: low-bin spectra (re; im) of frames t-1, t-2
     - ``state_5`` [1, 240]: overlap-add tail
 
     The same arithmetic as :meth:`DenoiseNet.forward`, laid out for few graph nodes (onnxruntime
     spends more on each node than on these small matmuls): the spectrum is one ``[2, F]`` tensor
     (re; im) throughout, the DFTs run in two small stages (:func:`factored_dft_constants`), one
     matmul serves all three heads with the deep-filter outputs permuted to ``[re/im, tap, bin]``,
-    and the minGRU states are one row.
+    and the minGRU states are one row. Every tensor has a leading batch dimension (1 above), dynamic
+    in the export: one run serves all channels of a stream (see models/README.md).
     """
 
     def __init__(self, net: DenoiseNet):
@@ -343,58 +344,61 @@ class StreamingDenoise(nn.Module):
                                                       net.vad_head.weight], dim=0).t().contiguous(), persistent=False)
             self.register_buffer("head_b", torch.cat([net.gain_head.bias, df_b, net.vad_head.bias]),
                                  persistent=False)
-            self.register_buffer("swap_sign", torch.tensor([-1.0, 1.0]).reshape(2, 1, 1), persistent=False)
+            self.register_buffer("swap_sign", torch.tensor([-1.0, 1.0]).reshape(1, 2, 1, 1), persistent=False)
 
     def rdft(self, frame: torch.Tensor) -> torch.Tensor:
-        """``[1, N]`` -> windowed spectrum ``[2, F]`` (re; im), two small stages."""
-        x = frame.reshape(CT_ROWS, CT_COLS) * self.ct_win
-        s1 = (self.ct_f1 @ x).reshape(CT_ROWS, 1, 2 * CT_COLS)
-        s2 = torch.matmul(s1, self.ct_f2).reshape(-1)  # [k1, re k2 | im k2]
-        return s2[self.ct_fwd_take]
+        """``[B, N]`` -> windowed spectrum ``[B, 2, F]`` (re; im), two small stages."""
+        x = frame.reshape(-1, CT_ROWS, CT_COLS) * self.ct_win
+        s1 = torch.matmul(self.ct_f1, x).reshape(-1, CT_ROWS, 1, 2 * CT_COLS)
+        s2 = torch.matmul(s1, self.ct_f2).reshape(-1, CT_ROWS * self.ct_f2.shape[-1])  # [B, k1 x (re k2 | im k2)]
+        return s2[:, self.ct_fwd_take]
 
     def irdft(self, y_spec: torch.Tensor) -> torch.Tensor:
-        """Spectrum ``[2, F]`` (re; im) -> windowed, scaled frame ``[1, N]``."""
-        full = y_spec.reshape(-1)[self.ct_inv_take] * self.ct_inv_sign  # [32, 30]
-        s1 = (self.ct_i1 @ full).reshape(CT_ROWS, 1, 2 * CT_COLS)
-        y = torch.matmul(s1, self.ct_i2).reshape(CT_ROWS, CT_COLS)  # [c, d]
-        return y.t().reshape(1, N_FFT)
+        """Spectrum ``[B, 2, F]`` (re; im) -> windowed, scaled frame ``[B, N]``."""
+        full = y_spec.reshape(-1, 2 * N_BINS)[:, self.ct_inv_take] * self.ct_inv_sign  # [B, 32, 30]
+        s1 = torch.matmul(self.ct_i1, full).reshape(-1, CT_ROWS, 1, 2 * CT_COLS)
+        y = torch.matmul(s1, self.ct_i2).reshape(-1, CT_ROWS, CT_COLS)  # [B, c, d]
+        return y.transpose(1, 2).reshape(-1, N_FFT)
 
-    def state_shapes(self) -> list[tuple[int, ...]]:
-        return [(1, HOP), (1, N_BANDS), (1, DF_BINS), (1, self.net.layers * self.net.hidden),
-                (2, DF_ORDER - 1, DF_BINS), (1, N_FFT - HOP)]
+    def state_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
+        return [(batch, HOP), (batch, N_BANDS), (batch, DF_BINS), (batch, self.net.layers * self.net.hidden),
+                (batch, 2, DF_ORDER - 1, DF_BINS), (batch, N_FFT - HOP)]
 
     def forward(self, audio_in, state_0, state_1, state_2, state_3, state_4, state_5, atten_lim_db):
+        """One hop for ``B`` independent streams (the export's batch dimension is dynamic)."""
         net = self.net
-        frame = torch.cat([state_0, audio_in], dim=1)  # [1, N]
-        spec = self.rdft(frame)  # [2, F]
-        power = (spec * spec).sum(0, keepdim=True)  # [1, F]
+        frame = torch.cat([state_0, audio_in], dim=1)  # [B, N]
+        spec = self.rdft(frame)  # [B, 2, F]
+        power = (spec * spec).sum(1)  # [B, F]
         feat = (10.0 / math.log(10.0)) * torch.log(power @ net.band + 1e-10)
         d1 = ALPHA * state_1 + (1.0 - ALPHA) * (feat - FEAT_INIT_DB)
         featn = (feat - FEAT_INIT_DB - d1) * (1.0 / 40.0)
-        low = spec[:, :DF_BINS]  # [2, BINS]
+        low = spec[:, :, :DF_BINS]  # [B, 2, BINS]
         mag = torch.sqrt(power[:, :DF_BINS] + 1e-12)
         d2 = ALPHA * state_2 + (1.0 - ALPHA) * (mag - UNIT_INIT)
-        unit = (low * (1.0 / (UNIT_INIT + d2))).reshape(1, 2 * DF_BINS)  # [re.. | im..]
+        unit = (low * (1.0 / (UNIT_INIT + d2)).unsqueeze(1)).reshape(-1, 2 * DF_BINS)  # [re.. | im..]
         h = torch.relu(net.enc(torch.cat([featn, unit], dim=-1)))
         new = []
-        for i, (layer, prev) in enumerate(zip(net.rnn, state_3.split(net.hidden, dim=1))):
-            k, c = layer.lin(h).chunk(2, dim=-1)
-            z = torch.sigmoid(k)
-            hn = prev + z * (_g(c) - prev)
+        hid = net.hidden
+        for i, layer in enumerate(net.rnn):
+            prev = state_3[:, i * hid:(i + 1) * hid]
+            kc = layer.lin(h)
+            z = torch.sigmoid(kc[:, :hid])
+            hn = prev + z * (_g(kc[:, hid:]) - prev)
             new.append(hn)
             h = hn if i == 0 else hn + h
-        ho = h @ self.head_w + self.head_b  # [1, 32 + 288 + 1]
+        ho = h @ self.head_w + self.head_b  # [B, 32 + 288 + 1]
         gains = torch.sigmoid(ho[:, :N_BANDS])
-        c = ho[:, N_BANDS : N_BANDS + DF_ORDER * DF_BINS * 2].reshape(2, DF_ORDER, DF_BINS)
-        vad = torch.sigmoid(ho[:, -1])
-        past = torch.cat([low.unsqueeze(1), state_4], dim=1)  # [2, ORDER, BINS]: t, t-1, t-2
+        c = ho[:, N_BANDS : N_BANDS + DF_ORDER * DF_BINS * 2].reshape(-1, 2, DF_ORDER, DF_BINS)
+        vad = torch.sigmoid(ho[:, -1:])  # [B, 1]
+        past = torch.cat([low.unsqueeze(2), state_4], dim=2)  # [B, 2, ORDER, BINS]: t, t-1, t-2
         # complex multiply-accumulate over taps: [dr; di] = sum cr [pr; pi] + ci [-pi; pr]
-        df = (c[0:1] * past + c[1:2] * (past.flip(0) * self.swap_sign)).sum(1)  # [2, BINS]
-        y_spec = (gains @ net.interp) * spec + torch.nn.functional.pad(df, (0, N_BINS - DF_BINS))
+        df = (c[:, 0:1] * past + c[:, 1:2] * (past.flip(1) * self.swap_sign)).sum(2)  # [B, 2, BINS]
+        y_spec = (gains @ net.interp).unsqueeze(1) * spec + torch.nn.functional.pad(df, (0, N_BINS - DF_BINS))
         y_spec = y_spec + torch.pow(10.0, atten_lim_db * -0.05) * (spec - y_spec)
-        y = self.irdft(y_spec)  # [1, N]
+        y = self.irdft(y_spec)  # [B, N]
         audio_out = y[:, :HOP] + state_5
-        return (audio_out, audio_in, d1, d2, torch.cat(new, dim=1), past[:, : DF_ORDER - 1], y[:, HOP:],
+        return (audio_out, audio_in, d1, d2, torch.cat(new, dim=1), past[:, :, : DF_ORDER - 1], y[:, HOP:],
                 vad, gains)
 
 

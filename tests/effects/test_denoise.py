@@ -34,6 +34,7 @@ def g(tmp_path_factory):
         "half": contract_graph(d / "half.onnx", hop=HOP, delay=D, gain=0.5),
         "supp": contract_graph(d / "supp.onnx", hop=HOP, delay=D, suppress=True),
         "supp_atten": contract_graph(d / "supp_atten.onnx", hop=HOP, delay=D, suppress=True, atten=True),
+        "leaky_b": contract_graph(d / "leaky_b.onnx", hop=HOP, delay=D, leaky=0.9, activity=True, batched=True),
     }
 
 
@@ -142,6 +143,49 @@ def test_stereo_channels_are_independent(g):
     for c in (0, 1):
         solo = stream(ME(g["leaky"], reduction_db=100.0), x[c:c + 1], 44100, 128)
         np.testing.assert_array_equal(both[c], solo[0])
+
+
+@pytest.mark.parametrize("sr", [16000, 44100])
+@pytest.mark.parametrize("block", [1, 128, 1000])
+def test_batched_graph_runs_all_channels_at_once_with_the_same_output(g, sr, block):
+    x = noise(sr // 4 if block == 1 else sr, channels=3, seed=21)
+    x[1] *= 0.2
+    e = ME(g["leaky_b"], reduction_db=100.0)
+    calls = [0]
+    real = e._infer_all
+
+    def counted():
+        calls[0] += 1
+        return real()
+
+    e._infer_all = counted
+    got = stream(e, x, sr, block)
+    assert e.model.info.batched and calls[0] > 0
+    want = stream(ME(g["leaky"], reduction_db=100.0), x, sr, block)  # the same graph, channel by channel
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    hops = -(-x.shape[1] * 16000 // sr) // HOP
+    assert abs(calls[0] - hops) <= 2  # one run per hop for all three channels
+    assert e.activity == pytest.approx(max(e._act))
+
+
+def test_batched_graph_nonfinite_output_resets_only_that_channel(g):
+    e = ME(g["leaky_b"], reduction_db=100.0)
+    e.prepare(ProcessSpec(16000, 160, 2))
+    blk = noise(160, channels=2, seed=22)
+    for _ in range(5):
+        e.process(blk.copy())
+    real = e._infer_all
+
+    def poisoned():
+        out = real()
+        out[1, 3] = np.nan
+        return out
+
+    e._infer_all = poisoned
+    y = blk.copy()
+    e.process(y)
+    assert np.isfinite(y).all() and e.nonfinite_events == 1
+    assert not any(s.any() for s in e.model.state(1)) and any(s.any() for s in e.model.state(0))
 
 
 @pytest.mark.parametrize("sr", [16000, 48000])

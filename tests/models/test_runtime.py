@@ -183,3 +183,52 @@ def test_state_without_output_is_a_clear_error(graphs):
     onnx.save(model, str(p))
     with pytest.raises(ModelError, match="state input 'state_buf' has no output 'state_buf_out'"):
         StreamingModel(p)
+
+
+def test_batched_graph_runs_every_channel_in_one_call(graphs):
+    from onnx_graphs import reference
+
+    p = contract_graph(graphs["dir"] / "leaky_b.onnx", hop=HOP, delay=37, leaky=0.9, activity=True, batched=True)
+    m = StreamingModel(p)
+    assert m.info.batched
+    m.prepare(3)
+    assert m.audio_in.shape == (3, HOP) and m.extras[2]["activity"].shape == (1, 1)
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((3, 20 * HOP)) * np.array([[0.3], [0.05], [0.0]])).astype(np.float32)
+    got = np.zeros_like(x)
+    for k in range(20):
+        m.audio_in[...] = x[:, k * HOP:(k + 1) * HOP]
+        got[:, k * HOP:(k + 1) * HOP] = m.run_all()
+    for c in range(3):
+        np.testing.assert_allclose(got[c], reference(x[c], hop=HOP, delay=37, leaky=0.9), rtol=1e-5, atol=1e-7)
+    assert m.extras[0]["activity"].flat[0] > m.extras[1]["activity"].flat[0] > m.extras[2]["activity"].flat[0]
+    m.reset(0)
+    assert not any(s.any() for s in m.state(0)) and any(s.any() for s in m.state(1))
+    assert m.state_finite(1)
+    m.state(1)[0][0, 0] = np.inf
+    assert not m.state_finite(1) and m.state_finite(0)
+    # run_all allocates nothing per call either
+    for _ in range(20):
+        m.run_all()
+    tracemalloc.start()
+    try:
+        s0 = tracemalloc.take_snapshot()
+        for _ in range(2000):
+            m.run_all()
+        s1 = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert sum(st.size_diff for st in s1.compare_to(s0, "filename")) < 4096
+
+
+def test_batched_audio_with_a_fixed_state_is_a_clear_error(graphs):
+    p = contract_graph(graphs["dir"] / "half_b.onnx", hop=HOP, delay=37, batched=True, fixed_state=True)
+    with pytest.raises(ModelError, match="dynamic batch dimension but 'state_buf' has shape"):
+        StreamingModel(p)
+
+
+def test_run_all_needs_a_batched_graph(graphs):
+    m = StreamingModel(graphs["delay"])
+    m.prepare(1)
+    with pytest.raises(ModelError, match="run_all"):
+        m.run_all()
