@@ -345,6 +345,8 @@ class StreamingDenoise(nn.Module):
             self.register_buffer("head_b", torch.cat([net.gain_head.bias, df_b, net.vad_head.bias]),
                                  persistent=False)
             self.register_buffer("swap_sign", torch.tensor([-1.0, 1.0]).reshape(1, 2, 1, 1), persistent=False)
+            self.register_buffer("g_threshold", torch.cat([torch.full((net.hidden,), math.inf),
+                                                           torch.zeros(net.hidden)]), persistent=False)
 
     def rdft(self, frame: torch.Tensor) -> torch.Tensor:
         """``[B, N]`` -> windowed spectrum ``[B, 2, F]`` (re; im), two small stages."""
@@ -383,8 +385,11 @@ class StreamingDenoise(nn.Module):
         for i, layer in enumerate(net.rnn):
             prev = state_3[:, i * hid:(i + 1) * hid]
             kc = layer.lin(h)
-            z = torch.sigmoid(kc[:, :hid])
-            hn = prev + z * (_g(kc[:, hid:]) - prev)
+            # z = sigmoid(k) and g(c) = (c >= 0 ? c + 0.5 : sigmoid(c)) in one pass over [k | c]
+            # (the threshold row is +inf over k): fewer graph nodes, the same numbers
+            zg = torch.where(kc >= self.g_threshold, kc + 0.5, torch.sigmoid(kc))
+            z, g = zg[:, :hid], zg[:, hid:]
+            hn = prev + z * (g - prev)
             new.append(hn)
             h = hn if i == 0 else hn + h
         ho = h @ self.head_w + self.head_b  # [B, 32 + 288 + 1]
