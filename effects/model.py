@@ -65,6 +65,7 @@ OVERLOAD_WINDOW = 16
 OVERLOAD_MISSES = 4
 PROBE_S = 1.0
 PROBE_HOPS = 16
+WARM_RUNS = 128
 _PLAN_SECONDS = 8.0  # simulated round trip, long enough for the resamplers' burst patterns to repeat
 _PLAN_CHUNK = 16
 
@@ -319,9 +320,14 @@ class ModelEffect(Effect):
         self._rt.t_inf = 0.0
         self._rt.hops_block = 0
         _warm_model_kernels()
-        # the first onnxruntime run of a session is slow: do it here, not in a callback
-        for c in range(ch):
-            model.run_hop(c)
+        # the first onnxruntime runs of a session are slow and allocate (for about 100 runs with a
+        # dynamic batch): do them here, not in a callback
+        for _ in range(WARM_RUNS):
+            if self._batched:
+                model.run_all()
+            else:
+                for c in range(ch):
+                    model.run_hop(c)
         model.reset()
 
     def reset(self) -> None:

@@ -207,8 +207,9 @@ def test_batched_graph_runs_every_channel_in_one_call(graphs):
     assert m.state_finite(1)
     m.state(1)[0][0, 0] = np.inf
     assert not m.state_finite(1) and m.state_finite(0)
-    # run_all allocates nothing per call either
-    for _ in range(20):
+    # run_all allocates nothing per call either, once warm (onnxruntime allocates during about the
+    # first 100 runs of a graph with a dynamic batch; ModelEffect.prepare does those)
+    for _ in range(200):
         m.run_all()
     tracemalloc.start()
     try:
