@@ -255,34 +255,10 @@ class StreamingModel:
         if self.info.batched:
             self._prepare_batched(int(channels))
             return
-        hop = self.info.hop
-        self.audio_in = np.zeros((1, hop), dtype=np.float32)
-        self.audio_out = np.zeros((1, hop), dtype=np.float32)
-        ov = self._ort.OrtValue.ortvalue_from_numpy
-        a_in, a_out = ov(self.audio_in), ov(self.audio_out)
-        atten = ov(self.atten_lim_db) if self.atten_lim_db is not None else None
+        self._bind_io(1)
         self.extras, self._bindings, self._phase, self._state_sets, self._flat = [], [], [], [], []
-        self._keep = [a_in, a_out, atten]  # the OrtValues borrow these arrays' memory
         for _ in range(channels):
-            sets = [[np.zeros(shape, dtype=np.float32) for _, shape in self.info.states] for _ in range(2)]
-            extras = {name: np.zeros(shape, dtype=np.float32) for name, shape in self.info.extra_outputs}
-            pair = []
-            for phase in (0, 1):
-                b = self.session.io_binding()
-                b.bind_ortvalue_input(AUDIO_IN, a_in)
-                b.bind_ortvalue_output(AUDIO_OUT, a_out)
-                if atten is not None:
-                    b.bind_ortvalue_input(ATTEN_IN, atten)
-                for k, (name, _) in enumerate(self.info.states):
-                    src, dst = ov(sets[phase][k]), ov(sets[1 - phase][k])
-                    self._keep += [src, dst]
-                    b.bind_ortvalue_input(name, src)
-                    b.bind_ortvalue_output(name + "_out", dst)
-                for name, arr in extras.items():
-                    v = ov(arr)
-                    self._keep.append(v)
-                    b.bind_ortvalue_output(name, v)
-                pair.append(b._iobinding if self._direct is not None and hasattr(b, "_iobinding") else b)
+            sets, extras, pair = self._bind_states(1)
             self._bindings.append(pair)
             self._phase.append(0)
             self._state_sets.append(sets)
@@ -294,16 +270,38 @@ class StreamingModel:
     def _prepare_batched(self, channels: int) -> None:
         """One binding pair for all channels: every array is ``[channels, ...]``; channel ``c``'s
         state, extras and ``_flat`` entries are views of row ``c``."""
+        self._bind_io(channels)
+        sets, extras, pair = self._bind_states(channels)
+        self._batch_sets, self._batch_extras = sets, extras
+        self._bindings = [pair]
+        self._phase = [0]
+        self._state_sets = [[[a[c:c + 1] for a in s] for s in sets] for c in range(channels)]
+        self._flat = [[[a[c].reshape(-1) for a in s] for s in sets] for c in range(channels)]
+        self.extras = [{name: arr[c:c + 1] for name, arr in extras.items()} for c in range(channels)]
+        self.channels = channels
+        self.reset()
+
+    def _bind_io(self, rows: int) -> None:
+        """Fresh ``audio_in``/``audio_out`` of ``rows`` rows as OrtValues (kept alive in ``_keep``:
+        the OrtValues borrow the arrays' memory)."""
         ov = self._ort.OrtValue.ortvalue_from_numpy
-        hop = self.info.hop
-        self.audio_in = np.zeros((channels, hop), dtype=np.float32)
-        self.audio_out = np.zeros((channels, hop), dtype=np.float32)
-        a_in, a_out = ov(self.audio_in), ov(self.audio_out)
+        self.audio_in = np.zeros((rows, self.info.hop), dtype=np.float32)
+        self.audio_out = np.zeros((rows, self.info.hop), dtype=np.float32)
         atten = ov(self.atten_lim_db) if self.atten_lim_db is not None else None
-        self._keep = [a_in, a_out, atten]
-        sets = [[np.zeros((channels,) + shape[1:], dtype=np.float32) for _, shape in self.info.states]
-                for _ in range(2)]
-        extras = {name: np.zeros((channels,) + shape[1:], dtype=np.float32) for name, shape in self.info.extra_outputs}
+        self._io_values = (ov(self.audio_in), ov(self.audio_out), atten)
+        self._keep = list(self._io_values)
+
+    def _bind_states(self, rows: int) -> tuple[list[list[np.ndarray]], dict[str, np.ndarray], list]:
+        """Two state sets and the extras (``rows`` rows each) and the two bindings that read one
+        set and write the other (ping-pong)."""
+        ov = self._ort.OrtValue.ortvalue_from_numpy
+        a_in, a_out, atten = self._io_values
+
+        def shaped(shape: tuple[int, ...]) -> tuple[int, ...]:  # a fixed graph keeps its own shapes
+            return (rows,) + shape[1:] if self.info.batched else shape
+
+        sets = [[np.zeros(shaped(shape), dtype=np.float32) for _, shape in self.info.states] for _ in range(2)]
+        extras = {name: np.zeros(shaped(shape), dtype=np.float32) for name, shape in self.info.extra_outputs}
         pair = []
         for phase in (0, 1):
             b = self.session.io_binding()
@@ -321,14 +319,7 @@ class StreamingModel:
                 self._keep.append(v)
                 b.bind_ortvalue_output(name, v)
             pair.append(b._iobinding if self._direct is not None and hasattr(b, "_iobinding") else b)
-        self._batch_sets, self._batch_extras = sets, extras
-        self._bindings = [pair]
-        self._phase = [0]
-        self._state_sets = [[[a[c:c + 1] for a in s] for s in sets] for c in range(channels)]
-        self._flat = [[[a[c].reshape(-1) for a in s] for s in sets] for c in range(channels)]
-        self.extras = [{name: arr[c:c + 1] for name, arr in extras.items()} for c in range(channels)]
-        self.channels = channels
-        self.reset()
+        return sets, extras, pair
 
     def reset(self, channel: int | None = None) -> None:
         """Zero the state of ``channel`` (or of every channel). Real-time safe."""
