@@ -274,22 +274,31 @@ def early_part(h: np.ndarray, ms: float = 50.0, fade_ms: float = 10.0) -> np.nda
     return e
 
 
-def synth_rirs(count: int, seed: int) -> list[np.ndarray]:
-    """Image-source rooms (make_demo's generator), varied source position, RT60 and room scale."""
-    path = cache_dir() / f"rirs-{count}-{seed}.npz"
+def _cached_rooms(name: str, make) -> list[np.ndarray]:
+    """The rooms in ``cache_dir() / name`` (npz), made by ``make()`` -> {key: rir} the first time."""
+    path = cache_dir() / name
     if path.exists():
         z = np.load(path)
         return [z[k] for k in sorted(z.files)]
-    rng = np.random.default_rng(seed)
-    out = {}
-    for i in range(count):
-        src = (rng.uniform(0.4, 4.8), rng.uniform(0.4, 3.7), rng.uniform(1.0, 2.0))
-        h = demo.room_impulse_response(rng, src, rt60=float(rng.uniform(0.15, 0.9)))
-        scale = rng.uniform(0.6, 1.6)  # resampling the response in time scales the room
-        h = soxr.resample(h, SR, int(SR * scale), quality="HQ")
-        out[f"r{i:03d}"] = prepare_rir(h, SR)
+    out = make()
     np.savez(path, **out)
     return [out[k] for k in sorted(out)]
+
+
+def synth_rirs(count: int, seed: int) -> list[np.ndarray]:
+    """Image-source rooms (make_demo's generator), varied source position, RT60 and room scale."""
+    def make() -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        out = {}
+        for i in range(count):
+            src = (rng.uniform(0.4, 4.8), rng.uniform(0.4, 3.7), rng.uniform(1.0, 2.0))
+            h = demo.room_impulse_response(rng, src, rt60=float(rng.uniform(0.15, 0.9)))
+            scale = rng.uniform(0.6, 1.6)  # resampling the response in time scales the room
+            h = soxr.resample(h, SR, int(SR * scale), quality="HQ")
+            out[f"r{i:03d}"] = prepare_rir(h, SR)
+        return out
+
+    return _cached_rooms(f"rirs-{count}-{seed}.npz", make)
 
 
 def pra_rirs(count: int, seed: int) -> list[np.ndarray]:
@@ -297,33 +306,31 @@ def pra_rirs(count: int, seed: int) -> list[np.ndarray]:
     Sabine's formula for the drawn RT60, air absorption): 2.5..12 m rooms, RT60 0.15..1.0 s,
     source and microphone at least 0.5 m from the walls and 0.3..4 m apart. Cached like
     :func:`synth_rirs`."""
-    path = cache_dir() / f"pra-rirs-{count}-{seed}.npz"
-    if path.exists():
-        z = np.load(path)
-        return [z[k] for k in sorted(z.files)]
-    import pyroomacoustics as pra  # the [train] extra
+    def make() -> dict[str, np.ndarray]:
+        import pyroomacoustics as pra  # the [train] extra
 
-    rng = np.random.default_rng(seed)
-    out = {}
-    while len(out) < count:
-        dims = np.array([rng.uniform(2.5, 12.0), rng.uniform(2.5, 9.0), rng.uniform(2.3, 4.5)])
-        rt60 = float(rng.uniform(0.15, 1.0))
-        try:
-            absorption, order = pra.inverse_sabine(rt60, dims)
-        except ValueError:  # the room is too small for that RT60
-            continue
-        src = rng.uniform(0.5, dims - 0.5)
-        mic = rng.uniform(0.5, dims - 0.5)
-        if not 0.3 <= np.linalg.norm(src - mic) <= 4.0:
-            continue
-        room = pra.ShoeBox(dims, fs=SR, materials=pra.Material(absorption), max_order=min(order, 40),
-                           air_absorption=True)
-        room.add_source(src)
-        room.add_microphone(mic)
-        room.compute_rir()
-        out[f"p{len(out):03d}"] = prepare_rir(np.asarray(room.rir[0][0], dtype=np.float64), SR)
-    np.savez(path, **out)
-    return [out[k] for k in sorted(out)]
+        rng = np.random.default_rng(seed)
+        out: dict[str, np.ndarray] = {}
+        while len(out) < count:
+            dims = np.array([rng.uniform(2.5, 12.0), rng.uniform(2.5, 9.0), rng.uniform(2.3, 4.5)])
+            rt60 = float(rng.uniform(0.15, 1.0))
+            try:
+                absorption, order = pra.inverse_sabine(rt60, dims)
+            except ValueError:  # the room is too small for that RT60
+                continue
+            src = rng.uniform(0.5, dims - 0.5)
+            mic = rng.uniform(0.5, dims - 0.5)
+            if not 0.3 <= np.linalg.norm(src - mic) <= 4.0:
+                continue
+            room = pra.ShoeBox(dims, fs=SR, materials=pra.Material(absorption), max_order=min(order, 40),
+                               air_absorption=True)
+            room.add_source(src)
+            room.add_microphone(mic)
+            room.compute_rir()
+            out[f"p{len(out):03d}"] = prepare_rir(np.asarray(room.rir[0][0], dtype=np.float64), SR)
+        return out
+
+    return _cached_rooms(f"pra-rirs-{count}-{seed}.npz", make)
 
 
 # --------------------------------------------------------------------------------------------------
