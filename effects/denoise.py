@@ -1,11 +1,12 @@
 """denoise: our streaming speech-denoising model (``hushbridge/models/denoise.onnx``) as an Effect.
 
 Everything real-time lives in :class:`~hushbridge.effects.model.ModelEffect` (any block size,
-internal soxr resampling, exact latency, per-channel state, overload fallback to the
+internal allocation-free resampling, exact latency, per-channel state, overload fallback to the
 latency-matched dry path); this class names the shipped model and the effect.
 
 Parameters: ``reduction_db`` (0..100 dB, default 30: how far noise may be turned down; 100 = no
-limit) and ``mix`` (0..1, dry/wet). Stereo is processed per channel, each with its own state.
+limit) and ``mix`` (0..1, dry/wet). Stereo is processed per channel, each with its own state, all
+channels in one batched inference per hop.
 Meters: :attr:`activity` (speech probability, when the model outputs one), :attr:`overloaded`.
 
 >>> from hushbridge.effects import Denoise                          # doctest: +SKIP
