@@ -19,12 +19,17 @@ CUTOFF = 0.45
 
 
 def polyphase_bank(rate_in: int, rate_out: int, zero_crossings: int = ZERO_CROSSINGS,
-                   beta: float = KAISER_BETA, cutoff: float = CUTOFF) -> tuple[np.ndarray, int, int, int]:
+                   beta: float = KAISER_BETA, cutoff: float = CUTOFF,
+                   delay: float = 0.0) -> tuple[np.ndarray, int, int, int]:
     """``(bank [up, taps] float32, up, down, lookahead)`` for resampling ``rate_in`` -> ``rate_out``.
 
     Row ``p`` holds the filter for output times ``p / up`` of an input sample past the newest
-    input it is centred on; every row sums to 1 (DC passes exactly).
+    input it is centred on; every row sums to 1 (DC passes exactly). ``delay`` (output samples,
+    0 <= delay < 1) delays the signal by that fraction, so that a chain of delays can add up to a
+    whole number of samples.
     """
+    if not 0.0 <= delay < 1.0:
+        raise ValueError(f"delay must be in [0, 1) output samples, got {delay}")
     if rate_in <= 0 or rate_out <= 0:
         raise ValueError(f"sample rates must be positive, got {rate_in} and {rate_out}")
     g = math.gcd(int(rate_in), int(rate_out))
@@ -33,10 +38,11 @@ def polyphase_bank(rate_in: int, rate_out: int, zero_crossings: int = ZERO_CROSS
     fc = cutoff * low / rate_in                 # cycles per input sample
     half = zero_crossings * rate_in / low       # kernel half-width in input samples
     lookahead = int(math.ceil(half))
-    taps = 2 * lookahead
+    shift = delay * rate_in / rate_out          # the delay in input samples
+    taps = 2 * lookahead + int(math.ceil(shift))
     # tap k of row p reads input (centre + lookahead - k), at distance p / up + k - lookahead from
     # the output time (the kernel is symmetric, so the sign does not matter)
-    t = (np.arange(up)[:, None] / up) + np.arange(taps)[None, :] - lookahead  # [up, taps]
+    t = (np.arange(up)[:, None] / up) + np.arange(taps)[None, :] - lookahead - shift  # [up, taps]
     w = np.where(np.abs(t) < half, np.i0(beta * np.sqrt(np.clip(1.0 - (t / half) ** 2, 0.0, 1.0))) / np.i0(beta), 0.0)
     h = 2.0 * fc * np.sinc(2.0 * fc * t) * w
     h /= h.sum(axis=1, keepdims=True)

@@ -14,7 +14,9 @@ any block size allows) and :attr:`latency_samples` = ``hop - 1 + D`` exactly (``
 bursts; ``L_fifo`` is the largest shortfall those bursts can cause (simulated once per rate pair at
 prepare time over 8 s of input in 16-sample steps, bounded from above, then cached), the
 resamplers' own signal delay is measured with an impulse, and the reported latency is
-``round(L_fifo + resampler delay + D * engine_rate / model_rate)``: within one sample of the truth.
+``round(L_fifo + resampler delay + D * engine_rate / model_rate)``: within one sample of the truth
+with soxr; with our resampler (``"RT"``, the default) the output resampler adds the fraction of a
+sample that makes that sum whole, so the reported latency is exact at every rate.
 If the ring ever lacks a sample (it should not) it reads a zero and :attr:`ring_underruns` rises;
 the delay never changes.
 
@@ -187,6 +189,7 @@ class ModelEffect(Effect):
         self._l_fifo = info.hop - 1
         self._rt = _RTState()
         self.resampler_delay = 0.0
+        self._frac = 0.0
         super().__init__(**values)
 
     @classmethod
@@ -244,7 +247,8 @@ class ModelEffect(Effect):
         info = self.model.info
         if spec is None or spec.sample_rate == info.sample_rate:
             return float(self._latency)
-        return self._l_fifo + self.resampler_delay + info.latency_samples * spec.sample_rate / info.sample_rate
+        return (self._l_fifo + self.resampler_delay + self._frac
+                + info.latency_samples * spec.sample_rate / info.sample_rate)
 
     def __repr__(self) -> str:
         base = super().__repr__()
@@ -275,15 +279,20 @@ class ModelEffect(Effect):
         if sr == msr:
             self._rs_in = self._rs_out = None
             self._l_fifo = hop - 1
-            self.resampler_delay = 0.0
+            self.resampler_delay = self._frac = 0.0
             self._latency = d + hop - 1
             hop_e = hop
         else:
             q = self.resample_quality
             self._l_fifo, self.resampler_delay = resample_plan(sr, msr, hop, q)
+            exact = self._l_fifo + self.resampler_delay + d * sr / msr
+            # our resampler adds the fraction that makes the total a whole number of samples: the
+            # reported latency is then exact at every rate, not only within one sample
+            frac = math.ceil(exact - 1e-6) - exact if q == "RT" else 0.0
+            self._frac = frac if frac > 1e-6 else 0.0
             self._rs_in = [make_stream(sr, msr, q, spec.max_block_size) for _ in range(ch)]
-            self._rs_out = [make_stream(msr, sr, q, hop) for _ in range(ch)]
-            self._latency = int(round(self._l_fifo + self.resampler_delay + d * sr / msr))
+            self._rs_out = [make_stream(msr, sr, q, hop, self._frac) for _ in range(ch)]
+            self._latency = int(round(exact + self._frac))
             hop_e = int(math.ceil(hop * sr / msr))
         model.prepare(ch)
         self._fifo = np.zeros((ch, hop), dtype=np.float32)

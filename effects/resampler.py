@@ -25,8 +25,9 @@ class PolyphaseResampler:
     >>> y = r.resample_chunk(np.zeros(128, np.float32))   # a view: copy it to keep it
     """
 
-    def __init__(self, rate_in: int, rate_out: int, max_in: int) -> None:
-        self.bank, self.up, self.down, self.lookahead = polyphase_bank(rate_in, rate_out)
+    def __init__(self, rate_in: int, rate_out: int, max_in: int, delay: float = 0.0) -> None:
+        self.bank, self.up, self.down, self.lookahead = polyphase_bank(rate_in, rate_out, delay=delay)
+        self.delay = float(delay)
         taps = self.bank.shape[1]
         self.ring = np.zeros(1 << int(math.ceil(math.log2(4 * taps + 4))), dtype=np.float32)
         self.state = np.zeros(2, dtype=np.int64)
@@ -54,10 +55,13 @@ class PolyphaseResampler:
         self.state.fill(0)
 
 
-def make_stream(rate_in: int, rate_out: int, quality: str, max_in: int):
-    """A mono stream of ``quality``: ``"RT"`` ours, the others soxr's."""
+def make_stream(rate_in: int, rate_out: int, quality: str, max_in: int, delay: float = 0.0):
+    """A mono stream of ``quality``: ``"RT"`` ours (with an extra fractional ``delay`` in output
+    samples), the others soxr's (``delay`` must be 0)."""
     if quality == "RT":
-        return PolyphaseResampler(rate_in, rate_out, max_in)
+        return PolyphaseResampler(rate_in, rate_out, max_in, delay)
+    if delay:
+        raise ValueError("only the RT resampler takes a fractional delay")
     import soxr
 
     return soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality=quality)

@@ -404,6 +404,20 @@ def test_denoise_runs_any_contract_graph(g):
     assert np.isfinite(y).all() and e.name == "denoise"
 
 
+@pytest.mark.parametrize("sr", [22050, 32000, 44100, 88200, 96000])
+def test_latency_exact_at_any_rate_with_our_resampler(g, sr):
+    """The RT resampler adds the fraction that makes the round trip a whole number of samples: an
+    impulse comes out as a symmetric band-limited pulse centred exactly on ``latency_samples``."""
+    e = ME(g["delay"], reduction_db=100.0)
+    at = 1000
+    y = stream(e, impulse(sr // 2, at), sr, 128)[0].astype(np.float64)
+    k = int(np.argmax(np.abs(y)))
+    assert k == at + e.latency_samples
+    a, b, c = y[k - 1:k + 2]
+    assert abs(0.5 * (a - c) / (a - 2 * b + c)) < 0.02  # the peak sits on the sample, not between
+    assert e.model_latency_exact == pytest.approx(e.latency_samples, abs=0.02)
+
+
 @pytest.mark.parametrize("sr", [44100, 32000])
 def test_own_resampler_is_the_default_and_keeps_latency_near_10_ms(g, sr):
     rt = ME(g["delay48"], reduction_db=100.0)

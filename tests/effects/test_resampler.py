@@ -93,6 +93,20 @@ def test_agrees_with_scipy_resample_poly_on_band_limited_noise(rate_in, rate_out
     assert snr > 60, snr
 
 
+@pytest.mark.parametrize("rate_in,rate_out", [(16000, 44100), (48000, 44100), (48000, 22050)])
+def test_fractional_delay_delays_by_exactly_that(rate_in, rate_out):
+    f = 0.1 * min(rate_in, rate_out)
+    for delay in (0.25, 0.5, 0.9):
+        y = run(PolyphaseResampler(rate_in, rate_out, 256, delay=delay), tone(rate_in, f), 256)[1000:]
+        t = (np.arange(len(y)) + 1000) / rate_out
+        a, b = np.linalg.lstsq(np.stack([np.sin(2 * np.pi * f * t), np.cos(2 * np.pi * f * t)], 1),
+                               y.astype(np.float64), rcond=None)[0]
+        assert -np.arctan2(b, a) / (2 * np.pi * f) * rate_out == pytest.approx(delay, abs=0.01)
+        assert abs(20 * np.log10(np.hypot(a, b))) < 0.05
+    with pytest.raises(ValueError, match="delay"):
+        polyphase_bank(48000, 44100, delay=1.0)
+
+
 def test_chunks_allocate_nothing_but_the_result_view():
     r = PolyphaseResampler(44100, 48000, 128)
     x = tone(44100, 1000.0)[:128].copy()
