@@ -495,7 +495,7 @@ def test_shipped_model_speech_comes_out_latency_samples_later_at_44k1():
     e = Denoise(reduction_db=100.0, overload_budget=0.0)
     y = stream(e, x, sr, 128)
     assert e.latency_samples / sr < 0.0115  # our resampler: 11.4 ms (soxr LQ: 20.8 ms)
-    assert abs(find_delay(x[0, onset:onset + sr], y[0, onset:], 1500) - e.latency_samples) <= 1
+    assert find_delay(x[0, onset:onset + sr], y[0, onset:], 1500) == e.latency_samples
 
 
 @shipped
