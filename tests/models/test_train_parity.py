@@ -117,9 +117,15 @@ def test_impulse_comes_out_at_graph_delay(tmp_path):
 
 @pytest.mark.skipif(not (SHIPPED.exists() and CHECKPOINT.exists()), reason="no shipped model/checkpoint")
 def test_shipped_model_matches_its_checkpoint():
-    net, ck = ex.load_checkpoint(CHECKPOINT)
-    assert SHIPPED.stat().st_size <= 5_000_000
-    assert CHECKPOINT.stat().st_size <= 5_000_000
+    """The shipped graph is the export of a committed checkpoint (the lowest validation loss, or the
+    last one when models/train/select.py chose it; the model card says which)."""
     meta = {p.key: p.value for p in onnx.load(str(SHIPPED)).metadata_props}
-    assert meta["hushbridge.version"].endswith(f"step{ck['step']}")
-    assert ex.parity(net, SHIPPED, seconds=1.0) <= 1e-4
+    assert SHIPPED.stat().st_size <= 5_000_000
+    found = []
+    for path in (CHECKPOINT, CHECKPOINT.with_name("denoise_last.pt")):
+        assert path.stat().st_size <= 5_000_000
+        net, ck = ex.load_checkpoint(path)
+        if meta["hushbridge.version"].endswith(f"step{ck['step']}"):
+            found.append(path.name)
+            assert ex.parity(net, SHIPPED, seconds=1.0) <= 1e-4
+    assert found, f"no committed checkpoint has the shipped version {meta['hushbridge.version']}"
