@@ -77,9 +77,9 @@ def test_denoise_xruns_zero_after_settling(jack_server):
     if not jack_server.realtime:
         pytest.skip("the JACK server runs without real-time scheduling")
     window = 60.0 if os.environ.get("HUSHBRIDGE_JACK_LONG") == "1" else 5.0
-    # a mono mic is the live case we hold to 0 xruns in the default suite; stereo denoise still
-    # sees a few xruns per second on 2 cores (README "What is not there yet"):
-    # HUSHBRIDGE_DENOISE_CHANNELS=2 checks it
+    # a mono mic is the live case we hold to 0 xruns in the default suite; stereo runs both
+    # channels in one batched inference (HUSHBRIDGE_DENOISE_CHANNELS=2 checks it; README "What
+    # is not there yet" has the latest counts for both)
     channels = int(os.environ.get("HUSHBRIDGE_DENOISE_CHANNELS", "1"))
     tries = 1 if window > 10 else 3
     seen, overloads = [], []
