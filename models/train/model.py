@@ -189,12 +189,6 @@ class MinGRU(nn.Module):
             out.append(h)
         return torch.stack(out, dim=1)
 
-    def step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """One step: ``x`` [1, n_in], ``h`` [1, hidden] -> new h."""
-        k, c = self.lin(x).chunk(2, dim=-1)
-        z = torch.sigmoid(k)
-        return (1.0 - z) * h + z * _g(c)
-
 
 class DenoiseNet(nn.Module):
     """Weights and whole-signal forward. See the module docstring."""
@@ -232,16 +226,6 @@ class DenoiseNet(nn.Module):
         for i, layer in enumerate(self.rnn):
             h = layer(h) if i == 0 else layer(h) + h
         return h
-
-    def recurrent_step(self, z: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``state`` [layers, 1, hidden] -> (output [1, hidden], new state)."""
-        h = z
-        new = []
-        for i, layer in enumerate(self.rnn):
-            hn = layer.step(h, state[i])
-            new.append(hn)
-            h = hn if i == 0 else hn + h
-        return h, torch.stack(new, dim=0)
 
     def heads(self, h: torch.Tensor):
         gains = torch.sigmoid(self.gain_head(h))
