@@ -297,13 +297,14 @@ class ModelEffect(Effect):
         model.prepare(ch)
         self._fifo = np.zeros((ch, hop), dtype=np.float32)
         self._fill = [0] * ch
-        self._mline = [np.zeros((1, d + hop + 1), dtype=np.float32) for _ in range(ch)]
-        self._mpos = [0] * ch
-        self._dryhop = np.zeros((1, hop), dtype=np.float32)
-        # a batched graph runs every channel in one call: the channels' FIFOs fill in step
+        # the model-rate dry lines: all channels at once for a batched graph (one call serves every
+        # channel, their FIFOs fill in step), or row by row (views) for one call per channel
         self._batched = model.info.batched
         self._mline_all = np.zeros((ch, d + hop + 1), dtype=np.float32)
         self._mpos_all = 0
+        self._mline = [self._mline_all[c:c + 1] for c in range(ch)]
+        self._mpos = [0] * ch
+        self._dryhop = np.zeros((1, hop), dtype=np.float32)
         self._dryhop_all = np.zeros((ch, hop), dtype=np.float32)
         self._xs: list[np.ndarray] = [self._dryhop_all[0]] * ch
         size = self._l_fifo + spec.max_block_size + 4 * hop_e + 1024
@@ -348,10 +349,9 @@ class ModelEffect(Effect):
         self._fifo.fill(0.0)
         for c in range(self._spec.channels):
             self._fill[c] = 0
-            self._mline[c].fill(0.0)
             self._mpos[c] = 0
             self._w[c] = 0
-        self._mline_all.fill(0.0)
+        self._mline_all.fill(0.0)  # every channel's dry line (the per-channel ones are its rows)
         self._mpos_all = 0
         if self._rs_in is not None:
             for r in self._rs_in:

@@ -272,7 +272,6 @@ class StreamingModel:
         state, extras and ``_flat`` entries are views of row ``c``."""
         self._bind_io(channels)
         sets, extras, pair = self._bind_states(channels)
-        self._batch_sets, self._batch_extras = sets, extras
         self._bindings = [pair]
         self._phase = [0]
         self._state_sets = [[[a[c:c + 1] for a in s] for s in sets] for c in range(channels)]
@@ -323,29 +322,17 @@ class StreamingModel:
 
     def reset(self, channel: int | None = None) -> None:
         """Zero the state of ``channel`` (or of every channel). Real-time safe."""
-        if self.info.batched:
-            for s in self._state_sets[channel] if channel is not None else ():
-                for arr in s:
-                    arr.fill(0.0)
-            if channel is None:
-                for s in self._batch_sets:
-                    for arr in s:
-                        arr.fill(0.0)
-                for arr in self._batch_extras.values():
-                    arr.fill(0.0)
-                self._phase[0] = 0
-            else:
-                for arr in self.extras[channel].values():
-                    arr.fill(0.0)
-            return
         chans = range(self.channels) if channel is None else (channel,)
-        for c in chans:
+        for c in chans:  # a batched graph's channels are row views: zeroing them zeroes the rows
             for s in self._state_sets[c]:
                 for arr in s:
                     arr.fill(0.0)
             for arr in self.extras[c].values():
                 arr.fill(0.0)
-            self._phase[c] = 0
+            if not self.info.batched:
+                self._phase[c] = 0
+        if self.info.batched and channel is None:
+            self._phase[0] = 0  # one phase for all channels: only a full reset restarts it
 
     def run_hop(self, channel: int = 0) -> np.ndarray:
         """Run one hop of :attr:`audio_in` through ``channel``'s state; return :attr:`audio_out`.
