@@ -67,6 +67,11 @@ class Loss:
         self.vad_w = float(lc.get("vad_weight", 0.05))
         self.gain_w = float(lc.get("gain_weight", 0.0))
         self.gain_from = int(lc.get("gain_from_step", 0))
+        # per-example level normalisation of the spectral loss (third session): the spectral terms are
+        # homogeneous of degree 1 in the signal level, so without it a -45 dBFS mixture weighs 45x less
+        # than a -12 dBFS one and quiet noise is left in; every mixture is scaled to ``level_norm_dbfs``
+        self.norm_from = lc.get("level_norm_from_step")
+        self.norm_rms = 10.0 ** (float(lc.get("level_norm_dbfs", -25.0)) / 20.0)
         self.windows = {n: torch.hann_window(n) for n, _ in self.res}
         band = torch.from_numpy(erb_band_matrix())  # [bins, bands]
         self.band = band
@@ -125,6 +130,10 @@ class Loss:
         s = target[:, : t - GRAPH_DELAY]
         loss = self.spec(y, s, band_hz)
         total = loss
+        if self.norm_from is not None and step is not None and step >= int(self.norm_from):
+            # the validation loss (step None) keeps the unnormalised definition so runs stay comparable
+            w = self.norm_rms / noisy.pow(2).mean(1, keepdim=True).sqrt().clamp(min=1e-5)
+            total = self.spec(y * w, s * w, band_hz)
         if gains is not None and self.gain_w > 0 and (step is None or step >= self.gain_from):
             total = total + self.gain_w * self.gain(gains, noisy, target, band_hz)
         # activity label per model frame: target frame energy within 30 dB of the loudest, above -70 dBFS
