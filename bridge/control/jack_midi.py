@@ -8,8 +8,12 @@ for the current cycle, which cannot finish while a Python process callback in th
 while the engine ran on JACK and when a controller was re-plugged. JACK-Client (cffi) lets
 the GIL go during every C call.
 
-The process callback only copies each event's bytes into a bounded deque with its frame time;
-:meth:`JackMidiIn.get_message` hands them out as ``(bytes, delta_seconds)`` like rtmidi.
+The process callback only copies each event's bytes into a preallocated single-producer /
+single-consumer ring (fixed slots, no Python objects kept per event) with its frame time;
+:meth:`JackMidiIn.get_message` hands them out as ``(bytes, delta_seconds)`` like rtmidi. When the
+ring is full the newest events are dropped and counted (the reader owns the read index, so the
+writer never moves it); an event longer than a slot (a long sysex dump, never a control message)
+is dropped and counted too.
 
 With ``host`` (a running :class:`~hushbridge.io.jack.JackBackend`) the MIDI port lives on the
 engine's own JACK client and is read by a hook in its process callback, so the process has one
@@ -17,10 +21,10 @@ Python callback per cycle instead of two (each one takes the GIL in a real-time 
 """
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
-QUEUE_LIMIT = 4096  # events held between two drains; beyond it the oldest are dropped (counted)
+QUEUE_LIMIT = 4096  # events held between two drains; beyond it new ones are dropped (counted)
+SLOT_BYTES = 512    # longest event kept (sysex dumps beyond it are dropped, counted)
 
 
 class JackMidiIn:
@@ -28,12 +32,21 @@ class JackMidiIn:
 
     def __init__(self, name: str, server: str | None = None, host: Any = None) -> None:
         self._host = host
-        self._queue: deque[tuple[int, bytes]] = deque()
+        self._ring = bytearray(QUEUE_LIMIT * SLOT_BYTES)
+        self._ring_view = memoryview(self._ring)
+        self._sizes = [0] * QUEUE_LIMIT
+        self._frames = [0] * QUEUE_LIMIT
+        self._written = 0  # events written (only the process callback moves it)
+        self._read = 0     # events read (only get_message moves it)
+        self._cycle_frame = -1  # frame time of the last cycle read, and how many of its events
+        self._cycle_taken = 0
+        self.repeated = 0  # events seen twice in one cycle and skipped (see _process)
         self._port: Any = None
         self._sources: list[str] = []
         self._last_frame: int | None = None
         self._ignore_active_sense = True
-        self.overflows = 0
+        self.overflows = 0  # events dropped (ring full, or oversized)
+        self.oversized = 0  # of those, events longer than SLOT_BYTES
         if host is not None:
             self.client = host.client
             host.add_process_hook(self._process)
@@ -50,12 +63,34 @@ class JackMidiIn:
         if port is None:
             return
         base = self.client.last_frame_time
-        queue = self._queue
+        view, sizes, times = self._ring_view, self._sizes, self._frames
+        # After a missed cycle jackd can run our callback twice for one cycle (same frame time),
+        # the first time on the buffer an upstream client was still writing: take only the
+        # events not taken yet, or a note toggle after an xrun would toggle twice.
+        skip = self._cycle_taken if base == self._cycle_frame else 0
+        self._cycle_frame = base
+        seen = 0
         for offset, data in port.incoming_midi_events():
-            if len(queue) >= QUEUE_LIMIT:
-                queue.popleft()
+            seen += 1
+            if seen <= skip:
+                self.repeated += 1
+                continue
+            w = self._written
+            if w - self._read >= QUEUE_LIMIT:
                 self.overflows += 1
-            queue.append((base + offset, bytes(data)))
+                continue
+            n = len(data)
+            if n > SLOT_BYTES:
+                self.oversized += 1
+                self.overflows += 1
+                continue
+            slot = w % QUEUE_LIMIT
+            at = slot * SLOT_BYTES
+            view[at:at + n] = data
+            sizes[slot] = n
+            times[slot] = base + offset
+            self._written = w + 1  # publish after the slot is complete
+        self._cycle_taken = max(seen, skip)
 
     # == the rtmidi.MidiIn slice =================================================================
     def ignore_types(self, sysex: bool = True, timing: bool = True, active_sense: bool = True) -> None:
@@ -95,9 +130,11 @@ class JackMidiIn:
 
     def get_message(self) -> tuple[list[int], float] | None:
         """The oldest queued event as ``(bytes, seconds since the previous event)``, or None."""
-        queue = self._queue
-        while queue:
-            frame, data = queue.popleft()
+        while self._read < self._written:
+            slot = self._read % QUEUE_LIMIT
+            at, n, frame = slot * SLOT_BYTES, self._sizes[slot], self._frames[slot]
+            data = bytes(self._ring[at:at + n])
+            self._read += 1
             if self._ignore_active_sense and data == b"\xfe":
                 continue
             last = self._last_frame
