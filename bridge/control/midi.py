@@ -1266,7 +1266,7 @@ class MidiInput:
         if lost > 0:
             self._overflows_seen += lost
             for _ in range(lost):
-                self.mapper.reject(f"MIDI input queue full: {lost} events lost")
+                self.mapper.reject(f"MIDI input: {lost} events lost (queue full, or a sysex over 512 bytes)")
 
     def _serve(self) -> None:
         next_poll = time.monotonic() + self.poll_s
