@@ -42,7 +42,8 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chain", "-c", metavar="E1,E2,...",
                    help="ad-hoc chain of effects with default settings, e.g. highpass,compressor,limiter")
     p.add_argument("--set", "-s", metavar="ID.PARAM=VALUE", action="append", default=[],
-                   help="override a parameter, e.g. --set compressor.threshold_db=-20 (repeatable)")
+                   help="override a parameter, e.g. --set compressor.threshold_db=-20 or declip.soft_repair=on "
+                        "(repeatable)")
 
 
 def _build_chain(args: argparse.Namespace):
@@ -56,11 +57,17 @@ def _build_chain(args: argparse.Namespace):
         eid, dot, pid = key.strip().rpartition(".")
         if not sep or not dot or not eid or not pid:
             raise ParamError(f"--set {item!r}: expected ID.PARAM=VALUE, e.g. compressor.threshold_db=-20")
+        effect = chain[eid]
         try:
             number = float(value)
         except ValueError:
-            raise ParamError(f"--set {item!r}: {value!r} is not a number") from None
-        chain[eid].set(pid, number)
+            # a switch or mode by name (e.g. declip.soft_repair=on)
+            choices = next((p.choices for p in effect.params if p.id == pid), ())
+            if value.strip() not in choices:
+                named = f" or one of {', '.join(choices)}" if choices else ""
+                raise ParamError(f"--set {item!r}: {value!r} is not a number{named}") from None
+            number = float(choices.index(value.strip()))
+        effect.set(pid, number)
     return chain
 
 

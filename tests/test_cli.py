@@ -153,3 +153,24 @@ def test_process_chain_denoise_keeps_format_and_time_alignment(tmp_path):
         lags = range(-40, 41)
         xc = [np.dot(a[100 + k:-100 + k], b[100:-100]) for k in lags]
         assert lags[int(np.argmax(xc))] == 0
+
+
+def test_process_reports_soft_saturation_and_repairs_it_when_asked(tmp_path):
+    from helpers import shared_data_dir
+
+    src = (shared_data_dir() or tmp_path) / "speech" / "vctk_p301_102.wav"
+    if not src.exists():
+        pytest.skip(f"{src} not found")
+    x, sr = sf.read(str(src), dtype="float32")
+    x = x[: 6 * sr] / np.abs(x[: 6 * sr]).max()
+    sat = tmp_path / "saturated.wav"
+    sf.write(str(sat), np.tanh(10 * x) / np.tanh(10), sr, subtype="FLOAT")
+    r = hb("process", sat, tmp_path / "a.wav", "--chain", "declip")
+    assert r.returncode == 0, r.stderr
+    assert "declip: soft saturation found" in r.stdout and "--set declip.soft_repair=on" in r.stdout
+    r = hb("process", sat, tmp_path / "b.wav", "--chain", "declip", "--set", "declip.soft_repair=on")
+    assert r.returncode == 0, r.stderr
+    assert "soft saturation found and undone" in r.stdout, r.stdout
+    a, _ = sf.read(str(tmp_path / "a.wav"), dtype="float32")
+    b, _ = sf.read(str(tmp_path / "b.wav"), dtype="float32")
+    assert not np.array_equal(a, b) and np.abs(b).max() <= np.abs(a).max() * (1 + 1e-6)

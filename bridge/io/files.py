@@ -241,6 +241,10 @@ def process_file(
         report.clipped = quantize.clipped
         if report.nonfinite_input:
             report.notes.append(f"{report.nonfinite_input} NaN/Inf input samples replaced by silence")
+        for effect in chain:  # what effects found in this file (e.g. declip: runs rebuilt, saturation)
+            notes = getattr(effect, "file_notes", None)
+            if callable(notes):
+                report.notes.extend(notes())
         os.replace(tmp_name, dst)
     except BaseException:
         try:

@@ -22,7 +22,18 @@ Per channel and sample, in order (so the output never depends on the block size)
    rebuilt window), and choose the missing samples that minimise the summed squared prediction
    error over the window; other flagged samples in the window are solved for too. The rebuilt
    samples keep at least the clipped magnitude (the true signal went past the clip level).
-3. **Delay.** The output is the input delayed by ``D = max_run + P`` samples, so every run is
+3. **Desaturate.** Once a window has been judged soft-saturated, the output goes through the inverse
+   of a ``tanh`` curve, ``y -> C atanh(tanh(k) y / C) / k`` with ``C`` the largest magnitude seen (so
+   peaks keep their level and everything below them regains the dynamics the curve took away). The
+   drive ``k`` is estimated blind and causally: for each drive of a fixed grid the inverse of the
+   *input* is high-passed (4 kHz, or 0.4 of the rate) and its high-band share of energy is
+   accumulated (decaying per window). A saturating curve adds harmonics that the right inverse
+   removes again, while for a tanh the inverses with larger drives differ from the right one little
+   more than by a gain, so the share falls until the true drive and then stays flat; the smallest
+   drive within ``SOFT_TOL_DB`` of the lowest share is chosen at every window's end (a change is
+   crossfaded). Samples that the curve squashed into the last float32 steps below ``C`` cannot be
+   told apart any more; the inverse is capped there.
+4. **Delay.** The output is the input delayed by ``D = max_run + P`` samples, so every run is
    rebuilt before its first sample leaves.
 
 All state lives in arrays owned by the Effect; nothing is allocated per call.
@@ -40,6 +51,16 @@ ORDER = 24          # AR model order
 FLAT_TOL = 1e-6     # successive samples of a clipped run differ by at most this share of the peak
 EDGE_SLOPE = 1e-3   # ... and the signal enters and leaves it with a step of at least this share
 QUEUE = 64          # pending runs per channel
+SOFT_TOL_DB = 0.1   # the smallest drive whose high-band share is within this of the lowest is chosen
+ENGAGE_DRIVE = 6.0  # a drive estimate this strong engages the inverse without the amplitude detector
+SOFT_DECAY = 0.7    # the drive statistics of earlier windows decay by this factor per window
+U_MAX = 0.9999999   # cap of tanh(k) y / C before atanh (float32 resolution of a squashed peak)
+# per-drive state columns (soft array, (channels, drives, N_SD))
+S_Z1 = 0            # high-pass state
+S_Z2 = 1
+S_HF = 2            # accumulated high-band energy of the inverse
+S_ALL = 3           # accumulated energy of the inverse
+N_SD = 4
 
 # per-channel istate columns
 C_RUN_START = 0     # absolute index of the open run's first sample (-1: none)
@@ -51,7 +72,8 @@ C_WIN_N = 5         # samples in the current soft-saturation window
 C_WIN_MID = 6       # ... at or above 0.5 M
 C_WIN_HI = 7        # ... at or above 0.9 M (not part of a hard-clipped run)
 C_MAX_AGE = 8       # samples since the largest magnitude was last raised
-N_CI = 9
+C_XF = 9            # samples left in a drive crossfade
+N_CI = 10
 # per-channel fstate columns
 C_PEAK = 0          # running peak M
 C_PREV = 1          # previous input sample
@@ -59,7 +81,9 @@ C_ENTRY = 2         # step into the open run
 C_SEEN = 3          # whether the open run's level had been reached before it (1.0 / 0.0)
 C_MAX = 4           # largest magnitude since the reset (no release)
 C_FAST = 5          # fast-release peak (soft-saturation statistics)
-N_CF = 6
+C_DRIVE = 6         # drive of the inverse curve applied (0: none)
+C_DRIVE_OLD = 7     # drive being crossfaded from
+N_CF = 8
 # global counters (int64)
 G_CLOCK = 0         # samples seen per channel
 G_REPAIRED = 1      # runs rebuilt
@@ -67,7 +91,8 @@ G_TOO_LONG = 2      # runs longer than max_run, left as they were
 G_SOFT = 3          # analysis windows judged soft-saturated
 G_NONFINITE = 4     # NaN/Inf input samples (replaced by silence)
 G_SAMPLES = 5       # samples rebuilt
-N_G = 6
+G_DESAT = 6         # samples passed through the inverse curve
+N_G = 7
 # consts (float64)
 K_THR = 0           # threshold as a share of the running peak
 K_REL = 1           # peak release coefficient per sample
@@ -76,7 +101,14 @@ K_SOFT_WIN = 3      # soft-saturation analysis window (samples)
 K_SOFT_RATIO = 4    # share above which a window counts as soft-saturated
 K_SETTLE = 5        # the largest magnitude must have held this long (samples) before a run counts
 K_FAST_REL = 6      # release coefficient of the fast peak
-N_K = 7
+K_HP_B0 = 7         # high-pass biquad of the drive estimate (b0, b1, b2, a1, a2)
+K_HP_B1 = 8
+K_HP_B2 = 9
+K_HP_A1 = 10
+K_HP_A2 = 11
+K_XFADE = 12        # drive crossfade length (samples)
+K_DESAT = 13        # 1.0: invert detected soft saturation, 0.0: only detect
+N_K = 14
 
 
 @njit(cache=True, nogil=True)
@@ -238,6 +270,40 @@ def _rebuild(c: int, s: int, e: int, clock: int, ring: np.ndarray, flags: np.nda
 
 
 @njit(cache=True, nogil=True)
+def _inverse(y: float, k: float, tk: float, ceiling: float) -> float:
+    """``C atanh(tanh(k) y / C) / k`` (``tk = tanh(k)``): the inverse of ``C tanh(k x / C) / tanh(k)``,
+    peak-preserving."""
+    if k <= 0.0 or ceiling <= 0.0:
+        return y
+    u = abs(y) / ceiling * tk
+    if u > U_MAX:
+        u = U_MAX
+    v = ceiling * math.atanh(u) / k
+    return v if y >= 0.0 else -v
+
+
+@njit(cache=True, nogil=True)
+def _choose_drive(c: int, drives: np.ndarray, soft: np.ndarray) -> float:
+    """The smallest drive whose inverse has a high-band share within SOFT_TOL_DB of the lowest; 0 (no
+    inverse) when that is the grid's smallest, i.e. when no drive makes the signal cleaner."""
+    nd = drives.shape[0]
+    best = math.inf
+    for d in range(nd):
+        tot = soft[c, d, S_ALL]
+        if tot > 0.0:
+            share = 10.0 * math.log10(soft[c, d, S_HF] / tot + 1e-30)
+            if share < best:
+                best = share
+    if not math.isfinite(best):
+        return 0.0
+    for d in range(nd):
+        tot = soft[c, d, S_ALL]
+        if tot > 0.0 and 10.0 * math.log10(soft[c, d, S_HF] / tot + 1e-30) <= best + SOFT_TOL_DB:
+            return drives[d, 0] if d > 0 else 0.0
+    return 0.0
+
+
+@njit(cache=True, nogil=True)
 def declip(
     block: np.ndarray,
     ring: np.ndarray,
@@ -257,6 +323,8 @@ def declip(
     ek: np.ndarray,
     mat: np.ndarray,
     rhs: np.ndarray,
+    drives: np.ndarray,
+    soft: np.ndarray,
 ) -> None:
     """De-clip ``block`` (channels, frames) float32 in place; output delayed by ``ring.shape[1] - ctx - 2``.
 
@@ -275,6 +343,9 @@ def declip(
     work, unknown, idx, r, a, tmp, ek, mat, rhs
         Scratch for the interpolation (window ``W = 2 ctx + max_run``; ``idx``/``rhs`` and ``mat``
         sized for the most unknowns solved at once).
+    drives : float64 ``(D, 2)``; soft : float64 ``(channels, D, N_SD)``
+        Drive grid of the soft-saturation inverse (ascending; drive, tanh of it) and its per-drive
+        statistics.
     """
     ch, n = block.shape
     size = ring.shape[1]
@@ -286,6 +357,11 @@ def declip(
     soft_ratio = consts[K_SOFT_RATIO]
     settle = int(consts[K_SETTLE])
     fast_rel = consts[K_FAST_REL]
+    hb0, hb1, hb2 = consts[K_HP_B0], consts[K_HP_B1], consts[K_HP_B2]
+    ha1, ha2 = consts[K_HP_A1], consts[K_HP_A2]
+    xfade = int(consts[K_XFADE])
+    desat = consts[K_DESAT] > 0.0
+    nd = drives.shape[0]
     clock = g[G_CLOCK]
     for i in range(n):
         pos = clock % size
@@ -359,11 +435,35 @@ def declip(
                 ci[c, C_WIN_MID] += 1
                 if ax >= 0.9 * mf and flags[c, pos] == 0 and ci[c, C_RUN_LEN] < 2:
                     ci[c, C_WIN_HI] += 1
+            # drive statistics: high-band share of each candidate inverse of the input
+            ceiling = cf[c, C_MAX]
+            if desat and ceiling > 0.0:
+                for d in range(nd):
+                    v = _inverse(x, drives[d, 0], drives[d, 1], ceiling)
+                    hp = hb0 * v + soft[c, d, S_Z1]
+                    soft[c, d, S_Z1] = hb1 * v - ha1 * hp + soft[c, d, S_Z2]
+                    soft[c, d, S_Z2] = hb2 * v - ha2 * hp
+                    soft[c, d, S_HF] += hp * hp
+                    soft[c, d, S_ALL] += v * v
             ci[c, C_WIN_N] += 1
             if ci[c, C_WIN_N] >= soft_win:
                 mid = ci[c, C_WIN_MID]
-                if mid * 100 >= soft_win and ci[c, C_WIN_HI] > soft_ratio * mid:
+                flagged = mid * 100 >= soft_win and ci[c, C_WIN_HI] > soft_ratio * mid
+                if flagged:
                     g[G_SOFT] += 1
+                if desat:
+                    k_new = _choose_drive(c, drives, soft)
+                    engaged = flagged or cf[c, C_DRIVE] > 0.0 or k_new >= ENGAGE_DRIVE
+                    if engaged and k_new != cf[c, C_DRIVE]:
+                        cf[c, C_DRIVE_OLD] = cf[c, C_DRIVE]
+                        cf[c, C_DRIVE] = k_new
+                        ci[c, C_XF] = xfade
+                for d in range(nd):
+                    soft[c, d, S_HF] *= SOFT_DECAY
+                    soft[c, d, S_ALL] *= SOFT_DECAY
+                    for col in (S_Z1, S_Z2):
+                        if abs(soft[c, d, col]) < DENORMAL_FLOOR:
+                            soft[c, d, col] = 0.0
                 ci[c, C_WIN_N] = 0
                 ci[c, C_WIN_MID] = 0
                 ci[c, C_WIN_HI] = 0
@@ -379,7 +479,19 @@ def declip(
                 ci[c, C_Q_COUNT] -= 1
             # output: the sample that entered ``delay`` samples ago
             if clock >= delay:
-                block[c, i] = ring[c, (clock - delay) % size]
+                y = ring[c, (clock - delay) % size]
+                k = cf[c, C_DRIVE]
+                xf = ci[c, C_XF]
+                if k > 0.0 or xf > 0:
+                    v = _inverse(np.float64(y), k, math.tanh(k), ceiling)
+                    if xf > 0:
+                        w = xf / (xfade + 1.0)
+                        ko = cf[c, C_DRIVE_OLD]
+                        v = w * _inverse(np.float64(y), ko, math.tanh(ko), ceiling) + (1.0 - w) * v
+                        ci[c, C_XF] = xf - 1
+                    y = np.float32(v)
+                    g[G_DESAT] += 1
+                block[c, i] = y
             else:
                 block[c, i] = 0.0
         clock += 1
