@@ -67,6 +67,9 @@ class Loss:
         self.vad_w = float(lc.get("vad_weight", 0.05))
         self.gain_w = float(lc.get("gain_weight", 0.0))
         self.gain_from = int(lc.get("gain_from_step", 0))
+        # later changes of the band-gain weight: [[step, weight], ...] (a resumed run's steps before
+        # ``step`` keep the weight they were trained with)
+        self.gain_sched = sorted((int(a), float(w)) for a, w in lc.get("gain_weights", []))
         # per-example level normalisation of the spectral loss (third session): the spectral terms are
         # homogeneous of degree 1 in the signal level, so without it a -45 dBFS mixture weighs 45x less
         # than a -12 dBFS one and quiet noise is left in; every mixture is scaled to ``level_norm_dbfs``
@@ -134,8 +137,12 @@ class Loss:
             # the validation loss (step None) keeps the unnormalised definition so runs stay comparable
             w = self.norm_rms / noisy.pow(2).mean(1, keepdim=True).sqrt().clamp(min=1e-5)
             total = self.spec(y * w, s * w, band_hz)
-        if gains is not None and self.gain_w > 0 and (step is None or step >= self.gain_from):
-            total = total + self.gain_w * self.gain(gains, noisy, target, band_hz)
+        gw = self.gain_w
+        for at, w in self.gain_sched:
+            if step is not None and step >= at:
+                gw = w
+        if gains is not None and gw > 0 and (step is None or step >= self.gain_from):
+            total = total + gw * self.gain(gains, noisy, target, band_hz)
         # activity label per model frame: target frame energy within 30 dB of the loudest, above -70 dBFS
         tp = torch.cat([target.new_zeros(target.shape[0], GRAPH_DELAY), target[:, :t]], 1)
         fe = tp.unfold(1, N_FFT, HOP).pow(2).mean(-1)[:, : vad.shape[1]]
