@@ -64,8 +64,8 @@ class JackMidiIn:
             return
         base = self.client.last_frame_time
         view, sizes, times = self._ring_view, self._sizes, self._frames
-        # After a missed cycle jackd can run our callback twice for one cycle (same frame time),
-        # the first time on the buffer an upstream client was still writing: take only the
+        # Around an xrun jackd -R was seen to run this callback twice with the same frame time,
+        # the first time on a buffer the (late) upstream client was still writing: take only the
         # events not taken yet, or a note toggle after an xrun would toggle twice.
         skip = self._cycle_taken if base == self._cycle_frame else 0
         self._cycle_frame = base
