@@ -13,7 +13,7 @@ drive estimated blind from the signal (:attr:`Declip.soft_drive`; see
 :mod:`hushbridge.dsp.kernels.declip`, "Desaturate"). The inverse keeps the peaks where they are and
 gives the rest back the dynamics the curve took, so the output gets quieter where the repair
 engages: level it afterwards (``leveler``, ``normalize``). ``soft_repair`` is off by default because
-the detector is a heuristic: it engaged on 6 of 167 clean speech files peaking at 0 dBFS (30 s each),
+the detector is a heuristic: it engaged on 4 of 167 clean speech files peaking at 0 dBFS (30 s each),
 where the inverse expands their dynamics. What is before the first detection (at least one 1 s window)
 stays as it was.
 

@@ -31,7 +31,9 @@ Per channel and sample, in order (so the output never depends on the block size)
    removes again, while for a tanh the inverses with larger drives differ from the right one little
    more than by a gain, so the share falls until the true drive and then stays flat; the smallest
    drive within ``SOFT_TOL_DB`` of the lowest share is chosen at every window's end (a change is
-   crossfaded). Samples that the curve squashed into the last float32 steps below ``C`` cannot be
+   crossfaded). The inverse engages when a window is judged soft-saturated, or when the estimate
+   reaches ``ENGAGE_DRIVE`` in a window whose amplitude statistic is at least ``ENGAGE_RATIO`` of
+   the detector's threshold, and then stays engaged (the drive can fall to 0: no inverse). Samples that the curve squashed into the last float32 steps below ``C`` cannot be
    told apart any more; the inverse is capped there.
 4. **Delay.** The output is the input delayed by ``D = max_run + P`` samples, so every run is
    rebuilt before its first sample leaves.
@@ -52,7 +54,8 @@ FLAT_TOL = 1e-6     # successive samples of a clipped run differ by at most this
 EDGE_SLOPE = 1e-3   # ... and the signal enters and leaves it with a step of at least this share
 QUEUE = 64          # pending runs per channel
 SOFT_TOL_DB = 0.1   # the smallest drive whose high-band share is within this of the lowest is chosen
-ENGAGE_DRIVE = 6.0  # a drive estimate this strong engages the inverse without the amplitude detector
+ENGAGE_DRIVE = 4.0  # a drive estimate this strong engages the inverse when the amplitude statistic
+ENGAGE_RATIO = 0.7  # ... is at least this share of the detector's threshold
 SOFT_DECAY = 0.7    # the drive statistics of earlier windows decay by this factor per window
 U_MAX = 0.9999999   # cap of tanh(k) y / C before atanh (float32 resolution of a squashed peak)
 # per-drive state columns (soft array, (channels, drives, N_SD))
@@ -448,12 +451,14 @@ def declip(
             ci[c, C_WIN_N] += 1
             if ci[c, C_WIN_N] >= soft_win:
                 mid = ci[c, C_WIN_MID]
-                flagged = mid * 100 >= soft_win and ci[c, C_WIN_HI] > soft_ratio * mid
+                busy = mid * 100 >= soft_win
+                flagged = busy and ci[c, C_WIN_HI] > soft_ratio * mid
                 if flagged:
                     g[G_SOFT] += 1
                 if desat:
                     k_new = _choose_drive(c, drives, soft)
-                    engaged = flagged or cf[c, C_DRIVE] > 0.0 or k_new >= ENGAGE_DRIVE
+                    leaning = busy and ci[c, C_WIN_HI] > ENGAGE_RATIO * soft_ratio * mid
+                    engaged = flagged or cf[c, C_DRIVE] > 0.0 or (leaning and k_new >= ENGAGE_DRIVE)
                     if engaged and k_new != cf[c, C_DRIVE]:
                         cf[c, C_DRIVE_OLD] = cf[c, C_DRIVE]
                         cf[c, C_DRIVE] = k_new

@@ -12,16 +12,16 @@ vctk_p301_102 (48 k)                  15.9 -> 19.2   7.7 -> 11.6  5.8 -> 5.8, de
 
 Soft saturation is detected (counted) and, with ``soft_repair`` on (off by default), inverted from
 its detection on with a drive estimated blind (2026-11-26, 10 s, tanh(10x), scale-invariant SNR):
-librispeech_1034 repaired from 3.0 s at drive 5, SNR there 6.0 -> 13.7 dB, whole file 6.5 -> 5.5 dB;
+librispeech_1034 repaired from 1.0 s at drive 5, SNR there 6.3 -> 12.8 dB, whole file 6.5 -> 6.8 dB;
 vctk_p301_102 from 2.0 s at drive 8, 6.8 -> 13.2 dB there, whole file 5.8 -> 4.6 dB (the seconds
 before detection stay saturated and louder than the repaired rest, which a single gain cannot fit).
-On 8 more LibriSpeech files at drive 10: 7 engaged (1-5 s), +1.5 to +13 dB after engagement.
+On 8 more LibriSpeech files at drive 10: 7 engaged (5 at 1 s), +1.5 to +13 dB after engagement.
 
 Clean speech (when written, 38 files): 0 changed by a single sample (quiet onsets, quantised peaks
 and smooth maxima are not taken for clips); the soft detector flagged 1 of those 38 clean files and
 36 of 38 at tanh drive 10 (26 of 38 at drive 6). On the 167 files of ../shared/data/speech now
 (30 s each, 0 dBFS peak): 5 get 1-4 short runs rebuilt, and with ``soft_repair`` on the inverse
-engages on 6 (why it is off by default).
+engages on 4 (why it is off by default).
 """
 from __future__ import annotations
 
