@@ -366,6 +366,12 @@ def declip(
     desat = consts[K_DESAT] > 0.0
     nd = drives.shape[0]
     clock = g[G_CLOCK]
+    if not desat:  # repair switched off: crossfade out of an engaged inverse
+        for c in range(ch):
+            if cf[c, C_DRIVE] > 0.0:
+                cf[c, C_DRIVE_OLD] = cf[c, C_DRIVE]
+                cf[c, C_DRIVE] = 0.0
+                ci[c, C_XF] = xfade
     for i in range(n):
         pos = clock % size
         for c in range(ch):

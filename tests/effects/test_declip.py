@@ -110,6 +110,24 @@ def test_soft_repair_undoes_tanh_saturation_after_detection(name: str) -> None:
     np.testing.assert_array_equal(y[:start], t[:start])  # untouched before the detection
 
 
+def test_soft_repair_switched_off_fades_back_to_the_plain_delay() -> None:
+    x, sr = load("vctk_p301_102.wav", seconds=6.0)
+    t = (np.tanh(10 * x) / np.tanh(10)).astype(np.float32)[None, :].copy()
+    d = Declip(soft_repair=1.0)
+    d.prepare(ProcessSpec(sr, 512, 1))
+    y = t.copy()
+    half = (t.shape[1] // 2) // 512 * 512
+    for i in range(0, half, 512):
+        d.process(y[:, i:i + 512])
+    assert d.soft_drive > 0.0
+    d.set("soft_repair", 0.0)
+    for i in range(half, t.shape[1], 512):
+        d.process(y[:, i:i + 512])
+    assert d.soft_drive == 0.0
+    lat, fade = d.latency_samples, int(0.02 * sr) + 1
+    np.testing.assert_array_equal(y[0, half + fade:], t[0, half + fade - lat:-lat])
+
+
 def test_soft_repair_is_block_size_invariant_and_finite() -> None:
     x, sr = load("vctk_p301_102.wav", seconds=4.0)
     t = np.stack([np.tanh(10 * x) / np.tanh(10), -0.5 * x]).astype(np.float32)
