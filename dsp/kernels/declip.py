@@ -33,8 +33,10 @@ Per channel and sample, in order (so the output never depends on the block size)
    drive within ``SOFT_TOL_DB`` of the lowest share is chosen at every window's end (a change is
    crossfaded). The inverse engages when a window is judged soft-saturated, or when the estimate
    reaches ``ENGAGE_DRIVE`` in a window whose amplitude statistic is at least ``ENGAGE_RATIO`` of
-   the detector's threshold, and then stays engaged (the drive can fall to 0: no inverse). Samples that the curve squashed into the last float32 steps below ``C`` cannot be
-   told apart any more; the inverse is capped there.
+   the detector's threshold; it then follows the estimate until that falls to 0 (no drive makes
+   the signal cleaner), after which it takes a new detection again. Samples that the curve
+   squashed into the last float32 steps below ``C`` cannot be told apart any more; the inverse is
+   capped there.
 4. **Delay.** The output is the input delayed by ``D = max_run + P`` samples, so every run is
    rebuilt before its first sample leaves.
 
