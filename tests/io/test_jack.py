@@ -299,28 +299,33 @@ def test_xruns_zero_after_settling(jack_server):
     """With a real-time server the engine runs xrun-free once the graph has settled (the first
     0.5 s of activation xruns is not counted): one of up to four 1 s windows must be clean.
     On a shared machine other programs cause stray xruns that are not the engine's, so when no
-    window was clean a trivial client is measured on the same server: the test fails if that
-    client runs clean, and skips if the machine is too busy for it too."""
+    window was clean a trivial client is measured on the same server, then the engine once more:
+    the test fails if that client ran clean and the engine again had no clean window, and skips if
+    the machine is too busy for the trivial client too."""
     if not jack_server.realtime:
         pytest.skip("the JACK server runs without real-time scheduling")
     engine = Engine(Chain([Gain(gain_db=-6), Gain(gain_db=3)]), channels=2)
     window = 1.0
-    seen = []
-    for _ in range(4):
-        with JackBackend(engine, name="hb-xrun", connect_inputs="system:capture_.*",
-                         connect_outputs="system:playback_.*") as backend:
-            assert backend.realtime
-            time.sleep(0.5)
-            x0 = engine.get("/hb/engine/xruns")
-            time.sleep(window)
-            seen.append(int(engine.get("/hb/engine/xruns") - x0))
-            assert engine.callback_errors == 0, engine.last_callback_error
-        if seen[-1] == 0:
-            return
-    baseline = _baseline_xruns(window)
-    if baseline == 0:
-        pytest.fail(f"engine xruns per {window} s window after settling: {seen}; a trivial client: 0")
-    pytest.skip(f"the machine is too busy to judge: engine xruns per window {seen}, trivial client {baseline}")
+    seen, baselines = [], []
+    # two rounds: a burst of machine noise that ends just before the trivial client's window would
+    # otherwise be blamed on the engine (seen once in CI: [2, 3, 6, 1] against a clean 1 s baseline)
+    for _ in range(2):
+        for _ in range(4):
+            with JackBackend(engine, name="hb-xrun", connect_inputs="system:capture_.*",
+                             connect_outputs="system:playback_.*") as backend:
+                assert backend.realtime
+                time.sleep(0.5)
+                x0 = engine.get("/hb/engine/xruns")
+                time.sleep(window)
+                seen.append(int(engine.get("/hb/engine/xruns") - x0))
+                assert engine.callback_errors == 0, engine.last_callback_error
+            if seen[-1] == 0:
+                return
+        baselines.append(_baseline_xruns(window))
+        if baselines[-1] > 0:
+            pytest.skip(f"the machine is too busy to judge: engine xruns per window {seen}, "
+                        f"trivial client {baselines}")
+    pytest.fail(f"engine xruns per {window} s window after settling: {seen}; a trivial client: {baselines}")
 
 
 def test_xruns_are_counted(rig):
