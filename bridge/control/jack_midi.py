@@ -133,7 +133,7 @@ class JackMidiIn:
         while self._read < self._written:
             slot = self._read % QUEUE_LIMIT
             at, n, frame = slot * SLOT_BYTES, self._sizes[slot], self._frames[slot]
-            data = bytes(self._ring[at:at + n])
+            data = self._ring_view[at:at + n].tobytes()
             self._read += 1
             if self._ignore_active_sense and data == b"\xfe":
                 continue

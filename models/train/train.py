@@ -131,12 +131,14 @@ class Loss:
         t = out.shape[1]
         y = out[:, GRAPH_DELAY:]
         s = target[:, : t - GRAPH_DELAY]
-        loss = self.spec(y, s, band_hz)
-        total = loss
         if self.norm_from is not None and step is not None and step >= int(self.norm_from):
-            # the validation loss (step None) keeps the unnormalised definition so runs stay comparable
             w = self.norm_rms / noisy.pow(2).mean(1, keepdim=True).sqrt().clamp(min=1e-5)
             total = self.spec(y * w, s * w, band_hz)
+            with torch.no_grad():  # logged with the unnormalised definition so runs stay comparable
+                loss = self.spec(y, s, band_hz)
+        else:
+            loss = self.spec(y, s, band_hz)
+            total = loss
         gw = self.gain_w
         for at, w in self.gain_sched:
             if step is not None and step >= at:
