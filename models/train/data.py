@@ -362,9 +362,15 @@ class MixConfig:
 class MixtureSampler:
     """Builds (noisy, target, band_hz) mixtures from the training split and synthesized material."""
 
-    def __init__(self, cfg: MixConfig, seed: int, root: str | os.PathLike | None = None, verbose: bool = True):
+    def __init__(self, cfg: MixConfig, seed: int, root: str | os.PathLike | None = None, verbose: bool = True,
+                 pack: str | os.PathLike | None = None):
         self.cfg = cfg
         self.seed = seed
+        if pack is not None:  # the pools as :mod:`.pack` wrote them (a machine without ../shared)
+            from .pack import load_pack
+
+            load_pack(self, Path(pack), verbose)
+            return
         split = train_split(root)
         if verbose:
             print(f"data: {len(split.speech)} speech, {len(split.noise)} noise, {len(split.rirs)} RIR files "

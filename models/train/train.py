@@ -13,6 +13,10 @@ fixed mixtures of the *training* split (the evaluation split is never looked at 
 ETA go to stdout; the loss curve to ``<out>/denoise_log.csv``.
 
 Runs on one CPU thread (``torch.set_num_threads(1)``); start it with ``nice -n 10`` on shared machines.
+On a GPU machine (``--device cuda``), ``--workers N`` builds batches in N processes (each batch is still
+the pure function of its step, so the run is the same whatever N is) and ``--pack`` reads the training
+pools from a folder written by :mod:`.pack` where ``../shared`` is absent. ``batch_sizes = [[step, n]]``
+in ``[train]`` changes the batch size from ``step`` on (the validation batches keep ``batch_size``).
 """
 
 from __future__ import annotations
@@ -81,6 +85,11 @@ class Loss:
         self.band_hz = band.argmax(0).float() * (48000.0 / N_FFT)  # centre of each band
         self.win = torch.sin(torch.pi * torch.arange(N_FFT) / N_FFT)
 
+    def to(self, device) -> "Loss":
+        self.windows = {n: w.to(device) for n, w in self.windows.items()}
+        self.band, self.band_hz, self.win = self.band.to(device), self.band_hz.to(device), self.win.to(device)
+        return self
+
     def _pow(self, a: torch.Tensor) -> torch.Tensor:
         return torch.sqrt(a) if self.c == 0.5 else torch.exp(self.c * torch.log(a))
 
@@ -90,7 +99,7 @@ class Loss:
             w = self.windows[n]
             Y = torch.stft(y, n, hop, window=w, return_complex=True, center=False)  # [B, F, K]
             S = torch.stft(s, n, hop, window=w, return_complex=True, center=False)
-            f = torch.fft.rfftfreq(n, 1.0 / 48000.0)
+            f = torch.fft.rfftfreq(n, 1.0 / 48000.0, device=y.device)
             e = (S.abs() ** 2).sum(1)  # [B, K]
             active = e > e.amax(1, keepdim=True) * 1e-5
             inband = f[None, :, None] < band_hz[:, None, None]
@@ -172,6 +181,47 @@ def lr_at(step: int, tc: dict) -> float:
     return max(lo, lr * 0.5 ** ((step - start) / half))
 
 
+def batch_size_at(step: int, tc: dict) -> int:
+    """``batch_size``, or the last ``batch_sizes = [[step, n], ...]`` entry at or before ``step``."""
+    bs = int(tc["batch_size"])
+    for at, n in sorted(tc.get("batch_sizes", [])):
+        if step >= int(at):
+            bs = int(n)
+    return bs
+
+
+class Batches(torch.utils.data.Dataset):
+    """Batch ``i`` is training step ``first + i`` (for a DataLoader with worker processes)."""
+
+    def __init__(self, sampler: MixtureSampler, tc: dict, first: int, count: int):
+        self.sampler, self.tc, self.first, self.count = sampler, tc, first, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int):
+        step = self.first + i
+        n, t, b = self.sampler.batch(step, batch_size_at(step, self.tc))
+        return torch.from_numpy(n), torch.from_numpy(t), torch.from_numpy(b)
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)
+
+
+def cpu_state(module_or_opt) -> dict:
+    """A state dict with every tensor on the CPU (checkpoints load on machines without a GPU)."""
+    def conv(v):
+        if isinstance(v, torch.Tensor):
+            return v.detach().to("cpu", copy=True)  # a copy even on the CPU: snapshots must not follow training
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [conv(x) for x in v]
+        return v
+    return conv(module_or_opt.state_dict())
+
+
 def save(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -181,8 +231,10 @@ def save(path: Path, payload: dict) -> None:
 def validate(net, lossf, val) -> float:
     net.eval()
     tot = 0.0
+    dev = next(net.parameters()).device
     with torch.no_grad():
         for noisy, target, band in val:
+            noisy, target, band = noisy.to(dev), target.to(dev), band.to(dev)
             out, vad, _ = net(noisy)
             tot += float(lossf(out, vad, noisy, target, band)[1])
     net.train()
@@ -197,11 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="checkpoint folder")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
+    ap.add_argument("--workers", type=int, default=0, help="processes that build batches (0: in this one)")
+    ap.add_argument("--pack", default=None, help="read the training pools from this pack (see .pack)")
+    ap.add_argument("--snapshot-every", type=int, default=0,
+                    help="also keep the weights every N steps in <out>/denoise_snapshots.pt (for select)")
     args = ap.parse_args(argv)
     if args.minutes is None and args.steps is None:
         ap.error("give --minutes and/or --steps")
 
     torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     cfg = load_config(args.config)
     tc = cfg["train"]
     seed = int(cfg["seed"])
@@ -210,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     last_p, best_p, log_p = out_dir / "denoise_last.pt", out_dir / "denoise_best.pt", out_dir / "denoise_log.csv"
 
-    net = build_model(cfg)
+    net = build_model(cfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=float(tc["lr"]), weight_decay=float(tc.get("weight_decay", 0)))
     step, best, trained_s = 0, math.inf, 0.0
     if last_p.exists() and not args.fresh:
@@ -221,10 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed from {last_p} at step {step} ({trained_s / 60:.1f} min trained, best val {best:.4f})")
     elif args.fresh and log_p.exists():
         log_p.unlink()
-    print(f"model: {count_params(net):,} parameters; batch {tc['batch_size']} x {cfg['data']['seconds']} s")
+    print(f"model: {count_params(net):,} parameters; batch {batch_size_at(step, tc)} x {cfg['data']['seconds']} s"
+          f" on {device}" + (f", {args.workers} data workers" if args.workers else ""))
 
-    sampler = MixtureSampler(mix_config(cfg), seed=seed)
-    lossf = Loss(cfg)
+    sampler = MixtureSampler(mix_config(cfg), seed=seed, pack=args.pack)
+    lossf = Loss(cfg).to(device)
     bs = int(tc["batch_size"])
     val = []
     for i in range(int(tc.get("val_batches", 4))):
@@ -238,8 +300,20 @@ def main(argv: list[str] | None = None) -> int:
         log.writerow(["step", "trained_min", "lr", "train_loss", "train_vad_bce", "val_loss"])
 
     def checkpoint():
-        save(last_p, {"step": step, "model": net.state_dict(), "opt": opt.state_dict(), "best_val": best,
+        save(last_p, {"step": step, "model": cpu_state(net), "opt": cpu_state(opt), "best_val": best,
                       "trained_s": trained_s, "config": cfg})
+
+    snaps_p = out_dir / "denoise_snapshots.pt"
+    snapshots = torch.load(snaps_p, map_location="cpu", weights_only=False) if snaps_p.exists() else {}
+
+    if args.workers > 0:
+        loader = torch.utils.data.DataLoader(
+            Batches(sampler, tc, step, 10**9), batch_size=None, shuffle=False, num_workers=args.workers,
+            pin_memory=device.type == "cuda", prefetch_factor=4, worker_init_fn=_one_thread,
+            persistent_workers=False)
+        batches = iter(loader)
+    else:
+        batches = None
 
     t0 = time.monotonic()
     deadline = t0 + args.minutes * 60 if args.minutes is not None else math.inf
@@ -251,9 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         now = time.monotonic()
         if now >= deadline or (stop_step is not None and step >= stop_step):
             break
-        ts = time.monotonic()
-        noisy, target, band = sampler.batch(step, bs)
-        noisy, target, band = torch.from_numpy(noisy), torch.from_numpy(target), torch.from_numpy(band)
+        if batches is not None:
+            noisy, target, band = next(batches)
+            ts = time.monotonic()
+        else:
+            ts = time.monotonic()
+            noisy, target, band = (torch.from_numpy(a) for a in sampler.batch(step, batch_size_at(step, tc)))
+        noisy, target, band = (a.to(device, non_blocking=True) for a in (noisy, target, band))
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
         out, vad, gains = net(noisy)
@@ -273,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             val_loss = f"{v:.5f}"
             if v < best:
                 best = v
-                save(best_p, {"step": step, "model": net.state_dict(), "val_loss": v, "config": cfg})
+                save(best_p, {"step": step, "model": cpu_state(net), "val_loss": v, "config": cfg})
         if step % int(tc.get("log_every", 20)) == 0 or val_loss:
             el = time.monotonic() - t0
             rate = (step - start_step) / max(el, 1e-9)
@@ -291,11 +369,14 @@ def main(argv: list[str] | None = None) -> int:
             run_loss, run_bce, n_run = 0.0, 0.0, 0
         if step % int(tc.get("checkpoint_every", 100)) == 0:
             checkpoint()
+        if args.snapshot_every and step % args.snapshot_every == 0:
+            snapshots[step] = cpu_state(net)
+            save(snaps_p, snapshots)
     checkpoint()
     if not best_p.exists():
         v = validate(net, lossf, val)
         best = v
-        save(best_p, {"step": step, "model": net.state_dict(), "val_loss": v, "config": cfg})
+        save(best_p, {"step": step, "model": cpu_state(net), "val_loss": v, "config": cfg})
         checkpoint()
     logf.close()
     print(f"stopped at step {step}; {trained_s / 60:.1f} min trained in total; checkpoints in {out_dir}")
