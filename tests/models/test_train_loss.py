@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hushbridge.models.train import model as md  # noqa: E402
-from hushbridge.models.train.train import Loss, lr_at  # noqa: E402
+from hushbridge.models.train.train import Loss, batch_size_at, cpu_state, lr_at  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -26,6 +26,25 @@ def test_lr_warm_restart_leaves_earlier_steps_alone():
     assert lr_at(2500, restarted) == pytest.approx(5e-4)
     assert lr_at(4000, restarted) == pytest.approx(2.5e-4)  # one halflife of the restart
     assert lr_at(20000, restarted) == pytest.approx(1e-4)  # the floor still holds
+
+
+def test_batch_size_schedule_changes_only_from_its_step():
+    tc = {"batch_size": 16, "batch_sizes": [[9250, 64]]}
+    assert [batch_size_at(s, tc) for s in (0, 9249, 9250, 20000)] == [16, 16, 64, 64]
+    assert batch_size_at(5, {"batch_size": 8}) == 8
+
+
+def test_cpu_state_is_a_copy_that_training_does_not_change():
+    net = torch.nn.Linear(3, 2)
+    snap = cpu_state(net)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    assert not torch.equal(snap["weight"], net.weight)
+    opt = torch.optim.AdamW(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    st = cpu_state(opt)
+    assert all(v.device.type == "cpu" for s in st["state"].values() for v in s.values() if torch.is_tensor(v))
 
 
 def _mixture(seed=0, seconds=1.0):
