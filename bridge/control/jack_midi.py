@@ -40,6 +40,8 @@ class JackMidiIn:
         self._read = 0     # events read (only get_message moves it)
         self._cycle_frame = -1  # frame time of the last cycle read, and how many of its events
         self._cycle_taken = 0
+        self._cycle_first = 0   # ring position of that cycle's first event
+        self._cycle_exact = True  # that cycle's events sit in consecutive slots from _cycle_first
         self.repeated = 0  # events seen twice in one cycle and skipped (see _process)
         self._port: Any = None
         self._sources: list[str] = []
@@ -65,24 +67,42 @@ class JackMidiIn:
         base = self.client.last_frame_time
         view, sizes, times = self._ring_view, self._sizes, self._frames
         # Around an xrun jackd -R was seen to run this callback twice with the same frame time,
-        # the first time on a buffer the (late) upstream client was still writing: take only the
-        # events not taken yet, or a note toggle after an xrun would toggle twice.
-        skip = self._cycle_taken if base == self._cycle_frame else 0
-        self._cycle_frame = base
+        # the first time on a buffer the (late) upstream client was still writing. An event the
+        # first run took is skipped only where the second run shows the same event (offset and
+        # bytes) at the same place; a note toggle must not toggle twice, and a one-shot message
+        # (program change) that is new in the second run must not be lost.
+        if base == self._cycle_frame:
+            first, taken = self._cycle_first, self._cycle_taken
+        else:
+            self._cycle_frame = base
+            self._cycle_first = first = self._written
+            self._cycle_exact = True
+            taken = 0
+        exact, differs = self._cycle_exact, False
         seen = 0
         for offset, data in port.incoming_midi_events():
+            n = len(data)
             seen += 1
-            if seen <= skip:
-                self.repeated += 1
-                continue
+            if seen <= taken and not differs:
+                if not exact:  # the first run dropped some, so positions do not match slots: by count
+                    self.repeated += 1
+                    continue
+                slot = (first + seen - 1) % QUEUE_LIMIT
+                at = slot * SLOT_BYTES
+                if sizes[slot] == n and times[slot] == base + offset and view[at:at + n] == data:
+                    self.repeated += 1
+                    continue
+                differs = True  # another buffer than the first run's: everything from here is new
+                self._cycle_exact = False
             w = self._written
             if w - self._read >= QUEUE_LIMIT:
                 self.overflows += 1
+                self._cycle_exact = False
                 continue
-            n = len(data)
             if n > SLOT_BYTES:
                 self.oversized += 1
                 self.overflows += 1
+                self._cycle_exact = False
                 continue
             slot = w % QUEUE_LIMIT
             at = slot * SLOT_BYTES
@@ -90,7 +110,7 @@ class JackMidiIn:
             sizes[slot] = n
             times[slot] = base + offset
             self._written = w + 1  # publish after the slot is complete
-        self._cycle_taken = max(seen, skip)
+        self._cycle_taken = max(seen, taken)
 
     # == the rtmidi.MidiIn slice =================================================================
     def ignore_types(self, sysex: bool = True, timing: bool = True, active_sense: bool = True) -> None:
