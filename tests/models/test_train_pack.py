@@ -82,3 +82,32 @@ def test_sampler_from_a_pack_makes_finite_batches_with_the_config_length(tmp_pat
     assert band.shape == (4,) and np.all(band > 0)
     again = MixtureSampler(cfg, seed=3, pack=tmp_path, verbose=False).batch(7, 4)
     assert np.array_equal(again[0], noisy)  # a pure function of (seed, step), as from ../shared
+
+
+def test_fast_fft_len_is_the_next_5_smooth_size():
+    from hushbridge.models.train.data import fast_fft_len
+
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in list(range(1, 400)) + [96000 + 72000 - 1, 131073]:
+        m = fast_fft_len(n)
+        assert m >= n and smooth(m) and not any(smooth(k) for k in range(n, m))
+
+
+def test_reverb_equals_two_linear_convolutions(tmp_path):
+    """The cached-spectrum reverb gives what the direct convolutions give, for the whole response and
+    for its early part (the target), also when the same room comes back (cache hit)."""
+    from hushbridge.models.train.data import early_part
+
+    write_pack(_Pools(), tmp_path)
+    s = MixtureSampler(MixConfig(seconds=0.25, pra_from_step=100), seed=1, pack=tmp_path, verbose=False)
+    x = np.random.default_rng(2).standard_normal(SR // 4).astype(np.float32)
+    for _ in range(2):
+        wet, target = s._reverb(x, 1)
+        h = s.rirs[1]
+        np.testing.assert_allclose(wet, np.convolve(x, h)[: x.size], atol=2e-5)
+        np.testing.assert_allclose(target, np.convolve(x, early_part(h, s.cfg.early_ms))[: x.size], atol=2e-5)
