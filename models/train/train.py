@@ -79,6 +79,12 @@ class Loss:
         # than a -12 dBFS one and quiet noise is left in; every mixture is scaled to ``level_norm_dbfs``
         self.norm_from = lc.get("level_norm_from_step")
         self.norm_rms = 10.0 ** (float(lc.get("level_norm_dbfs", -25.0)) / 20.0)
+        # log-energy penalty on the output where the target is silent (``silence_weight`` from
+        # ``silence_from_step``): the spectral terms weigh a residual 30 dB down almost nothing,
+        # while listeners (and DNSMOS BAK) hear it in every pause; in dB every halving counts the same
+        self.silence_w = float(lc.get("silence_weight", 0.0))
+        self.silence_from = int(lc.get("silence_from_step", 0))
+        self.silence_floor_db = float(lc.get("silence_floor_db", -70.0))
         self.windows = {n: torch.hann_window(n) for n, _ in self.res}
         band = torch.from_numpy(erb_band_matrix())  # [bins, bands]
         self.band = band
@@ -136,6 +142,21 @@ class Loss:
         d = torch.sqrt(gains + 1e-8) - torch.sqrt(ideal + 1e-8)
         return ((d * d + 10.0 * d ** 4) * m).sum() / m.sum().clamp(min=1.0)
 
+    def silence(self, y: torch.Tensor, s: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        """Mean ``log(1 + E_out / E_floor)`` over the frames where the target is silent (50 dB below
+        its loudest frame, or an all-silent target), ``E_floor`` ``silence_floor_db`` under the
+        target's loudest frame (under the noisy input's mean power where the target is silent
+        throughout)."""
+        k = y.shape[1] // HOP
+        ey = y[:, : k * HOP].reshape(y.shape[0], k, HOP).pow(2).mean(-1)
+        es = s[:, : k * HOP].reshape(s.shape[0], k, HOP).pow(2).mean(-1)
+        peak = es.amax(1, keepdim=True)
+        silent = (es <= peak * 1e-5).float()
+        ref = torch.where(peak > 0, peak, noisy.pow(2).mean(1, keepdim=True).clamp(min=1e-12))
+        floor = ref * 10.0 ** (self.silence_floor_db / 10.0)
+        pen = torch.log1p(ey / floor)
+        return (pen * silent).sum() / silent.sum().clamp(min=1.0)
+
     def __call__(self, out, vad, noisy, target, band_hz, gains=None, step=None):
         t = out.shape[1]
         y = out[:, GRAPH_DELAY:]
@@ -154,6 +175,8 @@ class Loss:
                 gw = w
         if gains is not None and gw > 0 and (step is None or step >= self.gain_from):
             total = total + gw * self.gain(gains, noisy, target, band_hz)
+        if self.silence_w > 0 and (step is None or step >= self.silence_from):
+            total = total + self.silence_w * self.silence(y, s, noisy)
         # activity label per model frame: target frame energy within 30 dB of the loudest, above -70 dBFS
         tp = torch.cat([target.new_zeros(target.shape[0], GRAPH_DELAY), target[:, :t]], 1)
         fe = tp.unfold(1, N_FFT, HOP).pow(2).mean(-1)[:, : vad.shape[1]]

@@ -117,3 +117,26 @@ def test_pyroomacoustics_rooms_start_at_the_direct_path_and_decay(tmp_path, monk
     again = data.pra_rirs(3, seed=5)  # from the cache, identical
     for a, b in zip(rooms, again):
         np.testing.assert_array_equal(a, b)
+
+
+def test_silence_penalty_counts_only_pauses_and_grows_in_db():
+    """The silence term sees only frames where the target is silent, is 0 for a silent output
+    there, and rises by about ln(10) per 10 dB of residual (each halving of the residual counts
+    the same), whatever the output does where the target is active."""
+    lossf = Loss({"loss": {"silence_weight": 0.002, "silence_floor_db": -70.0}})
+    hop = md.HOP
+    n = 40 * hop
+    t = torch.arange(n) / md.SR
+    target = (0.3 * torch.sin(2 * torch.pi * 300 * t) * (t < 20 * hop / md.SR))[None]  # speech, then pause
+    noisy = target + 0.01 * torch.randn(1, n, generator=torch.Generator().manual_seed(1))
+    assert float(lossf.silence(torch.zeros(1, n), target, noisy)) == 0.0
+    loud_speech = target * 3.0  # wrong where the target is active: not this term's business
+    assert float(lossf.silence(loud_speech, target, noisy)) == 0.0
+    pause = (t >= 20 * hop / md.SR).float()[None]
+    res = [float(lossf.silence(pause * 0.3 * 10 ** (-db / 20) * torch.sin(2 * torch.pi * 1000 * t), target, noisy))
+           for db in (30, 40, 50)]
+    assert res[0] > res[1] > res[2] > 0
+    assert res[0] - res[1] == pytest.approx(np.log(10), rel=0.05)
+    # an all-silent target (a noise-only mixture): the floor follows the noisy input's level
+    noise = 0.01 * torch.randn(1, n, generator=torch.Generator().manual_seed(2))
+    assert float(lossf.silence(noise * 0.1, torch.zeros(1, n), noise)) == pytest.approx(np.log1p(0.01 * 1e7), rel=0.05)
