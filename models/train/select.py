@@ -5,6 +5,8 @@ Usage::
 
     python -m hushbridge.models.train.select CHECKPOINT... [--clips 24] [--seconds 6] [--json out.json]
 
+A ``denoise_snapshots.pt`` (``train --snapshot-every``) counts as one checkpoint per step it holds.
+
 The mixtures come from :class:`.data.MixtureSampler` with the checkpoint's own config, stream
 :data:`STREAM` (training uses stream 0, the validation loss stream 1), speech always present, at
 the ``denoise`` effect's default attenuation limit (30 dB). Each checkpoint runs the whole-signal
@@ -27,7 +29,7 @@ import torch
 from .data import MixtureSampler
 from .evaluate import si_sdr
 from .export import load_checkpoint
-from .model import GRAPH_DELAY, SR
+from .model import GRAPH_DELAY, SR, DenoiseNet
 from .train import mix_config
 
 STREAM = 7
@@ -62,9 +64,24 @@ def score(est48: np.ndarray, ref48: np.ndarray) -> dict[str, float]:
     return m
 
 
+def load_all(path: str) -> dict[str, tuple]:
+    """``{label: (net, checkpoint)}`` for a checkpoint, or for every step of a snapshots file
+    (``train --snapshot-every``: ``{"config": ..., "steps": {step: weights}}``)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if "steps" not in ck:
+        return {path: load_checkpoint(path)}
+    m = ck["config"].get("model", {})
+    out = {}
+    for step, weights in sorted(ck["steps"].items()):
+        net = DenoiseNet(hidden=int(m.get("hidden", 160)), layers=int(m.get("layers", 3)))
+        net.load_state_dict(weights)
+        out[f"{path}#{step}"] = (net.eval(), {"step": step, "config": ck["config"]})
+    return out
+
+
 def evaluate(checkpoints: list[str], clips: int, seconds: float) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
-    nets = {p: load_checkpoint(p) for p in checkpoints}
+    nets = {label: v for p in checkpoints for label, v in load_all(p).items()}
     cfg = next(iter(nets.values()))[1].get("config", {})
     items = validation_clips(cfg, clips, seconds)
     noisy = torch.from_numpy(np.stack([x for x, _ in items]))

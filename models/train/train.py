@@ -327,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                       "trained_s": trained_s, "config": cfg})
 
     snaps_p = out_dir / "denoise_snapshots.pt"
-    snapshots = torch.load(snaps_p, map_location="cpu", weights_only=False) if snaps_p.exists() else {}
+    # one file of weights-only checkpoints (a device call returns at most 8 files); `select` reads it
+    snapshots = (torch.load(snaps_p, map_location="cpu", weights_only=False) if snaps_p.exists()
+                 else {"config": cfg, "steps": {}})
 
     if args.workers > 0:
         loader = torch.utils.data.DataLoader(
@@ -393,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         if step % int(tc.get("checkpoint_every", 100)) == 0:
             checkpoint()
         if args.snapshot_every and step % args.snapshot_every == 0:
-            snapshots[step] = cpu_state(net)
+            snapshots["steps"][step] = cpu_state(net)
             save(snaps_p, snapshots)
     checkpoint()
     if not best_p.exists():

@@ -140,3 +140,27 @@ def test_silence_penalty_counts_only_pauses_and_grows_in_db():
     # an all-silent target (a noise-only mixture): the floor follows the noisy input's level
     noise = 0.01 * torch.randn(1, n, generator=torch.Generator().manual_seed(2))
     assert float(lossf.silence(noise * 0.1, torch.zeros(1, n), noise)) == pytest.approx(np.log1p(0.01 * 1e7), rel=0.05)
+
+
+def test_snapshots_of_a_short_run_are_scored_by_select(tmp_path):
+    """``train --pack --snapshot-every`` keeps each snapshot's own weights in one file, and
+    ``select.load_all`` turns that file into one checkpoint per step."""
+    from test_train_pack import _Pools
+
+    from hushbridge.models.train import select, train
+    from hushbridge.models.train.pack import write_pack
+
+    write_pack(_Pools(), tmp_path / "pack")
+    cfg = (tmp_path / "c.toml")
+    cfg.write_text('seed = 1\n[model]\nhidden = 16\nlayers = 1\n[data]\nseconds = 0.25\npra_from_step = 100\n'
+                   '[train]\nbatch_size = 2\nlr = 1e-3\nval_batches = 1\nval_every = 100\ncheckpoint_every = 100\n'
+                   'log_every = 100\n')
+    out = tmp_path / "ck"
+    assert train.main(["--config", str(cfg), "--pack", str(tmp_path / "pack"), "--out", str(out), "--steps", "3",
+                       "--snapshot-every", "1"]) == 0
+    nets = select.load_all(str(out / "denoise_snapshots.pt"))
+    assert [ck["step"] for _, ck in nets.values()] == [1, 2, 3]
+    w = [next(iter(net.state_dict().values())) for net, _ in nets.values()]
+    assert not torch.equal(w[0], w[2])  # each snapshot holds its own step's weights
+    last = torch.load(out / "denoise_last.pt", weights_only=False)["model"]
+    assert torch.equal(next(iter(last.values())), w[2])
