@@ -468,8 +468,12 @@ class MixtureSampler:
 
     # ---- one mixture
 
-    def mixture(self, rng: np.random.Generator, step: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-        """One ``(noisy, target, band_hz)``; arrays float32 of ``seconds * 48000`` samples."""
+    def mixture(self, rng: np.random.Generator, step: int | None = None, parts: bool = False) -> tuple:
+        """One ``(noisy, target, band_hz)``; arrays float32 of ``seconds * 48000`` samples.
+
+        ``parts`` adds the speech part of ``noisy`` (``noisy - speech`` is its noise) and the level that
+        the SNR refers to (active speech RMS; the noise RMS in a noise-only mixture), for :func:`remix`.
+        The random draws are the same either way."""
         cfg = self.cfg
         base, from_step = self.rirs_from_step
         rirs = self.rirs[:base] if step is not None and step < from_step else self.rirs
@@ -499,6 +503,8 @@ class MixtureSampler:
             noisy = lowpass(noisy, fc)
             target = lowpass(target, fc)
             band = min(band, fc)
+            if parts:
+                wet = lowpass(wet, fc)
         g = 10.0 ** (rng.uniform(*cfg.level_dbfs) / 20.0) / (s_rms + 1e-9)
         noisy = noisy * g
         target = target * g
@@ -506,11 +512,20 @@ class MixtureSampler:
         if peak > 0.99:
             noisy *= 0.99 / peak
             target *= 0.99 / peak
+            g *= 0.99 / peak
+        if parts:
+            return (noisy.astype(np.float32), target.astype(np.float32), float(band),
+                    (wet * g).astype(np.float32), float(s_rms * g))
         return noisy.astype(np.float32), target.astype(np.float32), float(band)
 
-    def batch(self, step: int, batch_size: int, stream: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Batch ``step`` (deterministic in seed, stream and step): noisy, target [B, n], band_hz [B]."""
+    def batch(self, step: int, batch_size: int, stream: int = 0, parts: bool = False) -> tuple[np.ndarray, ...]:
+        """Batch ``step`` (deterministic in seed, stream and step): noisy, target [B, n], band_hz [B]
+        (``parts``: + speech part [B, n] and level [B], see :meth:`mixture`)."""
         rng = np.random.default_rng([self.seed, stream, step])
-        items = [self.mixture(rng, step) for _ in range(batch_size)]
-        return (np.stack([i[0] for i in items]), np.stack([i[1] for i in items]),
-                np.array([i[2] for i in items], dtype=np.float32))
+        items = [self.mixture(rng, step, parts) for _ in range(batch_size)]
+        out = (np.stack([i[0] for i in items]), np.stack([i[1] for i in items]),
+               np.array([i[2] for i in items], dtype=np.float32))
+        if parts:
+            out += (np.stack([i[3] for i in items]), np.array([i[4] for i in items], dtype=np.float32))
+        return out
+

@@ -176,9 +176,20 @@ class MinGRU(nn.Module):
         self.lin = nn.Linear(n_in, 2 * hidden)
         self.hidden = hidden
 
+    # "loop": the recurrence step by step (cheap on a CPU); "log": the paper's parallel scan in log
+    # space (a few whole-sequence kernels instead of thousands of tiny ones: for a GPU, where the loop
+    # is bound by kernel launches). Same result to float rounding (float64 inside the scan).
+    scan = "loop"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [B, T, n_in] -> h [B, T, hidden], starting from h = 0."""
         k, c = self.lin(x).chunk(2, dim=-1)
+        if self.scan == "log":
+            # h_t = sum_s b_s prod_{s<r<=t} a_r with a = 1 - z = sigmoid(-k), b = z g(c) > 0
+            log_a = -torch.nn.functional.softplus(k).double()
+            log_b = (-torch.nn.functional.softplus(-k) + _log_g(c)).double()
+            a_star = torch.cumsum(log_a, dim=1)
+            return torch.exp(a_star + torch.logcumsumexp(log_b - a_star, dim=1)).to(x.dtype)
         z = torch.sigmoid(k)
         a = (1.0 - z).unbind(1)
         b = (z * _g(c)).unbind(1)

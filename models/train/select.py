@@ -79,7 +79,8 @@ def load_all(path: str) -> dict[str, tuple]:
     return out
 
 
-def evaluate(checkpoints: list[str], clips: int, seconds: float) -> dict[str, dict[str, float]]:
+def evaluate(checkpoints: list[str], clips: int, seconds: float,
+             atten_lim_db: tuple[float, ...] = (ATTEN_LIM_DB,)) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
     nets = {label: v for p in checkpoints for label, v in load_all(p).items()}
     cfg = next(iter(nets.values()))[1].get("config", {})
@@ -87,10 +88,12 @@ def evaluate(checkpoints: list[str], clips: int, seconds: float) -> dict[str, di
     noisy = torch.from_numpy(np.stack([x for x, _ in items]))
     systems: dict[str, np.ndarray] = {"noisy": noisy.numpy()}
     for p, (net, ck) in nets.items():
-        with torch.no_grad():
-            y = net(noisy, atten_lim_db=ATTEN_LIM_DB)[0].numpy()
-        y = np.concatenate([y[:, GRAPH_DELAY:], np.zeros((y.shape[0], GRAPH_DELAY), np.float32)], 1)
-        systems[f"{p} (step {ck.get('step')})"] = y
+        for lim in atten_lim_db:
+            with torch.no_grad():
+                y = net(noisy, atten_lim_db=lim)[0].numpy()
+            y = np.concatenate([y[:, GRAPH_DELAY:], np.zeros((y.shape[0], GRAPH_DELAY), np.float32)], 1)
+            tag = "" if len(atten_lim_db) == 1 else f" @{lim:g} dB"
+            systems[f"{p} (step {ck.get('step')}){tag}"] = y
     report = {}
     for name, outs in systems.items():
         rows = [score(o[:-GRAPH_DELAY], t[:-GRAPH_DELAY]) for o, (_, t) in zip(outs, items)]
@@ -104,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--atten-db", type=float, nargs="+", default=[ATTEN_LIM_DB],
+                    help="attenuation limit(s) to score each checkpoint at (default: the effect's 30 dB)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    rep = evaluate(args.checkpoints, args.clips, args.seconds)
+    rep = evaluate(args.checkpoints, args.clips, args.seconds, tuple(args.atten_db))
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=1))
     return 0

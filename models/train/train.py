@@ -47,6 +47,24 @@ def load_config(path: str | os.PathLike) -> dict:
         return tomllib.load(f)
 
 
+def apply_overrides(cfg: dict, items: list[str]) -> dict:
+    """``["table.key=value", ...]`` (value in TOML syntax) applied to ``cfg`` in place."""
+    for item in items:
+        path, sep, value = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise SystemExit(f"--set {item!r}: expected TABLE.KEY=VALUE")
+        try:
+            v = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError as e:
+            raise SystemExit(f"--set {item!r}: the value is not TOML ({e})") from None
+        node = cfg
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = v
+    return cfg
+
+
 def build_model(cfg: dict) -> DenoiseNet:
     m = cfg.get("model", {})
     return DenoiseNet(hidden=int(m.get("hidden", 160)), layers=int(m.get("layers", 3)))
@@ -185,6 +203,26 @@ class Loss:
         return total + self.vad_w * bce, loss.detach(), bce.detach()
 
 
+def remix(noisy, speech, target, level, generator):
+    """New mixtures from a batch (torch tensors on any device): speech ``i`` with the noise of
+    mixture ``perm[i]`` (a permutation without fixed points, from ``generator``, a CPU
+    ``torch.Generator``), scaled to keep that noise's SNR against the new speech's ``level``; peaks
+    over 0.99 scaled down with the target. Costs a few elementwise ops, so a GPU that waits on
+    mixture-building processes gets several batches from each one (``remix`` in ``[train]``)."""
+    b = noisy.shape[0]
+    order = torch.randperm(b, generator=generator)
+    shift = int(torch.randint(1, max(b, 2), (1,), generator=generator)) if b > 1 else 0
+    perm = torch.empty(b, dtype=torch.long)
+    perm[order] = order[(torch.arange(b) + shift) % b]
+    perm = perm.to(noisy.device)
+    noise = noisy - speech
+    scale = (level / level[perm].clamp(min=1e-9))[:, None]
+    out = speech + noise[perm] * scale
+    peak = out.abs().amax(1, keepdim=True)
+    k = torch.where(peak > 0.99, 0.99 / peak, torch.ones_like(peak))
+    return out * k, target * k
+
+
 def lr_at(step: int, tc: dict) -> float:
     """Warm-up, then halve every ``lr_halflife_steps`` down to ``lr_min``.
 
@@ -213,19 +251,34 @@ def batch_size_at(step: int, tc: dict) -> int:
     return bs
 
 
+def batch_plan(step: int, tc: dict) -> tuple[int, int]:
+    """``(batch id, r)`` of a training step: the step trains on the sampler's batch ``id`` as built
+    (``r == 0``) or on its ``r``-th :func:`remix`. Without ``remix`` in ``[train]`` the id is the step;
+    ``remix = [[step, k], ...]`` uses every batch for ``k`` steps from ``step`` on (ids stay
+    consecutive, so a resumed run and a DataLoader walk them in order)."""
+    seg_id, seg_at, seg_k = 0, 0, 1
+    for at, k in sorted((int(a), int(k)) for a, k in tc.get("remix", [])):
+        if step < at:
+            break
+        seg_id += (at - 1 - seg_at) // seg_k + 1 if at > seg_at else 0
+        seg_at, seg_k = at, max(k, 1)
+    return seg_id + (step - seg_at) // seg_k, (step - seg_at) % seg_k
+
+
 class Batches(torch.utils.data.Dataset):
-    """Batch ``i`` is training step ``first + i`` (for a DataLoader with worker processes)."""
+    """Item ``i`` is the sampler's batch ``first + i`` (for a DataLoader with worker processes)."""
 
     def __init__(self, sampler: MixtureSampler, tc: dict, first: int, count: int):
         self.sampler, self.tc, self.first, self.count = sampler, tc, first, count
+        self.parts = bool(tc.get("remix"))
 
     def __len__(self) -> int:
         return self.count
 
     def __getitem__(self, i: int):
-        step = self.first + i
-        n, t, b = self.sampler.batch(step, batch_size_at(step, self.tc))
-        return torch.from_numpy(n), torch.from_numpy(t), torch.from_numpy(b)
+        bid = self.first + i
+        return tuple(torch.from_numpy(a) for a in
+                     self.sampler.batch(bid, batch_size_at(bid, self.tc), parts=self.parts))
 
 
 def _one_thread(_worker: int) -> None:
@@ -275,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
     ap.add_argument("--workers", type=int, default=0, help="processes that build batches (0: in this one)")
     ap.add_argument("--pack", default=None, help="read the training pools from this pack (see .pack)")
+    ap.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                    help="override one config value (TOML syntax), e.g. --set loss.silence_weight=0.002; "
+                         "the checkpoints carry the resulting config")
+    ap.add_argument("--scan", choices=("auto", "loop", "log"), default="auto",
+                    help="minGRU recurrence: step loop (CPU) or parallel log-space scan (auto: log on a GPU)")
     ap.add_argument("--snapshot-every", type=int, default=0,
                     help="also keep the weights every N steps in <out>/denoise_snapshots.pt (for select)")
     args = ap.parse_args(argv)
@@ -286,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                           else ("cpu" if args.device == "auto" else args.device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    cfg = load_config(args.config)
+    cfg = apply_overrides(load_config(args.config), args.set)
     tc = cfg["train"]
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
@@ -295,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     last_p, best_p, log_p = out_dir / "denoise_last.pt", out_dir / "denoise_best.pt", out_dir / "denoise_log.csv"
 
     net = build_model(cfg).to(device)
+    scan = args.scan if args.scan != "auto" else ("log" if device.type == "cuda" else "loop")
+    for layer in net.rnn:
+        layer.scan = scan
     opt = torch.optim.AdamW(net.parameters(), lr=float(tc["lr"]), weight_decay=float(tc.get("weight_decay", 0)))
     step, best, trained_s = 0, math.inf, 0.0
     if last_p.exists() and not args.fresh:
@@ -333,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.workers > 0:
         loader = torch.utils.data.DataLoader(
-            Batches(sampler, tc, step, 10**9), batch_size=None, shuffle=False, num_workers=args.workers,
+            Batches(sampler, tc, batch_plan(step, tc)[0], 10**9), batch_size=None, shuffle=False, num_workers=args.workers,
             pin_memory=device.type == "cuda", prefetch_factor=4, worker_init_fn=_one_thread,
             persistent_workers=False)
         batches = iter(loader)
@@ -345,18 +406,28 @@ def main(argv: list[str] | None = None) -> int:
     stop_step = args.steps if args.steps is not None else None
     start_step = step
     run_loss, run_bce, n_run = 0.0, 0.0, 0
+    held_id, held = None, None
     net.train()
     while True:
         now = time.monotonic()
         if now >= deadline or (stop_step is not None and step >= stop_step):
             break
-        if batches is not None:
-            noisy, target, band = next(batches)
-            ts = time.monotonic()
+        bid, r = batch_plan(step, tc)
+        if bid != held_id:
+            if batches is not None:
+                parts = next(batches)
+                ts = time.monotonic()
+            else:
+                ts = time.monotonic()
+                parts = tuple(torch.from_numpy(a) for a in
+                              sampler.batch(bid, batch_size_at(bid, tc), parts=bool(tc.get("remix"))))
+            held_id, held = bid, tuple(a.to(device, non_blocking=True) for a in parts)
         else:
             ts = time.monotonic()
-            noisy, target, band = (torch.from_numpy(a) for a in sampler.batch(step, batch_size_at(step, tc)))
-        noisy, target, band = (a.to(device, non_blocking=True) for a in (noisy, target, band))
+        noisy, target, band = held[:3]
+        if r > 0:
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            noisy, target = remix(noisy, held[3], target, held[4], gen)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
         out, vad, gains = net(noisy)

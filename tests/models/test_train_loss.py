@@ -164,3 +164,98 @@ def test_snapshots_of_a_short_run_are_scored_by_select(tmp_path):
     assert not torch.equal(w[0], w[2])  # each snapshot holds its own step's weights
     last = torch.load(out / "denoise_last.pt", weights_only=False)["model"]
     assert torch.equal(next(iter(last.values())), w[2])
+
+
+def test_batch_plan_uses_every_batch_k_times_and_keeps_ids_consecutive():
+    from hushbridge.models.train.train import batch_plan
+
+    assert [batch_plan(s, {}) for s in range(3)] == [(0, 0), (1, 0), (2, 0)]
+    tc = {"remix": [[10, 3], [20, 2]]}
+    plan = [batch_plan(s, tc) for s in range(26)]
+    assert plan[:10] == [(s, 0) for s in range(10)]  # steps before the first remix keep their batches
+    assert plan[10:13] == [(10, 0), (10, 1), (10, 2)]
+    assert plan[19] == (13, 0) and plan[20:22] == [(14, 0), (14, 1)]  # a new k starts a new batch
+    ids = [b for b, _ in plan]
+    assert all(b - a in (0, 1) for a, b in zip(ids, ids[1:]))  # a DataLoader walks them in order
+
+
+def test_remix_moves_noises_between_mixtures_and_keeps_their_snr():
+    from hushbridge.models.train.train import remix
+
+    g = torch.Generator().manual_seed(0)
+    b, n = 6, 4800
+    speech = torch.randn(b, n) * torch.tensor([0.01, 0.02, 0.05, 0.04, 0.06, 0.03])[:, None]
+    level = speech.pow(2).mean(1).sqrt()
+    snr_db = torch.tensor([-5.0, 0.0, 5.0, 10.0, 15.0, 20.0])
+    noise = torch.randn(b, n)
+    noise = noise / noise.pow(2).mean(1, keepdim=True).sqrt() * (level * 10 ** (-snr_db / 20))[:, None]
+    target = speech * 0.9
+    noisy2, target2 = remix(speech + noise, speech, target, level, g)
+    assert torch.equal(target2, target)  # no peak over 0.99 here: targets untouched
+    new_noise = noisy2 - speech
+    got_snr = 20 * torch.log10(level / new_noise.pow(2).mean(1).sqrt())
+    # every mixture got another one's noise (no fixed point), at that noise's own SNR
+    moved = []
+    for i in range(b):
+        j = int(torch.argmax(torch.stack([torch.nn.functional.cosine_similarity(new_noise[i], noise[k], 0)
+                                          for k in range(b)])))
+        assert j != i
+        assert float(got_snr[i]) == pytest.approx(float(snr_db[j]), abs=1e-3)
+        moved.append(j)
+    assert sorted(moved) == list(range(b))  # a permutation: each noise used once
+    # peaks over 0.99 are scaled down with the target
+    loud, _ = remix(speech * 40 + noise * 40, speech * 40, target, level * 40, torch.Generator().manual_seed(1))
+    assert float(loud.abs().max()) <= 0.99 + 1e-6
+
+
+def test_sampler_parts_add_up_to_the_mixture(tmp_path):
+    from hushbridge.models.train.data import MixConfig, MixtureSampler, active_rms
+    from hushbridge.models.train.pack import write_pack
+    from tests.models.test_train_pack import _Pools
+
+    write_pack(_Pools(), tmp_path)
+    cfg = MixConfig(seconds=0.5, p_bandlimit=0.5, p_no_speech=0.2, pra_from_step=100)
+    s = MixtureSampler(cfg, seed=3, pack=tmp_path, verbose=False)
+    plain = s.batch(5, 8)
+    noisy, target, band, speech, level = s.batch(5, 8, parts=True)
+    for a, b in zip(plain, (noisy, target, band)):
+        assert np.array_equal(a, b)  # the same draws with or without parts
+    for i in range(8):
+        if np.any(speech[i]):
+            # the level the SNR refers to is the active RMS of the speech part
+            assert 20 * np.log10(level[i] / active_rms(speech[i])) == pytest.approx(0.0, abs=0.3)
+            assert np.max(np.abs(noisy[i] - speech[i])) > 0  # some noise is left
+
+
+def test_log_space_scan_equals_the_step_loop():
+    net = md.DenoiseNet()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = 0.05 * torch.randn(2, 240 * 300)
+    outs, grads = [], []
+    for scan in ("loop", "log"):
+        for layer in net.rnn:
+            layer.scan = scan
+        net.zero_grad()
+        out, vad, _ = net(x)
+        (out.pow(2).sum() + vad.sum()).backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
+    scale = outs[0].abs().max()
+    assert float((outs[0] - outs[1]).abs().max()) < 1e-5 * float(scale)
+    assert float((grads[0] - grads[1]).abs().max()) < 1e-4 * float(grads[0].abs().max())
+
+
+def test_config_overrides_parse_toml_values():
+    from hushbridge.models.train.train import apply_overrides
+
+    cfg = {"loss": {"gain_weight": 0.1}}
+    apply_overrides(cfg, ["loss.silence_weight=0.002", "train.remix=[[10, 4]]", "data.extra.x = \"y\""])
+    assert cfg["loss"] == {"gain_weight": 0.1, "silence_weight": 0.002}
+    assert cfg["train"]["remix"] == [[10, 4]] and cfg["data"]["extra"]["x"] == "y"
+    with pytest.raises(SystemExit, match="TOML"):
+        apply_overrides(cfg, ["loss.x=not toml"])
+    with pytest.raises(SystemExit, match="TABLE.KEY"):
+        apply_overrides(cfg, ["novalue"])
