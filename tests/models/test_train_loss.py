@@ -26,6 +26,10 @@ def test_lr_warm_restart_leaves_earlier_steps_alone():
     assert lr_at(2500, restarted) == pytest.approx(5e-4)
     assert lr_at(4000, restarted) == pytest.approx(2.5e-4)  # one halflife of the restart
     assert lr_at(20000, restarted) == pytest.approx(1e-4)  # the floor still holds
+    tail = dict(restarted, restarts=[[2500, 5e-4, 1500.0], [6000, 1e-4, 500.0, 1e-5]])
+    assert lr_at(5999, tail) == lr_at(5999, restarted)
+    assert lr_at(6500, tail) == pytest.approx(5e-5)
+    assert lr_at(60000, tail) == pytest.approx(1e-5)  # the tail's own floor
 
 
 def test_batch_size_schedule_changes_only_from_its_step():
