@@ -69,6 +69,7 @@ def export(net: DenoiseNet, path: str | Path, name: str = "denoise", version: st
         "hushbridge.version": version,
         "hushbridge.state_shapes": json.dumps({n: list(s) for n, s in zip(names, shapes)}),
         "hushbridge.n_bands": str(N_BANDS),
+        "hushbridge.postfilter": json.dumps(net.postfilter),
     }
     del model.metadata_props[:]
     for k, v in meta.items():
@@ -116,6 +117,26 @@ def parity(net: DenoiseNet, path: str | Path, seconds: float = 2.0, seed: int = 
     return float(np.max(np.abs(got - ref)))
 
 
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "denoise.toml"
+
+
+def resolve_postfilter(arg: str | None, config: str | Path = DEFAULT_CONFIG) -> dict | None:
+    """The run-time post-filter (:func:`.model.postfilter_scale`): ``None`` or ``"config"`` reads the
+    ``[postfilter]`` table of ``config``, ``"none"`` turns it off, anything else is a TOML inline
+    table such as ``{kind = "dfn", beta = 0.05}``."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    if arg is None or arg == "config":
+        with open(config, "rb") as f:
+            pf = tomllib.load(f).get("postfilter")
+        return dict(pf) if pf else None
+    if arg == "none":
+        return None
+    return dict(tomllib.loads(f"pf = {arg}")["pf"])
+
+
 def load_checkpoint(path: str | Path) -> tuple[DenoiseNet, dict]:
     ck = torch.load(path, map_location="cpu", weights_only=False)
     cfg = ck.get("config", {})
@@ -129,9 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Export a denoise checkpoint to streaming ONNX")
     ap.add_argument("--checkpoint", default=str(Path(__file__).resolve().parent / "checkpoints" / "denoise_best.pt"))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--postfilter", default="config",
+                    help='"config" (the [postfilter] table of --config), "none", or a TOML inline table')
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     net, ck = load_checkpoint(args.checkpoint)
+    net.postfilter = resolve_postfilter(args.postfilter, args.config)
     cfg = ck.get("config", {})
     version = f"{cfg.get('version', '0.1.0')}+step{ck.get('step', 0)}"
     path = export(net, args.out, name=cfg.get("name", "denoise"), version=version)

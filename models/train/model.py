@@ -165,6 +165,34 @@ def _log_g(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, torch.log(torch.relu(x) + 0.5), -torch.nn.functional.softplus(-x))
 
 
+def postfilter_scale(geff: torch.Tensor, pf: dict) -> torch.Tensor:
+    """Per-band factor for the enhanced spectrum from its effective band gain ``geff`` (|Y| / |X| per
+    band, in [0, 1]); the run-time post-filter (models/denoise.md, "Post-filter"), chosen on
+    training-split validation mixtures, not trained.
+
+    - ``{"kind": "expand", "k", "pivot", "lo", "hi"}``: ``lo + (hi - lo) sigmoid(k (geff - pivot))``
+      with the result kept at or under unity gain: lowers bands the network left mostly noise and
+      raises the ones it kept mostly speech (it keeps speech-dominated bands too low otherwise);
+    - ``{"kind": "dfn", "beta"}``: the PercepNet / DeepFilterNet post-filter ``(1 + b) / (1 + b /
+      sin^2(pi geff / 2))``, which turns low gains down harder;
+    - ``expand`` with a ``beta`` too: the expansion, then the DFN post-filter on the gain it gives.
+    """
+    kind = pf.get("kind")
+    if kind not in ("expand", "dfn"):
+        raise ValueError(f"unknown post-filter kind {kind!r} (expand or dfn)")
+    f = torch.ones_like(geff)
+    if kind == "expand":
+        lo, hi = float(pf["lo"]), float(pf["hi"])
+        f = lo + (hi - lo) * torch.sigmoid(float(pf["k"]) * (geff - float(pf["pivot"])))
+        f = torch.minimum(f, 1.0 / torch.clamp(geff, min=1e-6))
+        geff = geff * f
+    if "beta" in pf:
+        b = float(pf["beta"])
+        sn = torch.sin(geff * (math.pi / 2.0))
+        f = f * ((1.0 + b) / (1.0 + b / torch.clamp(sn * sn, min=1e-12)))
+    return f
+
+
 class MinGRU(nn.Module):
     """minGRU (Feng et al. 2024, "Were RNNs all we needed?"): ``h_t = (1 - z_t) h_{t-1} + z_t g(c_t)``
     with ``z_t, c_t`` from the input only: the matmuls run over the whole sequence at once and only an
@@ -208,6 +236,8 @@ class DenoiseNet(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.layers = layers
+        # run-time post-filter (postfilter_scale); None while training
+        self.postfilter: dict | None = None
         fr, fi, ir, ii = dft_matrices()
         band = erb_band_matrix()
         win = np.sin(np.pi * np.arange(N_FFT) / N_FFT).astype(np.float32)
@@ -255,6 +285,12 @@ class DenoiseNet(nn.Module):
         di = (cr * past_im + ci * past_re).sum(-2)
         yr = torch.cat([yr[..., :DF_BINS] + dr, yr[..., DF_BINS:]], dim=-1)
         yi = torch.cat([yi[..., :DF_BINS] + di, yi[..., DF_BINS:]], dim=-1)
+        if self.postfilter is not None:
+            ey = (yr * yr + yi * yi) @ self.band
+            ex = (re * re + im * im) @ self.band
+            geff = torch.clamp(torch.sqrt(ey / (ex + 1e-10)), 0.0, 1.0)
+            sc = postfilter_scale(geff, self.postfilter) @ self.interp
+            yr, yi = yr * sc, yi * sc
         yr = yr * (1.0 - lim) + lim * re
         yi = yi * (1.0 - lim) + lim * im
         return yr, yi
@@ -395,6 +431,10 @@ class StreamingDenoise(nn.Module):
         # complex multiply-accumulate over taps: [dr; di] = sum cr [pr; pi] + ci [-pi; pr]
         df = (c[:, 0:1] * past + c[:, 1:2] * (past.flip(1) * self.swap_sign)).sum(2)  # [B, 2, BINS]
         y_spec = (gains @ net.interp).unsqueeze(1) * spec + torch.nn.functional.pad(df, (0, N_BINS - DF_BINS))
+        if net.postfilter is not None:
+            ey = (y_spec * y_spec).sum(1) @ net.band
+            geff = torch.clamp(torch.sqrt(ey / (power @ net.band + 1e-10)), 0.0, 1.0)
+            y_spec = y_spec * (postfilter_scale(geff, net.postfilter) @ net.interp).unsqueeze(1)
         y_spec = y_spec + torch.pow(10.0, atten_lim_db * -0.05) * (spec - y_spec)
         y = self.irdft(y_spec)  # [B, N]
         audio_out = y[:, :HOP] + state_5

@@ -28,7 +28,7 @@ import torch
 
 from .data import MixtureSampler
 from .evaluate import si_sdr
-from .export import load_checkpoint
+from .export import load_checkpoint, resolve_postfilter
 from .model import GRAPH_DELAY, SR, DenoiseNet
 from .train import mix_config
 
@@ -80,7 +80,8 @@ def load_all(path: str) -> dict[str, tuple]:
 
 
 def evaluate(checkpoints: list[str], clips: int, seconds: float,
-             atten_lim_db: tuple[float, ...] = (ATTEN_LIM_DB,)) -> dict[str, dict[str, float]]:
+             atten_lim_db: tuple[float, ...] = (ATTEN_LIM_DB,),
+             postfilters: tuple[dict | None, ...] = (None,)) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
     nets = {label: v for p in checkpoints for label, v in load_all(p).items()}
     cfg = next(iter(nets.values()))[1].get("config", {})
@@ -88,12 +89,15 @@ def evaluate(checkpoints: list[str], clips: int, seconds: float,
     noisy = torch.from_numpy(np.stack([x for x, _ in items]))
     systems: dict[str, np.ndarray] = {"noisy": noisy.numpy()}
     for p, (net, ck) in nets.items():
-        for lim in atten_lim_db:
-            with torch.no_grad():
-                y = net(noisy, atten_lim_db=lim)[0].numpy()
-            y = np.concatenate([y[:, GRAPH_DELAY:], np.zeros((y.shape[0], GRAPH_DELAY), np.float32)], 1)
-            tag = "" if len(atten_lim_db) == 1 else f" @{lim:g} dB"
-            systems[f"{p} (step {ck.get('step')}){tag}"] = y
+        for pf in postfilters:
+            net.postfilter = pf
+            for lim in atten_lim_db:
+                with torch.no_grad():
+                    y = net(noisy, atten_lim_db=lim)[0].numpy()
+                y = np.concatenate([y[:, GRAPH_DELAY:], np.zeros((y.shape[0], GRAPH_DELAY), np.float32)], 1)
+                tag = "" if len(atten_lim_db) == 1 else f" @{lim:g} dB"
+                tag += "" if len(postfilters) == 1 else f" pf={json.dumps(pf)}"
+                systems[f"{p} (step {ck.get('step')}){tag}"] = y
     report = {}
     for name, outs in systems.items():
         rows = [score(o[:-GRAPH_DELAY], t[:-GRAPH_DELAY]) for o, (_, t) in zip(outs, items)]
@@ -109,9 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--atten-db", type=float, nargs="+", default=[ATTEN_LIM_DB],
                     help="attenuation limit(s) to score each checkpoint at (default: the effect's 30 dB)")
+    ap.add_argument("--postfilter", nargs="+", default=["none"],
+                    help='post-filter(s) to score: "none", "config" (denoise.toml\'s [postfilter]) or a '
+                         'TOML inline table such as \'{kind = "dfn", beta = 0.05}\'')
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    rep = evaluate(args.checkpoints, args.clips, args.seconds, tuple(args.atten_db))
+    pfs = tuple(resolve_postfilter(a) for a in args.postfilter)
+    rep = evaluate(args.checkpoints, args.clips, args.seconds, tuple(args.atten_db), pfs)
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=1))
     return 0

@@ -5,6 +5,7 @@ Needs the ``[train]`` extra (torch); skipped cleanly where torch is absent (CI i
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,41 @@ def test_shipped_model_matches_its_checkpoint():
     for path in (CHECKPOINT, CHECKPOINT.with_name("denoise_last.pt")) + ((shipped_ck,) if shipped_ck.exists() else ()):
         assert path.stat().st_size <= 5_000_000
         net, ck = ex.load_checkpoint(path)
+        net.postfilter = json.loads(meta.get("hushbridge.postfilter", "null"))
         if meta["hushbridge.version"].endswith(f"step{ck['step']}"):
             found.append(path.name)
             assert ex.parity(net, SHIPPED, seconds=1.0) <= 1e-4
     assert found, f"no committed checkpoint has the shipped version {meta['hushbridge.version']}"
+
+
+@pytest.mark.parametrize("pf", [{"kind": "dfn", "beta": 0.1},
+                                {"kind": "expand", "k": 10.0, "pivot": 0.3, "lo": 0.5, "hi": 1.5, "beta": 0.05}])
+def test_postfilter_streams_like_the_whole_signal_and_is_recorded(random_net, tmp_path, pf):
+    random_net.postfilter = pf
+    try:
+        path = ex.export(random_net, tmp_path / "pf.onnx")
+        assert ex.parity(random_net, path, seconds=1.0) <= 1e-4
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert json.loads(meta["hushbridge.postfilter"]) == pf
+        x = _signal()[: 48000]
+        with torch.no_grad():
+            filtered = random_net(torch.from_numpy(x)[None])[0]
+            random_net.postfilter = None
+            plain = random_net(torch.from_numpy(x)[None])[0]
+        assert float((filtered - plain).abs().max()) > 1e-3  # it does something
+    finally:
+        random_net.postfilter = None
+
+
+def test_postfilter_scale_shapes_the_gain_curve():
+    g = torch.linspace(0.0, 1.0, 101)
+    dfn = md.postfilter_scale(g, {"kind": "dfn", "beta": 0.1})
+    assert float(dfn[-1]) == pytest.approx(1.0)  # unity gain stays unity
+    assert float(dfn[10]) < 0.5 and float(dfn[80]) > 0.95  # low gains go down much harder than high
+    ex_ = md.postfilter_scale(g, {"kind": "expand", "k": 10.0, "pivot": 0.3, "lo": 0.5, "hi": 1.5})
+    out = g * ex_
+    assert float(out.max()) <= 1.0 + 1e-6  # never above unity gain
+    assert float(ex_[5]) < 0.6 and float(ex_[60]) > 1.3  # noise-like bands down, speech-like up
+    assert bool(torch.all(out[1:] >= out[:-1] - 1e-6))  # the gain curve stays monotonic
+    with pytest.raises(ValueError, match="kind"):
+        md.postfilter_scale(g, {"kind": "gate"})
