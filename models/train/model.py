@@ -457,4 +457,5 @@ def macs_per_hop(net: DenoiseNet) -> int:
     gru = net.layers * 2 * h * h
     heads = h * (N_BANDS + DF_ORDER * DF_BINS * 2 + 1)
     df = DF_ORDER * DF_BINS * 4
-    return dft + bands + enc + gru + heads + df
+    pf = 2 * N_BINS * N_BANDS if net.postfilter is not None else 0  # band energies of Y, factors to bins
+    return dft + bands + enc + gru + heads + df + pf
