@@ -108,6 +108,13 @@ class Loss:
         # trained model left speech-dominated bands 3.5 dB low (models/denoise.md, "Where the gap is")
         self.under_w = float(lc.get("under_weight", 0.0))
         self.under_from = int(lc.get("under_from_step", 0))
+        # band log-spectral distance (``lsd_weight`` from ``lsd_from_step``): squared dB error of the
+        # output's band energies against the target's, both floored ``lsd_floor_db`` under the
+        # target's loudest band-frame; a 3 dB speech loss and a 3 dB noise excess cost the same,
+        # where the MSE on compressed magnitudes lets a hedging model turn unsure speech down
+        self.lsd_w = float(lc.get("lsd_weight", 0.0))
+        self.lsd_from = int(lc.get("lsd_from_step", 0))
+        self.lsd_floor_db = float(lc.get("lsd_floor_db", -50.0))
         self.windows = {n: torch.hann_window(n) for n, _ in self.res}
         band = torch.from_numpy(erb_band_matrix())  # [bins, bands]
         self.band = band
@@ -169,6 +176,20 @@ class Loss:
         d = torch.sqrt(gains + 1e-8) - torch.sqrt(ideal + 1e-8)
         return ((d * d + 10.0 * d ** 4) * m).sum() / m.sum().clamp(min=1.0)
 
+    def lsd(self, y: torch.Tensor, s: torch.Tensor, noisy: torch.Tensor, band_hz: torch.Tensor) -> torch.Tensor:
+        """Mean squared dB difference of band energies (the model's frames and bands), in-band cells
+        (all bands where the target is silent, as in :meth:`spec`), floored per example."""
+        k = y.shape[1] // HOP - 1
+        ey, es = self._band_energy(y, k), self._band_energy(s, k)
+        peak = es.amax(dim=(1, 2), keepdim=True)
+        ref = torch.where(peak > 0, peak, self._band_energy(noisy, k).amax(dim=(1, 2), keepdim=True))
+        floor = ref.clamp(min=1e-12) * 10.0 ** (self.lsd_floor_db / 10.0)
+        d = 10.0 * (torch.log10(ey + floor) - torch.log10(es + floor))
+        active = es.sum(-1, keepdim=True) > es.sum(-1).amax(1)[:, None, None] * 1e-5
+        inband = self.band_hz[None, None, :] < band_hz[:, None, None]
+        m = (inband | ~active).float()
+        return (d * d * m).sum() / m.sum().clamp(min=1.0)
+
     def silence(self, y: torch.Tensor, s: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
         """Mean ``log(1 + E_out / E_floor)`` over the frames where the target is silent (50 dB below
         its loudest frame, or an all-silent target), ``E_floor`` ``silence_floor_db`` under the
@@ -207,6 +228,8 @@ class Loss:
                 gw = w
         if gains is not None and gw > 0 and (step is None or step >= self.gain_from):
             total = total + gw * self.gain(gains, noisy, target, band_hz)
+        if self.lsd_w > 0 and (step is None or step >= self.lsd_from):
+            total = total + self.lsd_w * self.lsd(y, s, noisy, band_hz)
         if self.silence_w > 0 and (step is None or step >= self.silence_from):
             total = total + self.silence_w * self.silence(y, s, noisy)
         # activity label per model frame: target frame energy within 30 dB of the loudest, above -70 dBFS

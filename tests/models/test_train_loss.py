@@ -263,3 +263,22 @@ def test_config_overrides_parse_toml_values():
         apply_overrides(cfg, ["loss.x=not toml"])
     with pytest.raises(SystemExit, match="TABLE.KEY"):
         apply_overrides(cfg, ["novalue"])
+
+
+def test_band_lsd_counts_a_speech_loss_and_a_noise_excess_in_db():
+    lf = Loss({"loss": {"lsd_weight": 1e-3, "lsd_floor_db": -40.0}})
+    torch.manual_seed(0)
+    s = 0.1 * torch.randn(2, 24000)
+    noisy = s + 0.01 * torch.randn(2, 24000)
+    full = torch.tensor([24000.0, 24000.0])
+    assert float(lf.lsd(s, s, noisy, full)) == 0.0
+    # 3 dB too quiet everywhere: (3 dB)^2 in every cell (white signals sit far above the floor)
+    assert float(lf.lsd(s * 10 ** (-3 / 20), s, noisy, full)) == pytest.approx(9.0, rel=0.05)
+    # residual noise where the target is silent costs its level above the floor, in dB
+    quiet = torch.cat([s[:, :12000], torch.zeros(2, 12000)], 1)
+    leak = quiet + torch.cat([torch.zeros(2, 12000), 0.01 * torch.randn(2, 12000)], 1)
+    assert float(lf.lsd(leak, quiet, noisy, full)) > 5.0
+    # bands above a clip's band limit are ignored where its speech is active
+    limited = torch.tensor([4000.0, 4000.0])
+    hf = s + 0.05 * torch.sin(torch.arange(24000) * (2 * torch.pi * 15000 / 48000))
+    assert float(lf.lsd(hf, s, noisy, limited)) < 0.05 * float(lf.lsd(hf, s, noisy, full))
