@@ -147,11 +147,8 @@ class Loss:
             ya, sa = torch.sqrt(ya2), torch.sqrt(sa2)
             yc, sc = self._pow(ya), self._pow(sa)  # |Y|^c
             msum = m.sum() * 1.0
-            if under > 0:
-                m_mag = m * (1.0 + under * (yc < sc).float())
-                mag = ((yc - sc) ** 2 * m_mag).sum() / msum
-            else:
-                mag = ((yc - sc) ** 2 * m).sum() / msum
+            m_mag = m * (1.0 + under * (yc < sc).float()) if under > 0 else m
+            mag = ((yc - sc) ** 2 * m_mag).sum() / msum
             yk, sk = yc / ya, sc / sa  # |Y|^(c-1): compressed complex = Y |Y|^(c-1)
             cpx = (((yr * yk - sr * sk) ** 2 + (yi * yk - si * sk) ** 2) * m).sum() / msum
             total = total + (1 - self.cw) * mag + self.cw * cpx
@@ -213,15 +210,14 @@ class Loss:
         if self.norm_from is not None and step is not None and step >= int(self.norm_from):
             w = self.norm_rms / noisy.pow(2).mean(1, keepdim=True).sqrt().clamp(min=1e-5)
             total = self.spec(y * w, s * w, band_hz, under)
-            with torch.no_grad():  # logged with the unnormalised definition so runs stay comparable
-                loss = self.spec(y, s, band_hz)
-        elif under > 0:
-            total = self.spec(y, s, band_hz, under)
-            with torch.no_grad():
-                loss = self.spec(y, s, band_hz)
         else:
-            loss = self.spec(y, s, band_hz)
-            total = loss
+            w = None
+            total = self.spec(y, s, band_hz, under)
+        if w is None and under == 0:
+            loss = total
+        else:
+            with torch.no_grad():  # logged with the plain definition so runs stay comparable
+                loss = self.spec(y, s, band_hz)
         gw = self.gain_w
         for at, w in self.gain_sched:
             if step is not None and step >= at:

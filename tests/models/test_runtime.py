@@ -211,15 +211,20 @@ def test_batched_graph_runs_every_channel_in_one_call(graphs):
     # first 100 runs of a graph with a dynamic batch; ModelEffect.prepare does those)
     for _ in range(200):
         m.run_all()
+    # two windows of 2000 calls: an allocation per call grows both by >= 2000 x its size, while a
+    # one-off (a dict resize or a frame elsewhere in the process, seen under load) shows in one only
+    growth = []
     tracemalloc.start()
     try:
-        s0 = tracemalloc.take_snapshot()
-        for _ in range(2000):
-            m.run_all()
-        s1 = tracemalloc.take_snapshot()
+        for _ in range(2):
+            s0 = tracemalloc.take_snapshot()
+            for _ in range(2000):
+                m.run_all()
+            s1 = tracemalloc.take_snapshot()
+            growth.append(sum(st.size_diff for st in s1.compare_to(s0, "filename")))
     finally:
         tracemalloc.stop()
-    assert sum(st.size_diff for st in s1.compare_to(s0, "filename")) < 4096
+    assert min(growth) < 4096, growth
 
 
 def test_batched_audio_with_a_fixed_state_is_a_clear_error(graphs):
