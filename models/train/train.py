@@ -300,6 +300,18 @@ def batch_plan(step: int, tc: dict) -> tuple[int, int]:
     return seg_id + (step - seg_at) // seg_k, (step - seg_at) % seg_k
 
 
+def first_step_of(batch_id: int, tc: dict) -> int:
+    """The first training step that uses batch ``batch_id`` (:func:`batch_plan` inverted): batch
+    sizes (``batch_sizes``) go by steps, so a remixed batch is built at the size of its first step."""
+    seg_id, seg_at, seg_k = 0, 0, 1
+    for at, k in sorted((int(a), int(k)) for a, k in tc.get("remix", [])):
+        nxt = seg_id + ((at - 1 - seg_at) // seg_k + 1 if at > seg_at else 0)
+        if batch_id < nxt:
+            break
+        seg_id, seg_at, seg_k = nxt, at, max(k, 1)
+    return seg_at + (batch_id - seg_id) * seg_k
+
+
 class Batches(torch.utils.data.Dataset):
     """Item ``i`` is the sampler's batch ``first + i`` (for a DataLoader with worker processes)."""
 
@@ -312,8 +324,8 @@ class Batches(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         bid = self.first + i
-        return tuple(torch.from_numpy(a) for a in
-                     self.sampler.batch(bid, batch_size_at(bid, self.tc), parts=self.parts))
+        size = batch_size_at(first_step_of(bid, self.tc), self.tc)
+        return tuple(torch.from_numpy(a) for a in self.sampler.batch(bid, size, parts=self.parts))
 
 
 def _one_thread(_worker: int) -> None:
@@ -455,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 ts = time.monotonic()
                 parts = tuple(torch.from_numpy(a) for a in
-                              sampler.batch(bid, batch_size_at(bid, tc), parts=bool(tc.get("remix"))))
+                              sampler.batch(bid, batch_size_at(first_step_of(bid, tc), tc),
+                                            parts=bool(tc.get("remix"))))
             held_id, held = bid, tuple(a.to(device, non_blocking=True) for a in parts)
         else:
             ts = time.monotonic()

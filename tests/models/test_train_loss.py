@@ -181,6 +181,15 @@ def test_batch_plan_uses_every_batch_k_times_and_keeps_ids_consecutive():
     assert plan[19] == (13, 0) and plan[20:22] == [(14, 0), (14, 1)]  # a new k starts a new batch
     ids = [b for b, _ in plan]
     assert all(b - a in (0, 1) for a, b in zip(ids, ids[1:]))  # a DataLoader walks them in order
+    from hushbridge.models.train.train import first_step_of
+
+    for step, (bid, r) in enumerate(plan):  # the inverse: where each batch is first used
+        if r == 0:
+            assert first_step_of(bid, tc) == step
+    # batch sizes go by the step a batch is first used at, not by its (smaller) id
+    tc = {"remix": [[100, 4]], "batch_size": 16, "batch_sizes": [[50, 64], [300, 8]]}
+    bid, r = batch_plan(300, tc)
+    assert bid < 300 and r == 0 and batch_size_at(first_step_of(bid, tc), tc) == 8
 
 
 def test_remix_moves_noises_between_mixtures_and_keeps_their_snr():
