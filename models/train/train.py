@@ -286,30 +286,30 @@ def batch_size_at(step: int, tc: dict) -> int:
     return bs
 
 
+def _remix_segments(tc: dict) -> list[tuple[int, int, int]]:
+    """``(first batch id, first step, k)`` of each stretch of training where every batch serves
+    ``k`` steps (``remix = [[step, k], ...]`` in ``[train]``; ``k = 1`` before the first entry)."""
+    segs = [(0, 0, 1)]
+    for at, k in sorted((int(a), int(k)) for a, k in tc.get("remix", [])):
+        sid, sat, sk = segs[-1]
+        segs.append((sid + ((at - 1 - sat) // sk + 1 if at > sat else 0), at, max(k, 1)))
+    return segs
+
+
 def batch_plan(step: int, tc: dict) -> tuple[int, int]:
     """``(batch id, r)`` of a training step: the step trains on the sampler's batch ``id`` as built
     (``r == 0``) or on its ``r``-th :func:`remix`. Without ``remix`` in ``[train]`` the id is the step;
     ``remix = [[step, k], ...]`` uses every batch for ``k`` steps from ``step`` on (ids stay
     consecutive, so a resumed run and a DataLoader walk them in order)."""
-    seg_id, seg_at, seg_k = 0, 0, 1
-    for at, k in sorted((int(a), int(k)) for a, k in tc.get("remix", [])):
-        if step < at:
-            break
-        seg_id += (at - 1 - seg_at) // seg_k + 1 if at > seg_at else 0
-        seg_at, seg_k = at, max(k, 1)
-    return seg_id + (step - seg_at) // seg_k, (step - seg_at) % seg_k
+    sid, sat, sk = [s for s in _remix_segments(tc) if s[1] <= step][-1]
+    return sid + (step - sat) // sk, (step - sat) % sk
 
 
 def first_step_of(batch_id: int, tc: dict) -> int:
     """The first training step that uses batch ``batch_id`` (:func:`batch_plan` inverted): batch
     sizes (``batch_sizes``) go by steps, so a remixed batch is built at the size of its first step."""
-    seg_id, seg_at, seg_k = 0, 0, 1
-    for at, k in sorted((int(a), int(k)) for a, k in tc.get("remix", [])):
-        nxt = seg_id + ((at - 1 - seg_at) // seg_k + 1 if at > seg_at else 0)
-        if batch_id < nxt:
-            break
-        seg_id, seg_at, seg_k = nxt, at, max(k, 1)
-    return seg_at + (batch_id - seg_id) * seg_k
+    sid, sat, sk = [s for s in _remix_segments(tc) if s[0] <= batch_id][-1]
+    return sat + (batch_id - sid) * sk
 
 
 class Batches(torch.utils.data.Dataset):
