@@ -43,6 +43,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,11 +144,20 @@ def load_clip(path: Path) -> Clip:
     audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
     mono = audio.mean(axis=1).astype(np.float32)
     band = estimate_band_hz(mono, sr)
-    cpath.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cpath.with_suffix(".tmp.npz")
-    np.savez(tmp, audio=mono, sr=sr, band_hz=band)
-    os.replace(tmp, cpath)
+    _save_npz(cpath, audio=mono, sr=sr, band_hz=band)
     return Clip(mono, sr, band, path.name)
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    """``np.savez`` through a temp file of this process, then a rename: several training processes
+    (an A/B, the batch workers) fill the cache at once, and none may read a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _run_tts(cmd: list[str], wav: str) -> tuple[np.ndarray, int]:
@@ -184,7 +194,7 @@ def tts_clips(count: int = 160, seed: int = 1234) -> list[Clip]:
                     voice += _ESPEAK_VARIANTS[rng.integers(len(_ESPEAK_VARIANTS))]
                     x, sr = _run_tts([espeak, "-v", voice, "-p", str(rng.integers(20, 81)),
                                       "-s", str(rng.integers(130, 211)), "-a", "120", "-w", wav, text], wav)
-                np.savez(d / f"{i:04d}.npz", audio=x.astype(np.float32), sr=sr)
+                _save_npz(d / f"{i:04d}.npz", audio=x.astype(np.float32), sr=sr)
         done.write_text("ok\n")
     out = []
     for p in sorted(d.glob("*.npz")):
@@ -298,7 +308,7 @@ def _cached_rooms(name: str, make) -> list[np.ndarray]:
         z = np.load(path)
         return [z[k] for k in sorted(z.files)]
     out = make()
-    np.savez(path, **out)
+    _save_npz(path, **out)
     return [out[k] for k in sorted(out)]
 
 
