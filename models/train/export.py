@@ -123,7 +123,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "denoise.toml"
 def resolve_postfilter(arg: str | None, config: str | Path = DEFAULT_CONFIG) -> dict | None:
     """The run-time post-filter (:func:`.model.postfilter_scale`): ``None`` or ``"config"`` reads the
     ``[postfilter]`` table of ``config``, ``"none"`` turns it off, anything else is a TOML inline
-    table such as ``{kind = "dfn", beta = 0.05}``."""
+    table such as ``{kind = "dfn", beta = 0.05}``. Besides ``kind`` and its keys, a table may hold
+    ``release`` (:func:`.model.postfilter_release`) and ``vad_floor``/``vad_power``
+    (:func:`.model.postfilter_vad_gain`)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10

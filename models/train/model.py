@@ -193,6 +193,25 @@ def postfilter_scale(geff: torch.Tensor, pf: dict) -> torch.Tensor:
     return f
 
 
+def postfilter_release(geff: torch.Tensor, f: torch.Tensor, held: torch.Tensor, pf: dict):
+    """The post-filter's per-band release (``pf["release"]``, a factor per hop): the band gain
+    ``geff * f`` may fall by at most that factor per hop, so speech tails and weak parts between
+    strong ones are not chopped (it raised DNSMOS SIG; the VAD floor takes the noise it lets through
+    between words). One frame: ``geff``, ``f``, ``held`` ``[..., N_BANDS]``; returns ``(f, held)``,
+    ``held`` the gain to carry to the next hop (state ``state_6`` of the streaming graph)."""
+    held = torch.maximum(geff * f, float(pf["release"]) * held)
+    return torch.where(geff > 1e-6, held / torch.clamp(geff, min=1e-6), f), held
+
+
+def postfilter_vad_gain(vad: torch.Tensor, pf: dict) -> torch.Tensor:
+    """The post-filter's frame gain from the model's speech probability: ``vad_floor`` where it is 0,
+    unity where it is 1 (``vad ** vad_power`` between), 1 without ``vad_floor``."""
+    if "vad_floor" not in pf:
+        return torch.ones_like(vad)
+    lo = float(pf["vad_floor"])
+    return lo + (1.0 - lo) * torch.pow(torch.clamp(vad, 0.0, 1.0), float(pf.get("vad_power", 1.0)))
+
+
 class MinGRU(nn.Module):
     """minGRU (Feng et al. 2024, "Were RNNs all we needed?"): ``h_t = (1 - z_t) h_{t-1} + z_t g(c_t)``
     with ``z_t, c_t`` from the input only: the matmuls run over the whole sequence at once and only an
@@ -274,8 +293,9 @@ class DenoiseNet(nn.Module):
         vad = torch.sigmoid(self.vad_head(h)).squeeze(-1)
         return gains, df, vad
 
-    def apply(self, re, im, past_re, past_im, gains, df, lim):
-        """Enhance one or many frames. ``past_*``: ``[..., DF_ORDER, DF_BINS]`` low bins of frames t, t-1, t-2."""
+    def apply(self, re, im, past_re, past_im, gains, df, lim, vad=None):
+        """Enhance frames ``[B, K, bins]``. ``past_*``: ``[..., DF_ORDER, DF_BINS]`` low bins of frames
+        t, t-1, t-2; ``vad`` ``[B, K]``, used by a post-filter with a ``vad_floor``."""
         g = gains @ self.interp
         yr = g * re
         yi = g * im
@@ -285,11 +305,22 @@ class DenoiseNet(nn.Module):
         di = (cr * past_im + ci * past_re).sum(-2)
         yr = torch.cat([yr[..., :DF_BINS] + dr, yr[..., DF_BINS:]], dim=-1)
         yi = torch.cat([yi[..., :DF_BINS] + di, yi[..., DF_BINS:]], dim=-1)
-        if self.postfilter is not None:
+        pf = self.postfilter
+        if pf is not None:
             ey = (yr * yr + yi * yi) @ self.band
             ex = (re * re + im * im) @ self.band
             geff = torch.clamp(torch.sqrt(ey / (ex + 1e-10)), 0.0, 1.0)
-            sc = postfilter_scale(geff, self.postfilter) @ self.interp
+            f = postfilter_scale(geff, pf)
+            if "release" in pf:  # recursive over frames: [B, K, bands]
+                held = geff.new_zeros(geff.shape[:-2] + (N_BANDS,))
+                fs = []
+                for t in range(geff.shape[-2]):
+                    ft, held = postfilter_release(geff[..., t, :], f[..., t, :], held, pf)
+                    fs.append(ft)
+                f = torch.stack(fs, dim=-2)
+            if vad is not None:
+                f = f * postfilter_vad_gain(vad, pf).unsqueeze(-1)
+            sc = f @ self.interp
             yr, yi = yr * sc, yi * sc
         yr = yr * (1.0 - lim) + lim * re
         yi = yi * (1.0 - lim) + lim * im
@@ -332,7 +363,7 @@ class DenoiseNet(nn.Module):
         past_re = torch.stack([lrp[:, DF_ORDER - 1 - i : DF_ORDER - 1 - i + k] for i in range(DF_ORDER)], dim=2)
         past_im = torch.stack([lip[:, DF_ORDER - 1 - i : DF_ORDER - 1 - i + k] for i in range(DF_ORDER)], dim=2)
         lim = 10.0 ** (-atten_lim_db / 20.0)
-        yr, yi = self.apply(re, im, past_re, past_im, gains, df, lim)
+        yr, yi = self.apply(re, im, past_re, past_im, gains, df, lim, vad)
         if use_fft:
             y = torch.fft.irfft(torch.complex(yr, yi), n=N_FFT, dim=-1) * self.win
         else:
@@ -352,6 +383,8 @@ class StreamingDenoise(nn.Module):
     - ``state_3`` [1, layers * hidden]: minGRU hidden states, layer after layer
     - ``state_4`` [1, 2, DF_ORDER - 1, 48]: low-bin spectra (re; im) of frames t-1, t-2
     - ``state_5`` [1, 240]: overlap-add tail
+    - ``state_6`` [1, 32]: the post-filter's held band gains (:func:`postfilter_release`), only in a
+      graph whose post-filter has a ``release``
 
     The same arithmetic as :meth:`DenoiseNet.forward`, laid out for few graph nodes (onnxruntime
     spends more on each node than on these small matmuls): the spectrum is one ``[2, F]`` tensor
@@ -395,11 +428,18 @@ class StreamingDenoise(nn.Module):
 
     def state_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
         return [(batch, HOP), (batch, N_BANDS), (batch, DF_BINS), (batch, self.net.layers * self.net.hidden),
-                (batch, 2, DF_ORDER - 1, DF_BINS), (batch, N_FFT - HOP)]
+                (batch, 2, DF_ORDER - 1, DF_BINS), (batch, N_FFT - HOP)] \
+            + ([(batch, N_BANDS)] if self._release else [])
 
-    def forward(self, audio_in, state_0, state_1, state_2, state_3, state_4, state_5, atten_lim_db):
-        """One hop for ``B`` independent streams (the export's batch dimension is dynamic)."""
+    @property
+    def _release(self) -> bool:
+        return self.net.postfilter is not None and "release" in self.net.postfilter
+
+    def forward(self, audio_in, state_0, state_1, state_2, state_3, state_4, state_5, *rest):
+        """One hop for ``B`` independent streams (the export's batch dimension is dynamic). ``rest``:
+        ``state_6`` when the post-filter has a release, then ``atten_lim_db``."""
         net = self.net
+        state_6, atten_lim_db = rest if self._release else (None, rest[0])
         frame = torch.cat([state_0, audio_in], dim=1)  # [B, N]
         spec = self.rdft(frame)  # [B, 2, F]
         power = (spec * spec).sum(1)  # [B, F]
@@ -431,15 +471,23 @@ class StreamingDenoise(nn.Module):
         # complex multiply-accumulate over taps: [dr; di] = sum cr [pr; pi] + ci [-pi; pr]
         df = (c[:, 0:1] * past + c[:, 1:2] * (past.flip(1) * self.swap_sign)).sum(2)  # [B, 2, BINS]
         y_spec = (gains @ net.interp).unsqueeze(1) * spec + torch.nn.functional.pad(df, (0, N_BINS - DF_BINS))
-        if net.postfilter is not None:
+        held = ()
+        pf = net.postfilter
+        if pf is not None:
             ey = (y_spec * y_spec).sum(1) @ net.band
             geff = torch.clamp(torch.sqrt(ey / (power @ net.band + 1e-10)), 0.0, 1.0)
-            y_spec = y_spec * (postfilter_scale(geff, net.postfilter) @ net.interp).unsqueeze(1)
+            f = postfilter_scale(geff, pf)
+            if state_6 is not None:
+                f, h = postfilter_release(geff, f, state_6, pf)
+                held = (h,)
+            if "vad_floor" in pf:
+                f = f * postfilter_vad_gain(vad, pf)
+            y_spec = y_spec * (f @ net.interp).unsqueeze(1)
         y_spec = y_spec + torch.pow(10.0, atten_lim_db * -0.05) * (spec - y_spec)
         y = self.irdft(y_spec)  # [B, N]
         audio_out = y[:, :HOP] + state_5
         return (audio_out, audio_in, d1, d2, torch.cat(new, dim=1), past[:, :, : DF_ORDER - 1], y[:, HOP:],
-                vad, gains)
+                *held, vad, gains)
 
 
 def count_params(net: nn.Module) -> int:

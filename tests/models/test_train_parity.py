@@ -136,7 +136,9 @@ def test_shipped_model_matches_its_checkpoint():
 
 
 @pytest.mark.parametrize("pf", [{"kind": "dfn", "beta": 0.1},
-                                {"kind": "expand", "k": 10.0, "pivot": 0.3, "lo": 0.5, "hi": 1.5, "beta": 0.05}])
+                                {"kind": "expand", "k": 10.0, "pivot": 0.3, "lo": 0.5, "hi": 1.5, "beta": 0.05},
+                                {"kind": "expand", "k": 10.0, "pivot": 0.3, "lo": 0.5, "hi": 1.5,
+                                 "release": 0.9, "vad_floor": 0.25, "vad_power": 1.0}])
 def test_postfilter_streams_like_the_whole_signal_and_is_recorded(random_net, tmp_path, pf):
     random_net.postfilter = pf
     try:
@@ -144,6 +146,11 @@ def test_postfilter_streams_like_the_whole_signal_and_is_recorded(random_net, tm
         assert ex.parity(random_net, path, seconds=1.0) <= 1e-4
         meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
         assert json.loads(meta["hushbridge.postfilter"]) == pf
+        shapes = json.loads(meta["hushbridge.state_shapes"])
+        # the release carries the held band gains from hop to hop; without one the graph has no such state
+        assert ("state_6" in shapes) == ("release" in pf)
+        if "release" in pf:
+            assert shapes["state_6"] == [1, md.N_BANDS]
         x = _signal()[: 48000]
         with torch.no_grad():
             filtered = random_net(torch.from_numpy(x)[None])[0]
@@ -166,3 +173,26 @@ def test_postfilter_scale_shapes_the_gain_curve():
     assert bool(torch.all(out[1:] >= out[:-1] - 1e-6))  # the gain curve stays monotonic
     with pytest.raises(ValueError, match="kind"):
         md.postfilter_scale(g, {"kind": "gate"})
+
+
+def test_postfilter_release_lets_band_gains_fall_at_most_by_its_factor_per_hop():
+    pf = {"kind": "expand", "k": 10.0, "pivot": 0.3, "lo": 0.5, "hi": 1.5, "release": 0.8}
+    geff = torch.tensor([[0.9, 0.9], [0.05, 0.9], [0.05, 0.5], [0.05, 0.05], [0.05, 1.0]])  # hops x bands
+    held = torch.zeros(2)
+    gains = []
+    for t in range(geff.shape[0]):
+        f = torch.ones(2)
+        f, held = md.postfilter_release(geff[t], f, held, pf)
+        gains.append(geff[t] * f)
+    g = torch.stack(gains)
+    assert torch.allclose(g[:, 0], torch.tensor([0.9, 0.72, 0.576, 0.4608, 0.36864]))  # 0.8 per hop
+    assert torch.allclose(g[:, 1], torch.tensor([0.9, 0.9, 0.72, 0.576, 1.0]))  # rises at once
+    assert float(g.max()) <= 1.0
+
+
+def test_postfilter_vad_gain_goes_from_the_floor_to_unity():
+    v = torch.tensor([0.0, 0.25, 1.0])
+    assert torch.allclose(md.postfilter_vad_gain(v, {"vad_floor": 0.25}), torch.tensor([0.25, 0.4375, 1.0]))
+    assert torch.allclose(md.postfilter_vad_gain(v, {"vad_floor": 0.25, "vad_power": 2.0}),
+                          torch.tensor([0.25, 0.296875, 1.0]))
+    assert torch.equal(md.postfilter_vad_gain(v, {"kind": "expand"}), torch.ones(3))
