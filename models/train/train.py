@@ -115,6 +115,8 @@ class Loss:
         self.lsd_w = float(lc.get("lsd_weight", 0.0))
         self.lsd_from = int(lc.get("lsd_from_step", 0))
         self.lsd_floor_db = float(lc.get("lsd_floor_db", -50.0))
+        # a deeper (or other) floor from a step on: [[step, dB], ...] (the eighth session's -55 dB)
+        self.lsd_floor_steps = sorted((int(st), float(db)) for st, db in lc.get("lsd_floor_steps", []))
         self.windows = {n: torch.hann_window(n) for n, _ in self.res}
         band = torch.from_numpy(erb_band_matrix())  # [bins, bands]
         self.band = band
@@ -173,14 +175,24 @@ class Loss:
         d = torch.sqrt(gains + 1e-8) - torch.sqrt(ideal + 1e-8)
         return ((d * d + 10.0 * d ** 4) * m).sum() / m.sum().clamp(min=1.0)
 
-    def lsd(self, y: torch.Tensor, s: torch.Tensor, noisy: torch.Tensor, band_hz: torch.Tensor) -> torch.Tensor:
+    def lsd_floor_at(self, step: int | None) -> float:
+        """``lsd_floor_db``, or the last ``lsd_floor_steps`` entry that ``step`` has reached."""
+        db = self.lsd_floor_db
+        for st, d in self.lsd_floor_steps:
+            if step is not None and step >= st:
+                db = d
+        return db
+
+    def lsd(self, y: torch.Tensor, s: torch.Tensor, noisy: torch.Tensor, band_hz: torch.Tensor,
+            step: int | None = None) -> torch.Tensor:
         """Mean squared dB difference of band energies (the model's frames and bands), in-band cells
-        (all bands where the target is silent, as in :meth:`spec`), floored per example."""
+        (all bands where the target is silent, as in :meth:`spec`), floored per example
+        (:meth:`lsd_floor_at` ``step``)."""
         k = y.shape[1] // HOP - 1
         ey, es = self._band_energy(y, k), self._band_energy(s, k)
         peak = es.amax(dim=(1, 2), keepdim=True)
         ref = torch.where(peak > 0, peak, self._band_energy(noisy, k).amax(dim=(1, 2), keepdim=True))
-        floor = ref.clamp(min=1e-12) * 10.0 ** (self.lsd_floor_db / 10.0)
+        floor = ref.clamp(min=1e-12) * 10.0 ** (self.lsd_floor_at(step) / 10.0)
         d = 10.0 * (torch.log10(ey + floor) - torch.log10(es + floor))
         active = es.sum(-1, keepdim=True) > es.sum(-1).amax(1)[:, None, None] * 1e-5
         inband = self.band_hz[None, None, :] < band_hz[:, None, None]
@@ -225,7 +237,7 @@ class Loss:
         if gains is not None and gw > 0 and (step is None or step >= self.gain_from):
             total = total + gw * self.gain(gains, noisy, target, band_hz)
         if self.lsd_w > 0 and (step is None or step >= self.lsd_from):
-            total = total + self.lsd_w * self.lsd(y, s, noisy, band_hz)
+            total = total + self.lsd_w * self.lsd(y, s, noisy, band_hz, step)
         if self.silence_w > 0 and (step is None or step >= self.silence_from):
             total = total + self.silence_w * self.silence(y, s, noisy)
         # activity label per model frame: target frame energy within 30 dB of the loudest, above -70 dBFS

@@ -291,3 +291,17 @@ def test_band_lsd_counts_a_speech_loss_and_a_noise_excess_in_db():
     limited = torch.tensor([4000.0, 4000.0])
     hf = s + 0.05 * torch.sin(torch.arange(24000) * (2 * torch.pi * 15000 / 48000))
     assert float(lf.lsd(hf, s, noisy, limited)) < 0.05 * float(lf.lsd(hf, s, noisy, full))
+
+
+def test_band_lsd_floor_deepens_from_a_step_on():
+    lf = Loss({"loss": {"lsd_weight": 1e-3, "lsd_floor_db": -40.0, "lsd_floor_steps": [[100, -55.0]]}})
+    assert (lf.lsd_floor_at(None), lf.lsd_floor_at(99), lf.lsd_floor_at(100), lf.lsd_floor_at(10**6)) \
+        == (-40.0, -40.0, -55.0, -55.0)
+    torch.manual_seed(1)
+    s = 0.1 * torch.randn(1, 24000)
+    quiet = torch.cat([s[:, :12000], torch.zeros(1, 12000)], 1)
+    # residual noise 45 dB under the speech: under a -40 dB floor it hardly counts, under -55 dB it does
+    leak = quiet + torch.cat([torch.zeros(1, 12000), 10 ** (-45 / 20) * 0.1 * torch.randn(1, 12000)], 1)
+    full = torch.tensor([24000.0])
+    before, after = float(lf.lsd(leak, quiet, s, full, step=99)), float(lf.lsd(leak, quiet, s, full, step=100))
+    assert after > 3.0 * before
