@@ -318,7 +318,7 @@ class DenoiseNet(nn.Module):
                     ft, held = postfilter_release(geff[..., t, :], f[..., t, :], held, pf)
                     fs.append(ft)
                 f = torch.stack(fs, dim=-2)
-            if vad is not None:
+            if "vad_floor" in pf:
                 f = f * postfilter_vad_gain(vad, pf).unsqueeze(-1)
             sc = f @ self.interp
             yr, yi = yr * sc, yi * sc
