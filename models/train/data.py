@@ -267,15 +267,20 @@ def _fftconv(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(h, nfft), nfft)[: x.size].astype(np.float32)
 
 
-def crop_48k(rng: np.random.Generator, clip: Clip, n: int) -> np.ndarray:
-    """A random ``n``-sample crop of ``clip`` at 48 kHz (looped when the clip is shorter)."""
-    need = int(np.ceil(n * clip.sr / SR)) + 64
+def crop_48k(rng: np.random.Generator, clip: Clip, n: int, speed: float = 1.0) -> np.ndarray:
+    """A random ``n``-sample crop of ``clip`` at 48 kHz (looped when the clip is shorter).
+
+    ``speed`` plays the clip that much faster (tempo and pitch together, as a tape would: the
+    Kaldi-style speed perturbation that makes new voices out of few speakers); its content's band
+    scales with it."""
+    sr = clip.sr * float(speed)
+    need = int(np.ceil(n * sr / SR)) + 64
     a = clip.audio
     if a.size < need:
         a = np.tile(a, int(np.ceil(need / max(a.size, 1))) + 1)
     start = int(rng.integers(0, a.size - need + 1))
     seg = a[start : start + need]
-    y = seg if clip.sr == SR else soxr.resample(seg, clip.sr, SR, quality="HQ")
+    y = seg if sr == SR else soxr.resample(seg, sr, SR, quality="HQ")
     if y.size < n:
         y = np.pad(y, (0, n - y.size))
     return np.ascontiguousarray(y[:n], dtype=np.float32)
@@ -378,6 +383,10 @@ class MixConfig:
     p_no_speech: float = 0.05
     p_eq: float = 0.5
     p_bandlimit: float = 0.15
+    # speed perturbation of the clean speech (all sources): with probability ``p_speed`` a factor
+    # drawn uniformly from ``speed_range`` (0 keeps the random draws of older configs unchanged)
+    p_speed: float = 0.0
+    speed_range: tuple[float, float] = (0.9, 1.1)
     tts_count: int = 160
     synth_rir_count: int = 60
     pra_rir_count: int = 0
@@ -432,8 +441,11 @@ class MixtureSampler:
             clip = self.tts[rng.integers(len(self.tts))]
         else:
             clip = self.speech[rng.integers(len(self.speech))]
-        x = crop_48k(rng, clip, n)
-        return x, min(clip.band_hz, SR / 2)
+        speed = 1.0
+        if self.cfg.p_speed > 0 and rng.random() < self.cfg.p_speed:
+            speed = float(rng.uniform(*self.cfg.speed_range))
+        x = crop_48k(rng, clip, n, speed)
+        return x, min(clip.band_hz * speed, SR / 2)
 
     def _synth_noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
         kind = rng.integers(6)

@@ -54,3 +54,47 @@ def test_processes_filling_the_cache_at_once_all_get_the_clip(tmp_path, monkeypa
         again = data.load_clip(wav)
         assert float(np.sum(again.audio, dtype=np.float64)) == got[0][1]
         np.testing.assert_allclose(again.audio, x.mean(axis=1), atol=1e-7)
+
+
+def _sine_clip(freq: float, sr: int = 16000, seconds: float = 3.0) -> data.Clip:
+    t = np.arange(int(sr * seconds)) / sr
+    return data.Clip(audio=(0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr=sr, band_hz=7000.0)
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.argmax(spec) * data.SR / x.size)
+
+
+def test_speed_perturbation_scales_pitch_and_band():
+    clip = _sine_clip(1000.0)
+    rng = np.random.default_rng(0)
+    n = 48000
+    assert abs(_peak_hz(data.crop_48k(rng, clip, n)) - 1000.0) < 2.0
+    fast = data.crop_48k(rng, clip, n, speed=1.2)
+    slow = data.crop_48k(rng, clip, n, speed=0.9)
+    assert fast.shape == slow.shape == (n,)
+    assert abs(_peak_hz(fast) - 1200.0) < 2.0
+    assert abs(_peak_hz(slow) - 900.0) < 2.0
+
+    sampler = data.MixtureSampler.__new__(data.MixtureSampler)
+    sampler.wide, sampler.tts, sampler.speech = [], [], [clip]
+    sampler.cfg = data.MixConfig(p_speed=1.0, speed_range=(1.25, 1.25))
+    x, band = sampler._speech(np.random.default_rng(1), n)
+    assert band == 7000.0 * 1.25
+    assert abs(_peak_hz(x) - 1250.0) < 2.0
+
+
+def test_no_speed_perturbation_keeps_the_random_draws_of_older_configs():
+    clip = _sine_clip(440.0)
+    sampler = data.MixtureSampler.__new__(data.MixtureSampler)
+    sampler.wide, sampler.tts, sampler.speech = [], [], [clip]
+    sampler.cfg = data.MixConfig()  # p_speed 0
+    rng = np.random.default_rng(7)
+    x, band = sampler._speech(rng, 4800)
+    old = np.random.default_rng(7)  # the draws of the code before speed perturbation existed
+    old.random()
+    old.integers(1)
+    np.testing.assert_array_equal(x, data.crop_48k(old, clip, 4800))
+    assert band == 7000.0
+    assert rng.random() == old.random()
