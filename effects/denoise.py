@@ -4,7 +4,7 @@ Everything real-time lives in :class:`~hushbridge.effects.model.ModelEffect` (an
 internal allocation-free resampling, exact latency, per-channel state, overload fallback to the
 latency-matched dry path); this class names the shipped model and the effect.
 
-Parameters: ``reduction_db`` (0..100 dB, default 30: how far noise may be turned down; 100 = no
+Parameters: ``reduction_db`` (0..100 dB, default 40: how far noise may be turned down; 100 = no
 limit) and ``mix`` (0..1, dry/wet). Stereo is processed per channel, each with its own state, all
 channels in one batched inference per hop.
 Meters: :attr:`activity` (speech probability, when the model outputs one), :attr:`overloaded`.

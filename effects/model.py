@@ -164,7 +164,7 @@ class ModelEffect(Effect):
 
     name: ClassVar[str] = "model"
     params = (
-        Param("reduction_db", 0.0, 100.0, 30.0, smoothing_ms=50.0),
+        Param("reduction_db", 0.0, 100.0, 40.0, smoothing_ms=50.0),
         Param("mix", 0.0, 1.0, 1.0, smoothing_ms=20.0),
     )
     model_file: ClassVar[str] = ""

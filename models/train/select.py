@@ -10,7 +10,7 @@ A ``denoise_snapshots.pt`` (``train --snapshot-every``) counts as one checkpoint
 
 The mixtures come from :class:`.data.MixtureSampler` with the checkpoint's own config, stream
 :data:`STREAM` (training uses stream 0, the validation loss stream 1), speech always present, at
-the ``denoise`` effect's default attenuation limit (30 dB). Each checkpoint runs the whole-signal
+the ``denoise`` effect's default attenuation limit (40 dB). Each checkpoint runs the whole-signal
 torch model (the same arithmetic as the streaming ONNX export); its output is aligned by the
 240-sample graph delay, scored at 16 kHz against the training target (early-reverberant speech).
 """
@@ -34,7 +34,7 @@ from .model import GRAPH_DELAY, SR, DenoiseNet
 from .train import mix_config
 
 STREAM = 7
-ATTEN_LIM_DB = 30.0  # the denoise effect's default reduction_db
+ATTEN_LIM_DB = 40.0  # the denoise effect's default reduction_db
 
 
 def validation_clips(cfg: dict, clips: int, seconds: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--atten-db", type=float, nargs="+", default=[ATTEN_LIM_DB],
-                    help="attenuation limit(s) to score each checkpoint at (default: the effect's 30 dB)")
+                    help="attenuation limit(s) to score each checkpoint at (default: the effect's 40 dB)")
     ap.add_argument("--postfilter", nargs="+", default=["none"],
                     help='post-filter(s) to score: "none", "config" (denoise.toml\'s [postfilter]) or a '
                          'TOML inline table such as \'{kind = "dfn", beta = 0.05}\'')

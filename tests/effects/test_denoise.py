@@ -237,7 +237,7 @@ def test_params_are_declared_and_checked(g):
 
     e = ME(g["delay"])
     assert [p.id for p in e.params] == ["reduction_db", "mix"]
-    assert e.reduction_db == 30.0 and e.mix == 1.0
+    assert e.reduction_db == 40.0 and e.mix == 1.0
     with pytest.raises(ParamError, match=r"reduction_db must be in \[0, 100\] dB"):
         e.reduction_db = 120
     with pytest.raises(ValueError, match="resample_quality"):
