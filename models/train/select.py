@@ -37,9 +37,11 @@ STREAM = 7
 ATTEN_LIM_DB = 40.0  # the denoise effect's default reduction_db
 
 
-def validation_clips(cfg: dict, clips: int, seconds: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    mc = replace(mix_config(cfg), seconds=seconds, p_no_speech=0.0)
-    sampler = MixtureSampler(mc, seed=int(cfg["seed"]), verbose=False)
+def validation_clips(cfg: dict, clips: int, seconds: float,
+                     pack: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    # the same mixtures for every run: training-only augmentation (speed perturbation) stays off
+    mc = replace(mix_config(cfg), seconds=seconds, p_no_speech=0.0, p_speed=0.0)
+    sampler = MixtureSampler(mc, seed=int(cfg["seed"]), verbose=False, pack=pack)
     out: list[tuple[np.ndarray, np.ndarray]] = []
     per = 8
     for i in range(-(-clips // per)):

@@ -321,3 +321,26 @@ def test_onset_level_counts_a_cut_word_start():
     late[24000 + 1440:] *= 0.1  # later speech does not count
     assert onset_level_db(late, ref) == pytest.approx(0.0, abs=1e-9)
     assert np.isnan(onset_level_db(ref[24000:], ref[24000:]))  # no silence before it: no onset
+
+
+def test_validation_mixtures_do_not_depend_on_speed_perturbation(tmp_path):
+    """An A/B of a run with speed perturbation against one without is scored on the same mixtures."""
+    from test_train_pack import _Pools
+
+    from hushbridge.models.train.data import MixtureSampler
+    from hushbridge.models.train.pack import write_pack
+    from hushbridge.models.train.select import STREAM, validation_clips
+    from hushbridge.models.train.train import mix_config
+
+    write_pack(_Pools(), tmp_path)
+    plain = {"seed": 3, "data": {"seconds": 0.5, "pra_from_step": 100}}
+    sped = {"seed": 3, "data": dict(plain["data"], p_speed=1.0, speed_range=[1.2, 1.2])}
+    a = validation_clips(plain, 4, 0.5, pack=str(tmp_path))
+    b = validation_clips(sped, 4, 0.5, pack=str(tmp_path))
+    for (xa, ta), (xb, tb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ta, tb)
+    # the training sampler of the second run does draw other mixtures
+    ms = MixtureSampler(mix_config(sped), seed=3, pack=tmp_path, verbose=False)
+    mp = MixtureSampler(mix_config(plain), seed=3, pack=tmp_path, verbose=False)
+    assert not np.array_equal(ms.batch(0, 4, stream=STREAM)[1], mp.batch(0, 4, stream=STREAM)[1])
