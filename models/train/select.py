@@ -102,11 +102,11 @@ def load_all(path: str) -> dict[str, tuple]:
 
 def evaluate(checkpoints: list[str], clips: int, seconds: float,
              atten_lim_db: tuple[float, ...] = (ATTEN_LIM_DB,),
-             postfilters: tuple[dict | None, ...] = (None,)) -> dict[str, dict[str, float]]:
+             postfilters: tuple[dict | None, ...] = (None,), pack: str | None = None) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
     nets = {label: v for p in checkpoints for label, v in load_all(p).items()}
     cfg = next(iter(nets.values()))[1].get("config", {})
-    items = validation_clips(cfg, clips, seconds)
+    items = validation_clips(cfg, clips, seconds, pack)
     noisy = torch.from_numpy(np.stack([x for x, _ in items]))
     systems: dict[str, np.ndarray] = {"noisy": noisy.numpy()}
     for p, (net, ck) in nets.items():
@@ -138,9 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                     help='post-filter(s) to score: "none", "config" (denoise.toml\'s [postfilter]) or a '
                          'TOML inline table such as \'{kind = "dfn", beta = 0.05}\'')
     ap.add_argument("--json", default=None)
+    ap.add_argument("--pack", default=None, help="draw the mixtures from this pack (see .pack) instead of ../shared/data")
     args = ap.parse_args(argv)
     pfs = tuple(resolve_postfilter(a) for a in args.postfilter)
-    rep = evaluate(args.checkpoints, args.clips, args.seconds, tuple(args.atten_db), pfs)
+    rep = evaluate(args.checkpoints, args.clips, args.seconds, tuple(args.atten_db), pfs, args.pack)
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=1))
     return 0

@@ -168,6 +168,14 @@ def test_snapshots_of_a_short_run_are_scored_by_select(tmp_path):
     assert not torch.equal(w[0], w[2])  # each snapshot holds its own step's weights
     last = torch.load(out / "denoise_last.pt", weights_only=False)["model"]
     assert torch.equal(next(iter(last.values())), w[2])
+    # and select scores them on mixtures from the same pack (a machine without ../shared/data)
+    assert select.main([str(out / "denoise_snapshots.pt"), "--clips", "1", "--seconds", "1.0", "--pack",
+                        str(tmp_path / "pack"), "--json", str(tmp_path / "sel.json")]) == 0
+    import json
+
+    rep = json.loads((tmp_path / "sel.json").read_text())
+    assert len(rep) == 4 and "noisy" in rep  # the input and the three steps
+    assert all(np.isfinite(r["si_sdr"]) and 1.0 <= r["dnsmos_ovrl"] <= 5.0 for r in rep.values())
 
 
 def test_batch_plan_uses_every_batch_k_times_and_keeps_ids_consecutive():
