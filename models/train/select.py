@@ -134,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--atten-db", type=float, nargs="+", default=[ATTEN_LIM_DB],
                     help="attenuation limit(s) to score each checkpoint at (default: the effect's 40 dB)")
-    ap.add_argument("--postfilter", nargs="+", default=["none"],
-                    help='post-filter(s) to score: "none", "config" (denoise.toml\'s [postfilter]) or a '
-                         'TOML inline table such as \'{kind = "dfn", beta = 0.05}\'')
+    ap.add_argument("--postfilter", nargs="+", default=["config"],
+                    help='post-filter(s) to score (default: what ships): "config" (denoise.toml\'s '
+                         '[postfilter]), "none" or a TOML inline table such as \'{kind = "dfn", beta = 0.05}\'')
     ap.add_argument("--json", default=None)
-    ap.add_argument("--pack", default=None, help="draw the mixtures from this pack (see .pack) instead of ../shared/data")
+    ap.add_argument("--pack", default=None,
+                    help="draw the mixtures from this pack (see .pack) instead of ../shared/data")
     args = ap.parse_args(argv)
     pfs = tuple(resolve_postfilter(a) for a in args.postfilter)
     rep = evaluate(args.checkpoints, args.clips, args.seconds, tuple(args.atten_db), pfs, args.pack)

@@ -315,6 +315,13 @@ def test_band_lsd_floor_deepens_from_a_step_on():
     assert after > 3.0 * before
 
 
+def test_select_scores_at_the_effects_default_attenuation_limit():
+    from hushbridge.effects.denoise import Denoise
+    from hushbridge.models.train.select import ATTEN_LIM_DB
+
+    assert ATTEN_LIM_DB == next(p.default for p in Denoise.params if p.id == "reduction_db")
+
+
 def test_onset_level_counts_a_cut_word_start():
     from hushbridge.models.train.select import onset_level_db
 
