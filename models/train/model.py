@@ -212,6 +212,18 @@ def postfilter_vad_gain(vad: torch.Tensor, pf: dict) -> torch.Tensor:
     return lo + (1.0 - lo) * torch.pow(torch.clamp(vad, 0.0, 1.0), float(pf.get("vad_power", 1.0)))
 
 
+def postfilter_gain(geff: torch.Tensor, vad: torch.Tensor | None, pf: dict, held: torch.Tensor | None = None):
+    """The whole post-filter: per-band factor for the enhanced spectrum, ``(f, held)``. ``geff``
+    ``[..., N_BANDS]``; ``vad`` shaped to broadcast against it (``[..., 1]``); ``held`` (one frame
+    only) applies the release and is returned updated, else ``None`` comes back."""
+    f = postfilter_scale(geff, pf)
+    if held is not None:
+        f, held = postfilter_release(geff, f, held, pf)
+    if "vad_floor" in pf:
+        f = f * postfilter_vad_gain(vad, pf)
+    return f, held
+
+
 class MinGRU(nn.Module):
     """minGRU (Feng et al. 2024, "Were RNNs all we needed?"): ``h_t = (1 - z_t) h_{t-1} + z_t g(c_t)``
     with ``z_t, c_t`` from the input only: the matmuls run over the whole sequence at once and only an
@@ -310,16 +322,16 @@ class DenoiseNet(nn.Module):
             ey = (yr * yr + yi * yi) @ self.band
             ex = (re * re + im * im) @ self.band
             geff = torch.clamp(torch.sqrt(ey / (ex + 1e-10)), 0.0, 1.0)
-            f = postfilter_scale(geff, pf)
+            v = None if vad is None else vad.unsqueeze(-1)
             if "release" in pf:  # recursive over frames: [B, K, bands]
                 held = geff.new_zeros(geff.shape[:-2] + (N_BANDS,))
                 fs = []
                 for t in range(geff.shape[-2]):
-                    ft, held = postfilter_release(geff[..., t, :], f[..., t, :], held, pf)
+                    ft, held = postfilter_gain(geff[..., t, :], None if v is None else v[..., t, :], pf, held)
                     fs.append(ft)
                 f = torch.stack(fs, dim=-2)
-            if "vad_floor" in pf:
-                f = f * postfilter_vad_gain(vad, pf).unsqueeze(-1)
+            else:
+                f, _ = postfilter_gain(geff, v, pf)
             sc = f @ self.interp
             yr, yi = yr * sc, yi * sc
         yr = yr * (1.0 - lim) + lim * re
@@ -476,12 +488,8 @@ class StreamingDenoise(nn.Module):
         if pf is not None:
             ey = (y_spec * y_spec).sum(1) @ net.band
             geff = torch.clamp(torch.sqrt(ey / (power @ net.band + 1e-10)), 0.0, 1.0)
-            f = postfilter_scale(geff, pf)
-            if state_6 is not None:
-                f, h = postfilter_release(geff, f, state_6, pf)
-                held = (h,)
-            if "vad_floor" in pf:
-                f = f * postfilter_vad_gain(vad, pf)
+            f, h = postfilter_gain(geff, vad, pf, state_6)
+            held = () if h is None else (h,)
             y_spec = y_spec * (f @ net.interp).unsqueeze(1)
         y_spec = y_spec + torch.pow(10.0, atten_lim_db * -0.05) * (spec - y_spec)
         y = self.irdft(y_spec)  # [B, N]
