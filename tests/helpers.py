@@ -181,6 +181,101 @@ class JackRecorder(_FrameClient):
 
 
 # == player and recorder in a child process ======================================================
+def _midi_sender_main(conn, server: str | None, client_name: str, port_name: str) -> None:
+    """Child process: a JACK client with one MIDI output that writes events at given frame times."""
+    from collections import deque
+
+    import jack
+
+    client = jack.Client(client_name, no_start_server=True, servername=server)
+    port = client.midi_outports.register(port_name)
+    schedule: deque[tuple[int, bytes]] = deque()  # (frame time, event), in frame order
+    xruns = [0]
+
+    def process(frames: int) -> None:
+        port.clear_buffer()
+        t0 = client.last_frame_time
+        while schedule and schedule[0][0] < t0 + frames:
+            frame, data = schedule.popleft()
+            port.write_midi_event(max(0, frame - t0), data)  # late ones go out at the cycle start
+
+    client.set_process_callback(process)
+    client.set_xrun_callback(lambda delay: xruns.__setitem__(0, xruns[0] + 1))
+    client.activate()
+    conn.send(f"{client.name}:{port.shortname}")
+    try:
+        while True:
+            msg = conn.recv()
+            if msg[0] == "send":
+                last = schedule[-1][0] if schedule else 0
+                schedule.append((max(client.frame_time, last), msg[1]))
+            elif msg[0] == "every":  # n copies of an event, one per ``interval`` frames
+                _, data, n, interval = msg
+                start = max(client.frame_time + 1024, schedule[-1][0] if schedule else 0)
+                for k in range(n):
+                    schedule.append((start + k * interval, data))
+                conn.send(("scheduled", start))
+            elif msg[0] == "state":
+                conn.send((len(schedule), xruns[0]))
+            elif msg[0] == "close":
+                break
+    finally:
+        client.deactivate()
+        client.close()
+
+
+class JackMidiSenderProcess:
+    """A JACK MIDI output in a child process that writes events at exact frame times (like a
+    DAW's clock), so its Python callback does not compete for the GIL with the MIDI input under
+    test (two Python process callbacks in one process make xruns, and an xrun loses the events
+    written in the skipped cycle).
+
+    >>> out = JackMidiSenderProcess(server, "hb-clock")             # doctest: +SKIP
+    >>> out.send_every(bytes([0xF8]), 96, 1000)                     # 120 BPM clock at 48 kHz
+    """
+
+    def __init__(self, server: str | None, client_name: str, port_name: str = "out") -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_midi_sender_main, args=(child, server, client_name, port_name),
+                                 daemon=True)
+        self._proc.start()
+        if not self._conn.poll(20.0):
+            self._proc.kill()
+            raise TimeoutError("the JACK MIDI sender process did not start")
+        self.port_name = self._conn.recv()
+
+    def send(self, data: bytes) -> None:
+        """Write ``data`` in the next cycle (after anything already scheduled)."""
+        self._conn.send(("send", bytes(data)))
+
+    def send_every(self, data: bytes, n: int, interval_frames: int) -> None:
+        """Write ``data`` ``n`` times, ``interval_frames`` apart, starting shortly after now."""
+        self._conn.send(("every", bytes(data), int(n), int(interval_frames)))
+        if not self._conn.poll(10.0):
+            raise TimeoutError("the JACK MIDI sender process did not answer")
+        self._conn.recv()
+
+    def state(self) -> tuple[int, int]:
+        """(events still scheduled, xruns this client saw)."""
+        self._conn.send(("state",))
+        if not self._conn.poll(10.0):
+            raise TimeoutError("the JACK MIDI sender process did not answer")
+        return self._conn.recv()
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                self._conn.send(("close",))
+                self._proc.join(5.0)
+            except (BrokenPipeError, OSError):
+                self._proc.kill()
+            if self._proc.is_alive():
+                self._proc.kill()
+
+
 def _rig_main(conn, channels: int, server: str | None, names: tuple[str, str]) -> None:
     """Child process: a JackPlayer and a JackRecorder driven by messages on ``conn``."""
     player = JackPlayer(names[0], channels, server)

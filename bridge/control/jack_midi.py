@@ -21,8 +21,10 @@ Python callback per cycle instead of two (each one takes the GIL in a real-time 
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+GIL_SWITCH_INTERVAL = 0.0005  # seconds, as the engine sets it for its own JACK callback
 QUEUE_LIMIT = 4096  # events held between two drains; beyond it new ones are dropped (counted)
 SLOT_BYTES = 512    # longest event kept (sysex dumps beyond it are dropped, counted)
 
@@ -57,6 +59,10 @@ class JackMidiIn:
 
             self.client = jack.Client(name, no_start_server=True, servername=server)
             self.client.set_process_callback(self._process)
+            # a Python process callback waits for the GIL; at the default 5 ms switch interval a
+            # busy thread would keep it past a 128-frame period and the whole graph would xrun
+            if sys.getswitchinterval() > GIL_SWITCH_INTERVAL:
+                sys.setswitchinterval(GIL_SWITCH_INTERVAL)
             self.client.activate()
 
     # == JACK process thread =====================================================================

@@ -19,7 +19,7 @@ import mido
 import numpy as np
 import pytest
 
-from helpers import wait_until
+from helpers import JackMidiSenderProcess, wait_until
 from hushbridge.control.midi import (
     MIDI_SOURCE,
     MidiInput,
@@ -687,27 +687,45 @@ def test_jack_nrpn_note_program_and_hot_plug(jack_midi, running):
 
 
 @pytest.mark.jack
-def test_jack_clock_120_bpm_and_start_stop(jack_midi, sender):
+def test_jack_clock_120_bpm_and_start_stop(jack_midi):
+    """A sample-accurate 120 BPM clock (one tick per 1000 frames at 48 kHz) from another process."""
     mapper = MidiMapper(make_engine(False))
     events = []
     mapper.transport.add_listener(lambda tr, what: events.append(what))
-    with MidiInput(mapper, port=sender_name(), api="jack", poll_s=0.05):
-        sender.send(mido.Message("start"))
-        assert wait_until(lambda: mapper.transport.playing)
-        period = 60.0 / (120 * 24)
-        t0 = time.perf_counter()
-        clock = mido.Message("clock")
-        for k in range(24 * 4):  # two seconds, paced against the clock (not sleep drift)
-            while time.perf_counter() < t0 + k * period:
-                time.sleep(0.0005)
-            sender.send(clock)
-        assert wait_until(lambda: mapper.transport.ticks >= 96)
-        assert mapper.transport.bpm == pytest.approx(120.0, abs=1.0)
-        sender.send(mido.Message("stop"))
-        assert wait_until(lambda: not mapper.transport.playing)
-        sender.send(mido.Message("continue"))
-        assert wait_until(lambda: mapper.transport.playing)
-    assert events.count("playing") == 3 and "bpm" in events
+    clock = JackMidiSenderProcess(jack_midi, "hb-test-clock")
+    starts = 0
+    try:
+        with MidiInput(mapper, port=clock.port_name, api="jack", poll_s=0.05) as midi:
+            assert wait_until(lambda: midi.connected, 5.0)
+            # a take that lost ticks is retaken only when the server skipped a cycle meanwhile
+            # (an xrun can drop the MIDI events written in it, which says nothing about our clock
+            # handling); ticks lost without an xrun fail the test
+            for attempt in range(4):
+                x0 = clock.state()[1]
+                clock.send(mido.Message("start").bin())
+                starts += 1
+                assert wait_until(lambda: mapper.transport.playing)
+                clock.send_every(mido.Message("clock").bin(), 96, 1000)
+                counted = wait_until(lambda: mapper.transport.ticks >= 96, 6.0)
+                pending, xruns = clock.state()
+                assert pending == 0
+                if counted:
+                    assert mapper.transport.ticks == 96, mapper.transport.state()
+                    break
+                assert xruns > x0, ("ticks lost without an xrun", mapper.transport.state())
+                clock.send(mido.Message("stop").bin())
+                assert wait_until(lambda: not mapper.transport.playing)
+                time.sleep(0.6)  # let the tempo window forget the disturbed take
+            else:
+                pytest.skip(f"every take lost ticks to xruns ({clock.state()[1]} xruns): machine too busy")
+            assert mapper.transport.bpm == pytest.approx(120.0, abs=1.0)
+            clock.send(mido.Message("stop").bin())
+            assert wait_until(lambda: not mapper.transport.playing)
+            clock.send(mido.Message("continue").bin())
+            assert wait_until(lambda: mapper.transport.playing)
+    finally:
+        clock.close()
+    assert events.count("playing") == 2 * starts + 1 and "bpm" in events
     assert mapper.engine.dropped_messages == 0
 
 

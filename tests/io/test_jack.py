@@ -200,19 +200,34 @@ def test_live_chain_swap_has_no_discontinuity(rig):
     sig = np.vstack([0.8 * np.sin(2 * np.pi * 100 * t)] * 2).astype(np.float32)
     max_slope = float(np.abs(np.diff(sig[0])).max())
 
-    for i in range(5):  # retake only if an xrun disturbed the take (see Rig.clean_take)
+    g = db_to_gain(-0.5)
+    for i in range(8):  # retake only if an xrun disturbed the take (see Rig.clean_take)
         swap(rig.engine, Chain([Gain(gain_db=0.0)]))
         y, clean = rig.take(sig, during=lambda: rig.engine.load_chain(Chain([Gain(gain_db=-0.5)])),
-                            require_complete=i == 4)
+                            require_complete=False)
         if clean:
             break
     out = y[:, GRAPH_DELAY:GRAPH_DELAY + n]
-    jump = float(np.abs(np.diff(out, axis=1)).max())
+    recorded = ~np.isnan(out).any(axis=0)
+    # where the crossfade ran: samples whose gain is neither 0 dB nor -0.5 dB (judged away from
+    # the sine's zero crossings, where the ratio says nothing)
+    loud = np.abs(sig[0]) > 0.2
+    ratio = np.where(loud & recorded, out[0] / np.where(loud, sig[0], 1.0), np.nan)
+    before = np.flatnonzero(np.abs(ratio - 1.0) < 1e-5)
+    after = np.flatnonzero(np.abs(ratio - g) < 1e-5)
+    assert before.size and after.size, "the take holds no 0 dB or no -0.5 dB part: the swap did not happen in it"
+    fade = slice(before[before < after[0]].max() if (before < after[0]).any() else 0, after[0] + 1)
+    if not recorded[fade].all():
+        pytest.skip(f"xruns hid the crossfade from the recorder in 8 takes ({rig.engine.xruns} xruns): machine too busy")
+    # jumps between neighbouring recorded samples only: a skipped cycle says nothing about the engine
+    steps = np.abs(np.diff(out, axis=1))[:, recorded[1:] & recorded[:-1]]
+    jump = float(steps.max())
     assert jump <= max_slope * 1.02, f"max jump {jump:.4f} vs sine slope {max_slope:.4f}"
     # the swap happened inside the take: start at 0 dB, end at -0.5 dB
     head, tail = out[:, :4800], out[:, -4800:]
-    np.testing.assert_allclose(head, sig[:, :4800], atol=1e-6)
-    np.testing.assert_allclose(tail, sig[:, -4800:] * db_to_gain(-0.5), rtol=1e-5, atol=1e-6)
+    keep_h, keep_t = recorded[:4800], recorded[-4800:]
+    np.testing.assert_allclose(head[:, keep_h], sig[:, :4800][:, keep_h], atol=1e-6)
+    np.testing.assert_allclose(tail[:, keep_t], sig[:, -4800:][:, keep_t] * g, rtol=1e-5, atol=1e-6)
 
 
 def test_buffer_size_change_is_followed(rig, probe, jack_server):
