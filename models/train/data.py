@@ -387,12 +387,31 @@ class MixConfig:
     # drawn uniformly from ``speed_range`` (0 keeps the random draws of older configs unchanged)
     p_speed: float = 0.0
     speed_range: tuple[float, float] = (0.9, 1.1)
+    # the real noise recordings are few (30 on the training side): with probability ``p_noise_aug``
+    # one plays at a speed from ``noise_speed_range`` (its spectrum and rhythm shift) through a random
+    # EQ of up to ``noise_eq_db`` (0 keeps the random draws of older configs unchanged)
+    p_noise_aug: float = 0.0
+    noise_speed_range: tuple[float, float] = (0.8, 1.25)
+    noise_eq_db: float = 9.0
+    # every ``dev_noise_every``-th training-side noise recording (by sorted name, from the middle of
+    # each group) stays out of the training pool: select --noise dev scores on mixtures of them, noise
+    # the model never heard, without touching the evaluation split (0: all train)
+    dev_noise_every: int = 0
     tts_count: int = 160
     synth_rir_count: int = 60
     pra_rir_count: int = 0
     pra_from_step: int = 0
     early_ms: float = 50.0
     extra: dict = field(default_factory=dict)
+
+
+def split_dev_noise(noise: list[Clip], every: int) -> tuple[list[Clip], list[Clip]]:
+    """``(training pool, dev pool)``: every ``every``-th clip (index ``every // 2``, ``every // 2 +
+    every``, ... of the sorted list) goes to the dev pool; ``every`` 0 keeps them all for training."""
+    if every <= 0:
+        return list(noise), []
+    dev = [c for i, c in enumerate(noise) if i % every == every // 2]
+    return [c for i, c in enumerate(noise) if i % every != every // 2], dev
 
 
 class MixtureSampler:
@@ -425,6 +444,7 @@ class MixtureSampler:
             self.rirs += pra_rirs(cfg.pra_rir_count, seed=seed + 11)
         # full-band speech (48 kHz VCTK) is rare: sample it more often so the high band learns speech
         self.wide = [c for c in self.speech if c.band_hz > 15000]
+        self.noise, self.dev_noise = split_dev_noise(self.noise, cfg.dev_noise_every)
         if verbose:
             total = sum(c.audio.size / c.sr for c in self.speech)
             print(f"data: {total / 60:.1f} min real speech ({len(self.wide)} full-band clips), "
@@ -469,8 +489,14 @@ class MixtureSampler:
         return x.astype(np.float32)
 
     def _noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        if self.noise and rng.random() < self.cfg.p_real_noise:
-            x = crop_48k(rng, self.noise[rng.integers(len(self.noise))], n)
+        cfg = self.cfg
+        if self.noise and rng.random() < cfg.p_real_noise:
+            clip = self.noise[rng.integers(len(self.noise))]
+            if cfg.p_noise_aug > 0 and rng.random() < cfg.p_noise_aug:
+                x = crop_48k(rng, clip, n, float(rng.uniform(*cfg.noise_speed_range)))
+                x = random_eq(rng, x, cfg.noise_eq_db)
+            else:
+                x = crop_48k(rng, clip, n)
         else:
             x = self._synth_noise(rng, n)
         return x / (np.sqrt(np.mean(x**2)) + 1e-9)

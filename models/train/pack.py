@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .data import Clip
+from .data import Clip, split_dev_noise
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 # Opus bitrate setting per pool (soundfile's compression_level: 0 = highest bitrate)
@@ -54,7 +54,10 @@ def write_pack(sampler, out: Path) -> dict:
     """Write ``sampler``'s pools to ``out`` (created); returns the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict = {"pools": {}, "rirs_base": sampler.rirs_from_step[0]}
-    pools = {"speech": sampler.speech, "tts": sampler.tts, "noise": sampler.noise}
+    noise = sampler.noise
+    if getattr(sampler, "dev_noise", None):  # all of them, in the split's order: a loading run splits again
+        noise = sorted(noise + sampler.dev_noise, key=lambda c: c.name)
+    pools = {"speech": sampler.speech, "tts": sampler.tts, "noise": noise}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
         for pool, clips in pools.items():
             jobs = [ex.submit(_write_clip, out / f"{pool}-{i:04d}.opus", c, LEVELS[pool]) for i, c in enumerate(clips)]
@@ -84,6 +87,7 @@ def load_pack(sampler, folder: Path, verbose: bool = True) -> None:
     base = int(manifest["rirs_base"])
     sampler.rirs_from_step = base, sampler.cfg.pra_from_step
     sampler.wide = [c for c in sampler.speech if c.band_hz > 15000]
+    sampler.noise, sampler.dev_noise = split_dev_noise(sampler.noise, sampler.cfg.dev_noise_every)
     if verbose:
         print(f"data (pack {folder}): {sum(c.audio.size / c.sr for c in sampler.speech) / 60:.1f} min real speech "
               f"({len(sampler.wide)} full-band clips), {len(sampler.tts)} TTS clips, "

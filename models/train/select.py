@@ -37,11 +37,18 @@ STREAM = 7
 ATTEN_LIM_DB = 40.0  # the denoise effect's default reduction_db
 
 
-def validation_clips(cfg: dict, clips: int, seconds: float,
-                     pack: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    # the same mixtures for every run: training-only augmentation (speed perturbation) stays off
-    mc = replace(mix_config(cfg), seconds=seconds, p_no_speech=0.0, p_speed=0.0)
+def validation_clips(cfg: dict, clips: int, seconds: float, pack: str | None = None,
+                     dev_noises: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``clips`` mixtures from the training split. ``dev_noises`` N: only real noise, from the
+    dev pool of ``data.dev_noise_every`` N (recordings a run with that setting never trains on)."""
+    # the same mixtures for every run: training-only augmentation (speed, noise) stays off
+    mc = replace(mix_config(cfg), seconds=seconds, p_no_speech=0.0, p_speed=0.0, p_noise_aug=0.0,
+                 dev_noise_every=dev_noises)
+    if dev_noises:
+        mc = replace(mc, p_real_noise=1.0)
     sampler = MixtureSampler(mc, seed=int(cfg["seed"]), verbose=False, pack=pack)
+    if dev_noises:
+        sampler.noise = sampler.dev_noise
     out: list[tuple[np.ndarray, np.ndarray]] = []
     per = 8
     for i in range(-(-clips // per)):
@@ -102,11 +109,12 @@ def load_all(path: str) -> dict[str, tuple]:
 
 def evaluate(checkpoints: list[str], clips: int, seconds: float,
              atten_lim_db: tuple[float, ...] = (ATTEN_LIM_DB,),
-             postfilters: tuple[dict | None, ...] = (None,), pack: str | None = None) -> dict[str, dict[str, float]]:
+             postfilters: tuple[dict | None, ...] = (None,), pack: str | None = None,
+             dev_noises: int = 0) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
     nets = {label: v for p in checkpoints for label, v in load_all(p).items()}
     cfg = next(iter(nets.values()))[1].get("config", {})
-    items = validation_clips(cfg, clips, seconds, pack)
+    items = validation_clips(cfg, clips, seconds, pack, dev_noises)
     noisy = torch.from_numpy(np.stack([x for x, _ in items]))
     systems: dict[str, np.ndarray] = {"noisy": noisy.numpy()}
     for p, (net, ck) in nets.items():
@@ -140,9 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--pack", default=None,
                     help="draw the mixtures from this pack (see .pack) instead of ../shared/data")
+    ap.add_argument("--dev-noises", type=int, default=0, metavar="N",
+                    help="mix only the dev noise recordings of data.dev_noise_every N (noise a run with "
+                         "that setting never heard; a run without it trained on them)")
     args = ap.parse_args(argv)
     pfs = tuple(resolve_postfilter(a) for a in args.postfilter)
-    rep = evaluate(args.checkpoints, args.clips, args.seconds, tuple(args.atten_db), pfs, args.pack)
+    rep = evaluate(args.checkpoints, args.clips, args.seconds, tuple(args.atten_db), pfs, args.pack,
+                   args.dev_noises)
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=1))
     return 0

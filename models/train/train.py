@@ -72,7 +72,7 @@ def build_model(cfg: dict) -> DenoiseNet:
 
 def mix_config(cfg: dict) -> MixConfig:
     d = dict(cfg.get("data", {}))
-    for k in ("snr_db", "level_dbfs", "speed_range"):
+    for k in ("snr_db", "level_dbfs", "speed_range", "noise_speed_range"):
         if k in d:
             d[k] = tuple(d[k])
     return MixConfig(**d)

@@ -98,3 +98,49 @@ def test_no_speed_perturbation_keeps_the_random_draws_of_older_configs():
     np.testing.assert_array_equal(x, data.crop_48k(old, clip, 4800))
     assert band == 7000.0
     assert rng.random() == old.random()
+
+
+def _noise_sampler(cfg: data.MixConfig, clips: list[data.Clip]) -> data.MixtureSampler:
+    sampler = data.MixtureSampler.__new__(data.MixtureSampler)
+    sampler.cfg = cfg
+    sampler.noise, sampler.dev_noise = data.split_dev_noise(clips, cfg.dev_noise_every)
+    return sampler
+
+
+def test_no_noise_augmentation_keeps_the_random_draws_of_older_configs():
+    clip = _sine_clip(440.0)
+    sampler = _noise_sampler(data.MixConfig(p_real_noise=1.0), [clip])  # p_noise_aug 0
+    rng = np.random.default_rng(11)
+    x = sampler._noise(rng, 4800)
+    old = np.random.default_rng(11)  # the draws of the code before noise augmentation existed
+    old.random()
+    old.integers(1)
+    y = data.crop_48k(old, clip, 4800)
+    np.testing.assert_allclose(x, y / (np.sqrt(np.mean(y**2)) + 1e-9), rtol=1e-6)
+    assert rng.random() == old.random()
+
+
+def test_noise_augmentation_shifts_and_colours_the_recording():
+    clip = _sine_clip(1000.0)
+    cfg = data.MixConfig(p_real_noise=1.0, p_noise_aug=1.0, noise_speed_range=(0.8, 0.8), noise_eq_db=9.0)
+    x = _noise_sampler(cfg, [clip])._noise(np.random.default_rng(2), 48000)
+    assert abs(_peak_hz(x) - 800.0) < 2.0  # played 0.8x as fast
+    assert abs(np.sqrt(np.mean(x.astype(np.float64) ** 2)) - 1.0) < 1e-3  # still unit RMS
+    # the EQ differs between draws: the same crop through two random curves
+    a = _noise_sampler(cfg, [clip])._noise(np.random.default_rng(3), 48000)
+    b = _noise_sampler(cfg, [clip])._noise(np.random.default_rng(4), 48000)
+    assert not np.allclose(a, b)
+
+
+def test_dev_noises_stay_out_of_the_training_pool():
+    clips = [data.Clip(np.zeros(10, np.float32), 48000, 20000.0, f"n{i:02d}.wav") for i in range(30)]
+    train, dev = data.split_dev_noise(clips, 6)
+    assert [c.name for c in dev] == ["n03.wav", "n09.wav", "n15.wav", "n21.wav", "n27.wav"]
+    assert len(train) == 25 and not {c.name for c in train} & {c.name for c in dev}
+    assert data.split_dev_noise(clips, 0) == (clips, [])
+    # a sampler with the setting never draws a dev recording
+    sampler = _noise_sampler(data.MixConfig(p_real_noise=1.0, dev_noise_every=6),
+                             [_sine_clip(100.0 * (i + 1)) for i in range(12)])
+    rng = np.random.default_rng(0)
+    seen = {round(_peak_hz(sampler._noise(rng, 9600)) / 100.0) for _ in range(200)}
+    assert seen == {1, 2, 3, 5, 6, 7, 8, 9, 11, 12}

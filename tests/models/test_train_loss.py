@@ -359,3 +359,28 @@ def test_validation_mixtures_do_not_depend_on_speed_perturbation(tmp_path):
     ms = MixtureSampler(mix_config(sped), seed=3, pack=tmp_path, verbose=False)
     mp = MixtureSampler(mix_config(plain), seed=3, pack=tmp_path, verbose=False)
     assert not np.array_equal(ms.batch(0, 4, stream=STREAM)[1], mp.batch(0, 4, stream=STREAM)[1])
+
+
+def test_dev_noise_validation_is_the_same_for_every_run_and_only_dev_noise(tmp_path):
+    """select --dev-noises N: runs with and without noise augmentation or a dev split are scored on
+    the same mixtures, whose noise is only the dev recording(s)."""
+    from test_train_pack import _Pools
+
+    from hushbridge.models.train.pack import write_pack
+    from hushbridge.models.train.select import validation_clips
+
+    write_pack(_Pools(), tmp_path)  # noises n.ogg (white noise), loud.wav (a 127 Hz sine): dev = loud.wav
+    plain = {"seed": 3, "data": {"seconds": 0.5, "pra_from_step": 100, "p_reverb": 0.0, "p_eq": 0.0,
+                                 "p_bandlimit": 0.0}}
+    aug = {"seed": 3, "data": dict(plain["data"], p_noise_aug=0.5, dev_noise_every=2)}
+    a = validation_clips(plain, 4, 0.5, pack=str(tmp_path), dev_noises=2)
+    b = validation_clips(aug, 4, 0.5, pack=str(tmp_path), dev_noises=2)
+    for (xa, ta), (xb, tb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ta, tb)
+    for noisy, target in a:  # dry mixtures: noisy - target is the noise, a pure tone here
+        spec = np.abs(np.fft.rfft((noisy - target).astype(np.float64)))
+        assert np.argmax(spec) * 48000 / noisy.size == pytest.approx(127.3, abs=4.0)
+        assert spec.max() ** 2 / np.sum(spec**2) > 0.5
+    c = validation_clips(plain, 4, 0.5, pack=str(tmp_path))
+    assert not all(np.array_equal(x, y) for (x, _), (y, _) in zip(a, c))
