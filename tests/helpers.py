@@ -181,6 +181,40 @@ class JackRecorder(_FrameClient):
 
 
 # == player and recorder in a child process ======================================================
+class _ChildProcess:
+    """A helper in a spawned child process, driven by messages on a pipe; the child's first
+    message (its port names) is kept as ``hello``."""
+
+    def __init__(self, target, args: tuple, what: str) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._what = what
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=target, args=(child, *args), daemon=True)
+        self._proc.start()
+        if not self._conn.poll(20.0):
+            self._proc.kill()
+            raise TimeoutError(f"the {what} process did not start")
+        self.hello = self._conn.recv()
+
+    def _answer(self, timeout: float = 10.0):
+        if not self._conn.poll(timeout):
+            raise TimeoutError(f"the {self._what} process did not answer")
+        return self._conn.recv()
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                self._conn.send(("close",))
+                self._proc.join(5.0)
+            except (BrokenPipeError, OSError):
+                self._proc.kill()
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(2.0)
+
+
 def _midi_sender_main(conn, server: str | None, client_name: str, port_name: str) -> None:
     """Child process: a JACK client with one MIDI output that writes events at given frame times."""
     from collections import deque
@@ -224,7 +258,7 @@ def _midi_sender_main(conn, server: str | None, client_name: str, port_name: str
         client.close()
 
 
-class JackMidiSenderProcess:
+class JackMidiSenderProcess(_ChildProcess):
     """A JACK MIDI output in a child process that writes events at exact frame times (like a
     DAW's clock), so its Python callback does not compete for the GIL with the MIDI input under
     test (two Python process callbacks in one process make xruns, and an xrun loses the events
@@ -235,17 +269,8 @@ class JackMidiSenderProcess:
     """
 
     def __init__(self, server: str | None, client_name: str, port_name: str = "out") -> None:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_midi_sender_main, args=(child, server, client_name, port_name),
-                                 daemon=True)
-        self._proc.start()
-        if not self._conn.poll(20.0):
-            self._proc.kill()
-            raise TimeoutError("the JACK MIDI sender process did not start")
-        self.port_name = self._conn.recv()
+        super().__init__(_midi_sender_main, (server, client_name, port_name), "JACK MIDI sender")
+        self.port_name = self.hello
 
     def send(self, data: bytes) -> None:
         """Write ``data`` in the next cycle (after anything already scheduled)."""
@@ -254,26 +279,12 @@ class JackMidiSenderProcess:
     def send_every(self, data: bytes, n: int, interval_frames: int) -> None:
         """Write ``data`` ``n`` times, ``interval_frames`` apart, starting shortly after now."""
         self._conn.send(("every", bytes(data), int(n), int(interval_frames)))
-        if not self._conn.poll(10.0):
-            raise TimeoutError("the JACK MIDI sender process did not answer")
-        self._conn.recv()
+        self._answer()
 
     def state(self) -> tuple[int, int]:
         """(events still scheduled, xruns this client saw)."""
         self._conn.send(("state",))
-        if not self._conn.poll(10.0):
-            raise TimeoutError("the JACK MIDI sender process did not answer")
-        return self._conn.recv()
-
-    def close(self) -> None:
-        if self._proc.is_alive():
-            try:
-                self._conn.send(("close",))
-                self._proc.join(5.0)
-            except (BrokenPipeError, OSError):
-                self._proc.kill()
-            if self._proc.is_alive():
-                self._proc.kill()
+        return self._answer()
 
 
 def _rig_main(conn, channels: int, server: str | None, names: tuple[str, str]) -> None:
@@ -306,7 +317,7 @@ def _rig_main(conn, channels: int, server: str | None, names: tuple[str, str]) -
         recorder.close()
 
 
-class JackRigProcess:
+class JackRigProcess(_ChildProcess):
     """A :class:`JackPlayer` and a :class:`JackRecorder` in a child process, so their Python
     callbacks do not compete for the GIL with the JACK client under test.
 
@@ -317,16 +328,8 @@ class JackRigProcess:
 
     def __init__(self, channels: int = 2, server: str | None = None,
                  names: tuple[str, str] = ("hb-player", "hb-recorder")) -> None:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_rig_main, args=(child, channels, server, names), daemon=True)
-        self._proc.start()
-        if not self._conn.poll(20.0):
-            self._proc.kill()
-            raise TimeoutError("the JACK test-client process did not start")
-        self.player_ports, self.recorder_ports = self._conn.recv()
+        super().__init__(_rig_main, (channels, server, names), "JACK test-client")
+        self.player_ports, self.recorder_ports = self.hello
 
     def connect(self, engine_inputs: list[str], engine_outputs: list[str]) -> None:
         """Player port k -> ``engine_inputs[k]``; ``engine_outputs[k]`` -> recorder port k."""
@@ -357,17 +360,6 @@ class JackRigProcess:
         if tag != what:
             raise RuntimeError(f"expected {what!r} from the JACK test-client process, got {msg!r}")
         return msg
-
-    def close(self) -> None:
-        if self._proc.is_alive():
-            try:
-                self._conn.send(("close",))
-                self._proc.join(5.0)
-            except (BrokenPipeError, OSError):
-                self._proc.kill()
-            if self._proc.is_alive():
-                self._proc.kill()
-                self._proc.join(2.0)
 
 
 def shared_data_dir():
