@@ -48,6 +48,8 @@ def validation_clips(cfg: dict, clips: int, seconds: float, pack: str | None = N
         mc = replace(mc, p_real_noise=1.0)
     sampler = MixtureSampler(mc, seed=int(cfg["seed"]), verbose=False, pack=pack)
     if dev_noises:
+        if not sampler.dev_noise:
+            raise ValueError(f"--dev-noises {dev_noises}: no dev noise recordings among {len(sampler.noise)}")
         sampler.noise = sampler.dev_noise
     out: list[tuple[np.ndarray, np.ndarray]] = []
     per = 8
