@@ -394,7 +394,7 @@ class MixConfig:
     noise_speed_range: tuple[float, float] = (0.8, 1.25)
     noise_eq_db: float = 9.0
     # every ``dev_noise_every``-th training-side noise recording (by sorted name, from the middle of
-    # each group) stays out of the training pool: select --noise dev scores on mixtures of them, noise
+    # each group) stays out of the training pool: select --dev-noises N scores on mixtures of them, noise
     # the model never heard, without touching the evaluation split (0: all train)
     dev_noise_every: int = 0
     tts_count: int = 160
