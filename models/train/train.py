@@ -117,6 +117,20 @@ class Loss:
         self.lsd_floor_db = float(lc.get("lsd_floor_db", -50.0))
         # a deeper (or other) floor from a step on: [[step, dB], ...] (the eighth session's -55 dB)
         self.lsd_floor_steps = sorted((int(st), float(db)) for st, db in lc.get("lsd_floor_steps", []))
+        # DNSMOS P.835 of the output as a loss term (``dnsmos_weight`` from ``dnsmos_from_step``, on the
+        # first ``dnsmos_examples`` mixtures of each batch; ``dnsmos_scores`` weighs SIG, BAK, OVRL):
+        # the scores listeners' ratings were fitted to, where the spectral terms let a model that is
+        # unsure keep noise and dull speech (models/denoise.md, "Where the gap is"); training mixtures only
+        self.dnsmos_w = float(lc.get("dnsmos_weight", 0.0))
+        self.dnsmos_from = int(lc.get("dnsmos_from_step", 0))
+        self.dnsmos_n = int(lc.get("dnsmos_examples", 4))
+        self.dnsmos_scores = torch.tensor([float(v) for v in lc.get("dnsmos_scores", [0.0, 0.0, 1.0])])
+        self.dnsmos = None
+        if self.dnsmos_w > 0:
+            from .dnsmos import DnsmosP835
+
+            self.dnsmos = DnsmosP835()
+        self.last_dnsmos = None  # mean calibrated (SIG, BAK, OVRL) of the last batch scored, for the log
         self.windows = {n: torch.hann_window(n) for n, _ in self.res}
         band = torch.from_numpy(erb_band_matrix())  # [bins, bands]
         self.band = band
@@ -126,6 +140,9 @@ class Loss:
     def to(self, device) -> "Loss":
         self.windows = {n: w.to(device) for n, w in self.windows.items()}
         self.band, self.band_hz, self.win = self.band.to(device), self.band_hz.to(device), self.win.to(device)
+        self.dnsmos_scores = self.dnsmos_scores.to(device)
+        if self.dnsmos is not None:
+            self.dnsmos = self.dnsmos.to(device)
         return self
 
     def _pow(self, a: torch.Tensor) -> torch.Tensor:
@@ -240,6 +257,10 @@ class Loss:
             total = total + self.lsd_w * self.lsd(y, s, noisy, band_hz, step)
         if self.silence_w > 0 and (step is None or step >= self.silence_from):
             total = total + self.silence_w * self.silence(y, s, noisy)
+        if self.dnsmos is not None and step is not None and step >= self.dnsmos_from:
+            scores = self.dnsmos(y[: self.dnsmos_n])  # [n, 3]
+            self.last_dnsmos = scores.detach().mean(0)
+            total = total - self.dnsmos_w * (scores @ self.dnsmos_scores).mean()
         # activity label per model frame: target frame energy within 30 dB of the loudest, above -70 dBFS
         tp = torch.cat([target.new_zeros(target.shape[0], GRAPH_DELAY), target[:, :t]], 1)
         fe = tp.unfold(1, N_FFT, HOP).pow(2).mean(-1)[:, : vad.shape[1]]
@@ -465,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_step = args.steps if args.steps is not None else None
     start_step = step
     run_loss, run_bce, n_run = 0.0, 0.0, 0
+    run_dns, n_dns = torch.zeros(3), 0
     held_id, held = None, None
     net.train()
     while True:
@@ -501,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         run_loss += float(spec_l)
         run_bce += float(bce)
         n_run += 1
+        if lossf.last_dnsmos is not None:
+            run_dns, n_dns = run_dns + lossf.last_dnsmos.cpu(), n_dns + 1
+            lossf.last_dnsmos = None
         val_loss = ""
         if step % int(tc.get("val_every", 250)) == 0:
             v = validate(net, lossf, val)
@@ -518,11 +543,14 @@ def main(argv: list[str] | None = None) -> int:
                 eta = deadline - time.monotonic()
             print(f"step {step:6d}  loss {run_loss / n_run:.4f}  vad {run_bce / n_run:.3f}  "
                   f"lr {lr_at(step, tc):.2e}  {rate:.2f} step/s  ETA {eta / 60:5.1f} min"
+                  + (f"  DNSMOS SIG/BAK/OVRL {' / '.join(f'{v:.2f}' for v in (run_dns / n_dns).tolist())}"
+                     if n_dns else "")
                   + (f"  val {val_loss} (best {best:.5f})" if val_loss else ""), flush=True)
             log.writerow([step, f"{trained_s / 60:.2f}", f"{lr_at(step, tc):.3g}", f"{run_loss / n_run:.5f}",
                           f"{run_bce / n_run:.4f}", val_loss])
             logf.flush()
             run_loss, run_bce, n_run = 0.0, 0.0, 0
+            run_dns, n_dns = torch.zeros(3), 0
         if step % int(tc.get("checkpoint_every", 100)) == 0:
             checkpoint()
         if args.snapshot_every and step % args.snapshot_every == 0:

@@ -1,0 +1,117 @@
+"""DNSMOS P.835 (SIG, BAK, OVRL) as a differentiable torch module, for a perceptual loss term.
+
+The scorer that ``speechmos`` ships (``dnsmos_models/sig_bak_ovr.onnx``, Microsoft's DNS-Challenge
+model) is a small CNN on the log power spectrum of 16 kHz audio: an STFT written as two 1x1
+convolutions (frame 320, hop 160), ``log10`` power, seven 3x3 conv layers (max pooling after the
+fourth, fifth and sixth), a global max pool and three dense layers. :class:`DnsmosP835` rebuilds it
+from the ONNX file's weights, so gradients flow from the scores to the audio; it equals onnxruntime
+on the same input (``tests/models/test_train_dnsmos.py``). Like the original it takes any length
+(its global max pool), but it was calibrated on 9.01 s segments: on the 2 s training mixtures it is a
+training signal, not the benchmark's score (the benchmark runs ``speechmos`` itself).
+
+Training-time only (``[train]`` and ``speechmos`` from ``[dev]``); the run-time never imports it.
+Only training-split mixtures are ever scored here: the evaluation split stays unseen.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RATE = 16000
+# the polynomial calibration that speechmos applies to the raw scores (non-personalized model)
+POLY = {"sig": (-0.08397278, 1.22083953, 0.0052439), "bak": (-0.13166888, 1.60915514, -0.39604546),
+        "ovrl": (-0.06766283, 1.11546468, 0.04602535)}
+
+
+def default_model_path() -> str:
+    try:
+        import speechmos
+    except ModuleNotFoundError as e:  # pragma: no cover - [dev] is installed wherever training runs
+        raise RuntimeError("the DNSMOS loss needs the speechmos package (pip install -e '.[dev]')") from e
+    return os.path.join(os.path.dirname(speechmos.__file__), "dnsmos_models", "sig_bak_ovr.onnx")
+
+
+def decimator_taps(factor: int = 3, taps: int = 121, beta: float = 8.0) -> np.ndarray:
+    """Kaiser-windowed sinc low-pass for decimation by ``factor`` (cut-off 0.95 x the new Nyquist)."""
+    fc = 0.95 * 0.5 / factor  # cycles per input sample
+    n = np.arange(taps) - (taps - 1) / 2.0
+    h = 2.0 * fc * np.sinc(2.0 * fc * n) * np.kaiser(taps, beta)
+    return (h / h.sum()).astype(np.float32)
+
+
+class DnsmosP835(nn.Module):
+    """``forward(audio [B, T] at 48 kHz, or at 16 kHz with rate=16000)`` -> ``[B, 3]`` calibrated
+    (SIG, BAK, OVRL). The weights are frozen buffers; only the input receives gradients."""
+
+    def __init__(self, path: str | None = None):
+        super().__init__()
+        import onnx
+        from onnx import numpy_helper
+
+        m = onnx.load(path or default_model_path())
+        w = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in m.graph.initializer}
+        pre = "mos_estimator_logpow/"
+        # the STFT's real and imaginary kernels [161, 320, 1] as one [320, 322] matrix
+        self.register_buffer("stft", torch.cat([w["time2freq/stft-real/kernel:0"][:, :, 0],
+                                                w["time2freq/stft-imag/kernel:0"][:, :, 0]], 0).T.contiguous())
+        self.log_floor = float(w[pre + "Maximum/x:0"])
+        self.log_div = float(w[pre + "truediv/y:0"])
+        if float(w[pre + "pow/y:0"]) != 2.0:
+            raise ValueError("unexpected DNSMOS graph: the magnitude is not squared")
+        self.convs = nn.ModuleList()
+        for i in range(7):
+            name = "conv2d" if i == 0 else f"conv2d_{i}"
+            k = w[f"{name}/kernel:0"]
+            c = nn.Conv2d(k.shape[1], k.shape[0], 3, padding=1)
+            c.weight.data.copy_(k)
+            c.bias.data.copy_(w[f"{name}/bias:0"])
+            self.convs.append(c)
+        self.dense = nn.ModuleList()
+        for name in ("dense", "dense_1", "dense_3"):
+            wt = w[f"{pre}{name}/MatMul/ReadVariableOp/resource:0"]
+            lin = nn.Linear(wt.shape[0], wt.shape[1])
+            lin.weight.data.copy_(wt.T)
+            lin.bias.data.copy_(w[f"{pre}{name}/BiasAdd/ReadVariableOp/resource:0"])
+            self.dense.append(lin)
+        self.register_buffer("decim", torch.from_numpy(decimator_taps())[None, None, :])
+        self.register_buffer("poly", torch.tensor([POLY["sig"], POLY["bak"], POLY["ovrl"]], dtype=torch.float32))
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def raw(self, x16: torch.Tensor) -> torch.Tensor:
+        """The ONNX graph's output (uncalibrated SIG, BAK, OVRL) for 16 kHz audio ``[B, T]``."""
+        b, n = x16.shape
+        k = n // 160
+        if k < 17:
+            raise ValueError(f"DNSMOS needs at least 17 frames of 10 ms at 16 kHz, got {n} samples")
+        chunks = x16[:, : k * 160].reshape(b, k, 160)
+        frames = torch.cat([chunks[:, :-1], chunks[:, 1:]], 2)  # frame 320, hop 160, as the graph slices
+        spec = frames @ self.stft
+        re, im = spec[..., :161], spec[..., 161:]
+        h = (torch.log(torch.clamp(re * re + im * im, min=self.log_floor)) / self.log_div).unsqueeze(1)
+        for i, c in enumerate(self.convs):
+            h = F.relu(c(h))
+            if i in (3, 4, 5):
+                h = F.max_pool2d(h, 2)
+        h = h.amax(dim=(2, 3))
+        h = F.relu(self.dense[0](h))
+        h = F.relu(self.dense[1](h))
+        return self.dense[2](h)
+
+    def to16k(self, x48: torch.Tensor) -> torch.Tensor:
+        pad = (self.decim.shape[-1] - 1) // 2
+        return F.conv1d(F.pad(x48[:, None, :], (pad, pad)), self.decim, stride=3)[:, 0]
+
+    def forward(self, audio: torch.Tensor, rate: int = 48000) -> torch.Tensor:
+        if rate == 48000:
+            audio = self.to16k(audio)
+        elif rate != RATE:
+            raise ValueError(f"DNSMOS takes 48 or 16 kHz audio, not {rate} Hz")
+        r = self.raw(audio)
+        p = self.poly
+        return p[:, 0] * r * r + p[:, 1] * r + p[:, 2]
