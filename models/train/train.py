@@ -129,7 +129,7 @@ class Loss:
         if self.dnsmos_w > 0:
             from .dnsmos import DnsmosP835
 
-            self.dnsmos = DnsmosP835()
+            self.dnsmos = DnsmosP835(lc.get("dnsmos_model"))  # a path where speechmos is not installed
         self.last_dnsmos = None  # mean calibrated (SIG, BAK, OVRL) of the last batch scored, for the log
         self.windows = {n: torch.hann_window(n) for n, _ in self.res}
         band = torch.from_numpy(erb_band_matrix())  # [bins, bands]

@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 
 from helpers import shared_data_dir  # noqa: E402
 
-from hushbridge.models.train.dnsmos import DnsmosP835  # noqa: E402
+from hushbridge.models.train.dnsmos import DnsmosP835, default_model_path  # noqa: E402
 from hushbridge.models.train.train import Loss  # noqa: E402
 
 pytestmark = pytest.mark.train
@@ -96,7 +96,8 @@ def test_loss_adds_the_term_only_from_its_step_and_never_in_validation():
     vad = torch.full((noisy.shape[0], noisy.shape[1] // 240), 0.5)
     base = {"loss": {"resolutions": [[480, 240]]}}
     plain = Loss(base)
-    with_d = Loss({"loss": dict(base["loss"], dnsmos_weight=0.01, dnsmos_from_step=100, dnsmos_examples=2)})
+    with_d = Loss({"loss": dict(base["loss"], dnsmos_weight=0.01, dnsmos_from_step=100, dnsmos_examples=2,
+                                dnsmos_model=default_model_path())})
     ref = float(plain(out, vad, noisy, target, band, step=200)[0].detach())
     assert float(with_d(out, vad, noisy, target, band, step=99)[0].detach()) == pytest.approx(ref)
     assert float(with_d(out, vad, noisy, target, band)[0].detach()) == pytest.approx(ref)  # validation: step None
