@@ -193,6 +193,9 @@ def postfilter_scale(geff: torch.Tensor, pf: dict) -> torch.Tensor:
     return f
 
 
+HELD_FLOOR = 1e-12
+
+
 def postfilter_release(geff: torch.Tensor, f: torch.Tensor, held: torch.Tensor, pf: dict):
     """The post-filter's per-band release (``pf["release"]``, a factor per hop): the band gain
     ``geff * f`` may fall by at most that factor per hop, so speech tails and weak parts between
@@ -200,6 +203,9 @@ def postfilter_release(geff: torch.Tensor, f: torch.Tensor, held: torch.Tensor, 
     between words). One frame: ``geff``, ``f``, ``held`` ``[..., N_BANDS]``; returns ``(f, held)``,
     ``held`` the gain to carry to the next hop (state ``state_6`` of the streaming graph)."""
     held = torch.maximum(geff * f, float(pf["release"]) * held)
+    # in silence the held gains decay by the release factor every hop and would end as subnormal
+    # numbers (slow arithmetic on x86, and never exactly zero): below -240 dB they are zero
+    held = torch.where(held > HELD_FLOOR, held, torch.zeros_like(held))
     return torch.where(geff > 1e-6, held / torch.clamp(geff, min=1e-6), f), held
 
 

@@ -518,3 +518,21 @@ def test_shipped_model_block_sizes_identical_and_stereo():
     for b, y in outs.items():
         np.testing.assert_allclose(y, outs[128], atol=1e-6, err_msg=f"block {b}")
     assert np.isfinite(outs[128]).all()
+
+
+@shipped
+def test_shipped_model_state_decays_to_zero_not_subnormal():
+    # the post-filter's held band gains fall by the release factor every hop of silence: they must
+    # end at exactly zero, never as subnormal numbers (slow on x86, and never decaying further)
+    from hushbridge.models.runtime import StreamingModel
+
+    m = StreamingModel(SHIPPED)
+    m.prepare(1)
+    x = np.concatenate([noise(48000 * 2, seed=21, amp=0.1)[0], np.zeros(48000 * 12, np.float32)])
+    hop = m.hop
+    for k in range(x.size // hop):
+        m.audio_in[0] = x[k * hop:(k + 1) * hop]
+        m.run_hop(0)
+    tiny = np.finfo(np.float32).tiny
+    for i, arr in enumerate(m.state(0)):
+        assert not np.any((arr != 0.0) & (np.abs(arr) < tiny)), f"subnormal values in state_{i}"

@@ -190,6 +190,17 @@ def test_postfilter_release_lets_band_gains_fall_at_most_by_its_factor_per_hop()
     assert float(g.max()) <= 1.0
 
 
+def test_postfilter_release_ends_at_zero_not_subnormal_in_silence():
+    pf = {"kind": "expand", "k": 10.0, "pivot": 0.4, "lo": 0.2, "hi": 1.5, "release": 0.9}
+    held = torch.full((32,), 0.8)
+    silent = torch.zeros(32)
+    for _ in range(2000):  # 10 s of hops: 0.8 * 0.9^2000 would be far below the smallest float
+        f, held = md.postfilter_release(silent, torch.ones(32), held, pf)
+    assert torch.equal(held, torch.zeros(32))
+    f, held = md.postfilter_release(torch.full((32,), 0.5), torch.ones(32), held, pf)
+    assert torch.allclose(held, torch.full((32,), 0.5))  # and rises again at once
+
+
 def test_postfilter_vad_gain_goes_from_the_floor_to_unity():
     v = torch.tensor([0.0, 0.25, 1.0])
     assert torch.allclose(md.postfilter_vad_gain(v, {"vad_floor": 0.25}), torch.tensor([0.25, 0.4375, 1.0]))
