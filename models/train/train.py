@@ -125,6 +125,9 @@ class Loss:
         self.dnsmos_from = int(lc.get("dnsmos_from_step", 0))
         self.dnsmos_n = int(lc.get("dnsmos_examples", 4))
         self.dnsmos_scores = torch.tensor([float(v) for v in lc.get("dnsmos_scores", [0.0, 0.0, 1.0])])
+        # repeat each output to this length before scoring, as speechmos does with clips under its
+        # 9.01 s segment (0: score the mixture as it is; the 2 s clips then meet a scorer fitted on 9 s)
+        self.dnsmos_tile_s = float(lc.get("dnsmos_tile_s", 0.0))
         self.dnsmos = None
         if self.dnsmos_w > 0:
             from .dnsmos import DnsmosP835
@@ -258,7 +261,11 @@ class Loss:
         if self.silence_w > 0 and (step is None or step >= self.silence_from):
             total = total + self.silence_w * self.silence(y, s, noisy)
         if self.dnsmos is not None and step is not None and step >= self.dnsmos_from:
-            scores = self.dnsmos(y[: self.dnsmos_n])  # [n, 3]
+            yd = y[: self.dnsmos_n]
+            need = int(round(self.dnsmos_tile_s * 48000))
+            if need > yd.shape[1]:
+                yd = yd.repeat(1, -(-need // yd.shape[1]))[:, :need]
+            scores = self.dnsmos(yd)  # [n, 3]
             self.last_dnsmos = scores.detach().mean(0)
             total = total - self.dnsmos_w * (scores @ self.dnsmos_scores).mean()
         # activity label per model frame: target frame energy within 30 dB of the loudest, above -70 dBFS

@@ -110,3 +110,17 @@ def test_loss_adds_the_term_only_from_its_step_and_never_in_validation():
     total.backward()
     assert torch.isfinite(out.grad).all()
     assert float(out.grad[2:].abs().sum()) > 0  # the spectral terms still reach every mixture
+
+
+def test_tiling_scores_the_clip_repeated_to_the_scorers_segment():
+    noisy, target, band = _batch(n=2, seconds=2.0, seed=1)
+    out = 0.8 * noisy
+    vad = torch.full((2, noisy.shape[1] // 240), 0.5)
+    lf = Loss({"loss": {"resolutions": [[480, 240]], "dnsmos_weight": 0.01, "dnsmos_tile_s": 9.01}})
+    lf(out, vad, noisy, target, band, step=0)
+    y = out[:, 240:][:2]  # what the loss scores: the output aligned with the target
+    want = lf.dnsmos(torch.cat([y] * 5, 1)[:, :432480]).mean(0)
+    assert torch.allclose(lf.last_dnsmos, want, atol=1e-5)
+    plain = Loss({"loss": {"resolutions": [[480, 240]], "dnsmos_weight": 0.01}})
+    plain(out, vad, noisy, target, band, step=0)
+    assert not torch.allclose(plain.last_dnsmos, want, atol=1e-3)  # tiling is not a no-op
