@@ -44,17 +44,25 @@ def decimator_taps(factor: int = 3, taps: int = 121, beta: float = 8.0) -> np.nd
     return (h / h.sum()).astype(np.float32)
 
 
+def load_weights(path: str) -> dict[str, np.ndarray]:
+    """The scorer's initializers by name, from its ``.onnx`` file or from an ``.npz`` written by
+    ``python -m hushbridge.models.train.dnsmos --npz OUT`` (for a machine without the onnx package)."""
+    if str(path).endswith(".npz"):
+        with np.load(path) as z:
+            return {k: z[k].copy() for k in z.files}
+    import onnx
+    from onnx import numpy_helper
+
+    return {i.name: numpy_helper.to_array(i).copy() for i in onnx.load(path).graph.initializer}
+
+
 class DnsmosP835(nn.Module):
     """``forward(audio [B, T] at 48 kHz, or at 16 kHz with rate=16000)`` -> ``[B, 3]`` calibrated
     (SIG, BAK, OVRL). The weights are frozen buffers; only the input receives gradients."""
 
     def __init__(self, path: str | None = None):
         super().__init__()
-        import onnx
-        from onnx import numpy_helper
-
-        m = onnx.load(path or default_model_path())
-        w = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in m.graph.initializer}
+        w = {k: torch.from_numpy(v) for k, v in load_weights(path or default_model_path()).items()}
         pre = "mos_estimator_logpow/"
         # the STFT's real and imaginary kernels [161, 320, 1] as one [320, 322] matrix
         self.register_buffer("stft", torch.cat([w["time2freq/stft-real/kernel:0"][:, :, 0],
@@ -115,3 +123,19 @@ class DnsmosP835(nn.Module):
         r = self.raw(audio)
         p = self.poly
         return p[:, 0] * r * r + p[:, 1] * r + p[:, 2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write the DNSMOS P.835 scorer's weights as .npz (for loss.dnsmos_model)")
+    ap.add_argument("--npz", required=True, help="output file, e.g. .carry/dnsmos.npz")
+    ap.add_argument("--model", default=None, help="the scorer's .onnx (default: speechmos's)")
+    args = ap.parse_args(argv)
+    np.savez(args.npz, **load_weights(args.model or default_model_path()))
+    print(f"wrote {args.npz}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

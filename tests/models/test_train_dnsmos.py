@@ -124,3 +124,13 @@ def test_tiling_scores_the_clip_repeated_to_the_scorers_segment():
     plain = Loss({"loss": {"resolutions": [[480, 240]], "dnsmos_weight": 0.01}})
     plain(out, vad, noisy, target, band, step=0)
     assert not torch.allclose(plain.last_dnsmos, want, atol=1e-3)  # tiling is not a no-op
+
+
+def test_weights_from_npz_score_like_the_onnx_file(scorer, tmp_path):
+    from hushbridge.models.train import dnsmos
+
+    out = tmp_path / "dnsmos.npz"
+    assert dnsmos.main(["--npz", str(out)]) == 0
+    x = torch.from_numpy(_real_48k()[: 48000 * 3])[None]
+    with torch.no_grad():
+        np.testing.assert_array_equal(DnsmosP835(str(out))(x).numpy(), scorer(x).numpy())
