@@ -6,8 +6,9 @@ convolutions (frame 320, hop 160), ``log10`` power, seven 3x3 conv layers (max p
 fourth, fifth and sixth), a global max pool and three dense layers. :class:`DnsmosP835` rebuilds it
 from the ONNX file's weights, so gradients flow from the scores to the audio; it equals onnxruntime
 on the same input (``tests/models/test_train_dnsmos.py``). Like the original it takes any length
-(its global max pool), but it was calibrated on 9.01 s segments: on the 2 s training mixtures it is a
-training signal, not the benchmark's score (the benchmark runs ``speechmos`` itself).
+(its global max pool), but it was calibrated on 9.01 s segments: on a 2 s training mixture it is a
+training signal, not the benchmark's score (the benchmark runs ``speechmos`` itself), unless the loss
+repeats the clip to a full segment as speechmos does (``loss.dnsmos_tile_s``).
 
 Training-time only (``[train]`` and ``speechmos`` from ``[dev]``); the run-time never imports it.
 Only training-split mixtures are ever scored here: the evaluation split stays unseen.
