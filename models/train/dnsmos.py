@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...dsp.resample import polyphase_bank
+
 RATE = 16000
 # the polynomial calibration that speechmos applies to the raw scores (non-personalized model)
 POLY = {"sig": (-0.08397278, 1.22083953, 0.0052439), "bak": (-0.13166888, 1.60915514, -0.39604546),
@@ -35,14 +37,6 @@ def default_model_path() -> str:
     except ModuleNotFoundError as e:  # pragma: no cover - [dev] is installed wherever training runs
         raise RuntimeError("the DNSMOS loss needs the speechmos package (pip install -e '.[dev]')") from e
     return os.path.join(os.path.dirname(speechmos.__file__), "dnsmos_models", "sig_bak_ovr.onnx")
-
-
-def decimator_taps(factor: int = 3, taps: int = 121, beta: float = 8.0) -> np.ndarray:
-    """Kaiser-windowed sinc low-pass for decimation by ``factor`` (cut-off 0.95 x the new Nyquist)."""
-    fc = 0.95 * 0.5 / factor  # cycles per input sample
-    n = np.arange(taps) - (taps - 1) / 2.0
-    h = 2.0 * fc * np.sinc(2.0 * fc * n) * np.kaiser(taps, beta)
-    return (h / h.sum()).astype(np.float32)
 
 
 def load_weights(path: str) -> dict[str, np.ndarray]:
@@ -87,7 +81,10 @@ class DnsmosP835(nn.Module):
             lin.weight.data.copy_(wt.T)
             lin.bias.data.copy_(w[f"{pre}{name}/BiasAdd/ReadVariableOp/resource:0"])
             self.dense.append(lin)
-        self.register_buffer("decim", torch.from_numpy(decimator_taps())[None, None, :])
+        # 48 -> 16 kHz: the project's own Kaiser-windowed sinc (one row: up 1, down 3)
+        bank, _, down, lookahead = polyphase_bank(48000, RATE)
+        self.decim_stride, self.decim_pad = down, (lookahead, bank.shape[1] - 1 - lookahead)
+        self.register_buffer("decim", torch.from_numpy(bank[0].copy())[None, None, :])
         self.register_buffer("poly", torch.tensor([POLY["sig"], POLY["bak"], POLY["ovrl"]], dtype=torch.float32))
         for p in self.parameters():
             p.requires_grad_(False)
@@ -113,8 +110,7 @@ class DnsmosP835(nn.Module):
         return self.dense[2](h)
 
     def to16k(self, x48: torch.Tensor) -> torch.Tensor:
-        pad = (self.decim.shape[-1] - 1) // 2
-        return F.conv1d(F.pad(x48[:, None, :], (pad, pad)), self.decim, stride=3)[:, 0]
+        return F.conv1d(F.pad(x48[:, None, :], self.decim_pad), self.decim, stride=self.decim_stride)[:, 0]
 
     def forward(self, audio: torch.Tensor, rate: int = 48000) -> torch.Tensor:
         if rate == 48000:
