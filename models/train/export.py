@@ -122,8 +122,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "denoise.toml"
 
 def resolve_postfilter(arg: str | None, config: str | Path = DEFAULT_CONFIG) -> dict | None:
     """The run-time post-filter (:func:`.model.postfilter_scale`): ``None`` or ``"config"`` reads the
-    ``[postfilter]`` table of ``config``, ``"none"`` turns it off, anything else is a TOML inline
-    table such as ``{kind = "dfn", beta = 0.05}``. Besides ``kind`` and its keys, a table may hold
+    ``[postfilter]`` table of ``config``, ``"none"`` turns it off, a path ending in ``.json`` reads
+    that file (``fit_postfilter --out``), anything else is a TOML inline table such as
+    ``{kind = "dfn", beta = 0.05}``. Besides ``kind`` and its keys, a table may hold
     ``release`` (:func:`.model.postfilter_release`) and ``vad_floor``/``vad_power``
     (:func:`.model.postfilter_vad_gain`)."""
     try:
@@ -136,6 +137,8 @@ def resolve_postfilter(arg: str | None, config: str | Path = DEFAULT_CONFIG) -> 
         return dict(pf) if pf else None
     if arg == "none":
         return None
+    if arg.endswith(".json"):
+        return dict(json.loads(Path(arg).read_text()))
     return dict(tomllib.loads(f"pf = {arg}")["pf"])
 
 

@@ -165,6 +165,19 @@ def _log_g(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, torch.log(torch.relu(x) + 0.5), -torch.nn.functional.softplus(-x))
 
 
+def _pf_value(pf: dict, key: str, like: torch.Tensor, default=None):
+    """A post-filter setting: a number, or one value per band (a list of ``N_BANDS``, from
+    ``fit_postfilter``; a tensor while it is being fitted)."""
+    v = pf.get(key, default)
+    if isinstance(v, torch.Tensor):
+        return v
+    if isinstance(v, (list, tuple)):
+        if len(v) != N_BANDS:
+            raise ValueError(f"post-filter {key!r}: {len(v)} values, one per band needs {N_BANDS}")
+        return torch.tensor([float(a) for a in v], dtype=like.dtype, device=like.device)
+    return float(v)
+
+
 def postfilter_scale(geff: torch.Tensor, pf: dict) -> torch.Tensor:
     """Per-band factor for the enhanced spectrum from its effective band gain ``geff`` (|Y| / |X| per
     band, in [0, 1]); the run-time post-filter (models/denoise.md, "Post-filter"), chosen on
@@ -173,6 +186,7 @@ def postfilter_scale(geff: torch.Tensor, pf: dict) -> torch.Tensor:
     - ``{"kind": "expand", "k", "pivot", "lo", "hi"}``: ``lo + (hi - lo) sigmoid(k (geff - pivot))``
       with the result kept at or under unity gain: lowers bands the network left mostly noise and
       raises the ones it kept mostly speech (it keeps speech-dominated bands too low otherwise);
+      each of ``k``, ``pivot``, ``lo``, ``hi`` a number or one value per band;
     - ``{"kind": "dfn", "beta"}``: the PercepNet / DeepFilterNet post-filter ``(1 + b) / (1 + b /
       sin^2(pi geff / 2))``, which turns low gains down harder;
     - ``expand`` with a ``beta`` too: the expansion, then the DFN post-filter on the gain it gives.
@@ -182,8 +196,8 @@ def postfilter_scale(geff: torch.Tensor, pf: dict) -> torch.Tensor:
         raise ValueError(f"unknown post-filter kind {kind!r} (expand or dfn)")
     f = torch.ones_like(geff)
     if kind == "expand":
-        lo, hi = float(pf["lo"]), float(pf["hi"])
-        f = lo + (hi - lo) * torch.sigmoid(float(pf["k"]) * (geff - float(pf["pivot"])))
+        lo, hi = _pf_value(pf, "lo", geff), _pf_value(pf, "hi", geff)
+        f = lo + (hi - lo) * torch.sigmoid(_pf_value(pf, "k", geff) * (geff - _pf_value(pf, "pivot", geff)))
         f = torch.minimum(f, 1.0 / torch.clamp(geff, min=1e-6))
         geff = geff * f
     if "beta" in pf:
@@ -202,7 +216,7 @@ def postfilter_release(geff: torch.Tensor, f: torch.Tensor, held: torch.Tensor, 
     strong ones are not chopped (it raised DNSMOS SIG; the VAD floor takes the noise it lets through
     between words). One frame: ``geff``, ``f``, ``held`` ``[..., N_BANDS]``; returns ``(f, held)``,
     ``held`` the gain to carry to the next hop (state ``state_6`` of the streaming graph)."""
-    held = torch.maximum(geff * f, float(pf["release"]) * held)
+    held = torch.maximum(geff * f, _pf_value(pf, "release", geff) * held)
     # in silence the held gains decay by the release factor every hop and would end as subnormal
     # numbers (slow arithmetic on x86, and never exactly zero): below -240 dB they are zero
     held = torch.where(held > HELD_FLOOR, held, torch.zeros_like(held))
@@ -210,12 +224,13 @@ def postfilter_release(geff: torch.Tensor, f: torch.Tensor, held: torch.Tensor, 
 
 
 def postfilter_vad_gain(vad: torch.Tensor, pf: dict) -> torch.Tensor:
-    """The post-filter's frame gain from the model's speech probability: ``vad_floor`` where it is 0,
-    unity where it is 1 (``vad ** vad_power`` between), 1 without ``vad_floor``."""
+    """The post-filter's gain from the model's speech probability: ``vad_floor`` where it is 0,
+    unity where it is 1 (``vad ** vad_power`` between), 1 without ``vad_floor``; per band where
+    ``vad_floor`` has one value per band."""
     if "vad_floor" not in pf:
         return torch.ones_like(vad)
-    lo = float(pf["vad_floor"])
-    return lo + (1.0 - lo) * torch.pow(torch.clamp(vad, 0.0, 1.0), float(pf.get("vad_power", 1.0)))
+    lo = _pf_value(pf, "vad_floor", vad)
+    return lo + (1.0 - lo) * torch.pow(torch.clamp(vad, 0.0, 1.0), _pf_value(pf, "vad_power", vad, 1.0))
 
 
 def postfilter_gain(geff: torch.Tensor, vad: torch.Tensor | None, pf: dict, held: torch.Tensor | None = None):
@@ -323,26 +338,30 @@ class DenoiseNet(nn.Module):
         di = (cr * past_im + ci * past_re).sum(-2)
         yr = torch.cat([yr[..., :DF_BINS] + dr, yr[..., DF_BINS:]], dim=-1)
         yi = torch.cat([yi[..., :DF_BINS] + di, yi[..., DF_BINS:]], dim=-1)
-        pf = self.postfilter
-        if pf is not None:
-            ey = (yr * yr + yi * yi) @ self.band
-            ex = (re * re + im * im) @ self.band
-            geff = torch.clamp(torch.sqrt(ey / (ex + 1e-10)), 0.0, 1.0)
-            v = None if vad is None else vad.unsqueeze(-1)
-            if "release" in pf:  # recursive over frames: [B, K, bands]
-                held = geff.new_zeros(geff.shape[:-2] + (N_BANDS,))
-                fs = []
-                for t in range(geff.shape[-2]):
-                    ft, held = postfilter_gain(geff[..., t, :], None if v is None else v[..., t, :], pf, held)
-                    fs.append(ft)
-                f = torch.stack(fs, dim=-2)
-            else:
-                f, _ = postfilter_gain(geff, v, pf)
-            sc = f @ self.interp
-            yr, yi = yr * sc, yi * sc
+        if self.postfilter is not None:
+            yr, yi = self.postfilter_spectra(re, im, yr, yi, vad, self.postfilter)
         yr = yr * (1.0 - lim) + lim * re
         yi = yi * (1.0 - lim) + lim * im
         return yr, yi
+
+    def postfilter_spectra(self, re, im, yr, yi, vad, pf: dict):
+        """The post-filter ``pf`` on enhanced frames ``yr, yi`` [B, K, bins] of the input ``re, im``
+        (``vad`` [B, K] or None), before the attenuation limit."""
+        ey = (yr * yr + yi * yi) @ self.band
+        ex = (re * re + im * im) @ self.band
+        geff = torch.clamp(torch.sqrt(ey / (ex + 1e-10)), 0.0, 1.0)
+        v = None if vad is None else vad.unsqueeze(-1)
+        if "release" in pf:  # recursive over frames: [B, K, bands]
+            held = geff.new_zeros(geff.shape[:-2] + (N_BANDS,))
+            fs = []
+            for t in range(geff.shape[-2]):
+                ft, held = postfilter_gain(geff[..., t, :], None if v is None else v[..., t, :], pf, held)
+                fs.append(ft)
+            f = torch.stack(fs, dim=-2)
+        else:
+            f, _ = postfilter_gain(geff, v, pf)
+        sc = f @ self.interp
+        return yr * sc, yi * sc
 
     def synthesis(self, yr, yi):
         return yr @ self.inv_re + yi @ self.inv_im
@@ -354,6 +373,14 @@ class DenoiseNet(nn.Module):
 
         ``use_fft`` computes the (identical) DFTs with torch.fft instead of the export's matmuls (faster).
         """
+        re, im, past_re, past_im, gains, df, vad = self.front(x, use_fft)
+        lim = 10.0 ** (-atten_lim_db / 20.0)
+        yr, yi = self.apply(re, im, past_re, past_im, gains, df, lim, vad)
+        return self.back(yr, yi, use_fft), vad, gains
+
+    def front(self, x: torch.Tensor, use_fft: bool = True):
+        """The network on a whole signal ``x`` [B, T]: ``(re, im)`` of its frames [B, K, bins], the
+        deep filter's past low bins, and the heads' ``gains``, ``df``, ``vad``."""
         b, t = x.shape
         k = t // HOP
         xp = torch.cat([x.new_zeros(b, GRAPH_DELAY), x[:, : k * HOP]], dim=1)
@@ -380,16 +407,18 @@ class DenoiseNet(nn.Module):
         lip = torch.cat([pad, li], dim=1)
         past_re = torch.stack([lrp[:, DF_ORDER - 1 - i : DF_ORDER - 1 - i + k] for i in range(DF_ORDER)], dim=2)
         past_im = torch.stack([lip[:, DF_ORDER - 1 - i : DF_ORDER - 1 - i + k] for i in range(DF_ORDER)], dim=2)
-        lim = 10.0 ** (-atten_lim_db / 20.0)
-        yr, yi = self.apply(re, im, past_re, past_im, gains, df, lim, vad)
+        return re, im, past_re, past_im, gains, df, vad
+
+    def back(self, yr: torch.Tensor, yi: torch.Tensor, use_fft: bool = True) -> torch.Tensor:
+        """Enhanced spectra [B, K, bins] -> the signal [B, K * 240] (synthesis window, overlap-add)."""
         if use_fft:
             y = torch.fft.irfft(torch.complex(yr, yi), n=N_FFT, dim=-1) * self.win
         else:
             y = self.synthesis(yr, yi)  # [B, K, N]
+        b, k = y.shape[0], y.shape[1]
         head = y[..., :HOP]
         tail = torch.cat([y.new_zeros(b, 1, N_FFT - HOP), y[:, :-1, HOP:]], dim=1)
-        out = (head + tail).reshape(b, k * HOP)
-        return out, vad, gains
+        return (head + tail).reshape(b, k * HOP)
 
 
 class StreamingDenoise(nn.Module):

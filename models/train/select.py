@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="attenuation limit(s) to score each checkpoint at (default: the effect's 40 dB)")
     ap.add_argument("--postfilter", nargs="+", default=["config"],
                     help='post-filter(s) to score (default: what ships): "config" (denoise.toml\'s '
-                         '[postfilter]), "none" or a TOML inline table such as \'{kind = "dfn", beta = 0.05}\'')
+                         '[postfilter]), "none", a .json file (fit_postfilter --out) or a TOML inline table '
+                         'such as \'{kind = "dfn", beta = 0.05}\'')
     ap.add_argument("--json", default=None)
     ap.add_argument("--pack", default=None,
                     help="draw the mixtures from this pack (see .pack) instead of ../shared/data")

@@ -138,7 +138,12 @@ def test_shipped_model_matches_its_checkpoint():
 @pytest.mark.parametrize("pf", [{"kind": "dfn", "beta": 0.1},
                                 {"kind": "expand", "k": 10.0, "pivot": 0.3, "lo": 0.5, "hi": 1.5, "beta": 0.05},
                                 {"kind": "expand", "k": 10.0, "pivot": 0.3, "lo": 0.5, "hi": 1.5,
-                                 "release": 0.9, "vad_floor": 0.25, "vad_power": 1.0}])
+                                 "release": 0.9, "vad_floor": 0.25, "vad_power": 1.0},
+                                # one value per band (fit_postfilter)
+                                {"kind": "expand", "k": [8.0 + 0.1 * b for b in range(32)],
+                                 "pivot": [0.3 + 0.005 * b for b in range(32)], "lo": [0.2] * 16 + [0.4] * 16,
+                                 "hi": [1.5 - 0.01 * b for b in range(32)], "release": [0.8 + 0.005 * b for b in range(32)],
+                                 "vad_floor": [0.1 + 0.01 * b for b in range(32)], "vad_power": 1.0}])
 def test_postfilter_streams_like_the_whole_signal_and_is_recorded(random_net, tmp_path, pf):
     random_net.postfilter = pf
     try:
@@ -159,6 +164,25 @@ def test_postfilter_streams_like_the_whole_signal_and_is_recorded(random_net, tm
         assert float((filtered - plain).abs().max()) > 1e-3  # it does something
     finally:
         random_net.postfilter = None
+
+
+def test_postfilter_per_band_lists_of_one_value_equal_the_number(random_net):
+    scalar = {"kind": "expand", "k": 10.0, "pivot": 0.4, "lo": 0.2, "hi": 1.5, "release": 0.9,
+              "vad_floor": 0.25, "vad_power": 1.0}
+    lists = {k: ([v] * md.N_BANDS if k in ("k", "pivot", "lo", "hi", "release", "vad_floor") else v)
+             for k, v in scalar.items()}
+    x = torch.from_numpy(_signal()[:48000])[None]
+    try:
+        with torch.no_grad():
+            random_net.postfilter = scalar
+            a = random_net(x)[0]
+            random_net.postfilter = lists
+            b = random_net(x)[0]
+    finally:
+        random_net.postfilter = None
+    assert torch.allclose(a, b, atol=1e-7)
+    with pytest.raises(ValueError, match="one per band"):
+        md.postfilter_scale(torch.zeros(32), {**scalar, "k": [10.0] * 31})
 
 
 def test_postfilter_scale_shapes_the_gain_curve():
