@@ -145,8 +145,7 @@ def resolve_postfilter(arg: str | None, config: str | Path = DEFAULT_CONFIG) -> 
 def load_checkpoint(path: str | Path) -> tuple[DenoiseNet, dict]:
     ck = torch.load(path, map_location="cpu", weights_only=False)
     cfg = ck.get("config", {})
-    m = cfg.get("model", {})
-    net = DenoiseNet(hidden=int(m.get("hidden", 160)), layers=int(m.get("layers", 3)))
+    net = DenoiseNet.from_config(cfg)
     net.load_state_dict(ck["model"])
     return net.eval(), ck
 

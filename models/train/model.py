@@ -284,10 +284,11 @@ class MinGRU(nn.Module):
 class DenoiseNet(nn.Module):
     """Weights and whole-signal forward. See the module docstring."""
 
-    def __init__(self, hidden: int = HIDDEN, layers: int = GRU_LAYERS):
+    def __init__(self, hidden: int = HIDDEN, layers: int = GRU_LAYERS, context: int = 0):
         super().__init__()
         self.hidden = hidden
         self.layers = layers
+        self.context = context
         # run-time post-filter (postfilter_scale); None while training
         self.postfilter: dict | None = None
         fr, fi, ir, ii = dft_matrices()
@@ -305,6 +306,23 @@ class DenoiseNet(nn.Module):
         nn.init.zeros_(self.df_head.weight)
         nn.init.zeros_(self.df_head.bias)
         nn.init.constant_(self.gain_head.bias, 1.0)
+        # ``context`` > 0: the encoder also sees the features of the last ``context`` frames (a causal
+        # conv over time, kernel context + 1). minGRU gates depend on the current input only, so
+        # without it no layer can form a nonlinear function of several recent frames (onsets, the
+        # phase advance of a harmonic from frame to frame); zero at the start, so a network warm-started
+        # from one without context begins with the same output
+        self.ctx = None
+        if context > 0:
+            self.ctx = nn.Linear(n_in * context, hidden, bias=False)
+            nn.init.zeros_(self.ctx.weight)
+        # (registered last: a checkpoint's optimizer state without it keeps its parameter order)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "DenoiseNet":
+        """The network a config's ``[model]`` table describes (``hidden``, ``layers``, ``context``)."""
+        m = cfg.get("model", {})
+        return cls(hidden=int(m.get("hidden", HIDDEN)), layers=int(m.get("layers", GRU_LAYERS)),
+                   context=int(m.get("context", 0)))
 
     # ---- shared pieces (work on [..., frames, ...] tensors of any leading shape)
 
@@ -398,7 +416,14 @@ class DenoiseNet(nn.Module):
         s = UNIT_INIT + torch.einsum("ts,bsd->btd", w, mag - UNIT_INIT)
         sr_ = re[..., :DF_BINS] / s
         si_ = im[..., :DF_BINS] / s
-        z = torch.relu(self.enc(torch.cat([featn, sr_, si_], dim=-1)))
+        e = torch.cat([featn, sr_, si_], dim=-1)  # [B, K, n_in]
+        pre = self.enc(e)
+        if self.ctx is not None:
+            c = self.context
+            ep = torch.cat([e.new_zeros(b, c, e.shape[-1]), e], dim=1)
+            past = torch.cat([ep[:, c - j : c - j + k] for j in range(1, c + 1)], dim=-1)  # t-1, ..., t-c
+            pre = pre + self.ctx(past)
+        z = torch.relu(pre)
         h = self.recurrent(z)
         gains, df, vad = self.heads(h)
         lr, li = re[..., :DF_BINS], im[..., :DF_BINS]
@@ -432,6 +457,8 @@ class StreamingDenoise(nn.Module):
     - ``state_5`` [1, 240]: overlap-add tail
     - ``state_6`` [1, 32]: the post-filter's held band gains (:func:`postfilter_release`), only in a
       graph whose post-filter has a ``release``
+    - then, only for a network with ``context`` c > 0: [1, c * 128] the encoder inputs of frames
+      t-1, ..., t-c (``state_7``, or ``state_6`` without a release)
 
     The same arithmetic as :meth:`DenoiseNet.forward`, laid out for few graph nodes (onnxruntime
     spends more on each node than on these small matmuls): the spectrum is one ``[2, F]`` tensor
@@ -476,7 +503,8 @@ class StreamingDenoise(nn.Module):
     def state_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
         return [(batch, HOP), (batch, N_BANDS), (batch, DF_BINS), (batch, self.net.layers * self.net.hidden),
                 (batch, 2, DF_ORDER - 1, DF_BINS), (batch, N_FFT - HOP)] \
-            + ([(batch, N_BANDS)] if self._release else [])
+            + ([(batch, N_BANDS)] if self._release else []) \
+            + ([(batch, self.net.context * self.net.enc.in_features)] if self.net.context else [])
 
     @property
     def _release(self) -> bool:
@@ -484,9 +512,13 @@ class StreamingDenoise(nn.Module):
 
     def forward(self, audio_in, state_0, state_1, state_2, state_3, state_4, state_5, *rest):
         """One hop for ``B`` independent streams (the export's batch dimension is dynamic). ``rest``:
-        ``state_6`` when the post-filter has a release, then ``atten_lim_db``."""
+        the held band gains when the post-filter has a release, the encoder inputs of the last
+        frames when the network has ``context``, then ``atten_lim_db``."""
         net = self.net
-        state_6, atten_lim_db = rest if self._release else (None, rest[0])
+        rest = list(rest)
+        state_6 = rest.pop(0) if self._release else None
+        past_in = rest.pop(0) if net.context else None
+        atten_lim_db = rest[0]
         frame = torch.cat([state_0, audio_in], dim=1)  # [B, N]
         spec = self.rdft(frame)  # [B, 2, F]
         power = (spec * spec).sum(1)  # [B, F]
@@ -497,7 +529,15 @@ class StreamingDenoise(nn.Module):
         mag = torch.sqrt(power[:, :DF_BINS] + 1e-12)
         d2 = ALPHA * state_2 + (1.0 - ALPHA) * (mag - UNIT_INIT)
         unit = (low * (1.0 / (UNIT_INIT + d2)).unsqueeze(1)).reshape(-1, 2 * DF_BINS)  # [re.. | im..]
-        h = torch.relu(net.enc(torch.cat([featn, unit], dim=-1)))
+        e = torch.cat([featn, unit], dim=-1)
+        pre = net.enc(e)
+        ctx_out = ()
+        if past_in is not None:  # [inputs of t-1 | t-2 | ...]
+            pre = pre + net.ctx(past_in)
+            # widths as Python ints (not traced shapes), so the exported state has a fixed width
+            n_in = net.enc.in_features
+            ctx_out = (torch.cat([e, past_in[:, : (net.context - 1) * n_in]], dim=-1) if net.context > 1 else e,)
+        h = torch.relu(pre)
         new = []
         hid = net.hidden
         for i, layer in enumerate(net.rnn):
@@ -530,7 +570,7 @@ class StreamingDenoise(nn.Module):
         y = self.irdft(y_spec)  # [B, N]
         audio_out = y[:, :HOP] + state_5
         return (audio_out, audio_in, d1, d2, torch.cat(new, dim=1), past[:, :, : DF_ORDER - 1], y[:, HOP:],
-                *held, vad, gains)
+                *held, *ctx_out, vad, gains)
 
 
 def count_params(net: nn.Module) -> int:
@@ -544,7 +584,7 @@ def macs_per_hop(net: DenoiseNet) -> int:
     dft = (c["f1"].size * CT_COLS + c["f2"].size  # forward: stage 1 over rows, stage 2 per row
            + c["i1"].size * CT_COLS + c["i2"].size)  # inverse
     bands = 2 * N_BINS * N_BANDS
-    enc = (N_BANDS + 2 * DF_BINS) * h
+    enc = (N_BANDS + 2 * DF_BINS) * h * (1 + net.context)
     gru = net.layers * 2 * h * h
     heads = h * (N_BANDS + DF_ORDER * DF_BINS * 2 + 1)
     df = DF_ORDER * DF_BINS * 4

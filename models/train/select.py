@@ -100,10 +100,9 @@ def load_all(path: str) -> dict[str, tuple]:
     ck = torch.load(path, map_location="cpu", weights_only=False)
     if "steps" not in ck:
         return {path: load_checkpoint(path)}
-    m = ck["config"].get("model", {})
     out = {}
     for step, weights in sorted(ck["steps"].items()):
-        net = DenoiseNet(hidden=int(m.get("hidden", 160)), layers=int(m.get("layers", 3)))
+        net = DenoiseNet.from_config(ck["config"])
         net.load_state_dict(weights)
         out[f"{path}#{step}"] = (net.eval(), {"step": step, "config": ck["config"]})
     return out

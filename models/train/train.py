@@ -66,8 +66,24 @@ def apply_overrides(cfg: dict, items: list[str]) -> dict:
 
 
 def build_model(cfg: dict) -> DenoiseNet:
-    m = cfg.get("model", {})
-    return DenoiseNet(hidden=int(m.get("hidden", 160)), layers=int(m.get("layers", 3)))
+    return DenoiseNet.from_config(cfg)
+
+
+def load_resumed(net: DenoiseNet, opt: torch.optim.Optimizer, ck: dict) -> list[str]:
+    """Load a checkpoint's weights and optimizer state into ``net`` and ``opt``. A checkpoint of the
+    same network without the encoder's ``context`` branch warm-starts one with it (``--set
+    model.context=N`` on a resumed run): the branch starts at zero, so the output is the
+    checkpoint's, and its Adam state starts empty. Returns the names of the parameters added."""
+    missing, unexpected = net.load_state_dict(ck["model"], strict=False)
+    if unexpected or any(not k.startswith("ctx.") for k in missing):
+        net.load_state_dict(ck["model"])  # raises with torch's full message
+    state = ck["opt"]
+    if missing:
+        n_old = len(state["param_groups"][0]["params"])
+        state = {**state, "param_groups": [{**state["param_groups"][0],
+                                            "params": list(range(n_old + len(missing)))}]}
+    opt.load_state_dict(state)
+    return missing
 
 
 def mix_config(cfg: dict) -> MixConfig:
@@ -447,8 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     step, best, trained_s = 0, math.inf, 0.0
     if last_p.exists() and not args.fresh:
         ck = torch.load(last_p, map_location="cpu", weights_only=False)
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
+        added = load_resumed(net, opt, ck)
+        if added:
+            print(f"warm start: {', '.join(added)} added to the checkpoint's network, starting at zero")
         step, best, trained_s = int(ck["step"]), float(ck.get("best_val", math.inf)), float(ck.get("trained_s", 0))
         print(f"resumed from {last_p} at step {step} ({trained_s / 60:.1f} min trained, best val {best:.4f})")
     elif args.fresh and log_p.exists():

@@ -384,3 +384,25 @@ def test_dev_noise_validation_is_the_same_for_every_run_and_only_dev_noise(tmp_p
         assert spec.max() ** 2 / np.sum(spec**2) > 0.5
     c = validation_clips(plain, 4, 0.5, pack=str(tmp_path))
     assert not all(np.array_equal(x, y) for (x, _), (y, _) in zip(a, c))
+
+
+def test_resume_warm_starts_a_context_network_from_a_checkpoint_without_one():
+    from hushbridge.models.train.train import load_resumed
+
+    old = md.DenoiseNet()
+    opt_old = torch.optim.AdamW(old.parameters(), lr=1e-3)
+    old(torch.randn(1, 4800) * 0.1)[0].pow(2).mean().backward()
+    opt_old.step()
+    ck = {"model": old.state_dict(), "opt": opt_old.state_dict()}
+    new = md.DenoiseNet(context=2)
+    opt = torch.optim.AdamW(new.parameters(), lr=1e-3)
+    assert load_resumed(new, opt, ck) == ["ctx.weight"]
+    # the old parameters keep their Adam moments, the new branch has none yet
+    assert torch.equal(opt.state[new.enc.weight]["exp_avg"], opt_old.state[old.enc.weight]["exp_avg"])
+    assert new.ctx.weight not in opt.state
+    new(torch.randn(1, 4800) * 0.1)[0].pow(2).mean().backward()
+    opt.step()
+    assert "exp_avg" in opt.state[new.ctx.weight]
+    # a checkpoint of another shape is still refused
+    with pytest.raises(RuntimeError):
+        load_resumed(md.DenoiseNet(hidden=64), torch.optim.AdamW(md.DenoiseNet(hidden=64).parameters()), ck)

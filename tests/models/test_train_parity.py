@@ -231,3 +231,41 @@ def test_postfilter_vad_gain_goes_from_the_floor_to_unity():
     assert torch.allclose(md.postfilter_vad_gain(v, {"vad_floor": 0.25, "vad_power": 2.0}),
                           torch.tensor([0.25, 0.296875, 1.0]))
     assert torch.equal(md.postfilter_vad_gain(v, {"kind": "expand"}), torch.ones(3))
+
+
+@pytest.mark.parametrize("release", [False, True])
+def test_context_network_streams_like_the_whole_signal(tmp_path, release):
+    torch.manual_seed(3)
+    net = md.DenoiseNet(context=2).eval()
+    with torch.no_grad():
+        net.df_head.weight.normal_(0.0, 0.02)
+        net.ctx.weight.normal_(0.0, 0.05)  # trained weights are not zero
+    if release:
+        net.postfilter = {"kind": "expand", "k": 10.0, "pivot": 0.4, "lo": 0.2, "hi": 1.5, "release": 0.9,
+                          "vad_floor": 0.25, "vad_power": 1.0}
+    path = ex.export(net, tmp_path / "ctx.onnx")
+    assert ex.parity(net, path, seconds=1.0) <= 1e-4
+    shapes = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["hushbridge.state_shapes"])
+    last = f"state_{len(shapes) - 1}"
+    assert shapes[last] == [1, 2 * (md.N_BANDS + 2 * md.DF_BINS)]
+    assert ("state_7" in shapes) == release
+    from hushbridge.models.runtime import StreamingModel
+
+    StreamingModel(path)  # the runtime's contract check: every state has a fixed shape
+
+
+def test_context_branch_starts_at_zero_and_changes_the_output_once_trained(random_net):
+    net = md.DenoiseNet(context=3).eval()
+    missing, unexpected = net.load_state_dict(random_net.state_dict(), strict=False)
+    assert missing == ["ctx.weight"] and not unexpected
+    x = torch.from_numpy(_signal()[:48000])[None]
+    with torch.no_grad():
+        assert torch.equal(net(x)[0], random_net(x)[0])
+        net.ctx.weight.normal_(0.0, 0.05)
+        assert float((net(x)[0] - random_net(x)[0]).abs().max()) > 1e-3
+    # causal: the output up to a sample does not depend on the input after it
+    y = x.clone()
+    y[:, 30000:] = 0.0
+    with torch.no_grad():
+        a, b = net(x)[0], net(y)[0]
+    assert torch.equal(a[:, :30000], b[:, :30000])
