@@ -6,7 +6,8 @@ Usage::
 
     python -m hushbridge.models.train.select CHECKPOINT... [--clips 24] [--seconds 6] [--json out.json]
 
-A ``denoise_snapshots.pt`` (``train --snapshot-every``) counts as one checkpoint per step it holds.
+A ``denoise_snapshots.pt`` (``train --snapshot-every``) counts as one checkpoint per step it holds
+(``denoise_snapshots.pt#32400,32800``: those steps only).
 
 The mixtures come from :class:`.data.MixtureSampler` with the checkpoint's own config, stream
 :data:`STREAM` (training uses stream 0, the validation loss stream 1), speech always present, at
@@ -96,12 +97,24 @@ def score(est48: np.ndarray, ref48: np.ndarray) -> dict[str, float]:
 
 def load_all(path: str) -> dict[str, tuple]:
     """``{label: (net, checkpoint)}`` for a checkpoint, or for every step of a snapshots file
-    (``train --snapshot-every``: ``{"config": ..., "steps": {step: weights}}``)."""
+    (``train --snapshot-every``: ``{"config": ..., "steps": {step: weights}}``), or for the steps
+    named after it: ``denoise_snapshots.pt#32400,32800``."""
+    only = None
+    if "#" in path and not Path(path).exists():
+        path, steps = path.rsplit("#", 1)
+        only = {int(a) for a in steps.split(",")}
     ck = torch.load(path, map_location="cpu", weights_only=False)
     if "steps" not in ck:
+        if only is not None:
+            raise ValueError(f"{path} is one checkpoint, not a snapshots file: it has no steps to pick")
         return {path: load_checkpoint(path)}
+    if only is not None and not only <= set(ck["steps"]):
+        raise ValueError(f"{path} has no snapshot of step(s) {sorted(only - set(ck['steps']))}; "
+                         f"it holds {sorted(ck['steps'])}")
     out = {}
     for step, weights in sorted(ck["steps"].items()):
+        if only is not None and step not in only:
+            continue
         net = DenoiseNet.from_config(ck["config"])
         net.load_state_dict(weights)
         out[f"{path}#{step}"] = (net.eval(), {"step": step, "config": ck["config"]})

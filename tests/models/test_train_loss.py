@@ -168,6 +168,10 @@ def test_snapshots_of_a_short_run_are_scored_by_select(tmp_path):
     assert not torch.equal(w[0], w[2])  # each snapshot holds its own step's weights
     last = torch.load(out / "denoise_last.pt", weights_only=False)["model"]
     assert torch.equal(next(iter(last.values())), w[2])
+    picked = select.load_all(str(out / "denoise_snapshots.pt") + "#1,3")
+    assert [ck["step"] for _, ck in picked.values()] == [1, 3]
+    with pytest.raises(ValueError, match=r"no snapshot of step\(s\) \[7\]"):
+        select.load_all(str(out / "denoise_snapshots.pt") + "#7")
     # and select scores them on mixtures from the same pack (a machine without ../shared/data)
     assert select.main([str(out / "denoise_snapshots.pt"), "--clips", "1", "--seconds", "1.0", "--pack",
                         str(tmp_path / "pack"), "--json", str(tmp_path / "sel.json")]) == 0
