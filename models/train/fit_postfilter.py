@@ -108,9 +108,7 @@ def render(net, data: dict, idx, pf: dict, lim: float) -> torch.Tensor:
     """Output of the post-filter ``pf`` for the mixtures ``idx``, aligned with the target."""
     re, im = data["re"][idx], data["im"][idx]
     yr, yi = net.postfilter_spectra(re, im, data["yr"][idx], data["yi"][idx], data["vad"][idx], pf)
-    yr = yr * (1.0 - lim) + lim * re
-    yi = yi * (1.0 - lim) + lim * im
-    return net.back(yr, yi)[:, GRAPH_DELAY:]
+    return net.back(*net.attenuation_limit(re, im, yr, yi, lim))[:, GRAPH_DELAY:]
 
 
 def fit(checkpoint: str, clips: int, seconds: float, steps: int, batch: int, lr: float, fidelity: float,

@@ -358,9 +358,12 @@ class DenoiseNet(nn.Module):
         yi = torch.cat([yi[..., :DF_BINS] + di, yi[..., DF_BINS:]], dim=-1)
         if self.postfilter is not None:
             yr, yi = self.postfilter_spectra(re, im, yr, yi, vad, self.postfilter)
-        yr = yr * (1.0 - lim) + lim * re
-        yi = yi * (1.0 - lim) + lim * im
-        return yr, yi
+        return self.attenuation_limit(re, im, yr, yi, lim)
+
+    @staticmethod
+    def attenuation_limit(re, im, yr, yi, lim: float):
+        """``Y (1 - l) + l X``: no bin ends more than ``-20 log10 l`` dB under the input."""
+        return yr * (1.0 - lim) + lim * re, yi * (1.0 - lim) + lim * im
 
     def postfilter_spectra(self, re, im, yr, yi, vad, pf: dict):
         """The post-filter ``pf`` on enhanced frames ``yr, yi`` [B, K, bins] of the input ``re, im``
