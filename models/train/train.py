@@ -65,10 +65,6 @@ def apply_overrides(cfg: dict, items: list[str]) -> dict:
     return cfg
 
 
-def build_model(cfg: dict) -> DenoiseNet:
-    return DenoiseNet.from_config(cfg)
-
-
 def load_resumed(net: DenoiseNet, opt: torch.optim.Optimizer, ck: dict) -> list[str]:
     """Load a checkpoint's weights and optimizer state into ``net`` and ``opt``. A checkpoint of the
     same network without the encoder's ``context`` branch warm-starts one with it (``--set
@@ -455,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     last_p, best_p, log_p = out_dir / "denoise_last.pt", out_dir / "denoise_best.pt", out_dir / "denoise_log.csv"
 
-    net = build_model(cfg).to(device)
+    net = DenoiseNet.from_config(cfg).to(device)
     scan = args.scan if args.scan != "auto" else ("log" if device.type == "cuda" else "loop")
     for layer in net.rnn:
         layer.scan = scan
