@@ -32,6 +32,10 @@ from hushbridge.errors import ParamError
 
 Scale = Literal["linear", "log", "db"]
 
+SAMPLE_RATES = (8000, 768000)  # the range of rates every effect is designed and tested for
+MAX_BLOCK = 1 << 16
+MAX_CHANNELS = 64
+
 _UNITS = {"_db": "dB", "_dbtp": "dBTP", "_ms": "ms", "_hz": "Hz", "_lufs": "LUFS", "_pct": "%"}
 
 
@@ -44,12 +48,13 @@ class ProcessSpec:
     channels: int
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.sample_rate, (int, np.integer)) and 8000 <= self.sample_rate <= 768000):
-            raise ValueError(f"sample_rate must be an int in 8000..768000, got {self.sample_rate!r}")
-        if not (isinstance(self.max_block_size, (int, np.integer)) and 1 <= self.max_block_size <= 1 << 16):
-            raise ValueError(f"max_block_size must be an int in 1..65536, got {self.max_block_size!r}")
-        if not (isinstance(self.channels, (int, np.integer)) and 1 <= self.channels <= 64):
-            raise ValueError(f"channels must be an int in 1..64, got {self.channels!r}")
+        lo, hi = SAMPLE_RATES
+        if not (isinstance(self.sample_rate, (int, np.integer)) and lo <= self.sample_rate <= hi):
+            raise ValueError(f"sample_rate must be an int in {lo}..{hi}, got {self.sample_rate!r}")
+        if not (isinstance(self.max_block_size, (int, np.integer)) and 1 <= self.max_block_size <= MAX_BLOCK):
+            raise ValueError(f"max_block_size must be an int in 1..{MAX_BLOCK}, got {self.max_block_size!r}")
+        if not (isinstance(self.channels, (int, np.integer)) and 1 <= self.channels <= MAX_CHANNELS):
+            raise ValueError(f"channels must be an int in 1..{MAX_CHANNELS}, got {self.channels!r}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ existing file.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from hushbridge.atomic import temp_beside
+from hushbridge.effects.base import SAMPLE_RATES
 from hushbridge.effects.chain import Chain
 from hushbridge.effects.render import OfflineRenderer
 from hushbridge.errors import AudioFileError
@@ -45,7 +46,8 @@ class FileReport:
     over_full_scale: int = 0  # output samples beyond ±1.0 before any clipping
     clipped: int = 0  # samples clipped because the output format forced it
     nonfinite_input: int = 0  # NaN/Inf samples found in the input (silenced)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was done (resampling, repairs)
+    warnings: list[str] = field(default_factory=list)  # what was wrong with the input
 
 
 def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
@@ -62,6 +64,34 @@ def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
     if info.frames == 0:
         raise AudioFileError(f"{p}: contains no audio (0 frames)")
     return info
+
+
+def truncation_warning(path: str | os.PathLike[str], info: sf._SoundFileInfo) -> str | None:
+    """For a RIFF/WAVE file whose ``data`` chunk declares more bytes than the file holds (a copy or
+    a recording cut short), what is missing; else None. libsndfile reads such files silently."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            size = os.fstat(f.fileno()).st_size
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk = f.read(8)
+                n = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"data":
+                    held = size - pos - 8
+                    # 0 and 0xFFFFFFFF: a writer that never came back to fill the size in
+                    if n in (0, 0xFFFFFFFF) or n <= held:
+                        return None
+                    declared = info.frames * n / max(held, 1)
+                    return (f"{path}: truncated: its header declares {declared / info.samplerate:.2f} s, "
+                            f"the file holds {info.frames / info.samplerate:.2f} s (processed what is there)")
+                pos += 8 + n + (n & 1)
+    except OSError:
+        return None
+    return None
 
 
 def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
@@ -99,7 +129,8 @@ def _format_for(out: Path) -> str:
 
 
 class _Quantizer:
-    """TPDF dither and clipping for integer PCM; pass-through (with reporting) for float."""
+    """TPDF dither and clipping for integer PCM (samples already on the format's grid, such as
+    digital silence, are kept exactly); pass-through (with reporting) for float."""
 
     def __init__(self, subtype: str, seed: int = 0x5EED) -> None:
         self.bits = _PCM_BITS.get(subtype)
@@ -119,8 +150,12 @@ class _Quantizer:
             self.clipped += over
             return np.clip(x, -1.0, 1.0).astype(np.float32)
         scale = float(2 ** (self.bits - 1))
+        v = x.astype(np.float64) * scale
         d = self.rng.random(x.shape) - self.rng.random(x.shape)  # TPDF, ±1 LSB
-        q = np.floor(x.astype(np.float64) * scale + d + 0.5)
+        # a sample the format already stores exactly (digital silence, an untouched PCM input)
+        # has no error to decorrelate: dither would only add noise to it
+        d[v == np.floor(v)] = 0.0
+        q = np.floor(v + d + 0.5)
         hi, lo = scale - 1, -scale
         self.clipped += int(np.count_nonzero((q > hi) | (q < lo)))
         q = np.clip(q, lo, hi)
@@ -186,13 +221,16 @@ def process_file(
         raise AudioFileError(f"{dst}: is a directory; give a file name (or use --out-dir for batches)")
     fmt, out_subtype = _out_subtype(dst, info.subtype, subtype)
     rate = int(sample_rate or info.samplerate)
+    lo, hi = SAMPLE_RATES
+    for what, r in (("its sample rate", info.samplerate), ("the processing rate", rate)):
+        if not lo <= r <= hi:
+            raise AudioFileError(f"{src}: {what} {r} Hz is outside the {lo}..{hi} Hz hushbridge processes")
     channels = info.channels
     report = FileReport(str(src), str(dst), rate, channels, 0, out_subtype, chain.latency_samples)
     if not dst.parent.exists():
         raise AudioFileError(f"{dst.parent}: output folder does not exist")
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=f".part{dst.suffix}", dir=dst.parent)
-    os.close(fd)
+    tmp_name = str(temp_beside(dst))
     try:
         quantize = _Quantizer(out_subtype)
         renderer = OfflineRenderer(chain, channels, rate, block_size)
@@ -236,11 +274,14 @@ def process_file(
                 emit(np.zeros((channels, expected - done), np.float32))
             if progress is not None:
                 progress(done, expected)
+        cut = truncation_warning(src, info)
+        if cut:
+            report.warnings.append(cut)
         report.frames = done
         report.over_full_scale = quantize.over
         report.clipped = quantize.clipped
         if report.nonfinite_input:
-            report.notes.append(f"{report.nonfinite_input} NaN/Inf input samples replaced by silence")
+            report.warnings.append(f"{src}: {report.nonfinite_input} NaN/Inf input samples replaced by silence")
         for effect in chain:  # what effects found in this file (e.g. declip: runs rebuilt, saturation)
             notes = getattr(effect, "file_notes", None)
             if callable(notes):

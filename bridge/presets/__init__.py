@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,6 +37,7 @@ except ModuleNotFoundError:  # Python < 3.11
 
 import tomli_w
 
+from hushbridge.atomic import write_text_atomic
 from hushbridge.effects import EFFECTS, Chain, create_effect
 from hushbridge.errors import ChainError, ParamError, PresetError
 
@@ -227,17 +227,7 @@ def save_preset(chain: Chain, name: str, folder: str | os.PathLike[str] | None =
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.toml"
     text = tomli_w.dumps(chain_to_preset(chain, name, midi))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".toml.part", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_text_atomic(target, text)
 
 
 __all__ = [

@@ -163,3 +163,16 @@ def test_file_backend_runs_the_engine_with_the_same_samples_as_offline(tmp_path)
     reference.prepare(ProcessSpec(48000, 128, 2))
     assert backend.report.latency_samples == reference.latency_samples > 0
     np.testing.assert_array_equal(a, b)
+
+
+def test_dither_spares_samples_already_on_the_grid_and_only_those():
+    from hushbridge.io.files import _Quantizer
+
+    rng = np.random.default_rng(3)
+    on_grid = np.round(rng.uniform(-0.5, 0.5, (2, 4000)) * 32768) / 32768
+    q = _Quantizer("PCM_16")(on_grid.astype(np.float32)) // 2 ** 16
+    assert np.array_equal(q.T, np.round(on_grid * 32768))  # bit-exact, digital silence included
+    off_grid = (on_grid + 0.25 / 32768).astype(np.float32)
+    err = _Quantizer("PCM_16")(off_grid) // 2 ** 16 - off_grid.T.astype(np.float64) * 32768
+    # plain rounding would leave -0.25 LSB everywhere; TPDF dither spreads it (variance 1/6 + 1/16)
+    assert abs(err.mean()) < 0.05 and 0.15 < err.var() < 0.3

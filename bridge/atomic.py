@@ -1,0 +1,64 @@
+"""Atomic file replacement: write beside the target, rename over it only on success.
+
+A temporary file from :func:`tempfile.mkstemp` is private (mode 0600) so that nobody reads it
+half-written; renamed as it is, the finished file would stay private. :func:`temp_beside` gives
+it, before anything is written, the mode the target would get anyway: the mode of the file it
+replaces, or 0666 minus the umask for a new one, as ``open()`` would create it.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+
+def _umask() -> int:
+    try:  # Linux reports it without changing it (os.umask() would race with other threads)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(target: str | os.PathLike[str]) -> int:
+    """The permission bits ``target`` ends up with: its current ones if it exists, else 0666 & ~umask."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def temp_beside(target: str | os.PathLike[str], tag: str = "part") -> Path:
+    """An empty temporary file in ``target``'s folder, named ``.<stem>.<random>.<tag><suffix>``
+    (hidden, same extension, so format detection by extension still works), with the mode
+    :func:`new_file_mode` gives. The caller renames it over ``target`` (``os.replace``) or
+    removes it."""
+    target = Path(target)
+    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".{tag}{target.suffix}", dir=target.parent)
+    try:
+        os.fchmod(fd, new_file_mode(target))
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
+def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``target`` through a temporary file, fsynced, then renamed."""
+    target = Path(target)
+    tmp = temp_beside(target)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target

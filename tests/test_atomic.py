@@ -1,0 +1,40 @@
+"""hushbridge.atomic: temporary files beside the target, with the mode the target would get."""
+import os
+
+import pytest
+
+from hushbridge.atomic import new_file_mode, temp_beside, write_text_atomic
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_new_files_follow_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        assert current_umask() == mask
+        assert new_file_mode(tmp_path / "new.txt") == 0o666 & ~mask
+        path = write_text_atomic(tmp_path / f"n{mask:o}.txt", "hello")
+        assert path.read_text() == "hello" and path.stat().st_mode & 0o777 == 0o666 & ~mask
+    finally:
+        os.umask(old)
+
+
+def test_a_replaced_file_keeps_its_mode_and_a_failure_keeps_the_file(tmp_path):
+    target = tmp_path / "layout.json"
+    target.write_text("good")
+    target.chmod(0o604)
+    tmp = temp_beside(target, "part")
+    assert tmp.parent == tmp_path and tmp.name.startswith(".layout.") and tmp.name.endswith(".part.json")
+    assert tmp.stat().st_mode & 0o777 == 0o604
+    tmp.unlink()
+    write_text_atomic(target, "better")
+    assert target.read_text() == "better" and target.stat().st_mode & 0o777 == 0o604
+    with pytest.raises(TypeError):
+        write_text_atomic(target, b"not text")  # the write fails after the temporary file exists
+    assert target.read_text() == "better"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layout.json"]
