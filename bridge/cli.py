@@ -35,6 +35,56 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
+def _tell(tag: str, style: str, message: object) -> None:
+    """``tag`` in ``style`` and ``message`` verbatim on stderr (file names may hold ``[...]``,
+    which rich would read as markup)."""
+    from rich.text import Text
+
+    _console(stderr=True).print(Text.assemble((tag, style), " ", str(message)))
+
+
+def _error(message: object) -> None:
+    _tell("error:", "red", message)
+
+
+def _warning(message: object) -> None:
+    _tell("warning:", "yellow", message)
+
+
+def _ranged(kind: type, lo: float, hi: float, what: str):
+    """An argparse type: a finite ``kind`` in ``lo..hi``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"{what} {text} is outside {lo:g}..{hi:g}")
+        return value
+    return parse
+
+
+def _rate_arg(text: str) -> int:
+    from hushbridge.effects.base import SAMPLE_RATES
+
+    return _ranged(int, *SAMPLE_RATES, "sample rate")(text)
+
+
+def _block_arg(text: str) -> int:
+    from hushbridge.effects.base import MAX_BLOCK
+
+    return _ranged(int, 1, MAX_BLOCK, "block size")(text)
+
+
+def _channels_arg(text: str) -> int:
+    from hushbridge.effects.base import MAX_CHANNELS
+
+    return _ranged(int, 1, MAX_CHANNELS, "channel count")(text)
+
+
+_port_arg = _ranged(int, 1, 65535, "UDP port")
+
+
 # == chain selection shared by process and run =====================================================
 def _add_chain_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
@@ -51,13 +101,19 @@ def _build_chain(args: argparse.Namespace):
     from hushbridge.errors import ParamError
     from hushbridge.presets import load_preset
 
-    chain = chain_from_names(args.chain) if args.chain else load_preset(args.preset or "dialogue")
+    chain = chain_from_names(args.chain) if args.chain is not None else load_preset(args.preset or "dialogue")
     for item in args.set:
         key, sep, value = item.partition("=")
         eid, dot, pid = key.strip().rpartition(".")
         if not sep or not dot or not eid or not pid:
             raise ParamError(f"--set {item!r}: expected ID.PARAM=VALUE, e.g. compressor.threshold_db=-20")
         effect = chain[eid]
+        if pid == "bypass":  # as a preset's `bypass = true`
+            switch = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+            if value.strip().lower() not in switch:
+                raise ParamError(f"--set {item!r}: bypass takes on/off (or true/false, 1/0)")
+            chain.set_bypass(eid, switch[value.strip().lower()])
+            continue
         try:
             number = float(value)
         except ValueError:
@@ -81,11 +137,28 @@ def _cmd_process(args: argparse.Namespace) -> int:
     err = _console(stderr=True)
     paths = [Path(p) for p in args.files]
     if args.out_dir:
-        jobs = [(p, Path(args.out_dir) / p.name) for p in paths]
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        out_dir = Path(args.out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            _error(f"--out-dir {out_dir}: is a file, not a folder")
+            return EXIT_USAGE
+        jobs = [(p, out_dir / p.name) for p in paths]
+        by_name: dict[str, list[Path]] = {}
+        for p in paths:
+            by_name.setdefault(p.name, []).append(p)
+        clashes = [group for group in by_name.values() if len(group) > 1]
+        if clashes:  # one output would silently replace another
+            _error("inputs with the same name would overwrite each other in --out-dir: "
+                   + "; ".join(", ".join(map(str, group)) for group in clashes)
+                   + " (process them into separate folders)")
+            return EXIT_USAGE
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            _error(f"--out-dir {out_dir}: cannot create it ({e.strerror or e})")
+            return EXIT_FAILED
     else:
         if len(paths) != 2:
-            err.print("[red]error:[/] give IN and OUT, or several inputs with --out-dir DIR")
+            _error("give IN and OUT, or several inputs with --out-dir DIR")
             return EXIT_USAGE
         jobs = [(paths[0], paths[1])]
     chain = _build_chain(args)
@@ -109,18 +182,23 @@ def _cmd_process(args: argparse.Namespace) -> int:
             if not args.quiet:
                 out.print(f"{src} -> {dst}: {seconds:.2f} s, {report.channels} ch, {report.sample_rate} Hz, "
                           f"{report.subtype}, {seconds / max(dt, 1e-9):.0f}x real time, "
-                          f"latency {report.latency_samples} samples compensated")
+                          f"latency {report.latency_samples} samples compensated", markup=False)
+            for warning in report.warnings:
+                _warning(warning)
             if report.over_full_scale:
-                verb = "clipped by the format" if report.clipped else "kept (float format)"
-                err.print(f"[yellow]warning:[/] {dst}: {report.over_full_scale} samples beyond full scale, {verb}")
+                if report.clipped:
+                    _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, clipped by the format "
+                             "(end the chain with a limiter, or write --subtype FLOAT to keep them)")
+                else:
+                    _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, kept (float format)")
             for note in report.notes:
                 if not args.quiet:
-                    out.print(f"  {note}")
-        except HushbridgeError as e:
+                    out.print(f"  {note}", markup=False)
+        except (HushbridgeError, OSError) as e:  # one bad file never stops a batch
             failures += 1
-            err.print(f"[red]error:[/] {e}")
+            _error(e if isinstance(e, HushbridgeError) else f"{src} -> {dst}: {e.strerror or e}")
     if failures and len(jobs) > 1:
-        err.print(f"[red]{failures} of {len(jobs)} files failed[/]")
+        _tell(f"{failures} of {len(jobs)} files failed", "red", "")
     return EXIT_FAILED if failures else EXIT_OK
 
 
@@ -128,6 +206,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from importlib import resources
 
+    from rich.markup import escape
     from rich.table import Table
 
     from hushbridge.io.files import process_file, read_audio
@@ -148,7 +227,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     before, after = measure(before_audio, sr), measure(after_audio, sr)
     seconds = report.frames / sr
     out.print(f"hushbridge {__version__} demo: bundled clip (TTS speech, simulated room, hum, fan noise) "
-              f"through the [bold]{preset}[/] preset")
+              f"through the [bold]{escape(preset)}[/] preset")
     out.print(f"chain: {' > '.join(chain.ids)}; latency {report.latency_samples} samples "
               f"({report.latency_samples / sr * 1000:.2f} ms), compensated")
     out.print(f"processed {seconds:.1f} s of audio in {dt:.2f} s ({seconds / max(dt, 1e-9):.0f}x real time)")
@@ -170,7 +249,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             fmt = (lambda v: "-inf" if not math.isfinite(v) else f"{v:.1f}")
             table.add_row(label, f"{fmt(b)} {unit}", f"{fmt(a)} {unit}")
     out.print(table)
-    out.print(f"wrote {dst}")
+    out.print(f"wrote {dst}", markup=False)
     return EXIT_OK
 
 
@@ -216,7 +295,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 attach_osc(osc.controller, midi.mapper)
             where += f", MIDI in: {midi.port_label}"
         err.print(f"hushbridge running on {backend.name} ({engine.spec.sample_rate} Hz, {engine.spec.max_block_size} frames, "
-                  f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}, {where}. Ctrl-C to stop.")
+                  f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}, {where}. Ctrl-C to stop.", markup=False)
         tty = sys.stderr.isatty()
         while not stop.wait(0.5):
             line = engine.status_line()
@@ -233,7 +312,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if osc is not None:
             osc.close()
         backend.close()
-    err.print(f"stopped. {engine.status_line()}")
+    err.print(f"stopped. {engine.status_line()}", markup=False)
     return EXIT_OK
 
 
@@ -273,7 +352,7 @@ def _cmd_midi(args: argparse.Namespace) -> int:
         names = list_input_ports(api)
         out.print(f"[bold]MIDI inputs[/] ({api or 'default'} API): {len(names)}")
         for name in names:
-            out.print(f"  {name}")
+            out.print(f"  {name}", markup=False)
         return EXIT_OK
     return _midi_learn(args, api, out)
 
@@ -294,9 +373,9 @@ def _midi_learn(args: argparse.Namespace, api, out) -> int:
     mapper.learn(args.address)
     with MidiInput(mapper, port=args.port, api=api, server=args.server if api == "jack" else None) as midi:
         _console(stderr=True).print(f"learning {args.address} (preset {preset.name}): move a control on "
-                                    f"{midi.port_label} ... (Ctrl-C to give up)")
+                                    f"{midi.port_label} ... (Ctrl-C to give up)", markup=False)
         if not done.wait(args.timeout if args.timeout > 0 else None):
-            _console(stderr=True).print(f"[red]error:[/] no MIDI control moved within {args.timeout:g} s")
+            _error(f"no MIDI control moved within {args.timeout:g} s")
             return EXIT_FAILED
     m = learned[0]
     section = {"cc": "cc", "cc14": "cc", "nrpn": "nrpn", "note": "note"}[m.kind]
@@ -310,6 +389,8 @@ def _midi_learn(args: argparse.Namespace, api, out) -> int:
 
 # == devices / presets =============================================================================
 def _cmd_devices(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from rich.markup import escape
+
     out = _console()
     out.print("[bold]backends[/]: jack (JACK-Client), portaudio (sounddevice), files (soundfile + soxr)")
     try:
@@ -318,12 +399,12 @@ def _cmd_devices(args: argparse.Namespace) -> int:  # noqa: ARG001
         ports = list_jack_ports()
     except Exception as e:  # noqa: BLE001 - a listing must not fail because one backend is broken
         ports = []
-        out.print(f"[yellow]jack: unavailable ({e})[/]")
+        out.print(f"[yellow]jack: unavailable ({escape(str(e))})[/]")
     server = os.environ.get("JACK_DEFAULT_SERVER", "default")
     if ports:
         out.print(f"[bold]JACK ports[/] (server {server}):")
         for name in ports:
-            out.print(f"  {name}")
+            out.print(f"  {name}", markup=False)
     else:
         out.print(f"JACK: no server running (server name {server}); start one with "
                   "`jackd -R -d dummy -r 48000 -p 128` or your sound card's driver")
@@ -333,29 +414,31 @@ def _cmd_devices(args: argparse.Namespace) -> int:  # noqa: ARG001
         devices = list_devices()
     except Exception as e:  # noqa: BLE001
         devices = []
-        out.print(f"[yellow]portaudio: unavailable ({e})[/]")
+        out.print(f"[yellow]portaudio: unavailable ({escape(str(e))})[/]")
     if devices:
         out.print("[bold]PortAudio devices[/]:")
         for d in devices:
             out.print(f"  [{d['index']}] {d['name']} ({d['hostapi']}): {d['max_input_channels']} in, "
-                      f"{d['max_output_channels']} out, {d['default_samplerate']:.0f} Hz")
+                      f"{d['max_output_channels']} out, {d['default_samplerate']:.0f} Hz", markup=False)
     else:
         out.print("PortAudio: no devices")
     return EXIT_OK
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from rich.markup import escape
+
     from hushbridge.presets import find_preset, list_presets, user_preset_dir
 
     out = _console()
     for name, source in list_presets().items():
         try:
             chain = find_preset(name).build()
-            desc = " > ".join(chain.ids)
+            desc = escape(" > ".join(chain.ids))
         except HushbridgeError as e:
-            desc = f"[red]broken: {e}[/]"
-        out.print(f"{name:12s} {desc}  [dim]({source})[/]")
-    out.print(f"user presets live in {user_preset_dir()}")
+            desc = f"[red]broken: {escape(str(e))}[/]"
+        out.print(f"{escape(f'{name:12s}')} {desc}  [dim]({escape(str(source))})[/]")
+    out.print(f"user presets live in {user_preset_dir()}", markup=False)
     return EXIT_OK
 
 
@@ -376,7 +459,6 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
     from hushbridge.measure import loudness_file
 
     out = _console()
-    err = _console(stderr=True)
     rows: list[dict] = []
     failures = 0
     for name in args.files:
@@ -384,11 +466,14 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
             m = loudness_file(name)
         except HushbridgeError as e:
             failures += 1
-            err.print(f"[red]error:[/] {e}")
+            _error(e)
             rows.append({"file": name, "error": str(e)})
             continue
+        if m["nonfinite_samples"]:
+            _warning(f"{name}: {m['nonfinite_samples']} NaN/Inf samples, measured as silence")
         rows.append({"file": name, **{k: m[k] for k, _, _ in _LOUDNESS_KEYS},
-                     "sample_rate": m["sample_rate"], "channels": m["channels"], "duration_s": m["duration_s"]})
+                     "sample_rate": m["sample_rate"], "channels": m["channels"], "duration_s": m["duration_s"],
+                     "nonfinite_samples": m["nonfinite_samples"]})
     if args.json:
         def clean(v):
             return None if isinstance(v, float) and not math.isfinite(v) else v
@@ -397,9 +482,10 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             if "error" not in r:
-                out.print(f"{r['file']}: " + ", ".join(f"{label} {_fmt(r[k])} {unit}" for k, label, unit in _LOUDNESS_KEYS))
+                out.print(f"{r['file']}: " + ", ".join(f"{label} {_fmt(r[k])} {unit}" for k, label, unit in _LOUDNESS_KEYS),
+                          markup=False)
     if failures and len(rows) > 1:
-        err.print(f"[red]{failures} of {len(rows)} files failed[/]")
+        _tell(f"{failures} of {len(rows)} files failed", "red", "")
     return EXIT_FAILED if failures else EXIT_OK
 
 
@@ -418,18 +504,32 @@ def _target(text: str) -> float:
     return value
 
 
-def _cmd_normalize(args: argparse.Namespace) -> int:
-    import tempfile
+def _ceiling_arg(text: str) -> float:
+    from hushbridge.effects import Limiter
 
+    ceiling = Limiter.params[0]
+    return _ranged(float, ceiling.min, ceiling.max, "true-peak ceiling")(text)
+
+
+def _release_arg(text: str) -> float:
+    from hushbridge.effects import Limiter
+
+    release = Limiter.params[1]
+    return _ranged(float, release.min, release.max, "limiter release")(text)
+
+
+def _cmd_normalize(args: argparse.Namespace) -> int:
+    from hushbridge.atomic import temp_beside
     from hushbridge.effects import Chain, Gain, Limiter
     from hushbridge.errors import AudioFileError
     from hushbridge.io.files import process_file
     from hushbridge.measure import loudness_file
 
     out = _console()
-    err = _console(stderr=True)
     ceiling = args.true_peak
     before = loudness_file(args.input)
+    if before["nonfinite_samples"]:
+        _warning(f"{args.input}: {before['nonfinite_samples']} NaN/Inf samples, measured and written as silence")
     level = before["integrated_lufs"]
     if not math.isfinite(level):
         raise AudioFileError(f"{args.input}: silent or shorter than one 400 ms block; nothing to normalize")
@@ -447,9 +547,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
         raise AudioFileError(f"{dst}: is a directory; give a file name")
     if not dst.parent.exists():
         raise AudioFileError(f"{dst.parent}: output folder does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=f".norm{dst.suffix}", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_beside(dst, "norm")
     limiter_ceiling = ceiling
     try:
         # The limiter's look-ahead estimate can miss a little of an inter-sample peak built from
@@ -461,7 +559,10 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
                 effects.append(Limiter(ceiling_dbtp=limiter_ceiling, release_ms=args.release_ms))
             if dst.exists() and os.path.samefile(src, dst):
                 raise AudioFileError(f"refusing to overwrite the input {src}: choose another output path")
-            report = process_file(src, tmp, Chain(effects), subtype=args.subtype)
+            try:
+                report = process_file(src, tmp, Chain(effects), subtype=args.subtype)
+            except AudioFileError as e:  # name the file the user asked for, not our temporary one
+                raise AudioFileError(str(e).replace(str(tmp), str(dst))) from e
             after = loudness_file(tmp)
             over = after["true_peak_dbtp"] - ceiling
             short = args.target - after["integrated_lufs"]
@@ -481,17 +582,23 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     finally:
         if tmp.exists():
             tmp.unlink()
+    predicted_tp = before["true_peak_dbtp"] + gain_db  # at the gain applied in the end
     out.print(f"{args.input}: {_fmt(level)} LUFS, LRA {before['lra_lu']:.1f} LU, true peak "
-              f"{before['true_peak_dbtp']:.2f} dBTP")
+              f"{before['true_peak_dbtp']:.2f} dBTP", markup=False)
     out.print(f"gain {gain_db:+.2f} dB" + (f", true-peak limiter at {limiter_ceiling:.2f} dBTP (the gained signal "
                                          f"would peak at {predicted_tp:+.2f} dBTP)" if limit else
                                          f"; no limiting needed (peak {predicted_tp:+.2f} dBTP)"))
     out.print(f"{args.output}: {_fmt(after['integrated_lufs'])} LUFS, LRA {after['lra_lu']:.1f} LU, true peak "
               f"{after['true_peak_dbtp']:.2f} dBTP ({report.subtype}, target {args.target:g} LUFS, "
-              f"ceiling {ceiling:g} dBTP)")
-    if after["integrated_lufs"] < args.target - 0.5:
-        err.print(f"[yellow]note:[/] the {ceiling:g} dBTP ceiling held the loudness at "
-                  f"{after['integrated_lufs']:.1f} LUFS; a lower target or a compressor first would reach it")
+              f"ceiling {ceiling:g} dBTP)", markup=False)
+    reached = after["integrated_lufs"]
+    if reached < args.target - 0.5:
+        _tell("note:", "yellow", f"the {ceiling:g} dBTP ceiling held the loudness at {reached:.1f} LUFS; "
+                                 "a lower target or a compressor first would reach it")
+    elif reached > args.target + 0.5:
+        _tell("note:", "yellow", f"{args.output} measures {reached:.1f} LUFS, above the {args.target:g} LUFS target: "
+                                 "BS.1770's -70 LUFS gate leaves the quietest blocks out of the measurement, more "
+                                 "of them the lower the target")
     return EXIT_OK
 
 
@@ -500,10 +607,23 @@ def _cmd_osc_layout(args: argparse.Namespace) -> int:
     from hushbridge.control.layout import render
     from hushbridge.engine import Engine
 
+    from hushbridge.atomic import write_text_atomic
+
     text = render(Engine(_build_chain(args)), args.format, args.host, args.port, args.feedback_port)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-        _console(stderr=True).print(f"wrote {args.out} ({args.format})")
+        out = Path(args.out)
+        if out.is_dir():
+            _error(f"--out {out}: is a folder; give a file name")
+            return EXIT_USAGE
+        if not out.parent.exists():
+            _error(f"--out {out}: the folder {out.parent} does not exist")
+            return EXIT_FAILED
+        try:
+            write_text_atomic(out, text)
+        except OSError as e:
+            _error(f"--out {out}: {e.strerror or e}")
+            return EXIT_FAILED
+        _console(stderr=True).print(f"wrote {args.out} ({args.format})", markup=False)
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -526,9 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="IN OUT, or several inputs with --out-dir")
     p.add_argument("--out-dir", "-o", metavar="DIR", help="batch mode: write each input to DIR under its own name")
     _add_chain_args(p)
-    p.add_argument("--rate", type=int, metavar="HZ", help="output/processing sample rate (default: the input's)")
+    p.add_argument("--rate", type=_rate_arg, metavar="HZ", help="output/processing sample rate (default: the input's)")
     p.add_argument("--subtype", metavar="NAME", help="output sample format, e.g. PCM_16, PCM_24, FLOAT (default: the input's)")
-    p.add_argument("--block-size", type=int, default=4096, metavar="N", help="frames per processing block (default 4096)")
+    p.add_argument("--block-size", type=_block_arg, default=4096, metavar="N", help="frames per processing block (default 4096)")
     p.add_argument("--quiet", "-q", action="store_true", help="print errors and warnings only")
     p.set_defaults(func=_cmd_process)
 
@@ -544,16 +664,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "in_1..N and out_1..N. OSC listens on 127.0.0.1:9000 unless told otherwise.")
     p.add_argument("--backend", "-b", choices=["jack", "portaudio"], default="jack")
     _add_chain_args(p)
-    p.add_argument("--channels", type=int, default=2, metavar="N", help="channels in and out (default 2)")
+    p.add_argument("--channels", type=_channels_arg, default=2, metavar="N", help="channels in and out (default 2)")
     p.add_argument("--name", default="hushbridge", help="JACK client name (default hushbridge)")
     p.add_argument("--server", metavar="NAME", help="JACK server name (default: $JACK_DEFAULT_SERVER or default)")
     p.add_argument("--connect-inputs", nargs="+", metavar="PORT", help="JACK ports to connect to our inputs, e.g. system:capture_1")
     p.add_argument("--connect-outputs", nargs="+", metavar="PORT", help="JACK ports to connect our outputs to, e.g. system:playback_1")
     p.add_argument("--device", metavar="NAME|INDEX", help="PortAudio device (see `hushbridge devices`)")
-    p.add_argument("--rate", type=int, metavar="HZ", help="PortAudio sample rate (default: the device's)")
-    p.add_argument("--block-size", type=int, default=128, metavar="N", help="PortAudio block size (default 128)")
+    p.add_argument("--rate", type=_rate_arg, metavar="HZ", help="PortAudio sample rate (default: the device's)")
+    p.add_argument("--block-size", type=_block_arg, default=128, metavar="N", help="PortAudio block size (default 128)")
     p.add_argument("--osc-host", default="127.0.0.1", help="OSC address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--osc-port", type=int, default=9000, help="OSC UDP port (default 9000)")
+    p.add_argument("--osc-port", type=_ranged(int, 0, 65535, "UDP port"), default=9000,
+                   help="OSC UDP port (default 9000; 0: any free port, printed at start)")
     p.add_argument("--no-osc", action="store_true", help="do not start the OSC server")
     p.add_argument("--midi-in", metavar="PORT",
                    help="MIDI control from this source port (see `hushbridge midi ports`; reconnects when it comes "
@@ -605,9 +726,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", "-t", type=_target, default=-16.0, metavar="LUFS",
                    help="integrated loudness to reach: a number, or podcast (-16), streaming (-14), "
                         "broadcast (-23); default -16")
-    p.add_argument("--true-peak", type=float, default=-1.0, metavar="DBTP",
-                   help="true-peak ceiling in dBTP (default -1)")
-    p.add_argument("--release-ms", type=float, default=80.0, metavar="MS", help="limiter release (default 80 ms)")
+    p.add_argument("--true-peak", type=_ceiling_arg, default=-1.0, metavar="DBTP",
+                   help="true-peak ceiling in dBTP, -24..0 (default -1)")
+    p.add_argument("--release-ms", type=_release_arg, default=80.0, metavar="MS",
+                   help="limiter release, 1..1000 ms (default 80 ms)")
     p.add_argument("--subtype", metavar="NAME", help="output sample format (default: the input's)")
     p.set_defaults(func=_cmd_normalize)
     p = sub.add_parser("osc-layout", help="generate an OSC control surface (Open Stage Control, TouchOSC list)",
@@ -618,8 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", metavar="FILE", help="write here instead of standard output")
     _add_chain_args(p)
     p.add_argument("--host", default="127.0.0.1", help="where hushbridge listens (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=9000, help="hushbridge's OSC port (default 9000)")
-    p.add_argument("--feedback-port", type=int, metavar="PORT",
+    p.add_argument("--port", type=_port_arg, default=9000, help="hushbridge's OSC port (default 9000)")
+    p.add_argument("--feedback-port", type=_port_arg, metavar="PORT",
                    help="the port Open Stage Control receives on, if not the one it sends from")
     p.set_defaults(func=_cmd_osc_layout)
     return parser
@@ -631,13 +753,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
+    if args.command != "run":  # run stops cleanly on its own; elsewhere SIGTERM unwinds like Ctrl-C
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # so no temporary file is left behind
     try:
         return args.func(args)
     except HushbridgeError as e:
-        _console(stderr=True).print(f"[red]error:[/] {e}")
+        _error(e)
         return EXIT_FAILED if not isinstance(e, ValueError) else EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -161,7 +161,8 @@ def loudness_file(path, *, layout: str | None = None, block_frames: int = 1 << 1
 
     Returns ``integrated_lufs``, ``lra_lu``, ``max_momentary_lufs``, ``max_short_term_lufs``,
     ``true_peak_dbtp`` (and the momentary/short-term readings at the end), plus ``sample_rate``,
-    ``channels`` and ``duration_s``. Raises :class:`~hushbridge.errors.AudioFileError` for a
+    ``channels``, ``duration_s`` and ``nonfinite_samples`` (NaN/Inf samples, measured as
+    silence). Raises :class:`~hushbridge.errors.AudioFileError` for a
     missing, unreadable, empty or corrupt file.
     """
     import soundfile as sf
@@ -173,7 +174,7 @@ def loudness_file(path, *, layout: str | None = None, block_frames: int = 1 << 1
     if info.samplerate <= 3400:
         raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is too low for BS.1770 loudness")
     st = _L.allocate(info.channels, info.samplerate, _L.channel_weights(info.channels, layout))
-    frames = 0
+    frames = nonfinite = 0
     try:
         with sf.SoundFile(str(path)) as f:
             while True:
@@ -181,9 +182,14 @@ def loudness_file(path, *, layout: str | None = None, block_frames: int = 1 << 1
                 if data.shape[0] == 0:
                     break
                 frames += data.shape[0]
+                bad = ~np.isfinite(data)
+                if bad.any():  # measured as silence, and said so
+                    nonfinite += int(bad.sum())
+                    data[bad] = 0.0
                 _L.run(st, np.ascontiguousarray(data.T))
     except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError) as e:
         raise AudioFileError(f"{path}: corrupt or truncated audio ({e})") from e
     out = _L.finish(st)
-    out.update(sample_rate=int(info.samplerate), channels=int(info.channels), duration_s=frames / info.samplerate)
+    out.update(sample_rate=int(info.samplerate), channels=int(info.channels), duration_s=frames / info.samplerate,
+               nonfinite_samples=nonfinite)
     return out

@@ -1,7 +1,9 @@
 """The hushbridge command, run as a user runs it (a subprocess), on real files."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -110,6 +112,7 @@ def test_presets_and_devices_commands():
     assert r.returncode == 0 and "dialogue" in r.stdout and "music-safe" in r.stdout
     r = hb("devices", env_extra={"JACK_DEFAULT_SERVER": "hb-no-such-server"})
     assert r.returncode == 0 and "JACK" in r.stdout and "PortAudio" in r.stdout
+    assert "Cannot connect to server" not in r.stderr  # "no server" is an answer, not libjack noise
 
 
 def test_demo_runs_on_bundled_clip(tmp_path):
@@ -174,3 +177,123 @@ def test_process_reports_soft_saturation_and_repairs_it_when_asked(tmp_path):
     a, _ = sf.read(str(tmp_path / "a.wav"), dtype="float32")
     b, _ = sf.read(str(tmp_path / "b.wav"), dtype="float32")
     assert not np.array_equal(a, b) and np.abs(b).max() <= np.abs(a).max() * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rate", "-44100"], "sample rate -44100 is outside 8000..768000"),
+    (["--rate", "0"], "sample rate 0 is outside"),
+    (["--block-size", "0"], "block size 0 is outside 1..65536"),
+    (["--chain", ""], "empty chain"),
+    (["--set", "compressor.bypass=maybe"], "bypass takes on/off"),
+])
+def test_bad_numbers_are_usage_errors_not_tracebacks(speechlike, tmp_path, args, message):
+    out = tmp_path / "out.wav"
+    r = hb("process", speechlike, out, *args)
+    assert r.returncode == 2, r.stderr
+    assert message in " ".join(r.stderr.split()) and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_set_bypass_takes_an_effect_out(speechlike, tmp_path):
+    on, off = tmp_path / "on.wav", tmp_path / "off.wav"
+    assert hb("process", speechlike, on, "--chain", "gain", "--set", "gain.gain_db=-6", "-q").returncode == 0
+    r = hb("process", speechlike, off, "--chain", "gain", "--set", "gain.gain_db=-6", "--set", "gain.bypass=on", "-q")
+    assert r.returncode == 0, r.stderr
+    x, _ = sf.read(str(speechlike), dtype="float32")
+    assert np.array_equal(sf.read(str(off), dtype="float32")[0], x)  # 24-bit in, on the grid: bit-exact
+    assert not np.array_equal(sf.read(str(on), dtype="float32")[0], x)
+
+
+def test_batch_with_an_unprocessable_rate_goes_on(speechlike, tmp_path):
+    low = tmp_path / "low.wav"
+    sf.write(str(low), np.zeros((4000, 1), np.float32) + 0.1, 4000)
+    outdir = tmp_path / "cleaned"
+    r = hb("process", low, speechlike, "--out-dir", outdir, "--chain", "gain")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "4000 Hz is outside" in " ".join(r.stderr.split()) and (outdir / "voice.wav").exists()
+
+
+def test_batch_refuses_inputs_that_would_overwrite_each_other(speechlike, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "take.wav", tmp_path / "b" / "take.wav"
+    first.write_bytes(speechlike.read_bytes())
+    second.write_bytes(speechlike.read_bytes())
+    r = hb("process", first, second, "--out-dir", tmp_path / "out")
+    assert r.returncode == 2 and "would overwrite each other" in " ".join(r.stderr.split())
+    assert not (tmp_path / "out").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    r = hb("process", speechlike, "--out-dir", afile)
+    assert r.returncode == 2 and "is a file, not a folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_brackets_in_file_names_are_printed_as_they_are(speechlike, tmp_path):
+    src = tmp_path / "ep [final].wav"
+    src.write_bytes(speechlike.read_bytes())
+    r = hb("process", src, tmp_path / "ep [final] clean.wav", "--chain", "gain")
+    assert r.returncode == 0 and "ep [final].wav -> " in r.stdout and "ep [final] clean.wav" in r.stdout
+    r = hb("process", tmp_path / "[/]missing.wav", tmp_path / "o.wav")
+    assert r.returncode == 1 and "[/]missing.wav: no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_outputs_follow_the_umask_and_keep_a_replaced_files_mode(speechlike, tmp_path):
+    out = tmp_path / "o.wav"
+    assert hb("process", speechlike, out, "--chain", "gain", "-q").returncode == 0
+    old = os.umask(0)
+    os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~old
+    out.chmod(0o640)
+    assert hb("process", speechlike, out, "--chain", "gain", "-q").returncode == 0
+    assert out.stat().st_mode & 0o777 == 0o640
+
+
+def test_digital_silence_stays_silent_in_integer_pcm(tmp_path):
+    src = tmp_path / "silence.wav"
+    sf.write(str(src), np.zeros(48000 * 2, np.float32), 48000, subtype="PCM_16")
+    out = tmp_path / "o.wav"
+    r = hb("process", src, out, "-q")  # the default preset, dithered 16-bit output
+    assert r.returncode == 0, r.stderr
+    y, _ = sf.read(str(out), dtype="int16")
+    assert not np.any(y)
+
+
+def test_data_warnings_show_even_when_quiet(tmp_path):
+    src = tmp_path / "nan.wav"
+    x = 0.1 * np.sin(np.arange(48000) * 0.05).astype(np.float32)
+    x[100:103] = [np.nan, np.inf, -np.inf]
+    sf.write(str(src), x, 48000, subtype="FLOAT")
+    r = hb("process", src, tmp_path / "o.wav", "--chain", "gain", "-q")
+    assert r.returncode == 0 and "warning:" in r.stderr and "3 NaN/Inf input samples" in r.stderr
+    full = tmp_path / "full.wav"
+    sf.write(str(full), np.full(48000, 0.5, np.float32), 48000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[:30000])
+    r = hb("process", cut, tmp_path / "c.wav", "--chain", "gain", "-q")
+    assert r.returncode == 0 and "truncated: its header declares 1.00 s" in " ".join(r.stderr.split())
+    r = hb("process", full, tmp_path / "f.wav", "--chain", "gain", "-q")
+    assert r.returncode == 0 and "truncated" not in r.stderr
+
+
+def test_sigterm_leaves_no_temporary_file(tmp_path):
+    src = tmp_path / "long.wav"
+    sf.write(str(src), (0.05 * np.random.default_rng(1).standard_normal(48000 * 120)).astype(np.float32), 48000)
+    p = subprocess.Popen([sys.executable, "-m", "hushbridge", "process", str(src), str(tmp_path / "o.wav"),
+                          "--chain", "denoise", "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".o.*")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert p.poll() is None, "finished before it could be stopped"
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=60)
+    assert p.returncode != 0
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["long.wav"]
+
+
+def test_osc_layout_output_errors_are_clear(tmp_path):
+    r = hb("osc-layout", "--out", tmp_path / "nodir" / "l.json")
+    assert r.returncode == 1 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = hb("osc-layout", "--out", tmp_path)
+    assert r.returncode == 2 and "is a folder" in r.stderr
+    r = hb("osc-layout", "--port", "99999")
+    assert r.returncode == 2 and "UDP port 99999 is outside 1..65535" in r.stderr

@@ -152,3 +152,38 @@ def test_normalize_refuses_bad_input(tone_file: Path, tmp_path: Path) -> None:
     r = hb("normalize", quiet, tmp_path / "z.wav", "-t", "-10")
     assert r.returncode == 1 and "more than the 24 dB" in r.stderr
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_normalize_checks_its_ceiling_and_names_the_real_output(tone_file: Path, tmp_path: Path) -> None:
+    for bad in ("5", "nan", "-60"):
+        r = hb("normalize", tone_file, tmp_path / "x.wav", "--true-peak", bad)
+        assert r.returncode == 2 and "true-peak ceiling" in r.stderr and "outside -24..0" in r.stderr
+    r = hb("normalize", tone_file, tmp_path / "x.wav", "--subtype", "FOO")
+    assert r.returncode == 1 and "x.wav: format WAV cannot store subtype FOO" in r.stderr
+    assert ".norm" not in r.stderr and not list(tmp_path.glob(".*"))
+
+
+def test_normalize_reports_the_peak_of_the_gain_it_applied(tmp_path: Path) -> None:
+    src = real("vctk_*", "speech")
+    r = hb("normalize", src, tmp_path / "n.wav", "-t", "-14", "--true-peak", "-3")
+    assert r.returncode == 0, r.stderr
+    before = float(r.stdout.split("true peak ")[1].split(" dBTP")[0])
+    gain = float(r.stdout.split("gain ")[1].split(" dB")[0])
+    if "would peak at" in r.stdout:
+        shown = float(r.stdout.split("would peak at ")[1].split(" dBTP")[0])
+    else:
+        shown = float(r.stdout.split("(peak ")[1].split(" dBTP")[0])
+    assert abs(before + gain - shown) <= 0.011
+
+
+def test_loudness_and_normalize_say_when_samples_are_not_finite(tmp_path: Path) -> None:
+    src = tmp_path / "nan.wav"
+    x = 0.1 * np.sin(2 * np.pi * 1000 * np.arange(48000 * 3) / 48000)
+    x[1000:1004] = np.nan
+    sf.write(str(src), x, 48000, subtype="FLOAT")
+    r = hb("loudness", src, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["nonfinite_samples"] == 4
+    assert "warning:" in r.stderr and "4 NaN/Inf samples" in r.stderr
+    r = hb("normalize", src, tmp_path / "n.wav")
+    assert r.returncode == 0 and "4 NaN/Inf samples" in r.stderr
+    assert np.isfinite(sf.read(str(tmp_path / "n.wav"))[0]).all()

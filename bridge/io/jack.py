@@ -135,10 +135,16 @@ def list_jack_ports(server: str | None = None) -> list[str]:
     """
     if jack is None:
         return []
+    # "no server" is an answer here, not an error: keep libjack's connection messages off stderr
+    jack.set_error_function(lambda message: None)
+    jack.set_info_function(lambda message: None)
     try:
         client = jack.Client("hushbridge-lsp", no_start_server=True, servername=server)
     except jack.JackOpenError:
         return []
+    finally:
+        jack.set_error_function(None)
+        jack.set_info_function(None)
     try:
         return [p.name for p in client.get_ports()]
     finally:
