@@ -753,8 +753,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
-    if args.command != "run":  # run stops cleanly on its own; elsewhere SIGTERM unwinds like Ctrl-C
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # so no temporary file is left behind
+    # run stops cleanly on its own; elsewhere SIGTERM unwinds like Ctrl-C, so no temporary file is
+    # left behind (only the main thread may set handlers: main() also runs inside other programs)
+    previous = None
+    if args.command != "run" and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.func(args)
     except HushbridgeError as e:
@@ -762,6 +765,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED if not isinstance(e, ValueError) else EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001
