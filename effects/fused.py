@@ -19,7 +19,7 @@ which the Chain fuses again).
 The generated source is written to a file in the user cache folder (``HUSHBRIDGE_FUSED_DIR`` to
 move it), named by a hash of the source and of the kernels' modules, so numba caches its
 machine code like any kernel's, and an edited kernel never runs stale fused code. The first
-prepare of a new combination compiles it (about a second per effect); later ones, in this or
+prepare of a new combination compiles it (1-2 s per effect); later ones, in this or
 any later process, load it from the cache.
 """
 from __future__ import annotations

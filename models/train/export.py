@@ -3,7 +3,10 @@
 Usage::
 
     python -m hushbridge.models.train.export \
-        --checkpoint models/train/checkpoints/denoise_best.pt --out models/denoise.onnx
+        --checkpoint models/train/checkpoints/denoise_shipped.pt --out models/denoise.onnx
+
+The default checkpoint is ``denoise_shipped.pt``, the weights chosen with ``select`` (the
+lowest validation loss, ``denoise_best.pt``, is not what listeners prefer; see models/denoise.md).
 
 Graph (opset 17): inputs ``audio_in`` [1, 240] float32, ``state_0`` .. ``state_5`` (see
 :class:`.model.StreamingDenoise`), ``atten_lim_db`` [1]; outputs ``audio_out`` [1, 240],
@@ -152,7 +155,8 @@ def load_checkpoint(path: str | Path) -> tuple[DenoiseNet, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Export a denoise checkpoint to streaming ONNX")
-    ap.add_argument("--checkpoint", default=str(Path(__file__).resolve().parent / "checkpoints" / "denoise_best.pt"))
+    ap.add_argument("--checkpoint", default=str(Path(__file__).resolve().parent / "checkpoints" / "denoise_shipped.pt"),
+                    help="checkpoint to export (default: denoise_shipped.pt, the weights that ship)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--postfilter", default="config",
                     help='"config" (the [postfilter] table of --config), "none", or a TOML inline table')
