@@ -25,7 +25,10 @@ block (2.7 ms at 128 frames / 48 kHz) plus the sender's clock offset: on one mac
 clocks are the same; a remote sender needs NTP-synchronised clocks. ``stamp=0`` (or a time
 already past) means at the next block. Future changes wait in a sorted, preallocated queue on
 the audio side (:data:`TIMED_CAPACITY`); when it is full a change applies at once and
-``timed_overflows`` rises.
+``timed_overflows`` rises. On the control side a future change counts for ``get``, presets and
+listeners (OSC feedback) only from its time on (:meth:`Engine.settle_timed`), so they report what
+is audible; at most :data:`TIMED_CAPACITY` wait there (``timed_pending``), a further one is
+refused with ParamError.
 
 Meters (:class:`MeterTap`, lock-free, one writer). Every callback the audio thread writes one
 row of a ring: per-channel peak and sum of squares of input and output, the frame count, the
@@ -39,6 +42,8 @@ only while :meth:`Engine.enable_effect_timing` is on.
 from __future__ import annotations
 
 import gc
+import heapq
+import itertools
 import logging
 import sys
 import threading
@@ -51,7 +56,7 @@ import numpy as np
 
 from hushbridge.control.params import BYPASS, ControlPort, ParamChange, ParamRing
 from hushbridge.dsp.kernels.meter import block_levels
-from hushbridge.dsp.kernels.schedule import timed_drop, timed_due, timed_insert
+from hushbridge.dsp.kernels.schedule import timed_drop, timed_due, timed_insert, timed_keep_from
 from hushbridge.dsp.kernels.util import crossfade_into, sanitize
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 from hushbridge.effects.chain import Chain
@@ -72,6 +77,8 @@ ENGINE_STATS = (
     "late_blocks",
     "nonfinite_events",
     "callback_errors",
+    "timed_overflows",
+    "timed_pending",
 )
 
 Listener = Callable[[str, float, object], None]
@@ -209,6 +216,11 @@ class Engine:
         self._timed_n = 0
         self._timed_next = float("inf")
         self.timed_overflows = 0
+        # control side: what a future-stamped change will make of get() and feedback once it is
+        # audible, (stamp, seq, address, value, source, table generation), earliest first
+        self._timed_shadow: list[tuple[float, int, str, float, object, int]] = []
+        self._timed_shadow_lock = threading.Lock()  # control threads only
+        self._timed_seq = itertools.count()
         self._block_time = 0.0  # time.time() at the start of the current (sub-)block
         self._callback_time = 0.0  # time.time() at the start of the current callback
         self.apply_probe: ApplyProbe | None = None
@@ -277,7 +289,7 @@ class Engine:
         block_levels(block, scratch, 0, 0, 2 * self.channels)
         q = np.zeros((2, 5), dtype=np.float64)
         n = timed_insert(q, 0, 0, 0, 0, 0.0, 1.0)
-        timed_drop(q, n, timed_due(q, n, 2.0))
+        timed_drop(q, timed_keep_from(q, n, 0), timed_due(q, n, 2.0))
         self._fade_len = max(1, int(SWAP_FADE_MS * 1e-3 * spec.sample_rate))
         self._period = spec.max_block_size / spec.sample_rate
 
@@ -355,6 +367,9 @@ class Engine:
             self._chain, self._generation = incoming
             self._incoming = None
             self._fade_pos = 0
+            if self._timed_n:  # changes timed for the chain just replaced would only hold slots
+                self._timed_n = n = timed_keep_from(self._timed, self._timed_n, self._generation)
+                self._timed_next = self._timed[0, 4] if n else float("inf")
         out[...] = inp
         self._chain.process(out)
         old = self._fading_from
@@ -479,12 +494,50 @@ class Engine:
             v = p.clamp(v)
         else:
             v = p.check(value, f"{info.effect_id}")
-        self._shadow[address] = v
         # the table may already describe a chain the audio thread has not swapped in yet
-        self.control.submit(ParamChange(self._table_generation, info.slot, info.index, v), stamp)
+        change = ParamChange(self._table_generation, info.slot, info.index, v)
+        if stamp > time.time():
+            # get(), presets and feedback report what is audible: this value counts from its time on
+            with self._timed_shadow_lock:
+                if len(self._timed_shadow) >= TIMED_CAPACITY:
+                    raise ParamError(f"{address}: {TIMED_CAPACITY} timed changes are already waiting; "
+                                     "this one was not scheduled")
+                heapq.heappush(self._timed_shadow, (stamp, next(self._timed_seq), address, v, source,
+                                                    self._table_generation))
+            self.control.submit(change, stamp)
+            return v
+        self._shadow[address] = v
+        self.control.submit(change, stamp)
         for listener in list(self._listeners):
             listener(address, v, source)
         return v
+
+    def settle_timed(self, now: float | None = None) -> int:
+        """Let the future-stamped changes whose time has come count for :meth:`get`, presets and
+        listeners (feedback); return how many. Called by :meth:`get` and by the OSC server's
+        meter thread, so feedback follows within a few ms of the change becoming audible."""
+        now = time.time() if now is None else now
+        due = []
+        with self._timed_shadow_lock:
+            while self._timed_shadow and self._timed_shadow[0][0] <= now:
+                due.append(heapq.heappop(self._timed_shadow))
+        for _, _, address, v, source, generation in due:
+            if generation != self._table_generation:
+                continue  # scheduled for a chain that has been replaced since
+            self._shadow[address] = v
+            for listener in list(self._listeners):
+                listener(address, v, source)
+        return len(due)
+
+    def next_timed(self) -> float:
+        """When the next future-stamped change becomes audible (Unix s; inf when none waits)."""
+        with self._timed_shadow_lock:
+            return self._timed_shadow[0][0] if self._timed_shadow else float("inf")
+
+    @property
+    def timed_pending(self) -> int:
+        """Future-stamped changes still waiting for their time."""
+        return len(self._timed_shadow)
 
     def set_norm(self, address: str, norm: float, *, source: object = None, stamp: float = 0.0) -> float:
         """Set a parameter from a 0..1 fader position through its scale."""
@@ -500,6 +553,8 @@ class Engine:
             stat = address[len("/hb/engine/"):]
             if stat not in ENGINE_STATS:
                 raise ParamError(f"unknown engine stat {stat!r} (stats: {', '.join(ENGINE_STATS)})")
+            if stat == "timed_pending":
+                self.settle_timed()
             if stat in ("sample_rate", "block_size"):
                 if self.spec is None:
                     return 0.0
@@ -509,6 +564,8 @@ class Engine:
         if published is not None:
             return published
         self.info(address)
+        if self._timed_shadow:
+            self.settle_timed()
         return self._shadow[address]
 
     def display(self, address: str, value: float) -> str:
@@ -543,7 +600,9 @@ class Engine:
 
     def snapshot(self) -> "ChainSnapshot":
         """The chain as the control side has set it (values not yet applied by the audio thread
-        included), in the shape :func:`hushbridge.presets.save_preset` reads."""
+        included, future-stamped ones only once their time has come), in the shape
+        :func:`hushbridge.presets.save_preset` reads."""
+        self.settle_timed()
         chain, shadow = self._chain if self._incoming is None else self._incoming[0], self._shadow
         return ChainSnapshot(chain, shadow)
 
@@ -582,6 +641,8 @@ class Engine:
             else:
                 self._incoming = (chain, generation)
             self._rebuild_table(chain, generation)
+            with self._timed_shadow_lock:  # what was timed for the old chain will never be heard
+                self._timed_shadow = [t for t in self._timed_shadow if t[5] >= generation]
         self.housekeeping()
         for address, value in self._shadow.items():
             for listener in list(self._listeners):

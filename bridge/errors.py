@@ -37,3 +37,7 @@ class BackendError(AudioError, RuntimeError):
     def __init__(self, message: str, operation: str = "") -> None:
         self.operation = operation
         super().__init__(f"Error {operation}: {message}" if operation else message)
+
+
+class ControlError(HushbridgeError, OSError):
+    """A control server (OSC) could not start, e.g. its port is taken."""

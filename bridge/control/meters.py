@@ -80,6 +80,7 @@ class Subscription:
     next_due: float
     cursor: int
     state: dict[str, Any] = field(default_factory=dict)
+    owner: ClientAddress | None = None  # who asked (meters may go to another port of its host)
 
     @property
     def address(self) -> str:
@@ -134,9 +135,12 @@ class MeterHub:
                 raise MeterError(f"/hb/meter/{name}: no effect {eid!r} with {attr} in the chain "
                                  f"(effects with it: {', '.join(have) or 'none'})")
 
-    def subscribe(self, dest: ClientAddress, address: str, rate_hz: float) -> Subscription:
-        """Push meter ``address`` to ``dest`` at ``rate_hz`` (clamped to 0.1..60); replaces an
+    def subscribe(self, dest: ClientAddress, address: str, rate_hz: float,
+                  owner: ClientAddress | None = None) -> Subscription:
+        """Push meter ``address`` to ``dest`` at ``rate_hz`` (clamped to 0.1..60) for ``owner``
+        (the client that asked; default ``dest``, whose limit it counts against); replaces an
         earlier subscription of ``dest`` to the same meter."""
+        owner = dest if owner is None else owner
         name = self.normalize(address)
         rate = float(rate_hz)
         if not math.isfinite(rate) or rate <= 0:
@@ -146,21 +150,24 @@ class MeterHub:
         with self._lock:
             key = (dest, name)
             if key not in self._subs:
-                mine = sum(1 for d, _ in self._subs if d == dest)
+                mine = sum(1 for s in self._subs.values() if s.owner == owner)
                 if mine >= MAX_PER_CLIENT:
                     raise MeterError(f"/hb/subscribe: at most {MAX_PER_CLIENT} meters per client")
                 if len(self._subs) >= MAX_SUBSCRIPTIONS:
                     raise MeterError(f"/hb/subscribe: at most {MAX_SUBSCRIPTIONS} subscriptions in all")
-            sub = Subscription(dest, name, 1.0 / rate, time.monotonic(), self.engine.meter.seq)
+            sub = Subscription(dest, name, 1.0 / rate, time.monotonic(), self.engine.meter.seq, owner=owner)
             self._subs[key] = sub
             self._update_timing()
         return sub
 
-    def unsubscribe(self, dest: ClientAddress, address: str | None = None) -> int:
-        """Stop meter ``address`` (all meters when None) for ``dest``; returns how many stopped."""
+    def unsubscribe(self, dest: ClientAddress, address: str | None = None,
+                    owner: ClientAddress | None = None) -> int:
+        """Stop meter ``address`` (all meters when None) for ``dest``, and, with ``owner``,
+        wherever ``owner`` had it sent; returns how many stopped."""
         name = self.normalize(address) if address else None
         with self._lock:
-            keys = [k for k in self._subs if k[0] == dest and (name is None or k[1] == name)]
+            keys = [k for k, s in self._subs.items()
+                    if (k[0] == dest or (owner is not None and s.owner == owner)) and (name is None or k[1] == name)]
             for k in keys:
                 del self._subs[k]
             self._update_timing()

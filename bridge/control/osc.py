@@ -90,6 +90,7 @@ Example::
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import queue
@@ -107,7 +108,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket, ParseError
 
 from hushbridge.control.meters import Double, MeterHub
-from hushbridge.errors import HushbridgeError
+from hushbridge.errors import ControlError, HushbridgeError
 
 log = logging.getLogger(__name__)
 
@@ -666,13 +667,14 @@ class OscController:
             raise OscRequestError(f"{address} needs a meter address and a rate in Hz (and optionally a port), "
                                   f"e.g. /hb/meter/peak 30; got {args!r:.80}")
         dest = self._meter_target(address, client, args[2:])
-        self.meters.subscribe(dest, args[0], float(args[1]))
+        self.meters.subscribe(dest, args[0], float(args[1]), owner=client)
 
     def _on_unsubscribe(self, client: ClientAddress, address: str, *args: Any) -> None:
         if len(args) > 2 or (args and not isinstance(args[0], str)):
             raise OscRequestError(f"{address} takes an optional meter address (and port), got {args!r:.80}")
         dest = self._meter_target(address, client, args[1:])
-        self.meters.unsubscribe(dest, args[0] or None if args else None)
+        # without a port: every meter this client asked for, wherever they go
+        self.meters.unsubscribe(dest, args[0] or None if args else None, owner=None if args[1:] else client)
 
     def _on_learn(self, client: ClientAddress, address: str, *args: Any) -> None:
         target = _string(address, args, "a parameter address such as /hb/compressor/threshold_db")
@@ -736,14 +738,19 @@ class OscServer:
 
     def __init__(self, engine: Any, host: str = "127.0.0.1", port: int = 9000,
                  presets_save: Callable[[str], object] | str | None = "user", *, poll_s: float = 0.1) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:  # IPv4 or IPv6, whichever the host names (127.0.0.1, ::1, 0.0.0.0, ::, a name)
+            family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        except (socket.gaierror, UnicodeError) as e:
+            raise ControlError(f"cannot listen for OSC on {host!r}: {e}") from e
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             # room for bursts while the receive thread waits for the GIL (the kernel caps it)
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-            self._sock.bind((host, port))
-        except OSError:
+            self._sock.bind(sockaddr)
+        except OSError as e:
             self._sock.close()
-            raise
+            hint = " (another hushbridge? --osc-port 0 picks a free port)" if e.errno == errno.EADDRINUSE else ""
+            raise ControlError(f"cannot listen for OSC on {host}:{port}: {e.strerror or e}{hint}") from e
         self._sock.settimeout(poll_s)
         self.host = host
         self.port: int = self._sock.getsockname()[1]
@@ -819,10 +826,13 @@ class OscServer:
                 self.send(r.address, r.args, r.dest)
 
     def _push_meters(self) -> None:
-        """Meter thread: sleep until the next subscription is due, then send what is due."""
-        hub = self.controller.meters
+        """Meter thread: sleep until the next subscription or timed change is due, then send what
+        is due."""
+        hub, engine = self.controller.meters, self.controller.engine
         while not self._stop.is_set():
-            wait = hub.next_due() - time.monotonic()
+            # a bundle's future change is echoed (and read by /hb/get) when it becomes audible
+            engine.settle_timed()
+            wait = min(hub.next_due() - time.monotonic(), engine.next_timed() - time.time())
             if wait > 0:
                 self._stop.wait(min(wait, 0.05))
                 continue

@@ -46,3 +46,17 @@ def timed_drop(q: np.ndarray, n: int, k: int) -> int:
         for c in range(5):
             q[i - k, c] = q[i, c]
     return n - k
+
+
+@njit(cache=True, nogil=True)
+def timed_keep_from(q: np.ndarray, n: int, generation: int) -> int:
+    """Remove the rows of chains older than ``generation`` (a chain swap), keeping order; return
+    the new count."""
+    m = 0
+    for i in range(n):
+        if q[i, 0] >= generation:
+            if m != i:
+                for c in range(5):
+                    q[m, c] = q[i, c]
+            m += 1
+    return m

@@ -528,6 +528,34 @@ def test_server_close_is_idempotent(engine):
     OscServer(engine, port=0).close()  # never started
 
 
+def test_a_taken_port_or_foreign_address_is_a_clear_error(engine):
+    from hushbridge.errors import ControlError
+
+    with OscServer(engine, port=0) as first:
+        with pytest.raises(ControlError, match="Address already in use.*--osc-port 0"):
+            OscServer(engine, port=first.port)
+    with pytest.raises(ControlError, match="cannot listen for OSC on 'no-such-host.invalid'"):
+        OscServer(engine, host="no-such-host.invalid", port=0)
+
+
+def test_ipv6_loopback(engine):
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    with OscServer(engine, host="::1", port=0) as srv:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.settimeout(TIMEOUT)
+        try:
+            sock.sendto(encode("/hb/get", ["/hb/gain/gain_db"]), ("::1", srv.port))
+            reply = OscMessage(sock.recvfrom(65536)[0])
+        finally:
+            sock.close()
+    assert reply.address == "/hb/value" and reply.params[0] == "/hb/gain/gain_db"
+
+
 # -- independent OSC implementation (liblo) ------------------------------------------------------
 @pytest.mark.skipif(shutil.which("oscsend") is None, reason="liblo-tools not installed")
 def test_liblo_oscsend(engine, driver, client):

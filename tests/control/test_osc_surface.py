@@ -22,6 +22,7 @@ from hushbridge.control.meters import MAX_PER_CLIENT, MeterHub
 from hushbridge.control.osc import OscController, OscServer, encode, pattern_regex
 from hushbridge.effects import Chain, Effect, Gain
 from hushbridge.engine import Engine, effect_of
+from hushbridge.errors import ParamError
 
 PEAK_DB = 20 * math.log10(AMP)
 RMS_DB = 20 * math.log10(AMP / math.sqrt(2))
@@ -126,6 +127,27 @@ def test_subscribe_to_another_port(rig):
         assert "port" in client.error()
     finally:
         listener.close()
+
+
+def test_meters_sent_elsewhere_count_against_the_sender_and_stop_with_it(rig):
+    engine, driver, server, client = rig
+    ports = list(range(40000, 40000 + MAX_PER_CLIENT))  # nobody listens there: UDP does not mind
+    for p in ports:
+        client.send("/hb/subscribe", "/hb/meter/rms", 1.0, p)
+    client.send("/hb/subscribe", "/hb/meter/rms", 1.0, 40999)
+    assert f"at most {MAX_PER_CLIENT} meters per client" in client.error()
+    client.send("/hb/unsubscribe", "", ports[0])  # with a port: only that port's
+    client.get("/hb/gain/gain_db")
+    assert len(server.controller.meters.subscriptions) == MAX_PER_CLIENT - 1
+    other = Client(server.port)
+    try:
+        other.send("/hb/subscribe", "/hb/meter/peak", 1.0)  # another client has its own budget
+        other.get("/hb/gain/gain_db")
+        client.send("/hb/unsubscribe")  # bare: all of this client's, wherever they go
+        client.get("/hb/gain/gain_db")
+        assert [s.dest for s in server.controller.meters.subscriptions] == [other.sock.getsockname()]
+    finally:
+        other.close()
 
 
 def test_readers_do_not_disturb_each_other(rig):
@@ -319,13 +341,16 @@ def test_bundle_with_future_time_tag_applies_at_its_block():
         with OscServer(engine, port=0) as server:
             c = Client(server.port)
             results = []
+            heard = 0.0
             for k, delay in enumerate((0.25, 0.1, 0.4)):
                 target = time.time() + delay
                 value = -10.0 - k
                 c.send_raw(bundle(target, ("/hb/gain/gain_db", [value]), ("/hb/get", ["/hb/gain/gain_db"])))
-                assert c.recv().params[1] == value  # the shadow value answers at once
+                assert c.recv().params[1] == heard  # /hb/get reports what is audible, not what waits
                 assert effect_of(engine, "gain").gain_db != value  # not applied yet
                 time.sleep(delay + 0.1)
+                assert c.get("/hb/gain/gain_db")[1] == value
+                heard = value
                 log = list(driver.log)
                 first = next(i for i, (_, v) in enumerate(log) if v == value)
                 results.append((log[first - 1][0], target, log[first][0]))
@@ -338,6 +363,61 @@ def test_bundle_with_future_time_tag_applies_at_its_block():
     finally:
         driver.stop_event.set()
         driver.join()
+
+
+def test_feedback_and_presets_follow_a_timed_change_when_it_is_audible(rig):
+    engine, driver, server, client = rig
+    other = Client(server.port)
+    try:
+        other.send("/hb/register")
+        time.sleep(0.1)
+        collect(other, 0.1)
+        target = time.time() + 0.5
+        client.send_raw(bundle(target, ("/hb/gain/gain_db", [-20.0])))
+        assert client.get("/hb/engine/timed_pending")[1] == 1.0
+        saved = dict(engine.snapshot().items())["gain"].values()
+        assert saved["gain_db"] == 0.0  # a preset saved now keeps what is heard
+        echo = [m for m in collect(other, 1.0) if m.address == "/hb/gain/gain_db"]
+        assert [m.params[0] for m in echo] == [-20.0]
+        arrived = time.time()
+        assert target <= arrived  # not before it is audible (collect returns after 1 s; see below)
+        assert effect_of(engine, "gain").gain_db == -20.0 and engine.timed_pending == 0
+        # the echo went out within a few ms of the tag: time it with a second change
+        target = time.time() + 0.3
+        client.send_raw(bundle(target, ("/hb/gain/gain_db", [-21.0])))
+        other.sock.settimeout(2.0)
+        m = OscMessage(other.sock.recvfrom(65536)[0])
+        late = time.time() - target
+        assert m.address == "/hb/gain/gain_db" and m.params[0] == -21.0
+        assert 0.0 <= late < 0.1, late
+        assert engine.get("/hb/gain/gain_db") == -21.0
+    finally:
+        other.close()
+
+
+def test_timed_changes_beyond_capacity_are_refused_not_lost():
+    from hushbridge.engine import TIMED_CAPACITY
+
+    engine = Engine(Chain([Gain()]), channels=1)
+    engine.prepare(SR, BLOCK)
+    far = time.time() + 3600
+    for k in range(TIMED_CAPACITY):
+        engine.set("/hb/gain/gain_db", -1.0 - k % 10, stamp=far + k)
+    assert engine.get("/hb/engine/timed_pending") == TIMED_CAPACITY
+    with pytest.raises(ParamError, match="timed changes are already waiting"):
+        engine.set("/hb/gain/gain_db", -3.0, stamp=far)
+    assert engine.get("/hb/gain/gain_db") == 0.0
+    engine.set("/hb/gain/gain_db", -6.0)  # an immediate change is never refused
+    assert engine.get("/hb/gain/gain_db") == -6.0
+    x = np.ones((1, BLOCK), np.float32)
+    y = np.zeros_like(x)
+    engine.process(x, y)
+    assert engine._timed_n == TIMED_CAPACITY  # the audio side holds them too
+    engine.load_chain(Chain([Gain()]))  # a new chain: what was timed for the old one is dropped
+    assert engine.get("/hb/gain/gain_db") == 0.0 and engine.timed_pending == 0
+    engine.process(x, y)
+    assert engine._timed_n == 0 and engine.timed_overflows == 0
+    engine.set("/hb/gain/gain_db", -2.0, stamp=far)  # room again
 
 
 def test_immediate_and_past_time_tags_apply_at_once(rig):
