@@ -122,8 +122,18 @@ def get_latency_range(client: "jack.Client", port: "str | jack.Port", mode: str 
 def _open_client(name: str, server: str | None, operation: str) -> "jack.Client":
     _need_jack(operation)
     try:
-        return jack.Client(name, no_start_server=True, servername=server)
+        # exact: JACK would otherwise rename a second instance (name-01) and scripts that connect
+        # name:in_1 would reach the first one without a word
+        return jack.Client(name, no_start_server=True, servername=server, use_exact_name=True)
     except jack.JackOpenError as e:
+        status = getattr(e, "status", None)
+        # jackd2 answers a taken exact name with server_error (jackd1: name_not_unique); a server
+        # that is not there gives server_failed
+        taken = status is not None and (getattr(status, "name_not_unique", False) or (
+            getattr(status, "server_error", False) and not getattr(status, "server_failed", False)))
+        if taken:
+            raise BackendError(f"a JACK client named {name!r} is already running (another hushbridge?); "
+                               f"choose another with --name ({e})", operation) from e
         where = f"JACK server {server!r}" if server else "the JACK server"
         raise BackendError(f"{where} is not running or refused the client {name!r} ({e})", operation) from e
 
@@ -310,7 +320,8 @@ class JackBackend(Backend):
             return [(p.name, mine) for p, mine in zip(found, own)]
         entries = list(spec)
         if len(entries) > len(own):
-            raise ValueError(f"{len(entries)} ports to connect but only {len(own)} channels: {spec!r}")
+            raise BackendError(f"{len(entries)} ports to connect but only {len(own)} channels: {spec!r}",
+                               f"connecting JACK {'inputs' if is_input else 'outputs'}")
         pairs = []
         for entry, mine in zip(entries, own):
             if entry is None:

@@ -43,7 +43,7 @@ from hushbridge.errors import ChainError, ParamError, PresetError
 
 DEFAULT_PRESET = "dialogue"
 _PLUGIN_KEYS = {"plugin", "path", "plugin_name"}  # extra keys of effect = "plugin"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-. ]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-. ]{0,79}$")  # short enough for any file system
 
 
 @dataclass
@@ -222,7 +222,7 @@ def save_preset(chain: Chain, name: str, folder: str | os.PathLike[str] | None =
                 midi: dict[str, Any] | None = None) -> Path:
     """Write ``chain`` as preset ``name`` (user folder by default), atomically (temp + rename)."""
     if not _NAME_RE.match(name) or name.endswith(".toml"):
-        raise PresetError(f"preset name {name!r}: use letters, digits, '-', '_', '.' and spaces")
+        raise PresetError(f"preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
     folder = Path(folder) if folder is not None else user_preset_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.toml"

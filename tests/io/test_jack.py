@@ -405,6 +405,18 @@ def _with(backend: JackBackend, **attrs) -> JackBackend:
     return backend
 
 
+def test_a_second_client_with_the_same_name_is_refused(jack_server):
+    first = JackBackend(Engine(Chain([]), channels=1), name="hb-twice",
+                        connect_inputs=["system:capture_1", "system:capture_2", "system:capture_1"])
+    try:
+        with pytest.raises(BackendError, match="'hb-twice' is already running.*--name"):
+            JackBackend(Engine(Chain([]), channels=1), name="hb-twice")
+        with pytest.raises(BackendError, match="3 ports to connect but only 1 channels"):
+            first.start()
+    finally:
+        first.close()
+
+
 def test_server_not_running_is_a_clear_error(jack_server):
     engine = Engine(Chain([Gain()]), channels=1)
     with pytest.raises(BackendError, match=r"Error opening JACK client: JACK server 'hb-no-such-server' is not running"):
