@@ -597,6 +597,10 @@ class MidiMapper:
         self.load(table)
         if hasattr(engine, "publish"):
             self.transport.add_listener(self._publish_transport)
+            # readable from the start (0: no MIDI clock yet / stopped): a controller polls on connect
+            for address in ("/hb/transport/tempo_bpm", "/hb/transport/playing"):
+                if not engine.is_published(address):
+                    engine.publish(address, 0.0, source=MIDI_SOURCE)
 
     def _publish_transport(self, transport: Transport, what: str) -> None:
         """Transport listener: ``/hb/transport/tempo_bpm`` (0.1 BPM steps) and ``/playing``

@@ -119,7 +119,7 @@ SendFn = Callable[[str, Sequence[OscArg], ClientAddress], None]
 RECV_BUFFER = 1 << 20  # bytes of UDP receive buffer asked for
 MAX_REGISTERED = 32  # feedback clients; caps how much traffic one UDP packet can cause
 _PATTERN_CHARS = re.compile(r"[*?\[\]{}]")
-_PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
+_PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,79}$")  # as hushbridge.presets allows
 _MAX_PATTERN = 256  # characters of an address pattern
 _MAX_ERROR = 300  # characters of an /hb/error text
 _PATTERN_CACHE_SIZE = 128
@@ -588,10 +588,11 @@ class OscController:
     def _on_preset_load(self, client: ClientAddress, address: str, *args: Any) -> None:
         name = _string(address, args, "a preset name")
         if not _PRESET_NAME.match(name) or name.endswith(".toml"):
-            raise OscRequestError(f"{address}: preset name {name!r}: use letters, digits, '-', '_', '.' and spaces")
+            raise OscRequestError(f"{address}: preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
         # source=None: every registered client, the requester included, gets the new values.
         if self.run_slow is None or self.send is None:
             self.engine.load_preset(name, source=None)
+            self._reply("/hb/preset/loaded", (name,), client)
             return
 
         def load() -> None:
@@ -599,6 +600,8 @@ class OscController:
                 self.engine.load_preset(name, source=None)
             except Exception as e:  # noqa: BLE001 - reported by _failed; the worker lives on
                 self._failed(client, address, e)
+            else:
+                self._reply("/hb/preset/loaded", (name,), client)
 
         self.run_slow(load)
 
@@ -608,7 +611,7 @@ class OscController:
         if save is None:
             raise OscRequestError(f"{address}: saving presets over OSC is not enabled")
         if not _PRESET_NAME.match(name) or name.endswith(".toml"):
-            raise OscRequestError(f"{address}: preset name {name!r}: use letters, digits, '-', '_', '.' and spaces")
+            raise OscRequestError(f"{address}: preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
         if self.run_slow is None or self.send is None:
             save(name)
             self._reply("/hb/preset/saved", (name,), client)
@@ -628,7 +631,7 @@ class OscController:
         from hushbridge.presets import save_preset
 
         midi = self._preset_midi() if self._preset_midi is not None else None
-        save_preset(self.engine.snapshot(), name, midi=midi)  # values as set, applied or not
+        save_preset(self.engine.snapshot(), name, midi=midi)  # values as set (timed ones once audible)
 
     def _on_register(self, client: ClientAddress, address: str, *args: Any) -> None:
         dest = (client[0], self._port_arg(address, args, client))
@@ -691,7 +694,9 @@ class OscController:
         self._learn(None, client)
 
     def _on_unknown(self, client: ClientAddress, address: str, *args: Any) -> None:
-        raise OscRequestError(f"unknown address {address!r} (send /hb/list for the parameters)")
+        if address.startswith("/hb/engine/") or self.engine.is_published(address):
+            raise OscRequestError(f"{address} is read-only: ask with /hb/get {address}")
+        raise OscRequestError(f"unknown address {address!r:.120} (send /hb/list for the parameters)")
 
     # == feedback ================================================================================
     def _on_latency(self, latency: int) -> None:

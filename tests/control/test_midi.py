@@ -776,6 +776,8 @@ def test_cli_midi_ports_and_learn(jack_midi, sender, user_config, capsys):
 def test_transport_published_to_engine():
     engine = make_engine(False)
     mapper = MidiMapper(engine)
+    # answered before any clock arrives (0: no tempo yet, stopped)
+    assert engine.get("/hb/transport/tempo_bpm") == 0.0 and engine.get("/hb/transport/playing") == 0.0
     seen = []
     engine.add_listener(lambda address, value, source: seen.append((address, value, source)))
     mapper.handle(mido.Message("start"))

@@ -314,6 +314,7 @@ def test_malformed_packet(engine, driver, client, data):
         ("/hb/nosuch/gain_db", [1.0], "unknown address"),
         ("/hb/gain/nosuch", [1.0], "unknown address"),
         ("/other/thing", [], "unknown address"),
+        ("/hb/engine/xruns", [5.0], "is read-only: ask with /hb/get /hb/engine/xruns"),
         ("/hb/gain/gain_db", ["loud"], "needs a number"),
         ("/hb/gain/gain_db", [], "needs one number"),
         ("/hb/gain/gain_db", [1.0, 2.0], "needs one number"),
@@ -379,6 +380,8 @@ def test_preset_load_swaps_chain_and_feeds_back(engine, driver, server, client, 
     msg = client.recv()
     assert (msg.address, msg.params) == ("/hb/voice/gain_db", [-6.0])
     assert client.recv().address == "/hb/voice/bypass"
+    msg = client.recv()  # and a confirmation, as /hb/preset/save sends one
+    assert (msg.address, msg.params) == ("/hb/preset/loaded", ["voice-test"])
     assert engine.wait_for_swap()  # handed over; the audio thread swaps it in at a block start
     assert engine.chain.ids == ["voice"]
     client.send("/hb/voice/gain_db", -3.0)  # new addresses are routed
