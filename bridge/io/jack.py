@@ -121,6 +121,9 @@ def get_latency_range(client: "jack.Client", port: "str | jack.Port", mode: str 
 
 def _open_client(name: str, server: str | None, operation: str) -> "jack.Client":
     _need_jack(operation)
+    said: list[str] = []  # libjack's own lines, off stderr: the error below says it in one
+    jack.set_error_function(said.append)
+    jack.set_info_function(said.append)
     try:
         # exact: JACK would otherwise rename a second instance (name-01) and scripts that connect
         # name:in_1 would reach the first one without a word
@@ -135,7 +138,11 @@ def _open_client(name: str, server: str | None, operation: str) -> "jack.Client"
             raise BackendError(f"a JACK client named {name!r} is already running (another hushbridge?); "
                                f"choose another with --name ({e})", operation) from e
         where = f"JACK server {server!r}" if server else "the JACK server"
-        raise BackendError(f"{where} is not running or refused the client {name!r} ({e})", operation) from e
+        detail = f"; libjack: {said[0]}" if said else ""
+        raise BackendError(f"{where} is not running or refused the client {name!r} ({e}{detail})", operation) from e
+    finally:
+        jack.set_error_function(None)
+        jack.set_info_function(None)
 
 
 def list_jack_ports(server: str | None = None) -> list[str]:
