@@ -20,6 +20,7 @@ real-time path uses :meth:`Effect.set_index`, which clamps instead (controllers 
 """
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -55,6 +56,16 @@ class ProcessSpec:
             raise ValueError(f"max_block_size must be an int in 1..{MAX_BLOCK}, got {self.max_block_size!r}")
         if not (isinstance(self.channels, (int, np.integer)) and 1 <= self.channels <= MAX_CHANNELS):
             raise ValueError(f"channels must be an int in 1..{MAX_CHANNELS}, got {self.channels!r}")
+
+
+def check_block(block: np.ndarray, spec: ProcessSpec, who: str) -> None:
+    """Raise ValueError unless ``block`` is a 2-D ``(spec.channels, frames)`` array."""
+    shape = getattr(block, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(f"{who}: process() takes a (channels, frames) float32 block, got shape {shape}")
+    if shape[0] != spec.channels:
+        hint = " (a (frames, channels) array? pass its .T)" if shape[1] == spec.channels else ""
+        raise ValueError(f"{who}: block has {shape[0]} channels, prepared for {spec.channels}{hint}")
 
 
 @dataclass(frozen=True)
@@ -229,10 +240,16 @@ class Effect:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in type(self)._index:
+        index = type(self)._index
+        if name in index:
             self.set(name, value)
-        else:
-            object.__setattr__(self, name, value)
+            return
+        if not name.startswith("_") and name not in self.__dict__ and not hasattr(type(self), name):
+            # effect.makeup_Db = 6 would otherwise set nothing audible, silently
+            near = [p for p in index if p.lower() == name.lower()] or difflib.get_close_matches(name, index, 1, 0.8)
+            if near:
+                raise AttributeError(f"{type(self).__name__} has no parameter {name!r}; did you mean {near[0]!r}?")
+        object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         vals = " ".join(f"{p.id}={v:g}" for p, v in zip(self.params, self._values))
@@ -290,10 +307,12 @@ class Effect:
     def process(self, block: np.ndarray) -> None:
         """Process ``block`` (channels, frames) float32 in place. The default runs :meth:`kernel`."""
         bound = self._bound
-        if bound is not None and is_block(block) and block.shape[1] <= self._spec.max_block_size:
+        spec = self._spec
+        if bound is not None and is_block(block) and block.shape[0] == spec.channels \
+                and block.shape[1] <= spec.max_block_size:
             bound[0](block, *bound[1])  # compiled entry point: no dispatcher type resolution
             return
-        spec = self._require_prepared()
+        spec = self._require_prepared(block)
         if block.shape[1] > spec.max_block_size:
             raise ValueError(f"{self.name}: block of {block.shape[1]} frames exceeds the prepared max_block_size "
                              f"{spec.max_block_size} (a Chain splits long blocks; a bare effect does not)")
@@ -305,10 +324,15 @@ class Effect:
     def reset(self) -> None:
         """Clear state; parameters stay. Subclasses override."""
 
-    def _require_prepared(self) -> ProcessSpec:
-        if self._spec is None:
+    def _require_prepared(self, block: np.ndarray | None = None) -> ProcessSpec:
+        """The prepared spec; with ``block``, also check that it is (spec.channels, frames): the
+        kernels index state arrays by channel, so a wider block would write past them."""
+        spec = self._spec
+        if spec is None:
             raise RuntimeError(f"{self.name}: call prepare(spec) before process()")
-        return self._spec
+        if block is not None:
+            check_block(block, spec, self.name)
+        return spec
 
     # -- offline convenience ----------------------------------------------------------------
     def __call__(self, audio: np.ndarray, sample_rate: int, block_size: int = 4096) -> np.ndarray:

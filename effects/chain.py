@@ -28,7 +28,7 @@ import numpy as np
 from numba import int64, typeof
 
 from hushbridge.dsp.kernels.util import compiled, delay_through, is_block, ramp_mix, sanitize
-from hushbridge.effects.base import Effect, ProcessSpec, ramp_step
+from hushbridge.effects.base import Effect, ProcessSpec, check_block, ramp_step
 from hushbridge.effects.fused import FusedRun, SlotState, plan
 from hushbridge.errors import ChainError
 
@@ -112,6 +112,9 @@ class Chain(Effect):
     def insert(self, index: int, effect: Effect, id: str | None = None) -> None:  # noqa: A002
         if not isinstance(effect, Effect):
             raise TypeError(f"Chain holds Effects, got {effect!r}")
+        if any(s.effect is effect for s in self._slots):  # two slots would share one state
+            raise ChainError(f"this {effect.name} is already in the chain; add another instance "
+                             f"(e.g. {type(effect).__name__}(**effect.values()))")
         self._slots.insert(index, _Slot(effect, self._new_id(effect, id)))
         object.__setattr__(self, "_spec", None)
 
@@ -125,10 +128,18 @@ class Chain(Effect):
     def __len__(self) -> int:
         return len(self._slots)
 
+    def __contains__(self, item: object) -> bool:
+        """``"compressor" in chain`` (an id) or ``effect in chain`` (that instance)."""
+        if isinstance(item, str):
+            return any(s.id == item for s in self._slots)
+        return any(s.effect is item for s in self._slots)
+
     def __iter__(self) -> Iterator[Effect]:
         return (s.effect for s in self._slots)
 
     def index_of(self, key: int | str) -> int:
+        if isinstance(key, slice):
+            raise TypeError("a Chain is indexed by position or id, not sliced (list(chain)[a:b] gives the effects)")
         if isinstance(key, str):
             for i, s in enumerate(self._slots):
                 if s.id == key:
@@ -229,6 +240,8 @@ class Chain(Effect):
         spec = self._spec
         if spec is None:
             raise RuntimeError("chain: call prepare(spec) before process()")
+        if block.ndim != 2 or block.shape[0] != spec.channels:
+            check_block(block, spec, "chain")
         if block.shape[1] > spec.max_block_size:  # the kernels' buffers hold max_block_size frames
             m = spec.max_block_size
             for i in range(0, block.shape[1], m):

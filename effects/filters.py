@@ -229,7 +229,7 @@ class PeakingEQ(BiquadEffect):
 
     def process(self, block: np.ndarray) -> None:
         """Filter ``block`` (channels, frames) float32 in place (crossfading after a type change)."""
-        spec = self._require_prepared()
+        spec = self._require_prepared(block)
         fade = self._fade
         if fade[0] < fade[1]:
             old = self._old_block[:, : block.shape[1]]

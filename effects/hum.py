@@ -92,7 +92,7 @@ class HumRemover(BiquadEffect):
 
     def process(self, block: np.ndarray) -> None:
         """Remove hum from ``block`` (channels, frames) float32 in place."""
-        spec = self._require_prepared()
+        spec = self._require_prepared(block)
         hum_remover(block, self._work, self._kinds, self._ramp, self._coefs, self._state, self._clock,
                     float(spec.sample_rate), self._det, self._det_clock, self._window, self._values[4] >= 0.5,
                     max(1.0, GLIDE_MS * 1e-3 * spec.sample_rate))

@@ -68,7 +68,7 @@ class Loudness(Effect):
 
     def process(self, block: np.ndarray) -> None:
         """Meter ``block`` (channels, frames); the audio is left untouched."""
-        self._require_prepared()
+        self._require_prepared(block)
         L.run(self._st, block)
 
     # -- readings ---------------------------------------------------------------------------

@@ -373,7 +373,7 @@ class ModelEffect(Effect):
     def process(self, block: np.ndarray) -> None:
         """Run the model on ``block`` (channels, frames) float32 in place; the output is delayed by
         :attr:`latency_samples`."""
-        spec = self._require_prepared()
+        spec = self._require_prepared(block)
         n = block.shape[1]
         if sanitize(block):
             self._rt.nonfinite_events += 1

@@ -387,7 +387,7 @@ class PluginEffect(Effect):
     def process(self, block: np.ndarray) -> None:
         """Run ``block`` (channels, frames) float32 through the plugin in place (allocates; see note)."""
         if self._buffer_size == 0:
-            self._require_prepared()
+            self._require_prepared(block)
         out = self._plugin.process(block, self._sample_rate, buffer_size=self._buffer_size, reset=False)
         n = block.shape[1]
         object.__setattr__(self, "_fed", self._fed + n)

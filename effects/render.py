@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from hushbridge.effects.base import Effect, ProcessSpec
+from hushbridge.effects.base import MAX_CHANNELS, Effect, ProcessSpec
 
 
 class OfflineRenderer:
@@ -108,14 +108,24 @@ def render(
 ) -> np.ndarray:
     """Process a whole signal and return the aligned result, same shape and dtype float32.
 
-    ``audio`` is ``(frames,)`` for mono or ``(channels, frames)``.
+    ``audio`` is ``(frames,)`` for mono or ``(channels, frames)``, floating point (full scale
+    ±1.0; integer PCM is refused rather than guessed at: divide int16 by 32768).
     """
+    kind = np.asarray(audio).dtype.kind
+    if kind != "f":
+        if kind in "iu":
+            raise ValueError(f"audio is integer ({np.asarray(audio).dtype}); pass floats at full scale ±1.0, "
+                             "e.g. int16 samples / 32768")
+        raise ValueError(f"audio must be a float array, got dtype {np.asarray(audio).dtype}")
     x = np.asarray(audio, dtype=np.float32)
     mono = x.ndim == 1
     if mono:
         x = x[np.newaxis, :]
     if x.ndim != 2:
         raise ValueError(f"audio must be (frames,) or (channels, frames), got shape {np.shape(audio)}")
+    if x.shape[0] > MAX_CHANNELS and x.shape[1] <= MAX_CHANNELS:
+        raise ValueError(f"audio of shape {x.shape} looks like (frames, channels); hushbridge takes "
+                         "(channels, frames): pass audio.T")
     r = OfflineRenderer(processor, x.shape[0], sample_rate, block_size)
     parts = []
     step = max(block_size, 1 << 16)

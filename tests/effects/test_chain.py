@@ -162,3 +162,49 @@ def test_param_norm_and_display():
     assert p.display(80) == "80.0 Hz" and p.display(2500) == "2.50 kHz"
     assert Param("threshold_db", -60, 0, -18).display(-18) == "-18.0 dB"
     assert p.clamp(1e9) == 20000.0 and p.clamp(float("nan")) == 80.0
+
+
+def test_a_block_of_the_wrong_shape_is_refused_not_written_past_the_state():
+    from hushbridge.effects import Denoise, HighPass, Limiter
+
+    for effect in (HighPass(), Limiter(), Chain([HighPass(), Limiter()]), Denoise()):
+        effect.prepare(ProcessSpec(48000, 128, 1))
+        with pytest.raises(ValueError, match="block has 2 channels, prepared for 1"):
+            effect.process(np.ones((2, 64), np.float32))
+        with pytest.raises(ValueError, match=r"\(channels, frames\)|prepared for 1"):
+            effect.process(np.ones(64, np.float32))
+        with pytest.raises(ValueError, match=r"pass its \.T"):
+            effect.process(np.ones((64, 1), np.float32))
+        block = np.full((1, 64), 0.1, np.float32)
+        effect.process(block)  # the right shape still runs
+        assert np.isfinite(block).all()
+
+
+def test_render_refuses_integer_and_transposed_audio():
+    chain = Chain([Gain(gain_db=-6.0)])
+    with pytest.raises(ValueError, match="integer \\(int16\\).*32768"):
+        chain((np.ones(100) * 1000).astype(np.int16), 48000)
+    with pytest.raises(ValueError, match=r"looks like \(frames, channels\).*audio\.T"):
+        chain(np.zeros((48000, 2), np.float32), 48000)
+    assert chain(np.zeros((2, 48000), np.float32), 48000).shape == (2, 48000)
+
+
+def test_a_misspelt_parameter_attribute_is_an_error():
+    from hushbridge.effects import Compressor
+
+    c = Compressor()
+    with pytest.raises(AttributeError, match="no parameter 'makeup_Db'; did you mean 'makeup_db'"):
+        c.makeup_Db = 6.0
+    c.makeup_db = 6.0
+    c.my_label = "kept"  # any other attribute is the user's business
+    assert c.makeup_db == 6.0 and c.my_label == "kept"
+
+
+def test_membership_and_one_instance_per_chain():
+    g = Gain()
+    chain = Chain([g])
+    assert "gain" in chain and g in chain and "gain_2" not in chain and Gain() not in chain
+    with pytest.raises(ChainError, match="already in the chain"):
+        chain.append(g)
+    with pytest.raises(TypeError, match="not sliced"):
+        chain[0:1]
