@@ -28,11 +28,12 @@ def test_default_is_dialogue_with_its_settings():
 def test_user_preset_round_trip_and_shadowing(user_config):
     chain = Chain([Gain(gain_db=-4.5)], ids=["trim"])
     chain.set_bypass("trim", True)
-    path = save_preset(chain, "dialogue", midi={"cc": {"7": "/hb/trim/gain_db"}})
+    midi = {"cc": [{"cc": 7, "address": "/hb/trim/gain_db"}]}
+    path = save_preset(chain, "dialogue", midi=midi)
     assert path.parent == user_config
     again = load_preset("dialogue")  # user preset shadows the built-in
     assert again.ids == ["trim"] and again["trim"].gain_db == -4.5 and again.is_bypassed("trim")
-    assert find_preset("dialogue").midi == {"cc": {"7": "/hb/trim/gain_db"}}
+    assert find_preset("dialogue").midi == midi
     assert list_presets()["dialogue"] == str(path)
     assert not list(user_config.glob("*.part"))
 
@@ -55,6 +56,19 @@ BAD = {
     "no chain": ('version = 1\nname = "x"\n', r"key 'chain': needs at least one"),
     "version": ('version = 7\n[[chain]]\neffect = "gain"\n', r"line 1: key 'version': unsupported version 7"),
     "bypass type": ('version = 1\n[[chain]]\neffect = "gain"\nbypass = "yes"\n', r"line 4: .*key 'bypass'"),
+    "id type": ('version = 1\n[[chain]]\neffect = "gain"\nid = 5\n', r"line 4: .*key 'id': must be a string"),
+    "bool value": ('version = 1\n[[chain]]\neffect = "gain"\nparams = { gain_db = true }\n',
+                   r"line 4: .*key 'gain_db': must be a number, got true"),
+    "string value": ('version = 1\n[[chain]]\neffect = "highpass"\nparams = { cutoff_hz = "80" }\n',
+                     r"key 'cutoff_hz': must be a number, got '80'"),
+    "bad choice": ('version = 1\n[[chain]]\neffect = "compressor"\nparams = { detector = "loud" }\n',
+                   r"key 'detector': must be one of 'peak', 'rms' \(or 0..1\)"),
+    "name type": ('version = 1\nname = 42\n[[chain]]\neffect = "gain"\n', r"line 2: key 'name': must be a string"),
+    "midi type": ('version = 1\nmidi = "cc7"\n[[chain]]\neffect = "gain"\n', r"line 2: key 'midi': must be a table"),
+    "midi cc": ('version = 1\n[[chain]]\neffect = "gain"\n[[midi.cc]]\ncc = 300\naddress = "/hb/gain/gain_db"\n',
+                r"line 4: midi\.cc\[0\]: key 'cc': needs an integer 0..127"),
+    "midi address": ('version = 1\n[[chain]]\neffect = "gain"\n[[midi.cc]]\ncc = 7\naddress = "/hb/eq/x"\n',
+                     r"line 4: midi cc 7: address '/hb/eq/x' is not a parameter of this chain"),
 }
 
 
@@ -76,3 +90,23 @@ def test_unknown_preset_lists_available():
 
 def test_parse_from_string():
     assert parse_preset('[[chain]]\neffect = "gain"\n').build().ids == ["gain"]
+
+
+def test_switches_and_modes_by_name_and_text_encodings(tmp_path):
+    p = tmp_path / "named.toml"
+    p.write_text('\ufeffversion = 1\r\n[[chain]]\r\neffect = "highpass"\r\nparams = { slope = 24 }\r\n'
+                 '[[chain]]\r\neffect = "compressor"\r\nparams = { detector = "rms" }\r\n'
+                 '[[chain]]\r\neffect = "declip"\r\nparams = { soft_repair = true }\r\n', encoding="utf-8")
+    chain = load_preset(str(p))  # a byte-order mark and CRLF line ends are fine
+    assert chain["highpass"].slope == 1.0 and chain["compressor"].detector == 1.0
+    assert chain["declip"].soft_repair == 1.0
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('version = 1\nname = "caf\xe9"\n[[chain]]\neffect = "gain"\n'.encode("latin-1"))
+    with pytest.raises(PresetError, match=r"latin\.toml: not UTF-8 text"):
+        load_preset(str(latin))
+
+
+def test_an_empty_chain_is_not_saved(user_config):
+    with pytest.raises(PresetError, match="the chain is empty"):
+        save_preset(Chain(), "nothing")
+    assert not list(user_config.glob("*"))

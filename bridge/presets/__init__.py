@@ -113,9 +113,77 @@ def parse_preset(text: str, source: str = "<string>") -> Preset:
     if unknown_top:
         key = sorted(unknown_top)[0]
         raise PresetError(f"{source}: line {_find_top(text, key)}: key {key!r}: unknown top-level key")
-    preset = Preset(str(data.get("name", Path(source).stem)), chain, dict(data.get("midi", {})), source)
-    preset.build()  # validates effects, ids and parameter values
+    name = data.get("name", Path(source).stem)
+    if not isinstance(name, str):
+        raise PresetError(f"{source}: line {_find_top(text, 'name')}: key 'name': must be a string, got {name!r}")
+    midi = data.get("midi", {})
+    if not isinstance(midi, dict):
+        raise PresetError(f"{source}: line {_find_top(text, 'midi')}: key 'midi': must be a table ([midi] or "
+                          f"[[midi.cc]] entries), got {midi!r:.60}")
+    preset = Preset(name, chain, midi, source)
+    built = preset.build()  # validates effects, ids and parameter values
+    _check_midi(preset, built, text)
     return preset
+
+
+def _check_midi(preset: Preset, chain: Chain, text: str) -> None:
+    """The [midi] table parses and every map targets a parameter (or bypass) of the chain."""
+    if not preset.midi:
+        return
+    from hushbridge.control.midi import MidiMapError, parse_midi_table
+
+    line = next((i + 1 for i, t in enumerate(text.splitlines())
+                 if re.match(r"\s*(\[\[?midi\b|midi\s*=)", t)), 1)
+    where = f"{preset.source}: line {line}: "
+    try:
+        maps, _, _ = parse_midi_table(preset.midi)
+    except MidiMapError as e:
+        raise PresetError(where + str(e)) from e
+    except (TypeError, ValueError, AttributeError) as e:  # a shape the parser does not expect
+        raise PresetError(where + f"malformed [midi] table ({e})") from e
+    targets = {f"/hb/{eid}/{p.id}" for eid, effect in chain.items() for p in effect.params}
+    targets |= {f"/hb/{eid}/bypass" for eid in chain.ids}
+    for m in maps:
+        if m.address not in targets:
+            raise PresetError(where + f"midi {m.kind} {m.number}: address {m.address!r} is not a parameter of "
+                              f"this chain (e.g. {sorted(targets)[0]})")
+
+
+def read_preset_text(path: Path) -> str:
+    """A preset file's text: UTF-8 (a byte-order mark is fine), else a PresetError naming it."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PresetError(f"{path}: not UTF-8 text (byte {e.start}); save the preset as UTF-8") from e
+    except OSError as e:
+        raise PresetError(f"{path}: cannot read ({e.strerror or e})") from e
+
+
+def _preset_value(param: Any, value: Any) -> float:
+    """A [[chain]] params value as the parameter's number: numbers; for switches and modes also
+    their names (``detector = "rms"``, ``slope = 24`` for "24 dB/oct", ``soft_repair = true``)."""
+    choices = tuple(getattr(param, "choices", ()) or ())
+    if isinstance(value, bool):
+        if choices == ("off", "on"):
+            return 1.0 if value else 0.0
+        raise ParamError(f"must be a number, got {str(value).lower()}")
+    if not isinstance(value, (int, float, str)):
+        raise ParamError(f"must be a number, got {value!r:.60}")
+    if choices:
+        if isinstance(value, str):
+            key = value.strip().lower()
+        elif float(value).is_integer() and 0 <= value < len(choices):
+            return float(value)  # the choice's index
+        else:
+            key = f"{value:g}"
+        for i, c in enumerate(choices):
+            if key in (c.lower(), c.split()[0].lower()):
+                return float(i)
+        raise ParamError(f"must be one of {', '.join(repr(c) for c in choices)} (or 0..{len(choices) - 1}), "
+                         f"got {value!r}")
+    if isinstance(value, str):
+        raise ParamError(f"must be a number, got {value!r:.60}")
+    return float(value)
 
 
 def _find_top(text: str, key: str) -> int:
@@ -128,7 +196,7 @@ def _find_top(text: str, key: str) -> int:
 def _build(preset: Preset) -> Chain:
     text = ""
     if preset.source not in ("<string>",) and Path(preset.source).is_file():
-        text = Path(preset.source).read_text(encoding="utf-8")
+        text = read_preset_text(Path(preset.source))
     elif preset.source.startswith("built-in:"):
         text = resources.files(__name__).joinpath(preset.source[9:]).read_text(encoding="utf-8")
 
@@ -162,11 +230,14 @@ def _build(preset: Preset) -> Chain:
             effect = create_effect(name)
         for key, value in params.items():
             try:
-                effect.set(key, value)
+                effect.set(key, _preset_value(effect.param(key), value))
             except ParamError as e:
                 raise fail(i, key, str(e)) from e
+        eid = entry.get("id")
+        if eid is not None and not isinstance(eid, str):
+            raise fail(i, "id", f"must be a string such as \"voice\", got {eid!r}")
         try:
-            chain.append(effect, id=entry.get("id"))
+            chain.append(effect, id=eid)
         except ChainError as e:
             raise fail(i, "id", str(e)) from e
         bypass = entry.get("bypass", False)
@@ -185,10 +256,10 @@ def find_preset(name: str) -> Preset:
     if name.endswith(".toml") or os.sep in name:
         if not path.is_file():
             raise PresetError(f"{path}: preset file not found")
-        return parse_preset(path.read_text(encoding="utf-8"), str(path))
+        return parse_preset(read_preset_text(path), str(path))
     user = user_preset_dir() / f"{name}.toml"
     if user.is_file():
-        return parse_preset(user.read_text(encoding="utf-8"), str(user))
+        return parse_preset(read_preset_text(user), str(user))
     res = resources.files(__name__).joinpath(f"{name}.toml")
     if res.is_file():
         return parse_preset(res.read_text(encoding="utf-8"), f"built-in:{name}.toml")
@@ -223,6 +294,8 @@ def save_preset(chain: Chain, name: str, folder: str | os.PathLike[str] | None =
     """Write ``chain`` as preset ``name`` (user folder by default), atomically (temp + rename)."""
     if not _NAME_RE.match(name) or name.endswith(".toml"):
         raise PresetError(f"preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
+    if not len(list(chain.items())):
+        raise PresetError(f"preset {name!r}: the chain is empty; a preset needs at least one effect")
     folder = Path(folder) if folder is not None else user_preset_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.toml"

@@ -556,7 +556,7 @@ def test_preset_save(rig, tmp_path, monkeypatch):
 
     engine, driver, server, client = rig
     monkeypatch.setattr(presets, "user_preset_dir", lambda: tmp_path)
-    server.controller.set_preset_midi(lambda: {"cc": {"1/7": "/hb/gain/gain_db"}})
+    server.controller.set_preset_midi(lambda: {"cc": [{"channel": 1, "cc": 7, "address": "/hb/gain/gain_db"}]})
     client.send("/hb/gain/gain_db", -7.5)
     client.send("/hb/preset/save", "my show")
     m = client.recv()
