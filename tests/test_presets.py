@@ -56,6 +56,8 @@ BAD = {
     "no chain": ('version = 1\nname = "x"\n', r"key 'chain': needs at least one"),
     "version": ('version = 7\n[[chain]]\neffect = "gain"\n', r"line 1: key 'version': unsupported version 7"),
     "bypass type": ('version = 1\n[[chain]]\neffect = "gain"\nbypass = "yes"\n', r"line 4: .*key 'bypass'"),
+    "spaced header": ('version = 1\n[[ chain ]]\neffect = "gain" # gain_db = -6\nparams = { gain_db = 99 }\n',
+                      r"line 4: \[\[chain\]\] #1, key 'gain_db'"),
     "id type": ('version = 1\n[[chain]]\neffect = "gain"\nid = 5\n', r"line 4: .*key 'id': must be a string"),
     "bool value": ('version = 1\n[[chain]]\neffect = "gain"\nparams = { gain_db = true }\n',
                    r"line 4: .*key 'gain_db': must be a number, got true"),

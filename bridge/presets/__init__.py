@@ -83,8 +83,9 @@ def list_presets() -> dict[str, str]:
 
 def _line_of(text: str, index: int, key: str | None) -> int:
     """Line (1-based) of ``key`` inside the ``index``-th [[chain]] table, or of its header."""
-    lines = text.splitlines()
-    headers = [i for i, line in enumerate(lines) if line.strip().startswith("[[chain]]")]
+    # comments dropped (a key named in a comment is not the key), "[[ chain ]]" is a header too
+    lines = [re.sub(r"#[^\"']*$", "", line) for line in text.splitlines()]
+    headers = [i for i, line in enumerate(lines) if re.match(r"\s*\[\[\s*chain\s*\]\]", line)]
     if index >= len(headers):
         return 1
     start = headers[index]
