@@ -251,6 +251,18 @@ class Effect:
                 raise AttributeError(f"{type(self).__name__} has no parameter {name!r}; did you mean {near[0]!r}?")
         object.__setattr__(self, name, value)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the compiled entry point cannot be pickled (multiprocessing, joblib): bound again on load
+        state = dict(self.__dict__)
+        state["_bound"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if state.get("_spec") is not None and state.get("_bound", None) is None:
+            binding = self.kernel()
+            object.__setattr__(self, "_bound", bind(binding[0], *binding[1]) if binding is not None else None)
+
     def __repr__(self) -> str:
         vals = " ".join(f"{p.id}={v:g}" for p, v in zip(self.params, self._values))
         return f"<{type(self).__name__} {vals} at {id(self):#x}>".replace("  ", " ")

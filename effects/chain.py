@@ -216,6 +216,14 @@ class Chain(Effect):
         object.__setattr__(self, "_spec", None)
         super().prepare(spec)
 
+    def __getstate__(self) -> dict:
+        # fused runs are compiled closures: a pickled chain comes back unprepared (its effects
+        # keep their settings); the renderer, the engine or prepare() builds the runs again
+        state = super().__getstate__()
+        state["_spec"] = None
+        state["_units"] = []
+        return state
+
     def set_non_realtime(self, non_realtime: bool) -> None:
         super().set_non_realtime(non_realtime)
         for s in self._slots:

@@ -192,6 +192,12 @@ class ModelEffect(Effect):
         self._frac = 0.0
         super().__init__(**values)
 
+    def __reduce__(self):
+        # an onnxruntime session does not pickle: a copy opens the same model file again and
+        # comes back unprepared, with the same settings and parameter values
+        return (_rebuild, (type(self), self.model.info.path, self.resample_quality, self.overload_budget,
+                           self.values()))
+
     @classmethod
     def default_model_path(cls):
         """The shipped model of this effect inside ``hushbridge.models``."""
@@ -557,3 +563,8 @@ class ModelEffect(Effect):
             self._rt.overload_events += 1
             self._rt.idle_hops = 0
             self._on_state[1] = 0.0
+
+
+def _rebuild(cls: type, path: str, resample_quality: str, overload_budget: float, values: dict) -> ModelEffect:
+    """Unpickle a :class:`ModelEffect` (see ``ModelEffect.__reduce__``)."""
+    return cls(path, resample_quality=resample_quality, overload_budget=overload_budget, **values)

@@ -208,3 +208,23 @@ def test_membership_and_one_instance_per_chain():
         chain.append(g)
     with pytest.raises(TypeError, match="not sliced"):
         chain[0:1]
+
+
+def test_a_prepared_chain_pickles_for_worker_processes():
+    import pickle
+
+    from hushbridge.effects import Compressor, Denoise, HighPass, Limiter
+
+    x = (np.random.default_rng(0).standard_normal((2, 24000)) * 0.2).astype(np.float32)
+    chain = Chain([HighPass(cutoff_hz=120), Denoise(reduction_db=20), Compressor(threshold_db=-30), Limiter()])
+    expected = chain(x, 48000)  # prepared, fused runs compiled
+    copy = pickle.loads(pickle.dumps(chain))
+    assert copy.spec is None and copy["compressor"].threshold_db == -30.0  # comes back unprepared
+    assert np.array_equal(copy(x, 48000), expected)
+    hp = HighPass()
+    hp.prepare(ProcessSpec(48000, 128, 1))
+    again = pickle.loads(pickle.dumps(hp))  # a bare prepared effect stays prepared
+    a, b = np.ones((1, 128), np.float32), np.ones((1, 128), np.float32)
+    hp.process(a)
+    again.process(b)
+    assert np.array_equal(a, b)
