@@ -260,14 +260,17 @@ class MeterHub:
         chain = engine.chain
         seconds = chain.effect_seconds
         now = time.perf_counter()
+        # every message has the same layout: one <id> <load> pair per effect, 0 until two timed
+        # readings exist (the first message, or the first after a chain swap)
+        loads = [0.0] * len(chain.ids)
         if seconds is not None:
             seconds = seconds.copy()
             prev = sub.state.get("timing")
             if prev is not None and prev[0] is chain and len(prev[1]) == len(seconds) and now > prev[2]:
-                loads = (seconds - prev[1]) / (now - prev[2])
-                for eid, load in zip(chain.ids, loads):
-                    args += [eid, float(load)]
+                loads = [float(v) for v in (seconds - prev[1]) / (now - prev[2])]
             sub.state["timing"] = (chain, seconds, now)
+        for eid, load in zip(chain.ids, loads):
+            args += [eid, load]
         return tuple(args)
 
 

@@ -203,6 +203,8 @@ def test_engine_meter(rig):
     t_xrun = time.time()
     msgs = [m for m in collect(client, 0.5) if m.address == "/hb/meter/engine"]
     assert msgs and first
+    opening = [m for m in first if m.address == "/hb/meter/engine"][0]
+    assert opening.params[5::2] == ["gain", "gain_2"]  # the same layout from the first message on
     m = msgs[-1]
     assert m.dgram[m.dgram.index(b","):].startswith(b",idfii")  # xruns, last xrun time (double), ...
     xruns, last, cpu, late, dropped = m.params[:5]
