@@ -109,6 +109,7 @@ from pythonosc.osc_packet import OscPacket, ParseError
 
 from hushbridge.control.meters import Double, MeterHub
 from hushbridge.errors import ControlError, HushbridgeError
+from hushbridge.presets import valid_preset_name
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,6 @@ SendFn = Callable[[str, Sequence[OscArg], ClientAddress], None]
 RECV_BUFFER = 1 << 20  # bytes of UDP receive buffer asked for
 MAX_REGISTERED = 32  # feedback clients; caps how much traffic one UDP packet can cause
 _PATTERN_CHARS = re.compile(r"[*?\[\]{}]")
-_PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,79}$")  # as hushbridge.presets allows
 _MAX_PATTERN = 256  # characters of an address pattern
 _MAX_ERROR = 300  # characters of an /hb/error text
 _PATTERN_CACHE_SIZE = 128
@@ -587,7 +587,7 @@ class OscController:
 
     def _on_preset_load(self, client: ClientAddress, address: str, *args: Any) -> None:
         name = _string(address, args, "a preset name")
-        if not _PRESET_NAME.match(name) or name.endswith(".toml"):
+        if not valid_preset_name(name):
             raise OscRequestError(f"{address}: preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
         # source=None: every registered client, the requester included, gets the new values.
         if self.run_slow is None or self.send is None:
@@ -610,7 +610,7 @@ class OscController:
         save = self.presets_save
         if save is None:
             raise OscRequestError(f"{address}: saving presets over OSC is not enabled")
-        if not _PRESET_NAME.match(name) or name.endswith(".toml"):
+        if not valid_preset_name(name):
             raise OscRequestError(f"{address}: preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
         if self.run_slow is None or self.send is None:
             save(name)

@@ -26,10 +26,11 @@ to libjack through :mod:`ctypes`; :func:`get_latency_range` reads any port's ran
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes as _ctypes
 import threading as _threading
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -119,15 +120,26 @@ def get_latency_range(client: "jack.Client", port: "str | jack.Port", mode: str 
     return int(r.min), int(r.max)
 
 
+@contextlib.contextmanager
+def _libjack_quiet(sink: Callable[[str], None]) -> Iterator[None]:
+    """libjack's error and info lines go to ``sink`` instead of stderr, then back to stderr."""
+    jack.set_error_function(sink)
+    jack.set_info_function(sink)
+    try:
+        yield
+    finally:
+        jack.set_error_function(None)
+        jack.set_info_function(None)
+
+
 def _open_client(name: str, server: str | None, operation: str) -> "jack.Client":
     _need_jack(operation)
     said: list[str] = []  # libjack's own lines, off stderr: the error below says it in one
-    jack.set_error_function(said.append)
-    jack.set_info_function(said.append)
     try:
-        # exact: JACK would otherwise rename a second instance (name-01) and scripts that connect
-        # name:in_1 would reach the first one without a word
-        return jack.Client(name, no_start_server=True, servername=server, use_exact_name=True)
+        with _libjack_quiet(said.append):
+            # exact: JACK would otherwise rename a second instance (name-01) and scripts that
+            # connect name:in_1 would reach the first one without a word
+            return jack.Client(name, no_start_server=True, servername=server, use_exact_name=True)
     except jack.JackOpenError as e:
         status = getattr(e, "status", None)
         # jackd2 answers a taken exact name with server_error (jackd1: name_not_unique); a server
@@ -140,9 +152,6 @@ def _open_client(name: str, server: str | None, operation: str) -> "jack.Client"
         where = f"JACK server {server!r}" if server else "the JACK server"
         detail = f"; libjack: {said[0]}" if said else ""
         raise BackendError(f"{where} is not running or refused the client {name!r} ({e}{detail})", operation) from e
-    finally:
-        jack.set_error_function(None)
-        jack.set_info_function(None)
 
 
 def list_jack_ports(server: str | None = None) -> list[str]:
@@ -153,15 +162,11 @@ def list_jack_ports(server: str | None = None) -> list[str]:
     if jack is None:
         return []
     # "no server" is an answer here, not an error: keep libjack's connection messages off stderr
-    jack.set_error_function(lambda message: None)
-    jack.set_info_function(lambda message: None)
     try:
-        client = jack.Client("hushbridge-lsp", no_start_server=True, servername=server)
+        with _libjack_quiet(lambda message: None):
+            client = jack.Client("hushbridge-lsp", no_start_server=True, servername=server)
     except jack.JackOpenError:
         return []
-    finally:
-        jack.set_error_function(None)
-        jack.set_info_function(None)
     try:
         return [p.name for p in client.get_ports()]
     finally:

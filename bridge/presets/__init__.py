@@ -290,10 +290,15 @@ def chain_to_preset(chain: Chain, name: str, midi: dict[str, Any] | None = None)
     return doc
 
 
+def valid_preset_name(name: str) -> bool:
+    """A name (not a path) that a preset file may have: up to 80 letters, digits, '-', '_', '.', spaces."""
+    return bool(_NAME_RE.match(name)) and not name.endswith(".toml")
+
+
 def save_preset(chain: Chain, name: str, folder: str | os.PathLike[str] | None = None,
                 midi: dict[str, Any] | None = None) -> Path:
     """Write ``chain`` as preset ``name`` (user folder by default), atomically (temp + rename)."""
-    if not _NAME_RE.match(name) or name.endswith(".toml"):
+    if not valid_preset_name(name):
         raise PresetError(f"preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
     if not len(list(chain.items())):
         raise PresetError(f"preset {name!r}: the chain is empty; a preset needs at least one effect")
