@@ -32,7 +32,9 @@ the model gets the value directly. Without it the effect mixes the model's outpu
 input delayed by ``D`` at the model rate (exactly aligned): ``out = wet + g * (dry - wet)`` with
 ``g = 10 ** (-reduction_db / 20)``, so a signal the model removes entirely still comes out at
 ``-reduction_db`` dB and what the model keeps is unchanged; at 100 dB the limit is off (``g = 0``).
-``mix`` (0..1) then blends the result with the dry input delayed by ``latency_samples``.
+``mix`` (0..1) then blends the result with the dry input delayed by ``latency_samples``;
+``reduction_db = 0`` is that dry path (bit-exact at any engine rate, reached through the 20 ms
+``mix`` ramp).
 
 Overload. Each hop's inference time (all channels) is measured against ``overload_budget`` times
 the hop's real-time duration. When :data:`OVERLOAD_MISSES` of the last :data:`OVERLOAD_WINDOW` hops
@@ -272,10 +274,12 @@ class ModelEffect(Effect):
             self._red_state[:, 1] = self._red_target
             if self._spec is None:
                 self._red_state[:, 0] = self._red_target
-        elif index == 1:
-            self._mix_state[1] = v
-            if self._spec is None:
-                self._mix_state[0] = v
+        # reduction_db = 0 promises the input untouched: the latency-matched dry path, since the wet
+        # path at another engine rate goes through a resampling round trip that keeps 0.4x the rate
+        mix = float(self._values[1]) if float(self._values[0]) > 0.0 else 0.0
+        self._mix_state[1] = mix
+        if self._spec is None:
+            self._mix_state[0] = mix
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _prepare(self, spec: ProcessSpec) -> None:
