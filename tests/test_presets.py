@@ -69,6 +69,11 @@ BAD = {
     "midi type": ('version = 1\nmidi = "cc7"\n[[chain]]\neffect = "gain"\n', r"line 2: key 'midi': must be a table"),
     "midi cc": ('version = 1\n[[chain]]\neffect = "gain"\n[[midi.cc]]\ncc = 300\naddress = "/hb/gain/gain_db"\n',
                 r"line 4: midi\.cc\[0\]: key 'cc': needs an integer 0..127"),
+    "inline array": ('version = 1\nchain = [\n  { effect = "gain" },  # params = { cutoff_hz = 1 }\n'
+                     '  { effect = "highpass", params = { cutoff_hz = "80" } },\n]\n',
+                     r"line 4: \[\[chain\]\] #2, key 'cutoff_hz': must be a number"),
+    "inline one line": ('version = 1\nname = "x"\nchain = [{ effect = "gain" }, { effect = "fuzzbox" }]\n',
+                        r"line 3: \[\[chain\]\] #2, key 'effect': unknown effect 'fuzzbox'"),
     "midi address": ('version = 1\n[[chain]]\neffect = "gain"\n[[midi.cc]]\ncc = 7\naddress = "/hb/eq/x"\n',
                      r"line 4: midi cc 7: address '/hb/eq/x' is not a parameter of this chain"),
 }

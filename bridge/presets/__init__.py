@@ -86,6 +86,8 @@ def _line_of(text: str, index: int, key: str | None) -> int:
     # comments dropped (a key named in a comment is not the key), "[[ chain ]]" is a header too
     lines = [re.sub(r"#[^\"']*$", "", line) for line in text.splitlines()]
     headers = [i for i, line in enumerate(lines) if re.match(r"\s*\[\[\s*chain\s*\]\]", line)]
+    if not headers:
+        return _line_in_inline_chain(lines, index, key)
     if index >= len(headers):
         return 1
     start = headers[index]
@@ -192,6 +194,37 @@ def _find_top(text: str, key: str) -> int:
         if re.match(rf"\s*{re.escape(key)}\s*=", line) or line.strip() == f"[{key}]":
             return i + 1
     return 1
+
+
+def _line_in_inline_chain(lines: list[str], index: int, key: str | None) -> int:
+    """Line of ``key`` in the ``index``-th table of an inline ``chain = [{...}, {...}]`` array (the
+    array may span lines), else of the table's ``{``, else of ``chain =``, else 1."""
+    start = next((i for i, line in enumerate(lines) if re.match(r"\s*chain\s*=", line)), None)
+    if start is None:
+        return 1
+    depth, count, quote, found = 0, -1, "", None  # depth of {...} inside the array
+    pat = re.compile(rf"(^|[\s{{,]){re.escape(key)}\s*=") if key else None
+    for i in range(start, len(lines)):
+        line = lines[i][lines[i].index("=") + 1:] if i == start else lines[i]
+        for ch in line:
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "{":
+                depth += 1
+                if depth == 1:
+                    count += 1
+                    if count == index:
+                        found = i
+            elif ch == "}":
+                depth -= 1
+                if depth == 0 and count == index:
+                    # the table ends on this line: the key is here, or not in its text at all
+                    return i + 1 if pat is not None and pat.search(line) else found + 1
+        if found is not None and pat is not None and pat.search(line):
+            return i + 1
+    return (found if found is not None else start) + 1
 
 
 def _build(preset: Preset) -> Chain:
