@@ -195,6 +195,7 @@ class Engine:
         self._shadow: dict[str, float] = {}
         self._listeners: list[Listener] = []
         self._latency_listeners: list[Callable[[int], None]] = []
+        self._preset_listeners: list[Callable[[Any], None]] = []
         self._announced_latency = chain.latency_samples
         # counters (written by the audio thread or the backend, read anywhere)
         self.xruns = 0
@@ -477,6 +478,16 @@ class Engine:
         if listener in self._latency_listeners:
             self._latency_listeners.remove(listener)
 
+    def add_preset_listener(self, listener: Callable[[Any], None]) -> None:
+        """``listener(preset)`` (a :class:`hushbridge.presets.Preset`) is called after
+        :meth:`load_preset` swapped its chain in, e.g. so that MIDI takes the preset's ``[midi]`` maps."""
+        self._preset_listeners.append(listener)
+
+    def remove_preset_listener(self, listener: Callable[[Any], None]) -> None:
+        """Stop calling ``listener``; nothing happens if it was not registered."""
+        if listener in self._preset_listeners:
+            self._preset_listeners.remove(listener)
+
     def set(self, address: str, value: float, *, clamp: bool = False, source: object = None, stamp: float = 0.0) -> float:
         """Set ``/hb/<id>/<param>`` (or ``/hb/<id>/bypass``). Returns the value applied.
 
@@ -658,9 +669,17 @@ class Engine:
         return True
 
     def load_preset(self, name: str, *, source: object = None) -> None:
-        from hushbridge.presets import load_preset
+        """Build the preset ``name`` off the audio thread and swap it in (see :meth:`load_chain`);
+        then tell the preset listeners."""
+        from hushbridge.presets import find_preset
 
-        self.load_chain(load_preset(name), source=source)
+        preset = find_preset(name)
+        self.load_chain(preset.build(), source=source)
+        for listener in list(self._preset_listeners):
+            try:
+                listener(preset)
+            except Exception:  # noqa: BLE001 - the chain is in; a listener's failure is its own
+                log.exception("preset listener failed")
 
     def _prepare_chain(self, chain: Chain, spec: ProcessSpec) -> None:
         """Prepare and warm ``chain``. Compiling its fused runs (:mod:`hushbridge.effects.fused`)

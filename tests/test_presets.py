@@ -74,6 +74,8 @@ BAD = {
                      r"line 4: \[\[chain\]\] #2, key 'cutoff_hz': must be a number"),
     "inline one line": ('version = 1\nname = "x"\nchain = [{ effect = "gain" }, { effect = "fuzzbox" }]\n',
                         r"line 3: \[\[chain\]\] #2, key 'effect': unknown effect 'fuzzbox'"),
+    "midi program": ('version = 1\n[[chain]]\neffect = "gain"\n[midi.program]\n0 = "no-such-preset"\n',
+                     r"line 4: midi program 0: unknown preset 'no-such-preset' \(available: .*dialogue"),
     "midi address": ('version = 1\n[[chain]]\neffect = "gain"\n[[midi.cc]]\ncc = 7\naddress = "/hb/eq/x"\n',
                      r"line 4: midi cc 7: address '/hb/eq/x' is not a parameter of this chain"),
 }

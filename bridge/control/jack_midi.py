@@ -145,12 +145,16 @@ class JackMidiIn:
         if not any(p.name == source for p in self.client.get_all_connections(port)):
             self.client.connect(source, port)
 
-    def close_port(self) -> None:
-        """Disconnect our port from every source (it stays registered for the next open)."""
+    def close_port(self, source: str | None = None) -> None:
+        """Disconnect our port from ``source``, or from every source (it stays registered for the
+        next open)."""
         port = self._port
         if port is not None:
             try:
-                port.disconnect()
+                if source is None:
+                    port.disconnect()
+                else:
+                    self.client.disconnect(source, port)
             except Exception:  # noqa: BLE001 - already gone with the source
                 pass
 

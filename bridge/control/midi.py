@@ -63,9 +63,13 @@ geometric for a range spanning a factor of 100, e.g. 10..1000 Hz; ``log``: its i
 at the top) and the result is spread over ``min..max``; the engine clamps and quantises.
 
 14-bit pairs: MSB then LSB or LSB then MSB are combined when the second arrives within
-``timeout_ms``; a lone MSB is then applied as a 7-bit value and a lone LSB with the last MSB.
-NRPN data entry (CC 6 MSB, CC 38 LSB) pairs the same way; CC 101/100 (RPN) or the null NRPN
-127/127 deselect.
+``timeout_ms``; a lone MSB is then applied as a 7-bit value and a lone LSB as the fine part of
+the target's current position. NRPN data entry (CC 6 MSB, CC 38 LSB) pairs the same way; CC 96/97
+move one ``step`` from the target's current position (the data byte is ignored); CC 101/100 (RPN)
+or the null NRPN 127/127 deselect.
+
+Presets: a mapper follows the engine's preset loads (``Engine.add_preset_listener``): a preset
+with a ``[midi]`` table brings its maps and program table, one without keeps the current ones.
 
 What counts as rejected (``engine.dropped_messages``): malformed bytes (stray data bytes without
 running status, a message cut short by another status byte, an interrupted or oversized sysex, a
@@ -460,8 +464,10 @@ class Transport:
     Attributes
     ----------
     bpm : float
-        Smoothed tempo (0.0 until enough clock ticks arrived): the mean tick interval over the last
-        two beats; a gap over 0.5 s restarts the estimate.
+        Smoothed tempo (0.0 until enough clock ticks arrived, and again once the clock has been
+        silent for :attr:`STALE_S`): a least-squares fit of the tick times over the last two beats,
+        counting a lost tick (an interval near twice the median) as two; a gap over 0.5 s restarts
+        the estimate.
     playing : bool
         True after start or continue, False after stop.
     ticks : int
@@ -470,13 +476,15 @@ class Transport:
         ``time.monotonic()`` of the last change of ``bpm`` or ``playing``.
 
     Listeners, ``listener(transport, what)`` with ``what`` in ``"bpm"``, ``"playing"``, are called
-    on the MIDI thread; ``"bpm"`` only when the tempo moved by at least 0.05 BPM.
+    on the MIDI thread; ``"bpm"`` only when the tempo moved by at least :attr:`BPM_HYSTERESIS`
+    (so a jittery clock does not flood feedback) or went to 0.
     """
 
     WINDOW = 48  # ticks: two beats
     MIN_TICKS = 12
     GAP_S = 0.5
-    BPM_HYSTERESIS = 0.05
+    STALE_S = 1.0  # no clock for this long: bpm 0 ("no clock")
+    BPM_HYSTERESIS = 0.1
 
     def __init__(self) -> None:
         self.bpm = 0.0
@@ -484,6 +492,7 @@ class Transport:
         self.ticks = 0
         self.last_change = 0.0
         self._stamps: deque[float] = deque(maxlen=self.WINDOW)
+        self._last_tick = 0.0  # time.monotonic() of the last tick
         self._listeners: list[TransportListener] = []
 
     def add_listener(self, listener: TransportListener) -> None:
@@ -501,21 +510,33 @@ class Transport:
             except Exception:  # noqa: BLE001 - a listener must not stop MIDI
                 log.exception("transport listener failed")
 
-    def clock(self, stamp: float) -> None:
+    def clock(self, stamp: float, now: float | None = None) -> None:
+        """One clock tick at ``stamp`` (seconds, any clock); ``now``: ``time.monotonic()``."""
+        self._last_tick = time.monotonic() if now is None else now
         stamps = self._stamps
         if stamps and stamp - stamps[-1] > self.GAP_S:
             stamps.clear()
         stamps.append(stamp)
         if self.playing:
             self.ticks += 1
-        n = len(stamps)
-        if n >= self.MIN_TICKS:
-            span = stamps[-1] - stamps[0]
-            if span > 0:
-                bpm = 60.0 * (n - 1) / (24.0 * span)
+        if len(stamps) >= self.MIN_TICKS:
+            tick_s = _tick_interval(stamps)
+            if tick_s > 0.0:
+                bpm = 60.0 / (24.0 * tick_s)
                 if abs(bpm - self.bpm) >= self.BPM_HYSTERESIS:
                     self.bpm = bpm
                     self._notify("bpm")
+
+    def expire(self, now: float) -> None:
+        """Tempo 0 once the clock has been silent for :attr:`STALE_S` (the MIDI thread calls it)."""
+        if self.bpm != 0.0 and now - self._last_tick >= self.STALE_S:
+            self.bpm = 0.0
+            self._stamps.clear()
+            self._notify("bpm")
+
+    def deadline(self) -> float | None:
+        """When :meth:`expire` has something to do (``None``: no tempo to expire)."""
+        return self._last_tick + self.STALE_S if self.bpm != 0.0 else None
 
     def start(self) -> None:
         self.ticks = 0
@@ -537,6 +558,23 @@ class Transport:
 
     def state(self) -> dict[str, float | bool | int]:
         return {"bpm": self.bpm, "playing": self.playing, "ticks": self.ticks, "last_change": self.last_change}
+
+
+def _tick_interval(stamps: deque[float]) -> float:
+    """Seconds per clock tick: the least-squares slope of tick time over tick number, where an
+    interval of about k times the median counts as k ticks (lost ones in between)."""
+    t = list(stamps)
+    gaps = sorted(b - a for a, b in zip(t, t[1:]))
+    med = gaps[len(gaps) // 2]
+    if med <= 0.0:
+        return 0.0
+    idx = [0]
+    for a, b in zip(t, t[1:]):
+        idx.append(idx[-1] + max(1, round((b - a) / med)))
+    n = len(t)
+    mi, mt = sum(idx) / n, sum(t) / n
+    var = sum((i - mi) ** 2 for i in idx)
+    return sum((i - mi) * (x - mt) for i, x in zip(idx, t)) / var if var > 0 else 0.0
 
 
 # == routing =======================================================================================
@@ -595,6 +633,8 @@ class MidiMapper:
         self._nrpn: dict[int, tuple[str | None, int, int]] = {}  # channel -> (kind, msb, lsb)
         self._parser = MidiStreamParser(self._on_bytes, self.reject)
         self.load(table)
+        if hasattr(engine, "add_preset_listener"):
+            engine.add_preset_listener(self._preset_loaded)
         if hasattr(engine, "publish"):
             self.transport.add_listener(self._publish_transport)
             # readable from the start (0: no MIDI clock yet / stopped): a controller polls on connect
@@ -609,6 +649,18 @@ class MidiMapper:
             self.engine.publish("/hb/transport/tempo_bpm", round(transport.bpm, 1), source=MIDI_SOURCE)
         elif what == "playing":
             self.engine.publish("/hb/transport/playing", 1.0 if transport.playing else 0.0, source=MIDI_SOURCE)
+
+    def close(self) -> None:
+        """Stop following the engine's preset loads."""
+        if hasattr(self.engine, "remove_preset_listener"):
+            self.engine.remove_preset_listener(self._preset_loaded)
+
+    def _preset_loaded(self, preset: Any) -> None:
+        """Engine preset listener: a preset with a ``[midi]`` table brings its maps and program
+        table (whatever loaded it: a program change, OSC, a host script); one without keeps the
+        current ones, so a controller set up once works across presets that do not map it."""
+        if preset.midi:
+            self.load(preset.midi)
 
     # == maps ====================================================================================
     def load(self, table: Mapping[str, Any] | None) -> None:
@@ -640,18 +692,31 @@ class MidiMapper:
             return n
 
     def to_toml_dict(self) -> dict[str, Any]:
-        """The ``[midi]`` table of the current maps (for ``save_preset(..., midi=...)``)."""
+        """The ``[midi]`` table of the current maps (for ``save_preset(..., midi=...)``): maps to
+        addresses the engine's current chain lacks are left out (a preset may only map its own
+        chain, see :func:`hushbridge.presets.parse_preset`), so the file saved loads again."""
         with self._lock:
             doc: dict[str, Any] = {}
             if abs(self.timeout - DEFAULT_TIMEOUT_S) > 1e-9:
                 doc["timeout_ms"] = self.timeout * 1000.0
+            maps = [m for m in self.maps if self._targets_chain(m.address)]
+            if len(maps) < len(self.maps):
+                log.warning("preset save: %d MIDI map(s) to addresses not in this chain left out",
+                            len(self.maps) - len(maps))
             for section, kinds in (("cc", ("cc", "cc14")), ("nrpn", ("nrpn",)), ("note", ("note",))):
-                entries = [m.to_dict() for m in self.maps if m.kind in kinds]
+                entries = [m.to_dict() for m in maps if m.kind in kinds]
                 if entries:
                     doc[section] = entries
             if self.program:
                 doc["program"] = {str(k): v for k, v in sorted(self.program.items())}
             return doc
+
+    def _targets_chain(self, address: str) -> bool:
+        try:
+            self.engine.info(address)
+        except ParamError:
+            return False
+        return True
 
     def _lookup(self, kind: str, channel: int, number: int) -> list[MidiMap]:
         index = self._index
@@ -757,7 +822,7 @@ class MidiMapper:
             elif t == "note_on" or t == "note_off":
                 self._apply(self._note(msg.channel, msg.note, msg.velocity if t == "note_on" else 0))
             elif t == "clock":
-                self.transport.clock(now if stamp is None else stamp)
+                self.transport.clock(now if stamp is None else stamp, now)
             elif t == "start":
                 self.transport.start()
             elif t == "stop":
@@ -793,6 +858,7 @@ class MidiMapper:
         if learned is not None:
             self._notify_learned(learned)
         self._apply(actions)
+        self.transport.expire(now)
 
     def next_deadline(self) -> float | None:
         """The earliest ``time.monotonic()`` at which :meth:`flush` has something to do."""
@@ -800,6 +866,9 @@ class MidiMapper:
         cand = self._learn_candidate
         if cand is not None:
             deadlines.append(cand[2])
+        stale = self.transport.deadline()
+        if stale is not None:
+            deadlines.append(stale)
         return min(deadlines) if deadlines else None
 
     def _wake(self) -> None:
@@ -878,12 +947,21 @@ class MidiMapper:
         elif pair.msb is not None:  # a lone MSB: a 7-bit value
             v14 = pair.msb << 7
             x = pair.msb / 127.0
-        else:  # a lone LSB: fine change under the last MSB
+        else:  # a lone LSB: a fine change under the target's current coarse position
             assert pair.lsb is not None
-            v14 = (self._last.get(key, 0) & ~0x7F) | pair.lsb
+            v14 = (self._current14(key, pair.maps) & ~0x7F) | pair.lsb
             x = v14 / 16383.0
         self._last[key] = v14
         return [(m, x) for m in pair.maps]
+
+    def _current14(self, key: tuple[str, int, int], maps: list[MidiMap]) -> int:
+        """The first target's current value as a 14-bit controller position, so that relative
+        input (a lone LSB, NRPN increment) starts where OSC, a preset or another map left it."""
+        m = maps[0]
+        try:
+            return round(m.position(self.engine.get(m.address), self.engine.info(m.address).param) * 16383)
+        except ParamError:  # the target is not in the current chain: MIDI's own last value
+            return self._last.get(key, 0)
 
     def _nrpn_cc(self, channel: int, cc: int, value: int, now: float, skip: bool) -> list[tuple[MidiMap, float]]:
         kind, msb, lsb = self._nrpn.get(channel, (None, 0, 0))
@@ -908,14 +986,11 @@ class MidiMapper:
         key = ("nrpn", channel, number)
         if cc in (6, 38):
             return self._half(key, maps, cc == 6, value, now)
-        # 96 increment / 97 decrement: step per map, in 14-bit units
+        # 96 increment / 97 decrement: one step (the map's, in 14-bit units) per message; the data
+        # byte is ignored, as buttons send 127 with it
         out = self._flush_nrpn(channel)
-        base = self._last.get(key)
-        if base is None:
-            m0 = maps[0]
-            base = round(m0.position(self.engine.get(m0.address), self.engine.info(m0.address).param) * 16383)
-        count = max(1, value)
-        step = maps[0].step * count
+        base = self._current14(key, maps)
+        step = maps[0].step
         v14 = min(16383, max(0, base + (step if cc == 96 else -step)))
         self._last[key] = v14
         return out + [(m, v14 / 16383.0) for m in maps]
@@ -1063,11 +1138,14 @@ def list_input_ports(api: str | None = "jack") -> list[str]:
         raise MidiError(f"cannot list MIDI inputs ({api or 'default'} API): {e}") from e
 
 
-def match_port(wanted: str, names: list[str]) -> int | None:
-    """Index of ``wanted`` in ``names``: an exact name, else the only name containing it
-    (ALSA adds ``client:port`` numbers that change when a device is plugged back in)."""
+def match_port(wanted: str, names: list[str], current: str | None = None) -> int | None:
+    """Index of ``wanted`` in ``names``: an exact name, else ``current`` (the port connected now)
+    if it still contains it, else the only name containing it (ALSA adds ``client:port`` numbers
+    that change when a device is plugged back in); None when absent or ambiguous."""
     if wanted in names:
         return names.index(wanted)
+    if current is not None and current in names and wanted in current:
+        return names.index(current)  # another port that also contains it must not cut this one off
     hits = [i for i, n in enumerate(names) if wanted in n]
     return hits[0] if len(hits) == 1 else None
 
@@ -1131,6 +1209,7 @@ class MidiInput:
             self.client_name = jack_host.client.name
         self.connected = False  # to the source port (always True for a virtual port once open)
         self.connected_to = ""
+        self._ambiguous: tuple[str, ...] = ()  # the ports a substring --midi-in matched, warned once
         self.connects = 0
         self.disconnects = 0
         self._rt: Any = None
@@ -1186,6 +1265,8 @@ class MidiInput:
                     rt.set_callback(self._on_event)
                 self.connected = True
             else:
+                if self._polling:  # JACK: our port is there from the start, for hand patching too
+                    rt.open_virtual_port(self.port_name)
                 self._check_source()
         except BaseException:
             rt.delete()
@@ -1277,7 +1358,9 @@ class MidiInput:
         while not self._stop.is_set():
             now = time.monotonic()
             try:
-                if self._polling and self.connected:
+                # JACK: the port is ours and always there, so what a user patches into it by hand
+                # plays too, connected to the named source or not (and nothing queues for later)
+                if self._polling:
                     with self._rt_lock:
                         if self._rt is not None:
                             self._drain(self._rt)
@@ -1291,7 +1374,7 @@ class MidiInput:
             deadline = self.mapper.next_deadline()
             if deadline is not None:
                 wake = min(wake, deadline)
-            if self._polling and self.connected:
+            if self._polling:
                 wake = min(wake, now + JACK_DRAIN_S)
             self._wake.wait(max(0.0, wake - time.monotonic()))
             self._wake.clear()
@@ -1304,14 +1387,21 @@ class MidiInput:
             if rt is None:
                 return
             names = rt.get_ports()
-            index = match_port(self.source, names)
+            index = match_port(self.source, names, self.connected_to if self.connected else None)
+            if index is None and not self.connected:
+                hits = tuple(n for n in names if self.source in n)
+                if len(hits) > 1 and hits != self._ambiguous:
+                    log.warning("MIDI source %r matches %d ports (%s): name one exactly", self.source,
+                                len(hits), ", ".join(hits))
+                self._ambiguous = hits
             if self.connected and (index is None or names[index] != self.connected_to
                                    or not self._still_connected(names[index])):
                 if not self._polling:
                     rt.cancel_callback()
-                else:
+                    rt.close_port()
+                else:  # our JACK port stays, with whatever else a user patched into it
                     self._drain(rt)
-                rt.close_port()
+                    rt.close_port(self.connected_to)
                 self.connected = False
                 self.disconnects += 1
                 log.info("MIDI source %r went away; waiting for it", self.connected_to)

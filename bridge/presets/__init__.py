@@ -139,7 +139,7 @@ def _check_midi(preset: Preset, chain: Chain, text: str) -> None:
                  if re.match(r"\s*(\[\[?midi\b|midi\s*=)", t)), 1)
     where = f"{preset.source}: line {line}: "
     try:
-        maps, _, _ = parse_midi_table(preset.midi)
+        maps, program, _ = parse_midi_table(preset.midi)
     except MidiMapError as e:
         raise PresetError(where + str(e)) from e
     except (TypeError, ValueError, AttributeError) as e:  # a shape the parser does not expect
@@ -150,6 +150,19 @@ def _check_midi(preset: Preset, chain: Chain, text: str) -> None:
         if m.address not in targets:
             raise PresetError(where + f"midi {m.kind} {m.number}: address {m.address!r} is not a parameter of "
                               f"this chain (e.g. {sorted(targets)[0]})")
+    for number, name in sorted(program.items()):
+        if not preset_exists(name):
+            raise PresetError(where + f"midi program {number}: unknown preset {name!r} "
+                              f"(available: {', '.join(sorted(list_presets()))})")
+
+
+def preset_exists(name: str) -> bool:
+    """Whether :func:`find_preset` would find ``name`` (without reading it)."""
+    if not isinstance(name, str) or not name.strip():
+        return False
+    if name.endswith(".toml") or os.sep in name:
+        return Path(name).expanduser().is_file()
+    return (user_preset_dir() / f"{name}.toml").is_file() or resources.files(__name__).joinpath(f"{name}.toml").is_file()
 
 
 def read_preset_text(path: Path) -> str:

@@ -267,8 +267,13 @@ def test_nrpn_data_entry_increment_and_null():
     assert seven_bit(want) > 0.05
     mapper.handle(cc(96, 1, ch), now=t + 1)  # increment by one step of 100
     assert engine.get(GAIN) == pytest.approx(-96.0 + (v14 + 100) / 16383 * 120.0, abs=1e-9)
-    mapper.handle(cc(97, 3, ch), now=t + 1)  # decrement by three steps
-    assert engine.get(GAIN) == pytest.approx(-96.0 + (v14 - 200) / 16383 * 120.0, abs=1e-9)
+    mapper.handle(cc(97, 127, ch), now=t + 1)  # decrement: one step; the data byte (a button's 127) is ignored
+    assert engine.get(GAIN) == pytest.approx(-96.0 + v14 / 16383 * 120.0, abs=1e-9)
+    # a step starts from where the parameter is now, whoever moved it last (here OSC)
+    engine.set(GAIN, -60.0)
+    mapper.handle(cc(96, 1, ch), now=t + 1)
+    base = round((-60.0 + 96.0) / 120.0 * 16383)
+    assert engine.get(GAIN) == pytest.approx(-96.0 + (base + 100) / 16383 * 120.0, abs=1e-9)
     # a lone data entry MSB (7-bit controller) after the timeout
     mapper.handle(cc(6, 127, ch), now=t + 2)
     mapper.flush(t + 2.02)
@@ -386,6 +391,111 @@ def test_transport_from_clock_messages():
     mapper.handle(mido.Message("continue"))
     assert events[0] == ("playing", True) and events[-2:] == [("playing", False), ("playing", True)]
     assert ("bpm", True) in events
+
+
+def test_transport_tempo_steady_under_jitter_lost_ticks_and_goes_to_zero_without_clock():
+    from hushbridge.control.midi import Transport
+
+    rng = np.random.default_rng(7)
+    tr = Transport()
+    events = []
+    tr.add_listener(lambda t, what: events.append(t.bpm))
+    tick = 60 / (128 * 24)
+    stamps = np.arange(24 * 20) * tick + rng.uniform(-0.0005, 0.0005, 24 * 20)  # 20 beats, +-0.5 ms
+    for i, st in enumerate(stamps):
+        if i == 300:
+            continue  # a lost tick
+        tr.clock(float(st), now=100.0 + float(st))
+    assert tr.bpm == pytest.approx(128.0, abs=0.1)
+    assert len(events) <= 3, events  # the estimate settles; jitter does not flood feedback
+    # no clock for Transport.STALE_S: the tempo goes to 0 ("no clock") and says so once
+    last = 100.0 + float(stamps[-1])
+    assert tr.deadline() == pytest.approx(last + Transport.STALE_S)
+    tr.expire(last + 0.5)
+    assert tr.bpm != 0.0
+    tr.expire(last + Transport.STALE_S)
+    assert tr.bpm == 0.0 and events[-1] == 0.0 and tr.deadline() is None
+    n = len(events)
+    tr.expire(last + 5.0)
+    assert len(events) == n
+
+
+def test_transport_reading_holds_through_a_lost_tick():
+    from hushbridge.control.midi import Transport
+
+    tr = Transport()
+    readings = []
+    tr.add_listener(lambda t, what: readings.append(t.bpm))
+    tick = 60 / (120 * 24)
+    for i in range(24 * 8):
+        if i in (100, 150):
+            continue
+        tr.clock(i * tick, now=i * tick)
+    assert readings and all(abs(b - 120.0) < 0.1 for b in readings), readings  # the endpoint estimate read 117.5
+
+
+def test_mapper_expires_tempo_in_flush():
+    engine = make_engine(False)
+    mapper = MidiMapper(engine)
+    for i in range(48):
+        mapper.handle(mido.Message("clock"), now=10.0 + i * 0.02, stamp=i * 0.02)
+    assert engine.get("/hb/transport/tempo_bpm") == pytest.approx(125.0, abs=0.1)
+    assert mapper.next_deadline() == pytest.approx(10.0 + 47 * 0.02 + 1.0)
+    mapper.flush(10.0 + 47 * 0.02 + 1.0)
+    assert engine.get("/hb/transport/tempo_bpm") == 0.0
+
+
+def test_lone_lsb_fine_tunes_the_current_value():
+    engine = make_engine(False)
+    mapper = MidiMapper(engine, {"cc": [{"cc": 1, "cc14": True, "address": GAIN}]})
+    engine.set(GAIN, -20.0)  # e.g. by OSC: MIDI's own last value is not where the fader is
+    mapper.handle(cc(33, 5), now=1.0)
+    mapper.flush(1.1)
+    pos = round((-20.0 + 96.0) / 120.0 * 16383)
+    assert engine.get(GAIN) == pytest.approx(-96.0 + ((pos & ~0x7F) | 5) / 16383 * 120.0, abs=1e-9)
+    assert abs(engine.get(GAIN) - -20.0) < 120.0 / 127
+
+
+def test_a_loaded_preset_brings_its_midi_maps_and_saves_loadable(user_config):
+    folder = user_config / "config" / "hushbridge" / "presets"
+    folder.mkdir(parents=True)
+    (folder / "two.toml").write_text('version = 1\n[[chain]]\neffect = "gain"\n[[chain]]\neffect = "gain"\n'
+                                     '[[midi.cc]]\ncc = 21\naddress = "/hb/gain_2/gain_db"\n'
+                                     '[midi.program]\n2 = "one"\n')
+    (folder / "one.toml").write_text('version = 1\n[[chain]]\neffect = "gain"\n'
+                                     '[[midi.cc]]\ncc = 20\naddress = "/hb/gain/gain_db"\n'
+                                     '[midi.program]\n1 = "two"\n')
+    engine = make_engine(False)
+    mapper = MidiMapper(engine, find_preset("two").midi)
+    mapper.handle(mido.Message("program_change", program=2))  # -> "one": its maps replace "two"'s
+    assert engine.chain.ids == ["gain"]
+    mapper.handle(cc(20, 127))
+    mapper.handle(cc(21, 0))  # "two"'s map is gone with it: ignored, not a failed set
+    assert engine.get(GAIN) == 24.0 and engine.dropped_messages == 0
+    assert mapper.to_toml_dict() == {"cc": [{"cc": 20, "address": GAIN}], "program": {"1": "two"}}
+    mapper.handle(mido.Message("program_change", program=1))  # and back, by "one"'s program table
+    assert engine.chain.ids == ["gain", "gain_2"]
+    mapper.handle(cc(21, 0))
+    assert engine.get(GAIN2) == -96.0
+    # a preset without [midi] keeps the maps; a save then stores only those its chain can take
+    engine.load_preset("dialogue")
+    assert [m.number for m in mapper.maps] == [21]
+    save_preset(engine.snapshot(), "mine", midi=mapper.to_toml_dict())
+    assert load_preset("mine").ids == engine.chain.ids
+    assert "cc" not in find_preset("mine").midi
+    mapper.close()
+    engine.load_preset("one")
+    assert [m.number for m in mapper.maps] == [21]  # closed: no longer follows
+
+
+def test_match_port_keeps_the_current_connection():
+    from hushbridge.control.midi import match_port
+
+    names = ["qa_sender:out", "qa_sender2:out"]
+    assert match_port("qa_sender", names) is None  # ambiguous, nothing connected yet
+    assert match_port("qa_sender", names, current="qa_sender:out") == 0
+    assert match_port("qa_sender2", names, current="qa_sender:out") == 1  # exact beats current
+    assert match_port("qa_sender", ["x:out", "qa_sender:out"], current="gone:out") == 1
 
 
 # == raw bytes =====================================================================================
@@ -631,6 +741,31 @@ def test_jack_virtual_input_cc14_both_orders(jack_midi):
                 assert send_and_wait(out, pair, lambda: engine.get(GAIN) == pytest.approx(want, abs=1e-9)), order
         finally:
             out.close()
+
+
+@pytest.mark.jack
+def test_jack_port_plays_what_is_patched_in_by_hand_while_the_named_source_is_away(jack_midi):
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": GAIN}]})
+    with MidiInput(mapper, port="hb-test-absent", api="jack", client_name="hb-test-in", port_name="midi",
+                   poll_s=0.05) as midi:
+        assert not midi.connected
+        out = JackMidiSender(jack_midi, "hb-test-hand", connect_to="hb-test-in:midi")  # patched by hand
+        try:
+            assert send_until(out, [cc(7, 127)], lambda: engine.get(GAIN) == 24.0)
+            # the named source appears: the hand-patched one keeps playing beside it
+            named = JackMidiSender(jack_midi, "hb-test-absent")
+            try:
+                assert wait_until(lambda: midi.connected, 3.0)
+                assert send_until(out, [cc(7, 0)], lambda: engine.get(GAIN) == -96.0)
+                assert send_until(named, [cc(7, 127)], lambda: engine.get(GAIN) == 24.0)
+            finally:
+                named.close()
+            assert wait_until(lambda: not midi.connected, 3.0)
+            assert send_until(out, [cc(7, 0)], lambda: engine.get(GAIN) == -96.0)  # still patched
+        finally:
+            out.close()
+    assert engine.dropped_messages == 0
 
 
 @pytest.mark.jack
