@@ -80,7 +80,7 @@ are only counted in :attr:`MidiMapper.stats` (``ignored``).
 
 MIDI learn: ``mapper.learn("/hb/gain/gain_db")`` arms learn; the next note on, CC (a CC 0..31
 followed within ``timeout_ms`` by its LSB partner becomes a 14-bit map) or NRPN data entry is
-mapped to that address (replacing earlier maps of that address) and :meth:`MidiMapper.to_toml_dict`
+mapped to that address (replacing earlier maps of that address and moving the control off other addresses) and :meth:`MidiMapper.to_toml_dict`
 gives the table to save: ``save_preset(engine.chain, name, midi=mapper.to_toml_dict())``. The
 message that was learned is not applied; the next one is.
 
@@ -762,7 +762,12 @@ class MidiMapper:
         m = MidiMap(kind, number, address, channel)
         self._learn = None
         self._learn_candidate = None
-        self._set_maps([x for x in self.maps if x.address != address] + [m])
+        # learn moves a control, as in a DAW: the address's earlier maps go, and so do the maps
+        # of this control to other addresses (one source to several targets is a TOML choice)
+        same = {"cc": ("cc", "cc14"), "cc14": ("cc", "cc14")}.get(kind, (kind,))
+        self._set_maps([x for x in self.maps
+                        if x.address != address
+                        and not (x.kind in same and x.number == number and x.channel in (channel, None))] + [m])
         return m
 
     def _learn_cc(self, channel: int, cc: int, now: float) -> MidiMap | None:

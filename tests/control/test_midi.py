@@ -372,6 +372,15 @@ def test_learn_cc_cc14_nrpn_note_and_save(user_config):
     # each learn replaced the earlier maps of its address (cc 20, cc 21, cc 74 and the cc14 map)
     assert {(m.kind, m.number, m.address, m.channel) for m in again.maps} == {
         ("cc", 9, GAIN2, 1), ("note", 40, "/hb/gain/bypass", 9), ("nrpn", 391, GAIN, 2)}
+    # learning a control that drives another address moves it (as a DAW's learn does)
+    mapper.learn("/hb/gain_2/bypass")
+    mapper.handle(mido.Message("note_on", note=40, velocity=100, channel=9), now=t + 5)
+    assert {(m.kind, m.number, m.address) for m in mapper.maps if m.kind == "note"} == {
+        ("note", 40, "/hb/gain_2/bypass")}
+    mapper.learn(GAIN)
+    mapper.handle(cc(9, 10, 1), now=t + 6)
+    mapper.flush(t + 7)
+    assert {(m.kind, m.number, m.address) for m in mapper.maps if m.kind in ("cc", "cc14")} == {("cc", 9, GAIN)}
 
 
 def test_transport_from_clock_messages():
