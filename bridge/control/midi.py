@@ -80,8 +80,9 @@ are only counted in :attr:`MidiMapper.stats` (``ignored``).
 
 MIDI learn: ``mapper.learn("/hb/gain/gain_db")`` arms learn; the next note on, CC (a CC 0..31
 followed within ``timeout_ms`` by its LSB partner becomes a 14-bit map) or NRPN data entry is
-mapped to that address (replacing earlier maps of that address and moving the control off other addresses) and :meth:`MidiMapper.to_toml_dict`
-gives the table to save: ``save_preset(engine.chain, name, midi=mapper.to_toml_dict())``. The
+mapped to that address (replacing earlier maps of that address, and moving the control off other
+addresses) and :meth:`MidiMapper.to_toml_dict` gives the table to save:
+``save_preset(engine.chain, name, midi=mapper.to_toml_dict())``. The
 message that was learned is not applied; the next one is.
 
 Example::
