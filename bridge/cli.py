@@ -471,6 +471,8 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
             continue
         if m["nonfinite_samples"]:
             _warning(f"{name}: {m['nonfinite_samples']} NaN/Inf samples, measured as silence")
+        if m["truncated"]:
+            _warning(m["truncated"])
         rows.append({"file": name, **{k: m[k] for k, _, _ in _LOUDNESS_KEYS},
                      "sample_rate": m["sample_rate"], "channels": m["channels"], "duration_s": m["duration_s"],
                      "nonfinite_samples": m["nonfinite_samples"]})
@@ -518,9 +520,20 @@ def _release_arg(text: str) -> float:
     return _ranged(float, release.min, release.max, "limiter release")(text)
 
 
+NORMALIZE_MAX_GAIN_DB = 60.0  # beyond it a "quiet" file is noise floor: say so rather than raise it
+
+
+def _gain_stages(gain_db: float) -> list:
+    """``gain_db`` as Gain effects within the effect's own range (it ends at +24 dB)."""
+    from hushbridge.effects import Gain
+
+    n = max(1, math.ceil(gain_db / Gain.params[0].max - 1e-9))
+    return [Gain(gain_db=gain_db / n) for _ in range(n)]
+
+
 def _cmd_normalize(args: argparse.Namespace) -> int:
     from hushbridge.atomic import temp_beside
-    from hushbridge.effects import Chain, Gain, Limiter
+    from hushbridge.effects import Chain, Limiter
     from hushbridge.errors import AudioFileError
     from hushbridge.io.files import process_file
     from hushbridge.measure import loudness_file
@@ -534,10 +547,9 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     if not math.isfinite(level):
         raise AudioFileError(f"{args.input}: silent or shorter than one 400 ms block; nothing to normalize")
     gain_db = args.target - level
-    gain_max = Gain.params[0].max
-    if gain_db > gain_max:
+    if gain_db > NORMALIZE_MAX_GAIN_DB:
         raise AudioFileError(f"{args.input}: reaching {args.target:g} LUFS from {level:.1f} LUFS needs "
-                             f"{gain_db:+.1f} dB, more than the {gain_max:g} dB normalize applies")
+                             f"{gain_db:+.1f} dB, more than the {NORMALIZE_MAX_GAIN_DB:g} dB normalize applies")
     predicted_tp = before["true_peak_dbtp"] + gain_db
     # the limiter passes anything under its ceiling bit-exactly; engage it with a margin for the
     # meter's and the writer's (dither) last hundredths of a dB
@@ -547,16 +559,22 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
         raise AudioFileError(f"{dst}: is a directory; give a file name")
     if not dst.parent.exists():
         raise AudioFileError(f"{dst.parent}: output folder does not exist")
-    tmp = temp_beside(dst, "norm")
+    try:
+        tmp = temp_beside(dst, "norm")
+    except OSError as e:  # the temporary file beside OUT cannot be made: an unwritable folder
+        raise AudioFileError(f"{dst}: cannot write ({e.strerror or e}); nothing written") from e
     limiter_ceiling = ceiling
+    trim_db = 0.0
     try:
         # The limiter's look-ahead estimate can miss a little of an inter-sample peak built from
         # content near Nyquist (clicks); re-measure the result and tighten its ceiling until the
         # written file is under the ceiling. A mildly limited file gets the lost loudness back.
         for attempt in range(4):
-            effects = [Gain(gain_db=gain_db)]
+            effects = _gain_stages(gain_db)
             if limit:
                 effects.append(Limiter(ceiling_dbtp=limiter_ceiling, release_ms=args.release_ms))
+            if trim_db:
+                effects += _gain_stages(trim_db)
             if dst.exists() and os.path.samefile(src, dst):
                 raise AudioFileError(f"refusing to overwrite the input {src}: choose another output path")
             try:
@@ -569,9 +587,12 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
             if attempt == 3:
                 break
             if over > -0.01:
+                lowest = Limiter.params[0].min
+                if limit and limiter_ceiling - over - 0.02 < lowest:
+                    trim_db -= over + 0.02  # the limiter is at its lowest ceiling: trim after it
                 limit = True
-                limiter_ceiling = max(limiter_ceiling - over - 0.02, Limiter.params[0].min)
-            elif limit and 0.1 < short <= 1.0 and gain_db + short <= gain_max:
+                limiter_ceiling = max(limiter_ceiling - over - 0.02, lowest)
+            elif limit and 0.1 < short <= 1.0 and gain_db + short <= NORMALIZE_MAX_GAIN_DB:
                 gain_db += short
             else:
                 break
@@ -579,6 +600,10 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
             raise AudioFileError(f"{dst}: could not keep the true peak under {ceiling:g} dBTP "
                                  f"(reached {after['true_peak_dbtp']:.2f} dBTP); {dst} left untouched")
         os.replace(tmp, dst)
+    except AudioFileError:
+        raise
+    except OSError as e:  # an unwritable folder or file, a file where a folder should be
+        raise AudioFileError(f"{dst}: cannot write ({e.strerror or e}); nothing written") from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -587,7 +612,9 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
               f"{before['true_peak_dbtp']:.2f} dBTP", markup=False)
     out.print(f"gain {gain_db:+.2f} dB" + (f", true-peak limiter at {limiter_ceiling:.2f} dBTP (the gained signal "
                                          f"would peak at {predicted_tp:+.2f} dBTP)" if limit else
-                                         f"; no limiting needed (peak {predicted_tp:+.2f} dBTP)"))
+                                         f"; no limiting needed (peak {predicted_tp:+.2f} dBTP)")
+              + (f", then {trim_db:+.2f} dB after it (its lowest ceiling let inter-sample peaks through)"
+                 if trim_db else ""))
     out.print(f"{args.output}: {_fmt(after['integrated_lufs'])} LUFS, LRA {after['lra_lu']:.1f} LU, true peak "
               f"{after['true_peak_dbtp']:.2f} dBTP ({report.subtype}, target {args.target:g} LUFS, "
               f"ceiling {ceiling:g} dBTP)", markup=False)
@@ -720,7 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Measures IN, applies the gain that brings its integrated loudness to the "
                                    "target and, where the gained signal would pass the true-peak ceiling, runs it "
                                    "through the look-ahead true-peak limiter. OUT keeps IN's rate, channels and "
-                                   "sample format (dithered), is written only on success; before/after are printed.")
+                                   "sample format (dithered), is written only on success; before/after are printed. "
+                                   "It raises by at most 60 dB.")
     p.add_argument("input", metavar="IN")
     p.add_argument("output", metavar="OUT")
     p.add_argument("--target", "-t", type=_target, default=-16.0, metavar="LUFS",
@@ -730,7 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="true-peak ceiling in dBTP, -24..0 (default -1)")
     p.add_argument("--release-ms", type=_release_arg, default=80.0, metavar="MS",
                    help="limiter release, 1..1000 ms (default 80 ms)")
-    p.add_argument("--subtype", metavar="NAME", help="output sample format (default: the input's)")
+    p.add_argument("--subtype", metavar="NAME",
+                   help="output sample format (default: the input's, where OUT's format can store it)")
     p.set_defaults(func=_cmd_normalize)
     p = sub.add_parser("osc-layout", help="generate an OSC control surface (Open Stage Control, TouchOSC list)",
                        description="Writes an Open Stage Control session (one fader per parameter, toggles for "

@@ -161,19 +161,24 @@ def loudness_file(path, *, layout: str | None = None, block_frames: int = 1 << 1
 
     Returns ``integrated_lufs``, ``lra_lu``, ``max_momentary_lufs``, ``max_short_term_lufs``,
     ``true_peak_dbtp`` (and the momentary/short-term readings at the end), plus ``sample_rate``,
-    ``channels``, ``duration_s`` and ``nonfinite_samples`` (NaN/Inf samples, measured as
-    silence). Raises :class:`~hushbridge.errors.AudioFileError` for a
+    ``channels``, ``duration_s``, ``nonfinite_samples`` (NaN/Inf samples, measured as
+    silence) and ``truncated`` (what a WAV cut short lacks, else None). Channels are weighted by
+    ``layout`` if given, else by a WAV's channel mask where it has one, else by their count
+    (:func:`hushbridge.dsp.loudness.channel_weights`). Raises :class:`~hushbridge.errors.AudioFileError` for a
     missing, unreadable, empty or corrupt file.
     """
     import soundfile as sf
 
     from hushbridge.errors import AudioFileError
-    from hushbridge.io.files import audio_info
+    from hushbridge.io.files import audio_info, truncation_warning, wav_channel_mask
 
     info = audio_info(path)
     if info.samplerate <= 3400:
         raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is too low for BS.1770 loudness")
-    st = _L.allocate(info.channels, info.samplerate, _L.channel_weights(info.channels, layout))
+    mask = wav_channel_mask(path) if layout is None else None
+    weights = (_L.channel_weights_from_mask(info.channels, mask) if mask
+               else _L.channel_weights(info.channels, layout))
+    st = _L.allocate(info.channels, info.samplerate, weights)
     frames = nonfinite = 0
     try:
         with sf.SoundFile(str(path)) as f:
@@ -191,5 +196,5 @@ def loudness_file(path, *, layout: str | None = None, block_frames: int = 1 << 1
         raise AudioFileError(f"{path}: corrupt or truncated audio ({e})") from e
     out = _L.finish(st)
     out.update(sample_rate=int(info.samplerate), channels=int(info.channels), duration_s=frames / info.samplerate,
-               nonfinite_samples=nonfinite)
+               nonfinite_samples=nonfinite, truncated=truncation_warning(path, info))
     return out

@@ -87,6 +87,25 @@ def k_weighting_coefs(sr: float) -> np.ndarray:
     return np.ascontiguousarray((sos[:, [0, 1, 2, 4, 5]] / sos[:, 3:4]))
 
 
+#: WAVE_FORMAT_EXTENSIBLE speaker bits (channel order = bit order) weighted 1.41 as surrounds
+#: (ffmpeg's ebur128 does the same: back, side and top-back speakers) and 0 as LFE.
+_MASK_LFE = (1 << 3) | (1 << 35)
+_MASK_SURROUND = (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 15) | (1 << 16) | (1 << 17)
+
+
+def channel_weights_from_mask(channels: int, mask: int) -> np.ndarray:
+    """BS.1770 weights for a file whose channel mask (``dwChannelMask``) names its speakers;
+    channels beyond the mask's bits weigh 1.0."""
+    weights = np.ones(channels, dtype=np.float64)
+    bits = [b for b in range(64) if mask >> b & 1][:channels]
+    for ch, b in enumerate(bits):
+        if _MASK_LFE >> b & 1:
+            weights[ch] = 0.0
+        elif _MASK_SURROUND >> b & 1:
+            weights[ch] = SURROUND_WEIGHT
+    return weights
+
+
 def channel_weights(channels: int, layout: str | None = None) -> np.ndarray:
     """BS.1770 weights for ``channels`` channels: 1.0 for L/R/C, 0 for LFE, 1.41 for surrounds.
 

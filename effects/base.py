@@ -113,6 +113,12 @@ class Param:
     def check(self, value: Any, owner: str = "") -> float:
         """Return ``value`` as float, or raise ParamError naming the range."""
         where = f"{owner}.{self.id}" if owner else self.id
+        if isinstance(value, str) and self.choices:
+            index = self.choice_index(value)
+            if index is not None:
+                return float(index)
+            raise ParamError(f"{where} must be one of {', '.join(repr(c) for c in self.choices)} "
+                             f"(or 0..{len(self.choices) - 1}), got {value!r}")
         try:
             v = float(value)
         except (TypeError, ValueError) as e:
@@ -121,6 +127,15 @@ class Param:
             unit = f" {self.unit}" if self.unit else ""
             raise ParamError(f"{where} must be in [{self.min:g}, {self.max:g}]{unit}, got {value!r}")
         return self.quantize(v)
+
+    def choice_index(self, name: str) -> int | None:
+        """The index of the choice called ``name`` (any case; its first word will do, such as
+        "24" for "24 dB/oct"), or None."""
+        key = name.strip().lower()
+        for i, c in enumerate(self.choices):
+            if key in (c.lower(), c.split()[0].lower()):
+                return i
+        return None
 
     def clamp(self, value: float) -> float:
         """Clamp to the range (NaN becomes the default). For controllers, which overshoot."""

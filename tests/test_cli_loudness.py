@@ -148,10 +148,63 @@ def test_normalize_refuses_bad_input(tone_file: Path, tmp_path: Path) -> None:
     r = hb("normalize", silent, tmp_path / "y.wav")
     assert r.returncode == 1 and "silent" in r.stderr and not (tmp_path / "y.wav").exists()
     quiet = tmp_path / "quiet.wav"
-    sf.write(str(quiet), 1e-3 * np.sin(np.arange(48000) * 0.1), 48000)
-    r = hb("normalize", quiet, tmp_path / "z.wav", "-t", "-10")
-    assert r.returncode == 1 and "more than the 24 dB" in r.stderr
+    sf.write(str(quiet), 10 ** (-64 / 20) * np.sin(np.arange(48000) * 0.1), 48000, subtype="FLOAT")  # -67.7 LUFS
+    r = hb("normalize", quiet, tmp_path / "z.wav", "-t", "-3")
+    assert r.returncode == 1 and "more than the 60 dB normalize applies" in r.stderr
+    # OUT where a folder would have to be a file: one line, no traceback, nothing left
+    r = hb("normalize", tone_file, tone_file / "x.wav")
+    assert r.returncode == 1 and "cannot write" in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_normalize_raises_a_quiet_recording_past_one_gain_stage(tmp_path: Path) -> None:
+    sr = 48000
+    src = tmp_path / "far.wav"
+    sf.write(str(src), 10 ** (-62 / 20) * np.sin(2 * np.pi * 440 * np.arange(6 * sr) / sr), sr, subtype="FLOAT")
+    r = hb("normalize", src, tmp_path / "n.wav", "-t", "-23")
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.split("gain ")[1].split(" dB")[0]) > 24.0
+    assert abs(pyln_integrated(tmp_path / "n.wav") - -23.0) < 0.2
+
+
+def test_normalize_keeps_the_lowest_ceiling_with_a_trim_after_the_limiter(tmp_path: Path) -> None:
+    sr = 44100
+    t = np.arange(6 * sr) / sr
+    src = tmp_path / "square.wav"  # a naive square: inter-sample peaks the limiter's lowest ceiling lets by
+    sf.write(str(src), 0.9 * np.sign(np.sin(2 * np.pi * 3000 * t)), sr, subtype="PCM_24")
+    out = tmp_path / "n.wav"
+    r = hb("normalize", src, out, "-t", "-10", "--true-peak", "-24")
+    assert r.returncode == 0, r.stderr
+    assert scipy_true_peak_db(out) <= -24.0 + 0.1
+
+
+def test_loudness_weighs_channels_by_the_wav_channel_mask(tmp_path: Path) -> None:
+    import struct
+
+    sr = 48000
+    tone = 0.1 * np.sin(2 * np.pi * 997 * np.arange(8 * sr) / sr)
+    mono = tmp_path / "mono.wav"
+    sf.write(str(mono), tone, sr, subtype="FLOAT")
+    x = np.zeros((tone.size, 6), np.float32)
+    x[:, 3] = tone  # hexagonal FL FR FC BL BR BC: channel 3 is back left, not 5.1's LFE
+    mask = 0x1 | 0x2 | 0x4 | 0x10 | 0x20 | 0x100
+    guid = bytes.fromhex("0300000000001000800000aa00389b71")  # KSDATAFORMAT_SUBTYPE_IEEE_FLOAT
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, 6, sr, sr * 24, 24, 32, 22, 32, mask) + guid
+    data = x.tobytes()
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    hexagonal = tmp_path / "hexagonal.wav"
+    hexagonal.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    r = hb("loudness", mono, hexagonal, "--json")
+    assert r.returncode == 0, r.stderr
+    m, h = (row["integrated_lufs"] for row in json.loads(r.stdout))
+    assert h == pytest.approx(m + 10 * np.log10(1.41), abs=0.02)  # a surround channel: +1.5 dB
+
+
+def test_loudness_warns_about_a_truncated_wav(tone_file: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(tone_file.read_bytes()[: tone_file.stat().st_size // 2])
+    r = hb("loudness", cut)
+    assert r.returncode == 0 and "truncated" in r.stderr
 
 
 def test_normalize_checks_its_ceiling_and_names_the_real_output(tone_file: Path, tmp_path: Path) -> None:

@@ -66,6 +66,31 @@ def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
     return info
 
 
+def wav_channel_mask(path: str | os.PathLike[str]) -> int | None:
+    """The ``dwChannelMask`` of a WAVE_FORMAT_EXTENSIBLE file (which speaker each channel feeds,
+    in bit order: FL FR FC LFE BL BR FLC FRC BC SL SR ...), or None for other files and a zero
+    mask. soundfile does not expose it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+                return None
+            for _ in range(64):  # 'fmt ' comes first in practice; a few chunks may precede it
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                n = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"fmt ":
+                    fmt = f.read(min(n, 64))
+                    if len(fmt) >= 24 and int.from_bytes(fmt[:2], "little") == 0xFFFE:
+                        return int.from_bytes(fmt[20:24], "little") or None
+                    return None
+                f.seek(n + (n & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
+
+
 def truncation_warning(path: str | os.PathLike[str], info: sf._SoundFileInfo) -> str | None:
     """For a RIFF/WAVE file whose ``data`` chunk declares more bytes than the file holds (a copy or
     a recording cut short), what is missing; else None. libsndfile reads such files silently."""
@@ -104,16 +129,32 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(sr)
 
 
+# codecs libsndfile lists for containers it can only read them from (check_format says yes to
+# MPEG_LAYER_III in WAV; the write then fails): written only into their own format
+_OWN_FORMAT_ONLY = {"MPEG_LAYER_I": "MP3", "MPEG_LAYER_II": "MP3", "MPEG_LAYER_III": "MP3",
+                    "VORBIS": "OGG", "OPUS": "OGG"}
+_HIGH_RES = ("FLOAT", "DOUBLE", "PCM_32", "PCM_24")
+
+
+def _writable(fmt: str, subtype: str) -> bool:
+    return sf.check_format(fmt, subtype) and _OWN_FORMAT_ONLY.get(subtype, fmt) == fmt
+
+
 def _out_subtype(out: Path, in_subtype: str, subtype: str | None) -> tuple[str, str]:
+    """The output format and subtype: ``subtype`` if given, else the input's where the output
+    format can store it, else 24-bit for a high-resolution input where it can, else the format's
+    default."""
     fmt = _format_for(out)
     if subtype:
         chosen = subtype.upper()
-        if not sf.check_format(fmt, chosen):
-            raise AudioFileError(f"{out}: format {fmt} cannot store subtype {chosen} "
-                                 f"(it can: {', '.join(sf.available_subtypes(fmt))})")
+        if not _writable(fmt, chosen):
+            can = [s for s in sf.available_subtypes(fmt) if _writable(fmt, s)]
+            raise AudioFileError(f"{out}: format {fmt} cannot store subtype {chosen} (it can: {', '.join(can)})")
         return fmt, chosen
-    if sf.check_format(fmt, in_subtype):
+    if _writable(fmt, in_subtype):
         return fmt, in_subtype
+    if in_subtype in _HIGH_RES and _writable(fmt, "PCM_24"):
+        return fmt, "PCM_24"
     return fmt, sf.default_subtype(fmt)
 
 
@@ -227,6 +268,9 @@ def process_file(
             raise AudioFileError(f"{src}: {what} {r} Hz is outside the {lo}..{hi} Hz hushbridge processes")
     channels = info.channels
     report = FileReport(str(src), str(dst), rate, channels, 0, out_subtype, chain.latency_samples)
+    if not subtype and out_subtype != info.subtype:
+        report.notes.append(f"written as {fmt} {out_subtype} ({fmt} cannot store the input's {info.subtype}; "
+                            f"--subtype chooses)")
     if not dst.parent.exists():
         raise AudioFileError(f"{dst.parent}: output folder does not exist")
 

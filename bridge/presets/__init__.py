@@ -186,15 +186,11 @@ def _preset_value(param: Any, value: Any) -> float:
     if not isinstance(value, (int, float, str)):
         raise ParamError(f"must be a number, got {value!r:.60}")
     if choices:
-        if isinstance(value, str):
-            key = value.strip().lower()
-        elif float(value).is_integer() and 0 <= value < len(choices):
+        if not isinstance(value, str) and float(value).is_integer() and 0 <= value < len(choices):
             return float(value)  # the choice's index
-        else:
-            key = f"{value:g}"
-        for i, c in enumerate(choices):
-            if key in (c.lower(), c.split()[0].lower()):
-                return float(i)
+        index = param.choice_index(value if isinstance(value, str) else f"{value:g}")
+        if index is not None:
+            return float(index)
         raise ParamError(f"must be one of {', '.join(repr(c) for c in choices)} (or 0..{len(choices) - 1}), "
                          f"got {value!r}")
     if isinstance(value, str):

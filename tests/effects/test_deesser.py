@@ -127,3 +127,13 @@ def test_params() -> None:
     assert EFFECTS["deesser"] is DeEsser and fx.latency_samples == 0
     with pytest.raises(ParamError, match="freq_hz"):
         fx.freq_hz = 1000.0
+
+
+def test_mode_by_name_in_the_python_api():
+    # as presets and --set take it: the choice's name, or its index
+    assert DeEsser(mode="wideband").mode == 1.0
+    ds = DeEsser(mode=1)
+    ds.mode = "Split"
+    assert ds.mode == 0.0
+    with pytest.raises(ParamError, match=r"deesser\.mode must be one of 'split', 'wideband' \(or 0..1\), got 'x'"):
+        DeEsser(mode="x")

@@ -85,6 +85,24 @@ def test_formats_flac_ogg(tmp_path):
     assert sf.info(str(tmp_path / "out.ogg")).format == "OGG"
 
 
+def test_subtypes_the_output_format_cannot_hold_fall_back_with_a_note(tmp_path):
+    x = (0.3 * np.sin(np.arange(48000) * 0.05)).astype(np.float32)
+    mp3 = tmp_path / "in.mp3"
+    sf.write(str(mp3), x, 48000, format="MP3")  # libsndfile says WAV takes MPEG_LAYER_III; it cannot
+    report = process_file(mp3, tmp_path / "out.wav", Chain([Gain()]))
+    assert sf.info(str(tmp_path / "out.wav")).subtype == "PCM_16" == report.subtype
+    assert any("cannot store the input's MPEG_LAYER_III" in n for n in report.notes)
+    with pytest.raises(AudioFileError, match=r"cannot store subtype MPEG_LAYER_III \(it can: PCM_16, (?!.*MPEG)"):
+        process_file(mp3, tmp_path / "o2.wav", Chain([Gain()]), subtype="MPEG_LAYER_III")
+    flt = tmp_path / "in.wav"
+    sf.write(str(flt), x, 48000, subtype="FLOAT")
+    report = process_file(flt, tmp_path / "out.flac", Chain([Gain()]))  # FLAC has no float: 24-bit, not 16
+    assert sf.info(str(tmp_path / "out.flac")).subtype == "PCM_24"
+    assert any("FLAC PCM_24" in n for n in report.notes)
+    report = process_file(flt, tmp_path / "same.wav", Chain([Gain()]))
+    assert report.subtype == "FLOAT" and not report.notes
+
+
 def test_refuses_in_equals_out_and_keeps_file(tmp_path):
     src = write(tmp_path / "in.wav", noise(1, 1000))
     before = src.read_bytes()
