@@ -339,10 +339,7 @@ class Effect:
                 and block.shape[1] <= spec.max_block_size:
             bound[0](block, *bound[1])  # compiled entry point: no dispatcher type resolution
             return
-        spec = self._require_prepared(block)
-        if block.shape[1] > spec.max_block_size:
-            raise ValueError(f"{self.name}: block of {block.shape[1]} frames exceeds the prepared max_block_size "
-                             f"{spec.max_block_size} (a Chain splits long blocks; a bare effect does not)")
+        self._require_prepared(block)
         binding = self.kernel()
         if binding is None:
             raise NotImplementedError(f"{type(self).__name__} implements neither kernel() nor process()")
@@ -352,13 +349,20 @@ class Effect:
         """Clear state; parameters stay. Subclasses override."""
 
     def _require_prepared(self, block: np.ndarray | None = None) -> ProcessSpec:
-        """The prepared spec; with ``block``, also check that it is (spec.channels, frames): the
-        kernels index state arrays by channel, so a wider block would write past them."""
+        """The prepared spec; with ``block``, also check that it is a float (spec.channels, frames)
+        block of at most spec.max_block_size frames: the kernels index state arrays by channel and
+        fill buffers of max_block_size frames, so a wider or longer block would write past them,
+        and an integer block would take the float results truncated."""
         spec = self._spec
         if spec is None:
             raise RuntimeError(f"{self.name}: call prepare(spec) before process()")
         if block is not None:
             check_block(block, spec, self.name)
+            if not np.issubdtype(block.dtype, np.floating):
+                raise TypeError(f"{self.name}: process() takes a float32 block, got {block.dtype}")
+            if block.shape[1] > spec.max_block_size:
+                raise ValueError(f"{self.name}: block of {block.shape[1]} frames exceeds the prepared max_block_size "
+                                 f"{spec.max_block_size} (a Chain splits long blocks; a bare effect does not)")
         return spec
 
     # -- offline convenience ----------------------------------------------------------------

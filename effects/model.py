@@ -59,7 +59,7 @@ import numpy as np
 
 from hushbridge.dsp.kernels.model import fifo_fill, ring_read, ring_write
 from hushbridge.dsp.kernels.model import warm_up as _warm_model_kernels
-from hushbridge.dsp.kernels.util import delay_through, ramp_mix, sanitize
+from hushbridge.dsp.kernels.util import delay_through, ramp_mix, sanitize, sanitize_rows
 from hushbridge.effects.base import Effect, Param, ProcessSpec, ramp_step
 from hushbridge.effects.resampler import RESAMPLE_QUALITIES, make_stream
 from hushbridge.models.runtime import StreamingModel
@@ -324,6 +324,7 @@ class ModelEffect(Effect):
         self._dline = np.zeros((ch, self._latency + spec.max_block_size + 1), dtype=np.float32)
         self._rt.dpos = 0
         self._dry = np.zeros((ch, spec.max_block_size), dtype=np.float32)
+        self._bad_rows = np.zeros(ch, dtype=np.int64)
         self._act = np.full(ch, np.nan, dtype=np.float64)
         red = self._red_target
         self._red_state = np.tile(np.array([red, red, ramp_step(ProcessSpec(msr, hop, 1), 50.0)]), (ch, 1))
@@ -385,9 +386,11 @@ class ModelEffect(Effect):
         :attr:`latency_samples`."""
         spec = self._require_prepared(block)
         n = block.shape[1]
-        if sanitize(block):
+        if sanitize_rows(block, self._bad_rows):
             self._rt.nonfinite_events += 1
-            self.model.reset()
+            for c in range(spec.channels):  # only the channels that had them: the others play on
+                if self._bad_rows[c]:
+                    self.model.reset(c)
         dry = self._dry[:, :n]
         self._rt.dpos = delay_through(block, self._dline, self._rt.dpos, self._latency, dry)
         run = not self._rt.overloaded or self._rt.probing or self._on_state[0] > 0.0

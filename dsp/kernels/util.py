@@ -50,6 +50,23 @@ def sanitize(block: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
+def sanitize_rows(block: np.ndarray, bad: np.ndarray) -> int:
+    """:func:`sanitize` that also counts the samples replaced per channel into ``bad`` (int64,
+    one per channel, overwritten). Returns the total."""
+    total = 0
+    ch, n = block.shape
+    for c in range(ch):
+        k = 0
+        for i in range(n):
+            if not np.isfinite(block[c, i]):
+                block[c, i] = 0.0
+                k += 1
+        bad[c] = k
+        total += k
+    return total
+
+
+@njit(cache=True, nogil=True)
 def delay_through(block: np.ndarray, line: np.ndarray, pos: int, delay: int, out: np.ndarray) -> int:
     """Write ``block`` delayed by ``delay`` samples into ``out``; return the new write position.
 

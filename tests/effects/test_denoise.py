@@ -566,3 +566,29 @@ def test_shipped_model_state_decays_to_zero_not_subnormal():
     tiny = np.finfo(np.float32).tiny
     for i, arr in enumerate(m.state(0)):
         assert not np.any((arr != 0.0) & (np.abs(arr) < tiny)), f"subnormal values in state_{i}"
+
+
+@shipped
+def test_bare_effect_refuses_long_and_integer_blocks():
+    # its kernels fill buffers of max_block_size frames: a longer block corrupted memory
+    e = Denoise(overload_budget=0.0)
+    e.prepare(ProcessSpec(48000, 128, 1))
+    with pytest.raises(ValueError, match="exceeds the prepared max_block_size 128"):
+        e.process(np.zeros((1, 4096), np.float32))
+    with pytest.raises(TypeError, match="takes a float32 block, got int16"):
+        e.process(np.zeros((1, 128), np.int16))
+    x = np.zeros((1, 128), np.float32)
+    e.process(x)  # and it still runs
+    assert np.isfinite(x).all()
+
+
+@shipped
+def test_nan_in_one_channel_leaves_the_others_alone():
+    x = noise(48000, channels=2, seed=22, amp=0.1)
+    ref = stream(Denoise(overload_budget=0.0), x, 48000, 256)
+    bad = x.copy()
+    bad[1, 30000] = np.nan
+    e = Denoise(overload_budget=0.0)
+    y = stream(e, bad, 48000, 256)
+    np.testing.assert_array_equal(y[0], ref[0])  # the clean channel, bit for bit
+    assert np.isfinite(y).all() and e.nonfinite_events >= 1
