@@ -43,8 +43,11 @@ def temp_beside(target: str | os.PathLike[str], tag: str = "part") -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".{tag}{target.suffix}", dir=target.parent)
     try:
         os.fchmod(fd, new_file_mode(target))
-    finally:
+    except BaseException:  # a failure, or Ctrl-C / SIGTERM, before the caller knows the name
         os.close(fd)
+        os.unlink(name)
+        raise
+    os.close(fd)
     return Path(name)
 
 

@@ -559,13 +559,11 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
         raise AudioFileError(f"{dst}: is a directory; give a file name")
     if not dst.parent.exists():
         raise AudioFileError(f"{dst.parent}: output folder does not exist")
-    try:
-        tmp = temp_beside(dst, "norm")
-    except OSError as e:  # the temporary file beside OUT cannot be made: an unwritable folder
-        raise AudioFileError(f"{dst}: cannot write ({e.strerror or e}); nothing written") from e
     limiter_ceiling = ceiling
     trim_db = 0.0
+    tmp: Path | None = None
     try:
+        tmp = temp_beside(dst, "norm")
         # The limiter's look-ahead estimate can miss a little of an inter-sample peak built from
         # content near Nyquist (clicks); re-measure the result and tighten its ceiling until the
         # written file is under the ceiling. A mildly limited file gets the lost loudness back.
@@ -605,7 +603,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     except OSError as e:  # an unwritable folder or file, a file where a folder should be
         raise AudioFileError(f"{dst}: cannot write ({e.strerror or e}); nothing written") from e
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
     predicted_tp = before["true_peak_dbtp"] + gain_db  # at the gain applied in the end
     out.print(f"{args.input}: {_fmt(level)} LUFS, LRA {before['lra_lu']:.1f} LU, true peak "

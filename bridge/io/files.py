@@ -274,8 +274,9 @@ def process_file(
     if not dst.parent.exists():
         raise AudioFileError(f"{dst.parent}: output folder does not exist")
 
-    tmp_name = str(temp_beside(dst))
-    try:
+    tmp_name = ""
+    try:  # from the temporary file's creation on: a SIGTERM (KeyboardInterrupt) anywhere removes it
+        tmp_name = str(temp_beside(dst))
         quantize = _Quantizer(out_subtype)
         renderer = OfflineRenderer(chain, channels, rate, block_size)
         report.latency_samples = renderer.latency_samples
@@ -332,10 +333,11 @@ def process_file(
                 report.notes.extend(notes())
         os.replace(tmp_name, dst)
     except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass  # already renamed or never created
+        if tmp_name:
+            try:
+                os.unlink(tmp_name)
+            except FileNotFoundError:
+                pass  # already renamed
         raise
     return report
 
