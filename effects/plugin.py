@@ -32,7 +32,11 @@ so the plugin keeps its state across blocks. Pedalboard compensates latency itse
 fewer samples at the start of a stream; the wrapper right-aligns what comes back and pads the
 head with silence, which restores the plugin's true (delayed) output, and reports that delay as
 :attr:`PluginEffect.latency_samples`, measured in ``prepare`` (silence is fed to the freshly reset
-plugin until output appears), so the Chain and hosts compensate it exactly.
+plugin until output appears), so the Chain and hosts compensate it exactly. Pedalboard reads a
+block of no more frames than channels as frames-first, which reconfigures a plugin with latency
+mid-stream; such a multichannel plugin is fed through a hold of ``channels`` frames
+(:attr:`PluginEffect.hold_samples`, part of the reported latency), so it only ever sees longer
+blocks. ``PitchShift`` is refused: streamed block by block it returns only silence.
 
 .. note::
    A plugin effect is **not allocation-free**: pedalboard allocates its output array (and may
@@ -187,7 +191,7 @@ def _builtin_params(plugin: Any) -> tuple[tuple[Param, ...], tuple[_Binding, ...
             binds.append(_Binding(attr, "bool"))
         elif isinstance(default, (int, float)) and not isinstance(default, enum.Enum) and not hasattr(default, "__members__"):
             lo, hi = BUILTIN_RANGES.get(f"{cname}.{attr}", BUILTIN_RANGES.get(attr, _guess_range(attr, float(default))))
-            for v in (float(default), float(getattr(plugin, attr))):
+            for v in (float(default), float(getattr(plugin, attr))):  # an instance set beyond: widened
                 lo, hi = min(lo, v), max(hi, v)
             params.append(Param(pid, lo, hi, float(default), smoothing_ms=0.0))
             binds.append(_Binding(attr, "float"))
@@ -278,6 +282,7 @@ class PluginEffect(Effect):
     def __init__(self, plugin: Any = None, **values: float) -> None:
         object.__setattr__(self, "_plugin", plugin)
         object.__setattr__(self, "_latency", 0)
+        object.__setattr__(self, "_hold", 0)
         object.__setattr__(self, "_buffer_size", 0)
         object.__setattr__(self, "_sample_rate", 0.0)
         object.__setattr__(self, "short_blocks", 0)
@@ -350,14 +355,27 @@ class PluginEffect(Effect):
     # -- lifecycle ----------------------------------------------------------------------------
     @property
     def latency_samples(self) -> int:
-        """The plugin's latency in samples, measured in ``prepare``."""
-        return self._latency
+        """The plugin's latency in samples, measured in ``prepare`` (plus :attr:`hold_samples`)."""
+        return self._latency + self._hold
+
+    @property
+    def hold_samples(self) -> int:
+        """Frames held back before the plugin (the channel count, for a multichannel plugin with
+        latency): pedalboard reads a block of no more frames than channels as frames-first, which
+        reconfigures such a plugin mid-stream, so it only ever gets longer blocks."""
+        return self._hold
 
     def _prepare(self, spec: ProcessSpec) -> None:
         object.__setattr__(self, "_sample_rate", float(spec.sample_rate))
         object.__setattr__(self, "_buffer_size", int(spec.max_block_size))
         object.__setattr__(self, "_prime", np.zeros((spec.channels, 0), dtype=np.float32))
         object.__setattr__(self, "_latency", self._measure_latency(spec))
+        hold = spec.channels if self._latency > 0 and spec.channels > 1 else 0
+        object.__setattr__(self, "_hold", hold)
+        object.__setattr__(self, "_pending", np.zeros((spec.channels, hold + spec.max_block_size), np.float32))
+        object.__setattr__(self, "_queue", np.zeros((spec.channels, 2 * hold + spec.max_block_size), np.float32))
+        object.__setattr__(self, "_npending", 0)
+        object.__setattr__(self, "_nqueue", hold)
 
     def _measure_latency(self, spec: ProcessSpec) -> int:
         """Feed silence to the reset plugin until it returns audio: the samples it held back."""
@@ -379,6 +397,10 @@ class PluginEffect(Effect):
         """Reset the plugin's internal state (delay lines, envelopes); parameters stay."""
         self._plugin.reset()
         object.__setattr__(self, "_fed", 0)
+        if self._hold:
+            self._queue.fill(0.0)
+            object.__setattr__(self, "_npending", 0)
+            object.__setattr__(self, "_nqueue", self._hold)
         if self._spec is not None:
             # pedalboard forgets the channel layout on reset; a (channels, 0) call fixes it again,
             # so a first block of ``channels`` frames or fewer is not read as interleaved
@@ -388,6 +410,29 @@ class PluginEffect(Effect):
         """Run ``block`` (channels, frames) float32 through the plugin in place (allocates; see note)."""
         if self._buffer_size == 0:
             self._require_prepared(block)
+        if not self._hold:
+            self._through(block)
+            return
+        # hold frames back until more than `channels` are pending (see hold_samples); the queue
+        # starts with `hold` frames of silence, so every call can deliver its block
+        n, k = block.shape[1], self._npending
+        self._pending[:, k:k + n] = block
+        k += n
+        if k > self._hold:
+            chunk = self._pending[:, :k].copy()
+            self._through(chunk)
+            q = self._nqueue
+            self._queue[:, q:q + k] = chunk
+            object.__setattr__(self, "_nqueue", q + k)
+            k = 0
+        object.__setattr__(self, "_npending", k)
+        q = self._nqueue
+        block[...] = self._queue[:, :n]
+        self._queue[:, : q - n] = self._queue[:, n:q]
+        object.__setattr__(self, "_nqueue", q - n)
+
+    def _through(self, block: np.ndarray) -> None:
+        """The plugin on ``block`` in place, delayed by exactly its latency."""
         out = self._plugin.process(block, self._sample_rate, buffer_size=self._buffer_size, reset=False)
         n = block.shape[1]
         object.__setattr__(self, "_fed", self._fed + n)
@@ -403,20 +448,39 @@ class PluginEffect(Effect):
             object.__setattr__(self, "short_blocks", self.short_blocks + 1)
 
 
+#: built-ins that do not work block by block (pedalboard 0.9: checked by streaming a tone)
+_NOT_STREAMABLE = {"PitchShift": "returns only silence when streamed block by block (its look-ahead is about 1 s)"}
+
+
 def _subclass_for(plugin: Any) -> type[PluginEffect]:
-    """The PluginEffect subclass declaring ``plugin``'s parameters (cached for built-ins)."""
+    """The PluginEffect subclass declaring ``plugin``'s parameters. For a built-in, one subclass
+    per class (cached), with the class's ranges; an instance set beyond them gets its own,
+    widened, so it never changes the ranges of later instances."""
     pb = _pedalboard()
     if isinstance(plugin, PluginEffect) or not (isinstance(plugin, pb.Plugin) or hasattr(plugin, "process")):
         raise TypeError(f"PluginEffect wraps a pedalboard plugin, got {plugin!r}")
     if isinstance(plugin, pb.PluginContainer):
         raise TypeError("wrap single plugins; put several in a hushbridge Chain instead of a pedalboard.Pedalboard")
-    external = _is_external(plugin)
-    if not external and type(plugin) in PluginEffect._builtin_cache:
-        return PluginEffect._builtin_cache[type(plugin)]
-    params, binds = _external_params(plugin) if external else _builtin_params(plugin)
-    name = f"PluginEffect_{type(plugin).__name__}"
-    sub = type(name, (PluginEffect,), {"params": params, "_bindings": binds, "__module__": __name__,
-                                        "__doc__": f"pedalboard {type(plugin).__name__} as an Effect."})
-    if not external:
-        PluginEffect._builtin_cache[type(plugin)] = sub
-    return sub
+    if type(plugin).__name__ in _NOT_STREAMABLE:
+        raise ChainError(f"pedalboard's {type(plugin).__name__} {_NOT_STREAMABLE[type(plugin).__name__]}; "
+                         "run it on whole files through pedalboard itself")
+    if _is_external(plugin):
+        return _make_subclass(plugin, *_external_params(plugin))
+    cls = type(plugin)
+    shared = PluginEffect._builtin_cache.get(cls)
+    if shared is None:
+        try:
+            shared = _make_subclass(plugin, *_builtin_params(cls()))
+            PluginEffect._builtin_cache[cls] = shared
+        except (TypeError, ValueError, RuntimeError):  # no default instance (e.g. Convolution)
+            shared = None
+    if shared is not None and all(p.min <= b.from_plugin(getattr(plugin, b.attr)) <= p.max
+                                  for p, b in zip(shared.params, shared._bindings)):
+        return shared
+    return _make_subclass(plugin, *_builtin_params(plugin))
+
+
+def _make_subclass(plugin: Any, params: tuple[Param, ...], binds: tuple[_Binding, ...]) -> type[PluginEffect]:
+    return type(f"PluginEffect_{type(plugin).__name__}", (PluginEffect,),
+                {"params": params, "_bindings": binds, "__module__": __name__,
+                 "__doc__": f"pedalboard {type(plugin).__name__} as an Effect."})

@@ -114,14 +114,16 @@ def test_latency_is_measured_and_compensated(channels: int) -> None:
     delay = PluginEffect(AddLatency(100))
     for fx in (lim, delay):
         fx.prepare(ProcessSpec(SR, 128, channels))
-    assert delay.latency_samples == 100
-    assert lim.latency_samples == int(SR * 1.5 / 1000)
+    hold = channels if channels > 1 else 0  # see PluginEffect.hold_samples
+    assert delay.hold_samples == lim.hold_samples == hold
+    assert delay.latency_samples == 100 + hold
+    assert lim.latency_samples == int(SR * 1.5 / 1000) + hold
     # an impulse through a chain with both comes out where it went in, after compensation
     chain = Chain([delay, Gain(gain_db=0.0), lim])
     x = np.zeros((channels, 4000), dtype=np.float32)
     x[:, 1000] = 0.25
     y = render(chain, x, SR, block_size=128)
-    assert chain.latency_samples == 100 + lim.latency_samples
+    assert chain.latency_samples == delay.latency_samples + lim.latency_samples
     assert int(np.argmax(np.abs(y[0]))) == 1000
     np.testing.assert_allclose(y, x, atol=1e-6)  # below the ceiling: untouched
 
@@ -132,6 +134,28 @@ def test_latency_plugin_matches_pedalboard_offline() -> None:
     ours = PluginEffect(pedalboard.BrickwallLimiter(**settings))(x, SR, block_size=256)
     theirs = pedalboard.BrickwallLimiter(**settings).process(x, SR)  # pedalboard compensates itself
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+def test_latency_plugin_takes_blocks_of_no_more_frames_than_channels(channels: int) -> None:
+    # pedalboard reads such a block as frames-first, which reconfigured the plugin mid-stream
+    # (and crashed on a file's last block of 1..channels frames)
+    x = (np.random.default_rng(3).standard_normal((channels, 4096 + channels)) * 0.3).astype(np.float32)
+    theirs = pedalboard.BrickwallLimiter().process(x, SR)
+    for block in (4096, 1, 2, 3, 64):
+        ours = Chain([PluginEffect(pedalboard.BrickwallLimiter())])(x, SR, block_size=block)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6, err_msg=f"block {block}")
+
+
+def test_an_instance_beyond_the_ranges_widens_only_its_own() -> None:
+    loud = PluginEffect(pedalboard.Gain(gain_db=40.0))
+    assert loud.param("gain_db").max == 40.0 and loud.gain_db == 40.0
+    assert PluginEffect(pedalboard.Gain()).param("gain_db").max == 24.0
+
+
+def test_pitch_shift_is_refused_not_silent() -> None:
+    with pytest.raises(ChainError, match="PitchShift returns only silence when streamed"):
+        PluginEffect(pedalboard.PitchShift(semitones=2))
 
 
 def test_bypassing_a_latent_plugin_keeps_timing() -> None:
