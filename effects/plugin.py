@@ -329,6 +329,16 @@ class PluginEffect(Effect):
         effect._source.update(path=str(path), **({"plugin_name": plugin_name} if plugin_name else {}))
         return effect
 
+    def __reduce__(self):
+        # pedalboard plugins do not pickle: a copy is built again as a preset builds it (the same
+        # plugin class or file), with the same parameter values, unprepared
+        keys = self.preset_keys()
+        if not keys or ("plugin" in keys and not hasattr(_pedalboard(), keys["plugin"])):
+            raise TypeError(f"cannot copy a PluginEffect of {type(self._plugin).__name__}: it is not a pedalboard "
+                            "built-in or a plugin file")
+        attrs = {} if "path" in keys else {b.attr: getattr(self._plugin, b.attr) for b in self._bindings}
+        return (_rebuild, (keys, attrs, self.values()))
+
     def preset_keys(self) -> dict[str, str]:
         """The keys a preset needs to rebuild this effect (``plugin`` or ``path``)."""
         if self._source:
@@ -484,3 +494,17 @@ def _make_subclass(plugin: Any, params: tuple[Param, ...], binds: tuple[_Binding
     return type(f"PluginEffect_{type(plugin).__name__}", (PluginEffect,),
                 {"params": params, "_bindings": binds, "__module__": __name__,
                  "__doc__": f"pedalboard {type(plugin).__name__} as an Effect."})
+
+
+def _rebuild(keys: dict[str, str], attrs: dict[str, Any], values: dict[str, float]) -> PluginEffect:
+    if "path" in keys:
+        effect = PluginEffect.from_preset(**keys)
+        for pid, v in values.items():
+            effect.set(pid, v)
+        return effect
+    plugin = getattr(_pedalboard(), keys["plugin"])()
+    for attr, v in attrs.items():  # the plugin's own settings first: they decide the declared ranges
+        setattr(plugin, attr, v)
+    effect = PluginEffect(plugin)
+    effect._source.update(keys)
+    return effect

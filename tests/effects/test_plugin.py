@@ -277,3 +277,19 @@ def test_external_plugin_parameters_are_mapped() -> None:
     y = fx(np.ones((1, 300), np.float32), SR, block_size=128)
     np.testing.assert_allclose(y, 10 ** (-6 / 20), rtol=1e-6)
     assert type(PluginEffect(_FakeExternal())) is not type(fx)  # one class per external instance
+
+
+def test_plugin_effects_pickle_and_copy_with_their_settings() -> None:
+    import copy
+    import pickle
+
+    chain = Chain([PluginEffect(pedalboard.Reverb(room_size=0.3)), PluginEffect(pedalboard.Gain(gain_db=40.0))])
+    again = pickle.loads(pickle.dumps(chain))  # e.g. to a worker process
+    assert again.ids == chain.ids and again[0].room_size == pytest.approx(0.3) and again[1].gain_db == 40.0
+    x = _signal(2)
+    np.testing.assert_array_equal(again(x, SR), chain(x, SR))
+    assert copy.deepcopy(chain[0]).room_size == pytest.approx(0.3)
+    from pedalboard_native._internal import AddLatency
+
+    with pytest.raises(TypeError, match="cannot copy a PluginEffect of AddLatency"):
+        pickle.dumps(PluginEffect(AddLatency(10)))
