@@ -265,6 +265,11 @@ def _build(preset: Preset) -> Chain:
         if name == "plugin":
             from hushbridge.effects.plugin import PluginEffect
 
+            for key in sorted(_PLUGIN_KEYS & set(entry)):
+                if not isinstance(entry[key], str):
+                    raise fail(i, key, f"must be a string, got {entry[key]!r:.60}")
+            if "plugin_name" in entry and "path" not in entry:
+                raise fail(i, "plugin_name", "picks a plugin in a plugin file: it needs path = \"<file>\"")
             try:
                 effect = PluginEffect.from_preset(**{k: str(entry[k]) for k in _PLUGIN_KEYS if k in entry})
             except ChainError as e:

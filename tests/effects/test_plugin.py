@@ -204,6 +204,8 @@ params = { room_size = 0.7, wet_level = 0.2 }
     ('path = "/nonexistent/x.vst3"', "cannot load plugin"),
     ('', "exactly one of"),
     ('plugin = "Reverb"\nparams = { room_size = 3.0 }', "room_size"),
+    ('plugin = 42', "key 'plugin': must be a string, got 42"),
+    ('plugin = "Reverb"\nplugin_name = "x"', "key 'plugin_name': picks a plugin in a plugin file"),
 ])
 def test_preset_errors(entry: str, match: str) -> None:
     with pytest.raises(PresetError, match=match):
