@@ -21,9 +21,10 @@ If the ring ever lacks a sample (it should not) it reads a zero and :attr:`ring_
 the delay never changes.
 
 Resampling (``resample_quality``) defaults to ``"RT"``, our own allocation-free polyphase resampler
-(:mod:`hushbridge.effects.resampler`: flat to 0.4 x the lower rate, aliases down > 70 dB, the round
-trip 44.1↔48 kHz adds about 1.1 ms, so the denoiser stays near 10 ms at 44.1 kHz). The soxr
-qualities are there too: ``"LQ"`` is flat to 16 kHz at 44.1 kHz and adds about 10.7 ms, ``"QQ"``
+(:mod:`hushbridge.effects.resampler`: the round trip to a higher model rate and back is within 1 dB
+to 0.45 x the engine rate (19.8 kHz at 44.1 kHz), -5 dB at 0.49; from a higher engine rate flat to
+0.4 x the model rate with aliases down > 70 dB; the round trip 44.1↔48 kHz adds about 1.1 ms,
+so the denoiser stays near 10 ms at 44.1 kHz). The soxr qualities are there too: ``"LQ"`` is flat to 16 kHz at 44.1 kHz and adds about 10.7 ms, ``"QQ"``
 adds 0.1 ms but droops -3.5 dB at 16 kHz, ``"HQ"`` adds about 40 ms; soxr's ``resample_chunk``
 returns a new small array per call (its API has no ``out=``), an allocation on the audio path.
 
@@ -61,6 +62,7 @@ from hushbridge.dsp.kernels.model import fifo_fill, ring_read, ring_write
 from hushbridge.dsp.kernels.model import warm_up as _warm_model_kernels
 from hushbridge.dsp.kernels.util import delay_through, ramp_mix, sanitize, sanitize_rows
 from hushbridge.effects.base import Effect, Param, ProcessSpec, ramp_step
+from hushbridge.dsp.resample import CUTOFF, ROUND_TRIP_CUTOFF
 from hushbridge.effects.resampler import RESAMPLE_QUALITIES, make_stream
 from hushbridge.models.runtime import StreamingModel
 
@@ -76,6 +78,14 @@ _PLAN_CHUNK = 16
 _plans: dict[tuple[int, int, int, str], tuple[int, float]] = {}
 
 
+def round_trip_cutoff(engine_rate: int, model_rate: int) -> float:
+    """Low-pass of our resamplers for the round trip engine→model→engine rate: up to a higher
+    model rate and back, images fold back onto their own frequency and the wide
+    :data:`~hushbridge.dsp.resample.ROUND_TRIP_CUTOFF` keeps the band to 0.45 x the engine rate;
+    down to a lower model rate, the one-way cutoff keeps aliases out."""
+    return ROUND_TRIP_CUTOFF if engine_rate < model_rate else CUTOFF
+
+
 def resample_plan(engine_rate: int, model_rate: int, hop: int, quality: str) -> tuple[int, float]:
     """``(L_fifo, signal_delay)`` for a resampling round trip engine→model→engine rate with ``hop``.
 
@@ -88,8 +98,9 @@ def resample_plan(engine_rate: int, model_rate: int, hop: int, quality: str) -> 
     # Simulate the round trip: input fed CHUNK samples at a time, the output stream one hop at a
     # time as the model would. Within a chunk the input stream's output may appear at any sample,
     # so the shortfall is bounded as if it appeared at the chunk's end (at most CHUNK - 1 too high).
-    rs_in = make_stream(engine_rate, model_rate, quality, _PLAN_CHUNK)
-    rs_out = make_stream(model_rate, engine_rate, quality, hop)
+    fc = round_trip_cutoff(engine_rate, model_rate)
+    rs_in = make_stream(engine_rate, model_rate, quality, _PLAN_CHUNK, cutoff=fc)
+    rs_out = make_stream(model_rate, engine_rate, quality, hop, cutoff=fc)
     chunk = np.zeros(_PLAN_CHUNK, dtype=np.float32)
     zeros = np.zeros(hop, dtype=np.float32)
     fill = w = worst = 0
@@ -107,8 +118,8 @@ def resample_plan(engine_rate: int, model_rate: int, hop: int, quality: str) -> 
     x = np.zeros(n, dtype=np.float32)
     at = n // 4
     x[at] = 1.0
-    mid = make_stream(engine_rate, model_rate, quality, 4096).resample_chunk(x, last=True)
-    y = make_stream(model_rate, engine_rate, quality, 4096).resample_chunk(mid, last=True)
+    mid = make_stream(engine_rate, model_rate, quality, 4096, cutoff=fc).resample_chunk(x, last=True)
+    y = make_stream(model_rate, engine_rate, quality, 4096, cutoff=fc).resample_chunk(mid, last=True)
     k = int(np.argmax(np.abs(y)))
     frac = 0.0
     if 0 < k < len(y) - 1:
@@ -275,7 +286,7 @@ class ModelEffect(Effect):
             if self._spec is None:
                 self._red_state[:, 0] = self._red_target
         # reduction_db = 0 promises the input untouched: the latency-matched dry path, since the wet
-        # path at another engine rate goes through a resampling round trip that keeps 0.4x the rate
+        # path at another engine rate goes through a resampling round trip that rolls off the top
         mix = float(self._values[1]) if float(self._values[0]) > 0.0 else 0.0
         self._mix_state[1] = mix
         if self._spec is None:
@@ -300,8 +311,9 @@ class ModelEffect(Effect):
             # reported latency is then exact at every rate, not only within one sample
             frac = math.ceil(exact - 1e-6) - exact if q == "RT" else 0.0
             self._frac = frac if frac > 1e-6 else 0.0
-            self._rs_in = [make_stream(sr, msr, q, spec.max_block_size) for _ in range(ch)]
-            self._rs_out = [make_stream(msr, sr, q, hop, self._frac) for _ in range(ch)]
+            fc = round_trip_cutoff(sr, msr)
+            self._rs_in = [make_stream(sr, msr, q, spec.max_block_size, cutoff=fc) for _ in range(ch)]
+            self._rs_out = [make_stream(msr, sr, q, hop, self._frac, fc) for _ in range(ch)]
             self._latency = int(round(exact + self._frac))
             hop_e = int(math.ceil(hop * sr / msr))
         model.prepare(ch)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from hushbridge.dsp.kernels.resample import resample_stream
-from hushbridge.dsp.resample import polyphase_bank
+from hushbridge.dsp.resample import CUTOFF, polyphase_bank
 
 RESAMPLE_QUALITIES = ("RT", "QQ", "LQ", "MQ", "HQ", "VHQ")
 
@@ -25,8 +25,10 @@ class PolyphaseResampler:
     >>> y = r.resample_chunk(np.zeros(128, np.float32))   # a view: copy it to keep it
     """
 
-    def __init__(self, rate_in: int, rate_out: int, max_in: int, delay: float = 0.0) -> None:
-        self.bank, self.up, self.down, self.lookahead = polyphase_bank(rate_in, rate_out, delay=delay)
+    def __init__(self, rate_in: int, rate_out: int, max_in: int, delay: float = 0.0,
+                 cutoff: float = CUTOFF) -> None:
+        self.bank, self.up, self.down, self.lookahead = polyphase_bank(rate_in, rate_out, cutoff=cutoff,
+                                                                       delay=delay)
         self.delay = float(delay)
         taps = self.bank.shape[1]
         self.ring = np.zeros(1 << int(math.ceil(math.log2(4 * taps + 4))), dtype=np.float32)
@@ -55,11 +57,13 @@ class PolyphaseResampler:
         self.state.fill(0)
 
 
-def make_stream(rate_in: int, rate_out: int, quality: str, max_in: int, delay: float = 0.0):
+def make_stream(rate_in: int, rate_out: int, quality: str, max_in: int, delay: float = 0.0,
+                cutoff: float = CUTOFF):
     """A mono stream of ``quality``: ``"RT"`` ours (with an extra fractional ``delay`` in output
-    samples), the others soxr's (``delay`` must be 0)."""
+    samples and its low-pass at ``cutoff`` x the lower rate), the others soxr's (``delay`` must be
+    0, ``cutoff`` is ignored)."""
     if quality == "RT":
-        return PolyphaseResampler(rate_in, rate_out, max_in, delay)
+        return PolyphaseResampler(rate_in, rate_out, max_in, delay, cutoff)
     if delay:
         raise ValueError("only the RT resampler takes a fractional delay")
     import soxr

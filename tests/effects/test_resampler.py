@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from hushbridge.dsp.resample import polyphase_bank
+from hushbridge.dsp.resample import ROUND_TRIP_CUTOFF, polyphase_bank
 from hushbridge.effects.resampler import PolyphaseResampler
 
 PAIRS = [(44100, 48000), (48000, 44100), (16000, 48000), (48000, 16000), (96000, 48000), (22050, 48000),
@@ -50,6 +50,24 @@ def test_pass_band_is_flat_and_aliases_are_gone(rate_in, rate_out):
         spec = 20 * np.log10(np.abs(np.fft.rfft(y * w)) / (w.sum() / 2) + 1e-15)
         freqs = np.fft.rfftfreq(len(y), 1 / rate_out)
         assert spec[np.abs(freqs - f) > 300].max() < -70
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 32000, 44100])
+def test_round_trip_cutoff_keeps_the_band_and_folds_images_back(rate):
+    """Up to 48 kHz and back with the wide round-trip low-pass: within 1 dB to 0.45 x the rate,
+    and the images of the way up fold back onto the tone, not elsewhere."""
+    for share, floor_db in ((0.3, -0.3), (0.45, -1.0), (0.49, -6.5)):
+        f = share * rate
+        up = PolyphaseResampler(rate, 48000, 256, cutoff=ROUND_TRIP_CUTOFF)
+        down = PolyphaseResampler(48000, rate, 256, cutoff=ROUND_TRIP_CUTOFF)
+        y = run(down, run(up, tone(rate, f, 1.0), 256), 256)[rate // 4:]
+        level = 20 * np.log10(np.sqrt(2 * np.mean(y ** 2)))
+        assert floor_db < level < 0.1, (share, level)
+        w = np.hanning(len(y))
+        spec = np.abs(np.fft.rfft(y * w)) / (w.sum() / 2)
+        k = int(round(f * len(y) / rate))
+        spec[k - 8:k + 9] = 0.0
+        assert 20 * np.log10(spec.max() + 1e-15) < -60, share
 
 
 @pytest.mark.parametrize("rate_in,rate_out", PAIRS)
