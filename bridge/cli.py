@@ -90,7 +90,8 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", "-p", metavar="NAME", help="preset name or .toml path (default: dialogue; see `hushbridge presets`)")
     g.add_argument("--chain", "-c", metavar="E1,E2,...",
-                   help="ad-hoc chain of effects with default settings, e.g. highpass,compressor,limiter")
+                   help="ad-hoc chain of effects with default settings, e.g. highpass,compressor,limiter; "
+                        "plugin:Reverb or plugin:/path/x.vst3 adds a pedalboard plugin")
     p.add_argument("--set", "-s", metavar="ID.PARAM=VALUE", action="append", default=[],
                    help="override a parameter, e.g. --set compressor.threshold_db=-20 or declip.soft_repair=on "
                         "(repeatable)")

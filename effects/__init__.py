@@ -47,12 +47,30 @@ def create_effect(name: str, **params: float) -> Effect:
 
 
 def chain_from_names(names: str | list[str]) -> Chain:
-    """``"highpass,compressor"`` -> a Chain of those effects with default parameters."""
+    """``"highpass,compressor"`` -> a Chain of those effects with default parameters.
+
+    ``plugin:<name>`` is a pedalboard plugin: a built-in class (``plugin:Reverb``) or, when the
+    name is a path (it has a ``/`` or ``\\``, or ends in .vst3 / .component), a plugin file that
+    ``pedalboard.load_plugin`` opens (``plugin:/usr/lib/vst3/x.vst3``)."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
         raise ChainError("empty chain: name at least one effect")
-    return Chain([create_effect(n) for n in names])
+    return Chain([_effect_from_name(n) for n in names])
+
+
+def _effect_from_name(name: str) -> Effect:
+    kind, sep, target = name.partition(":")
+    if not sep:
+        return create_effect(name)
+    if kind.strip() != "plugin" or not target.strip():
+        raise ChainError(f"{name!r}: only plugins take a ':' (plugin:Reverb or plugin:/path/x.vst3)")
+    from hushbridge.effects.plugin import PluginEffect
+
+    target = target.strip()
+    if "/" in target or "\\" in target or target.lower().endswith((".vst3", ".component")):
+        return PluginEffect.from_preset(path=target)
+    return PluginEffect.from_preset(plugin=target)
 
 
 register(Gain)

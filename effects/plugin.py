@@ -274,6 +274,7 @@ class PluginEffect(Effect):
     def __new__(cls, plugin: Any = None, **values: float) -> PluginEffect:
         if plugin is None:
             raise ChainError("the plugin effect wraps a pedalboard plugin: PluginEffect(pedalboard.Reverb()), "
+                             "in --chain plugin:Reverb or plugin:/path/x.vst3, "
                              "or in a preset effect = \"plugin\" with plugin = \"Reverb\" or path = \"/x.vst3\"")
         if cls is PluginEffect:
             cls = _subclass_for(plugin)
@@ -317,7 +318,8 @@ class PluginEffect(Effect):
             try:
                 instance = target()
             except (TypeError, ValueError, RuntimeError) as e:
-                raise ChainError(f"pedalboard.{plugin}() cannot be built without arguments: {e}") from e
+                why = " ".join(str(e).replace("Invoked with:", "").split())  # pybind's message spans lines
+                raise ChainError(f"pedalboard.{plugin}() cannot be built without arguments: {why}") from e
             effect = cls(instance)
             effect._source.update(plugin=str(plugin))
             return effect

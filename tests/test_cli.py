@@ -56,6 +56,19 @@ def test_process_chain_and_set(speechlike, tmp_path):
     np.testing.assert_allclose(y, x * 10 ** (-6 / 20), atol=1e-6)
 
 
+def test_process_chain_with_a_plugin(speechlike, tmp_path):
+    pedalboard = pytest.importorskip("pedalboard")
+    out = tmp_path / "p.wav"
+    r = hb("process", speechlike, out, "--chain", "plugin:Gain", "--set", "plugin.gain_db=-6", "--subtype", "FLOAT")
+    assert r.returncode == 0, r.stderr
+    x, sr = sf.read(str(speechlike), dtype="float32")
+    y, _ = sf.read(str(out), dtype="float32")
+    np.testing.assert_allclose(y, pedalboard.Gain(gain_db=-6)(x.T.copy(), sr).T, atol=1e-6)
+    r = hb("process", speechlike, tmp_path / "q.wav", "--chain", "plugin:Nope")
+    assert r.returncode != 0 and "unknown pedalboard plugin 'Nope'" in r.stderr
+    assert not (tmp_path / "q.wav").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--set", "compressor.threshold_db=10"], r"must be in [-60, 0] dB"),
     (["--set", "nonsense"], "expected ID.PARAM=VALUE"),

@@ -224,6 +224,22 @@ def test_needs_a_plugin() -> None:
         PluginEffect(pedalboard.Pedalboard([pedalboard.Gain()]))
 
 
+def test_chain_from_names_takes_plugins() -> None:
+    from hushbridge.effects import chain_from_names
+
+    chain = chain_from_names("highpass, plugin:Reverb ,plugin:Chorus")
+    assert [e.name for e in chain] == ["highpass", "plugin", "plugin"]
+    assert isinstance(chain[1].plugin, pedalboard.Reverb) and isinstance(chain[2].plugin, pedalboard.Chorus)
+    assert chain[1].preset_keys() == {"plugin": "Reverb"}
+    for names, match in (("plugin:Nope", "unknown pedalboard plugin 'Nope'"),
+                         ("plugin:", "only plugins take a ':'"), ("gain:x", "only plugins take a ':'"),
+                         ("plugin", "--chain plugin:Reverb"),
+                         ("plugin:/nonexistent/x.vst3", "cannot load plugin '/nonexistent/x.vst3'"),
+                         ("plugin:Convolution", r"cannot be built without arguments: [^\n]*impulse_response")):
+        with pytest.raises(ChainError, match=match):
+            chain_from_names(names)
+
+
 def test_osc_ids() -> None:
     assert osc_id("Delay Time", "ms") == "delay_time_ms"
     assert osc_id("Cutoff", "Hz") == "cutoff_hz"
