@@ -34,6 +34,13 @@ def new_file_mode(target: str | os.PathLike[str]) -> int:
         return 0o666 & ~_umask()
 
 
+def through_links(target: str | os.PathLike[str]) -> Path:
+    """The file a write to ``target`` should replace: ``target`` itself, or where a symbolic link
+    there points (renaming over the link would leave the file it names stale and unlink it)."""
+    target = Path(target)
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
 def temp_beside(target: str | os.PathLike[str], tag: str = "part") -> Path:
     """An empty temporary file in ``target``'s folder, named ``.<stem>.<random>.<tag><suffix>``
     (hidden, same extension, so format detection by extension still works), with the mode
@@ -52,8 +59,9 @@ def temp_beside(target: str | os.PathLike[str], tag: str = "part") -> Path:
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``target`` through a temporary file, fsynced, then renamed."""
-    target = Path(target)
+    """Write ``text`` (UTF-8) to ``target`` (or the file it links to) through a temporary file,
+    fsynced, then renamed."""
+    target = through_links(target)
     tmp = temp_beside(target)
     try:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -221,7 +221,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     chain = load_preset(preset)
     with resources.as_file(src) as src_path:
         t0 = time.perf_counter()
-        report = process_file(src_path, dst, chain)
+        try:
+            report = process_file(src_path, dst, chain)
+        except OSError as e:
+            _error(f"cannot write {dst}: {e.strerror or e}")
+            return EXIT_FAILED
         dt = time.perf_counter() - t0
         before_audio, sr = read_audio(src_path)
     after_audio, _ = read_audio(dst)
@@ -533,7 +537,7 @@ def _gain_stages(gain_db: float) -> list:
 
 
 def _cmd_normalize(args: argparse.Namespace) -> int:
-    from hushbridge.atomic import temp_beside
+    from hushbridge.atomic import temp_beside, through_links
     from hushbridge.effects import Chain, Limiter
     from hushbridge.errors import AudioFileError
     from hushbridge.io.files import process_file
@@ -564,7 +568,8 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     trim_db = 0.0
     tmp: Path | None = None
     try:
-        tmp = temp_beside(dst, "norm")
+        final = through_links(dst)
+        tmp = temp_beside(final, "norm")
         # The limiter's look-ahead estimate can miss a little of an inter-sample peak built from
         # content near Nyquist (clicks); re-measure the result and tighten its ceiling until the
         # written file is under the ceiling. A mildly limited file gets the lost loudness back.
@@ -598,7 +603,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
         if after["true_peak_dbtp"] > ceiling + 0.05:
             raise AudioFileError(f"{dst}: could not keep the true peak under {ceiling:g} dBTP "
                                  f"(reached {after['true_peak_dbtp']:.2f} dBTP); {dst} left untouched")
-        os.replace(tmp, dst)
+        os.replace(tmp, final)
     except AudioFileError:
         raise
     except OSError as e:  # an unwritable folder or file, a file where a folder should be
@@ -636,7 +641,7 @@ def _cmd_osc_layout(args: argparse.Namespace) -> int:
     from hushbridge.atomic import write_text_atomic
 
     text = render(Engine(_build_chain(args)), args.format, args.host, args.port, args.feedback_port)
-    if args.out:
+    if args.out and args.out != "-":
         out = Path(args.out)
         if out.is_dir():
             _error(f"--out {out}: is a folder; give a file name")
@@ -765,7 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bypass, feedback through /hb/register) or a CSV address list for TouchOSC and "
                                    "other editors, from the parameters of a preset or chain (what /hb/list sends).")
     p.add_argument("--format", "-f", choices=["open-stage-control", "touchosc-list"], default="open-stage-control")
-    p.add_argument("--out", "-o", metavar="FILE", help="write here instead of standard output")
+    p.add_argument("--out", "-o", metavar="FILE", help="write here instead of standard output (- is standard output)")
     _add_chain_args(p)
     p.add_argument("--host", default="127.0.0.1", help="where hushbridge listens (default 127.0.0.1)")
     p.add_argument("--port", type=_port_arg, default=9000, help="hushbridge's OSC port (default 9000)")
@@ -791,6 +796,10 @@ def main(argv: list[str] | None = None) -> int:
     except HushbridgeError as e:
         _error(e)
         return EXIT_FAILED if not isinstance(e, ValueError) else EXIT_USAGE
+    except OSError as e:  # a folder not writable, a full disk: one line, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        _error(f"{where}{e.strerror or e}")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     finally:

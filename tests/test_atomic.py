@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from hushbridge.atomic import new_file_mode, temp_beside, write_text_atomic
+from hushbridge.atomic import new_file_mode, temp_beside, through_links, write_text_atomic
 
 
 def current_umask() -> int:
@@ -38,3 +38,14 @@ def test_a_replaced_file_keeps_its_mode_and_a_failure_keeps_the_file(tmp_path):
         write_text_atomic(target, b"not text")  # the write fails after the temporary file exists
     assert target.read_text() == "better"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layout.json"]
+
+
+def test_a_symbolic_link_is_written_through(tmp_path):
+    real = tmp_path / "sessions" / "surface.json"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "surface.json"
+    link.symlink_to(real)
+    assert through_links(link) == real.resolve() and through_links(real) == real
+    write_text_atomic(link, "new")
+    assert link.is_symlink() and real.read_text() == "new" and link.read_text() == "new"

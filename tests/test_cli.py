@@ -136,6 +136,23 @@ def test_demo_runs_on_bundled_clip(tmp_path):
     assert sr == 48000 and y.size > sr * 5 and np.isfinite(y).all()
 
 
+def test_demo_into_an_unwritable_place_is_one_line(tmp_path):
+    r = hb("demo", "--out", "/proc/hb-demo.wav")  # not writable even for root
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "error: cannot write /proc/hb-demo.wav" in r.stderr
+
+
+def test_process_writes_through_a_symbolic_link(speechlike, tmp_path):
+    real = tmp_path / "takes" / "clean.wav"
+    real.parent.mkdir()
+    sf.write(str(real), np.zeros(10, np.float32), 48000)
+    link = tmp_path / "clean.wav"
+    link.symlink_to(real)
+    r = hb("process", speechlike, link)
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and sf.info(str(real)).frames == sf.info(str(speechlike)).frames
+
+
 def test_process_chain_denoise_keeps_format_and_time_alignment(tmp_path):
     """``--chain denoise`` on a 44.1 kHz stereo file: same length, rate, channels; the cleaned speech
     lines up with the input to the sample (the effect's latency, resampling included, is trimmed;

@@ -1,8 +1,9 @@
 """Control-surface templates generated from the engine's parameters (the data ``/hb/list`` sends).
 
 :func:`open_stage_control` gives an Open Stage Control session (JSON, v1 format): one panel per
-effect, one fader per numeric parameter (address ``/hb/<id>/<param>``, the parameter's range,
-unit and default, logarithmic where the parameter's scale is), a drop-down for parameters with
+effect, one fader per numeric parameter (address ``/hb/<id>/<param>``, the parameter's range and
+default, logarithmic where the parameter's scale is, stepped where it takes steps, its label
+showing the value and unit), a drop-down for parameters with
 named choices, and a toggle button for each bypass. The root registers for feedback when the
 session opens (``/hb/register``), so the widgets follow changes from MIDI, presets and other
 clients. :func:`touchosc_list` gives a plain CSV address list for TouchOSC and other editors.
@@ -31,9 +32,22 @@ def _decimals(p: Any) -> int:
     return 0 if span >= 1000 else 1 if span >= 10 else 2 if span >= 1 else 3
 
 
-def _widget(info: Any, value: float, target: str) -> dict[str, Any]:
+def _steps(p: Any) -> int | list[float] | str:
+    """Open Stage Control's ``steps`` for a parameter with a ``step``: the number of evenly spaced
+    values, or "" (continuous); the fader then cannot rest between values the engine accepts."""
+    if not p.step:
+        return ""
+    n = int(round((p.max - p.min) / p.step)) + 1
+    return n if 2 <= n <= 1001 else ""
+
+
+def _number(x: float, decimals: int) -> str:
+    return f"{x:.{decimals}f}"
+
+
+def _widget(info: Any, value: float, target: str, wid: str) -> dict[str, Any]:
     p = info.param
-    common = {"id": info.address[len("/hb/"):].replace("/", "_"), "address": info.address, "preArgs": "",
+    common = {"id": wid, "address": info.address, "preArgs": "",
               "typeTags": "f", "target": target, "value": value, "default": p.default,
               "label": p.id, "width": "auto", "height": "auto"}
     if p.id == "bypass" and info.address.endswith("/bypass"):
@@ -42,9 +56,15 @@ def _widget(info: Any, value: float, target: str) -> dict[str, Any]:
     if p.choices:
         values = {label: float(i) for i, label in enumerate(p.choices)}
         return {"type": "dropdown", "values": values, **common}
-    return {"type": "fader", "range": {"min": p.min, "max": p.max}, "logScale": p.scale == "log",
-            "unit": p.unit, "decimals": _decimals(p), "steps": 0, "doubleTap": True,
-            "html": "", "css": "", **common}
+    dec = _decimals(p)
+    unit = f" {p.unit}" if p.unit else ""
+    # Open Stage Control faders have no unit or value readout of their own: the label shows the
+    # value with its unit (a template on the widget's own value), the scale's ends carry the unit
+    label = f"{p.id} #{{(@{{this}}).toFixed({dec})}}{unit}"
+    scale = {"min": {f"{_number(p.min, dec)}{unit}": p.min}, "max": {f"{_number(p.max, dec)}{unit}": p.max}}
+    return {"type": "fader", "range": scale, "logScale": p.scale == "log", "pips": True,
+            "decimals": dec, "steps": _steps(p), "doubleTap": True,
+            "html": "", "css": "", **common, "label": label}
 
 
 def open_stage_control(engine: Any, host: str = "127.0.0.1", port: int = 9000,
@@ -55,10 +75,26 @@ def open_stage_control(engine: Any, host: str = "127.0.0.1", port: int = 9000,
     when Open Stage Control receives on a port other than the one it sends from.
     """
     target = f"{host}:{port}"
-    register = f"send('{target}', '/hb/register'{', ' + str(int(feedback_port)) if feedback_port else ''})"
+    # json.dumps quotes the target as a JavaScript string literal (a host name may hold quotes)
+    register = f"send({json.dumps(target)}, '/hb/register'{', ' + str(int(feedback_port)) if feedback_port else ''})"
     panels: dict[str, list[dict[str, Any]]] = {}
-    for info, value in _rows(engine):
-        panels.setdefault(info.effect_id, []).append(_widget(info, float(value), target))
+    taken: set[str] = set()
+
+    def unique(wid: str) -> str:
+        # widgets that share an id are clones in Open Stage Control (one drives the other), and
+        # "x" + "band1_gain_db" and "x_band1" + "gain_db" flatten alike
+        out, n = wid, 2
+        while out in taken:
+            out, n = f"{wid}_{n}", n + 1
+        taken.add(out)
+        return out
+
+    rows = _rows(engine)
+    for eid in dict.fromkeys(info.effect_id for info, _ in rows):
+        taken.add(f"panel_{eid}")
+    for info, value in rows:
+        wid = unique(info.address[len("/hb/"):].replace("/", "_"))
+        panels.setdefault(info.effect_id, []).append(_widget(info, float(value), target, wid))
     widgets = [{"type": "panel", "id": f"panel_{eid}", "label": eid, "layout": "horizontal",
                 "width": "auto", "height": "auto", "scroll": True, "widgets": ws, "tabs": []}
                for eid, ws in panels.items()]
@@ -71,13 +107,15 @@ def touchosc_list(engine: Any) -> str:
     """A CSV address list: one row per parameter with its ``/norm`` address, range and display."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["address", "norm_address", "control", "min", "max", "default", "value", "unit", "scale", "display"])
+    w.writerow(["address", "norm_address", "control", "min", "max", "default", "value", "unit", "scale", "display",
+                "step"])
     for info, value in _rows(engine):
         p = info.param
         bypass = p.id == "bypass" and info.address.endswith("/bypass")
-        control = "toggle" if bypass else "choice" if p.choices else "fader"
+        control = "toggle" if bypass else "choice" if p.choices else "stepped" if _steps(p) else "fader"
         w.writerow([info.address, "" if bypass else info.address + "/norm", control, f"{p.min:g}", f"{p.max:g}",
-                    f"{p.default:g}", f"{value:g}", p.unit, p.scale, p.display(value)])
+                    f"{p.default:g}", f"{value:g}", p.unit, p.scale, p.display(value),
+                    f"{p.step:g}" if p.step and not bypass else ""])
     return buf.getvalue()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from hushbridge.atomic import temp_beside
+from hushbridge.atomic import temp_beside, through_links
 from hushbridge.effects.base import SAMPLE_RATES
 from hushbridge.effects.chain import Chain
 from hushbridge.effects.render import OfflineRenderer
@@ -276,7 +276,8 @@ def process_file(
 
     tmp_name = ""
     try:  # from the temporary file's creation on: a SIGTERM (KeyboardInterrupt) anywhere removes it
-        tmp_name = str(temp_beside(dst))
+        final = through_links(dst)
+        tmp_name = str(temp_beside(final))
         quantize = _Quantizer(out_subtype)
         renderer = OfflineRenderer(chain, channels, rate, block_size)
         report.latency_samples = renderer.latency_samples
@@ -331,7 +332,7 @@ def process_file(
             notes = getattr(effect, "file_notes", None)
             if callable(notes):
                 report.notes.extend(notes())
-        os.replace(tmp_name, dst)
+        os.replace(tmp_name, final)
     except BaseException:
         if tmp_name:
             try:

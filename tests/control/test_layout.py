@@ -40,7 +40,11 @@ def test_open_stage_control_lists_every_parameter(preset):
             assert w["type"] == "dropdown" and list(w["values"]) == list(info.param.choices)
         else:
             assert w["type"] == "fader"
-            assert w["range"] == {"min": info.param.min, "max": info.param.max}
+            (lo_label, lo), = w["range"]["min"].items()
+            (hi_label, hi), = w["range"]["max"].items()
+            assert (lo, hi) == (info.param.min, info.param.max)
+            assert lo_label.endswith(info.param.unit) and hi_label.endswith(info.param.unit)
+            assert w["label"].startswith(info.param.id + " #{(@{this}).toFixed(") and w["label"].endswith(info.param.unit)
             assert w["value"] == value and w["default"] == info.param.default
             assert w["logScale"] == (info.param.scale == "log")
 
@@ -68,7 +72,29 @@ def test_cli_writes_the_files(tmp_path, capsys):
     session = json.loads(out.read_text())
     addresses = {w["address"] for w in _widgets(session["content"]) if w["type"] != "panel"}
     assert addresses == {info.address for info, _ in Engine(load_preset("stream")).parameters()}
-    assert main(["osc-layout", "--format", "touchosc-list", "--chain", "gain,limiter"]) == 0
+    capsys.readouterr()
+    assert main(["osc-layout", "--format", "touchosc-list", "--chain", "gain,limiter", "--out", "-"]) == 0
     text = capsys.readouterr().out
     assert text.splitlines()[0].startswith("address,norm_address,control")
     assert "/hb/limiter/ceiling_dbtp,/hb/limiter/ceiling_dbtp/norm,fader" in text
+
+
+def test_stepped_parameters_get_steps_and_ids_stay_unique():
+    from hushbridge.presets import parse_preset
+
+    chain = parse_preset('version = 1\n[[chain]]\neffect = "humremove"\nid = "x"\n'
+                         '[[chain]]\neffect = "gain"\nid = "x_mains_hz"\n'
+                         '[[chain]]\neffect = "eq"\nid = "e"\n[[chain]]\neffect = "gain"\nid = "e_band1"\n').build()
+    engine = Engine(chain)
+    session = open_stage_control(engine, host="my'host")
+    faders = {w["address"]: w for w in _widgets(session["content"]) if w["type"] == "fader"}
+    mains = engine.chain["x"].param("mains_hz")
+    assert faders["/hb/x/mains_hz"]["steps"] == int((mains.max - mains.min) / mains.step) + 1 == 2
+    assert faders["/hb/x_mains_hz/gain_db"]["steps"] == ""
+    ids = [w["id"] for w in _widgets(session["content"])]
+    assert len(ids) == len(set(ids)), ids
+    assert faders["/hb/e/band1_gain_db"]["id"] == "e_band1_gain_db"
+    assert faders["/hb/e_band1/gain_db"]["id"] == "e_band1_gain_db_2"
+    assert session["content"]["onCreate"] == 'send("my\'host:9000", \'/hb/register\')'
+    rows = {r["address"]: r for r in csv.DictReader(io.StringIO(touchosc_list(engine)))}
+    assert (rows["/hb/x/mains_hz"]["control"], rows["/hb/x/mains_hz"]["step"]) == ("stepped", "10")
