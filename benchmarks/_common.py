@@ -27,5 +27,20 @@ class Recorder:
         return row
 
     def save(self) -> Path:
-        self.path.write_text("\n".join(json.dumps(r) for r in self.rows) + "\n")
-        return self.path
+        from hushbridge.atomic import write_text_atomic  # a killed run leaves the last good file
+
+        return write_text_atomic(self.path, "\n".join(json.dumps(r) for r in self.rows) + "\n")
+
+
+def lower_is_better(value: float, baseline: float) -> float | None:
+    """DESIGN §7's ratio (>1: hushbridge better) for a cost such as time per block."""
+    return baseline / value if value > 0 and baseline > 0 else None
+
+
+def count_ratio(value: float, baseline: float) -> float:
+    """The ratio for event counts (xruns, late cycles), where either may be 0:
+    ``(baseline + 1) / (value + 1)``, 1 when both are equal, >1 when ours has fewer."""
+    return (baseline + 1.0) / (value + 1.0)
+
+
+COUNT_RATIO_RULE = "(baseline + 1) / (value + 1)"

@@ -150,3 +150,19 @@ def available(cls, *args):
         return cls(*args), None
     except Exception as e:  # noqa: BLE001 - any missing file or package means: skip with the reason
         return None, f"{cls.__name__} unavailable: {e}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__ + "\nRun alone, it says which baselines can run here.",
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    for cls in (RNNoise, DTLN, GTCRN, NoiseReduce):
+        instance, why = available(cls)
+        print(f"{cls.name:12s} " + (f"ready (latency {cls.latency} samples at {instance.sample_rate} Hz)"
+                                    if instance is not None else f"missing: {why}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -37,7 +37,7 @@ import uuid
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import Recorder  # noqa: E402
+from _common import COUNT_RATIO_RULE, Recorder, count_ratio, lower_is_better  # noqa: E402
 
 SR, BLOCK = 48000, 128
 CYCLE = 4000  # OSC values repeat every CYCLE messages: -(k * 0.01) dB, k = seq % CYCLE
@@ -149,7 +149,7 @@ def start_jackd() -> tuple[subprocess.Popen, str, bool]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0, help="flood duration (default 60)")
     ap.add_argument("--osc-rate", type=float, default=1000.0, help="OSC messages per second (default 1000)")
     ap.add_argument("--midi-rate", type=float, default=1000.0, help="MIDI CC per second (default 1000; 0: none)")
@@ -262,11 +262,13 @@ def main() -> int:
         rows += [("coalesced_changes", float(engine.coalesced_changes - co0), "count", None, None),
                  ("dropped_messages", float(engine.dropped_messages - d0), "count", None, None)]
         for name, value, unit, base, base_value in rows:
-            ratio = None
-            if base_value is not None and name == "cpu" and value > 0:
-                ratio = base_value / value
+            ratio, extra = None, {}
+            if base_value is not None and name == "cpu":
+                ratio = lower_is_better(value, base_value)
+            elif base_value is not None and name == "xruns":
+                ratio, extra = count_ratio(value, base_value), {"ratio_rule": COUNT_RATIO_RULE}
             rec.emit(name, value, unit, baseline=base, baseline_value=base_value, block=BLOCK, ratio=ratio,
-                     settings=settings)
+                     settings={**settings, **extra})
         rec.save()
         if midi is not None:
             midi.close()

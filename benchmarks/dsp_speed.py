@@ -172,7 +172,7 @@ def time_pair(chain: Chain, board: pb.Pedalboard, x: np.ndarray, block: int, cha
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=4.0, help="audio seconds per round and setting")
     ap.add_argument("--rounds", type=int, default=3, help="passes over the signal (medians pool all)")
     ap.add_argument("--per-effect", action="store_true", help="also time each effect alone (128 frames)")

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import Recorder  # noqa: E402
+from _common import Recorder, lower_is_better  # noqa: E402
 
 from hushbridge.engine import Engine  # noqa: E402
 from hushbridge.effects import Chain  # noqa: E402
@@ -62,7 +62,7 @@ def start_time(cache_dir: str) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0, help="audio seconds timed per setting")
     args = ap.parse_args()
     rec = Recorder("engine")
@@ -72,10 +72,11 @@ def main() -> None:
         full = per_block(Engine(load_preset("dialogue"), channels=2), block, args.seconds)
         settings = {"preset": "dialogue", "channels": 2, "sample_rate": SR, "statistic": "median",
                     "period_us": round(period_us, 1)}
+        ratio = lower_is_better(full, empty)  # < 1: what the chain costs over an empty engine
         rec.emit("engine_callback_dialogue", round(full, 2), "us/block", baseline="passthrough",
-                 baseline_value=round(empty, 2), block=block, settings=settings)
+                 baseline_value=round(empty, 2), block=block, ratio=ratio, settings=settings)
         rec.emit("engine_callback_share_of_period", round(full / period_us, 4), "fraction", baseline="passthrough",
-                 baseline_value=round(empty / period_us, 4), block=block, settings=settings)
+                 baseline_value=round(empty / period_us, 4), block=block, ratio=ratio, settings=settings)
     with tempfile.TemporaryDirectory() as cache:
         cold = start_time(cache)
         warm = start_time(cache)

@@ -227,7 +227,7 @@ def synthetic_items(n_per_snr: int, seconds: float, seed: int):
 
 # == main =======================================================================================
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="vctk,dfn,synthetic")
     ap.add_argument("--systems", default="noisy,hushbridge,rnnoise,dtln,gtcrn,noisereduce")
     ap.add_argument("--n-per-snr", type=int, default=4)
@@ -270,9 +270,12 @@ def main(argv: list[str] | None = None) -> int:
                     settings["model"] = next(x.model_name for x in systems if x.name == "hushbridge")
                 if ours is not None and s != "hushbridge":
                     o = ours[m]
-                    ratio = (o / v) if (v > 0 and o > 0 and m != "si_sdr") else None
-                    if m == "si_sdr":
+                    if m == "si_sdr":  # dB: the ratio of the two signal-to-distortion power ratios
                         settings["delta_db"] = o - v
+                        settings["ratio_rule"] = "10 ** ((value - baseline_value) / 10)"
+                        ratio = 10.0 ** ((o - v) / 10.0)
+                    else:
+                        ratio = (o / v) if (v > 0 and o > 0) else None
                     rec.emit(f"{set_name}/{m}", o, UNITS[m], baseline=s, baseline_value=v, ratio=ratio,
                              settings=settings)
                 else:
@@ -288,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         for s, ms in means.items():
             md.append(f"| {s} | " + " | ".join("" if math.isnan(ms[m]) else f"{ms[m]:.3f}" for m in METRICS) + " |")
         md.append("")
-    (RESULTS / "quality.md").write_text("\n".join(md))
+    from hushbridge.atomic import write_text_atomic
+
+    write_text_atomic(RESULTS / "quality.md", "\n".join(md))
     print(f"# wrote {RESULTS / 'quality.md'}", file=sys.stderr)
     return 0
 

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import Recorder  # noqa: E402
+from _common import COUNT_RATIO_RULE, Recorder, count_ratio, lower_is_better  # noqa: E402
 from control_flood import BLOCK, SR, start_jackd  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def child(server: str, chain: str, seconds: float, channels: int) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chain", default="denoise", help="the chain measured (names as in --chain of the CLI)")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rounds", type=int, default=1)
@@ -116,8 +116,15 @@ def main() -> int:
         v = float(np.sum(ours) if summed else np.max(ours))
         bv = float(np.sum(base) if summed else np.max(base))
         unit = "count" if summed else "frames"
-        rec.emit(key, v, unit, baseline="gain", baseline_value=bv, block=BLOCK,
-                 ratio=(v / bv if bv else None), settings=dict(settings, per_round=ours, baseline_per_round=base))
+        extra = {}
+        if key == "cycles":  # how many cycles were measured: not better or worse
+            ratio = None
+        elif summed:
+            ratio, extra = count_ratio(v, bv), {"ratio_rule": COUNT_RATIO_RULE}
+        else:
+            ratio = lower_is_better(v, bv)
+        rec.emit(key, v, unit, baseline="gain", baseline_value=bv, block=BLOCK, ratio=ratio,
+                 settings=dict(settings, per_round=ours, baseline_per_round=base, **extra))
     rec.save()
     return 0
 
