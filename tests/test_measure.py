@@ -229,3 +229,13 @@ def test_shipped_demo_clip():
     assert -26.0 < d["integrated_lufs"] < -16.0
     # noisy: the floor sits 10-15 dB-ish under the speech
     assert -40.0 < d["noise_floor_dbfs"] < -25.0
+
+
+@pytest.mark.parametrize("args", [["--seconds", "0"], ["--seconds", "nan"], ["--seconds", "-1"],
+                                  ["--out", "demo.wav"], ["--clean", "dry.ogg"]])
+def test_make_demo_refuses_bad_arguments(args, capsys):
+    from hushbridge.data import make_demo
+
+    with pytest.raises(SystemExit) as e:
+        make_demo.main(args)
+    assert e.value.code == 2 and "error: argument" in capsys.readouterr().err

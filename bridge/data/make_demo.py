@@ -409,15 +409,41 @@ def quantize(audio: np.ndarray, seed: int, bits: int = STORED_BITS) -> np.ndarra
 
 
 def write_flac(path: str | os.PathLike, audio: np.ndarray) -> None:
-    sf.write(str(path), np.clip(audio, -1.0, 1.0 - 2.0**-23), SR, subtype="PCM_24", format="FLAC")
+    from hushbridge.atomic import temp_beside, through_links
+
+    final = through_links(path)
+    tmp = temp_beside(final)  # the packaged clip is never left half-written
+    try:
+        sf.write(str(tmp), np.clip(audio, -1.0, 1.0 - 2.0**-23), SR, subtype="PCM_24", format="FLAC")
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.1 <= v <= 3600.0:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text} s: the clip must last 0.1 to 3600 s")
+    return v
+
+
+def _flac_path(text: str) -> str:
+    if not text.lower().endswith(".flac"):
+        raise argparse.ArgumentTypeError(f"{text}: the clip is written as FLAC; give a .flac name")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hushbridge.data.make_demo", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="output FLAC (default: the packaged demo.flac)")
+    ap.add_argument("--out", type=_flac_path, default=str(DEFAULT_OUT),
+                    help="output FLAC (default: the packaged demo.flac)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
-    ap.add_argument("--clean", default=None, help="also write the dry speech, aligned, to this FLAC")
+    ap.add_argument("--seconds", type=_seconds, default=DEFAULT_SECONDS, help="clip length, 0.1-3600 s (default 12)")
+    ap.add_argument("--clean", type=_flac_path, default=None, help="also write the dry speech, aligned, to this FLAC")
     args = ap.parse_args(argv)
     mix, dry = build(args.seed, args.seconds)
     write_flac(args.out, quantize(mix, args.seed))
