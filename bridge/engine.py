@@ -48,6 +48,7 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,7 @@ import numpy as np
 from hushbridge.control.params import BYPASS, ControlPort, ParamChange, ParamRing
 from hushbridge.dsp.kernels.meter import block_levels
 from hushbridge.dsp.kernels.schedule import timed_drop, timed_due, timed_insert, timed_keep_from
-from hushbridge.dsp.kernels.util import crossfade_into, sanitize
+from hushbridge.dsp.kernels.util import sanitize, swap_fade_into
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 from hushbridge.effects.chain import Chain
 from hushbridge.errors import ChainError, ParamError
@@ -177,6 +178,7 @@ class Engine:
     def __init__(self, chain: Chain, channels: int = 2, ring_capacity: int = 1024) -> None:
         if not isinstance(chain, Chain):
             raise TypeError(f"Engine needs a Chain, got {chain!r}")
+        self._claim(chain)
         self.channels = int(channels)
         self.ring = ParamRing(ring_capacity)
         self.control = ControlPort(self.ring)
@@ -187,6 +189,12 @@ class Engine:
         self._fading_from: Chain | None = None
         self._fade_pos = 0
         self._fade_len = 1
+        # the swap's two ramps (samples from the swap on): the old chain falls from _fade_out_at,
+        # the new one rises from _fade_in_at; see _process_block
+        self._fade_out_at = self._fade_in_at = self._fade_end = 0
+        self._chain_latency = chain.latency_samples
+        self._incoming_latency = 0
+        self._attached: bool | None = None  # set by backends; None: driven by hand
         self._retired: list[Chain] = []
         self._swap_lock = threading.Lock()  # control side only: one swap at a time
         # (process, chain): a background compile of a live-swapped chain's fused runs
@@ -279,6 +287,9 @@ class Engine:
                 chains.append(self._fading_from)
             for chain in chains:
                 self._prepare_chain(chain, spec)
+            self._chain_latency = self._chain.latency_samples  # look-ahead depends on the rate
+            if self._incoming is not None:
+                self._incoming_latency = self._incoming[0].latency_samples
             self._prepare_meters(spec)
             self.spec = spec
 
@@ -291,6 +302,7 @@ class Engine:
         q = np.zeros((2, 5), dtype=np.float64)
         n = timed_insert(q, 0, 0, 0, 0, 0.0, 1.0)
         timed_drop(q, timed_keep_from(q, n, 0), timed_due(q, n, 2.0))
+        swap_fade_into(block, block.copy(), 0, 0, 0, 1)
         self._fade_len = max(1, int(SWAP_FADE_MS * 1e-3 * spec.sample_rate))
         self._period = spec.max_block_size / spec.sample_rate
 
@@ -367,6 +379,17 @@ class Engine:
             self._nonfinite_base += self._chain.nonfinite_events
             self._chain, self._generation = incoming
             self._incoming = None
+            # The new chain starts with empty delay lines: its output is real only after its
+            # latency. With the old chain's latency equal, the two are time-aligned and crossfade
+            # from then on; otherwise the old one fades out first and the new one fades in after,
+            # since a crossfade of x(t - a) with x(t - b) combs (a low tone nearly cancels).
+            l_old, l_new, fade = self._chain_latency, self._incoming_latency, self._fade_len
+            self._chain_latency = l_new
+            if l_old == l_new:
+                self._fade_out_at = self._fade_in_at = l_new
+            else:
+                self._fade_out_at, self._fade_in_at = 0, max(l_new, fade)
+            self._fade_end = self._fade_in_at + fade
             self._fade_pos = 0
             if self._timed_n:  # changes timed for the chain just replaced would only hold slots
                 self._timed_n = n = timed_keep_from(self._timed, self._timed_n, self._generation)
@@ -378,8 +401,9 @@ class Engine:
             buf = self._old[:, :n]
             buf[...] = inp
             old.process(buf)
-            self._fade_pos = crossfade_into(buf, out, self._fade_pos, self._fade_len)
-            if self._fade_pos >= self._fade_len:
+            self._fade_pos = swap_fade_into(buf, out, self._fade_pos, self._fade_out_at, self._fade_in_at,
+                                            self._fade_len)
+            if self._fade_pos >= self._fade_end:
                 self._retired.append(old)  # dropped by the control side, not here
                 self._fading_from = None
         if sanitize(out):
@@ -637,19 +661,61 @@ class Engine:
         for chain in chains:
             chain.effect_seconds = np.zeros(len(chain), dtype=np.float64) if on else None
 
+    def _uses(self, chain: Chain) -> bool:
+        incoming = self._incoming
+        return chain is self._chain or chain is self._fading_from or (incoming is not None and incoming[0] is chain)
+
+    def _claim(self, chain: Chain) -> None:
+        """Refuse a chain that an engine runs (this one: it would be re-prepared under the audio
+        thread and run twice per block in the crossfade; another: both would process it)."""
+        ref = getattr(chain, "_engine_ref", None)
+        owner = ref() if ref is not None else None
+        if owner is not None and owner._uses(chain):
+            where = "this engine" if owner is self else "another engine"
+            raise ChainError(f"this Chain is running in {where}: load a new one (copy.deepcopy(chain) "
+                             "copies it with its settings)")
+        object.__setattr__(chain, "_engine_ref", weakref.ref(self))
+
+    def attach(self, running: bool) -> None:
+        """Backends say whether they are calling :meth:`process` (start) or no longer (stop).
+        Without callbacks, a load swaps at once instead of waiting for a block boundary that
+        never comes; an engine driven by hand (neither said) keeps the block-boundary swap."""
+        with self._swap_lock:
+            self._attached = running
+            if not running:
+                self._finish_swap_now()
+
+    def _finish_swap_now(self) -> None:
+        """Complete a handed-over swap without the audio thread (it is not running)."""
+        incoming = self._incoming
+        if incoming is not None:
+            self._retired.append(self._chain)
+            self._chain, self._generation = incoming
+            self._chain_latency = self._incoming_latency
+            self._incoming = None
+        if self._fading_from is not None:
+            self._retired.append(self._fading_from)
+            self._fading_from = None
+
     def load_chain(self, chain: Chain, *, source: object = None) -> None:
         """Swap in another chain live: prepared and warmed here (off the audio thread), then
-        crossfaded in at a block boundary. Returns once the swap is handed over."""
+        faded in at a block boundary (see :meth:`_process_block`). Returns once the swap is
+        handed over. ``chain`` must be a new Chain, not one an engine is running."""
         if not isinstance(chain, Chain):
             raise ChainError(f"load_chain needs a Chain, got {chain!r}")
         with self._swap_lock:
+            self._claim(chain)
             self.wait_for_swap()
             if self.spec is not None:
                 self._prepare_chain(chain, self.spec)
             generation = self._generation + 1
-            if self.spec is None:  # not running yet: swap directly
+            if self.spec is None or self._attached is False:  # no callbacks: swap directly
+                if self.spec is not None:
+                    self._retired.append(self._chain)
                 self._chain, self._generation = chain, generation
+                self._chain_latency = chain.latency_samples
             else:
+                self._incoming_latency = chain.latency_samples  # read by the audio thread at the swap
                 self._incoming = (chain, generation)
             self._rebuild_table(chain, generation)
             with self._timed_shadow_lock:  # what was timed for the old chain will never be heard

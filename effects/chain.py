@@ -222,6 +222,7 @@ class Chain(Effect):
         state = super().__getstate__()
         state["_spec"] = None
         state["_units"] = []
+        state.pop("_engine_ref", None)  # a copy belongs to no engine
         return state
 
     def set_non_realtime(self, non_realtime: bool) -> None:

@@ -7,7 +7,7 @@ import pytest
 from hushbridge.control.params import ControlPort, ParamChange, ParamRing
 from hushbridge.engine import Engine
 from hushbridge.effects import Chain, Gain
-from hushbridge.errors import ParamError
+from hushbridge.errors import ChainError, ParamError
 
 
 def run_blocks(engine, x, block=128):
@@ -135,6 +135,80 @@ def test_live_swap_crossfades_and_old_generation_changes_are_ignored():
     e.control.submit(ParamChange(old_gen, 0, 0, -40.0))
     run_blocks(e, x[:, :256])
     assert e.chain["gain"].gain_db == -1.0
+
+
+def _swap_at(e, new, x, at_block, block=128):
+    out = np.zeros_like(x)
+    for k, i in enumerate(range(0, x.shape[1], block)):
+        if k == at_block:
+            e.load_chain(new)
+        e.process(x[:, i:i + block], out[:, i:i + block])
+    return out
+
+
+def test_swap_to_a_chain_of_other_latency_fades_out_then_in():
+    """Old and new outputs are not time-aligned when the latency changes: a crossfade of the two
+    combs (a 330 Hz tone shifted by 72 samples nearly cancels). The old chain fades out, the new
+    one fades in once its delay line holds signal: no step, no overlap."""
+    from hushbridge.effects import Limiter
+
+    sr, f, at = 48000, 330.0, 100
+    t = np.arange(sr // 2) / sr
+    x = np.tile((0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32), (2, 1))
+    e = make_engine(Gain())
+    new = Chain([Gain(), Limiter(ceiling_dbtp=0.0)])
+    y = _swap_at(e, new, x, at)
+    s, fade, lat = at * 128, e._fade_len, new.latency_samples
+    assert lat > 0 and fade == 960
+    slope = 0.5 * 2 * np.pi * f / sr
+    assert np.abs(np.diff(y[0, s - 500:s + 3 * fade])).max() < slope * 1.05
+    assert np.abs(y[0, s + fade - 20:s + fade]).max() < 0.02  # the old chain has gone ...
+    assert np.abs(y[0, s + fade:s + fade + 20]).max() < 0.02  # ... before the new one comes in
+    late = slice(s + 2 * fade + lat, y.shape[1])
+    np.testing.assert_allclose(y[0, late], x[0, late.start - lat:x.shape[1] - lat], atol=1e-4)
+
+
+def test_swap_between_chains_of_equal_latency_crossfades_aligned():
+    """Same latency: the new chain comes in once its output is real, crossfading with the old
+    one in time (a level change, never a dip)."""
+    from hushbridge.effects import Limiter
+
+    x = np.full((2, 128 * 60), 0.25, np.float32)
+    e = make_engine(Gain(), Limiter(ceiling_dbtp=0.0))
+    run_blocks(e, x)  # the limiter's delay line is full
+    y = _swap_at(e, Chain([Gain(gain_db=-1.0), Limiter(ceiling_dbtp=0.0)]), x, 0)
+    low = 0.25 * 10 ** (-1 / 20)
+    assert y[0].min() > low - 1e-4 and y[0].max() < 0.25 + 1e-4
+    assert np.abs(np.diff(y[0])).max() < (0.25 - low) / e._fade_len * 1.5
+    np.testing.assert_allclose(y[:, -1], low, rtol=1e-4)
+
+
+def test_a_running_chain_cannot_be_loaded_again():
+    e = make_engine(Gain())
+    with pytest.raises(ChainError, match="running in this engine"):
+        e.load_chain(e.chain)
+    with pytest.raises(ChainError, match="running in another engine"):
+        Engine(e.chain)
+    import copy
+
+    old = e.chain
+    e.load_chain(copy.deepcopy(old))  # a copy is a new chain
+    run_blocks(e, np.zeros((2, 128 * 20), np.float32))
+    assert e.wait_for_swap(0.1) and e.chain is not old
+    other = Engine(old)  # retired: free to run elsewhere
+    assert other.chain is old
+
+
+def test_a_load_after_the_backend_stopped_swaps_at_once():
+    e = make_engine(Gain())
+    e.attach(True)
+    e.attach(False)  # no more callbacks: a swap must not wait for a block boundary
+    new = Chain([Gain(gain_db=-3.0)])
+    e.load_chain(new)
+    assert e.chain is new and e.wait_for_swap(0.01)
+    newer = Chain([Gain(gain_db=-6.0)])
+    e.load_chain(newer)
+    assert e.chain is newer and e.get("/hb/gain/gain_db") == -6.0
 
 
 def test_nonfinite_never_reaches_output_and_exceptions_are_contained():

@@ -129,6 +129,28 @@ def crossfade_into(old: np.ndarray, new: np.ndarray, pos: int, length: int) -> i
 
 
 @njit(cache=True, nogil=True)
+def swap_fade_into(old: np.ndarray, new: np.ndarray, pos: int, out_at: int, in_at: int, length: int) -> int:
+    """Mix ``old`` out and ``new`` in (result in ``new``) on two linear ramps of ``length``
+    samples: ``old`` falls from sample ``out_at`` of the swap on, ``new`` rises from ``in_at``.
+
+    ``pos`` counts samples since the swap began; returns the updated count. With ``out_at ==
+    in_at`` it is a crossfade (the gains sum to 1); with ``in_at >= out_at + length`` it is a
+    fade out, then a fade in, so two signals that are not time-aligned never overlap.
+    """
+    ch, n = new.shape
+    p = pos
+    for i in range(n):
+        g_out = min(max((p - out_at + 1) / length, 0.0), 1.0)
+        g_in = min(max((p - in_at + 1) / length, 0.0), 1.0)
+        a = np.float32(1.0 - g_out)
+        b = np.float32(g_in)
+        for c in range(ch):
+            new[c, i] = a * old[c, i] + b * new[c, i]
+        p += 1
+    return p
+
+
+@njit(cache=True, nogil=True)
 def peak_and_square_sum(block: np.ndarray, peaks: np.ndarray, sums: np.ndarray) -> None:
     """Per-channel running peak (max |x|) and sum of squares, accumulated into the outputs."""
     ch, n = block.shape
