@@ -119,6 +119,7 @@ SendFn = Callable[[str, Sequence[OscArg], ClientAddress], None]
 
 RECV_BUFFER = 1 << 20  # bytes of UDP receive buffer asked for
 MAX_REGISTERED = 32  # feedback clients; caps how much traffic one UDP packet can cause
+MAX_DEFERRED = 4096  # messages held behind a preset load (so they reach the new chain); more are refused
 _PATTERN_CHARS = re.compile(r"[*?\[\]{}]")
 _MAX_PATTERN = 256  # characters of an address pattern
 _MAX_ERROR = 300  # characters of an /hb/error text
@@ -367,6 +368,10 @@ class OscController:
         self._preset_midi: Callable[[], dict[str, Any] | None] | None = None
         self.meters = MeterHub(engine)
         self._closed = False
+        # slow requests (preset load/save) queued or running on run_slow; while any is, later
+        # messages queue behind it, so a change sent after a load reaches the loaded chain
+        self._slow_pending = 0
+        self._slow_lock = threading.Lock()
         self.map("/hb/get", self._on_get)
         self.map("/hb/list", self._on_list)
         self.map("/hb/preset/load", self._on_preset_load)
@@ -451,16 +456,55 @@ class OscController:
         replies: list[Reply] = []
         self._local.replies = replies
         try:
-            if self._routes_dirty:
-                self._sync_routes()
             messages = self._parse(data, client_address)
             for message, stamp in messages:
+                if self._slow_pending:  # behind a preset load: in order, after it
+                    self._defer(message, stamp, client_address)
+                    continue
+                if self._routes_dirty:
+                    self._sync_routes()
                 self._local.stamp = stamp
                 self._dispatch(message, client_address)
         finally:
             self._local.replies = None
             self._local.stamp = 0.0
         return replies
+
+    def _run_slow(self, fn: Callable[[], None]) -> None:
+        if getattr(self._local, "in_slow", False):  # a deferred load: already on the worker, in order
+            fn()
+            return
+        with self._slow_lock:
+            self._slow_pending += 1
+
+        def task() -> None:
+            self._local.in_slow = True
+            try:
+                fn()
+            finally:
+                self._local.in_slow = False
+                with self._slow_lock:
+                    self._slow_pending -= 1
+
+        self.run_slow(task)
+
+    def _defer(self, message: OscMessage | _Message, stamp: float, client: ClientAddress) -> None:
+        if self._slow_pending >= MAX_DEFERRED:
+            self._reject(client, f"{message.address}: refused while a preset loads ({MAX_DEFERRED} messages "
+                                 "already wait for it)")
+            return
+
+        def later() -> None:  # on the run_slow worker: replies go out at once
+            self._local.replies = None
+            self._local.stamp = stamp
+            try:
+                if self._routes_dirty:
+                    self._sync_routes()
+                self._dispatch(message, client)
+            finally:
+                self._local.stamp = 0.0
+
+        self._run_slow(later)
 
     def _parse(self, data: bytes, client: ClientAddress) -> list[tuple[OscMessage | _Message, float]]:
         """Messages with their stamps: a future bundle time tag (Unix s), else 0 (at once)."""
@@ -589,6 +633,9 @@ class OscController:
         name = _string(address, args, "a preset name")
         if not valid_preset_name(name):
             raise OscRequestError(f"{address}: preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
+        if self._stamp():
+            raise OscRequestError(f"{address} cannot be timed (its bundle's time tag is in the future): a load "
+                                  "takes time to prepare; send it when it should happen")
         # source=None: every registered client, the requester included, gets the new values.
         if self.run_slow is None or self.send is None:
             self.engine.load_preset(name, source=None)
@@ -603,7 +650,7 @@ class OscController:
             else:
                 self._reply("/hb/preset/loaded", (name,), client)
 
-        self.run_slow(load)
+        self._run_slow(load)
 
     def _on_preset_save(self, client: ClientAddress, address: str, *args: Any) -> None:
         name = _string(address, args, "a preset name")
@@ -625,7 +672,7 @@ class OscController:
             else:
                 self._reply("/hb/preset/saved", (name,), client)
 
-        self.run_slow(write)
+        self._run_slow(write)
 
     def _save_user_preset(self, name: str) -> None:
         from hushbridge.presets import save_preset

@@ -393,6 +393,44 @@ def test_preset_load_swaps_chain_and_feeds_back(engine, driver, server, client, 
     driver.assert_running()
 
 
+def test_messages_after_a_preset_load_reach_the_loaded_chain(engine, driver, server, client, tmp_path, monkeypatch):
+    """A change sent right behind /hb/preset/load (its own datagram, or the same bundle) waits
+    for the load and reaches the new chain; a timed load is refused, not run early."""
+    import hushbridge.presets as presets
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    monkeypatch.setattr(presets, "user_preset_dir", lambda: tmp_path)
+    for name, gain in (("p-a", -6.0), ("p-b", -9.0)):
+        (tmp_path / f"{name}.toml").write_text(
+            f'version = 1\n[[chain]]\neffect = "gain"\nid = "{name[-1]}"\nparams = {{ gain_db = {gain} }}\n',
+            encoding="utf-8")
+
+    def message(address, *args):
+        m = OscMessageBuilder(address=address)
+        for a in args:
+            m.add_arg(a)
+        return m.build()
+
+    client.send("/hb/preset/load", "p-a")
+    client.send("/hb/a/gain_db", -12.0)  # exists only in p-a: must not be refused or lost
+    assert client.recv().params == ["p-a"]
+    assert client.get("/hb/a/gain_db")[1] == -12.0
+    bundle = OscBundleBuilder(IMMEDIATELY)
+    bundle.add_content(message("/hb/preset/load", "p-b"))
+    bundle.add_content(message("/hb/b/gain_db", -20.0))
+    client.send_raw(bundle.build().dgram)
+    assert client.recv().params == ["p-b"]
+    assert client.get("/hb/b/gain_db")[1] == -20.0
+    assert engine.wait_for_swap() and engine.chain["b"].gain_db == -20.0
+    timed = OscBundleBuilder(time.time() + 5.0)
+    timed.add_content(message("/hb/preset/load", "p-a"))
+    client.send_raw(timed.build().dgram)
+    assert "cannot be timed" in client.error()
+    assert engine.chain.ids == ["b"]
+    driver.assert_running()
+
+
 def test_broadcast_chain():
     try:
         from hushbridge.effects import Compressor, HighPass
