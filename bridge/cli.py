@@ -259,6 +259,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # == run ===========================================================================================
+NO_CALLBACKS_S = 3.0  # run: this long without a callback means the device or server is gone
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from hushbridge.engine import Engine
 
@@ -302,7 +305,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         err.print(f"hushbridge running on {backend.name} ({engine.spec.sample_rate} Hz, {engine.spec.max_block_size} frames, "
                   f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}, {where}. Ctrl-C to stop.", markup=False)
         tty = sys.stderr.isatty()
+        errors_seen, blocks_seen, quiet_since = engine.callback_errors, engine.blocks, time.monotonic()
         while not stop.wait(0.5):
+            lost = backend.lost
+            if not lost and engine.blocks == blocks_seen and time.monotonic() - quiet_since > NO_CALLBACKS_S:
+                lost = f"no audio callbacks from {backend.name} for {NO_CALLBACKS_S:g} s (device or server gone?)"
+            if lost:
+                if tty:
+                    sys.stderr.write("\n")
+                _error(f"audio stopped: {lost}")
+                return EXIT_FAILED
+            if engine.blocks != blocks_seen:
+                blocks_seen, quiet_since = engine.blocks, time.monotonic()
+            if engine.callback_errors != errors_seen:
+                errors_seen = engine.callback_errors
+                if tty:
+                    sys.stderr.write("\n")
+                _warning(f"audio callback error (output silenced for that block): {engine.last_callback_error}")
             line = engine.status_line()
             if tty:
                 sys.stderr.write("\r" + line + "   ")

@@ -69,3 +69,36 @@ def test_run_on_jack_serves_osc_and_stops_on_sigterm(jack_server):
     assert proc.returncode == 0, err
     assert "hushbridge running on jack" in err and "OSC on 127.0.0.1" in err
     assert "stopped." in err and "xruns" in err
+
+
+@pytest.mark.jack
+def test_run_exits_with_an_error_when_the_jack_server_dies(jack_server, tmp_path):
+    """A JACK server that goes away (crash, kill) is not a frozen status line forever: `run`
+    says so and exits non-zero. A private server, since this one is killed."""
+    from conftest import _kill, _start_jackd, _wait_ready
+
+    name = f"hb-dies-{os.getpid()}"
+    jackd = _start_jackd(name, realtime=False, log_path=str(tmp_path / "jackd.log"))
+    proc = None
+    try:
+        assert _wait_ready(jackd, name), (tmp_path / "jackd.log").read_text()
+        env = dict(os.environ, JACK_DEFAULT_SERVER=name, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--server", name, "--name", "hbdies",
+             "--chain", "gain", "--channels", "1", "--no-osc"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        client = jack.Client("hbdies-probe", no_start_server=True, servername=name)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not client.get_ports("hbdies:"):
+            time.sleep(0.2)
+        assert client.get_ports("hbdies:"), proc.stderr.read() if proc.poll() is not None else "no ports"
+        time.sleep(0.5)
+        jackd.kill()
+        jackd.wait(5)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 1, err
+        assert "error: audio stopped:" in err, err
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        _kill(jackd)

@@ -50,6 +50,11 @@ class Backend(abc.ABC):
     def close(self) -> None:
         self.stop()
 
+    @property
+    def lost(self) -> str:
+        """Why the device or server is gone ("" while it is there, as far as the backend knows)."""
+        return ""
+
     def publish_latency(self, samples: int) -> None:
         """Tell the driver and hosts the engine's latency (default: nowhere to tell)."""
 

@@ -286,6 +286,7 @@ class JackBackend(Backend):
         except jack.JackError as e:
             raise BackendError(str(e), "activating JACK client") from e
         self._active = True
+        self.engine.attach(True)
         try:
             self._connect(self.connect_inputs, self.inports, is_input=True)
             self._connect(self.connect_outputs, self.outports, is_input=False)
@@ -304,6 +305,7 @@ class JackBackend(Backend):
         self._stop_housekeeping()
         if self.client._ptr:
             self.client.deactivate(ignore_errors=True)
+        self.engine.attach(False)  # no more callbacks: a later load swaps at once
 
     def close(self) -> None:
         """Stop and close the JACK client. Idempotent."""
@@ -450,6 +452,10 @@ class JackBackend(Backend):
 
     def _on_xrun(self, _delayed_usecs: float) -> None:
         self.engine.note_xrun()
+
+    @property
+    def lost(self) -> str:
+        return self.server_shutdown
 
     def _on_shutdown(self, status: object, reason: str) -> None:
         self.server_shutdown = reason or "JACK server shut down"

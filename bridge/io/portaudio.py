@@ -24,14 +24,21 @@ server started later appears only after :func:`refresh_devices`.
 """
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
+
 import numpy as np
 
+from hushbridge.effects.base import MAX_BLOCK
 from hushbridge.engine import Engine
 from hushbridge.errors import BackendError
 from hushbridge.io.base import Backend
 
 _FALLBACK_MAX_BLOCK = 1024  # engine block size when PortAudio picks the buffer size itself
 _CAPACITY = 8192  # largest callback handled when the block size is left to PortAudio
+STOP_TIMEOUT_S = 2.0  # how long stop/close may wait for PortAudio before giving up on the stream
+log = logging.getLogger(__name__)
 
 
 def _sd():
@@ -117,12 +124,15 @@ class PortAudioBackend(Backend):
         latency: str | float = "low",
     ) -> None:
         super().__init__(engine)
-        if blocksize is not None and (not isinstance(blocksize, (int, np.integer)) or blocksize < 0):
-            raise ValueError(f"blocksize must be a non-negative int or None, got {blocksize!r}")
+        if blocksize is not None and (not isinstance(blocksize, (int, np.integer)) or not 0 <= blocksize <= MAX_BLOCK):
+            raise ValueError(f"blocksize must be an int in 0..{MAX_BLOCK} or None, got {blocksize!r}")
+        if device is not None and (isinstance(device, bool) or not isinstance(device, (int, np.integer, str, tuple))):
+            raise ValueError(f"device must be an index, a name, an (input, output) pair or None, got {device!r}")
         self.device = device
         self._blocksize = int(blocksize or 0)
         self._stream = None
         self._active = False
+        self._abandoned = False
         sd = _sd()
         op = f"opening PortAudio stream on device {device!r}"
         try:
@@ -136,11 +146,13 @@ class PortAudioBackend(Backend):
                 callback=self._callback,
                 prime_output_buffers_using_stream_callback=False,
             )
-        except ValueError as e:  # sounddevice: no such device, ambiguous name, bad channel count
-            names = ", ".join(f"{d['index']}: {d['name']!r}" for d in list_devices()) or "none"
+        except (ValueError, sd.PortAudioError) as e:  # no such device, ambiguous name, bad channel count
+            devices = list_devices()
+            if not devices:
+                raise BackendError("PortAudio finds no audio devices on this machine (no sound card or sound "
+                                   "server; --backend jack runs on a JACK server)", op) from e
+            names = ", ".join(f"{d['index']}: {d['name']!r}" for d in devices)
             raise BackendError(f"{e} (devices: {names})", op) from e
-        except sd.PortAudioError as e:
-            raise BackendError(str(e), op) from e
         capacity = self._blocksize or _CAPACITY
         self._inp = np.zeros((engine.channels, capacity), dtype=np.float32)
         self._out = np.zeros((engine.channels, capacity), dtype=np.float32)
@@ -186,6 +198,7 @@ class PortAudioBackend(Backend):
         except _sd().PortAudioError as e:
             raise BackendError(str(e), f"starting PortAudio stream on device {self.device!r}") from e
         self._active = True
+        self.engine.attach(True)
         self._start_housekeeping()
         self.engine.freeze_gc()
 
@@ -196,13 +209,28 @@ class PortAudioBackend(Backend):
         self._active = False
         self._stop_housekeeping()
         if self._stream is not None and not self._stream.closed:
-            self._stream.stop(ignore_errors=True)
+            if self._call_with_timeout(self._stream.stop, "stop"):
+                self.engine.attach(False)
 
     def close(self) -> None:
         """Stop and close the stream. Idempotent."""
         self.stop()
-        if self._stream is not None and not self._stream.closed:
-            self._stream.close(ignore_errors=True)
+        if self._stream is not None and not self._stream.closed and not self._abandoned:
+            self._call_with_timeout(self._stream.close, "close")
+
+    def _call_with_timeout(self, fn: Callable[..., object], what: str) -> bool:
+        """``fn(ignore_errors=True)``, given up after :data:`STOP_TIMEOUT_S`: PortAudio waits
+        forever for a device or sound server that has gone (its JACK host API does, after the
+        server dies), which would make Ctrl-C and SIGTERM hang."""
+        t = threading.Thread(target=fn, kwargs={"ignore_errors": True}, name=f"portaudio-{what}", daemon=True)
+        t.start()
+        t.join(STOP_TIMEOUT_S)
+        if t.is_alive():
+            self._abandoned = True
+            log.warning("PortAudio did not %s the stream within %.0f s (device or sound server gone?); "
+                        "leaving it", what, STOP_TIMEOUT_S)
+            return False
+        return True
 
     # == real time ==============================================================================
     def _callback(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time: object, status: object) -> None:

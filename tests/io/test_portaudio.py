@@ -47,10 +47,25 @@ def test_missing_device_is_a_clear_error(jack_device):
     engine = Engine(Chain([Gain()]), channels=2)
     with pytest.raises(BackendError, match=r"Error opening PortAudio stream on device 'no-such-device'.*devices: "):
         PortAudioBackend(engine, device="no-such-device")
-    with pytest.raises(BackendError, match=r"device 4242"):
+    with pytest.raises(BackendError, match=r"device 4242.*devices: "):  # a bad index lists them too
         PortAudioBackend(engine, device=4242)
     with pytest.raises(ValueError, match="blocksize"):
         PortAudioBackend(engine, device=jack_device, blocksize=-1)
+
+
+def test_bad_arguments_are_clear_errors_before_any_stream_opens():
+    engine = Engine(Chain([Gain()]), channels=2)
+    with pytest.raises(ValueError, match="device must be an index, a name"):
+        PortAudioBackend(engine, device=0.5)
+    with pytest.raises(ValueError, match=r"blocksize must be an int in 0\.\.65536"):
+        PortAudioBackend(engine, blocksize=100_000)
+
+
+def test_no_devices_at_all_says_so():
+    if list_devices(refresh=True):
+        pytest.skip("this machine has PortAudio devices")
+    with pytest.raises(BackendError, match="PortAudio finds no audio devices"):
+        PortAudioBackend(Engine(Chain([Gain()]), channels=2))
 
 
 def test_callback_converts_layout_and_counts_xruns(jack_device):
