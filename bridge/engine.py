@@ -162,6 +162,35 @@ class ParamInfo:
 BYPASS_PARAM = Param("bypass", 0.0, 1.0, 0.0, step=1.0, choices=("off", "on"))
 
 
+_kernels_warm = False
+
+
+def warm_effect_kernels(spec: ProcessSpec) -> None:
+    """Load every built-in effect's numba kernels (and one session of the shipped denoise model,
+    which then waits in the session pool) into this process, once, before audio starts.
+
+    A preset loaded live is built on a control thread while the callback runs; loading a kernel
+    from numba's disk cache or creating an onnxruntime session holds the GIL for 20-100 ms, far
+    longer than a 2.7 ms period, so the first live load of an effect type cost xruns."""
+    global _kernels_warm
+    if _kernels_warm:
+        return
+    _kernels_warm = True
+    from hushbridge.effects import EFFECTS
+
+    noise = (np.random.default_rng(0).standard_normal((spec.channels, spec.max_block_size)) * 0.1).astype(np.float32)
+    for name, cls in EFFECTS.items():
+        if name in ("plugin", "chain"):
+            continue
+        try:
+            effect = cls()
+            effect.prepare(spec)
+            effect.process(noise.copy())
+            del effect
+        except Exception as e:  # noqa: BLE001 - e.g. no shipped model: that effect loads when used
+            log.debug("warming %s skipped: %s", name, e)
+
+
 class Engine:
     """Runs a Chain for a Backend. See the module docstring for the two sides.
 
@@ -277,6 +306,7 @@ class Engine:
         """Allocate for the device's format and warm numba up. Call before audio starts and
         whenever the backend's sample rate or buffer size changes (never from ``process``)."""
         spec = ProcessSpec(int(sample_rate), int(block_size), self.channels)
+        warm_effect_kernels(spec)
         with self._swap_lock:
             # JACK calls this between callbacks; every chain the callback may touch is re-prepared
             self._old = np.zeros((self.channels, spec.max_block_size), dtype=np.float32)
@@ -707,7 +737,7 @@ class Engine:
             self._claim(chain)
             self.wait_for_swap()
             if self.spec is not None:
-                self._prepare_chain(chain, self.spec)
+                self._prepare_chain(chain, self.spec, live=self._attached is True)
             generation = self._generation + 1
             if self.spec is None or self._attached is False:  # no callbacks: swap directly
                 if self.spec is not None:
@@ -747,16 +777,23 @@ class Engine:
             except Exception:  # noqa: BLE001 - the chain is in; a listener's failure is its own
                 log.exception("preset listener failed")
 
-    def _prepare_chain(self, chain: Chain, spec: ProcessSpec) -> None:
+    def _prepare_chain(self, chain: Chain, spec: ProcessSpec, live: bool = False) -> None:
         """Prepare and warm ``chain``. Compiling its fused runs (:mod:`hushbridge.effects.fused`)
         would hold the GIL for seconds, so only runs in the disk cache load here; the others
         compile in a background process, and :meth:`housekeeping` switches the chain to them
-        when they are ready (until then it runs effect by effect, with the same output)."""
+        when they are ready (until then it runs effect by effect, with the same output).
+        ``live`` (a swap while a backend calls the engine): no fused runs at all, since even
+        loading one from the disk cache holds the GIL for 50-100 ms, tens of periods; effect by
+        effect costs about 15 us more per 128-frame block."""
+        fuse = chain.fuse
         chain.compile_fused = False
+        if live:
+            object.__setattr__(chain, "fuse", False)
         try:
             chain.prepare(spec)
         finally:
             chain.compile_fused = True
+            object.__setattr__(chain, "fuse", fuse)
         self._warm_up(chain, spec)
         if chain.uncompiled:
             self._compile_fused_in_background(chain)

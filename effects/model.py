@@ -354,13 +354,17 @@ class ModelEffect(Effect):
         self._rt.hops_block = 0
         _warm_model_kernels()
         # the first onnxruntime runs of a session are slow and allocate (for about 100 runs with a
-        # dynamic batch): do them here, not in a callback
-        for _ in range(WARM_RUNS):
-            if self._batched:
-                model.run_all()
-            else:
-                for c in range(ch):
-                    model.run_hop(c)
+        # dynamic batch): do them here, not in a callback; a pooled session that ran this batch
+        # size before needs none
+        rows = ch if self._batched else 1
+        if rows not in model.warmed:
+            for _ in range(WARM_RUNS):
+                if self._batched:
+                    model.run_all()
+                else:
+                    for c in range(ch):
+                        model.run_hop(c)
+            model.warmed.add(rows)
         model.reset()
 
     def reset(self) -> None:

@@ -37,8 +37,10 @@ an independent mono stream (no linking between channels). A graph with a dynamic
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -173,6 +175,38 @@ def inspect_model(session, path: str) -> ModelInfo:
                      has_activity=ACTIVITY_OUT in outputs, batched=batched)
 
 
+_POOL_MAX = 4  # idle sessions kept per model file
+_pool: dict[tuple, list[tuple[Any, ModelInfo, set[int]]]] = {}
+_pool_lock = threading.Lock()
+
+
+def _session_key(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), st.st_mtime_ns, st.st_size)  # a rewritten file is another model
+
+
+def _take_session(path: str) -> tuple[tuple, Any, ModelInfo, set[int]] | None:
+    """An idle session of ``path`` left by a model that is gone (with the row counts it has run
+    warm with), or None."""
+    key = _session_key(path)
+    with _pool_lock:
+        idle = _pool.get(key)
+        if idle:
+            session, info, warmed = idle.pop()
+            return key, session, info, warmed
+    return None
+
+
+def _give_session(key: tuple, session: Any, info: ModelInfo, warmed: set[int]) -> None:
+    with _pool_lock:
+        idle = _pool.setdefault(key, [])
+        if len(idle) < _POOL_MAX:
+            idle.append((session, info, warmed))
+
+
 class StreamingModel:
     """A streaming ONNX model following the hushbridge contract; see the module docstring.
 
@@ -203,12 +237,21 @@ class StreamingModel:
             import onnxruntime as ort
         except ImportError as e:  # pragma: no cover - a hard dependency
             raise ModelError(f"onnxruntime is needed to run {path}: {e}") from e
-        try:
-            self.session = ort.InferenceSession(path, sess_options=_session_options(),
-                                                providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own unrelated classes
-            raise ModelError(f"cannot load {path}: {e}") from e
-        self.info = inspect_model(self.session, path)
+        self._pool_key: tuple | None = None
+        #: batch sizes (rows) this session has already run warm with: its first runs at a new
+        #: shape are slow and allocate, so the effect runs them in prepare, once per session
+        self.warmed: set[int] = set()
+        pooled = _take_session(path)
+        if pooled is not None:
+            self._pool_key, self.session, self.info, self.warmed = pooled
+        else:
+            try:
+                self.session = ort.InferenceSession(path, sess_options=_session_options(),
+                                                    providers=["CPUExecutionProvider"])
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own unrelated classes
+                raise ModelError(f"cannot load {path}: {e}") from e
+            self.info = inspect_model(self.session, path)
+            self._pool_key = _session_key(path)
         self._ort = ort
         self.channels = 0
         hop = self.info.hop
@@ -225,6 +268,16 @@ class StreamingModel:
         # Where the binding layer is reachable, call it directly (no Python wrapper per hop).
         inner = getattr(self.session, "_sess", None)
         self._direct = inner.run_with_iobinding if inner is not None else None
+
+    def __del__(self) -> None:
+        # the session goes back to the pool: the next model of this file (a preset loaded live)
+        # skips the ~100 ms of session creation that holds the GIL and starves the audio thread
+        try:
+            if self._pool_key is not None:
+                _give_session(self._pool_key, self.session, self.info, self.warmed)
+                self._pool_key = None
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing to keep
+            pass
 
     # -- contract ----------------------------------------------------------------------------
     @property

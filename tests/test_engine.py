@@ -183,6 +183,30 @@ def test_swap_between_chains_of_equal_latency_crossfades_aligned():
     np.testing.assert_allclose(y[:, -1], low, rtol=1e-4)
 
 
+def test_a_chain_swapped_in_while_a_backend_runs_is_not_fused():
+    """Loading a fused run's compiled code holds the GIL for 50-100 ms (tens of periods): a chain
+    loaded while a backend calls the engine runs effect by effect, with the same output."""
+    from hushbridge.effects import Compressor, HighPass
+
+    def chain():
+        return Chain([HighPass(cutoff_hz=90.0), Compressor(threshold_db=-25.0), Gain(gain_db=-1.0)], fuse=True)
+
+    e = make_engine(Gain())
+    e.attach(True)
+    live = chain()
+    e.load_chain(live)
+    assert live.fuse and all(isinstance(u, int) for u in live._units) and not live.uncompiled
+    assert e._fuse_job is None  # no background compile either
+    x = (np.random.default_rng(3).standard_normal((2, 128 * 30)) * 0.2).astype(np.float32)
+    ref = chain()
+    ref.prepare(e.spec)
+    y = run_blocks(e, x)
+    expect = x.copy()
+    for i in range(0, x.shape[1], 128):
+        ref.process(expect[:, i:i + 128])
+    np.testing.assert_allclose(y[:, -128 * 5:], expect[:, -128 * 5:], atol=1e-6)
+
+
 def test_a_running_chain_cannot_be_loaded_again():
     e = make_engine(Gain())
     with pytest.raises(ChainError, match="running in this engine"):

@@ -119,3 +119,19 @@ def test_an_empty_chain_is_not_saved(user_config):
     with pytest.raises(PresetError, match="the chain is empty"):
         save_preset(Chain(), "nothing")
     assert not list(user_config.glob("*"))
+
+
+def test_a_parsed_preset_hands_out_its_checking_chain_once():
+    """parse_preset builds the chain to check it; the first build() returns that one (a load
+    builds once: a denoise model is ~0.1 s), later builds and a changed description new ones."""
+    from hushbridge.presets import find_preset
+
+    p = find_preset("podcast")
+    spare = p._spare[1]
+    first, second = p.build(), p.build()
+    assert first is spare and second is not first and second.ids == first.ids
+    q = find_preset("podcast")
+    q.chain[0] = dict(q.chain[0], params={"cutoff_hz": 120.0})
+    stale = q._spare[1]
+    built = q.build()
+    assert built is not stale and built[0].cutoff_hz == 120.0

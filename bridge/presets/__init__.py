@@ -54,9 +54,15 @@ class Preset:
     chain: list[dict[str, Any]]
     midi: dict[str, Any] = field(default_factory=dict)
     source: str = "<string>"
+    # the chain parse_preset built to validate, handed out by the first build() while the
+    # description is unchanged: a load builds once, not twice (a denoise model costs ~0.1 s)
+    _spare: tuple[str, Chain] | None = field(default=None, repr=False, compare=False)
 
     def build(self) -> Chain:
         """A new Chain for this preset (raises PresetError naming file, line and key)."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare[0] == repr(self.chain):
+            return spare[1]
         return _build(self)
 
 
@@ -126,6 +132,7 @@ def parse_preset(text: str, source: str = "<string>") -> Preset:
     preset = Preset(name, chain, midi, source)
     built = preset.build()  # validates effects, ids and parameter values
     _check_midi(preset, built, text)
+    preset._spare = (repr(chain), built)
     return preset
 
 

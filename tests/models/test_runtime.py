@@ -238,3 +238,33 @@ def test_run_all_needs_a_batched_graph(graphs):
     m.prepare(1)
     with pytest.raises(ModelError, match="run_all"):
         m.run_all()
+
+
+def test_a_gone_models_session_is_reused_with_its_warm_shapes(graphs, tmp_path):
+    """Creating an onnxruntime session holds the GIL for ~100 ms: a model of the same file made
+    after another is gone (a preset loaded live again) takes the idle session instead."""
+    import gc
+    import shutil
+
+    path = tmp_path / "pooled.onnx"
+    shutil.copy(graphs["leaky"], path)
+    first = StreamingModel(path)
+    first.prepare(1)
+    session = first.session
+    first.warmed.add(1)
+    x = np.random.default_rng(2).standard_normal(HOP * 8).astype(np.float32) * 0.1
+    expected = run(first, x)
+    del first
+    gc.collect()
+    second = StreamingModel(path)
+    assert second.session is session and second.warmed == {1}
+    second.prepare(1)  # fresh state on the reused session: the same output as the first model
+    np.testing.assert_array_equal(run(second, x), expected)
+    third = StreamingModel(path)  # the only idle session is taken: a new one
+    assert third.session is not session and third.warmed == set()
+    path.write_bytes(path.read_bytes())  # a rewritten file is another model: nothing reused
+    del second
+    gc.collect()
+    import os
+    os.utime(path, ns=(1, 1))
+    assert StreamingModel(path).session is not session
