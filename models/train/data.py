@@ -216,6 +216,8 @@ def active_rms(x: np.ndarray, rel_db: float = -35.0) -> float:
         return float(np.sqrt(np.mean(x**2) + 1e-20))
     p = (x[: n * w] ** 2).reshape(n, w).mean(axis=1)
     keep = p > p.max() * 10.0 ** (rel_db / 10.0)
+    if not keep.any():  # digital silence: no frame is "active" (the mean of none is NaN)
+        return float(np.sqrt(np.mean(x**2) + 1e-20))
     return float(np.sqrt(p[keep].mean() + 1e-20))
 
 
@@ -540,6 +542,8 @@ class MixtureSampler:
             noise /= np.sqrt(np.mean(noise**2)) + 1e-9
         snr = rng.uniform(*cfg.snr_db)
         s_rms = active_rms(wet)
+        if s_rms < 1e-6:  # a crop of digital silence (a short crop of a padded file): noise alone, at level
+            s_rms = 1.0
         noise = noise * (s_rms * 10.0 ** (-snr / 20.0))
         if rng.random() < cfg.p_no_speech:
             wet = wet * 0.0

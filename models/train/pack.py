@@ -31,6 +31,8 @@ import soxr
 from .data import Clip, split_dev_noise
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+# MixConfig fields that decide what goes into the pools (the rest act per mixture)
+_POOL_KEYS = ("tts_count", "synth_rir_count", "pra_rir_count")
 # Opus bitrate setting per pool (soundfile's compression_level: 0 = highest bitrate)
 LEVELS = {"speech": 0.85, "tts": 0.9, "noise": 0.8}
 
@@ -54,6 +56,9 @@ def write_pack(sampler, out: Path) -> dict:
     """Write ``sampler``'s pools to ``out`` (created); returns the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict = {"pools": {}, "rirs_base": sampler.rirs_from_step[0]}
+    cfg = getattr(sampler, "cfg", None)
+    if cfg is not None:  # what a loading run compares its own pool settings with
+        manifest["built_with"] = {k: getattr(cfg, k) for k in _POOL_KEYS}
     noise = sampler.noise
     if getattr(sampler, "dev_noise", None):  # all of them, in the split's order: a loading run splits again
         noise = sorted(noise + sampler.dev_noise, key=lambda c: c.name)
@@ -77,8 +82,20 @@ def _read_clip(folder: Path, e: dict) -> Clip:
 
 
 def load_pack(sampler, folder: Path, verbose: bool = True) -> None:
-    """Fill ``sampler``'s pools from a pack written by :func:`write_pack`."""
-    manifest = json.loads((folder / "manifest.json").read_text())
+    """Fill ``sampler``'s pools from a pack written by :func:`write_pack`. The pools are the
+    pack's: a run whose pool settings differ is told so (build the pack with its config)."""
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{folder}: not a data pack (no manifest.json; make one with "
+                                "python -m hushbridge.models.train.pack --out DIR)") from None
+    built = manifest.get("built_with")
+    differ = [f"{k} {built[k]} in the pack, {getattr(sampler.cfg, k)} in the config"
+              for k in _POOL_KEYS if built is not None and k in built and built[k] != getattr(sampler.cfg, k)]
+    if built is None or differ:
+        print(f"warning: the pack's pools come from {'an unrecorded config' if built is None else 'another config'}"
+              + (f" ({'; '.join(differ)})" if differ else "") + ": they replace this run's pool settings; "
+              "pack --config <this config> builds a matching pack", file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
         for pool in ("speech", "tts", "noise"):
             setattr(sampler, pool, list(ex.map(lambda e: _read_clip(folder, e), manifest["pools"][pool])))
@@ -97,13 +114,15 @@ def load_pack(sampler, folder: Path, verbose: bool = True) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from .data import MixtureSampler
-    from .train import load_config, mix_config
+    from .train import apply_overrides, load_config, mix_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(Path(__file__).resolve().parent / "denoise.toml"))
     ap.add_argument("--out", required=True, help="pack folder (keep it out of git, e.g. .carry/pack)")
+    ap.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                    help="override one config value, as train --set does (pool sizes: data.tts_count ...)")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config)
+    cfg = apply_overrides(load_config(args.config), args.set)
     sampler = MixtureSampler(mix_config(cfg), seed=int(cfg["seed"]))
     out = Path(args.out)
     write_pack(sampler, out)

@@ -115,9 +115,10 @@ def load_all(path: str) -> dict[str, tuple]:
     for step, weights in sorted(ck["steps"].items()):
         if only is not None and step not in only:
             continue
-        net = DenoiseNet.from_config(ck["config"])
+        cfg = ck.get("configs", {}).get(step, ck["config"])  # a warm start may change the network
+        net = DenoiseNet.from_config(cfg)
         net.load_state_dict(weights)
-        out[f"{path}#{step}"] = (net.eval(), {"step": step, "config": ck["config"]})
+        out[f"{path}#{step}"] = (net.eval(), {"step": step, "config": cfg})
     return out
 
 

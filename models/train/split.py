@@ -10,7 +10,9 @@ Held out for evaluation:
 - speech: 14 of the 140 LibriSpeech train-clean-100 speakers (every 10th by sorted name), the four
   LibriSpeech test-clean speakers from Real-Time-Voice-Cloning, the three librosa LibriSpeech speakers,
   LJSpeech LJ050-0131, and two of the six 48 kHz VCTK speakers (p301 F US, p376 M Indian) plus both
-  VCTK MP3s (p240, p260);
+  VCTK MP3s (p240, p260). LJSpeech is one speaker, whose LJ001 clips train: LJ050-0131 is an
+  unseen utterance of a seen speaker, not an unseen speaker (the project benchmark's 16 synthetic
+  mixtures, seed 0, do not draw it);
 - noise: city traffic, ceiling fan, rustling leaves, steady rain (quietsleep), cafe, keyboard typing
   and one friction transient: different sources from anything in training;
 - rooms: the OpenAIR medium hall and the clap RIR (the clap is dev-only by its README).
@@ -71,9 +73,12 @@ class EvalSplit:
 
 def shared_data_dir() -> Path:
     """``$HUSHBRIDGE_SHARED_DATA``, else ``../shared/data`` next to the checkout, else ``/work/shared/data``."""
-    candidates = [os.environ.get("HUSHBRIDGE_SHARED_DATA", ""),
-                  str(Path(__file__).resolve().parents[3] / "shared" / "data"),
-                  "/work/shared/data"]
+    asked = os.environ.get("HUSHBRIDGE_SHARED_DATA", "")
+    if asked:  # named explicitly: that folder or an error, never a silent fallback elsewhere
+        if (Path(asked) / "speech").is_dir():
+            return Path(asked)
+        raise FileNotFoundError(f"HUSHBRIDGE_SHARED_DATA={asked!r} has no speech/ folder")
+    candidates = [str(Path(__file__).resolve().parents[3] / "shared" / "data"), "/work/shared/data"]
     for c in candidates:
         if c and (Path(c) / "speech").is_dir():
             return Path(c)

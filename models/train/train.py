@@ -65,6 +65,94 @@ def apply_overrides(cfg: dict, items: list[str]) -> dict:
     return cfg
 
 
+# Every key the pipeline reads, per table (data: MixConfig's fields). A typo such as
+# loss.silence_wieght would otherwise train the control run of an A/B without a word.
+_KNOWN = {
+    "": {"seed", "name", "version", "model", "data", "train", "loss", "postfilter"},
+    "model": {"hidden", "layers", "context"},
+    "train": {"batch_size", "lr", "lr_min", "lr_halflife_steps", "restarts", "batch_sizes", "remix",
+              "warmup_steps", "weight_decay", "grad_clip", "val_every", "val_batches", "checkpoint_every",
+              "log_every"},
+    "loss": {"compress", "complex_weight", "resolutions", "vad_weight", "gain_weight", "gain_from_step",
+             "gain_weights", "level_norm_from_step", "level_norm_dbfs", "silence_weight", "silence_from_step",
+             "silence_floor_db", "under_weight", "under_from_step", "lsd_weight", "lsd_from_step", "lsd_floor_db",
+             "lsd_floor_steps", "dnsmos_weight", "dnsmos_from_step", "dnsmos_examples", "dnsmos_scores",
+             "dnsmos_tile_s", "dnsmos_model"},
+    "postfilter": {"kind", "k", "pivot", "lo", "hi", "beta", "release", "vad_floor", "vad_power"},
+}
+_INT_KEYS = {"seed", "hidden", "layers", "context", "batch_size", "lr_halflife_steps", "warmup_steps", "val_every",
+             "val_batches", "checkpoint_every", "log_every", "gain_from_step", "level_norm_from_step",
+             "silence_from_step", "under_from_step", "lsd_from_step", "dnsmos_from_step", "dnsmos_examples"}
+
+
+def _kind(v: object) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a number"
+    if isinstance(v, (list, tuple)):
+        return "a list"
+    if isinstance(v, dict):
+        return "a table"
+    return "a string"
+
+
+def check_config(cfg: dict, defaults: dict | None = None) -> None:
+    """Refuse unknown keys (with the nearest known one) and values of the wrong kind, naming the
+    key, before any data loads. ``defaults``: a config whose values give each key's kind (the
+    shipped denoise.toml); MixConfig's own defaults give those of [data]."""
+    import dataclasses
+    import difflib
+
+    known = dict(_KNOWN, data={f.name for f in dataclasses.fields(MixConfig)})
+    kinds: dict[str, str] = {f"data.{f.name}": _kind(f.default) for f in dataclasses.fields(MixConfig)
+                             if f.default is not dataclasses.MISSING}
+    for table, entries in (defaults or {}).items():
+        if isinstance(entries, dict):
+            kinds.update({f"{table}.{k}": _kind(v) for k, v in entries.items()})
+        else:
+            kinds[table] = _kind(entries)
+
+    def fail(key: str, why: str) -> None:
+        raise SystemExit(f"config key {key!r}: {why}")
+
+    for key, value in cfg.items():
+        if key not in known[""]:
+            near = difflib.get_close_matches(key, known[""], 1)
+            fail(key, "unknown" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        if key in known and key != "":
+            if not isinstance(value, dict):
+                fail(key, f"must be a table, got {value!r:.60}")
+            for k, v in value.items():
+                full = f"{key}.{k}"
+                if k not in known[key]:
+                    near = difflib.get_close_matches(k, known[key], 1)
+                    fail(full, "unknown" + (f" (did you mean {key}.{near[0]}?)" if near else ""))
+                if key == "postfilter":  # a number or one per band
+                    continue
+                want = "an integer" if k in _INT_KEYS else kinds.get(full)
+                got = _kind(v)
+                ok = want is None or got == want or (want == "a number" and got == "an integer")
+                if not ok:
+                    fail(full, f"must be {want}, got {v!r:.60}")
+        elif key in _INT_KEYS and _kind(value) != "an integer":
+            fail(key, f"must be an integer, got {value!r:.60}")
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``["table.key: old -> new", ...]`` between two configs."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "(unset)"), new.get(k, "(unset)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r:.60} -> {b!r:.60}")
+    return out
+
+
 def load_resumed(net: DenoiseNet, opt: torch.optim.Optimizer, ck: dict) -> list[str]:
     """Load a checkpoint's weights and optimizer state into ``net`` and ``opt``. A checkpoint of the
     same network without the encoder's ``context`` branch warm-starts one with it (``--set
@@ -403,6 +491,20 @@ def save(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def _truncate_log(log_p: Path, step: int) -> None:
+    """Drop the log rows after ``step`` (written by a run killed after its last checkpoint)."""
+    if not log_p.exists():
+        return
+    with open(log_p, newline="") as f:
+        rows = list(csv.reader(f))
+    keep = [r for r in rows if not r or not r[0].isdigit() or int(r[0]) <= step]
+    if len(keep) != len(rows):
+        tmp = log_p.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(keep)
+        os.replace(tmp, log_p)
+
+
 def validate(net, lossf, val) -> float:
     net.eval()
     tot = 0.0
@@ -444,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     cfg = apply_overrides(load_config(args.config), args.set)
+    check_config(cfg, load_config(Path(__file__).resolve().parent / "denoise.toml"))
     tc = cfg["train"]
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
@@ -457,15 +560,33 @@ def main(argv: list[str] | None = None) -> int:
         layer.scan = scan
     opt = torch.optim.AdamW(net.parameters(), lr=float(tc["lr"]), weight_decay=float(tc.get("weight_decay", 0)))
     step, best, trained_s = 0, math.inf, 0.0
+    history: list[tuple[int, dict]] = []  # (first step, config) of every earlier leg of this run
+    running = None
+    snaps_p = out_dir / "denoise_snapshots.pt"
     if last_p.exists() and not args.fresh:
         ck = torch.load(last_p, map_location="cpu", weights_only=False)
-        added = load_resumed(net, opt, ck)
+        try:
+            added = load_resumed(net, opt, ck)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise SystemExit(f"{last_p} is a checkpoint of another network than this config builds "
+                             f"({first}); --fresh starts over, or set model.* as it was") from None
         if added:
             print(f"warm start: {', '.join(added)} added to the checkpoint's network, starting at zero")
         step, best, trained_s = int(ck["step"]), float(ck.get("best_val", math.inf)), float(ck.get("trained_s", 0))
+        history = list(ck.get("config_history", []))
+        running = ck.get("running")
+        changes = config_changes(ck.get("config", {}), cfg)
+        if changes:  # allowed (restarts, warm starts, new loss terms), but never silent
+            print(f"warning: the config differs from the checkpoint's ({len(changes)} change(s), kept in "
+                  "config_history):\n  " + "\n  ".join(changes), file=sys.stderr)
+            history.append((step, ck.get("config", {})))
         print(f"resumed from {last_p} at step {step} ({trained_s / 60:.1f} min trained, best val {best:.4f})")
-    elif args.fresh and log_p.exists():
-        log_p.unlink()
+        _truncate_log(log_p, step)  # rows a killed run logged after its last checkpoint come again
+    elif args.fresh:
+        for p in (log_p, best_p, snaps_p):  # nothing of an earlier run may pass for this one
+            if p.exists():
+                p.unlink()
     print(f"model: {count_params(net):,} parameters; batch {batch_size_at(step, tc)} x {cfg['data']['seconds']} s"
           f" on {device}" + (f", {args.workers} data workers" if args.workers else ""))
 
@@ -485,12 +606,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def checkpoint():
         save(last_p, {"step": step, "model": cpu_state(net), "opt": cpu_state(opt), "best_val": best,
-                      "trained_s": trained_s, "config": cfg})
+                      "trained_s": trained_s, "config": cfg, "config_history": history,
+                      # the partial log window, so a resumed run logs the same rows
+                      "running": {"loss": run_loss, "bce": run_bce, "n": n_run,
+                                  "dns": run_dns.tolist(), "n_dns": n_dns}})
 
-    snaps_p = out_dir / "denoise_snapshots.pt"
-    # one file of weights-only checkpoints (a device call returns at most 8 files); `select` reads it
+    # one file of weights-only checkpoints (a device call returns at most 8 files); `select` reads
+    # it, building each step's network from that step's config (a warm start can change it)
     snapshots = (torch.load(snaps_p, map_location="cpu", weights_only=False) if snaps_p.exists()
                  else {"config": cfg, "steps": {}})
+    snapshots.setdefault("configs", {})
 
     if args.workers > 0:
         loader = torch.utils.data.DataLoader(
@@ -507,6 +632,9 @@ def main(argv: list[str] | None = None) -> int:
     start_step = step
     run_loss, run_bce, n_run = 0.0, 0.0, 0
     run_dns, n_dns = torch.zeros(3), 0
+    if running:
+        run_loss, run_bce, n_run = float(running["loss"]), float(running["bce"]), int(running["n"])
+        run_dns, n_dns = torch.tensor(running["dns"]), int(running["n_dns"])
     held_id, held = None, None
     net.train()
     while True:
@@ -530,8 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         if r > 0:
             gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
             noisy, target = remix(noisy, held[3], target, held[4], gen)
+        lr_now = lr_at(step, tc)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, tc)
+            g["lr"] = lr_now
         out, vad, gains = net(noisy)
         loss, spec_l, bce = lossf(out, vad, noisy, target, band, gains, step)
         opt.zero_grad(set_to_none=True)
@@ -562,11 +691,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 eta = deadline - time.monotonic()
             print(f"step {step:6d}  loss {run_loss / n_run:.4f}  vad {run_bce / n_run:.3f}  "
-                  f"lr {lr_at(step, tc):.2e}  {rate:.2f} step/s  ETA {eta / 60:5.1f} min"
+                  f"lr {lr_now:.2e}  {rate:.2f} step/s  ETA {eta / 60:5.1f} min"
                   + (f"  DNSMOS SIG/BAK/OVRL {' / '.join(f'{v:.2f}' for v in (run_dns / n_dns).tolist())}"
                      if n_dns else "")
                   + (f"  val {val_loss} (best {best:.5f})" if val_loss else ""), flush=True)
-            log.writerow([step, f"{trained_s / 60:.2f}", f"{lr_at(step, tc):.3g}", f"{run_loss / n_run:.5f}",
+            log.writerow([step, f"{trained_s / 60:.2f}", f"{lr_now:.3g}", f"{run_loss / n_run:.5f}",
                           f"{run_bce / n_run:.4f}", val_loss])
             logf.flush()
             run_loss, run_bce, n_run = 0.0, 0.0, 0
@@ -575,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint()
         if args.snapshot_every and step % args.snapshot_every == 0:
             snapshots["steps"][step] = cpu_state(net)
+            snapshots["configs"][step] = cfg
             save(snaps_p, snapshots)
     checkpoint()
     if not best_p.exists():

@@ -410,3 +410,64 @@ def test_resume_warm_starts_a_context_network_from_a_checkpoint_without_one():
     # a checkpoint of another shape is still refused
     with pytest.raises(RuntimeError):
         load_resumed(md.DenoiseNet(hidden=64), torch.optim.AdamW(md.DenoiseNet(hidden=64).parameters()), ck)
+
+
+def test_config_keys_and_kinds_are_checked():
+    from pathlib import Path
+
+    from hushbridge.models.train.train import apply_overrides, check_config, load_config
+
+    shipped = load_config(Path(md.__file__).parent / "denoise.toml")
+    check_config(shipped, shipped)  # the shipped config is valid
+    for item, words in (("loss.silence_wieght=0.5", "did you mean loss.silence_weight"),
+                        ("foo.bar=1", "'foo': unknown"), ("train.batch_size=\"two\"", "must be an integer"),
+                        ("data.snr_db=5", "must be a list"), ("data.p_reverb=\"0.5\"", "must be a number"),
+                        ("model.hiddn=32", "did you mean model.hidden")):
+        cfg = apply_overrides(load_config(Path(md.__file__).parent / "denoise.toml"), [item])
+        with pytest.raises(SystemExit, match=words):
+            check_config(cfg, shipped)
+
+
+def test_resume_fresh_and_log_are_honest(tmp_path, capsys):
+    """A resumed run with another config says what changed and keeps the old one in
+    config_history; log rows written after the last checkpoint (a killed run) are not doubled;
+    --fresh leaves nothing of the earlier run (best, snapshots, log); a warm start that changes
+    the network leaves snapshots select can still read."""
+    import csv
+
+    from test_train_pack import _Pools
+
+    from hushbridge.models.train import select, train
+    from hushbridge.models.train.pack import write_pack
+
+    write_pack(_Pools(), tmp_path / "pack")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('seed = 1\n[model]\nhidden = 16\nlayers = 1\n[data]\nseconds = 0.25\npra_from_step = 100\n'
+                   '[train]\nbatch_size = 2\nlr = 1e-3\nval_batches = 1\nval_every = 100\ncheckpoint_every = 2\n'
+                   'log_every = 1\n')
+    out = tmp_path / "ck"
+    run = ["--config", str(cfg), "--pack", str(tmp_path / "pack"), "--out", str(out), "--snapshot-every", "2"]
+    assert train.main(run + ["--steps", "4"]) == 0
+    with open(out / "denoise_log.csv", "a", newline="") as f:  # what a run killed at step 5 leaves
+        csv.writer(f).writerow([5, "0.01", "0.001", "9.9", "0.1", ""])
+    capsys.readouterr()
+    assert train.main(run + ["--steps", "6", "--set", "seed=2", "--set", "model.context=2"]) == 0
+    err = capsys.readouterr().err
+    assert "config differs" in err and "seed: 1 -> 2" in err and "model.context: '(unset)' -> 2" in err
+    ck = torch.load(out / "denoise_last.pt", weights_only=False)
+    assert ck["config"]["seed"] == 2 and [(s, c["seed"]) for s, c in ck["config_history"]] == [(4, 1)]
+    steps = [r[0] for r in csv.reader(open(out / "denoise_log.csv"))][1:]
+    assert steps == ["1", "2", "3", "4", "5", "6"]
+    nets = select.load_all(str(out / "denoise_snapshots.pt"))  # steps 2, 4 without context, 6 with
+    assert [ck["step"] for _, ck in nets.values()] == [2, 4, 6]
+    assert train.main(run + ["--steps", "1", "--fresh"]) == 0
+    assert torch.load(out / "denoise_best.pt", weights_only=False)["step"] == 1
+    assert not (out / "denoise_snapshots.pt").exists()
+    assert [r[0] for r in csv.reader(open(out / "denoise_log.csv"))][1:] == ["1"]
+
+
+def test_active_rms_of_digital_silence_is_finite():
+    from hushbridge.models.train.data import active_rms
+
+    assert np.isfinite(active_rms(np.zeros(48000, np.float32)))
+    assert active_rms(np.zeros(48000, np.float32)) < 1e-6
