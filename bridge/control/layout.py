@@ -60,7 +60,7 @@ def _widget(info: Any, value: float, target: str, wid: str) -> dict[str, Any]:
     unit = f" {p.unit}" if p.unit else ""
     # Open Stage Control faders have no unit or value readout of their own: the label shows the
     # value with its unit (a template on the widget's own value), the scale's ends carry the unit
-    label = f"{p.id} #{{(@{{this}}).toFixed({dec})}}{unit}"
+    label = f"{p.id} #{{(@{{this.value}}).toFixed({dec})}}{unit}"
     scale = {"min": {f"{_number(p.min, dec)}{unit}": p.min}, "max": {f"{_number(p.max, dec)}{unit}": p.max}}
     return {"type": "fader", "range": scale, "logScale": p.scale == "log", "pips": True,
             "decimals": dec, "steps": _steps(p), "doubleTap": True,

@@ -44,7 +44,7 @@ def test_open_stage_control_lists_every_parameter(preset):
             (hi_label, hi), = w["range"]["max"].items()
             assert (lo, hi) == (info.param.min, info.param.max)
             assert lo_label.endswith(info.param.unit) and hi_label.endswith(info.param.unit)
-            assert w["label"].startswith(info.param.id + " #{(@{this}).toFixed(") and w["label"].endswith(info.param.unit)
+            assert w["label"].startswith(info.param.id + " #{(@{this.value}).toFixed(") and w["label"].endswith(info.param.unit)
             assert w["value"] == value and w["default"] == info.param.default
             assert w["logScale"] == (info.param.scale == "log")
 
