@@ -4,7 +4,8 @@ Signal flow in :func:`hushbridge.dsp.kernels.leveler.leveler`: K-weighting (BS.1
 designed for the actual rate), a 50 ms level for speech activity and a 400 ms level
 (momentary-loudness-like, in LUFS, channels summed as in BS.1770) that integrates only while
 speech is active. Activity = the 50 ms level is ``activity_db`` above an adaptive noise floor
-(follows the level down at once, rises 3 dB/s). While active, the gain moves toward
+(follows the level down at once, rises 3 dB/s) and within 20 dB of the loudest recent speech
+(so clicks and typing in pauses, far under the voice, do not count). While active, the gain moves toward
 ``target_lufs - level`` (clamped to ``[-max_cut_db, +max_gain_db]``) with time constant
 ``time_s``; in pauses it is frozen, so the leveler never pumps the noise floor up.
 
@@ -21,9 +22,12 @@ import numpy as np
 
 from hushbridge.dsp.design import design_highpass, design_highshelf
 from hushbridge.dsp.kernels.leveler import (
-    F_SIZE,
+    FLOOR_MIN_LUFS,
     FLOOR_RISE_DB_S,
+    F_REF,
+    F_SIZE,
     LEVEL_MS,
+    REF_FALL_DB_S,
     SHORT_MS,
     V_CONSTS,
     V_GAIN_COEF,
@@ -31,6 +35,7 @@ from hushbridge.dsp.kernels.leveler import (
     V_MARGIN,
     V_MAX_CUT,
     V_MAX_GAIN,
+    V_REF_FALL,
     V_RISE,
     V_SHORT,
     V_TARGET,
@@ -59,6 +64,7 @@ class Leveler(Effect):
         object.__setattr__(self, "_kw_state", np.zeros((1, 2, 2), dtype=np.float64))
         object.__setattr__(self, "_ms", np.zeros(1, dtype=np.float64))
         object.__setattr__(self, "_fstate", np.zeros(F_SIZE, dtype=np.float64))
+        self._fstate[F_REF] = FLOOR_MIN_LUFS
         object.__setattr__(self, "_meter", np.zeros(4, dtype=np.float64))
         super().__init__(**values)
 
@@ -99,13 +105,16 @@ class Leveler(Effect):
         k[V_SHORT] = math.exp(-1.0 / (SHORT_MS * 1e-3 * sr))
         k[V_LEVEL] = math.exp(-1.0 / (LEVEL_MS * 1e-3 * sr))
         k[V_RISE] = FLOOR_RISE_DB_S / sr
+        k[V_REF_FALL] = REF_FALL_DB_S / sr
         k[V_WARMUP] = round(WARMUP_MS * 1e-3 * sr)
+        self._fstate[F_REF] = FLOOR_MIN_LUFS
 
     def reset(self) -> None:
         """Clear level, floor and gain state (the gain returns to 0 dB)."""
         self._kw_state.fill(0.0)
         self._ms.fill(0.0)
         self._fstate.fill(0.0)
+        self._fstate[F_REF] = FLOOR_MIN_LUFS  # no speech heard yet: the relative gate is open
         self._meter.fill(0.0)
 
     def kernel(self):

@@ -62,7 +62,7 @@ def test_run_on_jack_serves_osc_and_stops_on_sigterm(jack_server):
         assert reply.params[:3] == ["/hb/compressor/ratio", 6.0, "6.0:1"]
         sock.sendto(osc("/hb/get", "/hb/engine/latency_samples"), ("127.0.0.1", port))
         lat = OscMessage(sock.recvfrom(65536)[0])
-        assert lat.params[1] == 72.0  # the podcast preset's limiter look-ahead at 48 kHz
+        assert lat.params[1] == 168.0  # the podcast preset's limiter (72) and expander (96) look-ahead at 48 kHz
         sock.close()
     finally:
         proc.send_signal(signal.SIGTERM)

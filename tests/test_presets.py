@@ -1,4 +1,5 @@
 """Presets: built-ins load, user presets round-trip, malformed files name file, line and key."""
+import numpy as np
 import pytest
 
 from hushbridge.effects import Chain, Gain
@@ -135,3 +136,60 @@ def test_a_parsed_preset_hands_out_its_checking_chain_once():
     stale = q._spare[1]
     built = q.build()
     assert built is not stale and built[0].cutoff_hz == 120.0
+
+
+def _speech_with_pauses(level_db: float, room_db: float):
+    """Real speech (two utterances at ``level_db`` active RMS) with a 4 s pause, room noise at
+    ``room_db`` throughout, 48 kHz."""
+    import soundfile as sf
+    import soxr
+    from helpers import shared_data_dir
+
+    data = shared_data_dir()
+    files = sorted((data / "speech").glob("librispeech_1034-*.flac")) if data else []
+    if not files:
+        pytest.skip("real speech not found in ../shared/data")
+    s, sr = sf.read(str(files[0]), dtype="float64")
+    s = soxr.resample(s, sr, 48000)
+    f = s[: len(s) // 960 * 960].reshape(-1, 960)
+    e = np.mean(f**2, axis=1)
+    s = s / np.sqrt(np.mean(e[e > e.max() / 100])) * 10 ** (level_db / 20)
+    rng = np.random.default_rng(3)
+    pause = np.zeros(4 * 48000)
+    x = np.concatenate([s, pause, s])
+    x += rng.standard_normal(len(x)) * 10 ** (room_db / 20)
+    return x.astype(np.float32), (len(s) + 48000 // 2, len(s) + len(pause) - 48000 // 4)
+
+
+def _active_db(x):
+    f = x[: len(x) // 960 * 960].reshape(-1, 960).astype(np.float64)
+    e = 10 * np.log10(np.mean(f**2, axis=1) + 1e-20)
+    return float(10 * np.log10(np.mean(10 ** (e[e > e.max() - 20] / 10))))
+
+
+@pytest.mark.parametrize("preset", ["dialogue", "podcast"])
+def test_speech_presets_bring_quiet_and_normal_takes_to_one_level(preset):
+    """A take recorded 14 dB low comes out within 4 dB of a normal one (the dialogue preset's
+    fixed expander threshold used to push a -40 dBFS take down a further 9 dB)."""
+    from hushbridge.effects import render
+
+    out = {}
+    for level in (-40.0, -26.0):
+        x, _ = _speech_with_pauses(level, level - 35.0)
+        out[level] = _active_db(render(load_preset(preset), x, 48000))
+    assert abs(out[-40.0] - out[-26.0]) < 4.0, out
+
+
+@pytest.mark.parametrize("preset", ["dialogue", "podcast"])
+def test_speech_presets_do_not_lift_room_noise_in_pauses(preset):
+    """Speech-to-pause-noise after the preset is no worse than 3 dB under the input's (podcast's
+    compressor makeup lifted room noise 11 dB relative to the speech before its expander)."""
+    from hushbridge.effects import render
+
+    x, (a, b) = _speech_with_pauses(-26.0, -55.0)
+    y = render(load_preset(preset), x, 48000)
+
+    def ratio(z):
+        return _active_db(z) - 10 * np.log10(np.mean(z[a:b].astype(np.float64) ** 2) + 1e-20)
+
+    assert ratio(y) > ratio(x) - 3.0, (ratio(x), ratio(y))

@@ -9,7 +9,12 @@ Per sample (:func:`leveler`), all state explicit, so the output never depends on
 2. Noise floor: follows the short level down at once (not below :data:`FLOOR_MIN_LUFS`) and
    rises at :data:`FLOOR_RISE_DB_S`.
    It starts at the first short level once :data:`WARMUP_MS` have passed.
-3. Activity: short level above ``floor + activity_db`` and above :data:`ABS_GATE_LUFS`.
+3. Activity: short level above ``floor + activity_db``, above :data:`ABS_GATE_LUFS`, and no more
+   than :data:`RELATIVE_GATE_DB` below the speech reference: the loudest short level while active,
+   falling at :data:`REF_FALL_DB_S` (a relative gate, as BS.1770's for loudness). Keyboard clicks
+   or a door in a pause clear the noise floor by far but sit 25-30 dB under the voice: without
+   it the level integrated them and the gain climbed toward the target in every pause; a second
+   speaker 12 dB quieter still counts.
 4. Only while active: the slow mean square integrates (so pauses do not drag the level down),
    and the gain (dB) moves toward ``target - level``, clamped to ``[-max_cut, +max_gain]``, by a
    one pole of time constant ``time_s``. In pauses the gain is frozen: the noise floor is not
@@ -30,6 +35,8 @@ FLOOR_RISE_DB_S = 3.0
 WARMUP_MS = 150.0
 ABS_GATE_LUFS = -70.0
 FLOOR_MIN_LUFS = -90.0
+RELATIVE_GATE_DB = 20.0
+REF_FALL_DB_S = 1.0
 # consts: target, max_gain, max_cut, gain coef, short coef, level coef, floor rise per sample,
 #         activity margin, warm-up samples
 V_TARGET = 0
@@ -41,14 +48,17 @@ V_LEVEL = 5
 V_RISE = 6
 V_MARGIN = 7
 V_WARMUP = 8
-V_CONSTS = 9
-# fstate: gain_db, floor_db, slow level mean square (summed), samples since reset, active (0/1)
+V_REF_FALL = 9
+V_CONSTS = 10
+# fstate: gain_db, floor_db, slow level mean square (summed), samples since reset, active (0/1),
+#         speech reference (dB, -inf before the first speech)
 F_GAIN = 0
 F_FLOOR = 1
 F_LEVEL = 2
 F_COUNT = 3
 F_ACTIVE = 4
-F_SIZE = 5
+F_REF = 5
+F_SIZE = 6
 _DB10_PER_NEPER = 10.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
@@ -83,6 +93,8 @@ def leveler(
     rise = consts[V_RISE]
     margin = consts[V_MARGIN]
     warmup = consts[V_WARMUP]
+    ref_fall = consts[V_REF_FALL]
+    ref = fstate[F_REF]
     g_db = fstate[F_GAIN]
     floor = fstate[F_FLOOR]
     level = fstate[F_LEVEL]
@@ -113,7 +125,12 @@ def leveler(
                 floor = max(short_db, FLOOR_MIN_LUFS)
             else:
                 floor += rise
-            active = 1.0 if (short_db > floor + margin and short_db > ABS_GATE_LUFS) else 0.0
+            active = 1.0 if (short_db > floor + margin and short_db > ABS_GATE_LUFS
+                             and short_db > ref - RELATIVE_GATE_DB) else 0.0
+            if active > 0.5 and short_db > ref:
+                ref = short_db
+            elif ref > FLOOR_MIN_LUFS:
+                ref -= ref_fall
             if active > 0.5:
                 if level <= 0.0:
                     level = short  # first speech: start the slow level where it is
@@ -129,15 +146,17 @@ def leveler(
                 block[c, i] *= gain
     flush_state(kw_state)
     flush_state(ms_short)
-    if not (math.isfinite(g_db) and math.isfinite(level) and math.isfinite(floor)):
+    if not (math.isfinite(g_db) and math.isfinite(level) and math.isfinite(floor) and math.isfinite(ref)):
         g_db = 0.0
         level = 0.0
         floor = 0.0
+        ref = FLOOR_MIN_LUFS
     if level < DENORMAL_FLOOR:
         level = 0.0
     fstate[F_GAIN] = g_db
     fstate[F_FLOOR] = floor
     fstate[F_LEVEL] = level
+    fstate[F_REF] = ref
     fstate[F_COUNT] = count
     fstate[F_ACTIVE] = active
     meter[0] = g_db

@@ -64,6 +64,24 @@ def test_two_speakers_10_db_apart_and_frozen_in_pause() -> None:
     assert rise < 1.0, f"gain rose {rise:.2f} dB in the pause"
 
 
+def test_typing_in_a_pause_does_not_raise_the_gain() -> None:
+    """Clicks far under the voice clear the noise floor, but not the relative gate: the gain
+    stays where the speech left it (it climbed 10 dB in a 6 s pause of typing before)."""
+    a = utterance("librispeech_1034-*.flac") * 10 ** (-26 / 20)
+    pause = 6 * SR
+    rng = np.random.default_rng(1)
+    clicks = np.zeros(pause)
+    for at in rng.integers(0, pause - 200, 40):  # keys: 5 ms bursts, 30 dB under the speech
+        clicks[at:at + 80] += rng.standard_normal(80) * 10 ** (-50 / 20) * np.hanning(80) * 4
+    x = np.concatenate([a, clicks, a])
+    x = x + rng.standard_normal(len(x)) * 10 ** (-70 / 20)
+    fx = Leveler(target_lufs=-20.0, max_gain_db=18.0, max_cut_db=12.0, time_s=3.0)
+    y, gains = run(fx, x)
+    i0, i1 = len(a) // 160, (len(a) + pause) // 160
+    rise = gains[i0 + 10 : i1].max() - gains[i0 - 1]
+    assert rise < 1.0, f"gain rose {rise:.2f} dB while typing in the pause"
+
+
 def test_target_and_limits() -> None:
     a = utterance("librispeech_1088-*.flac") * 10 ** (-30 / 20)
     y, gains = run(Leveler(target_lufs=-20.0, max_gain_db=6.0, time_s=1.0), a)
