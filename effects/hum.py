@@ -11,7 +11,9 @@ change clicks.
 Goertzel powers at 50/100/150 vs 60/120/180 Hz over one-second windows, averaged over about
 two seconds; a family must beat the other by 6 dB and its own neighbours 2 Hz away by 10 dB)
 and glides the notches over :data:`GLIDE_MS` when it
-changes its mind. Until the first decision the notches sit at ``mains_hz``.
+changes its mind. Until the first decision the notches sit at ``mains_hz``. With ``auto`` on the
+notches also fade out after 3 s without a tonal hum and back in when one appears: on material
+without hum they would only ring at the harmonics after low-frequency transients (plosives).
 :attr:`HumRemover.detected_hz` gives the current decision (0 before one is made).
 
 >>> from hushbridge.effects import HumRemover
@@ -25,13 +27,26 @@ from typing import ClassVar
 import numpy as np
 
 from hushbridge.dsp.design import KIND_DIP
-from hushbridge.dsp.kernels.hum import D_COEF, D_MAINS, D_POW, DET_SIZE, DETECT_HARMONICS, NEIGHBOUR_HZ, hum_remover
+from hushbridge.dsp.kernels.hum import (
+    D_COEF,
+    D_DEPTH,
+    D_MAINS,
+    D_MISSES,
+    D_POW,
+    D_PRESENT,
+    DET_SIZE,
+    DETECT_HARMONICS,
+    MAX_STAGES,
+    NEIGHBOUR_HZ,
+    hum_remover,
+)
 from hushbridge.effects.base import Param, ProcessSpec
 from hushbridge.effects.filters import BiquadEffect
 
 #: glide time of the notch frequencies when auto-detection switches between 50 and 60 Hz
 GLIDE_MS = 200.0
 MAX_HARMONICS = 10
+assert MAX_HARMONICS <= MAX_STAGES  # the detector keeps a configured depth per stage
 
 
 class HumRemover(BiquadEffect):
@@ -49,6 +64,7 @@ class HumRemover(BiquadEffect):
 
     def __init__(self, **values: float) -> None:
         object.__setattr__(self, "_det", np.zeros(DET_SIZE, dtype=np.float64))
+        self._det[D_PRESENT] = 1.0  # notches in until detection has heard enough to say otherwise
         object.__setattr__(self, "_det_clock", np.zeros(1, dtype=np.int64))
         object.__setattr__(self, "_window", 48000)
         super().__init__(**values)
@@ -62,14 +78,23 @@ class HumRemover(BiquadEffect):
         found = self._det[D_MAINS]
         return float(found) if self._values[4] >= 0.5 and found > 0.0 else float(self._values[0])
 
+    @property
+    def hum_present(self) -> bool:
+        """Whether the notches are in: always with ``auto`` off; with it on, until
+        :data:`~hushbridge.dsp.kernels.hum.ABSENT_WINDOWS` one-second windows found no hum."""
+        return self._values[4] < 0.5 or self._det[D_PRESENT] > 0.5
+
     def _stage_targets(self, stage: int) -> tuple[int, float, float, float]:
         v = self._values
         depth = -v[3] if stage < int(v[1]) else 0.0
-        return KIND_DIP, self._mains() * (stage + 1), v[2], depth
+        self._det[D_DEPTH + stage] = depth  # where the kernel fades a stage back in to
+        return KIND_DIP, self._mains() * (stage + 1), v[2], depth if self.hum_present else 0.0
 
     def _param_changed(self, index: int) -> None:
-        if index == 4 and self._values[4] < 0.5:
-            self._det[D_MAINS] = 0.0
+        if index == 4:
+            if self._values[4] < 0.5:
+                self._det[D_MAINS] = 0.0
+            self._det[D_PRESENT], self._det[D_MISSES] = 1.0, 0.0
         super()._param_changed(index)
 
     def _prepare(self, spec: ProcessSpec) -> None:
@@ -84,8 +109,10 @@ class HumRemover(BiquadEffect):
     def reset(self) -> None:
         """Clear filter and detector state; notches return to ``mains_hz`` until detection decides."""
         self._det[:D_COEF] = 0.0
-        self._det[D_POW:] = 0.0
+        self._det[D_POW:D_MAINS + 1] = 0.0
+        self._det[D_PRESENT], self._det[D_MISSES] = 1.0, 0.0
         self._det_clock[0] = 0
+        self._param_changed(3)  # depths back to their configured values
         for s in range(self.stages):
             self._ramp[s, 3] = math.log(self._mains() * (s + 1))
         super().reset()

@@ -8,7 +8,9 @@
    while speech and noise spread over neighbours alike). Each window's powers feed a
    running average with a time constant of :data:`AVERAGE_WINDOWS` windows; when one mains
    family beats the other by :data:`SWITCH_DB` and its own neighbours by :data:`TONAL_DB`
-   (a steady, narrow tone: hum, not a voice's harmonics) the notch targets glide to it.
+   (a steady, narrow tone: hum, not a voice's harmonics) the notch targets glide to it. After
+   :data:`ABSENT_WINDOWS` windows without such a tone the notches fade out (depth 0 dB) and
+   they fade back in at the first window that finds one.
 2. :func:`~hushbridge.dsp.kernels.biquad.biquad_cascade` over the notch stages, whose
    frequency ramps (log domain) make a 50 <-> 60 Hz switch a smooth glide, not a click.
 
@@ -39,7 +41,17 @@ D_S2 = _NG
 D_COEF = 2 * _NG
 D_POW = 3 * _NG
 D_MAINS = 3 * _NG + GROUPS
-DET_SIZE = 3 * _NG + GROUPS + 1
+# hum presence (1/0), windows in a row without it, and each stage's configured depth (dB, <= 0)
+D_PRESENT = D_MAINS + 1
+D_MISSES = D_MAINS + 2
+D_DEPTH = D_MAINS + 3
+MAX_STAGES = 16
+DET_SIZE = D_DEPTH + MAX_STAGES
+#: one-second windows without a tonal hum before the notches fade out (auto only), and how far
+#: the mains family must stand above its neighbours to count as present (lower than TONAL_DB:
+#: speech over the hum narrows the margin, and a hum that was found should stay notched)
+ABSENT_WINDOWS = 5
+PRESENT_DB = 6.0
 
 
 @njit(cache=True, nogil=True)
@@ -97,6 +109,37 @@ def _end_window(det: np.ndarray, ramp: np.ndarray, ramp_samples: float) -> None:
     if new != det[D_MAINS]:
         det[D_MAINS] = new
         set_mains(ramp, new, ramp_samples)
+    # Presence: a notch on material without hum takes nothing away but rings at its harmonic for
+    # ~Q / (pi f) after every low-frequency transient (a plosive, a bump: -37 dBFS of 100 Hz for
+    # 0.3 s where the input had -51). So the notches fade out after ABSENT_WINDOWS windows with
+    # no tonal hum of the mains family, and back in as soon as one window finds it.
+    mains = det[D_MAINS]
+    keep = 10.0 ** (PRESENT_DB / 10.0)
+    if mains == 50.0:
+        present = p50 > keep * n50 and p50 > 0.0
+    elif mains == 60.0:
+        present = p60 > keep * n60 and p60 > 0.0
+    else:
+        present = False
+    if present:
+        det[D_MISSES] = 0.0
+        if det[D_PRESENT] < 0.5:
+            det[D_PRESENT] = 1.0
+            _fade_depths(ramp, det, True, ramp_samples)
+    else:
+        det[D_MISSES] += 1.0
+        if det[D_MISSES] >= ABSENT_WINDOWS and det[D_PRESENT] > 0.5:
+            det[D_PRESENT] = 0.0
+            _fade_depths(ramp, det, False, ramp_samples)
+
+
+@njit(cache=True, nogil=True)
+def _fade_depths(ramp: np.ndarray, det: np.ndarray, on: bool, ramp_samples: float) -> None:
+    """Ramp every stage's depth to its configured value (``on``) or to 0 dB."""
+    for s in range(ramp.shape[0]):
+        tgt = det[D_DEPTH + s] if on else 0.0
+        ramp[s, 5] = tgt
+        ramp[s, 8] = max(abs(tgt - ramp[s, 2]) / ramp_samples, 1e-12)
 
 
 @njit(cache=True, nogil=True)

@@ -125,3 +125,27 @@ def test_harmonics_change_is_ramped_and_params() -> None:
     assert fx.mains_hz == 60.0
     with pytest.raises(ParamError, match="harmonics"):
         fx.harmonics = 11
+
+
+def test_auto_fades_the_notches_out_without_hum_so_a_plosive_does_not_ring() -> None:
+    """A notch takes nothing from material without hum but rings at its harmonics for ~Q/(pi f)
+    after a low-frequency pop; with auto on it fades out once a few seconds hold no hum, and a
+    hum that appears is notched again."""
+    clean, sr = speech(12.0)
+    n = len(clean)
+    pop_at = int(8.0 * sr)
+    t = np.arange(int(0.025 * sr)) / sr
+    x = clean * 0.3
+    x[pop_at:pop_at + len(t)] += 0.5 * np.sin(2 * np.pi * 40 * t) * np.hanning(len(t))  # a plosive's thump
+    rings = {}
+    for auto in (0, 1):
+        fx = HumRemover(auto=auto, harmonics=6, q=30.0, depth_db=50.0)
+        y = run(fx, x, sr)
+        after = slice(pop_at + int(0.03 * sr), pop_at + int(0.33 * sr))
+        rings[auto] = band_db(y[after], sr, 85.0, 115.0) - band_db(x[after], sr, 85.0, 115.0)
+        assert fx.hum_present == (auto == 0)
+    assert rings[0] > 6.0 and rings[1] < 1.0, rings  # the always-on notch rings; the faded one does not
+    fx = HumRemover(auto=1)
+    y = run(fx, np.concatenate([x[:n], x[:n] + hum(n, sr, 60.0)]), sr)
+    assert fx.hum_present and fx.detected_hz == 60.0
+    assert tone_db(y[-3 * sr:], 60.0, sr) < tone_db(hum(n, sr, 60.0)[-3 * sr:], 60.0, sr) - 30.0
