@@ -180,7 +180,7 @@ def test_speech_presets_bring_quiet_and_normal_takes_to_one_level(preset):
     assert abs(out[-40.0] - out[-26.0]) < 4.0, out
 
 
-@pytest.mark.parametrize("preset", ["dialogue", "podcast"])
+@pytest.mark.parametrize("preset", ["dialogue", "podcast", "stream"])
 def test_speech_presets_do_not_lift_room_noise_in_pauses(preset):
     """Speech-to-pause-noise after the preset is no worse than 3 dB under the input's (podcast's
     compressor makeup lifted room noise 11 dB relative to the speech before its expander)."""
