@@ -121,13 +121,17 @@ class Gate(Effect):
         self._consts[G_LOOK] = look
 
     def reset(self) -> None:
-        """Clear detector and look-ahead state. The gate starts closed but at unity gain, so in
-        silence it releases toward ``-range_db`` instead of swallowing a first word."""
+        """Clear detector and look-ahead state. The gate starts closed, at ``-range_db``: a file
+        (or a stream) that starts in a pause starts quiet. At unity it faded the leading room
+        noise down over a quarter second, 14 dB louder than the pauses after it (dialogue preset);
+        a first word opens it within ``attack_ms``, before it is heard with ``lookahead_ms`` at
+        least that long."""
         self._sc_state.fill(0.0)
         self._dline.fill(0.0)
         self._fstate.fill(0.0)
+        self._fstate[1] = -float(self._values[3])
         self._istate.fill(0)
-        self._meter[0] = 0.0
+        self._meter[0] = float(self._values[3])
 
     def kernel(self):
         """Gate a block (channels, frames) float32 in place."""

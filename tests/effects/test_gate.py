@@ -111,3 +111,30 @@ def test_params() -> None:
     y = run(Gate(threshold_db=-40.0, range_db=20.0, release_ms=5.0, hold_ms=0.0), alternating(-70.0, SR))
     assert fx.gain_reduction_db == 0.0
     assert 20 * np.log10(abs(y[0, -1]) / 10 ** (-70 / 20)) == pytest.approx(-20.0, abs=1e-3)
+
+
+def test_starts_closed_so_leading_room_tone_starts_quiet_and_a_first_word_opens_like_any_other() -> None:
+    sr = 48000
+    rng = np.random.default_rng(4)
+    room = (rng.standard_normal(sr // 2) * 10 ** (-55 / 20)).astype(np.float32)
+    t = np.arange(sr // 4) / sr
+    word = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    x = np.concatenate([room, word, room, word])[None, :]
+    fx = Gate(threshold_db=-30.0, ratio=4.0, range_db=18.0, attack_ms=2.0, lookahead_ms=2.0)
+    fx.prepare(ProcessSpec(sr, 128, 1))
+    y = x.copy()
+    for s in range(0, y.shape[1], 128):
+        fx.process(y[:, s:s + 128])
+    lat = fx.latency_samples
+    first = y[0, lat:lat + sr // 20]  # the first 50 ms of room tone: already down, not faded down
+    assert 20 * np.log10(np.sqrt(np.mean(first ** 2)) / np.sqrt(np.mean(room[:sr // 20] ** 2))) < -15.0
+    n = len(room) + len(word)
+
+    def opening(at: int) -> np.ndarray:  # gain (dB) per ms over the word's first 20 ms
+        out, ref = y[0, lat + at:lat + at + sr // 50], x[0, at:at + sr // 50]
+        return np.array([10 * np.log10(np.mean(out[i:i + 48] ** 2) / np.mean(ref[i:i + 48] ** 2))
+                         for i in range(0, len(ref), 48)])
+
+    # the first word opens the gate as a word after a pause does (that one starts 0.3 dB higher,
+    # the release still under way)
+    np.testing.assert_allclose(opening(len(room)), opening(n + len(room)), atol=0.5)
