@@ -226,7 +226,8 @@ class Engine:
         self._attached: bool | None = None  # set by backends; None: driven by hand
         self._retired: list[Chain] = []
         self._swap_lock = threading.Lock()  # control side only: one swap at a time
-        # (process, chain): a background compile of a live-swapped chain's fused runs
+        # (process, chain): a background compile of the fused runs of a chain prepared before audio
+        # started whose runs were not in the disk cache (a chain swapped in live is not fused)
         self._fuse_job: tuple[Any, Chain] | None = None
         self._table: dict[str, ParamInfo] = {}
         self._shadow: dict[str, float] = {}
