@@ -280,6 +280,11 @@ class JackBackend(Backend):
         self._latency = int(self.engine.latency_samples)
         # the full collection holds the GIL for tens of ms: do it before the callback runs, so
         # only the short one below (over what start-up adds after this) overlaps live audio
+        # a port that does not exist is refused before the client is activated: activating and
+        # at once deactivating again is the path on which a clean-clone CI run once hung in
+        # jack_deactivate (2 cores, both busy with real-time threads)
+        pairs = (self._resolve(self.connect_inputs, self.inports, is_input=True),
+                 self._resolve(self.connect_outputs, self.outports, is_input=False))
         self.engine.freeze_gc()
         try:
             self.client.activate()
@@ -288,8 +293,8 @@ class JackBackend(Backend):
         self._active = True
         self.engine.attach(True)
         try:
-            self._connect(self.connect_inputs, self.inports, is_input=True)
-            self._connect(self.connect_outputs, self.outports, is_input=False)
+            self._connect(pairs[0], is_input=True)
+            self._connect(pairs[1], is_input=False)
         except BaseException:
             self.stop()
             raise
@@ -363,8 +368,8 @@ class JackBackend(Backend):
         names = [p.name for p in self.client.get_ports(**kind) if p.name.split(":")[0] != self.client_name]
         return ", ".join(names) or "none"
 
-    def _connect(self, spec: PortSpec, own: list, is_input: bool) -> None:
-        for other, mine in self._resolve(spec, own, is_input):
+    def _connect(self, pairs: list[tuple[str, object]], is_input: bool) -> None:
+        for other, mine in pairs:
             src, dst = (other, mine.name) if is_input else (mine.name, other)
             try:
                 self.client.connect(src, dst)
