@@ -2,7 +2,7 @@
 
     hushbridge demo                          clean the bundled demo clip, show before/after
     hushbridge process IN OUT                clean a file with the default preset (dialogue)
-    hushbridge process A.wav B.wav --out-dir cleaned/ --preset podcast
+    hushbridge process A.wav B.wav --out-dir cleaned/ --preset podcast --loudness podcast
     hushbridge run --backend jack            live: JACK ports in_1.., out_1.., OSC on 127.0.0.1:9000
     hushbridge loudness A.wav B.flac         integrated loudness, LRA, max M/S, true peak (--json)
     hushbridge normalize IN OUT -t podcast   loudness to -16 LUFS, true peak under -1 dBTP
@@ -176,8 +176,11 @@ def _cmd_process(args: argparse.Namespace) -> int:
                 def progress(done: int, total: int) -> None:
                     bar.update(task, completed=done, total=total)
 
-                report = process_file(src, dst, chain, sample_rate=args.rate, subtype=args.subtype,
-                                      block_size=args.block_size, progress=progress)
+                if args.loudness is None:
+                    report = process_file(src, dst, chain, sample_rate=args.rate, subtype=args.subtype,
+                                          block_size=args.block_size, progress=progress)
+                else:
+                    report, loud = _render_to_loudness(src, dst, chain, args, info, progress)
             dt = time.perf_counter() - t0
             seconds = report.frames / report.sample_rate
             if not args.quiet:
@@ -186,7 +189,9 @@ def _cmd_process(args: argparse.Namespace) -> int:
                           f"latency {report.latency_samples} samples compensated", markup=False)
             for warning in report.warnings:
                 _warning(warning)
-            if report.over_full_scale:
+            if args.loudness is not None:
+                _print_loudness_pass(loud, dst, args.quiet)
+            elif report.over_full_scale:
                 if report.clipped:
                     _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, clipped by the format "
                              "(end the chain with a limiter, or write --subtype FLOAT to keep them)")
@@ -201,6 +206,47 @@ def _cmd_process(args: argparse.Namespace) -> int:
     if failures and len(jobs) > 1:
         _tell(f"{failures} of {len(jobs)} files failed", "red", "")
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, info, progress):
+    """``process --loudness``: render the chain into a float temporary file beside ``dst``, then
+    normalize that into ``dst`` (in the format the plain render would have written)."""
+    from hushbridge.atomic import temp_beside, through_links
+    from hushbridge.errors import AudioFileError
+    from hushbridge.io.files import output_format, process_file
+    from hushbridge.normalize import normalize_file
+
+    if dst.exists() and os.path.samefile(src, dst):
+        raise AudioFileError(f"refusing to overwrite the input {src}: choose another output path")
+    _, subtype = output_format(dst, info.subtype, args.subtype)  # refuse a bad --subtype before rendering
+    final = through_links(dst)
+    if not final.parent.is_dir():
+        raise AudioFileError(f"{final.parent}: output folder does not exist")
+    # W64: float samples beyond full scale and files past 4 GB, until the limiter deals with them
+    tmp = temp_beside(final.with_suffix(".w64"), "render")
+    try:
+        report = process_file(src, tmp, chain, sample_rate=args.rate, subtype="FLOAT",
+                              block_size=args.block_size, progress=progress)
+        loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
+                              name=f"{dst} (as rendered)")
+    finally:
+        tmp.unlink(missing_ok=True)
+    report.output, report.subtype = str(dst), loud.subtype
+    return report, loud
+
+
+def _print_loudness_pass(loud, dst: Path, quiet: bool) -> None:
+    after = loud.after
+    if not quiet:
+        _console().print(
+            f"  loudness {_fmt(loud.before['integrated_lufs'])} -> {_fmt(after['integrated_lufs'])} LUFS "
+            f"(target {loud.target_lufs:g}), gain {loud.gain_db:+.2f} dB"
+            + (f", true-peak limited at {loud.limiter_ceiling_dbtp:.2f} dBTP" if loud.limited else "")
+            + f", true peak {after['true_peak_dbtp']:.2f} dBTP, LRA {after['lra_lu']:.1f} LU", markup=False)
+    reached = after["integrated_lufs"]
+    if reached < loud.target_lufs - 0.5:
+        _tell("note:", "yellow", f"{dst}: the {loud.ceiling_dbtp:g} dBTP ceiling held the loudness at "
+                                 f"{reached:.1f} LUFS; a lower target or more compression would reach it")
 
 
 # == demo ==========================================================================================
@@ -467,7 +513,6 @@ def _cmd_presets(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 
 # == loudness / normalize ==========================================================================
-TARGETS = {"podcast": -16.0, "streaming": -14.0, "broadcast": -23.0}
 _LOUDNESS_KEYS = (("integrated_lufs", "integrated", "LUFS"), ("lra_lu", "LRA", "LU"),
                   ("max_momentary_lufs", "max momentary", "LUFS"),
                   ("max_short_term_lufs", "max short-term", "LUFS"), ("true_peak_dbtp", "true peak", "dBTP"))
@@ -517,6 +562,8 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
 
 def _target(text: str) -> float:
     """``--target``: a number (LUFS) or podcast / streaming / broadcast."""
+    from hushbridge.normalize import TARGETS
+
     key = text.strip().lower()
     if key in TARGETS:
         return TARGETS[key]
@@ -544,111 +591,41 @@ def _release_arg(text: str) -> float:
     return _ranged(float, release.min, release.max, "limiter release")(text)
 
 
-NORMALIZE_MAX_GAIN_DB = 60.0  # beyond it a "quiet" file is noise floor: say so rather than raise it
-
-
-def _gain_stages(gain_db: float) -> list:
-    """``gain_db`` as Gain effects within the effect's own range (it ends at +24 dB)."""
-    from hushbridge.effects import Gain
-
-    n = max(1, math.ceil(gain_db / Gain.params[0].max - 1e-9))
-    return [Gain(gain_db=gain_db / n) for _ in range(n)]
+def _print_normalized(report, shown_in: str, shown_out: str) -> None:
+    """Before/after lines of a normalize pass (and a note where the target was missed)."""
+    out = _console()
+    before, after = report.before, report.after
+    ceiling, target = report.ceiling_dbtp, report.target_lufs
+    out.print(f"{shown_in}: {_fmt(before['integrated_lufs'])} LUFS, LRA {before['lra_lu']:.1f} LU, true peak "
+              f"{before['true_peak_dbtp']:.2f} dBTP", markup=False)
+    predicted_tp = report.predicted_true_peak_dbtp
+    out.print(f"gain {report.gain_db:+.2f} dB"
+              + (f", true-peak limiter at {report.limiter_ceiling_dbtp:.2f} dBTP (the gained signal "
+                 f"would peak at {predicted_tp:+.2f} dBTP)" if report.limited else
+                 f"; no limiting needed (peak {predicted_tp:+.2f} dBTP)")
+              + (f", then {report.trim_db:+.2f} dB after it (its lowest ceiling let inter-sample peaks through)"
+                 if report.trim_db else ""))
+    out.print(f"{shown_out}: {_fmt(after['integrated_lufs'])} LUFS, LRA {after['lra_lu']:.1f} LU, true peak "
+              f"{after['true_peak_dbtp']:.2f} dBTP ({report.subtype}, target {target:g} LUFS, "
+              f"ceiling {ceiling:g} dBTP)", markup=False)
+    reached = after["integrated_lufs"]
+    if reached < target - 0.5:
+        _tell("note:", "yellow", f"the {ceiling:g} dBTP ceiling held the loudness at {reached:.1f} LUFS; "
+                                 "a lower target or a compressor first would reach it")
+    elif reached > target + 0.5:
+        _tell("note:", "yellow", f"{shown_out} measures {reached:.1f} LUFS, above the {target:g} LUFS target: "
+                                 "BS.1770's -70 LUFS gate leaves the quietest blocks out of the measurement, more "
+                                 "of them the lower the target")
 
 
 def _cmd_normalize(args: argparse.Namespace) -> int:
-    from hushbridge.atomic import temp_beside, through_links
-    from hushbridge.effects import Chain, Limiter
-    from hushbridge.errors import AudioFileError
-    from hushbridge.io.files import process_file
-    from hushbridge.measure import loudness_file
+    from hushbridge.normalize import normalize_file
 
-    out = _console()
-    ceiling = args.true_peak
-    before = loudness_file(args.input)
-    if before["nonfinite_samples"]:
-        _warning(f"{args.input}: {before['nonfinite_samples']} NaN/Inf samples, measured and written as silence")
-    level = before["integrated_lufs"]
-    if not math.isfinite(level):
-        raise AudioFileError(f"{args.input}: silent or shorter than one 400 ms block; nothing to normalize")
-    gain_db = args.target - level
-    if gain_db > NORMALIZE_MAX_GAIN_DB:
-        raise AudioFileError(f"{args.input}: reaching {args.target:g} LUFS from {level:.1f} LUFS needs "
-                             f"{gain_db:+.1f} dB, more than the {NORMALIZE_MAX_GAIN_DB:g} dB normalize applies")
-    predicted_tp = before["true_peak_dbtp"] + gain_db
-    # the limiter passes anything under its ceiling bit-exactly; engage it with a margin for the
-    # meter's and the writer's (dither) last hundredths of a dB
-    limit = predicted_tp > ceiling - 0.1
-    src, dst = Path(args.input), Path(args.output)
-    if dst.is_dir():
-        raise AudioFileError(f"{dst}: is a directory; give a file name")
-    if not dst.parent.exists():
-        raise AudioFileError(f"{dst.parent}: output folder does not exist")
-    limiter_ceiling = ceiling
-    trim_db = 0.0
-    tmp: Path | None = None
-    try:
-        final = through_links(dst)
-        tmp = temp_beside(final, "norm")
-        # The limiter's look-ahead estimate can miss a little of an inter-sample peak built from
-        # content near Nyquist (clicks); re-measure the result and tighten its ceiling until the
-        # written file is under the ceiling. A mildly limited file gets the lost loudness back.
-        for attempt in range(4):
-            effects = _gain_stages(gain_db)
-            if limit:
-                effects.append(Limiter(ceiling_dbtp=limiter_ceiling, release_ms=args.release_ms))
-            if trim_db:
-                effects += _gain_stages(trim_db)
-            if dst.exists() and os.path.samefile(src, dst):
-                raise AudioFileError(f"refusing to overwrite the input {src}: choose another output path")
-            try:
-                report = process_file(src, tmp, Chain(effects), subtype=args.subtype)
-            except AudioFileError as e:  # name the file the user asked for, not our temporary one
-                raise AudioFileError(str(e).replace(str(tmp), str(dst))) from e
-            after = loudness_file(tmp)
-            over = after["true_peak_dbtp"] - ceiling
-            short = args.target - after["integrated_lufs"]
-            if attempt == 3:
-                break
-            if over > -0.01:
-                lowest = Limiter.params[0].min
-                if limit and limiter_ceiling - over - 0.02 < lowest:
-                    trim_db -= over + 0.02  # the limiter is at its lowest ceiling: trim after it
-                limit = True
-                limiter_ceiling = max(limiter_ceiling - over - 0.02, lowest)
-            elif limit and 0.1 < short <= 1.0 and gain_db + short <= NORMALIZE_MAX_GAIN_DB:
-                gain_db += short
-            else:
-                break
-        if after["true_peak_dbtp"] > ceiling + 0.05:
-            raise AudioFileError(f"{dst}: could not keep the true peak under {ceiling:g} dBTP "
-                                 f"(reached {after['true_peak_dbtp']:.2f} dBTP); {dst} left untouched")
-        os.replace(tmp, final)
-    except AudioFileError:
-        raise
-    except OSError as e:  # an unwritable folder or file, a file where a folder should be
-        raise AudioFileError(f"{dst}: cannot write ({e.strerror or e}); nothing written") from e
-    finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
-    predicted_tp = before["true_peak_dbtp"] + gain_db  # at the gain applied in the end
-    out.print(f"{args.input}: {_fmt(level)} LUFS, LRA {before['lra_lu']:.1f} LU, true peak "
-              f"{before['true_peak_dbtp']:.2f} dBTP", markup=False)
-    out.print(f"gain {gain_db:+.2f} dB" + (f", true-peak limiter at {limiter_ceiling:.2f} dBTP (the gained signal "
-                                         f"would peak at {predicted_tp:+.2f} dBTP)" if limit else
-                                         f"; no limiting needed (peak {predicted_tp:+.2f} dBTP)")
-              + (f", then {trim_db:+.2f} dB after it (its lowest ceiling let inter-sample peaks through)"
-                 if trim_db else ""))
-    out.print(f"{args.output}: {_fmt(after['integrated_lufs'])} LUFS, LRA {after['lra_lu']:.1f} LU, true peak "
-              f"{after['true_peak_dbtp']:.2f} dBTP ({report.subtype}, target {args.target:g} LUFS, "
-              f"ceiling {ceiling:g} dBTP)", markup=False)
-    reached = after["integrated_lufs"]
-    if reached < args.target - 0.5:
-        _tell("note:", "yellow", f"the {ceiling:g} dBTP ceiling held the loudness at {reached:.1f} LUFS; "
-                                 "a lower target or a compressor first would reach it")
-    elif reached > args.target + 0.5:
-        _tell("note:", "yellow", f"{args.output} measures {reached:.1f} LUFS, above the {args.target:g} LUFS target: "
-                                 "BS.1770's -70 LUFS gate leaves the quietest blocks out of the measurement, more "
-                                 "of them the lower the target")
+    report = normalize_file(args.input, args.output, args.target, ceiling_dbtp=args.true_peak,
+                            release_ms=args.release_ms, subtype=args.subtype)
+    if report.before["nonfinite_samples"]:
+        _warning(f"{args.input}: {report.before['nonfinite_samples']} NaN/Inf samples, measured and written as silence")
+    _print_normalized(report, args.input, args.output)
     return EXIT_OK
 
 
@@ -699,6 +676,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=_rate_arg, metavar="HZ", help="output/processing sample rate (default: the input's)")
     p.add_argument("--subtype", metavar="NAME", help="output sample format, e.g. PCM_16, PCM_24, FLOAT (default: the input's)")
     p.add_argument("--block-size", type=_block_arg, default=4096, metavar="N", help="frames per processing block (default 4096)")
+    p.add_argument("--loudness", "-l", type=_target, metavar="LUFS",
+                   help="deliver at this integrated loudness: after the chain, one gain (and the true-peak "
+                        "limiter where needed) as `hushbridge normalize` applies; a number, or podcast (-16), "
+                        "streaming (-14), broadcast (-23)")
+    p.add_argument("--true-peak", type=_ceiling_arg, default=-1.0, metavar="DBTP",
+                   help="true-peak ceiling for --loudness, -24..0 dBTP (default -1)")
     p.add_argument("--quiet", "-q", action="store_true", help="print errors and warnings only")
     p.set_defaults(func=_cmd_process)
 

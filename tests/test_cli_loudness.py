@@ -240,3 +240,59 @@ def test_loudness_and_normalize_say_when_samples_are_not_finite(tmp_path: Path) 
     r = hb("normalize", src, tmp_path / "n.wav")
     assert r.returncode == 0 and "4 NaN/Inf samples" in r.stderr
     assert np.isfinite(sf.read(str(tmp_path / "n.wav"))[0]).all()
+
+
+def test_process_delivers_a_preset_render_at_the_loudness_target(tmp_path: Path) -> None:
+    """`process --loudness podcast`: the podcast preset on real speech (which it leaves near
+    -21 LUFS), delivered at -16 LUFS under -1 dBTP (pyloudnorm and scipy 8x, not our meter),
+    in the input's format, time-aligned, no temporary file left; a batch too."""
+    src = real("librispeech_1034-*.flac")
+    out = tmp_path / "episode.flac"
+    r = hb("process", src, out, "--preset", "podcast", "--loudness", "podcast")
+    assert r.returncode == 0, r.stderr
+    assert "LUFS (target -16)" in r.stdout and "true-peak limited" in r.stdout
+    assert pyln_integrated(out) == pytest.approx(-16.0, abs=0.2)
+    assert scipy_true_peak_db(out) <= -1.0 + 0.1
+    assert sf.info(str(out)).subtype == sf.info(str(src)).subtype
+    assert sf.info(str(out)).frames == sf.info(str(src)).frames
+    # the same render without --loudness, gained by what the pass reported, lines up with it
+    plain = tmp_path / "plain.wav"
+    assert hb("process", src, plain, "--preset", "podcast", "--subtype", "FLOAT").returncode == 0
+    a, _ = sf.read(str(plain))
+    b, _ = sf.read(str(out))
+    gain_db = float(r.stdout.split("gain ")[1].split(" dB")[0])
+    # the delivered file is the render, gained (and limited on its peaks), sample-aligned
+    g = 10 ** (gain_db / 20)
+    assert np.median(np.abs(b - a * g)) < 1e-4
+    n = len(a)
+    corr = [float(np.dot(b[8 + k: n - 8 + k], a[8: n - 8])) for k in range(-3, 4)]
+    assert int(np.argmax(corr)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["episode.flac", "plain.wav"]
+
+    batch = tmp_path / "batch"
+    tone = tmp_path / "tone.wav"
+    sr = 48000
+    x = 10 ** (-30 / 20) * np.sin(2 * np.pi * 1000 * np.arange(5 * sr) / sr)
+    sf.write(str(tone), np.stack([x, x]).T, sr, subtype="PCM_16")
+    r = hb("process", tone, src, "--chain", "gain", "--out-dir", batch, "-l", "-20", "--true-peak", "-3")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in batch.iterdir()) == sorted([tone.name, src.name])
+    assert pyln_integrated(batch / tone.name) == pytest.approx(-20.0, abs=0.2)
+    assert sf.info(str(batch / tone.name)).subtype == "PCM_16" and sf.info(str(batch / tone.name)).channels == 2
+    assert scipy_true_peak_db(batch / src.name) <= -3.0 + 0.1
+
+
+def test_process_loudness_refuses_what_it_cannot_deliver(tmp_path: Path) -> None:
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(48000 * 2), 48000)
+    good = tmp_path / "out.wav"
+    good.write_bytes(b"keep me")
+    r = hb("process", silent, good, "--chain", "gain", "--loudness", "-16")
+    assert r.returncode == 1
+    assert "out.wav (as rendered): silent" in r.stderr and "nothing to normalize" in r.stderr
+    assert good.read_bytes() == b"keep me"  # the old file stays
+    r = hb("process", silent, tmp_path / "x.flac", "--chain", "gain", "-l", "-16", "--subtype", "FLOAT")
+    assert r.returncode == 1 and "cannot store subtype FLOAT" in r.stderr
+    r = hb("process", silent, good, "-l", "loud")
+    assert r.returncode == 2 and "'loud' is not a loudness" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav", "silent.wav"]

@@ -140,7 +140,7 @@ def _writable(fmt: str, subtype: str) -> bool:
     return sf.check_format(fmt, subtype) and _OWN_FORMAT_ONLY.get(subtype, fmt) == fmt
 
 
-def _out_subtype(out: Path, in_subtype: str, subtype: str | None) -> tuple[str, str]:
+def output_format(out: Path, in_subtype: str, subtype: str | None) -> tuple[str, str]:
     """The output format and subtype: ``subtype`` if given, else the input's where the output
     format can store it, else 24-bit for a high-resolution input where it can, else the format's
     default."""
@@ -260,7 +260,7 @@ def process_file(
         raise AudioFileError(f"refusing to overwrite the input {src}: choose another output path")
     if dst.is_dir():
         raise AudioFileError(f"{dst}: is a directory; give a file name (or use --out-dir for batches)")
-    fmt, out_subtype = _out_subtype(dst, info.subtype, subtype)
+    fmt, out_subtype = output_format(dst, info.subtype, subtype)
     rate = int(sample_rate or info.samplerate)
     lo, hi = SAMPLE_RATES
     for what, r in (("its sample rate", info.samplerate), ("the processing rate", rate)):

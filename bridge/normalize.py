@@ -1,0 +1,142 @@
+"""Loudness normalization of a file: one gain to an integrated-loudness target, a true-peak
+limiter only where that gain would pass the ceiling.
+
+Used by ``hushbridge normalize`` and by ``hushbridge process --loudness`` (which renders the chain
+first and normalizes what it rendered, so one command delivers a file at -16 LUFS / -1 dBTP).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hushbridge.atomic import temp_beside, through_links
+from hushbridge.errors import AudioFileError
+
+TARGETS = {"podcast": -16.0, "streaming": -14.0, "broadcast": -23.0}
+MAX_GAIN_DB = 60.0  # beyond it a "quiet" file is noise floor: say so rather than raise it
+
+
+@dataclass
+class NormalizeReport:
+    """What :func:`normalize_file` measured and did."""
+
+    before: dict  # hushbridge.measure.loudness_file of the input
+    after: dict  # the same of the written output
+    target_lufs: float
+    ceiling_dbtp: float
+    gain_db: float  # the gain applied in the end
+    limited: bool  # the true-peak limiter ran
+    limiter_ceiling_dbtp: float  # its ceiling (tightened below ceiling_dbtp if the first pass let a peak through)
+    trim_db: float  # gain after the limiter where its lowest ceiling was not enough (0 normally)
+    subtype: str
+
+    @property
+    def predicted_true_peak_dbtp(self) -> float:
+        """Where the input's true peak would land under the gain alone."""
+        return self.before["true_peak_dbtp"] + self.gain_db
+
+
+def _gain_stages(gain_db: float) -> list:
+    """``gain_db`` as Gain effects within the effect's own range (it ends at +24 dB)."""
+    from hushbridge.effects import Gain
+
+    n = max(1, math.ceil(gain_db / Gain.params[0].max - 1e-9))
+    return [Gain(gain_db=gain_db / n) for _ in range(n)]
+
+
+def normalize_file(
+    inp: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    target_lufs: float = -16.0,
+    *,
+    ceiling_dbtp: float = -1.0,
+    release_ms: float = 80.0,
+    subtype: str | None = None,
+    name: str | os.PathLike[str] | None = None,
+) -> NormalizeReport:
+    """Write ``inp`` to ``out`` at ``target_lufs`` integrated loudness, true peak under ``ceiling_dbtp``.
+
+    ``out`` keeps ``inp``'s rate and channels, and its sample format unless ``subtype`` is given
+    (integer formats dithered); it is written through a temporary file and renamed only when the
+    result measures under the ceiling. ``name`` is how errors name the input (for a caller whose
+    input is its own temporary file).
+
+    Raises
+    ------
+    AudioFileError
+        Unreadable input; a silent input or one shorter than a 400 ms block; more than
+        ``MAX_GAIN_DB`` to apply; ``out`` is ``inp``; the ceiling could not be held.
+    """
+    from hushbridge.effects import Chain, Limiter
+    from hushbridge.io.files import process_file
+    from hushbridge.measure import loudness_file
+
+    src, dst = Path(inp), Path(out)
+    shown = name if name is not None else src
+    before = loudness_file(src)
+    level = before["integrated_lufs"]
+    if not math.isfinite(level):
+        raise AudioFileError(f"{shown}: silent or shorter than one 400 ms block; nothing to normalize")
+    gain_db = target_lufs - level
+    if gain_db > MAX_GAIN_DB:
+        raise AudioFileError(f"{shown}: reaching {target_lufs:g} LUFS from {level:.1f} LUFS needs "
+                             f"{gain_db:+.1f} dB, more than the {MAX_GAIN_DB:g} dB normalize applies")
+    # the limiter passes anything under its ceiling bit-exactly; engage it with a margin for the
+    # meter's and the writer's (dither) last hundredths of a dB
+    limit = before["true_peak_dbtp"] + gain_db > ceiling_dbtp - 0.1
+    if dst.is_dir():
+        raise AudioFileError(f"{dst}: is a directory; give a file name")
+    if not dst.parent.exists():
+        raise AudioFileError(f"{dst.parent}: output folder does not exist")
+    limiter_ceiling = ceiling_dbtp
+    trim_db = 0.0
+    tmp: Path | None = None
+    try:
+        final = through_links(dst)
+        tmp = temp_beside(final, "norm")
+        # The limiter's look-ahead estimate can miss a little of an inter-sample peak built from
+        # content near Nyquist (clicks); re-measure the result and tighten its ceiling until the
+        # written file is under the ceiling. A mildly limited file gets the lost loudness back.
+        for attempt in range(4):
+            effects = _gain_stages(gain_db)
+            if limit:
+                effects.append(Limiter(ceiling_dbtp=limiter_ceiling, release_ms=release_ms))
+            if trim_db:
+                effects += _gain_stages(trim_db)
+            if dst.exists() and os.path.samefile(src, dst):
+                raise AudioFileError(f"refusing to overwrite the input {shown}: choose another output path")
+            try:
+                report = process_file(src, tmp, Chain(effects), subtype=subtype)
+            except AudioFileError as e:  # name the file the user asked for, not our temporary one
+                raise AudioFileError(str(e).replace(str(tmp), str(dst)).replace(str(src), str(shown))) from e
+            after = loudness_file(tmp)
+            over = after["true_peak_dbtp"] - ceiling_dbtp
+            short = target_lufs - after["integrated_lufs"]
+            if attempt == 3:
+                break
+            if over > -0.01:
+                lowest = Limiter.params[0].min
+                if limit and limiter_ceiling - over - 0.02 < lowest:
+                    trim_db -= over + 0.02  # the limiter is at its lowest ceiling: trim after it
+                limit = True
+                limiter_ceiling = max(limiter_ceiling - over - 0.02, lowest)
+            elif limit and 0.1 < short <= 1.0 and gain_db + short <= MAX_GAIN_DB:
+                gain_db += short
+            else:
+                break
+        if after["true_peak_dbtp"] > ceiling_dbtp + 0.05:
+            raise AudioFileError(f"{dst}: could not keep the true peak under {ceiling_dbtp:g} dBTP "
+                                 f"(reached {after['true_peak_dbtp']:.2f} dBTP); {dst} left untouched")
+        os.replace(tmp, final)
+    except AudioFileError:
+        raise
+    except OSError as e:  # an unwritable folder or file, a file where a folder should be
+        raise AudioFileError(f"{dst}: cannot write ({e.strerror or e}); nothing written") from e
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+    return NormalizeReport(before=before, after=after, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp,
+                           gain_db=gain_db, limited=limit, limiter_ceiling_dbtp=limiter_ceiling, trim_db=trim_db,
+                           subtype=report.subtype)
