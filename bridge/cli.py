@@ -192,9 +192,17 @@ def _cmd_process(args: argparse.Namespace) -> int:
             if args.loudness is not None:
                 _print_loudness_pass(loud, dst, args.quiet)
             elif report.over_full_scale:
-                if report.clipped:
+                if report.clipped and any(e.name == "declip" for e in chain):
+                    # a rebuilt peak lies above the clip level by design: a limiter would squash it
+                    # again, a gain keeps its shape
+                    _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, clipped by the format: "
+                             "the de-clipper rebuilt peaks above it; give them headroom (--loudness podcast, "
+                             "or a gain after declip, e.g. --chain declip,gain --set gain.gain_db=-6) or write "
+                             "--subtype FLOAT to keep them")
+                elif report.clipped:
                     _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, clipped by the format "
-                             "(end the chain with a limiter, or write --subtype FLOAT to keep them)")
+                             "(end the chain with a limiter, deliver with --loudness, or write --subtype FLOAT "
+                             "to keep them)")
                 else:
                     _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, kept (float format)")
             for note in report.notes:

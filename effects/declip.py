@@ -43,6 +43,11 @@ SOFT_RELEASE_S = 0.2     # release of the fast peak the soft-saturation statisti
 SETTLE_S = 0.05          # the peak must have held this long before a flat run counts as clipped
 
 
+def ar_order(sample_rate: float) -> int:
+    """Order of the AR model the runs are rebuilt with: 1 ms of samples, within MIN_ORDER..ORDER."""
+    return int(min(K.ORDER, max(K.MIN_ORDER, round(1e-3 * sample_rate))))
+
+
 class Declip(Effect):
     """De-clipper; see the module docstring."""
 
@@ -140,7 +145,8 @@ class Declip(Effect):
     def _prepare(self, spec: ProcessSpec) -> None:
         sr = spec.sample_rate
         run = max(2, int(round(self._values[1] * 1e-3 * sr)))
-        ctx = max(4 * K.ORDER, run)
+        order = ar_order(sr)
+        ctx = max(4 * order, run)
         delay = run + ctx
         size = delay + ctx + 2
         ch = spec.channels
@@ -164,6 +170,7 @@ class Declip(Effect):
         object.__setattr__(self, "_mat", np.zeros((maxu, maxu), dtype=np.float64))
         object.__setattr__(self, "_rhs", np.zeros(maxu, dtype=np.float64))
         c = self._consts
+        c[K.K_ORDER] = order
         c[K.K_REL] = math.exp(-1.0 / (PEAK_RELEASE_S * sr))
         c[K.K_MAXRUN] = run
         c[K.K_SOFT_WIN] = max(1, int(round(SOFT_WINDOW_S * sr)))

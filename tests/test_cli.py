@@ -209,6 +209,38 @@ def test_process_reports_soft_saturation_and_repairs_it_when_asked(tmp_path):
     assert not np.array_equal(a, b) and np.abs(b).max() <= np.abs(a).max() * (1 + 1e-6)
 
 
+def test_declipping_a_recording_that_hit_full_scale_needs_headroom_and_says_so(tmp_path):
+    """The commonest clipped file: 16-bit speech that hit 0 dBFS. The rebuilt peaks lie above full
+    scale, so a 16-bit output clips them again (no better than the input); the warning says to
+    give them headroom (a limiter would squash them again), and --loudness does."""
+    from helpers import shared_data_dir
+
+    src = (shared_data_dir() or tmp_path) / "speech" / "vctk_p301_102.wav"
+    if not src.exists():
+        pytest.skip(f"{src} not found")
+    x, sr = sf.read(str(src), dtype="float64")
+    x = x[: 8 * sr] / np.abs(x[: 8 * sr]).max() * 2.0  # 6 dB too hot
+    hot = tmp_path / "hot.wav"
+    sf.write(str(hot), np.clip(x, -1, 1), sr, subtype="PCM_16")
+
+    def snr(path):
+        y, _ = sf.read(str(path))
+        g = np.dot(x, y) / np.dot(y, y)
+        return 10 * np.log10(np.sum(x ** 2) / np.sum((x - g * y) ** 2))
+
+    r = hb("process", hot, tmp_path / "a.wav", "--chain", "declip")
+    assert r.returncode == 0, r.stderr
+    assert "clipped runs rebuilt" in r.stdout
+    assert "beyond full scale, clipped by the format: the de-clipper rebuilt peaks above it" in r.stderr
+    assert "--loudness" in r.stderr and "limiter" not in r.stderr
+    assert snr(tmp_path / "a.wav") < snr(hot) + 0.5
+    r = hb("process", hot, tmp_path / "b.wav", "--chain", "declip", "--loudness", "-20")
+    assert r.returncode == 0, r.stderr
+    assert "beyond full scale" not in r.stderr
+    assert sf.info(str(tmp_path / "b.wav")).subtype == "PCM_16"
+    assert snr(tmp_path / "b.wav") > snr(hot) + 2.0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--rate", "-44100"], "sample rate -44100 is outside 8000..768000"),
     (["--rate", "0"], "sample rate 0 is outside"),

@@ -2,8 +2,9 @@
 
 Per channel and sample, in order (so the output never depends on the block size):
 
-1. **Detect.** A running peak ``M`` (instant attack, slow release) sets the clip threshold
-   ``T = M * thr``. A *clipped run* is two or more consecutive samples at or above ``T`` with the
+1. **Detect.** A running peak ``M`` (instant attack, slow release) of each half-wave sets its clip
+   threshold ``T = M * thr`` (a clip on one rail only is found although the other half-wave peaks
+   higher). A *clipped run* is two or more consecutive samples at or above ``T`` with the
    same sign that are flat (each within ``FLAT_TOL * M`` of the previous one): what a hard clip
    (converter rail, integer overflow guard, ``np.clip``) leaves, entered and left with a real step
    (a smooth natural peak that quantisation made flat is not one), at a level the signal had
@@ -51,10 +52,12 @@ from numba import njit
 
 from hushbridge.dsp.kernels.util import DENORMAL_FLOOR
 
-ORDER = 24          # AR model order
+ORDER = 48          # largest AR model order: at 48 kHz (24 gave 1.1-1.3 dB less SNR at -6..-12 dBFS clips)
+MIN_ORDER = 24      # ... scaled with the rate (a span of 1 ms), never below this
 FLAT_TOL = 1e-6     # successive samples of a clipped run differ by at most this share of the peak
 EDGE_SLOPE = 1e-3   # ... and the signal enters and leaves it with a step of at least this share
 QUEUE = 64          # pending runs per channel
+CONSTRAIN_PASSES = 3  # re-solves with the samples that came out under the clip level held at it
 SOFT_TOL_DB = 0.1   # the smallest drive whose high-band share is within this of the lowest is chosen
 ENGAGE_DRIVE = 4.0  # a drive estimate this strong engages the inverse when the amplitude statistic
 ENGAGE_RATIO = 0.7  # ... is at least this share of the detector's threshold
@@ -78,9 +81,10 @@ C_WIN_MID = 6       # ... at or above 0.5 M
 C_WIN_HI = 7        # ... at or above 0.9 M (not part of a hard-clipped run)
 C_MAX_AGE = 8       # samples since the largest magnitude was last raised
 C_XF = 9            # samples left in a drive crossfade
-N_CI = 10
+C_MAX_AGE_NEG = 10  # the same for the largest negative magnitude (C_MAX_AGE: positive)
+N_CI = 11
 # per-channel fstate columns
-C_PEAK = 0          # running peak M
+C_PEAK = 0          # running peak M of the positive half-wave
 C_PREV = 1          # previous input sample
 C_ENTRY = 2         # step into the open run
 C_SEEN = 3          # whether the open run's level had been reached before it (1.0 / 0.0)
@@ -88,7 +92,10 @@ C_MAX = 4           # largest magnitude since the reset (no release)
 C_FAST = 5          # fast-release peak (soft-saturation statistics)
 C_DRIVE = 6         # drive of the inverse curve applied (0: none)
 C_DRIVE_OLD = 7     # drive being crossfaded from
-N_CF = 8
+C_PEAK_NEG = 8      # running peak M of the negative half-wave
+C_MAX_POS = 9       # largest positive sample since the reset
+C_MAX_NEG = 10      # largest negative magnitude since the reset
+N_CF = 11
 # global counters (int64)
 G_CLOCK = 0         # samples seen per channel
 G_REPAIRED = 1      # runs rebuilt
@@ -113,7 +120,8 @@ K_HP_A1 = 10
 K_HP_A2 = 11
 K_XFADE = 12        # drive crossfade length (samples)
 K_DESAT = 13        # 1.0: invert detected soft saturation, 0.0: only detect
-N_K = 14
+K_ORDER = 14        # AR model order
+N_K = 15
 
 
 @njit(cache=True, nogil=True)
@@ -225,7 +233,7 @@ def _lsar(x: np.ndarray, unknown: np.ndarray, idx: np.ndarray, nu: int, w: int, 
 
 
 @njit(cache=True, nogil=True)
-def _rebuild(c: int, s: int, e: int, clock: int, ring: np.ndarray, flags: np.ndarray, ctx: int,
+def _rebuild(c: int, s: int, e: int, clock: int, ring: np.ndarray, flags: np.ndarray, ctx: int, order: int,
              work: np.ndarray, unknown: np.ndarray, idx: np.ndarray, r: np.ndarray, a: np.ndarray,
              tmp: np.ndarray, ek: np.ndarray, mat: np.ndarray, rhs: np.ndarray, g: np.ndarray) -> None:
     """Rebuild run ``[s, e)`` of channel ``c`` in the ring from the window ``[s - ctx, e + ctx)``."""
@@ -249,7 +257,7 @@ def _rebuild(c: int, s: int, e: int, clock: int, ring: np.ndarray, flags: np.nda
             nu += 1
         else:
             unknown[j] = 0
-    p = ORDER
+    p = order
     if w < 2 * p + 2:
         p = max(2, (w - 2) // 2)
     ok = True
@@ -258,6 +266,30 @@ def _rebuild(c: int, s: int, e: int, clock: int, ring: np.ndarray, flags: np.nda
         ok = _lsar(work, unknown, idx, nu, w, p, a, ek, mat, rhs)
         if not ok:
             break
+    # the true signal went past the clip level: a rebuilt sample that came out short of it is set
+    # to it and the others are solved again with it known (a constrained least-squares solution,
+    # where clamping alone would leave its neighbours fitted to the value that was too small)
+    for _ in range(CONSTRAIN_PASSES):
+        if not ok:
+            break
+        moved = 0
+        keep = 0
+        for u in range(nu):
+            j = idx[u]
+            t = ws + j
+            if s <= t < e:
+                clipped = np.float64(ring[c, t % size])
+                if (clipped > 0.0 and work[j] < clipped) or (clipped < 0.0 and work[j] > clipped):
+                    work[j] = clipped
+                    unknown[j] = 0
+                    moved += 1
+                    continue
+            idx[keep] = j
+            keep += 1
+        if moved == 0 or keep == 0:
+            break
+        nu = keep
+        ok = _lsar(work, unknown, idx, nu, w, p, a, ek, mat, rhs)
     for t in range(s, e):
         pos = t % size
         flags[c, pos] = 0
@@ -366,6 +398,7 @@ def declip(
     ha1, ha2 = consts[K_HP_A1], consts[K_HP_A2]
     xfade = int(consts[K_XFADE])
     desat = consts[K_DESAT] > 0.0
+    order = int(consts[K_ORDER])
     nd = drives.shape[0]
     clock = g[G_CLOCK]
     if not desat:  # repair switched off: crossfade out of an engaged inverse
@@ -382,18 +415,25 @@ def declip(
                 x = 0.0
                 g[G_NONFINITE] += 1
             ax = abs(x)
-            m_before = cf[c, C_MAX]
-            if ax > m_before:
+            if ax > cf[c, C_MAX]:
                 cf[c, C_MAX] = ax
-                ci[c, C_MAX_AGE] = 0
-            elif ci[c, C_MAX_AGE] < settle:
-                ci[c, C_MAX_AGE] += 1
-            m = cf[c, C_PEAK] * rel
-            if m < DENORMAL_FLOOR:
-                m = 0.0
-            if ax > m:
-                m = ax
-            cf[c, C_PEAK] = m
+            # each half-wave has its own peak and clip level: a converter or a stage that clips
+            # one rail only (or a DC offset) leaves the other half-wave peaking higher
+            for col in (C_MAX_AGE, C_MAX_AGE_NEG):
+                if ci[c, col] < settle:
+                    ci[c, col] += 1
+            pk_col, mx_col, age_col = (C_PEAK, C_MAX_POS, C_MAX_AGE) if x > 0.0 else (C_PEAK_NEG, C_MAX_NEG,
+                                                                                       C_MAX_AGE_NEG)
+            m_before = cf[c, mx_col]
+            if ax > m_before:
+                cf[c, mx_col] = ax
+                ci[c, age_col] = 0
+            for col in (C_PEAK, C_PEAK_NEG):
+                v = cf[c, col] * rel
+                cf[c, col] = v if v >= DENORMAL_FLOOR else 0.0
+            if ax > cf[c, pk_col]:
+                cf[c, pk_col] = ax
+            m = cf[c, pk_col]
             ring[c, pos] = np.float32(x)
             flags[c, pos] = 0
             level = m * thr
@@ -401,7 +441,8 @@ def declip(
             sign = 1 if x > 0.0 else -1
             rl = ci[c, C_RUN_LEN]
             if rl > 0:
-                if cand and sign == ci[c, C_RUN_SIGN] and abs(x - cf[c, C_PREV]) <= FLAT_TOL * m:
+                m_run = cf[c, C_PEAK] if ci[c, C_RUN_SIGN] > 0 else cf[c, C_PEAK_NEG]
+                if cand and sign == ci[c, C_RUN_SIGN] and abs(x - cf[c, C_PREV]) <= FLAT_TOL * m_run:
                     rl += 1
                     if rl == 2:  # the run is real: mark its first sample too
                         flags[c, (clock - 1) % size] = 1
@@ -410,7 +451,7 @@ def declip(
                     ci[c, C_RUN_LEN] = rl
                 else:
                     start = ci[c, C_RUN_START]
-                    edges = (cf[c, C_ENTRY] >= EDGE_SLOPE * m and abs(x - cf[c, C_PREV]) >= EDGE_SLOPE * m
+                    edges = (cf[c, C_ENTRY] >= EDGE_SLOPE * m_run and abs(x - cf[c, C_PREV]) >= EDGE_SLOPE * m_run
                              and cf[c, C_SEEN] > 0.0)
                     if rl >= 2 and not edges:  # a smooth natural peak, not a clip
                         for t in range(max(start, clock - size + 1), start + rl):
@@ -432,7 +473,7 @@ def declip(
                 ci[c, C_RUN_LEN] = 1
                 ci[c, C_RUN_SIGN] = sign
                 cf[c, C_ENTRY] = abs(x - cf[c, C_PREV])
-                seen = ax <= m_before * (1.0 + FLAT_TOL) and ci[c, C_MAX_AGE] >= settle
+                seen = ax <= m_before * (1.0 + FLAT_TOL) and ci[c, age_col] >= settle
                 cf[c, C_SEEN] = 1.0 if seen else 0.0
             cf[c, C_PREV] = x
             # soft saturation: share of the top 10 % of the (local) range among the top half
@@ -487,7 +528,7 @@ def declip(
                 e = queue[c, head, 1]
                 if clock < e - 1 + ctx:
                     break
-                _rebuild(c, s, e, clock, ring, flags, ctx, work, unknown, idx, r, a, tmp, ek, mat, rhs, g)
+                _rebuild(c, s, e, clock, ring, flags, ctx, order, work, unknown, idx, r, a, tmp, ek, mat, rhs, g)
                 ci[c, C_Q_HEAD] = (head + 1) % QUEUE
                 ci[c, C_Q_COUNT] -= 1
             # output: the sample that entered ``delay`` samples ago

@@ -1,13 +1,14 @@
 """De-clipper on real speech (../shared/data) normalised to a 0 dBFS peak.
 
-SNR against the unclipped original, before -> after (measured when written, 10 s of each file;
+SNR against the unclipped original, before -> after (measured 2026-11-28 with AR order 1 ms of
+samples (up to 48), per-half-wave clip levels and the constrained re-solve; 10 s of each file;
 tanh: scale-invariant SNR, the best gain applied first, since tanh(10x)/tanh(10) also changes level):
 
 ====================================  ============  ============  ============
 file                                  clip -6 dBFS  clip -12 dBFS tanh (k=10)
 ====================================  ============  ============  ============
-librispeech_1034-121119-0000 (16 k)   19.7 -> 28.4  10.4 -> 15.3  6.5 -> 6.5, detected (2 windows)
-vctk_p301_102 (48 k)                  15.9 -> 19.2   7.7 -> 11.6  5.8 -> 5.8, detected (3 windows)
+librispeech_1034-121119-0000 (16 k)   19.7 -> 30.1  10.4 -> 15.6  6.5 -> 6.5, detected (2 windows)
+vctk_p301_102 (48 k)                  15.9 -> 20.0   7.7 -> 12.8  5.8 -> 5.8, detected (3 windows)
 ====================================  ============  ============  ============
 
 Soft saturation is detected (counted) and, with ``soft_repair`` on (off by default), inverted from
@@ -89,6 +90,26 @@ def test_snr_improves_on_clipped_speech(name: str, required: float) -> None:
     assert d.soft_saturation and d.soft_saturation_events >= 1
     assert d.samples_desaturated == 0  # soft_repair is off by default
     np.testing.assert_array_equal(y, render(Declip(), t, sr, block_size=512))
+
+
+@pytest.mark.parametrize("name", [n for n, _ in CASES])
+@pytest.mark.parametrize("rail", [1, -1])
+def test_a_clip_on_one_rail_only_is_found_and_rebuilt(name: str, rail: int) -> None:
+    """A stage that clips one half-wave only (asymmetric analog clipping, a DC offset into a
+    converter): the other half-wave peaks higher, and the clip must be judged against its own
+    half-wave's peak (with one shared peak, -6 dBFS on the positive rail found 4 runs in 27 s of
+    VCTK and gained 0.02 dB)."""
+    x, sr = load(name)
+    level = np.float32(10 ** (-6 / 20))
+    c = np.minimum(x, level) if rail > 0 else np.maximum(x, -level)
+    d = Declip()
+    y = render(d, c, sr, block_size=512)
+    before, after = snr(x, c), snr(x, y)
+    print(f"\n{name}, rail {rail:+d} at -6 dBFS: SNR {before:.1f} -> {after:.1f} dB ({d.runs_repaired} runs)")
+    assert d.runs_repaired > 10
+    assert after - before >= 3.0
+    other = (x * rail) < 0  # the half-wave that was not clipped passes as it was
+    np.testing.assert_array_equal(y[other & (np.abs(c) < level * 0.5)], x[other & (np.abs(c) < level * 0.5)])
 
 
 @pytest.mark.parametrize("name", [n for n, _ in CASES])
