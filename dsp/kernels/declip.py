@@ -11,7 +11,8 @@ Per channel and sample, in order (so the output never depends on the block size)
    reached before, with the largest magnitude unchanged for ``settle`` samples (a clip level is
    hit again and again and never exceeded; a quiet onset whose rising maxima repeat a quantised
    value is not clipped; so the runs in the first 50 ms after a recording first clips are left
-   as they are). Runs longer than ``max_run`` are
+   as they are), at the level of the previous such run on the same half-wave (a rail is hit at
+   one level; the first run at a level only marks it). Runs longer than ``max_run`` are
    left alone and counted. Soft saturation (``tanh``-like) leaves no flat runs; it is detected from
    the amplitude distribution: over each analysis window the share of samples above 0.9 Mf among
    those above 0.5 Mf (Mf: a fast-release peak, so each phrase is judged against its own peaks),
@@ -95,7 +96,9 @@ C_DRIVE_OLD = 7     # drive being crossfaded from
 C_PEAK_NEG = 8      # running peak M of the negative half-wave
 C_MAX_POS = 9       # largest positive sample since the reset
 C_MAX_NEG = 10      # largest negative magnitude since the reset
-N_CF = 11
+C_RAIL_POS = 11     # level of the last clip-shaped run on the positive half-wave (0: none yet)
+C_RAIL_NEG = 12     # ... on the negative half-wave
+N_CF = 13
 # global counters (int64)
 G_CLOCK = 0         # samples seen per channel
 G_REPAIRED = 1      # runs rebuilt
@@ -453,6 +456,15 @@ def declip(
                     start = ci[c, C_RUN_START]
                     edges = (cf[c, C_ENTRY] >= EDGE_SLOPE * m_run and abs(x - cf[c, C_PREV]) >= EDGE_SLOPE * m_run
                              and cf[c, C_SEEN] > 0.0)
+                    if rl >= 2 and edges:
+                        # a rail is hit again and again at the same level; two equal samples at a
+                        # peak once (16-bit speech has them) are not a clip: the first run at a
+                        # new level only marks it
+                        rail_col = C_RAIL_POS if ci[c, C_RUN_SIGN] > 0 else C_RAIL_NEG
+                        level_run = abs(cf[c, C_PREV])
+                        if abs(level_run - cf[c, rail_col]) > FLAT_TOL * m_run:
+                            cf[c, rail_col] = level_run
+                            edges = False
                     if rl >= 2 and not edges:  # a smooth natural peak, not a clip
                         for t in range(max(start, clock - size + 1), start + rl):
                             flags[c, t % size] = 0
