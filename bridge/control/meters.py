@@ -26,7 +26,11 @@ Meters (``<address>`` of ``/hb/subscribe`` is ``/hb/meter/<name>`` or just ``<na
 =================================  =============================================================
 
 dB values are floored at -120. Peak, RMS, gain reduction and activity come from the meter ring
-and are sent only while audio runs (no new blocks, no message). Rates are capped at
+and are sent only while audio runs (no new blocks, no message). The ring holds a few seconds of
+blocks (:data:`~hushbridge.engine.METER_SLOTS`), less than the interval of a slow subscription
+(down to 10 s), so the hub folds what the ring holds into each such subscription every
+:data:`FOLD_S` and sends the whole interval: a 50 ms over in a 0.1 Hz peak meter is in its next
+message. Rates are capped at
 :data:`MAX_RATE_HZ`; a client holds at most :data:`MAX_PER_CLIENT` subscriptions.
 """
 from __future__ import annotations
@@ -52,6 +56,7 @@ PREFIX = "/hb/meter/"
 SIMPLE = ("peak", "rms", "lufs", "true_peak", "engine", "transport")
 PER_EFFECT = {"gain_reduction": "gain_reduction_db", "activity": "activity"}
 LOUDNESS_ATTRS = ("momentary_lufs", "short_term_lufs", "integrated_lufs")
+FOLD_S = 0.2  # ring meters are read at least this often (the ring: 0.68 s of 32-frame blocks at 48 kHz)
 
 
 class MeterError(HushbridgeError, ValueError):
@@ -86,6 +91,11 @@ class Subscription:
     def address(self) -> str:
         return PREFIX + self.name
 
+    @property
+    def from_ring(self) -> bool:
+        """Whether the values come from the meter ring (and must be folded in between messages)."""
+        return self.name in ("peak", "rms") or self.name.partition("/")[0] in PER_EFFECT
+
 
 def find_attr(chain: Any, attr: str) -> tuple[str, Any] | None:
     """The first ``(id, effect)`` of ``chain`` that has attribute ``attr``."""
@@ -106,6 +116,7 @@ class MeterHub:
         self.engine = engine
         self._subs: dict[tuple[ClientAddress, str], Subscription] = {}
         self._lock = threading.Lock()
+        self._next_fold = math.inf
 
     # == subscriptions ===========================================================================
     def normalize(self, address: str) -> str:
@@ -158,6 +169,8 @@ class MeterHub:
             sub = Subscription(dest, name, 1.0 / rate, time.monotonic(), self.engine.meter.seq, owner=owner)
             self._subs[key] = sub
             self._update_timing()
+            if sub.from_ring:
+                self._next_fold = min(self._next_fold, time.monotonic() + FOLD_S)
         return sub
 
     def unsubscribe(self, dest: ClientAddress, address: str | None = None,
@@ -184,9 +197,10 @@ class MeterHub:
             return list(self._subs.values())
 
     def next_due(self) -> float:
-        """``time.monotonic()`` of the next push (inf when nothing is subscribed)."""
+        """``time.monotonic()`` of the next :meth:`poll` (a push, or folding the ring into slow
+        subscriptions; inf when nothing is subscribed)."""
         with self._lock:
-            return min((s.next_due for s in self._subs.values()), default=math.inf)
+            return min(min((s.next_due for s in self._subs.values()), default=math.inf), self._next_fold)
 
     # == values ==================================================================================
     def poll(self, now: float | None = None) -> list[tuple[str, tuple[Any, ...], ClientAddress]]:
@@ -196,6 +210,12 @@ class MeterHub:
         out = []
         with self._lock:
             due = [s for s in self._subs.values() if s.next_due <= now]
+            ring = [s for s in self._subs.values() if s.from_ring]
+            if now >= self._next_fold:
+                for s in ring:
+                    if s.next_due > now:
+                        self._fold(s)
+            self._next_fold = now + FOLD_S if ring else math.inf
             for s in due:
                 s.next_due += s.period
                 if s.next_due <= now:  # fell behind: no bursts, just carry on
@@ -205,36 +225,61 @@ class MeterHub:
                     out.append((s.address, args, s.dest))
         return out
 
+    def _fold(self, sub: Subscription) -> None:
+        """Fold the ring rows published since ``sub``'s cursor into its accumulators (``sub.state``)."""
+        engine = self.engine
+        sub.cursor, rows = engine.meter.read(sub.cursor)
+        level = rows["level"]
+        if len(level) == 0:
+            return
+        acc = sub.state
+        name = sub.name
+        ch = engine.channels
+        if name == "peak":
+            peak = level[:, :2 * ch].max(axis=0)
+            acc["peak"] = np.maximum(acc["peak"], peak) if "peak" in acc else peak
+            return
+        if name == "rms":
+            acc["sumsq"] = acc.get("sumsq", 0.0) + level[:, 2 * ch:].sum(axis=0)
+            acc["frames"] = acc.get("frames", 0) + int(rows["frames"].sum())
+            return
+        kind, _, eid = name.partition("/")
+        _, tracked, generation = engine.tracked
+        attr = PER_EFFECT[kind]
+        cols = [j for j, (e, a, _) in enumerate(tracked) if e == eid and a == attr]
+        mask = rows["generation"] == generation
+        if not cols or not mask.any():
+            return
+        col = rows["extra"][mask, cols[0]]
+        col = col[np.isfinite(col)]
+        if len(col) == 0:
+            return
+        if kind == "gain_reduction":
+            acc["max"] = max(acc.get("max", -math.inf), float(col.max()))
+        else:
+            acc["sum"] = acc.get("sum", 0.0) + float(col.sum())
+            acc["n"] = acc.get("n", 0) + len(col)
+
     def values(self, sub: Subscription) -> tuple[Any, ...] | None:
         """The arguments of the next message of ``sub`` (None: nothing new to send)."""
         name = sub.name
         engine = self.engine
-        if name in ("peak", "rms"):
-            sub.cursor, rows = engine.meter.read(sub.cursor)
-            level = rows["level"]
-            if len(level) == 0:
-                return None
-            ch = engine.channels
+        if sub.from_ring:
+            self._fold(sub)
+            acc = sub.state
             if name == "peak":
-                lin = level[:, :2 * ch].max(axis=0)
-            else:
-                frames = max(int(rows["frames"].sum()), 1)
-                lin = np.sqrt(level[:, 2 * ch:].sum(axis=0) / frames)
-            return tuple(float(v) for v in db(lin))
-        kind, _, eid = name.partition("/")
-        if kind in PER_EFFECT:
-            sub.cursor, rows = engine.meter.read(sub.cursor)
-            chain, tracked, generation = engine.tracked
-            attr = PER_EFFECT[kind]
-            cols = [j for j, (e, a, _) in enumerate(tracked) if e == eid and a == attr]
-            mask = rows["generation"] == generation
-            if not cols or not mask.any():
-                return None
-            col = rows["extra"][mask, cols[0]]
-            col = col[np.isfinite(col)]
-            if len(col) == 0:
-                return None
-            return (float(col.max() if kind == "gain_reduction" else col.mean()),)
+                lin = acc.pop("peak", None)
+                return None if lin is None else tuple(float(v) for v in db(lin))
+            if name == "rms":
+                if "sumsq" not in acc:
+                    return None
+                lin = np.sqrt(acc.pop("sumsq") / max(acc.pop("frames"), 1))
+                return tuple(float(v) for v in db(lin))
+            if "max" in acc:
+                return (acc.pop("max"),)
+            if "n" in acc:
+                return (acc.pop("sum") / acc.pop("n"),)
+            return None
         if name == "lufs":
             found = find_attr(engine.chain, "momentary_lufs")
             if found is None:

@@ -195,6 +195,47 @@ def test_meter_ring_read_discards_overwritten_rows():
     assert len(rows["level"]) == 0
 
 
+def test_a_slow_meter_covers_its_whole_interval_beyond_the_ring():
+    """A 0.1 Hz subscription spans 10 s, ~3,750 blocks of 128 frames, where the ring holds 1,024:
+    a 50 ms over early in the interval, the gain reduction it causes and the whole interval's
+    RMS reach the next message (the hub folds the ring in every FOLD_S as the meter thread polls)."""
+    from hushbridge.control.meters import FOLD_S
+    from hushbridge.effects import Compressor
+
+    engine = Engine(Chain([Compressor(threshold_db=-20.0, ratio=4.0, attack_ms=1.0)]), channels=1)
+    engine.prepare(SR, BLOCK)
+    hub = MeterHub(engine)
+    dest = ("127.0.0.1", 9)
+    for name in ("peak", "rms", "gain_reduction/compressor"):
+        hub.subscribe(dest, name, 0.1)
+    t0 = time.monotonic()
+    assert hub.poll(t0) == []  # due, nothing published yet
+    quiet = np.full((1, BLOCK), 0.01, np.float32)  # -40 dBFS
+    loud = np.full((1, BLOCK), 0.5, np.float32)  # -6 dBFS
+    y = np.zeros_like(quiet)
+    per_fold = int(FOLD_S * SR / BLOCK)
+    blocks = int(10.0 * SR / BLOCK)
+    assert blocks > 3 * engine.meter.slots
+    now = t0
+    sumsq = 0.0
+    for k in range(blocks):
+        x = loud if 100 <= k < 119 else quiet  # 50 ms over, 9.7 s before the message
+        engine.process(x, y)
+        sumsq += float(np.sum(x.astype(np.float64) ** 2))
+        if k % per_fold == per_fold - 1 and k < blocks - per_fold:
+            now += FOLD_S
+            assert hub.next_due() <= now + 1e-9
+            assert hub.poll(now) == []  # folding, not sending: the interval is not over
+    msgs = {address: args for address, args, _ in hub.poll(t0 + 10.0)}
+    assert msgs["/hb/meter/peak"][0] == pytest.approx(20 * math.log10(0.5), abs=0.01)  # input peak
+    rms_db = 10 * math.log10(sumsq / (blocks * BLOCK))
+    assert msgs["/hb/meter/rms"][0] == pytest.approx(rms_db, abs=0.05)
+    assert msgs["/hb/meter/gain_reduction/compressor"][0] > 5.0  # the over's, not the quiet end's 0
+    engine.process(quiet, y)
+    after = {address: args for address, args, _ in hub.poll(t0 + 20.0)}
+    assert after["/hb/meter/peak"][0] == pytest.approx(-40.0, abs=0.01)  # a new interval
+
+
 def test_engine_meter(rig):
     engine, driver, server, client = rig
     client.send("/hb/subscribe", "/hb/meter/engine", 20.0)
