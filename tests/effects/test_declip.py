@@ -168,14 +168,24 @@ def test_soft_repair_is_block_size_invariant_and_finite() -> None:
 
 
 @pytest.mark.parametrize("name", ["librispeech_1034-121119-0000.flac", "vctk_p301_102.wav",
-                                  "vctk_p238_165.wav", "ljspeech_LJ001-0005.flac",
-                                  "librispeech_446-123501-0000.flac", "librispeech_4441-76250-0000.flac"])
+                                  "vctk_p238_165.wav", "ljspeech_LJ001-0005.flac"])
 def test_unclipped_speech_passes_bit_exact(name: str) -> None:
     x, sr = load(name, seconds=30.0)
     d = Declip()
     y = render(d, x, sr, block_size=256)
     np.testing.assert_array_equal(y, x)
     assert d.runs_repaired == 0 and not d.soft_saturation
+
+
+@pytest.mark.parametrize("name", ["librispeech_446-123501-0000.flac", "librispeech_4441-76250-0000.flac"])
+def test_equal_sample_pairs_at_a_half_waves_peak_are_not_clips(name: str) -> None:
+    """16-bit speech has pairs of equal samples at a peak (446: two at -0.9456 while the positive
+    half-wave reached 1.0; 4441: quiet runs at its start). Judged against its own half-wave's
+    peak, such a pair looks like a clip unless a clip must recur at one level."""
+    x, sr = load(name, seconds=30.0)
+    d = Declip()
+    np.testing.assert_array_equal(render(d, x, sr, block_size=256), x)
+    assert d.runs_repaired == 0
 
 
 @pytest.mark.parametrize("sr", [16000, 48000])
