@@ -9,8 +9,15 @@ Reads, for the engine's meters and the control plane (all read-only, updated eve
 - :attr:`Loudness.max_momentary_lufs`, :attr:`Loudness.max_short_term_lufs` (whole windows only);
 - :attr:`Loudness.true_peak_dbtp`: the largest true peak (8x oversampled), updated every sample.
 
-``reset()`` clears them all. Channel weights follow the layout (1.0 for L/R/C, LFE excluded,
-surrounds 1.41), from the channel count unless ``layout`` or ``channel_weights`` says otherwise.
+``reset()`` clears them all; so does setting the ``reset`` parameter to on (a button on a
+control surface: ``/hb/loudness/reset 1`` starts a new integrated measurement and true-peak
+maximum at the next block, each time it is sent). Channel weights follow the ``layout``
+parameter (1.0 for L/R/C, LFE excluded, surrounds 1.41): ``auto`` (from the channel count: 1, 2,
+5, 6, 8 channels are mono, stereo, 5.0, 5.1, 7.1; other counts weigh every channel 1.0),
+``equal`` (every channel 1.0, e.g. six dialogue microphones), or a named layout, which must
+have as many channels as the audio (``prepare`` refuses one that does not; set live, a layout
+that does not fit is not applied and :attr:`Loudness.layout_in_use` keeps the one that is).
+``channel_weights`` (a constructor argument) overrides the layout.
 
 >>> from hushbridge.effects import Loudness, ProcessSpec
 >>> import numpy as np
@@ -28,7 +35,9 @@ import numpy as np
 
 from hushbridge.dsp import loudness as L
 from hushbridge.dsp.kernels import loudness as K
-from hushbridge.effects.base import Effect, ProcessSpec
+from hushbridge.effects.base import Effect, Param, ProcessSpec
+
+LAYOUT_CHOICES = ("auto", "equal", *L.LAYOUTS)
 
 
 class Loudness(Effect):
@@ -36,8 +45,8 @@ class Loudness(Effect):
 
     Parameters
     ----------
-    layout : {"mono", "stereo", "5.0", "5.1", "7.1"}, optional
-        Channel layout giving the weights; default from the channel count at ``prepare``.
+    layout : {"auto", "equal", "mono", "stereo", "5.0", "5.1", "7.1"}, optional
+        Channel layout giving the weights (the ``layout`` parameter); default ``auto``.
     channel_weights : sequence of float, optional
         Explicit weights, one per channel (overrides ``layout``).
     true_peak : bool
@@ -46,20 +55,67 @@ class Loudness(Effect):
     """
 
     name = "loudness"
-    params = ()
+    params = (
+        Param("layout", 0.0, len(LAYOUT_CHOICES) - 1.0, 0.0, step=1.0, smoothing_ms=0.0, choices=LAYOUT_CHOICES),
+        Param("reset", 0.0, 1.0, 0.0, step=1.0, smoothing_ms=0.0, choices=("off", "on")),
+    )
 
-    def __init__(self, layout: str | None = None, channel_weights=None, true_peak: bool = True) -> None:
-        if layout is not None and layout not in L.LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r} (layouts: {', '.join(L.LAYOUTS)})")
-        object.__setattr__(self, "_layout", layout)
+    def __init__(self, layout: str | None = None, channel_weights=None, true_peak: bool = True,
+                 reset: float = 0.0) -> None:
+        if layout is not None and layout not in LAYOUT_CHOICES:
+            raise ValueError(f"unknown layout {layout!r} (layouts: {', '.join(LAYOUT_CHOICES)})")
         object.__setattr__(self, "_weights_arg", None if channel_weights is None else tuple(channel_weights))
         object.__setattr__(self, "_with_tp", bool(true_peak))
         object.__setattr__(self, "_st", None)
-        super().__init__()
+        object.__setattr__(self, "_table", None)
+        object.__setattr__(self, "_in_use", 0)
+        object.__setattr__(self, "_reset_pending", False)
+        super().__init__(layout=layout or "auto", reset=reset)
+
+    @staticmethod
+    def _layout_weights(channels: int, choice: str) -> np.ndarray | None:
+        """Weights of layout ``choice`` for ``channels`` channels; None where it does not fit."""
+        if choice == "equal":
+            return np.ones(channels)
+        try:
+            return L.channel_weights(channels, None if choice == "auto" else choice)
+        except ValueError:
+            return None
 
     def _prepare(self, spec: ProcessSpec) -> None:
-        w = L.resolve_weights(spec.channels, self._layout, self._weights_arg)
-        object.__setattr__(self, "_st", L.allocate(spec.channels, spec.sample_rate, w, true_peak=self._with_tp))
+        ch = spec.channels
+        # every layout's weights for this channel count, so that a live change copies a row
+        table = np.full((len(LAYOUT_CHOICES), ch), np.nan)
+        for i, choice in enumerate(LAYOUT_CHOICES):
+            w = self._layout_weights(ch, choice)
+            if w is not None:
+                table[i] = w
+        choice = int(self._values[0])
+        if self._weights_arg is None and np.isnan(table[choice, 0]):
+            raise ValueError(f"layout {LAYOUT_CHOICES[choice]!r} has {len(L.LAYOUTS[LAYOUT_CHOICES[choice]])} "
+                             f"channels, the audio {ch}")
+        w = L.resolve_weights(ch, None, self._weights_arg) if self._weights_arg is not None else table[choice]
+        object.__setattr__(self, "_table", table)
+        object.__setattr__(self, "_in_use", choice)
+        object.__setattr__(self, "_st", L.allocate(ch, spec.sample_rate, w, true_peak=self._with_tp))
+
+    def _param_changed(self, index: int) -> None:
+        if index == 1:
+            if self._values[1] >= 0.5:
+                object.__setattr__(self, "_reset_pending", True)
+            return
+        st, table = self._st, self._table
+        if st is None or self._weights_arg is not None:
+            return
+        choice = int(self._values[0])
+        if not np.isnan(table[choice, 0]):
+            st.weights[:] = table[choice]
+            object.__setattr__(self, "_in_use", choice)
+
+    @property
+    def layout_in_use(self) -> str:
+        """The layout whose weights apply (``custom`` with ``channel_weights``)."""
+        return "custom" if self._weights_arg is not None else LAYOUT_CHOICES[self._in_use]
 
     def reset(self) -> None:
         """Clear every reading (momentary, short-term, integrated, LRA, maxima, true peak)."""
@@ -69,6 +125,9 @@ class Loudness(Effect):
     def process(self, block: np.ndarray) -> None:
         """Meter ``block`` (channels, frames); the audio is left untouched."""
         self._require_prepared(block)
+        if self._reset_pending:
+            object.__setattr__(self, "_reset_pending", False)
+            L.reset(self._st)
         L.run(self._st, block)
 
     # -- readings ---------------------------------------------------------------------------

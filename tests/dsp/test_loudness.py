@@ -298,7 +298,7 @@ def test_k_weighting_designed_per_rate() -> None:
 def test_effect_contract_and_readonly_readings() -> None:
     assert EFFECTS["loudness"] is Loudness
     meter = Loudness()
-    assert meter.latency_samples == 0 and meter.params == ()
+    assert meter.latency_samples == 0 and [p.id for p in meter.params] == ["layout", "reset"]
     meter.prepare(ProcessSpec(48000, 480, 2))
     assert meter.integrated_lufs == float("-inf") and meter.true_peak_dbtp == float("-inf")
     for attr in ("momentary_lufs", "short_term_lufs", "integrated_lufs", "lra_lu", "true_peak_dbtp",
@@ -315,6 +315,45 @@ def test_effect_contract_and_readonly_readings() -> None:
     meter.reset()
     assert meter.integrated_lufs == float("-inf") and meter.max_momentary_lufs == float("-inf")
     assert meter.momentary_lufs == float("-inf") and meter.lra_lu == 0.0 and meter.true_peak_dbtp == float("-inf")
+
+
+def test_layout_and_reset_are_parameters_a_preset_or_a_control_surface_sets() -> None:
+    """Six dialogue microphones on a 6-channel engine: `auto` takes them for 5.1 (channel 4 is LFE,
+    weight 0); `equal` weighs them alike. Set live (as the engine applies changes, at a block
+    start) the weights change in place; a layout that does not fit is not applied. `reset` on
+    starts the integrated measurement and the true-peak maximum again, each time it is set."""
+    from hushbridge.presets import parse_preset
+
+    sr = 48000
+    s = tone(-20.0, 5.0, sr).astype(np.float32)
+    z = np.zeros_like(s)
+    only4 = np.stack([z, z, z, s, z, z])
+
+    def run(meter, x):
+        for i in range(0, x.shape[1], 4800):
+            meter.process(x[:, i:i + 4800].copy())
+
+    meter = Loudness()
+    meter.prepare(ProcessSpec(sr, 4800, 6))
+    assert meter.layout_in_use == "auto" and meter.channel_weights[3] == 0.0
+    run(meter, only4)
+    assert meter.integrated_lufs == float("-inf")
+    meter.set_index(0, 1.0)  # "equal", as a block start applies it
+    meter.set("reset", "on")
+    assert meter.layout_in_use == "equal" and meter.channel_weights == (1.0,) * 6
+    run(meter, only4)
+    assert meter.integrated_lufs == pytest.approx(-23.0, abs=0.05)  # one channel of a -20 dBFS sine
+    meter.set("layout", "7.1")  # 8 channels: not applied
+    assert meter.layout_in_use == "equal" and meter.channel_weights == (1.0,) * 6
+    meter.set("reset", "on")  # again: each press resets
+    run(meter, np.stack([s * 0.1] * 6)[:, : sr])
+    assert meter.true_peak_dbtp == pytest.approx(-40.0, abs=0.1)
+
+    chain = parse_preset('version = 1\n[[chain]]\neffect = "loudness"\nparams = { layout = "equal" }\n').build()
+    chain.prepare(ProcessSpec(sr, 4800, 6))
+    assert chain[0].layout_in_use == "equal"
+    with pytest.raises(ValueError, match="layout '5.1' has 6 channels, the audio 2"):
+        Loudness(layout="5.1").prepare(ProcessSpec(sr, 128, 2))
 
 
 def test_momentary_reads_zero_padded_before_first_window() -> None:
