@@ -31,7 +31,12 @@ blocks (:data:`~hushbridge.engine.METER_SLOTS`), less than the interval of a slo
 (down to 10 s), so the hub folds what the ring holds into each such subscription every
 :data:`FOLD_S` and sends the whole interval: a 50 ms over in a 0.1 Hz peak meter is in its next
 message. Rates are capped at
-:data:`MAX_RATE_HZ`; a client holds at most :data:`MAX_PER_CLIENT` subscriptions.
+:data:`MAX_RATE_HZ`; a client holds at most :data:`MAX_PER_CLIENT` subscriptions, and all clients
+together :data:`MAX_SUBSCRIPTIONS`. UDP never says that a client has gone (an app restarted on a
+new port, a tablet that left), so when they are all taken, a new subscription makes room by
+dropping those of the client heard from least recently, if it has sent nothing for
+:data:`IDLE_EVICT_S` (a client that only listens renews its subscriptions by sending
+``/hb/subscribe`` again now and then).
 """
 from __future__ import annotations
 
@@ -57,6 +62,7 @@ SIMPLE = ("peak", "rms", "lufs", "true_peak", "engine", "transport")
 PER_EFFECT = {"gain_reduction": "gain_reduction_db", "activity": "activity"}
 LOUDNESS_ATTRS = ("momentary_lufs", "short_term_lufs", "integrated_lufs")
 FOLD_S = 0.2  # ring meters are read at least this often (the ring: 0.68 s of 32-frame blocks at 48 kHz)
+IDLE_EVICT_S = 60.0  # when all subscriptions are taken, those of a client silent this long make room
 
 
 class MeterError(HushbridgeError, ValueError):
@@ -117,6 +123,7 @@ class MeterHub:
         self._subs: dict[tuple[ClientAddress, str], Subscription] = {}
         self._lock = threading.Lock()
         self._next_fold = math.inf
+        self._heard: dict[ClientAddress, float] = {}  # client -> time.monotonic() of its last datagram
 
     # == subscriptions ===========================================================================
     def normalize(self, address: str) -> str:
@@ -146,6 +153,28 @@ class MeterHub:
                 raise MeterError(f"/hb/meter/{name}: no effect {eid!r} with {attr} in the chain "
                                  f"(effects with it: {', '.join(have) or 'none'})")
 
+    def heard(self, client: ClientAddress, now: float | None = None) -> None:
+        """Note that ``client`` sent something (any datagram): its subscriptions are not stale."""
+        self._heard[client] = time.monotonic() if now is None else now
+        if len(self._heard) > 4 * MAX_SUBSCRIPTIONS:  # forget clients that hold nothing
+            with self._lock:
+                keep = {s.owner for s in self._subs.values()} | {client}
+                self._heard = {c: t for c, t in self._heard.items() if c in keep}
+
+    def _evict_idle(self, asking: ClientAddress, now: float) -> bool:
+        """Drop the subscriptions of the least recently heard owner silent for IDLE_EVICT_S (not
+        ``asking``); False when there is none. Lock held."""
+        owners = {s.owner for s in self._subs.values()} - {asking}
+        idle = [(self._heard.get(o, -math.inf), o) for o in owners]
+        idle = [(t, o) for t, o in idle if now - t >= IDLE_EVICT_S]
+        if not idle:
+            return False
+        _, owner = min(idle, key=lambda pair: pair[0])
+        for key in [k for k, s in self._subs.items() if s.owner == owner]:
+            del self._subs[key]
+        self._heard.pop(owner, None)
+        return True
+
     def subscribe(self, dest: ClientAddress, address: str, rate_hz: float,
                   owner: ClientAddress | None = None) -> Subscription:
         """Push meter ``address`` to ``dest`` at ``rate_hz`` (clamped to 0.1..60) for ``owner``
@@ -164,8 +193,12 @@ class MeterHub:
                 mine = sum(1 for s in self._subs.values() if s.owner == owner)
                 if mine >= MAX_PER_CLIENT:
                     raise MeterError(f"/hb/subscribe: at most {MAX_PER_CLIENT} meters per client")
-                if len(self._subs) >= MAX_SUBSCRIPTIONS:
-                    raise MeterError(f"/hb/subscribe: at most {MAX_SUBSCRIPTIONS} subscriptions in all")
+                now = time.monotonic()
+                while len(self._subs) >= MAX_SUBSCRIPTIONS:
+                    if not self._evict_idle(owner, now):
+                        raise MeterError(f"/hb/subscribe: at most {MAX_SUBSCRIPTIONS} subscriptions in all, "
+                                         f"every client heard from in the last {IDLE_EVICT_S:g} s")
+            self._heard.setdefault(owner, time.monotonic())
             sub = Subscription(dest, name, 1.0 / rate, time.monotonic(), self.engine.meter.seq, owner=owner)
             self._subs[key] = sub
             self._update_timing()
@@ -319,4 +352,4 @@ class MeterHub:
         return tuple(args)
 
 
-__all__ = ["Double", "MAX_PER_CLIENT", "MAX_RATE_HZ", "MeterError", "MeterHub", "Subscription", "db"]
+__all__ = ["Double", "IDLE_EVICT_S", "MAX_PER_CLIENT", "MAX_RATE_HZ", "MeterError", "MeterHub", "Subscription", "db"]

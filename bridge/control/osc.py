@@ -455,6 +455,7 @@ class OscController:
         """
         replies: list[Reply] = []
         self._local.replies = replies
+        self.meters.heard(client_address)
         try:
             messages = self._parse(data, client_address)
             for message, stamp in messages:

@@ -150,6 +150,40 @@ def test_meters_sent_elsewhere_count_against_the_sender_and_stop_with_it(rig):
         other.close()
 
 
+def test_clients_that_went_away_make_room_when_every_subscription_is_taken():
+    """UDP never says a client left: 16 apps that restarted on new ports hold all 256
+    subscriptions. A new client gets room from the one heard from least recently, once it has
+    been silent IDLE_EVICT_S; a client still talking keeps its meters; when every holder is
+    recent, the new one is refused with a reason."""
+    from hushbridge.control.meters import IDLE_EVICT_S, MAX_SUBSCRIPTIONS, MeterError
+
+    engine = Engine(Chain([Gain()]), channels=1)
+    engine.prepare(SR, BLOCK)
+    hub = MeterHub(engine)
+    t0 = time.monotonic()
+    ghosts = [("127.0.0.1", 41000 + k) for k in range(MAX_SUBSCRIPTIONS // MAX_PER_CLIENT)]
+    for k, ghost in enumerate(ghosts):
+        hub.heard(ghost, t0 - 100.0 + k)  # ghost 0 was heard from first
+        for j in range(MAX_PER_CLIENT):  # meters sent to other ports of its host count as its own
+            hub.subscribe((ghost[0], 50000 + k * MAX_PER_CLIENT + j), "peak", 1.0, owner=ghost)
+    assert len(hub.subscriptions) == MAX_SUBSCRIPTIONS
+    hub.heard(ghosts[0])  # ghost 0 speaks again: it is not the one to go
+    newcomer = ("127.0.0.1", 42000)
+    hub.heard(newcomer)
+    hub.subscribe(newcomer, "rms", 10.0)
+    owners = [s.owner for s in hub.subscriptions]
+    assert ghosts[1] not in owners and owners.count(ghosts[0]) == MAX_PER_CLIENT
+    assert owners.count(newcomer) == 1 and len(owners) == MAX_SUBSCRIPTIONS - MAX_PER_CLIENT + 1
+
+    busy = MeterHub(engine)
+    for k, client in enumerate(ghosts):
+        busy.heard(client, time.monotonic() - IDLE_EVICT_S / 2)  # all heard from recently
+        for j in range(MAX_PER_CLIENT):
+            busy.subscribe((client[0], 50000 + k * MAX_PER_CLIENT + j), "peak", 1.0, owner=client)
+    with pytest.raises(MeterError, match=r"at most 256 subscriptions in all, every client heard from in the last 60 s"):
+        busy.subscribe(newcomer, "rms", 10.0)
+
+
 def test_readers_do_not_disturb_each_other(rig):
     """A 60 Hz and a 2 Hz subscriber (and take_meter polled in a loop) all see the full level:
     reads are non-destructive, each reader has its own cursor."""
