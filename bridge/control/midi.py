@@ -76,7 +76,9 @@ running status, a message cut short by another status byte, an interrupted or ov
 stray end-of-sysex, undefined status bytes 0xF4 0xF5 0xF9 0xFD), sysex (hushbridge has no sysex
 protocol), a map whose address the current chain does not have, a program change whose preset
 fails to load. Valid messages nothing is mapped to (an unmapped CC, pitch bend, aftertouch...)
-are only counted in :attr:`MidiMapper.stats` (``ignored``).
+are only counted in :attr:`MidiMapper.stats` (``ignored``); a program change with no preset
+mapped is also logged as a warning (once per program number), since whoever sent it expected a
+preset to load.
 
 MIDI learn: ``mapper.learn("/hb/gain/gain_db")`` arms learn; the next note on, CC (a CC 0..31
 followed within ``timeout_ms`` by its LSB partner becomes a 14-bit map) or NRPN data entry is
@@ -624,6 +626,7 @@ class MidiMapper:
         self.transport = transport or Transport()
         self.stats = {"received": 0, "applied": 0, "ignored": 0, "rejected": 0}
         self.last_error = ""
+        self._unmapped_programs: set[int] = set()
         self.on_pending: Callable[[], None] | None = None  # MidiInput wakes its service thread
         self._lock = threading.RLock()
         self._learn: str | None = None
@@ -1032,6 +1035,11 @@ class MidiMapper:
         name = self.program.get(program)
         if name is None:
             self.stats["ignored"] += 1
+            if program not in self._unmapped_programs:  # once per number: a controller may send it on every touch
+                self._unmapped_programs.add(program)
+                mapped = ", ".join(f"{k} = {v!r}" for k, v in sorted(self.program.items())) or "none"
+                log.warning("MIDI program change %d: no preset mapped to it (the preset's [midi.program] "
+                            "maps: %s)", program, mapped)
             return
 
         def load() -> None:

@@ -315,7 +315,7 @@ def test_note_toggles_bypass_and_momentary():
     assert engine.get(GAIN2) == -6.0
 
 
-def test_program_change_and_unknown_targets_counted():
+def test_program_change_and_unknown_targets_counted(caplog):
     engine = make_engine(False)
     mapper = MidiMapper(engine, {"program": {"3": "podcast", "4": "no-such-preset"},
                                  "cc": [{"cc": 7, "address": "/hb/compressor/threshold_db"}]})
@@ -326,9 +326,14 @@ def test_program_change_and_unknown_targets_counted():
     mapper.handle(cc(7, 127))
     assert engine.get("/hb/compressor/threshold_db") == 0.0
     mapper.handle(mido.Message("program_change", program=4))  # fails to load: counted
-    mapper.handle(mido.Message("program_change", program=9))  # not mapped: ignored
+    with caplog.at_level("WARNING", logger="hushbridge.control.midi"):
+        for _ in range(3):
+            mapper.handle(mido.Message("program_change", program=9))  # not mapped: ignored, said once
     assert engine.dropped_messages == 2 and "no-such-preset" in mapper.last_error
     assert engine.chain.ids == load_preset("podcast").ids
+    said = [r.getMessage() for r in caplog.records if "program change 9" in r.getMessage()]
+    assert said == ["MIDI program change 9: no preset mapped to it (the preset's [midi.program] maps: "
+                    "3 = 'podcast', 4 = 'no-such-preset')"]
 
 
 def test_learn_cc_cc14_nrpn_note_and_save(user_config):
