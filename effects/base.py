@@ -86,6 +86,9 @@ class Param:
         Quantisation for discrete parameters (``1`` for counts, switches).
     choices : tuple of str, optional
         Names for the integer values ``0..len-1`` of a discrete parameter (shown by ``display``).
+    silent_at_min : bool
+        The minimum of a dB parameter means no signal at all (a gain's -96 dB mutes): shown as
+        ``-inf dB``.
     """
 
     id: str
@@ -96,6 +99,7 @@ class Param:
     smoothing_ms: float = 20.0
     step: float | None = None
     choices: tuple[str, ...] = ()
+    silent_at_min: bool = False
 
     def __post_init__(self) -> None:
         if not self.min <= self.default <= self.max:
@@ -175,6 +179,8 @@ class Param:
             text = f"{value / 1000:.2f} kHz" if value >= 1000 else f"{value:.1f} Hz"
             return text
         if unit in ("dB", "dBTP", "LUFS"):
+            if self.silent_at_min and value <= self.min:
+                return f"-inf {unit}"
             return f"{value:.1f} {unit}"
         if unit == "ms":
             return f"{value:.1f} ms"

@@ -162,6 +162,13 @@ def test_param_norm_and_display():
     assert p.display(80) == "80.0 Hz" and p.display(2500) == "2.50 kHz"
     assert Param("threshold_db", -60, 0, -18).display(-18) == "-18.0 dB"
     assert p.clamp(1e9) == 20000.0 and p.clamp(float("nan")) == 80.0
+    # a gain at its minimum mutes: it says so rather than "-96.0 dB"
+    gain = Gain(gain_db=-96.0)
+    assert gain.param("gain_db").display(-96.0) == "-inf dB" and gain.param("gain_db").display(-95.9) == "-95.9 dB"
+    gain.prepare(ProcessSpec(48000, 4800, 1))
+    out = np.ones((1, 4800), np.float32)
+    gain.process(out)
+    assert out[0, -1] == 0.0
 
 
 def test_a_block_of_the_wrong_shape_is_refused_not_written_past_the_state():
