@@ -26,7 +26,9 @@ Meters (``<address>`` of ``/hb/subscribe`` is ``/hb/meter/<name>`` or just ``<na
 =================================  =============================================================
 
 dB values are floored at -120. Peak, RMS, gain reduction and activity come from the meter ring
-and are sent only while audio runs (no new blocks, no message). The ring holds a few seconds of
+and are sent only while audio runs (no new blocks, no message). A subscription whose effect a
+preset load took away gets one ``/hb/error`` saying so, then waits and resumes when a chain with
+that effect comes back. The ring holds a few seconds of
 blocks (:data:`~hushbridge.engine.METER_SLOTS`), less than the interval of a slow subscription
 (down to 10 s), so the hub folds what the ring holds into each such subscription every
 :data:`FOLD_S` and sends the whole interval: a 50 ms over in a 0.1 Hz peak meter is in its next
@@ -256,6 +258,16 @@ class MeterHub:
                 args = self.values(s)
                 if args is not None:
                     out.append((s.address, args, s.dest))
+                    s.state.pop("dormant", None)
+                elif s.name not in ("peak", "rms", "engine", "transport") and "dormant" not in s.state:
+                    # a preset load took away what it measures: say so once, keep the
+                    # subscription (it resumes when a chain with that effect comes back)
+                    try:
+                        self.check_available(s.name)
+                    except MeterError as e:
+                        s.state["dormant"] = True
+                        out.append(("/hb/error", (f"{e}; the subscription waits and resumes when the chain "
+                                                  "has it again",), s.owner or s.dest))
         return out
 
     def _fold(self, sub: Subscription) -> None:

@@ -270,6 +270,36 @@ def test_a_slow_meter_covers_its_whole_interval_beyond_the_ring():
     assert after["/hb/meter/peak"][0] == pytest.approx(-40.0, abs=0.01)  # a new interval
 
 
+def test_a_meter_whose_effect_a_preset_load_took_away_says_so_once_and_resumes():
+    from hushbridge.effects import Compressor
+
+    engine = Engine(Chain([Compressor(threshold_db=-30.0)]), channels=1)
+    engine.prepare(SR, BLOCK)
+    engine.attach(False)  # no callbacks: a load swaps at once
+    hub = MeterHub(engine)
+    owner = ("127.0.0.1", 9)
+    hub.subscribe(owner, "gain_reduction/compressor", 10.0)
+    x = np.full((1, BLOCK), 0.5, np.float32)
+    y = np.zeros_like(x)
+
+    def poll_after_blocks(t):
+        for _ in range(10):
+            engine.process(x, y)
+        return hub.poll(t)
+
+    t = time.monotonic()
+    assert [a for a, _, _ in poll_after_blocks(t)] == ["/hb/meter/gain_reduction/compressor"]
+    engine.load_chain(Chain([Gain()]))
+    errors = poll_after_blocks(t + 1.0) + poll_after_blocks(t + 2.0)
+    assert len(errors) == 1
+    address, args, dest = errors[0]
+    assert address == "/hb/error" and dest == owner
+    assert "no effect 'compressor' with gain_reduction_db in the chain" in args[0] and "resumes" in args[0]
+    engine.load_chain(Chain([Compressor(threshold_db=-30.0)]))
+    back = poll_after_blocks(t + 3.0)
+    assert [a for a, _, _ in back] == ["/hb/meter/gain_reduction/compressor"] and back[0][1][0] > 5.0
+
+
 def test_engine_meter(rig):
     engine, driver, server, client = rig
     client.send("/hb/subscribe", "/hb/meter/engine", 20.0)
