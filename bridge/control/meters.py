@@ -28,7 +28,8 @@ Meters (``<address>`` of ``/hb/subscribe`` is ``/hb/meter/<name>`` or just ``<na
 dB values are floored at -120. Peak, RMS, gain reduction and activity come from the meter ring
 and are sent only while audio runs (no new blocks, no message). A subscription whose effect a
 preset load took away gets one ``/hb/error`` saying so, then waits and resumes when a chain with
-that effect comes back. The ring holds a few seconds of
+that effect comes back; a bypassed ``loudness`` gets one too, and no readings (its last ones
+would look live) until it is on again. The ring holds a few seconds of
 blocks (:data:`~hushbridge.engine.METER_SLOTS`), less than the interval of a slow subscription
 (down to 10 s), so the hub folds what the ring holds into each such subscription every
 :data:`FOLD_S` and sends the whole interval: a 50 ms over in a 0.1 Hz peak meter is in its next
@@ -256,7 +257,9 @@ class MeterHub:
                 if s.next_due <= now:  # fell behind: no bursts, just carry on
                     s.next_due = now + s.period
                 args = self.values(s)
-                if args is not None:
+                if args is not None and args[0] == "/hb/error":  # a notice for whoever asked
+                    out.append(("/hb/error", args[1:], s.owner or s.dest))
+                elif args is not None:
                     out.append((s.address, args, s.dest))
                     s.state.pop("dormant", None)
                 elif s.name not in ("peak", "rms", "engine", "transport") and "dormant" not in s.state:
@@ -325,14 +328,20 @@ class MeterHub:
             if "n" in acc:
                 return (acc.pop("sum") / acc.pop("n"),)
             return None
-        if name == "lufs":
-            found = find_attr(engine.chain, "momentary_lufs")
+        if name in ("lufs", "true_peak"):
+            chain = engine.chain
+            found = find_attr(chain, "momentary_lufs" if name == "lufs" else "true_peak_dbtp")
             if found is None:
                 return None
+            if chain.is_bypassed(found[0]):  # a bypassed meter measures nothing: its last values are stale
+                if "bypassed" not in sub.state:
+                    sub.state["bypassed"] = True
+                    return ("/hb/error", f"/hb/meter/{name}: {found[0]!r} is bypassed; no readings until it is on")
+                return None
+            sub.state.pop("bypassed", None)
+            if name == "true_peak":
+                return (_finite_db(found[1].true_peak_dbtp),)
             return tuple(_finite_db(getattr(found[1], a)) for a in LOUDNESS_ATTRS)
-        if name == "true_peak":
-            found = find_attr(engine.chain, "true_peak_dbtp")
-            return None if found is None else (_finite_db(found[1].true_peak_dbtp),)
         if name == "engine":
             return self._engine_values(sub)
         if name == "transport":

@@ -300,6 +300,28 @@ def test_a_meter_whose_effect_a_preset_load_took_away_says_so_once_and_resumes()
     assert [a for a, _, _ in back] == ["/hb/meter/gain_reduction/compressor"] and back[0][1][0] > 5.0
 
 
+def test_a_bypassed_loudness_meter_sends_no_stale_readings():
+    from hushbridge.effects import Loudness
+
+    engine = Engine(Chain([Loudness()]), channels=1)
+    engine.prepare(SR, BLOCK)
+    hub = MeterHub(engine)
+    owner = ("127.0.0.1", 9)
+    hub.subscribe(owner, "lufs", 10.0)
+    x = np.full((1, BLOCK), 0.1, np.float32)
+    y = np.zeros_like(x)
+    for _ in range(200):
+        engine.process(x, y)
+    t = time.monotonic()
+    assert [a for a, _, _ in hub.poll(t)] == ["/hb/meter/lufs"]
+    engine.chain.set_bypass("loudness", True)
+    notices = hub.poll(t + 1.0) + hub.poll(t + 2.0)
+    assert [(a, d) for a, _, d in notices] == [("/hb/error", owner)]
+    assert "'loudness' is bypassed" in notices[0][1][0]
+    engine.chain.set_bypass("loudness", False)
+    assert [a for a, _, _ in hub.poll(t + 3.0)] == ["/hb/meter/lufs"]
+
+
 def test_engine_meter(rig):
     engine, driver, server, client = rig
     client.send("/hb/subscribe", "/hb/meter/engine", 20.0)
