@@ -41,6 +41,7 @@ SOFT_WINDOW_S = 1.0      # soft-saturation analysis window
 SOFT_RATIO = 0.35        # share of samples above 0.9 peak among those above 0.5 peak
 SOFT_RELEASE_S = 0.2     # release of the fast peak the soft-saturation statistics use
 SETTLE_S = 0.05          # the peak must have held this long before a flat run counts as clipped
+DC_TIME_S = 0.2          # time constant of the running mean the soft-saturation statistics leave out
 
 
 def ar_order(sample_rate: float) -> int:
@@ -171,6 +172,7 @@ class Declip(Effect):
         object.__setattr__(self, "_rhs", np.zeros(maxu, dtype=np.float64))
         c = self._consts
         c[K.K_ORDER] = order
+        c[K.K_DC] = 1.0 - math.exp(-1.0 / (DC_TIME_S * sr))
         c[K.K_REL] = math.exp(-1.0 / (PEAK_RELEASE_S * sr))
         c[K.K_MAXRUN] = run
         c[K.K_SOFT_WIN] = max(1, int(round(SOFT_WINDOW_S * sr)))

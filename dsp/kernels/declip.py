@@ -98,7 +98,8 @@ C_MAX_POS = 9       # largest positive sample since the reset
 C_MAX_NEG = 10      # largest negative magnitude since the reset
 C_RAIL_POS = 11     # level of the last clip-shaped run on the positive half-wave (0: none yet)
 C_RAIL_NEG = 12     # ... on the negative half-wave
-N_CF = 13
+C_DC = 13           # running mean (DC offset) that the soft-saturation statistics leave out
+N_CF = 14
 # global counters (int64)
 G_CLOCK = 0         # samples seen per channel
 G_REPAIRED = 1      # runs rebuilt
@@ -124,7 +125,8 @@ K_HP_A2 = 11
 K_XFADE = 12        # drive crossfade length (samples)
 K_DESAT = 13        # 1.0: invert detected soft saturation, 0.0: only detect
 K_ORDER = 14        # AR model order
-N_K = 15
+K_DC = 15           # coefficient of the running mean (per sample)
+N_K = 16
 
 
 @njit(cache=True, nogil=True)
@@ -402,6 +404,7 @@ def declip(
     xfade = int(consts[K_XFADE])
     desat = consts[K_DESAT] > 0.0
     order = int(consts[K_ORDER])
+    dc_coef = consts[K_DC]
     nd = drives.shape[0]
     clock = g[G_CLOCK]
     if not desat:  # repair switched off: crossfade out of an engaged inverse
@@ -488,7 +491,13 @@ def declip(
                 seen = ax <= m_before * (1.0 + FLAT_TOL) and ci[c, age_col] >= settle
                 cf[c, C_SEEN] = 1.0 if seen else 0.0
             cf[c, C_PREV] = x
-            # soft saturation: share of the top 10 % of the (local) range among the top half
+            # soft saturation: share of the top 10 % of the (local) range among the top half, of
+            # the signal around its running mean (a DC offset shifts the peaks of one half-wave
+            # up, which read like flattened tops)
+            k_dc = max(dc_coef, 1.0 / (clock + 1.0))  # a plain mean until the time constant has passed
+            dc = cf[c, C_DC] + k_dc * (x - cf[c, C_DC])
+            cf[c, C_DC] = dc if abs(dc) >= DENORMAL_FLOOR else 0.0
+            ax = abs(x - dc)
             mf = cf[c, C_FAST] * fast_rel
             if ax > mf:
                 mf = ax
