@@ -184,6 +184,8 @@ class Param:
             return f"{value:.1f} {unit}"
         if unit == "ms":
             return f"{value:.1f} ms"
+        if unit == "%":
+            return f"{value:.3g} %"
         if self.step == 1:
             return f"{int(round(value))}"
         if self.id == "ratio":

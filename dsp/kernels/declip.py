@@ -5,7 +5,8 @@ Per channel and sample, in order (so the output never depends on the block size)
 1. **Detect.** A running peak ``M`` (instant attack, slow release) of each half-wave sets its clip
    threshold ``T = M * thr`` (a clip on one rail only is found although the other half-wave peaks
    higher). A *clipped run* is two or more consecutive samples at or above ``T`` with the
-   same sign that are flat (each within ``FLAT_TOL * M`` of the previous one): what a hard clip
+   same sign that are flat (each within ``flat * M`` of the previous one, ``flat`` = the
+   ``flatness_pct`` parameter, 1e-6 by default): what a hard clip
    (converter rail, integer overflow guard, ``np.clip``) leaves, entered and left with a real step
    (a smooth natural peak that quantisation made flat is not one), at a level the signal had
    reached before, with the largest magnitude unchanged for ``settle`` samples (a clip level is
@@ -55,7 +56,6 @@ from hushbridge.dsp.kernels.util import DENORMAL_FLOOR
 
 ORDER = 48          # largest AR model order: at 48 kHz (24 gave 1.1-1.3 dB less SNR at -6..-12 dBFS clips)
 MIN_ORDER = 24      # ... scaled with the rate (a span of 1 ms), never below this
-FLAT_TOL = 1e-6     # successive samples of a clipped run differ by at most this share of the peak
 EDGE_SLOPE = 1e-3   # ... and the signal enters and leaves it with a step of at least this share
 QUEUE = 64          # pending runs per channel
 CONSTRAIN_PASSES = 3  # re-solves with the samples that came out under the clip level held at it
@@ -126,7 +126,8 @@ K_XFADE = 12        # drive crossfade length (samples)
 K_DESAT = 13        # 1.0: invert detected soft saturation, 0.0: only detect
 K_ORDER = 14        # AR model order
 K_DC = 15           # coefficient of the running mean (per sample)
-N_K = 16
+K_FLAT = 16         # successive samples of a clipped run differ by at most this share of the peak
+N_K = 17
 
 
 @njit(cache=True, nogil=True)
@@ -405,6 +406,7 @@ def declip(
     desat = consts[K_DESAT] > 0.0
     order = int(consts[K_ORDER])
     dc_coef = consts[K_DC]
+    flat = consts[K_FLAT]
     nd = drives.shape[0]
     clock = g[G_CLOCK]
     if not desat:  # repair switched off: crossfade out of an engaged inverse
@@ -448,7 +450,7 @@ def declip(
             rl = ci[c, C_RUN_LEN]
             if rl > 0:
                 m_run = cf[c, C_PEAK] if ci[c, C_RUN_SIGN] > 0 else cf[c, C_PEAK_NEG]
-                if cand and sign == ci[c, C_RUN_SIGN] and abs(x - cf[c, C_PREV]) <= FLAT_TOL * m_run:
+                if cand and sign == ci[c, C_RUN_SIGN] and abs(x - cf[c, C_PREV]) <= flat * m_run:
                     rl += 1
                     if rl == 2:  # the run is real: mark its first sample too
                         flags[c, (clock - 1) % size] = 1
@@ -465,7 +467,7 @@ def declip(
                         # new level only marks it
                         rail_col = C_RAIL_POS if ci[c, C_RUN_SIGN] > 0 else C_RAIL_NEG
                         level_run = abs(cf[c, C_PREV])
-                        if abs(level_run - cf[c, rail_col]) > FLAT_TOL * m_run:
+                        if abs(level_run - cf[c, rail_col]) > flat * m_run:
                             cf[c, rail_col] = level_run
                             edges = False
                     if rl >= 2 and not edges:  # a smooth natural peak, not a clip
@@ -488,7 +490,7 @@ def declip(
                 ci[c, C_RUN_LEN] = 1
                 ci[c, C_RUN_SIGN] = sign
                 cf[c, C_ENTRY] = abs(x - cf[c, C_PREV])
-                seen = ax <= m_before * (1.0 + FLAT_TOL) and ci[c, age_col] >= settle
+                seen = ax <= m_before * (1.0 + flat) and ci[c, age_col] >= settle
                 cf[c, C_SEEN] = 1.0 if seen else 0.0
             cf[c, C_PREV] = x
             # soft saturation: share of the top 10 % of the (local) range among the top half, of

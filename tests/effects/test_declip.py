@@ -188,6 +188,26 @@ def test_equal_sample_pairs_at_a_half_waves_peak_are_not_clips(name: str) -> Non
     assert d.runs_repaired == 0
 
 
+def test_flatness_finds_clips_that_a_codec_rippled() -> None:
+    """Runs that a lossy codec left rippled (here: +-0.2 % of the peak on the clipped samples, a
+    stand-in for MP3's ringing) are not flat; the default (exact rails) leaves them, 1 % finds
+    and rebuilds them."""
+    x, sr = load("vctk_p301_102.wav")
+    level = np.float32(10 ** (-6 / 20))
+    c = hard_clip(x, -6.0)
+    rng = np.random.default_rng(3)
+    at_rail = np.abs(c) >= level
+    rippled = c.copy()
+    rippled[at_rail] -= np.sign(c[at_rail]) * rng.uniform(0.0, 0.002, at_rail.sum()).astype(np.float32)
+    strict, loose = Declip(), Declip(flatness_pct=1.0)
+    assert strict.param("flatness_pct").display(1e-4) == "0.0001 %"
+    y_strict = render(strict, rippled, sr, block_size=512)
+    y_loose = render(loose, rippled, sr, block_size=512)
+    assert strict.runs_repaired == 0 and np.array_equal(y_strict, rippled)
+    assert loose.runs_repaired > 50
+    assert snr(x, y_loose) > snr(x, rippled) + 3.0, (snr(x, rippled), snr(x, y_loose))
+
+
 @pytest.mark.parametrize("dc", [0.05, 0.1])
 def test_a_dc_offset_is_not_taken_for_soft_saturation(dc: float) -> None:
     """Speech riding on a DC offset peaks higher on one half-wave; judged around 0 that read like
