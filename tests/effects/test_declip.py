@@ -259,7 +259,7 @@ def test_nan_safety_and_reset() -> None:
 def test_params_registry_and_chain() -> None:
     assert EFFECTS["declip"] is Declip
     d = Declip()
-    assert d.values() == {"threshold_db": -0.1, "max_run_ms": 4.0, "soft_repair": 0.0}
+    assert d.values() == {"threshold_db": -0.1, "max_run_ms": 4.0, "soft_repair": 0.0, "flatness_pct": 1e-4}
     chain = Chain([Declip()])
     x, sr = load("librispeech_1034-121119-0000.flac", seconds=2.0)
     y = chain(hard_clip(x, -12.0), sr, block_size=128)
