@@ -560,6 +560,8 @@ class Engine:
             v = p.clamp(v)
         else:
             v = p.check(value, f"{info.effect_id}")
+        if info.index != BYPASS:  # in range, but can this prepared instance take it?
+            self.tracked[0][info.slot].check_value(info.index, v)
         # the table may already describe a chain the audio thread has not swapped in yet
         change = ParamChange(self._table_generation, info.slot, info.index, v)
         if stamp > time.time():

@@ -253,6 +253,11 @@ class Effect:
         self._values[index] = self.params[index].clamp(value)
         self._param_changed(index)
 
+    def check_value(self, index: int, value: float) -> None:
+        """Refuse (ParamError) a value of parameter ``index`` that is in its range but cannot
+        apply to this instance as prepared (e.g. a channel layout for another channel count).
+        Called on the control side before a change is handed to the audio thread."""
+
     def values(self) -> dict[str, float]:
         return {p.id: float(v) for p, v in zip(self.params, self._values)}
 

@@ -36,6 +36,7 @@ import numpy as np
 from hushbridge.dsp import loudness as L
 from hushbridge.dsp.kernels import loudness as K
 from hushbridge.effects.base import Effect, Param, ProcessSpec
+from hushbridge.errors import ParamError
 
 LAYOUT_CHOICES = ("auto", "equal", *L.LAYOUTS)
 
@@ -92,9 +93,9 @@ class Loudness(Effect):
                 table[i] = w
         choice = int(self._values[0])
         if self._weights_arg is None and np.isnan(table[choice, 0]):
-            raise ValueError(f"layout {LAYOUT_CHOICES[choice]!r} has {len(L.LAYOUTS[LAYOUT_CHOICES[choice]])} "
-                             f"channels, the audio {ch}")
-        w = L.resolve_weights(ch, None, self._weights_arg) if self._weights_arg is not None else table[choice]
+            raise ParamError(self._misfit(choice, ch))
+        # a copy: the meter's weights are overwritten in place by later layout changes
+        w = L.resolve_weights(ch, None, self._weights_arg) if self._weights_arg is not None else table[choice].copy()
         object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_in_use", choice)
         object.__setattr__(self, "_st", L.allocate(ch, spec.sample_rate, w, true_peak=self._with_tp))
@@ -111,6 +112,18 @@ class Loudness(Effect):
         if not np.isnan(table[choice, 0]):
             st.weights[:] = table[choice]
             object.__setattr__(self, "_in_use", choice)
+
+    @staticmethod
+    def _misfit(choice: int, channels: int) -> str:
+        name = LAYOUT_CHOICES[choice]
+        return (f"loudness: layout {name!r} has {len(L.LAYOUTS[name])} channels, the audio {channels} "
+                f"(auto or equal fit any count)")
+
+    def check_value(self, index: int, value: float) -> None:
+        if index == 0 and self._table is not None and self._weights_arg is None:
+            choice = int(round(value))
+            if np.isnan(self._table[choice, 0]):
+                raise ParamError(self._misfit(choice, self._table.shape[1]))
 
     @property
     def layout_in_use(self) -> str:

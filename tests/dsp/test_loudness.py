@@ -35,6 +35,8 @@ from helpers import shared_data_dir
 
 from hushbridge.dsp import loudness as L
 from hushbridge.effects import EFFECTS, Chain, Gain, Loudness, ProcessSpec
+from hushbridge.effects.loudness import LAYOUT_CHOICES
+from hushbridge.errors import ParamError
 
 SHARED = shared_data_dir() or Path("/nonexistent")
 RATES = [44100, 48000, 32000]
@@ -345,6 +347,12 @@ def test_layout_and_reset_are_parameters_a_preset_or_a_control_surface_sets() ->
     assert meter.integrated_lufs == pytest.approx(-23.0, abs=0.05)  # one channel of a -20 dBFS sine
     meter.set("layout", "7.1")  # 8 channels: not applied
     assert meter.layout_in_use == "equal" and meter.channel_weights == (1.0,) * 6
+    with pytest.raises(ParamError, match="layout '7.1' has 8 channels, the audio 6"):
+        meter.check_value(0, LAYOUT_CHOICES.index("7.1"))  # what the engine asks before handing it over
+    meter.check_value(0, LAYOUT_CHOICES.index("5.1"))
+    for name, w4 in (("5.1", 0.0), ("equal", 1.0), ("5.1", 0.0), ("auto", 0.0), ("equal", 1.0)):
+        meter.set("layout", name)  # there and back, as often as a user switches
+        assert meter.layout_in_use == name and meter.channel_weights[3] == w4, name
     meter.set("reset", "on")  # again: each press resets
     run(meter, np.stack([s * 0.1] * 6)[:, : sr])
     assert meter.true_peak_dbtp == pytest.approx(-40.0, abs=0.1)
@@ -354,6 +362,17 @@ def test_layout_and_reset_are_parameters_a_preset_or_a_control_surface_sets() ->
     assert chain[0].layout_in_use == "equal"
     with pytest.raises(ValueError, match="layout '5.1' has 6 channels, the audio 2"):
         Loudness(layout="5.1").prepare(ProcessSpec(sr, 128, 2))
+
+
+def test_the_engine_refuses_a_layout_that_does_not_fit_its_channels() -> None:
+    from hushbridge.engine import Engine
+
+    engine = Engine(Chain([Loudness(layout="equal")]), channels=6)
+    engine.prepare(48000, 128)
+    with pytest.raises(ParamError, match="layout '7.1' has 8 channels, the audio 6"):
+        engine.set("/hb/loudness/layout", LAYOUT_CHOICES.index("7.1"))
+    assert engine.get("/hb/loudness/layout") == LAYOUT_CHOICES.index("equal")
+    assert engine.set("/hb/loudness/layout", LAYOUT_CHOICES.index("5.1")) == LAYOUT_CHOICES.index("5.1")
 
 
 def test_momentary_reads_zero_padded_before_first_window() -> None:
