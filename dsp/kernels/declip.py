@@ -58,7 +58,8 @@ ORDER = 48          # largest AR model order: at 48 kHz (24 gave 1.1-1.3 dB less
 MIN_ORDER = 24      # ... scaled with the rate (a span of 1 ms), never below this
 EDGE_SLOPE = 1e-3   # ... and the signal enters and leaves it with a step of at least this share
 QUEUE = 64          # pending runs per channel
-CONSTRAIN_PASSES = 3  # re-solves with the samples that came out under the clip level held at it
+CONSTRAIN_PASSES = 1  # re-solves with the samples that came out under the clip level held at it
+AR_PASSES = 2         # AR fits: from the known samples, then (if 2) again from the rebuilt window
 SOFT_TOL_DB = 0.1   # the smallest drive whose high-band share is within this of the lowest is chosen
 ENGAGE_DRIVE = 4.0  # a drive estimate this strong engages the inverse when the amplitude statistic
 ENGAGE_RATIO = 0.7  # ... is at least this share of the detector's threshold
@@ -176,7 +177,7 @@ def _ar_estimate(x: np.ndarray, unknown: np.ndarray, w: int, p: int, use_all: bo
 
 @njit(cache=True, nogil=True)
 def _lsar(x: np.ndarray, unknown: np.ndarray, idx: np.ndarray, nu: int, w: int, p: int, a: np.ndarray,
-          ek: np.ndarray, mat: np.ndarray, rhs: np.ndarray) -> bool:
+          ek: np.ndarray, mat: np.ndarray, rhs: np.ndarray, ra: np.ndarray) -> bool:
     """Solve for ``x[idx[:nu]]`` minimising the AR prediction error over the window; in place."""
     # prediction error of the known samples alone
     for n in range(p, w):
@@ -186,19 +187,33 @@ def _lsar(x: np.ndarray, unknown: np.ndarray, idx: np.ndarray, nu: int, w: int, 
             if unknown[j] == 0:
                 acc += a[i] * x[j]
         ek[n] = acc
+    # the normal matrix sum_n a[n - ju] a[n - jv] is the autocorrelation of ``a`` at lag |ju - jv|
+    # wherever the window does not cut the sum short (unknowns at least p from both ends)
+    for k in range(p + 1):
+        acc = 0.0
+        for i in range(p + 1 - k):
+            acc += a[i] * a[i + k]
+        ra[k] = acc
     for u in range(nu):
         ju = idx[u]
         acc = 0.0
         for n in range(max(p, ju), min(w - 1, ju + p) + 1):
             acc += a[n - ju] * ek[n]
         rhs[u] = -acc
+        inner_u = p <= ju <= w - 1 - p
         for v in range(u, nu):
             jv = idx[v]
-            lo = max(p, max(ju, jv))
-            hi = min(w - 1, min(ju, jv) + p)
-            s = 0.0
-            for n in range(lo, hi + 1):
-                s += a[n - ju] * a[n - jv]
+            lag = jv - ju if jv > ju else ju - jv
+            if lag > p:
+                s = 0.0
+            elif inner_u and p <= jv <= w - 1 - p:
+                s = ra[lag]
+            else:
+                lo = max(p, max(ju, jv))
+                hi = min(w - 1, min(ju, jv) + p)
+                s = 0.0
+                for n in range(lo, hi + 1):
+                    s += a[n - ju] * a[n - jv]
             mat[u, v] = s
             mat[v, u] = s
     energy = 0.0
@@ -267,9 +282,9 @@ def _rebuild(c: int, s: int, e: int, clock: int, ring: np.ndarray, flags: np.nda
     if w < 2 * p + 2:
         p = max(2, (w - 2) // 2)
     ok = True
-    for it in range(2):
+    for it in range(AR_PASSES):
         _ar_estimate(work, unknown, w, p, it > 0, r, a, tmp)
-        ok = _lsar(work, unknown, idx, nu, w, p, a, ek, mat, rhs)
+        ok = _lsar(work, unknown, idx, nu, w, p, a, ek, mat, rhs, tmp)
         if not ok:
             break
     # the true signal went past the clip level: a rebuilt sample that came out short of it is set
@@ -295,7 +310,7 @@ def _rebuild(c: int, s: int, e: int, clock: int, ring: np.ndarray, flags: np.nda
         if moved == 0 or keep == 0:
             break
         nu = keep
-        ok = _lsar(work, unknown, idx, nu, w, p, a, ek, mat, rhs)
+        ok = _lsar(work, unknown, idx, nu, w, p, a, ek, mat, rhs, tmp)
     for t in range(s, e):
         pos = t % size
         flags[c, pos] = 0

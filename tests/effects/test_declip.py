@@ -7,8 +7,8 @@ tanh: scale-invariant SNR, the best gain applied first, since tanh(10x)/tanh(10)
 ====================================  ============  ============  ============
 file                                  clip -6 dBFS  clip -12 dBFS tanh (k=10)
 ====================================  ============  ============  ============
-librispeech_1034-121119-0000 (16 k)   19.7 -> 30.0  10.4 -> 15.6  6.5 -> 6.5, detected (2 windows)
-vctk_p301_102 (48 k)                  15.9 -> 20.0   7.7 -> 12.7  5.8 -> 5.8, detected (3 windows)
+librispeech_1034-121119-0000 (16 k)   19.7 -> 30.0  10.4 -> 15.5  6.5 -> 6.5, detected (2 windows)
+vctk_p301_102 (48 k)                  15.9 -> 20.0   7.7 -> 12.5  5.8 -> 5.8, detected (3 windows)
 ====================================  ============  ============  ============
 
 Soft saturation is detected (counted) and, with ``soft_repair`` on (off by default), inverted from
