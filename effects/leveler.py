@@ -41,6 +41,8 @@ from hushbridge.dsp.kernels.leveler import (
     V_TARGET,
     V_WARMUP,
     WARMUP_MS,
+    REARM_MS,
+    V_REARM,
     leveler,
 )
 from hushbridge.effects.base import Effect, Param, ProcessSpec
@@ -107,6 +109,7 @@ class Leveler(Effect):
         k[V_RISE] = FLOOR_RISE_DB_S / sr
         k[V_REF_FALL] = REF_FALL_DB_S / sr
         k[V_WARMUP] = round(WARMUP_MS * 1e-3 * sr)
+        k[V_REARM] = round(REARM_MS * 1e-3 * sr)
         self._fstate[F_REF] = FLOOR_MIN_LUFS
 
     def reset(self) -> None:

@@ -15,7 +15,13 @@ Per sample (:func:`leveler`), all state explicit, so the output never depends on
    or a door in a pause clear the noise floor by far but sit 25-30 dB under the voice: without
    it the level integrated them and the gain climbed toward the target in every pause; a second
    speaker 12 dB quieter still counts.
-4. Only while active: the slow mean square integrates (so pauses do not drag the level down),
+4. Digital silence (every channel exactly 0) for :data:`REARM_MS` or longer carries no room:
+   it puts the detector back where a reset puts it (K-weighting and mean squares cleared, floor
+   and speech reference forgotten, warm-up again from the first sample after it; the gain holds).
+   So a live engine that idled on silence treats the first words it hears as a file's first
+   words are treated offline, and a microphone unmuted into room tone sets the floor there
+   instead of counting the room as speech while the floor climbs from -90 LUFS.
+5. Only while active: the slow mean square integrates (so pauses do not drag the level down),
    and the gain (dB) moves toward ``target - level``, clamped to ``[-max_cut, +max_gain]``, by a
    one pole of time constant ``time_s``. In pauses the gain is frozen: the noise floor is not
    pumped up.
@@ -37,6 +43,7 @@ ABS_GATE_LUFS = -70.0
 FLOOR_MIN_LUFS = -90.0
 RELATIVE_GATE_DB = 20.0
 REF_FALL_DB_S = 1.0
+REARM_MS = 500.0
 # consts: target, max_gain, max_cut, gain coef, short coef, level coef, floor rise per sample,
 #         activity margin, warm-up samples
 V_TARGET = 0
@@ -49,7 +56,8 @@ V_RISE = 6
 V_MARGIN = 7
 V_WARMUP = 8
 V_REF_FALL = 9
-V_CONSTS = 10
+V_REARM = 10
+V_CONSTS = 11
 # fstate: gain_db, floor_db, slow level mean square (summed), samples since reset, active (0/1),
 #         speech reference (dB, -inf before the first speech)
 F_GAIN = 0
@@ -58,7 +66,8 @@ F_LEVEL = 2
 F_COUNT = 3
 F_ACTIVE = 4
 F_REF = 5
-F_SIZE = 6
+F_ZEROS = 6  # samples of digital silence in a row
+F_SIZE = 7
 _DB10_PER_NEPER = 10.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
@@ -94,6 +103,8 @@ def leveler(
     margin = consts[V_MARGIN]
     warmup = consts[V_WARMUP]
     ref_fall = consts[V_REF_FALL]
+    rearm = consts[V_REARM]
+    zeros = fstate[F_ZEROS]
     ref = fstate[F_REF]
     g_db = fstate[F_GAIN]
     floor = fstate[F_FLOOR]
@@ -102,6 +113,23 @@ def leveler(
     active = fstate[F_ACTIVE]
     gain = np.float32(math.exp(g_db * _NEPER_PER_DB20))
     for i in range(n):
+        silent = True
+        for c in range(ch):
+            if finite_sample(block, c, i) != 0.0:
+                silent = False
+        if silent:
+            if zeros < rearm:
+                zeros += 1.0
+            if zeros >= rearm:  # a reset's detector state (the gain holds)
+                kw_state[:] = 0.0
+                ms_short[:] = 0.0
+                count = 0.0
+                floor = 0.0
+                active = 0.0
+                ref = FLOOR_MIN_LUFS
+                continue
+        else:
+            zeros = 0.0
         short = 0.0
         for c in range(ch):
             x = finite_sample(block, c, i)
@@ -159,6 +187,7 @@ def leveler(
     fstate[F_REF] = ref
     fstate[F_COUNT] = count
     fstate[F_ACTIVE] = active
+    fstate[F_ZEROS] = zeros
     meter[0] = g_db
     meter[1] = -0.691 + _DB10_PER_NEPER * math.log(max(level, 1e-20))
     meter[2] = floor

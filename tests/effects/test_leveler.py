@@ -101,3 +101,25 @@ def test_silence_keeps_unity_and_params() -> None:
     assert EFFECTS["leveler"] is Leveler and fx.latency_samples == 0
     with pytest.raises(ParamError, match="time_s"):
         fx.time_s = 0.0
+
+
+def test_digital_silence_puts_the_detector_back_to_a_fresh_start() -> None:
+    """A live engine idles on digital silence before anyone speaks; offline the file starts at
+    its first sample. Both must level the same: after REARM_MS of exact zeros the leveler's
+    output equals a freshly reset one's, sample for sample. A room that comes on after the
+    silence sets the floor (it is not counted as speech while the floor climbs from -90 LUFS)."""
+    x = utterance("librispeech_1034-*.flac") * 10 ** (-30 / 20)
+    fresh, _ = run(Leveler(), x)
+    idle = np.concatenate([np.zeros(3 * SR), x])
+    after_idle, _ = run(Leveler(), idle)
+    np.testing.assert_array_equal(after_idle[3 * SR:], fresh)
+    # short gaps of silence inside speech do not re-arm it: the same as before this rule
+    gap = np.concatenate([x[: 2 * SR], np.zeros(SR // 4), x[2 * SR:]])
+    with_gap, _ = run(Leveler(), gap)
+    assert np.array_equal(with_gap[: 2 * SR], fresh[: 2 * SR])
+
+    rng = np.random.default_rng(0)
+    room = rng.standard_normal(4 * SR) * 10 ** (-50 / 20)  # -50 dBFS room tone, no speech
+    fx = Leveler()
+    _, gains = run(fx, np.concatenate([np.zeros(2 * SR), room]))
+    assert abs(gains[-1]) < 0.5, gains[-1]  # the room did not pull the gain up
