@@ -33,6 +33,7 @@ from hushbridge.dsp.kernels.hum import (
     D_MAINS,
     D_MISSES,
     D_POW,
+    D_IDLE,
     D_PRESENT,
     DET_SIZE,
     DETECT_HARMONICS,
@@ -111,6 +112,7 @@ class HumRemover(BiquadEffect):
         self._det[:D_COEF] = 0.0
         self._det[D_POW:D_MAINS + 1] = 0.0
         self._det[D_PRESENT], self._det[D_MISSES] = 1.0, 0.0
+        self._det[D_IDLE] = 1.0
         self._det_clock[0] = 0
         self._param_changed(3)  # depths back to their configured values
         for s in range(self.stages):

@@ -15,7 +15,10 @@
    frequency ramps (log domain) make a 50 <-> 60 Hz switch a smooth glide, not a click.
 
 The block is cut at window boundaries, so a switch takes effect at the same sample whatever
-the block size.
+the block size. Digital silence (every channel exactly 0) carries no evidence either way: a
+window that is all silence changes nothing, and the next window starts at the first sample of
+signal after it (as after a reset), so a live engine that idled on silence decides as an
+offline render of the same signal does.
 """
 from __future__ import annotations
 
@@ -46,7 +49,10 @@ D_PRESENT = D_MAINS + 1
 D_MISSES = D_MAINS + 2
 D_DEPTH = D_MAINS + 3
 MAX_STAGES = 16
-DET_SIZE = D_DEPTH + MAX_STAGES
+# 1 while waiting for signal: after a reset or a window of digital silence (which says nothing
+# about hum), the next window starts at the first sample that is not exactly 0
+D_IDLE = D_DEPTH + MAX_STAGES
+DET_SIZE = D_IDLE + 1
 #: one-second windows without a tonal hum before the notches fade out (auto only), and how far
 #: the mains family must stand above its neighbours to count as present (lower than TONAL_DB:
 #: speech over the hum narrows the margin, and a hum that was found should stay notched)
@@ -83,6 +89,13 @@ def _detect(block: np.ndarray, a: int, b: int, det: np.ndarray) -> None:
 def _end_window(det: np.ndarray, ramp: np.ndarray, ramp_samples: float) -> None:
     """Close a detection window: average the group powers, maybe switch the notch targets."""
     w = 1.0 - math.exp(-1.0 / AVERAGE_WINDOWS)
+    silent = True
+    for k in range(_NG):
+        if det[D_S1 + k] != 0.0 or det[D_S2 + k] != 0.0:
+            silent = False
+    if silent:  # nothing but digital silence: no evidence; wait for signal
+        det[D_IDLE] = 1.0
+        return
     for g in range(GROUPS):
         pg = 0.0
         for j in range(DETECT_HARMONICS):
@@ -168,9 +181,27 @@ def hum_remover(
     window : detection window in samples; ramp_samples : glide length of a mains switch.
     """
     n = block.shape[1]
+    ch = block.shape[0]
     pos = 0
     while pos < n:
         seg = n - pos
+        if auto and det[D_IDLE] > 0.5:
+            start = pos
+            while start < n:
+                nonzero = False
+                for c in range(ch):
+                    v = block[c, start]
+                    if v != 0.0 and math.isfinite(v):
+                        nonzero = True
+                if nonzero:
+                    break
+                start += 1
+            if start > pos:  # silence before any signal: notched, not analysed
+                biquad_cascade(block[:, pos:start], work, kinds, ramp, coefs, state, clock, sample_rate)
+                pos = start
+                continue
+            det[D_IDLE] = 0.0
+            det_clock[0] = 0
         if auto:
             seg = min(seg, window - det_clock[0])
             _detect(block, pos, pos + seg, det)

@@ -149,3 +149,17 @@ def test_auto_fades_the_notches_out_without_hum_so_a_plosive_does_not_ring() -> 
     y = run(fx, np.concatenate([x[:n], x[:n] + hum(n, sr, 60.0)]), sr)
     assert fx.hum_present and fx.detected_hz == 60.0
     assert tone_db(y[-3 * sr:], 60.0, sr) < tone_db(hum(n, sr, 60.0)[-3 * sr:], 60.0, sr) - 30.0
+
+
+def test_digital_silence_is_no_evidence_of_no_hum() -> None:
+    """A live engine idles on digital silence before the take: that silence must neither fade the
+    notches out (as 5 s of no hum would) nor shift the detection windows, so what follows comes
+    out as an offline render of the take alone does, sample for sample."""
+    clean, sr = speech(4.0)
+    take = clean + hum(len(clean), sr, 50.0)
+    fresh_fx = HumRemover(auto=1)
+    fresh = run(fresh_fx, take, sr)
+    idle_fx = HumRemover(auto=1)
+    idle = run(idle_fx, np.concatenate([np.zeros(7 * sr + 123), take]), sr)
+    np.testing.assert_array_equal(idle[7 * sr + 123:], fresh)
+    assert idle_fx.hum_present and idle_fx.detected_hz == 50.0
