@@ -45,6 +45,17 @@ running on the delayed input, so the delay never changes). Every :data:`PROBE_S`
 runs the model for :data:`PROBE_HOPS` hops without using the output; if fewer than
 :data:`OVERLOAD_MISSES` of them miss, it crossfades back to the model and :attr:`recoveries` rises.
 
+Digital silence. After :data:`REARM_S` of input that is exactly 0 on every channel (nothing
+plugged in, a stopped transport, an engine idling before the take), the first sample of signal
+finds the effect as a reset leaves it (model state, FIFOs, rings, resamplers), its hop grid
+starting at that sample. By then everything the previous signal left has played out, so nothing
+audible is cut; and a live engine that idled on silence gives the take exactly what an offline
+render of the take alone gives (without it they differed by ~25 dB SNR: the recurrent state never
+settles in silence and the hop grid fell anywhere on the take). At the model's own rate only: a
+resampler restarted at the first sample of signal places it a fraction of a sample off its
+steady-state delay (0.07 samples at 22.05 kHz, 0.17 at 44.1 kHz), so at other rates the grid
+runs on through silence as before.
+
 Non-finite input is replaced by silence, every channel's model state is reset and
 :attr:`nonfinite_events` rises; a model that produces non-finite output or state for a channel
 gets that channel's state reset and a silent hop.
@@ -58,7 +69,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hushbridge.dsp.kernels.model import fifo_fill, ring_read, ring_write
+from hushbridge.dsp.kernels.model import fifo_fill, ring_read, ring_write, signal_span
 from hushbridge.dsp.kernels.model import warm_up as _warm_model_kernels
 from hushbridge.dsp.kernels.util import delay_through, ramp_mix, sanitize, sanitize_rows
 from hushbridge.effects.base import Effect, Param, ProcessSpec, ramp_step
@@ -71,6 +82,7 @@ OVERLOAD_WINDOW = 16
 OVERLOAD_MISSES = 4
 PROBE_S = 1.0
 PROBE_HOPS = 16
+REARM_S = 0.5  # digital silence after which the next signal starts from a reset (see module doc)
 WARM_RUNS = 128
 _PLAN_SECONDS = 8.0  # simulated round trip, long enough for the resamplers' burst patterns to repeat
 _PLAN_CHUNK = 16
@@ -135,7 +147,7 @@ class _RTState:
 
     __slots__ = ("t", "dpos", "t_inf", "hops_block", "idle_hops", "probing", "probe_done", "probe_misses",
                  "hist_pos", "miss_count", "activity", "overloaded", "overload_events", "recoveries",
-                 "nonfinite_events", "ring_underruns", "last_inference_s")
+                 "nonfinite_events", "ring_underruns", "last_inference_s", "zeros", "idle")
 
     def __init__(self) -> None:
         self.t = self.dpos = self.hops_block = self.idle_hops = self.probe_done = self.probe_misses = 0
@@ -144,6 +156,8 @@ class _RTState:
         self.probing = self.overloaded = False
         self.activity = float("nan")
         self.overload_events = self.recoveries = self.nonfinite_events = self.ring_underruns = 0
+        self.zeros = 0  # samples of digital silence in a row at the end of the input so far
+        self.idle = True  # the next sample of signal starts from a reset
 
 
 class ModelEffect(Effect):
@@ -352,6 +366,9 @@ class ModelEffect(Effect):
         self._rt.probe_misses = 0
         self._rt.t_inf = 0.0
         self._rt.hops_block = 0
+        self._rt.zeros = 0
+        self._rt.idle = True
+        self._rearm = max(1, int(REARM_S * sr))
         _warm_model_kernels()
         # the first onnxruntime runs of a session are slow and allocate (for about 100 runs with a
         # dynamic batch): do them here, not in a callback; a pooled session that ran this batch
@@ -395,6 +412,8 @@ class ModelEffect(Effect):
         self._on_state[0] = self._on_state[1]
         self._history.fill(0)
         self._rt.miss_count = 0
+        self._rt.zeros = 0
+        self._rt.idle = True  # the first sample of signal starts the hop grid
 
     # -- audio --------------------------------------------------------------------------------
     def process(self, block: np.ndarray) -> None:
@@ -407,6 +426,21 @@ class ModelEffect(Effect):
             for c in range(spec.channels):  # only the channels that had them: the others play on
                 if self._bad_rows[c]:
                     self.model.reset(c)
+        first, last = signal_span(block)
+        rt = self._rt
+        if first < n and (rt.idle or rt.zeros >= self._rearm) and self._rs_in is None:
+            if first > 0:  # the silence before it, as silence was processed so far
+                self._run_block(spec, block[:, :first])
+            self.reset()
+            rt.idle = False
+            rt.zeros = n - 1 - last
+            self._run_block(spec, block[:, first:])
+            return
+        rt.zeros = rt.zeros + n if first == n else n - 1 - last
+        self._run_block(spec, block)
+
+    def _run_block(self, spec: ProcessSpec, block: np.ndarray) -> None:
+        n = block.shape[1]
         dry = self._dry[:, :n]
         self._rt.dpos = delay_through(block, self._dline, self._rt.dpos, self._latency, dry)
         run = not self._rt.overloaded or self._rt.probing or self._on_state[0] > 0.0

@@ -66,6 +66,22 @@ def scaled_copy(src: np.ndarray, dst: np.ndarray, gain: float) -> None:
         dst[i] = src[i] * g
 
 
+@njit(cache=True, nogil=True)
+def signal_span(block: np.ndarray) -> tuple[int, int]:
+    """First and last frame of ``block`` (channels, frames) where some channel is not exactly 0;
+    ``(frames, -1)`` for digital silence."""
+    ch, n = block.shape
+    first, last = n, -1
+    for i in range(n):
+        for c in range(ch):
+            if block[c, i] != 0.0:
+                if first == n:
+                    first = i
+                last = i
+                break
+    return first, last
+
+
 def warm_up() -> None:
     """Compile (or load from cache) every kernel of this module."""
     a = np.zeros(4, dtype=np.float32)
@@ -75,3 +91,4 @@ def warm_up() -> None:
     ring_write(b, 0, a)
     ring_read(b, 4, -2, a)
     scaled_copy(a, a, 1.0)
+    signal_span(np.zeros((1, 4), dtype=np.float32))

@@ -609,3 +609,25 @@ def test_nan_in_one_channel_leaves_the_others_alone():
     y = stream(e, bad, 48000, 256)
     np.testing.assert_array_equal(y[0], ref[0])  # the clean channel, bit for bit
     assert np.isfinite(y).all() and e.nonfinite_events >= 1
+
+
+def test_after_digital_silence_the_take_comes_out_as_an_offline_render_of_it():
+    """A live engine idles on digital silence before the take; offline the take starts at its
+    first sample. With the shipped model at 48 kHz the two give the same samples (the recurrent
+    state never settles in silence and the hop grid fell anywhere on the take: ~25 dB SNR apart
+    before). Short silences inside the signal change nothing."""
+    rng = np.random.default_rng(7)
+    sr = 48000
+    t = np.arange(2 * sr) / sr
+    take = (0.2 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+            + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    fresh = stream(Denoise(), take, sr, 128)
+    lead = 3 * sr + 77
+    idle = stream(Denoise(), np.concatenate([np.zeros(lead, np.float32), take]), sr, 128)
+    np.testing.assert_array_equal(idle[:, lead:], fresh)
+    assert np.abs(idle[:, :lead]).max() == 0.0
+    gap = take.copy()
+    gap[sr:sr + sr // 10] = 0.0  # 100 ms of digital silence: not a new take
+    with_gap = stream(Denoise(), gap, sr, 128)
+    np.testing.assert_array_equal(with_gap[:, :sr], fresh[:, :sr])
+    assert not np.array_equal(with_gap[:, sr + sr // 10 + 2000:], stream(Denoise(), gap[sr + sr // 10:], sr, 128)[:, 2000:])
