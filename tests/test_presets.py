@@ -193,3 +193,19 @@ def test_speech_presets_do_not_lift_room_noise_in_pauses(preset):
         return _active_db(z) - 10 * np.log10(np.mean(z[a:b].astype(np.float64) ** 2) + 1e-20)
 
     assert ratio(y) > ratio(x) - 3.0, (ratio(x), ratio(y))
+
+
+@pytest.mark.parametrize("preset", ["dialogue", "podcast", "stream", "music-safe"])
+def test_a_take_after_idle_silence_comes_out_as_an_offline_render_of_it(preset):
+    """The product promise, "the same chain giving the same output live and offline", where it
+    is easiest to break: a live engine idles on digital silence before anyone speaks, while
+    `process` starts at the take's first sample. Every built-in preset gives the same samples."""
+    from hushbridge.effects import render
+
+    x, _ = _speech_with_pauses(-26.0, -60.0)
+    x = x[: 6 * 48000]
+    alone = render(load_preset(preset), x, 48000, block_size=128)
+    lead = 4 * 48000 + 77
+    after_idle = render(load_preset(preset), np.concatenate([np.zeros(lead, np.float32), x]), 48000,
+                        block_size=128)
+    np.testing.assert_array_equal(after_idle[lead:], alone)

@@ -202,6 +202,7 @@ def hum_remover(
                 continue
             det[D_IDLE] = 0.0
             det_clock[0] = 0
+            clock[0] = 0  # coefficient ramps step on the same samples as after a reset
         if auto:
             seg = min(seg, window - det_clock[0])
             _detect(block, pos, pos + seg, det)
