@@ -80,6 +80,8 @@ ENGINE_STATS = (
     "callback_errors",
     "timed_overflows",
     "timed_pending",
+    "model_overloads",
+    "model_dry",
 )
 
 Listener = Callable[[str, float, object], None]
@@ -847,14 +849,34 @@ class Engine:
             "rms_out": np.sqrt(level[:, 3 * ch:].sum(axis=0) / n),
         }
 
+    def _models(self) -> list:
+        return [e for e in self._chain if hasattr(type(e), "overload_events")]
+
+    @property
+    def model_overloads(self) -> int:
+        """Times a model effect of the running chain fell back to its dry path because inference
+        missed its budget (``ModelEffect.overload_events``, summed)."""
+        return sum(int(e.overload_events) for e in self._models())
+
+    @property
+    def model_dry(self) -> int:
+        """Model effects of the running chain on their dry path now (overloaded)."""
+        return sum(1 for e in self._models() if e.overloaded)
+
     def status_line(self) -> str:
         sr = self.spec.sample_rate if self.spec else 0
         lat = self.latency_samples
         ms = lat / sr * 1000 if sr else 0.0
-        return (
+        line = (
             f"xruns {self.xruns}  cpu {self.cpu_load * 100:5.1f}%  latency {lat} smp ({ms:.2f} ms)  "
             f"late {self.late_blocks}  dropped msgs {self.dropped_messages}"
         )
+        models = self._models()
+        if models:  # whether what is heard is the model's output or its dry fallback
+            dry = sum(1 for e in models if e.overloaded)
+            events = sum(int(e.overload_events) for e in models)
+            line += f"  model {'DRY (overloaded)' if dry else 'on'}" + (f", {events} overloads" if events else "")
+        return line
 
 
 def _has_attr(obj: object, attr: str) -> bool:

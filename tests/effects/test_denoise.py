@@ -384,6 +384,21 @@ def test_overload_probe_stays_on_dry_while_still_slow(g):
     np.testing.assert_array_equal(y[0, sr:], x[0, sr - L:-L])  # never left the dry path
 
 
+def test_the_engine_reports_a_model_on_its_dry_fallback(g):
+    """What is heard, the model's output or its dry fallback, must be visible to the user: the
+    engine's model_dry / model_overloads stats (/hb/get /hb/engine/...) and the status line."""
+    from hushbridge.engine import Engine
+
+    e = ME(g["half"], reduction_db=100.0, overload_budget=0.5)
+    engine = Engine(Chain([e]), channels=1)
+    engine.prepare(16000, 320)
+    assert engine.get("/hb/engine/model_dry") == 0.0 and "model on" in engine.status_line()
+    run_realtime_ish(e, noise(16000 * 3, seed=13), 320, lambda i: True)
+    assert engine.get("/hb/engine/model_dry") == 1.0 and engine.get("/hb/engine/model_overloads") == 1.0
+    assert "model DRY (overloaded), 1 overloads" in engine.status_line()
+    assert "model" not in Engine(Chain([]), channels=1).status_line()
+
+
 def test_overload_budget_zero_disables_the_fallback(g):
     e = ME(g["half"], reduction_db=100.0, overload_budget=0.0)
     e.prepare(ProcessSpec(16000, 160, 1))
