@@ -226,6 +226,8 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
 
     if dst.exists() and os.path.samefile(src, dst):
         raise AudioFileError(f"refusing to overwrite the input {src}: choose another output path")
+    if dst.is_dir():
+        raise AudioFileError(f"{dst}: is a directory; give a file name")
     _, subtype = output_format(dst, info.subtype, args.subtype)  # refuse a bad --subtype before rendering
     final = through_links(dst)
     if not final.parent.is_dir():
@@ -810,6 +812,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         _error(f"{where}{e.strerror or e}")
         return EXIT_FAILED
+    except _Terminated:
+        return 128 + signal.SIGTERM  # as a shell reports a process that SIGTERM ended
     except KeyboardInterrupt:
         return 130
     finally:
@@ -817,8 +821,12 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, unwinding like Ctrl-C (temporary files removed on the way)."""
+
+
 def _raise_interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 if __name__ == "__main__":

@@ -552,6 +552,8 @@ class Engine:
         """
         info = self.info(address)
         p = info.param
+        if isinstance(value, str) and p.choices:  # a switch or mode by name, e.g. "equal"
+            value = p.check(value, f"{info.effect_id}")
         if clamp:
             try:
                 v = float(value)

@@ -78,7 +78,8 @@ def normalize_file(
     before = loudness_file(src)
     level = before["integrated_lufs"]
     if not math.isfinite(level):
-        raise AudioFileError(f"{shown}: silent or shorter than one 400 ms block; nothing to normalize")
+        raise AudioFileError(f"{shown}: silent, quieter than BS.1770's -70 LUFS gate throughout, or shorter "
+                             "than one 400 ms block; nothing to normalize")
     gain_db = target_lufs - level
     if gain_db > MAX_GAIN_DB:
         raise AudioFileError(f"{shown}: reaching {target_lufs:g} LUFS from {level:.1f} LUFS needs "

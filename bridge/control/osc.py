@@ -601,7 +601,11 @@ class OscController:
 
     # == handlers (server thread; keep them small) ===============================================
     def _on_set(self, client: ClientAddress, address: str, *args: Any) -> None:
-        self.engine.set(address, _number(address, args), clamp=True, source=client, stamp=self._stamp())
+        if len(args) == 1 and isinstance(args[0], str) and self.engine.info(address).param.choices:
+            value: Any = args[0]  # a mode or switch by name ("equal", "on"): the engine checks it
+        else:
+            value = _number(address, args)
+        self.engine.set(address, value, clamp=True, source=client, stamp=self._stamp())
 
     def _on_set_norm(self, client: ClientAddress, address: str, *args: Any) -> None:
         norm = _number(address, args)

@@ -752,3 +752,26 @@ def test_liblo_meters(rig):
     lines = [ln for ln in out.splitlines() if "/hb/meter/peak ffff" in ln]
     assert len(lines) >= 4, out
     assert all(abs(float(v) - PEAK_DB) < 0.05 for v in lines[-1].split()[-4:])
+
+
+def test_a_mode_or_switch_is_set_by_name_too():
+    """TouchOSC buttons and scripts send names: `/hb/loudness/layout equal`, `/hb/declip/soft_repair
+    on`; a name the parameter does not have is an error naming the ones it has; a number
+    parameter still wants a number."""
+    from hushbridge.effects import Declip, Loudness
+    from hushbridge.effects.loudness import LAYOUT_CHOICES
+
+    engine = Engine(Chain([Loudness(), Declip(), Gain()]), channels=6)
+    engine.prepare(SR, BLOCK)
+    ctl = OscController(engine)
+    me = ("127.0.0.1", 9)
+    assert ctl.handle_datagram(encode("/hb/loudness/layout", ["equal"]), me) == []
+    assert ctl.handle_datagram(encode("/hb/declip/soft_repair", ["on"]), me) == []
+    assert engine.get("/hb/loudness/layout") == LAYOUT_CHOICES.index("equal")
+    assert engine.get("/hb/declip/soft_repair") == 1.0
+    (err,) = ctl.handle_datagram(encode("/hb/loudness/layout", ["quad"]), me)
+    assert err.address == "/hb/error" and "'auto'" in err.args[0] and "'7.1'" in err.args[0]
+    (err,) = ctl.handle_datagram(encode("/hb/loudness/layout", ["7.1"]), me)
+    assert "has 8 channels, the audio 6" in err.args[0]
+    (err,) = ctl.handle_datagram(encode("/hb/gain/gain_db", ["loud"]), me)
+    assert "needs a number" in err.args[0]
