@@ -218,6 +218,9 @@ class Effect:
     #: True while the next block needs :meth:`process` itself rather than the bare kernel (for
     #: instance during a crossfade that Python sets up); read by a Chain at every block.
     python_needed: bool = False
+    #: Whether a Chain resets the effect when it comes back from bypass (its state went stale).
+    #: A meter keeps its programme measurement instead.
+    reset_on_enable: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)

@@ -171,7 +171,7 @@ class Chain(Effect):
     def set_bypass_index(self, index: int, bypassed: bool) -> None:
         """Real-time safe: used by the engine at block start."""
         slot = self._slots[index]
-        if slot.bypassed and not bypassed:
+        if slot.bypassed and not bypassed and slot.effect.reset_on_enable:
             # state went stale while bypassed; start from clean state as the fade brings it in
             slot.effect.reset()
         slot.bypassed = bypassed

@@ -308,17 +308,20 @@ def test_a_bypassed_loudness_meter_sends_no_stale_readings():
     hub = MeterHub(engine)
     owner = ("127.0.0.1", 9)
     hub.subscribe(owner, "lufs", 10.0)
-    x = np.full((1, BLOCK), 0.1, np.float32)
+    x = (0.1 * np.sin(2 * np.pi * np.arange(BLOCK) / BLOCK)).astype(np.float32)[None]  # 375 Hz, whole cycles
     y = np.zeros_like(x)
     for _ in range(200):
         engine.process(x, y)
+    assert math.isfinite(engine.chain["loudness"].integrated_lufs)
     t = time.monotonic()
     assert [a for a, _, _ in hub.poll(t)] == ["/hb/meter/lufs"]
     engine.chain.set_bypass("loudness", True)
     notices = hub.poll(t + 1.0) + hub.poll(t + 2.0)
     assert [(a, d) for a, _, d in notices] == [("/hb/error", owner)]
     assert "'loudness' is bypassed" in notices[0][1][0]
+    before = engine.chain["loudness"].integrated_lufs
     engine.chain.set_bypass("loudness", False)
+    assert engine.chain["loudness"].integrated_lufs == before  # bypass paused it; A/B keeps the programme
     assert [a for a, _, _ in hub.poll(t + 3.0)] == ["/hb/meter/lufs"]
 
 
