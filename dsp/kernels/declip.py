@@ -58,6 +58,7 @@ ORDER = 48          # largest AR model order: at 48 kHz (24 gave 1.1-1.3 dB less
 MIN_ORDER = 24      # ... scaled with the rate (a span of 1 ms), never below this
 EDGE_SLOPE = 1e-3   # ... and the signal enters and leaves it with a step of at least this share
 QUEUE = 64          # pending runs per channel
+MIN_CLIP = 10.0 ** (-50.0 / 20.0)  # no clip sits this low (the first LSBs of a quiet start do repeat)
 CONSTRAIN_PASSES = 1  # re-solves with the samples that came out under the clip level held at it
 AR_PASSES = 2         # AR fits: from the known samples, then (if 2) again from the rebuilt window
 SOFT_TOL_DB = 0.1   # the smallest drive whose high-band share is within this of the lowest is chosen
@@ -460,7 +461,7 @@ def declip(
             ring[c, pos] = np.float32(x)
             flags[c, pos] = 0
             level = m * thr
-            cand = ax > 0.0 and ax >= level
+            cand = ax >= MIN_CLIP and ax >= level
             sign = 1 if x > 0.0 else -1
             rl = ci[c, C_RUN_LEN]
             if rl > 0:

@@ -22,8 +22,9 @@ Clean speech (when written, 38 files): 0 changed by a single sample (quiet onset
 and smooth maxima are not taken for clips); the soft detector flagged 1 of those 38 clean files and
 36 of 38 at tanh drive 10 (26 of 38 at drive 6). On the 167 files of ../shared/data/speech now
 (30 s each, 0 dBFS peak): 5 got 1-4 short runs rebuilt before the clip level was judged per
-half-wave; with it (2026-11-28) 4 have runs found (1-51, in LibriSpeech files with flat runs at
-their extremes) and 1 changes, by at most 7e-5; judged per half-wave without the rule that a
+half-wave; with it (2026-11-28) 4 had runs found (1-51, flat runs of a few LSBs near the start of
+LibriSpeech files) and 1 changed, by at most 7e-5, until runs under -50 dBFS stopped counting:
+now none has a run found and none changes; judged per half-wave without the rule that a
 rail is hit at one level again and again, 18 had runs and one a 2-sample peak raised by 0.2
 (librispeech_446, below). With ``soft_repair`` on the inverse engages on 4 (why it is off by
 default).
