@@ -278,13 +278,13 @@ class JackBackend(Backend):
             raise BackendError("the client is closed", "starting JACK backend")
         self._reformat(self.sample_rate, self.block_size)
         self._latency = int(self.engine.latency_samples)
-        # the full collection holds the GIL for tens of ms: do it before the callback runs, so
-        # only the short one below (over what start-up adds after this) overlaps live audio
         # a port that does not exist is refused before the client is activated: activating and
         # at once deactivating again is the path on which a clean-clone CI run once hung in
         # jack_deactivate (2 cores, both busy with real-time threads)
         pairs = (self._resolve(self.connect_inputs, self.inports, is_input=True),
                  self._resolve(self.connect_outputs, self.outports, is_input=False))
+        # the full collection holds the GIL for tens of ms: do it before the callback runs, so
+        # only the short one below (over what start-up adds after this) overlaps live audio
         self.engine.freeze_gc()
         try:
             self.client.activate()
