@@ -15,12 +15,16 @@ Per sample (:func:`leveler`), all state explicit, so the output never depends on
    or a door in a pause clear the noise floor by far but sit 25-30 dB under the voice: without
    it the level integrated them and the gain climbed toward the target in every pause; a second
    speaker 12 dB quieter still counts.
-4. Digital silence (every channel exactly 0) for :data:`REARM_MS` or longer carries no room:
-   it puts the detector back where a reset puts it (K-weighting and mean squares cleared, floor
-   and speech reference forgotten, warm-up again from the first sample after it; the gain holds).
-   So a live engine that idled on silence treats the first words it hears as a file's first
-   words are treated offline, and a microphone unmuted into room tone sets the floor there
-   instead of counting the room as speech while the floor climbs from -90 LUFS.
+4. Digital silence (every channel exactly 0) for :data:`REARM_MS` or longer, while no voice is
+   remembered (none heard since the reset, or the speech reference has fallen back to
+   :data:`FLOOR_MIN_LUFS`, about a minute after the last word), carries no room: it puts the
+   detector back where a reset puts it (K-weighting and short mean square cleared, floor
+   forgotten, warm-up again from the first sample after it; the gain and slow level hold). So a
+   live engine that idled on silence treats the first words it hears as a file's first words
+   are treated offline, and a microphone unmuted into room tone sets the floor there instead of
+   counting the room as speech while the floor climbs from -90 LUFS. Between phrases of a
+   gated source (exact zeros in its pauses) nothing restarts: the remembered voice keeps the
+   relative gate working, and the output is the same as with a faint floor in the pauses.
 5. Only while active: the slow mean square integrates (so pauses do not drag the level down),
    and the gain (dB) moves toward ``target - level``, clamped to ``[-max_cut, +max_gain]``, by a
    one pole of time constant ``time_s``. In pauses the gain is frozen: the noise floor is not
@@ -120,7 +124,7 @@ def leveler(
         if silent:
             if zeros < rearm:
                 zeros += 1.0
-            if zeros >= rearm:  # a reset's detector state (the gain holds)
+            if zeros >= rearm and ref <= FLOOR_MIN_LUFS:  # a reset's detector state (the gain holds)
                 kw_state[:] = 0.0
                 ms_short[:] = 0.0
                 count = 0.0

@@ -123,3 +123,22 @@ def test_digital_silence_puts_the_detector_back_to_a_fresh_start() -> None:
     fx = Leveler()
     _, gains = run(fx, np.concatenate([np.zeros(2 * SR), room]))
     assert abs(gains[-1]) < 0.5, gains[-1]  # the room did not pull the gain up
+
+
+def test_a_gated_source_levels_as_one_with_a_faint_floor_in_its_pauses() -> None:
+    """A hardware gate sends exact zeros in every pause; another source a faint floor. Between
+    phrases the leveler must not start over (it forgot the voice and the relative gate, and the
+    phrases came out 2.5-6 dB louder than with the floor), so the two come out alike."""
+    a = utterance("librispeech_1034-*.flac")[: 3 * SR] * 10 ** (-20 / 20)
+    b = utterance("librispeech_1040-*.flac")[: 3 * SR] * 10 ** (-38 / 20)  # 18 dB quieter
+    pause = np.zeros(SR)  # 1 s: longer than REARM_MS
+    take = np.concatenate([a, pause, b, pause, a, pause, b, pause, a])
+    gated = take.copy()
+    gated[np.abs(take) < 1e-7] = 0.0
+    floor = take + np.where(np.abs(take) < 1e-7, np.random.default_rng(1).standard_normal(len(take)) * 1e-5, 0.0)
+    y_gated, _ = run(Leveler(), gated)
+    y_floor, _ = run(Leveler(), floor)
+    step = len(a) + len(pause)
+    for k in range(5):
+        phrase = slice(k * step, k * step + len(a))
+        assert abs(active_rms_db(y_gated[phrase]) - active_rms_db(y_floor[phrase])) < 0.5, k
