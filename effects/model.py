@@ -45,13 +45,17 @@ running on the delayed input, so the delay never changes). Every :data:`PROBE_S`
 runs the model for :data:`PROBE_HOPS` hops without using the output; if fewer than
 :data:`OVERLOAD_MISSES` of them miss, it crossfades back to the model and :attr:`recoveries` rises.
 
-Digital silence. After :data:`REARM_S` of input that is exactly 0 on every channel (nothing
-plugged in, a stopped transport, an engine idling before the take), the first sample of signal
-finds the effect as a reset leaves it (model state, FIFOs, rings, resamplers), its hop grid
-starting at that sample. By then everything the previous signal left has played out, so nothing
-audible is cut; and a live engine that idled on silence gives the take exactly what an offline
-render of the take alone gives (without it they differed by ~25 dB SNR: the recurrent state never
-settles in silence and the hop grid fell anywhere on the take). At the model's own rate only: a
+Silence. After :data:`REARM_S` of input at or under :data:`QUIET_DBFS` on every channel (nothing
+plugged in, a stopped transport, a gate closed, an engine idling before the take), the first
+sample above it finds the effect as a reset leaves it (model state, FIFOs, rings, resamplers),
+its hop grid starting at that sample. By then all the previous signal left has played out but a
+tail under the quiet level, so nothing audible is cut. Two reasons: a live engine that idled on
+digital silence gives the take exactly what an offline render of the take alone gives (they
+differed by ~25 dB SNR: the recurrent state never settles in silence and the hop grid fell
+anywhere on the take); and a model whose level normalisation (running means over about a second)
+settled on near-silence took the noise that came back with the next phrase for speech for over a
+second (-2 to -7 dB of reduction after a pause at a -90 dBFS floor, against -14 to -18 dB from a
+fresh start). At the model's own rate only: a
 resampler restarted at the first sample of signal places it a fraction of a sample off its
 steady-state delay (0.07 samples at 22.05 kHz, 0.17 at 44.1 kHz), so at other rates the grid
 runs on through silence as before.
@@ -82,7 +86,8 @@ OVERLOAD_WINDOW = 16
 OVERLOAD_MISSES = 4
 PROBE_S = 1.0
 PROBE_HOPS = 16
-REARM_S = 0.5  # digital silence after which the next signal starts from a reset (see module doc)
+REARM_S = 0.5  # silence after which the next signal starts from a reset (see module doc)
+QUIET_DBFS = -70.0  # ... counted as silence: under a microphone's own noise, a gate's closed level
 WARM_RUNS = 128
 _PLAN_SECONDS = 8.0  # simulated round trip, long enough for the resamplers' burst patterns to repeat
 _PLAN_CHUNK = 16
@@ -369,6 +374,7 @@ class ModelEffect(Effect):
         self._rt.zeros = 0
         self._rt.idle = True
         self._rearm = max(1, int(REARM_S * sr))
+        self._quiet = 10.0 ** (QUIET_DBFS / 20.0)
         _warm_model_kernels()
         # the first onnxruntime runs of a session are slow and allocate (for about 100 runs with a
         # dynamic batch): do them here, not in a callback; a pooled session that ran this batch
@@ -426,7 +432,7 @@ class ModelEffect(Effect):
             for c in range(spec.channels):  # only the channels that had them: the others play on
                 if self._bad_rows[c]:
                     self.model.reset(c)
-        first, last = signal_span(block)
+        first, last = signal_span(block, self._quiet)
         rt = self._rt
         if first < n and (rt.idle or rt.zeros >= self._rearm) and self._rs_in is None:
             if first > 0:  # the silence before it, as silence was processed so far

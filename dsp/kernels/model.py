@@ -67,14 +67,14 @@ def scaled_copy(src: np.ndarray, dst: np.ndarray, gain: float) -> None:
 
 
 @njit(cache=True, nogil=True)
-def signal_span(block: np.ndarray) -> tuple[int, int]:
-    """First and last frame of ``block`` (channels, frames) where some channel is not exactly 0;
-    ``(frames, -1)`` for digital silence."""
+def signal_span(block: np.ndarray, quiet: float) -> tuple[int, int]:
+    """First and last frame of ``block`` (channels, frames) where some channel's magnitude is
+    above ``quiet``; ``(frames, -1)`` when none is."""
     ch, n = block.shape
     first, last = n, -1
     for i in range(n):
         for c in range(ch):
-            if block[c, i] != 0.0:
+            if abs(block[c, i]) > quiet:
                 if first == n:
                     first = i
                 last = i
@@ -91,4 +91,4 @@ def warm_up() -> None:
     ring_write(b, 0, a)
     ring_read(b, 4, -2, a)
     scaled_copy(a, a, 1.0)
-    signal_span(np.zeros((1, 4), dtype=np.float32))
+    signal_span(np.zeros((1, 4), dtype=np.float32), 0.0)

@@ -626,7 +626,7 @@ def test_nan_in_one_channel_leaves_the_others_alone():
     assert np.isfinite(y).all() and e.nonfinite_events >= 1
 
 
-def test_after_digital_silence_the_take_comes_out_as_an_offline_render_of_it():
+def test_after_silence_the_take_comes_out_as_an_offline_render_of_it():
     """A live engine idles on digital silence before the take; offline the take starts at its
     first sample. With the shipped model at 48 kHz the two give the same samples (the recurrent
     state never settles in silence and the hop grid fell anywhere on the take: ~25 dB SNR apart
@@ -641,6 +641,13 @@ def test_after_digital_silence_the_take_comes_out_as_an_offline_render_of_it():
     idle = stream(Denoise(), np.concatenate([np.zeros(lead, np.float32), take]), sr, 128)
     np.testing.assert_array_equal(idle[:, lead:], fresh)
     assert np.abs(idle[:, :lead]).max() == 0.0
+    # a gate's closed level or an idle interface's floor (-90 dBFS) is silence too: a model that
+    # settled on it let the noise of the next phrase through for over a second
+    floor = (rng.standard_normal(lead) * 10 ** (-90 / 20)).astype(np.float32)
+    after_floor = stream(Denoise(), np.concatenate([floor, take]), sr, 128)
+    start = lead + int(np.argmax(np.abs(take) > 10 ** (-70 / 20)))  # the take's first sample above it
+    np.testing.assert_array_equal(after_floor[:, start:], fresh[:, start - lead:])
+    assert np.abs(after_floor[:, lead:start]).max() < 1e-5  # the floor's own tail, before the reset
     gap = take.copy()
     gap[sr:sr + sr // 10] = 0.0  # 100 ms of digital silence: not a new take
     with_gap = stream(Denoise(), gap, sr, 128)
