@@ -578,7 +578,8 @@ class Engine:
                                                     self._table_generation))
             self.control.submit(change, stamp)
             return v
-        self._shadow[address] = v
+        # a button (momentary) does its thing once and reads as its default again
+        self._shadow[address] = p.default if p.momentary else v
         self.control.submit(change, stamp)
         for listener in list(self._listeners):
             listener(address, v, source)

@@ -89,6 +89,9 @@ class Param:
     silent_at_min : bool
         The minimum of a dB parameter means no signal at all (a gain's -96 dB mutes): shown as
         ``-inf dB``.
+    momentary : bool
+        A button, not a switch: setting it does something once (e.g. a meter's reset); it reads
+        as its default again afterwards and presets do not keep it.
     """
 
     id: str
@@ -100,6 +103,7 @@ class Param:
     step: float | None = None
     choices: tuple[str, ...] = ()
     silent_at_min: bool = False
+    momentary: bool = False
 
     def __post_init__(self) -> None:
         if not self.min <= self.default <= self.max:

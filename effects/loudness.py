@@ -59,7 +59,7 @@ class Loudness(Effect):
     reset_on_enable = False  # bypass pauses the measurement (A/B), it does not restart it
     params = (
         Param("layout", 0.0, len(LAYOUT_CHOICES) - 1.0, 0.0, step=1.0, smoothing_ms=0.0, choices=LAYOUT_CHOICES),
-        Param("reset", 0.0, 1.0, 0.0, step=1.0, smoothing_ms=0.0, choices=("off", "on")),
+        Param("reset", 0.0, 1.0, 0.0, step=1.0, smoothing_ms=0.0, choices=("off", "on"), momentary=True),
     )
 
     def __init__(self, layout: str | None = None, channel_weights=None, true_peak: bool = True,
@@ -141,6 +141,7 @@ class Loudness(Effect):
         self._require_prepared(block)
         if self._reset_pending:
             object.__setattr__(self, "_reset_pending", False)
+            self._values[1] = 0.0  # a button: done, reads off again
             L.reset(self._st)
         L.run(self._st, block)
 

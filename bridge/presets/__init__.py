@@ -336,7 +336,9 @@ def chain_to_preset(chain: Chain, name: str, midi: dict[str, Any] | None = None)
             entry.update(preset_keys())
         if chain.is_bypassed(i):
             entry["bypass"] = True
-        entry["params"] = effect.values()
+        cls = EFFECTS.get(effect.name)
+        buttons = {p.id for p in cls.params if p.momentary} if cls is not None else set()
+        entry["params"] = {k: v for k, v in effect.values().items() if k not in buttons}  # a press is not a setting
         entries.append(entry)
     doc: dict[str, Any] = {"version": 1, "name": name, "chain": entries}
     if midi:

@@ -375,6 +375,28 @@ def test_the_engine_refuses_a_layout_that_does_not_fit_its_channels() -> None:
     assert engine.set("/hb/loudness/layout", LAYOUT_CHOICES.index("5.1")) == LAYOUT_CHOICES.index("5.1")
 
 
+def test_reset_is_a_button_it_reads_off_again_and_presets_do_not_keep_it() -> None:
+    from hushbridge.engine import Engine
+    from hushbridge.presets import chain_to_preset
+
+    meter = Loudness()
+    engine = Engine(Chain([meter]), channels=2)
+    engine.prepare(48000, 4800)
+    x = sequence([(-23.0, 4.0)], 48000).astype(np.float32)
+    y = np.zeros((2, 4800), np.float32)
+    for i in range(0, x.shape[1], 4800):
+        engine.process(np.ascontiguousarray(x[:, i:i + 4800]), y)
+    assert meter.integrated_lufs == pytest.approx(-23.0, abs=0.1)
+    for _ in range(2):  # each press resets; no release needed in between
+        engine.set("/hb/loudness/reset", 1.0)
+        assert engine.get("/hb/loudness/reset") == 0.0
+        engine.process(np.zeros((2, 4800), np.float32), y)
+        assert meter.integrated_lufs == float("-inf") and meter.get("reset") == 0.0
+        engine.process(np.ascontiguousarray(x[:, :4800]), y)
+    assert "reset" not in chain_to_preset(engine.chain, "x")["chain"][0]["params"]
+    assert "layout" in chain_to_preset(engine.chain, "x")["chain"][0]["params"]
+
+
 def test_momentary_reads_zero_padded_before_first_window() -> None:
     meter = Loudness()
     meter.prepare(ProcessSpec(48000, 4800, 2))
