@@ -76,6 +76,11 @@ class Double(float):
     """A float sent as OSC ``d`` (64-bit), e.g. a Unix time that float32 would round to minutes."""
 
 
+class Notice(str):
+    """What a subscription sends once, as ``/hb/error`` to its owner, instead of values (its
+    effect is gone or bypassed)."""
+
+
 def db(x: Any) -> Any:
     """Linear amplitude to dB, floored at :data:`FLOOR_DB` (scalars or arrays)."""
     return np.maximum(20.0 * np.log10(np.maximum(x, 1e-6)), FLOOR_DB)
@@ -257,21 +262,31 @@ class MeterHub:
                 if s.next_due <= now:  # fell behind: no bursts, just carry on
                     s.next_due = now + s.period
                 args = self.values(s)
-                if args is not None and args[0] == "/hb/error":  # a notice for whoever asked
-                    out.append(("/hb/error", args[1:], s.owner or s.dest))
+                if args is None and s.name not in ("peak", "rms", "engine", "transport"):
+                    args = self._gone(s)
+                if isinstance(args, Notice):
+                    out.append(("/hb/error", (str(args),), s.owner or s.dest))
                 elif args is not None:
                     out.append((s.address, args, s.dest))
-                    s.state.pop("dormant", None)
-                elif s.name not in ("peak", "rms", "engine", "transport") and "dormant" not in s.state:
-                    # a preset load took away what it measures: say so once, keep the
-                    # subscription (it resumes when a chain with that effect comes back)
-                    try:
-                        self.check_available(s.name)
-                    except MeterError as e:
-                        s.state["dormant"] = True
-                        out.append(("/hb/error", (f"{e}; the subscription waits and resumes when the chain "
-                                                  "has it again",), s.owner or s.dest))
+                    s.state.pop("gone", None)
         return out
+
+    @staticmethod
+    def _once(sub: Subscription, key: str, text: str) -> Notice | None:
+        """``text`` as a Notice the first time ``key`` holds for ``sub``; None after that."""
+        if key in sub.state:
+            return None
+        sub.state[key] = True
+        return Notice(text)
+
+    def _gone(self, sub: Subscription) -> Notice | None:
+        """A preset load took away what ``sub`` measures: say so once and keep the subscription
+        (it resumes when a chain with that effect comes back)."""
+        try:
+            self.check_available(sub.name)
+        except MeterError as e:
+            return self._once(sub, "gone", f"{e}; the subscription waits and resumes when the chain has it again")
+        return None
 
     def _fold(self, sub: Subscription) -> None:
         """Fold the ring rows published since ``sub``'s cursor into its accumulators (``sub.state``)."""
@@ -308,8 +323,9 @@ class MeterHub:
             acc["sum"] = acc.get("sum", 0.0) + float(col.sum())
             acc["n"] = acc.get("n", 0) + len(col)
 
-    def values(self, sub: Subscription) -> tuple[Any, ...] | None:
-        """The arguments of the next message of ``sub`` (None: nothing new to send)."""
+    def values(self, sub: Subscription) -> tuple[Any, ...] | Notice | None:
+        """The arguments of the next message of ``sub`` (None: nothing new to send; a Notice: an
+        error to tell its owner once)."""
         name = sub.name
         engine = self.engine
         if sub.from_ring:
@@ -334,10 +350,8 @@ class MeterHub:
             if found is None:
                 return None
             if chain.is_bypassed(found[0]):  # a bypassed meter measures nothing: its last values are stale
-                if "bypassed" not in sub.state:
-                    sub.state["bypassed"] = True
-                    return ("/hb/error", f"/hb/meter/{name}: {found[0]!r} is bypassed; no readings until it is on")
-                return None
+                return self._once(sub, "bypassed", f"/hb/meter/{name}: {found[0]!r} is bypassed; "
+                                                   "no readings until it is on")
             sub.state.pop("bypassed", None)
             if name == "true_peak":
                 return (_finite_db(found[1].true_peak_dbtp),)
@@ -373,4 +387,4 @@ class MeterHub:
         return tuple(args)
 
 
-__all__ = ["Double", "IDLE_EVICT_S", "MAX_PER_CLIENT", "MAX_RATE_HZ", "MeterError", "MeterHub", "Subscription", "db"]
+__all__ = ["Double", "IDLE_EVICT_S", "Notice", "MAX_PER_CLIENT", "MAX_RATE_HZ", "MeterError", "MeterHub", "Subscription", "db"]
