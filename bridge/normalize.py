@@ -91,6 +91,8 @@ def normalize_file(
         raise AudioFileError(f"{dst}: is a directory; give a file name")
     if not dst.parent.exists():
         raise AudioFileError(f"{dst.parent}: output folder does not exist")
+    if dst.exists() and os.path.samefile(src, dst):
+        raise AudioFileError(f"refusing to overwrite the input {shown}: choose another output path")
     limiter_ceiling = ceiling_dbtp
     trim_db = 0.0
     tmp: Path | None = None
@@ -106,8 +108,6 @@ def normalize_file(
                 effects.append(Limiter(ceiling_dbtp=limiter_ceiling, release_ms=release_ms))
             if trim_db:
                 effects += _gain_stages(trim_db)
-            if dst.exists() and os.path.samefile(src, dst):
-                raise AudioFileError(f"refusing to overwrite the input {shown}: choose another output path")
             try:
                 report = process_file(src, tmp, Chain(effects), subtype=subtype)
             except AudioFileError as e:  # name the file the user asked for, not our temporary one

@@ -55,10 +55,9 @@ differed by ~25 dB SNR: the recurrent state never settles in silence and the hop
 anywhere on the take); and a model whose level normalisation (running means over about a second)
 settled on near-silence took the noise that came back with the next phrase for speech for over a
 second (-2 to -7 dB of reduction after a pause at a -90 dBFS floor, against -14 to -18 dB from a
-fresh start). At the model's own rate only: a
-resampler restarted at the first sample of signal places it a fraction of a sample off its
-steady-state delay (0.07 samples at 22.05 kHz, 0.17 at 44.1 kHz), so at other rates the grid
-runs on through silence as before.
+fresh start). At the model's own rate only: a resampler restarted at the first sample of signal
+places it a fraction of a sample off its steady-state delay (0.07 samples at 22.05 kHz, 0.17 at
+44.1 kHz), so at other rates the grid runs on through silence as before.
 
 Non-finite input is replaced by silence, every channel's model state is reset and
 :attr:`nonfinite_events` rises; a model that produces non-finite output or state for a channel
@@ -371,8 +370,6 @@ class ModelEffect(Effect):
         self._rt.probe_misses = 0
         self._rt.t_inf = 0.0
         self._rt.hops_block = 0
-        self._rt.zeros = 0
-        self._rt.idle = True
         self._rearm = max(1, int(REARM_S * sr))
         self._quiet = 10.0 ** (QUIET_DBFS / 20.0)
         _warm_model_kernels()
@@ -432,17 +429,18 @@ class ModelEffect(Effect):
             for c in range(spec.channels):  # only the channels that had them: the others play on
                 if self._bad_rows[c]:
                     self.model.reset(c)
-        first, last = signal_span(block, self._quiet)
-        rt = self._rt
-        if first < n and (rt.idle or rt.zeros >= self._rearm) and self._rs_in is None:
-            if first > 0:  # the silence before it, as silence was processed so far
-                self._run_block(spec, block[:, :first])
-            self.reset()
-            rt.idle = False
-            rt.zeros = n - 1 - last
-            self._run_block(spec, block[:, first:])
-            return
-        rt.zeros = rt.zeros + n if first == n else n - 1 - last
+        if self._rs_in is None:  # silence rules at the model's rate only (module docstring)
+            first, last = signal_span(block, self._quiet)
+            rt = self._rt
+            if first < n and (rt.idle or rt.zeros >= self._rearm):
+                if first > 0:  # the silence before it, as silence was processed so far
+                    self._run_block(spec, block[:, :first])
+                self.reset()
+                rt.idle = False
+                rt.zeros = n - 1 - last
+                self._run_block(spec, block[:, first:])
+                return
+            rt.zeros = rt.zeros + n if first == n else n - 1 - last
         self._run_block(spec, block)
 
     def _run_block(self, spec: ProcessSpec, block: np.ndarray) -> None:
