@@ -1,6 +1,7 @@
 """Control flood: 1,000 OSC messages/s and 1,000 MIDI CC/s into a running engine on JACK.
 
-    python benchmarks/control_flood.py [--seconds 60] [--osc-rate 1000] [--midi-rate 1000]
+    python benchmarks/control_flood.py [--seconds 60] [--rounds 6] [--keep-cpus-busy]
+                                       [--osc-rate 1000] [--midi-rate 1000]
 
 Starts its own ``jackd -d dummy -r 48000 -p 128`` (real-time, falling back to --no-realtime as
 the test fixture does), runs the engine as a JACK client with the ``dialogue`` preset plus two
@@ -13,7 +14,9 @@ controller): one sends ``/hb/probe/gain_db`` over UDP at ``--osc-rate``, each va
 Measured (JSON lines, DESIGN §7, also in benchmarks/results/control_flood.json):
 
 - ``xruns``: reported by the server during the flood; baseline: the same engine for the same
-  time without control traffic (run first).
+  time without control traffic. Idle and flood alternate ``--rounds`` times (idle first, 6
+  by default), so that a machine whose load drifts weighs on both alike; the per-round counts
+  are in the row's settings.
 - ``osc_latency_p50/p90/p99/p999/max`` and ``midi_latency_...`` (ms): from the sender's
   ``time.perf_counter()`` just before sending to the moment the audio thread applied the
   change at a block start (the engine's optional :class:`~hushbridge.engine.ApplyProbe`; both
@@ -21,6 +24,12 @@ Measured (JSON lines, DESIGN §7, also in benchmarks/results/control_flood.json)
 - ``cpu``: CPU time of the engine process (audio thread + OSC + MIDI threads) per wall
   second, during the flood and (baseline) idle.
 - counts: messages sent, applied, coalesced, dropped.
+
+``--keep-cpus-busy`` runs one spinning process per CPU at SCHED_IDLE (it gets a CPU only when
+no other thread wants it) for the whole run. On a virtual machine a CPU with nothing to do
+halts, and waking it again goes through the hypervisor; a flood makes thousands of such
+wake-ups a second. This mode shows what the engine does with that latency taken out, as a
+machine tuned for audio (CPU idle states limited) would have it; report both runs.
 """
 from __future__ import annotations
 
@@ -46,23 +55,24 @@ RT_REFUSED = ("cannot use real-time scheduling", "acquireselfrealtime error", "c
 
 
 # == child processes ================================================================================
-def send_paced(conn, send, rate: float, n: int) -> np.ndarray:
-    """After the parent's go, call ``send(i)`` for i < n at ``rate`` per second; the send times."""
-    sent = np.zeros(n)
+def send_paced(conn, send, rate: float, n: int) -> None:
+    """For each round the parent starts with "go": call ``send(i)`` for i < n at ``rate`` per
+    second and send back the send times; "stop" ends."""
     conn.send("ready")
-    conn.recv()
-    t0 = time.perf_counter()
-    for i in range(n):
-        wait = t0 + i / rate - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)  # no spinning: the senders must not eat the cores the engine needs
-        sent[i] = time.perf_counter()
-        send(i)
-    return sent
+    while conn.recv() == "go":
+        sent = np.zeros(n)
+        t0 = time.perf_counter()
+        for i in range(n):
+            wait = t0 + i / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)  # no spinning: the senders must not eat the cores the engine needs
+            sent[i] = time.perf_counter()
+            send(i)
+        conn.send(sent)
 
 
 def osc_sender(conn, port: int, rate: float, seconds: float) -> None:
-    """Send ``/hb/probe/gain_db`` at ``rate`` per second; return the send times."""
+    """Send ``/hb/probe/gain_db`` at ``rate`` per second, each round."""
     import socket
 
     from pythonosc.osc_message_builder import OscMessageBuilder
@@ -74,21 +84,28 @@ def osc_sender(conn, port: int, rate: float, seconds: float) -> None:
         b.add_arg(-k * 0.01, "f")
         packets.append(b.build().dgram)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    conn.send(send_paced(conn, lambda i: sock.sendto(packets[i % CYCLE], ("127.0.0.1", port)), rate, n))
+    send_paced(conn, lambda i: sock.sendto(packets[i % CYCLE], ("127.0.0.1", port)), rate, n)
 
 
 def midi_sender(conn, server: str, rate: float, seconds: float) -> None:
-    """A virtual JACK MIDI output sending CC 7 (value i % 128) at ``rate`` per second."""
+    """A virtual JACK MIDI output sending CC 7 (value i % 128) at ``rate`` per second, each round."""
     os.environ["JACK_DEFAULT_SERVER"] = server
     import mido
 
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     port = backend.open_output("out", client_name="hb-flood-midi")
     msgs = [mido.Message("control_change", channel=0, control=7, value=v) for v in range(128)]
-    sent = send_paced(conn, lambda i: port.send(msgs[i % 128]), rate, int(rate * seconds))
+    send_paced(conn, lambda i: port.send(msgs[i % 128]), rate, int(rate * seconds))
     time.sleep(0.2)
     port.close()
-    conn.send(sent)
+
+
+def spin_idle() -> None:
+    """Keep one CPU busy at the lowest priority there is (SCHED_IDLE: it runs only when no other
+    thread wants the CPU), so that the CPU never halts (see --keep-cpus-busy)."""
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    while True:
+        pass
 
 
 # == analysis =======================================================================================
@@ -150,12 +167,19 @@ def start_jackd() -> tuple[subprocess.Popen, str, bool]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=60.0, help="flood duration (default 60)")
+    ap.add_argument("--seconds", type=float, default=60.0, help="flood time in all (default 60)")
+    ap.add_argument("--rounds", type=int, default=6,
+                    help="alternate idle and flood this many times, each --seconds / ROUNDS long (default 6)")
     ap.add_argument("--osc-rate", type=float, default=1000.0, help="OSC messages per second (default 1000)")
     ap.add_argument("--midi-rate", type=float, default=1000.0, help="MIDI CC per second (default 1000; 0: none)")
+    ap.add_argument("--keep-cpus-busy", action="store_true",
+                    help="run one SCHED_IDLE spinning process per CPU throughout, so no CPU ever halts "
+                         "(takes a virtual machine's halt/wake-up latency out of the measurement)")
     args = ap.parse_args()
     if shutil.which("jackd") is None:
         raise SystemExit("jackd is not installed (apt install jackd2)")
+    rounds = max(1, args.rounds)
+    seg = args.seconds / rounds
 
     from hushbridge.control.osc import OscServer
     from hushbridge.effects import Gain
@@ -169,6 +193,10 @@ def main() -> int:
     ctx = multiprocessing.get_context("spawn")
     procs = []
     try:
+        if args.keep_cpus_busy:
+            for _ in range(os.cpu_count() or 1):
+                procs.append(ctx.Process(target=spin_idle, daemon=True))
+                procs[-1].start()
         chain = load_preset("dialogue")
         chain.append(Gain(), id="probe")
         chain.append(Gain(), id="probe_midi")
@@ -186,8 +214,9 @@ def main() -> int:
             except ImportError:
                 have_midi = False
                 print("# bridge/control/midi.py not available: OSC flood only", file=sys.stderr)
-        settings = {"sample_rate": SR, "frames": BLOCK, "seconds": args.seconds, "osc_rate": args.osc_rate,
-                    "midi_rate": args.midi_rate if have_midi else 0, "realtime": realtime,
+        settings = {"sample_rate": SR, "frames": BLOCK, "seconds": args.seconds, "rounds": rounds,
+                    "osc_rate": args.osc_rate, "midi_rate": args.midi_rate if have_midi else 0,
+                    "realtime": realtime, "keep_cpus_busy": args.keep_cpus_busy,
                     "chain": " > ".join(chain.ids), "cores": os.cpu_count()}
 
         # the engine compiles new fused runs in a background process: measure what runs after it
@@ -195,24 +224,16 @@ def main() -> int:
         while engine.chain.uncompiled and time.monotonic() < deadline:
             time.sleep(0.2)
         settings["fused"] = not engine.chain.uncompiled
-        # baseline: the same engine, no control traffic
-        time.sleep(1.0)
-        x0, c0, w0 = engine.xruns, time.process_time(), time.perf_counter()
-        time.sleep(args.seconds)
-        base_xruns = engine.xruns - x0
-        base_cpu = (time.process_time() - c0) / (time.perf_counter() - w0)
 
-        # flood
         conns = []
         a, b = ctx.Pipe()
-        procs.append(ctx.Process(target=osc_sender, args=(b, osc.port, args.osc_rate, args.seconds), daemon=True))
+        procs.append(ctx.Process(target=osc_sender, args=(b, osc.port, args.osc_rate, seg), daemon=True))
         conns.append(a)
         if have_midi:
             a2, b2 = ctx.Pipe()
-            procs.append(ctx.Process(target=midi_sender, args=(b2, server_name, args.midi_rate, args.seconds),
-                                     daemon=True))
+            procs.append(ctx.Process(target=midi_sender, args=(b2, server_name, args.midi_rate, seg), daemon=True))
             conns.append(a2)
-        for p in procs:
+        for p in procs[-len(conns):]:
             p.start()
         for c in conns:
             if not c.poll(60) or c.recv() != "ready":
@@ -226,38 +247,53 @@ def main() -> int:
                 time.sleep(0.05)
             if not midi.connected:
                 raise SystemExit("the MIDI input did not connect to the flood sender")
-        engine.apply_probe = probe = ApplyProbe(int((args.osc_rate + args.midi_rate) * args.seconds * 1.2) + 1024)
-        d0, co0 = engine.dropped_messages, engine.coalesced_changes
-        x0, c0, w0 = engine.xruns, time.process_time(), time.perf_counter()
-        for c in conns:
-            c.send("go")
-        results = [c.recv() if c.poll(args.seconds + 60) else None for c in conns]
-        time.sleep(0.2)
-        flood_xruns = engine.xruns - x0
-        flood_cpu = (time.process_time() - c0) / (time.perf_counter() - w0)
-        engine.apply_probe = None
-        n = probe.n
-        slots, values, times = probe.slots[:n], probe.values[:n], probe.times[:n]
+        time.sleep(1.0)
 
-        osc_sent = results[0]
-        sel = slots == probe_slot
-        keys_applied = np.rint(-values[sel] / 0.01).astype(int)
-        osc_lat = match_latency(osc_sent, CYCLE, times[sel], keys_applied)
-        rows = [("xruns", float(flood_xruns), "count", "idle engine, same time", float(base_xruns)),
-                ("cpu", flood_cpu, "cpu s / wall s", "idle engine, same time", base_cpu),
-                ("osc_sent", float(len(osc_sent)), "messages", None, None),
-                ("osc_applied", float(sel.sum()), "changes", None, None)]
-        for k, v in percentiles(osc_lat).items():
+        idle_x, flood_x, idle_cpu, flood_cpu, flood_wall = [], [], 0.0, 0.0, 0.0
+        osc_lat, midi_lat, osc_sent_n, midi_sent_n, osc_applied, midi_applied = [], [], 0, 0, 0, 0
+        d0, co0 = engine.dropped_messages, engine.coalesced_changes
+        p = engine.info("/hb/probe_midi/gain_db").param
+        for _ in range(rounds):
+            # idle: the same engine, no control traffic
+            x0, c0 = engine.xruns, time.process_time()
+            time.sleep(seg)
+            idle_x.append(engine.xruns - x0)
+            idle_cpu += time.process_time() - c0
+            # flood
+            engine.apply_probe = probe = ApplyProbe(int((args.osc_rate + args.midi_rate) * seg * 1.2) + 1024)
+            x0, c0, w0 = engine.xruns, time.process_time(), time.perf_counter()
+            for c in conns:
+                c.send("go")
+            results = [c.recv() if c.poll(seg + 60) else None for c in conns]
+            flood_cpu += time.process_time() - c0
+            flood_wall += time.perf_counter() - w0
+            time.sleep(0.2)  # the last changes reach the audio thread
+            flood_x.append(engine.xruns - x0)
+            engine.apply_probe = None
+            n = probe.n
+            slots, values, times = probe.slots[:n], probe.values[:n], probe.times[:n]
+            sel = slots == probe_slot
+            osc_lat.append(match_latency(results[0], CYCLE, times[sel], np.rint(-values[sel] / 0.01).astype(int)))
+            osc_sent_n += len(results[0])
+            osc_applied += int(sel.sum())
+            if have_midi and results[1] is not None:
+                sel = slots == midi_slot
+                keys = np.rint((values[sel] - p.min) / (p.max - p.min) * 127).astype(int)
+                midi_lat.append(match_latency(results[1], 128, times[sel], keys))
+                midi_sent_n += len(results[1])
+                midi_applied += int(sel.sum())
+        for c in conns:
+            c.send("stop")
+        rows = [("xruns", float(sum(flood_x)), "count", "idle engine, same time", float(sum(idle_x))),
+                ("cpu", flood_cpu / flood_wall, "cpu s / wall s", "idle engine, same time", idle_cpu / (seg * rounds)),
+                ("osc_sent", float(osc_sent_n), "messages", None, None),
+                ("osc_applied", float(osc_applied), "changes", None, None)]
+        for k, v in percentiles(np.concatenate(osc_lat)).items():
             rows.append((f"osc_latency_{k}", v, "ms", None, None))
-        if have_midi and results[1] is not None:
-            midi_sent = results[1]
-            sel = slots == midi_slot
-            p = engine.info("/hb/probe_midi/gain_db").param
-            keys_applied = np.rint((values[sel] - p.min) / (p.max - p.min) * 127).astype(int)
-            midi_lat = match_latency(midi_sent, 128, times[sel], keys_applied)
-            rows += [("midi_sent", float(len(midi_sent)), "messages", None, None),
-                     ("midi_applied", float(sel.sum()), "changes", None, None)]
-            for k, v in percentiles(midi_lat).items():
+        if midi_lat:
+            rows += [("midi_sent", float(midi_sent_n), "messages", None, None),
+                     ("midi_applied", float(midi_applied), "changes", None, None)]
+            for k, v in percentiles(np.concatenate(midi_lat)).items():
                 rows.append((f"midi_latency_{k}", v, "ms", None, None))
         rows += [("coalesced_changes", float(engine.coalesced_changes - co0), "count", None, None),
                  ("dropped_messages", float(engine.dropped_messages - d0), "count", None, None)]
@@ -266,7 +302,8 @@ def main() -> int:
             if base_value is not None and name == "cpu":
                 ratio = lower_is_better(value, base_value)
             elif base_value is not None and name == "xruns":
-                ratio, extra = count_ratio(value, base_value), {"ratio_rule": COUNT_RATIO_RULE}
+                ratio = count_ratio(value, base_value)
+                extra = {"ratio_rule": COUNT_RATIO_RULE, "per_round": flood_x, "per_round_baseline": idle_x}
             rec.emit(name, value, unit, baseline=base, baseline_value=base_value, block=BLOCK, ratio=ratio,
                      settings={**settings, **extra})
         rec.save()

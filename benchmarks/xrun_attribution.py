@@ -1,6 +1,7 @@
 """Where xruns come from: an engine chain on JACK against a trivial ``gain`` chain, per cycle.
 
     python benchmarks/xrun_attribution.py [--chain denoise] [--seconds 60] [--rounds 1] [--channels 1]
+                                          [--keep-cpus-busy]
 
 Starts its own ``jackd -R -d dummy -r 48000 -p 128`` (as ``control_flood.py``), then runs each
 system in a fresh child process, the baseline (``gain``) first, alternating for ``--rounds``. In
@@ -13,6 +14,10 @@ long body (body > half a period), both, or neither.
 JSON lines (DESIGN §7, also in ``benchmarks/results/xrun_attribution.json``): ``xruns``,
 ``late_cycles`` and their causes, ``start_p99``/``start_max``/``body_p99``/``body_p999``/``body_max``
 (frames), for the chain with the ``gain`` numbers as baseline of the same run.
+
+``--keep-cpus-busy``: one SCHED_IDLE spinning process per CPU throughout (as in
+``control_flood.py``), which takes a virtual machine's CPU halt/wake-up latency out of the
+measurement.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import COUNT_RATIO_RULE, Recorder, count_ratio, lower_is_better  # noqa: E402
-from control_flood import BLOCK, SR, start_jackd  # noqa: E402
+from control_flood import BLOCK, SR, spin_idle, start_jackd  # noqa: E402
 
 
 def child(server: str, chain: str, seconds: float, channels: int) -> dict:
@@ -85,6 +90,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--channels", type=int, default=1)
+    ap.add_argument("--keep-cpus-busy", action="store_true",
+                    help="one SCHED_IDLE spinning process per CPU throughout (no CPU ever halts)")
     ap.add_argument("--child", nargs=2, metavar=("SERVER", "CHAIN"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -93,7 +100,15 @@ def main() -> int:
 
     jackd, server, realtime = start_jackd()
     results: dict[str, list[dict]] = {"gain": [], args.chain: []}
+    spinners = []
     try:
+        if args.keep_cpus_busy:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            spinners = [ctx.Process(target=spin_idle, daemon=True) for _ in range(os.cpu_count() or 1)]
+            for p in spinners:
+                p.start()
         for _ in range(args.rounds):
             for chain in ("gain", args.chain):
                 out = subprocess.run([sys.executable, __file__, "--seconds", str(args.seconds), "--channels",
@@ -103,12 +118,14 @@ def main() -> int:
                     raise SystemExit(f"{chain}: child failed:\n{out.stderr[-3000:]}")
                 results[chain].append(json.loads(out.stdout.strip().splitlines()[-1]))
     finally:
+        for p in spinners:
+            p.kill()
         jackd.terminate()
         jackd.wait(10)
 
     rec = Recorder("xrun_attribution")
     settings = {"chain": args.chain, "channels": args.channels, "seconds": args.seconds, "rounds": args.rounds,
-                "realtime": realtime, "server": f"jackd dummy {SR} Hz, {BLOCK} frames"}
+                "realtime": realtime, "keep_cpus_busy": args.keep_cpus_busy, "server": f"jackd dummy {SR} Hz, {BLOCK} frames"}
     for key in results["gain"][0]:
         ours = [r[key] for r in results[args.chain]]
         base = [r[key] for r in results["gain"]]
