@@ -9,7 +9,8 @@ while the engine ran on JACK and when a controller was re-plugged. JACK-Client (
 the GIL go during every C call.
 
 The process callback only copies each event's bytes into a preallocated single-producer /
-single-consumer ring (fixed slots, no Python objects kept per event) with its frame time;
+single-consumer ring (fixed slots, no Python objects kept per event) with its frame time, and
+wakes the reader when a cycle queued any (``wake``);
 :meth:`JackMidiIn.get_message` hands them out as ``(bytes, delta_seconds)`` like rtmidi. When the
 ring is full the newest events are dropped and counted (the reader owns the read index, so the
 writer never moves it); an event longer than a slot (a long sysex dump, never a control message)
@@ -46,6 +47,9 @@ class JackMidiIn:
         self._cycle_exact = True  # that cycle's events sit in consecutive slots from _cycle_first
         self.repeated = 0  # events seen twice in one cycle and skipped (see _process)
         self._port: Any = None
+        #: called (in the process callback) after a cycle queued events: must not block, lock or
+        #: let the GIL go (:class:`~hushbridge.control.waker.Waker`'s ``set``)
+        self.wake: Any = None
         self._sources: list[str] = []
         self._last_frame: int | None = None
         self._ignore_active_sense = True
@@ -86,6 +90,7 @@ class JackMidiIn:
             taken = 0
         exact, differs = self._cycle_exact, False
         seen = 0
+        written = self._written
         for offset, data in port.incoming_midi_events():
             n = len(data)
             seen += 1
@@ -117,6 +122,9 @@ class JackMidiIn:
             times[slot] = base + offset
             self._written = w + 1  # publish after the slot is complete
         self._cycle_taken = max(seen, taken)
+        wake = self.wake
+        if wake is not None and self._written != written:
+            wake()
 
     # == the rtmidi.MidiIn slice =================================================================
     def ignore_types(self, sysex: bool = True, timing: bool = True, active_sense: bool = True) -> None:

@@ -120,6 +120,8 @@ from typing import Any, Literal
 
 import mido
 
+from hushbridge.control.waker import AVAILABLE as waker_available
+from hushbridge.control.waker import Waker
 from hushbridge.errors import HushbridgeError, ParamError
 
 log = logging.getLogger(__name__)
@@ -1164,7 +1166,7 @@ def match_port(wanted: str, names: list[str], current: str | None = None) -> int
     return hits[0] if len(hits) == 1 else None
 
 
-JACK_DRAIN_S = 0.001  # how often a JACK MIDI input drains its port's queue
+JACK_DRAIN_S = 0.001  # how often a JACK MIDI input drains its port's queue where no Waker can wake it
 
 
 class MidiInput:
@@ -1196,9 +1198,9 @@ class MidiInput:
     On JACK the input is a JACK-Client client (:mod:`hushbridge.control.jack_midi`), not
     python-rtmidi, which keeps the GIL through JACK server calls and so deadlocks against a
     Python audio callback in the same process. Its process callback only queues each event's
-    bytes; the service thread drains the queue every :data:`JACK_DRAIN_S` (about a millisecond
-    more latency) and does all parsing there. Other APIs call back from rtmidi's own
-    non-real-time thread.
+    bytes and wakes the service thread (:class:`~hushbridge.control.waker.Waker`), which does
+    all parsing (where no Waker exists, Windows, the service thread drains the queue every
+    :data:`JACK_DRAIN_S` instead). Other APIs call back from rtmidi's own non-real-time thread.
 
     Examples
     --------
@@ -1231,15 +1233,17 @@ class MidiInput:
         self._parser = MidiStreamParser(self._on_message_bytes, mapper.reject)
         self._stamp = 0.0
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._wake: Any = threading.Event()  # JACK: a Waker from start() on (see there)
         self._tasks: deque[Callable[[], None]] = deque()
         self._task_ready = threading.Event()
         self._service = threading.Thread(target=self._serve, name="hushbridge-midi", daemon=True)
         self._worker = threading.Thread(target=self._work, name="hushbridge-midi-worker", daemon=True)
         self._started = False
         self._closed = False
-        #: JACK: the service thread drains the port's queue (see above)
+        #: JACK: the service thread drains the port's queue (see above), woken by the port's hook
+        #: or, without a Waker, every JACK_DRAIN_S
         self._polling = (api or "").lower() == "jack"
+        self._woken = False
         self._overflows_seen = 0
 
     @property
@@ -1261,6 +1265,9 @@ class MidiInput:
                 from hushbridge.control.jack_midi import JackMidiIn
 
                 rt = JackMidiIn(self.client_name, self.server, host=self.jack_host)
+                if waker_available:  # the process hook wakes the service thread (no lock, GIL kept)
+                    self._wake, self._woken = Waker(), True
+                    rt.wake = self._wake.set
             else:
                 import rtmidi
 
@@ -1285,6 +1292,9 @@ class MidiInput:
         except BaseException:
             rt.delete()
             self._rt = None
+            if self._woken:
+                self._wake.close()
+                self._wake, self._woken = threading.Event(), False
             raise
         if self.mapper.run_slow is None:
             self.mapper.run_slow = self._submit
@@ -1316,6 +1326,8 @@ class MidiInput:
                     rt.cancel_callback()
                 rt.close_port()
                 rt.delete()
+        if self._woken:
+            self._wake.close()  # its setter (the process hook) is gone with rt
         self.connected = False
 
     stop = close
@@ -1388,7 +1400,7 @@ class MidiInput:
             deadline = self.mapper.next_deadline()
             if deadline is not None:
                 wake = min(wake, deadline)
-            if self._polling:
+            if self._polling and not self._woken:
                 wake = min(wake, now + JACK_DRAIN_S)
             self._wake.wait(max(0.0, wake - time.monotonic()))
             self._wake.clear()

@@ -20,6 +20,9 @@ import threading
 
 from hushbridge.engine import Engine
 
+HOUSEKEEPING_S = 0.005       # upkeep interval while coalesced changes wait to be flushed
+HOUSEKEEPING_IDLE_S = 0.05   # otherwise (retired chains, latency announcements, fused-run switch)
+
 
 class Backend(abc.ABC):
     """Base class of audio backends. Use as a context manager: ``with JackBackend(engine) as b:``."""
@@ -59,13 +62,18 @@ class Backend(abc.ABC):
         """Tell the driver and hosts the engine's latency (default: nowhere to tell)."""
 
     # -- non-RT upkeep thread shared by live backends ------------------------------------------
-    def _start_housekeeping(self, interval: float = 0.005) -> None:
+    def _start_housekeeping(self, interval: float = HOUSEKEEPING_S, idle: float = HOUSEKEEPING_IDLE_S) -> None:
         self.engine.add_latency_listener(self.publish_latency)
         self._keeping.clear()
+        engine = self.engine
 
         def loop() -> None:
-            while not self._keeping.wait(interval):
-                self.engine.housekeeping()
+            wait = interval
+            while not self._keeping.wait(wait):
+                engine.housekeeping()
+                # every few ms only while changes wait for room in the full hand-off ring; else a
+                # sleeping thread (each wake-up takes the GIL the audio callback needs)
+                wait = interval if engine.control.pending else idle
 
         self._keeper = threading.Thread(target=loop, name=f"{self.name}-housekeeping", daemon=True)
         self._keeper.start()

@@ -1,0 +1,105 @@
+"""The self-pipe wake-up that the JACK MIDI hook gives the MIDI service thread.
+
+Real parts: a real pipe, real threads; for the MIDI input, the session's jackd, a JACK MIDI port
+on a running :class:`JackBackend` and the kernel's per-thread context-switch counts.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from hushbridge.control import waker
+
+pytestmark = pytest.mark.skipif(not waker.AVAILABLE, reason="POSIX self-pipe")
+
+
+def test_set_wait_clear():
+    w = waker.Waker()
+    try:
+        assert not w.is_set()
+        t = time.monotonic()
+        assert w.wait(0.05) is False
+        assert time.monotonic() - t >= 0.04
+        w.set()
+        w.set()  # one byte until cleared: a flood of events does not fill the pipe
+        assert w.is_set() and w.wait(5) is True
+        w.clear()
+        assert not w.is_set() and w.wait(0) is False
+        w.set()
+        assert w.wait(0) is True
+    finally:
+        w.close()
+    w.set()  # a late setter after close neither raises nor writes anywhere
+    assert w.wait(0) is True
+
+
+def test_set_from_another_thread_wakes_the_waiter_at_once():
+    w = waker.Waker()
+    woke: list[float] = []
+
+    def waiter() -> None:
+        w.wait(10)
+        woke.append(time.monotonic())
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    time.sleep(0.1)
+    t = time.monotonic()
+    w.set()
+    th.join(5)
+    w.close()
+    assert woke and woke[0] - t < 0.05
+
+
+def _voluntary_switches(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches")
+
+
+@pytest.mark.jack
+def test_idle_jack_midi_input_sleeps_and_wakes_for_an_event(jack_server):
+    """Idle, the MIDI service thread sleeps (it polled every millisecond before); a CC sent
+    through a JACK MIDI port still reaches the parameter."""
+    from helpers import JackMidiSenderProcess
+
+    from hushbridge.control.midi import MidiInput, MidiMapper
+    from hushbridge.effects import Chain, Gain
+    from hushbridge.engine import Engine
+    from hushbridge.io.jack import JackBackend
+
+    engine = Engine(Chain([Gain()]), channels=1)
+    backend = JackBackend(engine, name="hb-waker")
+    sender = JackMidiSenderProcess(jack_server.name, "hb-waker-sender")
+    midi = None
+    try:
+        backend.start()
+        mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": "/hb/gain/gain_db"}]})
+        midi = MidiInput(mapper, port=sender.port_name, api="jack", jack_host=backend,
+                         port_name="midi_in").start()
+        assert midi.wait_connected(10)
+        assert midi._woken
+        tid = midi._service.native_id
+        time.sleep(0.3)
+        s0 = _voluntary_switches(tid)
+        time.sleep(1.0)
+        idle = _voluntary_switches(tid) - s0
+        assert idle < 50, f"the idle MIDI service thread woke {idle} times in 1 s"
+        p = engine.info("/hb/gain/gain_db").param
+        for attempt in range(3):  # an xrun can lose the cycle that carried the event
+            sender.send(bytes([0xB0, 7, 127]))
+            deadline = time.monotonic() + 2
+            while engine.get("/hb/gain/gain_db") != p.max and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if engine.get("/hb/gain/gain_db") == p.max:
+                break
+        assert engine.get("/hb/gain/gain_db") == p.max
+    finally:
+        if midi is not None:
+            midi.close()
+        sender.close()
+        backend.close()
