@@ -1293,7 +1293,6 @@ class MidiInput:
             rt.delete()
             self._rt = None
             if self._woken:
-                self._wake.close()
                 self._wake, self._woken = threading.Event(), False
             raise
         if self.mapper.run_slow is None:
@@ -1326,8 +1325,8 @@ class MidiInput:
                     rt.cancel_callback()
                 rt.close_port()
                 rt.delete()
-        if self._woken:
-            self._wake.close()  # its setter (the process hook) is gone with rt
+        if self._woken:  # its pipe closes when the last reference goes (a hook still running holds one)
+            self._wake, self._woken = threading.Event(), False
         self.connected = False
 
     stop = close

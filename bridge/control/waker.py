@@ -68,11 +68,16 @@ class Waker:
             pass
 
     def close(self) -> None:
-        """Close the pipe (after the setter is gone: a late set writes to -1, which fails)."""
-        fds, (self._r, self._w) = (self._r, self._w), (-1, -1)
+        """Close the pipe. Only once no thread can call :meth:`set` any more (a closed number
+        can be reused by the next file opened); dropping the last reference does it then."""
+        fds = (getattr(self, "_r", -1), getattr(self, "_w", -1))  # also after a failed __init__
+        self._r = self._w = -1
         for fd in fds:
             if fd >= 0:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
+
+    def __del__(self) -> None:
+        self.close()

@@ -502,7 +502,7 @@ class JackBackend(Backend):
         self._hooks = [*self._hooks, hook]  # a new list: the callback never sees one being changed
 
     def remove_process_hook(self, hook: Callable[[int], None]) -> None:
-        self._hooks = [h for h in self._hooks if h is not hook]
+        self._hooks = [h for h in self._hooks if h != hook]  # ==: each obj.method is a new bound method
 
 
 def _is_regex(text: str) -> bool:

@@ -5,6 +5,7 @@ on a running :class:`JackBackend` and the kernel's per-thread context-switch cou
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -53,6 +54,19 @@ def test_set_from_another_thread_wakes_the_waiter_at_once():
     assert woke and woke[0] - t < 0.05
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_dropping_a_waker_closes_its_pipe():
+    before = _open_fds()
+    w = waker.Waker()
+    assert _open_fds() == before + 2
+    w.set()
+    del w
+    assert _open_fds() == before
+
+
 def _voluntary_switches(tid: int) -> int:
     with open(f"/proc/self/task/{tid}/status") as f:
         for line in f:
@@ -98,6 +112,15 @@ def test_idle_jack_midi_input_sleeps_and_wakes_for_an_event(jack_server):
             if engine.get("/hb/gain/gain_db") == p.max:
                 break
         assert engine.get("/hb/gain/gain_db") == p.max
+        midi.close()
+        midi = None
+        fds = _open_fds()
+        for _ in range(10):  # open and close again: no pipe left behind
+            m = MidiInput(mapper, port=sender.port_name, api="jack", jack_host=backend, port_name="midi_in").start()
+            m.close()
+        del m
+        time.sleep(0.1)  # a hook still in its cycle holds the last reference for that long at most
+        assert _open_fds() <= fds
     finally:
         if midi is not None:
             midi.close()

@@ -423,3 +423,32 @@ def test_server_not_running_is_a_clear_error(jack_server):
         JackBackend(engine, server="hb-no-such-server")
     assert list_jack_ports(server="hb-no-such-server") == []
     assert "system:capture_1" in list_jack_ports(server=jack_server.name)
+
+
+def test_a_removed_process_hook_stops_running(jack_server):
+    """A bound method passed twice is two objects: removal matches by equality, not identity
+    (a MIDI input's hook used to stay in every cycle after it closed)."""
+
+    class Counter:
+        n = 0
+
+        def hook(self, frames: int) -> None:
+            self.n += 1
+
+    c = Counter()
+    backend = JackBackend(Engine(Chain([]), channels=1), name="hb-hooks")
+    try:
+        backend.start()
+        backend.add_process_hook(c.hook)
+        deadline = time.monotonic() + 5
+        while c.n == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert c.n > 0
+        backend.remove_process_hook(c.hook)  # a new bound method object, equal to the added one
+        assert backend._hooks == []
+        time.sleep(0.05)  # a cycle that had begun before the removal may still call it once
+        n = c.n
+        time.sleep(0.2)
+        assert c.n == n
+    finally:
+        backend.close()
