@@ -1293,6 +1293,8 @@ class MidiInput:
             rt.delete()
             self._rt = None
             if self._woken:
+                rt.wake = None
+                self._wake.close()
                 self._wake, self._woken = threading.Event(), False
             raise
         if self.mapper.run_slow is None:
@@ -1325,7 +1327,10 @@ class MidiInput:
                     rt.cancel_callback()
                 rt.close_port()
                 rt.delete()
-        if self._woken:  # its pipe closes when the last reference goes (a hook still running holds one)
+        if self._woken:  # rt.delete() returned: its hook neither runs nor will run again
+            if rt is not None:
+                rt.wake = None
+            self._wake.close()
             self._wake, self._woken = threading.Event(), False
         self.connected = False
 

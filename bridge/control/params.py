@@ -98,6 +98,9 @@ class ControlPort:
         self._lock = threading.Lock()
         self._pending: dict[tuple[int, int, int], tuple[float, float]] = {}
         self.coalesced_changes = 0
+        #: set when a change starts to wait in the pending map: wakes the backend's housekeeping
+        #: thread, which flushes it as room appears
+        self.waiting = threading.Event()
 
     def submit(self, change: ParamChange, stamp: float = 0.0) -> None:
         with self._lock:
@@ -107,6 +110,8 @@ class ControlPort:
                 key = (change.generation, change.slot, change.param)
                 if key in self._pending:
                     self.coalesced_changes += 1
+                elif not self._pending:
+                    self.waiting.set()
                 self._pending[key] = (change.value, stamp)
 
     def flush(self) -> int:

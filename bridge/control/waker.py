@@ -39,6 +39,8 @@ class Waker:
         os.set_blocking(self._w, False)  # a full pipe already means "awake": never wait on it
         self._byte = ctypes.create_string_buffer(1)
         self._pending = False
+        self._poll = select.poll()
+        self._poll.register(self._r, select.POLLIN)
 
     def set(self) -> None:
         if not self._pending:
@@ -52,11 +54,12 @@ class Waker:
         """Until :meth:`set` or ``timeout`` seconds; True when set."""
         if self._pending:
             return True
-        try:
-            ready, _, _ = select.select([self._r], [], [], timeout)
-        except (OSError, ValueError):  # closed
+        if self._r < 0:  # closed
             return True
-        return bool(ready) or self._pending
+        # poll, not select: select refuses descriptors from FD_SETSIZE (1024) on, which a busy
+        # process reaches, and a wait that fails at once would spin
+        self._poll.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+        return self._pending
 
     def clear(self) -> None:
         """Clear before looking at what the setter published: a set after this wakes again."""
@@ -68,8 +71,8 @@ class Waker:
             pass
 
     def close(self) -> None:
-        """Close the pipe. Only once no thread can call :meth:`set` any more (a closed number
-        can be reused by the next file opened); dropping the last reference does it then."""
+        """Close the pipe, once no thread can call :meth:`set` any more (a closed number can be
+        reused by the next file opened); dropping the last reference closes it too."""
         fds = (getattr(self, "_r", -1), getattr(self, "_w", -1))  # also after a failed __init__
         self._r = self._w = -1
         for fd in fds:

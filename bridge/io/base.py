@@ -65,21 +65,24 @@ class Backend(abc.ABC):
     def _start_housekeeping(self, interval: float = HOUSEKEEPING_S, idle: float = HOUSEKEEPING_IDLE_S) -> None:
         self.engine.add_latency_listener(self.publish_latency)
         self._keeping.clear()
-        engine = self.engine
+        engine, stop = self.engine, self._keeping
+        waiting = engine.control.waiting
 
         def loop() -> None:
-            wait = interval
-            while not self._keeping.wait(wait):
+            while not stop.is_set():
+                waiting.clear()
                 engine.housekeeping()
-                # every few ms only while changes wait for room in the full hand-off ring; else a
-                # sleeping thread (each wake-up takes the GIL the audio callback needs)
-                wait = interval if engine.control.pending else idle
+                if engine.control.pending:  # changes wait for room in the full hand-off ring
+                    stop.wait(interval)
+                else:  # asleep until a change starts to wait (a wake-up takes the GIL audio needs)
+                    waiting.wait(idle)
 
         self._keeper = threading.Thread(target=loop, name=f"{self.name}-housekeeping", daemon=True)
         self._keeper.start()
 
     def _stop_housekeeping(self) -> None:
         self._keeping.set()
+        self.engine.control.waiting.set()
         if self._keeper is not None:
             self._keeper.join(timeout=1.0)
             self._keeper = None

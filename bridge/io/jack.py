@@ -46,6 +46,7 @@ except OSError as _e:  # libjack missing: the module imports, opening a client e
 else:
     _IMPORT_ERROR = None
 
+HOOK_WAIT_S = 0.25  # longest remove_process_hook waits for a cycle that is calling hooks
 CAPTURE = 0  # JackCaptureLatency
 PLAYBACK = 1  # JackPlaybackLatency
 _MODES = {"capture": CAPTURE, "playback": PLAYBACK, CAPTURE: CAPTURE, PLAYBACK: PLAYBACK}
@@ -222,6 +223,7 @@ class JackBackend(Backend):
         self._format_lock = _threading.Lock()  # notification thread vs start()
         self._io: tuple | None = None
         self._in_cycle = False  # the process callback is between reading _io and finishing with it
+        self._in_hooks = False  # the process callback is calling the hooks
         self.client = _open_client(name, server, "opening JACK client")
         try:
             self.inports = [self.client.inports.register(f"in_{k + 1}") for k in range(engine.channels)]
@@ -493,8 +495,10 @@ class JackBackend(Backend):
         self._in_cycle = False
         hooks = self._hooks
         if hooks:
+            self._in_hooks = True
             for hook in hooks:
                 hook(frames)
+            self._in_hooks = False
 
     def add_process_hook(self, hook: Callable[[int], None]) -> None:
         """Call ``hook(frames)`` in every process cycle after the audio (for MIDI ports on this
@@ -502,7 +506,12 @@ class JackBackend(Backend):
         self._hooks = [*self._hooks, hook]  # a new list: the callback never sees one being changed
 
     def remove_process_hook(self, hook: Callable[[int], None]) -> None:
+        """Stop calling ``hook``; on return it is not running either (a cycle that had begun
+        calling hooks is waited for, up to HOOK_WAIT_S), so what it uses may be closed."""
         self._hooks = [h for h in self._hooks if h != hook]  # ==: each obj.method is a new bound method
+        deadline = _time.monotonic() + HOOK_WAIT_S
+        while self._in_hooks and self._active and _time.monotonic() < deadline:
+            _time.sleep(0.0005)
 
 
 def _is_regex(text: str) -> bool:

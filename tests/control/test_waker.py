@@ -67,6 +67,37 @@ def test_dropping_a_waker_closes_its_pipe():
     assert _open_fds() == before
 
 
+def test_waits_with_a_descriptor_past_fd_setsize():
+    """select() refuses descriptors from 1024 on; a busy process gets there (the wait must still
+    sleep, not fail at once and spin)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1100
+    if soft < want + 64:
+        if hard != resource.RLIM_INFINITY and hard < want + 64:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {want + 64}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want + 64, hard))
+    held = []
+    try:
+        while _open_fds() < want:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        w = waker.Waker()
+        try:
+            assert w._r >= 1024
+            t = time.monotonic()
+            assert w.wait(0.05) is False
+            assert time.monotonic() - t >= 0.04
+            w.set()
+            assert w.wait(5) is True
+        finally:
+            w.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def _voluntary_switches(tid: int) -> int:
     with open(f"/proc/self/task/{tid}/status") as f:
         for line in f:
@@ -114,13 +145,18 @@ def test_idle_jack_midi_input_sleeps_and_wakes_for_an_event(jack_server):
         assert engine.get("/hb/gain/gain_db") == p.max
         midi.close()
         midi = None
+        import gc
+
         fds = _open_fds()
-        for _ in range(10):  # open and close again: no pipe left behind
-            m = MidiInput(mapper, port=sender.port_name, api="jack", jack_host=backend, port_name="midi_in").start()
-            m.close()
-        del m
-        time.sleep(0.1)  # a hook still in its cycle holds the last reference for that long at most
-        assert _open_fds() <= fds
+        gc.disable()  # closing must not wait for a collection (a JACK client is a reference cycle)
+        try:
+            for host in (backend, None) * 5:  # on the engine's client and on a client of its own
+                m = MidiInput(mapper, port=sender.port_name, api="jack", jack_host=host, port_name="midi_in")
+                m.start()
+                m.close()
+            assert _open_fds() <= fds, "MIDI inputs left pipes open"
+        finally:
+            gc.enable()
     finally:
         if midi is not None:
             midi.close()

@@ -452,3 +452,29 @@ def test_a_removed_process_hook_stops_running(jack_server):
         assert c.n == n
     finally:
         backend.close()
+
+
+def test_changes_that_wait_for_room_are_flushed_without_waiting_for_idle_housekeeping(jack_server):
+    """A burst larger than the hand-off ring leaves its last change pending on the control side;
+    the housekeeping thread, asleep for long stretches when idle, is woken to flush it."""
+    from hushbridge.engine import effect_of
+
+    engine = Engine(Chain([Gain()]), channels=1, ring_capacity=4)
+    backend = JackBackend(engine, name="hb-flush")
+    try:
+        backend.start()
+        backend._stop_housekeeping()
+        backend._start_housekeeping(idle=30.0)  # asleep for the whole test unless woken
+        time.sleep(0.2)
+        for burst in range(5):
+            for k in range(12):
+                engine.set("/hb/gain/gain_db", -float(burst * 12 + k) / 2)
+            assert engine.coalesced_changes > 0 or engine.control.pending
+            last = engine.get("/hb/gain/gain_db")
+            deadline = time.monotonic() + 2.0
+            while effect_of(engine, "gain").get("gain_db") != last and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert effect_of(engine, "gain").get("gain_db") == last, f"burst {burst}: last change not flushed"
+            assert engine.control.pending == 0
+    finally:
+        backend.close()
