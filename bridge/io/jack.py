@@ -221,6 +221,7 @@ class JackBackend(Backend):
         self._active = False
         self._latency = int(engine.latency_samples)
         self._format_lock = _threading.Lock()  # notification thread vs start()
+        self._latency_lock = _threading.Lock()  # control threads publishing the latency
         self._io: tuple | None = None
         self._in_cycle = False  # the process callback is between reading _io and finishing with it
         self._in_hooks = False  # the process callback is calling the hooks
@@ -385,8 +386,11 @@ class JackBackend(Backend):
     def publish_latency(self, samples: int) -> None:
         """Announce the engine's latency in the JACK graph (any non-RT thread)."""
         self._latency = max(0, int(samples))
-        if self._active and self.client._ptr:
-            _lib().jack_recompute_total_latencies(_address(self.client._ptr))
+        # one at a time: two threads of one client in jack_recompute_total_latencies at once
+        # (start() and the first housekeeping) deadlocked in libjack
+        with self._latency_lock:
+            if self._active and self.client._ptr:
+                _lib().jack_recompute_total_latencies(_address(self.client._ptr))
 
     @property
     def published_latency(self) -> int:

@@ -478,3 +478,57 @@ def test_changes_that_wait_for_room_are_flushed_without_waiting_for_idle_houseke
             assert engine.control.pending == 0
     finally:
         backend.close()
+
+
+
+_START_WHILE_CPUS_BUSY = """
+import multiprocessing, os, sys, threading
+from hushbridge.engine import Engine
+from hushbridge.io.jack import JackBackend
+from hushbridge.presets import load_preset
+
+
+def spin():
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    while True:
+        pass
+
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    spinners = [ctx.Process(target=spin, daemon=True) for _ in range(os.cpu_count() or 1)]
+    for p in spinners:
+        p.start()
+    for trial in range(int(sys.argv[1])):
+        backend = JackBackend(Engine(load_preset("dialogue"), channels=2), name=f"hb-start{trial}",
+                              connect_inputs="system:capture_.*", connect_outputs="system:playback_.*")
+        done = threading.Event()
+        threading.Thread(target=lambda: (backend.start(), done.set()), daemon=True).start()
+        if not done.wait(20):
+            print(f"start {trial} hung", flush=True)
+            for p in spinners:  # they hold our stdout open
+                p.kill()
+            os._exit(1)
+        backend.close()
+    for p in spinners:
+        p.kill()
+    print("done", flush=True)
+    os._exit(0)
+"""
+
+
+def test_start_does_not_deadlock_announcing_the_latency(jack_server, tmp_path):
+    """start() announces the latency while the housekeeping thread it just started does the
+    same: two threads of one client in jack_recompute_total_latencies at once deadlocked in
+    libjack (seen with every CPU kept busy, as in ``control_flood.py --keep-cpus-busy``: one
+    start in a few hung). A child process, so a deadlock fails the test instead of hanging it."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "starts.py"
+    script.write_text(_START_WHILE_CPUS_BUSY)
+    try:
+        out = subprocess.run([sys.executable, str(script), "12"], capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("starting the JACK backend hung")
+    assert "done" in out.stdout, (out.stdout, out.stderr[-2000:])
