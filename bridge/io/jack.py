@@ -500,9 +500,11 @@ class JackBackend(Backend):
         hooks = self._hooks
         if hooks:
             self._in_hooks = True
-            for hook in hooks:
-                hook(frames)
-            self._in_hooks = False
+            try:
+                for hook in hooks:
+                    hook(frames)
+            finally:  # a hook that raised must not leave remove_process_hook waiting
+                self._in_hooks = False
 
     def add_process_hook(self, hook: Callable[[int], None]) -> None:
         """Call ``hook(frames)`` in every process cycle after the audio (for MIDI ports on this
