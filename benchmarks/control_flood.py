@@ -252,7 +252,7 @@ def main() -> int:
         idle_x, flood_x, idle_cpu, flood_cpu, flood_wall = [], [], 0.0, 0.0, 0.0
         osc_lat, midi_lat, osc_sent_n, midi_sent_n, osc_applied, midi_applied = [], [], 0, 0, 0, 0
         d0, co0 = engine.dropped_messages, engine.coalesced_changes
-        p = engine.info("/hb/probe_midi/gain_db").param
+        midi_param = engine.info("/hb/probe_midi/gain_db").param
         for _ in range(rounds):
             # idle: the same engine, no control traffic
             x0, c0 = engine.xruns, time.process_time()
@@ -278,7 +278,7 @@ def main() -> int:
             osc_applied += int(sel.sum())
             if have_midi and results[1] is not None:
                 sel = slots == midi_slot
-                keys = np.rint((values[sel] - p.min) / (p.max - p.min) * 127).astype(int)
+                keys = np.rint((values[sel] - midi_param.min) / (midi_param.max - midi_param.min) * 127).astype(int)
                 midi_lat.append(match_latency(results[1], 128, times[sel], keys))
                 midi_sent_n += len(results[1])
                 midi_applied += int(sel.sum())
