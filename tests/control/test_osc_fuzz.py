@@ -16,8 +16,9 @@ Audio verdict: a take without xruns gets the strict checks (finite, no silent 12
 every 10 ms window within 1 dB of the level before the fuzz). On a busy machine the rig's own
 Python clients miss cycles too (and JACK may zombify a starved recorder), so an unclean take is
 judged on its whole recorded windows only (median level within 1 dB); when no take is clean the
-xruns are attributed by the same take without fuzz and a trivial client alone: the test fails
-only if both of those run clean, and otherwise skips with the counts.
+xruns are attributed by the same take without fuzz (taken as many times as the fuzz was) and
+a trivial client alone: the test fails only if all of those run clean, and otherwise skips
+with the counts.
 """
 from __future__ import annotations
 
@@ -281,14 +282,20 @@ def test_osc_fuzz_on_jack(jack_server):
             return
         if not jack_server.realtime:
             pytest.skip(f"no clean take on a server without real-time scheduling: {attempts} (control-side checks passed)")
-        # Who caused the xruns? The same take without fuzz (the rig's own Python clients share the
-        # machine too), and a trivial client alone, as in tests/io/test_jack.py.
-        x0 = engine.xruns
-        _, complete = rig.take(signal, extra=0, now=lambda: backend.client.frame_time)
-        control = engine.xruns - x0
+        # Who caused the xruns? The same take without fuzz, as many times as the fuzz was taken (a
+        # host's noise comes in bursts; one clean take against three is no comparison), and a
+        # trivial client alone, as in tests/io/test_jack.py.
+        control, complete = 0, True
+        for _ in attempts:
+            x0 = engine.xruns
+            _, whole = rig.take(signal, extra=0, now=lambda: backend.client.frame_time)
+            control += engine.xruns - x0
+            complete = complete and whole
+            if control or not complete:
+                break
         baseline = _baseline_xruns(seconds)
         if control == 0 and complete and baseline == 0:
-            pytest.fail(f"xruns during every fuzz take {attempts}, none in the same take without fuzz "
+            pytest.fail(f"xruns during every fuzz take {attempts}, none in {len(attempts)} takes without fuzz "
                         f"and none for a trivial client in {seconds:g} s")
         pytest.skip(f"the machine is too busy to judge xruns: fuzz takes {attempts}, the same take without fuzz "
                     f"{control} xruns, a trivial client {baseline} in {seconds:g} s (control-side and level checks "
