@@ -1,7 +1,7 @@
 """Control flood: 1,000 OSC messages/s and 1,000 MIDI CC/s into a running engine on JACK.
 
     python benchmarks/control_flood.py [--seconds 60] [--rounds 6] [--keep-cpus-busy]
-                                       [--osc-rate 1000] [--midi-rate 1000]
+                                       [--osc-rate 1000] [--midi-rate 1000] [--osc-receive process]
 
 Starts its own ``jackd -d dummy -r 48000 -p 128`` (real-time, falling back to --no-realtime as
 the test fixture does), runs the engine as a JACK client with the ``dialogue`` preset plus two
@@ -22,7 +22,13 @@ Measured (JSON lines, DESIGN §7, also in benchmarks/results/control_flood.json)
   change at a block start (the engine's optional :class:`~hushbridge.engine.ApplyProbe`; both
   clocks are CLOCK_MONOTONIC on Linux, shared between processes).
 - ``cpu``: CPU time of the engine process (audio thread + OSC + MIDI threads) per wall
-  second, during the flood and (baseline) idle.
+  second, during the flood and (baseline) idle; with ``--osc-receive process`` the OSC
+  receive process's CPU time is added (Linux: /proc).
+- ``wakeups``: context switches per second summed over the engine process's threads (Linux:
+  /proc/self/task), during the flood and (baseline) idle: each is a wake-up that takes the GIL.
+  Where OSC is received (``--osc-receive``): ``thread`` in the engine process (the default of
+  :class:`~hushbridge.control.osc.OscServer`) or ``process`` (``OscServer(process=True)``,
+  :mod:`hushbridge.control.osc_process`).
 - counts: messages sent, applied, coalesced, dropped.
 
 ``--keep-cpus-busy`` runs one spinning process per CPU at SCHED_IDLE (it gets a CPU only when
@@ -127,6 +133,37 @@ def match_latency(sent: np.ndarray, period: int, applied_t: np.ndarray, keys: np
     return out[np.isfinite(out)]
 
 
+def context_switches() -> int:
+    """Context switches so far, summed over this process's threads (0 where /proc is missing)."""
+    total = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/status") as f:
+                for line in f:
+                    if "ctxt_switches:" in line:  # voluntary and nonvoluntary
+                        total += int(line.split()[-1])
+        except OSError:
+            continue  # the thread ended
+    return total
+
+
+def cpu_seconds(child_pid: int | None) -> float:
+    """CPU time of this process, plus that of ``child_pid`` (Linux /proc) when given."""
+    total = time.process_time()
+    if child_pid is not None:
+        try:
+            with open(f"/proc/{child_pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def percentiles(x: np.ndarray) -> dict[str, float]:
     if len(x) == 0:
         return {}
@@ -172,6 +209,8 @@ def main() -> int:
                     help="alternate idle and flood this many times, each --seconds / ROUNDS long (default 6)")
     ap.add_argument("--osc-rate", type=float, default=1000.0, help="OSC messages per second (default 1000)")
     ap.add_argument("--midi-rate", type=float, default=1000.0, help="MIDI CC per second (default 1000; 0: none)")
+    ap.add_argument("--osc-receive", choices=("thread", "process"), default="thread",
+                    help="receive OSC on a thread of the engine process or in a process of its own")
     ap.add_argument("--keep-cpus-busy", action="store_true",
                     help="run one SCHED_IDLE spinning process per CPU throughout, so no CPU ever halts "
                          "(takes a virtual machine's halt/wake-up latency out of the measurement)")
@@ -205,7 +244,8 @@ def main() -> int:
         backend = JackBackend(engine, name="hb-flood", connect_inputs="system:capture_.*",
                               connect_outputs="system:playback_.*")
         backend.start()
-        osc = OscServer(engine, port=0).start()
+        osc = OscServer(engine, port=0, process=args.osc_receive == "process").start()
+        receiver_pid = osc.receiver.proc.pid if osc.receiver is not None else None
         midi = None
         have_midi = args.midi_rate > 0
         if have_midi:
@@ -217,6 +257,7 @@ def main() -> int:
         settings = {"sample_rate": SR, "frames": BLOCK, "seconds": args.seconds, "rounds": rounds,
                     "osc_rate": args.osc_rate, "midi_rate": args.midi_rate if have_midi else 0,
                     "realtime": realtime, "keep_cpus_busy": args.keep_cpus_busy,
+                    "osc_receive": args.osc_receive,
                     "chain": " > ".join(chain.ids), "cores": os.cpu_count()}
 
         # the engine compiles new fused runs in a background process: measure what runs after it
@@ -250,23 +291,26 @@ def main() -> int:
         time.sleep(1.0)
 
         idle_x, flood_x, idle_cpu, flood_cpu, flood_wall = [], [], 0.0, 0.0, 0.0
+        idle_wake, flood_wake = 0, 0
         osc_lat, midi_lat, osc_sent_n, midi_sent_n, osc_applied, midi_applied = [], [], 0, 0, 0, 0
         d0, co0 = engine.dropped_messages, engine.coalesced_changes
         midi_param = engine.info("/hb/probe_midi/gain_db").param
         for _ in range(rounds):
             # idle: the same engine, no control traffic
-            x0, c0 = engine.xruns, time.process_time()
+            x0, c0, k0 = engine.xruns, cpu_seconds(receiver_pid), context_switches()
             time.sleep(seg)
             idle_x.append(engine.xruns - x0)
-            idle_cpu += time.process_time() - c0
+            idle_cpu += cpu_seconds(receiver_pid) - c0
+            idle_wake += context_switches() - k0
             # flood
             engine.apply_probe = probe = ApplyProbe(int((args.osc_rate + args.midi_rate) * seg * 1.2) + 1024)
-            x0, c0, w0 = engine.xruns, time.process_time(), time.perf_counter()
+            x0, c0, w0, k0 = engine.xruns, cpu_seconds(receiver_pid), time.perf_counter(), context_switches()
             for c in conns:
                 c.send("go")
             results = [c.recv() if c.poll(seg + 60) else None for c in conns]
-            flood_cpu += time.process_time() - c0
+            flood_cpu += cpu_seconds(receiver_pid) - c0
             flood_wall += time.perf_counter() - w0
+            flood_wake += context_switches() - k0
             time.sleep(0.2)  # the last changes reach the audio thread
             flood_x.append(engine.xruns - x0)
             engine.apply_probe = None
@@ -286,6 +330,8 @@ def main() -> int:
             c.send("stop")
         rows = [("xruns", float(sum(flood_x)), "count", "idle engine, same time", float(sum(idle_x))),
                 ("cpu", flood_cpu / flood_wall, "cpu s / wall s", "idle engine, same time", idle_cpu / (seg * rounds)),
+                ("wakeups", flood_wake / flood_wall, "context switches / s", "idle engine, same time",
+                 idle_wake / (seg * rounds)),
                 ("osc_sent", float(osc_sent_n), "messages", None, None),
                 ("osc_applied", float(osc_applied), "changes", None, None)]
         for k, v in percentiles(np.concatenate(osc_lat)).items():
@@ -299,7 +345,7 @@ def main() -> int:
                  ("dropped_messages", float(engine.dropped_messages - d0), "count", None, None)]
         for name, value, unit, base, base_value in rows:
             ratio, extra = None, {}
-            if base_value is not None and name == "cpu":
+            if base_value is not None and name in ("cpu", "wakeups"):
                 ratio = lower_is_better(value, base_value)
             elif base_value is not None and name == "xruns":
                 ratio = count_ratio(value, base_value)

@@ -213,6 +213,9 @@ class Engine:
         self.channels = int(channels)
         self.ring = ParamRing(ring_capacity)
         self.control = ControlPort(self.ring)
+        #: further hand-off rings whose producer is another process (the OSC receive process),
+        #: drained after :attr:`ring` at every callback; see :meth:`attach_ring`
+        self._remote_rings: tuple[ParamRing, ...] = ()
         self.spec: ProcessSpec | None = None
         self._chain = chain
         self._generation = 0
@@ -370,6 +373,8 @@ class Engine:
             ch = self.channels
             block_levels(inp, meter.level, row, 0, 2 * ch)  # before: inp may be out (files)
             self.ring.drain(self._apply)
+            for ring in self._remote_rings:
+                ring.drain(self._apply)
             n = inp.shape[1]
             bs = self.spec.max_block_size
             sr = self.spec.sample_rate
@@ -584,6 +589,46 @@ class Engine:
         for listener in list(self._listeners):
             listener(address, v, source)
         return v
+
+    def attach_ring(self, ring: ParamRing) -> None:
+        """Drain ``ring`` at every callback too (after :attr:`ring`). Its producer, another
+        process, writes validated changes straight into it (generation, slot and index from the
+        table it was sent); it reports them with :meth:`record_remote_set` so that :meth:`get`,
+        presets and listeners follow."""
+        if ring not in self._remote_rings:
+            self._remote_rings = (*self._remote_rings, ring)  # one store: the audio thread sees old or new
+
+    def detach_ring(self, ring: ParamRing) -> None:
+        """Stop draining ``ring``. The audio thread may still be in the middle of one drain of it."""
+        self._remote_rings = tuple(r for r in self._remote_rings if r is not ring)
+
+    def record_remote_set(self, address: str, value: float, generation: int, *, source: object = None) -> bool:
+        """A change that went to the audio thread through an attached ring: count it for
+        :meth:`get`, presets and listeners (feedback) as :meth:`set` does. False (and nothing
+        happens) when it was made against a table that has been replaced since."""
+        if generation != self._table_generation:
+            return False
+        info = self._table.get(address)
+        if info is None:
+            return False
+        p = info.param
+        self._shadow[address] = p.default if p.momentary else value
+        for listener in list(self._listeners):
+            listener(address, value, source)
+        return True
+
+    def table_snapshot(self) -> tuple[int, Chain, list[ParamInfo]]:
+        """``(generation, chain, infos)`` of the parameter table, taken together (under the swap
+        lock, so never the slots of one chain with the generation of another)."""
+        with self._swap_lock:
+            chain, _, generation = self.tracked
+            return generation, chain, list(self._table.values())
+
+    @property
+    def table_generation(self) -> int:
+        """The generation of the parameter table (:meth:`parameters`): the chain set last,
+        which the audio thread may not have swapped in yet."""
+        return self._table_generation
 
     def settle_timed(self, now: float | None = None) -> int:
         """Let the future-stamped changes whose time has come count for :meth:`get`, presets and

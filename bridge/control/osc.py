@@ -96,6 +96,7 @@ import math
 import queue
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -282,6 +283,11 @@ class OscController:
             dests.add(also)
         for dest in dests:
             self._reply(address, tuple(args), dest)
+
+    @property
+    def slow_pending(self) -> int:
+        """Slow requests (preset loads and saves) queued or running; later messages wait behind them."""
+        return self._slow_pending
 
     # == routing table ===========================================================================
     def map(self, address: str, callback: Callable[..., None]) -> Handler:
@@ -662,6 +668,11 @@ class OscServer:
     presets_save : callable, "user" or None
         Passed to :class:`OscController`; default ``"user"``: ``/hb/preset/save <name>`` writes
         ``<name>.toml`` in the user preset folder (names only, never paths).
+    process : bool
+        Receive in a separate process (:mod:`hushbridge.control.osc_process`): parameter sets
+        reach the audio callback without waking this process, so a flood of them cannot take
+        the GIL from it; everything else is handled here as before. Needs a Python interpreter
+        to run the child (not in a frozen build: there it falls back to a thread, logged).
 
     Examples
     --------
@@ -670,7 +681,8 @@ class OscServer:
     """
 
     def __init__(self, engine: Any, host: str = "127.0.0.1", port: int = 9000,
-                 presets_save: Callable[[str], object] | str | None = "user", *, poll_s: float = 0.1) -> None:
+                 presets_save: Callable[[str], object] | str | None = "user", *, poll_s: float = 0.1,
+                 process: bool = False) -> None:
         try:  # IPv4 or IPv6, whichever the host names (127.0.0.1, ::1, 0.0.0.0, ::, a name)
             family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
         except (socket.gaierror, UnicodeError) as e:
@@ -694,6 +706,10 @@ class OscServer:
         self._meter_thread = threading.Thread(target=self._push_meters, name=f"hushbridge-osc-meters:{self.port}",
                                               daemon=True)
         self.controller = OscController(engine, presets_save, send=self.send, run_slow=self._tasks.put)
+        self.process = bool(process) and not getattr(sys, "frozen", False)
+        if process and not self.process:
+            log.info("OSC: no interpreter to run a receive process in a frozen build; receiving on a thread")
+        self.receiver: Any = None  # the OscReceiveProcess while the child runs
         self._started = False
         self._closed = False
         self.send_errors = 0
@@ -705,8 +721,30 @@ class OscServer:
             self._started = True
             self._worker.start()
             self._meter_thread.start()
-            self._thread.start()
+            if self.process:
+                from hushbridge.control.osc_process import OscReceiveProcess
+
+                self.receiver = OscReceiveProcess(self, on_lost=self._receive_here)
+                try:
+                    self.receiver.start()
+                except Exception:
+                    self.receiver.stop()
+                    self.receiver = None
+                    self._stop.set()
+                    self._meter_thread.join()
+                    self._tasks.put(None)
+                    self._worker.join()
+                    self._closed = True
+                    self._sock.close()
+                    raise
+            else:
+                self._thread.start()
         return self
+
+    def _receive_here(self) -> None:
+        """The receive process is gone: receive on a thread of this process from now on."""
+        if not self._stop.is_set() and not self._thread.is_alive():
+            self._thread.start()
 
     def stop(self) -> None:
         """Stop the threads and close the socket. Idempotent."""
@@ -715,8 +753,11 @@ class OscServer:
         self._closed = True
         self._stop.set()
         self.controller.close()
+        if self.receiver is not None:
+            self.receiver.stop()
         if self._started:
-            self._thread.join()
+            if self._thread.is_alive():
+                self._thread.join()
             self._meter_thread.join()
             self._tasks.put(None)
             self._worker.join()
@@ -787,6 +828,9 @@ class OscServer:
                 task()
             except Exception:  # noqa: BLE001 - tasks report their own errors; log anything else
                 log.exception("OSC worker task failed")
+            receiver = self.receiver
+            if receiver is not None:
+                receiver.slow_done()
 
 
 __all__ = ["OscController", "OscRequestError", "OscServer", "Reply", "check_packet", "encode"]

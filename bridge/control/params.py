@@ -37,20 +37,38 @@ class ParamRing:
 
     ``push`` is called by one producer at a time (see :class:`ControlPort`); ``drain`` only by
     the audio thread. Neither allocates buffers, neither blocks.
+
+    ``buffer`` (optional, :meth:`nbytes` long) holds the slots and both indices instead of
+    private arrays, so the producer may be another process (shared memory; see
+    :mod:`hushbridge.control.osc_process`): each index is one aligned 8-byte word with one
+    writer, stored after the slot it publishes.
     """
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 1024, buffer: object = None) -> None:
         if capacity < 2:
             raise ValueError(f"capacity must be >= 2, got {capacity!r}")
         self.capacity = capacity
-        self._gen = np.zeros(capacity, dtype=np.int64)
-        self._slot = np.zeros(capacity, dtype=np.int64)
-        self._param = np.zeros(capacity, dtype=np.int64)
-        self._value = np.zeros(capacity, dtype=np.float64)
-        self._stamp = np.zeros(capacity, dtype=np.float64)
-        # Python int stores are atomic under the GIL; each index has exactly one writer.
-        self._write = 0
-        self._read = 0
+        if buffer is None:
+            buffer = bytearray(self.nbytes(capacity))
+        words = np.ndarray((2 + 5 * capacity,), dtype=np.int64, buffer=buffer)
+        floats = words.view(np.float64)
+        self._index = words[:2]  # [write, read]
+        self._gen, self._slot, self._param = (words[2 + k * capacity:2 + (k + 1) * capacity] for k in range(3))
+        self._value = floats[2 + 3 * capacity:2 + 4 * capacity]
+        self._stamp = floats[2 + 4 * capacity:]
+
+    @staticmethod
+    def nbytes(capacity: int) -> int:
+        """Bytes of the buffer a ring of ``capacity`` slots needs."""
+        return 8 * (2 + 5 * capacity)
+
+    @property
+    def _write(self) -> int:
+        return int(self._index[0])
+
+    @property
+    def _read(self) -> int:
+        return int(self._index[1])
 
     def __len__(self) -> int:
         return self._write - self._read
@@ -60,8 +78,9 @@ class ParamRing:
 
     def push(self, generation: int, slot: int, param: int, value: float, stamp: float = 0.0) -> bool:
         """Append one change; False when full (the caller coalesces)."""
-        w = self._write
-        if w - self._read >= self.capacity:
+        index = self._index
+        w = int(index[0])
+        if w - int(index[1]) >= self.capacity:
             return False
         i = w % self.capacity
         self._gen[i] = generation
@@ -69,19 +88,20 @@ class ParamRing:
         self._param[i] = param
         self._value[i] = value
         self._stamp[i] = stamp
-        self._write = w + 1  # publish after the slot is written
+        index[0] = w + 1  # publish after the slot is written
         return True
 
     def drain(self, apply: Callable[[int, int, int, float, float], None], limit: int = 1 << 30) -> int:
         """Apply up to ``limit`` waiting changes in order; return how many."""
-        r = self._read
-        w = self._write
+        index = self._index
+        r = int(index[1])
+        w = int(index[0])
         n = 0
         while r < w and n < limit:
             i = r % self.capacity
             r += 1
             n += 1
-            self._read = r  # advance first: a change that raises must not block the ring forever
+            index[1] = r  # advance first: a change that raises must not block the ring forever
             apply(int(self._gen[i]), int(self._slot[i]), int(self._param[i]), float(self._value[i]), float(self._stamp[i]))
         return n
 
@@ -126,6 +146,11 @@ class ControlPort:
                 break
             del self._pending[key]
         return len(self._pending)
+
+    def count_coalesced(self, n: int) -> None:
+        """Add ``n`` changes coalesced elsewhere (another process's producer side)."""
+        with self._lock:
+            self.coalesced_changes += n
 
     @property
     def pending(self) -> int:

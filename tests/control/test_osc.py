@@ -146,9 +146,12 @@ def driver(engine):
     d.join()
 
 
-@pytest.fixture
-def server(engine, driver):
-    with OscServer(engine, port=0) as srv:
+@pytest.fixture(params=["thread", "process"])
+def server(request, engine, driver):
+    """Every test of the server runs with OSC received on a thread and in a receive process
+    (hushbridge.control.osc_process): the two must be indistinguishable to a client."""
+    with OscServer(engine, port=0, process=request.param == "process") as srv:
+        assert (srv.receiver is not None) == (request.param == "process")
         yield srv
 
 

@@ -37,10 +37,10 @@ def running(chain: Chain):
     return engine, driver
 
 
-@pytest.fixture
-def rig():
+@pytest.fixture(params=["thread", "process"])
+def rig(request):
     engine, driver = running(Chain([Gain(), Gain()]))
-    server = OscServer(engine, port=0).start()
+    server = OscServer(engine, port=0, process=request.param == "process").start()
     client = Client(server.port)
     yield engine, driver, server, client
     client.close()
