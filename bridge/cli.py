@@ -349,9 +349,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not args.no_osc:
             from hushbridge.control.osc import OscServer
 
-            osc = OscServer(engine, host=args.osc_host, port=args.osc_port)
+            osc = OscServer(engine, host=args.osc_host, port=args.osc_port, process=args.osc_receive == "process")
             osc.start()
         where = f"OSC on {args.osc_host}:{osc.port}" if osc else "OSC off"
+        if osc is not None and osc.receiver is not None:
+            where += " (received in a process of its own)"
         if midi is not None:
             if osc is not None:
                 from hushbridge.control.midi import attach_osc
@@ -719,6 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--osc-port", type=_ranged(int, 0, 65535, "UDP port"), default=9000,
                    help="OSC UDP port (default 9000; 0: any free port, printed at start)")
     p.add_argument("--no-osc", action="store_true", help="do not start the OSC server")
+    p.add_argument("--osc-receive", choices=["process", "thread"], default="process",
+                   help="receive OSC in a process of its own, so that a flood of parameter changes never takes "
+                        "the audio callback's interpreter lock (default), or on a thread of this process")
     p.add_argument("--midi-in", metavar="PORT",
                    help="MIDI control from this source port (see `hushbridge midi ports`; reconnects when it comes "
                         "back), or `virtual` for a port of our own; maps from the preset's [midi] table")

@@ -51,6 +51,7 @@ import logging
 import math
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ring", required=True, help="shared memory name of the ParamRing")
     ap.add_argument("--capacity", type=int, required=True)
     args = ap.parse_args(argv)
+    # Ctrl-C in a terminal reaches the whole process group: the engine process decides when
+    # this one stops (it sends "stop", or its end of the pipe closes when it dies)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(args.conn_fd)
     sock = socket.socket(fileno=args.sock_fd)
     shm = _attach_shared(args.ring)
