@@ -45,6 +45,7 @@ import gc
 import heapq
 import itertools
 import logging
+import math
 import sys
 import threading
 import time
@@ -236,6 +237,7 @@ class Engine:
         self._fuse_job: tuple[Any, Chain] | None = None
         self._table: dict[str, ParamInfo] = {}
         self._shadow: dict[str, float] = {}
+        self._shadow_order: dict[str, float] = {}  # address -> order of the value in _shadow
         self._listeners: list[Listener] = []
         self._latency_listeners: list[Callable[[int], None]] = []
         self._preset_listeners: list[Callable[[Any], None]] = []
@@ -447,7 +449,7 @@ class Engine:
         if sanitize(out):
             self._nonfinite_base += 1
 
-    def _apply(self, generation: int, slot: int, param: int, value: float, stamp: float) -> None:
+    def _apply(self, generation: int, slot: int, param: int, value: float, stamp: float, order: float = 0.0) -> None:
         if stamp > self._block_time:  # a bundle time tag in the future: wait for its block
             n = self._timed_n
             if n < TIMED_CAPACITY:
@@ -464,9 +466,16 @@ class Engine:
             chain = incoming[0]
         if not 0 <= slot < len(chain):
             return
+        orders = chain.change_order
         if param == BYPASS:
+            if order < orders[slot, -1]:
+                return  # a later change to it came another way and is in already
+            orders[slot, -1] = order
             chain.set_bypass_index(slot, value >= 0.5)
         elif 0 <= param < len(chain[slot].params):
+            if order < orders[slot, param]:
+                return
+            orders[slot, param] = order
             chain[slot].set_index(param, value)
         probe = self.apply_probe
         if probe is not None and probe.n < len(probe.values):
@@ -480,8 +489,9 @@ class Engine:
         self._block_time = now
         q = self._timed
         k = timed_due(q, self._timed_n, now)
+        order = time.monotonic()  # a timed change counts as made when it becomes audible
         for i in range(k):
-            self._apply(int(q[i, 0]), int(q[i, 1]), int(q[i, 2]), float(q[i, 3]), 0.0)
+            self._apply(int(q[i, 0]), int(q[i, 1]), int(q[i, 2]), float(q[i, 3]), 0.0, order)
         self._timed_n = n = timed_drop(q, self._timed_n, k)
         self._timed_next = q[0, 4] if n else float("inf")
 
@@ -509,6 +519,11 @@ class Engine:
                     tracked.append((eid, attr, effect))
         if self._effect_timing:
             chain.effect_seconds = np.zeros(len(chain), dtype=np.float64)
+        # when the last change applied to each parameter was made (last column: bypass); the
+        # audio thread skips an older one that arrives later by another way (see _apply)
+        width = max((len(e.params) for e in chain), default=0) + 1
+        chain.change_order = np.full((len(chain), width), -np.inf)
+        self._shadow_order = {}
         self._table, self._shadow = table, shadow
         self._table_generation = generation
         self.tracked = (chain, tuple(tracked), generation)
@@ -583,9 +598,12 @@ class Engine:
                                                     self._table_generation))
             self.control.submit(change, stamp)
             return v
+        order = self.control.submit(change, stamp)
+        if order < self._shadow_order.get(address, -math.inf):
+            return v  # a later change (from the OSC receive process) is reported already
+        self._shadow_order[address] = order
         # a button (momentary) does its thing once and reads as its default again
         self._shadow[address] = p.default if p.momentary else v
-        self.control.submit(change, stamp)
         for listener in list(self._listeners):
             listener(address, v, source)
         return v
@@ -602,15 +620,19 @@ class Engine:
         """Stop draining ``ring``. The audio thread may still be in the middle of one drain of it."""
         self._remote_rings = tuple(r for r in self._remote_rings if r is not ring)
 
-    def record_remote_set(self, address: str, value: float, generation: int, *, source: object = None) -> bool:
+    def record_remote_set(self, address: str, value: float, generation: int, order: float, *,
+                          source: object = None) -> bool:
         """A change that went to the audio thread through an attached ring: count it for
-        :meth:`get`, presets and listeners (feedback) as :meth:`set` does. False (and nothing
-        happens) when it was made against a table that has been replaced since."""
+        :meth:`get`, presets and listeners (feedback) as :meth:`set` does. ``order``: when it
+        was accepted (``time.monotonic()``). False (and nothing happens) when it was made
+        against a table that has been replaced since, or a later change to the parameter
+        has been counted already (the audio thread skips it for the same reason)."""
         if generation != self._table_generation:
             return False
         info = self._table.get(address)
-        if info is None:
+        if info is None or order < self._shadow_order.get(address, -math.inf):
             return False
+        self._shadow_order[address] = order
         p = info.param
         self._shadow[address] = p.default if p.momentary else value
         for listener in list(self._listeners):
@@ -642,6 +664,7 @@ class Engine:
         for _, _, address, v, source, generation in due:
             if generation != self._table_generation:
                 continue  # scheduled for a chain that has been replaced since
+            self._shadow_order[address] = time.monotonic()
             self._shadow[address] = v
             for listener in list(self._listeners):
                 listener(address, v, source)

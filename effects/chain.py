@@ -69,6 +69,9 @@ class Chain(Effect):
     #: slot and their generated module files are listed in :attr:`uncompiled`.
     compile_fused: bool = True
     uncompiled: list[str] = []
+    #: (len(chain), most params + 1) float64 set by the engine that runs the chain: when the last
+    #: change applied to each parameter was made (last column: bypass); see ``Engine._apply``
+    change_order: np.ndarray | None = None
 
     def __init__(self, effects: Iterable[Effect] = (), ids: Iterable[str | None] | None = None,
                  fuse: bool | None = None) -> None:

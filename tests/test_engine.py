@@ -70,10 +70,10 @@ def test_ring_is_bounded_and_full_ring_coalesces_latest_wins():
     assert len(ring) == 4 and port.pending == 1
     assert port.coalesced_changes == 5  # values 5..9 folded into one pending slot
     seen = []
-    ring.drain(lambda g, s, p, v, t: seen.append(v))
+    ring.drain(lambda g, s, p, v, t, o: seen.append(v))
     assert seen == [0.0, 1.0, 2.0, 3.0]
     assert port.flush() == 0
-    ring.drain(lambda g, s, p, v, t: seen.append(v))
+    ring.drain(lambda g, s, p, v, t, o: seen.append(v))
     assert seen[-1] == 9.0  # latest value wins
 
 

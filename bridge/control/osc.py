@@ -93,6 +93,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
 import queue
 import re
 import socket
@@ -672,7 +673,8 @@ class OscServer:
         Receive in a separate process (:mod:`hushbridge.control.osc_process`): parameter sets
         reach the audio callback without waking this process, so a flood of them cannot take
         the GIL from it; everything else is handled here as before. Needs a Python interpreter
-        to run the child (not in a frozen build: there it falls back to a thread, logged).
+        to run the child and POSIX descriptor passing (not in a frozen build nor on Windows:
+        there it receives on a thread, logged).
 
     Examples
     --------
@@ -706,9 +708,11 @@ class OscServer:
         self._meter_thread = threading.Thread(target=self._push_meters, name=f"hushbridge-osc-meters:{self.port}",
                                               daemon=True)
         self.controller = OscController(engine, presets_save, send=self.send, run_slow=self._tasks.put)
-        self.process = bool(process) and not getattr(sys, "frozen", False)
+        # the child is `python -m ...` with the socket passed by descriptor (POSIX)
+        self.process = bool(process) and not getattr(sys, "frozen", False) and os.name == "posix"
         if process and not self.process:
-            log.info("OSC: no interpreter to run a receive process in a frozen build; receiving on a thread")
+            log.info("OSC: a receive process needs a Python interpreter and POSIX descriptor passing; "
+                     "receiving on a thread")
         self.receiver: Any = None  # the OscReceiveProcess while the child runs
         self._started = False
         self._closed = False

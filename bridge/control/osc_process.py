@@ -71,6 +71,8 @@ ClientAddress = tuple[str, int]
 
 BATCH_S = 0.02           # at most this often the child reports fast-path changes to the engine process
 RING_CAPACITY = 1024     # slots of the shared ring
+RETRY_MIN_MS = 2.0       # while changes wait for room in a full ring: retry this often,
+RETRY_MAX_MS = 50.0      # backing off to this while nothing drains it
 RECV_BURST = 256         # datagrams read per wake-up before the child looks at its pipe again
 START_TIMEOUT_S = 10.0   # for the child to say it is ready
 STOP_TIMEOUT_S = 2.0
@@ -117,9 +119,11 @@ class FastPath:
         self._table: dict[str, Entry] = {}
         self.forwarded = 0  # sequence number of the last forwarded message
         self.acked = 0      # the last one the engine process has finished with
-        self._pending: dict[tuple[int, int, int], float] = {}  # waiting for ring room, oldest first
+        #: waiting for ring room, oldest first: (generation, slot, index) -> (value, order)
+        self._pending: dict[tuple[int, int, int], tuple[float, float]] = {}
         self.coalesced = 0  # not yet reported
-        self.batch: dict[str, tuple[float, ClientAddress]] = {}  # latest per address, not yet reported
+        #: latest per address, not yet reported: address -> (value, sender, order)
+        self.batch: dict[str, tuple[float, ClientAddress, float]] = {}
         self.handled = 0
 
     def set_table(self, generation: int, rows: list[tuple[str, int, int, Param, int]]) -> None:
@@ -151,14 +155,17 @@ class FastPath:
             value = x
         else:
             value = param.clamp(x)
+        # when it was accepted: the engine keeps whichever change to a parameter was made last,
+        # whichever way it came (this ring, its own, a flush of _pending after a newer one)
+        order = time.monotonic()
         key = (self.generation, slot, index)
         if self._pending:
             self.flush_ring()
-        if self._pending or not self.ring.push(self.generation, slot, index, value, 0.0):
+        if self._pending or not self.ring.push(self.generation, slot, index, value, 0.0, order):
             if key in self._pending:
                 self.coalesced += 1
-            self._pending[key] = value
-        self.batch[address] = (value, client)
+            self._pending[key] = (value, order)
+        self.batch[address] = (value, client, order)
         self.handled += 1
         return True
 
@@ -167,7 +174,8 @@ class FastPath:
         pending = self._pending
         while pending:
             key = next(iter(pending))
-            if not self.ring.push(key[0], key[1], key[2], pending[key], 0.0):
+            value, order = pending[key]
+            if not self.ring.push(key[0], key[1], key[2], value, 0.0, order):
                 break
             del pending[key]
         return len(pending)
@@ -176,11 +184,11 @@ class FastPath:
     def waiting(self) -> int:
         return len(self._pending)
 
-    def take_batch(self) -> tuple[int, list[tuple[str, float, ClientAddress]], int] | None:
-        """``(generation, [(address, value, sender)...], coalesced)`` to report, or None."""
+    def take_batch(self) -> tuple[int, list[tuple[str, float, ClientAddress, float]], int] | None:
+        """``(generation, [(address, value, sender, order)...], coalesced)`` to report, or None."""
         if not self.batch and not self.coalesced:
             return None
-        out = (self.generation, [(a, v, c) for a, (v, c) in self.batch.items()], self.coalesced)
+        out = (self.generation, [(a, v, c, o) for a, (v, c, o) in self.batch.items()], self.coalesced)
         self.batch.clear()
         self.coalesced = 0
         return out
@@ -219,17 +227,20 @@ def serve(sock: socket.socket, conn: Connection, ring: ParamRing) -> None:
             conn.send(("set", *batch))
         next_report = time.monotonic() + BATCH_S
 
+    retry_ms = RETRY_MIN_MS
     while True:
-        busy = fast.batch or fast.coalesced or fast.waiting
-        timeout = None if not busy else max(0.0, next_report - time.monotonic()) * 1000.0
-        if fast.waiting:
-            timeout = min(timeout, 2.0)  # retry the full ring about once a callback
+        timeout = None  # ms; None: until a datagram or a message from the engine process
+        if fast.batch or fast.coalesced:
+            timeout = max(0.0, next_report - time.monotonic()) * 1000.0
+        if fast.waiting:  # retry the full ring about once a callback, less often while it stays full
+            timeout = retry_ms if timeout is None else min(timeout, retry_ms)
         poller.poll(timeout)
         while conn.poll():
             msg = conn.recv()
             kind = msg[0]
             if kind == "table":
-                fast.set_table(msg[1], msg[2])
+                if msg[1] >= fast.generation:  # generations only grow
+                    fast.set_table(msg[1], msg[2])
             elif kind == "ack":
                 fast.acked = max(fast.acked, msg[1])
             elif kind == "stop":
@@ -248,7 +259,10 @@ def serve(sock: socket.socket, conn: Connection, ring: ParamRing) -> None:
             fast.forwarded += 1
             conn.send(("raw", fast.forwarded, data, client))
         if fast.waiting:
-            fast.flush_ring()
+            before = fast.waiting
+            left = fast.flush_ring()
+            # no room at all: the audio thread is not draining (stopped, device lost); back off
+            retry_ms = RETRY_MIN_MS if left < before else min(RETRY_MAX_MS, retry_ms * 2)
         if (fast.batch or fast.coalesced) and time.monotonic() >= next_report:
             report()
 
@@ -297,6 +311,8 @@ class OscReceiveProcess:
         self._shm = shared_memory.SharedMemory(create=True, size=ParamRing.nbytes(RING_CAPACITY))
         self.ring = ParamRing(RING_CAPACITY, self._shm.buf)
         self._send_lock = threading.Lock()
+        self._table_lock = threading.Lock()
+        self._ack_lock = threading.Lock()
         self._sent_generation = -1
         self._ack_owed = 0
         self._stopping = False
@@ -344,9 +360,10 @@ class OscReceiveProcess:
                 pass
 
     def _send_table(self) -> None:
-        generation, rows = table_entries(self.engine)
-        self._sent_generation = generation
-        self._send(("table", generation, rows))
+        with self._table_lock:  # taken and sent in one go: the child gets tables in order
+            generation, rows = table_entries(self.engine)
+            self._sent_generation = generation
+            self._send(("table", generation, rows))
 
     def _on_change(self, address: str, value: float, source: object) -> None:
         """Engine listener: a change from any source; after a chain swap the table is new."""
@@ -355,11 +372,13 @@ class OscReceiveProcess:
 
     def slow_done(self) -> None:
         """The OSC worker finished a slow request: acknowledge what waited for it."""
-        if self._ack_owed and not self.server.controller.slow_pending:
+        with self._ack_lock:  # the relay and the worker both call this
+            if not self._ack_owed or self.server.controller.slow_pending:
+                return
             owed, self._ack_owed = self._ack_owed, 0
-            if self.engine.table_generation != self._sent_generation:
-                self._send_table()
-            self._send(("ack", owed))
+        if self.engine.table_generation != self._sent_generation:
+            self._send_table()
+        self._send(("ack", owed))
 
     def _run(self) -> None:
         conn, server = self._conn, self.server
@@ -377,11 +396,11 @@ class OscReceiveProcess:
                 if coalesced:
                     engine.control.count_coalesced(coalesced)
                 heard = set()
-                for address, value, client in changes:
+                for address, value, client, order in changes:
                     if client not in heard:
                         heard.add(client)
                         controller.meters.heard(client)
-                    engine.record_remote_set(address, value, generation, source=client)
+                    engine.record_remote_set(address, value, generation, order, source=client)
             elif kind == "raw":
                 _, seq, data, client = msg
                 try:
@@ -392,7 +411,8 @@ class OscReceiveProcess:
                 for r in replies:
                     server.send(r.address, r.args, r.dest)
                 if controller.slow_pending:
-                    self._ack_owed = seq  # slow_done acknowledges once the load is in
+                    with self._ack_lock:
+                        self._ack_owed = seq  # slow_done acknowledges once the load is in
                     self.slow_done()  # it may have finished already
                 else:
                     if engine.table_generation != self._sent_generation:

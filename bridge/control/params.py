@@ -6,10 +6,17 @@ producer and one consumer: producers serialise among themselves with a lock the 
 never takes, and the audio thread only reads slots and advances its own index. When the ring
 is full, changes wait in a "pending" map on the control side where the latest value per
 parameter wins (counted in ``coalesced_changes``) and are flushed as room appears.
+
+Every change carries its ``order``: ``time.monotonic()`` when it was accepted (one clock for
+every process on the machine). The engine applies a change only if it is not older than the
+last one applied to that parameter, and reports a value only if it is not older than the one
+reported; so changes that reach the audio thread by different ways (this ring, the OSC
+receive process's ring, a coalescing map that flushes later) end on the latest, as sent.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,17 +57,18 @@ class ParamRing:
         self.capacity = capacity
         if buffer is None:
             buffer = bytearray(self.nbytes(capacity))
-        words = np.ndarray((2 + 5 * capacity,), dtype=np.int64, buffer=buffer)
+        words = np.ndarray((2 + 6 * capacity,), dtype=np.int64, buffer=buffer)
         floats = words.view(np.float64)
         self._index = words[:2]  # [write, read]
         self._gen, self._slot, self._param = (words[2 + k * capacity:2 + (k + 1) * capacity] for k in range(3))
         self._value = floats[2 + 3 * capacity:2 + 4 * capacity]
-        self._stamp = floats[2 + 4 * capacity:]
+        self._stamp = floats[2 + 4 * capacity:2 + 5 * capacity]
+        self._order = floats[2 + 5 * capacity:]
 
     @staticmethod
     def nbytes(capacity: int) -> int:
         """Bytes of the buffer a ring of ``capacity`` slots needs."""
-        return 8 * (2 + 5 * capacity)
+        return 8 * (2 + 6 * capacity)
 
     @property
     def _write(self) -> int:
@@ -76,8 +84,10 @@ class ParamRing:
     def free(self) -> int:
         return self.capacity - (self._write - self._read)
 
-    def push(self, generation: int, slot: int, param: int, value: float, stamp: float = 0.0) -> bool:
-        """Append one change; False when full (the caller coalesces)."""
+    def push(self, generation: int, slot: int, param: int, value: float, stamp: float = 0.0,
+             order: float = 0.0) -> bool:
+        """Append one change (``stamp``: a bundle's time tag, Unix s, or 0; ``order``: when it
+        was accepted, ``time.monotonic()``); False when full (the caller coalesces)."""
         index = self._index
         w = int(index[0])
         if w - int(index[1]) >= self.capacity:
@@ -88,11 +98,13 @@ class ParamRing:
         self._param[i] = param
         self._value[i] = value
         self._stamp[i] = stamp
+        self._order[i] = order
         index[0] = w + 1  # publish after the slot is written
         return True
 
-    def drain(self, apply: Callable[[int, int, int, float, float], None], limit: int = 1 << 30) -> int:
-        """Apply up to ``limit`` waiting changes in order; return how many."""
+    def drain(self, apply: Callable[[int, int, int, float, float, float], None], limit: int = 1 << 30) -> int:
+        """``apply(generation, slot, param, value, stamp, order)`` up to ``limit`` waiting changes
+        in order; return how many."""
         index = self._index
         r = int(index[1])
         w = int(index[0])
@@ -102,7 +114,8 @@ class ParamRing:
             r += 1
             n += 1
             index[1] = r  # advance first: a change that raises must not block the ring forever
-            apply(int(self._gen[i]), int(self._slot[i]), int(self._param[i]), float(self._value[i]), float(self._stamp[i]))
+            apply(int(self._gen[i]), int(self._slot[i]), int(self._param[i]), float(self._value[i]),
+                  float(self._stamp[i]), float(self._order[i]))
         return n
 
 
@@ -116,23 +129,28 @@ class ControlPort:
     def __init__(self, ring: ParamRing) -> None:
         self.ring = ring
         self._lock = threading.Lock()
-        self._pending: dict[tuple[int, int, int], tuple[float, float]] = {}
+        self._pending: dict[tuple[int, int, int], tuple[float, float, float]] = {}
         self.coalesced_changes = 0
         #: set when a change starts to wait in the pending map: wakes the backend's housekeeping
         #: thread, which flushes it as room appears
         self.waiting = threading.Event()
 
-    def submit(self, change: ParamChange, stamp: float = 0.0) -> None:
+    def submit(self, change: ParamChange, stamp: float = 0.0) -> float:
+        """Hand ``change`` over; returns its order (``time.monotonic()``, taken under the lock, so
+        the ring's order and the orders agree)."""
         with self._lock:
+            order = time.monotonic()
             if self._pending:
                 self._flush_locked()
-            if self._pending or not self.ring.push(change.generation, change.slot, change.param, change.value, stamp):
+            if self._pending or not self.ring.push(change.generation, change.slot, change.param, change.value,
+                                                   stamp, order):
                 key = (change.generation, change.slot, change.param)
                 if key in self._pending:
                     self.coalesced_changes += 1
                 elif not self._pending:
                     self.waiting.set()
-                self._pending[key] = (change.value, stamp)
+                self._pending[key] = (change.value, stamp, order)
+            return order
 
     def flush(self) -> int:
         """Move pending changes into the ring while there is room; return how many remain."""
@@ -141,8 +159,8 @@ class ControlPort:
 
     def _flush_locked(self) -> int:
         while self._pending:
-            key, (value, stamp) = next(iter(self._pending.items()))
-            if not self.ring.push(key[0], key[1], key[2], value, stamp):
+            key, (value, stamp, order) = next(iter(self._pending.items()))
+            if not self.ring.push(key[0], key[1], key[2], value, stamp, order):
                 break
             del self._pending[key]
         return len(self._pending)

@@ -37,9 +37,17 @@ def wait_for(predicate, timeout: float = TIMEOUT) -> None:
         time.sleep(0.005)
 
 
-def drained(ring: ParamRing) -> list[tuple[int, int, int, float, float]]:
+def drained(ring: ParamRing, orders: list[float] | None = None) -> list[tuple[int, int, int, float, float]]:
+    """``(generation, slot, param, value, stamp)`` of each waiting change; their orders are
+    appended to ``orders``."""
     out: list[tuple[int, int, int, float, float]] = []
-    ring.drain(lambda *change: out.append(change))
+
+    def take(*change: float) -> None:
+        out.append(change[:5])
+        if orders is not None:
+            orders.append(change[5])
+
+    ring.drain(take)
     return out
 
 
@@ -74,11 +82,15 @@ def test_fast_sets_clamp_scale_and_reach_the_ring_in_order(fast):
     assert path.route(encode("/hb/gain/gain_db", [100.0]), me)         # clamped, as engine.set(clamp=True)
     assert path.route(encode("/hb/highpass/cutoff_hz/norm", [0.25]), me)
     assert path.route(encode("/hb/highpass/bypass", [1]), me)         # ,i
-    assert drained(path.ring) == [(0, 0, 0, 24.0, 0.0), (0, 1, 0, p.from_norm(0.25), 0.0), (0, 1, BYPASS, 1.0, 0.0)]
+    orders: list[float] = []
+    assert drained(path.ring, orders) == [(0, 0, 0, 24.0, 0.0), (0, 1, 0, p.from_norm(0.25), 0.0),
+                                          (0, 1, BYPASS, 1.0, 0.0)]
+    assert orders == sorted(orders) and orders[-1] <= time.monotonic()  # when each was accepted
     generation, changes, coalesced = path.take_batch()
     assert generation == 0 and coalesced == 0
-    assert changes == [("/hb/gain/gain_db", 24.0, me), ("/hb/highpass/cutoff_hz", p.from_norm(0.25), me),
-                       ("/hb/highpass/bypass", 1.0, me)]
+    assert changes == [("/hb/gain/gain_db", 24.0, me, orders[0]),
+                       ("/hb/highpass/cutoff_hz", p.from_norm(0.25), me, orders[1]),
+                       ("/hb/highpass/bypass", 1.0, me, orders[2])]
     assert path.take_batch() is None
 
 
@@ -124,7 +136,7 @@ def test_a_full_ring_coalesces_latest_value_wins_and_counts(fast):
     assert [(c[1], c[2], c[3]) for c in drained(path.ring)] == [(0, 0, -9.0), (1, BYPASS, 1.0)]
     generation, changes, coalesced = path.take_batch()
     assert coalesced == 5  # -4 .. -8 were replaced while waiting
-    assert dict((a, v) for a, v, _ in changes) == {"/hb/gain/gain_db": -9.0, "/hb/highpass/bypass": 1.0}
+    assert {a: v for a, v, _, _ in changes} == {"/hb/gain/gain_db": -9.0, "/hb/highpass/bypass": 1.0}
 
 
 def test_a_new_table_drops_what_was_made_against_the_old_one(fast):
@@ -292,3 +304,76 @@ def test_the_child_exits_when_the_engine_process_is_killed(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+# -- order across the two ways into the audio thread -------------------------------------------
+def bundle_of(address: str, value: float) -> bytes:
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    b = OscBundleBuilder(IMMEDIATELY)
+    m = OscMessageBuilder(address=address)
+    m.add_arg(value)
+    b.add_content(m.build())
+    return b.build().dgram
+
+
+def test_a_forwarded_set_behind_fast_sets_waiting_for_ring_room_is_the_one_that_stays(rig):
+    """Audio stopped (ring full, sets coalesce in the child), then the client's last word is a set
+    the engine process handles (in a bundle). Once audio runs, the held fast-path value must not
+    land after it: every way into the audio thread keeps the latest change per parameter."""
+    for k in range(1500):
+        rig.send("/hb/gain/gain_db", -20.0 - (k % 50))
+        if k % 200 == 0:
+            time.sleep(0.01)  # the child keeps up; the kernel's buffer never overflows
+    wait_for(lambda: rig.server.receiver.ring.free() == 0)
+    rig.sock.sendto(bundle_of("/hb/gain/gain_db", -3.0), ("127.0.0.1", rig.server.port))
+    assert rig.get("/hb/gain/gain_db") == -3.0
+    for _ in range(20):  # the ring drains, the child flushes what it held, the ring drains again
+        rig.block()
+        time.sleep(0.005)
+    assert rig.engine.chain[0].gain_db == -3.0
+    assert rig.get("/hb/gain/gain_db") == -3.0
+    assert rig.engine.coalesced_changes > 0
+
+
+def test_a_change_from_elsewhere_made_after_a_fast_set_wins_in_audio_and_in_reports(rig):
+    heard: list[float] = []
+    rig.engine.add_listener(lambda address, value, source: heard.append(value))
+    rig.send("/hb/gain/gain_db", -9.0)  # reported at once (the child's first report is due) ...
+    wait_for(lambda: len(rig.server.receiver.ring) == 1)
+    rig.send("/hb/gain/gain_db", -10.0)  # ... this one within the next BATCH_S
+    wait_for(lambda: len(rig.server.receiver.ring) == 2)
+    rig.engine.set("/hb/gain/gain_db", -3.0, source="midi")  # e.g. a knob, a moment later
+    rig.block()  # the engine's own ring is drained first, the child's older changes after it
+    assert rig.engine.chain[0].gain_db == -3.0
+    time.sleep(0.1)  # the child's report of -10 arrives meanwhile: older, so not reported
+    assert rig.engine.get("/hb/gain/gain_db") == -3.0
+    assert rig.get("/hb/gain/gain_db") == -3.0
+    assert -10.0 not in heard[heard.index(-3.0):]  # no feedback of the stale value either
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_the_child_waits_calmly_while_a_stopped_audio_thread_leaves_its_ring_full(rig):
+    def cpu_s(pid: int) -> float:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    for k in range(1200):  # more than the ring holds; no block runs
+        rig.send("/hb/gain/gain_db", -float(k % 90))
+        if k % 200 == 0:
+            time.sleep(0.01)
+    pid = rig.server.receiver.proc.pid
+    wait_for(lambda: rig.server.receiver.ring.free() == 0)
+    time.sleep(0.2)
+    before = cpu_s(pid)
+    time.sleep(1.0)
+    assert cpu_s(pid) - before < 0.2  # a retry loop that spins would take the whole second
+    wait_for(lambda: run_block(rig) == -float(1199 % 90))  # the child flushes as room appears
+
+
+def run_block(rig: Rig) -> float:
+    """Run one block; the first gain's value after it."""
+    rig.block()
+    return rig.engine.chain[0].gain_db
