@@ -84,7 +84,9 @@ Example::
 .. note::
    Handlers run on the server thread and share the GIL with the audio callback, so each one is
    small: a parse, a dict look-up, ``engine.set`` (which only queues a ``ParamChange``) and a
-   reply. Preset loads and saves, which prepare a whole chain or write a file, run on a separate
+   reply. With ``OscServer(..., process=True)`` plain parameter sets never reach them: a receive
+   process applies those through shared memory (:mod:`hushbridge.control.osc_process`) and
+   forwards the rest here. Preset loads and saves, which prepare a whole chain or write a file, run on a separate
    worker thread so the receive loop keeps going. Meters are computed and sent by a third
    thread (:class:`OscServer`) in small pieces, one subscription at a time.
 """
@@ -728,19 +730,15 @@ class OscServer:
             if self.process:
                 from hushbridge.control.osc_process import OscReceiveProcess
 
-                self.receiver = OscReceiveProcess(self, on_lost=self._receive_here)
+                receiver = OscReceiveProcess(self, on_lost=self._receive_here)
                 try:
-                    self.receiver.start()
-                except Exception:
-                    self.receiver.stop()
-                    self.receiver = None
-                    self._stop.set()
-                    self._meter_thread.join()
-                    self._tasks.put(None)
-                    self._worker.join()
-                    self._closed = True
-                    self._sock.close()
-                    raise
+                    receiver.start()
+                except Exception as e:  # noqa: BLE001 - OSC still works, on a thread: say so
+                    receiver.stop()
+                    log.warning("OSC: the receive process did not start (%s); receiving on a thread", e)
+                    self._thread.start()
+                else:
+                    self.receiver = receiver
             else:
                 self._thread.start()
         return self

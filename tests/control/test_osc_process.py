@@ -377,3 +377,23 @@ def run_block(rig: Rig) -> float:
     """Run one block; the first gain's value after it."""
     rig.block()
     return rig.engine.chain[0].gain_db
+
+
+def test_a_child_that_cannot_start_leaves_osc_on_a_thread(monkeypatch, caplog):
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # e.g. a broken interpreter path
+    engine = Engine(Chain([Gain()]), channels=2)
+    engine.prepare(SR, BLOCK)
+    with caplog.at_level("WARNING", logger="hushbridge.control.osc"):
+        server = OscServer(engine, port=0, process=True).start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(TIMEOUT)
+    try:
+        assert server.receiver is None and server._thread.is_alive()
+        assert "receive process did not start" in caplog.text
+        assert engine._remote_rings == ()
+        sock.sendto(encode("/hb/gain/gain_db", [-8.0]), ("127.0.0.1", server.port))
+        sock.sendto(encode("/hb/get", ["/hb/gain/gain_db"]), ("127.0.0.1", server.port))
+        assert OscMessage(sock.recv(65536)).params[1] == -8.0
+    finally:
+        sock.close()
+        server.close()
