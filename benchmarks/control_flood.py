@@ -1,7 +1,8 @@
 """Control flood: 1,000 OSC messages/s and 1,000 MIDI CC/s into a running engine on JACK.
 
     python benchmarks/control_flood.py [--seconds 60] [--rounds 6] [--keep-cpus-busy]
-                                       [--osc-rate 1000] [--midi-rate 1000] [--osc-receive process]
+                                       [--osc-rate 1000] [--midi-rate 1000]
+                                       [--osc-receive both|thread|process]
 
 Starts its own ``jackd -d dummy -r 48000 -p 128`` (real-time, falling back to --no-realtime as
 the test fixture does), runs the engine as a JACK client with the ``dialogue`` preset plus two
@@ -22,13 +23,19 @@ Measured (JSON lines, DESIGN §7, also in benchmarks/results/control_flood.json)
   change at a block start (the engine's optional :class:`~hushbridge.engine.ApplyProbe`; both
   clocks are CLOCK_MONOTONIC on Linux, shared between processes).
 - ``cpu``: CPU time of the engine process (audio thread + OSC + MIDI threads) per wall
-  second, during the flood and (baseline) idle; with ``--osc-receive process`` the OSC
-  receive process's CPU time is added (Linux: /proc).
+  second, during the flood and (baseline) idle; the OSC receive process's CPU time is added
+  where there is one (Linux: /proc).
 - ``wakeups``: context switches per second summed over the engine process's threads (Linux:
   /proc/self/task), during the flood and (baseline) idle: each is a wake-up that takes the GIL.
-  Where OSC is received (``--osc-receive``): ``thread`` in the engine process (the default of
-  :class:`~hushbridge.control.osc.OscServer`) or ``process`` (``OscServer(process=True)``,
-  :mod:`hushbridge.control.osc_process`).
+
+Where OSC is received (``--osc-receive``): ``thread`` in the engine process (the default of
+:class:`~hushbridge.control.osc.OscServer`), ``process`` in a process of its own
+(``OscServer(process=True)``, :mod:`hushbridge.control.osc_process`, the default of
+``hushbridge run``), or ``both`` (the default here): one server of each kind on the same engine,
+and every round floods the thread one, then the process one, after its idle segment. Each
+mode's rows then carry ``@thread`` / ``@process`` in their names, and ``xruns_process_vs_thread``
+and ``wakeups_process_vs_thread`` compare the two in the same run (``--seconds`` is the flood
+time of each mode).
 - counts: messages sent, applied, coalesced, dropped.
 
 ``--keep-cpus-busy`` runs one spinning process per CPU at SCHED_IDLE (it gets a CPU only when
@@ -62,10 +69,14 @@ RT_REFUSED = ("cannot use real-time scheduling", "acquireselfrealtime error", "c
 
 # == child processes ================================================================================
 def send_paced(conn, send, rate: float, n: int) -> None:
-    """For each round the parent starts with "go": call ``send(i)`` for i < n at ``rate`` per
-    second and send back the send times; "stop" ends."""
+    """For each round the parent starts with ``("go", target)``: call ``send(i, target)`` for
+    i < n at ``rate`` per second and send back the send times; "stop" ends."""
     conn.send("ready")
-    while conn.recv() == "go":
+    while True:
+        msg = conn.recv()
+        if msg == "stop":
+            return
+        target = msg[1]
         sent = np.zeros(n)
         t0 = time.perf_counter()
         for i in range(n):
@@ -73,12 +84,12 @@ def send_paced(conn, send, rate: float, n: int) -> None:
             if wait > 0:
                 time.sleep(wait)  # no spinning: the senders must not eat the cores the engine needs
             sent[i] = time.perf_counter()
-            send(i)
+            send(i, target)
         conn.send(sent)
 
 
-def osc_sender(conn, port: int, rate: float, seconds: float) -> None:
-    """Send ``/hb/probe/gain_db`` at ``rate`` per second, each round."""
+def osc_sender(conn, rate: float, seconds: float) -> None:
+    """Send ``/hb/probe/gain_db`` at ``rate`` per second, each round, to the UDP port it names."""
     import socket
 
     from pythonosc.osc_message_builder import OscMessageBuilder
@@ -90,7 +101,7 @@ def osc_sender(conn, port: int, rate: float, seconds: float) -> None:
         b.add_arg(-k * 0.01, "f")
         packets.append(b.build().dgram)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    send_paced(conn, lambda i: sock.sendto(packets[i % CYCLE], ("127.0.0.1", port)), rate, n)
+    send_paced(conn, lambda i, port: sock.sendto(packets[i % CYCLE], ("127.0.0.1", port)), rate, n)
 
 
 def midi_sender(conn, server: str, rate: float, seconds: float) -> None:
@@ -101,7 +112,7 @@ def midi_sender(conn, server: str, rate: float, seconds: float) -> None:
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     port = backend.open_output("out", client_name="hb-flood-midi")
     msgs = [mido.Message("control_change", channel=0, control=7, value=v) for v in range(128)]
-    send_paced(conn, lambda i: port.send(msgs[i % 128]), rate, int(rate * seconds))
+    send_paced(conn, lambda i, _: port.send(msgs[i % 128]), rate, int(rate * seconds))
     time.sleep(0.2)
     port.close()
 
@@ -209,8 +220,9 @@ def main() -> int:
                     help="alternate idle and flood this many times, each --seconds / ROUNDS long (default 6)")
     ap.add_argument("--osc-rate", type=float, default=1000.0, help="OSC messages per second (default 1000)")
     ap.add_argument("--midi-rate", type=float, default=1000.0, help="MIDI CC per second (default 1000; 0: none)")
-    ap.add_argument("--osc-receive", choices=("thread", "process"), default="thread",
-                    help="receive OSC on a thread of the engine process or in a process of its own")
+    ap.add_argument("--osc-receive", choices=("both", "thread", "process"), default="both",
+                    help="receive OSC on a thread of the engine process, in a process of its own, or (default) "
+                         "both: each round floods one server of each kind in turn, so they compare in one run")
     ap.add_argument("--keep-cpus-busy", action="store_true",
                     help="run one SCHED_IDLE spinning process per CPU throughout, so no CPU ever halts "
                          "(takes a virtual machine's halt/wake-up latency out of the measurement)")
@@ -244,8 +256,11 @@ def main() -> int:
         backend = JackBackend(engine, name="hb-flood", connect_inputs="system:capture_.*",
                               connect_outputs="system:playback_.*")
         backend.start()
-        osc = OscServer(engine, port=0, process=args.osc_receive == "process").start()
-        receiver_pid = osc.receiver.proc.pid if osc.receiver is not None else None
+        modes = ["thread", "process"] if args.osc_receive == "both" else [args.osc_receive]
+        servers = {m: OscServer(engine, port=0, process=m == "process").start() for m in modes}
+        if "process" in servers and servers["process"].receiver is None:
+            raise SystemExit("the OSC receive process did not start (see the log)")
+        receiver_pid = servers["process"].receiver.proc.pid if "process" in servers else None
         midi = None
         have_midi = args.midi_rate > 0
         if have_midi:
@@ -257,7 +272,7 @@ def main() -> int:
         settings = {"sample_rate": SR, "frames": BLOCK, "seconds": args.seconds, "rounds": rounds,
                     "osc_rate": args.osc_rate, "midi_rate": args.midi_rate if have_midi else 0,
                     "realtime": realtime, "keep_cpus_busy": args.keep_cpus_busy,
-                    "osc_receive": args.osc_receive,
+
                     "chain": " > ".join(chain.ids), "cores": os.cpu_count()}
 
         # the engine compiles new fused runs in a background process: measure what runs after it
@@ -268,7 +283,7 @@ def main() -> int:
 
         conns = []
         a, b = ctx.Pipe()
-        procs.append(ctx.Process(target=osc_sender, args=(b, osc.port, args.osc_rate, seg), daemon=True))
+        procs.append(ctx.Process(target=osc_sender, args=(b, args.osc_rate, seg), daemon=True))
         conns.append(a)
         if have_midi:
             a2, b2 = ctx.Pipe()
@@ -290,9 +305,9 @@ def main() -> int:
                 raise SystemExit("the MIDI input did not connect to the flood sender")
         time.sleep(1.0)
 
-        idle_x, flood_x, idle_cpu, flood_cpu, flood_wall = [], [], 0.0, 0.0, 0.0
-        idle_wake, flood_wake = 0, 0
-        osc_lat, midi_lat, osc_sent_n, midi_sent_n, osc_applied, midi_applied = [], [], 0, 0, 0, 0
+        idle_x, idle_cpu, idle_wake = [], 0.0, 0
+        acc = {m: {"x": [], "cpu": 0.0, "wall": 0.0, "wake": 0, "osc_lat": [], "midi_lat": [], "osc_sent": 0,
+                   "midi_sent": 0, "osc_applied": 0, "midi_applied": 0} for m in modes}
         d0, co0 = engine.dropped_messages, engine.coalesced_changes
         midi_param = engine.info("/hb/probe_midi/gain_db").param
         for _ in range(rounds):
@@ -302,60 +317,79 @@ def main() -> int:
             idle_x.append(engine.xruns - x0)
             idle_cpu += cpu_seconds(receiver_pid) - c0
             idle_wake += context_switches() - k0
-            # flood
-            engine.apply_probe = probe = ApplyProbe(int((args.osc_rate + args.midi_rate) * seg * 1.2) + 1024)
-            x0, c0, w0, k0 = engine.xruns, cpu_seconds(receiver_pid), time.perf_counter(), context_switches()
-            for c in conns:
-                c.send("go")
-            results = [c.recv() if c.poll(seg + 60) else None for c in conns]
-            flood_cpu += cpu_seconds(receiver_pid) - c0
-            flood_wall += time.perf_counter() - w0
-            flood_wake += context_switches() - k0
-            time.sleep(0.2)  # the last changes reach the audio thread
-            flood_x.append(engine.xruns - x0)
-            engine.apply_probe = None
-            n = probe.n
-            slots, values, times = probe.slots[:n], probe.values[:n], probe.times[:n]
-            sel = slots == probe_slot
-            osc_lat.append(match_latency(results[0], CYCLE, times[sel], np.rint(-values[sel] / 0.01).astype(int)))
-            osc_sent_n += len(results[0])
-            osc_applied += int(sel.sum())
-            if have_midi and results[1] is not None:
-                sel = slots == midi_slot
-                keys = np.rint((values[sel] - midi_param.min) / (midi_param.max - midi_param.min) * 127).astype(int)
-                midi_lat.append(match_latency(results[1], 128, times[sel], keys))
-                midi_sent_n += len(results[1])
-                midi_applied += int(sel.sum())
+            for mode in modes:  # flood, OSC received each way in turn
+                a = acc[mode]
+                engine.apply_probe = probe = ApplyProbe(int((args.osc_rate + args.midi_rate) * seg * 1.2) + 1024)
+                x0, c0, w0, k0 = engine.xruns, cpu_seconds(receiver_pid), time.perf_counter(), context_switches()
+                for c in conns:
+                    c.send(("go", servers[mode].port))
+                results = [c.recv() if c.poll(seg + 60) else None for c in conns]
+                a["cpu"] += cpu_seconds(receiver_pid) - c0
+                a["wall"] += time.perf_counter() - w0
+                a["wake"] += context_switches() - k0
+                time.sleep(0.2)  # the last changes reach the audio thread
+                a["x"].append(engine.xruns - x0)
+                engine.apply_probe = None
+                n = probe.n
+                slots, values, times = probe.slots[:n], probe.values[:n], probe.times[:n]
+                sel = slots == probe_slot
+                a["osc_lat"].append(match_latency(results[0], CYCLE, times[sel],
+                                                  np.rint(-values[sel] / 0.01).astype(int)))
+                a["osc_sent"] += len(results[0])
+                a["osc_applied"] += int(sel.sum())
+                if have_midi and results[1] is not None:
+                    sel = slots == midi_slot
+                    keys = np.rint((values[sel] - midi_param.min) / (midi_param.max - midi_param.min) * 127).astype(int)
+                    a["midi_lat"].append(match_latency(results[1], 128, times[sel], keys))
+                    a["midi_sent"] += len(results[1])
+                    a["midi_applied"] += int(sel.sum())
         for c in conns:
             c.send("stop")
-        rows = [("xruns", float(sum(flood_x)), "count", "idle engine, same time", float(sum(idle_x))),
-                ("cpu", flood_cpu / flood_wall, "cpu s / wall s", "idle engine, same time", idle_cpu / (seg * rounds)),
-                ("wakeups", flood_wake / flood_wall, "context switches / s", "idle engine, same time",
-                 idle_wake / (seg * rounds)),
-                ("osc_sent", float(osc_sent_n), "messages", None, None),
-                ("osc_applied", float(osc_applied), "changes", None, None)]
-        for k, v in percentiles(np.concatenate(osc_lat)).items():
-            rows.append((f"osc_latency_{k}", v, "ms", None, None))
-        if midi_lat:
-            rows += [("midi_sent", float(midi_sent_n), "messages", None, None),
-                     ("midi_applied", float(midi_applied), "changes", None, None)]
-            for k, v in percentiles(np.concatenate(midi_lat)).items():
-                rows.append((f"midi_latency_{k}", v, "ms", None, None))
-        rows += [("coalesced_changes", float(engine.coalesced_changes - co0), "count", None, None),
-                 ("dropped_messages", float(engine.dropped_messages - d0), "count", None, None)]
+        idle_s = seg * rounds
+        for mode in modes:
+            a = acc[mode]
+            tag = f"@{mode}" if len(modes) > 1 else ""
+            rows = [("xruns", float(sum(a["x"])), "count", "idle engine, same time", float(sum(idle_x))),
+                    ("cpu", a["cpu"] / a["wall"], "cpu s / wall s", "idle engine, same time", idle_cpu / idle_s),
+                    ("wakeups", a["wake"] / a["wall"], "context switches / s", "idle engine, same time",
+                     idle_wake / idle_s),
+                    ("osc_sent", float(a["osc_sent"]), "messages", None, None),
+                    ("osc_applied", float(a["osc_applied"]), "changes", None, None)]
+            for k, v in percentiles(np.concatenate(a["osc_lat"])).items():
+                rows.append((f"osc_latency_{k}", v, "ms", None, None))
+            if a["midi_lat"]:
+                rows += [("midi_sent", float(a["midi_sent"]), "messages", None, None),
+                         ("midi_applied", float(a["midi_applied"]), "changes", None, None)]
+                for k, v in percentiles(np.concatenate(a["midi_lat"])).items():
+                    rows.append((f"midi_latency_{k}", v, "ms", None, None))
+            for name, value, unit, base, base_value in rows:
+                ratio, extra = None, {}
+                if base_value is not None and name in ("cpu", "wakeups"):
+                    ratio = lower_is_better(value, base_value)
+                elif base_value is not None and name == "xruns":
+                    ratio = count_ratio(value, base_value)
+                    extra = {"ratio_rule": COUNT_RATIO_RULE, "per_round": a["x"], "per_round_baseline": idle_x}
+                rec.emit(name + tag, value, unit, baseline=base, baseline_value=base_value, block=BLOCK, ratio=ratio,
+                         settings={**settings, "osc_receive": mode, **extra})
+        if len(modes) > 1:  # the receive process against the thread, same run, rounds interleaved
+            t, p = acc["thread"], acc["process"]
+            same = {**settings, "osc_receive": "process vs thread"}
+            rec.emit("xruns_process_vs_thread", float(sum(p["x"])), "count", baseline="OSC received on a thread",
+                     baseline_value=float(sum(t["x"])), block=BLOCK, ratio=count_ratio(sum(p["x"]), sum(t["x"])),
+                     settings={**same, "ratio_rule": COUNT_RATIO_RULE, "per_round": p["x"],
+                               "per_round_baseline": t["x"]})
+            rec.emit("wakeups_process_vs_thread", p["wake"] / p["wall"], "context switches / s",
+                     baseline="OSC received on a thread", baseline_value=t["wake"] / t["wall"], block=BLOCK,
+                     ratio=lower_is_better(p["wake"] / p["wall"], t["wake"] / t["wall"]), settings=same)
+        rows = [("coalesced_changes", float(engine.coalesced_changes - co0), "count", None, None),
+                ("dropped_messages", float(engine.dropped_messages - d0), "count", None, None)]
         for name, value, unit, base, base_value in rows:
-            ratio, extra = None, {}
-            if base_value is not None and name in ("cpu", "wakeups"):
-                ratio = lower_is_better(value, base_value)
-            elif base_value is not None and name == "xruns":
-                ratio = count_ratio(value, base_value)
-                extra = {"ratio_rule": COUNT_RATIO_RULE, "per_round": flood_x, "per_round_baseline": idle_x}
-            rec.emit(name, value, unit, baseline=base, baseline_value=base_value, block=BLOCK, ratio=ratio,
-                     settings={**settings, **extra})
+            rec.emit(name, value, unit, baseline=base, baseline_value=base_value, block=BLOCK, settings=settings)
         rec.save()
         if midi is not None:
             midi.close()
-        osc.close()
+        for server in servers.values():
+            server.close()
         backend.close()
     finally:
         for p in procs:
