@@ -50,6 +50,10 @@ class JackMidiIn:
         #: called (in the process callback) after a cycle queued events: must not block, lock or
         #: let the GIL go (:class:`~hushbridge.control.waker.Waker`'s ``set``)
         self.wake: Any = None
+        #: ``fast(event_bytes) -> bool`` (in the process callback) for every 3-byte event: True
+        #: when it applied the event itself (:class:`~hushbridge.control.midi_fast.CcFastPath`),
+        #: which then is not queued
+        self.fast: Any = None
         self._sources: list[str] = []
         self._last_frame: int | None = None
         self._ignore_active_sense = True
@@ -91,6 +95,7 @@ class JackMidiIn:
         exact, differs = self._cycle_exact, False
         seen = 0
         written = self._written
+        fast = self.fast
         for offset, data in port.incoming_midi_events():
             n = len(data)
             seen += 1
@@ -105,6 +110,9 @@ class JackMidiIn:
                     continue
                 differs = True  # another buffer than the first run's: everything from here is new
                 self._cycle_exact = False
+            if fast is not None and n == 3 and fast(bytes(data)):
+                self._cycle_exact = False  # not in a slot: a second run compares by count
+                continue
             w = self._written
             if w - self._read >= QUEUE_LIMIT:
                 self.overflows += 1

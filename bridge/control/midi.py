@@ -120,6 +120,7 @@ from typing import Any, Literal
 
 import mido
 
+from hushbridge.control.midi_fast import REPORT_S, CcFastPath
 from hushbridge.control.waker import AVAILABLE as waker_available
 from hushbridge.control.waker import Waker
 from hushbridge.errors import HushbridgeError, ParamError
@@ -638,6 +639,8 @@ class MidiMapper:
         self._last: dict[tuple[str, int, int], int] = {}  # last 14-bit value / MSB per source
         self._nrpn: dict[int, tuple[str | None, int, int]] = {}  # channel -> (kind, msb, lsb)
         self._parser = MidiStreamParser(self._on_bytes, self.reject)
+        #: called (any thread, mapper lock held) when maps or the learn state change
+        self._change_listeners: list[Callable[[], None]] = []
         self.load(table)
         if hasattr(engine, "add_preset_listener"):
             engine.add_preset_listener(self._preset_loaded)
@@ -684,6 +687,20 @@ class MidiMapper:
         self.maps = list(maps)
         self._index = index
         self._pairs.clear()
+        self._changed()
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """``listener()`` is called when the maps or the learn state change (mapper lock held:
+        keep it short, e.g. :meth:`CcFastPath.invalidate <hushbridge.control.midi_fast.CcFastPath.invalidate>`)."""
+        self._change_listeners.append(listener)
+
+    def remove_change_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._change_listeners:
+            self._change_listeners.remove(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._change_listeners):
+            listener()
 
     def add(self, m: MidiMap) -> None:
         with self._lock:
@@ -743,11 +760,13 @@ class MidiMapper:
         with self._lock:
             self._learn = info.address
             self._learn_candidate = None
+            self._changed()  # the JACK fast path stops taking CCs before this returns
 
     def cancel_learn(self) -> None:
         with self._lock:
             self._learn = None
             self._learn_candidate = None
+            self._changed()
 
     @property
     def learning(self) -> str | None:
@@ -1194,6 +1213,10 @@ class MidiInput:
         JACK only: put the MIDI port on this running backend's client (``<engine>:<port_name>``)
         instead of a client of our own, read in its process callback (one Python callback per
         cycle in the process instead of two).
+    fast_cc : bool
+        JACK only: apply plain 7-bit CC maps in the process callback
+        (:mod:`hushbridge.control.midi_fast`): no thread wakes per cycle for them, and they
+        reach the block of the cycle they arrive in (with ``jack_host``).
 
     On JACK the input is a JACK-Client client (:mod:`hushbridge.control.jack_midi`), not
     python-rtmidi, which keeps the GIL through JACK server calls and so deadlocks against a
@@ -1210,7 +1233,7 @@ class MidiInput:
 
     def __init__(self, mapper: MidiMapper, port: str | None = None, *, api: str | None = "jack",
                  server: str | None = None, client_name: str = "hushbridge-midi", port_name: str = "in",
-                 poll_s: float = 0.25, jack_host: Any = None) -> None:
+                 poll_s: float = 0.25, jack_host: Any = None, fast_cc: bool = True) -> None:
         self.mapper = mapper
         self.source = port
         self.api = api
@@ -1245,6 +1268,9 @@ class MidiInput:
         self._polling = (api or "").lower() == "jack"
         self._woken = False
         self._overflows_seen = 0
+        self.fast_cc = fast_cc
+        self._fast: Any = None  # the CcFastPath while it runs (JACK with a Waker)
+        self.wakeups = 0  # service thread wake-ups (diagnostics: each one takes the GIL)
 
     @property
     def port_label(self) -> str:
@@ -1268,6 +1294,10 @@ class MidiInput:
                 if waker_available:  # the process hook wakes the service thread (no lock, GIL kept)
                     self._wake, self._woken = Waker(), True
                     rt.wake = self._wake.set
+                    if self.fast_cc and hasattr(self.mapper.engine, "attach_ring"):
+                        self._fast = CcFastPath(self.mapper, self._wake.set)
+                        self._fast.attach()
+                        rt.fast = self._fast.take
             else:
                 import rtmidi
 
@@ -1290,8 +1320,12 @@ class MidiInput:
                     rt.open_virtual_port(self.port_name)
                 self._check_source()
         except BaseException:
+            rt.fast = None
             rt.delete()
             self._rt = None
+            if self._fast is not None:
+                self._fast.detach()
+                self._fast = None
             if self._woken:
                 rt.wake = None
                 self._wake.close()
@@ -1325,8 +1359,13 @@ class MidiInput:
             if rt is not None:
                 if not self._polling:
                     rt.cancel_callback()
+                if self._fast is not None:
+                    rt.fast = None
                 rt.close_port()
                 rt.delete()
+        if self._fast is not None:  # rt.delete() returned: take() neither runs nor will run again
+            self._fast.detach()
+            self._fast = None
         if self._woken:  # rt.delete() returned: its hook neither runs nor will run again
             if rt is not None:
                 rt.wake = None
@@ -1387,13 +1426,20 @@ class MidiInput:
         next_poll = time.monotonic() + self.poll_s
         while not self._stop.is_set():
             now = time.monotonic()
+            self.wakeups += 1
+            report_again = math.inf
             try:
                 # JACK: the port is ours and always there, so what a user patches into it by hand
                 # plays too, connected to the named source or not (and nothing queues for later)
+                fast = self._fast
+                if fast is not None and fast.dirty:
+                    fast.rebuild()
                 if self._polling:
                     with self._rt_lock:
                         if self._rt is not None:
                             self._drain(self._rt)
+                if fast is not None and fast.report():
+                    report_again = now + REPORT_S  # the knob may still move: its last value too
                 self.mapper.flush(now)
                 if self.source is not None and now >= next_poll:
                     next_poll = now + self.poll_s
@@ -1406,6 +1452,7 @@ class MidiInput:
                 wake = min(wake, deadline)
             if self._polling and not self._woken:
                 wake = min(wake, now + JACK_DRAIN_S)
+            wake = min(wake, report_again)
             self._wake.wait(max(0.0, wake - time.monotonic()))
             self._wake.clear()
 

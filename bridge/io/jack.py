@@ -484,6 +484,18 @@ class JackBackend(Backend):
             self._in_cycle = False
             return
         inp, out, in_pairs, out_pairs, size = io
+        hooks = self._hooks
+        if hooks:  # before the audio: a MIDI CC of this cycle may apply to this cycle's block
+            self._in_hooks = True
+            try:
+                for hook in hooks:
+                    try:
+                        hook(frames)
+                    except Exception as e:  # noqa: BLE001 - the audio below must still run
+                        self.engine.callback_errors += 1
+                        self.engine.last_callback_error = f"process hook: {e!r}"
+            finally:
+                self._in_hooks = False
         if frames == size:
             for port, row in in_pairs:
                 row[:] = port.get_array()
@@ -497,17 +509,9 @@ class JackBackend(Backend):
             for port, row in out_pairs:
                 port.get_array()[:] = row[:frames]
         self._in_cycle = False
-        hooks = self._hooks
-        if hooks:
-            self._in_hooks = True
-            try:
-                for hook in hooks:
-                    hook(frames)
-            finally:  # a hook that raised must not leave remove_process_hook waiting
-                self._in_hooks = False
 
     def add_process_hook(self, hook: Callable[[int], None]) -> None:
-        """Call ``hook(frames)`` in every process cycle after the audio (for MIDI ports on this
+        """Call ``hook(frames)`` in every process cycle before the audio (for MIDI ports on this
         client, :mod:`hushbridge.control.jack_midi`). It runs in the real-time thread: keep it tiny."""
         self._hooks = [*self._hooks, hook]  # a new list: the callback never sees one being changed
 

@@ -1,0 +1,187 @@
+"""Plain CC maps applied in the JACK process callback (hushbridge.control.midi_fast): which CCs
+it takes, that its values are the service thread's, that learn and chain changes stop it at
+once, and on a real JACK server that a dense CC stream no longer wakes the service thread per
+cycle."""
+from __future__ import annotations
+
+import time
+
+import mido
+import numpy as np
+import pytest
+
+from hushbridge.control.midi import MidiMapper
+from hushbridge.control.midi_fast import CcFastPath
+from hushbridge.effects import Chain, Gain, HighPass, Loudness
+from hushbridge.engine import Engine
+
+GAIN, GAIN2, CUTOFF = "/hb/gain/gain_db", "/hb/gain_2/gain_db", "/hb/highpass/cutoff_hz"
+TABLE = {"cc": [
+    {"cc": 7, "address": GAIN, "min": -40.0, "max": 0.0, "curve": "exp"},          # any channel
+    {"channel": 3, "cc": 74, "address": CUTOFF, "curve": "log", "invert": True},
+    {"channel": 3, "cc": 74, "address": GAIN2},                                      # one CC, two targets
+    {"cc": 2, "cc14": True, "address": GAIN2},                                       # 14-bit: 2 and 34
+    {"cc": 34, "address": GAIN},                                                     # a half of that pair
+    {"cc": 6, "address": GAIN},                                                      # NRPN data entry
+    {"cc": 80, "address": "/hb/loudness/layout"},                                    # checked by the effect
+    {"cc": 81, "address": "/hb/nope/gain_db"},                                       # not in the chain
+]}
+
+
+def make_engine() -> Engine:
+    engine = Engine(Chain([Gain(), Gain(), HighPass(), Loudness()]), channels=2)
+    engine.prepare(48000, 128)
+    return engine
+
+
+def block(engine: Engine) -> None:
+    x = np.zeros((2, 128), np.float32)
+    engine.process(x, x)
+
+
+@pytest.fixture
+def fast():
+    engine = make_engine()
+    mapper = MidiMapper(engine, TABLE)
+    wakes = []
+    path = CcFastPath(mapper, lambda: wakes.append(1))
+    path.attach()
+    path.rebuild()
+    yield engine, mapper, path, wakes
+    path.detach()
+
+
+def test_only_plain_cc_maps_to_checked_parameters_are_taken(fast):
+    _, _, path, _ = fast
+    routes = path._table.routes
+    assert {cc for _, cc in routes} == {7, 74}
+    assert {status for status, cc in routes if cc == 7} == {0xB0 | ch for ch in range(16)}
+    assert {status for status, cc in routes if cc == 74} == {0xB0 | 2}  # TOML channel 3 is 0-based 2
+    assert len(routes[(0xB2, 74)]) == 2
+    for data in ([0xB0, 2, 1], [0xB0, 34, 1], [0xB0, 6, 1], [0xB0, 80, 1], [0xB0, 81, 1], [0xB5, 74, 1],
+                 [0x90, 7, 100]):  # 14-bit halves, NRPN, checked, unknown, other channel, a note
+        assert not path.take(bytes(data)), data
+
+
+def test_values_are_what_the_service_thread_would_set(fast):
+    engine, _, path, _ = fast
+    twin = make_engine()
+    slow = MidiMapper(twin, TABLE)
+    for status, cc, v in ((0xB0, 7, 0), (0xB9, 7, 64), (0xB0, 7, 127), (0xB2, 74, 0), (0xB2, 74, 100)):
+        assert path.take(bytes([status, cc, v]))
+        block(engine)
+        slow.handle(mido.Message.from_bytes([status, cc, v]))
+        block(twin)
+        for address in (GAIN, GAIN2, CUTOFF):
+            info = engine.info(address)
+            assert engine.chain[info.slot].get(info.param.id) == twin.chain[info.slot].get(info.param.id), address
+    assert engine.dropped_messages == 0
+
+
+def test_taken_changes_are_reported_with_their_order(fast):
+    engine, mapper, path, wakes = fast
+    heard = []
+    engine.add_listener(lambda address, value, source: heard.append((address, value, source)))
+    assert path.take(bytes([0xB0, 7, 127])) and path.take(bytes([0xB0, 7, 0]))
+    assert len(wakes) >= 2  # invalidate woke it once at attach; the first CC once (then rate-limited)
+    block(engine)
+    assert engine.chain[0].gain_db == -40.0
+    assert engine.get(GAIN) != -40.0  # not reported yet
+    assert path.report()
+    assert engine.get(GAIN) == -40.0
+    assert heard == [(GAIN, -40.0, "midi")]  # the latest value once, not every step
+    assert mapper.stats["received"] == mapper.stats["applied"] == 2
+    assert not path.report()
+    engine.set(GAIN, -3.0)  # a later change from elsewhere ...
+    assert path.take(bytes([0xB0, 7, 64]))  # ... and a later CC: the CC's value wins, in order
+    block(engine)
+    path.report()
+    assert engine.get(GAIN) == engine.chain[0].gain_db != -3.0
+
+
+def test_learn_and_map_changes_stop_it_before_they_return(fast):
+    engine, mapper, path, _ = fast
+    mapper.learn(GAIN2)
+    assert not path.take(bytes([0xB0, 7, 10]))  # learn must see the next control moved
+    path.rebuild()
+    assert path._table.routes == {}  # stays empty while learning
+    mapper.cancel_learn()
+    assert not path.take(bytes([0xB0, 7, 10]))
+    path.rebuild()
+    assert path.take(bytes([0xB0, 7, 10]))
+    mapper.remove_address(GAIN)
+    assert not path.take(bytes([0xB0, 7, 10]))
+    path.rebuild()
+    assert (0xB0, 7) not in path._table.routes
+
+
+def test_a_new_chain_stops_it_until_it_is_rebuilt_for_the_new_slots(fast):
+    engine, mapper, path, _ = fast
+    engine.load_chain(Chain([HighPass(), Loudness(), Gain(), Gain()]))
+    for _ in range(20):
+        block(engine)
+    assert path.dirty and not path.take(bytes([0xB0, 7, 127]))
+    path.rebuild()
+    assert path.take(bytes([0xB0, 7, 127]))
+    block(engine)
+    assert engine.chain["gain"].gain_db == 0.0 and engine.chain[2] is engine.chain["gain"]
+
+
+def test_a_full_ring_sends_ccs_the_other_way(fast):
+    engine, _, path, _ = fast
+    taken = sum(path.take(bytes([0xB0, 7, k % 128])) for k in range(path.ring.capacity + 5))
+    assert taken == path.ring.capacity
+    block(engine)
+    assert path.take(bytes([0xB0, 7, 1]))
+
+
+# == on a real JACK server ========================================================================
+@pytest.mark.jack
+def test_a_dense_cc_stream_does_not_wake_the_service_thread_every_cycle(jack_server):
+    from helpers import JackMidiSenderProcess
+
+    from hushbridge.control.midi import MidiInput
+    from hushbridge.io.jack import JackBackend
+
+    engine = Engine(Chain([Gain()]), channels=1)
+    backend = JackBackend(engine, name="hb-fastcc")
+    sender = JackMidiSenderProcess(jack_server.name, "hb-fastcc-sender")
+    midi = None
+    try:
+        backend.start()
+        mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": GAIN}]})
+        midi = MidiInput(mapper, port=sender.port_name, api="jack", jack_host=backend, port_name="midi_in").start()
+        assert midi.wait_connected(10) and midi._fast is not None
+        deadline = time.monotonic() + 5
+        while midi._fast.dirty and time.monotonic() < deadline:
+            time.sleep(0.01)
+        p = engine.info(GAIN).param
+        w0, taken0, blocks0 = midi.wakeups, midi._fast.taken, engine.blocks
+        sender.send_every(bytes([0xB0, 7, 100]), 300, 160)  # 300 CCs 3.3 ms apart: every cycle but one in 6
+        time.sleep(1.3)
+        cycles = engine.blocks - blocks0
+        woke = midi.wakeups - w0
+        taken = midi._fast.taken - taken0
+        assert taken > 250, f"only {taken} of 300 CCs took the fast path"
+        # the service thread's way would wake once per cycle that brought a CC (~300 here)
+        assert woke < 100, f"the service thread woke {woke} times in {cycles} cycles"
+        want = p.min + 100 / 127 * (p.max - p.min)
+        assert engine.chain[0].gain_db == pytest.approx(want)
+        assert engine.get(GAIN) == pytest.approx(want)  # reported
+        assert mapper.stats["applied"] >= taken
+        # a knob that stops right after a report: its last value is reported all the same
+        last = p.min + 20 / 127 * (p.max - p.min)
+        for _ in range(3):  # an xrun can lose the cycle that carried it
+            sender.send(bytes([0xB0, 7, 20]))
+            deadline = time.monotonic() + 1.0
+            while engine.get(GAIN) != pytest.approx(last) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if engine.get(GAIN) == pytest.approx(last):
+                break
+        assert engine.get(GAIN) == pytest.approx(last) == engine.chain[0].gain_db
+    finally:
+        if midi is not None:
+            midi.close()
+        assert engine._remote_rings == ()
+        backend.close()
+        sender.close()
