@@ -144,22 +144,34 @@ def match_latency(sent: np.ndarray, period: int, applied_t: np.ndarray, keys: np
     return out[np.isfinite(out)]
 
 
-def context_switches() -> int:
-    """Context switches so far, summed over this process's threads (0 where /proc is missing)."""
-    total = 0
+def context_switches() -> dict[str, int]:
+    """Context switches so far per thread of this process, by thread name (Python threads), or
+    "audio (SCHED_FIFO)" for real-time threads (JACK's process thread), or "other"; {} where
+    /proc is missing."""
+    import threading
+
+    names = {t.native_id: t.name.split(":")[0] for t in threading.enumerate()}
+    out: dict[str, int] = {}
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
-        return 0
+        return out
     for tid in tasks:
         try:
             with open(f"/proc/self/task/{tid}/status") as f:
-                for line in f:
-                    if "ctxt_switches:" in line:  # voluntary and nonvoluntary
-                        total += int(line.split()[-1])
-        except OSError:
+                n = sum(int(line.split()[-1]) for line in f if "ctxt_switches:" in line)  # voluntary, not
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                policy = int(f.read().rsplit(")", 1)[1].split()[38])
+        except (OSError, IndexError, ValueError):
             continue  # the thread ended
-    return total
+        name = names.get(int(tid)) or ("audio (SCHED_FIFO)" if policy == 1 else "other")
+        out[name] = out.get(name, 0) + n
+    return out
+
+
+def switches_since(before: dict[str, int]) -> dict[str, int]:
+    now = context_switches()
+    return {k: v - before.get(k, 0) for k, v in now.items()}
 
 
 def cpu_seconds(child_pid: int | None) -> float:
@@ -305,8 +317,8 @@ def main() -> int:
                 raise SystemExit("the MIDI input did not connect to the flood sender")
         time.sleep(1.0)
 
-        idle_x, idle_cpu, idle_wake = [], 0.0, 0
-        acc = {m: {"x": [], "cpu": 0.0, "wall": 0.0, "wake": 0, "osc_lat": [], "midi_lat": [], "osc_sent": 0,
+        idle_x, idle_cpu, idle_wake = [], 0.0, {}
+        acc = {m: {"x": [], "cpu": 0.0, "wall": 0.0, "wake": {}, "osc_lat": [], "midi_lat": [], "osc_sent": 0,
                    "midi_sent": 0, "osc_applied": 0, "midi_applied": 0} for m in modes}
         d0, co0 = engine.dropped_messages, engine.coalesced_changes
         midi_param = engine.info("/hb/probe_midi/gain_db").param
@@ -316,7 +328,8 @@ def main() -> int:
             time.sleep(seg)
             idle_x.append(engine.xruns - x0)
             idle_cpu += cpu_seconds(receiver_pid) - c0
-            idle_wake += context_switches() - k0
+            for name, n in switches_since(k0).items():
+                idle_wake[name] = idle_wake.get(name, 0) + n
             for mode in modes:  # flood, OSC received each way in turn
                 a = acc[mode]
                 engine.apply_probe = probe = ApplyProbe(int((args.osc_rate + args.midi_rate) * seg * 1.2) + 1024)
@@ -326,7 +339,8 @@ def main() -> int:
                 results = [c.recv() if c.poll(seg + 60) else None for c in conns]
                 a["cpu"] += cpu_seconds(receiver_pid) - c0
                 a["wall"] += time.perf_counter() - w0
-                a["wake"] += context_switches() - k0
+                for name, n in switches_since(k0).items():
+                    a["wake"][name] = a["wake"].get(name, 0) + n
                 time.sleep(0.2)  # the last changes reach the audio thread
                 a["x"].append(engine.xruns - x0)
                 engine.apply_probe = None
@@ -351,8 +365,8 @@ def main() -> int:
             tag = f"@{mode}" if len(modes) > 1 else ""
             rows = [("xruns", float(sum(a["x"])), "count", "idle engine, same time", float(sum(idle_x))),
                     ("cpu", a["cpu"] / a["wall"], "cpu s / wall s", "idle engine, same time", idle_cpu / idle_s),
-                    ("wakeups", a["wake"] / a["wall"], "context switches / s", "idle engine, same time",
-                     idle_wake / idle_s),
+                    ("wakeups", sum(a["wake"].values()) / a["wall"], "context switches / s",
+                     "idle engine, same time", sum(idle_wake.values()) / idle_s),
                     ("osc_sent", float(a["osc_sent"]), "messages", None, None),
                     ("osc_applied", float(a["osc_applied"]), "changes", None, None)]
             for k, v in percentiles(np.concatenate(a["osc_lat"])).items():
@@ -369,6 +383,9 @@ def main() -> int:
                 elif base_value is not None and name == "xruns":
                     ratio = count_ratio(value, base_value)
                     extra = {"ratio_rule": COUNT_RATIO_RULE, "per_round": a["x"], "per_round_baseline": idle_x}
+                if name == "wakeups":  # who wakes: per thread, per second
+                    extra = {"by_thread": {k: round(v / a["wall"], 1) for k, v in sorted(a["wake"].items())},
+                             "by_thread_baseline": {k: round(v / idle_s, 1) for k, v in sorted(idle_wake.items())}}
                 rec.emit(name + tag, value, unit, baseline=base, baseline_value=base_value, block=BLOCK, ratio=ratio,
                          settings={**settings, "osc_receive": mode, **extra})
         if len(modes) > 1:  # the receive process against the thread, same run, rounds interleaved
@@ -378,9 +395,9 @@ def main() -> int:
                      baseline_value=float(sum(t["x"])), block=BLOCK, ratio=count_ratio(sum(p["x"]), sum(t["x"])),
                      settings={**same, "ratio_rule": COUNT_RATIO_RULE, "per_round": p["x"],
                                "per_round_baseline": t["x"]})
-            rec.emit("wakeups_process_vs_thread", p["wake"] / p["wall"], "context switches / s",
-                     baseline="OSC received on a thread", baseline_value=t["wake"] / t["wall"], block=BLOCK,
-                     ratio=lower_is_better(p["wake"] / p["wall"], t["wake"] / t["wall"]), settings=same)
+            pw, tw = sum(p["wake"].values()) / p["wall"], sum(t["wake"].values()) / t["wall"]
+            rec.emit("wakeups_process_vs_thread", pw, "context switches / s", baseline="OSC received on a thread",
+                     baseline_value=tw, block=BLOCK, ratio=lower_is_better(pw, tw), settings=same)
         rows = [("coalesced_changes", float(engine.coalesced_changes - co0), "count", None, None),
                 ("dropped_messages", float(engine.dropped_messages - d0), "count", None, None)]
         for name, value, unit, base, base_value in rows:

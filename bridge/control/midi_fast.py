@@ -173,6 +173,10 @@ class CcFastPath:
         if not len(table.orders):
             return False
         fresh = np.flatnonzero(table.orders > table.reported)
+        if len(fresh):
+            # the service thread looks again REPORT_S from now anyway (MidiInput._serve): the
+            # process callback need not wake it before then
+            self._last_wake = time.monotonic()
         for k in fresh:
             order = float(table.orders[k])
             value = float(table.values[k])
