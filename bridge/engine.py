@@ -241,6 +241,7 @@ class Engine:
         self._listeners: list[Listener] = []
         self._latency_listeners: list[Callable[[int], None]] = []
         self._preset_listeners: list[Callable[[Any], None]] = []
+        self._timed_listeners: list[Callable[[], None]] = []
         self._announced_latency = chain.latency_samples
         # counters (written by the audio thread or the backend, read anywhere)
         self.xruns = 0
@@ -555,6 +556,15 @@ class Engine:
         if listener in self._latency_listeners:
             self._latency_listeners.remove(listener)
 
+    def add_timed_listener(self, listener: Callable[[], None]) -> None:
+        """``listener()`` is called after a future-stamped change is scheduled (so whoever calls
+        :meth:`settle_timed` when it is due can wake up for it)."""
+        self._timed_listeners.append(listener)
+
+    def remove_timed_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._timed_listeners:
+            self._timed_listeners.remove(listener)
+
     def add_preset_listener(self, listener: Callable[[Any], None]) -> None:
         """``listener(preset)`` (a :class:`hushbridge.presets.Preset`) is called after
         :meth:`load_preset` swapped its chain in, e.g. so that MIDI takes the preset's ``[midi]`` maps."""
@@ -597,6 +607,8 @@ class Engine:
                 heapq.heappush(self._timed_shadow, (stamp, next(self._timed_seq), address, v, source,
                                                     self._table_generation))
             self.control.submit(change, stamp)
+            for listener in list(self._timed_listeners):
+                listener()
             return v
         order = self.control.submit(change, stamp)
         if order < self._shadow_order.get(address, -math.inf):

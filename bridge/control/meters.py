@@ -132,6 +132,9 @@ class MeterHub:
         self._lock = threading.Lock()
         self._next_fold = math.inf
         self._heard: dict[ClientAddress, float] = {}  # client -> time.monotonic() of its last datagram
+        #: called after a subscription is added or removed (wakes the thread that polls, which
+        #: otherwise sleeps until the next one is due)
+        self.on_change: Any = None
 
     # == subscriptions ===========================================================================
     def normalize(self, address: str) -> str:
@@ -212,6 +215,8 @@ class MeterHub:
             self._update_timing()
             if sub.from_ring:
                 self._next_fold = min(self._next_fold, time.monotonic() + FOLD_S)
+        if self.on_change is not None:
+            self.on_change()
         return sub
 
     def unsubscribe(self, dest: ClientAddress, address: str | None = None,
@@ -225,6 +230,8 @@ class MeterHub:
             for k in keys:
                 del self._subs[k]
             self._update_timing()
+        if keys and self.on_change is not None:
+            self.on_change()
         return len(keys)
 
     def _update_timing(self) -> None:

@@ -121,6 +121,8 @@ SendFn = Callable[[str, Sequence[OscArg], ClientAddress], None]
 
 RECV_BUFFER = 1 << 20  # bytes of UDP receive buffer asked for
 MAX_REGISTERED = 32  # feedback clients; caps how much traffic one UDP packet can cause
+FIRST_POLL_S = 0.03  # after a subscription, before the meter thread polls (rows to report)
+METER_IDLE_S = 1.0  # longest the meter thread sleeps with nothing due (a safety net, not a poll)
 MAX_DEFERRED = 4096  # messages held behind a preset load (so they reach the new chain); more are refused
 _PATTERN_CHARS = re.compile(r"[*?\[\]{}]")
 _MAX_PATTERN = 256  # characters of an address pattern
@@ -710,6 +712,10 @@ class OscServer:
         self._meter_thread = threading.Thread(target=self._push_meters, name=f"hushbridge-osc-meters:{self.port}",
                                               daemon=True)
         self.controller = OscController(engine, presets_save, send=self.send, run_slow=self._tasks.put)
+        self._meter_wake = threading.Event()
+        self._subscribed = False  # a subscription came: its first poll waits FIRST_POLL_S
+        self.controller.meters.on_change = self._on_subscription
+        engine.add_timed_listener(self._meter_wake.set)
         # the child is `python -m ...` with the socket passed by descriptor (POSIX)
         self.process = bool(process) and not getattr(sys, "frozen", False) and os.name == "posix"
         if process and not self.process:
@@ -754,6 +760,8 @@ class OscServer:
             return
         self._closed = True
         self._stop.set()
+        self._meter_wake.set()
+        self.controller.engine.remove_timed_listener(self._meter_wake.set)
         self.controller.close()
         if self.receiver is not None:
             self.receiver.stop()
@@ -801,16 +809,28 @@ class OscServer:
             for r in replies:
                 self.send(r.address, r.args, r.dest)
 
+    def _on_subscription(self) -> None:
+        self._subscribed = True
+        self._meter_wake.set()
+
     def _push_meters(self) -> None:
         """Meter thread: sleep until the next subscription or timed change is due, then send what
         is due."""
-        hub, engine = self.controller.meters, self.controller.engine
+        hub, engine, wake = self.controller.meters, self.controller.engine, self._meter_wake
         while not self._stop.is_set():
+            wake.clear()  # before looking: a subscription made from here on wakes the wait below
+            if self._subscribed:
+                # a new meter is due at once, but with no rows published yet it would have
+                # nothing to say and wait a whole period (10 s at 0.1 Hz): give audio a moment
+                self._subscribed = False
+                self._stop.wait(FIRST_POLL_S)
             # a bundle's future change is echoed (and read by /hb/get) when it becomes audible
             engine.settle_timed()
             wait = min(hub.next_due() - time.monotonic(), engine.next_timed() - time.time())
             if wait > 0:
-                self._stop.wait(min(wait, 0.05))
+                # asleep until something is due, a subscription changes or a change is timed
+                # (each wake-up takes the GIL the audio callback needs)
+                wake.wait(min(wait, METER_IDLE_S))
                 continue
             try:
                 messages = hub.poll()

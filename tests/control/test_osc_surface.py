@@ -778,3 +778,32 @@ def test_a_mode_or_switch_is_set_by_name_too():
     assert "has 8 channels, the audio 6" in err.args[0]
     (err,) = ctl.handle_datagram(encode("/hb/gain/gain_db", ["loud"]), me)
     assert "needs a number" in err.args[0]
+
+
+def test_an_idle_meter_thread_sleeps_until_a_subscription_wakes_it():
+    """With nothing subscribed the meter thread sleeps (it woke 20 times a second before, each
+    time taking the GIL the audio callback needs); a subscription still gets its first message
+    at once."""
+    engine, driver = running(Chain([Gain()]))
+    server = OscServer(engine, port=0).start()
+    client = Client(server.port)
+    try:
+        tid = server._meter_thread.native_id
+        time.sleep(0.2)
+
+        def switches() -> int:
+            with open(f"/proc/self/task/{tid}/status") as f:
+                return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+
+        s0 = switches()
+        time.sleep(1.0)
+        assert switches() - s0 < 8
+        t0 = time.monotonic()
+        client.send("/hb/subscribe", "/hb/meter/peak", 0.5)  # slow: only the wake-up makes it quick
+        msg = client.recv()
+        assert msg.address == "/hb/meter/peak" and time.monotonic() - t0 < 0.5
+    finally:
+        client.close()
+        server.close()
+        driver.stop_event.set()
+        driver.join()
