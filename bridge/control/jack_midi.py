@@ -41,10 +41,11 @@ class JackMidiIn:
         self._frames = [0] * QUEUE_LIMIT
         self._written = 0  # events written (only the process callback moves it)
         self._read = 0     # events read (only get_message moves it)
-        self._cycle_frame = -1  # frame time of the last cycle read, and how many of its events
-        self._cycle_taken = 0
-        self._cycle_first = 0   # ring position of that cycle's first event
-        self._cycle_exact = True  # that cycle's events sit in consecutive slots from _cycle_first
+        self._cycle_frame = -1  # frame time of the last cycle read
+        self._cycle_events: list[tuple[int, bytes]] = []  # (offset, bytes) of the events it saw
+        #: events the reader has finished with (handled, not just read); set by the reader
+        #: (:class:`~hushbridge.control.midi.MidiInput`), read here for the fast path
+        self.done = 0
         self.repeated = 0  # events seen twice in one cycle and skipped (see _process)
         self._port: Any = None
         #: called (in the process callback) after a cycle queued events: must not block, lock or
@@ -84,52 +85,48 @@ class JackMidiIn:
         # the first time on a buffer the (late) upstream client was still writing. An event the
         # first run took is skipped only where the second run shows the same event (offset and
         # bytes) at the same place; a note toggle must not toggle twice, and a one-shot message
-        # (program change) that is new in the second run must not be lost.
-        if base == self._cycle_frame:
-            first, taken = self._cycle_first, self._cycle_taken
-        else:
+        # (program change) that is new in the second run must not be lost. What a run saw is
+        # kept apart from the queue, since the fast path (CCs applied here) queues nothing.
+        record = self._cycle_events
+        if base != self._cycle_frame:
             self._cycle_frame = base
-            self._cycle_first = first = self._written
-            self._cycle_exact = True
-            taken = 0
-        exact, differs = self._cycle_exact, False
+            record.clear()
+        taken = len(record)
+        differs = False
         seen = 0
         written = self._written
         fast = self.fast
         for offset, data in port.incoming_midi_events():
-            n = len(data)
+            raw = bytes(data)
+            n = len(raw)
             seen += 1
             if seen <= taken and not differs:
-                if not exact:  # the first run dropped some, so positions do not match slots: by count
-                    self.repeated += 1
-                    continue
-                slot = (first + seen - 1) % QUEUE_LIMIT
-                at = slot * SLOT_BYTES
-                if sizes[slot] == n and times[slot] == base + offset and view[at:at + n] == data:
+                if record[seen - 1] == (offset, raw):
                     self.repeated += 1
                     continue
                 differs = True  # another buffer than the first run's: everything from here is new
-                self._cycle_exact = False
-            if fast is not None and n == 3 and fast(bytes(data)):
-                self._cycle_exact = False  # not in a slot: a second run compares by count
+            if seen <= len(record):  # a further run of this cycle compares with this one
+                record[seen - 1] = (offset, raw)
+            else:
+                record.append((offset, raw))
+            # a CC may skip the queue only when nothing waits in it: a message queued before it
+            # would otherwise be applied after it (and count as the later change)
+            if fast is not None and n == 3 and self._written == self.done and fast(raw):
                 continue
             w = self._written
             if w - self._read >= QUEUE_LIMIT:
                 self.overflows += 1
-                self._cycle_exact = False
                 continue
             if n > SLOT_BYTES:
                 self.oversized += 1
                 self.overflows += 1
-                self._cycle_exact = False
                 continue
             slot = w % QUEUE_LIMIT
             at = slot * SLOT_BYTES
-            view[at:at + n] = data
+            view[at:at + n] = raw
             sizes[slot] = n
             times[slot] = base + offset
             self._written = w + 1  # publish after the slot is complete
-        self._cycle_taken = max(seen, taken)
         wake = self.wake
         if wake is not None and self._written != written:
             wake()
@@ -173,6 +170,11 @@ class JackMidiIn:
                     self.client.disconnect(source, port)
             except Exception:  # noqa: BLE001 - already gone with the source
                 pass
+
+    def handled(self) -> None:
+        """The reader has finished with every event it has read (applied or rejected them):
+        from now on a CC may take the fast path without overtaking one of them."""
+        self.done = self._read
 
     def get_message(self) -> tuple[list[int], float] | None:
         """The oldest queued event as ``(bytes, seconds since the previous event)``, or None."""

@@ -1324,6 +1324,7 @@ class MidiInput:
             rt.delete()
             self._rt = None
             if self._fast is not None:
+                self._fast.report()
                 self._fast.detach()
                 self._fast = None
             if self._woken:
@@ -1364,6 +1365,7 @@ class MidiInput:
                 rt.close_port()
                 rt.delete()
         if self._fast is not None:  # rt.delete() returned: take() neither runs nor will run again
+            self._fast.report()  # what it took since the service thread's last look
             self._fast.detach()
             self._fast = None
         if self._woken:  # rt.delete() returned: its hook neither runs nor will run again
@@ -1416,6 +1418,7 @@ class MidiInput:
             if event is None:
                 break
             self._on_event(event)
+            rt.handled()
         lost = rt.overflows - self._overflows_seen
         if lost > 0:
             self._overflows_seen += lost
@@ -1432,14 +1435,17 @@ class MidiInput:
                 # JACK: the port is ours and always there, so what a user patches into it by hand
                 # plays too, connected to the named source or not (and nothing queues for later)
                 fast = self._fast
-                if fast is not None and fast.dirty:
-                    fast.rebuild()
+                if fast is not None:
+                    if fast.dirty:
+                        fast.rebuild()
+                    # before the queue: a toggle or an NRPN step queued after fast CCs starts
+                    # from the value they set
+                    if fast.report():
+                        report_again = now + REPORT_S  # the knob may still move: its last value too
                 if self._polling:
                     with self._rt_lock:
                         if self._rt is not None:
                             self._drain(self._rt)
-                if fast is not None and fast.report():
-                    report_again = now + REPORT_S  # the knob may still move: its last value too
                 self.mapper.flush(now)
                 if self.source is not None and now >= next_poll:
                     next_poll = now + self.poll_s

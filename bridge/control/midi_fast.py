@@ -78,7 +78,8 @@ class CcFastPath:
         self._rebuild_lock = threading.Lock()
         self._last_wake = -math.inf
         self.taken = 0      # CCs applied here (audio thread)
-        self._counted = 0   # of those, counted in the mapper's stats (service thread)
+        self.applied = 0    # their targets set
+        self._counted = (0, 0)  # (taken, applied) counted in the mapper's stats (service thread)
         self._attached = False
 
     # == control side ============================================================================
@@ -164,12 +165,12 @@ class CcFastPath:
         from hushbridge.control.midi import MIDI_SOURCE
 
         table = self._table
-        taken = self.taken
-        if taken != self._counted:
+        counts = (self.taken, self.applied)
+        if counts != self._counted:
             stats = self.mapper.stats
-            stats["received"] += taken - self._counted
-            stats["applied"] += taken - self._counted
-            self._counted = taken
+            stats["received"] += counts[0] - self._counted[0]
+            stats["applied"] += counts[1] - self._counted[1]  # per target, as the other way counts
+            self._counted = counts
         if not len(table.orders):
             return False
         fresh = np.flatnonzero(table.orders > table.reported)
@@ -191,6 +192,13 @@ class CcFastPath:
         targets = table.routes.get((data[0], data[1]))
         if targets is None:
             return False
+        if table.generation != self.engine.table_generation:
+            # a chain was loaded (one without parameters tells no listener): the other way, and
+            # the service thread rebuilds the table
+            if not self.dirty:
+                self.dirty = True
+                self.wake()
+            return False
         ring = self.ring
         if ring.free() < len(targets):
             return False
@@ -203,6 +211,7 @@ class CcFastPath:
             values[k] = value
             orders[k] = now
         self.taken += 1
+        self.applied += len(targets)
         if now - self._last_wake >= REPORT_S:
             self._last_wake = now
             self.wake()

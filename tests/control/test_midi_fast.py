@@ -91,6 +91,9 @@ def test_taken_changes_are_reported_with_their_order(fast):
     assert engine.get(GAIN) == -40.0
     assert heard == [(GAIN, -40.0, "midi")]  # the latest value once, not every step
     assert mapper.stats["received"] == mapper.stats["applied"] == 2
+    assert path.take(bytes([0xB2, 74, 5]))  # one CC, two targets: counted as the other way counts
+    path.report()
+    assert (mapper.stats["received"], mapper.stats["applied"]) == (3, 4)
     assert not path.report()
     engine.set(GAIN, -3.0)  # a later change from elsewhere ...
     assert path.take(bytes([0xB0, 7, 64]))  # ... and a later CC: the CC's value wins, in order
@@ -127,12 +130,101 @@ def test_a_new_chain_stops_it_until_it_is_rebuilt_for_the_new_slots(fast):
     assert engine.chain["gain"].gain_db == 0.0 and engine.chain[2] is engine.chain["gain"]
 
 
+def test_a_chain_without_parameters_stops_it_too(fast):
+    """Loading it tells no listener (there is no parameter to announce); take() checks the
+    table's generation itself, so the CC goes the other way and is rejected and counted there."""
+    engine, _, path, wakes = fast
+    path.dirty = False
+    engine.load_chain(Chain([]))
+    n = len(wakes)
+    assert not path.take(bytes([0xB0, 7, 127]))
+    assert path.dirty and len(wakes) == n + 1
+
+
 def test_a_full_ring_sends_ccs_the_other_way(fast):
     engine, _, path, _ = fast
     taken = sum(path.take(bytes([0xB0, 7, k % 128])) for k in range(path.ring.capacity + 5))
     assert taken == path.ring.capacity
     block(engine)
     assert path.take(bytes([0xB0, 7, 1]))
+
+
+# == in JackMidiIn's process hook (a stand-in host calls it as a JackBackend would) ===============
+class _Host:
+    class _Client:
+        last_frame_time = 0
+        samplerate = 48000
+
+    def __init__(self):
+        self.client = self._Client()
+        self.hooks = []
+
+    def add_process_hook(self, hook):
+        self.hooks.append(hook)
+
+    def remove_process_hook(self, hook):
+        self.hooks.remove(hook)
+
+
+class _Buffer:
+    def __init__(self, events):
+        self.events = events
+
+    def incoming_midi_events(self):
+        return iter(self.events)
+
+
+def _cycle(host, rt, frame, events):
+    host.client.last_frame_time = frame
+    rt._port = _Buffer([(off, bytes(b)) for off, b in events])
+    host.hooks[0](128)
+
+
+def _read(rt):
+    out = []
+    while (m := rt.get_message()) is not None:
+        out.append(m[0])
+    rt.handled()
+    return out
+
+
+@pytest.fixture
+def hooked():
+    from hushbridge.control.jack_midi import JackMidiIn
+
+    host = _Host()
+    rt = JackMidiIn("unused", host=host)
+    taken: list[list[int]] = []
+    rt.fast = lambda raw: (raw[0] & 0xF0 == 0xB0) and (taken.append(list(raw)) or True)
+    return host, rt, taken
+
+
+def test_a_cc_does_not_overtake_a_message_queued_before_it(hooked):
+    host, rt, taken = hooked
+    note, cc, cc2 = [0x90, 36, 100], [0xB0, 7, 0], [0xB0, 7, 5]
+    _cycle(host, rt, 1000, [(0, note), (1, cc)])  # the note waits for the service thread ...
+    assert taken == []                            # ... so the CC waits behind it
+    _cycle(host, rt, 1128, [(0, cc2)])            # still not handled: behind it too
+    assert taken == []
+    assert _read(rt) == [note, cc, cc2]
+    _cycle(host, rt, 1256, [(0, cc)])             # all handled: the fast path again
+    assert taken == [cc] and _read(rt) == []
+
+
+def test_a_cycle_run_twice_loses_nothing_new_when_its_cc_took_the_fast_path(hooked):
+    """jackd -R may run a cycle twice around an xrun; a CC the first run applied itself is not in
+    the queue, and a program change new in the second run must still be queued (and a repeat
+    of the CC is harmless: same absolute value)."""
+    host, rt, taken = hooked
+    cc, prog, note = [0xB0, 7, 64], [0xC0, 5], [0x90, 60, 100]
+    _cycle(host, rt, 1000, [(0, cc)])
+    _cycle(host, rt, 1000, [(0, cc)])  # the same again: skipped
+    assert taken == [cc] and rt.repeated == 1 and _read(rt) == []
+    _cycle(host, rt, 1128, [(0, note), (2, cc)])
+    _cycle(host, rt, 1128, [(0, note), (1, prog), (2, cc)])  # upstream was late: prog is new
+    assert _read(rt) == [note, cc, prog, cc] and rt.repeated == 2
+    _cycle(host, rt, 1128, [(0, note), (1, prog), (2, cc)])  # a third run repeats the second
+    assert _read(rt) == [] and rt.repeated == 5
 
 
 # == on a real JACK server ========================================================================
@@ -179,6 +271,18 @@ def test_a_dense_cc_stream_does_not_wake_the_service_thread_every_cycle(jack_ser
             if engine.get(GAIN) == pytest.approx(last):
                 break
         assert engine.get(GAIN) == pytest.approx(last) == engine.chain[0].gain_db
+        # closed right after a CC was applied, before its report was due: reported on close
+        final = p.min + 90 / 127 * (p.max - p.min)
+        for _ in range(3):
+            sender.send(bytes([0xB0, 7, 90]))
+            deadline = time.monotonic() + 1.0
+            while engine.chain[0].gain_db != pytest.approx(final) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if engine.chain[0].gain_db == pytest.approx(final):
+                break
+        midi.close()
+        midi = None
+        assert engine.get(GAIN) == pytest.approx(final) == engine.chain[0].gain_db
     finally:
         if midi is not None:
             midi.close()
