@@ -835,6 +835,7 @@ class Engine:
             else:
                 self._incoming_latency = chain.latency_samples  # read by the audio thread at the swap
                 self._incoming = (chain, generation)
+                self.control.waiting.set()  # the backend's housekeeping follows the swap closely
             self._rebuild_table(chain, generation)
             with self._timed_shadow_lock:  # what was timed for the old chain will never be heard
                 self._timed_shadow = [t for t in self._timed_shadow if t[5] >= generation]
@@ -842,6 +843,11 @@ class Engine:
         for address, value in self._shadow.items():
             for listener in list(self._listeners):
                 listener(address, value, source)
+
+    @property
+    def swapping(self) -> bool:
+        """A loaded chain is waiting for the audio thread or still crossfading in."""
+        return self._incoming is not None or self._fading_from is not None
 
     def wait_for_swap(self, timeout: float = 2.0) -> bool:
         """Wait until a handed-over chain has fully crossfaded in (control side only)."""

@@ -131,8 +131,8 @@ class ControlPort:
         self._lock = threading.Lock()
         self._pending: dict[tuple[int, int, int], tuple[float, float, float]] = {}
         self.coalesced_changes = 0
-        #: set when a change starts to wait in the pending map: wakes the backend's housekeeping
-        #: thread, which flushes it as room appears
+        #: set when a change starts to wait in the pending map (and by a chain load): wakes the
+        #: backend's housekeeping thread, which flushes it as room appears
         self.waiting = threading.Event()
 
     def submit(self, change: ParamChange, stamp: float = 0.0) -> float:

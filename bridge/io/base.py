@@ -20,8 +20,8 @@ import threading
 
 from hushbridge.engine import Engine
 
-HOUSEKEEPING_S = 0.005       # upkeep interval while coalesced changes wait to be flushed
-HOUSEKEEPING_IDLE_S = 0.05   # otherwise (retired chains, latency announcements, fused-run switch)
+HOUSEKEEPING_S = 0.005       # upkeep interval while coalesced changes wait or a chain swap is under way
+HOUSEKEEPING_IDLE_S = 0.25   # otherwise (retired chains, a fused-run switch); each wake-up takes the GIL
 
 
 class Backend(abc.ABC):
@@ -72,9 +72,11 @@ class Backend(abc.ABC):
             while not stop.is_set():
                 waiting.clear()
                 engine.housekeeping()
-                if engine.control.pending:  # changes wait for room in the full hand-off ring
+                # changes wait for room in the full hand-off ring, or a swap's latency is to be
+                # announced once the audio thread has done it
+                if engine.control.pending or engine.swapping:
                     stop.wait(interval)
-                else:  # asleep until a change starts to wait (a wake-up takes the GIL audio needs)
+                else:  # asleep until a change starts to wait or a chain is loaded
                     waiting.wait(idle)
 
         self._keeper = threading.Thread(target=loop, name=f"{self.name}-housekeeping", daemon=True)
