@@ -151,11 +151,12 @@ class CcFastPath:
                             targets.append((k, generation, info.slot, info.index, lut))
                         else:
                             routes[(0xB0 | channel, cc)] = tuple(targets)
-            n = len(addresses)
-            self._install(_Table(routes, tuple(addresses), generation, np.zeros(n), np.full(n, -math.inf),
-                                 np.full(n, -math.inf)))
-            if self.engine.table_generation != generation or mapper.learning is not None:
-                self.invalidate()  # changed while building
+                n = len(addresses)
+                # under the mapper lock: a map change (which invalidates) cannot fall in between
+                self._install(_Table(routes, tuple(addresses), generation, np.zeros(n), np.full(n, -math.inf),
+                                     np.full(n, -math.inf)))
+            if self.engine.table_generation != generation:
+                self.invalidate()  # a chain loaded while building (take() checks this too)
 
     def _install(self, table: _Table) -> None:
         self._table = table  # one store: the process callback sees the old table or the new
