@@ -2,7 +2,7 @@
 
     python benchmarks/control_flood.py [--seconds 60] [--rounds 6] [--keep-cpus-busy]
                                        [--osc-rate 1000] [--midi-rate 1000]
-                                       [--osc-receive both|thread|process]
+                                       [--osc-receive both|thread|process] [--sink-round]
 
 Starts its own ``jackd -d dummy -r 48000 -p 128`` (real-time, falling back to --no-realtime as
 the test fixture does), runs the engine as a JACK client with the ``dialogue`` preset plus two
@@ -36,6 +36,11 @@ and every round floods the thread one, then the process one, after its idle segm
 mode's rows then carry ``@thread`` / ``@process`` in their names, and ``xruns_process_vs_thread``
 and ``wakeups_process_vs_thread`` compare the two in the same run (``--seconds`` is the flood
 time of each mode).
+
+``--sink-round`` (with ``--midi-rate 0``) adds a segment per round whose OSC flood goes to a
+process that only receives and drops it: the same traffic on the machine (the sender, a
+receiving process, the kernel), none of it handled by the engine. ``xruns_process_vs_sink``
+then says what the engine's handling adds to what the traffic costs a small machine anyway.
 - counts: messages sent, applied, coalesced, dropped.
 
 ``--keep-cpus-busy`` runs one spinning process per CPU at SCHED_IDLE (it gets a CPU only when
@@ -115,6 +120,29 @@ def midi_sender(conn, server: str, rate: float, seconds: float) -> None:
     send_paced(conn, lambda i, _: port.send(msgs[i % 128]), rate, int(rate * seconds))
     time.sleep(0.2)
     port.close()
+
+
+def udp_sink(conn) -> None:
+    """Receive and drop UDP datagrams until "stop" (the --sink-round target: the same traffic on
+    the machine, nothing of it handled by the engine)."""
+    import select
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    conn.send(sock.getsockname()[1])
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    poller.register(conn.fileno(), select.POLLIN)
+    while True:
+        poller.poll()
+        if conn.poll():
+            return
+        try:
+            while True:
+                sock.recvfrom(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
 
 
 def spin_idle() -> None:
@@ -235,6 +263,10 @@ def main() -> int:
     ap.add_argument("--osc-receive", choices=("both", "thread", "process"), default="both",
                     help="receive OSC on a thread of the engine process, in a process of its own, or (default) "
                          "both: each round floods one server of each kind in turn, so they compare in one run")
+    ap.add_argument("--sink-round", action="store_true",
+                    help="add a flood segment per round whose OSC goes to a process that drops it (and no MIDI "
+                         "is sent): what the traffic costs the machine without the engine handling any of it; "
+                         "use with --midi-rate 0 so that every segment carries the same traffic")
     ap.add_argument("--keep-cpus-busy", action="store_true",
                     help="run one SCHED_IDLE spinning process per CPU throughout, so no CPU ever halts "
                          "(takes a virtual machine's halt/wake-up latency out of the measurement)")
@@ -270,6 +302,14 @@ def main() -> int:
         backend.start()
         modes = ["thread", "process"] if args.osc_receive == "both" else [args.osc_receive]
         servers = {m: OscServer(engine, port=0, process=m == "process").start() for m in modes}
+        ports = {m: server.port for m, server in servers.items()}
+        if args.sink_round:
+            a, b = ctx.Pipe()
+            procs.append(ctx.Process(target=udp_sink, args=(b,), daemon=True))
+            procs[-1].start()
+            ports["sink"] = a.recv()
+            sink_conn = a
+            modes.append("sink")
         if "process" in servers and servers["process"].receiver is None:
             raise SystemExit("the OSC receive process did not start (see the log)")
         receiver_pid = servers["process"].receiver.proc.pid if "process" in servers else None
@@ -334,9 +374,10 @@ def main() -> int:
                 a = acc[mode]
                 engine.apply_probe = probe = ApplyProbe(int((args.osc_rate + args.midi_rate) * seg * 1.2) + 1024)
                 x0, c0, w0, k0 = engine.xruns, cpu_seconds(receiver_pid), time.perf_counter(), context_switches()
-                for c in conns:
-                    c.send(("go", servers[mode].port))
-                results = [c.recv() if c.poll(seg + 60) else None for c in conns]
+                flooding = conns if mode != "sink" else conns[:1]  # the sink round sends OSC only
+                for c in flooding:
+                    c.send(("go", ports[mode]))
+                results = [c.recv() if c.poll(seg + 60) else None for c in flooding]
                 a["cpu"] += cpu_seconds(receiver_pid) - c0
                 a["wall"] += time.perf_counter() - w0
                 for name, n in switches_since(k0).items():
@@ -344,6 +385,9 @@ def main() -> int:
                 time.sleep(0.2)  # the last changes reach the audio thread
                 a["x"].append(engine.xruns - x0)
                 engine.apply_probe = None
+                if mode == "sink":
+                    a["osc_sent"] += len(results[0])
+                    continue
                 n = probe.n
                 slots, values, times = probe.slots[:n], probe.values[:n], probe.times[:n]
                 sel = slots == probe_slot
@@ -359,18 +403,23 @@ def main() -> int:
                     a["midi_applied"] += int(sel.sum())
         for c in conns:
             c.send("stop")
+        if args.sink_round:
+            sink_conn.send("stop")
         idle_s = seg * rounds
         for mode in modes:
             a = acc[mode]
             tag = f"@{mode}" if len(modes) > 1 else ""
+            if mode == "sink":
+                tag = "@sink"
             rows = [("xruns", float(sum(a["x"])), "count", "idle engine, same time", float(sum(idle_x))),
                     ("cpu", a["cpu"] / a["wall"], "cpu s / wall s", "idle engine, same time", idle_cpu / idle_s),
                     ("wakeups", sum(a["wake"].values()) / a["wall"], "context switches / s",
                      "idle engine, same time", sum(idle_wake.values()) / idle_s),
-                    ("osc_sent", float(a["osc_sent"]), "messages", None, None),
-                    ("osc_applied", float(a["osc_applied"]), "changes", None, None)]
-            for k, v in percentiles(np.concatenate(a["osc_lat"])).items():
-                rows.append((f"osc_latency_{k}", v, "ms", None, None))
+                    ("osc_sent", float(a["osc_sent"]), "messages", None, None)]
+            if mode != "sink":
+                rows.append(("osc_applied", float(a["osc_applied"]), "changes", None, None))
+                for k, v in percentiles(np.concatenate(a["osc_lat"])).items():
+                    rows.append((f"osc_latency_{k}", v, "ms", None, None))
             if a["midi_lat"]:
                 rows += [("midi_sent", float(a["midi_sent"]), "messages", None, None),
                          ("midi_applied", float(a["midi_applied"]), "changes", None, None)]
@@ -388,7 +437,14 @@ def main() -> int:
                              "by_thread_baseline": {k: round(v / idle_s, 1) for k, v in sorted(idle_wake.items())}}
                 rec.emit(name + tag, value, unit, baseline=base, baseline_value=base_value, block=BLOCK, ratio=ratio,
                          settings={**settings, "osc_receive": mode, **extra})
-        if len(modes) > 1:  # the receive process against the thread, same run, rounds interleaved
+        if "sink" in modes and "process" in modes:  # what the engine adds to the traffic's own cost
+            p, k = acc["process"], acc["sink"]
+            rec.emit("xruns_process_vs_sink", float(sum(p["x"])), "count",
+                     baseline="the same OSC traffic to a process that drops it", baseline_value=float(sum(k["x"])),
+                     block=BLOCK, ratio=count_ratio(sum(p["x"]), sum(k["x"])),
+                     settings={**settings, "osc_receive": "process vs sink", "ratio_rule": COUNT_RATIO_RULE,
+                               "per_round": p["x"], "per_round_baseline": k["x"]})
+        if "thread" in modes and "process" in modes:  # same run, rounds interleaved
             t, p = acc["thread"], acc["process"]
             same = {**settings, "osc_receive": "process vs thread"}
             rec.emit("xruns_process_vs_thread", float(sum(p["x"])), "count", baseline="OSC received on a thread",
