@@ -8,8 +8,9 @@ for the current cycle, which cannot finish while a Python process callback in th
 while the engine ran on JACK and when a controller was re-plugged. JACK-Client (cffi) lets
 the GIL go during every C call.
 
-The process callback only copies each event's bytes into a preallocated single-producer /
-single-consumer ring (fixed slots, no Python objects kept per event) with its frame time, and
+The process callback offers each 3-byte event to ``fast`` (plain CC maps applied there, see
+:mod:`hushbridge.control.midi_fast`; never ahead of an event still queued) and copies every
+other event's bytes into a preallocated single-producer / single-consumer ring (fixed slots, no Python objects kept per event) with its frame time, and
 wakes the reader when a cycle queued any (``wake``);
 :meth:`JackMidiIn.get_message` hands them out as ``(bytes, delta_seconds)`` like rtmidi. When the
 ring is full the newest events are dropped and counted (the reader owns the read index, so the

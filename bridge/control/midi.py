@@ -1220,9 +1220,10 @@ class MidiInput:
 
     On JACK the input is a JACK-Client client (:mod:`hushbridge.control.jack_midi`), not
     python-rtmidi, which keeps the GIL through JACK server calls and so deadlocks against a
-    Python audio callback in the same process. Its process callback only queues each event's
+    Python audio callback in the same process. Its process callback applies plain 7-bit CC maps
+    itself (``fast_cc``, :mod:`hushbridge.control.midi_fast`) and only queues every other event's
     bytes and wakes the service thread (:class:`~hushbridge.control.waker.Waker`), which does
-    all parsing (where no Waker exists, Windows, the service thread drains the queue every
+    all other parsing (where no Waker exists, Windows, the service thread drains the queue every
     :data:`JACK_DRAIN_S` instead). Other APIs call back from rtmidi's own non-real-time thread.
 
     Examples
