@@ -210,13 +210,17 @@ def _window_levels_db(x: np.ndarray, window: int) -> np.ndarray:
     return 10 * np.log10(np.maximum((w ** 2).mean(axis=2), 1e-20))
 
 
-def test_osc_fuzz_on_jack(jack_server):
+@pytest.mark.parametrize("receive", ["thread", "process"])
+def test_osc_fuzz_on_jack(jack_server, receive):
+    """``receive``: OSC received on a thread of the engine process, or in a receive process
+    (hushbridge.control.osc_process, the default of `hushbridge run`), which forwards every
+    packet of this corpus to the engine process."""
     import multiprocessing
 
     engine = Engine(Chain([Gain(gain_db=GAIN_DB), Gain()]), channels=2)
     backend = JackBackend(engine, name="hb-fuzz")
     rig = fuzzer = None
-    server = OscServer(engine, port=0)
+    server = OscServer(engine, port=0, process=receive == "process")
     try:
         rig = JackRigProcess(2, names=("hb-fuzz-player", "hb-fuzz-recorder"))
         backend.start()
@@ -253,7 +257,8 @@ def test_osc_fuzz_on_jack(jack_server):
             assert result["errors"] == N_PACKETS and result["internal"] == 0, result
             assert engine.dropped_messages - dropped0 == N_PACKETS
             assert engine.callback_errors == errors0 == 0, engine.last_callback_error
-            assert server._thread.is_alive() and server._worker.is_alive()
+            assert server._worker.is_alive()
+            assert server.receiver.alive if receive == "process" else server._thread.is_alive()
             assert engine.get(SET) == GAIN_DB and engine.get("/hb/gain_2/gain_db") == 0.0
             assert engine.get("/hb/gain/bypass") == 0.0 and engine.get("/hb/gain_2/bypass") == 0.0
             # -- the audio: finite, never silent, level where it was before the fuzz
