@@ -401,3 +401,44 @@ def trivial_client_xruns(seconds: float, name: str = "hb-baseline") -> int:
     finally:
         client.deactivate()
         client.close()
+
+
+# == a JACK MIDI reader's process hook driven by hand ===================================================
+class CycleHost:
+    """Stands in for the engine's JACK client: a real server cannot be made to run a cycle twice
+    on demand, so this drives the reader's process hook by hand with chosen frame times."""
+
+    class _Client:
+        last_frame_time = 0
+        samplerate = 48000
+
+    def __init__(self):
+        self.client = self._Client()
+        self.hooks = []
+
+    def add_process_hook(self, hook):
+        self.hooks.append(hook)
+
+    def remove_process_hook(self, hook):
+        self.hooks.remove(hook)
+
+
+class _MidiBuffer:
+    def __init__(self, events):
+        self.events = events
+
+    def incoming_midi_events(self):
+        return iter(self.events)
+
+
+def run_midi_cycle(host, rt, frame, events):
+    host.client.last_frame_time = frame
+    rt._port = _MidiBuffer([(off, bytes(b)) for off, b in events])
+    host.hooks[0](128)
+
+
+def read_midi(rt):
+    out = []
+    while (m := rt.get_message()) is not None:
+        out.append(m[0])
+    return out

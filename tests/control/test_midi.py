@@ -19,7 +19,7 @@ import mido
 import numpy as np
 import pytest
 
-from helpers import JackMidiSenderProcess, wait_until
+from helpers import CycleHost, JackMidiSenderProcess, read_midi, run_midi_cycle, wait_until
 from hushbridge.control.midi import (
     MIDI_SOURCE,
     MidiInput,
@@ -1187,46 +1187,6 @@ def test_jack_input_ring_keeps_order_and_counts_what_it_drops(jack_midi):
         sender.close()
 
 
-class _CycleHost:
-    """Stands in for the engine's JACK client: a real server cannot be made to run a cycle twice
-    on demand, so this drives the reader's process hook by hand with chosen frame times."""
-
-    class _Client:
-        last_frame_time = 0
-        samplerate = 48000
-
-    def __init__(self):
-        self.client = self._Client()
-        self.hooks = []
-
-    def add_process_hook(self, hook):
-        self.hooks.append(hook)
-
-    def remove_process_hook(self, hook):
-        self.hooks.remove(hook)
-
-
-class _Buffer:
-    def __init__(self, events):
-        self.events = events
-
-    def incoming_midi_events(self):
-        return iter(self.events)
-
-
-def _run_cycle(host, rt, frame, events):
-    host.client.last_frame_time = frame
-    rt._port = _Buffer([(off, bytes(b)) for off, b in events])
-    host.hooks[0](128)
-
-
-def _drain(rt):
-    out = []
-    while (m := rt.get_message()) is not None:
-        out.append(m[0])
-    return out
-
-
 def test_a_cycle_run_twice_takes_each_event_once_and_loses_none():
     """jackd -R was seen to run a cycle twice with the same frame time around an xrun: events the
     first run took and the second run shows again are skipped (a note toggle must not toggle
@@ -1234,20 +1194,20 @@ def test_a_cycle_run_twice_takes_each_event_once_and_loses_none():
     run's (a one-shot program change must not be lost)."""
     from hushbridge.control.jack_midi import JackMidiIn
 
-    host = _CycleHost()
+    host = CycleHost()
     rt = JackMidiIn("unused", host=host)
     note, cc, prog = [0x90, 60, 100], [0xB0, 7, 64], [0xC0, 3]
     # the second run sees the first run's events again plus one more (upstream was late)
-    _run_cycle(host, rt, 1000, [(0, note)])
-    _run_cycle(host, rt, 1000, [(0, note), (5, prog)])
-    assert _drain(rt) == [note, prog] and rt.repeated == 1
+    run_midi_cycle(host, rt, 1000, [(0, note)])
+    run_midi_cycle(host, rt, 1000, [(0, note), (5, prog)])
+    assert read_midi(rt) == [note, prog] and rt.repeated == 1
     # the second run holds another buffer altogether: everything in it is new
-    _run_cycle(host, rt, 1128, [(3, cc)])
-    _run_cycle(host, rt, 1128, [(7, prog), (9, note)])
-    assert _drain(rt) == [cc, prog, note] and rt.repeated == 1
+    run_midi_cycle(host, rt, 1128, [(3, cc)])
+    run_midi_cycle(host, rt, 1128, [(7, prog), (9, note)])
+    assert read_midi(rt) == [cc, prog, note] and rt.repeated == 1
     # a third run of the same cycle repeats the second: nothing twice
-    _run_cycle(host, rt, 1128, [(7, prog), (9, note)])
-    assert _drain(rt) == [] and rt.repeated == 3
+    run_midi_cycle(host, rt, 1128, [(7, prog), (9, note)])
+    assert read_midi(rt) == [] and rt.repeated == 3
     # the next cycle starts afresh, even with the same bytes at the same offsets
-    _run_cycle(host, rt, 1256, [(7, prog)])
-    assert _drain(rt) == [prog]
+    run_midi_cycle(host, rt, 1256, [(7, prog)])
+    assert read_midi(rt) == [prog]

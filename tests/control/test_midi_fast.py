@@ -10,6 +10,8 @@ import mido
 import numpy as np
 import pytest
 
+from helpers import CycleHost, read_midi, run_midi_cycle
+
 from hushbridge.control.midi import MidiMapper
 from hushbridge.control.midi_fast import CcFastPath
 from hushbridge.effects import Chain, Gain, HighPass, Loudness
@@ -150,41 +152,9 @@ def test_a_full_ring_sends_ccs_the_other_way(fast):
 
 
 # == in JackMidiIn's process hook (a stand-in host calls it as a JackBackend would) ===============
-class _Host:
-    class _Client:
-        last_frame_time = 0
-        samplerate = 48000
-
-    def __init__(self):
-        self.client = self._Client()
-        self.hooks = []
-
-    def add_process_hook(self, hook):
-        self.hooks.append(hook)
-
-    def remove_process_hook(self, hook):
-        self.hooks.remove(hook)
-
-
-class _Buffer:
-    def __init__(self, events):
-        self.events = events
-
-    def incoming_midi_events(self):
-        return iter(self.events)
-
-
-def _cycle(host, rt, frame, events):
-    host.client.last_frame_time = frame
-    rt._port = _Buffer([(off, bytes(b)) for off, b in events])
-    host.hooks[0](128)
-
-
 def _read(rt):
-    out = []
-    while (m := rt.get_message()) is not None:
-        out.append(m[0])
-    rt.handled()
+    out = read_midi(rt)
+    rt.handled()  # as MidiInput does once it has applied them
     return out
 
 
@@ -192,7 +162,7 @@ def _read(rt):
 def hooked():
     from hushbridge.control.jack_midi import JackMidiIn
 
-    host = _Host()
+    host = CycleHost()
     rt = JackMidiIn("unused", host=host)
     taken: list[list[int]] = []
     rt.fast = lambda raw: (raw[0] & 0xF0 == 0xB0) and (taken.append(list(raw)) or True)
@@ -202,12 +172,12 @@ def hooked():
 def test_a_cc_does_not_overtake_a_message_queued_before_it(hooked):
     host, rt, taken = hooked
     note, cc, cc2 = [0x90, 36, 100], [0xB0, 7, 0], [0xB0, 7, 5]
-    _cycle(host, rt, 1000, [(0, note), (1, cc)])  # the note waits for the service thread ...
+    run_midi_cycle(host, rt, 1000, [(0, note), (1, cc)])  # the note waits for the service thread ...
     assert taken == []                            # ... so the CC waits behind it
-    _cycle(host, rt, 1128, [(0, cc2)])            # still not handled: behind it too
+    run_midi_cycle(host, rt, 1128, [(0, cc2)])            # still not handled: behind it too
     assert taken == []
     assert _read(rt) == [note, cc, cc2]
-    _cycle(host, rt, 1256, [(0, cc)])             # all handled: the fast path again
+    run_midi_cycle(host, rt, 1256, [(0, cc)])             # all handled: the fast path again
     assert taken == [cc] and _read(rt) == []
 
 
@@ -217,13 +187,13 @@ def test_a_cycle_run_twice_loses_nothing_new_when_its_cc_took_the_fast_path(hook
     of the CC is harmless: same absolute value)."""
     host, rt, taken = hooked
     cc, prog, note = [0xB0, 7, 64], [0xC0, 5], [0x90, 60, 100]
-    _cycle(host, rt, 1000, [(0, cc)])
-    _cycle(host, rt, 1000, [(0, cc)])  # the same again: skipped
+    run_midi_cycle(host, rt, 1000, [(0, cc)])
+    run_midi_cycle(host, rt, 1000, [(0, cc)])  # the same again: skipped
     assert taken == [cc] and rt.repeated == 1 and _read(rt) == []
-    _cycle(host, rt, 1128, [(0, note), (2, cc)])
-    _cycle(host, rt, 1128, [(0, note), (1, prog), (2, cc)])  # upstream was late: prog is new
+    run_midi_cycle(host, rt, 1128, [(0, note), (2, cc)])
+    run_midi_cycle(host, rt, 1128, [(0, note), (1, prog), (2, cc)])  # upstream was late: prog is new
     assert _read(rt) == [note, cc, prog, cc] and rt.repeated == 2
-    _cycle(host, rt, 1128, [(0, note), (1, prog), (2, cc)])  # a third run repeats the second
+    run_midi_cycle(host, rt, 1128, [(0, note), (1, prog), (2, cc)])  # a third run repeats the second
     assert _read(rt) == [] and rt.repeated == 5
 
 
