@@ -214,8 +214,9 @@ class Engine:
         self.channels = int(channels)
         self.ring = ParamRing(ring_capacity)
         self.control = ControlPort(self.ring)
-        #: further hand-off rings whose producer is another process (the OSC receive process),
-        #: drained after :attr:`ring` at every callback; see :meth:`attach_ring`
+        #: further hand-off rings with producers of their own (the OSC receive process, the
+        #: MIDI fast path in the JACK callback), drained after :attr:`ring` at every callback;
+        #: see :meth:`attach_ring`
         self._remote_rings: tuple[ParamRing, ...] = ()
         self.spec: ProcessSpec | None = None
         self._chain = chain
@@ -621,10 +622,10 @@ class Engine:
         return v
 
     def attach_ring(self, ring: ParamRing) -> None:
-        """Drain ``ring`` at every callback too (after :attr:`ring`). Its producer, another
-        process, writes validated changes straight into it (generation, slot and index from the
-        table it was sent); it reports them with :meth:`record_remote_set` so that :meth:`get`,
-        presets and listeners follow."""
+        """Drain ``ring`` at every callback too (after :attr:`ring`). Its one producer (another
+        process, or the JACK callback itself) writes validated changes straight into it
+        (generation, slot and index from :meth:`table_snapshot`) and reports them with
+        :meth:`record_remote_set` so that :meth:`get`, presets and listeners follow."""
         if ring not in self._remote_rings:
             self._remote_rings = (*self._remote_rings, ring)  # one store: the audio thread sees old or new
 
