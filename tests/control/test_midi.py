@@ -1044,8 +1044,17 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
         done = OscMessage(sock.recvfrom(65536)[0])
         assert (done.address, done.params) == ("/hb/learn/done", ["/hb/gain/bypass", "note 48 ch 1"])
         sock.settimeout(0.5)
-        out.send(mido.Message("note_on", note=48, velocity=64))
-        assert wait_until(lambda: get("/hb/gain/bypass") == 1.0, 15, 0.05)
+        for _ in range(3):
+            xruns = get("/hb/engine/xruns")
+            out.send(mido.Message("note_on", note=48, velocity=64))
+            if wait_until(lambda: get("/hb/gain/bypass") == 1.0, 5, 0.05):
+                break
+            # a toggle is not idempotent, so it is sent once; only a cycle that an xrun cut short
+            # loses it (seen once in CI on a busy host): then, and only then, send it again
+            lost_to_xrun = get("/hb/engine/xruns")
+            assert xruns is not None and lost_to_xrun is not None and lost_to_xrun > xruns, \
+                "the learned note did not toggle and no xrun explains it"
+        assert get("/hb/gain/bypass") == 1.0
     finally:
         if out is not None:
             out.close()
