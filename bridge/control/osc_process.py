@@ -124,7 +124,6 @@ class FastPath:
         self.coalesced = 0  # not yet reported
         #: latest per address, not yet reported: address -> (value, sender, order)
         self.batch: dict[str, tuple[float, ClientAddress, float]] = {}
-        self.handled = 0
 
     def set_table(self, generation: int, rows: list[tuple[str, int, int, Param, int]]) -> None:
         self._table = {address: (address[:-5] if kind == NORM else address, slot, index, param, kind)
@@ -166,7 +165,6 @@ class FastPath:
                 self.coalesced += 1
             self._pending[key] = (value, order)
         self.batch[address] = (value, client, order)
-        self.handled += 1
         return True
 
     def flush_ring(self) -> int:
@@ -319,7 +317,6 @@ class OscReceiveProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._relay: threading.Thread | None = None
-        self.batches = 0
 
     def start(self) -> None:
         ours, theirs = socket.socketpair()
@@ -392,7 +389,6 @@ class OscReceiveProcess:
             kind = msg[0]
             if kind == "set":
                 _, generation, changes, coalesced = msg
-                self.batches += 1
                 if coalesced:
                     engine.control.count_coalesced(coalesced)
                 heard = set()
