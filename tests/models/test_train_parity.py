@@ -139,6 +139,8 @@ def test_shipped_model_matches_its_checkpoint():
                                 {"kind": "expand", "k": 10.0, "pivot": 0.3, "lo": 0.5, "hi": 1.5, "beta": 0.05},
                                 {"kind": "expand", "k": 10.0, "pivot": 0.3, "lo": 0.5, "hi": 1.5,
                                  "release": 0.9, "vad_floor": 0.25, "vad_power": 1.0},
+                                {"kind": "expand", "k": 10.0, "pivot": 0.4, "lo": 0.2, "hi": 1.5,
+                                 "release": 0.9, "vad_floor": 0.25, "vad_power": 1.0, "ceiling": 1.0},
                                 # one value per band (fit_postfilter)
                                 {"kind": "expand", "k": [8.0 + 0.1 * b for b in range(32)],
                                  "pivot": [0.3 + 0.005 * b for b in range(32)], "lo": [0.2] * 16 + [0.4] * 16,
@@ -223,6 +225,34 @@ def test_postfilter_release_ends_at_zero_not_subnormal_in_silence():
     assert torch.equal(held, torch.zeros(32))
     f, held = md.postfilter_release(torch.full((32,), 0.5), torch.ones(32), held, pf)
     assert torch.allclose(held, torch.full((32,), 0.5))  # and rises again at once
+
+
+def test_postfilter_ceiling_keeps_every_band_at_or_under_unity_gain(random_net):
+    """The deep filter adds its taps to the gained low bins and can raise a band over its input;
+    ``ceiling`` 1 caps the band gain after everything else (random_net's deep filter is random)."""
+    x = torch.from_numpy(_signal(seed=3))[None]
+    pf = {"kind": "expand", "k": 10.0, "pivot": 0.4, "lo": 0.2, "hi": 1.5, "release": 0.9,
+          "vad_floor": 0.25, "vad_power": 1.0}
+
+    def band_gains(postfilter):
+        random_net.postfilter = postfilter
+        with torch.no_grad():
+            y = random_net(x)[0][:, md.GRAPH_DELAY:]
+        xs = torch.stft(x[:, : y.shape[1]], 480, 240, window=torch.hann_window(480), return_complex=True)
+        ys = torch.stft(y, 480, 240, window=torch.hann_window(480), return_complex=True)
+        return (ys.abs() ** 2).sum(-1) / ((xs.abs() ** 2).sum(-1) + 1e-12)  # per bin, whole signal
+
+    try:
+        free = band_gains(pf)
+        capped = band_gains({**pf, "ceiling": 1.0})
+    finally:
+        random_net.postfilter = None
+    low = slice(1, md.DF_BINS)
+    assert float(free[0, low].max()) > 1.05  # the check can fail: this net raises some bins
+    assert float(capped[0, low].max()) < float(free[0, low].max())
+    g = torch.tensor([0.5, 1.0, 2.0])
+    f = md.postfilter_ceiling(g, torch.tensor([1.5, 1.0, 1.0]), {"ceiling": 1.0})
+    assert torch.allclose(g * f, torch.tensor([0.75, 1.0, 1.0]))  # only a band over unity is lowered
 
 
 def test_postfilter_vad_gain_goes_from_the_floor_to_unity():
