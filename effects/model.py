@@ -1,6 +1,6 @@
 """ModelEffect: any streaming ONNX model (models/README.md) as a real-time Effect.
 
-Signal path, per channel (each channel has its own model state; no linking)::
+Signal path, per channel (each channel has its own model state; no linking of gains)::
 
     block ──► [resample engine→model rate] ──► hop FIFO ──► model (one hop) ──► reduction limit ──►
           [resample model→engine rate] ──► output ring (absolute sample index) ──► mix ──► overload fade ──► block
@@ -29,8 +29,9 @@ adds 0.1 ms but droops -3.5 dB at 16 kHz, ``"HQ"`` adds about 40 ms; soxr's ``re
 returns a new small array per call (its API has no ``out=``), an allocation on the audio path.
 
 ``reduction_db`` limits how far the model may turn anything down. With an ``atten_lim_db`` input
-the model gets the value directly. Without it the effect mixes the model's output with its own
-input delayed by ``D`` at the model rate (exactly aligned): ``out = wet + g * (dry - wet)`` with
+the model gets the value, moved there in steps of one hop over the parameter's 50 ms (in dB;
+the graph's overlap-add smooths each step across the window). Without it the effect mixes the
+model's output with its own input delayed by ``D`` at the model rate (exactly aligned): ``out = wet + g * (dry - wet)`` with
 ``g = 10 ** (-reduction_db / 20)``, so a signal the model removes entirely still comes out at
 ``-reduction_db`` dB and what the model keeps is unchanged; at 100 dB the limit is off (``g = 0``).
 ``mix`` (0..1) then blends the result with the dry input delayed by ``latency_samples``;
@@ -48,8 +49,10 @@ runs the model for :data:`PROBE_HOPS` hops without using the output; if fewer th
 Silence. After :data:`REARM_S` of input at or under :data:`QUIET_DBFS` on every channel (nothing
 plugged in, a stopped transport, a gate closed, an engine idling before the take), the first
 sample above it finds the effect as a reset leaves it (model state, FIFOs, rings, resamplers),
-its hop grid starting at that sample. By then all the previous signal left has played out but a
-tail under the quiet level, so nothing audible is cut. Two reasons: a live engine that idled on
+its hop grid starting at that sample (on every channel together: a channel's output can
+depend on where another's signal starts, by that grid only). The latency-matched dry path is not
+reset, so ``mix`` 0 and ``reduction_db`` 0 stay the input itself through it. By then all the
+previous signal left has played out but a tail under the quiet level, so nothing audible is cut. Two reasons: a live engine that idled on
 digital silence gives the take exactly what an offline render of the take alone gives (they
 differed by ~25 dB SNR: the recurrent state never settles in silence and the hop grid fell
 anywhere on the take); and a model whose level normalisation (running means over about a second)
@@ -59,9 +62,17 @@ fresh start). At the model's own rate only: a resampler restarted at the first s
 places it a fraction of a sample off its steady-state delay (0.07 samples at 22.05 kHz, 0.17 at
 44.1 kHz), so at other rates the grid runs on through silence as before.
 
-Non-finite input is replaced by silence, every channel's model state is reset and
-:attr:`nonfinite_events` rises; a model that produces non-finite output or state for a channel
-gets that channel's state reset and a silent hop.
+Non-finite input is replaced by silence, the model state of the channels that had it is reset
+and :attr:`nonfinite_events` rises; a model that produces non-finite output or state for a channel
+gets that channel's state reset and a silent hop. The model's input is clamped to
+±:data:`INPUT_LIMIT` (+24 dBFS; the dry path keeps the input as it is) and each hop that needed it
+counts in :attr:`overrange_hops`: a burst far over full scale would otherwise push the model's
+running level means so high that it turned the speech after it down for seconds (10-24 dB for
+5-8 s after 1.3 ms at +40 to +80 dBFS).
+
+Offline (``non_realtime``) or with ``overload_budget`` 0 there is no deadline: an effect that fell
+back to dry while live returns to the model at its next ``reset`` (at once) or block (a fade), and
+``prepare`` for a new spec starts every effect on the model.
 """
 from __future__ import annotations
 
@@ -72,7 +83,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hushbridge.dsp.kernels.model import fifo_fill, ring_read, ring_write, signal_span
+from hushbridge.dsp.kernels.model import clamp_block, fifo_fill, ring_read, ring_write, signal_span
 from hushbridge.dsp.kernels.model import warm_up as _warm_model_kernels
 from hushbridge.dsp.kernels.util import delay_through, ramp_mix, sanitize, sanitize_rows
 from hushbridge.effects.base import Effect, Param, ProcessSpec, ramp_step
@@ -87,6 +98,7 @@ PROBE_S = 1.0
 PROBE_HOPS = 16
 REARM_S = 0.5  # silence after which the next signal starts from a reset (see module doc)
 QUIET_DBFS = -70.0  # ... counted as silence: under a microphone's own noise, a gate's closed level
+INPUT_LIMIT = 16.0  # the model's input clamp (+24 dBFS); see the module doc
 WARM_RUNS = 128
 _PLAN_SECONDS = 8.0  # simulated round trip, long enough for the resamplers' burst patterns to repeat
 _PLAN_CHUNK = 16
@@ -151,7 +163,7 @@ class _RTState:
 
     __slots__ = ("t", "dpos", "t_inf", "hops_block", "idle_hops", "probing", "probe_done", "probe_misses",
                  "hist_pos", "miss_count", "activity", "overloaded", "overload_events", "recoveries",
-                 "nonfinite_events", "ring_underruns", "last_inference_s", "zeros", "idle")
+                 "nonfinite_events", "ring_underruns", "overrange_hops", "last_inference_s", "zeros", "idle")
 
     def __init__(self) -> None:
         self.t = self.dpos = self.hops_block = self.idle_hops = self.probe_done = self.probe_misses = 0
@@ -160,6 +172,7 @@ class _RTState:
         self.probing = self.overloaded = False
         self.activity = float("nan")
         self.overload_events = self.recoveries = self.nonfinite_events = self.ring_underruns = 0
+        self.overrange_hops = 0
         self.zeros = 0  # samples of digital silence in a row at the end of the input so far
         self.idle = True  # the next sample of signal starts from a reset
 
@@ -187,7 +200,7 @@ class ModelEffect(Effect):
         when the graph has none).
     overloaded : bool
         True while the effect runs on its dry path because inference missed its budget.
-    overload_events, recoveries, nonfinite_events, ring_underruns : int
+    overload_events, recoveries, nonfinite_events, ring_underruns, overrange_hops : int
         Counters.
     last_inference_s : float
         Inference time of the latest hop, all channels, seconds.
@@ -216,6 +229,9 @@ class ModelEffect(Effect):
         self._on_state = np.array([1.0, 1.0, 1.0], dtype=np.float64)
         self._red_target = 1.0
         self._red_state = np.ones((1, 3), dtype=np.float64)
+        # an atten_lim_db input's [current, target, step per hop] in dB (see _step_limit)
+        self._lim = np.zeros(3, dtype=np.float64)
+        self._lim_hops = max(1, round(self.params[0].smoothing_ms * 1e-3 * info.sample_rate / info.hop))
         self._latency = info.latency_samples + info.hop - 1
         self._l_fifo = info.hop - 1
         self._rt = _RTState()
@@ -269,6 +285,10 @@ class ModelEffect(Effect):
         return self._rt.ring_underruns
 
     @property
+    def overrange_hops(self):
+        return self._rt.overrange_hops
+
+    @property
     def last_inference_s(self):
         return self._rt.last_inference_s
 
@@ -296,7 +316,12 @@ class ModelEffect(Effect):
         v = float(self._values[index])
         if index == 0:
             if self.model.atten_lim_db is not None:
-                self.model.atten_lim_db[0] = v
+                lim = self._lim
+                lim[1] = v
+                if self._spec is None:
+                    lim[0] = v
+                    self.model.atten_lim_db[0] = v
+                lim[2] = abs(v - lim[0]) / self._lim_hops
                 self._red_target = 1.0
             else:
                 self._red_target = 1.0 if v >= 100.0 else 1.0 - 10.0 ** (-v / 20.0)
@@ -362,6 +387,10 @@ class ModelEffect(Effect):
         self._on_state[2] = ramp_step(spec, FADE_MS)
         self._history = np.zeros(OVERLOAD_WINDOW, dtype=np.int8)
         self._rt.hist_pos = 0
+        self._rt.miss_count = 0
+        self._rt.overloaded = False  # a new start is on the model; a fallback from before is over
+        self._on_state[0] = self._on_state[1] = 1.0
+        self._snap_limit()
         self._budget = self.overload_budget * hop / msr
         self._probe_every = max(1, int(PROBE_S * msr / hop))
         self._rt.idle_hops = 0
@@ -392,6 +421,15 @@ class ModelEffect(Effect):
         and the overload state."""
         if self._spec is None:
             return
+        self._restart()
+        self._dline.fill(0.0)
+        self._rt.dpos = 0
+
+    def _restart(self) -> None:
+        """What :meth:`reset` clears but the latency-matched dry line: the silence rule restarts
+        the model path with this, and the dry path (``mix`` 0, ``reduction_db`` 0) plays on."""
+        if self._rt.overloaded and (self.non_realtime or self.overload_budget <= 0):
+            self._resume_model()  # and the fade is skipped below: an offline render starts on the model
         self.model.reset()
         self._fifo.fill(0.0)
         for c in range(self._spec.channels):
@@ -407,9 +445,8 @@ class ModelEffect(Effect):
                 r.clear()
         self._ring.fill(0.0)
         self._rt.t = 0
-        self._dline.fill(0.0)
-        self._rt.dpos = 0
         self._act.fill(np.nan)
+        self._snap_limit()
         self._red_state[:, 0] = self._red_state[:, 1]
         self._mix_state[0] = self._mix_state[1]
         self._on_state[0] = self._on_state[1]
@@ -435,7 +472,7 @@ class ModelEffect(Effect):
             if first < n and (rt.idle or rt.zeros >= self._rearm):
                 if first > 0:  # the silence before it, as silence was processed so far
                     self._run_block(spec, block[:, :first])
-                self.reset()
+                self._restart()
                 rt.idle = False
                 rt.zeros = n - 1 - last
                 self._run_block(spec, block[:, first:])
@@ -445,6 +482,8 @@ class ModelEffect(Effect):
 
     def _run_block(self, spec: ProcessSpec, block: np.ndarray) -> None:
         n = block.shape[1]
+        if self._rt.overloaded and (self.non_realtime or self.overload_budget <= 0):
+            self._resume_model()  # no deadline now (module doc)
         dry = self._dry[:, :n]
         self._rt.dpos = delay_through(block, self._dline, self._rt.dpos, self._latency, dry)
         run = not self._rt.overloaded or self._rt.probing or self._on_state[0] > 0.0
@@ -517,6 +556,10 @@ class ModelEffect(Effect):
         ain[...] = self._fifo
         dryhop = self._dryhop_all
         self._mpos_all = delay_through(ain, self._mline_all, self._mpos_all, model.info.latency_samples, dryhop)
+        if clamp_block(ain, INPUT_LIMIT):
+            self._rt.overrange_hops += 1
+        if model.atten_lim_db is not None:
+            self._step_limit()
         self._rt.hops_block += 1
         ch = ain.shape[0]
         if run:
@@ -550,8 +593,12 @@ class ModelEffect(Effect):
         ain[0] = fifo
         dryhop = self._dryhop
         self._mpos[c] = delay_through(ain, self._mline[c], self._mpos[c], model.info.latency_samples, dryhop)
+        if clamp_block(ain, INPUT_LIMIT):
+            self._rt.overrange_hops += 1
         if c == 0:
             self._rt.hops_block += 1
+            if model.atten_lim_db is not None:
+                self._step_limit()
         if run:
             t0 = time.perf_counter()
             out = self._infer(c)
@@ -570,6 +617,34 @@ class ModelEffect(Effect):
         if self._rs_out is not None:
             src = self._rs_out[c].resample_chunk(src)
         self._w[c] = ring_write(self._ring[c], self._w[c], src)
+
+    def _step_limit(self) -> None:
+        """Move an ``atten_lim_db`` input one hop's step toward ``reduction_db`` (once per hop, for
+        every channel)."""
+        lim = self._lim
+        cur, target = lim[0], lim[1]
+        if cur != target:
+            step = lim[2]
+            cur = min(cur + step, target) if cur < target else max(cur - step, target)
+            lim[0] = cur
+            self.model.atten_lim_db[0] = cur
+
+    def _snap_limit(self) -> None:
+        if self.model.atten_lim_db is not None:
+            self._lim[0] = self._lim[1]
+            self.model.atten_lim_db[0] = self._lim[1]
+
+    def _resume_model(self) -> None:
+        """Leave the dry fallback without a probe (offline, or the fallback turned off): fade back
+        to a model started afresh."""
+        rt = self._rt
+        rt.overloaded = rt.probing = False
+        rt.idle_hops = 0
+        self._history.fill(0)
+        rt.miss_count = 0
+        self.model.reset()
+        self._on_state[1] = 1.0
+        rt.recoveries += 1
 
     def _infer(self, c: int) -> np.ndarray:
         """One hop of inference for channel ``c`` (tests wrap this to simulate a slow machine)."""

@@ -67,6 +67,25 @@ def scaled_copy(src: np.ndarray, dst: np.ndarray, gain: float) -> None:
 
 
 @njit(cache=True, nogil=True)
+def clamp_block(block: np.ndarray, limit: float) -> int:
+    """Clamp ``block`` (channels, frames) to ``[-limit, limit]`` in place; returns how many samples
+    were over."""
+    lim = np.float32(limit)
+    over = 0
+    ch, n = block.shape
+    for c in range(ch):
+        for i in range(n):
+            x = block[c, i]
+            if x > lim:
+                block[c, i] = lim
+                over += 1
+            elif x < -lim:
+                block[c, i] = -lim
+                over += 1
+    return over
+
+
+@njit(cache=True, nogil=True)
 def signal_span(block: np.ndarray, quiet: float) -> tuple[int, int]:
     """First and last frame of ``block`` (channels, frames) where some channel's magnitude is
     above ``quiet``; ``(frames, -1)`` when none is."""
@@ -92,3 +111,4 @@ def warm_up() -> None:
     ring_read(b, 4, -2, a)
     scaled_copy(a, a, 1.0)
     signal_span(np.zeros((1, 4), dtype=np.float32), 0.0)
+    clamp_block(np.zeros((1, 4), dtype=np.float32), 1.0)

@@ -18,6 +18,7 @@ from onnx_graphs import contract_graph, reference  # noqa: E402
 
 from hushbridge.effects import EFFECTS, Chain, Denoise, ModelEffect, ProcessSpec, create_effect, render  # noqa: E402
 from hushbridge.effects import model as model_mod  # noqa: E402
+from hushbridge.effects.model import INPUT_LIMIT  # noqa: E402
 from hushbridge.models.runtime import ModelNotFoundError, default_model_path  # noqa: E402
 
 HOP, D = 160, 37  # the 16 kHz test graphs
@@ -653,3 +654,159 @@ def test_after_silence_the_take_comes_out_as_an_offline_render_of_it():
     with_gap = stream(Denoise(), gap, sr, 128)
     np.testing.assert_array_equal(with_gap[:, :sr], fresh[:, :sr])
     assert not np.array_equal(with_gap[:, sr + sr // 10 + 2000:], stream(Denoise(), gap[sr + sr // 10:], sr, 128)[:, 2000:])
+
+
+# == session 19: smoothing, offline after a fallback, over-range input, dry path through a rearm ==
+def test_reduction_changes_through_the_graph_input_are_smoothed(g):
+    """``reduction_db`` reaches an ``atten_lim_db`` input over its 50 ms, one step per hop: it
+    jumped within one hop (34 dB in about 4 ms with the shipped model)."""
+    sr, block = 16000, 160
+    n = sr
+    t = np.arange(n) / sr
+    x = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[None]
+    e = ME(g["supp_atten"], reduction_db=6.0)  # output = input x 10^(-atten_lim_db / 20)
+    e.prepare(ProcessSpec(sr, block, 1))
+    y = np.empty_like(x)
+    for i in range(0, n, block):
+        if i == n // 2:
+            e.set("reduction_db", 40.0)
+        v = x[:, i:i + block].copy()
+        e.process(v)
+        y[:, i:i + block] = v
+    L = e.latency_samples
+    xd, yd = x[0, :-L], y[0, L:]
+    at = np.nonzero(np.abs(xd) > 0.2)[0]
+    gain_db = 20 * np.log10(np.abs(yd[at]) / np.abs(xd[at]))
+    np.testing.assert_allclose(gain_db[at < n // 2 - 2 * block], -6.0, atol=0.01)
+    np.testing.assert_allclose(gain_db[at > n // 2 + int(0.08 * sr)], -40.0, atol=0.01)
+    moving = at[(gain_db < -6.5) & (gain_db > -39.5)]
+    assert moving.size and moving.max() - moving.min() >= int(0.03 * sr)  # tens of ms, not a hop
+    levels = np.unique(np.round(gain_db[(gain_db < -6.5) & (gain_db > -39.5)], 1))
+    assert levels.size >= 3 and np.all(np.diff(levels) < 12.0)  # steps, none of them the whole jump
+    # a reset or a new prepare starts at the value set, with no ramp
+    e.set("reduction_db", 20.0)
+    e.reset()
+    v = x[:, :block].copy()
+    e.process(v)
+    assert float(e.model.atten_lim_db[0]) == 20.0
+
+
+def test_an_effect_that_fell_back_live_renders_on_the_model_offline(g):
+    """An instance that fell back to dry while live, then used offline (hushbridge process,
+    render, the FileBackend): it stayed on the dry path for good, a probe that never finished."""
+    sr, block = 16000, 320
+    live = ME(g["half"], reduction_db=100.0, overload_budget=0.5)
+    live.prepare(ProcessSpec(sr, block, 1))
+    run_realtime_ish(live, noise(2 * sr, seed=13), block, lambda i: True)
+    assert live.overloaded
+    x = noise(sr, seed=17)
+    ref = stream(ME(g["half"], reduction_db=100.0), x, sr, block)
+    live.set_non_realtime(True)
+    np.testing.assert_array_equal(stream(live, x, sr, block), ref)  # prepare starts on the model
+    assert not live.overloaded
+
+    again = ME(g["half"], reduction_db=100.0, overload_budget=0.5)
+    again.prepare(ProcessSpec(sr, block, 1))
+    run_realtime_ish(again, noise(2 * sr, seed=13), block, lambda i: True)
+    assert again.overloaded
+    again.set_non_realtime(True)  # no new prepare: back on the model after its fade
+    y = np.empty_like(x)
+    for i in range(0, x.shape[1], block):
+        v = x[:, i:i + block].copy()
+        again.process(v)
+        y[:, i:i + block] = v
+    L = again.latency_samples
+    assert not again.overloaded and again.recoveries == 1
+    np.testing.assert_allclose(y[0, sr // 2:], 0.5 * x[0, sr // 2 - L:-L], atol=1e-6)
+
+
+def test_the_model_input_is_clamped_and_the_dry_path_is_not(g):
+    x = noise(8000, seed=23, amp=0.1)
+    x[0, 3000:3064] = 1e4
+    e = ME(g["half"], reduction_db=100.0)  # wet = 0.5 x the model's input, delayed
+    y = stream(e, x, 16000, 128)
+    L = e.latency_samples
+    np.testing.assert_allclose(y[0, 3000 + L:3064 + L], 0.5 * INPUT_LIMIT)
+    np.testing.assert_allclose(y[0, 4000 + L:], 0.5 * x[0, 4000:-L], atol=1e-7)
+    assert e.overrange_hops >= 1
+    dry = ME(g["half"], mix=0.0)
+    np.testing.assert_array_equal(stream(dry, x, 16000, 128)[0, L:], x[0, :-L])
+
+
+@shipped
+def test_shipped_model_speech_after_a_burst_far_over_full_scale_is_not_turned_down():
+    """1.3 ms at +80 dBFS pushed the model's running level means so high that the speech after it
+    came out 10-24 dB low for 5-8 s."""
+    from pathlib import Path
+
+    import soundfile as sf
+
+    import hushbridge
+
+    s, sr = sf.read(str(Path(hushbridge.__file__).parent / "data" / "demo.flac"), dtype="float32",
+                    frames=6 * 48000)
+    assert sr == 48000
+    x = s[None].copy()
+    ref = stream(Denoise(overload_budget=0.0), x, sr, 256)
+    x[0, sr:sr + 64] = 1e4
+    e = Denoise(overload_budget=0.0)
+    y = stream(e, x, sr, 256)
+    for k in range(2, 6):  # every second after the burst: the same level as without it
+        seg = slice(k * sr, (k + 1) * sr)
+        diff_db = 10 * np.log10(np.mean(y[0, seg] ** 2) / np.mean(ref[0, seg] ** 2))
+        assert abs(diff_db) < 1.0, (k, diff_db)
+    assert e.overrange_hops >= 1
+
+
+def test_mix_zero_stays_the_input_through_a_restart_after_silence(g):
+    """At the model's rate the first signal after 0.5 s of silence restarts the model path; the
+    dry path must play on (it lost the last latency_samples of the quiet tail to zeros)."""
+    sr = 48000
+    rng = np.random.default_rng(24)
+    quiet = (rng.uniform(-1, 1, sr) * 10 ** (-72 / 20)).astype(np.float32)  # under -70 dBFS
+    x = np.concatenate([quiet, (0.3 * rng.standard_normal(sr // 2)).astype(np.float32)])[None]
+    for kw in ({"mix": 0.0}, {"reduction_db": 0.0}):
+        e = ME(g["delay48"], **kw)
+        y = stream(e, x, sr, 128)
+        L = e.latency_samples
+        np.testing.assert_array_equal(y[0, L:], x[0, :-L], err_msg=str(kw))
+
+
+@shipped
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="needs espeak-ng")
+def test_shipped_model_leaves_clean_speech_no_louder_than_it_came_in():
+    """The deep filter raised clean speech under 4.7 kHz by 0.4-1.1 dB (peaks over full scale
+    on material normalized to 0 dBFS); the post-filter's ceiling keeps every band at or under
+    unity gain."""
+    import io
+    import subprocess
+
+    import soundfile as sf
+    import soxr
+    from scipy.signal import stft
+
+    from helpers import shared_data_dir
+
+    clips = []
+    for voice in ("en-us", "en-gb+f3"):
+        wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", "Speech that is already clean should "
+                              "come out of the denoiser no louder than it went in, in every band."],
+                             capture_output=True, check=True).stdout
+        s, sr = sf.read(io.BytesIO(wav), dtype="float32")
+        clips.append(soxr.resample(s, sr, 48000).astype(np.float32))
+    data = shared_data_dir()
+    if data is not None and (data / "speech" / "vctk_p301_102.wav").is_file():  # held out, full band
+        clips.append(sf.read(str(data / "speech" / "vctk_p301_102.wav"), dtype="float32")[0])
+    edges = (0, 250, 500, 1000, 2000, 4000, 8000)
+    for s in clips:
+        x = (0.99 * s / np.abs(s).max())[None]
+        e = Denoise(overload_budget=0.0)
+        y = stream(e, np.concatenate([x, np.zeros((1, 1000), np.float32)], axis=1), 48000, 128)
+        y = y[:, e.latency_samples:][:, :x.shape[1]]
+        f, _, X = stft(x[0], 48000, nperseg=1024)
+        _, _, Y = stft(y[0], 48000, nperseg=1024)
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            band = (f >= lo) & (f < hi)
+            ratio_db = 10 * np.log10((np.abs(Y[band]) ** 2).sum() / (np.abs(X[band]) ** 2).sum())
+            assert ratio_db < 0.1, (lo, hi, ratio_db)
+        assert 20 * np.log10(np.abs(y).max()) < 0.3  # no peak far over full scale
