@@ -14,7 +14,7 @@ from hushbridge.errors import ParamError
 
 Scale = Literal["linear", "log", "db"]
 
-_UNITS = {"_db": "dB", "_dbtp": "dBTP", "_ms": "ms", "_hz": "Hz", "_lufs": "LUFS", "_pct": "%"}
+_UNITS = {"_db": "dB", "_dbtp": "dBTP", "_ms": "ms", "_s": "s", "_hz": "Hz", "_lufs": "LUFS", "_pct": "%"}
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,9 @@ class Param:
             i = int(round(value - self.min))
             return self.choices[i] if 0 <= i < len(self.choices) else f"{value:g}"
         unit = self.unit
+        value = float(value) + 0.0  # -0.0 reads as 0
+        if unit in ("dB", "dBTP", "LUFS", "ms") and round(value, 1) == 0.0:
+            value = 0.0  # and so does -0.04: "-0.0 dB" is not a level
         if unit == "Hz":
             text = f"{value / 1000:.2f} kHz" if value >= 1000 else f"{value:.1f} Hz"
             return text
@@ -137,6 +140,8 @@ class Param:
             return f"{value:.1f} {unit}"
         if unit == "ms":
             return f"{value:.1f} ms"
+        if unit == "s":
+            return f"{value:.2f} s"
         if unit == "%":
             return f"{value:.3g} %"
         if self.step == 1:

@@ -58,7 +58,8 @@ applies them at the first block whose start time reaches it (block accuracy; the
 clock is ``time.time()`` at each callback, python-osc converts the NTP time tag to the same
 Unix time; see :mod:`hushbridge.engine`). "Immediately" and past time tags apply at the next
 block. Only parameter changes are scheduled; other messages in a bundle run on arrival.
-Feedback of a scheduled change is sent on arrival, not when it takes effect.
+Feedback of a scheduled change is sent when it takes effect (when it is audible), as ``/hb/get``
+reports it.
 
 Hooks for other control sources (MIDI):
 
@@ -121,6 +122,7 @@ SendFn = Callable[[str, Sequence[OscArg], ClientAddress], None]
 
 RECV_BUFFER = 1 << 20  # bytes of UDP receive buffer asked for
 MAX_REGISTERED = 32  # feedback clients; caps how much traffic one UDP packet can cause
+MAX_SENDERS_PER_CLIENT = 4  # send ports remembered per feedback port (see _on_register)
 FIRST_POLL_S = 0.03  # after a subscription, before the meter thread polls (rows to report)
 METER_IDLE_S = 1.0  # longest the meter thread sleeps with nothing due (a safety net, not a poll)
 MAX_DEFERRED = 4096  # messages held behind a preset load (so they reach the new chain); more are refused
@@ -143,14 +145,25 @@ class OscRequestError(HushbridgeError, ValueError):
     """A request the OSC layer rejects (wrong types, unknown address); answered with ``/hb/error``."""
 
 
-def _number(address: str, args: tuple[Any, ...]) -> float:
-    """The single numeric argument of a set message (int, float or T/F), else OscRequestError."""
+def _number(address: str, args: tuple[Any, ...], switch: bool = False) -> float:
+    """The single numeric argument of a set message (int or float; T/F too where ``switch``: a
+    bypass, an on/off parameter or a button), else OscRequestError."""
     if len(args) != 1:
         raise OscRequestError(f"{address} needs one number, got {len(args)} arguments")
     v = args[0]
-    if isinstance(v, (bool, int, float)):
+    if isinstance(v, bool):
+        if switch:
+            return float(v)
+        raise OscRequestError(f"{address} needs a number, got {'T' if v else 'F'} (true/false is for "
+                              f"switches and bypass)")
+    if isinstance(v, (int, float)):
         return float(v)
     raise OscRequestError(f"{address} needs a number, got {type(v).__name__} {v!r:.40}")
+
+
+def _is_switch(p: Any) -> bool:
+    """An on/off parameter or a button: T/F are its values too."""
+    return bool(p.momentary or (p.min == 0.0 and p.max == 1.0 and p.step == 1))
 
 
 def _string(address: str, args: tuple[Any, ...], what: str) -> str:
@@ -491,17 +504,20 @@ class OscController:
         if len(args) == 1 and isinstance(args[0], str) and self.engine.info(address).param.choices:
             value: Any = args[0]  # a mode or switch by name ("equal", "on"): the engine checks it
         else:
-            value = _number(address, args)
+            switch = len(args) == 1 and isinstance(args[0], bool) and _is_switch(self.engine.info(address).param)
+            value = _number(address, args, switch)
         self.engine.set(address, value, clamp=True, source=client, stamp=self._stamp())
 
     def _on_set_norm(self, client: ClientAddress, address: str, *args: Any) -> None:
-        norm = _number(address, args)
+        switch = len(args) == 1 and isinstance(args[0], bool) \
+            and _is_switch(self.engine.info(address[: -len("/norm")]).param)
+        norm = _number(address, args, switch)
         if not math.isfinite(norm):
             raise OscRequestError(f"{address} needs a finite number 0..1, got {norm!r}")
         self.engine.set_norm(address[: -len("/norm")], norm, source=client, stamp=self._stamp())
 
     def _on_bypass(self, client: ClientAddress, address: str, *args: Any) -> None:
-        value = _number(address, args)
+        value = _number(address, args, switch=True)
         if value not in (0.0, 1.0):
             raise OscRequestError(f"{address} needs 0 or 1, got {value:g}")
         self.engine.set(address, value, clamp=True, source=client, stamp=self._stamp())
@@ -573,10 +589,22 @@ class OscController:
         save_preset(self.engine.snapshot(), name, midi=midi)  # values as set (timed ones once audible)
 
     def _on_register(self, client: ClientAddress, address: str, *args: Any) -> None:
+        """Registrations are kept per sender, so that no sender gets its own changes back. One
+        feedback port registered from several senders (an app restarted on a new send port,
+        ``oscsend`` run twice) is one client: it gets each change once, none of the changes any of
+        those senders made, and takes one of the MAX_REGISTERED places; it keeps its
+        MAX_SENDERS_PER_CLIENT latest senders."""
         dest = (client[0], self._port_arg(address, args, client))
-        if client not in self._registered and len(self._registered) >= MAX_REGISTERED:
+        reg = self._registered
+        if client in reg:
+            del reg[client]  # re-registered: now the latest
+        senders = [s for s, d in reg.items() if d == dest]
+        if senders:
+            for s in senders[: max(0, len(senders) - MAX_SENDERS_PER_CLIENT + 1)]:
+                reg.pop(s, None)
+        elif len(set(reg.values())) >= MAX_REGISTERED:
             raise OscRequestError(f"{address}: too many registered clients ({MAX_REGISTERED})")
-        self._registered[client] = dest
+        reg[client] = dest
 
     def _on_unregister(self, client: ClientAddress, address: str, *args: Any) -> None:
         dest = (client[0], self._port_arg(address, args, client))
@@ -653,10 +681,14 @@ class OscController:
             self._routes_dirty = True  # a new chain: remap on the next datagram
         if not self._registered:
             return
-        for sender, dest in list(self._registered.items()):
-            if sender == source or dest == source:
-                continue
-            self._reply(address, (float(value),), dest)
+        items = list(self._registered.items())
+        # a feedback port registered from several senders is one client: skip it whole if any of
+        # them (or the port itself) made the change, else send it once
+        skip = {dest for sender, dest in items if sender == source or dest == source}
+        for _, dest in items:
+            if dest not in skip:
+                skip.add(dest)
+                self._reply(address, (float(value),), dest)
 
 
 class OscServer:

@@ -87,6 +87,8 @@ def check_packet(data: bytes, depth: int = 0) -> str:
     tags = data[i + 1:data.index(b"\0", i)].decode("ascii", "replace")
     i = end
     for tag in tags:
+        if tag == "r":  # python-osc reads it as an int, which a set would take as a number
+            return "OSC type tag 'r' (an RGBA colour): no hushbridge address takes a colour"
         size = _FIXED_SIZE.get(tag)
         if size is not None:
             i += size

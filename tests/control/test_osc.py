@@ -24,7 +24,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
-from hushbridge.control.osc import OscController, OscServer, Reply, encode
+from hushbridge.control.osc import MAX_REGISTERED, OscController, OscServer, Reply, encode
 from hushbridge.effects import Chain, Gain
 from hushbridge.engine import Engine, effect_of
 
@@ -299,8 +299,10 @@ def _bad_bundle() -> bytes:
 @pytest.mark.parametrize(
     "data",
     [os.urandom(37), b"\x00\x01\x02", b"", _truncated(), _bad_typetag(), _bad_bundle(), b"/hb/gain",
-     b"/hb/gain/gain_db\0\0\0\0,c\0\0\0\0\0A"],
-    ids=["random", "binary", "empty", "truncated", "bad-typetag", "bad-bundle", "unpadded", "unknown-tag"],
+     b"/hb/gain/gain_db\0\0\0\0,c\0\0\0\0\0A",
+     # an RGBA colour: python-osc reads it as an int, and a set took it as a number
+     b"/hb/gain/gain_db\0\0\0\0,r\0\0\xff\0\0\xff"],
+    ids=["random", "binary", "empty", "truncated", "bad-typetag", "bad-bundle", "unpadded", "unknown-tag", "rgba"],
 )
 def test_malformed_packet(engine, driver, client, data):
     client.send_raw(data)
@@ -323,6 +325,8 @@ def test_malformed_packet(engine, driver, client, data):
         ("/hb/gain/gain_db", [1.0, 2.0], "needs one number"),
         ("/hb/gain/gain_db", [b"\x01\x02"], "needs a number"),
         ("/hb/gain/gain_db", [float("nan")], "finite"),
+        ("/hb/gain/gain_db", [True], "true/false is for switches and bypass"),  # T: not 1 dB
+        ("/hb/gain/gain_db/norm", [False], "true/false is for switches and bypass"),
         ("/hb/gain/gain_db/norm", ["x"], "needs a number"),
         ("/hb/get", [], "string"),
         ("/hb/get", ["/hb/nosuch/x"], "unknown address"),
@@ -526,6 +530,57 @@ def test_register_feedback(engine, server, client):
         listener.close()
 
 
+def test_one_feedback_port_registered_from_several_senders_is_one_client(engine, server):
+    """An app restarted on a new send port, or ``oscsend /hb/register i PORT`` run twice, registers
+    the same feedback port from another sender: it got every change once per registration, its
+    own changes back through the other one, and 32 such runs filled every place."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    s1, s2 = Client(server.port), Client(server.port)
+
+    def heard(wait: float = 0.3) -> list:
+        got = []
+        listener.settimeout(wait)
+        try:
+            while True:
+                m = OscMessage(listener.recvfrom(65536)[0])
+                got.append((m.address, m.params))
+        except TimeoutError:
+            return got
+
+    try:
+        for s in (s1, s2):
+            s.send("/hb/register", port)
+            s.get("/hb/gain/gain_db")
+        engine.set("/hb/gain/gain_db", -3.0)  # from elsewhere: once
+        assert heard() == [("/hb/gain/gain_db", [-3.0])]
+        for s, v in ((s2, -4.0), (s1, -5.0)):  # from either of its senders: never back to it
+            s.send("/hb/gain/gain_db", v)
+            assert s.get("/hb/gain/gain_db")[1] == v
+            assert heard() == []
+        for _ in range(2 * MAX_REGISTERED):  # oscsend again and again: one client still
+            c = Client(server.port)
+            c.send("/hb/register", port)
+            c.get("/hb/gain/gain_db")
+            c.close()
+        assert len(set(server.controller.registered.values())) == 1
+        fresh = Client(server.port)
+        try:
+            fresh.send("/hb/register")
+            fresh.get("/hb/gain/gain_db")  # a /hb/value, not "too many registered clients"
+            engine.set("/hb/gain/gain_db", -7.0)
+            assert heard() == [("/hb/gain/gain_db", [-7.0])]
+            assert fresh.recv().params == [-7.0]
+        finally:
+            fresh.close()
+        assert engine.dropped_messages == 0
+    finally:
+        s1.close()
+        s2.close()
+        listener.close()
+
+
 # -- socket-free controller --------------------------------------------------------------------
 def test_controller_without_sockets(engine):
     ctl = OscController(engine)
@@ -546,6 +601,23 @@ def test_controller_without_sockets(engine):
         Reply("/hb/gain_2/gain_db", (3.0,), ("127.0.0.1", 7777))
     ]
     ctl.close()
+    ctl.close()
+
+
+def test_true_and_false_set_switches_and_nothing_else():
+    from hushbridge.effects import HumRemover
+
+    eng = Engine(Chain([HumRemover(), Gain()]), channels=1)
+    eng.prepare(SR, BLOCK)
+    ctl = OscController(eng)
+    me = ("127.0.0.1", 5555)
+    assert ctl.handle_datagram(encode("/hb/humremove/auto", [True]), me) == []
+    assert eng.get("/hb/humremove/auto") == 1.0
+    assert ctl.handle_datagram(encode("/hb/humremove/auto/norm", [False]), me) == []
+    assert eng.get("/hb/humremove/auto") == 0.0
+    [err] = ctl.handle_datagram(encode("/hb/humremove/mains_hz", [True]), me)
+    assert err.address == "/hb/error" and "true/false is for switches" in err.args[0]
+    assert eng.get("/hb/humremove/mains_hz") == eng.info("/hb/humremove/mains_hz").param.default
     ctl.close()
 
 

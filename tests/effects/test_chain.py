@@ -161,6 +161,10 @@ def test_param_norm_and_display():
     assert p.to_norm(p.from_norm(0.37)) == pytest.approx(0.37)
     assert p.display(80) == "80.0 Hz" and p.display(2500) == "2.50 kHz"
     assert Param("threshold_db", -60, 0, -18).display(-18) == "-18.0 dB"
+    # seconds have a unit; a level that rounds to zero is not "-0.0 dB"
+    t = Param("time_s", 0.3, 30.0, 3.0, scale="log")
+    assert t.unit == "s" and t.display(3.0) == "3.00 s"
+    assert Param("gain_db", -96, 24, 0).display(-0.04) == "0.0 dB" and Param("x_ms", -5, 5, 0).display(-0.0) == "0.0 ms"
     assert p.clamp(1e9) == 20000.0 and p.clamp(float("nan")) == 80.0
     # a gain at its minimum mutes: it says so rather than "-96.0 dB"
     gain = Gain(gain_db=-96.0)
