@@ -379,7 +379,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 errors_seen = engine.callback_errors
                 if tty:
                     sys.stderr.write("\n")
-                _warning(f"audio callback error (output silenced for that block): {engine.last_callback_error}")
+                err = engine.last_callback_error
+                effect = "the audio played on" if err.startswith("process hook") else "output silenced for that block"
+                _warning(f"audio callback error ({effect}): {err}")
             line = engine.status_line()
             if tty:
                 sys.stderr.write("\r" + line + "   ")

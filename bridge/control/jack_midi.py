@@ -61,6 +61,7 @@ class JackMidiIn:
         self._ignore_active_sense = True
         self.overflows = 0  # events dropped (ring full, or oversized)
         self.oversized = 0  # of those, events longer than SLOT_BYTES
+        self.fast_errors = 0  # events the fast path raised on (they took the queue instead)
         if host is not None:
             self.client = host.client
             host.add_process_hook(self._process)
@@ -112,8 +113,12 @@ class JackMidiIn:
                 record.append((offset, raw))
             # a CC may skip the queue only when nothing waits in it: a message queued before it
             # would otherwise be applied after it (and count as the later change)
-            if fast is not None and n == 3 and self._written == self.done and fast(raw):
-                continue
+            if fast is not None and n == 3 and self._written == self.done:
+                try:
+                    if fast(raw):
+                        continue
+                except Exception:  # noqa: BLE001 - never lose the rest of the cycle: the queue's way
+                    self.fast_errors += 1
             w = self._written
             if w - self._read >= QUEUE_LIMIT:
                 self.overflows += 1

@@ -716,8 +716,9 @@ class MidiMapper:
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The ``[midi]`` table of the current maps (for ``save_preset(..., midi=...)``): maps to
-        addresses the engine's current chain lacks are left out (a preset may only map its own
-        chain, see :func:`hushbridge.presets.parse_preset`), so the file saved loads again."""
+        addresses the engine's current chain lacks, and program changes to presets that no longer
+        exist, are left out with a warning (a preset may only map its own chain and name presets
+        that exist, see :func:`hushbridge.presets.parse_preset`), so the file saved loads again."""
         with self._lock:
             doc: dict[str, Any] = {}
             if abs(self.timeout - DEFAULT_TIMEOUT_S) > 1e-9:
@@ -731,7 +732,16 @@ class MidiMapper:
                 if entries:
                     doc[section] = entries
             if self.program:
-                doc["program"] = {str(k): v for k, v in sorted(self.program.items())}
+                from hushbridge.presets import preset_exists
+
+                # a preset deleted since the map was made would make the saved file refuse to load
+                program = {str(k): v for k, v in sorted(self.program.items()) if preset_exists(v)}
+                if len(program) < len(self.program):
+                    gone = sorted({v for v in self.program.values() if not preset_exists(v)})
+                    log.warning("preset save: MIDI program change(s) to %s left out: no such preset",
+                                ", ".join(map(repr, gone)))
+                if program:
+                    doc["program"] = program
             return doc
 
     def _targets_chain(self, address: str) -> bool:
@@ -1017,9 +1027,12 @@ class MidiMapper:
         if cc in (6, 38):
             return self._half(key, maps, cc == 6, value, now)
         # 96 increment / 97 decrement: one step (the map's, in 14-bit units) per message; the data
-        # byte is ignored, as buttons send 127 with it
+        # byte is ignored, as buttons send 127 with it. A data entry still waiting for its other
+        # half completes first, and the step starts from it (its value reaches the engine only
+        # with this message's actions, so engine.get would still give the one before)
+        entered = key in self._pairs
         out = self._flush_nrpn(channel)
-        base = self._current14(key, maps)
+        base = self._last[key] if entered else self._current14(key, maps)
         step = maps[0].step
         v14 = min(16383, max(0, base + (step if cc == 96 else -step)))
         self._last[key] = v14
@@ -1508,8 +1521,8 @@ class MidiInput:
             peers = watch.get_all_connections(source)
         except Exception:  # noqa: BLE001 - the port vanished meanwhile
             return False
-        prefix, suffix = self.client_name, f":{self.port_name}"
-        return any(p.name.startswith(prefix) and p.name.endswith(suffix) for p in peers)
+        ours = f"{watch.name}:{self.port_name}"  # exactly: an engine "hb" is not "hb2"
+        return any(p.name == ours for p in peers)
 
     # == worker (preset loads) ===================================================================
     def _submit(self, fn: Callable[[], None]) -> None:

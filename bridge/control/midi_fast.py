@@ -74,6 +74,7 @@ class CcFastPath:
         self.wake = wake
         self.ring = ParamRing(RING_CAPACITY)
         self._table = _EMPTY
+        self._retired: list[_Table] = []  # replaced tables whose last values are not reported yet
         self.dirty = True  # the service thread rebuilds the table
         self._rebuild_lock = threading.Lock()
         self._last_wake = -math.inf
@@ -103,7 +104,7 @@ class CcFastPath:
 
     def invalidate(self) -> None:
         """Empty the table now (every CC takes the service thread's way) and have it rebuilt."""
-        self._table = _EMPTY
+        self._install(_EMPTY)
         self.dirty = True
         self.wake()
 
@@ -159,12 +160,14 @@ class CcFastPath:
                 self.invalidate()  # a chain loaded while building (take() checks this too)
 
     def _install(self, table: _Table) -> None:
+        old = self._table
         self._table = table  # one store: the process callback sees the old table or the new
+        if len(old.orders):
+            # what the old one took since its last report is still to be reported (report())
+            self._retired.append(old)
 
     def report(self) -> bool:
         """Report the changes taken since the last report (service thread); True if any."""
-        from hushbridge.control.midi import MIDI_SOURCE
-
         table = self._table
         counts = (self.taken, self.applied)
         if counts != self._counted:
@@ -172,8 +175,16 @@ class CcFastPath:
             stats["received"] += counts[0] - self._counted[0]
             stats["applied"] += counts[1] - self._counted[1]  # per target, as the other way counts
             self._counted = counts
-        if not len(table.orders):
-            return False
+        any_fresh = False
+        while self._retired:  # tables replaced since the last report (a map change, learn, a chain)
+            any_fresh |= self._report_table(self._retired.pop(0))
+        if len(table.orders):
+            any_fresh |= self._report_table(table)
+        return any_fresh
+
+    def _report_table(self, table: _Table) -> bool:
+        from hushbridge.control.midi import MIDI_SOURCE
+
         fresh = np.flatnonzero(table.orders > table.reported)
         if len(fresh):
             # the service thread looks again REPORT_S from now anyway (MidiInput._serve): the
@@ -183,15 +194,17 @@ class CcFastPath:
             order = float(table.orders[k])
             value = float(table.values[k])
             table.reported[k] = order
+            # an older table's value yields to a later one (order stamps: latest wins)
             self.engine.record_remote_set(table.addresses[k], value, table.generation, order, source=MIDI_SOURCE)
         return len(fresh) > 0
 
     # == process callback ========================================================================
     def take(self, data: bytes) -> bool:
-        """Apply a 3-byte event if it is a CC of the table; False: it takes the other way."""
+        """Apply a 3-byte event if it is a CC of the table; False: it takes the other way (which
+        also rejects and counts a malformed one, e.g. a status byte where the value belongs)."""
         table = self._table
         targets = table.routes.get((data[0], data[1]))
-        if targets is None:
+        if targets is None or data[2] > 0x7F:
             return False
         if table.generation != self.engine.table_generation:
             # a chain was loaded (one without parameters tells no listener): the other way, and

@@ -292,6 +292,22 @@ def test_nrpn_data_entry_increment_and_null():
     assert engine.dropped_messages == 0
 
 
+def test_nrpn_step_right_after_data_entry_starts_from_the_entered_value():
+    """Controllers send data entry, then increments: a step that came while the entry still waited
+    for its other half started from the value before the entry and then overwrote it."""
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"nrpn": [{"param": 1000, "address": GAIN, "step": 100}]})
+    t = 10.0
+    for control, value in ((99, 1000 >> 7), (98, 1000 & 0x7F), (6, 64)):
+        mapper.handle(cc(control, value, 0), now=t)
+    mapper.handle(cc(96, 1, 0), now=t + 0.001)  # the MSB alone is pending: it completes first
+    assert engine.get(GAIN) == pytest.approx(-96.0 + (64 * 128 + 100) / 16383 * 120.0, abs=1e-9)
+    mapper.handle(cc(6, 10, 0), now=t + 1)
+    mapper.handle(cc(97, 127, 0), now=t + 1.003)
+    assert engine.get(GAIN) == pytest.approx(-96.0 + (10 * 128 - 100) / 16383 * 120.0, abs=1e-9)
+    assert engine.dropped_messages == 0
+
+
 def test_note_toggles_bypass_and_momentary():
     engine = make_engine()
     mapper = MidiMapper(engine, {"note": [
@@ -497,8 +513,14 @@ def test_a_loaded_preset_brings_its_midi_maps_and_saves_loadable(user_config):
     save_preset(engine.snapshot(), "mine", midi=mapper.to_toml_dict())
     assert load_preset("mine").ids == engine.chain.ids
     assert "cc" not in find_preset("mine").midi
+    # a program change to a preset deleted since is left out of the save, which would not load
+    (folder / "one.toml").unlink()
+    save_preset(engine.snapshot(), "mine2", midi=mapper.to_toml_dict())
+    assert find_preset("mine2").midi.get("program") is None
+    assert load_preset("mine2").ids == engine.chain.ids
     mapper.close()
-    engine.load_preset("one")
+    engine.load_preset("mine2")
+    engine.load_preset("podcast")
     assert [m.number for m in mapper.maps] == [21]  # closed: no longer follows
 
 

@@ -151,6 +151,34 @@ def test_a_full_ring_sends_ccs_the_other_way(fast):
     assert path.take(bytes([0xB0, 7, 1]))
 
 
+def test_a_status_byte_where_the_value_belongs_takes_the_other_way(fast):
+    """``B0 07 F8`` (a clock byte in a mapped CC's value) raised IndexError in the process
+    callback, which lost the rest of that cycle's events; the parser rejects and counts it."""
+    engine, mapper, path, _ = fast
+    for value in (0xF8, 0x90, 0x80):
+        assert not path.take(bytes([0xB0, 7, value]))
+    mapper.handle(mido.Message.from_bytes([0xB0, 7, 0x7F]))  # the parser takes the valid ones only
+    assert path.take(bytes([0xB0, 7, 0x7F]))
+
+
+def test_values_taken_just_before_a_map_change_are_still_reported(fast):
+    """learn, a map change or a new chain replace the table: what the old one took in its last
+    20 ms was never reported (/hb/get, feedback and a saved preset kept the older value)."""
+    engine, mapper, path, _ = fast
+    assert path.take(bytes([0xB0, 7, 64]))
+    block(engine)
+    mapper.learn(GAIN2)  # invalidates before the service thread reported
+    path.report()
+    assert engine.get(GAIN) == engine.chain[0].gain_db != 0.0 and path._retired == []
+    mapper.cancel_learn()
+    path.rebuild()
+    assert path.take(bytes([0xB0, 7, 0]))
+    block(engine)
+    path.rebuild()  # replaced without an invalidate (take() found a new chain)
+    path.report()
+    assert engine.get(GAIN) == engine.chain[0].gain_db == -40.0
+
+
 # == in JackMidiIn's process hook (a stand-in host calls it as a JackBackend would) ===============
 def _read(rt):
     out = read_midi(rt)
@@ -179,6 +207,18 @@ def test_a_cc_does_not_overtake_a_message_queued_before_it(hooked):
     assert _read(rt) == [note, cc, cc2]
     run_midi_cycle(host, rt, 1256, [(0, cc)])             # all handled: the fast path again
     assert taken == [cc] and _read(rt) == []
+
+
+def test_a_fast_path_that_raises_loses_no_event_of_the_cycle(hooked):
+    host, rt, _ = hooked
+
+    def broken(raw):
+        raise IndexError("boom")
+
+    rt.fast = broken
+    cc, note = [0xB0, 7, 5], [0x90, 36, 100]
+    run_midi_cycle(host, rt, 1000, [(0, cc), (1, note)])
+    assert _read(rt) == [cc, note] and rt.fast_errors == 1
 
 
 def test_a_cycle_run_twice_loses_nothing_new_when_its_cc_took_the_fast_path(hooked):
