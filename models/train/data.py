@@ -136,7 +136,8 @@ def estimate_band_hz(x: np.ndarray, sr: int) -> float:
 def load_clip(path: Path) -> Clip:
     """Read ``path`` as mono float32 (cached as .npy in :func:`cache_dir`)."""
     st = path.stat()
-    key = hashlib.sha1(f"{path.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    # the whole path: the paired sets hold a clean and a noisy file of one name, size and time
+    key = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
     cpath = cache_dir() / "audio" / f"{path.stem}-{key}.npz"
     if cpath.exists():
         z = np.load(cpath)

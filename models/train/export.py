@@ -8,7 +8,8 @@ Usage::
 The default checkpoint is ``denoise_shipped.pt``, the weights chosen with ``select`` (the
 lowest validation loss, ``denoise_best.pt``, is not what listeners prefer; see models/denoise.md).
 
-Graph (opset 17): inputs ``audio_in`` [1, 240] float32, ``state_0`` .. ``state_5`` (see
+Graph (opset 17): inputs ``audio_in`` [1, 240] float32, ``state_0`` .. ``state_5`` (and
+``state_6`` with a post-filter release, ``state_7`` with encoder context; see
 :class:`.model.StreamingDenoise`), ``atten_lim_db`` [1]; outputs ``audio_out`` [1, 240],
 ``state_<k>_out``, ``activity`` [1, 1] (speech probability) and ``gains`` [1, 32] (ERB-band gains).
 States start as zeros. The leading dimension of every tensor but ``atten_lim_db`` is a dynamic
@@ -18,13 +19,16 @@ defines it; the runtime's hop FIFO adds 239, so the effect reports 479), ``hushb
 ``hushbridge.version``, ``hushbridge.state_shapes`` and ``hushbridge.n_bands``.
 
 After export the graph is checked with onnx.checker and, hop by hop in onnxruntime, against the
-torch model run on a whole test signal (``max |diff|`` printed; must be <= 1e-4).
+torch model run on a whole test signal (``max |diff|`` printed; must be <= 1e-4). The command
+line writes a temporary file beside ``--out`` and renames it over ``--out`` only when that check
+passes: a failed export never replaces the shipped model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -167,13 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     net.postfilter = resolve_postfilter(args.postfilter, args.config)
     cfg = ck.get("config", {})
     version = f"{cfg.get('version', '0.1.0')}+step{ck.get('step', 0)}"
-    path = export(net, args.out, name=cfg.get("name", "denoise"), version=version)
-    err = parity(net, path)
-    size = path.stat().st_size
-    print(f"wrote {path} ({size / 1e6:.2f} MB, step {ck.get('step')}); streaming ONNX vs torch max |diff| = {err:.2e}")
-    if err > 1e-4:
-        print("parity check FAILED (> 1e-4)", file=sys.stderr)
-        return 1
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
+    try:
+        export(net, tmp, name=cfg.get("name", "denoise"), version=version)
+        err = parity(net, tmp)
+        size = tmp.stat().st_size
+        if err > 1e-4:
+            print(f"parity check FAILED: streaming ONNX vs torch max |diff| = {err:.2e} (> 1e-4); "
+                  f"{out} left as it was", file=sys.stderr)
+            return 1
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {out} ({size / 1e6:.2f} MB, step {ck.get('step')}); streaming ONNX vs torch max |diff| = {err:.2e}")
     return 0
 
 

@@ -7,14 +7,17 @@ place and never copied into the project.
 
 Held out for evaluation:
 
-- speech: 14 of the 140 LibriSpeech train-clean-100 speakers (every 10th by sorted name), the four
+- speech: 14 of the 139 LibriSpeech train-clean-100 speakers (named below; chosen as every 10th
+  by sorted name and written out, so that a file added or removed never moves a speaker), the four
   LibriSpeech test-clean speakers from Real-Time-Voice-Cloning, the three librosa LibriSpeech speakers,
   LJSpeech LJ050-0131, and two of the six 48 kHz VCTK speakers (p301 F US, p376 M Indian) plus both
   VCTK MP3s (p240, p260). LJSpeech is one speaker, whose LJ001 clips train: LJ050-0131 is an
   unseen utterance of a seen speaker, not an unseen speaker (the project benchmark's 16 synthetic
   mixtures, seed 0, do not draw it);
 - noise: city traffic, ceiling fan, rustling leaves, steady rain (quietsleep), cafe, keyboard typing
-  and one friction transient: different sources from anything in training;
+  and one friction transient: different sources from anything in training, but for the friction
+  transient, whose four short siblings in training (audiomentations' demo clips) may come from the
+  same recording session;
 - rooms: the OpenAIR medium hall and the clap RIR (the clap is dev-only by its README).
 - always evaluation-only (never in either list of this module's training side): the real paired
   recordings ``paired_vctk_denoiser`` and ``deepfilternet`` (see :func:`paired_sets`).
@@ -42,7 +45,24 @@ _EVAL_SPEECH_EXTRA = (
     "vctk_rtvc_p240_00000.mp3",
     "vctk_rtvc_p260_00000.mp3",
 )
-_EVAL_LIBRISPEECH_EVERY = 10  # every 10th of the sorted train-clean-100 speakers is held out
+# every 10th of the 139 train-clean-100 files sorted by name (index 5, 15, ...), written out: held
+# out by name, whatever else is in the folder
+_EVAL_LIBRISPEECH = (
+    "librispeech_1246-124548-0000.flac",
+    "librispeech_1867-148436-0000.flac",
+    "librispeech_2196-170151-0000.flac",
+    "librispeech_2764-36616-0000.flac",
+    "librispeech_3214-167602-0000.flac",
+    "librispeech_3664-11714-0000.flac",
+    "librispeech_405-130894-0000.flac",
+    "librispeech_446-123501-0000.flac",
+    "librispeech_5192-19396-0000.flac",
+    "librispeech_6000-55211-0000.flac",
+    "librispeech_6476-57446-0000.flac",
+    "librispeech_7312-92432-0000.flac",
+    "librispeech_8226-274369-0000.flac",
+    "librispeech_887-123289-0000.flac",
+)
 
 _EVAL_NOISE = (
     "blanket_city.ogg",
@@ -90,18 +110,8 @@ def _audio(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in _AUDIO_EXT) if folder.is_dir() else []
 
 
-def _is_eval_speech(path: Path, libri_sorted: list[str]) -> bool:
-    name = path.name
-    if name in _EVAL_SPEECH_EXTRA:
-        return True
-    if name in libri_sorted:
-        return libri_sorted.index(name) % _EVAL_LIBRISPEECH_EVERY == 5
-    return False
-
-
-def _libri_train_clean(speech: list[Path]) -> list[str]:
-    """Sorted names of the ``librispeech_<spk>-<chap>-0000.flac`` files (train-clean-100 speakers)."""
-    return sorted(p.name for p in speech if p.name.startswith("librispeech_") and p.suffix == ".flac")
+def _is_eval_speech(path: Path) -> bool:
+    return path.name in _EVAL_SPEECH_EXTRA or path.name in _EVAL_LIBRISPEECH
 
 
 def eval_split(root: str | os.PathLike | None = None) -> EvalSplit:
@@ -113,10 +123,8 @@ def eval_split(root: str | os.PathLike | None = None) -> EvalSplit:
         The shared data folder; default :func:`shared_data_dir`.
     """
     base = Path(root) if root is not None else shared_data_dir()
-    speech = _audio(base / "speech")
-    libri = _libri_train_clean(speech)
     return EvalSplit(
-        speech=[p for p in speech if _is_eval_speech(p, libri)],
+        speech=[p for p in _audio(base / "speech") if _is_eval_speech(p)],
         noise=[p for p in _audio(base / "noise") if p.name in _EVAL_NOISE],
         rirs=[p for p in _audio(base / "rir") if p.name in _EVAL_RIR],
     )

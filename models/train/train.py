@@ -5,7 +5,9 @@ Usage::
     python -m hushbridge.models.train.train --config models/train/denoise.toml --minutes 60
     python -m hushbridge.models.train.train --config models/train/denoise.toml --steps 200 --out /tmp/ck
 
-Resumes from ``<out>/denoise_last.pt`` when it exists (``--fresh`` ignores it). Every batch is a pure
+Resumes from ``<out>/denoise_last.pt`` when it exists; ``--fresh`` deletes it and the run's other
+files (log, best, snapshots) and starts over, and without either a folder that holds another run's
+log or best refuses to start (a new run would pass for a continuation of it). Every batch is a pure
 function of ``(seed, step)`` and the optimizer state is saved in full, so stopping and resuming gives
 the run an uninterrupted one would have given. Checkpoints hold fp32 weights, the Adam state and the
 step (about 3 MB); ``denoise_best.pt`` (weights only) is the step with the lowest validation loss on
@@ -524,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
     ap.add_argument("--steps", type=int, default=None, help="stop at this total step count")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="checkpoint folder")
-    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    ap.add_argument("--fresh", action="store_true",
+                    help="start over: delete the folder's checkpoint, log, best and snapshots first")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when available)")
     ap.add_argument("--workers", type=int, default=0, help="processes that build batches (0: in this one)")
@@ -564,7 +567,11 @@ def main(argv: list[str] | None = None) -> int:
     running = None
     snaps_p = out_dir / "denoise_snapshots.pt"
     if last_p.exists() and not args.fresh:
-        ck = torch.load(last_p, map_location="cpu", weights_only=False)
+        try:
+            ck = torch.load(last_p, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
+            raise SystemExit(f"{last_p} cannot be read ({type(e).__name__}: {str(e).strip()[:200]}); "
+                             "--fresh starts over (and deletes the run's files), or put back a good copy") from None
         try:
             added = load_resumed(net, opt, ck)
         except RuntimeError as e:
@@ -584,9 +591,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed from {last_p} at step {step} ({trained_s / 60:.1f} min trained, best val {best:.4f})")
         _truncate_log(log_p, step)  # rows a killed run logged after its last checkpoint come again
     elif args.fresh:
-        for p in (log_p, best_p, snaps_p):  # nothing of an earlier run may pass for this one
+        # nothing of an earlier run may pass for this one, not even until the first checkpoint
+        for p in (last_p, log_p, best_p, snaps_p):
             if p.exists():
                 p.unlink()
+    else:
+        leftovers = [p.name for p in (log_p, best_p, snaps_p) if p.exists()]
+        if leftovers:  # a new run would append to another run's log and best
+            raise SystemExit(f"{out_dir} holds files of an earlier run ({', '.join(leftovers)}) but no "
+                             f"{last_p.name} to resume from: --fresh starts over (and deletes them), or "
+                             "put the last checkpoint back")
     print(f"model: {count_params(net):,} parameters; batch {batch_size_at(step, tc)} x {cfg['data']['seconds']} s"
           f" on {device}" + (f", {args.workers} data workers" if args.workers else ""))
 
@@ -707,11 +721,12 @@ def main(argv: list[str] | None = None) -> int:
             snapshots["configs"][step] = cfg
             save(snaps_p, snapshots)
     checkpoint()
-    if not best_p.exists():
+    if math.isinf(best):
+        # a run too short for its first validation still leaves a best checkpoint: the last step,
+        # marked provisional and replaced at the end of every later leg until a real validation
+        # (so a run interrupted and resumed picks the same best as one that was not)
         v = validate(net, lossf, val)
-        best = v
-        save(best_p, {"step": step, "model": cpu_state(net), "val_loss": v, "config": cfg})
-        checkpoint()
+        save(best_p, {"step": step, "model": cpu_state(net), "val_loss": v, "config": cfg, "provisional": True})
     logf.close()
     print(f"stopped at step {step}; {trained_s / 60:.1f} min trained in total; checkpoints in {out_dir}")
     return 0

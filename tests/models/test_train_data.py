@@ -144,3 +144,41 @@ def test_dev_noises_stay_out_of_the_training_pool():
     rng = np.random.default_rng(0)
     seen = {round(_peak_hz(sampler._noise(rng, 9600)) / 100.0) for _ in range(200)}
     assert seen == {1, 2, 3, 5, 6, 7, 8, 9, 11, 12}
+
+
+def test_the_cache_keeps_files_of_one_name_in_two_folders_apart(tmp_path, monkeypatch):
+    """The paired sets hold a clean and a noisy file of the same name (and size, and time): the
+    cache key had only those, so one would have been read as the other."""
+    import os
+
+    monkeypatch.setenv("HUSHBRIDGE_TRAIN_CACHE", str(tmp_path / "cache"))
+    paths = []
+    for folder, value in (("clean", 0.25), ("noisy", -0.5)):
+        (tmp_path / folder).mkdir()
+        p = tmp_path / folder / "p287_001.wav"
+        sf.write(str(p), np.full(4800, value, np.float32), 48000, subtype="FLOAT")
+        os.utime(p, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+        paths.append(p)
+    assert [float(data.load_clip(p).audio[0]) for p in paths] == [0.25, -0.5]
+
+
+def test_the_held_out_speakers_do_not_move_when_the_folder_changes(tmp_path):
+    """The split picked LibriSpeech speakers by their position in the folder's sorted list: one
+    file fewer moved all 14 held-out speakers into training."""
+    import pytest
+
+    from hushbridge.models.train import split
+
+    try:
+        base = split.shared_data_dir()
+    except FileNotFoundError:
+        pytest.skip("../shared/data not found")
+    held = {p.name for p in split.eval_split(base).speech}
+    assert len([n for n in held if n.endswith(".flac")]) == 14
+    for sub in ("speech", "noise", "rir"):
+        (tmp_path / sub).mkdir()
+        for p in sorted((base / sub).iterdir())[(1 if sub == "speech" else 0):]:  # one file fewer
+            (tmp_path / sub / p.name).symlink_to(p)
+    assert {p.name for p in split.eval_split(tmp_path).speech} == held
+    train = {p.name for p in split.train_split(tmp_path).speech}
+    assert not train & held

@@ -471,3 +471,69 @@ def test_active_rms_of_digital_silence_is_finite():
 
     assert np.isfinite(active_rms(np.zeros(48000, np.float32)))
     assert active_rms(np.zeros(48000, np.float32)) < 1e-6
+
+
+def _tiny_run(tmp_path):
+    from test_train_pack import _Pools
+
+    from hushbridge.models.train.pack import write_pack
+
+    write_pack(_Pools(), tmp_path / "pack")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('seed = 1\n[model]\nhidden = 16\nlayers = 1\n[data]\nseconds = 0.25\npra_from_step = 100\n'
+                   '[train]\nbatch_size = 2\nlr = 1e-3\nval_batches = 1\nval_every = 100\ncheckpoint_every = 2\n'
+                   'log_every = 1\n')
+    return ["--config", str(cfg), "--pack", str(tmp_path / "pack")]
+
+
+def test_a_run_without_its_last_checkpoint_refuses_to_mix_into_the_old_files(tmp_path):
+    """With denoise_last.pt gone (or --fresh killed before its first checkpoint), a new run
+    appended to the old log and left the old best beside its own."""
+    from hushbridge.models.train import train
+
+    run = _tiny_run(tmp_path) + ["--out", str(tmp_path / "ck")]
+    assert train.main(run + ["--steps", "4"]) == 0
+    (tmp_path / "ck" / "denoise_last.pt").unlink()
+    with pytest.raises(SystemExit, match="holds files of an earlier run .*--fresh"):
+        train.main(run + ["--steps", "2"])
+    assert train.main(run + ["--steps", "2", "--fresh"]) == 0
+    (tmp_path / "ck" / "denoise_last.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(SystemExit, match="cannot be read .*--fresh"):
+        train.main(run + ["--steps", "3"])
+    # --fresh deletes the old last checkpoint at once: a run killed before its first checkpoint
+    # leaves nothing that passes for a continuation
+    assert train.main(run + ["--steps", "1", "--fresh"]) == 0
+    assert torch.load(tmp_path / "ck" / "denoise_last.pt", weights_only=False)["step"] == 1
+
+
+def test_an_interrupted_run_picks_the_same_best_as_an_uninterrupted_one(tmp_path):
+    """Runs too short to validate leave a provisional best: the last step. A run stopped at
+    step 3 and resumed to 6 kept step 3 as its best, where a run straight to 6 had step 6."""
+    from hushbridge.models.train import train
+
+    run = _tiny_run(tmp_path)
+    assert train.main(run + ["--out", str(tmp_path / "a"), "--steps", "6"]) == 0
+    assert train.main(run + ["--out", str(tmp_path / "c"), "--steps", "3"]) == 0
+    assert train.main(run + ["--out", str(tmp_path / "c"), "--steps", "6"]) == 0
+    a = torch.load(tmp_path / "a" / "denoise_best.pt", weights_only=False)
+    c = torch.load(tmp_path / "c" / "denoise_best.pt", weights_only=False)
+    assert a["step"] == c["step"] == 6 and a["provisional"] and a["val_loss"] == c["val_loss"]
+    for k, v in a["model"].items():
+        assert torch.equal(v, c["model"][k]), k
+
+
+def test_a_failed_export_leaves_the_model_file_alone(tmp_path, monkeypatch):
+    from hushbridge.models.train import export as ex
+
+    net = md.DenoiseNet(hidden=16, layers=1).eval()
+    ck = tmp_path / "ck.pt"
+    torch.save({"step": 3, "model": net.state_dict(), "config": {"model": {"hidden": 16, "layers": 1}}}, ck)
+    out = tmp_path / "denoise.onnx"
+    out.write_bytes(b"the model that ships")
+    monkeypatch.setattr(ex, "parity", lambda *a, **k: 1.0)
+    assert ex.main(["--checkpoint", str(ck), "--out", str(out), "--postfilter", "none"]) == 1
+    assert out.read_bytes() == b"the model that ships"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt", "denoise.onnx"]  # no temp file left
+    monkeypatch.undo()
+    assert ex.main(["--checkpoint", str(ck), "--out", str(out), "--postfilter", "none"]) == 0
+    assert out.read_bytes()[:4] != b"the " and sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt", "denoise.onnx"]
