@@ -55,13 +55,15 @@ def normalize_file(
     release_ms: float = 80.0,
     subtype: str | None = None,
     name: str | os.PathLike[str] | None = None,
+    channel_mask: int | None = None,
 ) -> NormalizeReport:
     """Write ``inp`` to ``out`` at ``target_lufs`` integrated loudness, true peak under ``ceiling_dbtp``.
 
     ``out`` keeps ``inp``'s rate and channels, and its sample format unless ``subtype`` is given
     (integer formats dithered); it is written through a temporary file and renamed only when the
     result measures under the ceiling. ``name`` is how errors name the input (for a caller whose
-    input is its own temporary file).
+    input is its own temporary file). ``channel_mask`` (a WAV ``dwChannelMask``; default: the
+    input's own) weights the channels' loudness and goes into a WAV output.
 
     Raises
     ------
@@ -70,12 +72,13 @@ def normalize_file(
         ``MAX_GAIN_DB`` to apply; ``out`` is ``inp``; the ceiling could not be held.
     """
     from hushbridge.effects import Chain, Limiter
-    from hushbridge.io.files import process_file
+    from hushbridge.io.files import process_file, wav_channel_mask
     from hushbridge.measure import loudness_file
 
     src, dst = Path(inp), Path(out)
     shown = name if name is not None else src
-    before = loudness_file(src)
+    mask = channel_mask if channel_mask is not None else wav_channel_mask(src)
+    before = loudness_file(src, channel_mask=mask)
     level = before["integrated_lufs"]
     if not math.isfinite(level):
         raise AudioFileError(f"{shown}: silent, quieter than BS.1770's -70 LUFS gate throughout, or shorter "
@@ -109,10 +112,10 @@ def normalize_file(
             if trim_db:
                 effects += _gain_stages(trim_db)
             try:
-                report = process_file(src, tmp, Chain(effects), subtype=subtype)
+                report = process_file(src, tmp, Chain(effects), subtype=subtype, channel_mask=mask or 0)
             except AudioFileError as e:  # name the file the user asked for, not our temporary one
                 raise AudioFileError(str(e).replace(str(tmp), str(dst)).replace(str(src), str(shown))) from e
-            after = loudness_file(tmp)
+            after = loudness_file(tmp, channel_mask=mask)
             over = after["true_peak_dbtp"] - ceiling_dbtp
             short = target_lufs - after["integrated_lufs"]
             if attempt == 3:
@@ -127,7 +130,7 @@ def normalize_file(
                 gain_db += short
             else:
                 break
-        if after["true_peak_dbtp"] > ceiling_dbtp + 0.05:
+        if after["true_peak_dbtp"] > ceiling_dbtp:  # a delivery spec's ceiling is a ceiling
             raise AudioFileError(f"{dst}: could not keep the true peak under {ceiling_dbtp:g} dBTP "
                                  f"(reached {after['true_peak_dbtp']:.2f} dBTP); {dst} left untouched")
         os.replace(tmp, final)

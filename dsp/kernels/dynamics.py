@@ -200,7 +200,8 @@ def _abs_weighted_sum(hist: np.ndarray, c: int, base: int, w: np.ndarray) -> flo
 @njit(cache=True, nogil=True)
 def limiter(
     block: np.ndarray,
-    taps: np.ndarray,
+    taps_t: np.ndarray,
+    acc: np.ndarray,
     bound: np.ndarray,
     l1: float,
     hist: np.ndarray,
@@ -226,7 +227,10 @@ def limiter(
 
     Parameters
     ----------
-    taps : float64 ``(phases - 1, K)``; bound : float64 ``(K,)`` ``max_p |taps[p, j]|``, for a per-sample
+    taps_t : float64 ``(K, phases)``, the interpolator's phases as columns (any number of them, e.g.
+        two interpolators stacked: the largest |value| over all counts), so the inner loop runs
+        over contiguous phases and vectorizes; acc : float64 ``(phases,)`` scratch;
+        bound : float64 ``(K,)`` ``max_p |taps[p, j]|``, for a per-sample
         bound that skips the interpolation where no phase can reach the ceiling (same result);
         l1 : largest ``sum |taps|`` of a phase (for the quiet bypass).
     hist : float64 ``(channels, 2K)`` FIR history, written twice so the last ``K`` are contiguous.
@@ -237,8 +241,8 @@ def limiter(
     meter : float64 ``(1,)`` receives the block's largest gain reduction in dB.
     """
     ch, n = block.shape
-    phases = taps.shape[0]
-    k = taps.shape[1]
+    k = taps_t.shape[0]
+    phases = taps_t.shape[1]
     half = k // 2
     dlen = dline.shape[1]
     hlen = dq_val.shape[0]
@@ -287,10 +291,13 @@ def limiter(
                 # the ceiling, the phases cannot change the requirement, so skip them (exact)
                 if _abs_weighted_sum(hist, c, base, bound) * (1.0 + 1e-9) >= ceil_lin:
                     for p in range(phases):
-                        acc = 0.0
-                        for j in range(k):
-                            acc += taps[p, j] * hist[c, base + j]
-                        a = abs(acc)
+                        acc[p] = 0.0
+                    for j in range(k):  # each phase summed in j order, as one dot product would
+                        xj = hist[c, base + j]
+                        for p in range(phases):
+                            acc[p] += taps_t[j, p] * xj
+                    for p in range(phases):
+                        a = abs(acc[p])
                         if a > peak:
                             peak = a
             # audio delay line
