@@ -221,7 +221,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
     normalize that into ``dst`` (in the format the plain render would have written)."""
     from hushbridge.atomic import temp_beside, through_links
     from hushbridge.errors import AudioFileError
-    from hushbridge.io.files import output_format, process_file
+    from hushbridge.io.files import output_format, process_file, wav_channel_mask
     from hushbridge.normalize import normalize_file
 
     if dst.exists() and os.path.samefile(src, dst):
@@ -237,8 +237,9 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
     try:
         report = process_file(src, tmp, chain, sample_rate=args.rate, subtype="FLOAT",
                               block_size=args.block_size, progress=progress)
+        # the W64 render carries no channel mask: measure and write with the input's
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
-                              name=f"{dst} (as rendered)")
+                              name=f"{dst} (as rendered)", channel_mask=wav_channel_mask(src) or 0)
     finally:
         tmp.unlink(missing_ok=True)
     report.output, report.subtype = str(dst), loud.subtype
@@ -254,7 +255,7 @@ def _print_loudness_pass(loud, dst: Path, quiet: bool) -> None:
             + (f", true-peak limited at {loud.limiter_ceiling_dbtp:.2f} dBTP" if loud.limited else "")
             + f", true peak {after['true_peak_dbtp']:.2f} dBTP, LRA {after['lra_lu']:.1f} LU", markup=False)
     reached = after["integrated_lufs"]
-    if reached < loud.target_lufs - 0.5:
+    if loud.limited and reached < loud.target_lufs - 0.5:
         _tell("note:", "yellow", f"{dst}: the {loud.ceiling_dbtp:g} dBTP ceiling held the loudness at "
                                  f"{reached:.1f} LUFS; a lower target or more compression would reach it")
 
@@ -623,9 +624,11 @@ def _print_normalized(report, shown_in: str, shown_out: str) -> None:
               f"{after['true_peak_dbtp']:.2f} dBTP ({report.subtype}, target {target:g} LUFS, "
               f"ceiling {ceiling:g} dBTP)", markup=False)
     reached = after["integrated_lufs"]
-    if reached < target - 0.5:
+    if reached < target - 0.5 and report.limited:
         _tell("note:", "yellow", f"the {ceiling:g} dBTP ceiling held the loudness at {reached:.1f} LUFS; "
                                  "a lower target or a compressor first would reach it")
+    elif reached < target - 0.5:
+        _tell("note:", "yellow", f"{shown_out} measures {reached:.1f} LUFS, under the {target:g} LUFS target")
     elif reached > target + 0.5:
         _tell("note:", "yellow", f"{shown_out} measures {reached:.1f} LUFS, above the {target:g} LUFS target: "
                                  "BS.1770's -70 LUFS gate leaves the quietest blocks out of the measurement, more "

@@ -156,14 +156,17 @@ def measure(audio, sr: float) -> dict[str, float]:
     }
 
 
-def loudness_file(path, *, layout: str | None = None, block_frames: int = 1 << 16) -> dict[str, float]:
+def loudness_file(path, *, layout: str | None = None, channel_mask: int | None = None,
+                  block_frames: int = 1 << 16) -> dict[str, float]:
     """Loudness report of an audio file, read in blocks (constant memory for any duration).
 
     Returns ``integrated_lufs``, ``lra_lu``, ``max_momentary_lufs``, ``max_short_term_lufs``,
     ``true_peak_dbtp`` (and the momentary/short-term readings at the end), plus ``sample_rate``,
     ``channels``, ``duration_s``, ``nonfinite_samples`` (NaN/Inf samples, measured as
     silence) and ``truncated`` (what a WAV cut short lacks, else None). Channels are weighted by
-    ``layout`` if given, else by a WAV's channel mask where it has one, else by their count
+    ``layout`` if given, else by ``channel_mask`` (a WAV ``dwChannelMask``: for a file that cannot
+    carry one, such as a render's temporary W64), else by a WAV's own channel mask where it has
+    one, else by their count
     (:func:`hushbridge.dsp.loudness.channel_weights`). Raises :class:`~hushbridge.errors.AudioFileError` for a
     missing, unreadable, empty or corrupt file.
     """
@@ -175,7 +178,7 @@ def loudness_file(path, *, layout: str | None = None, block_frames: int = 1 << 1
     info = audio_info(path)
     if info.samplerate <= 3400:
         raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is too low for BS.1770 loudness")
-    mask = wav_channel_mask(path) if layout is None else None
+    mask = None if layout is not None else (channel_mask or wav_channel_mask(path))
     weights = (_L.channel_weights_from_mask(info.channels, mask) if mask
                else _L.channel_weights(info.channels, layout))
     st = _L.allocate(info.channels, info.samplerate, weights)

@@ -200,6 +200,35 @@ def test_loudness_weighs_channels_by_the_wav_channel_mask(tmp_path: Path) -> Non
     assert h == pytest.approx(m + 10 * np.log10(1.41), abs=0.02)  # a surround channel: +1.5 dB
 
 
+def test_process_and_normalize_keep_a_wavs_speaker_layout(tmp_path: Path) -> None:
+    """A quad WAV (mask 0x33: FL FR BL BR) came out of process and normalize as a plain WAV: the
+    rear pair lost its +1.5 dB weight, a unity render measured 0.8 LU quieter and normalize missed
+    its target by as much (blaming the true-peak ceiling, which had limited nothing)."""
+    from hushbridge.io.files import set_wav_channel_mask, wav_channel_mask
+
+    sr = 48000
+    rng = np.random.default_rng(5)
+    x = (0.05 * rng.standard_normal((4 * sr, 4))).astype(np.float32)
+    quad = tmp_path / "quad.wav"
+    sf.write(str(quad), x, sr, subtype="PCM_24", format="WAV")
+    with sf.SoundFile(str(quad), "w", sr, 4, "PCM_24", format="WAVEX") as f:
+        f.write(x)
+    assert set_wav_channel_mask(quad, 0x33) and wav_channel_mask(quad) == 0x33
+    ref = json.loads(hb("loudness", quad, "--json").stdout)[0]["integrated_lufs"]
+    out = tmp_path / "out.wav"
+    assert hb("process", "-q", quad, out, "--chain", "gain").returncode == 0
+    assert wav_channel_mask(out) == 0x33
+    assert json.loads(hb("loudness", out, "--json").stdout)[0]["integrated_lufs"] == pytest.approx(ref, abs=0.01)
+    for res, args in ((tmp_path / "n.wav", ("normalize", quad, tmp_path / "n.wav", "--target", "-23")),
+                      (tmp_path / "p.wav", ("process", quad, tmp_path / "p.wav", "--chain", "gain",
+                                            "--loudness", "-23"))):
+        r = hb(*args)
+        assert r.returncode == 0, r.stderr
+        assert "ceiling held" not in r.stdout + r.stderr
+        assert wav_channel_mask(res) == 0x33
+        assert json.loads(hb("loudness", res, "--json").stdout)[0]["integrated_lufs"] == pytest.approx(-23.0, abs=0.1)
+
+
 def test_loudness_warns_about_a_truncated_wav(tone_file: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.wav"
     cut.write_bytes(tone_file.read_bytes()[: tone_file.stat().st_size // 2])

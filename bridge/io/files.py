@@ -91,6 +91,30 @@ def wav_channel_mask(path: str | os.PathLike[str]) -> int | None:
     return None
 
 
+def set_wav_channel_mask(path: str | os.PathLike[str], mask: int) -> bool:
+    """Write ``mask`` as the ``dwChannelMask`` of a WAVE_FORMAT_EXTENSIBLE file in place; False
+    (nothing written) for any other file. libsndfile writes a mask of its own choosing."""
+    with open(path, "r+b") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+            return False
+        for _ in range(64):
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return False
+            n = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"fmt ":
+                start = f.tell()
+                fmt = f.read(min(n, 64))
+                if len(fmt) < 24 or int.from_bytes(fmt[:2], "little") != 0xFFFE:
+                    return False
+                f.seek(start + 20)
+                f.write(int(mask).to_bytes(4, "little"))
+                return True
+            f.seek(n + (n & 1), os.SEEK_CUR)
+    return False
+
+
 def truncation_warning(path: str | os.PathLike[str], info: sf._SoundFileInfo) -> str | None:
     """For a RIFF/WAVE file whose ``data`` chunk declares more bytes than the file holds (a copy or
     a recording cut short), what is missing; else None. libsndfile reads such files silently."""
@@ -134,6 +158,7 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
 _OWN_FORMAT_ONLY = {"MPEG_LAYER_I": "MP3", "MPEG_LAYER_II": "MP3", "MPEG_LAYER_III": "MP3",
                     "VORBIS": "OGG", "OPUS": "OGG"}
 _HIGH_RES = ("FLOAT", "DOUBLE", "PCM_32", "PCM_24")
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
 def _writable(fmt: str, subtype: str) -> bool:
@@ -145,6 +170,8 @@ def output_format(out: Path, in_subtype: str, subtype: str | None) -> tuple[str,
     format can store it, else 24-bit for a high-resolution input where it can, else the format's
     default."""
     fmt = _format_for(out)
+    if not subtype and out.suffix.lower() == ".opus":
+        subtype = "OPUS"  # an .opus file is Opus in Ogg, not the Ogg default (Vorbis)
     if subtype:
         chosen = subtype.upper()
         if not _writable(fmt, chosen):
@@ -224,6 +251,7 @@ def process_file(
     subtype: str | None = None,
     block_size: int = 4096,
     progress: Callable[[int, int], None] | None = None,
+    channel_mask: int | None = None,
 ) -> FileReport:
     """Render ``inp`` through ``chain`` into ``out``.
 
@@ -243,6 +271,10 @@ def process_file(
         Frames per ``process`` call (results are identical for any value).
     progress : callable, optional
         ``progress(frames_done, frames_total)`` after each chunk.
+    channel_mask : int, optional
+        Which speaker each channel feeds (a WAV ``dwChannelMask``), written into a WAV output;
+        default: the input's own, when it is a WAV that has one (so a 5.1 or quad file keeps its
+        layout, and its loudness weights).
 
     Returns
     -------
@@ -261,7 +293,13 @@ def process_file(
     if dst.is_dir():
         raise AudioFileError(f"{dst}: is a directory; give a file name (or use --out-dir for batches)")
     fmt, out_subtype = output_format(dst, info.subtype, subtype)
+    mask = wav_channel_mask(src) if channel_mask is None else (channel_mask or None)
+    if mask and fmt == "WAV" and sf.check_format("WAVEX", out_subtype):
+        fmt = "WAVEX"  # the format that carries a channel mask (patched in below)
     rate = int(sample_rate or info.samplerate)
+    if out_subtype == "OPUS" and rate not in OPUS_RATES:
+        raise AudioFileError(f"{dst}: Opus stores {', '.join(f'{r // 1000}' for r in OPUS_RATES)} kHz, not "
+                             f"{rate} Hz: add --rate 48000 (or write another format)")
     lo, hi = SAMPLE_RATES
     for what, r in (("its sample rate", info.samplerate), ("the processing rate", rate)):
         if not lo <= r <= hi:
@@ -320,6 +358,8 @@ def process_file(
                 emit(np.zeros((channels, expected - done), np.float32))
             if progress is not None:
                 progress(done, expected)
+        if fmt == "WAVEX" and mask:
+            set_wav_channel_mask(tmp_name, mask)
         cut = truncation_warning(src, info)
         if cut:
             report.warnings.append(cut)

@@ -85,6 +85,19 @@ def test_formats_flac_ogg(tmp_path):
     assert sf.info(str(tmp_path / "out.ogg")).format == "OGG"
 
 
+def test_an_opus_file_is_opus_at_an_opus_rate(tmp_path):
+    """``.opus`` was written as Ogg Vorbis (the Ogg default)."""
+    src = write(tmp_path / "in.wav", noise(1, 48000), sr=48000)
+    process_file(src, tmp_path / "out.opus", Chain([Gain()]))
+    assert sf.info(str(tmp_path / "out.opus")).subtype == "OPUS"
+    src44 = write(tmp_path / "in44.wav", noise(1, 44100), sr=44100)
+    with pytest.raises(AudioFileError, match="Opus stores 8, 12, 16, 24, 48 kHz, not 44100 Hz: add --rate 48000"):
+        process_file(src44, tmp_path / "out44.opus", Chain([Gain()]))
+    assert not (tmp_path / "out44.opus").exists()
+    process_file(src44, tmp_path / "out44.opus", Chain([Gain()]), sample_rate=48000)
+    assert sf.info(str(tmp_path / "out44.opus")).samplerate == 48000
+
+
 def test_subtypes_the_output_format_cannot_hold_fall_back_with_a_note(tmp_path):
     x = (0.3 * np.sin(np.arange(48000) * 0.05)).astype(np.float32)
     mp3 = tmp_path / "in.mp3"
