@@ -52,7 +52,7 @@ DIFFERENCES = [
     "gate: ours downward expander with hysteresis 0, hold 0, range 90 dB, side-chain HPF 20 Hz; pedalboard NoiseGate (juce::dsp::NoiseGate, RMS-ish detector)",
     "compressor: ours peak detector with side-chain HPF at 20 Hz, dB-domain ballistics, knee 0; pedalboard juce::dsp::Compressor",
     "eq: ours a 4-band PeakingEQ with bands 1, 2, 4 at 0 dB (exact identity, skipped); pedalboard one PeakFilter",
-    "limiter: ours 1.5 ms look-ahead, true peak from 8x polyphase interpolation (24 taps/phase), attack ramp, "
+    "limiter: ours 1.5 ms look-ahead, true peak from 8x polyphase interpolation (the larger of 48 and 24 taps/phase), attack ramp, "
     "-1 dBTP ceiling; baseline BrickwallLimiter(true_peak=True) 4x oversampled detection, 1.5 ms look-ahead, "
     "hard clip safety; pedalboard_limiter rows: plain Limiter (sample peak, no look-ahead)",
     "both called from Python once per block; pedalboard allocates its output array per call, ours runs in place",
