@@ -1,4 +1,3 @@
-import sys
-from hushbridge.cli import main
+from hushbridge.cli import console_main
 
-sys.exit(main())
+console_main()

@@ -831,6 +831,19 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def console_main() -> None:
+    """The ``hushbridge`` command (and ``python -m hushbridge``): :func:`main`, then exit. After a
+    SIGTERM, once the unwinding has removed the temporary files, the process leaves without the
+    interpreter's teardown: a native library stopped mid-call (onnxruntime, numba's compiler) made
+    that teardown crash now and then (exit status -11 instead of 143)."""
+    code = main()
+    if code == 128 + signal.SIGTERM:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, unwinding like Ctrl-C (temporary files removed on the way)."""
 
