@@ -124,8 +124,9 @@ class Gate(Effect):
         """Clear detector and look-ahead state. The gate starts closed, at ``-range_db``: a file
         (or a stream) that starts in a pause starts quiet. At unity it faded the leading room
         noise down over a quarter second, 14 dB louder than the pauses after it (dialogue preset);
-        a first word opens it within ``attack_ms``, before it is heard with ``lookahead_ms`` at
-        least that long."""
+        a first word opens it within ``attack_ms`` (the time to 63 %); heard through a
+        ``lookahead_ms`` of 3-5 times that, its start is whole (with the look-ahead equal to the
+        attack, its first 5 ms lose about 2 dB; 0.05 dB at five times)."""
         self._sc_state.fill(0.0)
         self._dline.fill(0.0)
         self._fstate.fill(0.0)

@@ -12,7 +12,7 @@ Goertzel powers at 50/100/150 vs 60/120/180 Hz over one-second windows, averaged
 two seconds; a family must beat the other by 6 dB and its own neighbours 2 Hz away by 10 dB)
 and glides the notches over :data:`GLIDE_MS` when it
 changes its mind. Until the first decision the notches sit at ``mains_hz``. With ``auto`` on the
-notches also fade out after 3 s without a tonal hum and back in when one appears: on material
+notches also fade out after 5 s without a tonal hum (``ABSENT_WINDOWS`` one-second windows) and back in when one appears: on material
 without hum they would only ring at the harmonics after low-frequency transients (plosives).
 :attr:`HumRemover.detected_hz` gives the current decision (0 before one is made).
 

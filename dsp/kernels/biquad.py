@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from hushbridge.dsp.design import design_stage
-from hushbridge.dsp.kernels.util import DENORMAL_FLOOR
+from hushbridge.dsp.kernels.util import DENORMAL_FLOOR, to_output
 
 RAMP_INTERVAL = 16
 
@@ -94,7 +94,7 @@ def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: n
             state[c, s, 0] = s1
             state[c, s, 1] = s2
         for i in range(n):
-            block[c, pos + i] = np.float32(work[i])
+            block[c, pos + i] = to_output(work[i])
 
 
 @njit(cache=True, nogil=True)

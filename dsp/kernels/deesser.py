@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit
 
-from hushbridge.dsp.kernels.util import DENORMAL_FLOOR, finite_sample, flush_state
+from hushbridge.dsp.kernels.util import DENORMAL_FLOOR, finite_sample, flush_state, to_output
 
 RMS_WINDOW_MS = 2.0
 # consts: threshold_db, 1 - 1/ratio, range_db, attack coef, release coef, rms coef, mode (0 split, 1 wideband)
@@ -126,7 +126,7 @@ def deesser(
             else:
                 low = _biquad(xo_coefs, xo_state, c, 1, _biquad(xo_coefs, xo_state, c, 0, x))
                 high = _biquad(xo_coefs, xo_state, c, 3, _biquad(xo_coefs, xo_state, c, 2, x))
-                block[c, i] = np.float32(low + g * high)
+                block[c, i] = to_output(low + g * high)
     flush_state(sc_state)
     flush_state(xo_state)
     flush_state(ms)

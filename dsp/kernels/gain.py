@@ -1,6 +1,8 @@
 """Smoothed gain."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -10,6 +12,7 @@ def smoothed_gain(block: np.ndarray, state: np.ndarray) -> None:
     """Multiply ``block`` (channels, frames) by a gain that moves linearly toward its target.
 
     ``state`` is float64 ``[current, target, step]``; ``step`` > 0 is the per-sample change.
+    Non-finite samples come out as silence, as from every other effect.
     """
     ch, n = block.shape
     g = state[0]
@@ -19,7 +22,8 @@ def smoothed_gain(block: np.ndarray, state: np.ndarray) -> None:
         gf = np.float32(g)
         for c in range(ch):
             for i in range(n):
-                block[c, i] *= gf
+                v = block[c, i] * gf
+                block[c, i] = v if math.isfinite(v) else np.float32(0.0)
         return
     for i in range(n):
         if g < target:
@@ -28,5 +32,6 @@ def smoothed_gain(block: np.ndarray, state: np.ndarray) -> None:
             g = max(g - step, target)
         gf = np.float32(g)
         for c in range(ch):
-            block[c, i] *= gf
+            v = block[c, i] * gf
+            block[c, i] = v if math.isfinite(v) else np.float32(0.0)
     state[0] = g

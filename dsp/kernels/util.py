@@ -9,6 +9,16 @@ from numba import njit
 # Below this magnitude a value is flushed to zero so filter and envelope state never
 # goes subnormal (subnormals cost 10-100x on x86 and never recover by themselves).
 DENORMAL_FLOOR = 1e-25
+# Output samples a filter computes in float64 below this (-300 dBFS) are written as 0: the state
+# is flushed at block ends, so without it a decay into silence came out differently (~1e-24)
+# for different block sizes, and as float32 subnormals after a long decay.
+OUTPUT_FLOOR = 1e-15
+
+
+@njit(cache=True, nogil=True)
+def to_output(y: float) -> np.float32:
+    """``y`` as an output sample: float32, exactly 0 under :data:`OUTPUT_FLOOR`."""
+    return np.float32(y) if abs(y) >= OUTPUT_FLOOR else np.float32(0.0)
 
 
 @njit(cache=True, nogil=True)

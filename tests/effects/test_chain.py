@@ -112,6 +112,19 @@ def test_bypassing_a_delaying_effect_keeps_its_delay():
     np.testing.assert_array_equal(c(x, 48000, block_size=100), x)
 
 
+def test_a_bare_gain_turns_nonfinite_samples_into_silence():
+    g = Gain(gain_db=-6.0)
+    g.prepare(ProcessSpec(48000, 8, 1))
+    x = np.array([[np.nan, np.inf, -np.inf, 1.0, 0.5, np.nan, 0.25, 1e38]], np.float32)
+    g.process(x)
+    assert np.isfinite(x).all() and x[0, 0] == x[0, 1] == 0.0 and x[0, 3] != 0.0
+    g.gain_db = 24.0  # while it ramps, too; and a finite sample that overflows comes out as 0
+    y = np.full((1, 8), np.nan, np.float32)
+    y[0, 7] = 3e38
+    g.process(y)
+    assert np.isfinite(y).all()
+
+
 def test_nonfinite_input_silenced_and_counted():
     c = Chain([Gain(gain_db=-6)])
     x = np.ones((2, 1000), np.float32)

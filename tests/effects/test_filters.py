@@ -125,6 +125,22 @@ def test_block_size_invariance(which: str) -> None:
         np.testing.assert_array_equal(run_blocks(factory(), x, 44100, block), whole, err_msg=f"block {block}")
 
 
+@pytest.mark.parametrize("which", ["hp12", "hp24", "eq", "deess_split"])
+def test_a_decay_into_silence_is_block_size_invariant_and_never_subnormal(which: str) -> None:
+    """The state is flushed at block ends, so a decay into silence came out differently (~1e-24)
+    for different block sizes, and as float32 subnormals; outputs under -300 dBFS are 0 now."""
+    from hushbridge.effects import DeEsser
+
+    factory = {**make_effects(), "deess_split": lambda: DeEsser(mode=0)}[which]
+    sr = 8000  # slow decays per sample: the longest tails
+    x = np.concatenate([noise(2, sr // 4), np.zeros((2, 20 * sr), np.float32)], axis=1)
+    whole = run_blocks(factory(), x, sr, 1000)
+    for block in (1, 64, 128):
+        np.testing.assert_array_equal(run_blocks(factory(), x, sr, block), whole, err_msg=f"block {block}")
+    tiny = np.finfo(np.float32).tiny
+    assert not np.any((whole != 0) & (np.abs(whole) < tiny)), "subnormal output samples"
+
+
 def test_automation_is_block_size_invariant_and_smooth() -> None:
     """A change applied at the same sample gives the same ramp whatever the block size."""
     sr, change = 48000, 32000  # multiple of 1, 64, 128 and 1000
