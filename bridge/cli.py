@@ -361,7 +361,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
                 attach_osc(osc.controller, midi.mapper)
             where += f", MIDI in: {midi.port_label}"
-        err.print(f"hushbridge running on {backend.name} ({engine.spec.sample_rate} Hz, {engine.spec.max_block_size} frames, "
+        err.print(f"hushbridge running on {backend.name} ({engine.spec.sample_rate} Hz, {engine.period_frames or engine.spec.max_block_size} frames, "
                   f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}, {where}. Ctrl-C to stop.", markup=False)
         tty = sys.stderr.isatty()
         errors_seen, blocks_seen, quiet_since = engine.callback_errors, engine.blocks, time.monotonic()

@@ -248,6 +248,7 @@ class Engine:
         self.xruns = 0
         self.last_xrun_time = 0.0
         self.late_blocks = 0
+        self.period_frames = 0  # the backend's current buffer size, where it differs from spec's (JACK)
         self._dropped = 0
         self._dropped_lock = threading.Lock()  # control threads only: OSC, MIDI, workers
         self.callback_errors = 0
@@ -316,6 +317,7 @@ class Engine:
         """Allocate for the device's format and warm numba up. Call before audio starts and
         whenever the backend's sample rate or buffer size changes (never from ``process``)."""
         spec = ProcessSpec(int(sample_rate), int(block_size), self.channels)
+        self.period_frames = 0
         warm_effect_kernels(spec)
         with self._swap_lock:
             # JACK calls this between callbacks; every chain the callback may touch is re-prepared
@@ -712,7 +714,9 @@ class Engine:
             if stat in ("sample_rate", "block_size"):
                 if self.spec is None:
                     return 0.0
-                return float(self.spec.sample_rate if stat == "sample_rate" else self.spec.max_block_size)
+                if stat == "sample_rate":
+                    return float(self.spec.sample_rate)
+                return float(self.period_frames or self.spec.max_block_size)
             return float(getattr(self, stat))
         published = self._published.get(address)
         if published is not None:

@@ -418,12 +418,15 @@ class JackBackend(Backend):
 
     # == format changes (notification thread, process cycle suspended) =========================
     def _reformat(self, sample_rate: int, block_size: int) -> None:
-        """Prepare the engine and the port buffers for a format, unless they already fit it."""
+        """Prepare the engine and the port buffers for a format, unless they already fit it. A new
+        buffer size at the same rate keeps the prepared chain and all its state (the engine runs a
+        block longer than it was prepared for in pieces): re-preparing reset every delay line and
+        model, a hole of 3-7 ms of silence in the output and a restart of every effect."""
         with self._format_lock:
             spec = self.engine.spec
             io = self._io
-            if spec is not None and io is not None and spec.sample_rate == sample_rate \
-                    and spec.max_block_size == block_size and io[4] == block_size:
+            same_rate = spec is not None and spec.sample_rate == sample_rate
+            if same_rate and io is not None and io[4] == block_size:
                 return
             # JACK suspends the process cycle around format notifications, but a server or a
             # caller need not: park the callback on silence and let a cycle in flight finish
@@ -432,7 +435,9 @@ class JackBackend(Backend):
             t_end = _time.monotonic() + 0.5
             while self._in_cycle and _time.monotonic() < t_end:
                 _time.sleep(0.0002)
-            self.engine.prepare(sample_rate, block_size)
+            if not same_rate:
+                self.engine.prepare(sample_rate, block_size)
+            self.engine.period_frames = block_size
             ch = self.engine.channels
             inp = np.zeros((ch, block_size), dtype=np.float32)
             out = np.zeros((ch, block_size), dtype=np.float32)
@@ -455,7 +460,7 @@ class JackBackend(Backend):
         if self.engine.spec is None:
             return  # not started yet: start() prepares
         try:
-            self._reformat(int(samplerate), self.engine.spec.max_block_size)
+            self._reformat(int(samplerate), self.engine.period_frames or self.engine.spec.max_block_size)
         except Exception as e:  # noqa: BLE001
             self.engine.callback_errors += 1
             self.engine.last_callback_error = f"sample rate change to {samplerate}: {e!r}"
