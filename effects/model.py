@@ -390,7 +390,6 @@ class ModelEffect(Effect):
         self._rt.miss_count = 0
         self._rt.overloaded = False  # a new start is on the model; a fallback from before is over
         self._on_state[0] = self._on_state[1] = 1.0
-        self._snap_limit()
         self._budget = self.overload_budget * hop / msr
         self._probe_every = max(1, int(PROBE_S * msr / hop))
         self._rt.idle_hops = 0

@@ -66,53 +66,52 @@ def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
     return info
 
 
+def _mask_offset(f) -> int | None:
+    """File offset of the ``dwChannelMask`` of the open WAVE_FORMAT_EXTENSIBLE file ``f`` (read
+    from its start), or None for any other file."""
+    head = f.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    for _ in range(64):  # 'fmt ' comes first in practice; a few chunks may precede it
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return None
+        n = int.from_bytes(chunk[4:8], "little")
+        if chunk[:4] == b"fmt ":
+            start = f.tell()
+            fmt = f.read(min(n, 64))
+            if len(fmt) >= 24 and int.from_bytes(fmt[:2], "little") == 0xFFFE:
+                return start + 20
+            return None
+        f.seek(n + (n & 1), os.SEEK_CUR)
+    return None
+
+
 def wav_channel_mask(path: str | os.PathLike[str]) -> int | None:
     """The ``dwChannelMask`` of a WAVE_FORMAT_EXTENSIBLE file (which speaker each channel feeds,
     in bit order: FL FR FC LFE BL BR FLC FRC BC SL SR ...), or None for other files and a zero
     mask. soundfile does not expose it."""
     try:
         with open(path, "rb") as f:
-            head = f.read(12)
-            if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+            at = _mask_offset(f)
+            if at is None:
                 return None
-            for _ in range(64):  # 'fmt ' comes first in practice; a few chunks may precede it
-                chunk = f.read(8)
-                if len(chunk) < 8:
-                    return None
-                n = int.from_bytes(chunk[4:8], "little")
-                if chunk[:4] == b"fmt ":
-                    fmt = f.read(min(n, 64))
-                    if len(fmt) >= 24 and int.from_bytes(fmt[:2], "little") == 0xFFFE:
-                        return int.from_bytes(fmt[20:24], "little") or None
-                    return None
-                f.seek(n + (n & 1), os.SEEK_CUR)
+            f.seek(at)
+            return int.from_bytes(f.read(4), "little") or None
     except OSError:
         return None
-    return None
 
 
 def set_wav_channel_mask(path: str | os.PathLike[str], mask: int) -> bool:
     """Write ``mask`` as the ``dwChannelMask`` of a WAVE_FORMAT_EXTENSIBLE file in place; False
     (nothing written) for any other file. libsndfile writes a mask of its own choosing."""
     with open(path, "r+b") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        at = _mask_offset(f)
+        if at is None:
             return False
-        for _ in range(64):
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return False
-            n = int.from_bytes(chunk[4:8], "little")
-            if chunk[:4] == b"fmt ":
-                start = f.tell()
-                fmt = f.read(min(n, 64))
-                if len(fmt) < 24 or int.from_bytes(fmt[:2], "little") != 0xFFFE:
-                    return False
-                f.seek(start + 20)
-                f.write(int(mask).to_bytes(4, "little"))
-                return True
-            f.seek(n + (n & 1), os.SEEK_CUR)
-    return False
+        f.seek(at)
+        f.write(int(mask).to_bytes(4, "little"))
+        return True
 
 
 def truncation_warning(path: str | os.PathLike[str], info: sf._SoundFileInfo) -> str | None:
