@@ -67,7 +67,7 @@ from hushbridge.errors import ChainError, ParamError
 log = logging.getLogger(__name__)
 
 SWAP_FADE_MS = 20.0
-GIL_SWITCH_INTERVAL = 0.0005  # seconds
+GIL_SWITCH_INTERVAL = 0.0002  # s: longest wait of the audio thread for a busy control thread's GIL
 ENGINE_STATS = (
     "xruns",
     "cpu_load",

@@ -36,14 +36,14 @@ _MAX_FRACTION = 0.49
 _MIN_Q = 1e-3
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _w0(sample_rate: float, freq_hz: float) -> float:
     """Angular frequency of ``freq_hz``, clamped to a safe range below Nyquist."""
     f = min(max(freq_hz, 1e-5 * sample_rate), _MAX_FRACTION * sample_rate)
     return 2.0 * math.pi * f / sample_rate
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _store(b0: float, b1: float, b2: float, a0: float, a1: float, a2: float, out: np.ndarray) -> None:
     """Write ``b/a0`` and ``a/a0`` into ``out``."""
     out[0] = b0 / a0
@@ -53,7 +53,7 @@ def _store(b0: float, b1: float, b2: float, a0: float, a1: float, a2: float, out
     out[4] = a2 / a0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_identity(out: np.ndarray) -> None:
     """``H(z) = 1``."""
     out[0] = 1.0
@@ -63,7 +63,7 @@ def design_identity(out: np.ndarray) -> None:
     out[4] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_highpass(sample_rate: float, freq_hz: float, q: float, out: np.ndarray) -> None:
     """Second-order high-pass, -3 dB at ``freq_hz`` for ``q = 1/sqrt(2)`` (Butterworth)."""
     w0 = _w0(sample_rate, freq_hz)
@@ -72,7 +72,7 @@ def design_highpass(sample_rate: float, freq_hz: float, q: float, out: np.ndarra
     _store((1.0 + cw) * 0.5, -(1.0 + cw), (1.0 + cw) * 0.5, 1.0 + alpha, -2.0 * cw, 1.0 - alpha, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_lowpass(sample_rate: float, freq_hz: float, q: float, out: np.ndarray) -> None:
     """Second-order low-pass, -3 dB at ``freq_hz`` for ``q = 1/sqrt(2)``."""
     w0 = _w0(sample_rate, freq_hz)
@@ -81,7 +81,7 @@ def design_lowpass(sample_rate: float, freq_hz: float, q: float, out: np.ndarray
     _store((1.0 - cw) * 0.5, 1.0 - cw, (1.0 - cw) * 0.5, 1.0 + alpha, -2.0 * cw, 1.0 - alpha, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_peaking(sample_rate: float, freq_hz: float, q: float, gain_db: float, out: np.ndarray) -> None:
     """Peaking (bell) EQ: ``gain_db`` at ``freq_hz``, bandwidth set by ``q``. 0 dB is exactly ``H = 1``."""
     w0 = _w0(sample_rate, freq_hz)
@@ -91,7 +91,7 @@ def design_peaking(sample_rate: float, freq_hz: float, q: float, gain_db: float,
     _store(1.0 + alpha * a, -2.0 * cw, 1.0 - alpha * a, 1.0 + alpha / a, -2.0 * cw, 1.0 - alpha / a, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_lowshelf(sample_rate: float, freq_hz: float, q: float, gain_db: float, out: np.ndarray) -> None:
     """Low shelf: ``gain_db`` below ``freq_hz`` (the shelf midpoint), slope set by ``q``."""
     w0 = _w0(sample_rate, freq_hz)
@@ -110,7 +110,7 @@ def design_lowshelf(sample_rate: float, freq_hz: float, q: float, gain_db: float
     )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_highshelf(sample_rate: float, freq_hz: float, q: float, gain_db: float, out: np.ndarray) -> None:
     """High shelf: ``gain_db`` above ``freq_hz`` (the shelf midpoint), slope set by ``q``."""
     w0 = _w0(sample_rate, freq_hz)
@@ -129,7 +129,7 @@ def design_highshelf(sample_rate: float, freq_hz: float, q: float, gain_db: floa
     )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_bandpass(sample_rate: float, freq_hz: float, q: float, out: np.ndarray) -> None:
     """Band-pass with 0 dB peak gain at ``freq_hz``; -3 dB bandwidth ``freq_hz / q``."""
     w0 = _w0(sample_rate, freq_hz)
@@ -138,7 +138,7 @@ def design_bandpass(sample_rate: float, freq_hz: float, q: float, out: np.ndarra
     _store(alpha, 0.0, -alpha, 1.0 + alpha, -2.0 * cw, 1.0 - alpha, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_notch(sample_rate: float, freq_hz: float, q: float, out: np.ndarray) -> None:
     """Notch: zero gain at ``freq_hz``, -3 dB bandwidth ``freq_hz / q`` (``1 - bandpass``)."""
     w0 = _w0(sample_rate, freq_hz)
@@ -147,7 +147,7 @@ def design_notch(sample_rate: float, freq_hz: float, q: float, out: np.ndarray) 
     _store(1.0, -2.0 * cw, 1.0, 1.0 + alpha, -2.0 * cw, 1.0 - alpha, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_dip(sample_rate: float, freq_hz: float, q: float, gain_db: float, out: np.ndarray) -> None:
     """Notch of finite depth: ``1 - (1 - g) * bandpass`` with ``g = 10**(min(gain_db, 0)/20)``.
 
@@ -161,7 +161,7 @@ def design_dip(sample_rate: float, freq_hz: float, q: float, gain_db: float, out
     _store(1.0 + alpha * g, -2.0 * cw, 1.0 - alpha * g, 1.0 + alpha, -2.0 * cw, 1.0 - alpha, out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_stage(kind: int, sample_rate: float, freq_hz: float, q: float, gain_db: float, out: np.ndarray) -> None:
     """Dispatch on a ``KIND_*`` constant (``gain_db`` is ignored by pass filters)."""
     if kind == KIND_HIGHPASS:

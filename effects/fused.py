@@ -156,7 +156,7 @@ def _source(refs: Sequence[tuple[str, str]], layouts: Sequence[Sequence[_Arg]]) 
         "from hushbridge.effects.fused import address_as_pointer",
     ]
     lines += [f"from {mod} import {name} as kernel_{k}" for k, (mod, name) in enumerate(refs)]
-    lines += ["", "", "@njit(cache=True, nogil=True)", "def run(block, check_input, addresses, ints, floats):",
+    lines += ["", "", "@njit(cache=True)", "def run(block, check_input, addresses, ints, floats):",
               "    ch, n = block.shape", "    bad = 0",
               "    if check_input and sanitize(block):", "        bad |= 1"]
     n_addr = n_int = n_float = 0

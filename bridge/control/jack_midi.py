@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-GIL_SWITCH_INTERVAL = 0.0005  # seconds, as the engine sets it for its own JACK callback
+GIL_SWITCH_INTERVAL = 0.0002  # seconds, as the engine sets it for its own JACK callback
 QUEUE_LIMIT = 4096  # events held between two drains; beyond it new ones are dropped (counted)
 SLOT_BYTES = 512    # longest event kept (sysex dumps beyond it are dropped, counted)
 
@@ -49,6 +49,9 @@ class JackMidiIn:
         self.done = 0
         self.repeated = 0  # events seen twice in one cycle and skipped (see _process)
         self._port: Any = None
+        self._reader: Any = None  # MidiEventReader of the port, where the GIL-holding calls exist
+        self._calls: Any = None
+        self._client_address = 0
         #: called (in the process callback) after a cycle queued events: must not block, lock or
         #: let the GIL go (:class:`~hushbridge.control.waker.Waker`'s ``set``)
         self.wake: Any = None
@@ -81,7 +84,13 @@ class JackMidiIn:
         port = self._port
         if port is None:
             return
-        base = self.client.last_frame_time
+        reader = self._reader
+        if reader is not None:  # the GIL-holding calls (hushbridge.io.jack._CycleCalls)
+            base = self._calls.last_frame_time(self._client_address)
+            events = reader(frames)
+        else:
+            base = self.client.last_frame_time
+            events = port.incoming_midi_events()
         view, sizes, times = self._ring_view, self._sizes, self._frames
         # Around an xrun jackd -R was seen to run this callback twice with the same frame time,
         # the first time on a buffer the (late) upstream client was still writing. An event the
@@ -98,7 +107,7 @@ class JackMidiIn:
         seen = 0
         written = self._written
         fast = self.fast
-        for offset, data in port.incoming_midi_events():
+        for offset, data in events:
             raw = bytes(data)
             n = len(raw)
             seen += 1
@@ -151,7 +160,14 @@ class JackMidiIn:
 
     def _ensure_port(self, name: str) -> Any:
         if self._port is None:
-            self._port = self.client.midi_inports.register(name)
+            from hushbridge.io.jack import MidiEventReader, address_of, cycle_calls
+
+            port = self.client.midi_inports.register(name)
+            calls = cycle_calls()
+            if calls is not None:
+                self._calls, self._client_address = calls, address_of(self.client._ptr)
+                self._reader = MidiEventReader(calls, port)
+            self._port = port  # last: the process callback reads the port once it is set
         return self._port
 
     def open_virtual_port(self, name: str) -> None:

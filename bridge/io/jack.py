@@ -10,9 +10,12 @@
 The process callback follows the contract of :mod:`hushbridge.io.base` word for word::
 
     callback(frames: int) -> None          # JACK's real-time thread
-        inp[k][:] = in_k.get_array()       # into preallocated (channels, frames) float32
+        inp[k][:] = in_k's buffer          # into preallocated (channels, frames) float32
         engine.process(inp, out)           # never raises, fills all of `out`
-        out_k.get_array()[:] = out[k]      # write into JACK's buffer, never rebind it
+        out_k's buffer[:] = out[k]         # write into JACK's buffer, never rebind it
+
+The copies keep the GIL (:class:`_CycleCalls`): the callback then waits for it only once, when
+it starts, however busy the process's control threads are.
 
 Buffer-size and sample-rate changes re-prepare the engine from JACK's notification thread
 (JACK suspends the process cycle meanwhile). Xruns are counted with ``engine.note_xrun()``.
@@ -84,7 +87,80 @@ def _lib() -> _ctypes.CDLL:
     return _libjack
 
 
-def _address(cdata: object) -> int:
+class _MidiEvent(_ctypes.Structure):
+    _fields_ = [("time", _ctypes.c_uint32), ("size", _ctypes.c_size_t), ("buffer", _ctypes.c_void_p)]
+
+
+class _CycleCalls:
+    """The libjack calls of a process cycle, made without letting go of the GIL.
+
+    JACK-Client's ``port.get_array()`` makes two cffi calls, and cffi releases the GIL around
+    each. With another Python thread busy (an OSC server receiving a flood), every release
+    costs the audio thread up to a switch interval to get the GIL back: eight waits a cycle
+    for four ports, enough to miss a 2.7 ms period. ``ctypes.PyDLL`` functions keep the GIL.
+    Only calls that never wait for the server are made this way (buffers, MIDI events, the
+    cycle's frame time); opening, connecting and closing stay on JACK-Client, which must let the
+    GIL go while the server waits for a cycle that needs it."""
+
+    def __init__(self) -> None:
+        vp, u32 = _ctypes.c_void_p, _ctypes.c_uint32
+        lib = _ctypes.PyDLL(jack._libname)  # the library JACK-Client loaded: the same handle
+        self.get_buffer = lib.jack_port_get_buffer
+        self.get_buffer.argtypes = [vp, u32]
+        self.get_buffer.restype = vp
+        self.last_frame_time = lib.jack_last_frame_time
+        self.last_frame_time.argtypes = [vp]
+        self.last_frame_time.restype = u32
+        self.midi_event_count = lib.jack_midi_get_event_count
+        self.midi_event_count.argtypes = [vp]
+        self.midi_event_count.restype = u32
+        self.midi_event_get = lib.jack_midi_event_get
+        self.midi_event_get.argtypes = [_ctypes.POINTER(_MidiEvent), vp, u32]
+        self.midi_event_get.restype = _ctypes.c_int
+        self.memcpy = _ctypes.PyDLL(None).memcpy  # libc's, found among the process's own symbols
+        self.memcpy.argtypes = [vp, vp, _ctypes.c_size_t]
+        self.memcpy.restype = vp
+
+
+_cycle_calls_state: _CycleCalls | None | bool = False  # False: not tried yet
+
+
+def cycle_calls() -> _CycleCalls | None:
+    """The GIL-holding libjack calls, or ``None`` where they cannot be set up (no ``dlopen(NULL)``,
+    as on Windows): callers then use JACK-Client's own calls."""
+    global _cycle_calls_state
+    if _cycle_calls_state is False:
+        try:
+            _need_jack("loading libjack")
+            _cycle_calls_state = _CycleCalls()
+        except (OSError, AttributeError, BackendError):
+            _cycle_calls_state = None
+    return _cycle_calls_state  # type: ignore[return-value]
+
+
+class MidiEventReader:
+    """``reader(frames)`` yields a JACK MIDI input port's ``(offset, bytes)`` events of the
+    current cycle, like ``port.incoming_midi_events()`` but without letting go of the GIL (see
+    :class:`_CycleCalls`). One per port: its event struct is reused every call."""
+
+    def __init__(self, calls: _CycleCalls, port: "jack.Port") -> None:
+        self._calls = calls
+        self._port = address_of(port._ptr)
+        self._event = _MidiEvent()
+        self._event_ref = _ctypes.pointer(self._event)
+
+    def __call__(self, frames: int) -> Iterator[tuple[int, bytes]]:
+        calls, event = self._calls, self._event
+        buffer = calls.get_buffer(self._port, frames)
+        if not buffer:
+            return
+        for i in range(calls.midi_event_count(buffer)):
+            if calls.midi_event_get(self._event_ref, buffer, i):
+                break
+            yield event.time, _ctypes.string_at(event.buffer, event.size)
+
+
+def address_of(cdata: object) -> int:
     """The integer address of a JACK-Client cffi pointer (client or port)."""
     return int(jack._ffi.cast("uintptr_t", cdata))
 
@@ -113,7 +189,7 @@ def get_latency_range(client: "jack.Client", port: "str | jack.Port", mode: str 
         raise ValueError(f"mode must be 'capture' or 'playback', got {mode!r}") from None
     name = port.name if not isinstance(port, str) else port
     lib = _lib()
-    ptr = lib.jack_port_by_name(_address(client._ptr), name.encode())
+    ptr = lib.jack_port_by_name(address_of(client._ptr), name.encode())
     if not ptr:
         raise BackendError(f"no port {name!r}", "reading port latency")
     r = _LatencyRange()
@@ -235,7 +311,7 @@ class JackBackend(Backend):
             self.client.set_samplerate_callback(self._on_samplerate)
             self.client.set_shutdown_callback(self._on_shutdown)
             self._latency_cb = _LatencyCallback(self._on_latency)  # keep a reference while open
-            err = _lib().jack_set_latency_callback(_address(self.client._ptr), self._latency_cb, None)
+            err = _lib().jack_set_latency_callback(address_of(self.client._ptr), self._latency_cb, None)
             if err:
                 raise BackendError(f"libjack returned {err}", "setting the JACK latency callback")
         except jack.JackError as e:
@@ -246,8 +322,8 @@ class JackBackend(Backend):
             raise
         self.server_shutdown = ""
         self._hooks: list[Callable[[int], None]] = []
-        self._ptrs_in = [_address(p._ptr) for p in self.inports]
-        self._ptrs_out = [_address(p._ptr) for p in self.outports]
+        self._ptrs_in = [address_of(p._ptr) for p in self.inports]
+        self._ptrs_out = [address_of(p._ptr) for p in self.outports]
 
     # == properties =============================================================================
     @property
@@ -390,7 +466,7 @@ class JackBackend(Backend):
         # (start() and the first housekeeping) deadlocked in libjack
         with self._latency_lock:
             if self._active and self.client._ptr:
-                _lib().jack_recompute_total_latencies(_address(self.client._ptr))
+                _lib().jack_recompute_total_latencies(address_of(self.client._ptr))
 
     @property
     def published_latency(self) -> int:
@@ -443,7 +519,11 @@ class JackBackend(Backend):
             out = np.zeros((ch, block_size), dtype=np.float32)
             in_pairs = tuple((port, inp[k]) for k, port in enumerate(self.inports))
             out_pairs = tuple((port, out[k]) for k, port in enumerate(self.outports))
-            self._io = (inp, out, in_pairs, out_pairs, block_size)  # one atomic rebinding
+            calls = cycle_calls()
+            if calls is not None:  # (port address, row address) for the GIL-holding copies
+                in_pairs = tuple((address_of(p._ptr), row.ctypes.data, row) for p, row in in_pairs)
+                out_pairs = tuple((address_of(p._ptr), row.ctypes.data) for p, row in out_pairs)
+            self._io = (inp, out, in_pairs, out_pairs, block_size, calls)  # one atomic rebinding
 
     def _on_blocksize(self, blocksize: int) -> None:
         try:
@@ -488,7 +568,7 @@ class JackBackend(Backend):
             self.engine.late_blocks += 1
             self._in_cycle = False
             return
-        inp, out, in_pairs, out_pairs, size = io
+        inp, out, in_pairs, out_pairs, size, calls = io
         hooks = self._hooks
         if hooks:  # before the audio: a MIDI CC of this cycle may apply to this cycle's block
             self._in_hooks = True
@@ -501,7 +581,23 @@ class JackBackend(Backend):
                         self.engine.last_callback_error = f"process hook: {e!r}"
             finally:
                 self._in_hooks = False
-        if frames == size:
+        if calls is not None:
+            get_buffer, memcpy, nbytes = calls.get_buffer, calls.memcpy, frames * 4
+            for port, address, row in in_pairs:
+                buffer = get_buffer(port, frames)
+                if buffer:
+                    memcpy(address, buffer, nbytes)
+                else:  # no buffer (never seen from JACK in a cycle): silence, not stale audio
+                    row.fill(0.0)
+            if frames == size:
+                self.engine.process(inp, out)
+            else:
+                self.engine.process(inp[:, :frames], out[:, :frames])
+            for port, address in out_pairs:
+                buffer = get_buffer(port, frames)
+                if buffer:
+                    memcpy(buffer, address, nbytes)
+        elif frames == size:
             for port, row in in_pairs:
                 row[:] = port.get_array()
             self.engine.process(inp, out)

@@ -28,7 +28,7 @@ from hushbridge.dsp.kernels.util import DENORMAL_FLOOR, to_output
 RAMP_INTERVAL = 16
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def advance_ramps(kinds: np.ndarray, ramp: np.ndarray, coefs: np.ndarray, sample_rate: float, samples: int) -> None:
     """Move every ramping stage ``samples`` steps toward its target and redesign its coefficients."""
     for s in range(kinds.shape[0]):
@@ -48,14 +48,14 @@ def advance_ramps(kinds: np.ndarray, ramp: np.ndarray, coefs: np.ndarray, sample
             design_stage(kinds[s], sample_rate, math.exp(ramp[s, 0]), math.exp(ramp[s, 1]), ramp[s, 2], coefs[s])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def design_current(kinds: np.ndarray, ramp: np.ndarray, coefs: np.ndarray, sample_rate: float) -> None:
     """Coefficients of every stage at its current (not target) parameters."""
     for s in range(kinds.shape[0]):
         design_stage(kinds[s], sample_rate, math.exp(ramp[s, 0]), math.exp(ramp[s, 1]), ramp[s, 2], coefs[s])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: np.ndarray, state: np.ndarray) -> None:
     """Filter ``block[:, pos:pos+n]`` through every stage, in float64, with fixed coefficients."""
     ch = block.shape[0]
@@ -97,7 +97,7 @@ def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: n
             block[c, pos + i] = to_output(work[i])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def biquad_cascade(
     block: np.ndarray,
     work: np.ndarray,

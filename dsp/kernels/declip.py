@@ -132,7 +132,7 @@ K_FLAT = 16         # successive samples of a clipped run differ by at most this
 N_K = 17
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _levinson(r: np.ndarray, p: int, a: np.ndarray, tmp: np.ndarray) -> None:
     """AR coefficients ``a[0..p]`` (``a[0] = 1``) from autocorrelation ``r[0..p]`` (Levinson-Durbin)."""
     for i in range(p + 1):
@@ -156,7 +156,7 @@ def _levinson(r: np.ndarray, p: int, a: np.ndarray, tmp: np.ndarray) -> None:
             break
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _ar_estimate(x: np.ndarray, unknown: np.ndarray, w: int, p: int, use_all: bool,
                  r: np.ndarray, a: np.ndarray, tmp: np.ndarray) -> None:
     """AR(p) fit of ``x[:w]``: from the known samples only, or (``use_all``) from every sample."""
@@ -176,7 +176,7 @@ def _ar_estimate(x: np.ndarray, unknown: np.ndarray, w: int, p: int, use_all: bo
     _levinson(r, p, a, tmp)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _lsar(x: np.ndarray, unknown: np.ndarray, idx: np.ndarray, nu: int, w: int, p: int, a: np.ndarray,
           ek: np.ndarray, mat: np.ndarray, rhs: np.ndarray, ra: np.ndarray) -> bool:
     """Solve for ``x[idx[:nu]]`` minimising the AR prediction error over the window; in place."""
@@ -254,7 +254,7 @@ def _lsar(x: np.ndarray, unknown: np.ndarray, idx: np.ndarray, nu: int, w: int, 
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _rebuild(c: int, s: int, e: int, clock: int, ring: np.ndarray, flags: np.ndarray, ctx: int, order: int,
              work: np.ndarray, unknown: np.ndarray, idx: np.ndarray, r: np.ndarray, a: np.ndarray,
              tmp: np.ndarray, ek: np.ndarray, mat: np.ndarray, rhs: np.ndarray, g: np.ndarray) -> None:
@@ -328,7 +328,7 @@ def _rebuild(c: int, s: int, e: int, clock: int, ring: np.ndarray, flags: np.nda
         g[G_SAMPLES] += e - s
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _inverse(y: float, k: float, tk: float, ceiling: float) -> float:
     """``C atanh(tanh(k) y / C) / k`` (``tk = tanh(k)``): the inverse of ``C tanh(k x / C) / tanh(k)``,
     peak-preserving."""
@@ -341,7 +341,7 @@ def _inverse(y: float, k: float, tk: float, ceiling: float) -> float:
     return v if y >= 0.0 else -v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _choose_drive(c: int, drives: np.ndarray, soft: np.ndarray) -> float:
     """The smallest drive whose inverse has a high-band share within SOFT_TOL_DB of the lowest; 0 (no
     inverse) when that is the grid's smallest, i.e. when no drive makes the signal cleaner."""
@@ -362,7 +362,7 @@ def _choose_drive(c: int, drives: np.ndarray, soft: np.ndarray) -> float:
     return 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def declip(
     block: np.ndarray,
     ring: np.ndarray,

@@ -39,7 +39,7 @@ _DB10_PER_NEPER = 10.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def deesser_curve(level_db: float, threshold_db: float, slope: float, range_db: float) -> float:
     """Gain reduction in dB (>= 0) for a side-chain level: hard knee, at most ``range_db``."""
     gr = (level_db - threshold_db) * slope
@@ -50,7 +50,7 @@ def deesser_curve(level_db: float, threshold_db: float, slope: float, range_db: 
     return gr
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _biquad(c: np.ndarray, st: np.ndarray, ch: int, stage: int, x: float) -> float:
     y = c[stage, 0] * x + st[ch, stage, 0]
     st[ch, stage, 0] = c[stage, 1] * x - c[stage, 3] * y + st[ch, stage, 1]
@@ -58,7 +58,7 @@ def _biquad(c: np.ndarray, st: np.ndarray, ch: int, stage: int, x: float) -> flo
     return y
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def deesser(
     block: np.ndarray,
     consts: np.ndarray,

@@ -27,7 +27,7 @@ _DB10_PER_NEPER = 10.0 / math.log(10.0)  # 10*log10(p) == _DB10_PER_NEPER * ln(p
 _NEPER_PER_DB20 = math.log(10.0) / 20.0  # 10**(db/20) == exp(db * _NEPER_PER_DB20)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def gain_computer(level_db: float, threshold_db: float, slope: float, knee_db: float) -> float:
     """Static curve: gain reduction in dB (>= 0) for a detector level, soft knee of width ``knee_db``.
 
@@ -43,7 +43,7 @@ def gain_computer(level_db: float, threshold_db: float, slope: float, knee_db: f
     return slope * d
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def compressor(
     block: np.ndarray,
     ramp: np.ndarray,
@@ -188,7 +188,7 @@ def true_peak_taps(taps_per_phase: int = 24, oversample: int = 8, beta: float = 
     return np.ascontiguousarray(h / h.sum(axis=1, keepdims=True))
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, fastmath=True)
 def _abs_weighted_sum(hist: np.ndarray, c: int, base: int, w: np.ndarray) -> float:
     """``sum_j w[j] * |hist[c, base + j]|`` (any summation order: it is only a bound)."""
     acc = 0.0
@@ -197,7 +197,7 @@ def _abs_weighted_sum(hist: np.ndarray, c: int, base: int, w: np.ndarray) -> flo
     return acc
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def limiter(
     block: np.ndarray,
     taps_t: np.ndarray,

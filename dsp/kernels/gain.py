@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def smoothed_gain(block: np.ndarray, state: np.ndarray) -> None:
     """Multiply ``block`` (channels, frames) by a gain that moves linearly toward its target.
 

@@ -42,7 +42,7 @@ _DB20_PER_NEPER = 20.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def gate_curve(level_db: float, threshold_db: float, slope: float, range_db: float) -> float:
     """Closed-state gain in dB (<= 0): ``(level - threshold) * slope`` clamped to ``[-range, 0]``."""
     g = (level_db - threshold_db) * slope
@@ -53,7 +53,7 @@ def gate_curve(level_db: float, threshold_db: float, slope: float, range_db: flo
     return g
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def gate(
     block: np.ndarray,
     consts: np.ndarray,

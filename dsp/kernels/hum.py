@@ -60,7 +60,7 @@ ABSENT_WINDOWS = 5
 PRESENT_DB = 6.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def set_mains(ramp: np.ndarray, mains_hz: float, ramp_samples: float) -> None:
     """Point every stage's frequency target at its harmonic of ``mains_hz``, ramping over ``ramp_samples``."""
     for s in range(ramp.shape[0]):
@@ -69,7 +69,7 @@ def set_mains(ramp: np.ndarray, mains_hz: float, ramp_samples: float) -> None:
         ramp[s, 6] = max(abs(tgt - ramp[s, 0]) / ramp_samples, 1e-12)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _detect(block: np.ndarray, a: int, b: int, det: np.ndarray) -> None:
     """Run the Goertzel recurrences over ``block[:, a:b]`` (channel sum)."""
     ch = block.shape[0]
@@ -85,7 +85,7 @@ def _detect(block: np.ndarray, a: int, b: int, det: np.ndarray) -> None:
             det[D_S1 + k] = s0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _end_window(det: np.ndarray, ramp: np.ndarray, ramp_samples: float) -> None:
     """Close a detection window: average the group powers, maybe switch the notch targets."""
     w = 1.0 - math.exp(-1.0 / AVERAGE_WINDOWS)
@@ -146,7 +146,7 @@ def _end_window(det: np.ndarray, ramp: np.ndarray, ramp_samples: float) -> None:
             _fade_depths(ramp, det, False, ramp_samples)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _fade_depths(ramp: np.ndarray, det: np.ndarray, on: bool, ramp_samples: float) -> None:
     """Ramp every stage's depth to its configured value (``on``) or to 0 dB."""
     for s in range(ramp.shape[0]):
@@ -155,7 +155,7 @@ def _fade_depths(ramp: np.ndarray, det: np.ndarray, on: bool, ramp_samples: floa
         ramp[s, 8] = max(abs(tgt - ramp[s, 2]) / ramp_samples, 1e-12)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def hum_remover(
     block: np.ndarray,
     work: np.ndarray,

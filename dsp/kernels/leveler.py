@@ -76,7 +76,7 @@ _DB10_PER_NEPER = 10.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def leveler(
     block: np.ndarray,
     consts: np.ndarray,

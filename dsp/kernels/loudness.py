@@ -59,7 +59,7 @@ REL_GATE_LRA = -20.0
 _DB10 = 10.0 / math.log(10.0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def power_to_lufs(p: float) -> float:
     """Block power (channel-weighted mean square) -> LUFS; ``-inf`` for 0."""
     if p > 0.0:
@@ -67,13 +67,13 @@ def power_to_lufs(p: float) -> float:
     return -np.inf
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def hop_boundary(k: int, rate: int) -> int:
     """First sample of hop ``k``: ``round(k * rate / 10)``."""
     return (k * rate + 5) // 10
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def k_filter(x: np.ndarray, coefs: np.ndarray, state: np.ndarray, out: np.ndarray) -> None:
     """K-weight ``x`` (channels, frames) into ``out`` (float64), continuing from ``state`` (channels, 4).
 
@@ -86,7 +86,7 @@ def k_filter(x: np.ndarray, coefs: np.ndarray, state: np.ndarray, out: np.ndarra
             out[c, i] = _k_sample(np.float64(x[c, i]), coefs, state, c)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, inline="always")
 def _k_sample(x: float, k: np.ndarray, st: np.ndarray, c: int) -> float:
     y = k[0, 0] * x + st[c, 0]
     z1 = k[0, 1] * x - k[0, 3] * y + st[c, 1]
@@ -107,7 +107,7 @@ def _k_sample(x: float, k: np.ndarray, st: np.ndarray, c: int) -> float:
     return v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def hist_add(hist: np.ndarray, p: float) -> None:
     """Add a block of power ``p`` to ``hist`` (float64 ``(2, HIST_BINS)``: counts, power sums)."""
     lk = power_to_lufs(p)
@@ -120,7 +120,7 @@ def hist_add(hist: np.ndarray, p: float) -> None:
     hist[1, j] += p
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _gate_bin(hist: np.ndarray, rel_lu: float) -> tuple[int, float, float]:
     """Relative gate of a histogram: (bin holding it, gate LUFS, blocks above the absolute gate)."""
     cnt = 0.0
@@ -135,7 +135,7 @@ def _gate_bin(hist: np.ndarray, rel_lu: float) -> tuple[int, float, float]:
     return jg, gate, cnt
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _first_bin(hist: np.ndarray, jg: int, gate: float, strict: bool) -> int:
     """First bin inside the relative gate; the bin holding the gate is decided by its mean."""
     if jg < 0:
@@ -149,7 +149,7 @@ def _first_bin(hist: np.ndarray, jg: int, gate: float, strict: bool) -> int:
     return jg + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def integrated_from_hist(hist: np.ndarray) -> float:
     """Gated integrated loudness (LUFS) of a momentary-block histogram; ``-inf`` if nothing passes."""
     jg, gate, cnt = _gate_bin(hist, REL_GATE_I)
@@ -166,7 +166,7 @@ def integrated_from_hist(hist: np.ndarray) -> float:
     return power_to_lufs(s / c)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _value_at(hist: np.ndarray, j0: int, rank: int) -> float:
     """Loudness (bin mean) of the ``rank``-th smallest gated block."""
     seen = 0.0
@@ -177,7 +177,7 @@ def _value_at(hist: np.ndarray, j0: int, rank: int) -> float:
     return np.nan
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def lra_from_hist(hist: np.ndarray) -> float:
     """Loudness range (LU) of a short-term-block histogram per EBU Tech 3342; 0 with < 2 blocks."""
     jg, gate, cnt = _gate_bin(hist, REL_GATE_LRA)
@@ -194,7 +194,7 @@ def lra_from_hist(hist: np.ndarray) -> float:
     return hi - lo
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _percentile(hist: np.ndarray, j0: int, n: float, q: float) -> float:
     """``numpy.percentile`` (linear) of the gated blocks, each at its bin's mean loudness."""
     pos = q * (n - 1.0)
@@ -206,7 +206,7 @@ def _percentile(hist: np.ndarray, j0: int, n: float, q: float) -> float:
     return a + (pos - r) * (b - a)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _end_hop(ring: np.ndarray, istate: np.ndarray, fstate: np.ndarray, hist_m: np.ndarray,
              hist_s: np.ndarray, hop_out: np.ndarray) -> None:
     """Close the current hop: ring, momentary/short-term powers, histograms, gated results."""
@@ -267,7 +267,7 @@ def _end_hop(ring: np.ndarray, istate: np.ndarray, fstate: np.ndarray, hist_m: n
         istate[I_HOPS_OUT] = h + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def loudness_meter(
     block: np.ndarray,
     coefs: np.ndarray,

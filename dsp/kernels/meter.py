@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def block_levels(block: np.ndarray, level: np.ndarray, row: int, peak_col: int, sq_col: int) -> None:
     """Write the block's per-channel peak (max |x|) to ``level[row, peak_col + c]`` and its sum of
     squares to ``level[row, sq_col + c]`` (overwriting, not accumulating)."""

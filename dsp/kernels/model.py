@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def all_finite(x: np.ndarray) -> bool:
     """Whether every value of the 1-D array ``x`` is finite."""
     for i in range(x.shape[0]):
@@ -19,7 +19,7 @@ def all_finite(x: np.ndarray) -> bool:
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def fifo_fill(src: np.ndarray, start: int, fifo: np.ndarray, fill: int) -> int:
     """Copy ``src[start:]`` into ``fifo[fill:]`` until the FIFO is full; return samples taken."""
     k = min(src.shape[0] - start, fifo.shape[0] - fill)
@@ -28,7 +28,7 @@ def fifo_fill(src: np.ndarray, start: int, fifo: np.ndarray, fill: int) -> int:
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def ring_write(ring: np.ndarray, w: int, src: np.ndarray) -> int:
     """Write ``src`` at absolute positions ``w, w+1...`` of the 1-D ``ring``; return the new ``w``."""
     size = ring.shape[0]
@@ -37,7 +37,7 @@ def ring_write(ring: np.ndarray, w: int, src: np.ndarray) -> int:
     return w + src.shape[0]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def ring_read(ring: np.ndarray, w: int, r: int, dst: np.ndarray) -> int:
     """Read absolute positions ``r .. r+len(dst)`` into ``dst``; positions before 0 read as 0.
 
@@ -58,7 +58,7 @@ def ring_read(ring: np.ndarray, w: int, r: int, dst: np.ndarray) -> int:
     return missing
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def scaled_copy(src: np.ndarray, dst: np.ndarray, gain: float) -> None:
     """``dst[:] = src * gain`` for 1-D arrays of equal length."""
     g = np.float32(gain)
@@ -66,7 +66,7 @@ def scaled_copy(src: np.ndarray, dst: np.ndarray, gain: float) -> None:
         dst[i] = src[i] * g
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def clamp_block(block: np.ndarray, limit: float) -> int:
     """Clamp ``block`` (channels, frames) to ``[-limit, limit]`` in place; returns how many samples
     were over."""
@@ -85,7 +85,7 @@ def clamp_block(block: np.ndarray, limit: float) -> int:
     return over
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def signal_span(block: np.ndarray, quiet: float) -> tuple[int, int]:
     """First and last frame of ``block`` (channels, frames) where some channel's magnitude is
     above ``quiet``; ``(frames, -1)`` when none is."""

@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def resample_stream(x: np.ndarray, ring: np.ndarray, state: np.ndarray, bank: np.ndarray, up: int,
                     down: int, lookahead: int, out: np.ndarray) -> int:
     """Push ``x`` (1-D float32) through the resampler; write the new output samples to ``out``

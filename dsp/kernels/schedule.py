@@ -12,7 +12,7 @@ from numba import njit
 STAMP = 4  # column of the target time
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def timed_insert(q: np.ndarray, n: int, generation: int, slot: int, param: int, value: float, stamp: float) -> int:
     """Insert one change in stamp order; return the new count (``n`` unchanged when full)."""
     if n >= q.shape[0]:
@@ -30,7 +30,7 @@ def timed_insert(q: np.ndarray, n: int, generation: int, slot: int, param: int, 
     return n + 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def timed_due(q: np.ndarray, n: int, now: float) -> int:
     """How many leading rows are due at ``now`` (stamp <= now)."""
     k = 0
@@ -39,7 +39,7 @@ def timed_due(q: np.ndarray, n: int, now: float) -> int:
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def timed_drop(q: np.ndarray, n: int, k: int) -> int:
     """Remove the first ``k`` rows, keeping order; return the new count."""
     for i in range(k, n):
@@ -48,7 +48,7 @@ def timed_drop(q: np.ndarray, n: int, k: int) -> int:
     return n - k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def timed_keep_from(q: np.ndarray, n: int, generation: int) -> int:
     """Remove the rows of chains older than ``generation`` (a chain swap), keeping order; return
     the new count."""

@@ -15,13 +15,13 @@ DENORMAL_FLOOR = 1e-25
 OUTPUT_FLOOR = 1e-15
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def to_output(y: float) -> np.float32:
     """``y`` as an output sample: float32, exactly 0 under :data:`OUTPUT_FLOOR`."""
     return np.float32(y) if abs(y) >= OUTPUT_FLOOR else np.float32(0.0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def finite_sample(block: np.ndarray, c: int, i: int) -> float:
     """``block[c, i]`` as float64; a non-finite sample is zeroed in place and read as 0, so it
     enters a detector or filter state as silence."""
@@ -32,7 +32,7 @@ def finite_sample(block: np.ndarray, c: int, i: int) -> float:
     return x
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def flush_state(state: np.ndarray) -> None:
     """Zero every value of a float64 state array that is non-finite or below
     :data:`DENORMAL_FLOOR` in magnitude (kernels call it at the end of a block)."""
@@ -42,7 +42,7 @@ def flush_state(state: np.ndarray) -> None:
             state.flat[j] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def sanitize(block: np.ndarray) -> int:
     """Replace NaN/Inf samples of ``block`` (channels, frames) with 0 in place.
 
@@ -59,7 +59,7 @@ def sanitize(block: np.ndarray) -> int:
     return bad
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def sanitize_rows(block: np.ndarray, bad: np.ndarray) -> int:
     """:func:`sanitize` that also counts the samples replaced per channel into ``bad`` (int64,
     one per channel, overwritten). Returns the total."""
@@ -76,7 +76,7 @@ def sanitize_rows(block: np.ndarray, bad: np.ndarray) -> int:
     return total
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def delay_through(block: np.ndarray, line: np.ndarray, pos: int, delay: int, out: np.ndarray) -> int:
     """Write ``block`` delayed by ``delay`` samples into ``out``; return the new write position.
 
@@ -98,7 +98,7 @@ def delay_through(block: np.ndarray, line: np.ndarray, pos: int, delay: int, out
     return p
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def ramp_mix(wet: np.ndarray, dry: np.ndarray, state: np.ndarray) -> None:
     """``wet = dry + g * (wet - dry)`` with ``g`` ramping linearly toward its target.
 
@@ -119,7 +119,7 @@ def ramp_mix(wet: np.ndarray, dry: np.ndarray, state: np.ndarray) -> None:
     state[0] = g
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def crossfade_into(old: np.ndarray, new: np.ndarray, pos: int, length: int) -> int:
     """Equal-gain linear crossfade from ``old`` to ``new`` (result in ``new``).
 
@@ -138,7 +138,7 @@ def crossfade_into(old: np.ndarray, new: np.ndarray, pos: int, length: int) -> i
     return p
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def swap_fade_into(old: np.ndarray, new: np.ndarray, pos: int, out_at: int, in_at: int, length: int) -> int:
     """Mix ``old`` out and ``new`` in (result in ``new``) on two linear ramps of ``length``
     samples: ``old`` falls from sample ``out_at`` of the swap on, ``new`` rises from ``in_at``.
@@ -160,7 +160,7 @@ def swap_fade_into(old: np.ndarray, new: np.ndarray, pos: int, out_at: int, in_a
     return p
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def peak_and_square_sum(block: np.ndarray, peaks: np.ndarray, sums: np.ndarray) -> None:
     """Per-channel running peak (max |x|) and sum of squares, accumulated into the outputs."""
     ch, n = block.shape

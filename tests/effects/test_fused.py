@@ -13,7 +13,7 @@ from hushbridge.effects.fused import FusedRun
 SR = 48000
 
 
-@njit(cache=False, nogil=True)
+@njit(cache=False)
 def _poison(block, state):
     """Test kernel: scales by state[0] and writes NaN at sample 0 while state[1] != 0."""
     ch, n = block.shape
