@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from hushbridge.io.jack import address_of, cycle_calls
+
 
 def db_to_gain(db: float) -> float:
     return float(10.0 ** (db / 20.0))
@@ -58,10 +60,37 @@ class _FrameClient:
         self.ports = [ports.register(f"{prefix}_{k + 1}") for k in range(channels)]
         self.channels = channels
         self.cycles = 0
+        # the engine's GIL-holding libjack calls: a player and a recorder in one process would
+        # otherwise wait for each other's GIL at every cffi call and miss cycles themselves
+        self._calls = cycle_calls()
+        if self._calls is not None:
+            self._client_address = address_of(self.client._ptr)
+            self._port_addresses = [address_of(p._ptr) for p in self.ports]
+        self._scratch = np.zeros((channels, 1 << 14), dtype=np.float32)
         self.client.set_process_callback(self._process)
 
     def _process(self, frames: int) -> None:
         raise NotImplementedError
+
+    def _frame_time(self) -> int:
+        calls = self._calls
+        return calls.last_frame_time(self._client_address) if calls is not None else self.client.last_frame_time
+
+    def _read(self, k: int, frames: int) -> np.ndarray:
+        """Port ``k``'s buffer of this cycle (a copy, valid until the next call)."""
+        calls = self._calls
+        if calls is None:
+            return self.ports[k].get_array()
+        row = self._scratch[k, :frames]
+        calls.memcpy(row.ctypes.data, calls.get_buffer(self._port_addresses[k], frames), frames * 4)
+        return row
+
+    def _write(self, k: int, frames: int, row: np.ndarray) -> None:
+        calls = self._calls
+        if calls is None:
+            self.ports[k].get_array()[:] = row
+        else:
+            calls.memcpy(calls.get_buffer(self._port_addresses[k], frames), row.ctypes.data, frames * 4)
 
     def now(self) -> int:
         """The current JACK frame time (estimated, from a non-RT thread)."""
@@ -106,17 +135,17 @@ class JackPlayer(_FrameClient):
     def _process(self, frames: int) -> None:
         self.cycles += 1
         job = self._job
-        t = self.client.last_frame_time
-        for k, port in enumerate(self.ports):
-            buf = port.get_array()
+        t = self._frame_time()
+        for k in range(self.channels):
+            buf = self._scratch[k, :frames]
             buf.fill(0.0)
-            if job is None:
-                continue
-            sig, start = job
-            off = t - start
-            a, b = max(off, 0), min(off + frames, sig.shape[1])
-            if a < b:
-                buf[a - off:b - off] = sig[k, a:b]
+            if job is not None:
+                sig, start = job
+                off = t - start
+                a, b = max(off, 0), min(off + frames, sig.shape[1])
+                if a < b:
+                    buf[a - off:b - off] = sig[k, a:b]
+            self._write(k, frames, buf)
 
 
 class JackRecorder(_FrameClient):
@@ -169,12 +198,12 @@ class JackRecorder(_FrameClient):
         if job is None:
             return
         data, start = job
-        t = self.client.last_frame_time
+        t = self._frame_time()
         off = t - start
         a, b = max(off, 0), min(off + frames, data.shape[1])
         if a < b:
-            for k, port in enumerate(self.ports):
-                data[k, a:b] = port.get_array()[a - off:b - off]
+            for k in range(self.channels):
+                data[k, a:b] = self._read(k, frames)[a - off:b - off]
             self.frames_recorded += b - a
         if off + frames >= data.shape[1]:
             self.passed_end = True
@@ -289,6 +318,9 @@ class JackMidiSenderProcess(_ChildProcess):
 
 def _rig_main(conn, channels: int, server: str | None, names: tuple[str, str]) -> None:
     """Child process: a JackPlayer and a JackRecorder driven by messages on ``conn``."""
+    import sys
+
+    sys.setswitchinterval(0.0002)  # as the engine does: its callbacks wait less for this thread's GIL
     player = JackPlayer(names[0], channels, server)
     recorder = JackRecorder(names[1], channels, server)
     player.activate()
