@@ -15,6 +15,19 @@ the latency when it swaps the chain in). Thresholds and ratio change instantly: 
 ballistics smooth the result. :attr:`Gate.gain_reduction_db` holds the block's deepest
 attenuation, for meters.
 
+``adaptive_db`` (0: off) lets the threshold follow the room: the lowest RMS level (the side-chain's
+power over 50 ms) in the last 3 s is taken as the noise floor, and the gate opens at
+``adaptive_db`` above it wherever that is higher than ``threshold_db`` (hysteresis and the
+expander curve move with it). A gate after a leveler needs it: a fixed threshold is crossed by the
+room noise as soon as the leveler lifts a quiet take, and then the gate stays open in every
+pause. The floor falls at once and rises as old minima leave the 3 s window, so the threshold
+follows louder noise within 3.5 s; the first 0.3 s heard (until the smoothed power has settled)
+and a take that starts with speech until its first pause use the fixed threshold or a floor
+set by the speech. Digital silence leaves the floor alone (a live engine idling on silence gates
+the take after it as an offline render of the take does). The peak detector of steady noise
+reaches about 13 dB over its RMS (white noise: median 8, max 13 dB in 6 s), so keep
+``adaptive_db - hysteresis_db`` above 13 dB, or noise peaks hold an open gate open.
+
 >>> from hushbridge.effects import Gate
 >>> gate = Gate(threshold_db=-50.0, ratio=4.0, range_db=18.0, hold_ms=100.0)
 """
@@ -27,16 +40,27 @@ import numpy as np
 from hushbridge.dsp.design import design_highpass
 from hushbridge.dsp.kernels.gate import (
     DETECTOR_RELEASE_MS,
+    F_PAST_MIN,
+    F_SIZE,
+    F_SLOT_MIN,
+    FLOOR_SLOTS,
+    FLOOR_SMOOTHING_MS,
+    FLOOR_WINDOW_S,
+    NO_FLOOR,
+    G_ADAPT,
     G_ATT,
     G_CLOSE,
     G_CONSTS,
     G_DET,
+    G_POW,
     G_HOLD,
     G_LOOK,
     G_RANGE,
     G_REL,
     G_SLOPE,
+    G_SLOT,
     G_THR,
+    I_SIZE,
     gate,
 )
 from hushbridge.effects.base import Effect, Param, ProcessSpec
@@ -59,6 +83,7 @@ class Gate(Effect):
         Param("release_ms", 5.0, 5000.0, 150.0, scale="log", smoothing_ms=0.0),
         Param("sidechain_hpf_hz", 20.0, 2000.0, 20.0, scale="log", smoothing_ms=0.0),
         Param("lookahead_ms", 0.0, MAX_LOOKAHEAD_MS, 0.0, smoothing_ms=0.0),
+        Param("adaptive_db", 0.0, 40.0, 0.0, smoothing_ms=0.0),
     )
 
     def __init__(self, **values: float) -> None:
@@ -66,8 +91,9 @@ class Gate(Effect):
         object.__setattr__(self, "_sc_coefs", np.array([1.0, 0.0, 0.0, 0.0, 0.0]))
         object.__setattr__(self, "_sc_state", np.zeros((1, 2), dtype=np.float64))
         object.__setattr__(self, "_dline", np.zeros((1, 1), dtype=np.float32))
-        object.__setattr__(self, "_fstate", np.zeros(2, dtype=np.float64))
-        object.__setattr__(self, "_istate", np.zeros(3, dtype=np.int64))
+        object.__setattr__(self, "_fstate", np.zeros(F_SIZE, dtype=np.float64))
+        object.__setattr__(self, "_istate", np.zeros(I_SIZE, dtype=np.int64))
+        object.__setattr__(self, "_floor_slots", np.full(FLOOR_SLOTS, NO_FLOOR, dtype=np.float64))
         object.__setattr__(self, "_meter", np.zeros(1, dtype=np.float64))
         object.__setattr__(self, "_look", 0)
         super().__init__(**values)
@@ -111,6 +137,8 @@ class Gate(Effect):
             k[G_REL] = math.exp(-1.0 / (v[6] * 1e-3 * sr))
         elif index == 7:
             design_highpass(sr, float(v[7]), _SC_Q, self._sc_coefs)
+        elif index == 9:
+            k[G_ADAPT] = v[9]
 
     def _prepare(self, spec: ProcessSpec) -> None:
         look = self._wanted_look(spec)
@@ -119,6 +147,8 @@ class Gate(Effect):
         object.__setattr__(self, "_dline", np.zeros((spec.channels, look + 1), dtype=np.float32))
         self._consts[G_DET] = math.exp(-1.0 / (DETECTOR_RELEASE_MS * 1e-3 * spec.sample_rate))
         self._consts[G_LOOK] = look
+        self._consts[G_SLOT] = max(1, round(FLOOR_WINDOW_S / FLOOR_SLOTS * spec.sample_rate))
+        self._consts[G_POW] = math.exp(-1.0 / (FLOOR_SMOOTHING_MS * 1e-3 * spec.sample_rate))
 
     def reset(self) -> None:
         """Clear detector and look-ahead state. The gate starts closed, at ``-range_db``: a file
@@ -131,10 +161,12 @@ class Gate(Effect):
         self._dline.fill(0.0)
         self._fstate.fill(0.0)
         self._fstate[1] = -float(self._values[3])
+        self._fstate[F_SLOT_MIN] = self._fstate[F_PAST_MIN] = NO_FLOOR  # no floor heard yet
+        self._floor_slots.fill(NO_FLOOR)
         self._istate.fill(0)
         self._meter[0] = float(self._values[3])
 
     def kernel(self):
         """Gate a block (channels, frames) float32 in place."""
         return gate, (self._consts, self._sc_coefs, self._sc_state, self._dline, self._fstate, self._istate,
-                      self._meter)
+                      self._meter, self._floor_slots)

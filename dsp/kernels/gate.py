@@ -5,14 +5,23 @@ Per sample (:func:`gate`), all state explicit, so the output never depends on th
 1. Side-chain high-pass per channel (biquad, TDF-II), then the linked detector: the loudest
    channel's ``|x|`` drives one peak envelope (instant attack, :data:`DETECTOR_RELEASE_MS`
    release), so every channel gets the same gain.
-2. State machine: the gate opens when the envelope reaches ``threshold``; while open, each
+2. Adaptive threshold (``adaptive`` > 0): the noise floor is the lowest RMS level (the linked
+   side-chain's power smoothed over :data:`FLOOR_SMOOTHING_MS`) in the last
+   :data:`FLOOR_WINDOW_S` (minimum statistics over :data:`FLOOR_SLOTS` sub-windows: it falls at
+   once, and rises only as old minima leave the window). Smoothed power, not the peak detector:
+   the peak detector of babble (a café) dips far below its usual level between syllables, which
+   put the floor 10 dB too low there. The threshold used is the
+   larger of ``threshold`` and ``floor + adaptive`` dB; hysteresis and the gain curve follow it.
+   Samples of digital silence (all channels exactly 0) leave the floor as it is, so a live
+   engine idling on silence before a take gates that take as an offline render of it does.
+3. State machine: the gate opens when the envelope reaches the threshold; while open, each
    sample at or above ``threshold - hysteresis`` re-arms the hold counter; below it the hold
    counts down and the gate closes when it runs out.
-3. Gain computer (dB): open -> 0; closed -> ``(level - threshold) * (ratio - 1)`` clamped to
+4. Gain computer (dB): open -> 0; closed -> ``(level - threshold) * (ratio - 1)`` clamped to
    ``[-range, 0]`` (a downward expander; a large ratio makes it a gate).
-4. Ballistics on that gain in dB: one pole with ``attack`` when the gain rises (opening),
+5. Ballistics on that gain in dB: one pole with ``attack`` when the gain rises (opening),
    ``release`` when it falls; 63 % of a step after ``attack_ms`` / ``release_ms``.
-5. The gain is applied to the input delayed by the look-ahead (``dline``), so the gate is
+6. The gain is applied to the input delayed by the look-ahead (``dline``), so the gate is
    already opening when a word starts.
 """
 from __future__ import annotations
@@ -25,8 +34,12 @@ from numba import njit
 from hushbridge.dsp.kernels.util import DENORMAL_FLOOR, finite_sample, flush_state
 
 DETECTOR_RELEASE_MS = 10.0
+FLOOR_SMOOTHING_MS = 50.0  # the floor is tracked on the power over ~50 ms, not on the peak detector
+FLOOR_WINDOW_S = 3.0  # a pause shorter than this in every 3 s of speech keeps the floor down
+FLOOR_SLOTS = 6
 # consts: threshold_db, close_db, ratio - 1, range_db, attack coef, release coef, detector coef,
-#         hold samples, look-ahead samples
+#         hold samples, look-ahead samples, adaptive margin (dB, 0: off), samples per floor slot,
+#         floor power smoothing coef
 G_THR = 0
 G_CLOSE = 1
 G_SLOPE = 2
@@ -36,8 +49,20 @@ G_REL = 5
 G_DET = 6
 G_HOLD = 7
 G_LOOK = 8
-G_CONSTS = 9
-# fstate: envelope (linear), gain (dB); istate: open (0/1), hold counter, delay position
+G_ADAPT = 9
+G_SLOT = 10
+G_POW = 11
+G_CONSTS = 12
+# fstate: envelope (linear), gain (dB), minimum of the current floor slot, minimum of the finished
+# slots (both power), smoothed power; istate: open (0/1), hold counter, delay position, samples
+# into the slot, next slot, samples heard (up to the warm-up)
+F_SLOT_MIN = 2
+F_PAST_MIN = 3
+F_POWER = 4
+F_SIZE = 5
+I_SIZE = 6
+FLOOR_WARMUP = 6.0  # smoothing time constants heard before the smoothed power counts for the floor
+NO_FLOOR = 1e30  # a floor slot with nothing heard yet (finite: state stays finite everywhere)
 _DB20_PER_NEPER = 20.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
@@ -63,6 +88,7 @@ def gate(
     fstate: np.ndarray,
     istate: np.ndarray,
     meter: np.ndarray,
+    floor_slots: np.ndarray,
 ) -> None:
     """Gate/expand ``block`` (channels, frames) float32 in place.
 
@@ -71,8 +97,9 @@ def gate(
     consts : float64 ``(G_CONSTS,)``, see the ``G_*`` indices.
     sc_coefs : float64 ``(5,)`` side-chain high-pass; sc_state : float64 ``(channels, 2)``.
     dline : float32 ``(channels, L)`` look-ahead ring, ``L > look-ahead``.
-    fstate : float64 ``[envelope, gain_db]``; istate : int64 ``[open, hold, delay position]``.
+    fstate : float64 ``(F_SIZE,)``; istate : int64 ``(I_SIZE,)`` (see the module constants).
     meter : float64 ``(1,)`` receives the block's largest attenuation in dB (>= 0).
+    floor_slots : float64 ``(FLOOR_SLOTS,)`` the envelope minimum of each finished slot (NO_FLOOR: none yet).
     """
     ch, n = block.shape
     thr = consts[G_THR]
@@ -86,6 +113,22 @@ def gate(
     look = int(consts[G_LOOK])
     thr_lin = math.exp(thr * _NEPER_PER_DB20)
     close_lin = math.exp(close * _NEPER_PER_DB20)
+    adapt = consts[G_ADAPT]
+    adapt_lin = math.exp(adapt * _NEPER_PER_DB20)
+    hyst_lin = close_lin / thr_lin
+    slot_len = int(consts[G_SLOT])
+    n_slots = floor_slots.shape[0]
+    slot_min = fstate[F_SLOT_MIN]
+    past_min = fstate[F_PAST_MIN]
+    power = fstate[F_POWER]
+    pow_coef = consts[G_POW]
+    heard_count = istate[5]
+    warmup = int(FLOOR_WARMUP / (1.0 - pow_coef)) if pow_coef < 1.0 else 0
+    slot_count = istate[3]
+    slot_pos = istate[4]
+    thr_i = thr
+    thr_i_lin = thr_lin
+    close_i_lin = close_lin
     b0 = sc_coefs[0]
     b1 = sc_coefs[1]
     b2 = sc_coefs[2]
@@ -100,8 +143,11 @@ def gate(
     worst = 0.0
     for i in range(n):
         peak = 0.0
+        heard = False
         for c in range(ch):
             x = finite_sample(block, c, i)
+            if x != 0.0:
+                heard = True
             s1 = sc_state[c, 0]
             s2 = sc_state[c, 1]
             xh = b0 * x + s1
@@ -113,11 +159,38 @@ def gate(
         env = max(peak, det * env)
         if env < DENORMAL_FLOOR:
             env = 0.0
-        if env >= thr_lin:
+        if adapt > 0.0:
+            if heard:  # digital silence says nothing about the room: the floor waits
+                power = pow_coef * power + (1.0 - pow_coef) * peak * peak
+                if power < DENORMAL_FLOOR:
+                    power = 0.0
+                if heard_count < warmup:  # the smoothed power is still rising from nothing
+                    heard_count += 1
+                elif power < slot_min:
+                    slot_min = power
+                slot_count += 1
+                if slot_count >= slot_len:  # a slot ends: the oldest minimum leaves the window
+                    floor_slots[slot_pos] = slot_min
+                    slot_pos = (slot_pos + 1) % n_slots
+                    past_min = floor_slots[0]
+                    for k in range(1, n_slots):
+                        if floor_slots[k] < past_min:
+                            past_min = floor_slots[k]
+                    slot_min = NO_FLOOR
+                    slot_count = 0
+            floor_power = min(slot_min, past_min)
+            floor = math.sqrt(floor_power) if floor_power < NO_FLOOR else 0.0  # none yet: the fixed one
+            if floor * adapt_lin > thr_lin:
+                thr_i_lin = floor * adapt_lin
+                close_i_lin = thr_i_lin * hyst_lin
+            else:
+                thr_i_lin = thr_lin
+                close_i_lin = close_lin
+        if env >= thr_i_lin:
             is_open = 1
             hold = hold_len
         elif is_open == 1:
-            if env >= close_lin:
+            if env >= close_i_lin:
                 hold = hold_len
             elif hold > 0:
                 hold -= 1
@@ -125,8 +198,12 @@ def gate(
                 is_open = 0
         target = 0.0
         if is_open == 0:
+            if thr_i_lin != thr_lin:
+                thr_i = _DB20_PER_NEPER * math.log(thr_i_lin)
+            else:
+                thr_i = thr
             if env > 0.0:
-                target = gate_curve(_DB20_PER_NEPER * math.log(env), thr, slope, rng)
+                target = gate_curve(_DB20_PER_NEPER * math.log(env), thr_i, slope, rng)
             else:
                 target = -rng
         if target > g_db:
@@ -158,7 +235,19 @@ def gate(
         g_db = -rng
     fstate[0] = env
     fstate[1] = g_db
+    if not (slot_min >= 0.0 and past_min >= 0.0):  # NaN from a blown-up side-chain: forget the floor
+        slot_min = NO_FLOOR
+        past_min = NO_FLOOR
+        floor_slots[:] = NO_FLOOR
+    if not (power >= 0.0 and power < NO_FLOOR):
+        power = 0.0
+    fstate[F_SLOT_MIN] = slot_min
+    fstate[F_PAST_MIN] = past_min
+    fstate[F_POWER] = power
     istate[0] = is_open
     istate[1] = hold
     istate[2] = dp
+    istate[3] = slot_count
+    istate[4] = slot_pos
+    istate[5] = heard_count
     meter[0] = worst

@@ -104,7 +104,7 @@ def test_linked_sidechain_and_lookahead() -> None:
 def test_params() -> None:
     fx = Gate()
     assert [p.id for p in fx.params] == ["threshold_db", "hysteresis_db", "ratio", "range_db", "attack_ms",
-                                         "hold_ms", "release_ms", "sidechain_hpf_hz", "lookahead_ms"]
+                                         "hold_ms", "release_ms", "sidechain_hpf_hz", "lookahead_ms", "adaptive_db"]
     assert EFFECTS["gate"] is Gate and fx.latency_samples == 0
     with pytest.raises(ParamError, match="range_db"):
         fx.range_db = 100.0
@@ -138,3 +138,69 @@ def test_starts_closed_so_leading_room_tone_starts_quiet_and_a_first_word_opens_
     # the first word opens the gate as a word after a pause does (that one starts 0.3 dB higher,
     # the release still under way)
     np.testing.assert_allclose(opening(len(room)), opening(n + len(room)), atol=0.5)
+
+
+@pytest.mark.parametrize("adaptive, ratio, rng", [(6.0, 2.0, 30.0), (12.0, 4.0, 20.0)])
+def test_adaptive_threshold_takes_a_steady_level_as_the_floor(adaptive: float, ratio: float, rng: float) -> None:
+    """A constant detector level is its own floor: above ``threshold - adaptive`` the gate works
+    at ``floor + adaptive``, so the steady level gets the curve's gain at ``-adaptive`` below it;
+    further down the fixed threshold rules, exactly as without adaptation."""
+    thr = -40.0
+    for level in np.arange(-70.0, -9.0, 4.0):
+        x = alternating(level, 2 * SR)
+        # no hysteresis: a level over the fixed threshold opens the gate before the floor is known
+        # (the first 0.3 s), and hysteresis would then hold it open at the floor's own level
+        y = run(Gate(threshold_db=thr, hysteresis_db=0.0, ratio=ratio, range_db=rng, adaptive_db=adaptive,
+                     attack_ms=1.0, hold_ms=10.0, release_ms=20.0), x)
+        g = 20 * np.log10(abs(y[0, -1]) / abs(x[-1]))
+        want = expected(level, max(thr, level + adaptive), ratio, rng)
+        assert g == pytest.approx(want, abs=0.02), f"level {level}"
+        if level + adaptive <= thr:  # the fixed threshold rules: bit-identical to no adaptation
+            fixed = run(Gate(threshold_db=thr, hysteresis_db=0.0, ratio=ratio, range_db=rng, attack_ms=1.0,
+                             hold_ms=10.0, release_ms=20.0), x)
+            np.testing.assert_array_equal(y, fixed)
+
+
+def _segment_gain_db(x: np.ndarray, y: np.ndarray, a: float, b: float) -> float:
+    sl = slice(int(a * SR), int(b * SR))
+    return float(10 * np.log10(np.mean(y[0, sl].astype(np.float64) ** 2) / np.mean(x[sl].astype(np.float64) ** 2)))
+
+
+def test_adaptive_gate_closes_on_room_noise_above_the_threshold_and_follows_it_up() -> None:
+    """Noise at -35 dBFS RMS crosses a -40 dB threshold all the time: a fixed gate stays open in
+    every pause. With ``adaptive_db`` the pauses are attenuated by the range while word-like
+    bursts 20 dB over the noise pass whole; when the noise then rises by 10 dB, the gate closes
+    on it again within 3.5 s."""
+    rng_ = np.random.default_rng(3)
+    n = 12 * SR
+    noise = rng_.standard_normal(n) * 10 ** (-35 / 20)
+    noise[7 * SR:] *= 10 ** (10 / 20)  # the room gets louder at 7 s
+    t = np.arange(n) / SR
+    bursts = np.zeros(n)
+    for start in (1.0, 2.5, 4.0, 5.5):  # 300 ms "words", 20 dB over the first noise (peaks 23 dB)
+        sl = slice(int(start * SR), int((start + 0.3) * SR))
+        bursts[sl] = np.sin(2 * np.pi * 300 * t[sl]) * 10 ** (-15 / 20) * math.sqrt(2)
+    x = (noise + bursts).astype(np.float32)
+    # the noise's peak detector stays within 13 dB of its RMS floor: close above that (20 - 4 = 16)
+    params = dict(threshold_db=-40.0, hysteresis_db=4.0, ratio=4.0, range_db=18.0, hold_ms=80.0, release_ms=100.0,
+                  lookahead_ms=5.0)
+    fixed = run(Gate(**params), x)
+    adaptive = run(Gate(**params, adaptive_db=20.0), x)
+    for a, b in ((1.8, 2.4), (3.3, 3.9), (4.8, 5.4)):  # pauses between the words
+        assert _segment_gain_db(x, fixed, a, b) > -0.5
+        assert _segment_gain_db(x, adaptive, a, b) < -16.0
+    for start in (2.5, 4.0, 5.5):  # the words (after the first, which set no floor yet)
+        assert _segment_gain_db(x, adaptive, start + 0.01, start + 0.29) > -0.3
+    # louder room from 7 s: open on it at first, closed again once the old floor has left the
+    # window (3 s, and up to one 0.5 s slot more)
+    assert _segment_gain_db(x, adaptive, 7.2, 8.0) > -3.0
+    assert _segment_gain_db(x, adaptive, 11.0, 12.0) < -16.0
+
+
+def test_adaptive_gate_is_block_size_invariant() -> None:
+    rng_ = np.random.default_rng(5)
+    x = (rng_.standard_normal((2, 5 * SR)) * 0.02).astype(np.float32)
+    x[:, SR:SR + SR // 2] *= 20.0
+    outs = [run(Gate(threshold_db=-50.0, adaptive_db=10.0, lookahead_ms=2.0), x, block) for block in (1, 64, 1000)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
