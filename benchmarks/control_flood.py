@@ -15,7 +15,10 @@ controller): one sends ``/hb/probe/gain_db`` over UDP at ``--osc-rate``, each va
 Measured (JSON lines, DESIGN §7, also in benchmarks/results/control_flood.json):
 
 - ``xruns``: reported by the server during the flood; baseline: the same engine for the same
-  time without control traffic. Idle and flood alternate ``--rounds`` times (idle first, 6
+  time without control traffic. ``late_clients`` in its settings: whom jackd named at each xrun,
+  by ``client:state`` (:func:`hushbridge.io.jack.late_clients`); ``engine_overruns``: those at
+  which the engine's own callback was still running (the rest waited for a thread the system
+  had not woken yet, or for another client). Idle and flood alternate ``--rounds`` times (idle first, 6
   by default), so that a machine whose load drifts weighs on both alike; the per-round counts
   are in the row's settings.
 - ``osc_latency_p50/p90/p99/p999/max`` and ``midi_latency_...`` (ms): from the sender's
@@ -67,6 +70,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import COUNT_RATIO_RULE, Recorder, count_ratio, lower_is_better  # noqa: E402
 
 SR, BLOCK = 48000, 128
+ENGINE_CLIENT = "hb-flood"
 CYCLE = 4000  # OSC values repeat every CYCLE messages: -(k * 0.01) dB, k = seq % CYCLE
 RT_REFUSED = ("cannot use real-time scheduling", "acquireselfrealtime error", "cannot lock down",
               "operation not permitted")
@@ -224,7 +228,7 @@ def percentiles(x: np.ndarray) -> dict[str, float]:
 
 
 # == main ===========================================================================================
-def start_jackd() -> tuple[subprocess.Popen, str, bool]:
+def start_jackd() -> tuple[subprocess.Popen, str, bool, str]:
     import jack
 
     name = f"hbflood-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -247,10 +251,16 @@ def start_jackd() -> tuple[subprocess.Popen, str, bool]:
                 time.sleep(0.05)
         refused = any(s in open(log_path, errors="replace").read().lower() for s in RT_REFUSED)
         if ok and not (realtime and refused):
-            return proc, name, realtime
+            return proc, name, realtime, log_path
         proc.terminate()
         proc.wait(5)
     raise SystemExit(f"jackd did not start (logs in {log_dir})")
+
+
+def _overruns(late: dict[str, int]) -> int:
+    """Xruns at which jackd found the engine's own callback still running (or finishing late);
+    the rest waited for another client or for a thread the system had not woken yet."""
+    return sum(n for key, n in late.items() if key in (f"{ENGINE_CLIENT}:Running", f"{ENGINE_CLIENT}:late"))
 
 
 def main() -> int:
@@ -279,10 +289,17 @@ def main() -> int:
     from hushbridge.control.osc import OscServer
     from hushbridge.effects import Gain
     from hushbridge.engine import ApplyProbe, Engine
-    from hushbridge.io.jack import JackBackend
+    from hushbridge.io.jack import JackBackend, late_clients
     from hushbridge.presets import load_preset
 
-    jackd, server_name, realtime = start_jackd()
+    jackd, server_name, realtime, jackd_log = start_jackd()
+
+    def late_since(offset: int) -> tuple[dict[str, int], int]:
+        """jackd's named late clients logged after ``offset`` and the log's new end."""
+        with open(jackd_log, "rb") as f:
+            f.seek(offset)
+            text = f.read()
+        return late_clients(text.decode(errors="replace")), offset + len(text)
     os.environ["JACK_DEFAULT_SERVER"] = server_name
     rec = Recorder("control_flood")
     ctx = multiprocessing.get_context("spawn")
@@ -297,7 +314,7 @@ def main() -> int:
         chain.append(Gain(), id="probe_midi")
         engine = Engine(chain, channels=2)
         probe_slot, midi_slot = chain.index_of("probe"), chain.index_of("probe_midi")
-        backend = JackBackend(engine, name="hb-flood", connect_inputs="system:capture_.*",
+        backend = JackBackend(engine, name=ENGINE_CLIENT, connect_inputs="system:capture_.*",
                               connect_outputs="system:playback_.*")
         backend.start()
         modes = ["thread", "process"] if args.osc_receive == "both" else [args.osc_receive]
@@ -357,22 +374,31 @@ def main() -> int:
                 raise SystemExit("the MIDI input did not connect to the flood sender")
         time.sleep(1.0)
 
-        idle_x, idle_cpu, idle_wake = [], 0.0, {}
+        idle_x, idle_cpu, idle_wake, idle_late = [], 0.0, {}, {}
         acc = {m: {"x": [], "cpu": 0.0, "wall": 0.0, "wake": {}, "osc_lat": [], "midi_lat": [], "osc_sent": 0,
-                   "midi_sent": 0, "osc_applied": 0, "midi_applied": 0} for m in modes}
+                   "midi_sent": 0, "osc_applied": 0, "midi_applied": 0, "late": {}} for m in modes}
+        _, log_at = late_since(0)
+
+        def add(into: dict[str, int], counts: dict[str, int]) -> None:
+            for k, v in counts.items():
+                into[k] = into.get(k, 0) + v
         d0, co0 = engine.dropped_messages, engine.coalesced_changes
         midi_param = engine.info("/hb/probe_midi/gain_db").param
         for _ in range(rounds):
             # idle: the same engine, no control traffic
+            _, log_at = late_since(log_at)
             x0, c0, k0 = engine.xruns, cpu_seconds(receiver_pid), context_switches()
             time.sleep(seg)
             idle_x.append(engine.xruns - x0)
+            late, log_at = late_since(log_at)
+            add(idle_late, late)
             idle_cpu += cpu_seconds(receiver_pid) - c0
             for name, n in switches_since(k0).items():
                 idle_wake[name] = idle_wake.get(name, 0) + n
             for mode in modes:  # flood, OSC received each way in turn
                 a = acc[mode]
                 engine.apply_probe = probe = ApplyProbe(int((args.osc_rate + args.midi_rate) * seg * 1.2) + 1024)
+                _, log_at = late_since(log_at)
                 x0, c0, w0, k0 = engine.xruns, cpu_seconds(receiver_pid), time.perf_counter(), context_switches()
                 flooding = conns if mode != "sink" else conns[:1]  # the sink round sends OSC only
                 for c in flooding:
@@ -384,6 +410,8 @@ def main() -> int:
                     a["wake"][name] = a["wake"].get(name, 0) + n
                 time.sleep(0.2)  # the last changes reach the audio thread
                 a["x"].append(engine.xruns - x0)
+                late, log_at = late_since(log_at)
+                add(a["late"], late)
                 engine.apply_probe = None
                 if mode == "sink":
                     a["osc_sent"] += len(results[0])
@@ -415,6 +443,8 @@ def main() -> int:
                     ("cpu", a["cpu"] / a["wall"], "cpu s / wall s", "idle engine, same time", idle_cpu / idle_s),
                     ("wakeups", sum(a["wake"].values()) / a["wall"], "context switches / s",
                      "idle engine, same time", sum(idle_wake.values()) / idle_s),
+                    ("engine_overruns", float(_overruns(a["late"])), "count", "idle engine, same time",
+                     float(_overruns(idle_late))),
                     ("osc_sent", float(a["osc_sent"]), "messages", None, None)]
             if mode != "sink":
                 rows.append(("osc_applied", float(a["osc_applied"]), "changes", None, None))
@@ -429,9 +459,10 @@ def main() -> int:
                 ratio, extra = None, {}
                 if base_value is not None and name in ("cpu", "wakeups"):
                     ratio = lower_is_better(value, base_value)
-                elif base_value is not None and name == "xruns":
+                elif base_value is not None and name in ("xruns", "engine_overruns"):
                     ratio = count_ratio(value, base_value)
-                    extra = {"ratio_rule": COUNT_RATIO_RULE, "per_round": a["x"], "per_round_baseline": idle_x}
+                    extra = {"ratio_rule": COUNT_RATIO_RULE, "per_round": a["x"], "per_round_baseline": idle_x,
+                             "late_clients": a["late"], "late_clients_baseline": idle_late}
                 if name == "wakeups":  # who wakes: per thread, per second
                     extra = {"by_thread": {k: round(v / a["wall"], 1) for k, v in sorted(a["wake"].items())},
                              "by_thread_baseline": {k: round(v / idle_s, 1) for k, v in sorted(idle_wake.items())}}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -16,10 +15,6 @@ SAMPLE_RATE = 48000
 BLOCK_SIZE = 128
 _RT_REFUSED = ("cannot use real-time scheduling", "acquireselfrealtime error", "cannot lock down",
                "operation not permitted")
-
-
-_LATE_CLIENT = re.compile(r"XRun: client (?:= )?(?P<name>\S+) (?:was not finished, state = (?P<state>\w+)"
-                          r"|finished after current callback)")
 
 
 @dataclass
@@ -41,18 +36,13 @@ class JackServer:
         return os.path.getsize(self.log_path)
 
     def late_clients(self, since: int = 0) -> dict[str, int]:
-        """Clients jackd logged as late at an xrun after byte ``since`` of its log, counted by
-        ``"name:state"``: ``Running`` (its callback ran past the cycle's end), ``Triggered`` (its
-        thread had not been woken yet: scheduling, not the client), ``late`` (finished after the
-        next cycle began)."""
+        """Clients jackd named at its xruns after byte ``since`` of its log
+        (:func:`hushbridge.io.jack.late_clients`)."""
+        from hushbridge.io.jack import late_clients
+
         with open(self.log_path, "rb") as f:
             f.seek(since)
-            text = f.read().decode(errors="replace")
-        counts: dict[str, int] = {}
-        for m in _LATE_CLIENT.finditer(text):
-            key = f"{m['name']}:{m['state'] or 'late'}"
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+            return late_clients(f.read().decode(errors="replace"))
 
     def realtime_refused(self) -> bool:
         """Whether jackd has logged a refused real-time request (also for client threads)."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes as _ctypes
+import re
 import threading as _threading
 import time as _time
 from collections.abc import Callable, Iterator, Sequence
@@ -168,6 +169,22 @@ def address_of(cdata: object) -> int:
 def _need_jack(operation: str) -> None:
     if jack is None:
         raise BackendError(f"the JACK library is not installed ({_IMPORT_ERROR})", operation)
+
+
+_LATE_CLIENT = re.compile(r"XRun: client (?:= )?(?P<name>\S+) (?:was not finished, state = (?P<state>\w+)"
+                          r"|finished after current callback)")
+
+
+def late_clients(jackd_log: str) -> dict[str, int]:
+    """The clients jackd (JACK 2) named at its xruns in ``jackd_log`` (its stderr), counted by
+    ``"name:state"``. ``Running``: the client's callback was still running at the cycle's end
+    (too slow, or preempted); ``Triggered``: its thread had not been woken yet (the system's
+    scheduling, not the client's work); ``late``: it finished after the next cycle began."""
+    counts: dict[str, int] = {}
+    for m in _LATE_CLIENT.finditer(jackd_log):
+        key = f"{m['name']}:{m['state'] or 'late'}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def get_latency_range(client: "jack.Client", port: "str | jack.Port", mode: str | int) -> tuple[int, int]:
