@@ -17,8 +17,8 @@ every 10 ms window within 1 dB of the level before the fuzz). On a busy machine 
 Python clients miss cycles too (and JACK may zombify a starved recorder), so an unclean take is
 judged on its whole recorded windows only (median level within 1 dB); when no take is clean the
 xruns are attributed first by jackd's log, which names the client each xrun waited for and its
-state: if the engine's callback never ran past a cycle (only other clients, or the engine's
-thread not yet woken by the system), the test skips with those names. Otherwise by the same
+state: if in some take the engine's callback never ran past a cycle (only other clients, or the
+engine's thread not yet woken by the system), the test skips with those names. Otherwise by the same
 take without fuzz (taken as many times as the fuzz was) and a trivial client alone: the test
 fails if all of those run clean, and otherwise skips with the counts.
 """
@@ -304,11 +304,11 @@ def test_osc_fuzz_on_jack(jack_server, receive):
                 break
         # jackd names the client each xrun waited for: only "hb-fuzz:Running" is this engine's
         # callback running past its cycle; "Triggered" is a thread the system had not woken yet
-        overran = sum(a["late"].get("hb-fuzz:Running", 0) + a["late"].get("hb-fuzz:late", 0) for a in attempts)
+        overran = [a["late"].get("hb-fuzz:Running", 0) + a["late"].get("hb-fuzz:late", 0) for a in attempts]
         named = sum(sum(a["late"].values()) for a in attempts)
-        if named and not overran:
-            pytest.skip(f"xruns in every fuzz take, none from the engine's callback running long: {attempts} "
-                        "(control-side and level checks passed)")
+        if named and 0 in overran:
+            pytest.skip(f"xruns in every fuzz take, but in at least one of them never from the engine's callback "
+                        f"running long: {attempts} (control-side and level checks passed)")
         baseline = _baseline_xruns(seconds)
         if control == 0 and complete and baseline == 0:
             pytest.fail(f"xruns during every fuzz take {attempts}, none in {len(attempts)} takes without fuzz "
