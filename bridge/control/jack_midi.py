@@ -6,7 +6,9 @@ activate, port register and connect). Each of those waits for the server, and th
 for the current cycle, which cannot finish while a Python process callback in the same process
 (the engine's audio callback) waits for the GIL: a deadlock, seen when a MIDI input opened
 while the engine ran on JACK and when a controller was re-plugged. JACK-Client (cffi) lets
-the GIL go during every C call.
+the GIL go during every C call. The process callback's own reads (the port's events, the
+cycle's frame time) keep the GIL instead (:class:`hushbridge.io.jack.MidiEventReader`): they
+never wait for the server, and each release would cost the audio thread a wait for the GIL.
 
 The process callback offers each 3-byte event to ``fast`` (plain CC maps applied there, see
 :mod:`hushbridge.control.midi_fast`; never ahead of an event still queued) and copies every

@@ -10,8 +10,9 @@ Per sample (:func:`gate`), all state explicit, so the output never depends on th
    :data:`FLOOR_WINDOW_S` (minimum statistics over :data:`FLOOR_SLOTS` sub-windows: it falls at
    once, and rises only as old minima leave the window). Smoothed power, not the peak detector:
    the peak detector of babble (a café) dips far below its usual level between syllables, which
-   put the floor 10 dB too low there. The threshold used is the
-   larger of ``threshold`` and ``floor + adaptive`` dB; hysteresis and the gain curve follow it.
+   put the floor 10 dB too low there. The threshold used is the larger of ``threshold`` and
+   ``floor + adaptive`` dB (the fixed one until the smoothed power has settled, 6 time
+   constants heard); hysteresis and the gain curve follow it.
    Samples of digital silence (all channels exactly 0) leave the floor as it is, so a live
    engine idling on silence before a take gates that take as an offline render of it does.
 3. State machine: the gate opens when the envelope reaches the threshold; while open, each
@@ -99,7 +100,7 @@ def gate(
     dline : float32 ``(channels, L)`` look-ahead ring, ``L > look-ahead``.
     fstate : float64 ``(F_SIZE,)``; istate : int64 ``(I_SIZE,)`` (see the module constants).
     meter : float64 ``(1,)`` receives the block's largest attenuation in dB (>= 0).
-    floor_slots : float64 ``(FLOOR_SLOTS,)`` the envelope minimum of each finished slot (NO_FLOOR: none yet).
+    floor_slots : float64 ``(FLOOR_SLOTS,)`` the smoothed power's minimum in each finished slot (NO_FLOOR: none).
     """
     ch, n = block.shape
     thr = consts[G_THR]
