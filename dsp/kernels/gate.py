@@ -14,7 +14,12 @@ Per sample (:func:`gate`), all state explicit, so the output never depends on th
    ``floor + adaptive`` dB (the fixed one until the smoothed power has settled, 6 time
    constants heard); hysteresis and the gain curve follow it.
    Samples of digital silence (all channels exactly 0) leave the floor as it is, so a live
-   engine idling on silence before a take gates that take as an offline render of it does.
+   engine idling on silence before a take gates that take as an offline render of it does. A
+   slot's minimum counts only down to :data:`FLOOR_MAX_FALL_DB` under the finished slots' floor,
+   so the floor falls at most that much per slot (12 dB/s): the filters before a gate ring down
+   through an edit's digital silence, and that tail is not the room (it pulled the floor 30 dB
+   down and opened the gate on the room tone after the edit for 3 s). A room that really got
+   quieter is followed at that rate, and babble's dips between syllables count less.
 3. State machine: the gate opens when the envelope reaches the threshold; while open, each
    sample at or above ``threshold - hysteresis`` re-arms the hold counter; below it the hold
    counts down and the gate closes when it runs out.
@@ -64,6 +69,7 @@ F_SIZE = 5
 I_SIZE = 6
 FLOOR_WARMUP = 6.0  # smoothing time constants heard before the smoothed power counts for the floor
 NO_FLOOR = 1e30  # a floor slot with nothing heard yet (finite: state stays finite everywhere)
+FLOOR_MAX_FALL_DB = 6.0  # per slot: a level further under the finished slots' floor is not the room
 _DB20_PER_NEPER = 20.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
@@ -125,6 +131,7 @@ def gate(
     pow_coef = consts[G_POW]
     heard_count = istate[5]
     warmup = int(FLOOR_WARMUP / (1.0 - pow_coef)) if pow_coef < 1.0 else 0
+    fall_lim = math.exp(-2.0 * FLOOR_MAX_FALL_DB * _NEPER_PER_DB20)  # in power
     slot_count = istate[3]
     slot_pos = istate[4]
     thr_i = thr
@@ -167,7 +174,7 @@ def gate(
                     power = 0.0
                 if heard_count < warmup:  # the smoothed power is still rising from nothing
                     heard_count += 1
-                elif power < slot_min:
+                elif power < slot_min and (past_min >= NO_FLOOR or power >= past_min * fall_lim):
                     slot_min = power
                 slot_count += 1
                 if slot_count >= slot_len:  # a slot ends: the oldest minimum leaves the window

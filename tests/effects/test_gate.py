@@ -204,3 +204,19 @@ def test_adaptive_gate_is_block_size_invariant() -> None:
     outs = [run(Gate(threshold_db=-50.0, adaptive_db=10.0, lookahead_ms=2.0), x, block) for block in (1, 64, 1000)]
     np.testing.assert_array_equal(outs[0], outs[1])
     np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_adaptive_floor_falls_at_most_6_db_per_slot_so_a_ringing_tail_does_not_open_the_gate() -> None:
+    """Between two stretches of room tone, 1 s in which the level decays by 80 dB (what the
+    filters before a gate leave of an edit's digital silence): the floor may fall 12 dB in that
+    second (6 dB per 0.5 s slot), not 80, so the room tone after it is still gated. Without the
+    limit the floor followed the tail down and the gate stayed open on the room for 3 s."""
+    rng_ = np.random.default_rng(11)
+    n = 8 * SR
+    x = rng_.standard_normal(n) * 10 ** (-35 / 20)
+    tail = slice(4 * SR, 5 * SR)
+    x[tail] *= np.exp(np.linspace(0.0, math.log(10 ** (-80 / 20)), SR))
+    x = x.astype(np.float32)
+    y = run(Gate(threshold_db=-40.0, hysteresis_db=4.0, ratio=4.0, range_db=18.0, adaptive_db=20.0), x)
+    assert _segment_gain_db(x, y, 3.0, 4.0) < -16.0  # before: closed on the room
+    assert _segment_gain_db(x, y, 5.2, 7.5) < -16.0  # after: still closed
