@@ -31,6 +31,7 @@ from typing import Any
 GIL_SWITCH_INTERVAL = 0.0002  # seconds, as the engine sets it for its own JACK callback
 QUEUE_LIMIT = 4096  # events held between two drains; beyond it new ones are dropped (counted)
 SLOT_BYTES = 512    # longest event kept (sysex dumps beyond it are dropped, counted)
+FAST_PER_CYCLE = 32  # plain CCs applied in one cycle's callback; the rest of a burst goes to the queue
 
 
 class JackMidiIn:
@@ -54,6 +55,7 @@ class JackMidiIn:
         self._reader: Any = None  # MidiEventReader of the port, where the GIL-holding calls exist
         self._calls: Any = None
         self._client_address = 0
+        self._reader_failed = 0
         #: called (in the process callback) after a cycle queued events: must not block, lock or
         #: let the GIL go (:class:`~hushbridge.control.waker.Waker`'s ``set``)
         self.wake: Any = None
@@ -107,6 +109,7 @@ class JackMidiIn:
         taken = len(record)
         differs = False
         seen = 0
+        fast_taken = 0
         written = self._written
         fast = self.fast
         for offset, data in events:
@@ -124,9 +127,13 @@ class JackMidiIn:
                 record.append((offset, raw))
             # a CC may skip the queue only when nothing waits in it: a message queued before it
             # would otherwise be applied after it (and count as the later change)
-            if fast is not None and n == 3 and self._written == self.done:
+            # and only up to FAST_PER_CYCLE a cycle: a burst of hundreds (a fader's whole history
+            # sent at once) ran the callback past its period, and the next cycle cleared the events
+            # still unread
+            if fast is not None and n == 3 and self._written == self.done and fast_taken < FAST_PER_CYCLE:
                 try:
                     if fast(raw):
+                        fast_taken += 1
                         continue
                 except Exception:  # noqa: BLE001 - never lose the rest of the cycle: the queue's way
                     self.fast_errors += 1
@@ -144,6 +151,9 @@ class JackMidiIn:
             sizes[slot] = n
             times[slot] = base + offset
             self._written = w + 1  # publish after the slot is complete
+        if reader is not None and reader.failed != self._reader_failed:  # events the server no longer had
+            self.overflows += reader.failed - self._reader_failed
+            self._reader_failed = reader.failed
         wake = self.wake
         if wake is not None and self._written != written:
             wake()

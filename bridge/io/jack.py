@@ -149,14 +149,17 @@ class MidiEventReader:
         self._port = address_of(port._ptr)
         self._event = _MidiEvent()
         self._event_ref = _ctypes.pointer(self._event)
+        self.failed = 0  # events counted but not readable (a callback that ran past its cycle)
 
     def __call__(self, frames: int) -> Iterator[tuple[int, bytes]]:
         calls, event = self._calls, self._event
         buffer = calls.get_buffer(self._port, frames)
         if not buffer:
             return
-        for i in range(calls.midi_event_count(buffer)):
+        count = calls.midi_event_count(buffer)
+        for i in range(count):
             if calls.midi_event_get(self._event_ref, buffer, i):
+                self.failed += count - i
                 break
             yield event.time, _ctypes.string_at(event.buffer, event.size)
 

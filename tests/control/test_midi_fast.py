@@ -237,6 +237,20 @@ def test_a_cycle_run_twice_loses_nothing_new_when_its_cc_took_the_fast_path(hook
     assert _read(rt) == [] and rt.repeated == 5
 
 
+def test_a_burst_takes_the_fast_path_for_its_first_ccs_only_and_queues_the_rest_in_order(hooked):
+    """300 CCs in one cycle (a controller dumping a fader's history) ran the callback past its
+    period on JACK, and the next cycle cleared the events not read yet (lost, uncounted). Only
+    FAST_PER_CYCLE take the fast path; the rest wait in the queue, in order, none lost."""
+    from hushbridge.control.jack_midi import FAST_PER_CYCLE
+
+    host, rt, taken = hooked
+    burst = [[0xB0, 20, v % 128] for v in range(300)]
+    run_midi_cycle(host, rt, 1000, [(k * 128 // 300, cc) for k, cc in enumerate(burst)])
+    assert 0 < len(taken) == FAST_PER_CYCLE <= 64  # a handful a cycle, far under a burst
+    assert taken == burst[:FAST_PER_CYCLE]
+    assert _read(rt) == burst[FAST_PER_CYCLE:] and rt.overflows == 0
+
+
 # == on a real JACK server ========================================================================
 @pytest.mark.jack
 def test_a_dense_cc_stream_does_not_wake_the_service_thread_every_cycle(jack_server):
