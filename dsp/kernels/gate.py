@@ -15,11 +15,11 @@ Per sample (:func:`gate`), all state explicit, so the output never depends on th
    constants heard); hysteresis and the gain curve follow it.
    Samples of digital silence (all channels exactly 0) leave the floor as it is, so a live
    engine idling on silence before a take gates that take as an offline render of it does. A
-   slot's minimum counts only down to :data:`FLOOR_MAX_FALL_DB` under the finished slots' floor,
-   so the floor falls at most that much per slot (12 dB/s): the filters before a gate ring down
+   slot counts levels only down to :data:`FLOOR_MAX_FALL_DB` under the finished slots' floor,
+   so the floor falls 3 dB per 0.5 s slot at most (6 dB/s): the filters before a gate ring down
    through an edit's digital silence, and that tail is not the room (it pulled the floor 30 dB
-   down and opened the gate on the room tone after the edit for 3 s). A room that really got
-   quieter is followed at that rate, and babble's dips between syllables count less.
+   down and opened the gate on the room tone after the edit for 3 s; now 6 dB for a 1 s edit).
+   A room that really got quieter is followed at that rate; babble's dips count less.
 3. State machine: the gate opens when the envelope reaches the threshold; while open, each
    sample at or above ``threshold - hysteresis`` re-arms the hold counter; below it the hold
    counts down and the gate closes when it runs out.
@@ -69,7 +69,7 @@ F_SIZE = 5
 I_SIZE = 6
 FLOOR_WARMUP = 6.0  # smoothing time constants heard before the smoothed power counts for the floor
 NO_FLOOR = 1e30  # a floor slot with nothing heard yet (finite: state stays finite everywhere)
-FLOOR_MAX_FALL_DB = 6.0  # per slot: a level further under the finished slots' floor is not the room
+FLOOR_MAX_FALL_DB = 3.0  # a level further under the finished slots' floor is not the room
 _DB20_PER_NEPER = 20.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
@@ -83,6 +83,17 @@ def gate_curve(level_db: float, threshold_db: float, slope: float, range_db: flo
     if g < -range_db:
         return -range_db
     return g
+
+
+@njit(cache=True)
+def _lowest_room_power(floor_slots: np.ndarray, fall_lim: float) -> float:
+    """The lowest smoothed power a slot may take as the room: FLOOR_MAX_FALL_DB under the floor of
+    the finished slots (0 when none has one: anything goes)."""
+    low = NO_FLOOR
+    for k in range(floor_slots.shape[0]):
+        if floor_slots[k] < low:
+            low = floor_slots[k]
+    return low * fall_lim if low < NO_FLOOR else 0.0
 
 
 @njit(cache=True)
@@ -132,6 +143,7 @@ def gate(
     heard_count = istate[5]
     warmup = int(FLOOR_WARMUP / (1.0 - pow_coef)) if pow_coef < 1.0 else 0
     fall_lim = math.exp(-2.0 * FLOOR_MAX_FALL_DB * _NEPER_PER_DB20)  # in power
+    lowest = _lowest_room_power(floor_slots, fall_lim)
     slot_count = istate[3]
     slot_pos = istate[4]
     thr_i = thr
@@ -174,7 +186,7 @@ def gate(
                     power = 0.0
                 if heard_count < warmup:  # the smoothed power is still rising from nothing
                     heard_count += 1
-                elif power < slot_min and (past_min >= NO_FLOOR or power >= past_min * fall_lim):
+                elif power < slot_min and power >= lowest:
                     slot_min = power
                 slot_count += 1
                 if slot_count >= slot_len:  # a slot ends: the oldest minimum leaves the window
@@ -184,6 +196,7 @@ def gate(
                     for k in range(1, n_slots):
                         if floor_slots[k] < past_min:
                             past_min = floor_slots[k]
+                    lowest = _lowest_room_power(floor_slots, fall_lim)
                     slot_min = NO_FLOOR
                     slot_count = 0
             floor_power = min(slot_min, past_min)
