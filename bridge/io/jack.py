@@ -537,12 +537,13 @@ class JackBackend(Backend):
             ch = self.engine.channels
             inp = np.zeros((ch, block_size), dtype=np.float32)
             out = np.zeros((ch, block_size), dtype=np.float32)
-            in_pairs = tuple((port, inp[k]) for k, port in enumerate(self.inports))
-            out_pairs = tuple((port, out[k]) for k, port in enumerate(self.outports))
             calls = cycle_calls()
             if calls is not None:  # (port address, row address) for the GIL-holding copies
-                in_pairs = tuple((address_of(p._ptr), row.ctypes.data, row) for p, row in in_pairs)
-                out_pairs = tuple((address_of(p._ptr), row.ctypes.data) for p, row in out_pairs)
+                in_pairs = tuple((a, inp[k].ctypes.data, inp[k]) for k, a in enumerate(self._ptrs_in))
+                out_pairs = tuple((a, out[k].ctypes.data) for k, a in enumerate(self._ptrs_out))
+            else:
+                in_pairs = tuple((port, inp[k]) for k, port in enumerate(self.inports))
+                out_pairs = tuple((port, out[k]) for k, port in enumerate(self.outports))
             self._io = (inp, out, in_pairs, out_pairs, block_size, calls)  # one atomic rebinding
 
     def _on_blocksize(self, blocksize: int) -> None:
