@@ -86,17 +86,6 @@ def gate_curve(level_db: float, threshold_db: float, slope: float, range_db: flo
 
 
 @njit(cache=True)
-def _lowest_room_power(floor_slots: np.ndarray, fall_lim: float) -> float:
-    """The lowest smoothed power a slot may take as the room: FLOOR_MAX_FALL_DB under the floor of
-    the finished slots (0 when none has one: anything goes)."""
-    low = NO_FLOOR
-    for k in range(floor_slots.shape[0]):
-        if floor_slots[k] < low:
-            low = floor_slots[k]
-    return low * fall_lim if low < NO_FLOOR else 0.0
-
-
-@njit(cache=True)
 def gate(
     block: np.ndarray,
     consts: np.ndarray,
@@ -143,7 +132,8 @@ def gate(
     heard_count = istate[5]
     warmup = int(FLOOR_WARMUP / (1.0 - pow_coef)) if pow_coef < 1.0 else 0
     fall_lim = math.exp(-2.0 * FLOOR_MAX_FALL_DB * _NEPER_PER_DB20)  # in power
-    lowest = _lowest_room_power(floor_slots, fall_lim)
+    # the lowest smoothed power a slot may take as the room (past_min is the finished slots' floor)
+    lowest = past_min * fall_lim if past_min < NO_FLOOR else 0.0
     slot_count = istate[3]
     slot_pos = istate[4]
     thr_i = thr
@@ -196,7 +186,7 @@ def gate(
                     for k in range(1, n_slots):
                         if floor_slots[k] < past_min:
                             past_min = floor_slots[k]
-                    lowest = _lowest_room_power(floor_slots, fall_lim)
+                    lowest = past_min * fall_lim if past_min < NO_FLOOR else 0.0
                     slot_min = NO_FLOOR
                     slot_count = 0
             floor_power = min(slot_min, past_min)
