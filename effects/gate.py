@@ -15,18 +15,22 @@ the latency when it swaps the chain in). Thresholds and ratio change instantly: 
 ballistics smooth the result. :attr:`Gate.gain_reduction_db` holds the block's deepest
 attenuation, for meters.
 
-``adaptive_db`` (0: off) lets the threshold follow the room: the lowest RMS level (the side-chain's
-power over 50 ms) in the last 3 s is taken as the noise floor, and the gate opens at
-``adaptive_db`` above it wherever that is higher than ``threshold_db`` (hysteresis and the
+``adaptive_db`` (0: off) lets the threshold follow the room: the noise floor is estimated as
+the lowest RMS level (the side-chain's power over 50 ms) in the last 3 s, and the gate opens at
+``adaptive_db`` above the floor wherever that is higher than ``threshold_db`` (hysteresis and the
 expander curve move with it). A gate after a leveler needs it: a fixed threshold is crossed by the
 room noise as soon as the leveler lifts a quiet take, and then the gate stays open in every
-pause. The floor falls at once and rises as old minima leave the 3 s window, so the threshold
-follows louder noise within 3.5 s; the first 0.3 s heard (until the smoothed power has settled)
-and a take that starts with speech until its first pause use the fixed threshold or a floor
-set by the speech. Digital silence leaves the floor alone (a live engine idling on silence gates
-the take after it as an offline render of the take does). The peak detector of steady noise
-reaches about 13 dB over its RMS (white noise: median 8, max 13 dB in 6 s), so keep
-``adaptive_db - hysteresis_db`` above 13 dB, or noise peaks hold an open gate open.
+pause. The floor starts where the adaptive threshold equals the fixed one (a take cut at its
+first word shows only speech, which is not the room) and rises toward the estimate 4 dB/s at
+most, so unbroken speech cannot lift it into the words; at the end of a steady 0.5 s slot
+(level within 5 dB: a fan, rain, most of a café; hardly ever speech) it takes the estimate at
+once, so a noisy room is followed 0.5 s into a take, and a room that gets louder within 3.5 s
+(once the quieter minima have left the window). It falls 4 dB/s at most, and only while the
+level heard is under it (the filters before the gate ring down through an edit's digital
+silence). Digital silence leaves the floor alone (a live engine idling on silence gates the take after it as an offline render of
+the take does). The peak detector of steady noise reaches about 13 dB over its RMS (white noise:
+median 8, max 13 dB in 6 s), so keep ``adaptive_db - hysteresis_db`` above 13 dB, or noise
+peaks hold an open gate open.
 
 >>> from hushbridge.effects import Gate
 >>> gate = Gate(threshold_db=-50.0, ratio=4.0, range_db=18.0, hold_ms=100.0)
@@ -40,9 +44,12 @@ import numpy as np
 from hushbridge.dsp.design import design_highpass
 from hushbridge.dsp.kernels.gate import (
     DETECTOR_RELEASE_MS,
+    F_FLOOR,
     F_PAST_MIN,
     F_SIZE,
     F_SLOT_MIN,
+    FLOOR_MAX_FALL_DB_PER_S,
+    FLOOR_MAX_RISE_DB_PER_S,
     FLOOR_SLOTS,
     FLOOR_SMOOTHING_MS,
     FLOOR_WINDOW_S,
@@ -52,11 +59,13 @@ from hushbridge.dsp.kernels.gate import (
     G_CLOSE,
     G_CONSTS,
     G_DET,
+    G_FALL,
     G_POW,
     G_HOLD,
     G_LOOK,
     G_RANGE,
     G_REL,
+    G_RISE,
     G_SLOPE,
     G_SLOT,
     G_THR,
@@ -149,6 +158,8 @@ class Gate(Effect):
         self._consts[G_LOOK] = look
         self._consts[G_SLOT] = max(1, round(FLOOR_WINDOW_S / FLOOR_SLOTS * spec.sample_rate))
         self._consts[G_POW] = math.exp(-1.0 / (FLOOR_SMOOTHING_MS * 1e-3 * spec.sample_rate))
+        self._consts[G_RISE] = 10.0 ** (FLOOR_MAX_RISE_DB_PER_S / 10.0 / spec.sample_rate)
+        self._consts[G_FALL] = 10.0 ** (-FLOOR_MAX_FALL_DB_PER_S / 10.0 / spec.sample_rate)
 
     def reset(self) -> None:
         """Clear detector and look-ahead state. The gate starts closed, at ``-range_db``: a file
@@ -161,7 +172,8 @@ class Gate(Effect):
         self._dline.fill(0.0)
         self._fstate.fill(0.0)
         self._fstate[1] = -float(self._values[3])
-        self._fstate[F_SLOT_MIN] = self._fstate[F_PAST_MIN] = NO_FLOOR  # no floor heard yet
+        for k in (F_SLOT_MIN, F_PAST_MIN, F_FLOOR):  # none heard yet
+            self._fstate[k] = NO_FLOOR
         self._floor_slots.fill(NO_FLOOR)
         self._istate.fill(0)
         self._meter[0] = float(self._values[3])

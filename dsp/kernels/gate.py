@@ -5,21 +5,30 @@ Per sample (:func:`gate`), all state explicit, so the output never depends on th
 1. Side-chain high-pass per channel (biquad, TDF-II), then the linked detector: the loudest
    channel's ``|x|`` drives one peak envelope (instant attack, :data:`DETECTOR_RELEASE_MS`
    release), so every channel gets the same gain.
-2. Adaptive threshold (``adaptive`` > 0): the noise floor is the lowest RMS level (the linked
-   side-chain's power smoothed over :data:`FLOOR_SMOOTHING_MS`) in the last
-   :data:`FLOOR_WINDOW_S` (minimum statistics over :data:`FLOOR_SLOTS` sub-windows: it falls at
-   once, and rises only as old minima leave the window). Smoothed power, not the peak detector:
-   the peak detector of babble (a café) dips far below its usual level between syllables, which
-   put the floor 10 dB too low there. The threshold used is the larger of ``threshold`` and
-   ``floor + adaptive`` dB (the fixed one until the smoothed power has settled, 6 time
-   constants heard); hysteresis and the gain curve follow it.
+2. Adaptive threshold (``adaptive`` > 0): the threshold used is the larger of ``threshold`` and
+   ``floor + adaptive`` dB; hysteresis and the gain curve follow it. The floor is tracked on the
+   linked side-chain's power smoothed over :data:`FLOOR_SMOOTHING_MS` (not the peak detector: a
+   café's babble dips far below its usual level between syllables, which put the floor 10 dB
+   too low there). Its estimate is the lowest smoothed power in the last
+   :data:`FLOOR_WINDOW_S` (minimum statistics over :data:`FLOOR_SLOTS` sub-windows), and the
+   floor moves toward it at bounded rates:
+
+   - it starts (once the smoothed power has settled, 6 time constants heard) at the lower of
+     the estimate and the floor at which ``floor + adaptive`` equals ``threshold``, so the
+     first threshold is the fixed one: a take cut at its first word has shown only speech,
+     whose quietest 50 ms are not the room (that floor cut first words by up to 16 dB);
+   - it rises toward the estimate at :data:`FLOOR_MAX_RISE_DB_PER_S` at most, so unbroken
+     speech longer than the window cannot carry it up into the words; except that at the end
+     of a *steady* slot (its smoothed power within :data:`FLOOR_STEADY_DB`: fans, rain, traffic,
+     most of a café's slots; under 2 % of speech's) it takes the estimate at once, so a noisy
+     room is followed as soon as it has been heard for one slot;
+   - it falls only while the power heard now is under it, at :data:`FLOOR_MAX_FALL_DB_PER_S`
+     at most: the filters before a gate ring down through an edit's digital silence, and that
+     tail is not the room (it pulled the floor 30 dB down and opened the gate on the room tone
+     after the edit for 3 s).
+
    Samples of digital silence (all channels exactly 0) leave the floor as it is, so a live
-   engine idling on silence before a take gates that take as an offline render of it does. A
-   slot counts levels only down to :data:`FLOOR_MAX_FALL_DB` under the finished slots' floor,
-   so the floor falls 3 dB per 0.5 s slot at most (6 dB/s): the filters before a gate ring down
-   through an edit's digital silence, and that tail is not the room (it pulled the floor 30 dB
-   down and opened the gate on the room tone after the edit for 3 s; now 6 dB for a 1 s edit).
-   A room that really got quieter is followed at that rate; babble's dips count less.
+   engine idling on silence before a take gates that take as an offline render of it does.
 3. State machine: the gate opens when the envelope reaches the threshold; while open, each
    sample at or above ``threshold - hysteresis`` re-arms the hold counter; below it the hold
    counts down and the gate closes when it runs out.
@@ -45,7 +54,7 @@ FLOOR_WINDOW_S = 3.0  # a pause shorter than this in every 3 s of speech keeps t
 FLOOR_SLOTS = 6
 # consts: threshold_db, close_db, ratio - 1, range_db, attack coef, release coef, detector coef,
 #         hold samples, look-ahead samples, adaptive margin (dB, 0: off), samples per floor slot,
-#         floor power smoothing coef
+#         floor power smoothing coef, the floor's largest rise and fall per sample (power factors)
 G_THR = 0
 G_CLOSE = 1
 G_SLOPE = 2
@@ -58,18 +67,24 @@ G_LOOK = 8
 G_ADAPT = 9
 G_SLOT = 10
 G_POW = 11
-G_CONSTS = 12
+G_RISE = 12
+G_FALL = 13
+G_CONSTS = 14
 # fstate: envelope (linear), gain (dB), minimum of the current floor slot, minimum of the finished
-# slots (both power), smoothed power; istate: open (0/1), hold counter, delay position, samples
+# slots, smoothed power, the floor the threshold follows, the current slot's maximum (powers); istate: open (0/1), hold counter, delay position, samples
 # into the slot, next slot, samples heard (up to the warm-up)
 F_SLOT_MIN = 2
 F_PAST_MIN = 3
 F_POWER = 4
-F_SIZE = 5
+F_FLOOR = 5
+F_SLOT_MAX = 6
+F_SIZE = 7
 I_SIZE = 6
 FLOOR_WARMUP = 6.0  # smoothing time constants heard before the smoothed power counts for the floor
 NO_FLOOR = 1e30  # a floor slot with nothing heard yet (finite: state stays finite everywhere)
-FLOOR_MAX_FALL_DB = 3.0  # a level further under the finished slots' floor is not the room
+FLOOR_MAX_FALL_DB_PER_S = 4.0  # the filters before a gate ring down through an edit's silence
+FLOOR_MAX_RISE_DB_PER_S = 4.0  # a take that starts with speech, or unbroken speech, is not the room
+FLOOR_STEADY_DB = 5.0  # a slot whose smoothed power stays within this is steady noise, not speech
 _DB20_PER_NEPER = 20.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
@@ -131,9 +146,13 @@ def gate(
     pow_coef = consts[G_POW]
     heard_count = istate[5]
     warmup = int(FLOOR_WARMUP / (1.0 - pow_coef)) if pow_coef < 1.0 else 0
-    fall_lim = math.exp(-2.0 * FLOOR_MAX_FALL_DB * _NEPER_PER_DB20)  # in power
-    # the lowest smoothed power a slot may take as the room (past_min is the finished slots' floor)
-    lowest = past_min * fall_lim if past_min < NO_FLOOR else 0.0
+    rise = consts[G_RISE]
+    fall = consts[G_FALL]
+    floor_power = fstate[F_FLOOR]
+    slot_max = fstate[F_SLOT_MAX]
+    steady = math.exp(2.0 * FLOOR_STEADY_DB * _NEPER_PER_DB20)  # in power
+    # where the floor starts: the one at which the adaptive threshold equals the fixed one
+    first_floor = (thr_lin / adapt_lin) ** 2 if adapt > 0.0 else NO_FLOOR
     slot_count = istate[3]
     slot_pos = istate[4]
     thr_i = thr
@@ -176,8 +195,18 @@ def gate(
                     power = 0.0
                 if heard_count < warmup:  # the smoothed power is still rising from nothing
                     heard_count += 1
-                elif power < slot_min and power >= lowest:
-                    slot_min = power
+                else:
+                    if power < slot_min:
+                        slot_min = power
+                    if power > slot_max:
+                        slot_max = power
+                    estimate = min(slot_min, past_min)
+                    if floor_power >= NO_FLOOR:
+                        floor_power = min(estimate, first_floor)
+                    elif power < floor_power:  # only what is heard now takes the floor down
+                        floor_power = max(power, floor_power * fall)
+                    elif estimate > floor_power:
+                        floor_power = min(estimate, floor_power * rise)
                 slot_count += 1
                 if slot_count >= slot_len:  # a slot ends: the oldest minimum leaves the window
                     floor_slots[slot_pos] = slot_min
@@ -186,10 +215,11 @@ def gate(
                     for k in range(1, n_slots):
                         if floor_slots[k] < past_min:
                             past_min = floor_slots[k]
-                    lowest = past_min * fall_lim if past_min < NO_FLOOR else 0.0
+                    if slot_min < NO_FLOOR and slot_max <= slot_min * steady and floor_power < past_min:
+                        floor_power = past_min  # steady noise: the window's minimum is the room
                     slot_min = NO_FLOOR
+                    slot_max = 0.0
                     slot_count = 0
-            floor_power = min(slot_min, past_min)
             floor = math.sqrt(floor_power) if floor_power < NO_FLOOR else 0.0  # none yet: the fixed one
             if floor * adapt_lin > thr_lin:
                 thr_i_lin = floor * adapt_lin
@@ -246,15 +276,19 @@ def gate(
         g_db = -rng
     fstate[0] = env
     fstate[1] = g_db
-    if not (slot_min >= 0.0 and past_min >= 0.0):  # NaN from a blown-up side-chain: forget the floor
-        slot_min = NO_FLOOR
+    if not (slot_min >= 0.0 and past_min >= 0.0 and floor_power >= 0.0 and slot_max >= 0.0):
+        slot_min = NO_FLOOR  # NaN from a blown-up side-chain: forget the floor
+        slot_max = 0.0
         past_min = NO_FLOOR
+        floor_power = NO_FLOOR
         floor_slots[:] = NO_FLOOR
     if not (power >= 0.0 and power < NO_FLOOR):
         power = 0.0
     fstate[F_SLOT_MIN] = slot_min
     fstate[F_PAST_MIN] = past_min
     fstate[F_POWER] = power
+    fstate[F_FLOOR] = floor_power
+    fstate[F_SLOT_MAX] = slot_max
     istate[0] = is_open
     istate[1] = hold
     istate[2] = dp

@@ -206,12 +206,12 @@ def test_adaptive_gate_is_block_size_invariant() -> None:
     np.testing.assert_array_equal(outs[0], outs[2])
 
 
-def test_adaptive_floor_falls_3_db_a_slot_at_most_so_a_ringing_tail_does_not_take_it_down() -> None:
+def test_adaptive_floor_falls_6_db_a_second_at_most_so_a_ringing_tail_does_not_take_it_down() -> None:
     """Between two stretches of room tone, 1 s in which the level decays by 80 dB (what the
-    filters before a gate leave of an edit's digital silence): the floor may fall 3 dB per
-    0.5 s slot, 6 dB in that second, not 80. Without the limit it followed the tail down and the
-    gate stayed fully open on the room tone after it for 3 s."""
-    from hushbridge.dsp.kernels.gate import F_PAST_MIN, F_SLOT_MIN
+    filters before a gate leave of an edit's digital silence): the floor may fall 6 dB in that
+    second, not 80. Without the limit it followed the tail down and the gate stayed fully open on
+    the room tone after it for 3 s."""
+    from hushbridge.dsp.kernels.gate import F_FLOOR
 
     rng_ = np.random.default_rng(11)
     n = 8 * SR
@@ -224,8 +224,40 @@ def test_adaptive_floor_falls_3_db_a_slot_at_most_so_a_ringing_tail_does_not_tak
     floor_db = []
     for s in range(0, n, SR // 2):
         gate.process(y[:, s:s + SR // 2])
-        floor_db.append(10 * math.log10(min(gate._fstate[F_SLOT_MIN], gate._fstate[F_PAST_MIN])))
+        floor_db.append(10 * math.log10(gate._fstate[F_FLOOR]))
     before, after = floor_db[7], floor_db[9]  # at 4.0 s and at 5.0 s (the end of the tail)
     assert before - 7.0 < after <= before, floor_db
     assert _segment_gain_db(x[0], y, 3.0, 4.0) < -16.0  # closed on the room before the tail
     assert _segment_gain_db(x[0], y, 5.2, 7.5) < -4.0  # after it: still attenuating (0 dB without the limit)
+
+
+def test_adaptive_floor_rises_4_db_a_second_at_most_under_unbroken_speech() -> None:
+    """2 s of room tone at -60 dBFS, then 8 s of a voice that never pauses (syllables at 4 Hz
+    swinging -20..-32 dB). Once the room tone has left the 3 s window, the window's minimum is
+    the voice's own dips; the floor follows them up by 4 dB/s at most, so the voice passes
+    whole all the way. (The floor used to be that minimum: at 5.25 s it jumped 32 dB to the
+    dips, and from 6 s the expander cut the voice by its full range.)"""
+    from hushbridge.dsp.kernels.gate import F_FLOOR, FLOOR_MAX_RISE_DB_PER_S
+
+    rng_ = np.random.default_rng(7)
+    n = 10 * SR
+    t = np.arange(n) / SR
+    x = rng_.standard_normal(n) * 10 ** (-60 / 20)
+    voice = slice(2 * SR, n)
+    level_db = -26.0 + 6.0 * np.sin(2 * np.pi * 4.0 * t[voice])
+    x[voice] += np.sin(2 * np.pi * 300.0 * t[voice]) * math.sqrt(2) * 10 ** (level_db / 20)
+    x = x.astype(np.float32)[None]
+    gate = Gate(threshold_db=-50.0, hysteresis_db=4.0, ratio=4.0, range_db=18.0, adaptive_db=20.0, hold_ms=80.0)
+    gate.prepare(ProcessSpec(SR, SR // 4, 1))
+    y = x.copy()
+    floor_db = []
+    for s in range(0, n, SR // 4):
+        gate.process(y[:, s:s + SR // 4])
+        floor_db.append(10 * math.log10(gate._fstate[F_FLOOR]))
+    room = floor_db[7]  # at 2 s
+    assert room == pytest.approx(-60.0, abs=1.5)
+    steps = np.diff(floor_db[8:])
+    assert steps.max() <= FLOOR_MAX_RISE_DB_PER_S / 4 + 0.01, floor_db  # per 0.25 s block
+    assert floor_db[-1] > room + 10.0, floor_db  # it does follow, at that rate
+    for a in range(3, 10):
+        assert _segment_gain_db(x[0], y, a, a + 1) > -0.1, a
