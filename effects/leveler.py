@@ -7,7 +7,11 @@ speech is active. Activity = the 50 ms level is ``activity_db`` above an adaptiv
 (follows the level down at once, rises 3 dB/s) and within 20 dB of the loudest recent speech
 (so clicks and typing in pauses, far under the voice, do not count). While active, the gain moves toward
 ``target_lufs - level`` (clamped to ``[-max_cut_db, +max_gain_db]``) with time constant
-``time_s``; in pauses it is frozen, so the leveler never pumps the noise floor up.
+``time_s``; in pauses it is frozen, so the leveler never pumps the noise floor up. Fast start:
+for the first second of speech after a reset (or after the detector re-arms on a long digital
+silence) the time constant is 0.3 s instead (``time_s`` if shorter), so a quiet take is at its
+level within its first words instead of after ``time_s``: a -40 dBFS take's first words had
+stayed under the following expander's threshold in the dialogue preset.
 
 :attr:`Leveler.gain_db` is the gain now; :attr:`Leveler.active` whether speech is detected.
 
@@ -24,12 +28,16 @@ from hushbridge.dsp.design import design_highpass, design_highshelf
 from hushbridge.dsp.kernels.leveler import (
     FLOOR_MIN_LUFS,
     FLOOR_RISE_DB_S,
+    FAST_START_S,
+    FAST_TIME_S,
     F_REF,
     F_SIZE,
     LEVEL_MS,
     REF_FALL_DB_S,
     SHORT_MS,
     V_CONSTS,
+    V_FAST_COEF,
+    V_FAST_LEN,
     V_GAIN_COEF,
     V_LEVEL,
     V_MARGIN,
@@ -110,6 +118,8 @@ class Leveler(Effect):
         k[V_REF_FALL] = REF_FALL_DB_S / sr
         k[V_WARMUP] = round(WARMUP_MS * 1e-3 * sr)
         k[V_REARM] = round(REARM_MS * 1e-3 * sr)
+        k[V_FAST_COEF] = math.exp(-1.0 / (FAST_TIME_S * sr))
+        k[V_FAST_LEN] = round(FAST_START_S * sr)
         self._fstate[F_REF] = FLOOR_MIN_LUFS
 
     def reset(self) -> None:

@@ -28,7 +28,9 @@ Per sample (:func:`leveler`), all state explicit, so the output never depends on
 5. Only while active: the slow mean square integrates (so pauses do not drag the level down),
    and the gain (dB) moves toward ``target - level``, clamped to ``[-max_cut, +max_gain]``, by a
    one pole of time constant ``time_s``. In pauses the gain is frozen: the noise floor is not
-   pumped up.
+   pumped up. For the first :data:`FAST_START_S` of speech since the reset (or the re-arm of 4)
+   the time constant is :data:`FAST_TIME_S` (or ``time_s`` if shorter): a quiet take's first
+   words get its gain, not the gain of 0 dB a reset leaves.
 """
 from __future__ import annotations
 
@@ -48,8 +50,11 @@ FLOOR_MIN_LUFS = -90.0
 RELATIVE_GATE_DB = 20.0
 REF_FALL_DB_S = 1.0
 REARM_MS = 500.0
+FAST_START_S = 1.0  # of speech heard since the reset: the gain moves with FAST_TIME_S until then
+FAST_TIME_S = 0.3
 # consts: target, max_gain, max_cut, gain coef, short coef, level coef, floor rise per sample,
-#         activity margin, warm-up samples
+#         activity margin, warm-up samples, speech reference fall per sample, re-arm samples,
+#         the gain coef and the samples of speech of the fast start
 V_TARGET = 0
 V_MAX_GAIN = 1
 V_MAX_CUT = 2
@@ -61,7 +66,9 @@ V_MARGIN = 7
 V_WARMUP = 8
 V_REF_FALL = 9
 V_REARM = 10
-V_CONSTS = 11
+V_FAST_COEF = 11
+V_FAST_LEN = 12
+V_CONSTS = 13
 # fstate: gain_db, floor_db, slow level mean square (summed), samples since reset, active (0/1),
 #         speech reference (dB, -inf before the first speech)
 F_GAIN = 0
@@ -71,7 +78,8 @@ F_COUNT = 3
 F_ACTIVE = 4
 F_REF = 5
 F_ZEROS = 6  # samples of digital silence in a row
-F_SIZE = 7
+F_HEARD = 7  # samples of speech (active) since the reset, up to the fast start's length
+F_SIZE = 8
 _DB10_PER_NEPER = 10.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
@@ -108,6 +116,9 @@ def leveler(
     warmup = consts[V_WARMUP]
     ref_fall = consts[V_REF_FALL]
     rearm = consts[V_REARM]
+    fast_coef = min(consts[V_FAST_COEF], gc)
+    fast_len = consts[V_FAST_LEN]
+    heard = fstate[F_HEARD]
     zeros = fstate[F_ZEROS]
     ref = fstate[F_REF]
     g_db = fstate[F_GAIN]
@@ -131,6 +142,7 @@ def leveler(
                 floor = 0.0
                 active = 0.0
                 ref = FLOOR_MIN_LUFS
+                heard = 0.0
                 continue
         else:
             zeros = 0.0
@@ -169,7 +181,11 @@ def leveler(
                 level = lc * level + (1.0 - lc) * short
                 level_db = -0.691 + _DB10_PER_NEPER * math.log(max(level, 1e-20))
                 want = min(max(target - level_db, -max_cut), max_gain)
-                g_db = gc * g_db + (1.0 - gc) * want
+                if heard < fast_len:  # the first words: get to the level now, not in time_s
+                    heard += 1.0
+                    g_db = fast_coef * g_db + (1.0 - fast_coef) * want
+                else:
+                    g_db = gc * g_db + (1.0 - gc) * want
                 if abs(g_db) < 1e-9:
                     g_db = 0.0
                 gain = np.float32(math.exp(g_db * _NEPER_PER_DB20))
@@ -192,6 +208,7 @@ def leveler(
     fstate[F_COUNT] = count
     fstate[F_ACTIVE] = active
     fstate[F_ZEROS] = zeros
+    fstate[F_HEARD] = heard
     meter[0] = g_db
     meter[1] = -0.691 + _DB10_PER_NEPER * math.log(max(level, 1e-20))
     meter[2] = floor

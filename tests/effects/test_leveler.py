@@ -64,6 +64,34 @@ def test_two_speakers_10_db_apart_and_frozen_in_pause() -> None:
     assert rise < 1.0, f"gain rose {rise:.2f} dB in the pause"
 
 
+def test_a_quiet_take_is_at_level_within_its_first_second_of_speech() -> None:
+    """The fast start: until 1 s of speech has been heard since the reset, the gain moves with
+    a 0.3 s time constant, then with ``time_s``. A take 16 dB under the target is within 3 dB of
+    it after its first second of speech (with ``time_s`` = 3 s alone it was 10 dB under: the
+    first words of a quiet take stayed under a following expander's threshold), and after that
+    the gain settles (it moves less than 2 dB in the next second; 3 dB with ``time_s`` alone)."""
+    from hushbridge.dsp.kernels.leveler import FAST_START_S
+
+    a = utterance("librispeech_1034-*.flac") * 10 ** (-36 / 20)
+    fx = Leveler(target_lufs=-20.0, max_gain_db=18.0, max_cut_db=12.0, time_s=3.0)
+    fx.prepare(ProcessSpec(SR, 160, 1))
+    y = a[None, :].astype(np.float32).copy()
+    gains, heard = [], []
+    spoken = 0
+    for s in range(0, y.shape[1], 160):
+        fx.process(y[:, s : s + 160])
+        spoken += 160 if fx.active else 0
+        gains.append(fx.gain_db)
+        heard.append(spoken / SR)
+    gains, heard = np.array(gains), np.array(heard)
+    one_s = int(np.argmax(heard >= FAST_START_S))
+    two_s = int(np.argmax(heard >= 2 * FAST_START_S))
+    assert gains[one_s] > 16.0 - 3.0 - 2.0, gains[one_s]  # -36 dB RMS is about -34 LUFS here
+    assert abs(gains[two_s] - gains[one_s]) < 2.0, (gains[one_s], gains[two_s])
+    out = active_rms_db(y[0, one_s * 160:].astype(np.float64))
+    assert out == pytest.approx(active_rms_db(a[one_s * 160:]) + gains[-1], abs=2.0)
+
+
 def test_typing_in_a_pause_does_not_raise_the_gain() -> None:
     """Clicks far under the voice clear the noise floor, but not the relative gate: the gain
     stays where the speech left it (it climbed 10 dB in a 6 s pause of typing before)."""
