@@ -163,8 +163,19 @@ class JackMidiIn:
         """Only active sensing can be dropped here; sysex and timing always pass (we parse them)."""
         self._ignore_active_sense = active_sense
 
+    @property
+    def usable(self) -> bool:
+        """Whether the JACK client can be asked for ports and connections now: on a host, while
+        the host backend is started (a stopped one is deactivated, a closed one has no client)."""
+        host = self._host
+        return host is None or (bool(host.active) and bool(host.client._ptr))
+
     def get_ports(self) -> list[str]:
-        """Full names of the MIDI outputs of other clients (the sources we can connect to)."""
+        """Full names of the MIDI outputs of other clients (the sources we can connect to);
+        none while the host backend is stopped or closed."""
+        if not self.usable:  # libjack would print an error per call on a closed client, then raise
+            self._sources = []
+            return []
         mine = f"{self.client.name}:"
         self._sources = [p.name for p in self.client.get_ports(is_midi=True, is_output=True)
                          if not p.name.startswith(mine)]
@@ -196,7 +207,7 @@ class JackMidiIn:
         """Disconnect our port from ``source``, or from every source (it stays registered for the
         next open)."""
         port = self._port
-        if port is not None:
+        if port is not None and self.usable:  # a stopped host has no connections, a closed one no client
             try:
                 if source is None:
                     port.disconnect()
@@ -229,7 +240,7 @@ class JackMidiIn:
         port, self._port = self._port, None
         if self._host is not None:
             self._host.remove_process_hook(self._process)
-            if port is not None:
+            if port is not None and self._host.client._ptr:  # a closed client took its ports along
                 try:
                     port.unregister()
                 except Exception:  # noqa: BLE001 - the backend's client is already closed

@@ -1285,6 +1285,7 @@ class MidiInput:
         self.fast_cc = fast_cc
         self._fast: Any = None  # the CcFastPath while it runs (JACK with a Waker)
         self.wakeups = 0  # service thread wake-ups (diagnostics: each one takes the GIL)
+        self._failure = ""  # the service step's last error, logged once while it repeats
 
     @property
     def port_label(self) -> str:
@@ -1464,8 +1465,14 @@ class MidiInput:
                 if self.source is not None and now >= next_poll:
                     next_poll = now + self.poll_s
                     self._check_source()
-            except Exception:  # noqa: BLE001 - keep serving
-                log.exception("MIDI service step failed")
+                failure = ""
+            except Exception as e:  # noqa: BLE001 - keep serving
+                failure = f"{type(e).__name__}: {e}"
+                if failure != self._failure:  # once per kind in a row: a poll every 0.25 s would flood the log
+                    log.exception("MIDI service step failed (repeats of this error are logged at debug level)")
+                else:
+                    log.debug("MIDI service step failed again: %s", failure)
+            self._failure = failure
             wake = next_poll if self.source is not None else now + self.poll_s
             deadline = self.mapper.next_deadline()
             if deadline is not None:
@@ -1482,6 +1489,13 @@ class MidiInput:
         with self._rt_lock:
             rt = self._rt
             if rt is None:
+                return
+            if not getattr(rt, "usable", True):  # a host backend stopped (deactivated: no connections) or closed
+                if self.connected:
+                    self.connected = False
+                    self.disconnects += 1
+                    log.info("MIDI input: the engine's JACK client stopped; %r is connected again when it "
+                             "starts", self.connected_to)
                 return
             names = rt.get_ports()
             index = match_port(self.source, names, self.connected_to if self.connected else None)

@@ -162,3 +162,60 @@ def test_idle_jack_midi_input_sleeps_and_wakes_for_an_event(jack_server):
             midi.close()
         sender.close()
         backend.close()
+
+
+@pytest.mark.jack
+def test_a_hosted_midi_input_follows_its_backend_through_stop_start_and_close(jack_server, caplog):
+    """A MIDI input on the engine's own JACK client while that backend is stopped and started
+    again (deactivated: every connection gone) and finally closed before the input: the input
+    reconnects after each start, a CC plays each time, and nothing fails (the service thread
+    logged a traceback every poll while the backend was stopped, and libjack complained about a
+    NULL client every poll after it was closed)."""
+    import logging
+
+    from helpers import JackMidiSenderProcess
+
+    from hushbridge.control.midi import MidiInput, MidiMapper
+    from hushbridge.effects import Chain, Gain
+    from hushbridge.engine import Engine
+    from hushbridge.io.jack import JackBackend
+
+    caplog.set_level(logging.INFO, logger="hushbridge")
+    engine = Engine(Chain([Gain()]), channels=1)
+    backend = JackBackend(engine, name="hb-midi-host")
+    sender = JackMidiSenderProcess(jack_server.name, "hb-midi-host-sender")
+    midi = None
+    try:
+        backend.start()
+        mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": "/hb/gain/gain_db"}]})
+        midi = MidiInput(mapper, port=sender.port_name, api="jack", jack_host=backend, port_name="midi_in",
+                         poll_s=0.05).start()
+        p = engine.info("/hb/gain/gain_db").param
+        for round_, value in enumerate((127, 0, 127)):
+            if round_:
+                backend.stop()
+                time.sleep(0.3)  # several polls while stopped
+                assert not midi.connected
+                backend.start()
+            assert midi.wait_connected(10), round_
+            want = p.max if value else p.min
+            for attempt in range(5):  # an xrun can lose the cycle that carried the event
+                sender.send(bytes([0xB0, 7, value]))
+                deadline = time.monotonic() + 2
+                while engine.get("/hb/gain/gain_db") != want and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                if engine.get("/hb/gain/gain_db") == want:
+                    break
+            assert engine.get("/hb/gain/gain_db") == want, round_
+        assert midi.connects == 3 and midi.disconnects == 2, (midi.connects, midi.disconnects)
+        backend.close()
+        time.sleep(0.3)
+        midi.close()
+        midi = None
+        failed = [r for r in caplog.records if "service step failed" in r.getMessage() and r.levelno >= logging.WARNING]
+        assert not failed, failed[0].getMessage()
+    finally:
+        if midi is not None:
+            midi.close()
+        sender.close()
+        backend.close()
