@@ -44,12 +44,14 @@ from hushbridge.dsp.kernels.leveler import (
     V_MAX_CUT,
     V_MAX_GAIN,
     V_REF_FALL,
+    V_SILENCE,
     V_RISE,
     V_SHORT,
     V_TARGET,
     V_WARMUP,
     WARMUP_MS,
     REARM_MS,
+    SILENCE_MS,
     V_REARM,
     leveler,
 )
@@ -120,6 +122,7 @@ class Leveler(Effect):
         k[V_REARM] = round(REARM_MS * 1e-3 * sr)
         k[V_FAST_COEF] = math.exp(-1.0 / (FAST_TIME_S * sr))
         k[V_FAST_LEN] = round(FAST_START_S * sr)
+        k[V_SILENCE] = round(SILENCE_MS * 1e-3 * sr)
         self._fstate[F_REF] = FLOOR_MIN_LUFS
 
     def reset(self) -> None:

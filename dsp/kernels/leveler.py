@@ -25,6 +25,12 @@ Per sample (:func:`leveler`), all state explicit, so the output never depends on
    counting the room as speech while the floor climbs from -90 LUFS. Between phrases of a
    gated source (exact zeros in its pauses) nothing restarts: the remembered voice keeps the
    relative gate working, and the output is the same as with a faint floor in the pauses.
+   While a voice is remembered, :data:`SILENCE_MS` or more of exact zeros (an edit on a
+   timeline, a gated source's pause) hold the noise floor, and so does the first
+   :data:`WARMUP_MS` of sound after them (the short level rising again from nothing): they say
+   nothing about the room. The floor used to fall to -90 LUFS in an edit's zeros, and the room
+   tone after the edit passed for speech until the floor had climbed back (9.5 dB of gain on a
+   real fan 15 dB under the voice, in 4 s).
 5. Only while active: the slow mean square integrates (so pauses do not drag the level down),
    and the gain (dB) moves toward ``target - level``, clamped to ``[-max_cut, +max_gain]``, by a
    one pole of time constant ``time_s``. In pauses the gain is frozen: the noise floor is not
@@ -50,11 +56,12 @@ FLOOR_MIN_LUFS = -90.0
 RELATIVE_GATE_DB = 20.0
 REF_FALL_DB_S = 1.0
 REARM_MS = 500.0
+SILENCE_MS = 10.0  # exact zeros this long are digital silence (a 16-bit room has single zero samples)
 FAST_START_S = 1.0  # of speech heard since the reset: the gain moves with FAST_TIME_S until then
 FAST_TIME_S = 0.3
 # consts: target, max_gain, max_cut, gain coef, short coef, level coef, floor rise per sample,
 #         activity margin, warm-up samples, speech reference fall per sample, re-arm samples,
-#         the gain coef and the samples of speech of the fast start
+#         the gain coef and the samples of speech of the fast start, samples of zeros that are silence
 V_TARGET = 0
 V_MAX_GAIN = 1
 V_MAX_CUT = 2
@@ -68,7 +75,8 @@ V_REF_FALL = 9
 V_REARM = 10
 V_FAST_COEF = 11
 V_FAST_LEN = 12
-V_CONSTS = 13
+V_SILENCE = 13
+V_CONSTS = 14
 # fstate: gain_db, floor_db, slow level mean square (summed), samples since reset, active (0/1),
 #         speech reference (dB, -inf before the first speech)
 F_GAIN = 0
@@ -79,7 +87,8 @@ F_ACTIVE = 4
 F_REF = 5
 F_ZEROS = 6  # samples of digital silence in a row
 F_HEARD = 7  # samples of speech (active) since the reset, up to the fast start's length
-F_SIZE = 8
+F_SETTLE = 8  # samples after a digital silence during which the floor holds
+F_SIZE = 9
 _DB10_PER_NEPER = 10.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
@@ -119,6 +128,8 @@ def leveler(
     fast_coef = min(consts[V_FAST_COEF], gc)
     fast_len = consts[V_FAST_LEN]
     heard = fstate[F_HEARD]
+    settle = fstate[F_SETTLE]
+    silence = consts[V_SILENCE]
     zeros = fstate[F_ZEROS]
     ref = fstate[F_REF]
     g_db = fstate[F_GAIN]
@@ -143,8 +154,11 @@ def leveler(
                 active = 0.0
                 ref = FLOOR_MIN_LUFS
                 heard = 0.0
+                settle = 0.0
                 continue
         else:
+            if zeros >= silence and count >= warmup:  # sound after digital silence: the short level
+                settle = warmup                           # settles first (after a re-arm, the warm-up does)
             zeros = 0.0
         short = 0.0
         for c in range(ch):
@@ -165,7 +179,11 @@ def leveler(
             if count == warmup:
                 count += 1.0
                 floor = short_db
-            if short_db < floor:
+            if zeros >= silence:  # digital silence says nothing about the room: the floor holds
+                pass
+            elif settle > 0.0:  # nor does the short level rising again from it
+                settle -= 1.0
+            elif short_db < floor:
                 floor = max(short_db, FLOOR_MIN_LUFS)
             else:
                 floor += rise
@@ -209,6 +227,7 @@ def leveler(
     fstate[F_ACTIVE] = active
     fstate[F_ZEROS] = zeros
     fstate[F_HEARD] = heard
+    fstate[F_SETTLE] = settle
     meter[0] = g_db
     meter[1] = -0.691 + _DB10_PER_NEPER * math.log(max(level, 1e-20))
     meter[2] = floor

@@ -153,6 +153,27 @@ def test_digital_silence_puts_the_detector_back_to_a_fresh_start() -> None:
     assert abs(gains[-1]) < 0.5, gains[-1]  # the room did not pull the gain up
 
 
+def test_room_tone_after_an_edit_is_not_speech() -> None:
+    """A take cut on a timeline: speech over a room 15 dB under it, then 1 s of exact zeros (the
+    edit), then 4 s of the same room. The zeros say nothing about the room, so the floor holds
+    through them (and through the short level's rise after them): the room tone is not counted as
+    speech and the gain stays where the speech left it. The floor used to fall to -90 LUFS in
+    the zeros, the room then passed for speech for all 4 s, and the gain climbed 6 dB (9.5 on
+    a real ceiling fan)."""
+    rng = np.random.default_rng(2)
+    a = utterance("librispeech_1034-*.flac") * 10 ** (-26 / 20)
+    room = 10 ** (-41 / 20)
+    x = np.concatenate([a, np.zeros(SR), np.zeros(4 * SR)])
+    x += rng.standard_normal(len(x)) * room
+    x[len(a):len(a) + SR] = 0.0
+    fx = Leveler(target_lufs=-20.0, max_gain_db=18.0, max_cut_db=12.0, time_s=3.0)
+    y, gains = run(fx, x)
+    i0, i1 = len(a) // 160, len(x) // 160
+    rise = gains[i0:i1].max() - gains[i0 - 1]
+    assert rise < 0.5, f"gain rose {rise:.2f} dB on the room tone after the edit"
+    assert np.any(gains[:i0] != 0.0)  # it did level the speech before
+
+
 def test_a_gated_source_levels_as_one_with_a_faint_floor_in_its_pauses() -> None:
     """A hardware gate sends exact zeros in every pause; another source a faint floor. Between
     phrases the leveler must not start over (it forgot the voice and the relative gate, and the
