@@ -12,6 +12,12 @@ Signal flow (per sample, :func:`hushbridge.dsp.kernels.dynamics.compressor`):
    gain reduction after ``attack_ms``; a step down recovers 63 % after ``release_ms``.
 5. Gain reduction and ``makeup_db`` applied to every channel alike.
 
+``freeze_db`` (0: off) makes it a gated compressor, as broadcast processors have: while the
+detector is more than ``freeze_db`` under the threshold, the gain reduction holds instead of
+releasing. Without it a pause gets the whole ``makeup_db`` while the speech around it gets the
+makeup minus its gain reduction, so the pause comes up against the speech by that much (the
+room noise "breathes" up between phrases); frozen, a pause keeps the gain of the speech before it.
+
 Threshold, ratio, knee and makeup ramp over 20 ms. :attr:`Compressor.gain_reduction_db`
 holds the largest gain reduction of the latest block, for meters.
 
@@ -48,11 +54,12 @@ class Compressor(Effect):
         Param("makeup_db", 0.0, 24.0, 0.0, scale="db", smoothing_ms=20.0),
         Param("detector", 0.0, 1.0, 0.0, step=1.0, smoothing_ms=0.0, choices=("peak", "rms")),
         Param("sidechain_hpf_hz", 20.0, 500.0, 20.0, scale="log", smoothing_ms=0.0),
+        Param("freeze_db", 0.0, 40.0, 0.0, smoothing_ms=0.0),
     )
 
     def __init__(self, **values: float) -> None:
         object.__setattr__(self, "_ramp", np.zeros((3, 4), dtype=np.float64))
-        object.__setattr__(self, "_consts", np.zeros(4, dtype=np.float64))
+        object.__setattr__(self, "_consts", np.zeros(5, dtype=np.float64))
         object.__setattr__(self, "_sc_coefs", np.array([1.0, 0.0, 0.0, 0.0, 0.0]))
         object.__setattr__(self, "_sc_state", np.zeros((1, 2), dtype=np.float64))
         object.__setattr__(self, "_rms_state", np.zeros(1, dtype=np.float64))
@@ -90,6 +97,8 @@ class Compressor(Effect):
             self._consts[3] = v[6]
         elif index == 7:
             design_highpass(sr, float(v[7]), _SC_Q, self._sc_coefs)
+        elif index == 8:
+            self._consts[4] = v[8]
 
     def _prepare(self, spec: ProcessSpec) -> None:
         object.__setattr__(self, "_sc_state", np.zeros((spec.channels, 2), dtype=np.float64))

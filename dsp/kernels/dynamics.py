@@ -21,7 +21,8 @@ C_THRESHOLD = 0  # threshold, dB
 C_SLOPE = 1      # 1 - 1/ratio
 C_KNEE = 2       # knee width, dB
 C_MAKEUP = 3     # makeup gain, dB
-# consts: attack coef, release coef, rms coef, detector (0 peak, 1 rms)
+# consts: attack coef, release coef, rms coef, detector (0 peak, 1 rms), freeze depth (dB under
+#         the threshold where the gain reduction holds; 0: never)
 _LOG10_FLOOR = 1e-30
 _DB10_PER_NEPER = 10.0 / math.log(10.0)  # 10*log10(p) == _DB10_PER_NEPER * ln(p)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0  # 10**(db/20) == exp(db * _NEPER_PER_DB20)
@@ -60,8 +61,10 @@ def compressor(
     ----------
     ramp : float64 ``(3, 4)``
         Rows current / target / per-sample step of threshold_db, slope, knee_db, makeup_db.
-    consts : float64 ``(4,)``
-        Attack and release one-pole coefficients, RMS averaging coefficient, detector (0 peak, 1 rms).
+    consts : float64 ``(5,)``
+        Attack and release one-pole coefficients, RMS averaging coefficient, detector (0 peak, 1 rms),
+        freeze depth in dB (0: off): while the detector is that far under the threshold the gain
+        reduction holds instead of releasing (a gated compressor: pauses keep the speech's gain).
     sc_coefs : float64 ``(5,)``
         Side-chain high-pass ``[b0, b1, b2, a1, a2]``; ``sc_state`` float64 ``(channels, 2)``.
     rms_state : float64 ``(channels,)``
@@ -76,6 +79,7 @@ def compressor(
     rel = consts[1]
     rc = consts[2]
     rms = consts[3] > 0.5
+    freeze = consts[4]
     b0 = sc_coefs[0]
     b1 = sc_coefs[1]
     b2 = sc_coefs[2]
@@ -91,6 +95,7 @@ def compressor(
             ramping = True
     # detector power (squared level) below which no gain reduction can happen: skip the log
     floor_pow = 10.0 ** ((thr - 0.5 * knee) / 10.0)
+    freeze_pow = 10.0 ** ((thr - freeze) / 10.0) if freeze > 0.0 else -1.0
     y1 = env[0]
     yl = env[1]
     peak_gr = 0.0
@@ -112,6 +117,7 @@ def compressor(
             knee = ramp[0, C_KNEE]
             makeup = ramp[0, C_MAKEUP]
             floor_pow = 10.0 ** ((thr - 0.5 * knee) / 10.0)
+            freeze_pow = 10.0 ** ((thr - freeze) / 10.0) if freeze > 0.0 else -1.0
         # detector: side-chain high-pass per channel, linked by taking the loudest channel
         power = 0.0
         for c in range(ch):
@@ -127,15 +133,16 @@ def compressor(
                 rms_state[c] = p
             if p > power:
                 power = p
-        target = 0.0
-        if power > floor_pow:
-            target = gain_computer(_DB10_PER_NEPER * math.log(max(power, _LOG10_FLOOR)), thr, slope, knee)
-        # ballistics on the gain reduction: release stage with instant attack, then attack stage
-        y1 = max(target, rel * y1 + (1.0 - rel) * target)
-        if y1 > yl:
-            yl = att * yl + (1.0 - att) * y1
-        else:
-            yl = y1
+        if power >= freeze_pow:  # else frozen: a pause keeps the gain the speech had
+            target = 0.0
+            if power > floor_pow:
+                target = gain_computer(_DB10_PER_NEPER * math.log(max(power, _LOG10_FLOOR)), thr, slope, knee)
+            # ballistics on the gain reduction: release stage with instant attack, then attack stage
+            y1 = max(target, rel * y1 + (1.0 - rel) * target)
+            if y1 > yl:
+                yl = att * yl + (1.0 - att) * y1
+            else:
+                yl = y1
         if yl < DENORMAL_FLOOR:
             yl = 0.0
         if y1 < DENORMAL_FLOOR:

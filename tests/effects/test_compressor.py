@@ -138,12 +138,41 @@ def test_makeup_and_params() -> None:
     assert steady_gain_db(x, y) == pytest.approx(6.0, abs=1e-4)
     comp = Compressor()
     assert comp.values() == {"threshold_db": -18.0, "ratio": 3.0, "knee_db": 6.0, "attack_ms": 10.0,
-                             "release_ms": 120.0, "makeup_db": 0.0, "detector": 0.0, "sidechain_hpf_hz": 20.0}
+                             "release_ms": 120.0, "makeup_db": 0.0, "detector": 0.0, "sidechain_hpf_hz": 20.0,
+                             "freeze_db": 0.0}
     assert comp.param("detector").display(1) == "rms"
     assert comp.latency_samples == 0
     with pytest.raises(ParamError, match="ratio"):
         comp.ratio = 0.5
     assert EFFECTS["compressor"] is Compressor
+
+
+def test_freeze_holds_the_gain_reduction_in_a_pause() -> None:
+    """A gated compressor: a loud stretch (-6 dB, 12 dB over a -18 dB threshold, ratio 4: 9 dB of
+    gain reduction), then a pause at -50 dB, then the loud level again. Without ``freeze_db``
+    the pause releases to the whole makeup and comes up 9 dB against the loud part; with it (the
+    pause is more than 12 dB under the threshold) the pause keeps the loud part's gain, and the
+    loud part after it starts where the first one ended (no attack transient). Levels between
+    the freeze level and the threshold still release."""
+    loud, pause = alternating(-6.0, SR), alternating(-50.0, SR)
+    x = np.concatenate([loud, pause, loud, alternating(-24.0, SR)])
+    params = dict(threshold_db=-18.0, ratio=4.0, knee_db=0.0, attack_ms=5.0, release_ms=100.0, makeup_db=9.0)
+    plain = run(Compressor(**params), x)[0]
+    frozen = run(Compressor(**params, freeze_db=12.0), x)[0]
+
+    def gain(y, a, b):
+        sl = slice(int(a * SR), int(b * SR))
+        return float(20 * np.log10(np.abs(y[sl]).mean() / np.abs(x[sl]).mean()))
+
+    assert gain(plain, 0.5, 1.0) == pytest.approx(0.0, abs=0.05)  # 9 dB GR, 9 dB makeup
+    assert gain(plain, 1.5, 2.0) == pytest.approx(9.0, abs=0.05)  # the pause lifted by the makeup
+    assert gain(frozen, 0.5, 1.0) == pytest.approx(0.0, abs=0.05)
+    assert gain(frozen, 1.05, 2.0) == pytest.approx(0.0, abs=0.05)  # the pause kept the loud part's gain
+    g = 20 * np.log10(np.abs(frozen[2 * SR:2 * SR + 480]) / np.abs(x[2 * SR:2 * SR + 480]))
+    assert np.all(np.abs(g) < 0.05)  # the next loud part starts at its gain: no overshoot
+    # -24 dB: 6 dB under the threshold, not 12: it releases (to the makeup) as without freeze
+    assert gain(frozen, 3.6, 4.0) == pytest.approx(gain(plain, 3.6, 4.0), abs=0.05)
+    assert gain(frozen, 3.6, 4.0) == pytest.approx(9.0, abs=0.1)
 
 
 def test_threshold_change_is_smoothed() -> None:
