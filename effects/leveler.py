@@ -8,10 +8,14 @@ speech is active. Activity = the 50 ms level is ``activity_db`` above an adaptiv
 (so clicks and typing in pauses, far under the voice, do not count). While active, the gain moves toward
 ``target_lufs - level`` (clamped to ``[-max_cut_db, +max_gain_db]``) with time constant
 ``time_s``; in pauses it is frozen, so the leveler never pumps the noise floor up. Fast start:
-for the first second of speech after a reset (or after the detector re-arms on a long digital
-silence) the time constant is 0.3 s instead (``time_s`` if shorter), so a quiet take is at its
-level within its first words instead of after ``time_s``: a -40 dBFS take's first words had
-stayed under the following expander's threshold in the dialogue preset.
+within the first 5 s of speech after a reset (or after the detector re-arms on a long digital
+silence), for up to 1 s, a gain that has to rise moves with a 0.3 s time constant (``time_s`` if
+shorter), so a quiet take is at its level within its first words instead of after ``time_s``
+(a -40 dBFS take's first words had stayed under the following expander's threshold in the
+dialogue preset). Cuts always take ``time_s``: a cough or a door slam at the start of a take is
+not its level. The speech reference of the relative gate climbs toward a louder level with a
+0.5 s time constant for the same reason (a slam taken as the reference kept a quiet voice out of
+the gate, and the gain frozen, for about 15 s).
 
 :attr:`Leveler.gain_db` is the gain now; :attr:`Leveler.active` whether speech is detected.
 
@@ -30,20 +34,24 @@ from hushbridge.dsp.kernels.leveler import (
     FLOOR_RISE_DB_S,
     FAST_START_S,
     FAST_TIME_S,
+    FAST_WINDOW_S,
     F_REF,
     F_SIZE,
     LEVEL_MS,
     REF_FALL_DB_S,
+    REF_RISE_MS,
     SHORT_MS,
     V_CONSTS,
     V_FAST_COEF,
     V_FAST_LEN,
+    V_FAST_WINDOW,
     V_GAIN_COEF,
     V_LEVEL,
     V_MARGIN,
     V_MAX_CUT,
     V_MAX_GAIN,
     V_REF_FALL,
+    V_REF_RISE,
     V_SILENCE,
     V_RISE,
     V_SHORT,
@@ -118,10 +126,12 @@ class Leveler(Effect):
         k[V_LEVEL] = math.exp(-1.0 / (LEVEL_MS * 1e-3 * sr))
         k[V_RISE] = FLOOR_RISE_DB_S / sr
         k[V_REF_FALL] = REF_FALL_DB_S / sr
+        k[V_REF_RISE] = math.exp(-1.0 / (REF_RISE_MS * 1e-3 * sr))
         k[V_WARMUP] = round(WARMUP_MS * 1e-3 * sr)
         k[V_REARM] = round(REARM_MS * 1e-3 * sr)
         k[V_FAST_COEF] = math.exp(-1.0 / (FAST_TIME_S * sr))
         k[V_FAST_LEN] = round(FAST_START_S * sr)
+        k[V_FAST_WINDOW] = round(FAST_WINDOW_S * sr)
         k[V_SILENCE] = round(SILENCE_MS * 1e-3 * sr)
         self._fstate[F_REF] = FLOOR_MIN_LUFS
 

@@ -11,7 +11,10 @@ Per sample (:func:`leveler`), all state explicit, so the output never depends on
    It starts at the first short level once :data:`WARMUP_MS` have passed.
 3. Activity: short level above ``floor + activity_db``, above :data:`ABS_GATE_LUFS`, and no more
    than :data:`RELATIVE_GATE_DB` below the speech reference: the loudest short level while active,
-   falling at :data:`REF_FALL_DB_S` (a relative gate, as BS.1770's for loudness). Keyboard clicks
+   reached with a :data:`REF_RISE_MS` time constant (in dB) and falling at :data:`REF_FALL_DB_S`
+   (a relative gate, as BS.1770's for loudness). The slow rise is for a door slam or a cough at
+   the start of a take: taken at once as the reference, it put a quiet voice 20 dB under it out
+   of the gate for 15 s. Keyboard clicks
    or a door in a pause clear the noise floor by far but sit 25-30 dB under the voice: without
    it the level integrated them and the gain climbed toward the target in every pause; a second
    speaker 12 dB quieter still counts.
@@ -34,9 +37,10 @@ Per sample (:func:`leveler`), all state explicit, so the output never depends on
 5. Only while active: the slow mean square integrates (so pauses do not drag the level down),
    and the gain (dB) moves toward ``target - level``, clamped to ``[-max_cut, +max_gain]``, by a
    one pole of time constant ``time_s``. In pauses the gain is frozen: the noise floor is not
-   pumped up. For the first :data:`FAST_START_S` of speech since the reset (or the re-arm of 4)
-   the time constant is :data:`FAST_TIME_S` (or ``time_s`` if shorter): a quiet take's first
-   words get its gain, not the gain of 0 dB a reset leaves.
+   pumped up. Within the first :data:`FAST_WINDOW_S` of speech since the reset (or the re-arm
+   of 4), for up to :data:`FAST_START_S`, a gain that has to rise moves with
+   :data:`FAST_TIME_S` (or ``time_s`` if shorter): a quiet take's first words get its gain, not
+   the 0 dB a reset leaves. Cuts always take ``time_s`` (a cough at the start is not the level).
 """
 from __future__ import annotations
 
@@ -55,9 +59,11 @@ ABS_GATE_LUFS = -70.0
 FLOOR_MIN_LUFS = -90.0
 RELATIVE_GATE_DB = 20.0
 REF_FALL_DB_S = 1.0
+REF_RISE_MS = 500.0  # the reference climbs toward a louder level with this time constant (in dB)
 REARM_MS = 500.0
 SILENCE_MS = 10.0  # exact zeros this long are digital silence (a 16-bit room has single zero samples)
-FAST_START_S = 1.0  # of speech heard since the reset: the gain moves with FAST_TIME_S until then
+FAST_START_S = 1.0  # of lifting with FAST_TIME_S ...
+FAST_WINDOW_S = 5.0  # ... within the first this much speech heard since the reset
 FAST_TIME_S = 0.3
 # consts: target, max_gain, max_cut, gain coef, short coef, level coef, floor rise per sample,
 #         activity margin, warm-up samples, speech reference fall per sample, re-arm samples,
@@ -76,7 +82,9 @@ V_REARM = 10
 V_FAST_COEF = 11
 V_FAST_LEN = 12
 V_SILENCE = 13
-V_CONSTS = 14
+V_REF_RISE = 14
+V_FAST_WINDOW = 15
+V_CONSTS = 16
 # fstate: gain_db, floor_db, slow level mean square (summed), samples since reset, active (0/1),
 #         speech reference (dB, -inf before the first speech)
 F_GAIN = 0
@@ -88,7 +96,8 @@ F_REF = 5
 F_ZEROS = 6  # samples of digital silence in a row
 F_HEARD = 7  # samples of speech (active) since the reset, up to the fast start's length
 F_SETTLE = 8  # samples after a digital silence during which the floor holds
-F_SIZE = 9
+F_LIFTED = 9  # samples the fast start has lifted, up to its length
+F_SIZE = 10
 _DB10_PER_NEPER = 10.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
@@ -124,10 +133,13 @@ def leveler(
     margin = consts[V_MARGIN]
     warmup = consts[V_WARMUP]
     ref_fall = consts[V_REF_FALL]
+    ref_rise = consts[V_REF_RISE]
     rearm = consts[V_REARM]
     fast_coef = min(consts[V_FAST_COEF], gc)
     fast_len = consts[V_FAST_LEN]
     heard = fstate[F_HEARD]
+    lifted = fstate[F_LIFTED]
+    fast_window = consts[V_FAST_WINDOW]
     settle = fstate[F_SETTLE]
     silence = consts[V_SILENCE]
     zeros = fstate[F_ZEROS]
@@ -154,6 +166,7 @@ def leveler(
                 active = 0.0
                 ref = FLOOR_MIN_LUFS
                 heard = 0.0
+                lifted = 0.0
                 settle = 0.0
                 continue
         else:
@@ -189,8 +202,8 @@ def leveler(
                 floor += rise
             active = 1.0 if (short_db > floor + margin and short_db > ABS_GATE_LUFS
                              and short_db > ref - RELATIVE_GATE_DB) else 0.0
-            if active > 0.5 and short_db > ref:
-                ref = short_db
+            if active > 0.5 and short_db > ref:  # by a time constant: a door slam is not the voice
+                ref = short_db + ref_rise * (ref - short_db)
             elif ref > FLOOR_MIN_LUFS:
                 ref -= ref_fall
             if active > 0.5:
@@ -199,10 +212,12 @@ def leveler(
                 level = lc * level + (1.0 - lc) * short
                 level_db = -0.691 + _DB10_PER_NEPER * math.log(max(level, 1e-20))
                 want = min(max(target - level_db, -max_cut), max_gain)
-                if heard < fast_len:  # the first words: get to the level now, not in time_s
+                if heard < fast_window:
                     heard += 1.0
+                if want > g_db and lifted < fast_len and heard < fast_window:  # a quiet take's first words
+                    lifted += 1.0
                     g_db = fast_coef * g_db + (1.0 - fast_coef) * want
-                else:
+                else:  # cuts always take time_s: a door slam or a cough is not the voice's level
                     g_db = gc * g_db + (1.0 - gc) * want
                 if abs(g_db) < 1e-9:
                     g_db = 0.0
@@ -227,6 +242,7 @@ def leveler(
     fstate[F_ACTIVE] = active
     fstate[F_ZEROS] = zeros
     fstate[F_HEARD] = heard
+    fstate[F_LIFTED] = lifted
     fstate[F_SETTLE] = settle
     meter[0] = g_db
     meter[1] = -0.691 + _DB10_PER_NEPER * math.log(max(level, 1e-20))

@@ -92,6 +92,37 @@ def test_a_quiet_take_is_at_level_within_its_first_second_of_speech() -> None:
     assert out == pytest.approx(active_rms_db(a[one_s * 160:]) + gains[-1], abs=2.0)
 
 
+def test_a_door_slam_before_a_quiet_take_does_not_set_its_level() -> None:
+    """A 0.25 s slam near full scale, then a take 16 dB under the target. The slam is loud and
+    short: the speech reference climbs toward it with a 0.5 s time constant instead of jumping
+    to it, so the voice 35 dB under the slam still counts as speech and is lifted: 8 dB 3 s into
+    the speech (16.5 without the slam: the slam's energy in the 400 ms level still holds the
+    fast start back for about 2 s). The slam used to be the reference: the voice stayed out of
+    the relative gate for about 15 s and the gain sat at -0.5 dB (-3.7 with the fast start
+    cutting at its pace). A hot take is cut at the ``time_s`` pace, not the fast start's: a
+    cough at its start is not its level."""
+    rng = np.random.default_rng(4)
+    a = utterance("librispeech_1034-*.flac") * 10 ** (-36 / 20)
+    room = rng.standard_normal(len(a) + SR) * 10 ** (-75 / 20)
+    t = np.arange(SR // 4) / SR
+    slam = rng.standard_normal(SR // 4) * np.exp(-t / 0.04) * 0.9
+    lead = np.concatenate([np.zeros(SR * 3 // 10), slam, np.zeros(SR // 4)])  # room tone around it
+    with_slam = room.copy()
+    with_slam[:len(lead)] += lead
+    with_slam[len(lead):len(lead) + len(a)] += a
+    without = room.copy()
+    without[len(lead):len(lead) + len(a)] += a
+    params = dict(target_lufs=-20.0, max_gain_db=18.0, max_cut_db=12.0, time_s=3.0)
+    _, g_slam = run(Leveler(**params), with_slam)
+    _, g_plain = run(Leveler(**params), without)
+    at = (len(lead) + 3 * SR) // 160
+    assert g_plain[at] > 14.0, g_plain[at]
+    assert g_slam[at] > 6.0, (g_slam[at], g_plain[at])
+    hot = utterance("librispeech_1034-*.flac") * 10 ** (-8 / 20)
+    _, g_hot = run(Leveler(**params), hot)
+    assert -3.0 < g_hot[SR // 160] < 0.0, g_hot[SR // 160]  # 1 s in: cutting, at the time_s pace
+
+
 def test_typing_in_a_pause_does_not_raise_the_gain() -> None:
     """Clicks far under the voice clear the noise floor, but not the relative gate: the gain
     stays where the speech left it (it climbed 10 dB in a 6 s pause of typing before)."""
