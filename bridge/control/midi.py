@@ -385,12 +385,15 @@ class MidiStreamParser:
             self.feed_byte(int(b) & 0xFF)
 
     def end_packet(self) -> None:
-        """The end of one transport event (rtmidi, JACK): whatever is incomplete is rejected."""
+        """The end of one transport event (rtmidi, JACK): an incomplete channel or system common
+        message is rejected. An open sysex stays open: a long one arrives in several events (the
+        ALSA sequencer splits it into chunks), and it ends at its F7 or at the next status byte,
+        counted once either way (each chunk used to count as a rejection of its own)."""
         if self._msg is not None:
             self.on_reject("incomplete message")
-        if self._sysex is not None:
-            self.on_reject("unterminated sysex")
+        sysex, oversized = self._sysex, self._sysex_oversized
         self.reset()
+        self._sysex, self._sysex_oversized = sysex, oversized
 
     def feed_byte(self, b: int) -> None:
         if b >= 0xF8:  # realtime: never disturbs the message around it

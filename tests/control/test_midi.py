@@ -556,6 +556,26 @@ def test_stream_parser_running_status_realtime_and_rejects():
     assert len(rejected) == 9 and "incomplete" in rejected[-1]
 
 
+def test_stream_parser_joins_a_sysex_split_across_events():
+    """The ALSA sequencer hands a long sysex over in chunks, one event each: the parser keeps it
+    open across events and delivers it once (it counted three rejections for one message). A
+    sysex that never ends is rejected once, at the status byte that interrupts it."""
+    got, rejected = [], []
+    parser = MidiStreamParser(got.append, rejected.append)
+    body = [0x7E, 0x7F, 0x06, 0x01] + list(range(100))
+    for chunk in ([0xF0] + body[:40], body[40:80], body[80:] + [0xF7]):
+        parser.feed(chunk)
+        parser.end_packet()
+    assert got == [[0xF0] + body + [0xF7]] and rejected == []
+    parser.feed([0xF0, 1, 2])
+    parser.end_packet()
+    parser.feed([3, 4])
+    parser.end_packet()
+    parser.feed([0xB0, 7, 9])
+    parser.end_packet()
+    assert got[-1] == [0xB0, 7, 9] and len(rejected) == 1 and "interrupted" in rejected[0]
+
+
 def test_stream_parser_agrees_with_mido_on_valid_input():
     rng = random.Random(1)
     data: list[int] = []
