@@ -14,7 +14,8 @@ Signal flow (per sample, :func:`hushbridge.dsp.kernels.dynamics.compressor`):
 
 ``freeze_db`` (0: off) makes it a gated compressor, as broadcast processors have: while the
 detector is more than ``freeze_db`` under the threshold, the gain reduction holds instead of
-releasing. Without it a pause gets the whole ``makeup_db`` while the speech around it gets the
+releasing; it stays frozen while the detector's level smoothed over 20 ms is, until a sample
+reaches the knee (with the peak detector, the peaks of the noise in a pause released it). Without it a pause gets the whole ``makeup_db`` while the speech around it gets the
 makeup minus its gain reduction, so the pause comes up against the speech by that much (the
 room noise "breathes" up between phrases); frozen, a pause keeps the gain of the speech before it.
 
@@ -35,6 +36,7 @@ from hushbridge.dsp.kernels.dynamics import compressor
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 
 RMS_WINDOW_MS = 10.0
+FREEZE_SMOOTHING_MS = 20.0  # the freeze test's level: noise peaks in a pause must not release it
 _SC_Q = 2.0**-0.5
 
 # parameter index -> column of the kernel's ramp array
@@ -59,11 +61,11 @@ class Compressor(Effect):
 
     def __init__(self, **values: float) -> None:
         object.__setattr__(self, "_ramp", np.zeros((3, 4), dtype=np.float64))
-        object.__setattr__(self, "_consts", np.zeros(5, dtype=np.float64))
+        object.__setattr__(self, "_consts", np.zeros(6, dtype=np.float64))
         object.__setattr__(self, "_sc_coefs", np.array([1.0, 0.0, 0.0, 0.0, 0.0]))
         object.__setattr__(self, "_sc_state", np.zeros((1, 2), dtype=np.float64))
         object.__setattr__(self, "_rms_state", np.zeros(1, dtype=np.float64))
-        object.__setattr__(self, "_env", np.zeros(2, dtype=np.float64))
+        object.__setattr__(self, "_env", np.zeros(3, dtype=np.float64))
         object.__setattr__(self, "_meter", np.zeros(1, dtype=np.float64))
         super().__init__(**values)
 
@@ -104,6 +106,7 @@ class Compressor(Effect):
         object.__setattr__(self, "_sc_state", np.zeros((spec.channels, 2), dtype=np.float64))
         object.__setattr__(self, "_rms_state", np.zeros(spec.channels, dtype=np.float64))
         self._consts[2] = math.exp(-1.0 / (RMS_WINDOW_MS * 1e-3 * spec.sample_rate))
+        self._consts[5] = math.exp(-1.0 / (FREEZE_SMOOTHING_MS * 1e-3 * spec.sample_rate))
 
     def reset(self) -> None:
         """Clear detector and envelope state; parameter ramps jump to their targets."""

@@ -22,7 +22,7 @@ C_SLOPE = 1      # 1 - 1/ratio
 C_KNEE = 2       # knee width, dB
 C_MAKEUP = 3     # makeup gain, dB
 # consts: attack coef, release coef, rms coef, detector (0 peak, 1 rms), freeze depth (dB under
-#         the threshold where the gain reduction holds; 0: never)
+#         the threshold where the gain reduction holds; 0: never), freeze level smoothing coef
 _LOG10_FLOOR = 1e-30
 _DB10_PER_NEPER = 10.0 / math.log(10.0)  # 10*log10(p) == _DB10_PER_NEPER * ln(p)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0  # 10**(db/20) == exp(db * _NEPER_PER_DB20)
@@ -61,16 +61,20 @@ def compressor(
     ----------
     ramp : float64 ``(3, 4)``
         Rows current / target / per-sample step of threshold_db, slope, knee_db, makeup_db.
-    consts : float64 ``(5,)``
+    consts : float64 ``(6,)``
         Attack and release one-pole coefficients, RMS averaging coefficient, detector (0 peak, 1 rms),
         freeze depth in dB (0: off): while the detector is that far under the threshold the gain
-        reduction holds instead of releasing (a gated compressor: pauses keep the speech's gain).
+        reduction holds instead of releasing (a gated compressor: pauses keep the speech's gain),
+        and also while its power smoothed over ~20 ms is, as long as the detector stays under the
+        knee (so the peaks of the noise in a pause do not release it with the peak detector); and
+        that smoothing's coefficient.
     sc_coefs : float64 ``(5,)``
         Side-chain high-pass ``[b0, b1, b2, a1, a2]``; ``sc_state`` float64 ``(channels, 2)``.
     rms_state : float64 ``(channels,)``
         Mean-square per channel (RMS detector).
-    env : float64 ``(2,)``
-        Gain-reduction ballistics in dB: release stage (instant attack), then attack stage.
+    env : float64 ``(3,)``
+        Gain-reduction ballistics in dB: release stage (instant attack), then attack stage; the
+        freeze test's smoothed power.
     meter : float64 ``(1,)``
         Receives the block's largest gain reduction in dB.
     """
@@ -80,6 +84,8 @@ def compressor(
     rc = consts[2]
     rms = consts[3] > 0.5
     freeze = consts[4]
+    fc = consts[5]
+    held = env[2]
     b0 = sc_coefs[0]
     b1 = sc_coefs[1]
     b2 = sc_coefs[2]
@@ -133,7 +139,10 @@ def compressor(
                 rms_state[c] = p
             if p > power:
                 power = p
-        if power >= freeze_pow:  # else frozen: a pause keeps the gain the speech had
+        held = fc * held + (1.0 - fc) * power
+        # frozen (a pause keeps the gain the speech had) from the first quiet sample, and through
+        # the peaks of the noise in a pause while they stay under the knee (the peak detector's)
+        if not (power < freeze_pow or (held < freeze_pow and power <= floor_pow)):
             target = 0.0
             if power > floor_pow:
                 target = gain_computer(_DB10_PER_NEPER * math.log(max(power, _LOG10_FLOOR)), thr, slope, knee)
@@ -160,8 +169,11 @@ def compressor(
     if not (math.isfinite(y1) and math.isfinite(yl)):
         y1 = 0.0
         yl = 0.0
+    if not (held >= DENORMAL_FLOOR and math.isfinite(held)):
+        held = 0.0
     env[0] = y1
     env[1] = yl
+    env[2] = held
     meter[0] = peak_gr
 
 
