@@ -71,8 +71,9 @@ G_RISE = 12
 G_FALL = 13
 G_CONSTS = 14
 # fstate: envelope (linear), gain (dB), minimum of the current floor slot, minimum of the finished
-# slots, smoothed power, the floor the threshold follows, the current slot's maximum (powers); istate: open (0/1), hold counter, delay position, samples
-# into the slot, next slot, samples heard (up to the warm-up)
+# slots, smoothed power, the floor the threshold follows, the current slot's maximum (powers);
+# istate: open (0/1), hold counter, delay position, samples into the slot, next slot, samples
+# heard (up to the warm-up)
 F_SLOT_MIN = 2
 F_PAST_MIN = 3
 F_POWER = 4

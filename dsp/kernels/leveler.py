@@ -67,7 +67,8 @@ FAST_WINDOW_S = 5.0  # ... within the first this much speech heard since the res
 FAST_TIME_S = 0.3
 # consts: target, max_gain, max_cut, gain coef, short coef, level coef, floor rise per sample,
 #         activity margin, warm-up samples, speech reference fall per sample, re-arm samples,
-#         the gain coef and the samples of speech of the fast start, samples of zeros that are silence
+#         the fast start's gain coef and samples of lift, samples of zeros that are silence, the
+#         reference's rise coef, the fast start's window (samples of speech)
 V_TARGET = 0
 V_MAX_GAIN = 1
 V_MAX_CUT = 2
@@ -94,7 +95,7 @@ F_COUNT = 3
 F_ACTIVE = 4
 F_REF = 5
 F_ZEROS = 6  # samples of digital silence in a row
-F_HEARD = 7  # samples of speech (active) since the reset, up to the fast start's length
+F_HEARD = 7  # samples of speech (active) since the reset, up to the fast start's window
 F_SETTLE = 8  # samples after a digital silence during which the floor holds
 F_LIFTED = 9  # samples the fast start has lifted, up to its length
 F_SIZE = 10
