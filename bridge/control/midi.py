@@ -395,6 +395,13 @@ class MidiStreamParser:
         self.reset()
         self._sysex, self._sysex_oversized = sysex, oversized
 
+    def end_stream(self) -> None:
+        """The source is gone (closed, unplugged, reconnected): a sysex still open is rejected too."""
+        self.end_packet()
+        if self._sysex is not None:
+            self.on_reject("unterminated sysex")
+        self.reset()
+
     def feed_byte(self, b: int) -> None:
         if b >= 0xF8:  # realtime: never disturbs the message around it
             if b in (0xF9, 0xFD):
@@ -1391,6 +1398,7 @@ class MidiInput:
                 rt.wake = None
             self._wake.close()
             self._wake, self._woken = threading.Event(), False
+        self._parser.end_stream()  # the threads are gone: a sysex left open counts now
         self.connected = False
 
     stop = close
@@ -1518,12 +1526,13 @@ class MidiInput:
                     rt.close_port(self.connected_to)
                 self.connected = False
                 self.disconnects += 1
+                self._parser.end_stream()
                 log.info("MIDI source %r went away; waiting for it", self.connected_to)
             if not self.connected and index is not None:
                 if not self._polling:
                     rt.set_callback(self._on_event)
                 rt.open_port(index, self.port_name)
-                self._parser.reset()
+                self._parser.end_stream()
                 self.connected, self.connected_to = True, names[index]
                 self.connects += 1
                 log.info("MIDI input connected to %r", names[index])

@@ -574,6 +574,12 @@ def test_stream_parser_joins_a_sysex_split_across_events():
     parser.feed([0xB0, 7, 9])
     parser.end_packet()
     assert got[-1] == [0xB0, 7, 9] and len(rejected) == 1 and "interrupted" in rejected[0]
+    parser.feed([0xF0, 1, 2])  # the source goes away (or the input closes) in the middle of one
+    parser.end_packet()
+    parser.end_stream()
+    assert len(rejected) == 2 and "unterminated" in rejected[-1]
+    parser.end_stream()
+    assert len(rejected) == 2  # nothing open any more
 
 
 def test_stream_parser_agrees_with_mido_on_valid_input():
