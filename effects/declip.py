@@ -180,7 +180,7 @@ class Declip(Effect):
         object.__setattr__(self, "_a", np.zeros(K.ORDER + 1, dtype=np.float64))
         object.__setattr__(self, "_tmp", np.zeros(K.ORDER + 1, dtype=np.float64))
         object.__setattr__(self, "_ek", np.zeros(w, dtype=np.float64))
-        object.__setattr__(self, "_mat", np.zeros((maxu, maxu), dtype=np.float64))
+        object.__setattr__(self, "_band", np.zeros((maxu, K.ORDER + 1), dtype=np.float64))
         object.__setattr__(self, "_rhs", np.zeros(maxu, dtype=np.float64))
         c = self._consts
         c[K.K_ORDER] = order
@@ -212,4 +212,4 @@ class Declip(Effect):
         """De-clip a block (channels, frames) float32 in place; output delayed by ``latency_samples``."""
         return K.declip, (self._ring, self._flags, self._queue, self._ci, self._cf, self._g, self._consts,
                           self._ctx, self._work, self._unknown, self._idx, self._r, self._a, self._tmp, self._ek,
-                          self._mat, self._rhs, self._drives, self._soft)
+                          self._band, self._rhs, self._drives, self._soft)
