@@ -115,15 +115,19 @@ def _build_chain(args: argparse.Namespace):
                 raise ParamError(f"--set {item!r}: bypass takes on/off (or true/false, 1/0)")
             chain.set_bypass(eid, switch[value.strip().lower()])
             continue
-        try:
-            number = float(value)
-        except ValueError:
-            # a switch or mode by name (e.g. declip.soft_repair=on)
-            choices = next((p.choices for p in effect.params if p.id == pid), ())
-            if value.strip() not in choices:
+        param = next((p for p in effect.params if p.id == pid), None)
+        choices = tuple(param.choices or ()) if param is not None else ()
+        # a switch or mode by name (declip.soft_repair=on, highpass.slope=24, loudness.layout=5.0:
+        # a name wins over the index it would read as), as in a preset
+        index = param.choice_index(value) if choices else None
+        if index is not None:
+            number = float(index)
+        else:
+            try:
+                number = float(value)
+            except ValueError:
                 named = f" or one of {', '.join(choices)}" if choices else ""
                 raise ParamError(f"--set {item!r}: {value!r} is not a number{named}") from None
-            number = float(choices.index(value.strip()))
         effect.set(pid, number)
     return chain
 

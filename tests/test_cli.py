@@ -266,6 +266,20 @@ def test_set_bypass_takes_an_effect_out(speechlike, tmp_path):
     assert not np.array_equal(sf.read(str(on), dtype="float32")[0], x)
 
 
+def test_set_takes_switches_and_modes_by_name_as_a_preset_does():
+    import argparse
+
+    from hushbridge.cli import _build_chain
+
+    chain = _build_chain(argparse.Namespace(chain="highpass,loudness,declip", preset=None, set=[
+        "highpass.slope=24", "loudness.layout=5.0", "declip.soft_repair=on"]))
+    assert chain["highpass"].param("slope").choices[int(chain["highpass"].slope)].startswith("24")
+    assert chain["loudness"].param("layout").choices[int(chain["loudness"].layout)] == "5.0"  # not index 5
+    assert chain["declip"].soft_repair == 1.0
+    chain = _build_chain(argparse.Namespace(chain="loudness", preset=None, set=["loudness.layout=1"]))
+    assert chain["loudness"].layout == 1.0  # no choice is called "1": the index
+
+
 def test_batch_with_an_unprocessable_rate_goes_on(speechlike, tmp_path):
     low = tmp_path / "low.wav"
     sf.write(str(low), np.zeros((4000, 1), np.float32) + 0.1, 4000)

@@ -116,6 +116,17 @@ def test_switches_and_modes_by_name_and_text_encodings(tmp_path):
         load_preset(str(latin))
 
 
+def test_a_mode_named_like_a_number_is_the_name_not_an_index():
+    """TOML reads ``layout = 5.0`` as a float: it is the "5.0" layout, not index 5 ("5.1")."""
+    def layout(value: str) -> str:
+        chain = parse_preset(f'[[chain]]\neffect = "loudness"\nparams = {{ layout = {value} }}\n').build()
+        return chain["loudness"].param("layout").choices[int(chain["loudness"].layout)]
+
+    assert layout("5.0") == "5.0" and layout('"5.0"') == "5.0"
+    assert layout("5.1") == "5.1" and layout("7.1") == "7.1"
+    assert layout("4") == "5.0" and layout("1") == "equal"  # an integer is the index
+
+
 def test_an_empty_chain_is_not_saved(user_config):
     with pytest.raises(PresetError, match="the chain is empty"):
         save_preset(Chain(), "nothing")

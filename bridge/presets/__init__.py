@@ -193,6 +193,9 @@ def _preset_value(param: Any, value: Any) -> float:
     if not isinstance(value, (int, float, str)):
         raise ParamError(f"must be a number, got {value!r:.60}")
     if choices:
+        if isinstance(value, float) and param.choice_index(str(value)) is not None:
+            # a name that TOML reads as a float (``layout = 5.0``) is the name, not index 5
+            return float(param.choice_index(str(value)))
         if not isinstance(value, str) and float(value).is_integer() and 0 <= value < len(choices):
             return float(value)  # the choice's index
         index = param.choice_index(value if isinstance(value, str) else f"{value:g}")
