@@ -2,7 +2,8 @@
 
 Per sample (:func:`gate`), all state explicit, so the output never depends on the block size:
 
-1. Side-chain high-pass per channel (biquad, TDF-II), then the linked detector: the loudest
+1. Side-chain high-pass and low-pass per channel (biquads, TDF-II; the low-pass is skipped while
+   it is the identity), then the linked detector: the loudest
    channel's ``|x|`` drives one peak envelope (instant attack, :data:`DETECTOR_RELEASE_MS`
    release), so every channel gets the same gain.
 2. Adaptive threshold (``adaptive`` > 0): the threshold used is the larger of ``threshold`` and
@@ -118,7 +119,8 @@ def gate(
     Parameters
     ----------
     consts : float64 ``(G_CONSTS,)``, see the ``G_*`` indices.
-    sc_coefs : float64 ``(5,)`` side-chain high-pass; sc_state : float64 ``(channels, 2)``.
+    sc_coefs : float64 ``(10,)`` side-chain high-pass, then low-pass (identity: off);
+        sc_state : float64 ``(channels, 4)``.
     dline : float32 ``(channels, L)`` look-ahead ring, ``L > look-ahead``.
     fstate : float64 ``(F_SIZE,)``; istate : int64 ``(I_SIZE,)`` (see the module constants).
     meter : float64 ``(1,)`` receives the block's largest attenuation in dB (>= 0).
@@ -164,6 +166,12 @@ def gate(
     b2 = sc_coefs[2]
     a1 = sc_coefs[3]
     a2 = sc_coefs[4]
+    l0 = sc_coefs[5]
+    l1 = sc_coefs[6]
+    l2 = sc_coefs[7]
+    la1 = sc_coefs[8]
+    la2 = sc_coefs[9]
+    lpf = not (l0 == 1.0 and l1 == 0.0 and l2 == 0.0 and la1 == 0.0 and la2 == 0.0)
     size = dline.shape[1]
     env = fstate[0]
     g_db = fstate[1]
@@ -183,6 +191,13 @@ def gate(
             xh = b0 * x + s1
             sc_state[c, 0] = b1 * x - a1 * xh + s2
             sc_state[c, 1] = b2 * x - a2 * xh
+            if lpf:
+                s1 = sc_state[c, 2]
+                s2 = sc_state[c, 3]
+                xl = l0 * xh + s1
+                sc_state[c, 2] = l1 * xh - la1 * xl + s2
+                sc_state[c, 3] = l2 * xh - la2 * xl
+                xh = xl
             a = abs(xh)
             if a > peak:
                 peak = a

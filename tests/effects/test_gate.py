@@ -101,10 +101,36 @@ def test_linked_sidechain_and_lookahead() -> None:
     assert fx.latency_samples == 48
 
 
+def test_sidechain_low_pass_keys_the_gate_to_the_voice_band() -> None:
+    """A key filter: with ``sidechain_lpf_hz`` a 4 kHz burst (a keyboard's clicks sit at 1-4 kHz)
+    counts for ~20 dB less, a 300 Hz one (a voice's fundamental and first formant) for nothing."""
+    t = np.arange(SR) / SR
+
+    def gain_db(freq: float, lpf: float) -> float:
+        x = (10 ** (-30 / 20) * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+        y = run(Gate(threshold_db=-40.0, ratio=2.0, range_db=40.0, hold_ms=0.0, sidechain_lpf_hz=lpf), x)
+        return 20 * np.log10(np.abs(y[0, -4800:]).max() / np.abs(x[-4800:]).max())
+
+    assert gain_db(4000.0, 20000.0) == 0.0 and gain_db(300.0, 20000.0) == 0.0  # off: both open
+    assert gain_db(300.0, 1000.0) > -0.01
+    closed = gain_db(4000.0, 1000.0)  # 12 dB/oct: 2 octaves over the corner, ~24 dB down in the key
+    assert -18.0 < closed < -12.0  # (level - threshold) x (ratio - 1): -30 - 24 + 40 = -14 dB
+    # off is the identity: bit-exact with the filter the kernel skips
+    noise = (np.random.default_rng(1).standard_normal(SR) * 0.05).astype(np.float32)
+    a = run(Gate(threshold_db=-30.0, adaptive_db=15.0), noise)
+    b = run(Gate(threshold_db=-30.0, adaptive_db=15.0, sidechain_lpf_hz=20000.0), noise)
+    assert np.array_equal(a, b)
+    fx = Gate(sidechain_lpf_hz=1000.0)
+    run(fx, noise)
+    fx.sidechain_lpf_hz = 20000.0  # switched off live: the identity again
+    assert list(fx._sc_coefs[5:]) == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
 def test_params() -> None:
     fx = Gate()
     assert [p.id for p in fx.params] == ["threshold_db", "hysteresis_db", "ratio", "range_db", "attack_ms",
-                                         "hold_ms", "release_ms", "sidechain_hpf_hz", "lookahead_ms", "adaptive_db"]
+                                         "hold_ms", "release_ms", "sidechain_hpf_hz", "lookahead_ms", "adaptive_db",
+                                         "sidechain_lpf_hz"]
     assert EFFECTS["gate"] is Gate and fx.latency_samples == 0
     with pytest.raises(ParamError, match="range_db"):
         fx.range_db = 100.0
