@@ -21,6 +21,7 @@ real-time path uses :meth:`Effect.set_index`, which clamps instead (controllers 
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -65,6 +66,34 @@ def check_block(block: np.ndarray, spec: ProcessSpec, who: str) -> None:
 
 
 
+def _constructing(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap an effect class's ``__init__`` so that :meth:`Effect.__setattr__` knows the
+    constructor is running: it may create attributes of its own (counters, options)."""
+    @functools.wraps(init)
+    def wrapped(self: Any, *args: Any, **kw: Any) -> None:
+        depth = self.__dict__.get("_init_depth", 0)
+        object.__setattr__(self, "_init_depth", depth + 1)
+        try:
+            init(self, *args, **kw)
+        finally:
+            object.__setattr__(self, "_init_depth", depth)
+
+    wrapped._constructing = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _did_you_mean(name: str, params: Any) -> str:
+    """The hint for a parameter name that does not exist: the likeliest one meant, else them all."""
+    if name == "bypass":
+        return "; bypass is the chain's: chain.set_bypass(effect_id, True)"
+    low = name.lower()
+    near = ([p for p in params if p.lower() == low] or [p for p in params if p.lower().startswith(low + "_")]
+            or difflib.get_close_matches(name, list(params), 1, 0.6))
+    if near:
+        return f"; did you mean {near[0]!r}?"
+    return f" (parameters: {', '.join(params)})"
+
+
 class Effect:
     """Base class of every processor. Subclasses declare ``name`` and ``params`` and implement
     ``_prepare``, ``process`` and ``reset`` (and ``_param_changed`` to react to parameter changes).
@@ -91,10 +120,18 @@ class Effect:
     #: Whether a Chain resets the effect when it comes back from bypass (its state went stale).
     #: A meter keeps its programme measurement instead.
     reset_on_enable: ClassVar[bool] = True
+    _strict_attributes: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         cls._index = {p.id: i for i, p in enumerate(cls.params)}
+        # hushbridge's own effects refuse, once constructed, an attribute that is not theirs
+        # (limiter.ceiling = -6 would set nothing audible); a user's subclass may keep attributes
+        # of its own (set in _prepare, say), so there only a near miss of a parameter is refused
+        cls._strict_attributes = cls.__module__.startswith("hushbridge.")
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_constructing", False):
+            cls.__init__ = _constructing(init)  # type: ignore[method-assign]
 
     def __init__(self, **values: float) -> None:
         object.__setattr__(self, "_values", np.array([p.default for p in self.params], dtype=np.float64))
@@ -147,9 +184,11 @@ class Effect:
             return
         if not name.startswith("_") and name not in self.__dict__ and not hasattr(type(self), name):
             # effect.makeup_Db = 6 would otherwise set nothing audible, silently
-            near = [p for p in index if p.lower() == name.lower()] or difflib.get_close_matches(name, index, 1, 0.8)
-            if near:
-                raise AttributeError(f"{type(self).__name__} has no parameter {name!r}; did you mean {near[0]!r}?")
+            # (in a user's own subclass only a near miss: it may keep attributes of its own)
+            strict = self._strict_attributes and not self.__dict__.get("_init_depth", 0)
+            if strict or ([p for p in index if p.lower() == name.lower()]
+                          or difflib.get_close_matches(name, index, 1, 0.8)):
+                raise AttributeError(f"{type(self).__name__} has no parameter {name!r}{_did_you_mean(name, index)}")
         object.__setattr__(self, name, value)
 
     def __getstate__(self) -> dict[str, Any]:

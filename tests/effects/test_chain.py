@@ -220,8 +220,22 @@ def test_a_misspelt_parameter_attribute_is_an_error():
     with pytest.raises(AttributeError, match="no parameter 'makeup_Db'; did you mean 'makeup_db'"):
         c.makeup_Db = 6.0
     c.makeup_db = 6.0
-    c.my_label = "kept"  # any other attribute is the user's business
-    assert c.makeup_db == 6.0 and c.my_label == "kept"
+    assert c.makeup_db == 6.0
+    # nor is a name that is no near miss (QA: limiter.ceiling = -6 set nothing audible, silently)
+    from hushbridge.effects import HighPass, Limiter
+
+    with pytest.raises(AttributeError, match="no parameter 'ceiling'; did you mean 'ceiling_dbtp'"):
+        Limiter().ceiling = -6.0
+    with pytest.raises(AttributeError, match=r"no parameter 'freq_hz' \(parameters: cutoff_hz, q, slope\)"):
+        HighPass().freq_hz = 120.0
+    with pytest.raises(AttributeError, match="chain.set_bypass"):
+        Limiter().bypass = True
+    # a user's own effect keeps attributes of its own (Delay above sets self.buf in _prepare)
+    d = Delay(3)
+    d.label = "kept"
+    assert d.label == "kept"
+    with pytest.raises(AttributeError, match="did you mean 'amount'"):
+        d.Amount = 0.5
 
 
 def test_membership_and_one_instance_per_chain():
