@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from hushbridge.atomic import temp_beside, through_links
-from hushbridge.effects.base import SAMPLE_RATES
+from hushbridge.effects.base import SAMPLE_RATES, Effect
 from hushbridge.effects.chain import Chain
 from hushbridge.effects.render import OfflineRenderer
 from hushbridge.errors import AudioFileError
@@ -244,7 +244,7 @@ def _blocks(f: sf.SoundFile) -> Iterator[np.ndarray]:
 def process_file(
     inp: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    chain: Chain,
+    chain: Chain | str,
     *,
     sample_rate: int | None = None,
     subtype: str | None = None,
@@ -258,8 +258,9 @@ def process_file(
     ----------
     inp, out : path
         Any format soundfile reads; ``out``'s format comes from its extension.
-    chain : Chain
-        Prepared here for the file's channels and the processing rate.
+    chain : Chain, Effect or str
+        Prepared here for the file's channels and the processing rate; a string is a preset's
+        name or a ``.toml`` path (``"podcast"``).
     sample_rate : int, optional
         Processing and output rate; the input is resampled with soxr when it differs.
         Default: the input's rate.
@@ -285,6 +286,14 @@ def process_file(
         Missing, unreadable or empty input; ``out`` is the same file as ``inp``; an output
         format that cannot be written. ``out`` is untouched in every failure.
     """
+    if isinstance(chain, (str, os.PathLike)):
+        from hushbridge.presets import load_preset
+
+        chain = load_preset(os.fspath(chain))
+    elif isinstance(chain, Effect) and not isinstance(chain, Chain):
+        chain = Chain([chain])
+    elif not isinstance(chain, Chain):
+        raise TypeError(f"process_file: chain must be a Chain, an Effect or a preset name, not {type(chain).__name__}")
     src, dst = Path(inp), Path(out)
     info = audio_info(src)
     if dst.exists() and (dst.resolve() == src.resolve() or os.path.samefile(src, dst)):

@@ -207,3 +207,16 @@ def test_dither_spares_samples_already_on_the_grid_and_only_those():
     err = _Quantizer("PCM_16")(off_grid) // 2 ** 16 - off_grid.T.astype(np.float64) * 32768
     # plain rounding would leave -0.25 LSB everywhere; TPDF dither spreads it (variance 1/6 + 1/16)
     assert abs(err.mean()) < 0.05 and 0.15 < err.var() < 0.3
+
+
+def test_a_preset_name_or_an_effect_is_a_chain_too_and_anything_else_a_clear_error(tmp_path):
+    src = write(tmp_path / "in.wav", noise(1, 48000))
+    rep = process_file(src, tmp_path / "p.wav", "podcast")
+    assert rep.frames == 48000 and sf.info(str(tmp_path / "p.wav")).frames == 48000
+    process_file(src, tmp_path / "g.wav", Gain(gain_db=-6))
+    y, _ = read_audio(tmp_path / "g.wav")
+    x, _ = read_audio(src)
+    assert np.max(np.abs(y - x * 10 ** (-6 / 20))) < 2.5 / 2**23
+    with pytest.raises(TypeError, match="must be a Chain, an Effect or a preset name, not list"):
+        process_file(src, tmp_path / "x.wav", [Gain()])
+    assert not (tmp_path / "x.wav").exists()
