@@ -243,7 +243,8 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
                               block_size=args.block_size, progress=progress)
         # the W64 render carries no channel mask: measure and write with the input's
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
-                              name=f"{dst} (as rendered)", channel_mask=wav_channel_mask(src) or 0)
+                              name=f"{dst} (as rendered)", channel_mask=wav_channel_mask(src) or 0,
+                              metadata_from=src)
     finally:
         tmp.unlink(missing_ok=True)
     report.output, report.subtype = str(dst), loud.subtype

@@ -56,6 +56,7 @@ def normalize_file(
     subtype: str | None = None,
     name: str | os.PathLike[str] | None = None,
     channel_mask: int | None = None,
+    metadata_from: str | os.PathLike[str] | None = None,
 ) -> NormalizeReport:
     """Write ``inp`` to ``out`` at ``target_lufs`` integrated loudness, true peak under ``ceiling_dbtp``.
 
@@ -63,7 +64,8 @@ def normalize_file(
     (integer formats dithered); it is written through a temporary file and renamed only when the
     result measures under the ceiling. ``name`` is how errors name the input (for a caller whose
     input is its own temporary file). ``channel_mask`` (a WAV ``dwChannelMask``; default: the
-    input's own) weights the channels' loudness and goes into a WAV output.
+    input's own) weights the channels' loudness and goes into a WAV output. ``metadata_from``
+    (default ``inp``) is the file whose tags and Broadcast WAV timecode ``out`` carries.
 
     Raises
     ------
@@ -112,7 +114,8 @@ def normalize_file(
             if trim_db:
                 effects += _gain_stages(trim_db)
             try:
-                report = process_file(src, tmp, Chain(effects), subtype=subtype, channel_mask=mask or 0)
+                report = process_file(src, tmp, Chain(effects), subtype=subtype, channel_mask=mask or 0,
+                                      metadata_from=metadata_from)
             except AudioFileError as e:  # name the file the user asked for, not our temporary one
                 raise AudioFileError(str(e).replace(str(tmp), str(dst)).replace(str(src), str(shown))) from e
             after = loudness_file(tmp, channel_mask=mask)

@@ -23,6 +23,7 @@ from hushbridge.effects.base import SAMPLE_RATES, Effect
 from hushbridge.effects.chain import Chain
 from hushbridge.effects.render import OfflineRenderer
 from hushbridge.errors import AudioFileError
+from hushbridge.io.metadata import carry_wav_metadata, read_tags, write_tags
 
 READ_FRAMES = 1 << 16
 
@@ -251,6 +252,7 @@ def process_file(
     block_size: int = 4096,
     progress: Callable[[int, int], None] | None = None,
     channel_mask: int | None = None,
+    metadata_from: str | os.PathLike[str] | None = None,
 ) -> FileReport:
     """Render ``inp`` through ``chain`` into ``out``.
 
@@ -275,6 +277,11 @@ def process_file(
         Which speaker each channel feeds (a WAV ``dwChannelMask``), written into a WAV output;
         default: the input's own, when it is a WAV that has one (so a 5.1 or quad file keeps its
         layout, and its loudness weights).
+    metadata_from : path, optional
+        The file whose metadata ``out`` carries (default ``inp``): its text tags (title,
+        artist...: WAV INFO, FLAC/Ogg comments) in any output format, and into a WAV output its
+        Broadcast WAV ``bext`` chunk (timecode; loudness fields marked unused) and ``iXML``, so
+        an editor puts the result where the original sat (:mod:`hushbridge.io.metadata`).
 
     Returns
     -------
@@ -339,7 +346,9 @@ def process_file(
             reader = sf.SoundFile(str(src))
         except (sf.LibsndfileError, RuntimeError) as e:
             raise AudioFileError(f"{src}: cannot open ({e})") from e
+        meta_src = Path(metadata_from) if metadata_from is not None else src
         with reader, sf.SoundFile(tmp_name, "w", rate, channels, out_subtype, format=fmt) as writer:
+            write_tags(writer, read_tags(meta_src))
 
             def emit(y: np.ndarray) -> None:
                 nonlocal done
@@ -368,6 +377,12 @@ def process_file(
                 progress(done, expected)
         if fmt == "WAVEX" and mask:
             set_wav_channel_mask(tmp_name, mask)
+        if fmt in ("WAV", "WAVEX"):
+            try:
+                meta_rate = info.samplerate if meta_src == src else sf.info(str(meta_src)).samplerate
+            except (sf.LibsndfileError, RuntimeError):
+                meta_rate = info.samplerate
+            carry_wav_metadata(meta_src, tmp_name, meta_rate, rate)
         cut = truncation_warning(src, info)
         if cut:
             report.warnings.append(cut)

@@ -1,0 +1,154 @@
+"""A file's metadata carried from the input to the rendered output.
+
+Editors line a clip up on a timeline by its timecode: a Broadcast WAV's ``bext`` chunk (its
+``TimeReference``, samples since midnight) and a production recorder's ``iXML`` chunk. A
+rendered file without them lands at zero on the timeline, so they are copied into a WAV output
+(placed before its ``data`` chunk, where every reader looks). Text tags (title, artist, ...:
+a WAV's ``LIST/INFO``, FLAC/Ogg comments) are copied through soundfile in any format.
+
+The output is processed audio: a ``bext`` of version 2 or later gets its loudness fields
+(EBU Tech 3285 v2) set to "not used" (0x7FFF) instead of the input's stale values, and its
+``TimeReference`` is rescaled when the output's rate differs from the input's. soundfile
+(libsndfile) reads and writes neither chunk, so they are handled here as raw RIFF chunks.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import soundfile as sf
+
+#: RIFF chunks copied from a WAV input into a WAV output
+CARRIED_CHUNKS = (b"bext", b"iXML")
+_TEXT_TAGS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license",
+              "tracknumber", "genre")
+_BEXT_TIME_REFERENCE = 338  # u64, little-endian: first sample's count since midnight
+_BEXT_VERSION = 346         # u16
+_BEXT_LOUDNESS = 412        # five i16 (version >= 2): loudness, range, true peak, max momentary, max short-term
+_LOUDNESS_UNUSED = 0x7FFF
+_RIFF_MAX = 0xFFFFFFFF
+
+
+def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The text tags soundfile reads from ``path`` (empty where it has none or cannot read it)."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            return {k: v for k in _TEXT_TAGS if (v := getattr(f, k, "") or "")}
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return {}
+
+
+def write_tags(f: sf.SoundFile, tags: dict[str, str]) -> None:
+    """Set ``tags`` on ``f``, open for writing and before any audio is written; a tag the format
+    cannot hold is skipped."""
+    for key, value in tags.items():
+        try:
+            setattr(f, key, value)
+        except (sf.LibsndfileError, RuntimeError, ValueError):
+            pass
+
+
+def _riff_chunks(f) -> list[tuple[bytes, int, int]] | None:  # noqa: ANN001 - binary file
+    """``(id, payload offset, payload size)`` of every chunk of a RIFF/WAVE file, or None."""
+    f.seek(0)
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    size = os.fstat(f.fileno()).st_size
+    chunks, pos = [], 12
+    while pos + 8 <= size:
+        f.seek(pos)
+        cid, n = struct.unpack("<4sI", f.read(8))
+        n = min(n, size - pos - 8)  # a truncated last chunk: what is there
+        chunks.append((cid, pos + 8, n))
+        pos += 8 + n + (n & 1)
+    return chunks
+
+
+def wav_chunks(path: str | os.PathLike[str], ids: tuple[bytes, ...] = CARRIED_CHUNKS) -> list[tuple[bytes, bytes]]:
+    """The payloads of the chunks ``ids`` of a RIFF/WAVE file, in file order (none for other files)."""
+    try:
+        with open(path, "rb") as f:
+            chunks = _riff_chunks(f)
+            if chunks is None:
+                return []
+            out = []
+            for cid, at, n in chunks:
+                if cid in ids:
+                    f.seek(at)
+                    out.append((cid, f.read(n)))
+            return out
+    except OSError:
+        return []
+
+
+def processed_bext(payload: bytes, rate_in: int, rate_out: int) -> bytes:
+    """A ``bext`` payload for the processed file: time reference at the output rate, the input's
+    loudness values marked unused (they describe the unprocessed audio)."""
+    b = bytearray(payload)
+    if len(b) >= _BEXT_TIME_REFERENCE + 8 and rate_in != rate_out:
+        (ref,) = struct.unpack_from("<Q", b, _BEXT_TIME_REFERENCE)
+        struct.pack_into("<Q", b, _BEXT_TIME_REFERENCE, round(ref * rate_out / rate_in))
+    if len(b) >= _BEXT_LOUDNESS + 10 and struct.unpack_from("<H", b, _BEXT_VERSION)[0] >= 2:
+        struct.pack_into("<5h", b, _BEXT_LOUDNESS, *([_LOUDNESS_UNUSED] * 5))
+    return bytes(b)
+
+
+def insert_wav_chunks(path: str | os.PathLike[str], chunks: list[tuple[bytes, bytes]]) -> bool:
+    """Put ``chunks`` into the RIFF/WAVE file ``path`` before its ``data`` chunk (replacing chunks
+    of the same ids). The file is rewritten beside itself and renamed over it. False (file
+    unchanged) for a file that is not RIFF/WAVE or would pass RIFF's 4 GB."""
+    if not chunks:
+        return True
+    p = Path(path)
+    with open(p, "rb") as f:
+        found = _riff_chunks(f)
+        if found is None or not any(cid == b"data" for cid, _, _ in found):
+            return False
+        ids = {cid for cid, _ in chunks}
+        kept = [c for c in found if c[0] not in ids]
+        body = sum(8 + n + (n & 1) for _, _, n in kept) + sum(8 + len(d) + (len(d) & 1) for _, d in chunks)
+        if 4 + body > _RIFF_MAX:
+            return False
+        tmp = p.with_name(p.name + ".meta")
+        try:
+            with open(tmp, "wb") as out:
+                out.write(b"RIFF" + struct.pack("<I", 4 + body) + b"WAVE")
+                for cid, at, n in kept:
+                    if cid == b"data":
+                        for new_id, payload in chunks:
+                            out.write(new_id + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1))
+                    out.write(cid + struct.pack("<I", n))
+                    f.seek(at)
+                    _copy(f, out, n)
+                    if n & 1:
+                        out.write(b"\0")
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return True
+
+
+def _copy(src, dst, n: int) -> None:  # noqa: ANN001 - binary files
+    while n > 0:
+        block = src.read(min(n, 1 << 20))
+        if not block:
+            raise OSError("file shorter than its chunk sizes")
+        dst.write(block)
+        n -= len(block)
+
+
+def carry_wav_metadata(src: str | os.PathLike[str], dst: str | os.PathLike[str], rate_in: int, rate_out: int) -> list[str]:
+    """Copy ``src``'s ``bext``/``iXML`` chunks into the WAV ``dst``; the names of those carried."""
+    chunks = wav_chunks(src)
+    if not chunks:
+        return []
+    chunks = [(cid, processed_bext(d, rate_in, rate_out) if cid == b"bext" else d) for cid, d in chunks]
+    if not insert_wav_chunks(dst, chunks):
+        return []
+    return [cid.decode("ascii") for cid, _ in chunks]
+
+
+__all__ = ["CARRIED_CHUNKS", "carry_wav_metadata", "insert_wav_chunks", "processed_bext", "read_tags",
+           "wav_chunks", "write_tags"]
