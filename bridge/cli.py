@@ -253,6 +253,8 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
 
 def _print_loudness_pass(loud, dst: Path, quiet: bool) -> None:
     after = loud.after
+    for warning in loud.warnings:
+        _warning(warning)
     if not quiet:
         _console().print(
             f"  loudness {_fmt(loud.before['integrated_lufs'])} -> {_fmt(after['integrated_lufs'])} LUFS "
@@ -628,6 +630,8 @@ def _print_normalized(report, shown_in: str, shown_out: str) -> None:
     out.print(f"{shown_out}: {_fmt(after['integrated_lufs'])} LUFS, LRA {after['lra_lu']:.1f} LU, true peak "
               f"{after['true_peak_dbtp']:.2f} dBTP ({report.subtype}, target {target:g} LUFS, "
               f"ceiling {ceiling:g} dBTP)", markup=False)
+    for warning in report.warnings:
+        _warning(warning)
     reached = after["integrated_lufs"]
     if reached < target - 0.5 and report.limited:
         _tell("note:", "yellow", f"the {ceiling:g} dBTP ceiling held the loudness at {reached:.1f} LUFS; "

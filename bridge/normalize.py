@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hushbridge.atomic import temp_beside, through_links
@@ -31,6 +31,7 @@ class NormalizeReport:
     limiter_ceiling_dbtp: float  # its ceiling (tightened below ceiling_dbtp if the first pass let a peak through)
     trim_db: float  # gain after the limiter where its lowest ceiling was not enough (0 normally)
     subtype: str
+    warnings: list[str] = field(default_factory=list)  # e.g. the output format lost the speaker layout
 
     @property
     def predicted_true_peak_dbtp(self) -> float:
@@ -74,7 +75,7 @@ def normalize_file(
         ``MAX_GAIN_DB`` to apply; ``out`` is ``inp``; the ceiling could not be held.
     """
     from hushbridge.effects import Chain, Limiter
-    from hushbridge.io.files import process_file, wav_channel_mask
+    from hushbridge.io.files import _format_for, layout_loss, process_file, wav_channel_mask
     from hushbridge.measure import loudness_file
 
     src, dst = Path(inp), Path(out)
@@ -133,6 +134,11 @@ def normalize_file(
                 gain_db += short
             else:
                 break
+        warnings = [w.replace(str(tmp), str(dst)) for w in report.warnings]
+        if layout_loss(_format_for(dst), after["channels"], mask):
+            # what a player or a platform's meter will read, without the input's layout
+            as_read = loudness_file(tmp)["integrated_lufs"]
+            warnings.append(f"{dst}: read that way it measures {as_read:.1f} LUFS, not {after['integrated_lufs']:.1f}")
         if after["true_peak_dbtp"] > ceiling_dbtp:  # a delivery spec's ceiling is a ceiling
             raise AudioFileError(f"{dst}: could not keep the true peak under {ceiling_dbtp:g} dBTP "
                                  f"(reached {after['true_peak_dbtp']:.2f} dBTP); {dst} left untouched")
@@ -146,4 +152,4 @@ def normalize_file(
             tmp.unlink()
     return NormalizeReport(before=before, after=after, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp,
                            gain_db=gain_db, limited=limit, limiter_ceiling_dbtp=limiter_ceiling, trim_db=trim_db,
-                           subtype=report.subtype)
+                           subtype=report.subtype, warnings=warnings)

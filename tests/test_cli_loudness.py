@@ -229,6 +229,30 @@ def test_process_and_normalize_keep_a_wavs_speaker_layout(tmp_path: Path) -> Non
         assert json.loads(hb("loudness", res, "--json").stdout)[0]["integrated_lufs"] == pytest.approx(-23.0, abs=0.1)
 
 
+def test_a_format_that_loses_the_speaker_layout_is_named_with_what_readers_will_measure(tmp_path: Path) -> None:
+    """QA: a 6.0 WAV (no LFE) normalized into FLAC reported -23.0 LUFS while the file, which FLAC
+    can only declare as 5.1, measured -23.9 with us and with ffmpeg, and nothing said why."""
+    from hushbridge.io.files import set_wav_channel_mask
+
+    sr = 48000
+    t = np.arange(4 * sr) / sr
+    x = np.stack([10 ** (-28 / 20) * np.sin(2 * np.pi * 1000 * t)] * 6, axis=1).astype(np.float32)
+    six = tmp_path / "six.wav"
+    with sf.SoundFile(str(six), "w", sr, 6, "PCM_24", format="WAVEX") as f:
+        f.write(x)
+    assert set_wav_channel_mask(six, 0x707)  # 6.0: FL FR FC BC SL SR
+    for args in (("normalize", six, tmp_path / "n.flac", "--target", "-23"),
+                 ("process", six, tmp_path / "p.flac", "--chain", "gain", "--loudness", "-23")):
+        r = hb(*args)
+        assert r.returncode == 0, r.stderr
+        err = " ".join(r.stderr.split())
+        assert "FLAC cannot store the input's speaker layout (channel mask 0x707)" in err and "as 5.1" in err
+        read = json.loads(hb("loudness", args[2], "--json").stdout)[0]["integrated_lufs"]
+        assert f"measures {read:.1f} LUFS, not -23.0" in err and read < -23.5
+    ok = hb("normalize", six, tmp_path / "n.wav", "--target", "-23")  # a WAV keeps it: no warning
+    assert ok.returncode == 0 and "speaker layout" not in ok.stderr
+
+
 def test_loudness_warns_about_a_truncated_wav(tone_file: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.wav"
     cut.write_bytes(tone_file.read_bytes()[: tone_file.stat().st_size // 2])

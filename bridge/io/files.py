@@ -143,6 +143,25 @@ def truncation_warning(path: str | os.PathLike[str], info: sf._SoundFileInfo) ->
     return None
 
 
+_MASK_FORMATS = ("WAV", "WAVEX", "W64", "RF64")  # the formats that carry a channel mask
+
+
+def layout_loss(fmt: str, channels: int, mask: int | None) -> str | None:
+    """What writing audio whose speakers ``mask`` names into a ``fmt`` file loses, or None:
+    a format without a channel mask is read with the default layout for its channel count,
+    which weighs the channels' loudness differently (a 6.0 file read as 5.1 loses a channel to
+    the LFE's weight 0)."""
+    from hushbridge.dsp import loudness as L
+
+    if not mask or fmt in _MASK_FORMATS:
+        return None
+    if np.array_equal(L.channel_weights_from_mask(channels, mask), L.channel_weights(channels)):
+        return None
+    default = L._DEFAULT_LAYOUT.get(channels, "channels of equal weight")
+    return (f"{fmt} cannot store the input's speaker layout (channel mask {mask:#x}): players and loudness "
+            f"meters will take its {channels} channels as {default}; write a WAV to keep the layout")
+
+
 def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """Read a whole file as ``(channels, frames)`` float32 and its sample rate."""
     audio_info(path)
@@ -321,6 +340,9 @@ def process_file(
             raise AudioFileError(f"{src}: {what} {r} Hz is outside the {lo}..{hi} Hz hushbridge processes")
     channels = info.channels
     report = FileReport(str(src), str(dst), rate, channels, 0, out_subtype, chain.latency_samples)
+    lost = layout_loss(fmt, channels, mask)
+    if lost:
+        report.warnings.append(f"{dst}: {lost}")
     if not subtype and out_subtype != info.subtype:
         report.notes.append(f"written as {fmt} {out_subtype} ({fmt} cannot store the input's {info.subtype}; "
                             f"--subtype chooses)")
