@@ -13,9 +13,10 @@ Signal flow (per sample, :func:`hushbridge.dsp.kernels.dynamics.compressor`):
 5. Gain reduction and ``makeup_db`` applied to every channel alike.
 
 ``freeze_db`` (0: off) makes it a gated compressor, as broadcast processors have: while the
-detector is more than ``freeze_db`` under the threshold, the gain reduction holds instead of
-releasing; it stays frozen while the detector's level smoothed over 20 ms is, until a sample
-reaches the knee (with the peak detector, the peaks of the noise in a pause released it). Without it a pause gets the whole ``makeup_db`` while the speech around it gets the
+detector, or its level smoothed over 20 ms, is more than ``freeze_db`` under the threshold, the
+gain reduction does not release (it still rises where the level asks for more). So short
+bursts in a pause release nothing: the peaks of the noise under the peak detector, typing (each
+click released a little, and 3 s of it got the whole makeup). Without it a pause gets the whole ``makeup_db`` while the speech around it gets the
 makeup minus its gain reduction, so the pause comes up against the speech by that much (the
 room noise "breathes" up between phrases); frozen, a pause keeps the gain of the speech before it.
 

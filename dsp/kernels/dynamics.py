@@ -22,7 +22,7 @@ C_SLOPE = 1      # 1 - 1/ratio
 C_KNEE = 2       # knee width, dB
 C_MAKEUP = 3     # makeup gain, dB
 # consts: attack coef, release coef, rms coef, detector (0 peak, 1 rms), freeze depth (dB under
-#         the threshold where the gain reduction holds; 0: never), freeze level smoothing coef
+#         the threshold where the gain reduction stops releasing; 0: never), its level's smoothing coef
 _LOG10_FLOOR = 1e-30
 _DB10_PER_NEPER = 10.0 / math.log(10.0)  # 10*log10(p) == _DB10_PER_NEPER * ln(p)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0  # 10**(db/20) == exp(db * _NEPER_PER_DB20)
@@ -63,10 +63,10 @@ def compressor(
         Rows current / target / per-sample step of threshold_db, slope, knee_db, makeup_db.
     consts : float64 ``(6,)``
         Attack and release one-pole coefficients, RMS averaging coefficient, detector (0 peak, 1 rms),
-        freeze depth in dB (0: off): while the detector is that far under the threshold the gain
-        reduction holds instead of releasing (a gated compressor: pauses keep the speech's gain),
-        and also while its power smoothed over ~20 ms is, as long as the detector stays under the
-        knee (so the peaks of the noise in a pause do not release it with the peak detector); and
+        freeze depth in dB (0: off): while the detector, or its power smoothed over ~20 ms, is that
+        far under the threshold the gain reduction does not release (a gated compressor: pauses keep
+        the speech's gain, and short bursts in them, such as typing or the noise's peaks under the
+        peak detector, release nothing); it still rises whenever the level asks for more; and
         that smoothing's coefficient.
     sc_coefs : float64 ``(5,)``
         Side-chain high-pass ``[b0, b1, b2, a1, a2]``; ``sc_state`` float64 ``(channels, 2)``.
@@ -140,18 +140,21 @@ def compressor(
             if p > power:
                 power = p
         held = fc * held + (1.0 - fc) * power
-        # frozen (a pause keeps the gain the speech had) from the first quiet sample, and through
-        # the peaks of the noise in a pause while they stay under the knee (the peak detector's)
-        if not (power < freeze_pow or (held < freeze_pow and power <= floor_pow)):
-            target = 0.0
-            if power > floor_pow:
-                target = gain_computer(_DB10_PER_NEPER * math.log(max(power, _LOG10_FLOOR)), thr, slope, knee)
+        # the gain reduction rises whenever the level asks for it; it is released only while the
+        # level, now and held over 20 ms, is within freeze_db of the threshold: a pause keeps
+        # the gain the speech had from its first quiet sample, and so do short bursts in it
+        # (typing: each click released a little, and 3 s of typing got the whole makeup; the
+        # peak detector's noise peaks did the same)
+        target = 0.0
+        if power > floor_pow:
+            target = gain_computer(_DB10_PER_NEPER * math.log(max(power, _LOG10_FLOOR)), thr, slope, knee)
+        if target > y1 or (power >= freeze_pow and held >= freeze_pow):
             # ballistics on the gain reduction: release stage with instant attack, then attack stage
             y1 = max(target, rel * y1 + (1.0 - rel) * target)
-            if y1 > yl:
-                yl = att * yl + (1.0 - att) * y1
-            else:
-                yl = y1
+        if y1 > yl:
+            yl = att * yl + (1.0 - att) * y1
+        else:
+            yl = y1
         if yl < DENORMAL_FLOOR:
             yl = 0.0
         if y1 < DENORMAL_FLOOR:
