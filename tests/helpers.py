@@ -474,13 +474,3 @@ def read_midi(rt):
     while (m := rt.get_message()) is not None:
         out.append(m[0])
     return out
-
-
-def primed_sosfilt(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """scipy's cascade started in the steady state of each channel's first sample (our filters
-    take the first sample heard as what came before it: tests/effects/test_filters.py, DC offset)."""
-    from scipy import signal
-
-    x = x.astype(np.float64)
-    zi = signal.sosfilt_zi(sos)[:, None, :] * x[None, :, :1]
-    return signal.sosfilt(sos, x, axis=1, zi=zi)[0]

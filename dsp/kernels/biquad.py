@@ -56,28 +56,6 @@ def design_current(kinds: np.ndarray, ramp: np.ndarray, coefs: np.ndarray, sampl
 
 
 @njit(cache=True)
-def _prime(coefs: np.ndarray, state: np.ndarray, c: int, u: float) -> None:
-    """Set channel ``c``'s stages to their steady state for the constant input ``u`` (each
-    stage's input is the one before it at DC); left at rest where that is not finite."""
-    for s in range(coefs.shape[0]):
-        b0 = coefs[s, 0]
-        b1 = coefs[s, 1]
-        b2 = coefs[s, 2]
-        a1 = coefs[s, 3]
-        a2 = coefs[s, 4]
-        if b0 == 1.0 and b1 == a1 and b2 == a2:
-            continue  # an identity stays at rest (and skipped); its output is its input
-        y0 = u * (b0 + b1 + b2) / (1.0 + a1 + a2)
-        p2 = b2 * u - a2 * y0
-        p1 = b1 * u - a1 * y0 + p2
-        if not (math.isfinite(y0) and math.isfinite(p1) and math.isfinite(p2)):
-            return
-        state[c, s, 0] = p1
-        state[c, s, 1] = p2
-        u = y0
-
-
-@njit(cache=True)
 def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: np.ndarray, state: np.ndarray) -> None:
     """Filter ``block[:, pos:pos+n]`` through every stage, in float64, with fixed coefficients."""
     ch = block.shape[0]
@@ -88,19 +66,6 @@ def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: n
             if not math.isfinite(x):  # guard the state: NaN/Inf enters as silence
                 x = 0.0
             work[i] = x
-        start = 0
-        at_rest = True
-        for s in range(stages):
-            if state[c, s, 0] != 0.0 or state[c, s, 1] != 0.0:
-                at_rest = False
-        if at_rest:
-            # the cascade at rest (reset, or digital silence): the first sample heard is taken
-            # as what came before it, so a recording with a DC offset does not start with the
-            # step from silence to its offset (a high-pass turned that into a thump)
-            while start < n and work[start] == 0.0:
-                start += 1  # silence through filters at rest stays exact silence
-            if start < n:
-                _prime(coefs, state, c, work[start])
         for s in range(stages):
             b0 = coefs[s, 0]
             b1 = coefs[s, 1]
@@ -113,7 +78,7 @@ def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: n
                 # exact identity (e.g. a 0 dB peaking band) with empty state: running it would
                 # give y == x and leave the state at exactly 0, so skipping changes nothing
                 continue
-            for i in range(start, n):
+            for i in range(n):
                 x = work[i]
                 y = b0 * x + s1
                 s1 = b1 * x - a1 * y + s2
