@@ -173,7 +173,7 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     import soundfile as sf
 
     from hushbridge.errors import AudioFileError
-    from hushbridge.io.files import audio_info, truncation_warning, wav_channel_mask
+    from hushbridge.io.files import audio_info, truncation_warning, wav_channel_mask, wav_order
 
     info = audio_info(path)
     if info.samplerate <= 3400:
@@ -185,6 +185,7 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     frames = nonfinite = 0
     try:
         with sf.SoundFile(str(path)) as f:
+            perm = wav_order(f.format, f.channels)  # Ogg's channel order is not the layouts'
             while True:
                 data = f.read(block_frames, dtype="float32", always_2d=True)
                 if data.shape[0] == 0:
@@ -194,7 +195,7 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
                 if bad.any():  # measured as silence, and said so
                     nonfinite += int(bad.sum())
                     data[bad] = 0.0
-                _L.run(st, np.ascontiguousarray(data.T))
+                _L.run(st, np.ascontiguousarray(data.T if perm is None else data.T[perm]))
     except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError) as e:
         raise AudioFileError(f"{path}: corrupt or truncated audio ({e})") from e
     out = _L.finish(st)

@@ -162,14 +162,37 @@ def layout_loss(fmt: str, channels: int, mask: int | None) -> str | None:
             f"meters will take its {channels} channels as {default}; write a WAV to keep the layout")
 
 
+# Ogg Vorbis and Opus (mapping family 1) order 3-8 channels their own way (Vorbis I spec 4.3.9:
+# L C R; FL C FR RL RR LFE; ...), and libsndfile hands them over as stored. hushbridge works in
+# the WAV order (FL FR FC LFE BL BR ... SL SR), which its loudness layouts assume: for each
+# count, which stored channel is WAV channel i.
+_OGG_TO_WAV = {3: (0, 2, 1), 5: (0, 2, 1, 3, 4), 6: (0, 2, 1, 5, 3, 4), 7: (0, 2, 1, 6, 5, 3, 4),
+               8: (0, 2, 1, 7, 5, 6, 3, 4)}
+
+
+def wav_order(fmt: str, channels: int) -> np.ndarray | None:
+    """The permutation that puts a ``fmt`` file's channels, as soundfile reads them, in WAV
+    order (``data[perm]`` for ``(channels, frames)`` data), or None where they already are."""
+    perm = _OGG_TO_WAV.get(channels) if fmt == "OGG" else None
+    return np.array(perm) if perm is not None else None
+
+
+def stored_order(fmt: str, channels: int) -> np.ndarray | None:
+    """The inverse of :func:`wav_order`: WAV-ordered channels as a ``fmt`` file stores them."""
+    perm = wav_order(fmt, channels)
+    return np.argsort(perm) if perm is not None else None
+
+
 def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Read a whole file as ``(channels, frames)`` float32 and its sample rate."""
-    audio_info(path)
+    """Read a whole file as ``(channels, frames)`` float32 in WAV channel order, and its rate."""
+    info = audio_info(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioFileError(f"{path}: cannot read audio ({e})") from e
-    return np.ascontiguousarray(data.T), int(sr)
+    perm = wav_order(info.format, info.channels)
+    data = data.T if perm is None else data.T[perm]
+    return np.ascontiguousarray(data), int(sr)
 
 
 # codecs libsndfile lists for containers it can only read them from (check_format says yes to
@@ -251,6 +274,8 @@ class _Quantizer:
 
 
 def _blocks(f: sf.SoundFile) -> Iterator[np.ndarray]:
+    """``f`` in chunks of ``(channels, frames)`` float32, in WAV channel order."""
+    perm = wav_order(f.format, f.channels)
     while True:
         try:
             data = f.read(READ_FRAMES, dtype="float32", always_2d=True)
@@ -258,7 +283,7 @@ def _blocks(f: sf.SoundFile) -> Iterator[np.ndarray]:
             raise AudioFileError(f"{f.name}: corrupt or truncated audio ({e})") from e
         if data.shape[0] == 0:
             return
-        yield np.ascontiguousarray(data.T)
+        yield np.ascontiguousarray(data.T if perm is None else data.T[perm])
 
 
 def process_file(
@@ -372,11 +397,13 @@ def process_file(
         with reader, sf.SoundFile(tmp_name, "w", rate, channels, out_subtype, format=fmt) as writer:
             write_tags(writer, read_tags(meta_src))
 
+            to_stored = stored_order(fmt, channels)
+
             def emit(y: np.ndarray) -> None:
                 nonlocal done
                 y = y[:, : max(0, expected - done)]
                 if y.shape[1]:
-                    writer.write(quantize(y))
+                    writer.write(quantize(y if to_stored is None else y[to_stored]))
                     done += y.shape[1]
 
             for chunk in _blocks(reader):

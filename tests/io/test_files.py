@@ -220,3 +220,38 @@ def test_a_preset_name_or_an_effect_is_a_chain_too_and_anything_else_a_clear_err
     with pytest.raises(TypeError, match="must be a Chain, an Effect or a preset name, not list"):
         process_file(src, tmp_path / "x.wav", [Gain()])
     assert not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.skipif(__import__("shutil").which("ffmpeg") is None, reason="needs ffmpeg (apt ffmpeg)")
+def test_ogg_and_opus_surround_channels_are_read_and_written_in_wav_order(tmp_path):
+    """Vorbis and Opus store 5.1 as FL C FR RL RR LFE and libsndfile hands that order over:
+    the meter weighed the rear left as the LFE (0) and the LFE as a surround, and a WAV written
+    into Opus came out with its centre on the right. ffmpeg (which maps to WAV order) is the
+    independent check."""
+    import subprocess
+
+    from hushbridge.measure import loudness_file
+
+    sr = 48000
+    t = np.arange(2 * sr) / sr
+    freqs = [300.0, 500.0, 700.0, 60.0, 1100.0, 1300.0]  # FL FR FC LFE BL BR; the LFE gets a low tone
+    x = np.stack([0.1 * np.sin(2 * np.pi * f * t) for f in freqs], axis=1).astype(np.float32)
+    wav = tmp_path / "surround.wav"
+    sf.write(str(wav), x, sr, subtype="PCM_24")
+
+    def tones(data):  # dominant frequency of each channel, (channels, frames) data
+        spec = np.abs(np.fft.rfft(data[:, sr // 2: sr // 2 + sr], axis=1))
+        return list(np.fft.rfftfreq(sr, 1 / sr)[np.argmax(spec, axis=1)])
+
+    for ext in ("ogg", "opus"):
+        enc = tmp_path / f"by_ffmpeg.{ext}"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(enc)], check=True)
+        y, _ = read_audio(enc)
+        assert tones(y) == freqs, ext
+        assert loudness_file(enc)["integrated_lufs"] == pytest.approx(loudness_file(wav)["integrated_lufs"], abs=0.3)
+        ours = tmp_path / f"by_us.{ext}"
+        process_file(wav, ours, Chain([Gain()]))
+        back = tmp_path / f"back_{ext}.wav"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(ours), str(back)], check=True)
+        z, _ = sf.read(str(back), dtype="float32", always_2d=True)
+        assert tones(z.T) == freqs, ext
