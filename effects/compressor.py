@@ -14,7 +14,10 @@ Signal flow (per sample, :func:`hushbridge.dsp.kernels.dynamics.compressor`):
 
 ``freeze_db`` (0: off) makes it a gated compressor, as broadcast processors have: while the
 detector, or its level smoothed over 20 ms, is more than ``freeze_db`` under the threshold, the
-gain reduction does not release (it still rises where the level asks for more). So short
+gain reduction does not release to 0 but goes, at the release's pace, to its average over the
+last second of speech (it still rises where the level asks for more). So a pause gets the gain
+the phrase had, not what its last soft syllable left (less reduction: the pause came up against
+the phrase) nor what a knock or a laugh left (more: the next word started quiet), and short
 bursts in a pause release nothing: the peaks of the noise under the peak detector, typing (each
 click released a little, and 3 s of it got the whole makeup). Without it a pause gets the whole ``makeup_db`` while the speech around it gets the
 makeup minus its gain reduction, so the pause comes up against the speech by that much (the
@@ -38,6 +41,7 @@ from hushbridge.effects.base import Effect, Param, ProcessSpec
 
 RMS_WINDOW_MS = 10.0
 FREEZE_SMOOTHING_MS = 20.0  # the freeze test's level: noise peaks in a pause must not release it
+FREEZE_AVERAGE_S = 1.0  # a frozen gain reduction goes to its average over this much speech
 _SC_Q = 2.0**-0.5
 
 # parameter index -> column of the kernel's ramp array
@@ -62,11 +66,11 @@ class Compressor(Effect):
 
     def __init__(self, **values: float) -> None:
         object.__setattr__(self, "_ramp", np.zeros((3, 4), dtype=np.float64))
-        object.__setattr__(self, "_consts", np.zeros(6, dtype=np.float64))
+        object.__setattr__(self, "_consts", np.zeros(7, dtype=np.float64))
         object.__setattr__(self, "_sc_coefs", np.array([1.0, 0.0, 0.0, 0.0, 0.0]))
         object.__setattr__(self, "_sc_state", np.zeros((1, 2), dtype=np.float64))
         object.__setattr__(self, "_rms_state", np.zeros(1, dtype=np.float64))
-        object.__setattr__(self, "_env", np.zeros(3, dtype=np.float64))
+        object.__setattr__(self, "_env", np.zeros(4, dtype=np.float64))
         object.__setattr__(self, "_meter", np.zeros(1, dtype=np.float64))
         super().__init__(**values)
 
@@ -108,6 +112,7 @@ class Compressor(Effect):
         object.__setattr__(self, "_rms_state", np.zeros(spec.channels, dtype=np.float64))
         self._consts[2] = math.exp(-1.0 / (RMS_WINDOW_MS * 1e-3 * spec.sample_rate))
         self._consts[5] = math.exp(-1.0 / (FREEZE_SMOOTHING_MS * 1e-3 * spec.sample_rate))
+        self._consts[6] = math.exp(-1.0 / (FREEZE_AVERAGE_S * spec.sample_rate))
 
     def reset(self) -> None:
         """Clear detector and envelope state; parameter ramps jump to their targets."""
@@ -115,6 +120,7 @@ class Compressor(Effect):
         self._sc_state.fill(0.0)
         self._rms_state.fill(0.0)
         self._env.fill(0.0)
+        self._env[3] = -1.0  # no speech heard yet: no average for a freeze to go to
         self._meter[0] = 0.0
 
     def kernel(self):

@@ -281,10 +281,10 @@ def test_typing_in_a_pause_is_not_lifted_toward_the_voice(preset):
     average), a normal -26 dBFS take over a real fan. The compressor's gain reduction released
     in the pause, where the typing sat between its freeze level and its threshold, and every
     click released a little more: the clicks' loud 10 ms frames (95th percentile) came out 11.8
-    dB nearer the voice than they went in (podcast; dialogue 10.0). Now the compressor holds its
-    gain under its knee and no burst releases it: 8.8 and 7.8 dB. What is left is the expander,
-    open on the clicks once the leveler has lifted them, and the gain the compressor had at the
-    end of the phrase, under its average over the phrase (see README, Presets)."""
+    dB nearer the voice than they went in (podcast; dialogue 10.0). Then (session 22) no burst
+    released it, but a pause kept the gain reduction the phrase's last soft syllable had left,
+    well under the phrase's: 8.8 and 7.8 dB. Now a frozen gain reduction goes to its average over
+    the last second of speech: 2.6 and 1.8 dB (see README, Presets)."""
     import soundfile as sf
     import soxr
     from helpers import shared_data_dir
@@ -306,7 +306,7 @@ def test_typing_in_a_pause_is_not_lifted_toward_the_voice(preset):
         return _active_db(z) - np.percentile(10 * np.log10(np.mean(f**2, axis=1) + 1e-20), 95)
 
     before, after = speech_to_clicks(x), speech_to_clicks(render(load_preset(preset), x, 48000))
-    assert after > before - 9.5, (before, after)
+    assert after > before - 4.0, (before, after)
 
 
 @pytest.mark.parametrize("preset", ["dialogue", "podcast"])

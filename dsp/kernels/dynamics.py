@@ -22,7 +22,8 @@ C_SLOPE = 1      # 1 - 1/ratio
 C_KNEE = 2       # knee width, dB
 C_MAKEUP = 3     # makeup gain, dB
 # consts: attack coef, release coef, rms coef, detector (0 peak, 1 rms), freeze depth (dB under
-#         the threshold where the gain reduction stops releasing; 0: never), its level's smoothing coef
+#         the threshold where the gain reduction stops releasing; 0: never), its level's smoothing coef,
+#         the coef of the speech's average gain reduction that a frozen one goes to
 _LOG10_FLOOR = 1e-30
 _DB10_PER_NEPER = 10.0 / math.log(10.0)  # 10*log10(p) == _DB10_PER_NEPER * ln(p)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0  # 10**(db/20) == exp(db * _NEPER_PER_DB20)
@@ -64,17 +65,18 @@ def compressor(
     consts : float64 ``(6,)``
         Attack and release one-pole coefficients, RMS averaging coefficient, detector (0 peak, 1 rms),
         freeze depth in dB (0: off): while the detector, or its power smoothed over ~20 ms, is that
-        far under the threshold the gain reduction does not release (a gated compressor: pauses keep
-        the speech's gain, and short bursts in them, such as typing or the noise's peaks under the
-        peak detector, release nothing); it still rises whenever the level asks for more; and
-        that smoothing's coefficient.
+        far under the threshold (frozen) the gain reduction does not release to 0 but goes to its
+        average over the last second of speech (a gated compressor: pauses keep the speech's gain,
+        and short bursts in them, such as typing or the noise's peaks under the peak detector,
+        release nothing); it still rises whenever the level asks for more; that smoothing's
+        coefficient; the average's coefficient.
     sc_coefs : float64 ``(5,)``
         Side-chain high-pass ``[b0, b1, b2, a1, a2]``; ``sc_state`` float64 ``(channels, 2)``.
     rms_state : float64 ``(channels,)``
         Mean-square per channel (RMS detector).
-    env : float64 ``(3,)``
+    env : float64 ``(4,)``
         Gain-reduction ballistics in dB: release stage (instant attack), then attack stage; the
-        freeze test's smoothed power.
+        freeze test's smoothed power; the gain reduction averaged while not frozen (-1: none yet).
     meter : float64 ``(1,)``
         Receives the block's largest gain reduction in dB.
     """
@@ -85,7 +87,9 @@ def compressor(
     rms = consts[3] > 0.5
     freeze = consts[4]
     fc = consts[5]
+    avg_c = consts[6]
     held = env[2]
+    gavg = env[3]
     b0 = sc_coefs[0]
     b1 = sc_coefs[1]
     b2 = sc_coefs[2]
@@ -148,9 +152,19 @@ def compressor(
         target = 0.0
         if power > floor_pow:
             target = gain_computer(_DB10_PER_NEPER * math.log(max(power, _LOG10_FLOOR)), thr, slope, knee)
-        if target > y1 or (power >= freeze_pow and held >= freeze_pow):
+        active = power >= freeze_pow and held >= freeze_pow
+        if target > y1 or active:
             # ballistics on the gain reduction: release stage with instant attack, then attack stage
             y1 = max(target, rel * y1 + (1.0 - rel) * target)
+        if freeze_pow > 0.0:
+            if active:
+                gavg = y1 if gavg < 0.0 else avg_c * gavg + (1.0 - avg_c) * y1
+            elif gavg >= 0.0 and target <= y1:
+                # frozen: the gain reduction goes, at the release's pace, to what the speech had
+                # on average over the last second, not to what its last syllable left (lower: a
+                # pause came up against the phrase) nor to a knock's (higher: the next word
+                # started quiet)
+                y1 = max(target, rel * y1 + (1.0 - rel) * gavg)
         if y1 > yl:
             yl = att * yl + (1.0 - att) * y1
         else:
@@ -174,9 +188,12 @@ def compressor(
         yl = 0.0
     if not (held >= DENORMAL_FLOOR and math.isfinite(held)):
         held = 0.0
+    if not math.isfinite(gavg):
+        gavg = -1.0
     env[0] = y1
     env[1] = yl
     env[2] = held
+    env[3] = gavg
     meter[0] = peak_gr
 
 

@@ -232,6 +232,29 @@ def test_freeze_holds_through_short_bursts_in_a_pause(detector: int) -> None:
     assert max(gr[150:152]) > gr[125] + 3.0  # it still compresses what needs it
 
 
+def test_a_frozen_gain_reduction_goes_to_the_speechs_average() -> None:
+    """A phrase: 2 s loud (9 dB of gain reduction), then a soft last syllable that releases most
+    of it, then a pause. The pause got what the soft syllable left (the room came up against the
+    phrase); now it goes to the average over the last second of speech. A knock in the pause
+    raises the gain reduction (it needs it), and afterwards it comes back to that average instead
+    of holding the knock's (the next word started quiet)."""
+    x = np.concatenate([alternating(-6.0, 2 * SR), alternating(-20.0, SR // 2), alternating(-50.0, SR),
+                        alternating(0.0, SR // 200), alternating(-50.0, SR)])
+    comp = Compressor(threshold_db=-18.0, ratio=4.0, knee_db=0.0, attack_ms=5.0, release_ms=100.0,
+                      makeup_db=9.0, freeze_db=12.0)
+    comp.prepare(ProcessSpec(SR, 480, 1))
+    y = x[None].copy()
+    gr = []
+    for s in range(0, y.shape[1], 480):
+        comp.process(y[:, s:s + 480])
+        gr.append(comp.gain_reduction_db)
+    soft_end, pause = gr[249], gr[340]  # end of the soft syllable; 0.9 s into the pause
+    assert gr[199] == pytest.approx(9.0, abs=0.05) and soft_end < 2.0
+    assert pause > soft_end + 3.0 and pause < 9.0  # the last second's average: mostly the loud part
+    assert max(gr[350:352]) > 10.0  # the knock (18 dB over the threshold) is compressed
+    assert gr[-1] == pytest.approx(pause, abs=0.3)  # and then back to the average, not held
+
+
 def test_threshold_change_is_smoothed() -> None:
     x = alternating(-6.0, SR)
     comp = Compressor(threshold_db=0.0, ratio=20.0, knee_db=0.0, attack_ms=0.1, release_ms=5.0)
@@ -307,7 +330,7 @@ def test_state_decays_to_exact_zero(detector: int) -> None:
     for _ in range(120):
         silence.fill(0.0)
         comp.process(silence)
-    for state in (comp._env, comp._sc_state, comp._rms_state):
+    for state in (comp._env[:3], comp._sc_state, comp._rms_state):  # [3]: the freeze's average, off here
         assert np.all(state == 0.0)
     assert comp.gain_reduction_db == 0.0
 
