@@ -175,6 +175,18 @@ def test_freeze_holds_the_gain_reduction_in_a_pause() -> None:
     assert gain(frozen, 3.6, 4.0) == pytest.approx(9.0, abs=0.1)
 
 
+def gain_reductions(comp: Compressor, x: np.ndarray) -> list[float]:
+    """``x`` through ``comp`` (prepared afresh) in 480-frame blocks: each block's gain reduction."""
+    comp.prepare(ProcessSpec(SR, 480, 1))
+    comp.reset()
+    y = x[None].copy()
+    gr = []
+    for s in range(0, y.shape[1], 480):
+        comp.process(y[:, s:s + 480])
+        gr.append(comp.gain_reduction_db)
+    return gr
+
+
 def test_freeze_holds_through_the_peaks_of_noise_with_the_peak_detector() -> None:
     """With the peak detector (the default), the noise in a pause has peaks 10-13 dB over its
     RMS: 20 dB under the threshold, they crossed a 12 dB freeze level and released the gain
@@ -185,12 +197,7 @@ def test_freeze_holds_through_the_peaks_of_noise_with_the_peak_detector() -> Non
     tone = 10 ** (-10 / 20) * math.sqrt(2) * np.sin(2 * np.pi * 200 * t)
     x = np.concatenate([tone, rng.normal(0.0, 10 ** (-50 / 20), 3 * SR)]).astype(np.float32)
     comp = Compressor(threshold_db=-30.0, ratio=4.0, knee_db=6.0, attack_ms=5.0, release_ms=120.0, freeze_db=12.0)
-    comp.prepare(ProcessSpec(SR, 480, 1))
-    y = x[None].copy()
-    gr = []
-    for s in range(0, y.shape[1], 480):
-        comp.process(y[:, s:s + 480])
-        gr.append(comp.gain_reduction_db)
+    gr = gain_reductions(comp, x)
     assert gr[99] > 15.0  # the end of the tone
     assert min(gr[110:]) > 14.0, min(gr[110:])  # held for the whole 3 s of noise
 
@@ -211,24 +218,14 @@ def test_freeze_holds_through_short_bursts_in_a_pause(detector: int) -> None:
     x = np.concatenate([tone, pause]).astype(np.float32)
     comp = Compressor(threshold_db=-30.0, ratio=4.0, knee_db=6.0, attack_ms=5.0, release_ms=120.0,
                       freeze_db=6.0, detector=detector)
-    comp.prepare(ProcessSpec(SR, 480, 1))
-    y = x[None].copy()
-    gr = []
-    for s in range(0, y.shape[1], 480):
-        comp.process(y[:, s:s + 480])
-        gr.append(comp.gain_reduction_db)
+    gr = gain_reductions(comp, x)
     # (the RMS detector takes ~50 ms to fall under the freeze level when the tone stops, and
     # releases meanwhile: README, known gaps; its 20 ms level, ~100 ms); from 0.25 s on it holds
     assert gr[125] > 10.0
     assert min(gr[125:]) > gr[125] - 0.3, (gr[125], min(gr[125:]))  # held through 3 s of typing
     loud = x.copy()
     loud[SR + SR // 2:SR + SR // 2 + burst] = alternating(-2.0, burst)  # a desk knock, 28 dB over the threshold
-    comp.reset()
-    y = loud[None].copy()
-    gr = []
-    for s in range(0, y.shape[1], 480):
-        comp.process(y[:, s:s + 480])
-        gr.append(comp.gain_reduction_db)
+    gr = gain_reductions(comp, loud)
     assert max(gr[150:152]) > gr[125] + 3.0  # it still compresses what needs it
 
 
@@ -242,12 +239,7 @@ def test_a_frozen_gain_reduction_goes_to_the_speechs_average() -> None:
                         alternating(0.0, SR // 200), alternating(-50.0, SR)])
     comp = Compressor(threshold_db=-18.0, ratio=4.0, knee_db=0.0, attack_ms=5.0, release_ms=100.0,
                       makeup_db=9.0, freeze_db=12.0)
-    comp.prepare(ProcessSpec(SR, 480, 1))
-    y = x[None].copy()
-    gr = []
-    for s in range(0, y.shape[1], 480):
-        comp.process(y[:, s:s + 480])
-        gr.append(comp.gain_reduction_db)
+    gr = gain_reductions(comp, x)
     soft_end, pause = gr[249], gr[340]  # end of the soft syllable; 0.9 s into the pause
     assert gr[199] == pytest.approx(9.0, abs=0.05) and soft_end < 2.0
     assert pause > soft_end + 3.0 and pause < 9.0  # the last second's average: mostly the loud part
