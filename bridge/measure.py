@@ -166,19 +166,20 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     silence) and ``truncated`` (what a WAV cut short lacks, else None). Channels are weighted by
     ``layout`` if given, else by ``channel_mask`` (a WAV ``dwChannelMask``: for a file that cannot
     carry one, such as a render's temporary W64), else by a WAV's own channel mask where it has
-    one, else by their count
+    one, else by the layout FLAC and Ogg define for the count (4: quad, 7: 6.1), else by their count
     (:func:`hushbridge.dsp.loudness.channel_weights`). Raises :class:`~hushbridge.errors.AudioFileError` for a
     missing, unreadable, empty or corrupt file.
     """
     import soundfile as sf
 
     from hushbridge.errors import AudioFileError
-    from hushbridge.io.files import audio_info, truncation_warning, wav_channel_mask, wav_order
+    from hushbridge.io.files import audio_info, format_channel_mask, truncation_warning, wav_channel_mask, wav_order
 
     info = audio_info(path)
     if info.samplerate <= 3400:
         raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is too low for BS.1770 loudness")
-    mask = None if layout is not None else (channel_mask or wav_channel_mask(path))
+    mask = None if layout is not None else (channel_mask or wav_channel_mask(path)
+                                             or format_channel_mask(info.format, info.channels))
     weights = (_L.channel_weights_from_mask(info.channels, mask) if mask
                else _L.channel_weights(info.channels, layout))
     st = _L.allocate(info.channels, info.samplerate, weights)

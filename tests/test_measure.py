@@ -239,3 +239,30 @@ def test_make_demo_refuses_bad_arguments(args, capsys):
     with pytest.raises(SystemExit) as e:
         make_demo.main(args)
     assert e.value.code == 2 and "error: argument" in capsys.readouterr().err
+
+
+def test_flac_and_ogg_files_are_weighed_by_the_layout_their_format_defines(tmp_path):
+    """FLAC and Ogg define 4 channels as quad (FL FR BL BR) and 7 as 6.1; a 4-channel FLAC was
+    weighed as four equal channels, 0.8 LU off what ffmpeg reads (QA). A WAV without a channel
+    mask defines nothing: it stays equal."""
+    import soundfile as sf
+
+    from hushbridge.io.files import set_wav_channel_mask
+
+    sr = 48000
+    x = (np.random.default_rng(4).standard_normal((2 * sr, 4)) * 0.05).astype(np.float32)
+    flac, ogg, plain, quad = (tmp_path / n for n in ("q.flac", "q.ogg", "q_plain.wav", "q_quad.wav"))
+    sf.write(str(flac), x, sr, subtype="PCM_24")
+    sf.write(str(ogg), x, sr)
+    sf.write(str(plain), x, sr, subtype="PCM_24")
+    with sf.SoundFile(str(quad), "w", sr, 4, "PCM_24", format="WAVEX") as f:
+        f.write(x)
+    assert set_wav_channel_mask(quad, 0x33)
+    lufs = {p.name: M.loudness_file(p)["integrated_lufs"] for p in (flac, ogg, plain, quad)}
+    assert lufs["q.flac"] == pytest.approx(lufs["q_quad.wav"], abs=0.01)
+    # through the Vorbis codec the level differs; the weighting is the quad one
+    assert lufs["q.ogg"] == pytest.approx(M.loudness_file(ogg, channel_mask=0x33)["integrated_lufs"], abs=1e-9)
+    decoded = tmp_path / "q_ogg_plain.wav"  # the same decoded samples in a WAV without a mask
+    sf.write(str(decoded), sf.read(str(ogg), dtype="float32")[0], sr, subtype="FLOAT")
+    assert lufs["q.ogg"] - M.loudness_file(decoded)["integrated_lufs"] > 0.7
+    assert lufs["q_quad.wav"] - lufs["q_plain.wav"] > 0.7  # the rear pair's +1.5 dB

@@ -144,6 +144,16 @@ def truncation_warning(path: str | os.PathLike[str], info: sf._SoundFileInfo) ->
 
 
 _MASK_FORMATS = ("WAV", "WAVEX", "W64", "RF64")  # the formats that carry a channel mask
+# FLAC and Ogg define the speakers of a channel count where a WAV without a mask does not: 4 is
+# quad (FL FR BL BR), 7 is 6.1 (FL FR FC LFE BC SL SR: WAV order, as read here); for 1, 2, 3, 5,
+# 6 and 8 their layouts weigh the channels as hushbridge's defaults do
+_FORMAT_MASKS = {"FLAC": {4: 0x33, 7: 0x70F}, "OGG": {4: 0x33, 7: 0x70F}}
+
+
+def format_channel_mask(fmt: str, channels: int) -> int | None:
+    """The speakers a ``fmt`` file's ``channels`` channels feed by that format's definition,
+    as a WAV channel mask, where it differs from the loudness defaults; else None."""
+    return _FORMAT_MASKS.get(fmt, {}).get(channels)
 
 
 def layout_loss(fmt: str, channels: int, mask: int | None) -> str | None:
@@ -155,9 +165,11 @@ def layout_loss(fmt: str, channels: int, mask: int | None) -> str | None:
 
     if not mask or fmt in _MASK_FORMATS:
         return None
-    if np.array_equal(L.channel_weights_from_mask(channels, mask), L.channel_weights(channels)):
+    own = format_channel_mask(fmt, channels)
+    read_as = L.channel_weights_from_mask(channels, own) if own else L.channel_weights(channels)
+    if np.array_equal(L.channel_weights_from_mask(channels, mask), read_as):
         return None
-    default = L._DEFAULT_LAYOUT.get(channels, "channels of equal weight")
+    default = {4: "quad", 7: "6.1"}.get(channels) if own else L._DEFAULT_LAYOUT.get(channels, "channels of equal weight")
     return (f"{fmt} cannot store the input's speaker layout (channel mask {mask:#x}): players and loudness "
             f"meters will take its {channels} channels as {default}; write a WAV to keep the layout")
 
