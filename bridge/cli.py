@@ -225,7 +225,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
     normalize that into ``dst`` (in the format the plain render would have written)."""
     from hushbridge.atomic import temp_beside, through_links
     from hushbridge.errors import AudioFileError
-    from hushbridge.io.files import output_format, process_file, wav_channel_mask
+    from hushbridge.io.files import channel_mask_of, output_format, process_file
     from hushbridge.normalize import normalize_file
 
     if dst.exists() and os.path.samefile(src, dst):
@@ -243,7 +243,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
                               block_size=args.block_size, progress=progress)
         # the W64 render carries no channel mask: measure and write with the input's
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
-                              name=f"{dst} (as rendered)", channel_mask=wav_channel_mask(src) or 0,
+                              name=f"{dst} (as rendered)", channel_mask=channel_mask_of(src) or 0,
                               metadata_from=src)
     finally:
         tmp.unlink(missing_ok=True)

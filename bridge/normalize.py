@@ -75,12 +75,12 @@ def normalize_file(
         ``MAX_GAIN_DB`` to apply; ``out`` is ``inp``; the ceiling could not be held.
     """
     from hushbridge.effects import Chain, Limiter
-    from hushbridge.io.files import _format_for, layout_loss, process_file, wav_channel_mask
+    from hushbridge.io.files import _format_for, channel_mask_of, layout_loss, process_file
     from hushbridge.measure import loudness_file
 
     src, dst = Path(inp), Path(out)
     shown = name if name is not None else src
-    mask = channel_mask if channel_mask is not None else wav_channel_mask(src)
+    mask = channel_mask if channel_mask is not None else channel_mask_of(src)
     before = loudness_file(src, channel_mask=mask)
     level = before["integrated_lufs"]
     if not math.isfinite(level):

@@ -150,6 +150,19 @@ _MASK_FORMATS = ("WAV", "WAVEX", "W64", "RF64")  # the formats that carry a chan
 _FORMAT_MASKS = {"FLAC": {4: 0x33, 7: 0x70F}, "OGG": {4: 0x33, 7: 0x70F}}
 
 
+def channel_mask_of(path: str | os.PathLike[str]) -> int | None:
+    """Which speakers ``path``'s channels feed, as a WAV channel mask: a WAV's own, else the
+    layout its format defines where that matters for loudness (:func:`format_channel_mask`)."""
+    mask = wav_channel_mask(path)
+    if mask:
+        return mask
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+    return format_channel_mask(info.format, info.channels)
+
+
 def format_channel_mask(fmt: str, channels: int) -> int | None:
     """The speakers a ``fmt`` file's ``channels`` channels feed by that format's definition,
     as a WAV channel mask, where it differs from the loudness defaults; else None."""
@@ -331,8 +344,8 @@ def process_file(
         ``progress(frames_done, frames_total)`` after each chunk.
     channel_mask : int, optional
         Which speaker each channel feeds (a WAV ``dwChannelMask``), written into a WAV output;
-        default: the input's own, when it is a WAV that has one (so a 5.1 or quad file keeps its
-        layout, and its loudness weights).
+        default: the input's own, when it is a WAV that has one or a FLAC/Ogg file whose
+        format defines one (so a 5.1 or quad file keeps its layout, and its loudness weights).
     metadata_from : path, optional
         The file whose metadata ``out`` carries (default ``inp``): its text tags (title,
         artist...: WAV INFO, FLAC/Ogg comments) in any output format, and into a WAV output its
@@ -364,7 +377,7 @@ def process_file(
     if dst.is_dir():
         raise AudioFileError(f"{dst}: is a directory; give a file name (or use --out-dir for batches)")
     fmt, out_subtype = output_format(dst, info.subtype, subtype)
-    mask = wav_channel_mask(src) if channel_mask is None else (channel_mask or None)
+    mask = channel_mask_of(src) if channel_mask is None else (channel_mask or None)
     if mask and fmt == "WAV" and sf.check_format("WAVEX", out_subtype):
         fmt = "WAVEX"  # the format that carries a channel mask (patched in below)
     rate = int(sample_rate or info.samplerate)

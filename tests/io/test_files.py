@@ -255,3 +255,18 @@ def test_ogg_and_opus_surround_channels_are_read_and_written_in_wav_order(tmp_pa
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(ours), str(back)], check=True)
         z, _ = sf.read(str(back), dtype="float32", always_2d=True)
         assert tones(z.T) == freqs, ext
+
+
+def test_a_quad_flac_written_as_wav_says_it_is_quad(tmp_path):
+    """A 4-channel FLAC is quad by FLAC's definition; a WAV has to say so in its channel mask,
+    or readers (and our meter) weigh its rear pair like the front one."""
+    from hushbridge.io.files import wav_channel_mask
+    from hushbridge.measure import loudness_file
+
+    x = noise(4, 96000, seed=7, level=0.05)
+    flac = tmp_path / "quad.flac"
+    sf.write(str(flac), x.T, 48000, subtype="PCM_24")
+    out = tmp_path / "quad.wav"
+    process_file(flac, out, Chain([Gain()]))
+    assert wav_channel_mask(out) == 0x33
+    assert loudness_file(out)["integrated_lufs"] == pytest.approx(loudness_file(flac)["integrated_lufs"], abs=0.01)
