@@ -240,7 +240,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
     tmp = temp_beside(final.with_suffix(".w64"), "render")
     try:
         report = process_file(src, tmp, chain, sample_rate=args.rate, subtype="FLOAT",
-                              block_size=args.block_size, progress=progress)
+                              block_size=args.block_size, progress=progress, channel_mask=0)
         # the W64 render carries no channel mask: measure and write with the input's
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
                               name=f"{dst} (as rendered)", channel_mask=channel_mask_of(src) or 0,

@@ -138,7 +138,8 @@ def normalize_file(
         if layout_loss(_format_for(dst), after["channels"], mask):
             # what a player or a platform's meter will read, without the input's layout
             as_read = loudness_file(tmp)["integrated_lufs"]
-            warnings.append(f"{dst}: read that way it measures {as_read:.1f} LUFS, not {after['integrated_lufs']:.1f}")
+            if abs(as_read - after["integrated_lufs"]) >= 0.05:
+                warnings.append(f"{dst}: read that way it measures {as_read:.1f} LUFS, not {after['integrated_lufs']:.1f}")
         if after["true_peak_dbtp"] > ceiling_dbtp:  # a delivery spec's ceiling is a ceiling
             raise AudioFileError(f"{dst}: could not keep the true peak under {ceiling_dbtp:g} dBTP "
                                  f"(reached {after['true_peak_dbtp']:.2f} dBTP); {dst} left untouched")

@@ -251,6 +251,14 @@ def test_a_format_that_loses_the_speaker_layout_is_named_with_what_readers_will_
         assert f"measures {read:.1f} LUFS, not -23.0" in err and read < -23.5
     ok = hb("normalize", six, tmp_path / "n.wav", "--target", "-23")  # a WAV keeps it: no warning
     assert ok.returncode == 0 and "speaker layout" not in ok.stderr
+    w64 = hb("normalize", six, tmp_path / "n.w64", "--target", "-23")  # W64: no mask written (QA)
+    assert "W64 cannot store the input's speaker layout" in " ".join(w64.stderr.split())
+    # a 4-channel WAV naming no speakers, taken as 4 equal channels, into FLAC, which defines quad
+    quad = tmp_path / "four.wav"
+    sf.write(str(quad), x[:, :4], sr, subtype="PCM_24")
+    r = hb("normalize", quad, tmp_path / "four.flac", "--target", "-23")
+    err = " ".join(r.stderr.split())
+    assert "FLAC defines 4 channels as quad" in err and "measures" in err
 
 
 def test_loudness_warns_about_a_truncated_wav(tone_file: Path, tmp_path: Path) -> None:

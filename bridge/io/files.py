@@ -143,7 +143,7 @@ def truncation_warning(path: str | os.PathLike[str], info: sf._SoundFileInfo) ->
     return None
 
 
-_MASK_FORMATS = ("WAV", "WAVEX", "W64", "RF64")  # the formats that carry a channel mask
+_MASK_FORMATS = ("WAV", "WAVEX")  # the formats whose channel mask is written here
 # FLAC and Ogg define the speakers of a channel count where a WAV without a mask does not: 4 is
 # quad (FL FR BL BR), 7 is 6.1 (FL FR FC LFE BC SL SR: WAV order, as read here); for 1, 2, 3, 5,
 # 6 and 8 their layouts weigh the channels as hushbridge's defaults do
@@ -176,15 +176,19 @@ def layout_loss(fmt: str, channels: int, mask: int | None) -> str | None:
     the LFE's weight 0)."""
     from hushbridge.dsp import loudness as L
 
-    if not mask or fmt in _MASK_FORMATS:
+    if fmt in _MASK_FORMATS:
         return None
     own = format_channel_mask(fmt, channels)
     read_as = L.channel_weights_from_mask(channels, own) if own else L.channel_weights(channels)
-    if np.array_equal(L.channel_weights_from_mask(channels, mask), read_as):
+    meant = L.channel_weights_from_mask(channels, mask) if mask else L.channel_weights(channels)
+    if np.array_equal(meant, read_as):
         return None
     default = {4: "quad", 7: "6.1"}.get(channels) if own else L._DEFAULT_LAYOUT.get(channels, "channels of equal weight")
-    return (f"{fmt} cannot store the input's speaker layout (channel mask {mask:#x}): players and loudness "
-            f"meters will take its {channels} channels as {default}; write a WAV to keep the layout")
+    if mask:
+        return (f"{fmt} cannot store the input's speaker layout (channel mask {mask:#x}): players and loudness "
+                f"meters will take its {channels} channels as {default}; write a WAV to keep the layout")
+    return (f"{fmt} defines {channels} channels as {default}; the input, which names no speakers, was taken "
+            f"as {channels} channels of equal weight, and players and loudness meters will read them as {default}")
 
 
 # Ogg Vorbis and Opus (mapping family 1) order 3-8 channels their own way (Vorbis I spec 4.3.9:

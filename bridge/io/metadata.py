@@ -14,13 +14,16 @@ The output is processed audio: a ``bext`` of version 2 or later gets its loudnes
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import struct
 from pathlib import Path
 
 import soundfile as sf
 
-#: RIFF chunks copied from a WAV input into a WAV output
-CARRIED_CHUNKS = (b"bext", b"iXML")
+#: RIFF chunks copied from a WAV input into a WAV output (``LIST``: INFO tags as they were
+#: written, in whatever code page; soundfile reads them as UTF-8)
+CARRIED_CHUNKS = (b"bext", b"iXML", b"LIST")
 _TEXT_TAGS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license",
               "tracknumber", "genre")
 _BEXT_TIME_REFERENCE = 338  # u64, little-endian: first sample's count since midnight
@@ -49,17 +52,23 @@ def write_tags(f: sf.SoundFile, tags: dict[str, str]) -> None:
             pass
 
 
-def _riff_chunks(f) -> list[tuple[bytes, int, int]] | None:  # noqa: ANN001 - binary file
-    """``(id, payload offset, payload size)`` of every chunk of a RIFF/WAVE file, or None."""
+def _riff_chunks(f, rf64: bool = False) -> list[tuple[bytes, int, int]] | None:  # noqa: ANN001 - binary file
+    """``(id, payload offset, payload size)`` of every chunk of a RIFF/WAVE file (and, with
+    ``rf64``, of an RF64/BW64 one, whose ``data`` size is in its ``ds64`` chunk), or None."""
     f.seek(0)
     head = f.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+    kinds = (b"RIFF", b"RF64", b"BW64") if rf64 else (b"RIFF",)
+    if len(head) < 12 or head[:4] not in kinds or head[8:12] != b"WAVE":
         return None
     size = os.fstat(f.fileno()).st_size
-    chunks, pos = [], 12
+    chunks, pos, data64 = [], 12, None
     while pos + 8 <= size:
         f.seek(pos)
         cid, n = struct.unpack("<4sI", f.read(8))
+        if cid == b"ds64" and n >= 16:
+            data64 = struct.unpack("<QQ", f.read(16))[1]
+        elif cid == b"data" and n == _RIFF_MAX and data64 is not None:
+            n = data64
         n = min(n, size - pos - 8)  # a truncated last chunk: what is there
         chunks.append((cid, pos + 8, n))
         pos += 8 + n + (n & 1)
@@ -70,7 +79,7 @@ def wav_chunks(path: str | os.PathLike[str], ids: tuple[bytes, ...] = CARRIED_CH
     """The payloads of the chunks ``ids`` of a RIFF/WAVE file, in file order (none for other files)."""
     try:
         with open(path, "rb") as f:
-            chunks = _riff_chunks(f)
+            chunks = _riff_chunks(f, rf64=True)
             if chunks is None:
                 return []
             out = []
@@ -93,6 +102,13 @@ def processed_bext(payload: bytes, rate_in: int, rate_out: int) -> bytes:
     if len(b) >= _BEXT_LOUDNESS + 10 and struct.unpack_from("<H", b, _BEXT_VERSION)[0] >= 2:
         struct.pack_into("<5h", b, _BEXT_LOUDNESS, *([_LOUDNESS_UNUSED] * 5))
     return bytes(b)
+
+
+def processed_ixml(payload: bytes, rate_out: int) -> bytes:
+    """An ``iXML`` payload with its ``FILE_SAMPLE_RATE`` set to the output's rate (its timestamp
+    carries a sample rate of its own and stays as it is)."""
+    return re.sub(rb"(<FILE_SAMPLE_RATE>)\s*\d+(\s*</FILE_SAMPLE_RATE>)",
+                  lambda m: m.group(1) + str(rate_out).encode() + m.group(2), payload)
 
 
 def insert_wav_chunks(path: str | os.PathLike[str], chunks: list[tuple[bytes, bytes]]) -> bool:
@@ -124,6 +140,7 @@ def insert_wav_chunks(path: str | os.PathLike[str], chunks: list[tuple[bytes, by
                     _copy(f, out, n)
                     if n & 1:
                         out.write(b"\0")
+            shutil.copymode(p, tmp)  # the mode the output was given (that of the file it replaces)
             os.replace(tmp, p)
         finally:
             tmp.unlink(missing_ok=True)
@@ -144,11 +161,12 @@ def carry_wav_metadata(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     chunks = wav_chunks(src)
     if not chunks:
         return []
-    chunks = [(cid, processed_bext(d, rate_in, rate_out) if cid == b"bext" else d) for cid, d in chunks]
+    chunks = [(cid, processed_bext(d, rate_in, rate_out) if cid == b"bext"
+               else processed_ixml(d, rate_out) if cid == b"iXML" else d) for cid, d in chunks]
     if not insert_wav_chunks(dst, chunks):
         return []
     return [cid.decode("ascii") for cid, _ in chunks]
 
 
-__all__ = ["CARRIED_CHUNKS", "carry_wav_metadata", "insert_wav_chunks", "processed_bext", "read_tags",
+__all__ = ["CARRIED_CHUNKS", "carry_wav_metadata", "insert_wav_chunks", "processed_bext", "processed_ixml", "read_tags",
            "wav_chunks", "write_tags"]

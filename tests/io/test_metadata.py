@@ -111,3 +111,29 @@ def test_flac_tags_are_kept_and_a_plain_wav_gets_no_chunks(tmp_path):
     wav = tmp_path / "plain_out.wav"
     process_file(plain, wav, Chain([Gain()]))
     assert wav_chunks(wav) == [] and chunk_order(wav)[-1] == b"data"
+
+
+def test_rf64_input_ixml_rate_latin1_tags_and_the_outputs_mode(tmp_path):
+    """QA: a BW64/RF64 input's timecode was dropped; iXML kept saying 48000 Hz in a 44.1 kHz
+    file; a Latin-1 INFO title came out as replacement characters; an existing output's mode
+    0640 became 0644 when the metadata was put in."""
+    import os
+
+    src = bwf_input(tmp_path)
+    rf64 = tmp_path / "long.wav"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), "-c:a", "pcm_s24le", "-rf64", "always",
+                    "-write_bext", "1", "-metadata", f"time_reference={TIME_REFERENCE}", str(rf64)], check=True)
+    assert open(rf64, "rb").read(4) in (b"RF64", b"BW64")
+    out = tmp_path / "from_rf64.wav"
+    process_file(rf64, out, Chain([Gain()]))
+    assert probe_tags(out)["time_reference"] == str(TIME_REFERENCE)
+    ixml = b"<BWFXML><FILE_SAMPLE_RATE>48000</FILE_SAMPLE_RATE></BWFXML>"
+    latin = bytes([0x49, 0x4E, 0x41, 0x4D, 9, 0, 0, 0]) + "Café Ünï".encode("latin-1") + b"\0\0"  # INAM, 9 bytes
+    assert insert_wav_chunks(src, [(b"iXML", ixml), (b"LIST", b"INFO" + latin)])
+    down = tmp_path / "down.wav"
+    down.write_bytes(b"old")
+    os.chmod(down, 0o640)
+    process_file(src, down, Chain([Gain()]), sample_rate=44100)
+    assert os.stat(down).st_mode & 0o777 == 0o640
+    assert [d for _, d in wav_chunks(down, (b"iXML",))] == [ixml.replace(b"48000", b"44100")]
+    assert [d for _, d in wav_chunks(down, (b"LIST",))] == [b"INFO" + latin]  # as written, not re-decoded
