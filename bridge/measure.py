@@ -173,13 +173,12 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     import soundfile as sf
 
     from hushbridge.errors import AudioFileError
-    from hushbridge.io.files import audio_info, format_channel_mask, truncation_warning, wav_channel_mask, wav_order
+    from hushbridge.io.files import audio_info, channel_mask_of, truncation_warning, wav_order
 
     info = audio_info(path)
     if info.samplerate <= 3400:
         raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is too low for BS.1770 loudness")
-    mask = None if layout is not None else (channel_mask or wav_channel_mask(path)
-                                             or format_channel_mask(info.format, info.channels))
+    mask = None if layout is not None else (channel_mask or channel_mask_of(path, info))
     weights = (_L.channel_weights_from_mask(info.channels, mask) if mask
                else _L.channel_weights(info.channels, layout))
     st = _L.allocate(info.channels, info.samplerate, weights)

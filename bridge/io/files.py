@@ -150,16 +150,18 @@ _MASK_FORMATS = ("WAV", "WAVEX")  # the formats whose channel mask is written he
 _FORMAT_MASKS = {"FLAC": {4: 0x33, 7: 0x70F}, "OGG": {4: 0x33, 7: 0x70F}}
 
 
-def channel_mask_of(path: str | os.PathLike[str]) -> int | None:
+def channel_mask_of(path: str | os.PathLike[str], info: sf._SoundFileInfo | None = None) -> int | None:
     """Which speakers ``path``'s channels feed, as a WAV channel mask: a WAV's own, else the
-    layout its format defines where that matters for loudness (:func:`format_channel_mask`)."""
+    layout its format defines where that matters for loudness (:func:`format_channel_mask`).
+    ``info``: ``path``'s soundfile info, where the caller has it already."""
     mask = wav_channel_mask(path)
     if mask:
         return mask
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        return None
+    if info is None:
+        try:
+            info = sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError, TypeError):
+            return None
     return format_channel_mask(info.format, info.channels)
 
 
@@ -381,7 +383,7 @@ def process_file(
     if dst.is_dir():
         raise AudioFileError(f"{dst}: is a directory; give a file name (or use --out-dir for batches)")
     fmt, out_subtype = output_format(dst, info.subtype, subtype)
-    mask = channel_mask_of(src) if channel_mask is None else (channel_mask or None)
+    mask = channel_mask_of(src, info) if channel_mask is None else (channel_mask or None)
     if mask and fmt == "WAV" and sf.check_format("WAVEX", out_subtype):
         fmt = "WAVEX"  # the format that carries a channel mask (patched in below)
     rate = int(sample_rate or info.samplerate)

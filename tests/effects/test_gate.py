@@ -237,24 +237,31 @@ def test_adaptive_floor_falls_6_db_a_second_at_most_so_a_ringing_tail_does_not_t
     filters before a gate leave of an edit's digital silence): the floor may fall 6 dB in that
     second, not 80. Without the limit it followed the tail down and the gate stayed fully open on
     the room tone after it for 3 s."""
-    from hushbridge.dsp.kernels.gate import F_FLOOR
-
     rng_ = np.random.default_rng(11)
     n = 8 * SR
     x = rng_.standard_normal(n) * 10 ** (-35 / 20)
     x[4 * SR:5 * SR] *= np.exp(np.linspace(0.0, math.log(10 ** (-80 / 20)), SR))
     x = x.astype(np.float32)[None]
     gate = Gate(threshold_db=-40.0, hysteresis_db=4.0, ratio=4.0, range_db=18.0, adaptive_db=20.0)
-    gate.prepare(ProcessSpec(SR, SR // 2, 1))
-    y = x.copy()
-    floor_db = []
-    for s in range(0, n, SR // 2):
-        gate.process(y[:, s:s + SR // 2])
-        floor_db.append(10 * math.log10(gate._fstate[F_FLOOR]))
+    y, floor_db = _floor_trace(gate, x, SR // 2)
     before, after = floor_db[7], floor_db[9]  # at 4.0 s and at 5.0 s (the end of the tail)
     assert before - 7.0 < after <= before, floor_db
     assert _segment_gain_db(x[0], y, 3.0, 4.0) < -16.0  # closed on the room before the tail
     assert _segment_gain_db(x[0], y, 5.2, 7.5) < -4.0  # after it: still attenuating (0 dB without the limit)
+
+
+def _floor_trace(gate: Gate, x: np.ndarray, block: int) -> tuple[np.ndarray, list[float]]:
+    """``x`` (1, frames) through ``gate`` in ``block``-frame blocks: the output and the adaptive
+    floor (dB) after each block."""
+    from hushbridge.dsp.kernels.gate import F_FLOOR
+
+    gate.prepare(ProcessSpec(SR, block, 1))
+    y = x.copy()
+    floor_db = []
+    for s in range(0, x.shape[1], block):
+        gate.process(y[:, s:s + block])
+        floor_db.append(10 * math.log10(gate._fstate[F_FLOOR]))
+    return y, floor_db
 
 
 def test_adaptive_floor_rises_4_db_a_second_at_most_under_unbroken_speech() -> None:
@@ -263,7 +270,7 @@ def test_adaptive_floor_rises_4_db_a_second_at_most_under_unbroken_speech() -> N
     the voice's own dips; the floor follows them up by 4 dB/s at most, so the voice passes
     whole all the way. (The floor used to be that minimum: at 5.25 s it jumped 32 dB to the
     dips, and from 6 s the expander cut the voice by its full range.)"""
-    from hushbridge.dsp.kernels.gate import F_FLOOR, FLOOR_MAX_RISE_DB_PER_S
+    from hushbridge.dsp.kernels.gate import FLOOR_MAX_RISE_DB_PER_S
 
     rng_ = np.random.default_rng(7)
     n = 10 * SR
@@ -274,12 +281,7 @@ def test_adaptive_floor_rises_4_db_a_second_at_most_under_unbroken_speech() -> N
     x[voice] += np.sin(2 * np.pi * 300.0 * t[voice]) * math.sqrt(2) * 10 ** (level_db / 20)
     x = x.astype(np.float32)[None]
     gate = Gate(threshold_db=-50.0, hysteresis_db=4.0, ratio=4.0, range_db=18.0, adaptive_db=20.0, hold_ms=80.0)
-    gate.prepare(ProcessSpec(SR, SR // 4, 1))
-    y = x.copy()
-    floor_db = []
-    for s in range(0, n, SR // 4):
-        gate.process(y[:, s:s + SR // 4])
-        floor_db.append(10 * math.log10(gate._fstate[F_FLOOR]))
+    y, floor_db = _floor_trace(gate, x, SR // 4)
     room = floor_db[7]  # at 2 s
     assert room == pytest.approx(-60.0, abs=1.5)
     steps = np.diff(floor_db[8:])
