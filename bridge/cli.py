@@ -182,7 +182,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
                 if args.loudness is None:
                     report = process_file(src, dst, chain, sample_rate=args.rate, subtype=args.subtype,
-                                          block_size=args.block_size, progress=progress)
+                                          block_size=args.block_size, progress=progress,
+                                          dc_offset="keep" if args.keep_dc else "remove")
                 else:
                     report, loud = _render_to_loudness(src, dst, chain, args, info, progress)
             dt = time.perf_counter() - t0
@@ -240,7 +241,8 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
     tmp = temp_beside(final.with_suffix(".w64"), "render")
     try:
         report = process_file(src, tmp, chain, sample_rate=args.rate, subtype="FLOAT",
-                              block_size=args.block_size, progress=progress, channel_mask=0)
+                              block_size=args.block_size, progress=progress, channel_mask=0,
+                              dc_offset="keep" if args.keep_dc else "remove")
         # the W64 render carries no channel mask: measure and write with the input's
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
                               name=f"{dst} (as rendered)", channel_mask=channel_mask_of(src) or 0,
@@ -708,6 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "streaming (-14), broadcast (-23)")
     p.add_argument("--true-peak", type=_ceiling_arg, default=-1.0, metavar="DBTP",
                    help="true-peak ceiling for --loudness, -24..0 dBTP (default -1)")
+    p.add_argument("--keep-dc", action="store_true",
+                   help="keep a DC offset in the input (by default one of -60 dBFS or more, measured over "
+                        "the first 3 s, is removed before the chain: the filters would start with a thump)")
     p.add_argument("--quiet", "-q", action="store_true", help="print errors and warnings only")
     p.set_defaults(func=_cmd_process)
 

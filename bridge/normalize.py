@@ -116,7 +116,7 @@ def normalize_file(
                 effects += _gain_stages(trim_db)
             try:
                 report = process_file(src, tmp, Chain(effects), subtype=subtype, channel_mask=mask or 0,
-                                      metadata_from=metadata_from)
+                                      metadata_from=metadata_from, dc_offset="keep")
             except AudioFileError as e:  # name the file the user asked for, not our temporary one
                 raise AudioFileError(str(e).replace(str(tmp), str(dst)).replace(str(src), str(shown))) from e
             after = loudness_file(tmp, channel_mask=mask)

@@ -56,6 +56,20 @@ def test_process_chain_and_set(speechlike, tmp_path):
     np.testing.assert_allclose(y, x * 10 ** (-6 / 20), atol=1e-6)
 
 
+def test_process_removes_a_dc_offset_and_says_so_unless_told_to_keep_it(speechlike, tmp_path):
+    x, sr = sf.read(str(speechlike), dtype="float32")
+    src = tmp_path / "offset.wav"
+    sf.write(str(src), x + np.float32(0.02), sr, subtype="FLOAT")
+    r = hb("process", src, tmp_path / "a.wav", "--chain", "gain", "--loudness", "-20")
+    assert r.returncode == 0, r.stderr
+    assert "removed a DC offset" in r.stdout and "+0.0200" in r.stdout
+    r = hb("process", src, tmp_path / "b.wav", "--chain", "gain", "--keep-dc", "--subtype", "FLOAT")
+    assert r.returncode == 0, r.stderr
+    assert "DC offset" not in r.stdout
+    np.testing.assert_array_equal(sf.read(str(tmp_path / "b.wav"), dtype="float32")[0], x + np.float32(0.02))
+    assert abs(sf.read(str(tmp_path / "a.wav"))[0].mean()) < 1e-3
+
+
 def test_process_chain_with_a_plugin(speechlike, tmp_path):
     pedalboard = pytest.importorskip("pedalboard")
     out = tmp_path / "p.wav"

@@ -26,6 +26,10 @@ from hushbridge.errors import AudioFileError
 from hushbridge.io.metadata import carry_wav_metadata, read_tags, write_tags
 
 READ_FRAMES = 1 << 16
+DC_WINDOW_S = 3.0  # the input's head over which a DC offset is measured
+DC_MIN = 1e-3  # offsets under -60 dBFS are left alone (the thump they leave is under -50 dBFS)
+DC_MIN_FRAMES_S = 1.0  # files shorter than this are left alone
+DC_SILENT_HEAD = 48  # a channel that starts with this many exact zeros (digital silence) keeps its offset
 
 # bits of integer PCM subtypes, for dither and clipping
 _PCM_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "ALAC_16": 16,
@@ -328,6 +332,7 @@ def process_file(
     progress: Callable[[int, int], None] | None = None,
     channel_mask: int | None = None,
     metadata_from: str | os.PathLike[str] | None = None,
+    dc_offset: str = "remove",
 ) -> FileReport:
     """Render ``inp`` through ``chain`` into ``out``.
 
@@ -357,6 +362,14 @@ def process_file(
         artist...: WAV INFO, FLAC/Ogg comments) in any output format, and into a WAV output its
         Broadcast WAV ``bext`` chunk (timecode; loudness fields marked unused) and ``iXML``, so
         an editor puts the result where the original sat (:mod:`hushbridge.io.metadata`).
+    dc_offset : {"remove", "keep"}
+        ``remove`` (default): a channel whose first :data:`DC_WINDOW_S` seconds average
+        :data:`DC_MIN` or more away from zero (a DC offset, from a cheap interface or a worn
+        preamp) has that average subtracted before the chain, and a note says so. The filters
+        start from rest, so a chain fed the offset starts with a thump (0.05 of offset: a -19 dBFS
+        thump through ``podcast``) before its high-pass removes it; live the stream starts the
+        same way, but a file is known in advance. A channel starting in digital silence keeps its
+        offset (subtracting it would put the step at the start). ``keep``: the samples as read.
 
     Returns
     -------
@@ -405,6 +418,16 @@ def process_file(
     if not dst.parent.exists():
         raise AudioFileError(f"{dst.parent}: output folder does not exist")
 
+    if dc_offset not in ("remove", "keep"):
+        raise ValueError(f"dc_offset must be 'remove' or 'keep', not {dc_offset!r}")
+    dc = _dc_offset(src, info) if dc_offset == "remove" else None
+    if dc is not None:
+        shown = ", ".join(f"channel {c + 1}: {dc[c]:+.4f} ({20 * np.log10(abs(dc[c])):.1f} dBFS)"
+                          for c in np.flatnonzero(dc))
+        report.notes.append(f"removed a DC offset before the chain ({shown}; measured over the first "
+                            f"{DC_WINDOW_S:g} s)")
+        dc = dc.astype(np.float32)[:, None]
+
     tmp_name = ""
     try:  # from the temporary file's creation on: a SIGTERM (KeyboardInterrupt) anywhere removes it
         final = through_links(dst)
@@ -442,6 +465,8 @@ def process_file(
                 if bad.any():
                     report.nonfinite_input += int(bad.sum())
                     chunk[bad] = 0.0
+                if dc is not None:
+                    chunk -= dc
                 if resampler is not None:
                     chunk = np.ascontiguousarray(resampler.resample_chunk(chunk.T).T)
                 emit(renderer.push(chunk))
@@ -484,6 +509,30 @@ def process_file(
                 pass  # already renamed
         raise
     return report
+
+
+def _dc_offset(src: Path, info: sf._SoundFileInfo) -> np.ndarray | None:
+    """Per channel (WAV order), the DC offset that :func:`process_file` removes (0.0 where none
+    is), or None where no channel has one."""
+    try:
+        with sf.SoundFile(str(src)) as f:
+            head = f.read(max(1, int(DC_WINDOW_S * info.samplerate)), dtype="float64", always_2d=True)
+            perm = wav_order(f.format, f.channels)
+    except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError) as e:
+        raise AudioFileError(f"{src}: corrupt or truncated audio ({e})") from e
+    head = head.T if perm is None else head.T[perm]
+    if head.shape[1] == 0:
+        return None
+    if head.shape[1] < DC_MIN_FRAMES_S * info.samplerate:
+        return None  # a short clip's mean says more about its content than about an offset
+    head = np.where(np.isfinite(head), head, 0.0)
+    dc = head.mean(axis=1)
+    # an offset is steady: a mean that content makes (a kick, a slow swell) moves between thirds
+    thirds = np.stack([part.mean(axis=1) for part in np.array_split(head, 3, axis=1)], axis=1)
+    steady = np.all(np.abs(thirds - dc[:, None]) <= np.maximum(0.5 * DC_MIN, 0.2 * np.abs(dc))[:, None], axis=1)
+    silent_start = ~np.any(head[:, :DC_SILENT_HEAD] != 0.0, axis=1)
+    dc[(np.abs(dc) < DC_MIN) | silent_start | ~steady] = 0.0
+    return dc if np.any(dc) else None
 
 
 class _EngineAsEffect(Chain):
@@ -545,7 +594,8 @@ class FileBackend:
             raise AudioFileError(f"{self.inp}: has {audio_info(self.inp).channels} channels, the engine "
                                  f"{self.engine.channels}")
         self.report = process_file(self.inp, self.out, _EngineAsEffect(self.engine), sample_rate=self._rate,
-                                   subtype=self.subtype, block_size=self._block)
+                                   subtype=self.subtype, block_size=self._block,
+                                   dc_offset="keep")  # the samples a live input would deliver
 
     def stop(self) -> None:
         """Nothing to stop: :meth:`start` returns when the file is done."""

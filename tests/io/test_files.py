@@ -270,3 +270,57 @@ def test_a_quad_flac_written_as_wav_says_it_is_quad(tmp_path):
     process_file(flac, out, Chain([Gain()]))
     assert wav_channel_mask(out) == 0x33
     assert loudness_file(out)["integrated_lufs"] == pytest.approx(loudness_file(flac)["integrated_lufs"], abs=0.01)
+
+
+def _with_offset(seconds, offset, sr=48000, seed=1):
+    """A quiet noise floor, then a tone from 0.3 s on, riding on a DC offset (a cheap interface)."""
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.003 * np.random.default_rng(seed).standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * 220 * t) * (t >= 0.3)
+    return (x + offset).astype(np.float32)
+
+
+def test_a_dc_offset_is_removed_before_the_chain_so_its_filters_start_without_a_thump(tmp_path):
+    from hushbridge.effects import HighPass
+
+    x = _with_offset(4.0, 0.1)
+    src = write(tmp_path / "in.wav", x[None], subtype="FLOAT")
+    kept = process_file(src, tmp_path / "kept.wav", Chain([HighPass(cutoff_hz=80.0)]), dc_offset="keep")
+    removed = process_file(src, tmp_path / "removed.wav", Chain([HighPass(cutoff_hz=80.0)]))
+    yk, _ = read_audio(tmp_path / "kept.wav")
+    yr, _ = read_audio(tmp_path / "removed.wav")
+    head = slice(0, int(0.3 * 48000))  # before the tone: the floor, and the thump if there is one
+    assert np.abs(yk[0, head]).max() > 0.05  # the filter starting from rest meets a 0.1 step
+    assert np.abs(yr[0, head]).max() < 0.015  # the floor (0.003 rms) only
+    # once the high-pass has settled the two agree: only the head changed
+    np.testing.assert_allclose(yr[0, 48000:], yk[0, 48000:], atol=2e-4)
+    assert not kept.notes and any("DC offset" in n and "+0.1000" in n for n in removed.notes)
+
+
+def test_audio_without_an_offset_and_offsets_that_are_content_are_left_alone(tmp_path):
+    sr = 48000
+    cases = {
+        "none": _with_offset(2.0, 0.0)[None],
+        "short": _with_offset(0.5, 0.1)[None],  # a 0.5 s clip's mean is its content's
+        "swell": (np.linspace(0.0, 0.3, 3 * sr) + _with_offset(3.0, 0.0)).astype(np.float32)[None],  # not steady
+        # a channel starting in digital silence keeps its offset (removing it would put the step at the start)
+        "silent head": np.concatenate([np.zeros(sr // 2, np.float32), _with_offset(2.0, 0.1)])[None],
+    }
+    for name, x in cases.items():
+        src = write(tmp_path / f"{name}.wav", x, subtype="FLOAT")
+        a = process_file(src, tmp_path / "a.wav", Chain([Gain(gain_db=0.0)]))
+        process_file(src, tmp_path / "b.wav", Chain([Gain(gain_db=0.0)]), dc_offset="keep")
+        np.testing.assert_array_equal(read_audio(tmp_path / "a.wav")[0], read_audio(tmp_path / "b.wav")[0],
+                                      err_msg=name)
+        assert not a.notes, name
+
+
+def test_the_offset_is_measured_and_removed_per_channel(tmp_path):
+    x = np.stack([_with_offset(3.0, -0.05), _with_offset(3.0, 0.0, seed=2)])
+    src = write(tmp_path / "in.wav", x, subtype="FLOAT")
+    rep = process_file(src, tmp_path / "out.wav", Chain([Gain(gain_db=0.0)]))
+    y, _ = read_audio(tmp_path / "out.wav")
+    np.testing.assert_allclose(y[0], x[0] + 0.05, atol=2e-3)
+    np.testing.assert_array_equal(y[1], x[1])
+    assert any("channel 1: -0.05" in n and "channel 2" not in n for n in rep.notes)
+    with pytest.raises(ValueError, match="dc_offset"):
+        process_file(src, tmp_path / "out.wav", Chain([Gain()]), dc_offset="auto")
