@@ -11,7 +11,10 @@ Every processor a user sees (and the :class:`~hushbridge.effects.chain.Chain` it
 ``reset()``
     Clear delay lines, envelopes and smoothers (transport jump, seek); keep parameters.
 ``latency_samples``
-    The delay the effect adds, reported so the Chain and hosts can compensate it.
+    The delay the effect adds, reported so the Chain and hosts can compensate it. Where it
+    depends on the rate (look-ahead in milliseconds) it is exact once prepared; before that it is
+    given at :data:`UNPREPARED_RATE` (48 kHz), so a host sizing its compensation early gets the
+    delay it will see at the common rate rather than 0.
 
 Parameters are declared as :class:`Param` with their unit in the id (``threshold_db``,
 ``attack_ms``, ``cutoff_hz``). ``effect.threshold_db = -20`` or ``effect.set("threshold_db", -20)``
@@ -27,6 +30,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
+
+UNPREPARED_RATE = 48000  # the rate a rate-dependent latency is reported at before prepare
 
 from hushbridge.dsp.kernels.util import bind, is_block
 from hushbridge.errors import ParamError

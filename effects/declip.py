@@ -39,7 +39,7 @@ import numpy as np
 
 from hushbridge.dsp.design import make_highpass
 from hushbridge.dsp.kernels import declip as K
-from hushbridge.effects.base import Effect, Param, ProcessSpec
+from hushbridge.effects.base import UNPREPARED_RATE, Effect, Param, ProcessSpec
 
 DRIVES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 HIGH_BAND_HZ = 4000.0    # drive estimate: high-band share above this (or 0.4 of the rate)
@@ -80,7 +80,10 @@ class Declip(Effect):
 
     @property
     def latency_samples(self) -> int:
-        """Look-ahead in samples (known after ``prepare``): the longest run plus its context."""
+        """Look-ahead in samples: the longest run plus its context (before ``prepare``, at 48 kHz)."""
+        if self._spec is None:
+            run = max(2, int(round(self._values[1] * 1e-3 * UNPREPARED_RATE)))
+            return run + max(4 * ar_order(UNPREPARED_RATE), run)
         return self._latency
 
     # -- counters -------------------------------------------------------------------------------

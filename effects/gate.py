@@ -79,7 +79,7 @@ from hushbridge.dsp.kernels.gate import (
     I_SIZE,
     gate,
 )
-from hushbridge.effects.base import Effect, Param, ProcessSpec
+from hushbridge.effects.base import UNPREPARED_RATE, Effect, Param, ProcessSpec
 
 MAX_LOOKAHEAD_MS = 10.0
 LPF_OFF_HZ = 20000.0  # sidechain_lpf_hz at its maximum: no low-pass
@@ -118,7 +118,8 @@ class Gate(Effect):
 
     @property
     def latency_samples(self) -> int:
-        return self._look
+        """Look-ahead in samples as prepared (before ``prepare``, ``lookahead_ms`` at 48 kHz)."""
+        return self._look if self._spec is not None else int(round(self._values[8] * 1e-3 * UNPREPARED_RATE))
 
     @property
     def gain_reduction_db(self) -> float:

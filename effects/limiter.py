@@ -26,7 +26,7 @@ import numpy as np
 
 from hushbridge.dsp.kernels.dynamics import limiter, true_peak_taps
 from hushbridge.dsp.loudness import TP_OVERSAMPLE, TP_TAPS, TP_TAPS_PER_PHASE
-from hushbridge.effects.base import Effect, Param, ProcessSpec
+from hushbridge.effects.base import UNPREPARED_RATE, Effect, Param, ProcessSpec
 
 LOOKAHEAD_MS = 1.5
 OVERSAMPLE = TP_OVERSAMPLE
@@ -70,8 +70,8 @@ class Limiter(Effect):
 
     @property
     def latency_samples(self) -> int:
-        """Look-ahead delay in samples (known after ``prepare``)."""
-        return self._latency
+        """Look-ahead delay in samples at the prepared rate (before ``prepare``, at 48 kHz)."""
+        return self._latency if self._spec is not None else self.latency_for(UNPREPARED_RATE)
 
     @property
     def gain_reduction_db(self) -> float:

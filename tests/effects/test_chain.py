@@ -75,6 +75,19 @@ def test_latency_is_sum_and_render_compensates():
     np.testing.assert_array_equal(y, x)
 
 
+def test_a_look_ahead_latency_is_reported_before_prepare_as_at_48k_and_exactly_once_prepared():
+    from hushbridge.effects import Declip, Gate, Limiter
+    from hushbridge.presets import load_preset
+
+    for make in (Limiter, lambda: Gate(lookahead_ms=5.0), Declip, lambda: load_preset("stream")):
+        early = make()
+        at48, at44 = make(), make()
+        at48.prepare(ProcessSpec(48000, 128, 2))
+        at44.prepare(ProcessSpec(44100, 128, 2))
+        assert early.latency_samples == at48.latency_samples > 0  # a host sizing early is not told 0
+        assert at44.latency_samples != at48.latency_samples  # and it is the rate's once prepared
+
+
 @pytest.mark.parametrize("block", [1, 64, 128, 1000])
 def test_block_size_invariance(block):
     c = Chain([Gain(gain_db=-3), Delay(7), Gain(gain_db=2)])
