@@ -466,17 +466,30 @@ class ModelEffect(Effect):
                 if self._bad_rows[c]:
                     self.model.reset(c)
         if self._rs_in is None:  # silence rules at the model's rate only (module docstring)
-            first, last = signal_span(block, self._quiet)
-            rt = self._rt
-            if first < n and (rt.idle or rt.zeros >= self._rearm):
-                if first > 0:  # the silence before it, as silence was processed so far
-                    self._run_block(spec, block[:, :first])
-                self._restart()
-                rt.idle = False
-                rt.zeros = n - 1 - last
-                self._run_block(spec, block[:, first:])
+            if n > self._rearm:  # a whole pause may lie inside: pieces in which none can
+                for start in range(0, n, self._rearm):
+                    self._process_at_model_rate(spec, block[:, start : start + self._rearm])
                 return
-            rt.zeros = rt.zeros + n if first == n else n - 1 - last
+            self._process_at_model_rate(spec, block)
+            return
+        self._run_block(spec, block)
+
+    def _process_at_model_rate(self, spec: ProcessSpec, block: np.ndarray) -> None:
+        """The silence rules (module docstring) on a block no longer than the pause they need."""
+        n = block.shape[1]
+        first, last = signal_span(block, self._quiet)
+        rt = self._rt
+        # the pause counts up to the block's first sound, wherever in the block it lies
+        # (without the frames before it, a pause was judged by where the blocks fell)
+        if first < n and (rt.idle or rt.zeros + first >= self._rearm):
+            if first > 0:  # the silence before it, as silence was processed so far
+                self._run_block(spec, block[:, :first])
+            self._restart()
+            rt.idle = False
+            rt.zeros = n - 1 - last
+            self._run_block(spec, block[:, first:])
+            return
+        rt.zeros = rt.zeros + n if first == n else n - 1 - last
         self._run_block(spec, block)
 
     def _run_block(self, spec: ProcessSpec, block: np.ndarray) -> None:

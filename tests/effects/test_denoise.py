@@ -656,6 +656,24 @@ def test_after_silence_the_take_comes_out_as_an_offline_render_of_it():
     assert not np.array_equal(with_gap[:, sr + sr // 10 + 2000:], stream(Denoise(), gap[sr + sr // 10:], sr, 128)[:, 2000:])
 
 
+@pytest.mark.parametrize("pause", [24000, 26000, 28000])
+def test_a_pause_restarts_the_model_whatever_the_block_size(pause):
+    """A pause of 0.5 s or more restarts the model at the next sound, whichever block holds it:
+    the silent frames before the sound in that block count (they did not: with 4096-frame blocks,
+    the offline default, a 0.54 s pause was no pause, with 128-frame blocks it was; QA, session 23).
+    Blocks longer than the pause (offline, up to 65536 frames) hold a whole pause, and count too."""
+    rng = np.random.default_rng(3)
+    sr = 48000
+    t = np.arange(sr) / sr
+    take = (0.2 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+            + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    x = np.concatenate([take, np.zeros(pause, np.float32), take])
+    alone = stream(Denoise(), take, sr, 128)
+    for block in (128, 4096, 30000):
+        y = stream(Denoise(), x, sr, block)
+        np.testing.assert_array_equal(y[:, take.size + pause:], alone, err_msg=f"block {block}")
+
+
 # == session 19: smoothing, offline after a fallback, over-range input, dry path through a rearm ==
 def test_reduction_changes_through_the_graph_input_are_smoothed(g):
     """``reduction_db`` reaches an ``atten_lim_db`` input over its 50 ms, one step per hop: it
