@@ -115,8 +115,8 @@ def _build_chain(args: argparse.Namespace):
                 raise ParamError(f"--set {item!r}: bypass takes on/off (or true/false, 1/0)")
             chain.set_bypass(eid, switch[value.strip().lower()])
             continue
-        param = next((p for p in effect.params if p.id == pid), None)
-        choices = tuple(param.choices or ()) if param is not None else ()
+        param = effect.param(pid)  # ParamError naming the parameters there are
+        choices = tuple(param.choices or ())
         # a switch or mode by name (declip.soft_repair=on, highpass.slope=24, loudness.layout=5.0:
         # a name wins over the index it would read as), as in a preset
         index = param.choice_index(value) if choices else None

@@ -44,11 +44,14 @@ MAX_CHANNELS = 64
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    """What :meth:`Effect.prepare` gets: sample rate, largest block, channel count."""
+    """What :meth:`Effect.prepare` gets: sample rate, largest block, channel count, and the
+    speakers the channels feed where known (``channel_mask``, a WAV ``dwChannelMask``; 0: not
+    known, so 6 and 8 channels are taken as 5.1 and 7.1, as the loudness meter takes them)."""
 
     sample_rate: int
     max_block_size: int
     channels: int
+    channel_mask: int = 0
 
     def __post_init__(self) -> None:
         lo, hi = SAMPLE_RATES
@@ -58,6 +61,24 @@ class ProcessSpec:
             raise ValueError(f"max_block_size must be an int in 1..{MAX_BLOCK}, got {self.max_block_size!r}")
         if not (isinstance(self.channels, (int, np.integer)) and 1 <= self.channels <= MAX_CHANNELS):
             raise ValueError(f"channels must be an int in 1..{MAX_CHANNELS}, got {self.channels!r}")
+        if not (isinstance(self.channel_mask, (int, np.integer)) and 0 <= self.channel_mask < 1 << 64):
+            raise ValueError(f"channel_mask must be an int in 0..2**64-1, got {self.channel_mask!r}")
+
+    def loudness_weights(self) -> np.ndarray:
+        """BS.1770 weight of each channel (1.0 front, 1.41 surround, 0.0 LFE) for this layout;
+        every channel 1.0 where that would leave none."""
+        from hushbridge.dsp import loudness as L
+
+        if self.channel_mask:
+            w = L.channel_weights_from_mask(self.channels, self.channel_mask)
+        else:
+            w = L.channel_weights(self.channels)
+        return w if np.any(w > 0.0) else np.ones(self.channels)
+
+    def detector_keys(self) -> np.ndarray:
+        """1.0 for each channel a linked dynamics detector listens to, 0.0 for an LFE channel:
+        its rumble and explosions would pump the dialogue the gain also applies to."""
+        return (self.loudness_weights() > 0.0).astype(np.float64)
 
 
 def check_block(block: np.ndarray, spec: ProcessSpec, who: str) -> None:
@@ -152,7 +173,12 @@ class Effect:
             return self.params[self._index[pid]]
         except KeyError:
             valid = ", ".join(p.id for p in self.params) or "none"
-            raise ParamError(f"{self.name} has no parameter {pid!r} (parameters: {valid})") from None
+            option = ""
+            if isinstance(pid, str) and not pid.startswith("_") and pid in vars(self):
+                # a constructor option (denoise's resample_quality): fixed when the effect is made
+                option = (f"; {pid} is an option of the effect, given when it is made in Python "
+                          f"({type(self).__name__}({pid}=...)), not a parameter a preset, --set or OSC changes")
+            raise ParamError(f"{self.name} has no parameter {pid!r} (parameters: {valid}){option}") from None
 
     def get(self, pid: str) -> float:
         self.param(pid)

@@ -89,6 +89,9 @@ def test_process_chain_with_a_plugin(speechlike, tmp_path):
     (["--set", "nosuch.gain_db=1"], "no effect with id 'nosuch'"),
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--chain", "gain,fuzz"], "unknown effect 'fuzz'"),
+    (["--chain", "gain", "--set", "gain.gain=1"], "no parameter 'gain' (parameters: gain_db"),
+    # an option fixed when the effect is made, not a parameter ("'HQ' is not a number" before)
+    (["--chain", "denoise", "--set", "denoise.resample_quality=HQ"], "Denoise(resample_quality=...)"),
 ])
 def test_bad_options_fail_clearly_and_leave_out_untouched(speechlike, tmp_path, args, message):
     out = tmp_path / "out.wav"
