@@ -4,8 +4,8 @@ Signal flow (per sample, :func:`hushbridge.dsp.kernels.dynamics.compressor`):
 
 1. Side-chain high-pass (``sidechain_hpf_hz``, 12 dB/oct) on the detector path only, so
    rumble and plosives do not pump the programme.
-2. Detector, linked across channels (the loudest channel wins): instantaneous peak, or RMS
-   averaged over :data:`RMS_WINDOW_MS`.
+2. Detector, linked across channels (the loudest channel wins; an LFE channel is not heard,
+   :meth:`ProcessSpec.detector_keys`): instantaneous peak, or RMS averaged over :data:`RMS_WINDOW_MS`.
 3. Gain computer in dB: ``threshold_db``, ``ratio``, quadratic soft knee ``knee_db`` wide.
 4. Ballistics on the gain reduction in dB: a release stage (one pole, ``release_ms``, instant
    attack) followed by an attack stage (one pole, ``attack_ms``). A step up reaches 63 % of its
@@ -72,6 +72,7 @@ class Compressor(Effect):
         object.__setattr__(self, "_rms_state", np.zeros(1, dtype=np.float64))
         object.__setattr__(self, "_env", np.zeros(4, dtype=np.float64))
         object.__setattr__(self, "_meter", np.zeros(1, dtype=np.float64))
+        object.__setattr__(self, "_keys", np.ones(1, dtype=np.float64))
         super().__init__(**values)
 
     @property
@@ -110,6 +111,7 @@ class Compressor(Effect):
     def _prepare(self, spec: ProcessSpec) -> None:
         object.__setattr__(self, "_sc_state", np.zeros((spec.channels, 2), dtype=np.float64))
         object.__setattr__(self, "_rms_state", np.zeros(spec.channels, dtype=np.float64))
+        object.__setattr__(self, "_keys", spec.detector_keys())
         self._consts[2] = math.exp(-1.0 / (RMS_WINDOW_MS * 1e-3 * spec.sample_rate))
         self._consts[5] = math.exp(-1.0 / (FREEZE_SMOOTHING_MS * 1e-3 * spec.sample_rate))
         self._consts[6] = math.exp(-1.0 / (FREEZE_AVERAGE_S * spec.sample_rate))
@@ -126,4 +128,4 @@ class Compressor(Effect):
     def kernel(self):
         """Compress a block (channels, frames) float32 in place."""
         return compressor, (self._ramp, self._consts, self._sc_coefs, self._sc_state, self._rms_state, self._env,
-                            self._meter)
+                            self._meter, self._keys)

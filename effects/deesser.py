@@ -2,7 +2,7 @@
 
 Signal flow in :func:`hushbridge.dsp.kernels.deesser.deesser`: the detector hears only what is
 above ``freq_hz`` (24 dB/oct Butterworth high-pass, mean square over 2 ms, linked across
-channels); reduction ``(level - threshold_db) * (1 - 1/ratio)`` dB, at most ``range_db``,
+channels, an LFE channel not heard); reduction ``(level - threshold_db) * (1 - 1/ratio)`` dB, at most ``range_db``,
 with attack/release ballistics (63 % after ``attack_ms`` / ``release_ms``). A sine at
 ``freq_hz`` well inside the pass band reads 3 dB below its peak (it is an RMS detector).
 
@@ -62,6 +62,7 @@ class DeEsser(Effect):
         object.__setattr__(self, "_consts", np.zeros(D_CONSTS, dtype=np.float64))
         object.__setattr__(self, "_sc_coefs", np.zeros((2, 5), dtype=np.float64))
         object.__setattr__(self, "_xo_coefs", np.zeros((4, 5), dtype=np.float64))
+        object.__setattr__(self, "_keys", np.ones(1, dtype=np.float64))
         object.__setattr__(self, "_sc_state", np.zeros((1, 2, 2), dtype=np.float64))
         object.__setattr__(self, "_xo_state", np.zeros((1, 4, 2), dtype=np.float64))
         object.__setattr__(self, "_ms", np.zeros(1, dtype=np.float64))
@@ -104,6 +105,7 @@ class DeEsser(Effect):
         object.__setattr__(self, "_sc_state", np.zeros((spec.channels, 2, 2), dtype=np.float64))
         object.__setattr__(self, "_xo_state", np.zeros((spec.channels, 4, 2), dtype=np.float64))
         object.__setattr__(self, "_ms", np.zeros(spec.channels, dtype=np.float64))
+        object.__setattr__(self, "_keys", spec.detector_keys())
         self._consts[D_RMS] = math.exp(-1.0 / (RMS_WINDOW_MS * 1e-3 * spec.sample_rate))
 
     def reset(self) -> None:
@@ -117,4 +119,4 @@ class DeEsser(Effect):
     def kernel(self):
         """De-ess a block (channels, frames) float32 in place."""
         return deesser, (self._consts, self._sc_coefs, self._sc_state, self._xo_coefs, self._xo_state, self._ms,
-                         self._env, self._meter)
+                         self._env, self._meter, self._keys)

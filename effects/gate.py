@@ -1,8 +1,8 @@
 """gate: noise gate / downward expander with hysteresis, hold, range and optional look-ahead.
 
 Signal flow in :func:`hushbridge.dsp.kernels.gate.gate`: side-chain high-pass
-(``sidechain_hpf_hz``, 12 dB/oct, detector only), a peak detector linked across channels,
-open at ``threshold_db`` and close below ``threshold_db - hysteresis_db`` after ``hold_ms``;
+(``sidechain_hpf_hz``, 12 dB/oct, detector only), a peak detector linked across channels
+(an LFE channel not heard: :meth:`ProcessSpec.detector_keys`), open at ``threshold_db`` and close below ``threshold_db - hysteresis_db`` after ``hold_ms``;
 when closed the gain is ``(level - threshold) * (ratio - 1)`` dB, never below ``-range_db``
 (``ratio = 2``: gentle expander; ``ratio = 100``: hard gate). The gain moves in dB with
 one-pole ballistics: 63 % of the way open ``attack_ms`` after the level crosses the threshold,
@@ -108,6 +108,7 @@ class Gate(Effect):
         object.__setattr__(self, "_consts", np.zeros(G_CONSTS, dtype=np.float64))
         object.__setattr__(self, "_sc_coefs", np.array([1.0, 0.0, 0.0, 0.0, 0.0] * 2))
         object.__setattr__(self, "_sc_state", np.zeros((1, 4), dtype=np.float64))
+        object.__setattr__(self, "_keys", np.ones(1, dtype=np.float64))
         object.__setattr__(self, "_dline", np.zeros((1, 1), dtype=np.float32))
         object.__setattr__(self, "_fstate", np.zeros(F_SIZE, dtype=np.float64))
         object.__setattr__(self, "_istate", np.zeros(I_SIZE, dtype=np.int64))
@@ -168,6 +169,7 @@ class Gate(Effect):
         look = self._wanted_look(spec)
         object.__setattr__(self, "_look", look)
         object.__setattr__(self, "_sc_state", np.zeros((spec.channels, 4), dtype=np.float64))
+        object.__setattr__(self, "_keys", spec.detector_keys())
         object.__setattr__(self, "_dline", np.zeros((spec.channels, look + 1), dtype=np.float32))
         self._consts[G_DET] = math.exp(-1.0 / (DETECTOR_RELEASE_MS * 1e-3 * spec.sample_rate))
         self._consts[G_LOOK] = look
@@ -196,4 +198,4 @@ class Gate(Effect):
     def kernel(self):
         """Gate a block (channels, frames) float32 in place."""
         return gate, (self._consts, self._sc_coefs, self._sc_state, self._dline, self._fstate, self._istate,
-                      self._meter, self._floor_slots)
+                      self._meter, self._floor_slots, self._keys)

@@ -2,7 +2,8 @@
 
 Signal flow in :func:`hushbridge.dsp.kernels.leveler.leveler`: K-weighting (BS.1770 pre-filter
 designed for the actual rate), a 50 ms level for speech activity and a 400 ms level
-(momentary-loudness-like, in LUFS, channels summed as in BS.1770) that integrates only while
+(momentary-loudness-like, in LUFS, channels summed with BS.1770's weights: surrounds +1.5 dB,
+an LFE not at all, :meth:`ProcessSpec.loudness_weights`) that integrates only while
 speech is active. Activity = the 50 ms level is ``activity_db`` above an adaptive noise floor
 (follows the level down at once, rises 3 dB/s) and within 20 dB of the loudest recent speech
 (so clicks and typing in pauses, far under the voice, do not count). While active, the gain moves toward
@@ -82,6 +83,7 @@ class Leveler(Effect):
         object.__setattr__(self, "_consts", np.zeros(V_CONSTS, dtype=np.float64))
         object.__setattr__(self, "_kw_coefs", np.zeros((2, 5), dtype=np.float64))
         object.__setattr__(self, "_kw_state", np.zeros((1, 2, 2), dtype=np.float64))
+        object.__setattr__(self, "_weights", np.ones(1, dtype=np.float64))
         object.__setattr__(self, "_ms", np.zeros(1, dtype=np.float64))
         object.__setattr__(self, "_fstate", np.zeros(F_SIZE, dtype=np.float64))
         self._fstate[F_REF] = FLOOR_MIN_LUFS
@@ -119,6 +121,7 @@ class Leveler(Effect):
         sr = float(spec.sample_rate)
         object.__setattr__(self, "_kw_state", np.zeros((spec.channels, 2, 2), dtype=np.float64))
         object.__setattr__(self, "_ms", np.zeros(spec.channels, dtype=np.float64))
+        object.__setattr__(self, "_weights", spec.loudness_weights())
         design_highshelf(sr, 1500.0, 2.0**-0.5, 4.0, self._kw_coefs[0])
         design_highpass(sr, 38.0, 0.5, self._kw_coefs[1])
         k = self._consts
@@ -145,4 +148,4 @@ class Leveler(Effect):
 
     def kernel(self):
         """Level a block (channels, frames) float32 in place."""
-        return leveler, (self._consts, self._kw_coefs, self._kw_state, self._ms, self._fstate, self._meter)
+        return leveler, (self._consts, self._kw_coefs, self._kw_state, self._ms, self._fstate, self._meter, self._weights)

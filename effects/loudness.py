@@ -92,6 +92,8 @@ class Loudness(Effect):
             w = self._layout_weights(ch, choice)
             if w is not None:
                 table[i] = w
+        if spec.channel_mask:  # a file that names its speakers: auto weighs them as named
+            table[LAYOUT_CHOICES.index("auto")] = L.channel_weights_from_mask(ch, spec.channel_mask)
         choice = int(self._values[0])
         if self._weights_arg is None and np.isnan(table[choice, 0]):
             raise ParamError(self._misfit(choice, ch))

@@ -19,14 +19,17 @@ class OfflineRenderer:
     Parameters
     ----------
     processor : Effect
-        Prepared here with ``ProcessSpec(sample_rate, block_size, channels)``.
+        Prepared here with ``ProcessSpec(sample_rate, block_size, channels, channel_mask)``.
     channels, sample_rate, block_size : int
         ``block_size`` is the size of the blocks the processor sees (the last may be shorter).
+    channel_mask : int
+        The speakers the channels feed, where known (0: not known).
     """
 
-    def __init__(self, processor: Effect, channels: int, sample_rate: int, block_size: int = 4096) -> None:
+    def __init__(self, processor: Effect, channels: int, sample_rate: int, block_size: int = 4096,
+                 channel_mask: int = 0) -> None:
         self.processor = processor
-        self.spec = ProcessSpec(int(sample_rate), int(block_size), int(channels))
+        self.spec = ProcessSpec(int(sample_rate), int(block_size), int(channels), int(channel_mask))
         from hushbridge.effects.chain import Chain
 
         processor.set_non_realtime(True)

@@ -433,7 +433,7 @@ def process_file(
         final = through_links(dst)
         tmp_name = str(temp_beside(final))
         quantize = _Quantizer(out_subtype)
-        renderer = OfflineRenderer(chain, channels, rate, block_size)
+        renderer = OfflineRenderer(chain, channels, rate, block_size, mask or 0)
         report.latency_samples = renderer.latency_samples
         resampler = None
         if rate != info.samplerate:

@@ -69,6 +69,7 @@ def deesser(
     ms: np.ndarray,
     env: np.ndarray,
     meter: np.ndarray,
+    keys: np.ndarray,
 ) -> None:
     """De-ess ``block`` (channels, frames) float32 in place.
 
@@ -80,6 +81,7 @@ def deesser(
         xo_state : float64 ``(channels, 4, 2)``.
     ms : float64 ``(channels,)`` side-chain mean square; env : float64 ``(2,)`` ballistics (dB).
     meter : float64 ``(1,)`` receives the block's largest reduction in dB.
+    keys : float64 ``(channels,)`` 1.0 for a channel the detector listens to, 0.0 for one it ignores (an LFE).
     """
     ch, n = block.shape
     thr = consts[D_THR]
@@ -101,7 +103,7 @@ def deesser(
             s = _biquad(sc_coefs, sc_state, c, 1, s)
             p = rc * ms[c] + (1.0 - rc) * s * s
             ms[c] = p
-            if p > power:
+            if p > power and keys[c] > 0.0:
                 power = p
         target = 0.0
         if power > floor_pow:

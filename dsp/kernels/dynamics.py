@@ -55,6 +55,7 @@ def compressor(
     rms_state: np.ndarray,
     env: np.ndarray,
     meter: np.ndarray,
+    keys: np.ndarray,
 ) -> None:
     """Feed-forward compressor with a linked (max over channels) detector, in place.
 
@@ -79,6 +80,8 @@ def compressor(
         freeze test's smoothed power; the gain reduction averaged while not frozen (-1: none yet).
     meter : float64 ``(1,)``
         Receives the block's largest gain reduction in dB.
+    keys : float64 ``(channels,)``
+        1.0 for a channel the detector listens to, 0.0 for one it ignores (an LFE).
     """
     ch, n = block.shape
     att = consts[0]
@@ -141,7 +144,7 @@ def compressor(
             if rms:
                 p = rc * rms_state[c] + (1.0 - rc) * p
                 rms_state[c] = p
-            if p > power:
+            if p > power and keys[c] > 0.0:
                 power = p
         held = fc * held + (1.0 - fc) * power
         # the gain reduction rises whenever the level asks for it; it is released only while the

@@ -113,6 +113,7 @@ def gate(
     istate: np.ndarray,
     meter: np.ndarray,
     floor_slots: np.ndarray,
+    keys: np.ndarray,
 ) -> None:
     """Gate/expand ``block`` (channels, frames) float32 in place.
 
@@ -125,6 +126,7 @@ def gate(
     fstate : float64 ``(F_SIZE,)``; istate : int64 ``(I_SIZE,)`` (see the module constants).
     meter : float64 ``(1,)`` receives the block's largest attenuation in dB (>= 0).
     floor_slots : float64 ``(FLOOR_SLOTS,)`` the smoothed power's minimum in each finished slot (NO_FLOOR: none).
+    keys : float64 ``(channels,)`` 1.0 for a channel the detector listens to, 0.0 for one it ignores (an LFE).
     """
     ch, n = block.shape
     thr = consts[G_THR]
@@ -199,7 +201,7 @@ def gate(
                 sc_state[c, 3] = l2 * xh - la2 * xl
                 xh = xl
             a = abs(xh)
-            if a > peak:
+            if a > peak and keys[c] > 0.0:
                 peak = a
         env = max(peak, det * env)
         if env < DENORMAL_FLOOR:

@@ -112,6 +112,7 @@ def leveler(
     ms_short: np.ndarray,
     fstate: np.ndarray,
     meter: np.ndarray,
+    weights: np.ndarray,
 ) -> None:
     """Level ``block`` (channels, frames) float32 in place.
 
@@ -122,6 +123,7 @@ def leveler(
     ms_short : float64 ``(channels,)`` short mean squares (K-weighted).
     fstate : float64 ``(F_SIZE,)``, see the ``F_*`` indices.
     meter : float64 ``[gain_db, level_lufs, floor_lufs, active]`` after the block.
+    weights : float64 ``(channels,)`` each channel's BS.1770 weight in the level (0.0: an LFE).
     """
     ch, n = block.shape
     target = consts[V_TARGET]
@@ -184,7 +186,7 @@ def leveler(
                 x = y
             p = sc * ms_short[c] + (1.0 - sc) * x * x
             ms_short[c] = p
-            short += p
+            short += weights[c] * p
         if count < warmup:
             count += 1.0
             active = 0.0

@@ -1,0 +1,117 @@
+"""Linked dynamics on surround audio: the LFE channel does not drive the detectors (its rumble
+would pump the dialogue), the leveler weighs channels as BS.1770 does, and a layout named by a
+file (its channel mask) decides which channel is the LFE."""
+import numpy as np
+import pytest
+import soundfile as sf
+
+from hushbridge.effects import Chain, Compressor, DeEsser, Gate, Leveler, ProcessSpec
+from hushbridge.io.files import process_file, read_audio, set_wav_channel_mask
+
+SR = 48000
+MASK_51 = 0x60F  # FL FR FC LFE SL SR
+MASK_60 = 0x707  # FL FR FC BC SL SR: channel 4 is a speaker
+
+
+def surround(seconds=4.0, voice_db=-30.0, rumble_db=-6.0, rumble_from=1.0, rumble_to=3.0, seed=0):
+    """Six channels in WAV order: a steady 'voice' (300 Hz and its harmonics) in the centre over
+    a quiet floor everywhere, and from ``rumble_from`` to ``rumble_to`` s a loud 45 Hz rumble on
+    channel 4 (the LFE of a 5.1)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    x = 10 ** (-60 / 20) * rng.standard_normal((6, t.size))
+    voice = sum(np.sin(2 * np.pi * 300 * k * t) / k for k in (1, 2, 3, 5))
+    x[2] += 10 ** (voice_db / 20) * voice / np.abs(voice).max()
+    x[3] += 10 ** (rumble_db / 20) * np.sin(2 * np.pi * 45 * t) * ((t >= rumble_from) & (t < rumble_to))
+    return x.astype(np.float32)
+
+
+def render(effect, x, mask=0):
+    effect.prepare(ProcessSpec(SR, 512, x.shape[0], mask))
+    y = x.copy()
+    for i in range(0, y.shape[1], 512):
+        v = y[:, i:i + 512]
+        block = np.ascontiguousarray(v)
+        effect.process(block)
+        v[...] = block
+    return y
+
+
+def db(a):
+    return 20 * np.log10(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
+
+
+def centre_change_db(x, y, a=1.5, b=2.9):
+    s = slice(int(a * SR), int(b * SR))
+    return db(y[2, s]) - db(x[2, s])
+
+
+def test_spec_names_the_lfe_by_mask_or_by_count():
+    assert list(ProcessSpec(SR, 128, 6).detector_keys()) == [1, 1, 1, 0, 1, 1]
+    assert list(ProcessSpec(SR, 128, 8).detector_keys()) == [1, 1, 1, 0, 1, 1, 1, 1]
+    assert list(ProcessSpec(SR, 128, 6, MASK_60).detector_keys()) == [1] * 6
+    assert list(ProcessSpec(SR, 128, 2).detector_keys()) == [1, 1]
+    assert list(ProcessSpec(SR, 128, 1, 0x8).detector_keys()) == [1]  # an LFE alone is still listened to
+    np.testing.assert_allclose(ProcessSpec(SR, 128, 6).loudness_weights(), [1, 1, 1, 0, 1.41, 1.41])
+    with pytest.raises(ValueError, match="channel_mask"):
+        ProcessSpec(SR, 128, 2, -1)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Compressor(threshold_db=-30.0, ratio=4.0, knee_db=0.0),
+    lambda: Leveler(target_lufs=-30.0, max_cut_db=12.0, time_s=0.3),
+], ids=["compressor", "leveler"])
+def test_an_lfe_rumble_does_not_turn_the_dialogue_down(make):
+    x = surround()
+    quiet = surround(rumble_db=-200.0)
+    y_51 = render(make(), x)  # 6 channels, no mask: 5.1
+    y_ref = render(make(), quiet)  # no rumble at all
+    y_60 = render(make(), x, MASK_60)  # the same channel as a speaker: it drives the detector
+    assert abs(centre_change_db(x, y_51) - centre_change_db(quiet, y_ref)) < 0.2
+    assert centre_change_db(x, y_60) < centre_change_db(quiet, y_ref) - 6.0
+
+
+def test_an_lfe_rumble_does_not_open_the_gate():
+    x = surround(voice_db=-200.0)  # floor only, and the rumble: nobody speaks
+    make = lambda: Gate(threshold_db=-40.0, range_db=40.0, attack_ms=1.0, release_ms=50.0)  # noqa: E731
+    y_51 = render(make(), x)
+    y_60 = render(make(), x, MASK_60)
+    assert centre_change_db(x, y_51) < -20.0  # the centre's floor stays gated
+    assert centre_change_db(x, y_60) > -3.0  # a speaker that loud opens it
+
+
+def test_deesser_listens_to_the_speakers_only():
+    t = np.arange(2 * SR) / SR
+    x = np.zeros((6, t.size), np.float32)
+    x[3] = 0.5 * np.sin(2 * np.pi * 7000 * t)  # an LFE channel with hiss in it (a bad bass-managed stem)
+    x[2] = 0.01 * np.sin(2 * np.pi * 7000 * t)
+    make = lambda: DeEsser(threshold_db=-30.0)  # noqa: E731
+    assert abs(centre_change_db(x, render(make(), x), 0.5, 1.9)) < 0.1
+    assert centre_change_db(x, render(make(), x, MASK_60), 0.5, 1.9) < -3.0
+
+
+def test_a_files_channel_mask_reaches_the_chain(tmp_path):
+    x, quiet = surround(), surround(rumble_db=-200.0)
+    make = lambda: Compressor(threshold_db=-30.0, ratio=4.0, knee_db=0.0)  # noqa: E731
+    untouched = centre_change_db(quiet, render(make(), quiet))
+    for mask, lfe in ((MASK_51, True), (MASK_60, False)):
+        src = tmp_path / f"{mask:x}.wav"
+        with sf.SoundFile(str(src), "w", SR, 6, "FLOAT", format="WAVEX") as f:
+            f.write(x.T)
+        assert set_wav_channel_mask(src, mask)
+        process_file(src, tmp_path / "out.wav", Chain([make()]))
+        y, _ = read_audio(tmp_path / "out.wav")
+        change = centre_change_db(x, y) - untouched
+        assert (abs(change) < 0.2) == lfe, (hex(mask), change)
+
+
+def test_the_loudness_meter_on_auto_weighs_the_speakers_a_mask_names():
+    from hushbridge.effects import Loudness
+
+    meter = Loudness()
+    meter.prepare(ProcessSpec(SR, 128, 6, MASK_60))
+    assert meter.channel_weights == pytest.approx((1, 1, 1, 1.41, 1.41, 1.41))
+    meter.prepare(ProcessSpec(SR, 128, 4, 0x33))  # quad
+    assert meter.channel_weights == pytest.approx((1, 1, 1.41, 1.41))
+    meter.prepare(ProcessSpec(SR, 128, 6))
+    assert meter.channel_weights == pytest.approx((1, 1, 1, 0, 1.41, 1.41))
