@@ -4,7 +4,8 @@
 trims the chain's latency from the head and flushes its tail so the output lines up with the
 input and has its length. It keeps the input's sample rate, channel count and subtype unless
 told otherwise, dithers (TPDF) when writing integer PCM, reports samples beyond full scale and
-clips them only where the format forces it. The output is written to a temporary file next
+clips them only where the format forces it. A steady DC offset at the input's head is removed
+before the chain (``dc_offset``). The output is written to a temporary file next
 to ``out`` and renamed over it only when everything succeeded, so a failure never damages an
 existing file.
 """
