@@ -389,9 +389,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 errors_seen = engine.callback_errors
                 if tty:
                     sys.stderr.write("\n")
-                err = engine.last_callback_error
-                effect = "the audio played on" if err.startswith("process hook") else "output silenced for that block"
-                _warning(f"audio callback error ({effect}): {err}")
+                what = engine.last_callback_error
+                effect = "the audio played on" if what.startswith("process hook") else "output silenced for that block"
+                _warning(f"audio callback error ({effect}): {what}")
             line = engine.status_line()
             if tty:
                 sys.stderr.write("\r" + line + "   ")

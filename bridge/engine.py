@@ -436,8 +436,9 @@ class Engine:
             self._fade_end = self._fade_in_at + fade
             self._fade_pos = 0
             if self._timed_n:  # changes timed for the chain just replaced would only hold slots
-                self._timed_n = n = timed_keep_from(self._timed, self._timed_n, self._generation)
-                self._timed_next = self._timed[0, 4] if n else float("inf")
+                kept = timed_keep_from(self._timed, self._timed_n, self._generation)
+                self._timed_n = kept
+                self._timed_next = self._timed[0, 4] if kept else float("inf")
         out[...] = inp
         self._chain.process(out)
         old = self._fading_from

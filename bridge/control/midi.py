@@ -937,12 +937,16 @@ class MidiMapper:
         actions: list[tuple[MidiMap, float]] = []
         learned: MidiMap | None = None
         with self._lock:
-            if self._learn is not None:
+            # while learning, a moving knob is the learn gesture and nothing else: a CC under 64
+            # waits a moment for a 14-bit partner, and in that moment its old maps moved their
+            # parameters with it (QA: re-learning a fader dragged its old target to 0)
+            learning = self._learn is not None
+            if learning:
                 learned = self._learn_cc(channel, cc, now)
             if cc in _NRPN_CCS:
-                actions += self._nrpn_cc(channel, cc, value, now, skip=learned is not None)
-            mapped = cc in _NRPN_CCS or learned is not None or self._learn is not None
-            if learned is None:
+                actions += self._nrpn_cc(channel, cc, value, now, skip=learning)
+            mapped = cc in _NRPN_CCS or learning
+            if not learning:
                 maps = self._lookup("cc", channel, cc)
                 for m in maps:
                     actions.append((m, value / 127.0))

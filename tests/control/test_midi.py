@@ -404,6 +404,23 @@ def test_learn_cc_cc14_nrpn_note_and_save(user_config):
     assert {(m.kind, m.number, m.address) for m in mapper.maps if m.kind in ("cc", "cc14")} == {("cc", 9, GAIN)}
 
 
+def test_relearning_a_control_under_64_does_not_move_its_old_target(user_config):
+    """While learning, the knob's move is the gesture: a CC under 64 waits for a 14-bit partner,
+    and during that wait its old maps moved their parameters with it (QA, session 23)."""
+    engine = make_engine()
+    mapper = MidiMapper(engine, {"cc": [{"cc": 20, "address": GAIN}]})
+    mapper.handle(cc(20, 127), now=1.0)
+    assert engine.get(GAIN) == 24.0
+    mapper.learn(GAIN2)
+    for value in (60, 30, 0):  # the fader pulled down to learn it
+        mapper.handle(cc(20, value), now=2.0)
+    mapper.flush(2.1)
+    assert engine.get(GAIN) == 24.0 and engine.get(GAIN2) == 0.0
+    assert {(m.kind, m.number, m.address) for m in mapper.maps} == {("cc", 20, GAIN2)}
+    mapper.handle(cc(20, 127), now=3.0)
+    assert engine.get(GAIN2) == 24.0 and engine.get(GAIN) == 24.0
+
+
 def test_transport_from_clock_messages():
     mapper = MidiMapper(make_engine(False))
     events = []

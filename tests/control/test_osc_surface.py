@@ -549,6 +549,9 @@ def test_timed_changes_beyond_capacity_are_refused_not_lost():
     assert engine.get("/hb/gain/gain_db") == 0.0 and engine.timed_pending == 0
     engine.process(x, y)
     assert engine._timed_n == 0 and engine.timed_overflows == 0
+    # the block that swapped the chain in and dropped them played (it was silenced: the count of
+    # timed changes kept stood in for the block's length; QA, session 23)
+    assert engine.callback_errors == 0 and np.all(y != 0.0)
     engine.set("/hb/gain/gain_db", -2.0, stamp=far)  # room again
 
 
