@@ -260,7 +260,7 @@ class Engine:
         self.meter = MeterTap(self.channels)
         #: (chain, ((effect id, attribute, effect), ...), generation): effects whose
         #: ``gain_reduction_db`` / ``activity`` the audio thread copies into meter rows
-        self.tracked: tuple[Chain, tuple[tuple[str, str, Effect], ...], int] = (chain, (), 0)
+        self.tracked: tuple[Chain, tuple[tuple[str, str, Effect], ...], int, tuple[int, ...]] = (chain, (), 0, ())
         self._timed = np.zeros((TIMED_CAPACITY, 5), dtype=np.float64)
         self._timed_n = 0
         self._timed_next = float("inf")
@@ -398,7 +398,8 @@ class Engine:
                 extra = meter.extra
                 try:  # a failing meter attribute must not silence the block already computed
                     for j, (_eid, attr, effect) in enumerate(tracked[1]):
-                        extra[row, j] = getattr(effect, attr)
+                        # a bypassed effect is not run: what it last measured is not happening
+                        extra[row, j] = getattr(effect, attr) if self._chain.wet(tracked[3][j]) else 0.0
                 except Exception as e:  # noqa: BLE001 - counted, reported from a non-RT thread
                     self.callback_errors += 1
                     self.last_callback_error = f"meter: {e!r}"
@@ -517,11 +518,12 @@ class Engine:
             address = f"/hb/{eid}/bypass"
             table[address] = ParamInfo(address, eid, slot, BYPASS, BYPASS_PARAM)
             shadow[address] = 1.0 if chain.is_bypassed(slot) else 0.0
-        tracked = []
-        for eid, effect in chain.items():
+        tracked, slots = [], []
+        for slot, (eid, effect) in enumerate(chain.items()):
             for attr in ("gain_reduction_db", "activity"):
                 if len(tracked) < MAX_TRACKED and _has_attr(effect, attr):
                     tracked.append((eid, attr, effect))
+                    slots.append(slot)
         if self._effect_timing:
             chain.effect_seconds = np.zeros(len(chain), dtype=np.float64)
         # when the last change applied to each parameter was made (last column: bypass); the
@@ -531,7 +533,7 @@ class Engine:
         self._shadow_order = {}
         self._table, self._shadow = table, shadow
         self._table_generation = generation
-        self.tracked = (chain, tuple(tracked), generation)
+        self.tracked = (chain, tuple(tracked), generation, tuple(slots))
 
     def parameters(self) -> list[tuple[ParamInfo, float]]:
         """Every controllable parameter with its current value, in chain order."""
@@ -659,7 +661,7 @@ class Engine:
         """``(generation, chain, infos)`` of the parameter table, taken together (under the swap
         lock, so never the slots of one chain with the generation of another)."""
         with self._swap_lock:
-            chain, _, generation = self.tracked
+            chain, _, generation, _ = self.tracked
             return generation, chain, list(self._table.values())
 
     @property

@@ -196,6 +196,25 @@ def reset(st: MeterState) -> None:
     st.hop_out.fill(np.nan)
 
 
+def restart(st: MeterState) -> None:
+    """Start integrated loudness, LRA, the maxima and the true peak again from here, as a meter's
+    reset button does; momentary and short-term keep their windows (they read right on, instead
+    of 3 s low while a cleared window filled again). Real-time safe."""
+    st.istate[K.I_SINCE] = 0
+    st.hist_m.fill(0.0)
+    st.hist_s.fill(0.0)
+    f = st.fstate
+    f[K.F_M_MAX] = 0.0
+    f[K.F_S_MAX] = 0.0
+    f[K.F_I] = -np.inf
+    f[K.F_LRA] = 0.0
+    f[K.F_TP] = 0.0
+    # the true-peak interpolator starts from rest as at a fresh start: its memory of the samples
+    # before would put their peaks into the new maximum
+    st.tp_hist.fill(0.0)
+    st.tp_quiet.fill(len(st.taps[0]) if st.taps.shape[0] else 0)
+
+
 def run(st: MeterState, block: np.ndarray) -> None:
     """Meter one ``(channels, frames)`` block (real-time safe: no allocation)."""
     K.loudness_meter(block, *st)

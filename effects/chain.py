@@ -167,6 +167,10 @@ class Chain(Effect):
     def is_bypassed(self, key: int | str) -> bool:
         return self._slots[self.index_of(key)].bypassed
 
+    def wet(self, index: int) -> bool:
+        """Whether effect ``index`` is running now (not bypassed, or still fading out); real-time safe."""
+        return self._slots[index].mix[0] > 0.0
+
     def set_bypass(self, key: int | str, bypassed: bool) -> None:
         """Bypass an effect (or bring it back) with a short crossfade."""
         self.set_bypass_index(self.index_of(key), bool(bypassed))

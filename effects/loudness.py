@@ -144,7 +144,7 @@ class Loudness(Effect):
         if self._reset_pending:
             object.__setattr__(self, "_reset_pending", False)
             self._values[1] = 0.0  # a button: done, reads off again
-            L.reset(self._st)
+            L.restart(self._st)
         L.run(self._st, block)
 
     # -- readings ---------------------------------------------------------------------------

@@ -314,7 +314,7 @@ class MeterHub:
             acc["frames"] = acc.get("frames", 0) + int(rows["frames"].sum())
             return
         kind, _, eid = name.partition("/")
-        _, tracked, generation = engine.tracked
+        _, tracked, generation, _ = engine.tracked
         attr = PER_EFFECT[kind]
         cols = [j for j, (e, a, _) in enumerate(tracked) if e == eid and a == attr]
         mask = rows["generation"] == generation

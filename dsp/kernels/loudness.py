@@ -36,7 +36,9 @@ I_RATE = 4      # sample rate (Hz, integer)
 I_HOPS_OUT = 5  # rows written to hop_out
 I_HOP_LEN = 6   # length of the current hop (samples)
 I_TP_POS = 7    # true-peak history position
-N_ISTATE = 8
+I_SINCE = 8     # completed hops since the measurement (re)started (saturates at RING): a block
+                # reaches the histograms and maxima only when it lies wholly after that
+N_ISTATE = 9
 # fstate
 F_HOP_E = 0     # weighted energy of the current hop so far
 F_M = 1         # latest momentary power (zero-padded while the first 400 ms fill)
@@ -220,6 +222,8 @@ def _end_hop(ring: np.ndarray, istate: np.ndarray, fstate: np.ndarray, hist_m: n
     istate[I_RING] = rp
     filled = min(istate[I_FILLED] + 1, RING)
     istate[I_FILLED] = filled
+    since = min(istate[I_SINCE] + 1, RING)
+    istate[I_SINCE] = since
     k = istate[I_HOP_IDX] + 1
     istate[I_HOP_IDX] = k
     istate[I_HOP_LEN] = hop_boundary(k + 1, rate) - hop_boundary(k, rate)
@@ -238,27 +242,30 @@ def _end_hop(ring: np.ndarray, istate: np.ndarray, fstate: np.ndarray, hist_m: n
             length += ring[1, j]
         if filled >= span:
             p = e / length if length > 0.0 else 0.0
+            counted = since >= span
             if span == M_HOPS:
                 pm = p
                 fstate[F_M] = p
-                if p > fstate[F_M_MAX]:
-                    fstate[F_M_MAX] = p
-                hist_add(hist_m, p)
+                if counted:
+                    if p > fstate[F_M_MAX]:
+                        fstate[F_M_MAX] = p
+                    hist_add(hist_m, p)
             else:
                 ps = p
                 fstate[F_S] = p
-                if p > fstate[F_S_MAX]:
-                    fstate[F_S_MAX] = p
-                hist_add(hist_s, p)
+                if counted:
+                    if p > fstate[F_S_MAX]:
+                        fstate[F_S_MAX] = p
+                    hist_add(hist_s, p)
         else:  # not yet a whole window: the display reads it zero-padded (as libebur128 does)
             nominal = span * rate / 10.0
             if span == M_HOPS:
                 fstate[F_M] = e / nominal
             else:
                 fstate[F_S] = e / nominal
-    if filled >= M_HOPS:
+    if since >= M_HOPS:
         fstate[F_I] = integrated_from_hist(hist_m)
-    if filled >= RING:
+    if since >= RING:
         fstate[F_LRA] = lra_from_hist(hist_s)
     h = istate[I_HOPS_OUT]
     if h < hop_out.shape[0]:

@@ -300,6 +300,32 @@ def test_a_meter_whose_effect_a_preset_load_took_away_says_so_once_and_resumes()
     assert [a for a, _, _ in back] == ["/hb/meter/gain_reduction/compressor"] and back[0][1][0] > 5.0
 
 
+def test_a_bypassed_compressor_meters_no_gain_reduction():
+    """A bypassed effect is not run: the reduction it last measured is not happening (it read
+    12.8 dB while the output peaked as the input; QA, session 23). Back in, it meters again."""
+    from hushbridge.effects import Compressor
+
+    engine = Engine(Chain([Compressor(threshold_db=-30.0)]), channels=1)
+    engine.prepare(SR, BLOCK)
+    hub = MeterHub(engine)
+    owner = ("127.0.0.1", 9)
+    hub.subscribe(owner, "gain_reduction/compressor", 10.0)
+    x = np.full((1, BLOCK), 0.5, np.float32)
+    y = np.zeros_like(x)
+    t = time.monotonic()
+    readings = []
+    for step, bypassed in enumerate((False, True, False)):
+        engine.chain.set_bypass("compressor", bypassed)
+        for _ in range(40):  # past the bypass crossfade
+            engine.process(x, y)
+        hub.poll(t + 2 * step + 0.5)  # the interval with the crossfade in it
+        for _ in range(10):
+            engine.process(x, y)
+        (address, args, _), = hub.poll(t + 2 * step + 1.0)
+        readings.append(args[0])
+    assert readings[0] > 5.0 and readings[1] == 0.0 and readings[2] > 5.0
+
+
 def test_a_bypassed_loudness_meter_sends_no_stale_readings():
     from hushbridge.effects import Loudness
 

@@ -453,3 +453,31 @@ def test_process_does_not_allocate() -> None:
     if before is not None:
         after = rtsys.get_allocation_stats()
         assert after.alloc == before.alloc, "numba allocated inside the kernel"
+
+
+def test_the_reset_button_starts_the_measurement_again_while_momentary_and_short_term_read_on() -> None:
+    """As a meter's reset button: integrated, LRA, maxima and true peak start from the press
+    (nothing of the audio before it counts), while momentary and short-term keep their windows
+    and read on (a cleared short-term read 3 dB low for 3 s after a press; QA, session 23)."""
+    sr = 48000
+    meter = Loudness()
+    meter.prepare(ProcessSpec(sr, 4800, 2))
+    x = sequence([(-13.0, 4.0), (-33.0, 4.0)], sr).astype(np.float32)
+    cut = 4 * sr
+
+    def run(a, b):
+        for i in range(a, b, 4800):
+            meter.process(np.ascontiguousarray(x[:, i:i + 4800]))
+
+    run(0, cut)
+    short_before = meter.short_term_lufs
+    meter.set("reset", "on")
+    run(cut, cut + 4800)  # 100 ms after the press
+    assert meter.short_term_lufs == pytest.approx(short_before, abs=0.5)  # still the loud 3 s, read on
+    assert meter.integrated_lufs == float("-inf")  # no 400 ms block lies after the press yet
+    run(cut + 4800, x.shape[1])
+    assert meter.integrated_lufs == pytest.approx(-33.0, abs=0.05)
+    assert meter.max_momentary_lufs == pytest.approx(-33.0, abs=0.05)
+    assert meter.max_short_term_lufs == pytest.approx(-33.0, abs=0.05)
+    assert meter.true_peak_dbtp == pytest.approx(-33.0, abs=0.1)
+    assert meter.lra_lu == pytest.approx(0.0, abs=0.1)
