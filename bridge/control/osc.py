@@ -20,6 +20,7 @@ request                          args                   reply / effect
 ``/hb/<id>/<param>/norm``        number 0..1            ``engine.set_norm``
 ``/hb/<id>/bypass``              0/1 (int, float, T/F)  bypass (smoothed by the chain)
 ``/hb/get``                      address                ``/hb/value <address> <value f> <display s>``
+                                                        (``<param>/norm``: the fader position 0..1)
 ``/hb/list``                                            ``/hb/param <address> <min> <max> <default>
                                                         <value> <unit> <display>`` per parameter,
                                                         then ``/hb/list/end <count i>``
@@ -27,10 +28,13 @@ request                          args                   reply / effect
 ``/hb/preset/save``              name                   ``presets_save(name)`` (OscServer: the user
                                                         preset folder), then ``/hb/preset/saved
                                                         <name>`` to the sender
-``/hb/register``                 [port]                 feedback ``<address> <value f>`` of every
+``/hb/register``                 [port] ["norm"]        feedback ``<address> <value f>`` of every
                                                         change to this client (``port``: another
                                                         port on the sender's host), except the
-                                                        changes it made itself; also
+                                                        changes it made itself (with ``norm``,
+                                                        each parameter's also as
+                                                        ``<address>/norm <0..1 f>``, for faders
+                                                        that only know 0..1); also
                                                         ``/hb/engine/latency_samples <f>`` when
                                                         the latency changes, and published values
                                                         (``/hb/transport/...``)
@@ -112,7 +116,7 @@ from pythonosc.osc_packet import OscPacket, ParseError
 
 from hushbridge.control.meters import MeterHub
 from hushbridge.control.osc_wire import OscArg, _Message, _fast_message, check_packet, encode
-from hushbridge.errors import ControlError, HushbridgeError
+from hushbridge.errors import ControlError, HushbridgeError, ParamError
 from hushbridge.presets import valid_preset_name
 
 log = logging.getLogger(__name__)
@@ -122,6 +126,7 @@ SendFn = Callable[[str, Sequence[OscArg], ClientAddress], None]
 
 RECV_BUFFER = 1 << 20  # bytes of UDP receive buffer asked for
 MAX_REGISTERED = 32  # feedback clients; caps how much traffic one UDP packet can cause
+_BYPASS_NAMES = {"on": 1.0, "off": 0.0, "true": 1.0, "false": 0.0}
 MAX_SENDERS_PER_CLIENT = 4  # send ports remembered per feedback port (see _on_register)
 FIRST_POLL_S = 0.03  # after a subscription, before the meter thread polls (rows to report)
 METER_IDLE_S = 1.0  # longest the meter thread sleeps with nothing due (a safety net, not a poll)
@@ -257,6 +262,7 @@ class OscController:
         self._param_routes: dict[str, list[tuple[str, Handler]]] = {}
         self._routes_dirty = True
         self._registered: dict[ClientAddress, ClientAddress] = {}  # sender -> feedback destination
+        self._norm_dests: set[ClientAddress] = set()  # feedback destinations that also get /norm
         self._local = threading.local()  # .replies: the list for the datagram this thread handles
         self._patterns: dict[str, re.Pattern[str]] = {}
         self._learn: LearnHandler | None = None
@@ -517,13 +523,22 @@ class OscController:
         self.engine.set_norm(address[: -len("/norm")], norm, source=client, stamp=self._stamp())
 
     def _on_bypass(self, client: ClientAddress, address: str, *args: Any) -> None:
-        value = _number(address, args, switch=True)
+        if len(args) == 1 and isinstance(args[0], str) and args[0].strip().lower() in _BYPASS_NAMES:
+            value = _BYPASS_NAMES[args[0].strip().lower()]  # as /hb/get and /hb/list display it
+        else:
+            value = _number(address, args, switch=True)
         if value not in (0.0, 1.0):
             raise OscRequestError(f"{address} needs 0 or 1, got {value:g}")
         self.engine.set(address, value, clamp=True, source=client, stamp=self._stamp())
 
     def _on_get(self, client: ClientAddress, address: str, *args: Any) -> None:
         target = _string(address, args, "an address such as /hb/gain/gain_db or /hb/engine/xruns")
+        if target.endswith("/norm") and target.startswith("/hb/") and not target.startswith("/hb/engine/"):
+            base = target[: -len("/norm")]
+            param = self.engine.info(base).param  # ParamError: unknown address
+            value = float(self.engine.get(base))
+            self._reply("/hb/value", (target, float(param.to_norm(value)), self.engine.display(base, value)), client)
+            return
         value = float(self.engine.get(target))
         self._reply("/hb/value", (target, value, self.engine.display(target, value)), client)
 
@@ -594,6 +609,9 @@ class OscController:
         ``oscsend`` run twice) is one client: it gets each change once, none of the changes any of
         those senders made, and takes one of the MAX_REGISTERED places; it keeps its
         MAX_SENDERS_PER_CLIENT latest senders."""
+        norm = bool(args) and args[-1] == "norm"
+        if norm:
+            args = args[:-1]
         dest = (client[0], self._port_arg(address, args, client))
         reg = self._registered
         if client in reg:
@@ -605,12 +623,18 @@ class OscController:
         elif len(set(reg.values())) >= MAX_REGISTERED:
             raise OscRequestError(f"{address}: too many registered clients ({MAX_REGISTERED})")
         reg[client] = dest
+        if norm:
+            self._norm_dests.add(dest)
+        else:
+            self._norm_dests.discard(dest)
+        self._norm_dests &= set(reg.values())
 
     def _on_unregister(self, client: ClientAddress, address: str, *args: Any) -> None:
         dest = (client[0], self._port_arg(address, args, client))
         for sender, d in list(self._registered.items()):
             if sender == client or d == dest:
                 del self._registered[sender]
+        self._norm_dests &= set(self._registered.values())
 
     @staticmethod
     def _port_arg(address: str, args: tuple[Any, ...], client: ClientAddress) -> int:
@@ -620,7 +644,8 @@ class OscController:
             port = args[0]
             if float(port).is_integer() and 1 <= port <= 65535:
                 return int(port)
-        raise OscRequestError(f"{address} takes an optional port 1..65535, got {args!r:.80}")
+        extra = ' (and "norm")' if address == "/hb/register" else ""
+        raise OscRequestError(f"{address} takes an optional port 1..65535{extra}, got {args!r:.80}")
 
     def _meter_dest(self, client: ClientAddress) -> ClientAddress:
         return self._registered.get(client, client)
@@ -685,10 +710,18 @@ class OscController:
         # a feedback port registered from several senders is one client: skip it whole if any of
         # them (or the port itself) made the change, else send it once
         skip = {dest for sender, dest in items if sender == source or dest == source}
+        norm: float | None = None
+        if self._norm_dests and not address.endswith("/bypass"):
+            try:
+                norm = float(self.engine.info(address).param.to_norm(float(value)))
+            except ParamError:
+                norm = None  # a published value (transport), not a parameter
         for _, dest in items:
             if dest not in skip:
                 skip.add(dest)
                 self._reply(address, (float(value),), dest)
+                if norm is not None and dest in self._norm_dests:
+                    self._reply(address + "/norm", (norm,), dest)
 
 
 class OscServer:

@@ -530,6 +530,42 @@ def test_register_feedback(engine, server, client):
         listener.close()
 
 
+def test_a_fader_that_knows_only_0_to_1_gets_norm_feedback_and_can_ask_for_it(engine, server, client):
+    """TouchOSC's faders send and show 0..1: `/hb/register norm` adds `<address>/norm` to the
+    feedback and `/hb/get <address>/norm` reads the position (QA, session 23: it could set a
+    `/norm` address but never follow one). Bypass goes by its displayed name too."""
+    other = Client(server.port)
+    try:
+        other.send("/hb/register", "norm")
+        other.get("/hb/gain/gain_db")
+        param = engine.info("/hb/gain/gain_db").param
+        client.send("/hb/gain/gain_db", -6.5)
+        units, norm = other.recv(), other.recv()
+        assert (units.address, units.params) == ("/hb/gain/gain_db", [-6.5])
+        assert norm.address == "/hb/gain/gain_db/norm" and norm.params[0] == pytest.approx(param.to_norm(-6.5))
+        client.send("/hb/gain/gain_db/norm", 0.25)  # a fader moved on another surface
+        units, norm = other.recv(), other.recv()
+        assert norm.params[0] == pytest.approx(0.25, abs=1e-6) and units.params[0] == pytest.approx(param.from_norm(0.25))
+        address, value, display = client.get("/hb/gain/gain_db/norm")
+        assert address == "/hb/gain/gain_db/norm" and value == pytest.approx(0.25, abs=1e-6) and display.endswith(" dB")
+        client.send("/hb/gain_2/bypass", "on")  # as /hb/get shows it
+        assert (other.recv().params, engine.get("/hb/gain_2/bypass")) == ([1.0], 1.0)
+        other.expect_nothing()  # a switch has no fader position
+        client.send("/hb/gain_2/bypass", "off")
+        assert other.recv().params == [0.0]
+        other.send("/hb/register")  # registered again without it: units only
+        other.get("/hb/gain/gain_db")
+        client.send("/hb/gain/gain_db", -3.0)
+        assert other.recv().params == [-3.0]
+        other.expect_nothing()
+        client.send("/hb/register", "loud")
+        assert 'port 1..65535 (and "norm")' in client.error()
+        client.send("/hb/get", "/hb/nope/x/norm")
+        assert "unknown address" in client.error()
+    finally:
+        other.close()
+
+
 def test_one_feedback_port_registered_from_several_senders_is_one_client(engine, server):
     """An app restarted on a new send port, or ``oscsend /hb/register i PORT`` run twice, registers
     the same feedback port from another sender: it got every change once per registration, its
