@@ -456,8 +456,11 @@ def _midi_learn(args: argparse.Namespace, api, out) -> int:
 
     from hushbridge.control.midi import MidiInput, MidiMapper, describe
     from hushbridge.engine import Engine
-    from hushbridge.presets import find_preset, save_preset
+    from hushbridge.errors import PresetError
+    from hushbridge.presets import find_preset, preset_name_problem, save_note, save_preset
 
+    if args.save and preset_name_problem(args.save):  # before the knob moves, not after
+        raise PresetError(f"--save: {preset_name_problem(args.save)}")
     preset = find_preset(args.preset or "dialogue")
     engine = Engine(preset.build())
     mapper = MidiMapper(engine, preset.midi)
@@ -476,8 +479,10 @@ def _midi_learn(args: argparse.Namespace, api, out) -> int:
     out.print(f"# {describe(m)} -> {m.address}", markup=False)
     out.print(tomli_w.dumps({"midi": {section: [m.to_dict()]}}).strip(), markup=False)
     if args.save:
+        note = save_note(args.save)
         path = save_preset(engine.chain, args.save, midi=mapper.to_toml_dict())
-        out.print(f"saved preset {args.save!r} with its [midi] table to {path}", markup=False)
+        out.print(f"saved preset {args.save!r} with its [midi] table to {path}" + (f" ({note})" if note else ""),
+                  markup=False)
     return EXIT_OK
 
 

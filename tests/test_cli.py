@@ -70,6 +70,11 @@ def test_process_removes_a_dc_offset_and_says_so_unless_told_to_keep_it(speechli
     assert abs(sf.read(str(tmp_path / "a.wav"))[0].mean()) < 1e-3
 
 
+def test_midi_learn_refuses_a_bad_preset_name_before_anything_is_learned():
+    r = hb("midi", "learn", "/hb/compressor/ratio", "--save", "../x")  # no MIDI port needed to say so
+    assert r.returncode == 2 and "--save: preset name '../x' has a path separator" in " ".join(r.stderr.split())
+
+
 def test_process_chain_with_a_plugin(speechlike, tmp_path):
     pedalboard = pytest.importorskip("pedalboard")
     out = tmp_path / "p.wav"

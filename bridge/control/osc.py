@@ -27,7 +27,8 @@ request                          args                   reply / effect
 ``/hb/preset/load``              name                   ``engine.load_preset(name)``
 ``/hb/preset/save``              name                   ``presets_save(name)`` (OscServer: the user
                                                         preset folder), then ``/hb/preset/saved
-                                                        <name>`` to the sender
+                                                        <name> [note]`` to the sender (the note:
+                                                        it replaced a preset or shadows a built-in)
 ``/hb/register``                 [port] ["norm"]        feedback ``<address> <value f>`` of every
                                                         change to this client (``port``: another
                                                         port on the sender's host), except the
@@ -117,7 +118,7 @@ from pythonosc.osc_packet import OscPacket, ParseError
 from hushbridge.control.meters import MeterHub
 from hushbridge.control.osc_wire import OscArg, _Message, _fast_message, check_packet, encode
 from hushbridge.errors import ControlError, HushbridgeError, ParamError
-from hushbridge.presets import valid_preset_name
+from hushbridge.presets import preset_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -554,8 +555,9 @@ class OscController:
 
     def _on_preset_load(self, client: ClientAddress, address: str, *args: Any) -> None:
         name = _string(address, args, "a preset name")
-        if not valid_preset_name(name):
-            raise OscRequestError(f"{address}: preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
+        problem = preset_name_problem(name)
+        if problem is not None:
+            raise OscRequestError(f"{address}: {problem}")
         if self._stamp():
             raise OscRequestError(f"{address} cannot be timed (its bundle's time tag is in the future): a load "
                                   "takes time to prepare; send it when it should happen")
@@ -580,28 +582,35 @@ class OscController:
         save = self.presets_save
         if save is None:
             raise OscRequestError(f"{address}: saving presets over OSC is not enabled")
-        if not valid_preset_name(name):
-            raise OscRequestError(f"{address}: preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
+        problem = preset_name_problem(name)
+        if problem is not None:
+            raise OscRequestError(f"{address}: {problem}")
+
+        def saved(note: object) -> tuple[str, ...]:
+            # what else the save did (replaced a preset, shadows a built-in) as a second argument
+            return (name, note) if isinstance(note, str) and note else (name,)
+
         if self.run_slow is None or self.send is None:
-            save(name)
-            self._reply("/hb/preset/saved", (name,), client)
+            self._reply("/hb/preset/saved", saved(save(name)), client)
             return
 
         def write() -> None:
             try:
-                save(name)
+                note = save(name)
             except Exception as e:  # noqa: BLE001 - reported by _failed; the worker lives on
                 self._failed(client, address, e)
             else:
-                self._reply("/hb/preset/saved", (name,), client)
+                self._reply("/hb/preset/saved", saved(note), client)
 
         self._run_slow(write)
 
-    def _save_user_preset(self, name: str) -> None:
-        from hushbridge.presets import save_preset
+    def _save_user_preset(self, name: str) -> str | None:
+        from hushbridge.presets import save_note, save_preset
 
         midi = self._preset_midi() if self._preset_midi is not None else None
+        note = save_note(name)
         save_preset(self.engine.snapshot(), name, midi=midi)  # values as set (timed ones once audible)
+        return note
 
     def _on_register(self, client: ClientAddress, address: str, *args: Any) -> None:
         """Registrations are kept per sender, so that no sender gets its own changes back. One

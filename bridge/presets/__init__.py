@@ -350,15 +350,48 @@ def chain_to_preset(chain: Chain, name: str, midi: dict[str, Any] | None = None)
 
 
 def valid_preset_name(name: str) -> bool:
-    """A name (not a path) that a preset file may have: up to 80 letters, digits, '-', '_', '.', spaces."""
-    return bool(_NAME_RE.match(name)) and not name.endswith(".toml")
+    """A name (not a path) that a preset file may have: up to 80 ASCII letters, digits, '-', '_',
+    '.', spaces, starting with a letter or digit."""
+    return preset_name_problem(name) is None
+
+
+def preset_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a preset's name, in words (None: nothing)."""
+    shown = f"{name!r:.100}"
+    if name.endswith(".toml"):
+        return f"preset name {shown}: give it without .toml ({name[:-5]!r:.100})"
+    if _NAME_RE.match(name):
+        return None
+    rule = "up to 80 ASCII letters, digits, '-', '_', '.' and spaces, starting with a letter or digit"
+    if not name:
+        return f"preset name is empty: use {rule}"
+    if len(name) > 80:
+        return f"preset name {shown} has {len(name)} characters: use {rule}"
+    bad = next((ch for ch in name if not (ch.isascii() and (ch.isalnum() or ch in "-_. "))), None)
+    if bad is not None:
+        what = "a path separator" if bad in "/\\" else f"{bad!r}"
+        return f"preset name {shown} has {what}: use {rule}"
+    return f"preset name {shown} starts with {name[0]!r}: use {rule}"
+
+
+def save_note(name: str, folder: str | os.PathLike[str] | None = None) -> str | None:
+    """What saving preset ``name`` will do besides writing it (None: nothing to say): replace a
+    preset of that name, or shadow the built-in of that name."""
+    target = (Path(folder) if folder is not None else user_preset_dir()) / f"{name}.toml"
+    if name in builtin_names():
+        return (f"shadows the built-in preset {name!r}; remove {target} to get the built-in back"
+                if not target.exists() else f"replaced {target}, which shadows the built-in {name!r}")
+    if target.exists():
+        return f"replaced the earlier {name!r} ({target})"
+    return None
 
 
 def save_preset(chain: Chain, name: str, folder: str | os.PathLike[str] | None = None,
                 midi: dict[str, Any] | None = None) -> Path:
     """Write ``chain`` as preset ``name`` (user folder by default), atomically (temp + rename)."""
-    if not valid_preset_name(name):
-        raise PresetError(f"preset name {name!r:.100}: use up to 80 letters, digits, '-', '_', '.' and spaces")
+    problem = preset_name_problem(name)
+    if problem is not None:
+        raise PresetError(problem)
     if not len(list(chain.items())):
         raise PresetError(f"preset {name!r}: the chain is empty; a preset needs at least one effect")
     folder = Path(folder) if folder is not None else user_preset_dir()
@@ -377,6 +410,8 @@ __all__ = [
     "list_presets",
     "load_preset",
     "parse_preset",
+    "preset_name_problem",
+    "save_note",
     "save_preset",
     "user_preset_dir",
 ]

@@ -726,6 +726,18 @@ def test_preset_save(rig, tmp_path, monkeypatch):
     assert "gain_db = -7.5" in text and "[midi" in text
     chain = presets.load_preset("my show")
     assert chain["gain"].gain_db == -7.5
+    # what else a save did is said: it replaced one, or a built-in is now hidden (QA, session 23)
+    client.send("/hb/preset/save", "my show")
+    m = client.recv()
+    assert m.params[0] == "my show" and m.params[1].startswith("replaced the earlier 'my show'")
+    client.send("/hb/preset/save", "podcast")
+    m = client.recv()
+    assert m.params[0] == "podcast" and "shadows the built-in preset 'podcast'" in m.params[1]
+    # a name refused says why
+    for name, why in (("mine.toml", "give it without .toml ('mine')"), ("we ird ünï", "has 'ü'"),
+                      ("../x", "has a path separator"), ("-x", "starts with '-'"), ("", "is empty")):
+        client.send("/hb/preset/save", name)
+        assert why in client.error(), name
 
 
 # == dropped counting ============================================================================
