@@ -288,6 +288,8 @@ class OscController:
         self._sync_routes()
         engine.add_listener(self._on_change)
         engine.add_latency_listener(self._on_latency)
+        if hasattr(engine, "add_preset_listener"):
+            engine.add_preset_listener(self._on_preset_loaded)
 
     # == hooks for other control sources =========================================================
     def set_learn_handler(self, fn: LearnHandler | None) -> None:
@@ -352,6 +354,8 @@ class OscController:
             self._closed = True
             self.engine.remove_listener(self._on_change)
             self.engine.remove_latency_listener(self._on_latency)
+            if hasattr(self.engine, "remove_preset_listener"):
+                self.engine.remove_preset_listener(self._on_preset_loaded)
 
     # == datagrams ===============================================================================
     def handle_datagram(self, data: bytes, client_address: ClientAddress) -> list[Reply]:
@@ -562,9 +566,12 @@ class OscController:
             raise OscRequestError(f"{address} cannot be timed (its bundle's time tag is in the future): a load "
                                   "takes time to prepare; send it when it should happen")
         # source=None: every registered client, the requester included, gets the new values.
+        # a registered requester that listens on its send port heard of it with everyone
+        # (_on_preset_loaded); any other requester gets the reply
         if self.run_slow is None or self.send is None:
             self.engine.load_preset(name, source=None)
-            self._reply("/hb/preset/loaded", (name,), client)
+            if client not in self._registered.values():
+                self._reply("/hb/preset/loaded", (name,), client)
             return
 
         def load() -> None:
@@ -573,7 +580,8 @@ class OscController:
             except Exception as e:  # noqa: BLE001 - reported by _failed; the worker lives on
                 self._failed(client, address, e)
             else:
-                self._reply("/hb/preset/loaded", (name,), client)
+                if client not in self._registered.values():
+                    self._reply("/hb/preset/loaded", (name,), client)
 
         self._run_slow(load)
 
@@ -700,6 +708,14 @@ class OscController:
         raise OscRequestError(f"unknown address {address!r:.120} (send /hb/list for the parameters)")
 
     # == feedback ================================================================================
+    def _on_preset_loaded(self, preset: Any) -> None:
+        """Engine preset listener: every registered client hears of a load, whoever made it (a
+        MIDI program change, another client), so a layout built for the old chain can rebuild."""
+        source = str(getattr(preset, "source", ""))
+        name = source[len("built-in:"):-len(".toml")] if source.startswith("built-in:") else \
+            os.path.splitext(os.path.basename(source))[0] if source.endswith(".toml") else str(preset.name)
+        self.notify("/hb/preset/loaded", (name,))  # the name it is loaded by (the file's), not its title
+
     def _on_latency(self, latency: int) -> None:
         """Engine latency listener (housekeeping thread): announce to every registered client."""
         self.notify("/hb/engine/latency_samples", (float(latency),))

@@ -390,6 +390,13 @@ def test_preset_load_swaps_chain_and_feeds_back(engine, driver, server, client, 
     msg = client.recv()  # and a confirmation, as /hb/preset/save sends one
     assert (msg.address, msg.params) == ("/hb/preset/loaded", ["voice-test"])
     assert engine.wait_for_swap()  # handed over; the audio thread swaps it in at a block start
+    client.expect_nothing()  # once, though it is also a registered client
+    # a load from elsewhere (a MIDI program change, the CLI): registered clients hear of it, so a
+    # surface built for the old chain knows to rebuild (QA, session 23: only new values came)
+    engine.load_preset("voice-test")
+    got = [client.recv() for _ in range(3)]
+    assert [m.address for m in got] == ["/hb/voice/gain_db", "/hb/voice/bypass", "/hb/preset/loaded"]
+    assert got[-1].params == ["voice-test"]
     assert engine.chain.ids == ["voice"]
     client.send("/hb/voice/gain_db", -3.0)  # new addresses are routed
     assert client.get("/hb/voice/gain_db")[1] == -3.0
