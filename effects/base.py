@@ -45,8 +45,9 @@ MAX_CHANNELS = 64
 @dataclass(frozen=True)
 class ProcessSpec:
     """What :meth:`Effect.prepare` gets: sample rate, largest block, channel count, and the
-    speakers the channels feed where known (``channel_mask``, a WAV ``dwChannelMask``; 0: not
-    known, so 6 and 8 channels are taken as 5.1 and 7.1, as the loudness meter takes them)."""
+    speakers the channels feed where known (``channel_mask``, a WAV ``dwChannelMask``, from a
+    file that names them; 0: not known, e.g. live input or a WAV without a mask, which may as
+    well be six microphones as a 5.1 mix)."""
 
     sample_rate: int
     max_block_size: int
@@ -65,19 +66,19 @@ class ProcessSpec:
             raise ValueError(f"channel_mask must be an int in 0..2**64-1, got {self.channel_mask!r}")
 
     def loudness_weights(self) -> np.ndarray:
-        """BS.1770 weight of each channel (1.0 front, 1.41 surround, 0.0 LFE) for this layout;
-        every channel 1.0 where that would leave none."""
+        """BS.1770 weight of each channel (1.0 front, 1.41 surround, 0.0 LFE) of the layout the
+        mask names; every channel 1.0 where no mask is known or the weights would leave none."""
         from hushbridge.dsp import loudness as L
 
-        if self.channel_mask:
-            w = L.channel_weights_from_mask(self.channels, self.channel_mask)
-        else:
-            w = L.channel_weights(self.channels)
+        if not self.channel_mask:
+            return np.ones(self.channels)  # never ignore a channel nobody said is an LFE
+        w = L.channel_weights_from_mask(self.channels, self.channel_mask)
         return w if np.any(w > 0.0) else np.ones(self.channels)
 
     def detector_keys(self) -> np.ndarray:
-        """1.0 for each channel a linked dynamics detector listens to, 0.0 for an LFE channel:
-        its rumble and explosions would pump the dialogue the gain also applies to."""
+        """1.0 for each channel a linked dynamics detector listens to, 0.0 for a channel the
+        mask names as the LFE: its rumble and explosions would pump the dialogue the gain also
+        applies to."""
         return (self.loudness_weights() > 0.0).astype(np.float64)
 
 
@@ -90,6 +91,21 @@ def check_block(block: np.ndarray, spec: ProcessSpec, who: str) -> None:
         hint = " (a (frames, channels) array? pass its .T)" if shape[1] == spec.channels else ""
         raise ValueError(f"{who}: block has {shape[0]} channels, prepared for {spec.channels}{hint}")
 
+
+
+@functools.lru_cache(maxsize=None)
+def _init_options(cls: type) -> frozenset[str]:
+    """The keyword options ``cls(...)`` takes besides its parameters (denoise's ``resample_quality``)."""
+    import inspect
+
+    try:
+        names = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return frozenset()
+    params = {p.id for p in getattr(cls, "params", ())}
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(n for n, p in names.items()
+                     if p.kind in named and n != "self" and n not in params and not n.startswith("_"))
 
 
 def _constructing(init: Callable[..., None]) -> Callable[..., None]:
@@ -174,7 +190,7 @@ class Effect:
         except KeyError:
             valid = ", ".join(p.id for p in self.params) or "none"
             option = ""
-            if isinstance(pid, str) and not pid.startswith("_") and pid in vars(self):
+            if isinstance(pid, str) and not pid.startswith("_") and pid in _init_options(type(self)):
                 # a constructor option (denoise's resample_quality): fixed when the effect is made
                 option = (f"; {pid} is an option of the effect, given when it is made in Python "
                           f"({type(self).__name__}({pid}=...)), not a parameter a preset, --set or OSC changes")

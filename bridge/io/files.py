@@ -170,6 +170,26 @@ def channel_mask_of(path: str | os.PathLike[str], info: sf._SoundFileInfo | None
     return format_channel_mask(info.format, info.channels)
 
 
+# every layout FLAC and Ogg define (1-8 channels), in WAV order as read here: what the dynamics
+# and meters may take as known (an LFE to leave out of a detector)
+_FORMAT_LAYOUTS = {1: 0x4, 2: 0x3, 3: 0x7, 4: 0x33, 5: 0x37, 6: 0x3F, 7: 0x70F, 8: 0x63F}
+
+
+def layout_mask_of(path: str | os.PathLike[str], info: sf._SoundFileInfo | None = None) -> int:
+    """The speakers ``path``'s channels feed where the file says so, as a WAV channel mask: a
+    WAV's own mask, or the layout FLAC and Ogg define for their channel count; 0 where the file
+    does not say (a WAV without a mask: a 5.1 mix or six microphones)."""
+    mask = wav_channel_mask(path)
+    if mask:
+        return mask
+    if info is None:
+        try:
+            info = sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError, TypeError):
+            return 0
+    return _FORMAT_LAYOUTS.get(info.channels, 0) if info.format in ("FLAC", "OGG") else 0
+
+
 def format_channel_mask(fmt: str, channels: int) -> int | None:
     """The speakers a ``fmt`` file's ``channels`` channels feed by that format's definition,
     as a WAV channel mask, where it differs from the loudness defaults; else None."""
@@ -366,7 +386,9 @@ def process_file(
     dc_offset : {"remove", "keep"}
         ``remove`` (default): a channel whose first :data:`DC_WINDOW_S` seconds average
         :data:`DC_MIN` or more away from zero (a DC offset, from a cheap interface or a worn
-        preamp) has that average subtracted before the chain, and a note says so. The filters
+        preamp), steadily and in its quietest stretches too, has that average subtracted before
+        the chain (over the head, as much of it as has arrived: a fade-in gets no step), and a
+        note says so. The filters
         start from rest, so a chain fed the offset starts with a thump (0.05 of offset: a -19 dBFS
         thump through ``podcast``) before its high-pass removes it; live the stream starts the
         same way, but a file is known in advance. A channel starting in digital silence keeps its
@@ -421,20 +443,26 @@ def process_file(
 
     if dc_offset not in ("remove", "keep"):
         raise ValueError(f"dc_offset must be 'remove' or 'keep', not {dc_offset!r}")
-    dc = _dc_offset(src, info) if dc_offset == "remove" else None
-    if dc is not None:
-        shown = ", ".join(f"channel {c + 1}: {dc[c]:+.4f} ({20 * np.log10(abs(dc[c])):.1f} dBFS)"
-                          for c in np.flatnonzero(dc))
-        report.notes.append(f"removed a DC offset before the chain ({shown}; measured over the first "
-                            f"{DC_WINDOW_S:g} s)")
-        dc = dc.astype(np.float32)[:, None]
+    dc_plan = _dc_offset(src, info) if dc_offset == "remove" else None
+    dc = None
+    if dc_plan is not None:
+        off = dc_plan.offset
+        order = " (WAV order)" if info.format == "OGG" and channels > 2 else ""
+        shown = ", ".join(f"channel {c + 1}: {off[c]:+.4f} ({20 * np.log10(abs(off[c])):.1f} dBFS)"
+                          for c in np.flatnonzero(off))
+        report.notes.append(f"removed a DC offset before the chain ({shown}{order}; measured over the first "
+                            f"{dc_plan.seconds:.3g} s)")
+        dc = off.astype(np.float32)[:, None]
+    dc_pos = 0  # input frames the offset has been taken from
 
     tmp_name = ""
     try:  # from the temporary file's creation on: a SIGTERM (KeyboardInterrupt) anywhere removes it
         final = through_links(dst)
         tmp_name = str(temp_beside(final))
         quantize = _Quantizer(out_subtype)
-        renderer = OfflineRenderer(chain, channels, rate, block_size, mask or 0)
+        # the layout the chain works with: the one asked for, else the one the input names (also
+        # where no mask is to be written, as for --loudness's float render)
+        renderer = OfflineRenderer(chain, channels, rate, block_size, mask or layout_mask_of(src, info))
         report.latency_samples = renderer.latency_samples
         resampler = None
         if rate != info.samplerate:
@@ -467,7 +495,11 @@ def process_file(
                     report.nonfinite_input += int(bad.sum())
                     chunk[bad] = 0.0
                 if dc is not None:
-                    chunk -= dc
+                    m = chunk.shape[1]
+                    head = dc_plan.head[:, dc_pos : dc_pos + m]
+                    chunk[:, : head.shape[1]] -= head
+                    chunk[:, head.shape[1]:] -= dc
+                    dc_pos += m
                 if resampler is not None:
                     chunk = np.ascontiguousarray(resampler.resample_chunk(chunk.T).T)
                 emit(renderer.push(chunk))
@@ -512,9 +544,20 @@ def process_file(
     return report
 
 
-def _dc_offset(src: Path, info: sf._SoundFileInfo) -> np.ndarray | None:
-    """Per channel (WAV order), the DC offset that :func:`process_file` removes (0.0 where none
-    is), or None where no channel has one."""
+@dataclass
+class _DcPlan:
+    """What :func:`process_file` subtracts: ``offset`` per channel (WAV order; 0.0 where none)
+    from the ``head``'s end on, and over the head a profile that follows the offset in (the
+    offset times 0..1 per frame), so a head that fades in or starts quiet does not get a step
+    of its own."""
+
+    offset: np.ndarray  # (channels,)
+    head: np.ndarray  # (channels, frames) float32: what to subtract from each of the first frames
+    seconds: float  # how much of the input was measured
+
+
+def _dc_offset(src: Path, info: sf._SoundFileInfo) -> _DcPlan | None:
+    """The DC offset :func:`process_file` removes, or None where no channel has one."""
     try:
         with sf.SoundFile(str(src)) as f:
             head = f.read(max(1, int(DC_WINDOW_S * info.samplerate)), dtype="float64", always_2d=True)
@@ -522,18 +565,41 @@ def _dc_offset(src: Path, info: sf._SoundFileInfo) -> np.ndarray | None:
     except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError) as e:
         raise AudioFileError(f"{src}: corrupt or truncated audio ({e})") from e
     head = head.T if perm is None else head.T[perm]
-    if head.shape[1] == 0:
-        return None
-    if head.shape[1] < DC_MIN_FRAMES_S * info.samplerate:
+    sr = info.samplerate
+    n = head.shape[1]
+    if n == 0 or n < DC_MIN_FRAMES_S * sr:
         return None  # a short clip's mean says more about its content than about an offset
     head = np.where(np.isfinite(head), head, 0.0)
     dc = head.mean(axis=1)
-    # an offset is steady: a mean that content makes (a kick, a slow swell) moves between thirds
+    # an offset is steady: a mean that content makes (a slow swell) moves between thirds
     thirds = np.stack([part.mean(axis=1) for part in np.array_split(head, 3, axis=1)], axis=1)
     steady = np.all(np.abs(thirds - dc[:, None]) <= np.maximum(0.5 * DC_MIN, 0.2 * np.abs(dc))[:, None], axis=1)
-    silent_start = ~np.any(head[:, :DC_SILENT_HEAD] != 0.0, axis=1)
-    dc[(np.abs(dc) < DC_MIN) | silent_start | ~steady] = 0.0
-    return dc if np.any(dc) else None
+    # and it is there in the quiet too: the quietest 20 ms frames sit on it, while the mean a
+    # kick drum's lopsided waveform makes (steady in a loop) is gone between the kicks
+    frame = int(0.02 * sr)
+    count = n // frame
+    frames = head[:, : count * frame].reshape(head.shape[0], count, frame)
+    quiet = np.argsort(frames.std(axis=2), axis=1)[:, : max(3, count // 10)]
+    floor = np.median(np.take_along_axis(frames.mean(axis=2), quiet, axis=1), axis=1)
+    in_quiet = np.abs(floor - dc) <= np.maximum(0.5 * np.abs(dc), 1.5 * DC_MIN)
+    silent_start = ~np.any(head[:, :DC_SILENT_HEAD] != 0.0, axis=1)  # digital silence stays exact
+    dc[(np.abs(dc) < DC_MIN) | silent_start | ~steady | ~in_quiet] = 0.0
+    if not np.any(dc):
+        return None
+    # over the head, subtract only as much of the offset as has arrived: the local mean (10 ms,
+    # centred) as a share of it, never falling back, and all of it by the head's end
+    half = max(1, int(0.005 * sr))
+    csum = np.concatenate([np.zeros((head.shape[0], 1)), np.cumsum(head, axis=1)], axis=1)
+    idx = np.arange(n)
+    reach = np.minimum(np.minimum(idx, n - 1 - idx), half)  # symmetric at the ends too: a ramp reads as itself
+    lo, hi = idx - reach, idx + reach + 1
+    local = (csum[:, hi] - csum[:, lo]) / (hi - lo)
+    share = np.zeros_like(local)
+    nz = dc != 0.0
+    share[nz] = np.maximum.accumulate(np.clip(local[nz] / dc[nz, None], 0.0, 1.0), axis=1)
+    ramp_from = max(0, n - int(0.5 * sr))
+    share = np.maximum(share, np.clip((idx - ramp_from) / max(1, n - 1 - ramp_from), 0.0, 1.0))
+    return _DcPlan(dc, (share * dc[:, None]).astype(np.float32), n / sr)
 
 
 class _EngineAsEffect(Chain):

@@ -103,7 +103,8 @@ def deesser(
             s = _biquad(sc_coefs, sc_state, c, 1, s)
             p = rc * ms[c] + (1.0 - rc) * s * s
             ms[c] = p
-            if p > power and keys[c] > 0.0:
+            p *= keys[c]
+            if p > power:
                 power = p
         target = 0.0
         if power > floor_pow:

@@ -200,8 +200,8 @@ def gate(
                 sc_state[c, 2] = l1 * xh - la1 * xl + s2
                 sc_state[c, 3] = l2 * xh - la2 * xl
                 xh = xl
-            a = abs(xh)
-            if a > peak and keys[c] > 0.0:
+            a = abs(xh) * keys[c]  # a product, not a test: the loop stays branch-light
+            if a > peak:
                 peak = a
         env = max(peak, det * env)
         if env < DENORMAL_FLOOR:

@@ -1,6 +1,7 @@
 """Linked dynamics on surround audio: the LFE channel does not drive the detectors (its rumble
-would pump the dialogue), the leveler weighs channels as BS.1770 does, and a layout named by a
-file (its channel mask) decides which channel is the LFE."""
+would pump the dialogue), the leveler weighs channels as BS.1770 does, and only a layout the
+file names (a WAV's channel mask, FLAC's and Ogg's defined order) decides which channel is the
+LFE: six channels that name nothing may be six microphones, and every one is heard."""
 import numpy as np
 import pytest
 import soundfile as sf
@@ -46,13 +47,15 @@ def centre_change_db(x, y, a=1.5, b=2.9):
     return db(y[2, s]) - db(x[2, s])
 
 
-def test_spec_names_the_lfe_by_mask_or_by_count():
-    assert list(ProcessSpec(SR, 128, 6).detector_keys()) == [1, 1, 1, 0, 1, 1]
-    assert list(ProcessSpec(SR, 128, 8).detector_keys()) == [1, 1, 1, 0, 1, 1, 1, 1]
+def test_spec_names_the_lfe_by_the_mask_only():
+    assert list(ProcessSpec(SR, 128, 6, MASK_51).detector_keys()) == [1, 1, 1, 0, 1, 1]
+    assert list(ProcessSpec(SR, 128, 8, 0x63F).detector_keys()) == [1, 1, 1, 0, 1, 1, 1, 1]
     assert list(ProcessSpec(SR, 128, 6, MASK_60).detector_keys()) == [1] * 6
+    assert list(ProcessSpec(SR, 128, 6).detector_keys()) == [1] * 6  # no mask: maybe six microphones
     assert list(ProcessSpec(SR, 128, 2).detector_keys()) == [1, 1]
     assert list(ProcessSpec(SR, 128, 1, 0x8).detector_keys()) == [1]  # an LFE alone is still listened to
-    np.testing.assert_allclose(ProcessSpec(SR, 128, 6).loudness_weights(), [1, 1, 1, 0, 1.41, 1.41])
+    np.testing.assert_allclose(ProcessSpec(SR, 128, 6, MASK_51).loudness_weights(), [1, 1, 1, 0, 1.41, 1.41])
+    np.testing.assert_allclose(ProcessSpec(SR, 128, 6).loudness_weights(), [1] * 6)
     with pytest.raises(ValueError, match="channel_mask"):
         ProcessSpec(SR, 128, 2, -1)
 
@@ -64,8 +67,8 @@ def test_spec_names_the_lfe_by_mask_or_by_count():
 def test_an_lfe_rumble_does_not_turn_the_dialogue_down(make):
     x = surround()
     quiet = surround(rumble_db=-200.0)
-    y_51 = render(make(), x)  # 6 channels, no mask: 5.1
-    y_ref = render(make(), quiet)  # no rumble at all
+    y_51 = render(make(), x, MASK_51)
+    y_ref = render(make(), quiet, MASK_51)  # no rumble at all
     y_60 = render(make(), x, MASK_60)  # the same channel as a speaker: it drives the detector
     assert abs(centre_change_db(x, y_51) - centre_change_db(quiet, y_ref)) < 0.2
     assert centre_change_db(x, y_60) < centre_change_db(quiet, y_ref) - 6.0
@@ -74,8 +77,8 @@ def test_an_lfe_rumble_does_not_turn_the_dialogue_down(make):
 def test_an_lfe_rumble_does_not_open_the_gate():
     x = surround(voice_db=-200.0)  # floor only, and the rumble: nobody speaks
     make = lambda: Gate(threshold_db=-40.0, range_db=40.0, attack_ms=1.0, release_ms=50.0)  # noqa: E731
-    y_51 = render(make(), x)
-    y_60 = render(make(), x, MASK_60)
+    y_51 = render(make(), x, MASK_51)
+    y_60 = render(make(), x)  # no mask: channel 4 may be a microphone
     assert centre_change_db(x, y_51) < -20.0  # the centre's floor stays gated
     assert centre_change_db(x, y_60) > -3.0  # a speaker that loud opens it
 
@@ -86,23 +89,43 @@ def test_deesser_listens_to_the_speakers_only():
     x[3] = 0.5 * np.sin(2 * np.pi * 7000 * t)  # an LFE channel with hiss in it (a bad bass-managed stem)
     x[2] = 0.01 * np.sin(2 * np.pi * 7000 * t)
     make = lambda: DeEsser(threshold_db=-30.0)  # noqa: E731
-    assert abs(centre_change_db(x, render(make(), x), 0.5, 1.9)) < 0.1
+    assert abs(centre_change_db(x, render(make(), x, MASK_51), 0.5, 1.9)) < 0.1
     assert centre_change_db(x, render(make(), x, MASK_60), 0.5, 1.9) < -3.0
 
 
-def test_a_files_channel_mask_reaches_the_chain(tmp_path):
+@pytest.mark.parametrize("loudness", [False, True])
+def test_the_layout_a_file_names_reaches_the_chain(tmp_path, loudness):
+    """A WAV's mask, FLAC's defined 5.1; a WAV naming nothing has every channel heard. The same
+    through `process --loudness`, whose float render writes no mask (QA, session 23: it took the
+    layout as unknown there)."""
+    from hushbridge.cli import main
+
     x, quiet = surround(), surround(rumble_db=-200.0)
     make = lambda: Compressor(threshold_db=-30.0, ratio=4.0, knee_db=0.0)  # noqa: E731
-    untouched = centre_change_db(quiet, render(make(), quiet))
-    for mask, lfe in ((MASK_51, True), (MASK_60, False)):
-        src = tmp_path / f"{mask:x}.wav"
-        with sf.SoundFile(str(src), "w", SR, 6, "FLOAT", format="WAVEX") as f:
-            f.write(x.T)
-        assert set_wav_channel_mask(src, mask)
-        process_file(src, tmp_path / "out.wav", Chain([make()]))
-        y, _ = read_audio(tmp_path / "out.wav")
-        change = centre_change_db(x, y) - untouched
-        assert (abs(change) < 0.2) == lfe, (hex(mask), change)
+
+    def dip(y):  # the centre during the rumble against before it: blind to any overall gain
+        return db(y[2, int(1.5 * SR):int(2.9 * SR)]) - db(y[2, int(0.2 * SR):int(0.9 * SR)])
+
+    untouched = dip(render(make(), quiet))
+    for name, mask, lfe in (("51.wav", MASK_51, True), ("60.wav", MASK_60, False), ("none.wav", 0, False),
+                            ("51.flac", None, True)):
+        src = tmp_path / name
+        if name.endswith(".flac"):
+            sf.write(str(src), x.T, SR, subtype="PCM_24")
+        else:
+            with sf.SoundFile(str(src), "w", SR, 6, "FLOAT", format="WAVEX" if mask else "WAV") as f:
+                f.write(x.T)
+            assert not mask or set_wav_channel_mask(src, mask)
+        out = tmp_path / "out.wav"
+        if loudness:
+            assert main(["process", str(src), str(out), "--chain", "compressor", "--set", "compressor.threshold_db=-30",
+                         "--set", "compressor.ratio=4", "--set", "compressor.knee_db=0", "--loudness", "-30",
+                         "--keep-dc", "-q"]) == 0
+        else:
+            process_file(src, out, Chain([make()]))
+        y, _ = read_audio(out)
+        change = dip(y) - untouched
+        assert (abs(change) < 0.3) == lfe, (name, change)
 
 
 def test_the_loudness_meter_on_auto_weighs_the_speakers_a_mask_names():

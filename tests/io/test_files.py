@@ -294,6 +294,19 @@ def test_a_dc_offset_is_removed_before_the_chain_so_its_filters_start_without_a_
     # once the high-pass has settled the two agree: only the head changed
     np.testing.assert_allclose(yr[0, 48000:], yk[0, 48000:], atol=2e-4)
     assert not kept.notes and any("DC offset" in n and "+0.1000" in n for n in removed.notes)
+    # a head that fades in (an editor's clip fade) or starts on a quiet lead-in before the offset
+    # comes: the subtraction follows the offset in, so it adds no step of its own (QA, session 23:
+    # subtracting it from the first sample made a -19 dBFS thump out of a -37 dBFS one)
+    fade = x.copy()
+    fade[:480] *= np.linspace(0.0, 1.0, 480)
+    lead = np.concatenate([0.0001 * np.random.default_rng(5).standard_normal(960).astype(np.float32), x])
+    for name, y in (("fade", fade), ("lead", lead)):
+        src = write(tmp_path / f"{name}.wav", y[None], subtype="FLOAT")
+        peaks = []
+        for mode in ("keep", "remove"):
+            process_file(src, tmp_path / "o.wav", Chain([HighPass(cutoff_hz=80.0)]), dc_offset=mode)
+            peaks.append(np.abs(read_audio(tmp_path / "o.wav")[0][0, : int(0.3 * 48000)]).max())
+        assert peaks[1] <= peaks[0] * 1.05, (name, peaks)
 
 
 def test_audio_without_an_offset_and_offsets_that_are_content_are_left_alone(tmp_path):
@@ -302,6 +315,9 @@ def test_audio_without_an_offset_and_offsets_that_are_content_are_left_alone(tmp
         "none": _with_offset(2.0, 0.0)[None],
         "short": _with_offset(0.5, 0.1)[None],  # a 0.5 s clip's mean is its content's
         "swell": (np.linspace(0.0, 0.3, 3 * sr) + _with_offset(3.0, 0.0)).astype(np.float32)[None],  # not steady
+        # a kick loop's lopsided waveform has a steady mean, but not in the quiet between kicks
+        "kick": np.tile(np.exp(-np.arange(sr // 2) / (0.05 * sr)) * np.sin(2 * np.pi * 50 * np.arange(sr // 2) / sr)
+                        + 0.3 * np.exp(-np.arange(sr // 2) / (0.01 * sr)), 8).astype(np.float32)[None],
         # a channel starting in digital silence keeps its offset (removing it would put the step at the start)
         "silent head": np.concatenate([np.zeros(sr // 2, np.float32), _with_offset(2.0, 0.1)])[None],
     }
