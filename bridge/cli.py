@@ -183,7 +183,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
                 if args.loudness is None:
                     report = process_file(src, dst, chain, sample_rate=args.rate, subtype=args.subtype,
                                           block_size=args.block_size, progress=progress,
-                                          dc_offset="keep" if args.keep_dc else "remove")
+                                          dc_offset="keep" if args.keep_dc else "remove",
+                                          per_channel=args.per_channel)
                 else:
                     report, loud = _render_to_loudness(src, dst, chain, args, info, progress)
             dt = time.perf_counter() - t0
@@ -242,7 +243,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
     try:
         report = process_file(src, tmp, chain, sample_rate=args.rate, subtype="FLOAT",
                               block_size=args.block_size, progress=progress, channel_mask=0,
-                              dc_offset="keep" if args.keep_dc else "remove")
+                              dc_offset="keep" if args.keep_dc else "remove", per_channel=args.per_channel)
         # the W64 render carries no channel mask: measure and write with the input's
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
                               name=f"{dst} (as rendered)", channel_mask=channel_mask_of(src) or 0,
@@ -715,6 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "streaming (-14), broadcast (-23)")
     p.add_argument("--true-peak", type=_ceiling_arg, default=-1.0, metavar="DBTP",
                    help="true-peak ceiling for --loudness, -24..0 dBTP (default -1)")
+    p.add_argument("--per-channel", action="store_true",
+                   help="each channel through a chain of its own, as separate files would be: for separate "
+                        "microphones in one file (a recorder's poly WAV, two speakers on left and right); by "
+                        "default the dynamics are linked, so the louder speaker sets the gain of both")
     p.add_argument("--keep-dc", action="store_true",
                    help="keep a DC offset in the input (by default one of -60 dBFS or more, measured over "
                         "the first 3 s, is removed before the chain: the filters would start with a thump)")

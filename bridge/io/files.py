@@ -11,6 +11,7 @@ existing file.
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -354,6 +355,7 @@ def process_file(
     channel_mask: int | None = None,
     metadata_from: str | os.PathLike[str] | None = None,
     dc_offset: str = "remove",
+    per_channel: bool = False,
 ) -> FileReport:
     """Render ``inp`` through ``chain`` into ``out``.
 
@@ -393,6 +395,12 @@ def process_file(
         thump through ``podcast``) before its high-pass removes it; live the stream starts the
         same way, but a file is known in advance. A channel starting in digital silence keeps its
         offset (subtracting it would put the step at the start). ``keep``: the samples as read.
+    per_channel : bool
+        Each channel through a chain of its own (copies of ``chain``, mono), as if it were its
+        own file: separate microphones in one file (a recorder's poly WAV, two speakers on the
+        left and right of a podcast's stereo take), which linked dynamics would level, gate and
+        compress as one (the louder speaker sets the gain of both). Default: one chain, its
+        dynamics linked across the channels.
 
     Returns
     -------
@@ -462,7 +470,13 @@ def process_file(
         quantize = _Quantizer(out_subtype)
         # the layout the chain works with: the one asked for, else the one the input names (also
         # where no mask is to be written, as for --loudness's float render)
-        renderer = OfflineRenderer(chain, channels, rate, block_size, mask or layout_mask_of(src, info))
+        if per_channel and channels > 1:
+            chains = [chain] + [copy.deepcopy(chain) for _ in range(channels - 1)]
+            renderer = _PerChannelRenderer([OfflineRenderer(c, 1, rate, block_size) for c in chains])
+            report.notes.append(f"each of the {channels} channels through a chain of its own (per channel)")
+        else:
+            chains = [chain]
+            renderer = OfflineRenderer(chain, channels, rate, block_size, mask or layout_mask_of(src, info))
         report.latency_samples = renderer.latency_samples
         resampler = None
         if rate != info.samplerate:
@@ -529,10 +543,11 @@ def process_file(
         report.clipped = quantize.clipped
         if report.nonfinite_input:
             report.warnings.append(f"{src}: {report.nonfinite_input} NaN/Inf input samples replaced by silence")
-        for effect in chain:  # what effects found in this file (e.g. declip: runs rebuilt, saturation)
-            notes = getattr(effect, "file_notes", None)
-            if callable(notes):
-                report.notes.extend(notes())
+        for k, one in enumerate(chains):
+            for effect in one:  # what effects found in this file (e.g. declip: runs rebuilt, saturation)
+                notes = getattr(effect, "file_notes", None)
+                if callable(notes):
+                    report.notes.extend(f"channel {k + 1}: {n}" if len(chains) > 1 else n for n in notes())
         os.replace(tmp_name, final)
     except BaseException:
         if tmp_name:
@@ -600,6 +615,21 @@ def _dc_offset(src: Path, info: sf._SoundFileInfo) -> _DcPlan | None:
     ramp_from = max(0, n - int(0.5 * sr))
     share = np.maximum(share, np.clip((idx - ramp_from) / max(1, n - 1 - ramp_from), 0.0, 1.0))
     return _DcPlan(dc, (share * dc[:, None]).astype(np.float32), n / sr)
+
+
+class _PerChannelRenderer:
+    """One mono :class:`OfflineRenderer` per channel, pushed and flushed together (the chains
+    are copies, so their latencies and output lengths agree)."""
+
+    def __init__(self, renderers: list[OfflineRenderer]) -> None:
+        self._renderers = renderers
+        self.latency_samples = renderers[0].latency_samples
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        return np.concatenate([r.push(chunk[k : k + 1]) for k, r in enumerate(self._renderers)])
+
+    def flush(self) -> np.ndarray:
+        return np.concatenate([r.flush() for r in self._renderers])
 
 
 class _EngineAsEffect(Chain):

@@ -340,3 +340,28 @@ def test_the_offset_is_measured_and_removed_per_channel(tmp_path):
     assert any("channel 1: -0.05" in n and "channel 2" not in n for n in rep.notes)
     with pytest.raises(ValueError, match="dc_offset"):
         process_file(src, tmp_path / "out.wav", Chain([Gain()]), dc_offset="auto")
+
+
+def test_per_channel_gives_each_channel_what_it_would_get_as_a_file_of_its_own(tmp_path):
+    """Two speakers on the left and right of one take (or a recorder's poly WAV): with
+    ``per_channel`` each channel comes out as its own mono file would, the quiet speaker levelled
+    for itself; linked, the loud one sets the gain of both."""
+    sr = 48000
+    t = np.arange(6 * sr) / sr
+    rng = np.random.default_rng(9)
+    talk = lambda level, start: (10 ** (level / 20) * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))  # noqa: E731
+                                 * ((t % 2.0 >= start) & (t % 2.0 < start + 0.9)))
+    x = np.stack([talk(-14.0, 0.0), talk(-38.0, 1.0)]) + 10 ** (-66 / 20) * rng.standard_normal((2, t.size))
+    src = write(tmp_path / "two.wav", x.astype(np.float32), subtype="FLOAT")
+    apart = process_file(src, tmp_path / "apart.wav", "dialogue", per_channel=True)
+    process_file(src, tmp_path / "linked.wav", "dialogue")
+    y, _ = read_audio(tmp_path / "apart.wav")
+    linked, _ = read_audio(tmp_path / "linked.wav")
+    for k in range(2):
+        mono = write(tmp_path / f"mono{k}.wav", x[k:k + 1].astype(np.float32), subtype="FLOAT")
+        process_file(mono, tmp_path / f"mono{k}_out.wav", "dialogue")
+        np.testing.assert_array_equal(y[k], read_audio(tmp_path / f"mono{k}_out.wav")[0][0])
+    quiet = slice(int(3.1 * sr), int(3.8 * sr))  # the quiet speaker, late enough for the leveler
+    level = lambda a: 20 * np.log10(np.sqrt(np.mean(np.square(a, dtype=np.float64))))  # noqa: E731
+    assert level(y[1, quiet]) > level(linked[1, quiet]) + 6.0
+    assert any("per channel" in n for n in apart.notes)
