@@ -171,6 +171,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
     for src, dst in jobs:
         try:
             info = audio_info(src)
+            args.layout_mask = _layout_mask(args.layout, info.channels, src)
             t0 = time.perf_counter()
             with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                           TimeRemainingColumn(), console=err, transient=True,
@@ -183,6 +184,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
                 if args.loudness is None:
                     report = process_file(src, dst, chain, sample_rate=args.rate, subtype=args.subtype,
                                           block_size=args.block_size, progress=progress,
+                                          channel_mask=args.layout_mask or None,
                                           dc_offset="keep" if args.keep_dc else "remove",
                                           per_channel=args.per_channel)
                 else:
@@ -222,6 +224,18 @@ def _cmd_process(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
+def _layout_mask(layout: str | None, channels: int, src: Path) -> int:
+    """``--layout``'s channel mask for a file of ``channels`` channels (0: none given)."""
+    if layout is None:
+        return 0
+    from hushbridge.dsp.loudness import LAYOUT_MASKS, LAYOUTS
+    from hushbridge.errors import AudioFileError
+
+    if len(LAYOUTS[layout]) != channels:
+        raise AudioFileError(f"{src}: has {channels} channels, --layout {layout} {len(LAYOUTS[layout])}")
+    return LAYOUT_MASKS[layout]
+
+
 def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, info, progress):
     """``process --loudness``: render the chain into a float temporary file beside ``dst``, then
     normalize that into ``dst`` (in the format the plain render would have written)."""
@@ -242,11 +256,12 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
     tmp = temp_beside(final.with_suffix(".w64"), "render")
     try:
         report = process_file(src, tmp, chain, sample_rate=args.rate, subtype="FLOAT",
-                              block_size=args.block_size, progress=progress, channel_mask=0,
+                              block_size=args.block_size, progress=progress, channel_mask=args.layout_mask,
                               dc_offset="keep" if args.keep_dc else "remove", per_channel=args.per_channel)
         # the W64 render carries no channel mask: measure and write with the input's
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
-                              name=f"{dst} (as rendered)", channel_mask=channel_mask_of(src) or 0,
+                              name=f"{dst} (as rendered)",
+                              channel_mask=args.layout_mask or channel_mask_of(src) or 0,
                               metadata_from=src)
     finally:
         tmp.unlink(missing_ok=True)
@@ -334,7 +349,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     err = _console(stderr=True)
     chain = _build_chain(args)
-    engine = Engine(chain, channels=args.channels)
+    mask = 0
+    if args.layout is not None:
+        from hushbridge.dsp.loudness import LAYOUT_MASKS, LAYOUTS
+
+        if len(LAYOUTS[args.layout]) != args.channels:
+            _error(f"--layout {args.layout} has {len(LAYOUTS[args.layout])} channels; add --channels "
+                   f"{len(LAYOUTS[args.layout])} (the engine runs {args.channels})")
+            return EXIT_USAGE
+        mask = LAYOUT_MASKS[args.layout]
+    engine = Engine(chain, channels=args.channels, channel_mask=mask)
     if args.backend == "jack":
         from hushbridge.io.jack import JackBackend
 
@@ -716,6 +740,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "streaming (-14), broadcast (-23)")
     p.add_argument("--true-peak", type=_ceiling_arg, default=-1.0, metavar="DBTP",
                    help="true-peak ceiling for --loudness, -24..0 dBTP (default -1)")
+    p.add_argument("--layout", choices=["mono", "stereo", "5.0", "5.1", "7.1"],
+                   help="the speakers the input's channels feed (WAV order: L R C LFE Ls Rs ...), where the file "
+                        "does not say (a WAV without a channel mask): a named LFE stays out of the dynamics' "
+                        "detectors, the meters weigh the layout, and a WAV output carries it")
     p.add_argument("--per-channel", action="store_true",
                    help="each channel through a chain of its own, as separate files would be: for separate "
                         "microphones in one file (a recorder's poly WAV, two speakers on left and right); by "
@@ -739,6 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", "-b", choices=["jack", "portaudio"], default="jack")
     _add_chain_args(p)
     p.add_argument("--channels", type=_channels_arg, default=2, metavar="N", help="channels in and out (default 2)")
+    p.add_argument("--layout", choices=["mono", "stereo", "5.0", "5.1", "7.1"],
+                   help="the speakers the channels feed (WAV order: L R C LFE Ls Rs ...): a named LFE stays "
+                        "out of the dynamics' detectors (default: not known, every channel heard)")
     p.add_argument("--name", default="hushbridge", help="JACK client name (default hushbridge)")
     p.add_argument("--server", metavar="NAME", help="JACK server name (default: $JACK_DEFAULT_SERVER or default)")
     p.add_argument("--connect-inputs", nargs="+", metavar="PORT", help="JACK ports to connect to our inputs, e.g. system:capture_1")

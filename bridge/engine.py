@@ -207,11 +207,15 @@ class Engine:
         Slots in the parameter hand-off ring.
     """
 
-    def __init__(self, chain: Chain, channels: int = 2, ring_capacity: int = 1024) -> None:
+    def __init__(self, chain: Chain, channels: int = 2, ring_capacity: int = 1024, *,
+                 channel_mask: int = 0) -> None:
         if not isinstance(chain, Chain):
             raise TypeError(f"Engine needs a Chain, got {chain!r}")
         self._claim(chain)
         self.channels = int(channels)
+        #: the speakers the channels feed, as a WAV channel mask (0: not known), for the effects'
+        #: ProcessSpec: a named LFE stays out of the dynamics' detectors
+        self.channel_mask = int(channel_mask)
         self.ring = ParamRing(ring_capacity)
         self.control = ControlPort(self.ring)
         #: further hand-off rings with producers of their own (the OSC receive process, the
@@ -316,7 +320,7 @@ class Engine:
     def prepare(self, sample_rate: int, block_size: int) -> None:
         """Allocate for the device's format and warm numba up. Call before audio starts and
         whenever the backend's sample rate or buffer size changes (never from ``process``)."""
-        spec = ProcessSpec(int(sample_rate), int(block_size), self.channels)
+        spec = ProcessSpec(int(sample_rate), int(block_size), self.channels, self.channel_mask)
         self.period_frames = 0
         warm_effect_kernels(spec)
         with self._swap_lock:

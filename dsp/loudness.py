@@ -51,6 +51,9 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
     "7.1": ("L", "R", "C", "LFE", "Ls", "Rs", "Lrs", "Rrs"),
 }
 _DEFAULT_LAYOUT = {1: "mono", 2: "stereo", 5: "5.0", 6: "5.1", 8: "7.1"}
+#: each layout as a WAV channel mask (surrounds as the side pair, the rears as back: what
+#: weighs them is only that they are surrounds)
+LAYOUT_MASKS = {"mono": 0x4, "stereo": 0x3, "5.0": 0x607, "5.1": 0x60F, "7.1": 0x63F}
 _NAME_WEIGHT = {"L": 1.0, "R": 1.0, "C": 1.0, "LFE": 0.0}
 
 

@@ -138,3 +138,51 @@ def test_the_loudness_meter_on_auto_weighs_the_speakers_a_mask_names():
     assert meter.channel_weights == pytest.approx((1, 1, 1.41, 1.41))
     meter.prepare(ProcessSpec(SR, 128, 6))
     assert meter.channel_weights == pytest.approx((1, 1, 1, 0, 1.41, 1.41))
+
+
+def test_a_live_engine_told_its_layout_keeps_the_lfe_out_of_the_detectors():
+    """`run --layout 5.1`: live input names no speakers, so the engine is told (QA's rumble
+    through the compressor, block by block as the callback runs it)."""
+    from hushbridge.cli import main
+    from hushbridge.engine import Engine
+
+    x, quiet = surround(), surround(rumble_db=-200.0)
+
+    def live(mask, signal):
+        engine = Engine(Chain([Compressor(threshold_db=-30.0, ratio=4.0, knee_db=0.0)]), channels=6,
+                        channel_mask=mask)
+        engine.prepare(SR, 128)
+        y = np.zeros_like(signal)
+        for i in range(0, signal.shape[1], 128):
+            out = np.zeros((6, 128), np.float32)
+            engine.process(np.ascontiguousarray(signal[:, i:i + 128]), out)
+            y[:, i:i + 128] = out
+        return y
+
+    untouched = centre_change_db(quiet, live(MASK_51, quiet))
+    assert abs(centre_change_db(x, live(MASK_51, x)) - untouched) < 0.2
+    assert centre_change_db(x, live(0, x)) < untouched - 6.0  # not told: every channel heard
+    assert main(["run", "--layout", "5.1"]) == 2  # 2 channels by default: a usage error, not a guess
+
+
+def test_process_layout_names_the_speakers_a_mask_less_wav_does_not(tmp_path):
+    from hushbridge.cli import main
+    from hushbridge.io.files import wav_channel_mask
+
+    x, quiet = surround(), surround(rumble_db=-200.0)
+    src = tmp_path / "none.wav"
+    sf.write(str(src), x.T, SR, subtype="FLOAT")
+    args = ["--chain", "compressor", "--set", "compressor.threshold_db=-30", "--set", "compressor.ratio=4",
+            "--set", "compressor.knee_db=0", "--keep-dc", "-q"]
+    untouched = centre_change_db(quiet, render(Compressor(threshold_db=-30.0, ratio=4.0, knee_db=0.0), quiet))
+    for extra, lfe in (([], False), (["--layout", "5.1"], True), (["--layout", "5.1", "--loudness", "-30"], True)):
+        out = tmp_path / "out.wav"
+        assert main(["process", str(src), str(out), *args, *extra]) == 0
+        y, _ = read_audio(out)
+        change = centre_change_db(x, y) - untouched
+        if "--loudness" in extra:  # one gain on top: compare the dip against the level before it
+            change = (db(y[2, int(1.5 * SR):int(2.9 * SR)]) - db(y[2, int(0.2 * SR):int(0.9 * SR)])) - (
+                db(x[2, int(1.5 * SR):int(2.9 * SR)]) - db(x[2, int(0.2 * SR):int(0.9 * SR)]))
+        assert (abs(change) < 0.3) == lfe, (extra, change)
+        assert wav_channel_mask(out) == (MASK_51 if extra else None), extra
+    assert main(["process", str(src), str(tmp_path / "o2.wav"), "--layout", "7.1", "-q"]) == 1  # 6 channels
