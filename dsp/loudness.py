@@ -203,7 +203,10 @@ def restart(st: MeterState) -> None:
     """Start integrated loudness, LRA, the maxima and the true peak again from here, as a meter's
     reset button does; momentary and short-term keep their windows (they read right on, instead
     of 3 s low while a cleared window filled again). Real-time safe."""
-    st.istate[K.I_SINCE] = 0
+    # a hop under way holds audio from before the press: count from the next one on
+    st.istate[K.I_SINCE] = -1 if st.istate[K.I_HOP_POS] > 0 else 0
+    # nor the K-weighting's ring-out of it (30 dB louder before, it read 0.25 LU into the next 6 s)
+    st.kstate.fill(0.0)
     st.hist_m.fill(0.0)
     st.hist_s.fill(0.0)
     f = st.fstate

@@ -9,9 +9,10 @@ Reads, for the engine's meters and the control plane (all read-only, updated eve
 - :attr:`Loudness.max_momentary_lufs`, :attr:`Loudness.max_short_term_lufs` (whole windows only);
 - :attr:`Loudness.true_peak_dbtp`: the largest true peak (8x oversampled), updated every sample.
 
-``reset()`` clears them all; so does setting the ``reset`` parameter to on (a button on a
-control surface: ``/hb/loudness/reset 1`` starts a new integrated measurement and true-peak
-maximum at the next block, each time it is sent). Channel weights follow the ``layout``
+``reset()`` clears them all (a transport jump). The ``reset`` parameter is a meter's reset
+button (``/hb/loudness/reset 1`` on a control surface, each time it is sent): at the next block
+integrated loudness, LRA, the maxima and the true peak start again, counting only audio after the
+press, while momentary and short-term read on over their windows. Channel weights follow the ``layout``
 parameter (1.0 for L/R/C, LFE excluded, surrounds 1.41): ``auto`` (from the channel count: 1, 2,
 5, 6, 8 channels are mono, stereo, 5.0, 5.1, 7.1; other counts weigh every channel 1.0),
 ``equal`` (every channel 1.0, e.g. six dialogue microphones), or a named layout, which must

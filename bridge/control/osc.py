@@ -263,7 +263,9 @@ class OscController:
         self._param_routes: dict[str, list[tuple[str, Handler]]] = {}
         self._routes_dirty = True
         self._registered: dict[ClientAddress, ClientAddress] = {}  # sender -> feedback destination
-        self._norm_dests: set[ClientAddress] = set()  # feedback destinations that also get /norm
+        # senders that asked for /norm feedback: a destination gets it while any of its senders does
+        self._norm_senders: set[ClientAddress] = set()
+        self._norm_dests: frozenset[ClientAddress] = frozenset()
         self._local = threading.local()  # .replies: the list for the datagram this thread handles
         self._patterns: dict[str, re.Pattern[str]] = {}
         self._learn: LearnHandler | None = None
@@ -540,7 +542,10 @@ class OscController:
         target = _string(address, args, "an address such as /hb/gain/gain_db or /hb/engine/xruns")
         if target.endswith("/norm") and target.startswith("/hb/") and not target.startswith("/hb/engine/"):
             base = target[: -len("/norm")]
-            param = self.engine.info(base).param  # ParamError: unknown address
+            try:
+                param = self.engine.info(base).param
+            except ParamError:
+                raise OscRequestError(f"unknown address {target!r:.120} (send /hb/list for the parameters)") from None
             value = float(self.engine.get(base))
             self._reply("/hb/value", (target, float(param.to_norm(value)), self.engine.display(base, value)), client)
             return
@@ -641,17 +646,24 @@ class OscController:
             raise OscRequestError(f"{address}: too many registered clients ({MAX_REGISTERED})")
         reg[client] = dest
         if norm:
-            self._norm_dests.add(dest)
+            self._norm_senders.add(client)
         else:
-            self._norm_dests.discard(dest)
-        self._norm_dests &= set(reg.values())
+            self._norm_senders.discard(client)
+        self._update_norm_dests()
 
     def _on_unregister(self, client: ClientAddress, address: str, *args: Any) -> None:
+        if args and args[-1] == "norm":  # as it was registered: the same message, un-
+            args = args[:-1]
         dest = (client[0], self._port_arg(address, args, client))
         for sender, d in list(self._registered.items()):
             if sender == client or d == dest:
                 del self._registered[sender]
-        self._norm_dests &= set(self._registered.values())
+        self._update_norm_dests()
+
+    def _update_norm_dests(self) -> None:
+        reg = self._registered
+        self._norm_senders &= set(reg)
+        self._norm_dests = frozenset(reg[s] for s in self._norm_senders)
 
     @staticmethod
     def _port_arg(address: str, args: tuple[Any, ...], client: ClientAddress) -> int:
@@ -711,9 +723,15 @@ class OscController:
     def _on_preset_loaded(self, preset: Any) -> None:
         """Engine preset listener: every registered client hears of a load, whoever made it (a
         MIDI program change, another client), so a layout built for the old chain can rebuild."""
+        from hushbridge.presets import user_preset_dir
+
         source = str(getattr(preset, "source", ""))
-        name = source[len("built-in:"):-len(".toml")] if source.startswith("built-in:") else \
-            os.path.splitext(os.path.basename(source))[0] if source.endswith(".toml") else str(preset.name)
+        if source.startswith("built-in:"):
+            name = source[len("built-in:"):-len(".toml")]
+        elif source.endswith(".toml") and os.path.dirname(os.path.abspath(source)) == str(user_preset_dir().absolute()):
+            name = os.path.splitext(os.path.basename(source))[0]
+        else:  # a file elsewhere (run --preset /path/x.toml): its path, the name alone loads nothing
+            name = source or str(preset.name)
         self.notify("/hb/preset/loaded", (name,))  # the name it is loaded by (the file's), not its title
 
     def _on_latency(self, latency: int) -> None:

@@ -358,7 +358,7 @@ def valid_preset_name(name: str) -> bool:
 def preset_name_problem(name: str) -> str | None:
     """What is wrong with ``name`` as a preset's name, in words (None: nothing)."""
     shown = f"{name!r:.100}"
-    if name.endswith(".toml"):
+    if name.endswith(".toml") and _NAME_RE.match(name[:-5]):
         return f"preset name {shown}: give it without .toml ({name[:-5]!r:.100})"
     if _NAME_RE.match(name):
         return None

@@ -36,8 +36,9 @@ I_RATE = 4      # sample rate (Hz, integer)
 I_HOPS_OUT = 5  # rows written to hop_out
 I_HOP_LEN = 6   # length of the current hop (samples)
 I_TP_POS = 7    # true-peak history position
-I_SINCE = 8     # completed hops since the measurement (re)started (saturates at RING): a block
-                # reaches the histograms and maxima only when it lies wholly after that
+I_SINCE = 8     # completed hops since the measurement (re)started (saturates at RING; -1 while
+                # the hop under way at a restart ends): a block reaches the histograms and maxima
+                # only when it lies wholly after the restart
 N_ISTATE = 9
 # fstate
 F_HOP_E = 0     # weighted energy of the current hop so far

@@ -397,6 +397,12 @@ def test_preset_load_swaps_chain_and_feeds_back(engine, driver, server, client, 
     got = [client.recv() for _ in range(3)]
     assert [m.address for m in got] == ["/hb/voice/gain_db", "/hb/voice/bypass", "/hb/preset/loaded"]
     assert got[-1].params == ["voice-test"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "voice-test.toml").write_text((tmp_path / "voice-test.toml").read_text(), encoding="utf-8")
+    engine.load_preset(str(elsewhere / "voice-test.toml"))  # a file outside the preset folder: its path
+    got = [client.recv() for _ in range(3)]
+    assert got[-1].address == "/hb/preset/loaded" and got[-1].params == [str(elsewhere / "voice-test.toml")]
     assert engine.chain.ids == ["voice"]
     client.send("/hb/voice/gain_db", -3.0)  # new addresses are routed
     assert client.get("/hb/voice/gain_db")[1] == -3.0
@@ -560,6 +566,18 @@ def test_a_fader_that_knows_only_0_to_1_gets_norm_feedback_and_can_ask_for_it(en
         other.expect_nothing()  # a switch has no fader position
         client.send("/hb/gain_2/bypass", "off")
         assert other.recv().params == [0.0]
+        # another sender registering the same port without it (a debug oscsend) leaves it on: it
+        # belongs to the sender that asked (QA: it turned the TouchOSC faders' feedback off)
+        third = Client(server.port)
+        third.send("/hb/register", other.port)
+        third.get("/hb/gain/gain_db")
+        client.send("/hb/gain/gain_db", -4.0)
+        assert [m.address for m in (other.recv(), other.recv())] == ["/hb/gain/gain_db", "/hb/gain/gain_db/norm"]
+        third.send("/hb/unregister", other.port, "norm")  # the register message, un-: accepted
+        assert third.get("/hb/gain/gain_db")[1] == -4.0
+        third.close()
+        client.send("/hb/gain/gain_db", -5.0)
+        other.expect_nothing()  # that unregistered the port, whoever had registered it
         other.send("/hb/register")  # registered again without it: units only
         other.get("/hb/gain/gain_db")
         client.send("/hb/gain/gain_db", -3.0)

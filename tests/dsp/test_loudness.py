@@ -481,3 +481,22 @@ def test_the_reset_button_starts_the_measurement_again_while_momentary_and_short
     assert meter.max_short_term_lufs == pytest.approx(-33.0, abs=0.05)
     assert meter.true_peak_dbtp == pytest.approx(-33.0, abs=0.1)
     assert meter.lra_lu == pytest.approx(0.0, abs=0.1)
+
+
+@pytest.mark.parametrize("press_at, block", [(48000, 4800), (50400, 480), (48640, 128)])
+def test_a_press_inside_a_hop_counts_nothing_from_before_it(press_at, block) -> None:
+    """Live, a press lands inside a 100 ms hop nearly always: the audio of that hop before the
+    press stayed in the first counted window (-10 dBFS before, -40 after: integrated read -35.0,
+    max momentary -19.0; QA, session 23)."""
+    sr = 48000
+    meter = Loudness()
+    meter.prepare(ProcessSpec(sr, block, 2))
+    x = sequence([(-10.0, press_at / sr), (-40.0, 6.0)], sr).astype(np.float32)
+    assert press_at % block == 0
+    for i in range(0, x.shape[1], block):
+        if i == press_at:
+            meter.set("reset", "on")
+        meter.process(np.ascontiguousarray(x[:, i:i + block]))
+    assert meter.integrated_lufs == pytest.approx(-40.0, abs=0.05)
+    assert meter.max_momentary_lufs == pytest.approx(-40.0, abs=0.05)
+    assert meter.max_short_term_lufs == pytest.approx(-40.0, abs=0.05)
