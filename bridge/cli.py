@@ -175,7 +175,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                           TimeRemainingColumn(), console=err, transient=True,
-                          disable=args.quiet or info.duration < 20) as bar:
+                          disable=args.quiet or info.duration < 20 or not err.is_terminal) as bar:
                 task = bar.add_task(src.name, total=info.frames)
 
                 def progress(done: int, total: int) -> None:
@@ -225,8 +225,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
 
 def _layout_mask(layout: str | None, channels: int, src: Path) -> int:
-    """``--layout``'s channel mask for a file of ``channels`` channels (0: none given)."""
-    if layout is None:
+    """``--layout``'s channel mask for a file of ``channels`` channels (0: none given, or equal)."""
+    if layout is None or layout == "equal":
         return 0
     from hushbridge.dsp.loudness import LAYOUT_MASKS, LAYOUTS
     from hushbridge.errors import AudioFileError
@@ -259,8 +259,13 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
                               block_size=args.block_size, progress=progress, channel_mask=args.layout_mask,
                               dc_offset="keep" if args.keep_dc else "remove", per_channel=args.per_channel)
         # the W64 render carries no channel mask: measure and write with the input's
+        from hushbridge.io.files import layout_mask_of
+
+        # separate microphones (said, or processed per channel from a file that names no layout):
+        # every channel weighs 1.0 (the count's default made a mask-less WAV's fourth mic an LFE)
+        equal = args.layout == "equal" or (args.per_channel and not args.layout_mask and not layout_mask_of(src))
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
-                              name=f"{dst} (as rendered)",
+                              name=f"{dst} (as rendered)", layout="equal" if equal else None,
                               channel_mask=args.layout_mask or channel_mask_of(src) or 0,
                               metadata_from=src)
     finally:
@@ -281,8 +286,9 @@ def _print_loudness_pass(loud, dst: Path, quiet: bool) -> None:
             + f", true peak {after['true_peak_dbtp']:.2f} dBTP, LRA {after['lra_lu']:.1f} LU", markup=False)
     reached = after["integrated_lufs"]
     if loud.limited and reached < loud.target_lufs - 0.5:
-        _tell("note:", "yellow", f"{dst}: the {loud.ceiling_dbtp:g} dBTP ceiling held the loudness at "
-                                 f"{reached:.1f} LUFS; a lower target or more compression would reach it")
+        _warning(f"{dst}: the {loud.ceiling_dbtp:g} dBTP ceiling held the loudness at {reached:.1f} LUFS, "
+                 f"{loud.target_lufs - reached:.1f} LU under the target; a lower target or more compression "
+                 "would reach it")
 
 
 # == demo ==========================================================================================
@@ -579,6 +585,7 @@ def _fmt(v: float) -> str:
 def _cmd_loudness(args: argparse.Namespace) -> int:
     import json
 
+    from hushbridge.errors import AudioFileError
     from hushbridge.measure import loudness_file
 
     out = _console()
@@ -586,7 +593,12 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
     failures = 0
     for name in args.files:
         try:
-            m = loudness_file(name)
+            try:
+                m = loudness_file(name, layout=args.layout)
+            except ValueError as e:  # a layout of another channel count
+                if isinstance(e, HushbridgeError):
+                    raise
+                raise AudioFileError(f"{name}: {e}") from None
         except HushbridgeError as e:
             failures += 1
             _error(e)
@@ -666,8 +678,8 @@ def _print_normalized(report, shown_in: str, shown_out: str) -> None:
         _warning(warning)
     reached = after["integrated_lufs"]
     if reached < target - 0.5 and report.limited:
-        _tell("note:", "yellow", f"the {ceiling:g} dBTP ceiling held the loudness at {reached:.1f} LUFS; "
-                                 "a lower target or a compressor first would reach it")
+        _warning(f"the {ceiling:g} dBTP ceiling held the loudness at {reached:.1f} LUFS, {target - reached:.1f} LU "
+                 "under the target; a lower target or a compressor first would reach it")
     elif reached < target - 0.5:
         _tell("note:", "yellow", f"{shown_out} measures {reached:.1f} LUFS, under the {target:g} LUFS target")
     elif reached > target + 0.5:
@@ -740,10 +752,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "streaming (-14), broadcast (-23)")
     p.add_argument("--true-peak", type=_ceiling_arg, default=-1.0, metavar="DBTP",
                    help="true-peak ceiling for --loudness, -24..0 dBTP (default -1)")
-    p.add_argument("--layout", choices=["mono", "stereo", "5.0", "5.1", "7.1"],
+    p.add_argument("--layout", choices=["mono", "stereo", "5.0", "5.1", "7.1", "equal"],
                    help="the speakers the input's channels feed (WAV order: L R C LFE Ls Rs ...), where the file "
                         "does not say (a WAV without a channel mask): a named LFE stays out of the dynamics' "
-                        "detectors, the meters weigh the layout, and a WAV output carries it")
+                        "detectors, the meters weigh the layout, and a WAV output carries it; equal: separate microphones, every "
+                        "channel heard and weighed 1.0 (the default for --loudness with --per-channel on such a file)")
     p.add_argument("--per-channel", action="store_true",
                    help="each channel through a chain of its own, as separate files would be: for separate "
                         "microphones in one file (a recorder's poly WAV, two speakers on left and right); by "
@@ -822,6 +835,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "blocks. A file that cannot be read is reported and the rest go on (exit 1).")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print a JSON list (one object per file; -inf as null)")
+    p.add_argument("--layout", choices=["mono", "stereo", "5.0", "5.1", "7.1", "equal"],
+                   help="weigh the channels as this layout (equal: every channel 1.0, e.g. separate microphones) "
+                        "instead of as the file names them (a WAV's mask, FLAC/Ogg's order, else by the count: "
+                        "6 channels are 5.1, the fourth an LFE)")
     p.set_defaults(func=_cmd_loudness)
 
     p = sub.add_parser("normalize", help="normalize a file to a loudness target under a true-peak ceiling",

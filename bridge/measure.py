@@ -164,7 +164,7 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     ``true_peak_dbtp`` (and the momentary/short-term readings at the end), plus ``sample_rate``,
     ``channels``, ``duration_s``, ``nonfinite_samples`` (NaN/Inf samples, measured as
     silence) and ``truncated`` (what a WAV cut short lacks, else None). Channels are weighted by
-    ``layout`` if given, else by ``channel_mask`` (a WAV ``dwChannelMask``: for a file that cannot
+    ``layout`` if given (``equal``: every channel 1.0, e.g. separate microphones), else by ``channel_mask`` (a WAV ``dwChannelMask``: for a file that cannot
     carry one, such as a render's temporary W64), else by a WAV's own channel mask where it has
     one, else by the layout FLAC and Ogg define for the count (4: quad, 7: 6.1), else by their count
     (:func:`hushbridge.dsp.loudness.channel_weights`). Raises :class:`~hushbridge.errors.AudioFileError` for a
@@ -179,8 +179,11 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     if info.samplerate <= 3400:
         raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is too low for BS.1770 loudness")
     mask = None if layout is not None else (channel_mask or channel_mask_of(path, info))
-    weights = (_L.channel_weights_from_mask(info.channels, mask) if mask
-               else _L.channel_weights(info.channels, layout))
+    if layout == "equal":
+        weights = np.ones(info.channels)
+    else:
+        weights = (_L.channel_weights_from_mask(info.channels, mask) if mask
+                   else _L.channel_weights(info.channels, layout))
     st = _L.allocate(info.channels, info.samplerate, weights)
     frames = nonfinite = 0
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hushbridge.atomic import temp_beside, through_links
+from hushbridge.dsp import loudness as _L
 from hushbridge.errors import AudioFileError
 
 TARGETS = {"podcast": -16.0, "streaming": -14.0, "broadcast": -23.0}
@@ -58,6 +59,7 @@ def normalize_file(
     name: str | os.PathLike[str] | None = None,
     channel_mask: int | None = None,
     metadata_from: str | os.PathLike[str] | None = None,
+    layout: str | None = None,
 ) -> NormalizeReport:
     """Write ``inp`` to ``out`` at ``target_lufs`` integrated loudness, true peak under ``ceiling_dbtp``.
 
@@ -65,7 +67,8 @@ def normalize_file(
     (integer formats dithered); it is written through a temporary file and renamed only when the
     result measures under the ceiling. ``name`` is how errors name the input (for a caller whose
     input is its own temporary file). ``channel_mask`` (a WAV ``dwChannelMask``; default: the
-    input's own) weights the channels' loudness and goes into a WAV output. ``metadata_from``
+    input's own) weights the channels' loudness and goes into a WAV output; ``layout="equal"``
+    weighs every channel 1.0 instead (separate microphones). ``metadata_from``
     (default ``inp``) is the file whose tags and Broadcast WAV timecode ``out`` carries.
 
     Raises
@@ -75,13 +78,22 @@ def normalize_file(
         ``MAX_GAIN_DB`` to apply; ``out`` is ``inp``; the ceiling could not be held.
     """
     from hushbridge.effects import Chain, Limiter
-    from hushbridge.io.files import _format_for, channel_mask_of, layout_loss, process_file
+    from hushbridge.io.files import _format_for, audio_info, channel_mask_of, layout_loss, process_file
     from hushbridge.measure import loudness_file
 
     src, dst = Path(inp), Path(out)
     shown = name if name is not None else src
     mask = channel_mask if channel_mask is not None else channel_mask_of(src)
-    before = loudness_file(src, channel_mask=mask)
+    # the input's weights, for the measurement before and every one after: a render read back in a
+    # format that defines another layout (a 4-channel WAV written as FLAC, read as quad) was
+    # measured with that layout's weights, so the gain and the check disagreed (0.9 LU off)
+    if layout is not None:
+        weigh: dict = {"layout": layout}
+    elif mask:
+        weigh = {"channel_mask": mask}
+    else:
+        weigh = {"layout": _L._DEFAULT_LAYOUT.get(audio_info(src).channels, "equal")}
+    before = loudness_file(src, **weigh)
     level = before["integrated_lufs"]
     if not math.isfinite(level):
         raise AudioFileError(f"{shown}: silent, quieter than BS.1770's -70 LUFS gate throughout, or shorter "
@@ -119,7 +131,7 @@ def normalize_file(
                                       metadata_from=metadata_from, dc_offset="keep")
             except AudioFileError as e:  # name the file the user asked for, not our temporary one
                 raise AudioFileError(str(e).replace(str(tmp), str(dst)).replace(str(src), str(shown))) from e
-            after = loudness_file(tmp, channel_mask=mask)
+            after = loudness_file(tmp, **weigh)
             over = after["true_peak_dbtp"] - ceiling_dbtp
             short = target_lufs - after["integrated_lufs"]
             if attempt == 3:

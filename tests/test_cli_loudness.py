@@ -357,3 +357,55 @@ def test_process_loudness_refuses_what_it_cannot_deliver(tmp_path: Path) -> None
     r = hb("process", silent, good, "-l", "loud")
     assert r.returncode == 2 and "'loud' is not a loudness" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav", "silent.wav"]
+
+
+def _mics(tmp_path: Path, channels: int, talking: int, fmt: str = "WAV") -> Path:
+    """A mask-less poly WAV: one 1 kHz 'talker' at -30 dBFS on mic ``talking``, the rest silent."""
+    sr = 48000
+    x = np.zeros((8 * sr, channels))
+    x[:, talking] = 10 ** (-30 / 20) * np.sin(2 * np.pi * 1000 * np.arange(8 * sr) / sr)
+    path = tmp_path / f"mics{channels}.{'wav' if fmt == 'WAV' else 'flac'}"
+    sf.write(str(path), x, sr, subtype="PCM_24", format=fmt)
+    return path
+
+
+def test_separate_microphones_weigh_alike_with_layout_equal_and_per_channel(tmp_path: Path) -> None:
+    """Six mask-less channels read as 5.1 (BS.1770's default), so a talker on mic 4 measured -inf
+    and `--per-channel --loudness` refused the file as silent (QA, session 23)."""
+    src = _mics(tmp_path, 6, talking=3)
+    r = hb("loudness", src, "--json")
+    assert json.loads(r.stdout)[0]["integrated_lufs"] is None  # as 5.1: the fourth channel is the LFE
+    r = hb("loudness", src, "--json", "--layout", "equal")
+    assert json.loads(r.stdout)[0]["integrated_lufs"] == pytest.approx(-33.0, abs=0.05)
+    assert "has 2 channels" in " ".join(hb("loudness", src, "--layout", "stereo").stderr.split())
+    out = tmp_path / "out.wav"
+    r = hb("process", src, out, "--chain", "gain", "--per-channel", "--loudness", "-23")
+    assert r.returncode == 0, r.stderr
+    r = hb("loudness", out, "--json", "--layout", "equal")
+    assert json.loads(r.stdout)[0]["integrated_lufs"] == pytest.approx(-23.0, abs=0.1)
+
+
+def test_loudness_is_checked_with_the_weights_it_was_set_with(tmp_path: Path) -> None:
+    """A mask-less 4-channel WAV is four equal channels; written as FLAC it is read as quad. The
+    gain was set with the first weights and checked with the second (-16 asked, -15.1 read)."""
+    from hushbridge.normalize import normalize_file
+
+    sr = 48000
+    x = 10 ** (-30 / 20) * np.sin(2 * np.pi * 1000 * np.arange(8 * sr) / sr)
+    src = tmp_path / "four.wav"
+    sf.write(str(src), np.stack([x, x, x, x]).T, sr, subtype="PCM_24")
+    rep = normalize_file(src, tmp_path / "four.flac", -16.0)
+    assert rep.after["integrated_lufs"] == pytest.approx(-16.0, abs=0.1)
+    assert any("read that way it measures" in w for w in rep.warnings)
+
+
+def test_a_surround_flac_written_as_wav_keeps_its_layout_and_per_channel_on_it_warns(tmp_path: Path) -> None:
+    from hushbridge.io.files import process_file, wav_channel_mask
+
+    src = _mics(tmp_path, 6, talking=2, fmt="FLAC")  # FLAC's six channels are 5.1
+    rep = process_file(src, tmp_path / "out.wav", "dialogue")
+    assert wav_channel_mask(tmp_path / "out.wav") == 0x3F and not rep.warnings
+    rep = process_file(src, tmp_path / "pc.wav", "dialogue", per_channel=True)
+    assert any("names a surround layout" in w for w in rep.warnings)
+    with pytest.raises(TypeError, match="per_channel must be True or False"):
+        process_file(src, tmp_path / "x.wav", "dialogue", per_channel="yes")

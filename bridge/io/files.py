@@ -30,7 +30,7 @@ from hushbridge.io.metadata import carry_wav_metadata, read_tags, write_tags
 READ_FRAMES = 1 << 16
 DC_WINDOW_S = 3.0  # the input's head over which a DC offset is measured
 DC_MIN = 1e-3  # offsets under -60 dBFS are left alone (the thump they leave is under -50 dBFS)
-DC_MIN_FRAMES_S = 1.0  # files shorter than this are left alone
+DC_MIN_FRAMES_S = 0.25  # files shorter than this are left alone (too few quiet stretches to check)
 DC_SILENT_HEAD = 48  # a channel that starts with this many exact zeros (digital silence) keeps its offset
 
 # bits of integer PCM subtypes, for dither and clipping
@@ -256,7 +256,10 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
 # MPEG_LAYER_III in WAV; the write then fails): written only into their own format
 _OWN_FORMAT_ONLY = {"MPEG_LAYER_I": "MP3", "MPEG_LAYER_II": "MP3", "MPEG_LAYER_III": "MP3",
                     "VORBIS": "OGG", "OPUS": "OGG"}
-_HIGH_RES = ("FLOAT", "DOUBLE", "PCM_32", "PCM_24")
+# inputs whose samples hold more than 16 bits: the high-resolution ones, and lossy ones, which
+# decode to float (a Vorbis or MP3 input written as PCM_16 was requantized for nothing)
+_HIGH_RES = ("FLOAT", "DOUBLE", "PCM_32", "PCM_24", "VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II",
+             "MPEG_LAYER_III")
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
@@ -428,6 +431,8 @@ def process_file(
         raise AudioFileError(f"{dst}: is a directory; give a file name (or use --out-dir for batches)")
     fmt, out_subtype = output_format(dst, info.subtype, subtype)
     mask = channel_mask_of(src, info) if channel_mask is None else (channel_mask or None)
+    if channel_mask is None and mask is None and info.channels > 2:
+        mask = layout_mask_of(src, info) or None  # a FLAC/Ogg 5.1 written as WAV says it is 5.1
     if mask and fmt == "WAV" and sf.check_format("WAVEX", out_subtype):
         fmt = "WAVEX"  # the format that carries a channel mask (patched in below)
     rate = int(sample_rate or info.samplerate)
@@ -451,6 +456,16 @@ def process_file(
 
     if dc_offset not in ("remove", "keep"):
         raise ValueError(f"dc_offset must be 'remove' or 'keep', not {dc_offset!r}")
+    if not isinstance(per_channel, (bool, np.bool_)):
+        raise TypeError(f"per_channel must be True or False, not {per_channel!r}")
+    if per_channel and channels > 1:
+        from hushbridge.dsp import loudness as L
+
+        named = layout_mask_of(src, info) if mask is None else mask
+        if named and (np.any(L.channel_weights_from_mask(channels, named) != 1.0)):
+            report.warnings.append(f"{src}: names a surround layout (channel mask {named:#x}): per channel, its "
+                                   "LFE and surrounds are levelled and gated as sources of their own; per "
+                                   "channel is for separate microphones")
     dc_plan = _dc_offset(src, info) if dc_offset == "remove" else None
     dc = None
     if dc_plan is not None:
