@@ -186,7 +186,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
                                           block_size=args.block_size, progress=progress,
                                           channel_mask=args.layout_mask or None,
                                           dc_offset="keep" if args.keep_dc else "remove",
-                                          per_channel=args.per_channel)
+                                          per_channel=args.per_channel, automix=args.automix)
                 else:
                     report, loud = _render_to_loudness(src, dst, chain, args, info, progress)
             dt = time.perf_counter() - t0
@@ -257,7 +257,8 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
     try:
         report = process_file(src, tmp, chain, sample_rate=args.rate, subtype="FLOAT",
                               block_size=args.block_size, progress=progress, channel_mask=args.layout_mask,
-                              dc_offset="keep" if args.keep_dc else "remove", per_channel=args.per_channel)
+                              dc_offset="keep" if args.keep_dc else "remove", per_channel=args.per_channel,
+                              automix=args.automix)
         # the W64 render carries no channel mask: measure and write with the input's
         from hushbridge.io.files import layout_mask_of
 
@@ -761,6 +762,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="each channel through a chain of its own, as separate files would be: for separate "
                         "microphones in one file (a recorder's poly WAV, two speakers on left and right); by "
                         "default the dynamics are linked, so the louder speaker sets the gain of both")
+    p.add_argument("--automix", action="store_true",
+                   help="before the chain, share the gain across the channels as an automixer does (separate "
+                        "microphones: each falls by as much as its bleed of whoever talks lies under that "
+                        "talker); with --per-channel, a speaker's leveler then does not lift the others' bleed")
     p.add_argument("--keep-dc", action="store_true",
                    help="keep a DC offset in the input (by default one of -60 dBFS or more, measured over "
                         "the first 3 s, is removed before the chain: the filters would start with a thump)")

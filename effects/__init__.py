@@ -6,6 +6,7 @@ parameters.
 """
 from __future__ import annotations
 
+from hushbridge.effects.automix import Automix
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 from hushbridge.effects.chain import Chain
 from hushbridge.effects.compressor import Compressor
@@ -80,6 +81,7 @@ from hushbridge.effects import _registry  # noqa: E402,F401
 
 __all__ = [
     "EFFECTS",
+    "Automix",
     "Chain",
     "Compressor",
     "DeEsser",

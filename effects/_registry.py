@@ -31,3 +31,7 @@ register(Denoise)
 from hushbridge.effects.declip import Declip  # noqa: E402
 
 register(Declip)
+
+from hushbridge.effects.automix import Automix  # noqa: E402
+
+register(Automix)

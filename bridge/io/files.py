@@ -359,6 +359,7 @@ def process_file(
     metadata_from: str | os.PathLike[str] | None = None,
     dc_offset: str = "remove",
     per_channel: bool = False,
+    automix: bool = False,
 ) -> FileReport:
     """Render ``inp`` through ``chain`` into ``out``.
 
@@ -404,6 +405,11 @@ def process_file(
         left and right of a podcast's stereo take), which linked dynamics would level, gate and
         compress as one (the louder speaker sets the gain of both). Default: one chain, its
         dynamics linked across the channels.
+    automix : bool
+        Before the chain, share the gain across the channels as an automixer does
+        (:class:`~hushbridge.effects.automix.Automix`, its defaults): each microphone falls by as
+        much as its bleed of whoever talks lies under that talker, so a per-channel chain does
+        not lift the bleed in its own speaker's pauses.
 
     Returns
     -------
@@ -456,8 +462,8 @@ def process_file(
 
     if dc_offset not in ("remove", "keep"):
         raise ValueError(f"dc_offset must be 'remove' or 'keep', not {dc_offset!r}")
-    if not isinstance(per_channel, (bool, np.bool_)):
-        raise TypeError(f"per_channel must be True or False, not {per_channel!r}")
+    if not isinstance(per_channel, (bool, np.bool_)) or not isinstance(automix, (bool, np.bool_)):
+        raise TypeError(f"per_channel and automix must be True or False, not {per_channel!r}, {automix!r}")
     if per_channel and channels > 1:
         from hushbridge.dsp import loudness as L
 
@@ -485,6 +491,12 @@ def process_file(
         quantize = _Quantizer(out_subtype)
         # the layout the chain works with: the one asked for, else the one the input names (also
         # where no mask is to be written, as for --loudness's float render)
+        mixer = None
+        if automix and channels > 1:
+            from hushbridge.effects.automix import Automix
+
+            mixer = OfflineRenderer(Automix(), channels, rate, block_size)  # no latency: in step with the chain
+            report.notes.append(f"automixed: each channel's gain its share of the {channels} channels' power")
         if per_channel and channels > 1:
             chains = [chain] + [copy.deepcopy(chain) for _ in range(channels - 1)]
             renderer = _PerChannelRenderer([OfflineRenderer(c, 1, rate, block_size) for c in chains])
@@ -531,12 +543,14 @@ def process_file(
                     dc_pos += m
                 if resampler is not None:
                     chunk = np.ascontiguousarray(resampler.resample_chunk(chunk.T).T)
+                if mixer is not None:
+                    chunk = mixer.push(chunk)
                 emit(renderer.push(chunk))
                 if progress is not None:
                     progress(min(done, expected), expected)
             if resampler is not None:
-                emit(renderer.push(np.ascontiguousarray(resampler.resample_chunk(
-                    np.zeros((0, channels), np.float32), last=True).T)))
+                tail = np.ascontiguousarray(resampler.resample_chunk(np.zeros((0, channels), np.float32), last=True).T)
+                emit(renderer.push(tail if mixer is None else mixer.push(tail)))
             emit(renderer.flush())
             if done < expected:  # resampler delivered a few frames fewer than the ideal count
                 emit(np.zeros((channels, expected - done), np.float32))

@@ -1,0 +1,67 @@
+"""automix: gain-sharing automixer for separate microphones (several speakers, one mic each).
+
+Each channel's gain follows its share of the total power (Dugan's method,
+:func:`hushbridge.dsp.kernels.automix.automix`): the microphone of whoever talks stays at 0 dB,
+the others fall by as much as their bleed of that talker lies under it (a -20 dB bleed: -20 dB),
+and with nobody talking every one of N microphones sits at -10·log10(N) dB, so the room noise of
+all of them together stays the same as talkers take turns (a gate would pump it). The power
+envelopes rise with ``attack_ms`` and fall with ``release_ms`` (a talker's mic stays open
+between syllables); ``range_db`` is the deepest a channel goes. A single channel passes
+untouched. It belongs before the per-speaker processing, so that a speaker's leveler does not
+lift the others' bleed in their pauses (``hushbridge process --automix --per-channel``).
+
+>>> from hushbridge.effects import Automix
+>>> mix = Automix(range_db=24.0)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hushbridge.dsp.kernels.automix import A_ATTACK, A_CONSTS, A_FLOOR, A_RELEASE, automix
+from hushbridge.effects.base import Effect, Param, ProcessSpec
+
+
+class Automix(Effect):
+    """Gain-sharing automixer; see the module docstring."""
+
+    name = "automix"
+    params = (
+        Param("range_db", 0.0, 60.0, 24.0, smoothing_ms=0.0),
+        Param("attack_ms", 0.1, 100.0, 2.0, scale="log", smoothing_ms=0.0),
+        Param("release_ms", 5.0, 2000.0, 40.0, scale="log", smoothing_ms=0.0),
+    )
+
+    def __init__(self, **values: float) -> None:
+        object.__setattr__(self, "_consts", np.zeros(A_CONSTS, dtype=np.float64))
+        object.__setattr__(self, "_env", np.zeros(1, dtype=np.float64))
+        object.__setattr__(self, "_meter", np.zeros(1, dtype=np.float64))
+        super().__init__(**values)
+
+    @property
+    def gains_db(self) -> tuple[float, ...]:
+        """Each channel's gain (dB, <= 0) at the end of the latest block."""
+        return tuple(float(g) for g in self._meter)
+
+    def _param_changed(self, index: int) -> None:
+        v = self._values
+        self._consts[A_FLOOR] = 10.0 ** (-v[0] / 10.0)
+        spec = self._spec
+        if spec is not None:
+            sr = float(spec.sample_rate)
+            self._consts[A_ATTACK] = math.exp(-1.0 / (v[1] * 1e-3 * sr))
+            self._consts[A_RELEASE] = math.exp(-1.0 / (v[2] * 1e-3 * sr))
+
+    def _prepare(self, spec: ProcessSpec) -> None:
+        object.__setattr__(self, "_env", np.zeros(spec.channels, dtype=np.float64))
+        object.__setattr__(self, "_meter", np.zeros(spec.channels, dtype=np.float64))
+
+    def reset(self) -> None:
+        """Forget the envelopes: every channel starts from an even share."""
+        self._env.fill(0.0)
+        self._meter.fill(0.0)
+
+    def kernel(self):
+        """Share the gain of a block (channels, frames) float32 in place."""
+        return automix, (self._consts, self._env, self._meter)

@@ -1,0 +1,64 @@
+"""automix: gain sharing across separate microphones (Dugan's method)."""
+import numpy as np
+import pytest
+
+from hushbridge.effects import EFFECTS, Automix, Chain, ProcessSpec
+
+SR = 48000
+
+
+def level_db(a):
+    return 20 * np.log10(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
+
+
+def turns(seconds=4.0, bleed_db=-20.0, seed=0):
+    """Two talkers taking turns a second each, each heard on the other's mic ``bleed_db`` under."""
+    t = np.arange(int(seconds * SR)) / SR
+    a = 0.3 * np.sin(2 * np.pi * 200 * t) * ((t % 2) < 1)
+    b = 0.3 * np.sin(2 * np.pi * 310 * t) * ((t % 2) >= 1)
+    k = 10 ** (bleed_db / 20)
+    floor = 1e-4 * np.random.default_rng(seed).standard_normal((2, t.size))
+    return (np.stack([a + k * b, b + k * a]) + floor).astype(np.float32)
+
+
+def test_the_talkers_mic_stays_open_and_the_other_falls_by_its_bleed():
+    x = turns()
+    y = Chain([Automix()])(x, SR)
+    settled_a, settled_b = slice(int(0.3 * SR), int(0.95 * SR)), slice(int(1.3 * SR), int(1.95 * SR))
+    assert level_db(y[0, settled_a]) - level_db(x[0, settled_a]) > -0.1  # talker A's mic: open
+    assert level_db(y[1, settled_a]) - level_db(x[1, settled_a]) == pytest.approx(-20.0, abs=0.5)
+    assert level_db(y[1, settled_b]) - level_db(x[1, settled_b]) > -0.1
+    assert level_db(y[0, settled_b]) - level_db(x[0, settled_b]) == pytest.approx(-20.0, abs=0.5)
+    # the new talker's mic opens within a few ms; the old one's closes over ~150 ms
+    onset = slice(SR + int(0.005 * SR), SR + int(0.025 * SR))
+    assert level_db(y[1, onset]) - level_db(x[1, onset]) > -3.0
+
+
+def test_range_limits_the_cut_and_gains_share_the_power():
+    x = turns(bleed_db=-40.0)
+    mix = Automix(range_db=12.0)
+    y = Chain([mix])(x, SR)
+    a = slice(int(0.3 * SR), int(0.95 * SR))
+    assert level_db(y[1, a]) - level_db(x[1, a]) == pytest.approx(-12.0, abs=0.3)
+    shared = Automix()  # over the range's floor the gains' powers add up to 1: the noise sum holds
+    Chain([shared])(turns(bleed_db=-20.0), SR)
+    assert (10 ** (np.array(shared.gains_db) / 10)).sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_nobody_talking_every_mic_at_an_even_share_and_one_mic_untouched():
+    quiet = (1e-3 * np.random.default_rng(1).standard_normal((4, SR))).astype(np.float32)
+    y = Chain([Automix()])(quiet, SR)
+    for c in range(4):  # four equal room tones: -6 dB each, the sum's noise unchanged
+        assert level_db(y[c, SR // 2:]) - level_db(quiet[c, SR // 2:]) == pytest.approx(-6.0, abs=1.0)
+    silence = np.zeros((3, 4800), np.float32)
+    assert not np.any(Chain([Automix()])(silence, SR))
+    mono = turns()[:1]
+    np.testing.assert_array_equal(Chain([Automix()])(mono, SR), mono)
+
+
+def test_registered_with_its_parameters():
+    assert EFFECTS["automix"] is Automix
+    assert [p.id for p in Automix.params] == ["range_db", "attack_ms", "release_ms"]
+    fx = Automix()
+    fx.prepare(ProcessSpec(SR, 128, 2))
+    assert fx.latency_samples == 0 and fx.gains_db == (0.0, 0.0)
