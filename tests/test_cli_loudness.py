@@ -407,5 +407,5 @@ def test_a_surround_flac_written_as_wav_keeps_its_layout_and_per_channel_on_it_w
     assert wav_channel_mask(tmp_path / "out.wav") == 0x3F and not rep.warnings
     rep = process_file(src, tmp_path / "pc.wav", "dialogue", per_channel=True)
     assert any("names a surround layout" in w for w in rep.warnings)
-    with pytest.raises(TypeError, match="per_channel must be True or False"):
+    with pytest.raises(TypeError, match="per_channel and automix must be True or False"):
         process_file(src, tmp_path / "x.wav", "dialogue", per_channel="yes")
