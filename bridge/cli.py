@@ -97,18 +97,26 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
                         "(repeatable)")
 
 
-def _build_chain(args: argparse.Namespace):
+def _build_chain(args: argparse.Namespace, outside: dict | None = None):
+    """The chain ``--preset``/``--chain`` name, with ``--set`` applied; ``outside``: effects that
+    run outside it but take ``--set`` too (``process --automix``'s automixer), by id."""
     from hushbridge.effects import chain_from_names
     from hushbridge.errors import ParamError
     from hushbridge.presets import load_preset
 
     chain = chain_from_names(args.chain) if args.chain is not None else load_preset(args.preset or "dialogue")
+    outside = outside or {}
     for item in args.set:
         key, sep, value = item.partition("=")
         eid, dot, pid = key.strip().rpartition(".")
         if not sep or not dot or not eid or not pid:
             raise ParamError(f"--set {item!r}: expected ID.PARAM=VALUE, e.g. compressor.threshold_db=-20")
-        effect = chain[eid]
+        if eid in outside and eid not in chain.ids:
+            effect = outside[eid]
+            if pid == "bypass":
+                raise ParamError(f"--set {item!r}: {eid} runs outside the chain; leave out --{eid} instead")
+        else:
+            effect = chain[eid]
         if pid == "bypass":  # as a preset's `bypass = true`
             switch = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
             if value.strip().lower() not in switch:
@@ -166,7 +174,11 @@ def _cmd_process(args: argparse.Namespace) -> int:
             _error("give IN and OUT, or several inputs with --out-dir DIR")
             return EXIT_USAGE
         jobs = [(paths[0], paths[1])]
-    chain = _build_chain(args)
+    from hushbridge.effects import Automix
+
+    mixer = Automix() if args.automix else False
+    args.mixer = mixer
+    chain = _build_chain(args, {"automix": mixer} if mixer else None)
     failures = 0
     for src, dst in jobs:
         try:
@@ -186,7 +198,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
                                           block_size=args.block_size, progress=progress,
                                           channel_mask=args.layout_mask or None,
                                           dc_offset="keep" if args.keep_dc else "remove",
-                                          per_channel=args.per_channel, automix=args.automix)
+                                          per_channel=args.per_channel, automix=mixer)
                 else:
                     report, loud = _render_to_loudness(src, dst, chain, args, info, progress)
             dt = time.perf_counter() - t0
@@ -258,7 +270,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
         report = process_file(src, tmp, chain, sample_rate=args.rate, subtype="FLOAT",
                               block_size=args.block_size, progress=progress, channel_mask=args.layout_mask,
                               dc_offset="keep" if args.keep_dc else "remove", per_channel=args.per_channel,
-                              automix=args.automix)
+                              automix=args.mixer)
         # the W64 render carries no channel mask: measure and write with the input's
         from hushbridge.io.files import layout_mask_of
 

@@ -462,8 +462,25 @@ def process_file(
 
     if dc_offset not in ("remove", "keep"):
         raise ValueError(f"dc_offset must be 'remove' or 'keep', not {dc_offset!r}")
-    if not isinstance(per_channel, (bool, np.bool_)) or not isinstance(automix, (bool, np.bool_)):
-        raise TypeError(f"per_channel and automix must be True or False, not {per_channel!r}, {automix!r}")
+    from hushbridge.effects.automix import Automix
+
+    if not isinstance(per_channel, (bool, np.bool_)) or not isinstance(automix, (bool, np.bool_, Automix)):
+        raise TypeError(f"per_channel and automix must be True or False (automix: or an Automix), not "
+                        f"{per_channel!r}, {automix!r}")
+    mix_on = isinstance(automix, Automix) or bool(automix)
+    inner = [e for e in chain if isinstance(e, Automix)]
+    if inner and per_channel and channels > 1:
+        report.warnings.append(f"{src}: the chain's automix sees one channel per chain with per channel, so it "
+                               "does nothing: share the gain before the chains (--automix, automix=True)")
+    elif inner and mix_on and channels > 1:
+        report.warnings.append(f"{src}: the gain is shared twice (--automix and the chain's automix): every cut "
+                               "is doubled")
+    if mix_on and channels > 1:
+        corr = _correlated(src, info)
+        if corr is not None:
+            report.warnings.append(f"{src}: channels {corr[0] + 1} and {corr[1] + 1} are alike at alike levels "
+                                   f"({corr[2]:.0%} of the first {DC_WINDOW_S:g} s): a stereo or surround mix? "
+                                   "automix is for separate microphones, and would lean a mix's image")
     if per_channel and channels > 1:
         from hushbridge.dsp import loudness as L
 
@@ -492,10 +509,9 @@ def process_file(
         # the layout the chain works with: the one asked for, else the one the input names (also
         # where no mask is to be written, as for --loudness's float render)
         mixer = None
-        if automix and channels > 1:
-            from hushbridge.effects.automix import Automix
-
-            mixer = OfflineRenderer(Automix(), channels, rate, block_size)  # no latency: in step with the chain
+        if mix_on and channels > 1:
+            sharer = automix if isinstance(automix, Automix) else Automix()
+            mixer = OfflineRenderer(sharer, channels, rate, block_size)  # no latency: in step with the chain
             report.notes.append(f"automixed: each channel's gain its share of the {channels} channels' power")
         if per_channel and channels > 1:
             chains = [chain] + [copy.deepcopy(chain) for _ in range(channels - 1)]
@@ -586,6 +602,37 @@ def process_file(
                 pass  # already renamed
         raise
     return report
+
+
+def _correlated(src: Path, info: sf._SoundFileInfo) -> tuple[int, int, float] | None:
+    """The pair of channels at the input's head that most looks like a mix's: alike (zero-lag
+    correlation over 0.5) at alike levels (within 6 dB) in most 50 ms frames where both sound.
+    A microphone's bleed of another's talker is alike too, but as far under it as the bleed is."""
+    try:
+        with sf.SoundFile(str(src)) as f:
+            head = f.read(int(DC_WINDOW_S * info.samplerate), dtype="float64", always_2d=True).T
+    except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError):
+        return None
+    head = np.where(np.isfinite(head), head, 0.0)
+    frame = max(1, int(0.05 * info.samplerate))
+    count = head.shape[1] // frame
+    if count == 0:
+        return None
+    frames = head[:, : count * frame].reshape(head.shape[0], count, frame)
+    frames = frames - frames.mean(axis=2, keepdims=True)
+    power = np.mean(frames * frames, axis=2)  # (channels, frames)
+    best = None
+    for a in range(head.shape[0]):
+        for b in range(a + 1, head.shape[0]):
+            both = (power[a] > 1e-8) & (power[b] > 1e-8)  # both over -80 dBFS
+            if both.sum() < 4:
+                continue
+            corr = np.sum(frames[a] * frames[b], axis=1)[both] / (frame * np.sqrt(power[a][both] * power[b][both]))
+            near = np.abs(10 * np.log10(power[a][both] / power[b][both])) < 6.0
+            share = float(np.mean((corr > 0.5) & near))
+            if share > 0.5 and (best is None or share > best[2]):
+                best = (a, b, share)
+    return best
 
 
 @dataclass

@@ -393,3 +393,31 @@ def test_automix_before_per_channel_keeps_each_speakers_bleed_down(tmp_path):
         assert ("automixed" in " ".join(rep.notes)) == bool(kw)
     assert gaps["mixed"] > gaps["per"] + 10.0, gaps
     assert gaps["mixed"] > level(x[0, a_talks]) - level(x[0, b_talks])  # no worse than it came in
+
+
+def test_automix_takes_its_settings_and_says_when_it_is_misused(tmp_path):
+    from hushbridge.cli import main
+    from hushbridge.effects import Automix, Limiter
+
+    sr = 48000
+    t = np.arange(2 * sr) / sr
+    talk = np.sin(2 * np.pi * 200 * t) * 0.3
+    mics = np.stack([talk, 10 ** (-40 / 20) * np.sin(2 * np.pi * 200 * t + 1.0)
+                     + 1e-3 * np.random.default_rng(2).standard_normal(t.size)]).astype(np.float32)
+    src = write(tmp_path / "mics.wav", mics, subtype="FLOAT")
+    level = lambda v: 20 * np.log10(np.sqrt(np.mean(np.square(v[sr // 2:], dtype=np.float64))))  # noqa: E731
+    rep = process_file(src, tmp_path / "a.wav", Chain([Gain()]), automix=Automix(range_db=12.0))
+    y, _ = read_audio(tmp_path / "a.wav")
+    assert level(y[1]) - level(mics[1]) == pytest.approx(-12.0, abs=0.3) and not rep.warnings
+    assert main(["process", str(src), str(tmp_path / "b.wav"), "--chain", "gain", "--automix", "--set",
+                 "automix.range_db=12", "-q"]) == 0  # --set reaches the automixer that runs outside the chain
+    np.testing.assert_array_equal(read_audio(tmp_path / "b.wav")[0], y)
+    # misuse is named: an automix inside per-channel chains (one channel each: nothing to share),
+    # an automix twice, and a stereo mix (alike channels) automixed
+    rep = process_file(src, tmp_path / "c.wav", Chain([Automix(), Limiter()]), per_channel=True)
+    assert any("does nothing" in w for w in rep.warnings)
+    rep = process_file(src, tmp_path / "d.wav", Chain([Automix()]), automix=True)
+    assert any("shared twice" in w for w in rep.warnings)
+    mix = write(tmp_path / "mix.wav", np.stack([talk, 0.8 * talk]).astype(np.float32), subtype="FLOAT")
+    rep = process_file(mix, tmp_path / "e.wav", Chain([Gain()]), automix=True)
+    assert any("a stereo or surround mix?" in w for w in rep.warnings)
