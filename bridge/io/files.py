@@ -475,6 +475,13 @@ def process_file(
     elif inner and mix_on and channels > 1:
         report.warnings.append(f"{src}: the gain is shared twice (--automix and the chain's automix): every cut "
                                "is doubled")
+    # a stereo pair may be two microphones; three or more channels that name speakers are a mix
+    if not per_channel and (channels == 2 or 2 < channels <= 8 and not (mask or layout_mask_of(src, info))):
+        turns = _taking_turns(src, info)
+        if turns is not None:
+            report.notes.append(f"channels {turns[0] + 1} and {turns[1] + 1} take turns 15 dB or more apart (separate "
+                                "microphones?): linked, the louder one sets the gain of both; --per-channel gives "
+                                "each a chain of its own, --automix shares the gain between them first")
     if mix_on and channels > 1:
         corr = _correlated(src, info)
         if corr is not None:
@@ -602,6 +609,37 @@ def process_file(
                 pass  # already renamed
         raise
     return report
+
+
+TURNS_WINDOW_S = 30.0  # how much of the input the separate-microphones hint looks at
+
+
+def _taking_turns(src: Path, info: sf._SoundFileInfo) -> tuple[int, int] | None:
+    """A pair of channels that take turns, each 15 dB or more over the other in a fifth or more of
+    the 50 ms frames where either sounds: two speakers on their own microphones, as a mix's
+    channels are not. None where no pair does."""
+    try:
+        with sf.SoundFile(str(src)) as f:
+            head = f.read(int(TURNS_WINDOW_S * info.samplerate), dtype="float32", always_2d=True).T
+    except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError):
+        return None
+    frame = max(1, int(0.05 * info.samplerate))
+    count = head.shape[1] // frame
+    if count < 20:
+        return None
+    frames = np.nan_to_num(head[:, : count * frame].astype(np.float64)).reshape(head.shape[0], count, frame)
+    level = 10 * np.log10(np.mean(frames * frames, axis=2) + 1e-12)
+    loud = level > level.max(axis=1, keepdims=True) - 30.0  # where each channel is near its own top
+    for a in range(head.shape[0]):
+        for b in range(a + 1, head.shape[0]):
+            either = loud[a] | loud[b]
+            if either.sum() < 20:
+                continue
+            a_over = np.mean((level[a] - level[b] >= 15.0)[either])
+            b_over = np.mean((level[b] - level[a] >= 15.0)[either])
+            if a_over >= 0.2 and b_over >= 0.2:
+                return a, b
+    return None
 
 
 def _correlated(src: Path, info: sf._SoundFileInfo) -> tuple[int, int, float] | None:

@@ -358,7 +358,10 @@ def test_per_channel_gives_each_channel_what_it_would_get_as_a_file_of_its_own(t
     x = np.stack([talk(-14.0, 0.0), talk(-38.0, 1.0)]) + 10 ** (-66 / 20) * rng.standard_normal((2, t.size))
     src = write(tmp_path / "two.wav", x.astype(np.float32), subtype="FLOAT")
     apart = process_file(src, tmp_path / "apart.wav", "dialogue", per_channel=True)
-    process_file(src, tmp_path / "linked.wav", "dialogue")
+    linked_report = process_file(src, tmp_path / "linked.wav", "dialogue")
+    # linked, the two taking turns far apart are named as what they look like
+    assert any("take turns 15 dB or more apart" in n and "--per-channel" in n for n in linked_report.notes)
+    assert not any("take turns" in n for n in apart.notes)
     y, _ = read_audio(tmp_path / "apart.wav")
     linked, _ = read_audio(tmp_path / "linked.wav")
     for k in range(2):
