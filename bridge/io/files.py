@@ -160,15 +160,7 @@ def channel_mask_of(path: str | os.PathLike[str], info: sf._SoundFileInfo | None
     """Which speakers ``path``'s channels feed, as a WAV channel mask: a WAV's own, else the
     layout its format defines where that matters for loudness (:func:`format_channel_mask`).
     ``info``: ``path``'s soundfile info, where the caller has it already."""
-    mask = wav_channel_mask(path)
-    if mask:
-        return mask
-    if info is None:
-        try:
-            info = sf.info(str(path))
-        except (sf.LibsndfileError, RuntimeError, TypeError):
-            return None
-    return format_channel_mask(info.format, info.channels)
+    return _named_mask(path, info, _FORMAT_MASKS)
 
 
 # every layout FLAC and Ogg define (1-8 channels), in WAV order as read here: what the dynamics
@@ -180,6 +172,12 @@ def layout_mask_of(path: str | os.PathLike[str], info: sf._SoundFileInfo | None 
     """The speakers ``path``'s channels feed where the file says so, as a WAV channel mask: a
     WAV's own mask, or the layout FLAC and Ogg define for their channel count; 0 where the file
     does not say (a WAV without a mask: a 5.1 mix or six microphones)."""
+    return _named_mask(path, info, {"FLAC": _FORMAT_LAYOUTS, "OGG": _FORMAT_LAYOUTS}) or 0
+
+
+def _named_mask(path: str | os.PathLike[str], info: sf._SoundFileInfo | None,
+                by_format: dict[str, dict[int, int]]) -> int | None:
+    """A WAV's own channel mask, else ``by_format[format][channels]``; None where neither says."""
     mask = wav_channel_mask(path)
     if mask:
         return mask
@@ -187,8 +185,8 @@ def layout_mask_of(path: str | os.PathLike[str], info: sf._SoundFileInfo | None 
         try:
             info = sf.info(str(path))
         except (sf.LibsndfileError, RuntimeError, TypeError):
-            return 0
-    return _FORMAT_LAYOUTS.get(info.channels, 0) if info.format in ("FLAC", "OGG") else 0
+            return None
+    return by_format.get(info.format, {}).get(info.channels)
 
 
 def format_channel_mask(fmt: str, channels: int) -> int | None:
