@@ -111,6 +111,9 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None):
         eid, dot, pid = key.strip().rpartition(".")
         if not sep or not dot or not eid or not pid:
             raise ParamError(f"--set {item!r}: expected ID.PARAM=VALUE, e.g. compressor.threshold_db=-20")
+        if eid == "automix" and eid not in chain.ids and "automix" not in outside and hasattr(args, "automix"):
+            raise ParamError(f"--set {item!r}: no automix in the chain; add --automix (gain sharing before the "
+                             "chain) or put it in the chain (--chain automix,...)")
         if eid in outside and eid not in chain.ids:
             effect = outside[eid]
             if pid == "bypass":
@@ -244,7 +247,8 @@ def _layout_mask(layout: str | None, channels: int, src: Path) -> int:
     from hushbridge.errors import AudioFileError
 
     if len(LAYOUTS[layout]) != channels:
-        raise AudioFileError(f"{src}: has {channels} channels, --layout {layout} {len(LAYOUTS[layout])}")
+        raise AudioFileError(f"{src}: has {channels} channel{'s' if channels != 1 else ''}, --layout {layout} "
+                             f"{len(LAYOUTS[layout])}")
     return LAYOUT_MASKS[layout]
 
 
@@ -705,7 +709,7 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
     from hushbridge.normalize import normalize_file
 
     report = normalize_file(args.input, args.output, args.target, ceiling_dbtp=args.true_peak,
-                            release_ms=args.release_ms, subtype=args.subtype)
+                            release_ms=args.release_ms, subtype=args.subtype, layout=args.layout)
     if report.before["nonfinite_samples"]:
         _warning(f"{args.input}: {report.before['nonfinite_samples']} NaN/Inf samples, measured and written as silence")
     _print_normalized(report, args.input, args.output)
@@ -875,6 +879,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="limiter release, 1..1000 ms (default 80 ms)")
     p.add_argument("--subtype", metavar="NAME",
                    help="output sample format (default: the input's, where OUT's format can store it)")
+    p.add_argument("--layout", choices=["equal"],
+                   help="equal: the channels are separate sources (microphones), every one weighs 1.0, where "
+                        "BS.1770 tools take 6 or 8 channels naming no speakers as 5.1 or 7.1")
     p.set_defaults(func=_cmd_normalize)
     p = sub.add_parser("osc-layout", help="generate an OSC control surface (Open Stage Control, TouchOSC list)",
                        description="Writes an Open Stage Control session (one fader per parameter, toggles for "

@@ -147,11 +147,14 @@ def normalize_file(
             else:
                 break
         warnings = [w.replace(str(tmp), str(dst)) for w in report.warnings]
-        if layout_loss(_format_for(dst), after["channels"], mask):
+        equal_not_read = layout == "equal" and after["channels"] in _L._DEFAULT_LAYOUT and after["channels"] > 2
+        if equal_not_read or layout_loss(_format_for(dst), after["channels"], mask):
             # what a player or a platform's meter will read, without the input's layout
             as_read = loudness_file(tmp)["integrated_lufs"]
             if abs(as_read - after["integrated_lufs"]) >= 0.05:
-                warnings.append(f"{dst}: read that way it measures {as_read:.1f} LUFS, not {after['integrated_lufs']:.1f}")
+                how = (f"read as {_L._DEFAULT_LAYOUT[after['channels']]}, as BS.1770 tools take "
+                       f"{after['channels']} channels naming no speakers," if equal_not_read else "read that way")
+                warnings.append(f"{dst}: {how} it measures {as_read:.1f} LUFS, not {after['integrated_lufs']:.1f}")
         if after["true_peak_dbtp"] > ceiling_dbtp:  # a delivery spec's ceiling is a ceiling
             raise AudioFileError(f"{dst}: could not keep the true peak under {ceiling_dbtp:g} dBTP "
                                  f"(reached {after['true_peak_dbtp']:.2f} dBTP); {dst} left untouched")

@@ -383,6 +383,11 @@ def test_separate_microphones_weigh_alike_with_layout_equal_and_per_channel(tmp_
     assert r.returncode == 0, r.stderr
     r = hb("loudness", out, "--json", "--layout", "equal")
     assert json.loads(r.stdout)[0]["integrated_lufs"] == pytest.approx(-23.0, abs=0.1)
+    r = hb("normalize", src, tmp_path / "n.wav", "--layout", "equal", "--target", "-23")
+    assert r.returncode == 0, r.stderr
+    assert "-23.0 LUFS" in r.stdout and "read as 5.1, as BS.1770 tools take 6 channels" in " ".join(r.stderr.split())
+    r = hb("process", src, tmp_path / "x.wav", "--set", "automix.range_db=12")
+    assert r.returncode == 2 and "add --automix" in r.stderr
 
 
 def test_loudness_is_checked_with_the_weights_it_was_set_with(tmp_path: Path) -> None:

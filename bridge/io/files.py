@@ -473,25 +473,31 @@ def process_file(
     elif inner and mix_on and channels > 1:
         report.warnings.append(f"{src}: the gain is shared twice (--automix and the chain's automix): every cut "
                                "is doubled")
-    # a stereo pair may be two microphones; three or more channels that name speakers are a mix
-    if not per_channel and (channels == 2 or 2 < channels <= 8 and not (mask or layout_mask_of(src, info))):
+    # a stereo pair may be two microphones; three or more channels that name speakers are a mix.
+    # The hint only where linked dynamics run and neither remedy is on already.
+    linked = any(e.name in _LINKED_DYNAMICS and not chain.is_bypassed(k) for k, e in enumerate(chain))
+    if not per_channel and not mix_on and not inner and linked \
+            and (channels == 2 or 2 < channels <= 8 and not (mask or layout_mask_of(src, info))):
         turns = _taking_turns(src, info)
         if turns is not None:
             report.notes.append(f"channels {turns[0] + 1} and {turns[1] + 1} take turns 15 dB or more apart (separate "
                                 "microphones?): linked, the louder one sets the gain of both; --per-channel gives "
                                 "each a chain of its own, --automix shares the gain between them first")
-    if mix_on and channels > 1:
+    if (mix_on or per_channel) and channels > 1:
         corr = _correlated(src, info)
         if corr is not None:
+            what = "automix and per channel are" if mix_on and per_channel else "automix is" if mix_on else \
+                "per channel is"
             report.warnings.append(f"{src}: channels {corr[0] + 1} and {corr[1] + 1} are alike at alike levels "
-                                   f"({corr[2]:.0%} of the first {DC_WINDOW_S:g} s): a stereo or surround mix? "
-                                   "automix is for separate microphones, and would lean a mix's image")
+                                   f"({corr[2]:.0%} of the frames where both sound): a stereo or surround mix? "
+                                   f"{what} for separate microphones, and would lean a mix's image")
     if per_channel and channels > 1:
         from hushbridge.dsp import loudness as L
 
         named = layout_mask_of(src, info) if mask is None else mask
         if named and (np.any(L.channel_weights_from_mask(channels, named) != 1.0)):
-            report.warnings.append(f"{src}: names a surround layout (channel mask {named:#x}): per channel, its "
+            whose = "the layout given" if channel_mask else f"{src} names"
+            report.warnings.append(f"{whose} a surround layout (channel mask {named:#x}): per channel, its "
                                    "LFE and surrounds are levelled and gated as sources of their own; per "
                                    "channel is for separate microphones")
     dc_plan = _dc_offset(src, info) if dc_offset == "remove" else None
@@ -609,7 +615,8 @@ def process_file(
     return report
 
 
-TURNS_WINDOW_S = 30.0  # how much of the input the separate-microphones hint looks at
+TURNS_WINDOW_S = 30.0  # how much of the input the separate-microphones hint and mix check look at
+_LINKED_DYNAMICS = ("compressor", "gate", "deesser", "leveler")  # one gain for all channels
 
 
 def _taking_turns(src: Path, info: sf._SoundFileInfo) -> tuple[int, int] | None:
@@ -641,15 +648,16 @@ def _taking_turns(src: Path, info: sf._SoundFileInfo) -> tuple[int, int] | None:
 
 
 def _correlated(src: Path, info: sf._SoundFileInfo) -> tuple[int, int, float] | None:
-    """The pair of channels at the input's head that most looks like a mix's: alike (zero-lag
-    correlation over 0.5) at alike levels (within 6 dB) in most 50 ms frames where both sound.
+    """The pair of channels in the input's first 30 s that most looks like a mix's: alike
+    (zero-lag correlation over 0.5) at alike levels (within 10 dB) in most 50 ms frames where
+    both sound within 30 dB of their loudest (a silent pre-roll and shared room tone do not count).
     A microphone's bleed of another's talker is alike too, but as far under it as the bleed is."""
     try:
         with sf.SoundFile(str(src)) as f:
-            head = f.read(int(DC_WINDOW_S * info.samplerate), dtype="float64", always_2d=True).T
+            head = f.read(int(TURNS_WINDOW_S * info.samplerate), dtype="float32", always_2d=True).T
     except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError):
         return None
-    head = np.where(np.isfinite(head), head, 0.0)
+    head = np.nan_to_num(head.astype(np.float64))
     frame = max(1, int(0.05 * info.samplerate))
     count = head.shape[1] // frame
     if count == 0:
@@ -657,14 +665,19 @@ def _correlated(src: Path, info: sf._SoundFileInfo) -> tuple[int, int, float] | 
     frames = head[:, : count * frame].reshape(head.shape[0], count, frame)
     frames = frames - frames.mean(axis=2, keepdims=True)
     power = np.mean(frames * frames, axis=2)  # (channels, frames)
+    # frames where a channel is within 30 dB of its loudest: programme, not the room tone that
+    # separate microphones share
+    sounding = (power > 1e-8) & (power > power.max(axis=1, keepdims=True) * 1e-3)
+    loudest = power.max(axis=0) * 0.5  # within 3 dB of the loudest channel of each frame
     best = None
     for a in range(head.shape[0]):
         for b in range(a + 1, head.shape[0]):
-            both = (power[a] > 1e-8) & (power[b] > 1e-8)  # both over -80 dBFS
+            # two silent guests' mics both hold the host's bleed alike: only frames the pair leads
+            both = sounding[a] & sounding[b] & (np.maximum(power[a], power[b]) >= loudest)
             if both.sum() < 4:
                 continue
             corr = np.sum(frames[a] * frames[b], axis=1)[both] / (frame * np.sqrt(power[a][both] * power[b][both]))
-            near = np.abs(10 * np.log10(power[a][both] / power[b][both])) < 6.0
+            near = np.abs(10 * np.log10(power[a][both] / power[b][both])) < 10.0
             share = float(np.mean((corr > 0.5) & near))
             if share > 0.5 and (best is None or share > best[2]):
                 best = (a, b, share)

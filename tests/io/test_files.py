@@ -424,3 +424,32 @@ def test_automix_takes_its_settings_and_says_when_it_is_misused(tmp_path):
     mix = write(tmp_path / "mix.wav", np.stack([talk, 0.8 * talk]).astype(np.float32), subtype="FLOAT")
     rep = process_file(mix, tmp_path / "e.wav", Chain([Gain()]), automix=True)
     assert any("a stereo or surround mix?" in w for w in rep.warnings)
+
+
+def test_the_mix_check_and_the_separate_mics_hint_look_where_the_programme_is(tmp_path):
+    """QA, session 23: a mix after 3 s of silence, or panned 30 % each way, passed as separate
+    microphones (the check read the first 3 s and wanted alike levels within 6 dB); the
+    separate-mics hint came with --automix on already and on a chain without dynamics."""
+    from hushbridge.effects import HighPass
+
+    sr = 48000
+    t = np.arange(12 * sr) / sr
+    music = (0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 330 * t)) * (t >= 3.0)
+    voice = 0.2 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t)) * (t >= 3.0)
+    panned = np.stack([music + 0.8 * voice, 0.5 * music + 0.35 * voice])  # a mixdown, leaning, after a pre-roll
+    src = write(tmp_path / "mix.wav", panned.astype(np.float32), subtype="FLOAT")
+    for kw in ({"automix": True}, {"per_channel": True}):
+        rep = process_file(src, tmp_path / "o.wav", Chain([Gain()]), **kw)
+        assert any("a stereo or surround mix?" in w for w in rep.warnings), kw
+    a = 0.3 * np.sin(2 * np.pi * 190 * t) * ((t % 4) < 2)
+    b = 0.3 * np.sin(2 * np.pi * 260 * t) * ((t % 4) >= 2)
+    mics = (np.stack([a + 0.05 * b, b + 0.05 * a]) + 1e-4 * np.random.default_rng(4).standard_normal((2, t.size)))
+    two = write(tmp_path / "two.wav", mics.astype(np.float32), subtype="FLOAT")
+    hint = lambda rep: any("take turns" in n for n in rep.notes)  # noqa: E731
+    assert hint(process_file(two, tmp_path / "o.wav", "dialogue"))
+    assert not hint(process_file(two, tmp_path / "o.wav", "dialogue", automix=True))
+    assert not hint(process_file(two, tmp_path / "o.wav", Chain([HighPass()])))  # nothing linked to undo
+    rep = process_file(two, tmp_path / "o.wav", "dialogue", automix=True, per_channel=True)
+    assert not rep.warnings, rep.warnings  # two mics: neither a mix nor a named layout
+    rep = process_file(two, tmp_path / "o.wav", Chain([Gain()]), per_channel=True, channel_mask=0x3)
+    assert not rep.warnings  # stereo speakers are no surround
