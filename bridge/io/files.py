@@ -476,15 +476,18 @@ def process_file(
     # a stereo pair may be two microphones; three or more channels that name speakers are a mix.
     # The hint only where linked dynamics run and neither remedy is on already.
     linked = any(e.name in _LINKED_DYNAMICS and not chain.is_bypassed(k) for k, e in enumerate(chain))
-    if not per_channel and not mix_on and not inner and linked \
-            and (channels == 2 or 2 < channels <= 8 and not (mask or layout_mask_of(src, info))):
-        turns = _taking_turns(src, info)
+    hint = not per_channel and not mix_on and not inner and linked \
+        and (channels == 2 or 2 < channels <= 8 and not (mask or layout_mask_of(src, info)))
+    check_mix = (mix_on or per_channel) and channels > 1
+    head = _read_head(src, info) if hint or check_mix or dc_offset == "remove" else None
+    if hint:
+        turns = _taking_turns(head, info.samplerate)
         if turns is not None:
             report.notes.append(f"channels {turns[0] + 1} and {turns[1] + 1} take turns 15 dB or more apart (separate "
                                 "microphones?): linked, the louder one sets the gain of both; --per-channel gives "
                                 "each a chain of its own, --automix shares the gain between them first")
-    if (mix_on or per_channel) and channels > 1:
-        corr = _correlated(src, info)
+    if check_mix:
+        corr = _correlated(head, info.samplerate)
         if corr is not None:
             what = "automix and per channel are" if mix_on and per_channel else "automix is" if mix_on else \
                 "per channel is"
@@ -500,7 +503,7 @@ def process_file(
             report.warnings.append(f"{whose} a surround layout (channel mask {named:#x}): per channel, its "
                                    "LFE and surrounds are levelled and gated as sources of their own; per "
                                    "channel is for separate microphones")
-    dc_plan = _dc_offset(src, info) if dc_offset == "remove" else None
+    dc_plan = _dc_offset(head, info.samplerate) if dc_offset == "remove" else None
     dc = None
     if dc_plan is not None:
         off = dc_plan.offset
@@ -619,20 +622,30 @@ TURNS_WINDOW_S = 30.0  # how much of the input the separate-microphones hint and
 _LINKED_DYNAMICS = ("compressor", "gate", "deesser", "leveler")  # one gain for all channels
 
 
-def _taking_turns(src: Path, info: sf._SoundFileInfo) -> tuple[int, int] | None:
+def _read_head(src: Path, info: sf._SoundFileInfo) -> np.ndarray:
+    """The input's first seconds as ``(channels, frames)`` float32 in WAV order, NaN/Inf as 0:
+    what the DC offset, the separate-microphones hint and the mix check look at, read once
+    (:data:`TURNS_WINDOW_S`, less for more than 8 channels, never under :data:`DC_WINDOW_S`)."""
+    seconds = max(DC_WINDOW_S, min(TURNS_WINDOW_S, TURNS_WINDOW_S * 8 / info.channels))
+    try:
+        with sf.SoundFile(str(src)) as f:
+            head = f.read(max(1, int(seconds * info.samplerate)), dtype="float32", always_2d=True)
+            perm = wav_order(f.format, f.channels)
+    except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError) as e:
+        raise AudioFileError(f"{src}: corrupt or truncated audio ({e})") from e
+    head = head.T if perm is None else head.T[perm]
+    return np.ascontiguousarray(np.nan_to_num(head, nan=0.0, posinf=0.0, neginf=0.0))
+
+
+def _taking_turns(head: np.ndarray, sr: int) -> tuple[int, int] | None:
     """A pair of channels that take turns, each 15 dB or more over the other in a fifth or more of
     the 50 ms frames where either sounds: two speakers on their own microphones, as a mix's
     channels are not. None where no pair does."""
-    try:
-        with sf.SoundFile(str(src)) as f:
-            head = f.read(int(TURNS_WINDOW_S * info.samplerate), dtype="float32", always_2d=True).T
-    except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError):
-        return None
-    frame = max(1, int(0.05 * info.samplerate))
+    frame = max(1, int(0.05 * sr))
     count = head.shape[1] // frame
     if count < 20:
         return None
-    frames = np.nan_to_num(head[:, : count * frame].astype(np.float64)).reshape(head.shape[0], count, frame)
+    frames = head[:, : count * frame].astype(np.float64).reshape(head.shape[0], count, frame)
     level = 10 * np.log10(np.mean(frames * frames, axis=2) + 1e-12)
     loud = level > level.max(axis=1, keepdims=True) - 30.0  # where each channel is near its own top
     for a in range(head.shape[0]):
@@ -647,22 +660,16 @@ def _taking_turns(src: Path, info: sf._SoundFileInfo) -> tuple[int, int] | None:
     return None
 
 
-def _correlated(src: Path, info: sf._SoundFileInfo) -> tuple[int, int, float] | None:
+def _correlated(head: np.ndarray, sr: int) -> tuple[int, int, float] | None:
     """The pair of channels in the input's first 30 s that most looks like a mix's: alike
     (zero-lag correlation over 0.5) at alike levels (within 10 dB) in most 50 ms frames where
     both sound within 30 dB of their loudest (a silent pre-roll and shared room tone do not count).
     A microphone's bleed of another's talker is alike too, but as far under it as the bleed is."""
-    try:
-        with sf.SoundFile(str(src)) as f:
-            head = f.read(int(TURNS_WINDOW_S * info.samplerate), dtype="float32", always_2d=True).T
-    except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError):
-        return None
-    head = np.nan_to_num(head.astype(np.float64))
-    frame = max(1, int(0.05 * info.samplerate))
+    frame = max(1, int(0.05 * sr))
     count = head.shape[1] // frame
     if count == 0:
         return None
-    frames = head[:, : count * frame].reshape(head.shape[0], count, frame)
+    frames = head[:, : count * frame].astype(np.float64).reshape(head.shape[0], count, frame)
     frames = frames - frames.mean(axis=2, keepdims=True)
     power = np.mean(frames * frames, axis=2)  # (channels, frames)
     # frames where a channel is within 30 dB of its loudest: programme, not the room tone that
@@ -696,20 +703,13 @@ class _DcPlan:
     seconds: float  # how much of the input was measured
 
 
-def _dc_offset(src: Path, info: sf._SoundFileInfo) -> _DcPlan | None:
-    """The DC offset :func:`process_file` removes, or None where no channel has one."""
-    try:
-        with sf.SoundFile(str(src)) as f:
-            head = f.read(max(1, int(DC_WINDOW_S * info.samplerate)), dtype="float64", always_2d=True)
-            perm = wav_order(f.format, f.channels)
-    except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError) as e:
-        raise AudioFileError(f"{src}: corrupt or truncated audio ({e})") from e
-    head = head.T if perm is None else head.T[perm]
-    sr = info.samplerate
+def _dc_offset(head: np.ndarray, sr: int) -> _DcPlan | None:
+    """The DC offset :func:`process_file` removes, measured over the first :data:`DC_WINDOW_S`
+    of ``head`` (:func:`_read_head`), or None where no channel has one."""
+    head = head[:, : max(1, int(DC_WINDOW_S * sr))].astype(np.float64)
     n = head.shape[1]
     if n == 0 or n < DC_MIN_FRAMES_S * sr:
         return None  # a short clip's mean says more about its content than about an offset
-    head = np.where(np.isfinite(head), head, 0.0)
     dc = head.mean(axis=1)
     # an offset is steady: a mean that content makes (a slow swell) moves between thirds
     thirds = np.stack([part.mean(axis=1) for part in np.array_split(head, 3, axis=1)], axis=1)
