@@ -82,9 +82,14 @@ class Declip(Effect):
     def latency_samples(self) -> int:
         """Look-ahead in samples: the longest run plus its context (before ``prepare``, at 48 kHz)."""
         if self._spec is None:
-            run = max(2, int(round(self._values[1] * 1e-3 * UNPREPARED_RATE)))
-            return run + max(4 * ar_order(UNPREPARED_RATE), run)
+            run, ctx = self._run_and_context(UNPREPARED_RATE)
+            return run + ctx
         return self._latency
+
+    def _run_and_context(self, sample_rate: int) -> tuple[int, int]:
+        """The longest run repaired and the context around it, in samples at ``sample_rate``."""
+        run = max(2, int(round(self._values[1] * 1e-3 * sample_rate)))
+        return run, max(4 * ar_order(sample_rate), run)
 
     # -- counters -------------------------------------------------------------------------------
     @property
@@ -160,9 +165,8 @@ class Declip(Effect):
 
     def _prepare(self, spec: ProcessSpec) -> None:
         sr = spec.sample_rate
-        run = max(2, int(round(self._values[1] * 1e-3 * sr)))
+        run, ctx = self._run_and_context(sr)
         order = ar_order(sr)
-        ctx = max(4 * order, run)
         delay = run + ctx
         size = delay + ctx + 2
         ch = spec.channels

@@ -120,7 +120,7 @@ class Gate(Effect):
     @property
     def latency_samples(self) -> int:
         """Look-ahead in samples as prepared (before ``prepare``, ``lookahead_ms`` at 48 kHz)."""
-        return self._look if self._spec is not None else int(round(self._values[8] * 1e-3 * UNPREPARED_RATE))
+        return self._look if self._spec is not None else self._look_at(UNPREPARED_RATE)
 
     @property
     def gain_reduction_db(self) -> float:
@@ -128,7 +128,10 @@ class Gate(Effect):
         return float(self._meter[0])
 
     def _wanted_look(self, spec: ProcessSpec) -> int:
-        return int(round(self._values[8] * 1e-3 * spec.sample_rate))
+        return self._look_at(spec.sample_rate)
+
+    def _look_at(self, sample_rate: int) -> int:
+        return int(round(self._values[8] * 1e-3 * sample_rate))
 
     def prepare(self, spec: ProcessSpec) -> None:
         if self._spec is not None and self._wanted_look(spec) != self._look:
