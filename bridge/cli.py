@@ -371,7 +371,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hushbridge.engine import Engine
 
     err = _console(stderr=True)
-    chain = _build_chain(args)
+    from hushbridge.effects import Automix
+
+    mixer = Automix() if args.automix else None
+    chain = _build_chain(args, {"automix": mixer} if mixer else None)
+    if mixer is not None and not any(isinstance(e, Automix) for e in chain):
+        chain.insert(0, mixer, id="automix")
     mask = 0
     if args.layout is not None:
         from hushbridge.dsp.loudness import LAYOUT_MASKS, LAYOUTS
@@ -381,7 +386,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    f"{len(LAYOUTS[args.layout])} (the engine runs {args.channels})")
             return EXIT_USAGE
         mask = LAYOUT_MASKS[args.layout]
-    engine = Engine(chain, channels=args.channels, channel_mask=mask)
+    if args.per_channel and args.layout not in (None, "mono", "stereo"):
+        _warning(f"--per-channel with --layout {args.layout}: the LFE and surrounds are levelled and gated as "
+                 "sources of their own; per channel is for separate microphones")
+    engine = Engine(chain, channels=args.channels, channel_mask=mask, per_channel=args.per_channel)
+    if mixer is not None:
+        def keep_automix(new) -> None:  # noqa: ANN001 - a Chain
+            # a preset loaded live brings its own chain: the microphones still need their gain shared
+            if not any(isinstance(e, Automix) for e in new):
+                running = next((e for e in engine.chain if isinstance(e, Automix)), mixer)
+                new.insert(0, Automix(**running.values()), id="automix" if "automix" not in new else None)
+
+        engine.add_chain_filter(keep_automix)
     if args.backend == "jack":
         from hushbridge.io.jack import JackBackend
 
@@ -418,8 +434,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
                 attach_osc(osc.controller, midi.mapper)
             where += f", MIDI in: {midi.port_label}"
+        each = ", each channel through a chain of its own" if engine.per_channel and engine.channels > 1 else ""
         err.print(f"hushbridge running on {backend.name} ({engine.spec.sample_rate} Hz, {engine.period_frames or engine.spec.max_block_size} frames, "
-                  f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}, {where}. Ctrl-C to stop.", markup=False)
+                  f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}{each}, {where}. Ctrl-C to stop.",
+                  markup=False)
         tty = sys.stderr.isatty()
         errors_seen, blocks_seen, quiet_since = engine.callback_errors, engine.blocks, time.monotonic()
         while not stop.wait(0.5):
@@ -804,6 +822,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["mono", "stereo", "5.0", "5.1", "7.1"],
                    help="the speakers the channels feed (WAV order: L R C LFE Ls Rs ...): a named LFE stays "
                         "out of the dynamics' detectors (default: not known, every channel heard)")
+    p.add_argument("--per-channel", action="store_true",
+                   help="each channel through a chain of its own (its own leveler, gate, compressor...), as if "
+                        "alone: for separate microphones (two podcast mics); by default the dynamics are linked, "
+                        "so the louder speaker sets the gain of both. Presets loaded live run per channel too")
+    p.add_argument("--automix", action="store_true",
+                   help="share the gain across the channels as an automixer does (separate microphones: each "
+                        "falls by as much as its bleed of whoever talks lies under that talker): an automix "
+                        "effect first in the chain (/hb/automix/...), kept when a preset is loaded live")
     p.add_argument("--name", default="hushbridge", help="JACK client name (default hushbridge)")
     p.add_argument("--server", metavar="NAME", help="JACK server name (default: $JACK_DEFAULT_SERVER or default)")
     p.add_argument("--connect-inputs", nargs="+", metavar="PORT", help="JACK ports to connect to our inputs, e.g. system:capture_1")

@@ -205,12 +205,22 @@ class Engine:
         Channels in and out.
     ring_capacity : int
         Slots in the parameter hand-off ring.
+    channel_mask : int
+        The speakers the channels feed (WAV channel mask; 0: not known).
+    per_channel : bool, optional
+        Run every chain (this one and each loaded later: presets) per channel, each channel as
+        if it were alone (separate microphones; see :class:`~hushbridge.effects.Chain`).
+        Default: as ``chain`` says.
     """
 
     def __init__(self, chain: Chain, channels: int = 2, ring_capacity: int = 1024, *,
-                 channel_mask: int = 0) -> None:
+                 channel_mask: int = 0, per_channel: bool | None = None) -> None:
         if not isinstance(chain, Chain):
             raise TypeError(f"Engine needs a Chain, got {chain!r}")
+        if per_channel is not None and not isinstance(per_channel, (bool, np.bool_)):
+            raise TypeError(f"per_channel must be True, False or None, not {per_channel!r}")
+        #: every chain this engine runs runs per channel (see :class:`~hushbridge.effects.Chain`)
+        self.per_channel = bool(chain.per_channel if per_channel is None else per_channel)
         self._claim(chain)
         self.channels = int(channels)
         #: the speakers the channels feed, as a WAV channel mask (0: not known), for the effects'
@@ -246,6 +256,7 @@ class Engine:
         self._listeners: list[Listener] = []
         self._latency_listeners: list[Callable[[int], None]] = []
         self._preset_listeners: list[Callable[[Any], None]] = []
+        self._chain_filters: list[Callable[[Chain], None]] = []
         self._timed_listeners: list[Callable[[], None]] = []
         self._announced_latency = chain.latency_samples
         # counters (written by the audio thread or the backend, read anywhere)
@@ -401,9 +412,10 @@ class Engine:
             if tracked[0] is self._chain:
                 extra = meter.extra
                 try:  # a failing meter attribute must not silence the block already computed
-                    for j, (_eid, attr, effect) in enumerate(tracked[1]):
+                    for j, (_eid, attr, _effect) in enumerate(tracked[1]):
                         # a bypassed effect is not run: what it last measured is not happening
-                        extra[row, j] = getattr(effect, attr) if self._chain.wet(tracked[3][j]) else 0.0
+                        slot = tracked[3][j]
+                        extra[row, j] = self._chain.reading(slot, attr) if self._chain.wet(slot) else 0.0
                 except Exception as e:  # noqa: BLE001 - counted, reported from a non-RT thread
                     self.callback_errors += 1
                     self.last_callback_error = f"meter: {e!r}"
@@ -574,6 +586,12 @@ class Engine:
     def remove_timed_listener(self, listener: Callable[[], None]) -> None:
         if listener in self._timed_listeners:
             self._timed_listeners.remove(listener)
+
+    def add_chain_filter(self, fix: Callable[[Chain], None]) -> None:
+        """``fix(chain)`` is called with every chain :meth:`load_chain` takes (a preset loaded
+        live too), before it is prepared: it may add to it what the session keeps whatever the
+        preset (``run --automix`` keeps its automixer)."""
+        self._chain_filters.append(fix)
 
     def add_preset_listener(self, listener: Callable[[Any], None]) -> None:
         """``listener(preset)`` (a :class:`hushbridge.presets.Preset`) is called after
@@ -805,6 +823,7 @@ class Engine:
             raise ChainError(f"this Chain is running in {where}: load a new one (copy.deepcopy(chain) "
                              "copies it with its settings)")
         object.__setattr__(chain, "_engine_ref", weakref.ref(self))
+        object.__setattr__(chain, "per_channel", self.per_channel)  # the input's, not the preset's
 
     def attach(self, running: bool) -> None:
         """Backends say whether they are calling :meth:`process` (start) or no longer (stop).
@@ -833,6 +852,8 @@ class Engine:
         handed over. ``chain`` must be a new Chain, not one an engine is running."""
         if not isinstance(chain, Chain):
             raise ChainError(f"load_chain needs a Chain, got {chain!r}")
+        for fix in self._chain_filters:
+            fix(chain)
         with self._swap_lock:
             self._claim(chain)
             self.wait_for_swap()

@@ -27,6 +27,7 @@ class Automix(Effect):
     """Gain-sharing automixer; see the module docstring."""
 
     name = "automix"
+    channel_coupling = "joint"  # shares the gain across the channels: never one instance per channel
     params = (
         Param("range_db", 0.0, 60.0, 24.0, smoothing_ms=0.0),
         Param("attack_ms", 0.1, 100.0, 2.0, scale="log", smoothing_ms=0.0),

@@ -162,6 +162,15 @@ class Effect:
     #: Whether a Chain resets the effect when it comes back from bypass (its state went stale).
     #: A meter keeps its programme measurement instead.
     reset_on_enable: ClassVar[bool] = True
+    #: How the effect's channels depend on each other, for a Chain run per channel (separate
+    #: microphones): ``"linked"`` (the channels share state, such as a dynamics detector that
+    #: hears the loudest: each channel gets an instance of its own), ``"independent"`` (each
+    #: channel is processed on its own already: it runs on all channels as it is) or ``"joint"``
+    #: (it works on the channels together by nature, as an automixer or a programme meter: it runs
+    #: on all channels as it is). An effect that does not say is split, which is never wrong.
+    channel_coupling: ClassVar[str] = "linked"
+    #: instances that take every parameter change this one takes (a per-channel Chain's copies)
+    _followers: tuple[Effect, ...] = ()
     _strict_attributes: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kw: Any) -> None:
@@ -209,6 +218,8 @@ class Effect:
         """Set parameter ``index`` to ``value``, clamped. Real-time safe: called at block start."""
         self._values[index] = self.params[index].clamp(value)
         self._param_changed(index)
+        for follower in self._followers:
+            follower.set_index(index, value)
 
     def check_value(self, index: int, value: float) -> None:
         """Refuse (ParamError) a value of parameter ``index`` that is in its range but cannot
@@ -242,6 +253,7 @@ class Effect:
         # the compiled entry point cannot be pickled (multiprocessing, joblib): bound again on load
         state = dict(self.__dict__)
         state["_bound"] = None
+        state.pop("_followers", None)  # a copy follows nobody
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -10,6 +10,14 @@ Instance ids are the effect name, ``name_2``, ``name_3``... for further instance
 given explicitly (``Chain([...], ids=[...])`` or ``chain.append(effect, id="voice")``). They are
 the ``<id>`` in OSC addresses ``/hb/<id>/<param>``.
 
+``Chain(..., per_channel=True)`` runs each channel as if it were alone (separate microphones in
+one stream: two podcast mics, a recorder's poly file): an effect whose channels share state
+(``channel_coupling = "linked"``: a dynamics detector that hears the loudest channel) gets an
+instance per channel, made at ``prepare`` from the one in the chain; those follow every change
+to it (the chain's effect stays the one you set and the engine addresses), and meters read the
+largest over them. Effects that treat channels on their own already (filters, denoise) or
+together by nature (``automix``, the ``loudness`` meter) run on all channels as they are.
+
 Bypassing an effect crossfades (``bypass_ms``) to its input delayed by the effect's latency,
 so toggling never shifts timing. The Chain's latency is the sum of its effects' latencies.
 Non-finite samples entering the chain or produced by an effect are replaced by silence, the
@@ -17,10 +25,11 @@ offending effect is reset and :attr:`Chain.nonfinite_events` rises.
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from time import perf_counter
 
 import numpy as np
@@ -54,6 +63,12 @@ class _Slot:
     latency: int = 0
     dry_n: int = -1
     dry_view: np.ndarray | None = None
+    # per channel (set by prepare in a per-channel chain, for a linked effect): one instance per
+    # channel, the first the effect itself; None: the effect runs on the whole block
+    copies: list[Effect] | None = None
+
+    def instances(self) -> list[Effect] | tuple[Effect]:
+        return self.copies or (self.effect,)
 
 
 class Chain(Effect):
@@ -74,14 +89,18 @@ class Chain(Effect):
     change_order: np.ndarray | None = None
 
     def __init__(self, effects: Iterable[Effect] = (), ids: Iterable[str | None] | None = None,
-                 fuse: bool | None = None) -> None:
+                 fuse: bool | None = None, per_channel: bool = False) -> None:
         """``fuse`` (default: on unless the environment sets ``HUSHBRIDGE_FUSE=0``) runs each run of
         kernel effects as one compiled call per block (:mod:`hushbridge.effects.fused`); off, every
-        effect is called on its own. The output is the same either way."""
+        effect is called on its own. The output is the same either way. ``per_channel``: each
+        channel as if it were alone (see the module docstring); takes effect at ``prepare``."""
         super().__init__()
         if fuse is None:
             fuse = os.environ.get("HUSHBRIDGE_FUSE", "1") != "0"
+        if not isinstance(per_channel, (bool, np.bool_)):
+            raise TypeError(f"per_channel must be True or False, not {per_channel!r}")
         object.__setattr__(self, "fuse", bool(fuse))
+        object.__setattr__(self, "per_channel", bool(per_channel))
         object.__setattr__(self, "_units", [])
         object.__setattr__(self, "_slots", [])
         object.__setattr__(self, "nonfinite_events", 0)
@@ -180,7 +199,8 @@ class Chain(Effect):
         slot = self._slots[index]
         if slot.bypassed and not bypassed and slot.effect.reset_on_enable:
             # state went stale while bypassed; start from clean state as the fade brings it in
-            slot.effect.reset()
+            for effect in slot.instances():
+                effect.reset()
         slot.bypassed = bypassed
         slot.mix[1] = 0.0 if bypassed else 1.0
         if self._spec is None:
@@ -191,9 +211,39 @@ class Chain(Effect):
     def latency_samples(self) -> int:
         return sum(s.effect.latency_samples for s in self._slots)
 
+    def reading(self, index: int, attr: str) -> float:
+        """Effect ``index``'s meter ``attr`` (``gain_reduction_db``, ``activity``): in a
+        per-channel chain the largest over its channels' instances. Real-time safe."""
+        s = self._slots[index]
+        copies = s.copies
+        if copies is None:
+            return getattr(s.effect, attr)
+        value = getattr(copies[0], attr)
+        for k in range(1, len(copies)):
+            v = getattr(copies[k], attr)
+            if v > value:
+                value = v
+        return value
+
+    def instances(self, key: int | str) -> list[Effect]:
+        """The effect at ``key`` and, in a prepared per-channel chain, its other channels'
+        instances (channel order)."""
+        return list(self._slots[self.index_of(key)].instances())
+
     def _prepare(self, spec: ProcessSpec) -> None:
+        split = self.per_channel and spec.channels > 1
+        # a channel alone names no speaker: a microphone is heard whatever the stream's layout
+        mono = replace(spec, channels=1, channel_mask=0)
         for s in self._slots:
-            s.effect.prepare(spec)
+            object.__setattr__(s.effect, "_followers", ())
+            s.copies = None
+            if split and s.effect.channel_coupling == "linked":
+                s.copies = [s.effect] + [copy.deepcopy(s.effect) for _ in range(spec.channels - 1)]
+                for effect in s.copies:
+                    effect.prepare(mono)
+                object.__setattr__(s.effect, "_followers", tuple(s.copies[1:]))
+            else:
+                s.effect.prepare(spec)
             lat = s.effect.latency_samples
             s.line = np.zeros((spec.channels, lat + spec.max_block_size + 1), dtype=np.float32)
             s.dry = np.zeros((spec.channels, spec.max_block_size), dtype=np.float32)
@@ -205,7 +255,8 @@ class Chain(Effect):
     def _plan_units(self, compile: bool) -> None:  # noqa: A002
         states = [SlotState(s.effect, s.mix, s.line, s.pos, s.dry.reshape(-1), s.latency) for s in self._slots]
         missing: list[str] = []
-        units = plan(states, enabled=self.fuse, compile=compile, missing=missing)
+        split = frozenset(k for k, s in enumerate(self._slots) if s.copies)  # run channel by channel
+        units = plan(states, enabled=self.fuse, compile=compile, missing=missing, alone=split)
         object.__setattr__(self, "uncompiled", missing)
         object.__setattr__(self, "_units", units)  # one attribute store: the audio thread sees old or new
 
@@ -235,11 +286,13 @@ class Chain(Effect):
     def set_non_realtime(self, non_realtime: bool) -> None:
         super().set_non_realtime(non_realtime)
         for s in self._slots:
-            s.effect.set_non_realtime(non_realtime)
+            for effect in s.instances():
+                effect.set_non_realtime(non_realtime)
 
     def reset(self) -> None:
         for s in self._slots:
-            s.effect.reset()
+            for effect in s.instances():
+                effect.reset()
             if s.line is not None:
                 s.line.fill(0.0)
             s.pos[0] = 0
@@ -296,7 +349,7 @@ class Chain(Effect):
         for k, effect in enumerate(unit.effects):
             if bad & (2 << k):
                 self.nonfinite_events += 1
-                effect.reset()
+                effect.reset()  # a fused effect is never split: it has no other instances
 
     def _run_slot(self, k: int, block: np.ndarray, fast: bool) -> None:
         """Slot ``k`` alone: dry delay line and bypass crossfade around the effect, then the
@@ -320,15 +373,19 @@ class Chain(Effect):
             if m0 == 0.0 and not fading:
                 block[...] = dry
                 return
-        if timing is None:
+        t = 0.0 if timing is None else perf_counter()
+        copies = s.copies
+        if copies is None:
             s.effect.process(block)
         else:
-            t = perf_counter()
-            s.effect.process(block)
+            for c in range(len(copies)):
+                copies[c].process(block[c:c + 1])  # a row of a C-contiguous block is one too
+        if timing is not None:
             timing[k] += perf_counter() - t
         if (_SANITIZE if fast else sanitize)(block):
             self.nonfinite_events += 1
             block.fill(0.0)
-            s.effect.reset()
+            for effect in s.instances():
+                effect.reset()
         if not wet:
             ramp_mix(block, dry, mix)

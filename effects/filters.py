@@ -44,6 +44,8 @@ class BiquadEffect(Effect):
     """
 
     stages: ClassVar[int] = 1
+    # each channel filtered on its own
+    channel_coupling = "independent"
 
     def __init__(self, **values: float) -> None:
         n = self.stages

@@ -317,16 +317,16 @@ def compile_files(paths: Sequence[str | Path]) -> None:
 
 
 def plan(slots: Sequence[SlotState], enabled: bool = True, compile: bool = True,  # noqa: A002
-         missing: list[str] | None = None) -> list[FusedRun | int]:
+         missing: list[str] | None = None, alone: frozenset[int] = frozenset()) -> list[FusedRun | int]:
     """The units a Chain runs per block: a :class:`FusedRun` for every run of consecutive
     fusable effects (one alone too: the call still saves the Python around it), the slot index
-    for every other effect. With ``compile=False`` a run that
+    for every other effect and every slot in ``alone``. With ``compile=False`` a run that
     would need compiling stays slot by slot and its module file is appended to ``missing``."""
     units: list[FusedRun | int] = []
     k = 0
     while k < len(slots):
         j = k
-        while enabled and j < len(slots) and fusable(slots[j].effect):
+        while enabled and j < len(slots) and j not in alone and fusable(slots[j].effect):
             j += 1
         if j > k:
             try:

@@ -11,6 +11,7 @@ class Gain(Effect):
     """Volume change. ``gain_db`` ramps over 20 ms so automation never clicks."""
 
     name = "gain"
+    channel_coupling = "independent"
     params = (Param("gain_db", -96.0, 24.0, 0.0, scale="db", smoothing_ms=20.0, silent_at_min=True),)
 
     def __init__(self, gain_db: float = 0.0) -> None:

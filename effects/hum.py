@@ -54,6 +54,7 @@ class HumRemover(BiquadEffect):
     """Mains hum remover; see the module docstring."""
 
     name = "humremove"
+    channel_coupling = "linked"  # its mains detector hears every channel
     params = (
         Param("mains_hz", 50.0, 60.0, 50.0, step=10.0, smoothing_ms=GLIDE_MS),
         Param("harmonics", 1.0, float(MAX_HARMONICS), 4.0, step=1.0, smoothing_ms=50.0),

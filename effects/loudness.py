@@ -57,6 +57,7 @@ class Loudness(Effect):
     """
 
     name = "loudness"
+    channel_coupling = "joint"  # the programme's loudness, all channels weighed together
     reset_on_enable = False  # bypass pauses the measurement (A/B), it does not restart it
     params = (
         Param("layout", 0.0, len(LAYOUT_CHOICES) - 1.0, 0.0, step=1.0, smoothing_ms=0.0, choices=LAYOUT_CHOICES),

@@ -212,6 +212,9 @@ class ModelEffect(Effect):
         Param("mix", 0.0, 1.0, 1.0, smoothing_ms=20.0),
     )
     model_file: ClassVar[str] = ""
+    # each channel has its own model state, but the silence restart and the overload fallback
+    # hear all channels together: one instance per channel runs a channel as if it were alone
+    channel_coupling = "linked"
 
     def __init__(self, model_path: str | os.PathLike | None = None, *, resample_quality: str = "RT",
                  overload_budget: float = 0.5, **values: float) -> None:

@@ -268,6 +268,9 @@ class PluginEffect(Effect):
     """
 
     name = "plugin"
+    # a plugin is loaded once, for every channel; how it treats them (a plugin compressor's link)
+    # is the plugin's own setting
+    channel_coupling = "joint"
     _bindings: ClassVar[tuple[_Binding, ...]] = ()
     _builtin_cache: ClassVar[dict[type, type[PluginEffect]]] = {}
 

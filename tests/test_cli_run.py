@@ -113,3 +113,90 @@ def test_run_exits_with_an_error_when_the_jack_server_dies(jack_server, tmp_path
         if proc is not None and proc.poll() is None:
             proc.kill()
         _kill(jackd)
+
+
+@pytest.mark.jack
+def test_run_per_channel_with_automix_levels_each_microphone_for_itself(jack_server, tmp_path):
+    """Two podcast microphones live: `run --per-channel --automix` gives each its own chain (the
+    quiet speaker is levelled for itself, as `process --per-channel --automix` does the file),
+    and the automixer stays when a preset is loaded live."""
+    import numpy as np
+    from helpers import JackRigProcess
+
+    import soundfile as sf
+
+    from hushbridge.io.files import process_file, read_audio
+
+    sr, seconds = 48000, 8.0
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(4)
+    talk = lambda level, start: (10 ** (level / 20) * np.sin(2 * np.pi * 160 * t) * (1 + 0.8 * np.sin(2 * np.pi * 3 * t))  # noqa: E731
+                                 * ((t % 2.0 >= start) & (t % 2.0 < start + 0.9)))
+    mics = np.stack([talk(-14.0, 0.0) + 0.1 * talk(-14.0, 1.0), talk(-36.0, 1.0) + 0.1 * talk(-36.0, 0.0)])
+    mics = (mics + 10 ** (-62 / 20) * rng.standard_normal(mics.shape)).astype(np.float32)
+    src = tmp_path / "mics.wav"
+    sf.write(src, mics.T, sr, subtype="FLOAT")
+    process_file(src, tmp_path / "apart.wav", "dialogue", per_channel=True, automix=True, dc_offset="keep")
+    process_file(src, tmp_path / "linked.wav", "dialogue", dc_offset="keep")
+    apart, linked = read_audio(tmp_path / "apart.wav")[0], read_audio(tmp_path / "linked.wav")[0]
+
+    port = free_udp_port()
+    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server.name, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--name", "hbmics", "--preset", "dialogue",
+         "--per-channel", "--automix", "--channels", "2", "--osc-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    rig = None
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+
+    def ask(address):
+        for _ in range(40):
+            sock.sendto(osc("/hb/get", address), ("127.0.0.1", port))
+            try:
+                while True:  # past what else the server says to us (/hb/preset/loaded)
+                    reply = OscMessage(sock.recvfrom(65536)[0])
+                    if reply.address in ("/hb/value", "/hb/error"):
+                        return reply
+            except socket.timeout:
+                continue
+        return None
+
+    try:
+        client = jack.Client("hbmics-probe", no_start_server=True, servername=jack_server.name)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if {"hbmics:in_2", "hbmics:out_2"} <= {p.name for p in client.get_ports("hbmics:")}:
+                break
+            time.sleep(0.2)
+        client.close()
+        latency = ask("/hb/engine/latency_samples")
+        assert latency is not None, proc.stderr.read() if proc.poll() is not None else "no OSC reply"
+        latency = int(latency.params[1])
+        assert ask("/hb/automix/range_db").params[1] == 24.0
+        rig = JackRigProcess(2, names=("hbmics-player", "hbmics-recorder"))
+        rig.connect(["hbmics:in_1", "hbmics:in_2"], ["hbmics:out_1", "hbmics:out_2"])
+        live, _ = rig.take(mics, extra=latency)
+        live = np.nan_to_num(live[:, latency:latency + mics.shape[1]])
+        # a preset loaded live keeps the automixer first
+        sock.sendto(osc("/hb/preset/load", "podcast"), ("127.0.0.1", port))
+        time.sleep(1.0)
+        kept = ask("/hb/automix/range_db")
+    finally:
+        sock.close()
+        if rig is not None:
+            rig.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "each channel through a chain of its own" in err
+    assert kept is not None and kept.address == "/hb/value" and kept.params[1] == 24.0
+
+    def level(y, c, start):  # the last turn of speaker c + 1 (the engine had only silence before)
+        seg = y[c, int((6.0 + start + 0.2) * sr):int((6.0 + start + 0.8) * sr)].astype(np.float64)
+        return 10 * np.log10(np.mean(seg ** 2))
+
+    for c, start in ((0, 0.0), (1, 1.0)):
+        assert abs(level(live, c, start) - level(apart, c, start)) < 1.5, (c, level(live, c, start), level(apart, c, start))
+    assert level(apart, 1, 1.0) > level(linked, 1, 1.0) + 6.0  # linked, the loud speaker's gain held mic 2 down

@@ -324,3 +324,32 @@ def test_live_engine_compiles_fused_runs_in_the_background_and_switches_seamless
     assert fused_at is not None, "the background compile did not finish in 240 s"
     assert type(live.chain._units[0]).__name__ == "FusedRun"
     np.testing.assert_array_equal(np.hstack(out_live), np.hstack(out_ref))
+
+
+def test_a_per_channel_engine_runs_every_chain_per_channel_and_meters_the_busiest_channel():
+    """Separate microphones live: the engine's per_channel holds for each chain it loads (a
+    preset is a chain of effects, not a statement about the input), control reaches every
+    channel's instance, and the gain-reduction meter shows the channel reduced most."""
+    from hushbridge.effects import Automix, Compressor
+
+    e = Engine(Chain([Compressor(threshold_db=-30.0, ratio=4.0)]), channels=2, per_channel=True)
+    assert e.chain.per_channel
+    fixed = []
+    e.add_chain_filter(lambda chain: fixed.append(chain) or chain.insert(0, Automix()))
+    e.prepare(48000, 128)
+    t = np.arange(48000) / 48000
+    x = np.stack([0.5 * np.sin(2 * np.pi * 300 * t), 0.01 * np.sin(2 * np.pi * 300 * t)]).astype(np.float32)
+    e.set("/hb/compressor/threshold_db", -20.0)
+    y = run_blocks(e, x)
+    loud, quiet = e.chain.instances("compressor")
+    assert quiet.threshold_db == -20.0 and quiet.gain_reduction_db == 0.0 < loud.gain_reduction_db
+    np.testing.assert_array_equal(y[1], x[1])  # the quiet mic is not turned down with the loud one
+    row = (e.meter.seq - 1) % e.meter.slots
+    assert e.meter.extra[row, 0] == pytest.approx(loud.gain_reduction_db)
+    new = Chain([Compressor()])
+    e.load_chain(new)
+    assert fixed == [new] and new.per_channel and new.ids == ["automix", "compressor"]
+    run_blocks(e, x[:, :4096])
+    assert e.chain is new and len(new.instances("compressor")) == 2 and len(new.instances("automix")) == 1
+    with pytest.raises(TypeError, match="per_channel"):
+        Engine(Chain([Gain()]), per_channel=1)

@@ -11,7 +11,6 @@ existing file.
 """
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -467,10 +466,8 @@ def process_file(
                         f"{per_channel!r}, {automix!r}")
     mix_on = isinstance(automix, Automix) or bool(automix)
     inner = [e for e in chain if isinstance(e, Automix)]
-    if inner and per_channel and channels > 1:
-        report.warnings.append(f"{src}: the chain's automix sees one channel per chain with per channel, so it "
-                               "does nothing: share the gain before the chains (--automix, automix=True)")
-    elif inner and mix_on and channels > 1:
+    per_channel = bool(per_channel or chain.per_channel)
+    if inner and mix_on and channels > 1:
         report.warnings.append(f"{src}: the gain is shared twice (--automix and the chain's automix): every cut "
                                "is doubled")
     # a stereo pair may be two microphones; three or more channels that name speakers are a mix.
@@ -516,6 +513,7 @@ def process_file(
     dc_pos = 0  # input frames the offset has been taken from
 
     tmp_name = ""
+    was_per_channel = chain.per_channel
     try:  # from the temporary file's creation on: a SIGTERM (KeyboardInterrupt) anywhere removes it
         final = through_links(dst)
         tmp_name = str(temp_beside(final))
@@ -528,12 +526,9 @@ def process_file(
             mixer = OfflineRenderer(sharer, channels, rate, block_size)  # no latency: in step with the chain
             report.notes.append(f"automixed: each channel's gain its share of the {channels} channels' power")
         if per_channel and channels > 1:
-            chains = [chain] + [copy.deepcopy(chain) for _ in range(channels - 1)]
-            renderer = _PerChannelRenderer([OfflineRenderer(c, 1, rate, block_size) for c in chains])
             report.notes.append(f"each of the {channels} channels through a chain of its own (per channel)")
-        else:
-            chains = [chain]
-            renderer = OfflineRenderer(chain, channels, rate, block_size, mask or layout_mask_of(src, info))
+        object.__setattr__(chain, "per_channel", per_channel)  # set back when done: the caller's chain
+        renderer = OfflineRenderer(chain, channels, rate, block_size, mask or layout_mask_of(src, info))
         report.latency_samples = renderer.latency_samples
         resampler = None
         if rate != info.samplerate:
@@ -602,11 +597,13 @@ def process_file(
         report.clipped = quantize.clipped
         if report.nonfinite_input:
             report.warnings.append(f"{src}: {report.nonfinite_input} NaN/Inf input samples replaced by silence")
-        for k, one in enumerate(chains):
-            for effect in one:  # what effects found in this file (e.g. declip: runs rebuilt, saturation)
+        for index in range(len(chain)):
+            # what effects found in this file (e.g. declip: runs rebuilt, saturation)
+            instances = chain.instances(index)
+            for k, effect in enumerate(instances):
                 notes = getattr(effect, "file_notes", None)
                 if callable(notes):
-                    report.notes.extend(f"channel {k + 1}: {n}" if len(chains) > 1 else n for n in notes())
+                    report.notes.extend(f"channel {k + 1}: {n}" if len(instances) > 1 else n for n in notes())
         os.replace(tmp_name, final)
     except BaseException:
         if tmp_name:
@@ -615,6 +612,8 @@ def process_file(
             except FileNotFoundError:
                 pass  # already renamed
         raise
+    finally:
+        object.__setattr__(chain, "per_channel", was_per_channel)
     return report
 
 
@@ -740,21 +739,6 @@ def _dc_offset(head: np.ndarray, sr: int) -> _DcPlan | None:
     ramp_from = max(0, n - int(0.5 * sr))
     share = np.maximum(share, np.clip((idx - ramp_from) / max(1, n - 1 - ramp_from), 0.0, 1.0))
     return _DcPlan(dc, (share * dc[:, None]).astype(np.float32), n / sr)
-
-
-class _PerChannelRenderer:
-    """One mono :class:`OfflineRenderer` per channel, pushed and flushed together (the chains
-    are copies, so their latencies and output lengths agree)."""
-
-    def __init__(self, renderers: list[OfflineRenderer]) -> None:
-        self._renderers = renderers
-        self.latency_samples = renderers[0].latency_samples
-
-    def push(self, chunk: np.ndarray) -> np.ndarray:
-        return np.concatenate([r.push(chunk[k : k + 1]) for k, r in enumerate(self._renderers)])
-
-    def flush(self) -> np.ndarray:
-        return np.concatenate([r.flush() for r in self._renderers])
 
 
 class _EngineAsEffect(Chain):

@@ -279,3 +279,110 @@ def test_a_prepared_chain_pickles_for_worker_processes():
     hp.process(a)
     again.process(b)
     assert np.array_equal(a, b)
+
+
+# -- per channel (separate microphones) --------------------------------------------------------
+def _turns(seconds: float = 3.0, sr: int = 48000) -> np.ndarray:
+    """Two microphones taking turns 24 dB apart, each with its own faint noise."""
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(5)
+    talk = lambda level, start: (10 ** (level / 20) * np.sin(2 * np.pi * 170 * t) * (1 + np.sin(2 * np.pi * 4 * t))  # noqa: E731
+                                 * ((t % 1.0 >= start) & (t % 1.0 < start + 0.45)))
+    x = np.stack([talk(-12.0, 0.0), talk(-36.0, 0.5)]) + 10 ** (-60 / 20) * rng.standard_normal((2, t.size))
+    return x.astype(np.float32)
+
+
+def _render(chain: Chain, x: np.ndarray, block: int = 128) -> np.ndarray:
+    chain.prepare(ProcessSpec(48000, block, x.shape[0]))
+    y = x.copy()
+    for i in range(0, y.shape[1], block):
+        chain.process(y[:, i:i + block])
+    return y
+
+
+def test_per_channel_runs_each_channel_as_if_it_were_alone():
+    from hushbridge.effects import Compressor, Denoise, Gate, HighPass, Leveler, Limiter
+
+    def make(per_channel=False):
+        return Chain([HighPass(cutoff_hz=90), Denoise(reduction_db=20), Leveler(), Gate(threshold_db=-50),
+                      Compressor(threshold_db=-30), Limiter()], per_channel=per_channel)
+
+    x = _turns()
+    apart = make(per_channel=True)
+    y = _render(apart, x)
+    for c in range(2):
+        np.testing.assert_array_equal(y[c:c + 1], _render(make(), x[c:c + 1]))
+    # split only where the channels share state: a filter runs on both as it is
+    assert [len(apart.instances(k)) for k in range(len(apart))] == [1, 2, 2, 2, 2, 2]
+    linked = _render(make(), x)
+    quiet = slice(int(2.55 * 48000), int(2.9 * 48000))  # the quiet speaker talks, the loud one pauses
+    lift = lambda z: 20 * np.log10(np.sqrt(np.mean(np.square(z[1, quiet], dtype=np.float64))))  # noqa: E731
+    assert lift(y) > lift(linked) + 6.0  # levelled for itself, not by the loud speaker's gain
+
+
+def test_per_channel_instances_follow_every_change_reset_together_and_meter_the_largest():
+    from hushbridge.effects import Compressor
+
+    class Counting(Effect):
+        name = "counting"
+
+        def reset(self):
+            self.__dict__["resets"] = self.__dict__.get("resets", 0) + 1
+
+        def process(self, block):
+            if self.__dict__.get("explode"):
+                block[0, 3] = np.inf
+
+    chain = Chain([Compressor(threshold_db=-30, ratio=4), Counting()], per_channel=True)
+    x = _turns(1.0)
+    _render(chain, x)
+    comp, other = chain.instances("compressor")
+    assert other is not comp and other.values() == comp.values()
+    chain["compressor"].threshold_db = -20.0  # set on the chain's effect, after prepare
+    chain["compressor"].set_index(1, 8.0)  # as the engine applies a change
+    assert other.threshold_db == -20.0 and other.ratio == 8.0
+    y = x.copy()
+    chain.process(y[:, :4800])
+    assert chain.reading(0, "gain_reduction_db") == max(comp.gain_reduction_db, other.gain_reduction_db) > 0.0
+    assert comp.gain_reduction_db != other.gain_reduction_db  # each channel measured its own
+    # a non-finite sample from one channel's instance resets them all (the block is silenced, as
+    # when an effect's one instance on every channel makes one)
+    counts = [e.resets for e in chain.instances("counting")]
+    chain.instances("counting")[1].__dict__["explode"] = True
+    bad = x[:, :128].copy()
+    chain.process(bad)
+    assert np.isfinite(bad).all() and chain.nonfinite_events == 1
+    assert [e.resets for e in chain.instances("counting")] == [n + 1 for n in counts]
+    # a copy of a prepared per-channel chain follows nobody and comes back unprepared
+    import copy as copy_module
+
+    twin = copy_module.deepcopy(chain)
+    twin["compressor"].threshold_db = -50.0
+    assert comp.threshold_db == -20.0 and twin.spec is None and twin.per_channel
+
+
+def test_per_channel_runs_joint_effects_on_every_channel_and_splits_unknown_ones():
+    from hushbridge.effects import Automix, Compressor, HighPass, Limiter
+    from hushbridge.effects.fused import FusedRun
+
+    class Mine(Effect):  # says nothing about its channels: split, which is never wrong
+        name = "mine"
+
+        def process(self, block):
+            block *= 0.5
+
+    x = _turns(1.0)
+    chain = Chain([Automix(), Limiter(), Mine()], per_channel=True)
+    y = _render(chain, x)
+    assert [len(chain.instances(k)) for k in range(3)] == [1, 2, 2]
+    shared = _render(Chain([Automix()]), x)  # the gain shared across both channels, then each alone
+    for c in range(2):
+        np.testing.assert_array_equal(y[c:c + 1], _render(Chain([Limiter(), Mine()]), shared[c:c + 1]))
+    # kernel effects that need no split still run fused around a split one
+    fused = Chain([HighPass(), HighPass(), Compressor(), HighPass(), HighPass()], per_channel=True)
+    _render(fused, x)
+    if fused.fuse:
+        assert [type(u) for u in fused._units] == [FusedRun, int, FusedRun]
+    # per_channel is a setting of the chain, checked
+    with pytest.raises(TypeError, match="per_channel"):
+        Chain([], per_channel="yes")

@@ -415,10 +415,13 @@ def test_automix_takes_its_settings_and_says_when_it_is_misused(tmp_path):
     assert main(["process", str(src), str(tmp_path / "b.wav"), "--chain", "gain", "--automix", "--set",
                  "automix.range_db=12", "-q"]) == 0  # --set reaches the automixer that runs outside the chain
     np.testing.assert_array_equal(read_audio(tmp_path / "b.wav")[0], y)
-    # misuse is named: an automix inside per-channel chains (one channel each: nothing to share),
-    # an automix twice, and a stereo mix (alike channels) automixed
+    # an automix inside a per-channel chain shares the gain across all channels where it sits
+    # (it is never split): the same as the automixer before the chain
     rep = process_file(src, tmp_path / "c.wav", Chain([Automix(), Limiter()]), per_channel=True)
-    assert any("does nothing" in w for w in rep.warnings)
+    assert not rep.warnings
+    process_file(src, tmp_path / "c2.wav", Chain([Limiter()]), per_channel=True, automix=True)
+    np.testing.assert_array_equal(read_audio(tmp_path / "c.wav")[0], read_audio(tmp_path / "c2.wav")[0])
+    # misuse is named: an automix twice, and a stereo mix (alike channels) automixed
     rep = process_file(src, tmp_path / "d.wav", Chain([Automix()]), automix=True)
     assert any("shared twice" in w for w in rep.warnings)
     mix = write(tmp_path / "mix.wav", np.stack([talk, 0.8 * talk]).astype(np.float32), subtype="FLOAT")
