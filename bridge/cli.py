@@ -643,6 +643,8 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
             _warning(f"{name}: {m['nonfinite_samples']} NaN/Inf samples, measured as silence")
         if m["truncated"]:
             _warning(m["truncated"])
+        if m["unweighed"]:
+            _warning(f"{name}: {m['unweighed']}")
         rows.append({"file": name, **{k: m[k] for k, _, _ in _LOUDNESS_KEYS},
                      "sample_rate": m["sample_rate"], "channels": m["channels"], "duration_s": m["duration_s"],
                      "nonfinite_samples": m["nonfinite_samples"]})

@@ -163,7 +163,8 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     Returns ``integrated_lufs``, ``lra_lu``, ``max_momentary_lufs``, ``max_short_term_lufs``,
     ``true_peak_dbtp`` (and the momentary/short-term readings at the end), plus ``sample_rate``,
     ``channels``, ``duration_s``, ``nonfinite_samples`` (NaN/Inf samples, measured as
-    silence) and ``truncated`` (what a WAV cut short lacks, else None). Channels are weighted by
+    silence), ``truncated`` (what a WAV cut short lacks, else None) and ``unweighed`` (None, or
+    why no channel counts: a file whose channel mask names only the LFE reads -inf by BS.1770). Channels are weighted by
     ``layout`` if given (``equal``: every channel 1.0, e.g. separate microphones), else by ``channel_mask`` (a WAV ``dwChannelMask``: for a file that cannot
     carry one, such as a render's temporary W64), else by a WAV's own channel mask where it has
     one, else by the layout FLAC and Ogg define for the count (4: quad, 7: 6.1), else by their count
@@ -202,6 +203,10 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError) as e:
         raise AudioFileError(f"{path}: corrupt or truncated audio ({e})") from e
     out = _L.finish(st)
+    unweighed = None
+    if not np.any(np.asarray(weights) > 0.0):
+        unweighed = (f"its channel mask ({mask:#x}) names only the LFE, which BS.1770 leaves out of loudness, so "
+                     "it measures -inf; --layout equal measures it as full-range sound")
     out.update(sample_rate=int(info.samplerate), channels=int(info.channels), duration_s=frames / info.samplerate,
-               nonfinite_samples=nonfinite, truncated=truncation_warning(path, info))
+               nonfinite_samples=nonfinite, truncated=truncation_warning(path, info), unweighed=unweighed)
     return out

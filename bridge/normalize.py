@@ -95,6 +95,8 @@ def normalize_file(
         weigh = {"layout": _L._DEFAULT_LAYOUT.get(audio_info(src).channels, "equal")}
     before = loudness_file(src, **weigh)
     level = before["integrated_lufs"]
+    if before["unweighed"]:
+        raise AudioFileError(f"{shown}: {before['unweighed']}; nothing to normalize")
     if not math.isfinite(level):
         raise AudioFileError(f"{shown}: silent, quieter than BS.1770's -70 LUFS gate throughout, or shorter "
                              "than one 400 ms block; nothing to normalize")

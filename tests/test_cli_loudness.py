@@ -414,3 +414,24 @@ def test_a_surround_flac_written_as_wav_keeps_its_layout_and_per_channel_on_it_w
     assert any("names a surround layout" in w for w in rep.warnings)
     with pytest.raises(TypeError, match="per_channel and automix must be True or False"):
         process_file(src, tmp_path / "x.wav", "dialogue", per_channel="yes")
+
+
+def test_a_file_whose_only_channel_is_named_the_lfe_says_why_it_reads_minus_inf(tmp_path: Path) -> None:
+    """A mono WAV whose mask names the LFE (0x8) measures -inf by BS.1770 (the LFE is left out):
+    said as that, not "silent", and --layout equal measures it."""
+    from hushbridge.io.files import set_wav_channel_mask
+
+    sr = 48000
+    x = (0.1 * np.sin(2 * np.pi * 60 * np.arange(3 * sr) / sr)).astype(np.float32)
+    lfe = tmp_path / "lfe.wav"
+    with sf.SoundFile(str(lfe), "w", sr, 1, "FLOAT", format="WAVEX") as f:
+        f.write(x)
+    assert set_wav_channel_mask(lfe, 0x8)
+    r = hb("loudness", lfe)
+    assert r.returncode == 0 and "names only the LFE" in r.stderr and "--layout equal" in r.stderr
+    r = hb("normalize", lfe, tmp_path / "n.wav", "--target", "-16")
+    assert r.returncode != 0 and "names only the LFE" in r.stderr and "silent" not in r.stderr
+    r = hb("normalize", lfe, tmp_path / "n.wav", "--target", "-16", "--layout", "equal")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(hb("loudness", "--layout", "equal", tmp_path / "n.wav", "--json").stdout)[0][
+        "integrated_lufs"] == pytest.approx(-16.0, abs=0.1)
