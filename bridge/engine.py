@@ -83,6 +83,8 @@ ENGINE_STATS = (
     "timed_pending",
     "model_overloads",
     "model_dry",
+    "channels",
+    "per_channel",
 )
 
 Listener = Callable[[str, float, object], None]

@@ -351,5 +351,7 @@ def test_a_per_channel_engine_runs_every_chain_per_channel_and_meters_the_busies
     assert fixed == [new] and new.per_channel and new.ids == ["automix", "compressor"]
     run_blocks(e, x[:, :4096])
     assert e.chain is new and len(new.instances("compressor")) == 2 and len(new.instances("automix")) == 1
+    assert e.get("/hb/engine/per_channel") == 1.0 and e.get("/hb/engine/channels") == 2.0
+    assert make_engine(Gain()).get("/hb/engine/per_channel") == 0.0
     with pytest.raises(TypeError, match="per_channel"):
         Engine(Chain([Gain()]), per_channel=1)
