@@ -97,14 +97,17 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
                         "(repeatable)")
 
 
-def _build_chain(args: argparse.Namespace, outside: dict | None = None):
+def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=None):  # noqa: ANN001
     """The chain ``--preset``/``--chain`` name, with ``--set`` applied; ``outside``: effects that
-    run outside it but take ``--set`` too (``process --automix``'s automixer), by id."""
+    run outside it but take ``--set`` too (``process --automix``'s automixer), by id; ``first``:
+    an effect put first in the chain unless one of its kind is in it (``run --automix``)."""
     from hushbridge.effects import chain_from_names
     from hushbridge.errors import ParamError
     from hushbridge.presets import load_preset
 
     chain = chain_from_names(args.chain) if args.chain is not None else load_preset(args.preset or "dialogue")
+    if first is not None and not any(type(e) is type(first) for e in chain):
+        chain.insert(0, first, id=first.name if first.name not in chain else None)
     outside = outside or {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -367,16 +370,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 NO_CALLBACKS_S = 3.0  # run: this long without a callback means the device or server is gone
 
 
+def _automix_keeper(engine):  # noqa: ANN001, ANN202 - an Engine; returns its chain filter
+    """``run --automix``: a preset loaded live brings its own chain, but the microphones still
+    need their gain shared: put an automixer first in one that has none, set as the control
+    side last set the running one (a change the audio thread has not applied yet too) and
+    bypassed if that one is."""
+    from hushbridge.effects import Automix
+
+    def keep(new) -> None:  # noqa: ANN001 - a Chain
+        if any(isinstance(e, Automix) for e in new):
+            return
+        eid = next((i for i, e in engine.chain.items() if isinstance(e, Automix)), None)
+        mixer = Automix() if eid is None else Automix(**{p.id: engine.get(f"/hb/{eid}/{p.id}") for p in Automix.params})
+        new.insert(0, mixer, id="automix" if "automix" not in new else None)
+        if eid is not None and engine.get(f"/hb/{eid}/bypass") >= 0.5:
+            new.set_bypass(0, True)
+
+    return keep
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from hushbridge.engine import Engine
 
     err = _console(stderr=True)
     from hushbridge.effects import Automix
 
-    mixer = Automix() if args.automix else None
-    chain = _build_chain(args, {"automix": mixer} if mixer else None)
-    if mixer is not None and not any(isinstance(e, Automix) for e in chain):
-        chain.insert(0, mixer, id="automix")
+    chain = _build_chain(args, first=Automix() if args.automix else None)
     mask = 0
     if args.layout is not None:
         from hushbridge.dsp.loudness import LAYOUT_MASKS, LAYOUTS
@@ -390,14 +409,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _warning(f"--per-channel with --layout {args.layout}: the LFE and surrounds are levelled and gated as "
                  "sources of their own; per channel is for separate microphones")
     engine = Engine(chain, channels=args.channels, channel_mask=mask, per_channel=args.per_channel)
-    if mixer is not None:
-        def keep_automix(new) -> None:  # noqa: ANN001 - a Chain
-            # a preset loaded live brings its own chain: the microphones still need their gain shared
-            if not any(isinstance(e, Automix) for e in new):
-                running = next((e for e in engine.chain if isinstance(e, Automix)), mixer)
-                new.insert(0, Automix(**running.values()), id="automix" if "automix" not in new else None)
-
-        engine.add_chain_filter(keep_automix)
+    if args.automix:
+        engine.add_chain_filter(_automix_keeper(engine))
     if args.backend == "jack":
         from hushbridge.io.jack import JackBackend
 

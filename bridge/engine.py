@@ -111,8 +111,10 @@ class MeterTap:
     ``level`` (slots, 4 * channels) float64
         ``[peak_in, peak_out, sumsq_in, sumsq_out]``, each ``channels`` wide, linear.
     ``frames`` (slots,) int64; ``time`` (slots,) float64 (``time.time()`` at the block start);
-    ``generation`` (slots,) int64 (the chain that ran); ``extra`` (slots, MAX_TRACKED) float64
-        (``gain_reduction_db`` / ``activity`` of the tracked effects, see :attr:`Engine.tracked`).
+    ``generation`` (slots,) int64 (the chain that ran); ``extra`` (slots, MAX_TRACKED, 1 +
+        channels) float64 (``gain_reduction_db`` / ``activity`` of the tracked effects, see
+        :attr:`Engine.tracked`: the largest, then each channel's where a per-channel chain runs
+        the effect per channel, NaN where it does not).
     """
 
     def __init__(self, channels: int, slots: int = METER_SLOTS) -> None:
@@ -122,7 +124,7 @@ class MeterTap:
         self.frames = np.zeros(slots, dtype=np.int64)
         self.time = np.zeros(slots, dtype=np.float64)
         self.generation = np.zeros(slots, dtype=np.int64)
-        self.extra = np.full((slots, MAX_TRACKED), np.nan, dtype=np.float64)
+        self.extra = np.full((slots, MAX_TRACKED, 1 + channels), np.nan, dtype=np.float64)
         self.seq = 0  # published rows; written by the audio thread only
 
     def read(self, cursor: int) -> tuple[int, dict[str, np.ndarray]]:
@@ -417,7 +419,10 @@ class Engine:
                     for j, (_eid, attr, _effect) in enumerate(tracked[1]):
                         # a bypassed effect is not run: what it last measured is not happening
                         slot = tracked[3][j]
-                        extra[row, j] = self._chain.reading(slot, attr) if self._chain.wet(slot) else 0.0
+                        if self._chain.wet(slot):
+                            self._chain.reading_into(slot, attr, extra[row, j])
+                        else:
+                            extra[row, j] = 0.0
                 except Exception as e:  # noqa: BLE001 - counted, reported from a non-RT thread
                     self.callback_errors += 1
                     self.last_callback_error = f"meter: {e!r}"
@@ -591,8 +596,9 @@ class Engine:
 
     def add_chain_filter(self, fix: Callable[[Chain], None]) -> None:
         """``fix(chain)`` is called with every chain :meth:`load_chain` takes (a preset loaded
-        live too), before it is prepared: it may add to it what the session keeps whatever the
-        preset (``run --automix`` keeps its automixer)."""
+        live too), before it is prepared, while no other swap runs (the running chain is
+        :attr:`chain`, its values :meth:`get`): it may add to it what the session keeps whatever
+        the preset (``run --automix`` keeps its automixer)."""
         self._chain_filters.append(fix)
 
     def add_preset_listener(self, listener: Callable[[Any], None]) -> None:
@@ -854,11 +860,11 @@ class Engine:
         handed over. ``chain`` must be a new Chain, not one an engine is running."""
         if not isinstance(chain, Chain):
             raise ChainError(f"load_chain needs a Chain, got {chain!r}")
-        for fix in self._chain_filters:
-            fix(chain)
         with self._swap_lock:
             self._claim(chain)
             self.wait_for_swap()
+            for fix in self._chain_filters:  # after the claim: never on a chain that is running
+                fix(chain)
             if self.spec is not None:
                 self._prepare_chain(chain, self.spec, live=self._attached is True)
             generation = self._generation + 1
@@ -974,7 +980,8 @@ class Engine:
         }
 
     def _models(self) -> list:
-        return [e for e in self._chain if hasattr(type(e), "overload_events")]
+        chain = self._chain
+        return [e for k in range(len(chain)) for e in chain.instances(k) if hasattr(type(e), "overload_events")]
 
     @property
     def model_overloads(self) -> int:

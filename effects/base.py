@@ -171,6 +171,9 @@ class Effect:
     channel_coupling: ClassVar[str] = "linked"
     #: instances that take every parameter change this one takes (a per-channel Chain's copies)
     _followers: tuple[Effect, ...] = ()
+    #: the share of the chain's channels this instance runs (a per-channel Chain's instances run
+    #: 1 of N): what a per-block time budget divides by (the denoiser's overload fallback)
+    _channel_share: float = 1.0
     _strict_attributes: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kw: Any) -> None:

@@ -100,7 +100,7 @@ class Chain(Effect):
         if not isinstance(per_channel, (bool, np.bool_)):
             raise TypeError(f"per_channel must be True or False, not {per_channel!r}")
         object.__setattr__(self, "fuse", bool(fuse))
-        object.__setattr__(self, "per_channel", bool(per_channel))
+        object.__setattr__(self, "_per_channel", bool(per_channel))
         object.__setattr__(self, "_units", [])
         object.__setattr__(self, "_slots", [])
         object.__setattr__(self, "nonfinite_events", 0)
@@ -213,17 +213,49 @@ class Chain(Effect):
 
     def reading(self, index: int, attr: str) -> float:
         """Effect ``index``'s meter ``attr`` (``gain_reduction_db``, ``activity``): in a
-        per-channel chain the largest over its channels' instances. Real-time safe."""
+        per-channel chain the largest over its channels' instances."""
+        out = np.full(1 + len(self._slots[index].instances()), np.nan)
+        self.reading_into(index, attr, out)
+        return float(out[0])
+
+    def reading_into(self, index: int, attr: str, out: np.ndarray) -> None:
+        """Write :meth:`reading` into ``out[0]`` and, where the effect runs per channel, each
+        channel's into ``out[1 + c]`` (the rest NaN). Real-time safe (the audio thread's meters)."""
         s = self._slots[index]
         copies = s.copies
         if copies is None:
-            return getattr(s.effect, attr)
-        value = getattr(copies[0], attr)
-        for k in range(1, len(copies)):
-            v = getattr(copies[k], attr)
+            out[0] = getattr(s.effect, attr)
+            out[1:] = np.nan
+            return
+        value = -np.inf
+        for c in range(len(copies)):
+            v = getattr(copies[c], attr)
+            out[1 + c] = v
             if v > value:
                 value = v
-        return value
+        out[0] = value
+        out[1 + len(copies):] = np.nan
+
+    @property
+    def per_channel(self) -> bool:
+        """Each channel as if it were alone (see the module docstring). Changing it unprepares
+        the chain (its instances per channel are made or dropped at the next ``prepare``)."""
+        return self._per_channel
+
+    @per_channel.setter
+    def per_channel(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"per_channel must be True or False, not {value!r}")
+        if bool(value) != self._per_channel:
+            object.__setattr__(self, "_per_channel", bool(value))
+            self._drop_split()
+
+    def _drop_split(self) -> None:
+        for s in self._slots:
+            s.copies = None
+            object.__setattr__(s.effect, "_followers", ())
+        object.__setattr__(self, "_spec", None)
+        object.__setattr__(self, "_units", [])
 
     def instances(self, key: int | str) -> list[Effect]:
         """The effect at ``key`` and, in a prepared per-channel chain, its other channels'
@@ -237,9 +269,17 @@ class Chain(Effect):
         for s in self._slots:
             object.__setattr__(s.effect, "_followers", ())
             s.copies = None
-            if split and s.effect.channel_coupling == "linked":
+            own = split and s.effect.channel_coupling == "linked"
+            share = 1.0 / spec.channels if own else 1.0
+            if s.effect._channel_share != share:
+                object.__setattr__(s.effect, "_channel_share", share)
+                object.__setattr__(s.effect, "_spec", None)  # budgets are set in _prepare
+            if own:
                 s.copies = [s.effect] + [copy.deepcopy(s.effect) for _ in range(spec.channels - 1)]
                 for effect in s.copies:
+                    # what a copy does not carry (a model effect is rebuilt from its file)
+                    object.__setattr__(effect, "_channel_share", share)
+                    effect.set_non_realtime(s.effect.non_realtime)
                     effect.prepare(mono)
                 object.__setattr__(s.effect, "_followers", tuple(s.copies[1:]))
             else:
@@ -280,6 +320,7 @@ class Chain(Effect):
         state = super().__getstate__()
         state["_spec"] = None
         state["_units"] = []
+        state["_slots"] = [replace(s, copies=None) for s in self._slots]  # made again at prepare
         state.pop("_engine_ref", None)  # a copy belongs to no engine
         return state
 
@@ -375,17 +416,24 @@ class Chain(Effect):
                 return
         t = 0.0 if timing is None else perf_counter()
         copies = s.copies
+        check = _SANITIZE if fast else sanitize
         if copies is None:
             s.effect.process(block)
+            if timing is not None:
+                timing[k] += perf_counter() - t
+            if check(block):
+                self.nonfinite_events += 1
+                block.fill(0.0)
+                s.effect.reset()
         else:
             for c in range(len(copies)):
-                copies[c].process(block[c:c + 1])  # a row of a C-contiguous block is one too
-        if timing is not None:
-            timing[k] += perf_counter() - t
-        if (_SANITIZE if fast else sanitize)(block):
-            self.nonfinite_events += 1
-            block.fill(0.0)
-            for effect in s.instances():
-                effect.reset()
+                row = block[c:c + 1]  # a row of a C-contiguous block is one too
+                copies[c].process(row)
+                if check(row):  # that channel alone: the others run on as if it were not there
+                    self.nonfinite_events += 1
+                    row.fill(0.0)
+                    copies[c].reset()
+            if timing is not None:
+                timing[k] += perf_counter() - t
         if not wet:
             ramp_mix(block, dry, mix)

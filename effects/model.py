@@ -38,7 +38,8 @@ model's output with its own input delayed by ``D`` at the model rate (exactly al
 ``reduction_db = 0`` is that dry path (bit-exact at any engine rate, reached through the 20 ms
 ``mix`` ramp).
 
-Overload. Each hop's inference time (all channels) is measured against ``overload_budget`` times
+Overload. Each hop's inference time (all channels; in a per-channel chain each channel's
+instance gets its share, ``overload_budget / N``) is measured against ``overload_budget`` times
 the hop's real-time duration. When :data:`OVERLOAD_MISSES` of the last :data:`OVERLOAD_WINDOW` hops
 missed, the effect crossfades (:data:`FADE_MS`) to its latency-matched dry path, sets
 :attr:`overloaded`, counts :attr:`overload_events` and stops inference (the pipeline keeps
@@ -393,7 +394,8 @@ class ModelEffect(Effect):
         self._rt.miss_count = 0
         self._rt.overloaded = False  # a new start is on the model; a fallback from before is over
         self._on_state[0] = self._on_state[1] = 1.0
-        self._budget = self.overload_budget * hop / msr
+        # one instance of a per-channel chain's N gets 1/N of the hop: together they keep its deadline
+        self._budget = self.overload_budget * self._channel_share * hop / msr
         self._probe_every = max(1, int(PROBE_S * msr / hop))
         self._rt.idle_hops = 0
         self._rt.probing = False

@@ -200,3 +200,35 @@ def test_run_per_channel_with_automix_levels_each_microphone_for_itself(jack_ser
     for c, start in ((0, 0.0), (1, 1.0)):
         assert abs(level(live, c, start) - level(apart, c, start)) < 1.5, (c, level(live, c, start), level(apart, c, start))
     assert level(apart, 1, 1.0) > level(linked, 1, 1.0) + 6.0  # linked, the loud speaker's gain held mic 2 down
+
+
+def test_run_automix_takes_set_and_a_preset_loaded_live_keeps_it_as_last_set():
+    """Review, session 24: `run --automix --set automix.bypass=on` was refused (process's
+    message), and the automixer put into a preset loaded live took the values the audio thread
+    had applied, losing a change sent just before the load, and its bypass."""
+    import argparse
+
+    import numpy as np
+
+    from hushbridge.cli import _automix_keeper, _build_chain
+    from hushbridge.effects import Automix
+    from hushbridge.engine import Engine
+
+    args = argparse.Namespace(chain=None, preset="podcast", set=["automix.bypass=on", "automix.range_db=12"],
+                              automix=True)
+    chain = _build_chain(args, first=Automix())
+    assert chain.ids[0] == "automix" and chain.is_bypassed("automix") and chain["automix"].range_db == 12.0
+    engine = Engine(chain, channels=2, per_channel=True)
+    engine.add_chain_filter(_automix_keeper(engine))
+    engine.prepare(48000, 128)
+    x = np.zeros((2, 128), np.float32)
+    engine.process(x, x.copy())
+    engine.set("/hb/automix/range_db", 18.0)  # not applied by the audio thread before the load
+    engine.load_preset("dialogue")
+    engine.process(x, x.copy())
+    assert engine.chain.ids[:2] == ["automix", "highpass"]
+    assert engine.chain["automix"].range_db == 18.0 and engine.chain.is_bypassed("automix")
+    engine.set("/hb/automix/bypass", 0.0)
+    engine.load_preset("podcast")
+    engine.process(x, x.copy())
+    assert not engine.chain.is_bypassed("automix") and engine.get("/hb/automix/range_db") == 18.0

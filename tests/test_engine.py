@@ -345,7 +345,10 @@ def test_a_per_channel_engine_runs_every_chain_per_channel_and_meters_the_busies
     assert quiet.threshold_db == -20.0 and quiet.gain_reduction_db == 0.0 < loud.gain_reduction_db
     np.testing.assert_array_equal(y[1], x[1])  # the quiet mic is not turned down with the loud one
     row = (e.meter.seq - 1) % e.meter.slots
-    assert e.meter.extra[row, 0] == pytest.approx(loud.gain_reduction_db)
+    np.testing.assert_allclose(e.meter.extra[row, 0], [loud.gain_reduction_db, loud.gain_reduction_db, 0.0])
+    with pytest.raises(ChainError, match="running"):
+        e.load_chain(e.chain)  # refused before any filter touched it
+    assert fixed == [] and e.chain.ids == ["compressor"]
     new = Chain([Compressor()])
     e.load_chain(new)
     assert fixed == [new] and new.per_channel and new.ids == ["automix", "compressor"]
@@ -355,3 +358,13 @@ def test_a_per_channel_engine_runs_every_chain_per_channel_and_meters_the_busies
     assert make_engine(Gain()).get("/hb/engine/per_channel") == 0.0
     with pytest.raises(TypeError, match="per_channel"):
         Engine(Chain([Gain()]), per_channel=1)
+
+
+def test_model_counters_count_every_channel_of_a_per_channel_denoiser():
+    from hushbridge.effects import Denoise
+
+    e = Engine(Chain([Denoise()]), channels=2, per_channel=True)
+    e.prepare(48000, 128)
+    assert len(e._models()) == 2
+    e.chain.instances("denoise")[1]._rt.overload_events = 3
+    assert e.model_overloads == 3

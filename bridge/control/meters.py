@@ -15,9 +15,12 @@ Meters (``<address>`` of ``/hb/subscribe`` is ``/hb/meter/<name>`` or just ``<na
                                    ``loudness`` effect (subscribe fails without one)
 ``/hb/meter/true_peak``            ``dbtp`` (f) of the chain's ``loudness`` effect
 ``/hb/meter/gain_reduction/<id>``  ``db`` (f, >= 0): largest gain reduction of effect ``<id>``
-                                   (any effect with ``gain_reduction_db``) over the interval
+                                   (any effect with ``gain_reduction_db``) over the interval;
+                                   where a per-channel engine runs it per channel, then
+                                   ``ch_1..ch_N``: each channel's largest
 ``/hb/meter/activity/<id>``        ``value`` (f, 0..1 e.g. speech probability): mean over the
-                                   interval of effect ``<id>``'s ``activity`` attribute
+                                   interval of effect ``<id>``'s ``activity`` attribute (per
+                                   channel: its largest over the channels, then each channel's)
 ``/hb/meter/engine``               ``xruns (i) last_xrun_time (d, Unix s, 0 = none) cpu_load
                                    (f, 0..1) late_blocks (i) dropped_messages (i)`` then
                                    ``<id> (s) <load> (f)`` per effect (share of real time)
@@ -320,15 +323,23 @@ class MeterHub:
         mask = rows["generation"] == generation
         if not cols or not mask.any():
             return
-        col = rows["extra"][mask, cols[0]]
-        col = col[np.isfinite(col)]
-        if len(col) == 0:
+        block = rows["extra"][mask, cols[0]]  # (rows, 1 + channels): the largest, then per channel
+        block = block[np.isfinite(block[:, 0])]
+        if len(block) == 0:
             return
+        # each channel's reading where the effect runs per channel (a per-channel chain), and
+        # only while every row has them (a preset load may have changed that)
+        each = block[:, 1:1 + ch] if np.isfinite(block[:, 1:1 + ch]).all() else None
         if kind == "gain_reduction":
-            acc["max"] = max(acc.get("max", -math.inf), float(col.max()))
+            acc["max"] = max(acc.get("max", -math.inf), float(block[:, 0].max()))
+            if each is not None:
+                acc["each"] = np.maximum(acc["each"], each.max(axis=0)) if "each" in acc else each.max(axis=0)
         else:
-            acc["sum"] = acc.get("sum", 0.0) + float(col.sum())
-            acc["n"] = acc.get("n", 0) + len(col)
+            acc["sum"] = acc.get("sum", 0.0) + float(block[:, 0].sum())
+            acc["n"] = acc.get("n", 0) + len(block)
+            if each is not None:
+                acc["each_sum"] = acc.get("each_sum", 0.0) + each.sum(axis=0)
+                acc["each_n"] = acc.get("each_n", 0) + len(each)
 
     def values(self, sub: Subscription) -> tuple[Any, ...] | Notice | None:
         """The arguments of the next message of ``sub`` (None: nothing new to send; a Notice: an
@@ -347,9 +358,14 @@ class MeterHub:
                 lin = np.sqrt(acc.pop("sumsq") / max(acc.pop("frames"), 1))
                 return tuple(float(v) for v in db(lin))
             if "max" in acc:
-                return (acc.pop("max"),)
+                each = acc.pop("each", None)
+                return (acc.pop("max"),) + (() if each is None else tuple(float(v) for v in each))
             if "n" in acc:
-                return (acc.pop("sum") / acc.pop("n"),)
+                mean = (acc.pop("sum") / acc.pop("n"),)
+                if "each_n" in acc:
+                    n = acc.pop("each_n")
+                    return mean + tuple(float(v) / n for v in acc.pop("each_sum"))
+                return mean
             return None
         if name in ("lufs", "true_peak"):
             chain = engine.chain

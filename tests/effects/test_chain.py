@@ -345,20 +345,28 @@ def test_per_channel_instances_follow_every_change_reset_together_and_meter_the_
     chain.process(y[:, :4800])
     assert chain.reading(0, "gain_reduction_db") == max(comp.gain_reduction_db, other.gain_reduction_db) > 0.0
     assert comp.gain_reduction_db != other.gain_reduction_db  # each channel measured its own
-    # a non-finite sample from one channel's instance resets them all (the block is silenced, as
-    # when an effect's one instance on every channel makes one)
+    # a non-finite sample from one channel's instance silences and resets that channel alone
+    # (QA, session 24: the whole block was silenced and every instance reset)
     counts = [e.resets for e in chain.instances("counting")]
     chain.instances("counting")[1].__dict__["explode"] = True
-    bad = x[:, :128].copy()
+    bad = x[:, 4800:4928].copy()
+    ahead = Chain([Compressor(threshold_db=-20, ratio=8)])  # channel 1 alone, from the same state
+    ahead.prepare(ProcessSpec(48000, 128, 1))
+    ahead[0]._env[:], ahead[0]._sc_state[:], ahead[0]._rms_state[:] = comp._env, comp._sc_state, comp._rms_state
+    ahead[0]._ramp[:] = comp._ramp
+    alone = bad[:1].copy()
+    ahead.process(alone)
     chain.process(bad)
-    assert np.isfinite(bad).all() and chain.nonfinite_events == 1
-    assert [e.resets for e in chain.instances("counting")] == [n + 1 for n in counts]
+    assert np.isfinite(bad).all() and chain.nonfinite_events == 1 and not bad[1].any()
+    np.testing.assert_array_equal(bad[0], alone[0])
+    assert [e.resets for e in chain.instances("counting")] == [counts[0], counts[1] + 1]
     # a copy of a prepared per-channel chain follows nobody and comes back unprepared
     import copy as copy_module
 
     twin = copy_module.deepcopy(chain)
     twin["compressor"].threshold_db = -50.0
     assert comp.threshold_db == -20.0 and twin.spec is None and twin.per_channel
+    assert len(twin.instances("compressor")) == 1  # made again at its prepare, not carried stale
 
 
 def test_per_channel_runs_joint_effects_on_every_channel_and_splits_unknown_ones():
@@ -386,3 +394,23 @@ def test_per_channel_runs_joint_effects_on_every_channel_and_splits_unknown_ones
     # per_channel is a setting of the chain, checked
     with pytest.raises(TypeError, match="per_channel"):
         Chain([], per_channel="yes")
+
+
+def test_per_channel_instances_share_the_deadline_and_keep_offline_offline():
+    """Review, session 24: a denoiser's copies came back live (rebuilt from the model file) in
+    an offline render, so channel 2 fell back to its dry path under load; and each copy took
+    the whole hop's budget, so N channels could spend N budgets per hop."""
+    from hushbridge.effects import Denoise
+
+    linked = Chain([Denoise()])
+    linked.prepare(ProcessSpec(48000, 128, 3))
+    apart = Chain([Denoise()], per_channel=True)
+    apart.set_non_realtime(True)
+    apart.prepare(ProcessSpec(48000, 128, 3))
+    instances = apart.instances("denoise")
+    assert len(instances) == 3 and all(e.non_realtime for e in instances)
+    assert [e._budget for e in instances] == pytest.approx([linked["denoise"]._budget / 3] * 3)
+    apart.per_channel = False  # unprepares; the one instance gets the whole budget again
+    assert apart.spec is None and len(apart.instances("denoise")) == 1
+    apart.prepare(ProcessSpec(48000, 128, 3))
+    assert apart["denoise"]._budget == pytest.approx(linked["denoise"]._budget)

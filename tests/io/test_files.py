@@ -456,3 +456,18 @@ def test_the_mix_check_and_the_separate_mics_hint_look_where_the_programme_is(tm
     assert not rep.warnings, rep.warnings  # two mics: neither a mix nor a named layout
     rep = process_file(two, tmp_path / "o.wav", Chain([Gain()]), per_channel=True, channel_mask=0x3)
     assert not rep.warnings  # stereo speakers are no surround
+
+
+def test_process_file_per_channel_leaves_the_callers_chain_as_it_found_it(tmp_path):
+    """Review, session 24: after a per-channel render the chain said per_channel False but still
+    ran split (prepared per channel) when used directly."""
+    from hushbridge.effects import Compressor
+
+    sr = 48000
+    x = (0.2 * np.random.default_rng(3).standard_normal((2, sr))).astype(np.float32)
+    src = write(tmp_path / "two.wav", x, subtype="FLOAT")
+    chain = Chain([Compressor(threshold_db=-30)])
+    process_file(src, tmp_path / "out.wav", chain, per_channel=True)
+    assert not chain.per_channel and len(chain.instances("compressor")) == 1 and chain.spec is None
+    linked = process_file(src, tmp_path / "linked.wav", chain)  # and it renders linked again
+    assert not linked.warnings
