@@ -848,3 +848,33 @@ def test_an_idle_meter_thread_sleeps_until_a_subscription_wakes_it():
         server.close()
         driver.stop_event.set()
         driver.join()
+
+
+def test_a_per_channel_engine_meters_each_channels_gain_reduction_and_activity():
+    """Two microphones through a chain each: the gain-reduction meter sends the largest, then
+    each channel's (a streamer sees which mic the compressor works on); activity the mean of
+    the largest, then each channel's mean."""
+    from hushbridge.effects import Compressor, Denoise
+
+    engine = Engine(Chain([Compressor(threshold_db=-30.0, ratio=4.0), Denoise()]), channels=2, per_channel=True)
+    engine.prepare(SR, BLOCK)
+    hub = MeterHub(engine)
+    dest = ("127.0.0.1", 9)
+    hub.subscribe(dest, "gain_reduction/compressor", 10.0)
+    hub.subscribe(dest, "activity/denoise", 10.0)
+    t = np.arange(BLOCK * 200) / SR
+    x = np.stack([0.5 * np.sin(2 * np.pi * 300 * t), 0.001 * np.sin(2 * np.pi * 300 * t)]).astype(np.float32)
+    y = np.zeros((2, BLOCK), np.float32)
+    for k in range(200):
+        engine.process(np.ascontiguousarray(x[:, k * BLOCK:(k + 1) * BLOCK]), y)
+    msgs = {address: args for address, args, _ in hub.poll(time.monotonic() + 1.0)}
+    gr = msgs["/hb/meter/gain_reduction/compressor"]
+    assert len(gr) == 3 and gr[0] == max(gr[1:]) and gr[1] > 10.0 and gr[2] == 0.0
+    act = msgs["/hb/meter/activity/denoise"]
+    assert len(act) == 3 and all(0.0 <= a <= 1.0 for a in act)
+    linked = Engine(Chain([Compressor(threshold_db=-30.0)]), channels=2)
+    linked.prepare(SR, BLOCK)
+    hub = MeterHub(linked)
+    hub.subscribe(dest, "gain_reduction/compressor", 10.0)
+    linked.process(np.ascontiguousarray(x[:, :BLOCK]), y)
+    assert len(hub.poll(time.monotonic() + 1.0)[0][1]) == 1  # linked: one value, as before
