@@ -394,6 +394,95 @@ class JackRigProcess(_ChildProcess):
         return msg
 
 
+class JackToolRig:
+    """A player and a recorder that are JACK's own C example clients, ``jack_simple_client``
+    (two sines, 0.2 peak: 240 Hz left and 720 Hz right at 48 kHz, periods of 200 and 200/3
+    samples, so every :data:`WINDOW` samples hold whole periods of both) and ``jack_rec``: their
+    cycles never wait for a Python interpreter lock. Under a control flood the Python rig's
+    recorder, starved of its process's GIL, was late in most of the xruns a take saw; with these
+    the engine under test is the only Python client in the graph.
+
+    >>> rig = JackToolRig(server, "hb-fuzz", ["hb-fuzz:in_1", "hb-fuzz:in_2"])   # doctest: +SKIP
+    >>> rec = rig.record(["hb-fuzz:out_1", "hb-fuzz:out_2"], seconds=6, path=tmp / "take.wav")
+    >>> audio, overruns = rec.wait()                                         # (channels, frames)
+    """
+
+    WINDOW = 600
+    PEAK = 0.2
+    TOOLS = ("jack_simple_client", "jack_rec", "jack_connect")
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        import shutil
+
+        return [t for t in cls.TOOLS if shutil.which(t) is None]
+
+    def __init__(self, server: str, name: str, engine_inputs: list[str]) -> None:
+        import subprocess
+
+        self.server = server
+        self.player = subprocess.Popen(["jack_simple_client", f"{name}-player", server],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ports = [f"{name}-player:output1", f"{name}-player:output2"]
+        try:
+            deadline = time.monotonic() + 10.0
+            while True:  # the player's ports appear once it has activated
+                done = [self._connect(a, b) for a, b in zip(ports, engine_inputs)]
+                if all(done):
+                    break
+                if time.monotonic() > deadline or self.player.poll() is not None:
+                    raise RuntimeError(f"jack_simple_client did not come up on {server!r}")
+                time.sleep(0.1)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, a: str, b: str) -> bool:
+        import subprocess
+
+        r = subprocess.run(["jack_connect", "-s", self.server, a, b], capture_output=True, text=True, timeout=10)
+        return r.returncode == 0 or "already" in (r.stdout + r.stderr)
+
+    def record(self, outputs: list[str], seconds: int, path) -> "_ToolTake":  # noqa: ANN001
+        """Start ``jack_rec`` on ``outputs`` for ``seconds`` (whole seconds, its unit)."""
+        return _ToolTake(self.server, outputs, seconds, str(path))
+
+    def close(self) -> None:
+        if self.player.poll() is None:
+            self.player.terminate()
+            try:
+                self.player.wait(5)
+            except Exception:  # noqa: BLE001
+                self.player.kill()
+
+
+class _ToolTake:
+    def __init__(self, server: str, outputs: list[str], seconds: int, path: str) -> None:
+        import os
+        import subprocess
+
+        self.path = path
+        # a 5 s ring: its disk thread writes frame by frame and must never make the take lossy
+        self.proc = subprocess.Popen(["jack_rec", "-f", path, "-d", str(int(seconds)), "-b", "24",
+                                      "-B", str(5 * 48000), *outputs],
+                                     env=dict(os.environ, JACK_DEFAULT_SERVER=server),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait(self, timeout: float = 30.0) -> tuple[np.ndarray, int]:
+        """The recording (channels, frames) from its first non-zero sample on (jack_rec may take a
+        cycle to connect) and how many samples its ring lost (overruns: the take is incomplete)."""
+        import re
+
+        import soundfile as sf
+
+        _, err = self.proc.communicate(timeout=timeout)
+        lost = re.search(r"failed with (\d+) overruns", err or "")
+        y, _ = sf.read(self.path, dtype="float32", always_2d=True)
+        y = y.T
+        sounding = np.flatnonzero(np.abs(y).max(axis=0) > 0)
+        return (y[:, sounding[0]:] if len(sounding) else y[:, :0]), int(lost.group(1)) if lost else 0
+
+
 def shared_data_dir():
     """The real recordings of ../shared/data (read in place, never copied into the project).
 

@@ -1,9 +1,11 @@
 """Fuzz: 10,000 bad OSC packets over real UDP while the engine runs as a JACK client.
 
-Real parts: the session's jackd (dummy driver), :class:`JackBackend`, a player and a recorder
-JACK client in a child process (``helpers.JackRigProcess``), the :class:`OscServer` on
-127.0.0.1, and the fuzzer in another child process (so its Python work does not compete with
-the engine for the GIL; the OSC server thread does, as in real use).
+Real parts: the session's jackd (dummy driver), :class:`JackBackend`, JACK's own C example
+clients as player and recorder (``jack_simple_client``, ``jack_rec``: ``helpers.JackToolRig``;
+the Python rig's recorder, starved of its process's GIL under the flood, was late in most of
+the xruns its takes saw), the :class:`OscServer` on 127.0.0.1, and the fuzzer in another child
+process (so its Python work does not compete with the engine for the GIL; the OSC server thread
+does, as in real use).
 
 The corpus (:func:`corpus`, seeded) holds only packets that must be rejected, each exactly
 once: random bytes, truncated messages, oversized packets (8-60 kB), wrong argument types and
@@ -13,9 +15,10 @@ moves, which is why the level must stay where it was. The fuzzer sends in batche
 for the batch's error replies (flow control, so UDP buffers never overflow and lose packets).
 
 Audio verdict: a take without xruns gets the strict checks (finite, no silent 128-frame block,
-every 10 ms window within 1 dB of the level before the fuzz). On a busy machine the rig's own
-Python clients miss cycles too (and JACK may zombify a starved recorder), so an unclean take is
-judged on its whole recorded windows only (median level within 1 dB); when no take is clean the
+every 12.5 ms window within 1 dB of the level before the fuzz); the test passes on such a take
+(session 24, 10,000 packets in about a second, ten times the flood benchmark's rate: 16 of 21
+takes xrun-free over both receive modes; the others had 2-3, one 10).
+An unclean take is judged on its median level only (within 1 dB); when no take of five is clean the
 xruns are attributed first by jackd's log, which names the client each xrun waited for and its
 state: if in some take the engine's callback never ran past a cycle (only other clients, or the
 engine's thread not yet woken by the system), the test skips with those names. Otherwise by the same
@@ -32,7 +35,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import JackRigProcess, trivial_client_xruns
+from helpers import JackToolRig, trivial_client_xruns
 
 from hushbridge.control.osc import OscServer, encode
 from hushbridge.effects import Chain, Gain
@@ -213,46 +216,45 @@ def _window_levels_db(x: np.ndarray, window: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("receive", ["thread", "process"])
-def test_osc_fuzz_on_jack(jack_server, receive):
+def test_osc_fuzz_on_jack(jack_server, receive, tmp_path):
     """``receive``: OSC received on a thread of the engine process, or in a receive process
     (hushbridge.control.osc_process, the default of `hushbridge run`), which forwards every
     packet of this corpus to the engine process."""
     import multiprocessing
 
+    missing = JackToolRig.missing()
+    if missing:
+        pytest.skip(f"JACK's example clients are not installed ({', '.join(missing)}; Debian: jackd2)")
     engine = Engine(Chain([Gain(gain_db=GAIN_DB), Gain()]), channels=2)
     backend = JackBackend(engine, name="hb-fuzz")
     rig = fuzzer = None
     server = OscServer(engine, port=0, process=receive == "process")
     try:
-        rig = JackRigProcess(2, names=("hb-fuzz-player", "hb-fuzz-recorder"))
         backend.start()
         server.start()
-        rig.connect([p.name for p in backend.inports], [p.name for p in backend.outports])
-        time.sleep(0.3)  # activation xruns
-        seconds = 9.0  # the fuzz starts a third in and takes 1-4 s here
-        n = int(seconds * SR)
-        t = np.arange(n) / SR
-        signal = np.vstack([AMP * np.sin(2 * np.pi * 1000.0 * t)] * 2).astype(np.float32)
-        expected_db = 20 * math.log10(AMP / math.sqrt(2)) + GAIN_DB
+        rig = JackToolRig(jack_server.name, "hb-fuzz", [p.name for p in backend.inports])
+        outputs = [p.name for p in backend.outports]
+        seconds, lead = 6, 2.0  # the fuzz starts 2 s into the take and takes about 1 s here
+        expected_db = 20 * math.log10(JackToolRig.PEAK / math.sqrt(2)) + GAIN_DB
+        window = JackToolRig.WINDOW
         attempts = []
-        for attempt in range(3):
+        for attempt in range(5):
             ctx = multiprocessing.get_context("spawn")
             conn, child = ctx.Pipe()
             fuzzer = ctx.Process(target=_fuzz_main, args=(child, server.port, 1234 + attempt, N_PACKETS, 25),
                                  daemon=True)
             fuzzer.start()
             assert conn.poll(30.0) and conn.recv() == "ready"
-            dropped0, x0, errors0 = engine.dropped_messages, engine.xruns, engine.callback_errors
-            log0 = jack_server.log_size()
-            result: dict = {}
-
-            def fuzz() -> None:
-                conn.send("go")
-                assert conn.poll(120.0), "the fuzzer did not finish"
-                result.update(conn.recv())
-                result["xruns"] = engine.xruns - x0
-
-            y, complete = rig.take(signal, extra=0, during=fuzz, now=lambda: backend.client.frame_time)
+            dropped0, errors0 = engine.dropped_messages, engine.callback_errors
+            take = rig.record(outputs, seconds, tmp_path / f"take{attempt}.wav")
+            time.sleep(0.5)  # the recorder's activation
+            x0, log0 = engine.xruns, jack_server.log_size()
+            time.sleep(lead - 0.5)
+            conn.send("go")
+            assert conn.poll(120.0), "the fuzzer did not finish"
+            result = conn.recv()
+            y, lost = take.wait()
+            xruns = engine.xruns - x0
             fuzzer.join(10.0)
             # -- the control side: everything rejected, counted once, answered once, nothing escaped
             assert result["sent"] == N_PACKETS
@@ -265,29 +267,23 @@ def test_osc_fuzz_on_jack(jack_server, receive):
             assert engine.get(SET) == GAIN_DB and engine.get("/hb/gain_2/gain_db") == 0.0
             assert engine.get("/hb/gain/bypass") == 0.0 and engine.get("/hb/gain_2/bypass") == 0.0
             # -- the audio: finite, never silent, level where it was before the fuzz
-            assert np.isfinite(y[~np.isnan(y)]).all()
-            clean = complete and engine.xruns == x0
-            attempts.append({"xruns": engine.xruns - x0, "complete": complete, "fuzz_s": round(result["seconds"], 2),
-                             "late": jack_server.late_clients(log0)})
-            if not clean:
-                # an xrun can skip or repeat a cycle, so only the level of whole recorded windows is
-                # judged: the fuzz moved no parameter (median per window within 1 dB)
-                levels = _window_levels_db(np.nan_to_num(y, nan=0.0), 480)
-                whole = ~np.isnan(y[:, : levels.shape[1] * 480]).reshape(2, -1, 480).any(axis=(0, 2))
-                attempts[-1]["whole_windows"] = f"{int(whole.sum())}/{len(whole)}"
-                if whole.mean() < 0.5:  # the recorder lost most cycles (JACK zombifies starved clients)
-                    break
-                assert np.abs(np.median(levels[:, whole], axis=1) - expected_db).max() < 1.0
-                continue
+            assert y.shape[1] > (seconds - 0.5) * SR, f"the recording holds {y.shape[1]} frames"
             assert np.isfinite(y).all()
-            blocks = y[:, : n // 128 * 128].reshape(2, -1, 128)
+            levels = _window_levels_db(y, window)  # whole periods of both sines per window: exact RMS
+            attempts.append({"xruns": xruns, "recorder_overruns": lost, "fuzz_s": round(result["seconds"], 2),
+                             "late": jack_server.late_clients(log0)})
+            if xruns or lost:
+                # an xrun can skip or repeat a cycle: only the median level is judged (the fuzz
+                # moved no parameter)
+                assert np.abs(np.median(levels, axis=1) - expected_db).max() < 1.0
+                continue
+            blocks = y[:, : y.shape[1] // 128 * 128].reshape(2, -1, 128)
             assert (np.abs(blocks).max(axis=2) > 0.05).all(), "a silent block"
-            levels = _window_levels_db(y, 480)  # 10 periods of 1 kHz per window: exact RMS
-            before = levels[:, : levels.shape[1] // 3 - 5]
+            before = levels[:, : int(1.0 * SR / window)]  # the first second, before the fuzz
             assert np.abs(before - expected_db).max() < 0.05
             assert np.abs(levels - before.mean()).max() < 1.0, "level moved by more than 1 dB"
-            # the fuzz ran while audio was recorded (from 1/3 of the take on)
-            assert result["seconds"] < seconds * 2 / 3, f"fuzz took {result['seconds']:.1f} s, longer than the take"
+            # the fuzz ran while audio was recorded
+            assert result["seconds"] < seconds - lead - 1.0, f"fuzz took {result['seconds']:.1f} s, longer than the take"
             return
         if not jack_server.realtime:
             pytest.skip(f"no clean take on a server without real-time scheduling: {attempts} (control-side checks passed)")
@@ -295,11 +291,13 @@ def test_osc_fuzz_on_jack(jack_server, receive):
         # host's noise comes in bursts; one clean take against three is no comparison), and a
         # trivial client alone, as in tests/io/test_jack.py.
         control, complete = 0, True
-        for _ in attempts:
+        for k, _ in enumerate(attempts):
+            take = rig.record(outputs, seconds, tmp_path / f"control{k}.wav")
+            time.sleep(0.5)
             x0 = engine.xruns
-            _, whole = rig.take(signal, extra=0, now=lambda: backend.client.frame_time)
+            _, lost = take.wait()
             control += engine.xruns - x0
-            complete = complete and whole
+            complete = complete and not lost
             if control or not complete:
                 break
         # jackd names the client each xrun waited for: only "hb-fuzz:Running" is this engine's
@@ -309,7 +307,7 @@ def test_osc_fuzz_on_jack(jack_server, receive):
         if named and 0 in overran:
             pytest.skip(f"xruns in every fuzz take, but in at least one of them never from the engine's callback "
                         f"running long: {attempts} (control-side and level checks passed)")
-        baseline = _baseline_xruns(seconds)
+        baseline = _baseline_xruns(float(seconds))
         if control == 0 and complete and baseline == 0:
             pytest.fail(f"xruns during every fuzz take {attempts}, none in {len(attempts)} takes without fuzz "
                         f"and none for a trivial client in {seconds:g} s")
