@@ -19,7 +19,7 @@ import mido
 import numpy as np
 import pytest
 
-from helpers import CycleHost, JackMidiSenderProcess, read_midi, run_midi_cycle, wait_until
+from helpers import CycleHost, JackMidiSenderProcess, fuzz_stream, read_midi, run_midi_cycle, wait_until
 from hushbridge.control.midi import (
     MIDI_SOURCE,
     MidiInput,
@@ -621,65 +621,6 @@ def test_stream_parser_agrees_with_mido_on_valid_input():
     parser = MidiStreamParser(got.append, lambda why: pytest.fail(why))
     parser.feed(data)
     assert [mido.Message.from_bytes(b) for b in got] == mido.parse_all(data)
-
-
-def fuzz_stream(seed: int, target: int = 5000) -> tuple[list[int], int]:
-    """A random byte stream of valid messages (with running status and realtime bytes inside) and
-    malformed pieces; returns the bytes and how many rejections the MIDI rules call for."""
-    rng = random.Random(seed)
-    data: list[int] = []
-    expected = 0
-    last_channel_status = 0  # running status in force for the next data bytes, or 0
-
-    def data_bytes(n: int) -> list[int]:
-        return [rng.randrange(128) for _ in range(n)]
-
-    while len(data) < target:
-        r = rng.random()
-        if r < 0.35:  # channel message, sometimes with realtime bytes inside
-            status = rng.choice([0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0, 0xE0]) | rng.randrange(16)
-            n = 1 if status & 0xF0 in (0xC0, 0xD0) else 2
-            body = [status] + data_bytes(n)
-            if rng.random() < 0.3:
-                body.insert(rng.randrange(1, len(body) + 1), rng.choice([0xF8, 0xFA, 0xFB, 0xFC, 0xFE]))
-            data += body
-            last_channel_status = status
-        elif r < 0.55 and last_channel_status:  # running status: data bytes only
-            n = 1 if last_channel_status & 0xF0 in (0xC0, 0xD0) else 2
-            data += data_bytes(n) * rng.randrange(1, 4)
-        elif r < 0.6:  # a complete sysex: valid bytes, but rejected (no sysex protocol)
-            data += [0xF0] + data_bytes(rng.randrange(0, 20)) + [0xF7]
-            expected += 1
-            last_channel_status = 0
-        elif r < 0.65:  # stray sysex: started, interrupted by the next status byte
-            data += [0xF0] + data_bytes(rng.randrange(0, 20))
-            data += [0xF6]  # tune request: ends it, valid (ignored)
-            expected += 1
-            last_channel_status = 0
-        elif r < 0.7:  # stray end of sysex
-            data += [0xF7]
-            expected += 1
-            last_channel_status = 0
-        elif r < 0.77:  # invalid data bytes: no running status in force
-            data += [0xF6] + data_bytes(rng.randrange(1, 6))
-            expected += 1
-            last_channel_status = 0
-        elif r < 0.84:  # a message cut short by the next status byte
-            status = rng.choice([0x80, 0x90, 0xB0, 0xE0]) | rng.randrange(16)
-            data += [status] + data_bytes(1) + [0xF6]
-            expected += 1
-            last_channel_status = 0
-        elif r < 0.9:  # undefined status bytes
-            data += [rng.choice([0xF4, 0xF5, 0xF9, 0xFD])]
-            expected += 1
-            if data[-1] in (0xF4, 0xF5):
-                last_channel_status = 0
-        elif r < 0.95:  # system common: song position, song select, MTC quarter frame
-            data += rng.choice([[0xF2] + data_bytes(2), [0xF3] + data_bytes(1), [0xF1] + data_bytes(1)])
-            last_channel_status = 0
-        else:  # clock, start, stop
-            data += [rng.choice([0xF8, 0xFA, 0xFC])]
-    return data, expected
 
 
 def test_random_byte_stream_while_audio_runs(running):

@@ -1,4 +1,5 @@
-"""Fuzz: 10,000 bad OSC packets over real UDP while the engine runs as a JACK client.
+"""Fuzz: 10,000 bad OSC packets over real UDP and a random MIDI byte stream through a JACK MIDI
+port while the engine runs as a JACK client.
 
 Real parts: the session's jackd (dummy driver), :class:`JackBackend`, JACK's own C example
 clients as player and recorder (``jack_simple_client``, ``jack_rec``: ``helpers.JackToolRig``;
@@ -13,6 +14,11 @@ counts, unknown addresses and patterns, broken bundles. So ``dropped_messages`` 
 exactly the corpus size, each packet gets exactly one ``/hb/error`` back, and no parameter
 moves, which is why the level must stay where it was. The fuzzer sends in batches and waits
 for the batch's error replies (flow control, so UDP buffers never overflow and lose packets).
+At the same time a JACK MIDI client in another process writes :func:`midi_events` (about 1,500
+events in a second: running status, stray and whole sysex, undefined status bytes, data bytes
+without status) into the engine's MIDI input on its own client, which has no maps: every
+rejection is counted, exactly as many as a mapper fed the same events offline counts (fewer
+only in a take with xruns, which can lose a cycle's events), and none moves a parameter.
 
 Audio verdict: a take without xruns gets the strict checks (finite, no silent 128-frame block,
 every 12.5 ms window within 1 dB of the level before the fuzz); the test passes on such a take
@@ -35,7 +41,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import JackToolRig, trivial_client_xruns
+from helpers import JackMidiSenderProcess, JackToolRig, fuzz_stream, trivial_client_xruns, wait_until
 
 from hushbridge.control.osc import OscServer, encode
 from hushbridge.effects import Chain, Gain
@@ -205,6 +211,42 @@ def test_corpus_is_all_rejects_and_deterministic():
     ctl.close()
 
 
+def midi_events(seed: int) -> tuple[list[bytes], int]:
+    """The MIDI fuzz as JACK MIDI events: :func:`helpers.fuzz_stream`'s random byte stream
+    (running status, stray sysex, invalid data bytes, realtime bytes inside messages) cut into
+    events of 1-8 bytes, and how many rejections the engine's MIDI input must count for them:
+    those of a mapper without maps fed the same events as :class:`MidiInput` feeds them (each
+    event a transport packet: a message it cuts short is rejected at its end; a whole sysex is
+    rejected as unsupported). The parser's rules themselves are checked against an independent
+    count in test_midi.py."""
+    import mido
+
+    from hushbridge.control.midi import MidiMapper, MidiStreamParser
+
+    data, _ = fuzz_stream(seed)
+    rng = random.Random(seed)
+    events, i = [], 0
+    while i < len(data):
+        n = rng.randint(1, 8)
+        events.append(bytes(data[i:i + n]))
+        i += n
+    mapper = MidiMapper(Engine(Chain([Gain(), Gain()]), channels=2), {})
+
+    def complete(msg: list[int]) -> None:
+        try:
+            message = mido.Message.from_bytes(msg)
+        except (ValueError, TypeError) as e:
+            mapper.reject(str(e))
+            return
+        mapper.handle(message)
+
+    parser = MidiStreamParser(complete, mapper.reject)
+    for event in events:
+        parser.feed(list(event))
+        parser.end_packet()
+    return events, mapper.stats["rejected"]
+
+
 def _baseline_xruns(seconds: float) -> int:
     return trivial_client_xruns(seconds, "hb-fuzz-baseline")
 
@@ -225,13 +267,22 @@ def test_osc_fuzz_on_jack(jack_server, receive, tmp_path):
     missing = JackToolRig.missing()
     if missing:
         pytest.skip(f"JACK's example clients are not installed ({', '.join(missing)}; Debian: jackd2)")
+    from hushbridge.control.midi import MidiInput, MidiMapper
+
     engine = Engine(Chain([Gain(gain_db=GAIN_DB), Gain()]), channels=2)
     backend = JackBackend(engine, name="hb-fuzz")
-    rig = fuzzer = None
+    rig = fuzzer = midi = sender = None
     server = OscServer(engine, port=0, process=receive == "process")
     try:
         backend.start()
         server.start()
+        # the MIDI fuzz through a JACK MIDI port on the engine's own client, as `run --midi-in`
+        # has it; no maps, so nothing it carries may move a parameter
+        sender = JackMidiSenderProcess(jack_server.name, "hb-fuzz-midi")
+        mapper = MidiMapper(engine, {})
+        midi = MidiInput(mapper, port=sender.port_name, api="jack", jack_host=backend, port_name="midi_in",
+                         poll_s=0.05).start()
+        assert wait_until(lambda: midi.connected, 10.0)
         rig = JackToolRig(jack_server.name, "hb-fuzz", [p.name for p in backend.inports])
         outputs = [p.name for p in backend.outports]
         seconds, lead = 6, 2.0  # the fuzz starts 2 s into the take and takes about 1 s here
@@ -250,6 +301,9 @@ def test_osc_fuzz_on_jack(jack_server, receive, tmp_path):
             time.sleep(0.5)  # the recorder's activation
             x0, log0 = engine.xruns, jack_server.log_size()
             time.sleep(lead - 0.5)
+            events, midi_rejects = midi_events(4321 + attempt)
+            midi0 = dict(mapper.stats)
+            sender.send_events(events, 32)  # about a second of events, during the OSC fuzz
             conn.send("go")
             assert conn.poll(120.0), "the fuzzer did not finish"
             result = conn.recv()
@@ -260,7 +314,12 @@ def test_osc_fuzz_on_jack(jack_server, receive, tmp_path):
             assert result["sent"] == N_PACKETS
             assert result["lost"] == 0 and result["other"] == 0, result
             assert result["errors"] == N_PACKETS and result["internal"] == 0, result
-            assert engine.dropped_messages - dropped0 == N_PACKETS
+            # an xrun can lose the MIDI events of the cycle it cut short
+            midi_counted = wait_until(lambda: mapper.stats["rejected"] - midi0["rejected"] == midi_rejects, 10.0)
+            assert midi_counted or xruns, (mapper.stats, midi0, midi_rejects, mapper.last_error)
+            got = mapper.stats["rejected"] - midi0["rejected"]
+            assert got <= midi_rejects and mapper.stats["received"] > midi0["received"] + 500
+            assert engine.dropped_messages - dropped0 == N_PACKETS + got
             assert engine.callback_errors == errors0 == 0, engine.last_callback_error
             assert server._worker.is_alive()
             assert server.receiver.alive if receive == "process" else server._thread.is_alive()
@@ -317,6 +376,10 @@ def test_osc_fuzz_on_jack(jack_server, receive, tmp_path):
     finally:
         if fuzzer is not None and fuzzer.is_alive():
             fuzzer.kill()
+        if midi is not None:
+            midi.close()  # first: its port lives on the backend's client
+        if sender is not None:
+            sender.close()
         server.close()
         if rig is not None:
             rig.close()
