@@ -147,6 +147,19 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
 
 
 # == process =======================================================================================
+def _batch_output(out_dir: Path, src: Path) -> Path:
+    """``--out-dir``: the input's name, in a format hushbridge writes (an M4A or a video, which
+    only ffmpeg reads, comes out as WAV)."""
+    from hushbridge.errors import AudioFileError
+    from hushbridge.io.files import _format_for
+
+    try:
+        _format_for(out_dir / src.name)
+    except AudioFileError:
+        return out_dir / (src.stem + ".wav")
+    return out_dir / src.name
+
+
 def _cmd_process(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -160,10 +173,10 @@ def _cmd_process(args: argparse.Namespace) -> int:
         if out_dir.exists() and not out_dir.is_dir():
             _error(f"--out-dir {out_dir}: is a file, not a folder")
             return EXIT_USAGE
-        jobs = [(p, out_dir / p.name) for p in paths]
+        jobs = [(p, _batch_output(out_dir, p)) for p in paths]
         by_name: dict[str, list[Path]] = {}
-        for p in paths:
-            by_name.setdefault(p.name, []).append(p)
+        for p, dst in jobs:
+            by_name.setdefault(dst.name, []).append(p)
         clashes = [group for group in by_name.values() if len(group) > 1]
         if clashes:  # one output would silently replace another
             _error("inputs with the same name would overwrite each other in --out-dir: "

@@ -177,6 +177,17 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     from hushbridge.io.files import audio_info, channel_mask_of, truncation_warning, wav_order
 
     info = audio_info(path)
+    if info.format == "FFMPEG":  # only ffmpeg reads it: measured from a decoded copy
+        from hushbridge.io.decode import decoded, mentions
+
+        with decoded(path) as tmp:
+            try:
+                out = loudness_file(tmp, layout=layout, channel_mask=channel_mask, block_frames=block_frames)
+            except AudioFileError as e:
+                raise AudioFileError(mentions(str(e), tmp, path)) from e
+        if out["truncated"]:
+            out["truncated"] = mentions(out["truncated"], tmp, path)
+        return out
     if info.samplerate <= 3400:
         raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is too low for BS.1770 loudness")
     mask = None if layout is not None else (channel_mask or channel_mask_of(path, info))

@@ -57,7 +57,9 @@ class FileReport:
 
 
 def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
-    """soundfile's info, with our error for missing, unreadable and empty files."""
+    """soundfile's info, with our error for missing, unreadable and empty files; for a file
+    only ffmpeg reads (M4A/AAC, a video's sound), where it is installed, what ffprobe says
+    (:class:`hushbridge.io.decode.ProbedInfo`, ``format == "FFMPEG"``)."""
     p = Path(path)
     if not p.exists():
         raise AudioFileError(f"{p}: no such file")
@@ -66,7 +68,13 @@ def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
     try:
         info = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioFileError(f"{p}: not a readable audio file ({e})") from e
+        from hushbridge.io import decode
+
+        info = decode.probe(p)
+        if info is None:
+            hint = "" if decode.available() else \
+                f"; if it is M4A/AAC, MP4 or another format libsndfile cannot read, {decode.INSTALL_HINT}"
+            raise AudioFileError(f"{p}: not a readable audio file ({e}){hint}") from e
     if info.frames == 0:
         raise AudioFileError(f"{p}: contains no audio (0 frames)")
     return info
@@ -240,6 +248,11 @@ def stored_order(fmt: str, channels: int) -> np.ndarray | None:
 def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """Read a whole file as ``(channels, frames)`` float32 in WAV channel order, and its rate."""
     info = audio_info(path)
+    if info.format == "FFMPEG":
+        from hushbridge.io.decode import decoded
+
+        with decoded(path) as tmp:
+            return read_audio(tmp)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
@@ -432,6 +445,27 @@ def process_file(
         raise AudioFileError(f"refusing to overwrite the input {src}: choose another output path")
     if dst.is_dir():
         raise AudioFileError(f"{dst}: is a directory; give a file name (or use --out-dir for batches)")
+    if info.format == "FFMPEG":  # only ffmpeg reads it: decoded to a temporary file first
+        from hushbridge.io.decode import decoded, mentions
+
+        fmt = _format_for(dst)
+        if subtype is None and dst.suffix.lower() != ".opus" and _writable(fmt, "PCM_24"):
+            subtype = "PCM_24"  # a lossy codec decodes to float: 24 bits hold it, as for MP3 inputs
+        if not dst.parent.exists():
+            raise AudioFileError(f"{dst.parent}: output folder does not exist")
+        with decoded(src, dst.parent) as tmp:
+            try:
+                report = process_file(tmp, dst, chain, sample_rate=sample_rate, subtype=subtype,
+                                      block_size=block_size, progress=progress, channel_mask=channel_mask,
+                                      metadata_from=metadata_from, dc_offset=dc_offset, per_channel=per_channel,
+                                      automix=automix)
+            except AudioFileError as e:
+                raise AudioFileError(mentions(str(e), tmp, src)) from e
+        report.input = str(src)
+        report.notes = [f"decoded with ffmpeg ({info.subtype}, {info.samplerate} Hz, {info.channels} ch)"] + \
+            [mentions(n, tmp, src) for n in report.notes]
+        report.warnings = [mentions(w, tmp, src) for w in report.warnings]
+        return report
     fmt, out_subtype = output_format(dst, info.subtype, subtype)
     mask = channel_mask_of(src, info) if channel_mask is None else (channel_mask or None)
     if channel_mask is None and mask is None and info.channels > 2:

@@ -1,0 +1,120 @@
+"""Inputs libsndfile cannot read (M4A/AAC, the audio of a video file...), decoded with ffmpeg.
+
+hushbridge reads audio with libsndfile (soundfile): WAV, FLAC, AIFF, Ogg, MP3, Opus and more. A
+phone's voice memo, a video call's recording or an editor's clip is usually AAC in an MP4
+(``.m4a``, ``.mp4``, ``.mov``), which it cannot read. Where ``ffprobe`` and ``ffmpeg`` are on
+PATH such an input is probed (:func:`probe`: what :func:`hushbridge.io.files.audio_info` returns
+for it) and its first audio stream decoded, at its own rate and channel count, to a temporary
+32-bit float WAV file (RF64 beyond 4 GB; :func:`decoded`) that is read as any other and removed afterwards; the
+input is never changed. Its text tags are not carried over.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hushbridge.errors import AudioFileError
+
+#: what to tell a user whose input only ffmpeg reads, where it is missing
+INSTALL_HINT = "install ffmpeg (Debian/Ubuntu: apt install ffmpeg; macOS: brew install ffmpeg) and hushbridge decodes it"
+PROBE_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class ProbedInfo:
+    """What ffprobe says of an input's first audio stream, with the attributes of soundfile's
+    info that hushbridge reads (``frames`` from the stream's duration: the decoded length may
+    differ by an encoder's padding; the decoded file is exact)."""
+
+    name: str
+    samplerate: int
+    channels: int
+    frames: int
+    duration: float
+    subtype: str  # the codec, e.g. "aac"
+    format: str = "FFMPEG"
+    format_info: str = "decoded with ffmpeg"
+    sections: int = 1
+
+    @property
+    def subtype_info(self) -> str:
+        return self.subtype
+
+
+def available() -> bool:
+    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+def probe(path: str | os.PathLike[str]) -> ProbedInfo | None:
+    """The first audio stream of ``path`` as ffprobe reads it; None where ffmpeg is not
+    installed or ffprobe finds no media in the file. AudioFileError for a media file that has
+    no audio stream (a video without sound)."""
+    if not available():
+        return None
+    try:
+        r = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                            "stream=codec_type,codec_name,sample_rate,channels,duration:format=duration",
+                            "-of", "json", os.fspath(path)],
+                           capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return None
+    try:
+        found = json.loads(r.stdout or "{}")
+    except ValueError:
+        return None
+    streams = found.get("streams") or []
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    if not audio:
+        if streams:
+            raise AudioFileError(f"{path}: has no audio stream (only {', '.join(s.get('codec_type', '?') for s in streams)})")
+        return None
+    s = audio[0]
+    try:
+        rate = int(s.get("sample_rate") or 0)
+        channels = int(s.get("channels") or 0)
+        duration = float(s.get("duration") or (found.get("format") or {}).get("duration") or 0.0)
+    except (TypeError, ValueError):
+        return None
+    if rate <= 0 or channels <= 0:
+        return None
+    return ProbedInfo(os.fspath(path), rate, channels, int(round(duration * rate)), duration,
+                      str(s.get("codec_name") or "unknown"))
+
+
+@contextmanager
+def decoded(path: str | os.PathLike[str], folder: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """Decode ``path``'s first audio stream into a temporary float WAV file (in ``folder``, else
+    the system's temporary folder), yield its path, remove it afterwards. (Not W64: ffmpeg's
+    float W64 reads back in libsndfile as 32-bit integers.)"""
+    fd, tmp = tempfile.mkstemp(prefix=".hushbridge-decoded-", suffix=".wav", dir=folder)
+    os.close(fd)
+    try:
+        try:
+            r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", os.fspath(path), "-map", "0:a:0",
+                                "-c:a", "pcm_f32le", "-f", "wav", "-rf64", "auto", tmp],
+                               capture_output=True, text=True)
+        except OSError as e:
+            raise AudioFileError(f"{path}: ffmpeg could not run ({e})") from e
+        if r.returncode != 0 or os.path.getsize(tmp) == 0:
+            last = (r.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            raise AudioFileError(f"{path}: ffmpeg could not decode it ({last[0][:300]})")
+        yield Path(tmp)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def mentions(text: str, tmp: Path, original: str | os.PathLike[str]) -> str:
+    """``text`` (a note, warning or error) naming the input, not the temporary file."""
+    return text.replace(str(tmp), os.fspath(original))

@@ -1,0 +1,101 @@
+"""Inputs only ffmpeg reads (M4A/AAC, a video's sound): probed and decoded to a temporary file,
+processed and measured as any other, the temporary file gone afterwards. Real ffmpeg."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from hushbridge.effects import Chain, Gain
+from hushbridge.errors import AudioFileError
+from hushbridge.io import decode
+from hushbridge.io.files import audio_info, process_file, read_audio
+from hushbridge.measure import loudness_file
+
+pytestmark = pytest.mark.skipif(not decode.available(), reason="ffmpeg/ffprobe not installed")
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+@pytest.fixture
+def m4a(tmp_path):
+    """Two seconds of a stereo voice-like signal as AAC in an M4A, as a phone records it."""
+    sr = 48000
+    t = np.arange(2 * sr) / sr
+    voice = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    src = tmp_path / "source.wav"
+    sf.write(src, np.stack([voice, 0.5 * voice]).T.astype(np.float32), sr, subtype="FLOAT")
+    out = tmp_path / "memo.m4a"
+    ffmpeg("-i", str(src), "-c:a", "aac", "-b:a", "128k", str(out))
+    return out
+
+
+def test_an_m4a_is_probed_decoded_processed_and_its_temporary_file_removed(m4a, tmp_path):
+    info = audio_info(m4a)
+    assert info.format == "FFMPEG" and info.subtype == "aac" and info.channels == 2 and info.samplerate == 48000
+    assert abs(info.frames - 2 * 48000) < 4096  # from the stream's duration (an encoder pads)
+    ref = tmp_path / "ref.wav"
+    ffmpeg("-i", str(m4a), "-c:a", "pcm_f32le", str(ref))
+    expected, _ = sf.read(ref, dtype="float32", always_2d=True)
+    out = tmp_path / "clean.wav"
+    report = process_file(m4a, out, Chain([Gain(gain_db=-6.0)]), dc_offset="keep")
+    assert report.input == str(m4a) and report.notes[0] == "decoded with ffmpeg (aac, 48000 Hz, 2 ch)"
+    assert report.subtype == "PCM_24" and sf.info(out).subtype == "PCM_24"  # a lossy input: 24 bits
+    y, sr = read_audio(out)
+    assert sr == 48000 and y.shape == expected.T.shape
+    np.testing.assert_allclose(y, expected.T * 10 ** (-6 / 20), atol=2e-6)  # 24-bit dither
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".hushbridge")]
+    z, _ = read_audio(m4a)  # the whole-file reader decodes too
+    np.testing.assert_array_equal(z, expected.T)
+    m = loudness_file(m4a)
+    assert m["integrated_lufs"] == pytest.approx(loudness_file(ref)["integrated_lufs"], abs=1e-6)
+
+
+def test_what_ffmpeg_cannot_help_with_is_said_plainly(m4a, tmp_path, monkeypatch):
+    video = tmp_path / "silent.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=duration=1:size=160x120:rate=10", "-c:v", "mpeg4", str(video))
+    with pytest.raises(AudioFileError, match="has no audio stream"):
+        process_file(video, tmp_path / "x.wav", Chain([Gain()]))
+    junk = tmp_path / "junk.m4a"
+    junk.write_bytes(b"not audio at all" * 100)
+    with pytest.raises(AudioFileError, match="not a readable audio file"):
+        audio_info(junk)
+    # a problem found after decoding names the input, never the temporary file
+    with pytest.raises(AudioFileError, match="processing rate 4000 Hz") as e:
+        process_file(m4a, tmp_path / "x.wav", Chain([Gain()]), sample_rate=4000)
+    assert str(e.value).startswith(f"{m4a}:") and ".hushbridge-decoded" not in str(e.value)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".hushbridge")]
+    # without ffmpeg: the error says how to read it
+    monkeypatch.setattr(decode.shutil, "which", lambda name: None)
+    with pytest.raises(AudioFileError, match="install ffmpeg"):
+        audio_info(m4a)
+
+
+def test_the_cli_cleans_and_normalizes_an_m4a(m4a, tmp_path):
+    import json
+    import sys
+
+    def hb(*args):
+        return subprocess.run([sys.executable, "-m", "hushbridge", *map(str, args)], capture_output=True, text=True,
+                              timeout=240)
+
+    r = hb("process", m4a, tmp_path / "clean.flac", "--preset", "podcast")
+    assert r.returncode == 0, r.stderr
+    assert "decoded with ffmpeg (aac" in r.stdout and sf.info(tmp_path / "clean.flac").subtype == "PCM_24"
+    r = hb("normalize", m4a, tmp_path / "n.wav", "--target", "-20")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(hb("loudness", tmp_path / "n.wav", "--json").stdout)[0]["integrated_lufs"]
+    assert got == pytest.approx(-20.0, abs=0.1)
+    assert json.loads(hb("loudness", m4a, "--json").stdout)[0]["integrated_lufs"] < -9.0
+    # a batch writes an input whose format it cannot write as WAV, under the input's name
+    r = hb("process", m4a, tmp_path / "source.wav", "--out-dir", tmp_path / "out", "-q")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["memo.wav", "source.wav"]
+    (tmp_path / "memo.wav").write_bytes((tmp_path / "source.wav").read_bytes())
+    r = hb("process", m4a, tmp_path / "memo.wav", "--out-dir", tmp_path / "out2", "-q")
+    assert r.returncode != 0 and "same name" in r.stderr  # both would be out2/memo.wav
+
