@@ -15,7 +15,7 @@ one stream: two podcast mics, a recorder's poly file): an effect whose channels 
 (``channel_coupling = "linked"``: a dynamics detector that hears the loudest channel) gets an
 instance per channel, made at ``prepare`` from the one in the chain; those follow every change
 to it (the chain's effect stays the one you set and the engine addresses), and meters read the
-largest over them. Effects that treat channels on their own already (filters, denoise) or
+largest over them. Effects that treat channels on their own already (filters, gain) or
 together by nature (``automix``, the ``loudness`` meter) run on all channels as they are.
 
 Bypassing an effect crossfades (``bypass_ms``) to its input delayed by the effect's latency,
