@@ -6,7 +6,8 @@ phone's voice memo, a video call's recording or an editor's clip is usually AAC 
 PATH such an input is probed (:func:`probe`: what :func:`hushbridge.io.files.audio_info` returns
 for it) and its first audio stream decoded, at its own rate and channel count, to a temporary
 32-bit float WAV file (RF64 beyond 4 GB; :func:`decoded`) that is read as any other and removed afterwards; the
-input is never changed. Its text tags are not carried over.
+input is never changed. The text tags ffmpeg maps into a WAV (title, artist, album, comment,
+date...) come along as a WAV input's would.
 """
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ def decoded(path: str | os.PathLike[str], folder: str | os.PathLike[str] | None 
     try:
         try:
             r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", os.fspath(path), "-map", "0:a:0",
-                                "-c:a", "pcm_f32le", "-f", "wav", "-rf64", "auto", tmp],
+                                # bitexact: no "software: Lavf..." tag of ffmpeg's own among the input's
+                                "-c:a", "pcm_f32le", "-f", "wav", "-rf64", "auto", "-bitexact", tmp],
                                capture_output=True, text=True)
         except OSError as e:
             raise AudioFileError(f"{path}: ffmpeg could not run ({e})") from e

@@ -30,7 +30,8 @@ def m4a(tmp_path):
     src = tmp_path / "source.wav"
     sf.write(src, np.stack([voice, 0.5 * voice]).T.astype(np.float32), sr, subtype="FLOAT")
     out = tmp_path / "memo.m4a"
-    ffmpeg("-i", str(src), "-c:a", "aac", "-b:a", "128k", str(out))
+    ffmpeg("-i", str(src), "-c:a", "aac", "-b:a", "128k", "-metadata", "title=Episode 12", "-metadata", "artist=Host",
+           str(out))
     return out
 
 
@@ -49,6 +50,9 @@ def test_an_m4a_is_probed_decoded_processed_and_its_temporary_file_removed(m4a, 
     assert sr == 48000 and y.shape == expected.T.shape
     np.testing.assert_allclose(y, expected.T * 10 ** (-6 / 20), atol=2e-6)  # 24-bit dither
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".hushbridge")]
+    from hushbridge.io.metadata import read_tags
+
+    assert read_tags(out) == {"title": "Episode 12", "artist": "Host"}  # the input's, not ffmpeg's own
     z, _ = read_audio(m4a)  # the whole-file reader decodes too
     np.testing.assert_array_equal(z, expected.T)
     m = loudness_file(m4a)
