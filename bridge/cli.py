@@ -280,6 +280,27 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
         raise AudioFileError(f"refusing to overwrite the input {src}: choose another output path")
     if dst.is_dir():
         raise AudioFileError(f"{dst}: is a directory; give a file name")
+    if info.format == "FFMPEG":  # only ffmpeg reads it: render and normalize from one decoded copy
+        from hushbridge.io.decode import decoded, mentions, output_subtype, retold, speaker_mask
+        from hushbridge.io.files import audio_info
+
+        with decoded(src, dst.parent if dst.parent.is_dir() else None) as dec:
+            as_decoded = argparse.Namespace(**vars(args))
+            as_decoded.subtype = output_subtype(dst, args.subtype)
+            # the speakers the input names (a 5.1 AAC's), none for a mono or stereo one: the
+            # decoded copy's mask for those says no more than its channel count
+            as_decoded.source_mask = speaker_mask(dec, info.channels)
+            as_decoded.layout_mask = args.layout_mask or as_decoded.source_mask
+            try:
+                report, loud = _render_to_loudness(dec, dst, chain, as_decoded, audio_info(dec), progress)
+            except AudioFileError as e:
+                raise AudioFileError(mentions(str(e), dec, src)) from e
+        report.input = str(src)
+        report.notes = [f"decoded with ffmpeg ({info.subtype}, {info.samplerate} Hz, {info.channels} ch)"] + \
+            retold(report.notes, dec, src, info)
+        report.warnings = retold(report.warnings, dec, src, info)
+        loud.warnings = retold(loud.warnings, dec, src, info)
+        return report, loud
     _, subtype = output_format(dst, info.subtype, args.subtype)  # refuse a bad --subtype before rendering
     final = through_links(dst)
     if not final.parent.is_dir():
@@ -297,9 +318,10 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
         # separate microphones (said, or processed per channel from a file that names no layout):
         # every channel weighs 1.0 (the count's default made a mask-less WAV's fourth mic an LFE)
         equal = args.layout == "equal" or (args.per_channel and not args.layout_mask and not layout_mask_of(src))
+        named = getattr(args, "source_mask", None)
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
                               name=f"{dst} (as rendered)", layout="equal" if equal else None,
-                              channel_mask=args.layout_mask or channel_mask_of(src) or 0,
+                              channel_mask=args.layout_mask or (channel_mask_of(src) if named is None else named) or 0,
                               metadata_from=src)
     finally:
         tmp.unlink(missing_ok=True)
@@ -958,11 +980,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
-    # run stops cleanly on its own; elsewhere SIGTERM unwinds like Ctrl-C, so no temporary file is
-    # left behind (only the main thread may set handlers: main() also runs inside other programs)
-    previous = None
+    # run stops cleanly on its own; elsewhere SIGTERM (and SIGHUP: a closed terminal, a dropped ssh)
+    # unwinds like Ctrl-C, so no temporary file is left behind (a decoded input's copy is hundreds
+    # of MB); only the main thread may set handlers: main() also runs inside other programs
+    previous: dict = {}
     if args.command != "run" and threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        for sig in _ENDING_SIGNALS:
+            previous[sig] = signal.signal(sig, _raise_interrupt)
     try:
         return args.func(args)
     except HushbridgeError as e:
@@ -972,13 +996,13 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         _error(f"{where}{e.strerror or e}")
         return EXIT_FAILED
-    except _Terminated:
-        return 128 + signal.SIGTERM  # as a shell reports a process that SIGTERM ended
+    except _Terminated as e:
+        return 128 + e.signum  # as a shell reports a process that the signal ended
     except KeyboardInterrupt:
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def console_main() -> None:
@@ -987,19 +1011,26 @@ def console_main() -> None:
     interpreter's teardown: a native library stopped mid-call (onnxruntime, numba's compiler) made
     that teardown crash now and then (exit status -11 instead of 143)."""
     code = main()
-    if code == 128 + signal.SIGTERM:
+    if code in {128 + s for s in _ENDING_SIGNALS}:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
 
 
+_ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, unwinding like Ctrl-C (temporary files removed on the way)."""
+    """SIGTERM or SIGHUP, unwinding like Ctrl-C (temporary files removed on the way)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001
-    raise _Terminated
+    raise _Terminated(signum)
 
 
 if __name__ == "__main__":

@@ -418,11 +418,7 @@ class Engine:
                 try:  # a failing meter attribute must not silence the block already computed
                     for j, (_eid, attr, _effect) in enumerate(tracked[1]):
                         # a bypassed effect is not run: what it last measured is not happening
-                        slot = tracked[3][j]
-                        if self._chain.wet(slot):
-                            self._chain.reading_into(slot, attr, extra[row, j])
-                        else:
-                            extra[row, j] = 0.0
+                        self._chain.reading_into(tracked[3][j], attr, extra[row, j])
                 except Exception as e:  # noqa: BLE001 - counted, reported from a non-RT thread
                     self.callback_errors += 1
                     self.last_callback_error = f"meter: {e!r}"

@@ -83,6 +83,22 @@ def normalize_file(
 
     src, dst = Path(inp), Path(out)
     shown = name if name is not None else src
+    info = audio_info(src)
+    if info.format == "FFMPEG":  # only ffmpeg reads it: decoded once, measured and written from that
+        from hushbridge.io.decode import decoded, mentions, output_subtype, retold, speaker_mask
+
+        if dst.exists() and os.path.samefile(src, dst):
+            raise AudioFileError(f"refusing to overwrite the input {shown}: choose another output path")
+        with decoded(src, dst.parent if dst.parent.is_dir() else None) as tmp:
+            try:
+                report = normalize_file(tmp, dst, target_lufs, ceiling_dbtp=ceiling_dbtp, release_ms=release_ms,
+                                        subtype=output_subtype(dst, subtype), name=shown,
+                                        channel_mask=speaker_mask(tmp, info.channels) if channel_mask is None
+                                        else channel_mask, metadata_from=metadata_from or tmp, layout=layout)
+            except AudioFileError as e:
+                raise AudioFileError(mentions(str(e), tmp, src)) from e
+        report.warnings = retold(report.warnings, tmp, src, info)
+        return report
     mask = channel_mask if channel_mask is not None else channel_mask_of(src)
     # the input's weights, for the measurement before and every one after: a render read back in a
     # format that defines another layout (a 4-channel WAV written as FLAC, read as quad) was
@@ -92,7 +108,7 @@ def normalize_file(
     elif mask:
         weigh = {"channel_mask": mask}
     else:
-        weigh = {"layout": _L._DEFAULT_LAYOUT.get(audio_info(src).channels, "equal")}
+        weigh = {"layout": _L._DEFAULT_LAYOUT.get(info.channels, "equal")}
     before = loudness_file(src, **weigh)
     level = before["integrated_lufs"]
     if before["unweighed"]:

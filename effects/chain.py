@@ -220,20 +220,22 @@ class Chain(Effect):
 
     def reading_into(self, index: int, attr: str, out: np.ndarray) -> None:
         """Write :meth:`reading` into ``out[0]`` and, where the effect runs per channel, each
-        channel's into ``out[1 + c]`` (the rest NaN). Real-time safe (the audio thread's meters)."""
+        channel's into ``out[1 + c]`` (the rest NaN); 0 while the effect is bypassed (what it
+        last measured is not happening). Real-time safe (the audio thread's meters)."""
         s = self._slots[index]
         copies = s.copies
+        wet = s.mix[0] > 0.0
         if copies is None:
-            out[0] = getattr(s.effect, attr)
+            out[0] = getattr(s.effect, attr) if wet else 0.0
             out[1:] = np.nan
             return
         value = -np.inf
         for c in range(len(copies)):
-            v = getattr(copies[c], attr)
+            v = getattr(copies[c], attr) if wet else 0.0
             out[1 + c] = v
-            if v > value:
+            if v > value:  # NaN (a model with no reading yet) never wins
                 value = v
-        out[0] = value
+        out[0] = value if value > -np.inf else np.nan
         out[1 + len(copies):] = np.nan
 
     @property

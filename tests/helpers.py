@@ -486,7 +486,12 @@ class _ToolTake:
 
         import soundfile as sf
 
-        _, err = self.proc.communicate(timeout=timeout)
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except BaseException:
+            self.proc.kill()  # never left recording into the next test
+            self.proc.communicate()
+            raise
         lost = re.search(r"failed with (\d+) overruns", err or "")
         y, _ = sf.read(self.path, dtype="float32", always_2d=True)
         y = y.T

@@ -327,19 +327,22 @@ class MeterHub:
         block = block[np.isfinite(block[:, 0])]
         if len(block) == 0:
             return
-        # each channel's reading where the effect runs per channel (a per-channel chain), and
-        # only while every row has them (a preset load may have changed that)
-        each = block[:, 1:1 + ch] if np.isfinite(block[:, 1:1 + ch]).all() else None
+        # each channel's reading in the rows where the effect ran per channel (a per-channel
+        # chain writes them; NaN where one channel had no reading yet, such as a model after a
+        # restart: that channel's are left out, not the row's)
+        each = block[:, 1:1 + ch]
+        each = each[np.isfinite(each).any(axis=1)]
         if kind == "gain_reduction":
             acc["max"] = max(acc.get("max", -math.inf), float(block[:, 0].max()))
-            if each is not None:
-                acc["each"] = np.maximum(acc["each"], each.max(axis=0)) if "each" in acc else each.max(axis=0)
+            if len(each):
+                seen = np.fmax.reduce(each, axis=0)
+                acc["each"] = np.fmax(acc["each"], seen) if "each" in acc else seen
         else:
             acc["sum"] = acc.get("sum", 0.0) + float(block[:, 0].sum())
             acc["n"] = acc.get("n", 0) + len(block)
-            if each is not None:
-                acc["each_sum"] = acc.get("each_sum", 0.0) + each.sum(axis=0)
-                acc["each_n"] = acc.get("each_n", 0) + len(each)
+            if len(each):
+                acc["each_sum"] = acc.get("each_sum", 0.0) + np.nansum(each, axis=0)
+                acc["each_n"] = acc.get("each_n", 0) + np.isfinite(each).sum(axis=0)
 
     def values(self, sub: Subscription) -> tuple[Any, ...] | Notice | None:
         """The arguments of the next message of ``sub`` (None: nothing new to send; a Notice: an
@@ -364,7 +367,7 @@ class MeterHub:
                 mean = (acc.pop("sum") / acc.pop("n"),)
                 if "each_n" in acc:
                     n = acc.pop("each_n")
-                    return mean + tuple(float(v) / n for v in acc.pop("each_sum"))
+                    return mean + tuple(float(v / k) if k else math.nan for v, k in zip(acc.pop("each_sum"), n))
                 return mean
             return None
         if name in ("lufs", "true_peak"):

@@ -40,6 +40,9 @@ class ProbedInfo:
     frames: int
     duration: float
     subtype: str  # the codec, e.g. "aac"
+    #: False where the container does not say how long it is (a streamed WebM or MKV): ``frames``
+    #: is then 0 and only the decoded file tells
+    length_known: bool = True
     format: str = "FFMPEG"
     format_info: str = "decoded with ffmpeg"
     sections: int = 1
@@ -88,7 +91,7 @@ def probe(path: str | os.PathLike[str]) -> ProbedInfo | None:
     if rate <= 0 or channels <= 0:
         return None
     return ProbedInfo(os.fspath(path), rate, channels, int(round(duration * rate)), duration,
-                      str(s.get("codec_name") or "unknown"))
+                      str(s.get("codec_name") or "unknown"), length_known=duration > 0.0)
 
 
 @contextmanager
@@ -96,16 +99,24 @@ def decoded(path: str | os.PathLike[str], folder: str | os.PathLike[str] | None 
     """Decode ``path``'s first audio stream into a temporary float WAV file (in ``folder``, else
     the system's temporary folder), yield its path, remove it afterwards. (Not W64: ffmpeg's
     float W64 reads back in libsndfile as 32-bit integers.)"""
-    fd, tmp = tempfile.mkstemp(prefix=".hushbridge-decoded-", suffix=".wav", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".hushbridge-decoded-", suffix=".wav", dir=folder)
+    except OSError:  # a folder we may not write to: the output's own error says so, later
+        fd, tmp = tempfile.mkstemp(prefix=".hushbridge-decoded-", suffix=".wav")
     os.close(fd)
     try:
         try:
-            r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", os.fspath(path), "-map", "0:a:0",
+            # -guess_layout_max 0: a stream that names no speakers gets none (ffmpeg guessed 2.1 for
+            # three channels, and its third was then weighed as an LFE)
+            r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-guess_layout_max", "0",
+                                "-i", os.fspath(path), "-map", "0:a:0",
                                 # bitexact: no "software: Lavf..." tag of ffmpeg's own among the input's
                                 "-c:a", "pcm_f32le", "-f", "wav", "-rf64", "auto", "-bitexact", tmp],
                                capture_output=True, text=True)
         except OSError as e:
             raise AudioFileError(f"{path}: ffmpeg could not run ({e})") from e
+        if r.returncode < 0:
+            raise AudioFileError(f"{path}: ffmpeg was stopped while decoding it (signal {-r.returncode})")
         if r.returncode != 0 or os.path.getsize(tmp) == 0:
             last = (r.stderr or "").strip().splitlines()[-1:] or ["no output"]
             raise AudioFileError(f"{path}: ffmpeg could not decode it ({last[0][:300]})")
@@ -115,6 +126,35 @@ def decoded(path: str | os.PathLike[str], folder: str | os.PathLike[str] | None 
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+
+
+# the masks that say no more than the channel count (mono: centre; stereo: left, right)
+_PLAIN_MASKS = {1: 0x4, 2: 0x3}
+
+
+def speaker_mask(tmp: Path, channels: int) -> int:
+    """The channel mask the decoded ``tmp`` carries where it names speakers a plain file of its
+    channel count would not (a 5.1 AAC's), else 0: a mono or stereo input stays a plain WAV."""
+    from hushbridge.io.files import wav_channel_mask
+
+    mask = wav_channel_mask(tmp) or 0
+    return 0 if mask == _PLAIN_MASKS.get(channels) else mask
+
+
+def output_subtype(out: str | os.PathLike[str], subtype: str | None) -> str | None:
+    """``subtype``, else 24-bit PCM where ``out``'s format stores it: a lossy codec decodes to
+    float, which 24 bits hold (as for an MP3 input); None leaves the choice to the format."""
+    from hushbridge.io.files import _format_for, _writable
+
+    if subtype is not None or Path(out).suffix.lower() == ".opus":
+        return subtype
+    return "PCM_24" if _writable(_format_for(Path(out)), "PCM_24") else None
+
+
+def retold(texts: list[str], tmp: Path, original: str | os.PathLike[str], info: ProbedInfo) -> list[str]:
+    """Notes or warnings about the decoded copy, told of the input (its path, its codec)."""
+    codec = info.subtype.upper()
+    return [mentions(t, tmp, original).replace("the input's FLOAT", f"the input's {codec}") for t in texts]
 
 
 def mentions(text: str, tmp: Path, original: str | os.PathLike[str]) -> str:

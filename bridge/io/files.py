@@ -72,10 +72,10 @@ def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
 
         info = decode.probe(p)
         if info is None:
-            hint = "" if decode.available() else \
+            hint = "; ffmpeg cannot read it either (damaged, cut short, or not audio)" if decode.available() else \
                 f"; if it is M4A/AAC, MP4 or another format libsndfile cannot read, {decode.INSTALL_HINT}"
             raise AudioFileError(f"{p}: not a readable audio file ({e}){hint}") from e
-    if info.frames == 0:
+    if info.frames == 0 and getattr(info, "length_known", True):
         raise AudioFileError(f"{p}: contains no audio (0 frames)")
     return info
 
@@ -446,14 +446,14 @@ def process_file(
     if dst.is_dir():
         raise AudioFileError(f"{dst}: is a directory; give a file name (or use --out-dir for batches)")
     if info.format == "FFMPEG":  # only ffmpeg reads it: decoded to a temporary file first
-        from hushbridge.io.decode import decoded, mentions
+        from hushbridge.io.decode import decoded, mentions, output_subtype, retold, speaker_mask
 
-        fmt = _format_for(dst)
-        if subtype is None and dst.suffix.lower() != ".opus" and _writable(fmt, "PCM_24"):
-            subtype = "PCM_24"  # a lossy codec decodes to float: 24 bits hold it, as for MP3 inputs
+        subtype = output_subtype(dst, subtype)
         if not dst.parent.exists():
             raise AudioFileError(f"{dst.parent}: output folder does not exist")
         with decoded(src, dst.parent) as tmp:
+            if channel_mask is None:
+                channel_mask = speaker_mask(tmp, info.channels)
             try:
                 report = process_file(tmp, dst, chain, sample_rate=sample_rate, subtype=subtype,
                                       block_size=block_size, progress=progress, channel_mask=channel_mask,
@@ -463,8 +463,8 @@ def process_file(
                 raise AudioFileError(mentions(str(e), tmp, src)) from e
         report.input = str(src)
         report.notes = [f"decoded with ffmpeg ({info.subtype}, {info.samplerate} Hz, {info.channels} ch)"] + \
-            [mentions(n, tmp, src) for n in report.notes]
-        report.warnings = [mentions(w, tmp, src) for w in report.warnings]
+            retold(report.notes, tmp, src, info)
+        report.warnings = retold(report.warnings, tmp, src, info)
         return report
     fmt, out_subtype = output_format(dst, info.subtype, subtype)
     mask = channel_mask_of(src, info) if channel_mask is None else (channel_mask or None)

@@ -878,3 +878,45 @@ def test_a_per_channel_engine_meters_each_channels_gain_reduction_and_activity()
     hub.subscribe(dest, "gain_reduction/compressor", 10.0)
     linked.process(np.ascontiguousarray(x[:, :BLOCK]), y)
     assert len(hub.poll(time.monotonic() + 1.0)[0][1]) == 1  # linked: one value, as before
+
+
+def test_meters_per_channel_bypassed_and_with_a_channel_not_yet_reading():
+    """Review, session 24: a bypassed effect of a plain engine sent one value per channel too
+    (zeros; the message's length followed bypass), and one channel's NaN reading (a model after
+    a restart) in one row dropped every channel's values from the message."""
+    from hushbridge.effects import Compressor, Effect
+
+    class Activity(Effect):
+        name = "act"
+        activity = 0.5
+
+        def process(self, block):
+            pass
+
+    engine = Engine(Chain([Compressor(threshold_db=-30.0)]), channels=2)
+    engine.prepare(SR, BLOCK)
+    hub = MeterHub(engine)
+    dest = ("127.0.0.1", 9)
+    hub.subscribe(dest, "gain_reduction/compressor", 10.0)
+    x = np.full((2, BLOCK), 0.5, np.float32)
+    y = np.zeros_like(x)
+    engine.set_bypass("compressor", True)
+    for _ in range(40):  # the bypass fades in over 20 ms
+        engine.process(x, y)
+    hub.poll(time.monotonic() + 1.0)
+    for _ in range(40):
+        engine.process(x, y)
+    assert hub.poll(time.monotonic() + 2.0)[0][1] == (0.0,)
+    split = Engine(Chain([Activity()]), channels=2, per_channel=True)
+    split.prepare(SR, BLOCK)
+    hub = MeterHub(split)
+    hub.subscribe(dest, "activity/act", 10.0)
+    one, two = split.chain.instances("act")
+    one.__dict__["activity"], two.__dict__["activity"] = 0.9, float("nan")
+    split.process(x, y)
+    two.__dict__["activity"] = 0.2
+    for _ in range(3):
+        split.process(x, y)
+    args = hub.poll(time.monotonic() + 1.0)[0][1]
+    assert len(args) == 3 and args[1] == pytest.approx(0.9) and args[2] == pytest.approx(0.2)
+    assert args[0] == pytest.approx(0.9)

@@ -103,3 +103,44 @@ def test_the_cli_cleans_and_normalizes_an_m4a(m4a, tmp_path):
     r = hb("process", m4a, tmp_path / "memo.wav", "--out-dir", tmp_path / "out2", "-q")
     assert r.returncode != 0 and "same name" in r.stderr  # both would be out2/memo.wav
 
+
+
+def test_review_session_24_streamed_webm_unlabelled_channels_and_loudness_renders(tmp_path):
+    """A WebM written as a stream has no duration in its header (it was refused as "0 frames");
+    three channels that name no speakers got ffmpeg's guess (2.1: the third weighed as an LFE);
+    `process --loudness` of an M4A wrote 16 bits and dropped its tags."""
+    import json
+    import sys
+
+    sr = 48000
+    rng = np.random.default_rng(8)
+    three = (0.1 * rng.standard_normal((2 * sr, 3))).astype(np.float32)
+    wav = tmp_path / "three.wav"
+    sf.write(wav, three, sr, subtype="PCM_24")
+    piped = tmp_path / "piped.webm"
+    subprocess.run(f"ffmpeg -nostdin -v error -y -i '{wav}' -ac 2 -c:a libopus -f webm - > '{piped}'", shell=True,
+                   check=True)
+    info = audio_info(piped)
+    assert info.format == "FFMPEG" and info.frames == 0 and not info.length_known
+    report = process_file(piped, tmp_path / "piped.wav", Chain([Gain()]))
+    assert report.frames > 1.9 * sr
+    mov = tmp_path / "three.mov"
+    ffmpeg("-guess_layout_max", "0", "-i", str(wav), "-c:a", "pcm_s24le", str(mov))
+    assert loudness_file(mov)["integrated_lufs"] == pytest.approx(loudness_file(wav)["integrated_lufs"], abs=1e-6)
+    from hushbridge.io.files import wav_channel_mask
+
+    process_file(mov, tmp_path / "three_out.wav", Chain([Gain()]))
+    assert not wav_channel_mask(tmp_path / "three_out.wav")
+    m4a = tmp_path / "memo.m4a"
+    ffmpeg("-i", str(wav), "-ac", "1", "-c:a", "aac", "-metadata", "title=Memo", str(m4a))
+    r = subprocess.run([sys.executable, "-m", "hushbridge", "process", str(m4a), str(tmp_path / "loud.wav"),
+                        "--chain", "gain", "--loudness", "-20"], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    from hushbridge.io.metadata import read_tags
+
+    assert sf.info(tmp_path / "loud.wav").subtype == "PCM_24" and read_tags(tmp_path / "loud.wav") == {"title": "Memo"}
+    assert sf.info(tmp_path / "loud.wav").format == "WAV"  # mono names no speakers: a plain WAV
+    assert "decoded with ffmpeg (aac" in r.stdout and ".hushbridge" not in r.stdout + r.stderr
+    got = json.loads(subprocess.run([sys.executable, "-m", "hushbridge", "loudness", "--json", str(tmp_path / "loud.wav")],
+                                    capture_output=True, text=True, timeout=240).stdout)[0]["integrated_lufs"]
+    assert got == pytest.approx(-20.0, abs=0.1)
