@@ -281,7 +281,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
     if dst.is_dir():
         raise AudioFileError(f"{dst}: is a directory; give a file name")
     if info.format == "FFMPEG":  # only ffmpeg reads it: render and normalize from one decoded copy
-        from hushbridge.io.decode import decoded, mentions, output_subtype, retold, speaker_mask
+        from hushbridge.io.decode import as_input, decoded, mentions, output_subtype, retold, speaker_mask
         from hushbridge.io.files import audio_info
 
         with decoded(src, dst.parent if dst.parent.is_dir() else None) as dec:
@@ -295,12 +295,8 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
                 report, loud = _render_to_loudness(dec, dst, chain, as_decoded, audio_info(dec), progress)
             except AudioFileError as e:
                 raise AudioFileError(mentions(str(e), dec, src)) from e
-        report.input = str(src)
-        report.notes = [f"decoded with ffmpeg ({info.subtype}, {info.samplerate} Hz, {info.channels} ch)"] + \
-            retold(report.notes, dec, src, info)
-        report.warnings = retold(report.warnings, dec, src, info)
         loud.warnings = retold(loud.warnings, dec, src, info)
-        return report, loud
+        return as_input(report, dec, src, info), loud
     _, subtype = output_format(dst, info.subtype, args.subtype)  # refuse a bad --subtype before rendering
     final = through_links(dst)
     if not final.parent.is_dir():

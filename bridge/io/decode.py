@@ -151,6 +151,15 @@ def output_subtype(out: str | os.PathLike[str], subtype: str | None) -> str | No
     return "PCM_24" if _writable(_format_for(Path(out)), "PCM_24") else None
 
 
+def as_input(report, tmp: Path, original: str | os.PathLike[str], info: ProbedInfo):  # noqa: ANN001, ANN201
+    """A :class:`~hushbridge.io.files.FileReport` of the decoded copy, made one of the input."""
+    report.input = os.fspath(original)
+    report.notes = [f"decoded with ffmpeg ({info.subtype}, {info.samplerate} Hz, {info.channels} ch)"] + \
+        retold(report.notes, tmp, original, info)
+    report.warnings = retold(report.warnings, tmp, original, info)
+    return report
+
+
 def retold(texts: list[str], tmp: Path, original: str | os.PathLike[str], info: ProbedInfo) -> list[str]:
     """Notes or warnings about the decoded copy, told of the input (its path, its codec)."""
     codec = info.subtype.upper()

@@ -446,7 +446,7 @@ def process_file(
     if dst.is_dir():
         raise AudioFileError(f"{dst}: is a directory; give a file name (or use --out-dir for batches)")
     if info.format == "FFMPEG":  # only ffmpeg reads it: decoded to a temporary file first
-        from hushbridge.io.decode import decoded, mentions, output_subtype, retold, speaker_mask
+        from hushbridge.io.decode import as_input, decoded, mentions, output_subtype, speaker_mask
 
         subtype = output_subtype(dst, subtype)
         if not dst.parent.exists():
@@ -461,11 +461,7 @@ def process_file(
                                       automix=automix)
             except AudioFileError as e:
                 raise AudioFileError(mentions(str(e), tmp, src)) from e
-        report.input = str(src)
-        report.notes = [f"decoded with ffmpeg ({info.subtype}, {info.samplerate} Hz, {info.channels} ch)"] + \
-            retold(report.notes, tmp, src, info)
-        report.warnings = retold(report.warnings, tmp, src, info)
-        return report
+        return as_input(report, tmp, src, info)
     fmt, out_subtype = output_format(dst, info.subtype, subtype)
     mask = channel_mask_of(src, info) if channel_mask is None else (channel_mask or None)
     if channel_mask is None and mask is None and info.channels > 2:
