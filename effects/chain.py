@@ -225,9 +225,9 @@ class Chain(Effect):
         s = self._slots[index]
         copies = s.copies
         wet = s.mix[0] > 0.0
+        out.fill(np.nan)  # a method, not a slice: no view made per block
         if copies is None:
             out[0] = getattr(s.effect, attr) if wet else 0.0
-            out[1:] = np.nan
             return
         value = -np.inf
         for c in range(len(copies)):
@@ -236,7 +236,6 @@ class Chain(Effect):
             if v > value:  # NaN (a model with no reading yet) never wins
                 value = v
         out[0] = value if value > -np.inf else np.nan
-        out[1 + len(copies):] = np.nan
 
     @property
     def per_channel(self) -> bool:
