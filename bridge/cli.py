@@ -284,7 +284,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
         from hushbridge.io.decode import as_input, decoded, mentions, output_subtype, retold, speaker_mask
         from hushbridge.io.files import audio_info
 
-        with decoded(src, dst.parent if dst.parent.is_dir() else None) as dec:
+        with decoded(src, dst.parent if dst.parent.is_dir() else None) as (dec, said):
             as_decoded = argparse.Namespace(**vars(args))
             as_decoded.subtype = output_subtype(dst, args.subtype)
             # the speakers the input names (a 5.1 AAC's), none for a mono or stereo one: the
@@ -296,7 +296,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
             except AudioFileError as e:
                 raise AudioFileError(mentions(str(e), dec, src)) from e
         loud.warnings = retold(loud.warnings, dec, src, info)
-        return as_input(report, dec, src, info), loud
+        return as_input(report, dec, said, src, info), loud
     _, subtype = output_format(dst, info.subtype, args.subtype)  # refuse a bad --subtype before rendering
     final = through_links(dst)
     if not final.parent.is_dir():
@@ -687,6 +687,8 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
             _warning(f"{name}: {m['nonfinite_samples']} NaN/Inf samples, measured as silence")
         if m["truncated"]:
             _warning(m["truncated"])
+        if m["decoded"]:
+            _tell("note:", "cyan", f"{name}: {m['decoded']}")
         if m["unweighed"]:
             _warning(f"{name}: {m['unweighed']}")
         rows.append({"file": name, **{k: m[k] for k, _, _ in _LOUDNESS_KEYS},
@@ -755,6 +757,8 @@ def _print_normalized(report, shown_in: str, shown_out: str) -> None:
     out.print(f"{shown_out}: {_fmt(after['integrated_lufs'])} LUFS, LRA {after['lra_lu']:.1f} LU, true peak "
               f"{after['true_peak_dbtp']:.2f} dBTP ({report.subtype}, target {target:g} LUFS, "
               f"ceiling {ceiling:g} dBTP)", markup=False)
+    for note in report.notes:
+        out.print(f"  {note}", markup=False)
     for warning in report.warnings:
         _warning(warning)
     reached = after["integrated_lufs"]

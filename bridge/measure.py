@@ -163,8 +163,9 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     Returns ``integrated_lufs``, ``lra_lu``, ``max_momentary_lufs``, ``max_short_term_lufs``,
     ``true_peak_dbtp`` (and the momentary/short-term readings at the end), plus ``sample_rate``,
     ``channels``, ``duration_s``, ``nonfinite_samples`` (NaN/Inf samples, measured as
-    silence), ``truncated`` (what a WAV cut short lacks, else None) and ``unweighed`` (None, or
-    why no channel counts: a file whose channel mask names only the LFE reads -inf by BS.1770). Channels are weighted by
+    silence), ``truncated`` (what a WAV cut short lacks, or what ffmpeg reported decoding an input
+    only it reads, else None), ``unweighed`` (None, or why no channel counts: a file whose channel
+    mask names only the LFE reads -inf by BS.1770) and ``decoded`` (how ffmpeg decoded it, or None). Channels are weighted by
     ``layout`` if given (``equal``: every channel 1.0, e.g. separate microphones), else by ``channel_mask`` (a WAV ``dwChannelMask``: for a file that cannot
     carry one, such as a render's temporary W64), else by a WAV's own channel mask where it has
     one, else by the layout FLAC and Ogg define for the count (4: quad, 7: 6.1), else by their count
@@ -178,15 +179,15 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
 
     info = audio_info(path)
     if info.format == "FFMPEG":  # only ffmpeg reads it: measured from a decoded copy
-        from hushbridge.io.decode import decoded, mentions
+        from hushbridge.io.decode import decoded, decoded_note, mentions
 
-        with decoded(path) as tmp:
+        with decoded(path) as (tmp, said):
             try:
                 out = loudness_file(tmp, layout=layout, channel_mask=channel_mask, block_frames=block_frames)
             except AudioFileError as e:
                 raise AudioFileError(mentions(str(e), tmp, path)) from e
-        if out["truncated"]:
-            out["truncated"] = mentions(out["truncated"], tmp, path)
+        out["truncated"] = said or (out["truncated"] and mentions(out["truncated"], tmp, path))
+        out["decoded"] = decoded_note(info)
         return out
     if info.samplerate <= 3400:
         raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is too low for BS.1770 loudness")
@@ -219,5 +220,6 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
         unweighed = (f"its channel mask ({mask:#x}) names only the LFE, which BS.1770 leaves out of loudness, so "
                      "it measures -inf; --layout equal measures it as full-range sound")
     out.update(sample_rate=int(info.samplerate), channels=int(info.channels), duration_s=frames / info.samplerate,
-               nonfinite_samples=nonfinite, truncated=truncation_warning(path, info), unweighed=unweighed)
+               nonfinite_samples=nonfinite, truncated=truncation_warning(path, info), unweighed=unweighed,
+               decoded=None)
     return out

@@ -33,6 +33,7 @@ class NormalizeReport:
     trim_db: float  # gain after the limiter where its lowest ceiling was not enough (0 normally)
     subtype: str
     warnings: list[str] = field(default_factory=list)  # e.g. the output format lost the speaker layout
+    notes: list[str] = field(default_factory=list)  # what was done besides the gain (decoded with ffmpeg)
 
     @property
     def predicted_true_peak_dbtp(self) -> float:
@@ -85,11 +86,11 @@ def normalize_file(
     shown = name if name is not None else src
     info = audio_info(src)
     if info.format == "FFMPEG":  # only ffmpeg reads it: decoded once, measured and written from that
-        from hushbridge.io.decode import decoded, mentions, output_subtype, retold, speaker_mask
+        from hushbridge.io.decode import decoded, decoded_note, mentions, output_subtype, retold, speaker_mask
 
         if dst.exists() and os.path.samefile(src, dst):
             raise AudioFileError(f"refusing to overwrite the input {shown}: choose another output path")
-        with decoded(src, dst.parent if dst.parent.is_dir() else None) as tmp:
+        with decoded(src, dst.parent if dst.parent.is_dir() else None) as (tmp, said):
             try:
                 report = normalize_file(tmp, dst, target_lufs, ceiling_dbtp=ceiling_dbtp, release_ms=release_ms,
                                         subtype=output_subtype(dst, subtype), name=shown,
@@ -97,7 +98,8 @@ def normalize_file(
                                         else channel_mask, metadata_from=metadata_from or tmp, layout=layout)
             except AudioFileError as e:
                 raise AudioFileError(mentions(str(e), tmp, src)) from e
-        report.warnings = retold(report.warnings, tmp, src, info)
+        report.warnings = ([said] if said else []) + retold(report.warnings, tmp, src, info)
+        report.notes.insert(0, decoded_note(info))
         return report
     mask = channel_mask if channel_mask is not None else channel_mask_of(src)
     # the input's weights, for the measurement before and every one after: a render read back in a

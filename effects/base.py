@@ -214,6 +214,11 @@ class Effect:
 
     def set(self, pid: str, value: float) -> None:
         """Set a parameter, checking its range (raises ParamError)."""
+        channel = self.__dict__.get("_channel_instance")
+        if channel is not None:  # set through its chain's effect, it would be undone at the next prepare
+            raise ParamError(f"{self.name}: this is channel {channel + 1}'s instance of a per-channel chain's {self.name}, "
+                             "which follows the chain's own: set that one (chain[id]), for every channel; settings "
+                             "per channel are not there yet")
         p = self.param(pid)
         self.set_index(self._index[pid], p.check(value, self.name))
 

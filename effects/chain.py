@@ -277,7 +277,9 @@ class Chain(Effect):
                 object.__setattr__(s.effect, "_spec", None)  # budgets are set in _prepare
             if own:
                 s.copies = [s.effect] + [copy.deepcopy(s.effect) for _ in range(spec.channels - 1)]
-                for effect in s.copies:
+                for c, effect in enumerate(s.copies):
+                    if c:
+                        object.__setattr__(effect, "_channel_instance", c)
                     # what a copy does not carry (a model effect is rebuilt from its file)
                     object.__setattr__(effect, "_channel_share", share)
                     effect.set_non_realtime(s.effect.non_realtime)

@@ -95,10 +95,13 @@ def probe(path: str | os.PathLike[str]) -> ProbedInfo | None:
 
 
 @contextmanager
-def decoded(path: str | os.PathLike[str], folder: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+def decoded(path: str | os.PathLike[str],
+            folder: str | os.PathLike[str] | None = None) -> Iterator[tuple[Path, str]]:
     """Decode ``path``'s first audio stream into a temporary float WAV file (in ``folder``, else
-    the system's temporary folder), yield its path, remove it afterwards. (Not W64: ffmpeg's
-    float W64 reads back in libsndfile as 32-bit integers.)"""
+    the system's temporary folder), yield ``(its path, what ffmpeg reported)`` and remove it
+    afterwards. ffmpeg decodes what it can of a file cut short and still succeeds, saying so
+    ("partial file"): that report is a warning for the caller to pass on ("" when it said
+    nothing). (Not W64: ffmpeg's float W64 reads back in libsndfile as 32-bit integers.)"""
     try:
         fd, tmp = tempfile.mkstemp(prefix=".hushbridge-decoded-", suffix=".wav", dir=folder)
     except OSError:  # a folder we may not write to: the output's own error says so, later
@@ -117,10 +120,15 @@ def decoded(path: str | os.PathLike[str], folder: str | os.PathLike[str] | None 
             raise AudioFileError(f"{path}: ffmpeg could not run ({e})") from e
         if r.returncode < 0:
             raise AudioFileError(f"{path}: ffmpeg was stopped while decoding it (signal {-r.returncode})")
+        lines = (r.stderr or "").strip().splitlines()
         if r.returncode != 0 or os.path.getsize(tmp) == 0:
-            last = (r.stderr or "").strip().splitlines()[-1:] or ["no output"]
-            raise AudioFileError(f"{path}: ffmpeg could not decode it ({last[0][:300]})")
-        yield Path(tmp)
+            raise AudioFileError(f"{path}: ffmpeg could not decode it ({(lines[-1:] or ['no output'])[0][:300]})")
+        said = ""
+        if lines:
+            more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+            said = (f"{path}: ffmpeg decoded it with errors, so it may be cut short or damaged and the output "
+                    f"holds only what could be decoded: {lines[0][:200]}{more}")
+        yield Path(tmp), said
     finally:
         try:
             os.unlink(tmp)
@@ -151,12 +159,16 @@ def output_subtype(out: str | os.PathLike[str], subtype: str | None) -> str | No
     return "PCM_24" if _writable(_format_for(Path(out)), "PCM_24") else None
 
 
-def as_input(report, tmp: Path, original: str | os.PathLike[str], info: ProbedInfo):  # noqa: ANN001, ANN201
-    """A :class:`~hushbridge.io.files.FileReport` of the decoded copy, made one of the input."""
+def decoded_note(info: ProbedInfo) -> str:
+    return f"decoded with ffmpeg ({info.subtype}, {info.samplerate} Hz, {info.channels} ch)"
+
+
+def as_input(report, tmp: Path, said: str, original: str | os.PathLike[str], info: ProbedInfo):  # noqa: ANN001, ANN201
+    """A :class:`~hushbridge.io.files.FileReport` of the decoded copy, made one of the input
+    (``said``: what ffmpeg reported, a warning)."""
     report.input = os.fspath(original)
-    report.notes = [f"decoded with ffmpeg ({info.subtype}, {info.samplerate} Hz, {info.channels} ch)"] + \
-        retold(report.notes, tmp, original, info)
-    report.warnings = retold(report.warnings, tmp, original, info)
+    report.notes = [decoded_note(info)] + retold(report.notes, tmp, original, info)
+    report.warnings = ([said] if said else []) + retold(report.warnings, tmp, original, info)
     return report
 
 

@@ -251,7 +251,7 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     if info.format == "FFMPEG":
         from hushbridge.io.decode import decoded
 
-        with decoded(path) as tmp:
+        with decoded(path) as (tmp, _):
             return read_audio(tmp)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -304,7 +304,7 @@ def _format_for(out: Path) -> str:
     ext = aliases.get(ext, ext)
     if ext not in formats:
         raise AudioFileError(f"{out}: unknown output format {out.suffix!r} (use one of: "
-                             f"{', '.join(sorted(formats))})")
+                             f"{', '.join(sorted(set(formats) | set(aliases)))})")
     return formats[ext]
 
 
@@ -451,7 +451,7 @@ def process_file(
         subtype = output_subtype(dst, subtype)
         if not dst.parent.exists():
             raise AudioFileError(f"{dst.parent}: output folder does not exist")
-        with decoded(src, dst.parent) as tmp:
+        with decoded(src, dst.parent) as (tmp, said):
             if channel_mask is None:
                 channel_mask = speaker_mask(tmp, info.channels)
             try:
@@ -461,7 +461,7 @@ def process_file(
                                       automix=automix)
             except AudioFileError as e:
                 raise AudioFileError(mentions(str(e), tmp, src)) from e
-        return as_input(report, tmp, src, info)
+        return as_input(report, tmp, said, src, info)
     fmt, out_subtype = output_format(dst, info.subtype, subtype)
     mask = channel_mask_of(src, info) if channel_mask is None else (channel_mask or None)
     if channel_mask is None and mask is None and info.channels > 2:

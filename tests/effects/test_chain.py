@@ -338,6 +338,8 @@ def test_per_channel_instances_follow_every_change_reset_together_and_meter_the_
     _render(chain, x)
     comp, other = chain.instances("compressor")
     assert other is not comp and other.values() == comp.values()
+    with pytest.raises(ParamError, match="channel 2's instance"):  # it would be undone at the next prepare
+        other.threshold_db = -40.0
     chain["compressor"].threshold_db = -20.0  # set on the chain's effect, after prepare
     chain["compressor"].set_index(1, 8.0)  # as the engine applies a change
     assert other.threshold_db == -20.0 and other.ratio == 8.0

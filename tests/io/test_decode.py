@@ -144,3 +144,30 @@ def test_review_session_24_streamed_webm_unlabelled_channels_and_loudness_render
     got = json.loads(subprocess.run([sys.executable, "-m", "hushbridge", "loudness", "--json", str(tmp_path / "loud.wav")],
                                     capture_output=True, text=True, timeout=240).stdout)[0]["integrated_lufs"]
     assert got == pytest.approx(-20.0, abs=0.1)
+
+
+def test_a_cut_short_m4a_is_processed_with_a_warning_and_loudness_and_normalize_say_they_decoded(m4a, tmp_path):
+    """QA, session 24: a faststart M4A cut short in a transfer decoded as far as it went, with
+    ffmpeg's "partial file" report dropped: the output was shorter than the file said, silently."""
+    import sys
+
+    fast = tmp_path / "fast.m4a"
+    ffmpeg("-i", str(m4a), "-c", "copy", "-movflags", "+faststart", str(fast))
+    cut = tmp_path / "cut.m4a"
+    cut.write_bytes(fast.read_bytes()[: fast.stat().st_size * 2 // 3])
+    report = process_file(cut, tmp_path / "cut.wav", Chain([Gain()]))
+    assert any("ffmpeg decoded it with errors" in w and "cut short" in w for w in report.warnings), report.warnings
+    assert report.frames < audio_info(cut).frames  # what it holds, not what it promised
+    assert loudness_file(cut)["truncated"].startswith(f"{cut}: ffmpeg decoded it with errors")
+    assert loudness_file(m4a)["truncated"] is None and loudness_file(m4a)["decoded"].startswith("decoded with ffmpeg")
+
+    def hb(*args):
+        return subprocess.run([sys.executable, "-m", "hushbridge", *map(str, args)], capture_output=True, text=True,
+                              timeout=240)
+
+    r = hb("loudness", m4a)
+    assert r.returncode == 0 and "decoded with ffmpeg (aac" in r.stderr
+    r = hb("normalize", m4a, tmp_path / "n.wav", "--target", "-20")
+    assert r.returncode == 0 and "decoded with ffmpeg (aac" in r.stdout
+    r = hb("process", cut, tmp_path / "c2.wav", "--chain", "gain", "-q")
+    assert r.returncode == 0 and "ffmpeg decoded it with errors" in r.stderr  # a warning, also with -q
