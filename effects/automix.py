@@ -6,8 +6,10 @@ the others fall by as much as their bleed of that talker lies under it (a -20 dB
 and with nobody talking every one of N microphones sits at -10·log10(N) dB, so the room noise of
 all of them together stays the same as talkers take turns (a gate would pump it). The power
 envelopes rise with ``attack_ms`` and fall with ``release_ms`` (a talker's mic stays open
-between syllables); ``range_db`` is the deepest a channel goes. A single channel passes
-untouched. It belongs before the per-speaker processing, so that a speaker's leveler does not
+between syllables); ``range_db`` is the deepest a channel goes. ``priority_channel`` (1..N; 0:
+none) weighs one microphone ``priority_db`` up in the sharing, as a host's: it keeps more of the
+gain when both talk (equal talkers, +6 dB: -1.0 dB for it, -7.0 for the other, instead of -3.0
+each) and its talking cuts the others that much deeper. A single channel passes untouched. It belongs before the per-speaker processing, so that a speaker's leveler does not
 lift the others' bleed in their pauses (``hushbridge process --automix --per-channel``).
 
 >>> from hushbridge.effects import Automix
@@ -21,6 +23,7 @@ import numpy as np
 
 from hushbridge.dsp.kernels.automix import A_ATTACK, A_CONSTS, A_FLOOR, A_RELEASE, automix
 from hushbridge.effects.base import Effect, Param, ProcessSpec
+from hushbridge.errors import ParamError
 
 
 class Automix(Effect):
@@ -32,12 +35,15 @@ class Automix(Effect):
         Param("range_db", 0.0, 60.0, 24.0, smoothing_ms=0.0),
         Param("attack_ms", 0.1, 100.0, 2.0, scale="log", smoothing_ms=0.0),
         Param("release_ms", 5.0, 2000.0, 40.0, scale="log", smoothing_ms=0.0),
+        Param("priority_channel", 0.0, 64.0, 0.0, step=1.0, smoothing_ms=0.0),
+        Param("priority_db", 0.0, 24.0, 6.0, smoothing_ms=0.0),
     )
 
     def __init__(self, **values: float) -> None:
         object.__setattr__(self, "_consts", np.zeros(A_CONSTS, dtype=np.float64))
         object.__setattr__(self, "_env", np.zeros(1, dtype=np.float64))
         object.__setattr__(self, "_meter", np.zeros(1, dtype=np.float64))
+        object.__setattr__(self, "_weights", np.ones(1, dtype=np.float64))
         super().__init__(**values)
 
     @property
@@ -48,15 +54,29 @@ class Automix(Effect):
     def _param_changed(self, index: int) -> None:
         v = self._values
         self._consts[A_FLOOR] = 10.0 ** (-v[0] / 10.0)
+        self._weights.fill(1.0)
+        k = int(round(v[3])) - 1
+        if 0 <= k < len(self._weights):  # one beyond the channels is refused on the control side
+            self._weights[k] = 10.0 ** (v[4] / 10.0)
         spec = self._spec
         if spec is not None:
             sr = float(spec.sample_rate)
             self._consts[A_ATTACK] = math.exp(-1.0 / (v[1] * 1e-3 * sr))
             self._consts[A_RELEASE] = math.exp(-1.0 / (v[2] * 1e-3 * sr))
 
+    def check_value(self, index: int, value: float) -> None:
+        spec = self._spec
+        if index == 3 and spec is not None and int(round(value)) > spec.channels:
+            raise ParamError(f"automix: priority_channel {int(round(value))} is beyond the {spec.channels} channels "
+                             "(1..N, 0: none)")
+
     def _prepare(self, spec: ProcessSpec) -> None:
+        if int(round(self._values[3])) > spec.channels:
+            raise ParamError(f"automix: priority_channel {int(round(self._values[3]))} is beyond the "
+                             f"{spec.channels} channels (1..N, 0: none)")
         object.__setattr__(self, "_env", np.zeros(spec.channels, dtype=np.float64))
         object.__setattr__(self, "_meter", np.zeros(spec.channels, dtype=np.float64))
+        object.__setattr__(self, "_weights", np.ones(spec.channels, dtype=np.float64))
 
     def reset(self) -> None:
         """Forget the envelopes: every channel starts from an even share."""
@@ -65,4 +85,4 @@ class Automix(Effect):
 
     def kernel(self):
         """Share the gain of a block (channels, frames) float32 in place."""
-        return automix, (self._consts, self._env, self._meter)
+        return automix, (self._consts, self._env, self._meter, self._weights)

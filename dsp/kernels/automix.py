@@ -1,7 +1,9 @@
 """Gain-sharing automixer kernel (Dugan's method): each channel's gain is its share of the
 total power, so the microphone of whoever talks stays open and the others fall by as much as
 their bleed of that talker lies under it, while the sum of the gains' powers stays 1 (the room
-noise of all microphones together does not change as talkers take turns)."""
+noise of all microphones together does not change as talkers take turns). A channel's weight
+scales its power in the sharing (Dugan's "weight", a priority): a host's microphone weighted
++6 dB keeps more of the gain when both talk and cuts the others 6 dB deeper while it talks."""
 from __future__ import annotations
 
 import math
@@ -20,11 +22,12 @@ SILENT_POWER = 1e-20  # under this total power (-200 dB) every channel shares al
 
 
 @njit(cache=True)
-def automix(block: np.ndarray, consts: np.ndarray, env: np.ndarray, meter: np.ndarray) -> None:
+def automix(block: np.ndarray, consts: np.ndarray, env: np.ndarray, meter: np.ndarray, weights: np.ndarray) -> None:
     """Share the gain of ``block`` (channels, frames) float32 in place.
 
     consts : float64 ``(A_CONSTS,)``; env : float64 ``(channels,)`` the power envelopes;
-    meter : float64 ``(channels,)`` receives each channel's gain in dB at the block's end.
+    meter : float64 ``(channels,)`` receives each channel's gain in dB at the block's end;
+    weights : float64 ``(channels,)`` each channel's weight on its power (1.0: none).
     """
     ch, n = block.shape
     att = consts[A_ATTACK]
@@ -39,9 +42,9 @@ def automix(block: np.ndarray, consts: np.ndarray, env: np.ndarray, meter: np.nd
             e = env[c]
             e = p + (att if p > e else rel) * (e - p)
             env[c] = e
-            total += e
+            total += weights[c] * e
         for c in range(ch):
-            share = env[c] / total if total > SILENT_POWER else even
+            share = weights[c] * env[c] / total if total > SILENT_POWER else even
             if share < floor:
                 share = floor
             if share < 1.0:
@@ -49,7 +52,7 @@ def automix(block: np.ndarray, consts: np.ndarray, env: np.ndarray, meter: np.nd
     flush_state(env)
     total = 0.0
     for c in range(ch):
-        total += env[c]
+        total += weights[c] * env[c]
     for c in range(ch):
-        share = env[c] / total if total > SILENT_POWER else even
+        share = weights[c] * env[c] / total if total > SILENT_POWER else even
         meter[c] = 10.0 * math.log10(min(max(share, floor), 1.0))

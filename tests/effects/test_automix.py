@@ -58,7 +58,38 @@ def test_nobody_talking_every_mic_at_an_even_share_and_one_mic_untouched():
 
 def test_registered_with_its_parameters():
     assert EFFECTS["automix"] is Automix
-    assert [p.id for p in Automix.params] == ["range_db", "attack_ms", "release_ms"]
+    assert [p.id for p in Automix.params] == ["range_db", "attack_ms", "release_ms", "priority_channel", "priority_db"]
     fx = Automix()
     fx.prepare(ProcessSpec(SR, 128, 2))
     assert fx.latency_samples == 0 and fx.gains_db == (0.0, 0.0)
+
+
+def test_a_priority_microphone_keeps_more_gain_in_double_talk_and_cuts_the_others_deeper():
+    """A host's microphone weighted +6 dB (Dugan's weight): two equal talkers at once share
+    -1.0 / -7.0 dB instead of -3.0 each; while the host talks alone the guest's mic falls 6 dB
+    further under its bleed; without a talker the shares stay even."""
+    t = np.arange(2 * SR) / SR
+    both = np.stack([0.3 * np.sin(2 * np.pi * 200 * t), 0.3 * np.sin(2 * np.pi * 310 * t)]).astype(np.float32)
+    settled = slice(SR // 2, None)
+    y = Chain([Automix(priority_channel=1)])(both, SR)
+    assert level_db(y[0, settled]) - level_db(both[0, settled]) == pytest.approx(-0.97, abs=0.05)
+    assert level_db(y[1, settled]) - level_db(both[1, settled]) == pytest.approx(-6.99, abs=0.05)
+    x = turns()
+    a = slice(int(0.3 * SR), int(0.95 * SR))
+    plain = Chain([Automix(range_db=40.0)])(x, SR)  # a range under the cut, which it would floor
+    host = Chain([Automix(range_db=40.0, priority_channel=1, priority_db=6.0)])(x, SR)
+    assert (level_db(host[1, a]) - level_db(plain[1, a])) == pytest.approx(-6.0, abs=0.3)
+    b = slice(int(1.3 * SR), int(1.95 * SR))  # the guest talks: the host's mic falls by its bleed less 6 dB
+    assert (level_db(host[0, b]) - level_db(plain[0, b])) == pytest.approx(6.0, abs=0.3)
+    quiet = (1e-3 * np.random.default_rng(1).standard_normal((2, SR))).astype(np.float32)
+    mix = Automix(priority_channel=2)
+    Chain([mix])(np.zeros_like(quiet), SR)
+    assert mix.gains_db == pytest.approx((-3.01, -3.01), abs=0.01)  # nobody: even shares
+    from hushbridge.errors import ParamError
+
+    mix = Automix()
+    mix.prepare(ProcessSpec(SR, 128, 2))
+    with pytest.raises(ParamError, match="beyond the 2 channels"):
+        mix.check_value(3, 3.0)  # the control side refuses it before the audio thread sees it
+    with pytest.raises(ParamError, match="beyond the 2 channels"):
+        Automix(priority_channel=4).prepare(ProcessSpec(SR, 128, 2))
