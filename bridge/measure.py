@@ -216,7 +216,7 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
         raise AudioFileError(f"{path}: corrupt or truncated audio ({e})") from e
     out = _L.finish(st)
     unweighed = None
-    if not np.any(np.asarray(weights) > 0.0):
+    if mask and not np.any(np.asarray(weights) > 0.0):  # only a mask can name nothing but an LFE
         unweighed = (f"its channel mask ({mask:#x}) names only the LFE, which BS.1770 leaves out of loudness, so "
                      "it measures -inf; --layout equal measures it as full-range sound")
     out.update(sample_rate=int(info.samplerate), channels=int(info.channels), duration_s=frames / info.samplerate,
