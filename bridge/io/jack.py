@@ -325,6 +325,12 @@ class JackBackend(Backend):
         try:
             self.inports = [self.client.inports.register(f"in_{k + 1}") for k in range(engine.channels)]
             self.outports = [self.client.outports.register(f"out_{k + 1}") for k in range(engine.channels)]
+            # before any callback is set: JACK may notify the sample rate at once (on its own
+            # thread), and an engine a previous backend prepared re-formats for it here
+            self._ptrs_in = [address_of(p._ptr) for p in self.inports]
+            self._ptrs_out = [address_of(p._ptr) for p in self.outports]
+            self.server_shutdown = ""
+            self._hooks: list[Callable[[int], None]] = []
             self.client.set_process_callback(self._process)
             self.client.set_xrun_callback(self._on_xrun)
             self.client.set_blocksize_callback(self._on_blocksize)
@@ -340,10 +346,6 @@ class JackBackend(Backend):
         except BaseException:
             self.client.close()
             raise
-        self.server_shutdown = ""
-        self._hooks: list[Callable[[int], None]] = []
-        self._ptrs_in = [address_of(p._ptr) for p in self.inports]
-        self._ptrs_out = [address_of(p._ptr) for p in self.outports]
 
     # == properties =============================================================================
     @property
