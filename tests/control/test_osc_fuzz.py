@@ -323,7 +323,10 @@ def test_osc_fuzz_on_jack(jack_server, receive, tmp_path):
             midi_counted = wait_until(lambda: mapper.stats["rejected"] - midi0["rejected"] == midi_rejects, 10.0)
             assert midi_counted or xruns, (mapper.stats, midi0, midi_rejects, mapper.last_error)
             got = mapper.stats["rejected"] - midi0["rejected"]
-            assert got <= midi_rejects and mapper.stats["received"] > midi0["received"] + 500
+            # a lost event can also add rejections: the data bytes after a lost status byte are
+            # stray (1025 counted against 1022 in a take with xruns, session 25)
+            assert (got <= midi_rejects or xruns) and mapper.stats["received"] > midi0["received"] + 500, \
+                (got, midi_rejects, xruns)
             assert engine.dropped_messages - dropped0 == N_PACKETS + got
             assert engine.callback_errors == errors0 == 0, engine.last_callback_error
             assert server._worker.is_alive()
