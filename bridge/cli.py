@@ -93,7 +93,8 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
                    help="ad-hoc chain of effects with default settings, e.g. highpass,compressor,limiter; "
                         "plugin:Reverb or plugin:/path/x.vst3 adds a pedalboard plugin")
     p.add_argument("--set", "-s", metavar="ID.PARAM=VALUE", action="append", default=[],
-                   help="override a parameter, e.g. --set compressor.threshold_db=-20 or declip.soft_repair=on "
+                   help="override a parameter, e.g. --set compressor.threshold_db=-20 or declip.soft_repair=on; "
+                        "with --per-channel, ID@N.PARAM=VALUE sets channel N's own, e.g. gate@2.threshold_db=-55 "
                         "(repeatable)")
 
 
@@ -117,6 +118,22 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
         if eid == "automix" and eid not in chain.ids and "automix" not in outside and hasattr(args, "automix"):
             raise ParamError(f"--set {item!r}: no automix in the chain; add --automix (gain sharing before the "
                              "chain) or put it in the chain (--chain automix,...)")
+        eid, at, channel = eid.partition("@")
+        if at:
+            if not getattr(args, "per_channel", False):
+                raise ParamError(f"--set {item!r}: a channel's own value is used when each channel runs on its own: "
+                                 "add --per-channel")
+            if not channel.isdigit():
+                raise ParamError(f"--set {item!r}: expected ID@N.PARAM=VALUE with N a channel from 1, "
+                                 "e.g. gate@2.threshold_db=-55")
+            param = chain[eid].param(pid)
+            index = param.choice_index(value) if param.choices else None
+            try:
+                number = float(index) if index is not None else float(value)
+            except ValueError:
+                raise ParamError(f"--set {item!r}: {value!r} is not a number") from None
+            chain.set_channel(eid, int(channel), pid, number)
+            continue
         if eid in outside and eid not in chain.ids:
             effect = outside[eid]
             if pid == "bypass":
@@ -143,6 +160,10 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
                 named = f" or one of {', '.join(choices)}" if choices else ""
                 raise ParamError(f"--set {item!r}: {value!r} is not a number{named}") from None
         effect.set(pid, number)
+    if not getattr(args, "per_channel", True) and any(chain.channel_values(k) for k in range(len(chain))):
+        _console(stderr=True).print("[yellow]warning:[/] the preset gives channels values of their own "
+                                    f"({', '.join(e for k, e in enumerate(chain.ids) if chain.channel_values(k))}); "
+                                    "they are used with --per-channel, not here", highlight=False)
     return chain
 
 
@@ -791,7 +812,8 @@ def _cmd_osc_layout(args: argparse.Namespace) -> int:
 
     from hushbridge.atomic import write_text_atomic
 
-    text = render(Engine(_build_chain(args)), args.format, args.host, args.port, args.feedback_port)
+    engine = Engine(_build_chain(args), channels=args.channels, per_channel=args.per_channel)
+    text = render(engine, args.format, args.host, args.port, args.feedback_port)
     if args.out and args.out != "-":
         out = Path(args.out)
         if out.is_dir():
@@ -970,6 +992,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port_arg, default=9000, help="hushbridge's OSC port (default 9000)")
     p.add_argument("--feedback-port", type=_port_arg, metavar="PORT",
                    help="the port Open Stage Control receives on, if not the one it sends from")
+    p.add_argument("--per-channel", action="store_true",
+                   help="for `run --per-channel`: a panel per channel too, with each channel's own settings "
+                        "(/hb/<id>@<n>/<param>)")
+    p.add_argument("--channels", type=_channels_arg, default=2, metavar="N",
+                   help="with --per-channel: the channels `run` has (default 2)")
     p.set_defaults(func=_cmd_osc_layout)
     return parser
 

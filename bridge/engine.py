@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from hushbridge.control.params import BYPASS, ControlPort, ParamChange, ParamRing
+from hushbridge.control.params import BYPASS, CHANNEL_STRIDE, ControlPort, ParamChange, ParamRing
 from hushbridge.dsp.kernels.meter import block_levels
 from hushbridge.dsp.kernels.schedule import timed_drop, timed_due, timed_insert, timed_keep_from
 from hushbridge.dsp.kernels.util import sanitize, swap_fade_into
@@ -159,11 +159,17 @@ class ApplyProbe:
 class ParamInfo:
     """One controllable parameter of the running chain, as the control plane sees it."""
 
-    address: str  # "/hb/<id>/<param>" or "/hb/<id>/bypass"
+    address: str  # "/hb/<id>/<param>", "/hb/<id>@<n>/<param>" or "/hb/<id>/bypass"
     effect_id: str
     slot: int
-    index: int  # parameter index, or BYPASS
+    index: int  # parameter index (+ n * CHANNEL_STRIDE for channel n's own value), or BYPASS
     param: Param
+    channel: int = 0  # n of /hb/<id>@<n>/<param>; 0: the effect's (every channel's)
+
+    @property
+    def param_index(self) -> int:
+        """The parameter's index in its effect (BYPASS for bypass)."""
+        return self.index if self.index < 0 else self.index % CHANNEL_STRIDE
 
 
 BYPASS_PARAM = Param("bypass", 0.0, 1.0, 0.0, step=1.0, choices=("off", "on"))
@@ -283,6 +289,7 @@ class Engine:
         self._timed = np.zeros((TIMED_CAPACITY, 5), dtype=np.float64)
         self._timed_n = 0
         self._timed_next = float("inf")
+        self._keep = np.full(self.channels, np.nan)  # _apply's scratch: channel values to keep
         self.timed_overflows = 0
         # control side: what a future-stamped change will make of get() and feedback once it is
         # audible, (stamp, seq, address, value, source, table generation), earliest first
@@ -501,7 +508,27 @@ class Engine:
             if order < orders[slot, param]:
                 return
             orders[slot, param] = order
+            stride = chain.order_stride
+            channels = (orders.shape[1] - 1) // stride - 1
+            keep = self._keep
+            for c in range(min(channels, len(keep))):
+                # a channel's own value set after this change (it came another way) stays
+                keep[c] = chain.channel_value_index(slot, c, param) \
+                    if orders[slot, (c + 1) * stride + param] > order else np.nan
             chain[slot].set_index(param, value)
+            for c in range(min(channels, len(keep))):
+                if keep[c] == keep[c]:
+                    chain.set_channel_index(slot, c, param, keep[c])
+        elif param >= CHANNEL_STRIDE:
+            c, index = divmod(param, CHANNEL_STRIDE)
+            stride = chain.order_stride
+            if not (0 <= index < len(chain[slot].params) and (c + 1) * stride <= orders.shape[1] - 1):
+                return
+            column = c * stride + index
+            if order < orders[slot, column] or order < orders[slot, index]:
+                return  # a later change to it, or to every channel, is in already
+            orders[slot, column] = order
+            chain.set_channel_index(slot, c - 1, index, value)
         probe = self.apply_probe
         if probe is not None and probe.n < len(probe.values):
             probe.slots[probe.n] = slot
@@ -529,11 +556,22 @@ class Engine:
     def _rebuild_table(self, chain: Chain, generation: int) -> None:
         table: dict[str, ParamInfo] = {}
         shadow: dict[str, float] = {}
+        by_channel: dict[str, tuple[str, ...]] = {}
         for slot, (eid, effect) in enumerate(chain.items()):
             for index, p in enumerate(effect.params):
                 address = f"/hb/{eid}/{p.id}"
                 table[address] = ParamInfo(address, eid, slot, index, p)
                 shadow[address] = effect.get(p.id)
+            if chain.per_channel and effect.channel_coupling != "joint":
+                # each channel's own settings: /hb/<id>@<n>/<param>
+                for index, p in enumerate(effect.params):
+                    mine = []
+                    for c in range(1, self.channels + 1):
+                        address = f"/hb/{eid}@{c}/{p.id}"
+                        table[address] = ParamInfo(address, eid, slot, index + c * CHANNEL_STRIDE, p, c)
+                        shadow[address] = chain.get_channel(slot, c, p.id)
+                        mine.append(address)
+                    by_channel[f"/hb/{eid}/{p.id}"] = tuple(mine)
             address = f"/hb/{eid}/bypass"
             table[address] = ParamInfo(address, eid, slot, BYPASS, BYPASS_PARAM)
             shadow[address] = 1.0 if chain.is_bypassed(slot) else 0.0
@@ -547,9 +585,13 @@ class Engine:
             chain.effect_seconds = np.zeros(len(chain), dtype=np.float64)
         # when the last change applied to each parameter was made (last column: bypass); the
         # audio thread skips an older one that arrives later by another way (see _apply)
-        width = max((len(e.params) for e in chain), default=0) + 1
+        # columns: every parameter of the effect, then each channel's own values, then bypass
+        stride = max((len(e.params) for e in chain), default=0)
+        chain.order_stride = max(stride, 1)
+        width = chain.order_stride * (1 + (self.channels if chain.per_channel else 0)) + 1
         chain.change_order = np.full((len(chain), width), -np.inf)
         self._shadow_order = {}
+        self._by_channel = by_channel
         self._table, self._shadow = table, shadow
         self._table_generation = generation
         self.tracked = (chain, tuple(tracked), generation, tuple(slots))
@@ -627,7 +669,7 @@ class Engine:
         else:
             v = p.check(value, f"{info.effect_id}")
         if info.index != BYPASS:  # in range, but can this prepared instance take it?
-            self.tracked[0][info.slot].check_value(info.index, v)
+            self.tracked[0][info.slot].check_value(info.param_index, v)
         # the table may already describe a chain the audio thread has not swapped in yet
         change = ParamChange(self._table_generation, info.slot, info.index, v)
         if stamp > time.time():
@@ -645,12 +687,21 @@ class Engine:
         order = self.control.submit(change, stamp)
         if order < self._shadow_order.get(address, -math.inf):
             return v  # a later change (from the OSC receive process) is reported already
-        self._shadow_order[address] = order
-        # a button (momentary) does its thing once and reads as its default again
-        self._shadow[address] = p.default if p.momentary else v
-        for listener in list(self._listeners):
-            listener(address, v, source)
+        self._report(address, p, v, source, order)
         return v
+
+    def _report(self, address: str, p: Param, value: float, source: object, order: float) -> None:
+        """Count an accepted change for get(), presets and listeners (feedback); a change to an
+        effect's parameter counts for each channel's address of it too (every channel takes it)."""
+        # a button (momentary) does its thing once and reads as its default again
+        shown = p.default if p.momentary else value
+        for a in (address, *self._by_channel.get(address, ())):
+            if a is not address and order < self._shadow_order.get(a, -math.inf):
+                continue  # that channel's own value came later
+            self._shadow_order[a] = order
+            self._shadow[a] = shown
+            for listener in list(self._listeners):
+                listener(a, value, source)
 
     def attach_ring(self, ring: ParamRing) -> None:
         """Drain ``ring`` at every callback too (after :attr:`ring`). Its one producer (another
@@ -676,11 +727,7 @@ class Engine:
         info = self._table.get(address)
         if info is None or order < self._shadow_order.get(address, -math.inf):
             return False
-        self._shadow_order[address] = order
-        p = info.param
-        self._shadow[address] = p.default if p.momentary else value
-        for listener in list(self._listeners):
-            listener(address, value, source)
+        self._report(address, info.param, value, source, order)
         return True
 
     def table_snapshot(self) -> tuple[int, Chain, list[ParamInfo]]:
@@ -708,10 +755,7 @@ class Engine:
         for _, _, address, v, source, generation in due:
             if generation != self._table_generation:
                 continue  # scheduled for a chain that has been replaced since
-            self._shadow_order[address] = time.monotonic()
-            self._shadow[address] = v
-            for listener in list(self._listeners):
-                listener(address, v, source)
+            self._report(address, self._table[address].param, v, source, time.monotonic())
         return len(due)
 
     def next_timed(self) -> float:
@@ -1023,13 +1067,31 @@ class ChainSnapshot:
     def __init__(self, chain: Chain, shadow: dict[str, float]) -> None:
         self._items = []
         self._bypassed = []
-        for eid, effect in chain.items():
+        self._own: list[dict[int, dict[str, float]]] = []
+        for k, (eid, effect) in enumerate(chain.items()):
             values = {p.id: float(shadow.get(f"/hb/{eid}/{p.id}", effect.get(p.id))) for p in effect.params}
             self._items.append((eid, _EffectValues(effect.name, values)))
             self._bypassed.append(shadow.get(f"/hb/{eid}/bypass", 0.0) >= 0.5)
+            own: dict[int, dict[str, float]] = {}
+            if effect.channel_coupling != "joint":
+                for c, row in chain.channel_values(k).items():  # in case the engine's table has none
+                    own.setdefault(c, {}).update(row)
+                for address, value in shadow.items():  # what the control side set last
+                    head, _, pid = address[4:].rpartition("/")
+                    name, at, c = head.partition("@")
+                    if at and name == eid and pid in values:
+                        row = own.setdefault(int(c), {})
+                        row.pop(pid, None)
+                        if value != values[pid]:
+                            row[pid] = float(value)
+            self._own.append({c: row for c, row in sorted(own.items()) if row})
 
     def items(self) -> list[tuple[str, "_EffectValues"]]:
         return list(self._items)
+
+    def channel_values(self, index: int) -> dict[int, dict[str, float]]:
+        """Effect ``index``'s channels' own values (see :meth:`Chain.channel_values`)."""
+        return {c: dict(row) for c, row in self._own[index].items()}
 
     def is_bypassed(self, index: int) -> bool:
         return self._bypassed[index]

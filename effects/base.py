@@ -171,6 +171,9 @@ class Effect:
     channel_coupling: ClassVar[str] = "linked"
     #: instances that take every parameter change this one takes (a per-channel Chain's copies)
     _followers: tuple[Effect, ...] = ()
+    #: (channels, params) each channel's own values in a per-channel Chain (NaN: none), which a
+    #: change to this effect's parameter clears; the Chain's array, None elsewhere
+    _own: np.ndarray | None = None
     #: the share of the chain's channels this instance runs (a per-channel Chain's instances run
     #: 1 of N): what a per-block time budget divides by (the denoiser's overload fallback)
     _channel_share: float = 1.0
@@ -217,8 +220,8 @@ class Effect:
         channel = self.__dict__.get("_channel_instance")
         if channel is not None:  # set through its chain's effect, it would be undone at the next prepare
             raise ParamError(f"{self.name}: this is channel {channel + 1}'s instance of a per-channel chain's {self.name}, "
-                             "which follows the chain's own: set that one (chain[id]), for every channel; settings "
-                             "per channel are not there yet")
+                             "made again at every prepare: set the chain's effect (chain[id]) for every channel, "
+                             f"or chain.set_channel(id, {channel + 1}, {pid!r}, value) for this one")
         p = self.param(pid)
         self.set_index(self._index[pid], p.check(value, self.name))
 
@@ -226,6 +229,10 @@ class Effect:
         """Set parameter ``index`` to ``value``, clamped. Real-time safe: called at block start."""
         self._values[index] = self.params[index].clamp(value)
         self._param_changed(index)
+        own = self._own
+        if own is not None:  # every channel takes it again
+            for c in range(own.shape[0]):
+                own[c, index] = np.nan
         for follower in self._followers:
             follower.set_index(index, value)
 

@@ -11,12 +11,14 @@ given explicitly (``Chain([...], ids=[...])`` or ``chain.append(effect, id="voic
 the ``<id>`` in OSC addresses ``/hb/<id>/<param>``.
 
 ``Chain(..., per_channel=True)`` runs each channel as if it were alone (separate microphones in
-one stream: two podcast mics, a recorder's poly file): an effect whose channels share state
-(``channel_coupling = "linked"``: a dynamics detector that hears the loudest channel) gets an
-instance per channel, made at ``prepare`` from the one in the chain; those follow every change
-to it (the chain's effect stays the one you set and the engine addresses), and meters read the
-largest over them. Effects that treat channels on their own already (filters, gain) or
-together by nature (``automix``, the ``loudness`` meter) run on all channels as they are.
+one stream: two podcast mics, a recorder's poly file): every effect gets an instance per
+channel, made at ``prepare`` from the one in the chain, except those that work on the channels
+together by nature (``channel_coupling = "joint"``: ``automix``, the ``loudness`` meter, a
+plugin), which run on all channels as they are. The chain's effect holds the settings (the one
+you set and the engine addresses); its instances follow every change to it, and meters read
+the largest over them. A channel may have settings of its own
+(``chain.set_channel("gate", 2, "threshold_db", -50.0)``, OSC ``/hb/gate@2/threshold_db``); a
+change to the effect itself (``chain["gate"].threshold_db = -45.0``) sets every channel again.
 
 Bypassing an effect crossfades (``bypass_ms``) to its input delayed by the effect's latency,
 so toggling never shifts timing. The Chain's latency is the sum of its effects' latencies.
@@ -66,6 +68,9 @@ class _Slot:
     # per channel (set by prepare in a per-channel chain, for a linked effect): one instance per
     # channel, the first the effect itself; None: the effect runs on the whole block
     copies: list[Effect] | None = None
+    # (channels, params) float64: each channel's own values (NaN: it takes the effect's); the
+    # same array as the effect's ``_own``, so a change to the effect itself clears the column
+    own: np.ndarray | None = None
 
     def instances(self) -> list[Effect] | tuple[Effect]:
         return self.copies or (self.effect,)
@@ -87,6 +92,8 @@ class Chain(Effect):
     #: (len(chain), most params + 1) float64 set by the engine that runs the chain: when the last
     #: change applied to each parameter was made (last column: bypass); see ``Engine._apply``
     change_order: np.ndarray | None = None
+    #: columns of :attr:`change_order` per block: the effect's parameters, then each channel's
+    order_stride: int = 1
 
     def __init__(self, effects: Iterable[Effect] = (), ids: Iterable[str | None] | None = None,
                  fuse: bool | None = None, per_channel: bool = False) -> None:
@@ -138,6 +145,7 @@ class Chain(Effect):
             raise ChainError(f"this {effect.name} is already in the chain; add another instance "
                              f"(e.g. {type(effect).__name__}(**effect.values()))")
         self._slots.insert(index, _Slot(effect, self._new_id(effect, id)))
+        object.__setattr__(effect, "_own", None)  # the channel values of another chain stay there
         object.__setattr__(self, "_spec", None)
 
     def __delitem__(self, key: int | str) -> None:
@@ -209,7 +217,95 @@ class Chain(Effect):
     # -- lifecycle --------------------------------------------------------------------------
     @property
     def latency_samples(self) -> int:
-        return sum(s.effect.latency_samples for s in self._slots)
+        return sum(s.instances()[0].latency_samples for s in self._slots)
+
+    # -- settings per channel -----------------------------------------------------------------
+    def set_channel(self, key: int | str, channel: int, pid: str, value: float | str) -> None:
+        """Give channel ``channel`` (1, 2, ...) of effect ``key`` a value of parameter ``pid``
+        of its own, in a chain run per channel (the other channels keep the effect's). Setting
+        the effect's parameter itself (``chain[key].<pid> = ...``) sets every channel again.
+
+        Raises ChainError for an effect that works on all channels together (``automix``,
+        ``loudness``, a plugin), for a channel the prepared stream does not have and for a
+        prepared chain that does not run per channel; ParamError for a value out of range."""
+        index = self.index_of(key)
+        s = self._slots[index]
+        effect = s.effect
+        c = self._channel_number(s, channel)
+        p = effect.param(pid)
+        v = p.check(value, f"{s.id}@{c}")
+        if s.own is None or s.own.shape[0] < c:  # off the audio thread only: prepare sizes it
+            self._grow_own(s, c)
+        s.own[c - 1, effect._index[pid]] = v
+        if s.copies is not None:
+            s.copies[c - 1].set_index(effect._index[pid], v)
+
+    def set_channel_index(self, index: int, channel: int, param: int, value: float) -> None:
+        """Set ``channel``'s (0-based) own value of parameter ``param`` (index) of effect
+        ``index``, clamped. Real-time safe: used by the engine at block start, for a channel
+        the prepared chain has."""
+        s = self._slots[index]
+        copies = s.copies
+        if copies is None or not 0 <= channel < len(copies):
+            return
+        v = s.effect.params[param].clamp(value)
+        s.own[channel, param] = v
+        copies[channel].set_index(param, v)
+
+    def channel_value_index(self, index: int, channel: int, param: int) -> float:
+        """``channel``'s (0-based) own value of parameter ``param`` of effect ``index``, NaN
+        when it has none. Real-time safe."""
+        own = self._slots[index].own
+        if own is None or not 0 <= channel < own.shape[0]:
+            return np.nan
+        return float(own[channel, param])
+
+    def get_channel(self, key: int | str, channel: int, pid: str) -> float:
+        """Channel ``channel``'s value of ``pid`` for effect ``key``: its own, else the effect's."""
+        s = self._slots[self.index_of(key)]
+        c = self._channel_number(s, channel)
+        i = s.effect._index.get(pid)
+        v = s.effect.get(pid)  # ParamError for an unknown one
+        if s.own is not None and c <= s.own.shape[0] and s.own[c - 1, i] == s.own[c - 1, i]:
+            return float(s.own[c - 1, i])
+        return v
+
+    def channel_values(self, key: int | str) -> dict[int, dict[str, float]]:
+        """The values channels of effect ``key`` have of their own: ``{channel: {param: value}}``
+        (channels from 1), only those that differ from the effect's."""
+        s = self._slots[self.index_of(key)]
+        out: dict[int, dict[str, float]] = {}
+        if s.own is None:
+            return out
+        base = s.effect._values
+        for c in range(s.own.shape[0]):
+            row = {p.id: float(s.own[c, i]) for i, p in enumerate(s.effect.params)
+                   if s.own[c, i] == s.own[c, i] and s.own[c, i] != base[i]}
+            if row:
+                out[c + 1] = row
+        return out
+
+    def _channel_number(self, s: _Slot, channel: int) -> int:
+        if isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer)) or channel < 1:
+            raise ChainError(f"{s.id}: channels are numbered from 1, got {channel!r}")
+        if s.effect.channel_coupling == "joint":
+            raise ChainError(f"{s.id} works on all channels together ({s.effect.name}); it has no settings per channel")
+        spec = self._spec
+        if spec is not None:
+            if not self._per_channel:
+                raise ChainError(f"{s.id}: settings per channel need a chain run per channel (per_channel=True)")
+            if channel > spec.channels:
+                raise ChainError(f"{s.id}: channel {channel} is not in the stream ({spec.channels} "
+                                 f"channel{'s' if spec.channels != 1 else ''})")
+        return int(channel)
+
+    @staticmethod
+    def _grow_own(s: _Slot, rows: int) -> None:
+        own = np.full((rows, len(s.effect.params)), np.nan)
+        if s.own is not None:
+            own[: s.own.shape[0]] = s.own
+        s.own = own
+        object.__setattr__(s.effect, "_own", own)
 
     def reading(self, index: int, attr: str) -> float:
         """Effect ``index``'s meter ``attr`` (``gain_reduction_db``, ``activity``): in a
@@ -264,30 +360,38 @@ class Chain(Effect):
         return list(self._slots[self.index_of(key)].instances())
 
     def _prepare(self, spec: ProcessSpec) -> None:
-        split = self.per_channel and spec.channels > 1
+        split = self.per_channel
         # a channel alone names no speaker: a microphone is heard whatever the stream's layout
         mono = replace(spec, channels=1, channel_mask=0)
         for s in self._slots:
             object.__setattr__(s.effect, "_followers", ())
             s.copies = None
-            own = split and s.effect.channel_coupling == "linked"
-            share = 1.0 / spec.channels if own else 1.0
+            apart = split and s.effect.channel_coupling != "joint"
+            share = 1.0 / spec.channels if apart else 1.0
             if s.effect._channel_share != share:
                 object.__setattr__(s.effect, "_channel_share", share)
                 object.__setattr__(s.effect, "_spec", None)  # budgets are set in _prepare
-            if own:
-                s.copies = [s.effect] + [copy.deepcopy(s.effect) for _ in range(spec.channels - 1)]
+            if apart:
+                if s.own is None or s.own.shape[0] < spec.channels:
+                    self._grow_own(s, spec.channels)
+                # every channel runs a copy; the effect itself keeps the settings every channel
+                # takes (prepared too, so that what it reports holds: latency, ranges)
+                s.copies = [copy.deepcopy(s.effect) for _ in range(spec.channels)]
                 for c, effect in enumerate(s.copies):
-                    if c:
-                        object.__setattr__(effect, "_channel_instance", c)
+                    object.__setattr__(effect, "_channel_instance", c)
+                    object.__setattr__(effect, "_own", None)
                     # what a copy does not carry (a model effect is rebuilt from its file)
                     object.__setattr__(effect, "_channel_share", share)
                     effect.set_non_realtime(s.effect.non_realtime)
                     effect.prepare(mono)
-                object.__setattr__(s.effect, "_followers", tuple(s.copies[1:]))
+                    for i in range(len(effect.params)):
+                        if s.own[c, i] == s.own[c, i]:
+                            effect.set_index(i, float(s.own[c, i]))
+                s.effect.prepare(mono)
+                object.__setattr__(s.effect, "_followers", tuple(s.copies))
             else:
                 s.effect.prepare(spec)
-            lat = s.effect.latency_samples
+            lat = s.instances()[0].latency_samples
             s.line = np.zeros((spec.channels, lat + spec.max_block_size + 1), dtype=np.float32)
             s.dry = np.zeros((spec.channels, spec.max_block_size), dtype=np.float32)
             s.latency = lat
@@ -330,7 +434,8 @@ class Chain(Effect):
     def set_non_realtime(self, non_realtime: bool) -> None:
         super().set_non_realtime(non_realtime)
         for s in self._slots:
-            for effect in s.instances():
+            s.effect.set_non_realtime(non_realtime)  # the copies made at the next prepare take it
+            for effect in s.copies or ():
                 effect.set_non_realtime(non_realtime)
 
     def reset(self) -> None:

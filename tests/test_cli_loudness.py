@@ -435,3 +435,32 @@ def test_a_file_whose_only_channel_is_named_the_lfe_says_why_it_reads_minus_inf(
     assert r.returncode == 0, r.stderr
     assert json.loads(hb("loudness", "--layout", "equal", tmp_path / "n.wav", "--json").stdout)[0][
         "integrated_lufs"] == pytest.approx(-16.0, abs=0.1)
+
+
+def test_process_per_channel_takes_a_channel_s_own_settings_from_set_and_presets(tmp_path: Path) -> None:
+    """`--set gain@2.gain_db=-6 --per-channel` turns the second mic alone down; a preset's
+    `channels = { 2 = {...} }` does the same; without --per-channel the first is refused and
+    the second warned about (a preset may serve both)."""
+    sr = 48000
+    tone = 10 ** (-30 / 20) * np.sin(2 * np.pi * 1000 * np.arange(2 * sr) / sr)
+    src = tmp_path / "two.wav"
+    sf.write(str(src), np.stack([tone, tone], axis=1), sr, subtype="FLOAT")
+    rms = lambda y: 20 * np.log10(np.sqrt(np.mean(np.square(y[sr:], dtype=np.float64), axis=0)))  # noqa: E731
+    out = tmp_path / "out.wav"
+    r = hb("process", src, out, "--chain", "gain", "--per-channel", "--set", "gain@2.gain_db=-6")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(rms(sf.read(str(out))[0]), [-33.01, -39.03], atol=0.02)
+    r = hb("process", src, out, "--chain", "gain", "--set", "gain@2.gain_db=-6")
+    assert r.returncode == 2 and "add --per-channel" in r.stderr
+    preset = tmp_path / "mics.toml"
+    preset.write_text('version = 1\nname = "mics"\n[[chain]]\neffect = "gain"\nparams = { gain_db = -3.0 }\n'
+                      'channels = { 1 = { gain_db = 0.0 } }\n')
+    r = hb("process", src, out, "--preset", preset, "--per-channel")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(rms(sf.read(str(out))[0]), [-33.01, -36.01], atol=0.02)
+    r = hb("process", src, out, "--preset", preset)
+    assert r.returncode == 0 and "used with --per-channel" in " ".join(r.stderr.split())
+    np.testing.assert_allclose(rms(sf.read(str(out))[0]), [-36.01, -36.01], atol=0.02)
+    preset.write_text(preset.read_text().replace("1 = {", "0 = {"))
+    r = hb("process", src, out, "--preset", preset, "--per-channel")
+    assert r.returncode != 0 and "numbered from 1" in r.stderr

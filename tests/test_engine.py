@@ -368,3 +368,67 @@ def test_model_counters_count_every_channel_of_a_per_channel_denoiser():
     assert len(e._models()) == 2
     e.chain.instances("denoise")[1]._rt.overload_events = 3
     assert e.model_overloads == 3
+
+
+def test_a_channel_s_own_settings_by_address_with_feedback_presets_and_order(tmp_path):
+    """/hb/<id>@<n>/<param>: channel n's own value in an engine run per channel. A change to
+    /hb/<id>/<param> sets every channel again (and says so to listeners for each channel's
+    address); the latest change wins whichever way it came; presets save and load them."""
+    import time
+
+    from hushbridge.control.params import CHANNEL_STRIDE
+    from hushbridge.effects import Automix, Gate
+    from hushbridge.presets import find_preset, save_preset
+
+    e = Engine(Chain([Automix(), Gate(threshold_db=-40.0)]), channels=2, per_channel=True)
+    e.prepare(48000, 128)
+    heard = []
+    e.add_listener(lambda a, v, s: heard.append((a, v)))
+    addresses = {info.address for info, _ in e.parameters()}
+    assert {"/hb/gate@1/threshold_db", "/hb/gate@2/threshold_db", "/hb/gate@2/range_db"} <= addresses
+    assert not any(a.startswith("/hb/automix@") for a in addresses)  # all channels together: none of its own
+    x = np.zeros((2, 256), np.float32)
+    e.set("/hb/gate@2/threshold_db", -55.0)
+    e.set_norm("/hb/gate@1/range_db", 0.0)
+    assert heard == [("/hb/gate@2/threshold_db", -55.0), ("/hb/gate@1/range_db", 0.0)]
+    run_blocks(e, x)
+    one, two = e.chain.instances("gate")
+    assert (one.threshold_db, two.threshold_db, one.range_db, two.range_db) == (-40.0, -55.0, 0.0, e.chain["gate"].range_db)
+    assert e.get("/hb/gate@2/threshold_db") == -55.0 and e.get("/hb/gate/threshold_db") == -40.0
+    assert e.display("/hb/gate@2/threshold_db", -55.0) == "-55.0 dB"
+    with pytest.raises(ParamError, match=r"\[-90, 0\]"):
+        e.set("/hb/gate@2/threshold_db", 10.0)
+    with pytest.raises(ParamError, match="unknown address"):
+        e.set("/hb/gate@3/threshold_db", -50.0)  # a stereo stream
+    # preset: saved with the channel's values, loaded back with them
+    save_preset(e.snapshot(), "mics", folder=tmp_path)
+    text = (tmp_path / "mics.toml").read_text()
+    assert "channels" in text and "-55.0" in text
+    e.load_preset(str(tmp_path / "mics.toml"))
+    run_blocks(e, x)
+    assert [g.threshold_db for g in e.chain.instances("gate")] == [-40.0, -55.0]
+    assert e.get("/hb/gate@2/threshold_db") == -55.0 and e.get("/hb/gate@1/range_db") == 0.0
+    assert find_preset(str(tmp_path / "mics.toml")).build().channel_values("gate") == {
+        1: {"range_db": 0.0}, 2: {"threshold_db": -55.0}}
+    # the effect's own address sets every channel again, and says so for each channel
+    heard.clear()
+    e.set("/hb/gate/threshold_db", -30.0)
+    run_blocks(e, x)
+    assert [g.threshold_db for g in e.chain.instances("gate")] == [-30.0, -30.0]
+    assert heard == [("/hb/gate/threshold_db", -30.0), ("/hb/gate@1/threshold_db", -30.0),
+                     ("/hb/gate@2/threshold_db", -30.0)]
+    assert e.get("/hb/gate@2/threshold_db") == -30.0 and e.snapshot().channel_values(1) == {1: {"range_db": 0.0}}
+    # the latest change wins: an older change to every channel that comes later (another
+    # ring: the OSC receive process) leaves a newer channel value in place, and vice versa
+    index = e.info("/hb/gate/threshold_db").index
+    gen = e.generation
+    now = time.monotonic()
+    e._apply(gen, 1, index + 2 * CHANNEL_STRIDE, -60.0, 0.0, now + 1.0)
+    e._apply(gen, 1, index, -20.0, 0.0, now + 0.5)
+    assert [g.threshold_db for g in e.chain.instances("gate")] == [-20.0, -60.0]
+    e._apply(gen, 1, index + 1 * CHANNEL_STRIDE, -70.0, 0.0, now + 0.2)  # older than the change to all
+    assert e.chain.instances("gate")[0].threshold_db == -20.0
+    e._apply(gen, 1, index + 3 * CHANNEL_STRIDE, -70.0, 0.0, now + 2.0)  # no channel 3: ignored
+    assert [g.threshold_db for g in e.chain.instances("gate")] == [-20.0, -60.0]
+    # an engine not run per channel has no such addresses
+    assert not any("@" in info.address for info, _ in make_engine(Gate()).parameters())

@@ -90,14 +90,23 @@ def open_stage_control(engine: Any, host: str = "127.0.0.1", port: int = 9000,
         return out
 
     rows = _rows(engine)
-    for eid in dict.fromkeys(info.effect_id for info, _ in rows):
-        taken.add(f"panel_{eid}")
-    for info, value in rows:
-        wid = unique(info.address[len("/hb/"):].replace("/", "_"))
-        panels.setdefault(info.effect_id, []).append(_widget(info, float(value), target, wid))
-    widgets = [{"type": "panel", "id": f"panel_{eid}", "label": eid, "layout": "horizontal",
-                "width": "auto", "height": "auto", "scroll": True, "widgets": ws, "tabs": []}
-               for eid, ws in panels.items()]
+    # one panel per effect and, in an engine run per channel, one per channel of it ("gate@2":
+    # that channel's own settings), after the effect's
+    def panel(info: Any) -> str:
+        return f"{info.effect_id}@{info.channel}" if getattr(info, "channel", 0) else info.effect_id
+
+    for key in dict.fromkeys(panel(info) for info, _ in rows):
+        taken.add(f"panel_{key.replace('@', '_ch')}")
+    for info, value in sorted(rows, key=lambda row: getattr(row[0], "channel", 0)):
+        wid = unique(info.address[len("/hb/"):].replace("/", "_").replace("@", "_ch"))
+        panels.setdefault(panel(info), []).append(_widget(info, float(value), target, wid))
+    order = {eid: k for k, eid in enumerate(dict.fromkeys(info.effect_id for info, _ in rows))}
+    keys = sorted(panels, key=lambda key: (order[key.partition("@")[0]], int(key.partition("@")[2] or 0)))
+    widgets = [{"type": "panel", "id": f"panel_{key.replace('@', '_ch')}",
+                "label": key if "@" not in key else f"{key.partition('@')[0]} (channel {key.partition('@')[2]})",
+                "layout": "horizontal", "width": "auto", "height": "auto", "scroll": True, "widgets": panels[key],
+                "tabs": []}
+               for key in keys]
     root = {"type": "root", "id": "root", "layout": "vertical", "onCreate": register,
             "address": "auto", "preArgs": "", "typeTags": "", "target": "", "widgets": widgets, "tabs": []}
     return {"createdWith": "Open Stage Control", "version": OSC_VERSION, "type": "session", "content": root}

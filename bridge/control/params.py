@@ -23,11 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 
 BYPASS = -1  # param index that means "bypass" in a ParamChange
+#: a ParamChange's ``param`` of ``index + n * CHANNEL_STRIDE`` sets channel n's (1, 2, ...) own
+#: value of parameter ``index`` in a chain run per channel (``/hb/<id>@<n>/<param>``)
+CHANNEL_STRIDE = 1 << 12
 
 
 @dataclass(frozen=True)
 class ParamChange:
-    """Set parameter ``param`` (index; ``BYPASS`` for bypass) of chain slot ``slot`` to ``value``.
+    """Set parameter ``param`` (index; ``BYPASS`` for bypass; plus ``n * CHANNEL_STRIDE`` for
+    channel n's own value) of chain slot ``slot`` to ``value``.
 
     ``generation`` names the chain the indices refer to; changes for a chain that has since been
     swapped out are ignored.

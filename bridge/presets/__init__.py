@@ -14,6 +14,11 @@ Schema (version 1)::
     plugin = "Reverb"            #   plugin = "<pedalboard built-in class>" or
     # path = "/x.vst3"           #   path = "<VST3/AU file>" (plugin_name = "..." picks one in a bundle)
     params = { room_size = 0.3 } # its parameters as the plugin effect declares them
+    [[chain]]
+    effect = "gate"
+    params = { threshold_db = -45.0 }
+    channels = { 2 = { threshold_db = -55.0 } }  # optional: a channel's own values, used when
+                                 #   the chain runs per channel (run/process --per-channel)
     [midi]                       # optional: CC and note maps, kept as-is
 
 Lookup order for a name: a path to a ``.toml`` file, the user preset folder
@@ -153,7 +158,11 @@ def _check_midi(preset: Preset, chain: Chain, text: str) -> None:
         raise PresetError(where + f"malformed [midi] table ({e})") from e
     targets = {f"/hb/{eid}/{p.id}" for eid, effect in chain.items() for p in effect.params}
     targets |= {f"/hb/{eid}/bypass" for eid in chain.ids}
+    apart = {eid: effect for eid, effect in chain.items() if effect.channel_coupling != "joint"}
     for m in maps:
+        own = re.fullmatch(r"/hb/([^/@]+)@([1-9][0-9]{0,3})/([^/]+)", m.address)
+        if own and own.group(1) in apart and own.group(3) in apart[own.group(1)]._index:
+            continue  # a channel's own value (per-channel runs; a channel the stream lacks is refused there)
         if m.address not in targets:
             raise PresetError(where + f"midi {m.kind} {m.number}: address {m.address!r} is not a parameter of "
                               f"this chain (e.g. {sorted(targets)[0]})")
@@ -263,7 +272,7 @@ def _build(preset: Preset) -> Chain:
         if not isinstance(entry, dict):
             raise fail(i, None, "each [[chain]] entry must be a table")
         name = entry.get("effect")
-        allowed = {"effect", "id", "bypass", "params"} | (_PLUGIN_KEYS if name == "plugin" else set())
+        allowed = {"effect", "id", "bypass", "params", "channels"} | (_PLUGIN_KEYS if name == "plugin" else set())
         extra = set(entry) - allowed
         if extra:
             raise fail(i, sorted(extra)[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -303,6 +312,17 @@ def _build(preset: Preset) -> Chain:
             raise fail(i, "bypass", f"must be true or false, got {bypass!r}")
         if bypass:
             chain.set_bypass(len(chain) - 1, True)
+        channels = entry.get("channels", {})
+        if not isinstance(channels, dict) or not all(isinstance(v, dict) for v in channels.values()):
+            raise fail(i, "channels", "must be a table of channels such as { 2 = { threshold_db = -55.0 } }")
+        for number, values in channels.items():
+            if not re.fullmatch(r"[1-9][0-9]{0,3}", number):
+                raise fail(i, "channels", f"channels are numbered from 1, got {number!r}")
+            for key, value in values.items():
+                try:
+                    chain.set_channel(len(chain) - 1, int(number), key, _preset_value(effect.param(key), value))
+                except (ParamError, ChainError) as e:
+                    raise fail(i, key, str(e)) from e
     return chain
 
 
@@ -342,6 +362,10 @@ def chain_to_preset(chain: Chain, name: str, midi: dict[str, Any] | None = None)
         cls = EFFECTS.get(effect.name)
         buttons = {p.id for p in cls.params if p.momentary} if cls is not None else set()
         entry["params"] = {k: v for k, v in effect.values().items() if k not in buttons}  # a press is not a setting
+        own = chain.channel_values(i) if hasattr(chain, "channel_values") else {}
+        own = {str(c): {k: v for k, v in values.items() if k not in buttons} for c, values in own.items()}
+        if any(own.values()):
+            entry["channels"] = {c: values for c, values in own.items() if values}
         entries.append(entry)
     doc: dict[str, Any] = {"version": 1, "name": name, "chain": entries}
     if midi:

@@ -98,3 +98,22 @@ def test_stepped_parameters_get_steps_and_ids_stay_unique():
     assert session["content"]["onCreate"] == 'send("my\'host:9000", \'/hb/register\')'
     rows = {r["address"]: r for r in csv.DictReader(io.StringIO(touchosc_list(engine)))}
     assert (rows["/hb/x/mains_hz"]["control"], rows["/hb/x/mains_hz"]["step"]) == ("stepped", "10")
+
+
+def test_per_channel_surface_has_a_panel_per_channel_of_each_effect(tmp_path):
+    """`osc-layout --per-channel --channels 3`: for `run --per-channel`, each effect's panel is
+    followed by one per channel with that channel's own settings (/hb/<id>@<n>/<param>); the
+    automixer works on all channels together and has none."""
+    out = tmp_path / "mics.json"
+    assert main(["osc-layout", "--chain", "automix,gate", "--per-channel", "--channels", "3", "--out", str(out)]) == 0
+    panels = json.loads(out.read_text())["content"]["widgets"]
+    assert [p["label"] for p in panels] == ["automix", "gate", "gate (channel 1)", "gate (channel 2)", "gate (channel 3)"]
+    assert len({w["id"] for p in panels for w in _widgets(p)} | {p["id"] for p in panels}) == \
+        sum(1 + len(list(_widgets(p))) for p in panels)  # ids unique
+    third = {w["address"] for w in _widgets(panels[4])}
+    assert "/hb/gate@3/threshold_db" in third and not any(a.endswith("/bypass") for a in third)
+    engine = Engine(load_preset("dialogue"), channels=3, per_channel=True)
+    addresses = {w["address"] for w in _widgets(open_stage_control(engine)["content"]) if w["type"] != "panel"}
+    assert addresses == {info.address for info, _ in engine.parameters()}
+    assert main(["osc-layout", "--chain", "gate", "--out", str(out)]) == 0  # not per channel: none
+    assert "/hb/gate@" not in out.read_text()

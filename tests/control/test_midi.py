@@ -1226,3 +1226,25 @@ def test_a_cycle_run_twice_takes_each_event_once_and_loses_none():
     # the next cycle starts afresh, even with the same bytes at the same offsets
     run_midi_cycle(host, rt, 1256, [(7, prog)])
     assert read_midi(rt) == [prog]
+
+
+def test_a_channel_s_own_setting_is_mapped_learned_and_saved(user_config):
+    """Two mics, a fader each: a CC mapped (and learned) to /hb/gain@2/gain_db moves channel
+    2's gain alone; the map is saved with the preset, which loads back per channel."""
+    engine = Engine(Chain([Gain()]), channels=2, per_channel=True)
+    engine.prepare(48000, 128)
+    mapper = MidiMapper(engine, {"cc": [{"cc": 7, "address": "/hb/gain@2/gain_db", "min": -24.0, "max": 0.0}]})
+    mapper.handle(cc(7, 0))
+    process_block(engine)
+    assert [g.gain_db for g in engine.chain.instances("gain")] == [0.0, -24.0]
+    mapper.learn("/hb/gain@1/gain_db")
+    mapper.handle(cc(80, 100), now=1.0)
+    mapper.handle(cc(80, 127), now=1.0)
+    process_block(engine)
+    assert [g.gain_db for g in engine.chain.instances("gain")] == [24.0, -24.0]
+    save_preset(engine.snapshot(), "mics", midi=mapper.to_toml_dict())
+    preset = find_preset("mics")
+    assert {m["address"] for m in preset.midi["cc"]} == {"/hb/gain@1/gain_db", "/hb/gain@2/gain_db"}
+    engine.load_preset("mics")
+    process_block(engine)
+    assert [g.gain_db for g in engine.chain.instances("gain")] == [24.0, -24.0]

@@ -920,3 +920,52 @@ def test_meters_per_channel_bypassed_and_with_a_channel_not_yet_reading():
     args = hub.poll(time.monotonic() + 1.0)[0][1]
     assert len(args) == 3 and args[1] == pytest.approx(0.9) and args[2] == pytest.approx(0.2)
     assert args[0] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("receive", ["thread", "process"])
+def test_a_channel_s_own_setting_over_udp_with_feedback_list_and_patterns(receive):
+    """Separate microphones: /hb/<id>@<n>/<param> (and /norm, /hb/get, /hb/list, patterns)
+    over real UDP, in both receive modes; a change to the effect's own address is echoed to a
+    registered client for every channel's address too, so a tablet's per-mic faders follow."""
+    from hushbridge.effects import Gate
+
+    engine = Engine(Chain([Gate(threshold_db=-40.0)]), channels=2, per_channel=True)
+    engine.prepare(SR, BLOCK)
+    driver = FakeDriver(engine)
+    driver.start()
+    driver.wait_blocks(5)
+    server = OscServer(engine, port=0, process=receive == "process").start()
+    client, tablet = Client(server.port), Client(server.port)
+    try:
+        tablet.send("/hb/register")
+        tablet.get("/hb/engine/xruns")
+        client.send("/hb/gate@2/threshold_db", -55.0)
+        assert client.get("/hb/gate@2/threshold_db") == ("/hb/gate@2/threshold_db", -55.0, "-55.0 dB")
+        driver.wait_blocks(3)
+        assert [g.threshold_db for g in engine.chain.instances("gate")] == [-40.0, -55.0]
+        echoed = [m for m in collect(tablet, 0.3) if m.address.startswith("/hb/gate")]
+        assert [(m.address, m.params) for m in echoed] == [("/hb/gate@2/threshold_db", [-55.0])]
+        client.send("/hb/gate@1/threshold_db/norm", 0.0)
+        client.send("/hb/gate@{1,2}/range_db", 30.0)
+        client.get("/hb/engine/xruns")
+        driver.wait_blocks(3)
+        one, two = engine.chain.instances("gate")
+        assert (one.threshold_db, one.range_db, two.range_db) == (-90.0, 30.0, 30.0)
+        client.send("/hb/gate/threshold_db", -30.0)  # every channel again
+        client.get("/hb/engine/xruns")
+        driver.wait_blocks(3)
+        assert [g.threshold_db for g in engine.chain.instances("gate")] == [-30.0, -30.0]
+        echoed = {m.address: m.params for m in collect(tablet, 0.3) if "threshold_db" in m.address}
+        assert echoed == {"/hb/gate/threshold_db": [-30.0], "/hb/gate@1/threshold_db": [-30.0],
+                          "/hb/gate@2/threshold_db": [-30.0]}
+        client.send("/hb/list")
+        listed = [m.params[0] for m in collect(client, 0.5) if m.address == "/hb/param"]
+        assert "/hb/gate@2/threshold_db" in listed and "/hb/gate@1/range_db" in listed
+        client.send("/hb/gate@3/threshold_db", -50.0)  # a stereo stream has no channel 3
+        assert "gate@3" in client.error()
+    finally:
+        client.close()
+        tablet.close()
+        server.close()
+        driver.stop_event.set()
+        driver.join()

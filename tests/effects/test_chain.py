@@ -312,8 +312,8 @@ def test_per_channel_runs_each_channel_as_if_it_were_alone():
     y = _render(apart, x)
     for c in range(2):
         np.testing.assert_array_equal(y[c:c + 1], _render(make(), x[c:c + 1]))
-    # split only where the channels share state: a filter runs on both as it is
-    assert [len(apart.instances(k)) for k in range(len(apart))] == [1, 2, 2, 2, 2, 2]
+    # every effect runs an instance per channel (so that each may have settings of its own)
+    assert [len(apart.instances(k)) for k in range(len(apart))] == [2, 2, 2, 2, 2, 2]
     linked = _render(make(), x)
     quiet = slice(int(2.55 * 48000), int(2.9 * 48000))  # the quiet speaker talks, the loud one pauses
     lift = lambda z: 20 * np.log10(np.sqrt(np.mean(np.square(z[1, quiet], dtype=np.float64))))  # noqa: E731
@@ -337,7 +337,8 @@ def test_per_channel_instances_follow_every_change_reset_together_and_meter_the_
     x = _turns(1.0)
     _render(chain, x)
     comp, other = chain.instances("compressor")
-    assert other is not comp and other.values() == comp.values()
+    assert other is not comp and other.values() == comp.values() == chain["compressor"].values()
+    assert chain["compressor"] not in (comp, other)  # the chain's effect holds the settings every channel takes
     with pytest.raises(ParamError, match="channel 2's instance"):  # it would be undone at the next prepare
         other.threshold_db = -40.0
     chain["compressor"].threshold_db = -20.0  # set on the chain's effect, after prepare
@@ -389,10 +390,14 @@ def test_per_channel_runs_joint_effects_on_every_channel_and_splits_unknown_ones
     for c in range(2):
         np.testing.assert_array_equal(y[c:c + 1], _render(Chain([Limiter(), Mine()]), shared[c:c + 1]))
     # kernel effects that need no split still run fused around a split one
-    fused = Chain([HighPass(), HighPass(), Compressor(), HighPass(), HighPass()], per_channel=True)
+    fused = Chain([Automix(), Automix(), Compressor(), Automix(), Automix()], per_channel=True)
     _render(fused, x)
     if fused.fuse:
         assert [type(u) for u in fused._units] == [FusedRun, int, FusedRun]
+    # a filter is split too (its channels may have settings of their own): no fused run left
+    filters = Chain([HighPass(), HighPass()], per_channel=True)
+    _render(filters, x)
+    assert [type(u) for u in filters._units] == [int, int]
     # per_channel is a setting of the chain, checked
     with pytest.raises(TypeError, match="per_channel"):
         Chain([], per_channel="yes")
@@ -416,3 +421,76 @@ def test_per_channel_instances_share_the_deadline_and_keep_offline_offline():
     assert apart.spec is None and len(apart.instances("denoise")) == 1
     apart.prepare(ProcessSpec(48000, 128, 3))
     assert apart["denoise"]._budget == pytest.approx(linked["denoise"]._budget)
+
+
+def test_per_channel_settings_of_a_channel_s_own():
+    """Separate microphones want settings of their own (a quiet guest mic needs a lower gate
+    threshold, a boomy one a higher cut): ``set_channel`` gives one channel a value, the
+    others keep the effect's, and setting the effect itself sets every channel again."""
+    import copy as copy_module
+    import pickle
+
+    from hushbridge.effects import Automix, Gate, HighPass
+
+    x = _turns(1.0)
+
+    def make(threshold_db=-20.0):
+        return Chain([HighPass(cutoff_hz=90), Gate(threshold_db=threshold_db)])
+
+    chain = make()
+    chain.per_channel = True
+    chain.set_channel("gate", 2, "threshold_db", -50.0)  # before prepare: kept for it
+    chain.set_channel("highpass", 1, "cutoff_hz", 150.0)
+    assert chain.channel_values("gate") == {2: {"threshold_db": -50.0}}
+    assert chain.get_channel("gate", 1, "threshold_db") == -20.0 == chain["gate"].threshold_db
+    y = _render(chain, x)
+    one = make()
+    one["highpass"].cutoff_hz = 150.0
+    np.testing.assert_array_equal(y[:1], _render(one, x[:1]))
+    np.testing.assert_array_equal(y[1:], _render(make(threshold_db=-50.0), x[1:]))
+    # the quiet mic at -36 dBFS opens only under its own, lower threshold
+    rms = lambda z: np.sqrt(np.mean(np.square(z, dtype=np.float64)))  # noqa: E731
+    assert rms(y[1]) > 10 * rms(_render(make(), x[1:]))
+    # live (prepared): a channel's value reaches its instance at once; the effect's sets all again
+    chain.set_channel("gate", 1, "threshold_db", -40.0)
+    assert [g.threshold_db for g in chain.instances("gate")] == [-40.0, -50.0]
+    assert chain["gate"].threshold_db == -20.0  # what the other channels, and a new one, take
+    chain.set_channel_index(1, 1, chain["gate"]._index["threshold_db"], -60.0)  # as the engine does
+    assert chain.instances("gate")[1].threshold_db == -60.0 == chain.get_channel("gate", 2, "threshold_db")
+    chain["gate"].threshold_db = -45.0
+    assert [g.threshold_db for g in chain.instances("gate")] == [-45.0, -45.0]
+    assert chain.channel_values("gate") == {} and chain.channel_values("highpass") == {1: {"cutoff_hz": 150.0}}
+    # copies keep them (a pickled chain comes back unprepared with its values)
+    chain.set_channel("gate", 2, "range_db", 20.0)
+    for twin in (copy_module.deepcopy(chain), pickle.loads(pickle.dumps(chain))):
+        assert twin.spec is None and twin.channel_values("gate") == {2: {"range_db": 20.0}}
+        twin["gate"].threshold_db = -10.0  # its own effect, its own values
+        assert chain["gate"].threshold_db == -45.0 and chain.channel_values("gate") == {2: {"range_db": 20.0}}
+        _render(twin, x[:, :1280])
+        assert [g.range_db for g in twin.instances("gate")] == [twin["gate"].range_db, 20.0]
+    # an effect moved to another chain leaves its channel values behind
+    moved = copy_module.deepcopy(chain)
+    gate = moved["gate"]
+    del moved["gate"]
+    other = Chain([gate], per_channel=True)
+    assert other.channel_values("gate") == {}
+    gate.threshold_db = -20.0  # and no longer clears the old chain's
+    # refused: a channel the stream lacks, a joint effect, a chain prepared as one, range
+    with pytest.raises(ChainError, match="channel 3 is not in the stream"):
+        chain.set_channel("gate", 3, "threshold_db", -40.0)
+    with pytest.raises(ChainError, match="numbered from 1"):
+        chain.set_channel("gate", 0, "threshold_db", -40.0)
+    with pytest.raises(ParamError, match="threshold_db"):
+        chain.set_channel("gate", 2, "threshold_db", 40.0)
+    with pytest.raises(ParamError, match="no parameter"):
+        chain.set_channel("gate", 2, "treshold_db", -40.0)
+    mixed = Chain([Automix(), Gate()], per_channel=True)
+    with pytest.raises(ChainError, match="all channels together"):
+        mixed.set_channel("automix", 1, "range_db", -6.0)
+    plain = make()
+    _render(plain, x)
+    with pytest.raises(ChainError, match="per_channel=True"):
+        plain.set_channel("gate", 2, "threshold_db", -40.0)
+    # a channel's instance points at set_channel
+    with pytest.raises(ParamError, match=r"set_channel\(id, 2, 'threshold_db'"):
+        chain.instances("gate")[1].threshold_db = -40.0
