@@ -52,7 +52,8 @@ class BiquadEffect(Effect):
         object.__setattr__(self, "_kinds", np.zeros(n, dtype=np.int64))
         object.__setattr__(self, "_ramp", np.zeros((n, 9), dtype=np.float64))
         object.__setattr__(self, "_coefs", np.zeros((n, 5), dtype=np.float64))
-        object.__setattr__(self, "_clock", np.zeros(1, dtype=np.int64))
+        # [samples modulo the ramp interval, start flag]: see hushbridge.dsp.kernels.biquad
+        object.__setattr__(self, "_clock", np.zeros(2, dtype=np.int64))
         object.__setattr__(self, "_state", np.zeros((1, n, 2), dtype=np.float64))
         object.__setattr__(self, "_work", np.zeros(1, dtype=np.float64))
         self._coefs[:, 0] = 1.0
@@ -87,10 +88,12 @@ class BiquadEffect(Effect):
         object.__setattr__(self, "_work", np.zeros(spec.max_block_size, dtype=np.float64))
 
     def reset(self) -> None:
-        """Clear filter state; ramps jump to their targets."""
+        """Clear filter state; ramps jump to their targets; the next block starts the filters
+        in the steady state of its first sample (a DC offset passes without a step)."""
         self._ramp[:, 0:3] = self._ramp[:, 3:6]
         self._state.fill(0.0)
         self._clock[0] = 0
+        self._clock[1] = 1
         if self._spec is not None:
             design_current(self._kinds, self._ramp, self._coefs, float(self._spec.sample_rate))
 

@@ -14,6 +14,13 @@ While any stage ramps, coefficients are recomputed every :data:`RAMP_INTERVAL` s
 schedule is counted in absolute samples (``clock``), never per host block, so the output does
 not depend on how the signal is cut into blocks. With constant parameters nothing is
 recomputed and the output is bit-identical whatever the block size.
+
+A ``clock`` of two elements carries a start flag in ``clock[1]``: while it is set, the next
+block first primes every stage with the steady state of a constant input equal to that
+block's first sample (``scipy.signal.lfilter_zi`` scaled by it), then clears it. A filter reset
+on a signal with a DC offset (a live stream's first block, a high-pass brought back from
+bypass) then starts as if the offset had always been there, instead of passing it as a step:
+a thump after a high-pass.
 """
 from __future__ import annotations
 
@@ -98,6 +105,27 @@ def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: n
 
 
 @njit(cache=True)
+def prime_steady(block: np.ndarray, coefs: np.ndarray, state: np.ndarray) -> None:
+    """Set ``state`` to each stage's steady state for a constant input ``block[c, 0]``."""
+    for c in range(block.shape[0]):
+        x = np.float64(block[c, 0])
+        if not math.isfinite(x):
+            x = 0.0
+        for s in range(coefs.shape[0]):
+            b0 = coefs[s, 0]
+            b1 = coefs[s, 1]
+            b2 = coefs[s, 2]
+            a1 = coefs[s, 3]
+            a2 = coefs[s, 4]
+            den = 1.0 + a1 + a2
+            # the DC gain; 0/0 (a pole at DC) never happens for the stable stages designed here
+            y = (b0 + b1 + b2) / den * x if den != 0.0 else 0.0
+            state[c, s, 0] = y - b0 * x
+            state[c, s, 1] = b2 * x - a2 * y
+            x = y
+
+
+@njit(cache=True)
 def biquad_cascade(
     block: np.ndarray,
     work: np.ndarray,
@@ -116,9 +144,12 @@ def biquad_cascade(
     kinds : int64 ``(stages,)``; ramp : float64 ``(stages, 9)``; coefs : float64 ``(stages, 5)``
         ``[b0, b1, b2, a1, a2]`` at the current ramp values.
     state : float64 ``(channels, stages, 2)``; clock : int64 ``(1,)`` samples modulo
-        :data:`RAMP_INTERVAL`.
+        :data:`RAMP_INTERVAL`, or ``(2,)`` with the start flag (see the module docstring).
     """
     n = block.shape[1]
+    if clock.shape[0] > 1 and clock[1] != 0 and n > 0:
+        prime_steady(block, coefs, state)
+        clock[1] = 0
     stages = kinds.shape[0]
     pos = 0
     while pos < n:

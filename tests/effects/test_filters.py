@@ -18,6 +18,13 @@ RATES = [44100, 48000, 96000]
 MUSIC = (shared_data_dir() or Path("/nonexistent")) / "music"
 
 
+
+def started_sosfilt(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """scipy's sosfilt started as hushbridge starts its filters: in the steady state of the
+    first sample (``sosfilt_zi``), so a DC offset passes without a step."""
+    zi = signal.sosfilt_zi(sos)[:, None, :] * x[:, 0].astype(np.float64)[None, :, None]
+    return signal.sosfilt(sos, x.astype(np.float64), axis=1, zi=zi)[0]
+
 def rbj_sos(kind: str, fs: float, f0: float, q: float, gain_db: float = 0.0) -> np.ndarray:
     """One second-order section from the Audio EQ Cookbook (written out independently)."""
     w0 = 2 * math.pi * f0 / fs
@@ -58,7 +65,7 @@ def run_blocks(effect, x: np.ndarray, sr: int, block: int) -> np.ndarray:
 def test_highpass_matches_lfilter(sr: int, cutoff: float, q: float) -> None:
     x = noise(2, sr // 2)
     y = run_blocks(HighPass(cutoff_hz=cutoff, q=q), x, sr, 512)
-    ref = signal.sosfilt(rbj_sos("hp", sr, cutoff, q)[None, :], x.astype(np.float64), axis=1)
+    ref = started_sosfilt(rbj_sos("hp", sr, cutoff, q)[None, :], x)
     np.testing.assert_allclose(y, ref, atol=2e-6)
 
 
@@ -68,7 +75,7 @@ def test_highpass_24db_is_4th_order_butterworth(sr: int) -> None:
     y = run_blocks(HighPass(cutoff_hz=120.0, slope=1), x, sr, 256)
     sos = signal.butter(4, 120.0, btype="highpass", fs=sr, output="sos")
     # the bilinear Butterworth prewarps; RBJ does too (same analog prototype), so they agree
-    ref = signal.sosfilt(sos, x.astype(np.float64), axis=1)
+    ref = started_sosfilt(sos, x)
     np.testing.assert_allclose(y, ref, atol=2e-5)
     stages = np.array([rbj_sos("hp", sr, 120.0, 1 / (2 * math.cos(k * math.pi / 8))) for k in (1, 3)])
     w, h = signal.sosfreqz(stages, worN=[120.0, 60.0, 30.0], fs=sr)
@@ -88,7 +95,7 @@ def test_peaking_eq_matches_sosfilt(sr: int) -> None:
     x = noise(2, sr // 2, seed=3)
     y = run_blocks(eq, x, sr, 333)
     sos = np.array([rbj_sos("peak", sr, f, q, g) for f, g, q in bands])
-    ref = signal.sosfilt(sos, x.astype(np.float64), axis=1)
+    ref = started_sosfilt(sos, x)
     np.testing.assert_allclose(y, ref, atol=5e-6)
     # and the response at each centre is the band gain
     for f, g, q in bands:
@@ -235,3 +242,44 @@ def test_process_does_not_allocate(factory) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 2048, f"process allocated {peak} bytes"
+
+
+def test_a_dc_offset_passes_a_reset_filter_without_a_thump() -> None:
+    """A live stream from an interface with a DC offset (cheap USB mics: -20 dBFS here): the
+    high-pass started from rest passed the offset as a step, a thump of the offset's size, at
+    the start of every `run` and after every bypass of it. It starts in the steady state of the
+    first sample now, in any block size; a signal starting from zero is filtered as before."""
+    from hushbridge.effects import Chain
+    from hushbridge.engine import Engine
+    from hushbridge.presets import load_preset
+
+    sr = 48000
+    x = (0.1 + 0.001 * np.random.default_rng(3).standard_normal((1, sr // 2))).astype(np.float32)
+    outs = [run_blocks(HighPass(cutoff_hz=80.0, slope=s), x, sr, block) for s in (0, 1) for block in (1, 128, 1000)]
+    for y in outs:
+        assert np.abs(y).max() < 0.01  # the noise, high-passed; from rest the first peak was 0.1
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[1], outs[2])
+    # bypassed and brought back mid-stream: started again from where the signal is
+    chain = Chain([HighPass()])
+    chain.prepare(ProcessSpec(sr, 128, 1))
+    y = x.copy()
+    for i in range(0, y.shape[1], 128):
+        if i == 128 * 40:
+            chain.set_bypass("highpass", True)
+        if i == 128 * 80:
+            chain.set_bypass("highpass", False)
+        chain.process(y[:, i:i + 128])
+    back = 128 * 80 + 960 + 128  # after the 20 ms bypass crossfade from the dry offset
+    assert np.abs(y[:, back:]).max() < 0.01 and np.abs(y[:, 128 * 80:]).max() < 0.102
+    # the default preset live, as the engine starts on such an input
+    engine = Engine(load_preset("dialogue"), channels=1)
+    engine.prepare(sr, 128)
+    out = np.zeros_like(x)
+    for i in range(0, x.shape[1], 128):
+        engine.process(x[:, i:i + 128], out[:, i:i + 128])
+    assert np.abs(out).max() < 0.01  # 0.146 (-17 dBFS) from rest
+    # a signal that starts at zero is filtered exactly as from rest
+    tone = np.sin(2 * np.pi * 50 * np.arange(sr // 4) / sr)[None, :].astype(np.float32)
+    ref = signal.sosfilt(rbj_sos("hp", sr, 80.0, 2**-0.5)[None, :], tone.astype(np.float64), axis=1)
+    np.testing.assert_allclose(run_blocks(HighPass(), tone, sr, 128), ref, atol=2e-6)
