@@ -52,7 +52,7 @@ class BiquadEffect(Effect):
         object.__setattr__(self, "_kinds", np.zeros(n, dtype=np.int64))
         object.__setattr__(self, "_ramp", np.zeros((n, 9), dtype=np.float64))
         object.__setattr__(self, "_coefs", np.zeros((n, 5), dtype=np.float64))
-        # [samples modulo the ramp interval, start flag]: see hushbridge.dsp.kernels.biquad
+        # [samples modulo the ramp interval, start flags...]: see hushbridge.dsp.kernels.biquad
         object.__setattr__(self, "_clock", np.zeros(2, dtype=np.int64))
         object.__setattr__(self, "_state", np.zeros((1, n, 2), dtype=np.float64))
         object.__setattr__(self, "_work", np.zeros(1, dtype=np.float64))
@@ -85,15 +85,16 @@ class BiquadEffect(Effect):
 
     def _prepare(self, spec: ProcessSpec) -> None:
         object.__setattr__(self, "_state", np.zeros((spec.channels, self.stages, 2), dtype=np.float64))
+        object.__setattr__(self, "_clock", np.zeros(2 + spec.channels, dtype=np.int64))
         object.__setattr__(self, "_work", np.zeros(spec.max_block_size, dtype=np.float64))
 
     def reset(self) -> None:
         """Clear filter state; ramps jump to their targets; the next block starts the filters
-        in the steady state of its first sample (a DC offset passes without a step)."""
+        in the steady state of its first nonzero sample (a DC offset passes without a step)."""
         self._ramp[:, 0:3] = self._ramp[:, 3:6]
         self._state.fill(0.0)
         self._clock[0] = 0
-        self._clock[1] = 1
+        self._clock[1:] = 1
         if self._spec is not None:
             design_current(self._kinds, self._ramp, self._coefs, float(self._spec.sample_rate))
 

@@ -15,12 +15,15 @@ schedule is counted in absolute samples (``clock``), never per host block, so th
 not depend on how the signal is cut into blocks. With constant parameters nothing is
 recomputed and the output is bit-identical whatever the block size.
 
-A ``clock`` of two elements carries a start flag in ``clock[1]``: while it is set, the next
-block first primes every stage with the steady state of a constant input equal to that
-block's first sample (``scipy.signal.lfilter_zi`` scaled by it), then clears it. A filter reset
-on a signal with a DC offset (a live stream's first block, a high-pass brought back from
-bypass) then starts as if the offset had always been there, instead of passing it as a step:
-a thump after a high-pass.
+A ``clock`` of ``2 + channels`` elements carries start flags: ``clock[1]`` (any channel) and
+``clock[2 + c]`` (channel ``c``) say that the channel has seen only digital silence since a
+reset. Its first nonzero sample then primes every stage with the steady state of a constant
+input equal to it (``scipy.signal.lfilter_zi`` scaled by it). A filter reset on a signal with a
+DC offset (a live stream's first block, a high-pass brought back from bypass) then starts as if
+the offset had always been there, instead of passing it as a step: a thump after a high-pass.
+Waiting for the first nonzero sample keeps live and offline alike: a live engine idling on
+digital silence primes where the take starts, as a file render does at its first sample
+(digital silence through a filter at rest stays exactly zero either way).
 """
 from __future__ import annotations
 
@@ -63,13 +66,28 @@ def design_current(kinds: np.ndarray, ramp: np.ndarray, coefs: np.ndarray, sampl
 
 
 @njit(cache=True)
-def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: np.ndarray, state: np.ndarray) -> None:
-    """Filter ``block[:, pos:pos+n]`` through every stage, in float64, with fixed coefficients."""
+def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: np.ndarray, state: np.ndarray,
+                 clock: np.ndarray) -> None:
+    """Filter ``block[:, pos:pos+n]`` through every stage, in float64, with fixed coefficients;
+    a channel still waiting for its first nonzero sample (see the module docstring) only from it."""
     ch = block.shape[0]
     stages = coefs.shape[0]
+    flags = clock.shape[0] > 2 and clock[1] != 0
     for c in range(ch):
-        for i in range(n):
-            x = np.float64(block[c, pos + i])
+        lo = 0
+        if flags:
+            wait = clock[2 + c]
+            if wait == 1:
+                lo = n  # silence so far: the state stays at rest
+            elif wait < 0:  # primed at sample -wait - 1 of this block
+                lo = min(max(0, -wait - 1 - pos), n)
+            for i in range(lo):
+                block[c, pos + i] = 0.0  # zeros (or NaN/Inf, which enter as silence)
+            if lo == n:
+                continue
+        m = n - lo
+        for i in range(m):
+            x = np.float64(block[c, pos + lo + i])
             if not math.isfinite(x):  # guard the state: NaN/Inf enters as silence
                 x = 0.0
             work[i] = x
@@ -85,7 +103,7 @@ def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: n
                 # exact identity (e.g. a 0 dB peaking band) with empty state: running it would
                 # give y == x and leave the state at exactly 0, so skipping changes nothing
                 continue
-            for i in range(n):
+            for i in range(m):
                 x = work[i]
                 y = b0 * x + s1
                 s1 = b1 * x - a1 * y + s2
@@ -100,17 +118,27 @@ def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: n
                 s2 = 0.0
             state[c, s, 0] = s1
             state[c, s, 1] = s2
-        for i in range(n):
-            block[c, pos + i] = to_output(work[i])
+        for i in range(m):
+            block[c, pos + lo + i] = to_output(work[i])
 
 
 @njit(cache=True)
-def prime_steady(block: np.ndarray, coefs: np.ndarray, state: np.ndarray) -> None:
-    """Set ``state`` to each stage's steady state for a constant input ``block[c, 0]``."""
+def prime_steady(block: np.ndarray, coefs: np.ndarray, state: np.ndarray, clock: np.ndarray) -> None:
+    """For each channel still waiting (``clock[2 + c] == 1``) whose first nonzero finite sample
+    is in ``block``: set ``state`` to each stage's steady state for a constant input equal to it
+    and mark where (``clock[2 + c] = -(index + 1)``, cleared after the block)."""
     for c in range(block.shape[0]):
-        x = np.float64(block[c, 0])
-        if not math.isfinite(x):
-            x = 0.0
+        if clock[2 + c] != 1:
+            continue
+        x = 0.0
+        for i in range(block.shape[1]):
+            v = np.float64(block[c, i])
+            if v != 0.0 and math.isfinite(v):
+                x = v
+                clock[2 + c] = -(i + 1)
+                break
+        if x == 0.0:
+            continue
         for s in range(coefs.shape[0]):
             b0 = coefs[s, 0]
             b1 = coefs[s, 1]
@@ -147,9 +175,9 @@ def biquad_cascade(
         :data:`RAMP_INTERVAL`, or ``(2,)`` with the start flag (see the module docstring).
     """
     n = block.shape[1]
-    if clock.shape[0] > 1 and clock[1] != 0 and n > 0:
-        prime_steady(block, coefs, state)
-        clock[1] = 0
+    flags = clock.shape[0] >= 2 + block.shape[0] and clock[1] != 0
+    if flags:
+        prime_steady(block, coefs, state, clock)
     stages = kinds.shape[0]
     pos = 0
     while pos < n:
@@ -163,6 +191,14 @@ def biquad_cascade(
             if phase == 0:
                 advance_ramps(kinds, ramp, coefs, sample_rate, RAMP_INTERVAL)
             seg = min(seg, RAMP_INTERVAL - phase)
-        _run_segment(block, work, pos, seg, coefs, state)
+        _run_segment(block, work, pos, seg, coefs, state, clock)
         pos += seg
         clock[0] = (clock[0] + seg) % RAMP_INTERVAL
+    if flags:
+        waiting = 0
+        for c in range(block.shape[0]):
+            if clock[2 + c] < 0:
+                clock[2 + c] = 0  # primed: runs as usual from the next block on
+            elif clock[2 + c] == 1:
+                waiting = 1
+        clock[1] = waiting
