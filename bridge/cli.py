@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -110,7 +111,11 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
     if first is not None and not any(type(e) is type(first) for e in chain):
         chain.insert(0, first, id=first.name if first.name not in chain else None)
     outside = outside or {}
-    for item in args.set:
+    preset_own = {eid: chain.channel_values(k) for k, eid in enumerate(chain.ids)}
+    # every channel's value first, then a channel's own: `--set gate@2.x=.. --set gate.x=..` keeps
+    # channel 2's, whichever comes first (setting the effect's value sets every channel again)
+    items = sorted(args.set, key=lambda item: "@" in item.partition("=")[0])
+    for item in items:
         key, sep, value = item.partition("=")
         eid, dot, pid = key.strip().rpartition(".")
         if not sep or not dot or not eid or not pid:
@@ -123,9 +128,12 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
             if not getattr(args, "per_channel", False):
                 raise ParamError(f"--set {item!r}: a channel's own value is used when each channel runs on its own: "
                                  "add --per-channel")
-            if not channel.isdigit():
+            if not re.fullmatch(r"[1-9][0-9]{0,3}", channel):
                 raise ParamError(f"--set {item!r}: expected ID@N.PARAM=VALUE with N a channel from 1, "
                                  "e.g. gate@2.threshold_db=-55")
+            if eid in outside and eid not in chain.ids:
+                raise ParamError(f"--set {item!r}: {eid} works on all channels together; it has no settings "
+                                 f"per channel (--set {eid}.{pid}=... sets it)")
             param = chain[eid].param(pid)
             index = param.choice_index(value) if param.choices else None
             try:
@@ -160,6 +168,10 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
                 named = f" or one of {', '.join(choices)}" if choices else ""
                 raise ParamError(f"--set {item!r}: {value!r} is not a number{named}") from None
         effect.set(pid, number)
+        if eid in preset_own and any(pid in row for row in preset_own[eid].values()):
+            cleared = ", ".join(f"{eid}@{c}.{pid}={row[pid]:g}" for c, row in preset_own[eid].items() if pid in row)
+            _warning(f"--set {item}: sets every channel's {pid}, the preset's own values per channel too ({cleared}); "
+                     f"give --set {eid}@N.{pid}=... to keep one")
     if not getattr(args, "per_channel", True) and any(chain.channel_values(k) for k in range(len(chain))):
         _console(stderr=True).print("[yellow]warning:[/] the preset gives channels values of their own "
                                     f"({', '.join(e for k, e in enumerate(chain.ids) if chain.channel_values(k))}); "
@@ -461,6 +473,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _warning(f"--per-channel with --layout {args.layout}: the LFE and surrounds are levelled and gated as "
                  "sources of their own; per channel is for separate microphones")
     engine = Engine(chain, channels=args.channels, channel_mask=mask, per_channel=args.per_channel)
+    unused = chain.channels_beyond(args.channels) if args.per_channel else []
+    if unused:
+        _warning(f"--channels {args.channels}: the values of {', '.join(unused)} are not used")
     if args.automix:
         engine.add_chain_filter(_automix_keeper(engine))
     if args.backend == "jack":
@@ -812,7 +827,13 @@ def _cmd_osc_layout(args: argparse.Namespace) -> int:
 
     from hushbridge.atomic import write_text_atomic
 
-    engine = Engine(_build_chain(args), channels=args.channels, per_channel=args.per_channel)
+    from hushbridge.effects import Automix
+
+    if args.channels != 2 and not args.per_channel:
+        _error("--channels: the layout has channels of their own only with --per-channel")
+        return EXIT_USAGE
+    engine = Engine(_build_chain(args, first=Automix() if args.automix else None), channels=args.channels,
+                    per_channel=args.per_channel)
     text = render(engine, args.format, args.host, args.port, args.feedback_port)
     if args.out and args.out != "-":
         out = Path(args.out)
@@ -997,6 +1018,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(/hb/<id>@<n>/<param>)")
     p.add_argument("--channels", type=_channels_arg, default=2, metavar="N",
                    help="with --per-channel: the channels `run` has (default 2)")
+    p.add_argument("--automix", action="store_true", help="as `run --automix`: the automixer first in the chain")
     p.set_defaults(func=_cmd_osc_layout)
     return parser
 

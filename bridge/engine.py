@@ -293,7 +293,7 @@ class Engine:
         self.timed_overflows = 0
         # control side: what a future-stamped change will make of get() and feedback once it is
         # audible, (stamp, seq, address, value, source, table generation), earliest first
-        self._timed_shadow: list[tuple[float, int, str, float, object, int]] = []
+        self._timed_shadow: list[tuple[float, int, str, float, object, int, float]] = []
         self._timed_shadow_lock = threading.Lock()  # control threads only
         self._timed_seq = itertools.count()
         self._block_time = 0.0  # time.time() at the start of the current (sub-)block
@@ -541,9 +541,11 @@ class Engine:
         self._block_time = now
         q = self._timed
         k = timed_due(q, self._timed_n, now)
-        order = time.monotonic()  # a timed change counts as made when it becomes audible
+        # a timed change counts as made at its time tag (on the monotonic clock, as the control
+        # side counts it in settle_timed): the latest change wins on both sides alike
+        shift = time.monotonic() - now
         for i in range(k):
-            self._apply(int(q[i, 0]), int(q[i, 1]), int(q[i, 2]), float(q[i, 3]), 0.0, order)
+            self._apply(int(q[i, 0]), int(q[i, 1]), int(q[i, 2]), float(q[i, 3]), 0.0, float(q[i, 4]) + shift)
         self._timed_n = n = timed_drop(q, self._timed_n, k)
         self._timed_next = q[0, 4] if n else float("inf")
 
@@ -565,11 +567,14 @@ class Engine:
             if chain.per_channel and effect.channel_coupling != "joint":
                 # each channel's own settings: /hb/<id>@<n>/<param>
                 for index, p in enumerate(effect.params):
+                    if p.id in effect.shared_params:
+                        continue  # the same on every channel (a look-ahead: the latency they share)
                     mine = []
                     for c in range(1, self.channels + 1):
                         address = f"/hb/{eid}@{c}/{p.id}"
                         table[address] = ParamInfo(address, eid, slot, index + c * CHANNEL_STRIDE, p, c)
-                        shadow[address] = chain.get_channel(slot, c, p.id)
+                        own = chain.channel_value_index(slot, c - 1, index)
+                        shadow[address] = own if own == own else shadow[f"/hb/{eid}/{p.id}"]
                         mine.append(address)
                     by_channel[f"/hb/{eid}/{p.id}"] = tuple(mine)
             address = f"/hb/{eid}/bypass"
@@ -605,7 +610,22 @@ class Engine:
         try:
             return self._table[address]
         except KeyError:
-            raise ParamError(f"unknown address {address!r}") from None
+            raise ParamError(f"unknown address {address!r}{self._why_unknown(address)}") from None
+
+    def _why_unknown(self, address: str) -> str:
+        """Why ``/hb/<id>@<n>/<param>`` is not an address here, where the effect exists."""
+        head, _, pid = address[len("/hb/"):].partition("/")
+        eid, at, n = head.partition("@")
+        if not at or f"/hb/{eid}/{pid.removesuffix('/norm')}" not in self._table:
+            return ""
+        effect = self.tracked[0][self._table[f"/hb/{eid}/{pid.removesuffix('/norm')}"].slot]
+        if not self.per_channel:
+            return ": settings per channel need an engine run per channel (run --per-channel)"
+        if effect.channel_coupling == "joint":
+            return f": {eid} works on all channels together; it has no settings per channel"
+        if pid.removesuffix("/norm") in effect.shared_params:
+            return f": {pid} is the same on every channel (it sets the latency they share); set /hb/{eid}/{pid}"
+        return f": channels are 1 to {self.channels} here"
 
     def add_listener(self, listener: Listener) -> None:
         """``listener(address, value, source)`` is called after every accepted change."""
@@ -678,8 +698,9 @@ class Engine:
                 if len(self._timed_shadow) >= TIMED_CAPACITY:
                     raise ParamError(f"{address}: {TIMED_CAPACITY} timed changes are already waiting; "
                                      "this one was not scheduled")
+                # its order: when it becomes audible, on the monotonic clock (see _apply_due)
                 heapq.heappush(self._timed_shadow, (stamp, next(self._timed_seq), address, v, source,
-                                                    self._table_generation))
+                                                    self._table_generation, stamp - time.time() + time.monotonic()))
             self.control.submit(change, stamp)
             for listener in list(self._timed_listeners):
                 listener()
@@ -696,7 +717,9 @@ class Engine:
         # a button (momentary) does its thing once and reads as its default again
         shown = p.default if p.momentary else value
         for a in (address, *self._by_channel.get(address, ())):
-            if a is not address and order < self._shadow_order.get(a, -math.inf):
+            if order < self._shadow_order.get(a, -math.inf):
+                if a is address:
+                    return  # a later change to it is reported already
                 continue  # that channel's own value came later
             self._shadow_order[a] = order
             self._shadow[a] = shown
@@ -752,10 +775,10 @@ class Engine:
         with self._timed_shadow_lock:
             while self._timed_shadow and self._timed_shadow[0][0] <= now:
                 due.append(heapq.heappop(self._timed_shadow))
-        for _, _, address, v, source, generation in due:
+        for _, _, address, v, source, generation, order in due:
             if generation != self._table_generation:
                 continue  # scheduled for a chain that has been replaced since
-            self._report(address, self._table[address].param, v, source, time.monotonic())
+            self._report(address, self._table[address].param, v, source, order)
         return len(due)
 
     def next_timed(self) -> float:

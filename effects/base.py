@@ -169,6 +169,9 @@ class Effect:
     #: (it works on the channels together by nature, as an automixer or a programme meter: it runs
     #: on all channels as it is). An effect that does not say is split, which is never wrong.
     channel_coupling: ClassVar[str] = "linked"
+    #: parameters that every channel of a per-channel Chain must share: set-up parameters that
+    #: size the effect or set its latency at ``prepare`` (a look-ahead): no values per channel
+    shared_params: ClassVar[frozenset[str]] = frozenset()
     #: instances that take every parameter change this one takes (a per-channel Chain's copies)
     _followers: tuple[Effect, ...] = ()
     #: (channels, params) each channel's own values in a per-channel Chain (NaN: none), which a
@@ -235,6 +238,10 @@ class Effect:
                 own[c, index] = np.nan
         for follower in self._followers:
             follower.set_index(index, value)
+
+    def _carry_counters(self, previous: Effect) -> None:
+        """Take over what ``previous`` counted (an instance a per-channel Chain's ``prepare``
+        replaces with this one), so that counters read by meters never go back."""
 
     def check_value(self, index: int, value: float) -> None:
         """Refuse (ParamError) a value of parameter ``index`` that is in its range but cannot

@@ -65,8 +65,8 @@ class _Slot:
     latency: int = 0
     dry_n: int = -1
     dry_view: np.ndarray | None = None
-    # per channel (set by prepare in a per-channel chain, for a linked effect): one instance per
-    # channel, the first the effect itself; None: the effect runs on the whole block
+    # per channel (set by prepare in a per-channel chain, for every effect but a joint one): one
+    # copy of the effect per channel, which runs; None: the effect itself runs on the whole block
     copies: list[Effect] | None = None
     # (channels, params) float64: each channel's own values (NaN: it takes the effect's); the
     # same array as the effect's ``_own``, so a change to the effect itself clears the column
@@ -146,11 +146,11 @@ class Chain(Effect):
                              f"(e.g. {type(effect).__name__}(**effect.values()))")
         self._slots.insert(index, _Slot(effect, self._new_id(effect, id)))
         object.__setattr__(effect, "_own", None)  # the channel values of another chain stay there
-        object.__setattr__(self, "_spec", None)
+        self._drop_split()
 
     def __delitem__(self, key: int | str) -> None:
         del self._slots[self.index_of(key)]
-        object.__setattr__(self, "_spec", None)
+        self._drop_split()
 
     def __getitem__(self, key: int | str) -> Effect:
         return self._slots[self.index_of(key)].effect
@@ -234,10 +234,13 @@ class Chain(Effect):
         c = self._channel_number(s, channel)
         p = effect.param(pid)
         v = p.check(value, f"{s.id}@{c}")
+        if pid in effect.shared_params:
+            raise ChainError(f"{s.id}: {pid} is the same on every channel (it sets the latency they share); "
+                             f"set it for all: chain[{s.id!r}].{pid} = ...")
         if s.own is None or s.own.shape[0] < c:  # off the audio thread only: prepare sizes it
             self._grow_own(s, c)
         s.own[c - 1, effect._index[pid]] = v
-        if s.copies is not None:
+        if s.copies is not None and self._spec is not None and c <= len(s.copies):
             s.copies[c - 1].set_index(effect._index[pid], v)
 
     def set_channel_index(self, index: int, channel: int, param: int, value: float) -> None:
@@ -285,11 +288,17 @@ class Chain(Effect):
                 out[c + 1] = row
         return out
 
+    def channels_beyond(self, channels: int) -> list[str]:
+        """``id@n`` of every effect with values of its own for a channel ``n`` beyond ``channels``
+        (a preset for four mics on a stereo stream): values that go unused there."""
+        return [f"{eid}@{c}" for k, eid in enumerate(self.ids) for c in self.channel_values(k) if c > channels]
+
     def _channel_number(self, s: _Slot, channel: int) -> int:
         if isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer)) or channel < 1:
             raise ChainError(f"{s.id}: channels are numbered from 1, got {channel!r}")
         if s.effect.channel_coupling == "joint":
-            raise ChainError(f"{s.id} works on all channels together ({s.effect.name}); it has no settings per channel")
+            kind = f" ({s.effect.name})" if s.effect.name != s.id else ""
+            raise ChainError(f"{s.id}{kind} works on all channels together; it has no settings per channel")
         spec = self._spec
         if spec is not None:
             if not self._per_channel:
@@ -361,11 +370,13 @@ class Chain(Effect):
 
     def _prepare(self, spec: ProcessSpec) -> None:
         split = self.per_channel
+        for s in self._slots:  # a copied chain's effect (a model effect rebuilt from its file) lost the link
+            object.__setattr__(s.effect, "_own", s.own)
         # a channel alone names no speaker: a microphone is heard whatever the stream's layout
         mono = replace(spec, channels=1, channel_mask=0)
         for s in self._slots:
             object.__setattr__(s.effect, "_followers", ())
-            s.copies = None
+            previous, s.copies = s.copies or [], None
             apart = split and s.effect.channel_coupling != "joint"
             share = 1.0 / spec.channels if apart else 1.0
             if s.effect._channel_share != share:
@@ -385,8 +396,10 @@ class Chain(Effect):
                     effect.set_non_realtime(s.effect.non_realtime)
                     effect.prepare(mono)
                     for i in range(len(effect.params)):
-                        if s.own[c, i] == s.own[c, i]:
+                        if s.own[c, i] == s.own[c, i] and effect.params[i].id not in effect.shared_params:
                             effect.set_index(i, float(s.own[c, i]))
+                    if c < len(previous):
+                        effect._carry_counters(previous[c])
                 s.effect.prepare(mono)
                 object.__setattr__(s.effect, "_followers", tuple(s.copies))
             else:
@@ -420,6 +433,11 @@ class Chain(Effect):
         # children may have changed since the last prepare even when the spec is equal
         object.__setattr__(self, "_spec", None)
         super().prepare(spec)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for s in self._slots:  # an effect copied by its own reduce (a model effect) lost the link
+            object.__setattr__(s.effect, "_own", s.own)
 
     def __getstate__(self) -> dict:
         # fused runs are compiled closures: a pickled chain comes back unprepared (its effects

@@ -61,6 +61,7 @@ class Declip(Effect):
     """De-clipper; see the module docstring."""
 
     name = "declip"
+    shared_params = frozenset({"max_run_ms"})  # sizes the look-ahead, the latency every channel shares
     params = (
         Param("threshold_db", -12.0, 0.0, -0.1, scale="db", smoothing_ms=0.0),
         Param("max_run_ms", 0.25, 10.0, 4.0, scale="log", smoothing_ms=0.0),

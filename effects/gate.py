@@ -90,6 +90,7 @@ class Gate(Effect):
     """Gate / expander; see the module docstring."""
 
     name = "gate"
+    shared_params = frozenset({"lookahead_ms"})  # the latency every channel shares
     params = (
         Param("threshold_db", -90.0, 0.0, -50.0, scale="db", smoothing_ms=0.0),
         Param("hysteresis_db", 0.0, 24.0, 6.0, smoothing_ms=0.0),

@@ -276,6 +276,12 @@ class ModelEffect(Effect):
     def overload_events(self):
         return self._rt.overload_events
 
+    def _carry_counters(self, previous: Effect) -> None:
+        old, rt = previous.__dict__.get("_rt"), self._rt
+        if old is not None:
+            for name in ("overload_events", "recoveries", "nonfinite_events", "ring_underruns", "overrange_hops"):
+                setattr(rt, name, getattr(rt, name) + getattr(old, name))
+
     @property
     def recoveries(self):
         return self._rt.recoveries

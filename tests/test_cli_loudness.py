@@ -464,3 +464,35 @@ def test_process_per_channel_takes_a_channel_s_own_settings_from_set_and_presets
     preset.write_text(preset.read_text().replace("1 = {", "0 = {"))
     r = hb("process", src, out, "--preset", preset, "--per-channel")
     assert r.returncode != 0 and "numbered from 1" in r.stderr
+
+
+def test_per_channel_set_order_unused_channels_and_odd_numbers_are_told(tmp_path: Path) -> None:
+    """QA, session 25: `--set gate.x` after a preset's channel values cleared them silently; a
+    channel the input lacks was taken without a word; `gate@²` crashed; `automix@1` with
+    --automix named the chain's ids."""
+    sr = 48000
+    tone = 10 ** (-30 / 20) * np.sin(2 * np.pi * 1000 * np.arange(sr) / sr)
+    src = tmp_path / "two.wav"
+    sf.write(str(src), np.stack([tone, tone], axis=1), sr, subtype="FLOAT")
+    out = tmp_path / "out.wav"
+    rms = lambda y: 20 * np.log10(np.sqrt(np.mean(np.square(y[sr // 2:], dtype=np.float64), axis=0)))  # noqa: E731
+    # the channel's own value wins whichever --set comes first
+    for order in (("gain@2.gain_db=-6", "gain.gain_db=-3"), ("gain.gain_db=-3", "gain@2.gain_db=-6")):
+        r = hb("process", src, out, "--chain", "gain", "--per-channel", "--set", order[0], "--set", order[1])
+        assert r.returncode == 0, r.stderr
+        np.testing.assert_allclose(rms(sf.read(str(out))[0]), [-36.01, -39.03], atol=0.02)
+    preset = tmp_path / "mics.toml"
+    preset.write_text('version = 1\nname = "mics"\n[[chain]]\neffect = "gain"\nchannels = { 2 = { gain_db = -6.0 } }\n')
+    r = hb("process", src, out, "--preset", preset, "--per-channel", "--set", "gain.gain_db=-3")
+    assert r.returncode == 0 and "gain@2.gain_db=-6" in " ".join(r.stderr.split())
+    r = hb("process", src, out, "--chain", "gain", "--per-channel", "--set", "gain@3.gain_db=-6")
+    assert r.returncode == 0 and "gain@3 are not used" in " ".join(r.stderr.split())
+    for odd in ("gain@\u00b2.gain_db=-6", "gain@02.gain_db=-6", "gain@x.gain_db=-6"):
+        r = hb("process", src, out, "--chain", "gain", "--per-channel", "--set", odd)
+        assert r.returncode == 2 and "ID@N.PARAM=VALUE" in r.stderr, r.stderr
+    r = hb("process", src, out, "--chain", "gain", "--per-channel", "--automix", "--set", "automix@1.range_db=6")
+    assert r.returncode == 2 and "no settings per channel" in r.stderr
+    r = hb("osc-layout", "--chain", "gain", "--channels", "3")
+    assert r.returncode == 2 and "--per-channel" in r.stderr
+    r = hb("osc-layout", "--chain", "gain", "--per-channel", "--automix", "-f", "touchosc-list")
+    assert r.returncode == 0 and "/hb/automix/range_db" in r.stdout and "/hb/gain@2/gain_db" in r.stdout

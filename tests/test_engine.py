@@ -432,3 +432,41 @@ def test_a_channel_s_own_settings_by_address_with_feedback_presets_and_order(tmp
     assert [g.threshold_db for g in e.chain.instances("gate")] == [-20.0, -60.0]
     # an engine not run per channel has no such addresses
     assert not any("@" in info.address for info, _ in make_engine(Gate()).parameters())
+
+
+def test_a_timed_change_to_every_channel_keeps_a_later_channel_value_on_both_sides():
+    """Review, session 25: the control side counted a timed change as made when it was settled,
+    the audio side when it became due; a channel's value set between the two was kept by the
+    audio thread but overwritten in get(), feedback and the next preset save."""
+    import time
+
+    from hushbridge.effects import Gate
+
+    e = Engine(Chain([Gate(threshold_db=-40.0)]), channels=2, per_channel=True)
+    e.prepare(48000, 128)
+    x = np.zeros((2, 128), np.float32)
+    e.set("/hb/gate/threshold_db", -30.0, stamp=time.time() + 0.05)
+    run_blocks(e, x)  # queued on the audio side
+    time.sleep(0.08)  # due now, not yet settled on the control side
+    e.set("/hb/gate@2/threshold_db", -60.0)
+    run_blocks(e, x)
+    assert [g.threshold_db for g in e.chain.instances("gate")] == [-30.0, -60.0]
+    assert e.get("/hb/gate@2/threshold_db") == -60.0 and e.get("/hb/gate@1/threshold_db") == -30.0
+    assert e.snapshot().channel_values(0) == {2: {"threshold_db": -60.0}}
+
+
+def test_an_engine_takes_a_per_channel_chain_prepared_for_fewer_channels_and_explains_addresses():
+    from hushbridge.effects import Automix, Gate
+
+    chain = Chain([Automix(), Gate()], per_channel=True)
+    chain.prepare(__import__("hushbridge.effects", fromlist=["ProcessSpec"]).ProcessSpec(48000, 128, 1))
+    e = Engine(chain, channels=2, per_channel=True)  # raised: channel 2 was not in the stream
+    e.prepare(48000, 128)
+    assert e.get("/hb/gate@2/threshold_db") == chain["gate"].threshold_db
+    for address, why in (("/hb/gate@3/threshold_db", "channels are 1 to 2 here"),
+                         ("/hb/automix@1/range_db", "works on all channels together"),
+                         ("/hb/gate@1/lookahead_ms", "same on every channel")):
+        with pytest.raises(ParamError, match=why):
+            e.set(address, 1.0)
+    with pytest.raises(ParamError, match="need an engine run per channel"):
+        make_engine(Gate()).set("/hb/gate@1/threshold_db", -50.0)

@@ -95,14 +95,13 @@ def open_stage_control(engine: Any, host: str = "127.0.0.1", port: int = 9000,
     def panel(info: Any) -> str:
         return f"{info.effect_id}@{info.channel}" if getattr(info, "channel", 0) else info.effect_id
 
-    for key in dict.fromkeys(panel(info) for info, _ in rows):
-        taken.add(f"panel_{key.replace('@', '_ch')}")
+    panel_ids = {key: unique(f"panel_{key.replace('@', '_ch')}") for key in dict.fromkeys(panel(info) for info, _ in rows)}
     for info, value in sorted(rows, key=lambda row: getattr(row[0], "channel", 0)):
         wid = unique(info.address[len("/hb/"):].replace("/", "_").replace("@", "_ch"))
         panels.setdefault(panel(info), []).append(_widget(info, float(value), target, wid))
     order = {eid: k for k, eid in enumerate(dict.fromkeys(info.effect_id for info, _ in rows))}
     keys = sorted(panels, key=lambda key: (order[key.partition("@")[0]], int(key.partition("@")[2] or 0)))
-    widgets = [{"type": "panel", "id": f"panel_{key.replace('@', '_ch')}",
+    widgets = [{"type": "panel", "id": panel_ids[key],
                 "label": key if "@" not in key else f"{key.partition('@')[0]} (channel {key.partition('@')[2]})",
                 "layout": "horizontal", "width": "auto", "height": "auto", "scroll": True, "widgets": panels[key],
                 "tabs": []}

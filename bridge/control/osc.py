@@ -178,6 +178,9 @@ def _string(address: str, args: tuple[Any, ...], what: str) -> str:
     return args[0]
 
 
+_ALL_CHANNELS = re.compile(r"@[0-9]+/")  # /hb/gate@2/x -> /hb/gate/x
+
+
 def pattern_regex(pattern: str) -> re.Pattern[str]:
     """Compile an OSC 1.0 address pattern (``*``, ``?``, ``[a-z]``, ``[!a]``, ``{a,b}``) to a
     regular expression matching whole addresses (``*`` and ``?`` never cross ``/``).
@@ -468,6 +471,11 @@ class OscController:
         if not matches:
             self._reject(client, f"address pattern {pattern!r:.80} matches no parameter (send /hb/list)")
             return
+        # /hb/gate*/threshold_db: the effect's own address sets every channel already, so its
+        # channels' addresses (/hb/gate@2/...) are not set again (nor echoed twice)
+        every = {addr for addr, _ in matches if "@" not in addr}
+        if len(every) < len(matches):
+            matches = [(addr, h) for addr, h in matches if "@" not in addr or _ALL_CHANNELS.sub("/", addr, 1) not in every]
         failed: list[str] = []
         for addr, handler in matches:
             try:

@@ -557,6 +557,10 @@ def process_file(
             report.notes.append(f"automixed: each channel's gain its share of the {channels} channels' power")
         if per_channel and channels > 1:
             report.notes.append(f"each of the {channels} channels through a chain of its own (per channel)")
+        unused = chain.channels_beyond(channels) if per_channel else []
+        if unused:
+            report.warnings.append(f"{src} has {channels} channel{'s' if channels != 1 else ''}: the values of "
+                                   f"{', '.join(unused)} are not used")
         object.__setattr__(chain, "per_channel", per_channel)  # set back when done: the caller's chain
         renderer = OfflineRenderer(chain, channels, rate, block_size, mask or layout_mask_of(src, info))
         report.latency_samples = renderer.latency_samples

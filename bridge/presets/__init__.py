@@ -161,7 +161,8 @@ def _check_midi(preset: Preset, chain: Chain, text: str) -> None:
     apart = {eid: effect for eid, effect in chain.items() if effect.channel_coupling != "joint"}
     for m in maps:
         own = re.fullmatch(r"/hb/([^/@]+)@([1-9][0-9]{0,3})/([^/]+)", m.address)
-        if own and own.group(1) in apart and own.group(3) in apart[own.group(1)]._index:
+        if own and own.group(1) in apart and own.group(3) in apart[own.group(1)]._index \
+                and own.group(3) not in apart[own.group(1)].shared_params:
             continue  # a channel's own value (per-channel runs; a channel the stream lacks is refused there)
         if m.address not in targets:
             raise PresetError(where + f"midi {m.kind} {m.number}: address {m.address!r} is not a parameter of "

@@ -958,6 +958,11 @@ def test_a_channel_s_own_setting_over_udp_with_feedback_list_and_patterns(receiv
         echoed = {m.address: m.params for m in collect(tablet, 0.3) if "threshold_db" in m.address}
         assert echoed == {"/hb/gate/threshold_db": [-30.0], "/hb/gate@1/threshold_db": [-30.0],
                           "/hb/gate@2/threshold_db": [-30.0]}
+        # a pattern over the effect's address and its channels': each channel's echoed once
+        client.send("/hb/gate*/threshold_db", -35.0)
+        client.get("/hb/engine/xruns")
+        echoed = [m.address for m in collect(tablet, 0.3) if "threshold_db" in m.address]
+        assert sorted(echoed) == ["/hb/gate/threshold_db", "/hb/gate@1/threshold_db", "/hb/gate@2/threshold_db"]
         client.send("/hb/list")
         listed = [m.params[0] for m in collect(client, 0.5) if m.address == "/hb/param"]
         assert "/hb/gate@2/threshold_db" in listed and "/hb/gate@1/range_db" in listed

@@ -494,3 +494,31 @@ def test_per_channel_settings_of_a_channel_s_own():
     # a channel's instance points at set_channel
     with pytest.raises(ParamError, match=r"set_channel\(id, 2, 'threshold_db'"):
         chain.instances("gate")[1].threshold_db = -40.0
+
+
+def test_per_channel_values_survive_copies_edits_and_re_prepares_and_refuse_shared_params():
+    """Review, session 25: a deep-copied chain's denoiser (rebuilt from its model file) lost the
+    link that lets a change to the effect clear the channels' values; set_channel after an edit
+    raised IndexError; a gate@2 look-ahead was stored but never used (the latency is shared);
+    the model counters went back to 0 at every re-prepare (JACK buffer change)."""
+    import copy as copy_module
+
+    from hushbridge.effects import Declip, Denoise, Gate
+
+    chain = Chain([Denoise(), Gate()], per_channel=True)
+    chain.set_channel("denoise", 2, "reduction_db", 6.0)
+    twin = copy_module.deepcopy(chain)
+    twin["denoise"].reduction_db = 30.0  # every channel again, in the copy
+    assert twin.channel_values("denoise") == {} and chain.channel_values("denoise") == {2: {"reduction_db": 6.0}}
+    spec = ProcessSpec(48000, 128, 2)
+    chain.prepare(spec)
+    chain.instances("denoise")[1]._rt.overload_events = 3
+    chain.prepare(ProcessSpec(48000, 256, 2))  # a new buffer size: new instances, counters kept
+    assert [e.overload_events for e in chain.instances("denoise")] == [0, 3]
+    assert chain.instances("denoise")[1].reduction_db == 6.0
+    chain.append(Gate(), id="gate_2")  # an edit unprepares; a channel the old stream lacked is fine now
+    chain.set_channel("gate", 3, "threshold_db", -60.0)
+    assert chain.channels_beyond(2) == ["gate@3"] and chain.channels_beyond(3) == []
+    for effect, pid in ((Gate(), "lookahead_ms"), (Declip(), "max_run_ms")):
+        with pytest.raises(ChainError, match="same on every channel"):
+            Chain([effect], per_channel=True).set_channel(0, 2, pid, 5.0)
