@@ -104,7 +104,7 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
     run outside it but take ``--set`` too (``process --automix``'s automixer), by id; ``first``:
     an effect put first in the chain unless one of its kind is in it (``run --automix``)."""
     from hushbridge.effects import chain_from_names
-    from hushbridge.errors import ParamError
+    from hushbridge.errors import ChainError, ParamError
     from hushbridge.presets import load_preset
 
     chain = chain_from_names(args.chain) if args.chain is not None else load_preset(args.preset or "dialogue")
@@ -125,22 +125,27 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
                              "chain) or put it in the chain (--chain automix,...)")
         eid, at, channel = eid.partition("@")
         if at:
-            if not getattr(args, "per_channel", False):
+            alone = eid in outside and eid not in chain.ids  # process --automix's automixer
+            target = outside[eid] if alone else chain[eid]
+            if not getattr(args, "per_channel", False) and target.channel_coupling != "joint":
                 raise ParamError(f"--set {item!r}: a channel's own value is used when each channel runs on its own: "
                                  "add --per-channel")
             if not re.fullmatch(r"[1-9][0-9]{0,3}", channel):
                 raise ParamError(f"--set {item!r}: expected ID@N.PARAM=VALUE with N a channel from 1, "
                                  "e.g. gate@2.threshold_db=-55")
-            if eid in outside and eid not in chain.ids:
-                raise ParamError(f"--set {item!r}: {eid} works on all channels together; it has no settings "
-                                 f"per channel (--set {eid}.{pid}=... sets it)")
-            param = chain[eid].param(pid)
+            param = target.param(pid)
             index = param.choice_index(value) if param.choices else None
             try:
                 number = float(index) if index is not None else float(value)
             except ValueError:
                 raise ParamError(f"--set {item!r}: {value!r} is not a number") from None
-            chain.set_channel(eid, int(channel), pid, number)
+            try:
+                if alone:
+                    target.set_channel(int(channel), pid, number)
+                else:
+                    chain.set_channel(eid, int(channel), pid, number)
+            except ChainError as e:
+                raise ParamError(f"--set {item!r}: {e}") from None
             continue
         if eid in outside and eid not in chain.ids:
             effect = outside[eid]
@@ -447,6 +452,11 @@ def _automix_keeper(engine):  # noqa: ANN001, ANN202 - an Engine; returns its ch
         eid = next((i for i, e in engine.chain.items() if isinstance(e, Automix)), None)
         mixer = Automix() if eid is None else Automix(**{p.id: engine.get(f"/hb/{eid}/{p.id}") for p in Automix.params})
         new.insert(0, mixer, id="automix" if "automix" not in new else None)
+        for c in range(1, engine.channels + 1) if eid is not None else ():  # each microphone's weight
+            for pid in Automix.channel_params:
+                value = engine.get(f"/hb/{eid}@{c}/{pid}")
+                if value != mixer.get(pid):
+                    new.set_channel(0, c, pid, value)
         if eid is not None and engine.get(f"/hb/{eid}/bypass") >= 0.5:
             new.set_bypass(0, True)
 

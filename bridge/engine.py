@@ -564,10 +564,12 @@ class Engine:
                 address = f"/hb/{eid}/{p.id}"
                 table[address] = ParamInfo(address, eid, slot, index, p)
                 shadow[address] = effect.get(p.id)
-            if chain.per_channel and effect.channel_coupling != "joint":
-                # each channel's own settings: /hb/<id>@<n>/<param>
+            joint = effect.channel_coupling == "joint"
+            if (chain.per_channel and not joint) or effect.channel_params:
+                # each channel's own settings: /hb/<id>@<n>/<param> (of an effect that works on all
+                # channels together, those it keeps per channel, in any chain: automix weight_db)
                 for index, p in enumerate(effect.params):
-                    if p.id in effect.shared_params:
+                    if p.id in effect.shared_params or (joint and p.id not in effect.channel_params):
                         continue  # the same on every channel (a look-ahead: the latency they share)
                     mine = []
                     for c in range(1, self.channels + 1):
@@ -593,7 +595,7 @@ class Engine:
         # columns: every parameter of the effect, then each channel's own values, then bypass
         stride = max((len(e.params) for e in chain), default=0)
         chain.order_stride = max(stride, 1)
-        width = chain.order_stride * (1 + (self.channels if chain.per_channel else 0)) + 1
+        width = chain.order_stride * (1 + self.channels) + 1
         chain.change_order = np.full((len(chain), width), -np.inf)
         self._shadow_order = {}
         self._by_channel = by_channel
@@ -619,10 +621,11 @@ class Engine:
         if not at or f"/hb/{eid}/{pid.removesuffix('/norm')}" not in self._table:
             return ""
         effect = self.tracked[0][self._table[f"/hb/{eid}/{pid.removesuffix('/norm')}"].slot]
-        if not self.per_channel:
+        if effect.channel_coupling == "joint" and pid.removesuffix("/norm") not in effect.channel_params:
+            per = ", ".join(sorted(effect.channel_params))
+            return f": {eid} works on all channels together; it has no settings per channel" + (f" but {per}" if per else "")
+        if not self.per_channel and effect.channel_coupling != "joint":
             return ": settings per channel need an engine run per channel (run --per-channel)"
-        if effect.channel_coupling == "joint":
-            return f": {eid} works on all channels together; it has no settings per channel"
         if pid.removesuffix("/norm") in effect.shared_params:
             return f": {pid} is the same on every channel (it sets the latency they share); set /hb/{eid}/{pid}"
         return f": channels are 1 to {self.channels} here"
@@ -1096,17 +1099,16 @@ class ChainSnapshot:
             self._items.append((eid, _EffectValues(effect.name, values)))
             self._bypassed.append(shadow.get(f"/hb/{eid}/bypass", 0.0) >= 0.5)
             own: dict[int, dict[str, float]] = {}
-            if effect.channel_coupling != "joint":
-                for c, row in chain.channel_values(k).items():  # in case the engine's table has none
-                    own.setdefault(c, {}).update(row)
-                for address, value in shadow.items():  # what the control side set last
-                    head, _, pid = address[4:].rpartition("/")
-                    name, at, c = head.partition("@")
-                    if at and name == eid and pid in values:
-                        row = own.setdefault(int(c), {})
-                        row.pop(pid, None)
-                        if value != values[pid]:
-                            row[pid] = float(value)
+            for c, row in chain.channel_values(k).items():  # in case the engine's table has none
+                own.setdefault(c, {}).update(row)
+            for address, value in shadow.items():  # what the control side set last
+                head, _, pid = address[4:].rpartition("/")
+                name, at, c = head.partition("@")
+                if at and name == eid and pid in values:
+                    row = own.setdefault(int(c), {})
+                    row.pop(pid, None)
+                    if value != values[pid]:
+                        row[pid] = float(value)
             self._own.append({c: row for c, row in sorted(own.items()) if row})
 
     def items(self) -> list[tuple[str, "_EffectValues"]]:

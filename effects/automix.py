@@ -6,10 +6,13 @@ the others fall by as much as their bleed of that talker lies under it (a -20 dB
 and with nobody talking every one of N microphones sits at -10·log10(N) dB, so the room noise of
 all of them together stays the same as talkers take turns (a gate would pump it). The power
 envelopes rise with ``attack_ms`` and fall with ``release_ms`` (a talker's mic stays open
-between syllables); ``range_db`` is the deepest a channel goes. ``priority_channel`` (1..N; 0:
-none) weighs one microphone ``priority_db`` up in the sharing, as a host's: it keeps more of the
-gain when both talk (equal talkers, +6 dB: -1.0 dB for it, -7.0 for the other, instead of -3.0
-each) and its talking cuts the others that much deeper. A single channel passes untouched. It belongs before the per-speaker processing, so that a speaker's leveler does not
+between syllables); ``range_db`` is the deepest a channel goes. ``weight_db`` per channel
+(``/hb/automix@2/weight_db``, :meth:`~hushbridge.effects.Effect.set_channel`; Dugan's weight)
+weighs a microphone up or down in the sharing: a host's +6 dB keeps more of the gain when both
+talk (equal talkers: -1.0 dB for it, -7.0 for the other, instead of -3.0 each) and its talking
+cuts the others that much deeper; the effect's own ``weight_db`` sets every channel's again.
+``priority_channel`` (1..N; 0: none) with ``priority_db`` weighs one microphone up as well (the
+two add). A single channel passes untouched. It belongs before the per-speaker processing, so that a speaker's leveler does not
 lift the others' bleed in their pauses (``hushbridge process --automix --per-channel``).
 
 >>> from hushbridge.effects import Automix
@@ -37,7 +40,9 @@ class Automix(Effect):
         Param("release_ms", 5.0, 2000.0, 40.0, scale="log", smoothing_ms=0.0),
         Param("priority_channel", 0.0, 64.0, 0.0, step=1.0, smoothing_ms=0.0),
         Param("priority_db", 0.0, 24.0, 6.0, smoothing_ms=0.0),
+        Param("weight_db", -24.0, 24.0, 0.0, smoothing_ms=0.0),
     )
+    channel_params = frozenset({"weight_db"})
 
     def __init__(self, **values: float) -> None:
         object.__setattr__(self, "_consts", np.zeros(A_CONSTS, dtype=np.float64))
@@ -54,10 +59,9 @@ class Automix(Effect):
     def _param_changed(self, index: int) -> None:
         v = self._values
         self._consts[A_FLOOR] = 10.0 ** (-v[0] / 10.0)
-        self._weights.fill(1.0)
-        k = int(round(v[3])) - 1
-        if 0 <= k < len(self._weights):  # one beyond the channels is refused on the control side
-            self._weights[k] = 10.0 ** (v[4] / 10.0)
+        k = int(round(v[3])) - 1  # one beyond the channels is refused on the control side
+        for c in range(len(self._weights)):
+            self._weights[c] = 10.0 ** ((self.channel_value(c, 5) + (v[4] if c == k else 0.0)) / 10.0)
         spec = self._spec
         if spec is not None:
             sr = float(spec.sample_rate)

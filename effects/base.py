@@ -172,6 +172,10 @@ class Effect:
     #: parameters that every channel of a per-channel Chain must share: set-up parameters that
     #: size the effect or set its latency at ``prepare`` (a look-ahead): no values per channel
     shared_params: ClassVar[frozenset[str]] = frozenset()
+    #: of a ``"joint"`` effect (one instance for all channels), the parameters that have a value
+    #: per channel inside it (the automixer's ``weight_db``): its ``_param_changed`` reads
+    #: :meth:`channel_value` (``/hb/<id>@<n>/<param>``, :meth:`set_channel`)
+    channel_params: ClassVar[frozenset[str]] = frozenset()
     #: instances that take every parameter change this one takes (a per-channel Chain's copies)
     _followers: tuple[Effect, ...] = ()
     #: (channels, params) each channel's own values in a per-channel Chain (NaN: none), which a
@@ -231,13 +235,50 @@ class Effect:
     def set_index(self, index: int, value: float) -> None:
         """Set parameter ``index`` to ``value``, clamped. Real-time safe: called at block start."""
         self._values[index] = self.params[index].clamp(value)
-        self._param_changed(index)
         own = self._own
         if own is not None:  # every channel takes it again
             for c in range(own.shape[0]):
                 own[c, index] = np.nan
+        self._param_changed(index)
         for follower in self._followers:
             follower.set_index(index, value)
+
+    def channel_value(self, channel: int, index: int) -> float:
+        """Parameter ``index``'s value for ``channel`` (0-based): its own, else the effect's.
+        Real-time safe."""
+        own = self._own
+        if own is not None and channel < own.shape[0]:
+            v = own[channel, index]
+            if v == v:
+                return float(v)
+        return float(self._values[index])
+
+    def set_channel(self, channel: int, pid: str, value: float | str) -> None:
+        """Channel ``channel``'s (1, 2, ...) own value of ``pid``, one of :attr:`channel_params`
+        of an effect that works on all channels together (the automixer's ``weight_db``). In a
+        Chain use :meth:`Chain.set_channel`, which also gives split effects values per channel."""
+        p = self.param(pid)
+        if pid not in self.channel_params:
+            if self.channel_coupling == "joint":
+                per = ", ".join(sorted(self.channel_params))
+                raise ParamError(f"{self.name} works on all channels together; it has no settings per channel"
+                                 + (f" but {per}" if per else ""))
+            raise ParamError(f"{self.name}: a value of {pid} per channel needs a Chain run per channel "
+                             f"(Chain(..., per_channel=True).set_channel(id, channel, {pid!r}, value))")
+        if isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer)) or channel < 1:
+            raise ParamError(f"{self.name}: channels are numbered from 1, got {channel!r}")
+        spec = self._spec
+        if spec is not None and channel > spec.channels:
+            raise ParamError(f"{self.name}: channel {channel} is not in the stream ({spec.channels} channels)")
+        v = p.check(value, f"{self.name}@{channel}")
+        own = self._own
+        if own is None or own.shape[0] < channel:
+            grown = np.full((max(channel, spec.channels if spec else 0), len(self.params)), np.nan)
+            if own is not None:
+                grown[: own.shape[0]] = own
+            object.__setattr__(self, "_own", grown)
+        self._own[channel - 1, self._index[pid]] = v
+        self._param_changed(self._index[pid])
 
     def _carry_counters(self, previous: Effect) -> None:
         """Take over what ``previous`` counted (an instance a per-channel Chain's ``prepare``

@@ -144,8 +144,10 @@ class Chain(Effect):
         if any(s.effect is effect for s in self._slots):  # two slots would share one state
             raise ChainError(f"this {effect.name} is already in the chain; add another instance "
                              f"(e.g. {type(effect).__name__}(**effect.values()))")
-        self._slots.insert(index, _Slot(effect, self._new_id(effect, id)))
-        object.__setattr__(effect, "_own", None)  # the channel values of another chain stay there
+        own = effect._own
+        # an effect brings its channels' values (moved within a chain, or from another), as a copy
+        self._slots.insert(index, _Slot(effect, self._new_id(effect, id), own=None if own is None else own.copy()))
+        object.__setattr__(effect, "_own", self._slots[index].own)
         self._drop_split()
 
     def __delitem__(self, key: int | str) -> None:
@@ -223,16 +225,19 @@ class Chain(Effect):
     def set_channel(self, key: int | str, channel: int, pid: str, value: float | str) -> None:
         """Give channel ``channel`` (1, 2, ...) of effect ``key`` a value of parameter ``pid``
         of its own, in a chain run per channel (the other channels keep the effect's). Setting
-        the effect's parameter itself (``chain[key].<pid> = ...``) sets every channel again.
+        the effect's parameter itself (``chain[key].<pid> = ...``) sets every channel again. An
+        effect that works on all channels together (``automix``, ``loudness``, a plugin) has
+        values per channel only for its ``channel_params`` (the automixer's ``weight_db``), in
+        any chain.
 
-        Raises ChainError for an effect that works on all channels together (``automix``,
-        ``loudness``, a plugin), for a channel the prepared stream does not have and for a
-        prepared chain that does not run per channel; ParamError for a value out of range."""
+        Raises ChainError for a parameter that cannot differ per channel, for a channel the
+        prepared stream does not have and for a prepared chain that does not run per channel;
+        ParamError for a value out of range."""
         index = self.index_of(key)
         s = self._slots[index]
         effect = s.effect
-        c = self._channel_number(s, channel)
         p = effect.param(pid)
+        c = self._channel_number(s, channel, pid)
         v = p.check(value, f"{s.id}@{c}")
         if pid in effect.shared_params:
             raise ChainError(f"{s.id}: {pid} is the same on every channel (it sets the latency they share); "
@@ -242,6 +247,8 @@ class Chain(Effect):
         s.own[c - 1, effect._index[pid]] = v
         if s.copies is not None and self._spec is not None and c <= len(s.copies):
             s.copies[c - 1].set_index(effect._index[pid], v)
+        elif s.copies is None:
+            effect._param_changed(effect._index[pid])  # a joint effect reads it (channel_value)
 
     def set_channel_index(self, index: int, channel: int, param: int, value: float) -> None:
         """Set ``channel``'s (0-based) own value of parameter ``param`` (index) of effect
@@ -249,7 +256,14 @@ class Chain(Effect):
         the prepared chain has."""
         s = self._slots[index]
         copies = s.copies
-        if copies is None or not 0 <= channel < len(copies):
+        if copies is None:  # a joint effect's value per channel, which it reads itself
+            own = s.own
+            if own is not None and 0 <= channel < own.shape[0] and self._spec is not None \
+                    and channel < self._spec.channels:
+                own[channel, param] = s.effect.params[param].clamp(value)
+                s.effect._param_changed(param)
+            return
+        if not 0 <= channel < len(copies):
             return
         v = s.effect.params[param].clamp(value)
         s.own[channel, param] = v
@@ -266,9 +280,9 @@ class Chain(Effect):
     def get_channel(self, key: int | str, channel: int, pid: str) -> float:
         """Channel ``channel``'s value of ``pid`` for effect ``key``: its own, else the effect's."""
         s = self._slots[self.index_of(key)]
-        c = self._channel_number(s, channel)
-        i = s.effect._index.get(pid)
         v = s.effect.get(pid)  # ParamError for an unknown one
+        c = self._channel_number(s, channel, pid)
+        i = s.effect._index.get(pid)
         if s.own is not None and c <= s.own.shape[0] and s.own[c - 1, i] == s.own[c - 1, i]:
             return float(s.own[c - 1, i])
         return v
@@ -293,15 +307,18 @@ class Chain(Effect):
         (a preset for four mics on a stereo stream): values that go unused there."""
         return [f"{eid}@{c}" for k, eid in enumerate(self.ids) for c in self.channel_values(k) if c > channels]
 
-    def _channel_number(self, s: _Slot, channel: int) -> int:
+    def _channel_number(self, s: _Slot, channel: int, pid: str) -> int:
         if isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer)) or channel < 1:
             raise ChainError(f"{s.id}: channels are numbered from 1, got {channel!r}")
-        if s.effect.channel_coupling == "joint":
+        joint = s.effect.channel_coupling == "joint"
+        if joint and pid not in s.effect.channel_params:
             kind = f" ({s.effect.name})" if s.effect.name != s.id else ""
-            raise ChainError(f"{s.id}{kind} works on all channels together; it has no settings per channel")
+            per = ", ".join(sorted(s.effect.channel_params))
+            raise ChainError(f"{s.id}{kind} works on all channels together; it has no settings per channel"
+                             + (f" but {per}" if per else ""))
         spec = self._spec
         if spec is not None:
-            if not self._per_channel:
+            if not self._per_channel and not joint:
                 raise ChainError(f"{s.id}: settings per channel need a chain run per channel (per_channel=True)")
             if channel > spec.channels:
                 raise ChainError(f"{s.id}: channel {channel} is not in the stream ({spec.channels} "
@@ -403,6 +420,8 @@ class Chain(Effect):
                 s.effect.prepare(mono)
                 object.__setattr__(s.effect, "_followers", tuple(s.copies))
             else:
+                if s.effect.channel_params and (s.own is None or s.own.shape[0] < spec.channels):
+                    self._grow_own(s, spec.channels)  # so that a live change never allocates
                 s.effect.prepare(spec)
             lat = s.instances()[0].latency_samples
             s.line = np.zeros((spec.channels, lat + spec.max_block_size + 1), dtype=np.float32)

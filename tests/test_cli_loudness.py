@@ -496,3 +496,21 @@ def test_per_channel_set_order_unused_channels_and_odd_numbers_are_told(tmp_path
     assert r.returncode == 2 and "--per-channel" in r.stderr
     r = hb("osc-layout", "--chain", "gain", "--per-channel", "--automix", "-f", "touchosc-list")
     assert r.returncode == 0 and "/hb/automix/range_db" in r.stdout and "/hb/gain@2/gain_db" in r.stdout
+
+
+def test_process_automix_takes_a_weight_per_microphone(tmp_path: Path) -> None:
+    """`process --automix --set automix@1.weight_db=6`: the host's mic weighed up in the gain
+    sharing, with or without --per-channel (the automixer works on all channels together)."""
+    sr = 48000
+    t = np.arange(2 * sr) / sr
+    both = np.stack([0.3 * np.sin(2 * np.pi * 200 * t), 0.3 * np.sin(2 * np.pi * 310 * t)], axis=1)
+    src = tmp_path / "both.wav"
+    sf.write(str(src), both, sr, subtype="FLOAT")
+    out = tmp_path / "out.wav"
+    cut = lambda y: 20 * np.log10(np.sqrt(np.mean(np.square(y[sr:], dtype=np.float64), axis=0)) / (0.3 / np.sqrt(2)))  # noqa: E731
+    for extra in ((), ("--per-channel",)):
+        r = hb("process", src, out, "--chain", "gain", "--automix", *extra, "--set", "automix@1.weight_db=6")
+        assert r.returncode == 0, r.stderr
+        np.testing.assert_allclose(cut(sf.read(str(out))[0]), [-0.97, -6.99], atol=0.05)
+    r = hb("process", src, out, "--chain", "gain", "--automix", "--set", "automix@1.range_db=6")
+    assert r.returncode == 2 and "no settings per channel but weight_db" in r.stderr

@@ -386,7 +386,8 @@ def test_a_channel_s_own_settings_by_address_with_feedback_presets_and_order(tmp
     e.add_listener(lambda a, v, s: heard.append((a, v)))
     addresses = {info.address for info, _ in e.parameters()}
     assert {"/hb/gate@1/threshold_db", "/hb/gate@2/threshold_db", "/hb/gate@2/range_db"} <= addresses
-    assert not any(a.startswith("/hb/automix@") for a in addresses)  # all channels together: none of its own
+    # all channels together: only the automixer's weight per microphone
+    assert {a for a in addresses if a.startswith("/hb/automix@")} == {"/hb/automix@1/weight_db", "/hb/automix@2/weight_db"}
     x = np.zeros((2, 256), np.float32)
     e.set("/hb/gate@2/threshold_db", -55.0)
     e.set_norm("/hb/gate@1/range_db", 0.0)
@@ -470,3 +471,29 @@ def test_an_engine_takes_a_per_channel_chain_prepared_for_fewer_channels_and_exp
             e.set(address, 1.0)
     with pytest.raises(ParamError, match="need an engine run per channel"):
         make_engine(Gate()).set("/hb/gate@1/threshold_db", -50.0)
+
+
+def test_automix_weights_per_microphone_by_address_kept_across_a_live_preset_load(tmp_path):
+    """/hb/automix@<n>/weight_db in any engine (the automixer works on all channels together:
+    it keeps a weight per channel whether or not the chain runs per channel); saved with the
+    preset; `run --automix` keeps the weights when a preset is loaded live."""
+    from hushbridge.cli import _automix_keeper
+    from hushbridge.effects import Automix, Gate
+    from hushbridge.presets import find_preset, save_preset
+
+    e = Engine(Chain([Automix(), Gate()]), channels=3)
+    e.add_chain_filter(_automix_keeper(e))
+    e.prepare(48000, 128)
+    assert "/hb/automix@3/weight_db" in e._table and "/hb/gate@1/threshold_db" not in e._table
+    e.set("/hb/automix@1/weight_db", 6.0)
+    e.set("/hb/automix@3/weight_db", -3.0)
+    run_blocks(e, np.zeros((3, 256), np.float32))
+    assert list(e.chain["automix"]._weights) == pytest.approx([10 ** 0.6, 1.0, 10 ** -0.3])
+    save_preset(e.snapshot(), "weights", folder=tmp_path)
+    assert find_preset(str(tmp_path / "weights.toml")).build().channel_values("automix") == {
+        1: {"weight_db": 6.0}, 3: {"weight_db": -3.0}}
+    e.load_chain(Chain([Gate()]))  # a preset without an automixer: the kept one has the weights
+    run_blocks(e, np.zeros((3, 256), np.float32))
+    assert e.chain.ids == ["automix", "gate"]
+    assert list(e.chain["automix"]._weights) == pytest.approx([10 ** 0.6, 1.0, 10 ** -0.3])
+    assert e.get("/hb/automix@1/weight_db") == 6.0 and e.get("/hb/automix@2/weight_db") == 0.0

@@ -158,11 +158,15 @@ def _check_midi(preset: Preset, chain: Chain, text: str) -> None:
         raise PresetError(where + f"malformed [midi] table ({e})") from e
     targets = {f"/hb/{eid}/{p.id}" for eid, effect in chain.items() for p in effect.params}
     targets |= {f"/hb/{eid}/bypass" for eid in chain.ids}
-    apart = {eid: effect for eid, effect in chain.items() if effect.channel_coupling != "joint"}
+    def per_channel(effect: Any, pid: str) -> bool:  # may a channel have a value of its own?
+        if effect.channel_coupling == "joint":
+            return pid in effect.channel_params
+        return pid in effect._index and pid not in effect.shared_params
+
+    effects = dict(chain.items())
     for m in maps:
         own = re.fullmatch(r"/hb/([^/@]+)@([1-9][0-9]{0,3})/([^/]+)", m.address)
-        if own and own.group(1) in apart and own.group(3) in apart[own.group(1)]._index \
-                and own.group(3) not in apart[own.group(1)].shared_params:
+        if own and own.group(1) in effects and per_channel(effects[own.group(1)], own.group(3)):
             continue  # a channel's own value (per-channel runs; a channel the stream lacks is refused there)
         if m.address not in targets:
             raise PresetError(where + f"midi {m.kind} {m.number}: address {m.address!r} is not a parameter of "

@@ -107,10 +107,12 @@ def test_per_channel_surface_has_a_panel_per_channel_of_each_effect(tmp_path):
     out = tmp_path / "mics.json"
     assert main(["osc-layout", "--chain", "automix,gate", "--per-channel", "--channels", "3", "--out", str(out)]) == 0
     panels = json.loads(out.read_text())["content"]["widgets"]
-    assert [p["label"] for p in panels] == ["automix", "gate", "gate (channel 1)", "gate (channel 2)", "gate (channel 3)"]
+    assert [p["label"] for p in panels] == ["automix", "automix (channel 1)", "automix (channel 2)", "automix (channel 3)",
+                                           "gate", "gate (channel 1)", "gate (channel 2)", "gate (channel 3)"]
+    assert [w["address"] for w in _widgets(panels[2])] == ["/hb/automix@2/weight_db"]
     assert len({w["id"] for p in panels for w in _widgets(p)} | {p["id"] for p in panels}) == \
         sum(1 + len(list(_widgets(p))) for p in panels)  # ids unique
-    third = {w["address"] for w in _widgets(panels[4])}
+    third = {w["address"] for w in _widgets(panels[7])}
     assert "/hb/gate@3/threshold_db" in third and not any(a.endswith("/bypass") for a in third)
     engine = Engine(load_preset("dialogue"), channels=3, per_channel=True)
     addresses = {w["address"] for w in _widgets(open_stage_control(engine)["content"]) if w["type"] != "panel"}

@@ -58,7 +58,8 @@ def test_nobody_talking_every_mic_at_an_even_share_and_one_mic_untouched():
 
 def test_registered_with_its_parameters():
     assert EFFECTS["automix"] is Automix
-    assert [p.id for p in Automix.params] == ["range_db", "attack_ms", "release_ms", "priority_channel", "priority_db"]
+    assert [p.id for p in Automix.params] == ["range_db", "attack_ms", "release_ms", "priority_channel", "priority_db",
+                                              "weight_db"]
     fx = Automix()
     fx.prepare(ProcessSpec(SR, 128, 2))
     assert fx.latency_samples == 0 and fx.gains_db == (0.0, 0.0)
@@ -93,3 +94,48 @@ def test_a_priority_microphone_keeps_more_gain_in_double_talk_and_cuts_the_other
         mix.check_value(3, 3.0)  # the control side refuses it before the audio thread sees it
     with pytest.raises(ParamError, match="beyond the 2 channels"):
         Automix(priority_channel=4).prepare(ProcessSpec(SR, 128, 2))
+
+
+def test_a_weight_per_microphone_as_dugan_s_and_with_the_priority():
+    """weight_db per channel (Automix.set_channel / Chain.set_channel, /hb/automix@2/weight_db):
+    any number of microphones weighed up or down, in any chain (per channel or not). +6 dB on
+    the host's mic is the priority's -1.0 / -7.0 in equal double talk; a weight and the priority
+    add; the effect's own weight_db sets every channel again (and so weighs none above another)."""
+    from hushbridge.errors import ChainError, ParamError
+
+    t = np.arange(2 * SR) / SR
+    both = np.stack([0.3 * np.sin(2 * np.pi * f * t) for f in (200, 310, 420)]).astype(np.float32)
+    settled = slice(SR // 2, None)
+    cut = lambda y, c: level_db(y[c, settled]) - level_db(both[c, settled])  # noqa: E731
+    mix = Automix()
+    mix.set_channel(1, "weight_db", 6.0)
+    y = Chain([mix])(both[:2], SR)
+    assert (cut(y, 0), cut(y, 1)) == pytest.approx((-0.97, -6.99), abs=0.05)
+    # three mics: weights +6, 0, -6 share the power as 4 : 1 : 0.25
+    chain = Chain([Automix()], per_channel=True)
+    chain.set_channel("automix", 1, "weight_db", 6.0)
+    chain.set_channel("automix", 3, "weight_db", -6.0)
+    y = chain(both, SR)
+    shares = np.array([3.981, 1.0, 0.2512]) / 5.2322
+    assert [cut(y, c) for c in range(3)] == pytest.approx(list(10 * np.log10(shares)), abs=0.05)
+    assert chain.channel_values("automix") == {1: {"weight_db": 6.0}, 3: {"weight_db": -6.0}}
+    # with the priority on channel 1 too: 6 + 6 dB
+    both2 = both[:2]
+    y = Chain([Automix(priority_channel=1, priority_db=6.0)])(both2, SR)
+    weighted = Automix(priority_channel=1, priority_db=6.0)
+    weighted.set_channel(1, "weight_db", 6.0)
+    z = Chain([weighted])(both2, SR)
+    assert cut(z, 1) < cut(y, 1) - 4.0
+    weighted.weight_db = 0.0  # every channel again: only the priority is left
+    np.testing.assert_array_equal(Chain([weighted])(both2, SR), y)
+    # live, prepared: a change reaches the weights at once; channels beyond the stream refused
+    live = Chain([Automix()])  # not run per channel: the automixer keeps its weights anyway
+    live.prepare(ProcessSpec(SR, 128, 2))
+    live.set_channel_index(0, 1, live[0]._index["weight_db"], 6.0)
+    assert list(live[0]._weights) == pytest.approx([1.0, 10 ** 0.6])
+    with pytest.raises(ChainError, match="not in the stream"):
+        live.set_channel("automix", 3, "weight_db", 1.0)
+    with pytest.raises(ChainError, match="no settings per channel but weight_db"):
+        live.set_channel("automix", 1, "range_db", 1.0)
+    with pytest.raises(ParamError, match="no settings per channel but weight_db"):
+        Automix().set_channel(1, "range_db", 1.0)

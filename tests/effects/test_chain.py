@@ -468,13 +468,17 @@ def test_per_channel_settings_of_a_channel_s_own():
         assert chain["gate"].threshold_db == -45.0 and chain.channel_values("gate") == {2: {"range_db": 20.0}}
         _render(twin, x[:, :1280])
         assert [g.range_db for g in twin.instances("gate")] == [twin["gate"].range_db, 20.0]
-    # an effect moved to another chain leaves its channel values behind
+    # an effect moved (within a chain or to another) brings a copy of its channel values
     moved = copy_module.deepcopy(chain)
     gate = moved["gate"]
     del moved["gate"]
+    moved.insert(0, gate)
+    assert moved.channel_values("gate") == {2: {"range_db": 20.0}}
     other = Chain([gate], per_channel=True)
-    assert other.channel_values("gate") == {}
-    gate.threshold_db = -20.0  # and no longer clears the old chain's
+    assert other.channel_values("gate") == {2: {"range_db": 20.0}}
+    gate.threshold_db = -20.0  # clears the new chain's column, not the old one's
+    other.set_channel("gate", 2, "range_db", 10.0)
+    assert moved.channel_values("gate") == {2: {"range_db": 20.0}}
     # refused: a channel the stream lacks, a joint effect, a chain prepared as one, range
     with pytest.raises(ChainError, match="channel 3 is not in the stream"):
         chain.set_channel("gate", 3, "threshold_db", -40.0)
