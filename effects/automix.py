@@ -56,6 +56,23 @@ class Automix(Effect):
         """Each channel's gain (dB, <= 0) at the end of the latest block."""
         return tuple(float(g) for g in self._meter)
 
+    @property
+    def gain_reduction_db(self) -> float:
+        """The deepest cut of any channel (dB, >= 0) at the end of the latest block; each
+        channel's in the meters (``/hb/meter/gain_reduction/automix``: which mic is open)."""
+        m = self._meter
+        low = 0.0
+        for c in range(m.shape[0]):  # no array made: read by the audio thread's meters
+            if m[c] < low:
+                low = m[c]
+        return -low
+
+    def channel_readings(self, attr: str, out: np.ndarray) -> None:
+        if attr == "gain_reduction_db":
+            m = self._meter
+            for c in range(min(m.shape[0], out.shape[0] - 1)):
+                out[1 + c] = -m[c]
+
     def _param_changed(self, index: int) -> None:
         v = self._values
         self._consts[A_FLOOR] = 10.0 ** (-v[0] / 10.0)

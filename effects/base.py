@@ -280,6 +280,11 @@ class Effect:
         self._own[channel - 1, self._index[pid]] = v
         self._param_changed(self._index[pid])
 
+    def channel_readings(self, attr: str, out: np.ndarray) -> None:
+        """Write each channel's meter ``attr`` into ``out[1 + c]``, where one instance measures
+        every channel apart (the automixer's gain per microphone); leave ``out`` as it is
+        otherwise. Real-time safe (the audio thread's meters)."""
+
     def _carry_counters(self, previous: Effect) -> None:
         """Take over what ``previous`` counted (an instance a per-channel Chain's ``prepare``
         replaces with this one), so that counters read by meters never go back."""

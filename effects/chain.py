@@ -350,6 +350,8 @@ class Chain(Effect):
         out.fill(np.nan)  # a method, not a slice: no view made per block
         if copies is None:
             out[0] = getattr(s.effect, attr) if wet else 0.0
+            if wet:
+                s.effect.channel_readings(attr, out)
             return
         value = -np.inf
         for c in range(len(copies)):

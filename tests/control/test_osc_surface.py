@@ -974,3 +974,25 @@ def test_a_channel_s_own_setting_over_udp_with_feedback_list_and_patterns(receiv
         server.close()
         driver.stop_event.set()
         driver.join()
+
+
+def test_the_automixer_meters_each_microphone_s_cut():
+    """/hb/meter/gain_reduction/automix: the deepest cut, then each microphone's, so a surface
+    shows which mic is open (a Dugan's meters), in a plain engine too."""
+    from hushbridge.effects import Automix
+
+    engine = Engine(Chain([Automix()]), channels=2)
+    engine.prepare(SR, BLOCK)
+    hub = MeterHub(engine)
+    hub.subscribe(("127.0.0.1", 9), "gain_reduction/automix", 10.0)
+    t = np.arange(BLOCK * 200) / SR
+    x = np.stack([0.3 * np.sin(2 * np.pi * 200 * t), 0.03 * np.sin(2 * np.pi * 300 * t)]).astype(np.float32)
+    y = np.zeros_like(x)
+    for i in range(0, x.shape[1], BLOCK):
+        engine.process(x[:, i:i + BLOCK], y[:, i:i + BLOCK])
+    hub.poll(time.monotonic() + 1.0)
+    for i in range(0, x.shape[1], BLOCK):  # the talker on mic 1: mic 2 down by its 20 dB under
+        engine.process(x[:, i:i + BLOCK], y[:, i:i + BLOCK])
+    args = hub.poll(time.monotonic() + 2.0)[0][1]
+    assert len(args) == 3 and args[0] == pytest.approx(20.0, abs=0.2) and args[2] == args[0]
+    assert args[1] < 0.1
