@@ -177,10 +177,13 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
             cleared = ", ".join(f"{eid}@{c}.{pid}={row[pid]:g}" for c, row in preset_own[eid].items() if pid in row)
             _warning(f"--set {item}: sets every channel's {pid}, the preset's own values per channel too ({cleared}); "
                      f"give --set {eid}@N.{pid}=... to keep one")
-    if not getattr(args, "per_channel", True) and any(chain.channel_values(k) for k in range(len(chain))):
-        _console(stderr=True).print("[yellow]warning:[/] the preset gives channels values of their own "
-                                    f"({', '.join(e for k, e in enumerate(chain.ids) if chain.channel_values(k))}); "
-                                    "they are used with --per-channel, not here", highlight=False)
+    # values per channel of effects that run split only in a chain run per channel (an
+    # automixer keeps its weights per microphone in any chain)
+    idle = [eid for k, (eid, effect) in enumerate(chain.items())
+            if effect.channel_coupling != "joint" and chain.channel_values(k)]
+    if not getattr(args, "per_channel", True) and idle:
+        _console(stderr=True).print(f"[yellow]warning:[/] values per channel ({', '.join(idle)}) are used with "
+                                    "--per-channel, not here", highlight=False)
     return chain
 
 
@@ -839,11 +842,12 @@ def _cmd_osc_layout(args: argparse.Namespace) -> int:
 
     from hushbridge.effects import Automix
 
-    if args.channels != 2 and not args.per_channel:
-        _error("--channels: the layout has channels of their own only with --per-channel")
+    chain = _build_chain(args, first=Automix() if args.automix else None)
+    if args.channels != 2 and not args.per_channel and not any(e.channel_params for e in chain):
+        _error("--channels: the layout has channels of their own only with --per-channel (or --automix: "
+               "a weight per microphone)")
         return EXIT_USAGE
-    engine = Engine(_build_chain(args, first=Automix() if args.automix else None), channels=args.channels,
-                    per_channel=args.per_channel)
+    engine = Engine(chain, channels=args.channels, per_channel=args.per_channel)
     text = render(engine, args.format, args.host, args.port, args.feedback_port)
     if args.out and args.out != "-":
         out = Path(args.out)

@@ -296,6 +296,7 @@ class Engine:
         self._timed_shadow: list[tuple[float, int, str, float, object, int, float]] = []
         self._timed_shadow_lock = threading.Lock()  # control threads only
         self._timed_seq = itertools.count()
+        self._timed_last = (0.0, 0.0)  # (time tag, order) of the latest timed change
         self._block_time = 0.0  # time.time() at the start of the current (sub-)block
         self._callback_time = 0.0  # time.time() at the start of the current callback
         self.apply_probe: ApplyProbe | None = None
@@ -612,10 +613,11 @@ class Engine:
         try:
             return self._table[address]
         except KeyError:
-            raise ParamError(f"unknown address {address!r}{self._why_unknown(address)}") from None
+            raise ParamError(f"unknown address {address!r}{self.why_unknown(address)}") from None
 
-    def _why_unknown(self, address: str) -> str:
-        """Why ``/hb/<id>@<n>/<param>`` is not an address here, where the effect exists."""
+    def why_unknown(self, address: str) -> str:
+        """Why ``/hb/<id>@<n>/<param>`` is not an address here, where the effect exists (": ..."),
+        else ""."""
         head, _, pid = address[len("/hb/"):].partition("/")
         eid, at, n = head.partition("@")
         if not at or f"/hb/{eid}/{pid.removesuffix('/norm')}" not in self._table:
@@ -701,9 +703,15 @@ class Engine:
                 if len(self._timed_shadow) >= TIMED_CAPACITY:
                     raise ParamError(f"{address}: {TIMED_CAPACITY} timed changes are already waiting; "
                                      "this one was not scheduled")
-                # its order: when it becomes audible, on the monotonic clock (see _apply_due)
+                # its order: when it becomes audible, on the monotonic clock (see _apply_due); a
+                # bundle's messages share their time tag, and so one order: they count in the
+                # order written, as the audio thread applies them
+                order = stamp - time.time() + time.monotonic()
+                if self._timed_last[0] == stamp:
+                    order = self._timed_last[1]
+                self._timed_last = (stamp, order)
                 heapq.heappush(self._timed_shadow, (stamp, next(self._timed_seq), address, v, source,
-                                                    self._table_generation, stamp - time.time() + time.monotonic()))
+                                                    self._table_generation, order))
             self.control.submit(change, stamp)
             for listener in list(self._timed_listeners):
                 listener()

@@ -266,7 +266,7 @@ class Effect:
             raise ParamError(f"{self.name}: a value of {pid} per channel needs a Chain run per channel "
                              f"(Chain(..., per_channel=True).set_channel(id, channel, {pid!r}, value))")
         if isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer)) or channel < 1:
-            raise ParamError(f"{self.name}: channels are numbered from 1, got {channel!r}")
+            raise ParamError(f"{self.name}: channels are whole numbers from 1, got {channel!r}")
         spec = self._spec
         if spec is not None and channel > spec.channels:
             raise ParamError(f"{self.name}: channel {channel} is not in the stream ({spec.channels} channels)")

@@ -309,7 +309,7 @@ class Chain(Effect):
 
     def _channel_number(self, s: _Slot, channel: int, pid: str) -> int:
         if isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer)) or channel < 1:
-            raise ChainError(f"{s.id}: channels are numbered from 1, got {channel!r}")
+            raise ChainError(f"{s.id}: channels are whole numbers from 1, got {channel!r}")
         joint = s.effect.channel_coupling == "joint"
         if joint and pid not in s.effect.channel_params:
             kind = f" ({s.effect.name})" if s.effect.name != s.id else ""

@@ -496,6 +496,15 @@ def test_per_channel_set_order_unused_channels_and_odd_numbers_are_told(tmp_path
     assert r.returncode == 2 and "--per-channel" in r.stderr
     r = hb("osc-layout", "--chain", "gain", "--per-channel", "--automix", "-f", "touchosc-list")
     assert r.returncode == 0 and "/hb/automix/range_db" in r.stdout and "/hb/gain@2/gain_db" in r.stdout
+    # an automixer keeps a weight per microphone in any engine: its layout has them, and a
+    # preset with its weights is not warned about without --per-channel (QA, session 25)
+    r = hb("osc-layout", "--chain", "gain", "--automix", "--channels", "3", "-f", "touchosc-list")
+    assert r.returncode == 0 and "/hb/automix@3/weight_db" in r.stdout and "/hb/gain@" not in r.stdout
+    weights = tmp_path / "weights.toml"
+    weights.write_text('version = 1\nname = "w"\n[[chain]]\neffect = "automix"\nchannels = { 2 = { weight_db = -3.0 } }\n'
+                       '[[chain]]\neffect = "gain"\nchannels = { 2 = { gain_db = -3.0 } }\n')
+    r = hb("process", src, out, "--preset", weights)
+    assert r.returncode == 0 and "values per channel (gain) are used with --per-channel" in " ".join(r.stderr.split())
 
 
 def test_process_automix_takes_a_weight_per_microphone(tmp_path: Path) -> None:

@@ -454,6 +454,18 @@ def test_a_timed_change_to_every_channel_keeps_a_later_channel_value_on_both_sid
     assert [g.threshold_db for g in e.chain.instances("gate")] == [-30.0, -60.0]
     assert e.get("/hb/gate@2/threshold_db") == -60.0 and e.get("/hb/gate@1/threshold_db") == -30.0
     assert e.snapshot().channel_values(0) == {2: {"threshold_db": -60.0}}
+    # one bundle, one time tag: every channel, then channel 2 (QA, session 25: each message took
+    # its own order from the clocks, so channel 2's could count as the older one)
+    for _ in range(5):
+        e.set("/hb/gate/threshold_db", -70.0)
+        stamp = time.time() + 0.03
+        e.set("/hb/gate/threshold_db", -30.0, stamp=stamp)
+        e.set("/hb/gate@2/threshold_db", -80.0, stamp=stamp)
+        run_blocks(e, x)
+        time.sleep(0.05)
+        run_blocks(e, x)
+        assert [g.threshold_db for g in e.chain.instances("gate")] == [-30.0, -80.0]
+        assert e.get("/hb/gate@2/threshold_db") == -80.0 and e.get("/hb/gate/threshold_db") == -30.0
 
 
 def test_an_engine_takes_a_per_channel_chain_prepared_for_fewer_channels_and_explains_addresses():

@@ -725,7 +725,8 @@ class OscController:
     def _on_unknown(self, client: ClientAddress, address: str, *args: Any) -> None:
         if address.startswith("/hb/engine/") or self.engine.is_published(address):
             raise OscRequestError(f"{address} is read-only: ask with /hb/get {address}")
-        raise OscRequestError(f"unknown address {address!r:.120} (send /hb/list for the parameters)")
+        why = self.engine.why_unknown(address) if "@" in address else ""
+        raise OscRequestError(f"unknown address {address!r:.120}{why} (send /hb/list for the parameters)")
 
     # == feedback ================================================================================
     def _on_preset_loaded(self, preset: Any) -> None:

@@ -966,8 +966,9 @@ def test_a_channel_s_own_setting_over_udp_with_feedback_list_and_patterns(receiv
         client.send("/hb/list")
         listed = [m.params[0] for m in collect(client, 0.5) if m.address == "/hb/param"]
         assert "/hb/gate@2/threshold_db" in listed and "/hb/gate@1/range_db" in listed
-        client.send("/hb/gate@3/threshold_db", -50.0)  # a stereo stream has no channel 3
-        assert "gate@3" in client.error()
+        client.send("/hb/gate@3/threshold_db", -50.0)  # a stereo stream has no channel 3: it says so
+        error = client.error()
+        assert "gate@3" in error and "channels are 1 to 2 here" in error
     finally:
         client.close()
         tablet.close()

@@ -482,7 +482,7 @@ def test_per_channel_settings_of_a_channel_s_own():
     # refused: a channel the stream lacks, a joint effect, a chain prepared as one, range
     with pytest.raises(ChainError, match="channel 3 is not in the stream"):
         chain.set_channel("gate", 3, "threshold_db", -40.0)
-    with pytest.raises(ChainError, match="numbered from 1"):
+    with pytest.raises(ChainError, match="whole numbers from 1"):
         chain.set_channel("gate", 0, "threshold_db", -40.0)
     with pytest.raises(ParamError, match="threshold_db"):
         chain.set_channel("gate", 2, "threshold_db", 40.0)
