@@ -120,7 +120,8 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
         eid, dot, pid = key.strip().rpartition(".")
         if not sep or not dot or not eid or not pid:
             raise ParamError(f"--set {item!r}: expected ID.PARAM=VALUE, e.g. compressor.threshold_db=-20")
-        if eid == "automix" and eid not in chain.ids and "automix" not in outside and hasattr(args, "automix"):
+        if eid.partition("@")[0] == "automix" and "automix" not in chain.ids and "automix" not in outside \
+                and hasattr(args, "automix"):
             raise ParamError(f"--set {item!r}: no automix in the chain; add --automix (gain sharing before the "
                              "chain) or put it in the chain (--chain automix,...)")
         eid, at, channel = eid.partition("@")
@@ -486,7 +487,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _warning(f"--per-channel with --layout {args.layout}: the LFE and surrounds are levelled and gated as "
                  "sources of their own; per channel is for separate microphones")
     engine = Engine(chain, channels=args.channels, channel_mask=mask, per_channel=args.per_channel)
-    unused = chain.channels_beyond(args.channels) if args.per_channel else []
+    unused = chain.channels_beyond(args.channels, split=args.per_channel)
     if unused:
         _warning(f"--channels {args.channels}: the values of {', '.join(unused)} are not used")
     if args.automix:

@@ -296,7 +296,7 @@ class Engine:
         self._timed_shadow: list[tuple[float, int, str, float, object, int, float]] = []
         self._timed_shadow_lock = threading.Lock()  # control threads only
         self._timed_seq = itertools.count()
-        self._timed_last = (0.0, 0.0)  # (time tag, order) of the latest timed change
+        self._timed_orders: dict[float, float] = {}  # time tag -> order, while changes of it wait
         self._block_time = 0.0  # time.time() at the start of the current (sub-)block
         self._callback_time = 0.0  # time.time() at the start of the current callback
         self.apply_probe: ApplyProbe | None = None
@@ -706,10 +706,7 @@ class Engine:
                 # its order: when it becomes audible, on the monotonic clock (see _apply_due); a
                 # bundle's messages share their time tag, and so one order: they count in the
                 # order written, as the audio thread applies them
-                order = stamp - time.time() + time.monotonic()
-                if self._timed_last[0] == stamp:
-                    order = self._timed_last[1]
-                self._timed_last = (stamp, order)
+                order = self._timed_orders.setdefault(stamp, stamp - time.time() + time.monotonic())
                 heapq.heappush(self._timed_shadow, (stamp, next(self._timed_seq), address, v, source,
                                                     self._table_generation, order))
             self.control.submit(change, stamp)
@@ -786,6 +783,8 @@ class Engine:
         with self._timed_shadow_lock:
             while self._timed_shadow and self._timed_shadow[0][0] <= now:
                 due.append(heapq.heappop(self._timed_shadow))
+            for stamp in [s for s in self._timed_orders if s <= now]:
+                del self._timed_orders[stamp]
         for _, _, address, v, source, generation, order in due:
             if generation != self._table_generation:
                 continue  # scheduled for a chain that has been replaced since

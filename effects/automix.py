@@ -65,25 +65,32 @@ class Automix(Effect):
         for c in range(m.shape[0]):  # no array made: read by the audio thread's meters
             if m[c] < low:
                 low = m[c]
-        return -low
+        return 0.0 - low  # never -0.0
 
     def channel_readings(self, attr: str, out: np.ndarray) -> None:
         if attr == "gain_reduction_db":
             m = self._meter
             for c in range(min(m.shape[0], out.shape[0] - 1)):
-                out[1 + c] = -m[c]
+                out[1 + c] = 0.0 - m[c]
 
     def _param_changed(self, index: int) -> None:
         v = self._values
         self._consts[A_FLOOR] = 10.0 ** (-v[0] / 10.0)
-        k = int(round(v[3])) - 1  # one beyond the channels is refused on the control side
-        for c in range(len(self._weights)):
-            self._weights[c] = 10.0 ** ((self.channel_value(c, 5) + (v[4] if c == k else 0.0)) / 10.0)
+        if index in (3, 4, 5):
+            for c in range(len(self._weights)):
+                self._channel_changed(c, 5)
         spec = self._spec
         if spec is not None:
             sr = float(spec.sample_rate)
             self._consts[A_ATTACK] = math.exp(-1.0 / (v[1] * 1e-3 * sr))
             self._consts[A_RELEASE] = math.exp(-1.0 / (v[2] * 1e-3 * sr))
+
+    def _channel_changed(self, channel: int, index: int) -> None:
+        # one channel's weight: O(1), so that a bundle of every mic's weight costs O(channels)
+        if index == 5 and channel < len(self._weights):
+            v = self._values
+            prio = v[4] if channel == int(round(v[3])) - 1 else 0.0  # one beyond is refused on the control side
+            self._weights[channel] = 10.0 ** ((self.channel_value(channel, 5) + prio) / 10.0)
 
     def check_value(self, index: int, value: float) -> None:
         spec = self._spec

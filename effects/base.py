@@ -278,7 +278,12 @@ class Effect:
                 grown[: own.shape[0]] = own
             object.__setattr__(self, "_own", grown)
         self._own[channel - 1, self._index[pid]] = v
-        self._param_changed(self._index[pid])
+        self._channel_changed(channel - 1, self._index[pid])
+
+    def _channel_changed(self, channel: int, index: int) -> None:
+        """Channel ``channel``'s (0-based) own value of parameter ``index`` (one of
+        :attr:`channel_params`) changed. RT-safe. The default reacts as to any change."""
+        self._param_changed(index)
 
     def channel_readings(self, attr: str, out: np.ndarray) -> None:
         """Write each channel's meter ``attr`` into ``out[1 + c]``, where one instance measures

@@ -235,6 +235,7 @@ class Chain(Effect):
         ParamError for a value out of range."""
         index = self.index_of(key)
         s = self._slots[index]
+        self._adopt(s)
         effect = s.effect
         p = effect.param(pid)
         c = self._channel_number(s, channel, pid)
@@ -247,8 +248,8 @@ class Chain(Effect):
         s.own[c - 1, effect._index[pid]] = v
         if s.copies is not None and self._spec is not None and c <= len(s.copies):
             s.copies[c - 1].set_index(effect._index[pid], v)
-        elif s.copies is None:
-            effect._param_changed(effect._index[pid])  # a joint effect reads it (channel_value)
+        elif s.copies is None and pid in effect.channel_params:
+            effect._channel_changed(c - 1, effect._index[pid])  # a joint effect reads it (channel_value)
 
     def set_channel_index(self, index: int, channel: int, param: int, value: float) -> None:
         """Set ``channel``'s (0-based) own value of parameter ``param`` (index) of effect
@@ -261,7 +262,7 @@ class Chain(Effect):
             if own is not None and 0 <= channel < own.shape[0] and self._spec is not None \
                     and channel < self._spec.channels:
                 own[channel, param] = s.effect.params[param].clamp(value)
-                s.effect._param_changed(param)
+                s.effect._channel_changed(channel, param)
             return
         if not 0 <= channel < len(copies):
             return
@@ -280,6 +281,7 @@ class Chain(Effect):
     def get_channel(self, key: int | str, channel: int, pid: str) -> float:
         """Channel ``channel``'s value of ``pid`` for effect ``key``: its own, else the effect's."""
         s = self._slots[self.index_of(key)]
+        self._adopt(s)
         v = s.effect.get(pid)  # ParamError for an unknown one
         c = self._channel_number(s, channel, pid)
         i = s.effect._index.get(pid)
@@ -291,6 +293,7 @@ class Chain(Effect):
         """The values channels of effect ``key`` have of their own: ``{channel: {param: value}}``
         (channels from 1), only those that differ from the effect's."""
         s = self._slots[self.index_of(key)]
+        self._adopt(s)
         out: dict[int, dict[str, float]] = {}
         if s.own is None:
             return out
@@ -302,10 +305,13 @@ class Chain(Effect):
                 out[c + 1] = row
         return out
 
-    def channels_beyond(self, channels: int) -> list[str]:
+    def channels_beyond(self, channels: int, split: bool = True) -> list[str]:
         """``id@n`` of every effect with values of its own for a channel ``n`` beyond ``channels``
-        (a preset for four mics on a stereo stream): values that go unused there."""
-        return [f"{eid}@{c}" for k, eid in enumerate(self.ids) for c in self.channel_values(k) if c > channels]
+        (a preset for four mics on a stereo stream): values that go unused there. ``split``:
+        whether the chain runs per channel (else only a joint effect's, such as the
+        automixer's weights, count: the others go unused anyway)."""
+        return [f"{eid}@{c}" for k, (eid, effect) in enumerate(self.items()) for c in self.channel_values(k)
+                if c > channels and (split or effect.channel_coupling == "joint")]
 
     def _channel_number(self, s: _Slot, channel: int, pid: str) -> int:
         if isinstance(channel, (bool, np.bool_)) or not isinstance(channel, (int, np.integer)) or channel < 1:
@@ -324,6 +330,23 @@ class Chain(Effect):
                 raise ChainError(f"{s.id}: channel {channel} is not in the stream ({spec.channels} "
                                  f"channel{'s' if spec.channels != 1 else ''})")
         return int(channel)
+
+    @staticmethod
+    def _adopt(s: _Slot) -> None:
+        """Link the effect's channel values to its slot's again: a copy made by the effect's own
+        reduce (a model effect) lost the link, and ``effect.set_channel`` on an effect in a
+        chain may have grown an array of its own (its values join the slot's). Off the audio
+        thread."""
+        own = s.effect._own
+        if own is not None and own is not s.own:
+            rows = max(own.shape[0], 0 if s.own is None else s.own.shape[0])
+            merged = np.full((rows, len(s.effect.params)), np.nan)
+            if s.own is not None:
+                merged[: s.own.shape[0]] = s.own
+            mine = own == own
+            merged[: own.shape[0]][mine] = own[mine]
+            s.own = merged
+        object.__setattr__(s.effect, "_own", s.own)
 
     @staticmethod
     def _grow_own(s: _Slot, rows: int) -> None:
@@ -389,8 +412,8 @@ class Chain(Effect):
 
     def _prepare(self, spec: ProcessSpec) -> None:
         split = self.per_channel
-        for s in self._slots:  # a copied chain's effect (a model effect rebuilt from its file) lost the link
-            object.__setattr__(s.effect, "_own", s.own)
+        for s in self._slots:
+            self._adopt(s)
         # a channel alone names no speaker: a microphone is heard whatever the stream's layout
         mono = replace(spec, channels=1, channel_mask=0)
         for s in self._slots:
@@ -425,6 +448,8 @@ class Chain(Effect):
                 if s.effect.channel_params and (s.own is None or s.own.shape[0] < spec.channels):
                     self._grow_own(s, spec.channels)  # so that a live change never allocates
                 s.effect.prepare(spec)
+                for pid in s.effect.channel_params:  # a prepare with an equal spec changed nothing
+                    s.effect._param_changed(s.effect._index[pid])
             lat = s.instances()[0].latency_samples
             s.line = np.zeros((spec.channels, lat + spec.max_block_size + 1), dtype=np.float32)
             s.dry = np.zeros((spec.channels, spec.max_block_size), dtype=np.float32)
@@ -458,7 +483,7 @@ class Chain(Effect):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         for s in self._slots:  # an effect copied by its own reduce (a model effect) lost the link
-            object.__setattr__(s.effect, "_own", s.own)
+            self._adopt(s)
 
     def __getstate__(self) -> dict:
         # fused runs are compiled closures: a pickled chain comes back unprepared (its effects

@@ -213,6 +213,7 @@ class PeakingEQ(BiquadEffect):
                 self._old_ramp[:, 3:6] = self._ramp[:, 0:3]
                 self._old_coefs[:] = self._coefs
                 self._old_state[:] = self._state
+                self._old_clock[:] = self._clock  # a channel still waiting for sound primes there too
                 self._old_clock[0] = 0
                 super()._param_changed(index)
                 self._state[:, stage, :] = 0.0
@@ -223,6 +224,7 @@ class PeakingEQ(BiquadEffect):
     def _prepare(self, spec: ProcessSpec) -> None:
         super()._prepare(spec)
         object.__setattr__(self, "_old_state", np.zeros_like(self._state))
+        object.__setattr__(self, "_old_clock", np.zeros_like(self._clock))
         object.__setattr__(self, "_old_block", np.zeros((spec.channels, spec.max_block_size), dtype=np.float32))
         self._fade[1] = max(1, int(round(TYPE_FADE_MS * 1e-3 * spec.sample_rate)))
         _warm_up_fade(spec.channels)

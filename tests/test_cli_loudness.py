@@ -523,3 +523,9 @@ def test_process_automix_takes_a_weight_per_microphone(tmp_path: Path) -> None:
         np.testing.assert_allclose(cut(sf.read(str(out))[0]), [-0.97, -6.99], atol=0.05)
     r = hb("process", src, out, "--chain", "gain", "--automix", "--set", "automix@1.range_db=6")
     assert r.returncode == 2 and "no settings per channel but weight_db" in r.stderr
+    # a weight for a microphone the file lacks is named, with or without --per-channel
+    for extra in ((), ("--per-channel",)):
+        r = hb("process", src, out, "--chain", "gain", "--automix", *extra, "--set", "automix@3.weight_db=6")
+        assert r.returncode == 0 and "automix@3 are not used" in " ".join(r.stderr.split()), r.stderr
+    r = hb("process", src, out, "--chain", "gain", "--set", "automix@2.weight_db=6")
+    assert r.returncode == 2 and "add --automix" in r.stderr

@@ -509,3 +509,28 @@ def test_automix_weights_per_microphone_by_address_kept_across_a_live_preset_loa
     assert e.chain.ids == ["automix", "gate"]
     assert list(e.chain["automix"]._weights) == pytest.approx([10 ** 0.6, 1.0, 10 ** -0.3])
     assert e.get("/hb/automix@1/weight_db") == 6.0 and e.get("/hb/automix@2/weight_db") == 0.0
+
+
+def test_timed_changes_of_one_time_tag_count_in_the_order_sent_even_interleaved():
+    """Review, session 25: only the latest time tag shared its order, so nested bundles (tags S,
+    S2, S) gave the third message an order of its own from the clocks: reported wrong in about
+    3 of 4 tries while the audio thread applied it."""
+    import time
+
+    from hushbridge.effects import Automix, Gain
+
+    e = Engine(Chain([Automix(), Gain()]), channels=2)
+    e.prepare(48000, 128)
+    x = np.zeros((2, 128), np.float32)
+    for _ in range(20):
+        e.set("/hb/automix/weight_db", 3.0)
+        stamp = time.time() + 0.02
+        e.set("/hb/automix/weight_db", 0.0, stamp=stamp)
+        e.set("/hb/gain/gain_db", -1.0, stamp=stamp + 0.001)
+        e.set("/hb/automix@2/weight_db", 6.0, stamp=stamp)
+        run_blocks(e, x)
+        time.sleep(0.03)
+        run_blocks(e, x)
+        assert e.get("/hb/automix@2/weight_db") == 6.0 and e.get("/hb/automix@1/weight_db") == 0.0
+        assert list(e.chain["automix"]._weights) == pytest.approx([1.0, 10 ** 0.6])
+    assert len(e._timed_orders) <= 2  # forgotten once due

@@ -557,7 +557,11 @@ def process_file(
             report.notes.append(f"automixed: each channel's gain its share of the {channels} channels' power")
         if per_channel and channels > 1:
             report.notes.append(f"each of the {channels} channels through a chain of its own (per channel)")
-        unused = chain.channels_beyond(channels) if per_channel else []
+        unused = chain.channels_beyond(channels, split=per_channel)
+        if mixer is not None or (mix_on and isinstance(automix, Automix)):  # the automixer before the chain
+            own = (automix if isinstance(automix, Automix) else Automix())._own
+            unused += [f"automix@{c + 1}" for c in range(channels, 0 if own is None else own.shape[0])
+                       if np.any(own[c] == own[c])]
         if unused:
             report.warnings.append(f"{src} has {channels} channel{'s' if channels != 1 else ''}: the values of "
                                    f"{', '.join(unused)} are not used")

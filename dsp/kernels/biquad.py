@@ -67,12 +67,12 @@ def design_current(kinds: np.ndarray, ramp: np.ndarray, coefs: np.ndarray, sampl
 
 @njit(cache=True)
 def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: np.ndarray, state: np.ndarray,
-                 clock: np.ndarray) -> None:
+                 clock: np.ndarray, flags: bool) -> None:
     """Filter ``block[:, pos:pos+n]`` through every stage, in float64, with fixed coefficients;
-    a channel still waiting for its first nonzero sample (see the module docstring) only from it."""
+    with ``flags``, a channel still waiting for its first nonzero sample (see the module
+    docstring) only from it."""
     ch = block.shape[0]
     stages = coefs.shape[0]
-    flags = clock.shape[0] > 2 and clock[1] != 0
     for c in range(ch):
         lo = 0
         if flags:
@@ -123,34 +123,35 @@ def _run_segment(block: np.ndarray, work: np.ndarray, pos: int, n: int, coefs: n
 
 
 @njit(cache=True)
-def prime_steady(block: np.ndarray, coefs: np.ndarray, state: np.ndarray, clock: np.ndarray) -> None:
-    """For each channel still waiting (``clock[2 + c] == 1``) whose first nonzero finite sample
-    is in ``block``: set ``state`` to each stage's steady state for a constant input equal to it
-    and mark where (``clock[2 + c] = -(index + 1)``, cleared after the block)."""
+def find_first_sound(block: np.ndarray, clock: np.ndarray) -> None:
+    """Mark, for each channel still waiting (``clock[2 + c] == 1``), where its first nonzero
+    finite sample lies in ``block``: ``clock[2 + c] = -(index + 1)``, cleared after the block."""
     for c in range(block.shape[0]):
         if clock[2 + c] != 1:
             continue
-        x = 0.0
         for i in range(block.shape[1]):
             v = np.float64(block[c, i])
             if v != 0.0 and math.isfinite(v):
-                x = v
                 clock[2 + c] = -(i + 1)
                 break
-        if x == 0.0:
-            continue
-        for s in range(coefs.shape[0]):
-            b0 = coefs[s, 0]
-            b1 = coefs[s, 1]
-            b2 = coefs[s, 2]
-            a1 = coefs[s, 3]
-            a2 = coefs[s, 4]
-            den = 1.0 + a1 + a2
-            # the DC gain; 0/0 (a pole at DC) never happens for the stable stages designed here
-            y = (b0 + b1 + b2) / den * x if den != 0.0 else 0.0
-            state[c, s, 0] = y - b0 * x
-            state[c, s, 1] = b2 * x - a2 * y
-            x = y
+
+
+@njit(cache=True)
+def prime_steady(c: int, x: float, coefs: np.ndarray, state: np.ndarray) -> None:
+    """Set channel ``c``'s ``state`` to each stage's steady state for a constant input ``x``,
+    with the coefficients in force (those of the ramp segment that holds the sample)."""
+    for s in range(coefs.shape[0]):
+        b0 = coefs[s, 0]
+        b1 = coefs[s, 1]
+        b2 = coefs[s, 2]
+        a1 = coefs[s, 3]
+        a2 = coefs[s, 4]
+        den = 1.0 + a1 + a2
+        # the DC gain; 0/0 (a pole at DC) never happens for the stable stages designed here
+        y = (b0 + b1 + b2) / den * x if den != 0.0 else 0.0
+        state[c, s, 0] = y - b0 * x
+        state[c, s, 1] = b2 * x - a2 * y
+        x = y
 
 
 @njit(cache=True)
@@ -177,7 +178,7 @@ def biquad_cascade(
     n = block.shape[1]
     flags = clock.shape[0] >= 2 + block.shape[0] and clock[1] != 0
     if flags:
-        prime_steady(block, coefs, state, clock)
+        find_first_sound(block, clock)
     stages = kinds.shape[0]
     pos = 0
     while pos < n:
@@ -191,7 +192,12 @@ def biquad_cascade(
             if phase == 0:
                 advance_ramps(kinds, ramp, coefs, sample_rate, RAMP_INTERVAL)
             seg = min(seg, RAMP_INTERVAL - phase)
-        _run_segment(block, work, pos, seg, coefs, state, clock)
+        if flags:  # prime where the sound starts, with this segment's coefficients
+            for c in range(block.shape[0]):
+                k = -clock[2 + c] - 1
+                if clock[2 + c] < 0 and pos <= k < pos + seg:
+                    prime_steady(c, np.float64(block[c, k]), coefs, state)
+        _run_segment(block, work, pos, seg, coefs, state, clock, flags)
         pos += seg
         clock[0] = (clock[0] + seg) % RAMP_INTERVAL
     if flags:

@@ -139,3 +139,21 @@ def test_a_weight_per_microphone_as_dugan_s_and_with_the_priority():
         live.set_channel("automix", 1, "range_db", 1.0)
     with pytest.raises(ParamError, match="no settings per channel but weight_db"):
         Automix().set_channel(1, "range_db", 1.0)
+
+
+def test_a_weight_set_on_the_automixer_inside_a_chain_is_the_chain_s():
+    """Review, session 25: chain["automix"].set_channel(...) grew an array of the effect's own:
+    the chain did not see the weight (nor saved it), and the next prepare dropped it."""
+    chain = Chain([Automix()])
+    chain["automix"].set_channel(2, "weight_db", 6.0)  # unprepared: the array grows
+    assert chain.channel_values("automix") == {2: {"weight_db": 6.0}}
+    chain.prepare(ProcessSpec(SR, 128, 2))
+    assert list(chain["automix"]._weights) == pytest.approx([1.0, 10 ** 0.6])
+    chain["automix"].set_channel(1, "weight_db", -6.0)  # prepared: the chain's array, no growth
+    chain.prepare(ProcessSpec(SR, 128, 2))  # an equal spec: the weights still follow
+    assert list(chain["automix"]._weights) == pytest.approx([10 ** -0.6, 10 ** 0.6])
+    assert chain.get_channel("automix", 1, "weight_db") == -6.0
+    assert Chain([Automix()])(np.zeros((2, 64), np.float32), SR).any() == False  # noqa: E712 - silence stays
+    mix = Automix()
+    Chain([mix])(turns(0.2), SR)
+    assert mix.gain_reduction_db >= 0.0 and str(Automix().gain_reduction_db) == "0.0"  # never -0.0

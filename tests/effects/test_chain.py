@@ -474,11 +474,11 @@ def test_per_channel_settings_of_a_channel_s_own():
     del moved["gate"]
     moved.insert(0, gate)
     assert moved.channel_values("gate") == {2: {"range_db": 20.0}}
+    del moved["gate"]
     other = Chain([gate], per_channel=True)
     assert other.channel_values("gate") == {2: {"range_db": 20.0}}
-    gate.threshold_db = -20.0  # clears the new chain's column, not the old one's
-    other.set_channel("gate", 2, "range_db", 10.0)
-    assert moved.channel_values("gate") == {2: {"range_db": 20.0}}
+    gate.range_db = 30.0  # every channel again, in the chain it is in now
+    assert other.channel_values("gate") == {}
     # refused: a channel the stream lacks, a joint effect, a chain prepared as one, range
     with pytest.raises(ChainError, match="channel 3 is not in the stream"):
         chain.set_channel("gate", 3, "threshold_db", -40.0)

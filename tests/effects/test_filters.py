@@ -291,3 +291,44 @@ def test_a_dc_offset_passes_a_reset_filter_without_a_thump() -> None:
         after = run_blocks(HighPass(), idle, sr, block)
         assert not after[:, :1000].any()
         np.testing.assert_array_equal(after[:, 1000:], outs[0])
+
+
+BAND_TYPES_INDEX = {"peak": 0, "lowshelf": 1, "highshelf": 2, "lowpass": 3, "highpass": 4, "notch": 5, "bandpass": 6}
+
+
+def test_priming_takes_the_coefficients_where_the_sound_starts_in_any_block_size() -> None:
+    """Review, session 25: a filter primed with the coefficients at the start of the call, so
+    while a cutoff or gain ramp ran (a knob moved during the silence before a take) the output
+    depended on the block size (0.099 on a +12 dB shelf ramp); and an EQ band changing type
+    while still waiting for sound faded out of a path that started from rest (a 0.089 thump)."""
+    sr = 48000
+    x = np.zeros((1, 4800), np.float32)
+    x[:, 300:] = 0.1 + 0.001 * np.random.default_rng(4).standard_normal((1, 4500)).astype(np.float32)
+
+    def render(effect, block, change):  # the knob moves at sample 200, 2 ms before the sound
+        effect.prepare(ProcessSpec(sr, block, 1))
+        y = x.copy()
+        for lo, hi in ((0, 200), (200, y.shape[1])):
+            if lo:
+                change(effect)
+            for start in range(lo, hi, block):
+                effect.process(y[:, start:min(start + block, hi)])
+        return y
+
+    def ramp_cutoff(effect):
+        effect.cutoff_hz = 400.0
+
+    def ramp_shelf(effect):
+        effect.band1_gain_db = 12.0
+
+    def change_type(effect):
+        effect.band3_type = BAND_TYPES_INDEX["lowpass"]
+
+    for make, change in ((lambda: HighPass(cutoff_hz=40.0), ramp_cutoff),
+                         (lambda: PeakingEQ(band1_type=1.0, band1_freq_hz=200.0), ramp_shelf)):
+        outs = [render(make(), block, change) for block in (1, 7, 64, 1024)]
+        for y in outs[:-1]:
+            np.testing.assert_array_equal(y, outs[-1])
+    eq = lambda: PeakingEQ(band1_type=4.0, band1_freq_hz=80.0)  # noqa: E731 - band 1 a high-pass
+    y = render(eq(), 64, change_type)
+    assert np.abs(y[:, 300:]).max() < 0.01  # 0.089 when the old path started from rest
