@@ -443,6 +443,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 NO_CALLBACKS_S = 3.0  # run: this long without a callback means the device or server is gone
 
 
+def _channel_values_line(engine) -> str:  # noqa: ANN001 - an Engine
+    """What the channels of ``engine``'s chain have of their own, for `run`'s start line
+    (``gate@2 threshold_db=-55``; empty when none): values that apply there only."""
+    chain = engine.chain
+    used = []
+    for k, (eid, effect) in enumerate(chain.items()):
+        if not (engine.per_channel or effect.channel_coupling == "joint"):
+            continue
+        for c, row in chain.channel_values(k).items():
+            if c <= engine.channels:
+                used.append(f"{eid}@{c} " + " ".join(f"{pid}={v:g}" for pid, v in row.items()))
+    return "; ".join(used)
+
+
 def _automix_keeper(engine):  # noqa: ANN001, ANN202 - an Engine; returns its chain filter
     """``run --automix``: a preset loaded live brings its own chain, but the microphones still
     need their gain shared: put an automixer first in one that has none, set as the control
@@ -532,6 +546,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         err.print(f"hushbridge running on {backend.name} ({engine.spec.sample_rate} Hz, {engine.period_frames or engine.spec.max_block_size} frames, "
                   f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}{each}, {where}. Ctrl-C to stop.",
                   markup=False)
+        own = _channel_values_line(engine)
+        if own:
+            err.print(f"values per channel: {own}", markup=False)
         tty = sys.stderr.isatty()
         errors_seen, blocks_seen, quiet_since = engine.callback_errors, engine.blocks, time.monotonic()
         while not stop.wait(0.5):

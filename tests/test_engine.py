@@ -534,3 +534,20 @@ def test_timed_changes_of_one_time_tag_count_in_the_order_sent_even_interleaved(
         assert e.get("/hb/automix@2/weight_db") == 6.0 and e.get("/hb/automix@1/weight_db") == 0.0
         assert list(e.chain["automix"]._weights) == pytest.approx([1.0, 10 ** 0.6])
     assert len(e._timed_orders) <= 2  # forgotten once due
+
+
+def test_run_names_the_values_per_channel_it_starts_with():
+    from hushbridge.cli import _channel_values_line
+    from hushbridge.effects import Automix, Gate
+
+    chain = Chain([Automix(), Gate()])
+    chain.set_channel("automix", 1, "weight_db", 6.0)
+    chain.set_channel("gate", 2, "threshold_db", -55.0)
+    chain.set_channel("gate", 3, "threshold_db", -60.0)  # beyond a stereo stream: warned elsewhere
+    e = Engine(chain, channels=2, per_channel=True)
+    assert _channel_values_line(e) == "automix@1 weight_db=6; gate@2 threshold_db=-55"
+    linked = Chain([Automix(), Gate()])
+    linked.set_channel("automix", 2, "weight_db", -3.0)
+    linked.set_channel("gate", 2, "threshold_db", -55.0)
+    assert _channel_values_line(Engine(linked, channels=2)) == "automix@2 weight_db=-3"  # the gate's wait for --per-channel
+    assert _channel_values_line(make_engine(Gate())) == ""
