@@ -134,6 +134,15 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
             if not re.fullmatch(r"[1-9][0-9]{0,3}", channel):
                 raise ParamError(f"--set {item!r}: expected ID@N.PARAM=VALUE with N a channel from 1, "
                                  "e.g. gate@2.threshold_db=-55")
+            if pid == "bypass" and not alone:  # bypassed on that channel alone
+                switch = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+                if value.strip().lower() not in switch:
+                    raise ParamError(f"--set {item!r}: bypass takes on/off (or true/false, 1/0)")
+                try:
+                    chain.set_channel_bypass(eid, int(channel), switch[value.strip().lower()])
+                except ChainError as e:
+                    raise ParamError(f"--set {item!r}: {e}") from None
+                continue
             param = target.param(pid)
             index = param.choice_index(value) if param.choices else None
             try:

@@ -510,7 +510,7 @@ class Engine:
                 return
             orders[slot, param] = order
             stride = chain.order_stride
-            channels = (orders.shape[1] - 1) // stride - 1
+            channels = chain.order_channels
             keep = self._keep
             for c in range(min(channels, len(keep))):
                 # a channel's own value set after this change (it came another way) stays
@@ -520,10 +520,18 @@ class Engine:
             for c in range(min(channels, len(keep))):
                 if keep[c] == keep[c]:
                     chain.set_channel_index(slot, c, param, keep[c])
+        elif param < BYPASS:  # one channel's own bypass: columns -2, -3... (the effect's is -1)
+            c = BYPASS - param
+            if c > chain.order_channels:
+                return
+            if order < orders[slot, -1 - c]:
+                return
+            orders[slot, -1 - c] = order
+            chain.set_channel_bypass_index(slot, c - 1, value >= 0.5)
         elif param >= CHANNEL_STRIDE:
             c, index = divmod(param, CHANNEL_STRIDE)
             stride = chain.order_stride
-            if not (0 <= index < len(chain[slot].params) and (c + 1) * stride <= orders.shape[1] - 1):
+            if not (0 <= index < len(chain[slot].params) and c <= chain.order_channels):
                 return
             column = c * stride + index
             if order < orders[slot, column] or order < orders[slot, index]:
@@ -580,6 +588,11 @@ class Engine:
                         shadow[address] = own if own == own else shadow[f"/hb/{eid}/{p.id}"]
                         mine.append(address)
                     by_channel[f"/hb/{eid}/{p.id}"] = tuple(mine)
+            if chain.per_channel and not joint:  # bypassed on one channel alone (independent of the effect's)
+                for c in range(1, self.channels + 1):
+                    address = f"/hb/{eid}@{c}/bypass"
+                    table[address] = ParamInfo(address, eid, slot, BYPASS - c, BYPASS_PARAM, c)
+                    shadow[address] = 1.0 if chain.is_channel_bypassed(slot, c) else 0.0
             address = f"/hb/{eid}/bypass"
             table[address] = ParamInfo(address, eid, slot, BYPASS, BYPASS_PARAM)
             shadow[address] = 1.0 if chain.is_bypassed(slot) else 0.0
@@ -596,7 +609,9 @@ class Engine:
         # columns: every parameter of the effect, then each channel's own values, then bypass
         stride = max((len(e.params) for e in chain), default=0)
         chain.order_stride = max(stride, 1)
-        width = chain.order_stride * (1 + self.channels) + 1
+        chain.order_channels = self.channels
+        # ... then each channel's own bypass (from the end: -2 for channel 1) and the effect's (-1)
+        width = chain.order_stride * (1 + self.channels) + self.channels + 1
         chain.change_order = np.full((len(chain), width), -np.inf)
         self._shadow_order = {}
         self._by_channel = by_channel
@@ -693,7 +708,7 @@ class Engine:
             v = p.clamp(v)
         else:
             v = p.check(value, f"{info.effect_id}")
-        if info.index != BYPASS:  # in range, but can this prepared instance take it?
+        if info.index >= 0:  # in range, but can this prepared instance take it?
             self.tracked[0][info.slot].check_value(info.param_index, v)
         # the table may already describe a chain the audio thread has not swapped in yet
         change = ParamChange(self._table_generation, info.slot, info.index, v)
@@ -1111,7 +1126,12 @@ class ChainSnapshot:
             for address, value in shadow.items():  # what the control side set last
                 head, _, pid = address[4:].rpartition("/")
                 name, at, c = head.partition("@")
-                if at and name == eid and pid in values:
+                if at and name == eid and pid == "bypass":  # bypassed on that channel alone
+                    row = own.setdefault(int(c), {})
+                    row.pop("bypass", None)
+                    if value >= 0.5:
+                        row["bypass"] = 1.0
+                elif at and name == eid and pid in values:
                     row = own.setdefault(int(c), {})
                     row.pop(pid, None)
                     if value != values[pid]:

@@ -71,6 +71,10 @@ class _Slot:
     # (channels, params) float64: each channel's own values (NaN: it takes the effect's); the
     # same array as the effect's ``_own``, so a change to the effect itself clears the column
     own: np.ndarray | None = None
+    # (channels,) bool: channels bypassed on their own (split effects only), kept across prepares;
+    # cmix (channels, 3): each channel's [gain, target, step] crossfade, as ``mix`` (set by prepare)
+    off: np.ndarray | None = None
+    cmix: np.ndarray | None = None
 
     def instances(self) -> list[Effect] | tuple[Effect]:
         return self.copies or (self.effect,)
@@ -92,8 +96,10 @@ class Chain(Effect):
     #: (len(chain), most params + 1) float64 set by the engine that runs the chain: when the last
     #: change applied to each parameter was made (last column: bypass); see ``Engine._apply``
     change_order: np.ndarray | None = None
-    #: columns of :attr:`change_order` per block: the effect's parameters, then each channel's
+    #: columns of :attr:`change_order` per block: the effect's parameters, then each channel's;
+    #: and the channels it has blocks for (set by the engine with it)
     order_stride: int = 1
+    order_channels: int = 0
 
     def __init__(self, effects: Iterable[Effect] = (), ids: Iterable[str | None] | None = None,
                  fuse: bool | None = None, per_channel: bool = False) -> None:
@@ -270,6 +276,40 @@ class Chain(Effect):
         s.own[channel, param] = v
         copies[channel].set_index(param, v)
 
+    def set_channel_bypass(self, key: int | str, channel: int, bypassed: bool) -> None:
+        """Bypass effect ``key`` on channel ``channel`` (1, 2, ...) alone, with a short crossfade,
+        in a chain run per channel (a gate off on one mic). Independent of the effect's own
+        bypass (:meth:`set_bypass`), which bypasses it on every channel."""
+        index = self.index_of(key)
+        s = self._slots[index]
+        c = self._channel_number(s, channel, "bypass")
+        if s.off is None or len(s.off) < c:
+            off = np.zeros(max(c, self._spec.channels if self._spec else 0), dtype=bool)
+            if s.off is not None:
+                off[: len(s.off)] = s.off
+            s.off = off
+        s.off[c - 1] = bool(bypassed)
+        self.set_channel_bypass_index(index, c - 1, bool(bypassed))
+
+    def set_channel_bypass_index(self, index: int, channel: int, bypassed: bool) -> None:
+        """Real-time safe: used by the engine at block start, for a channel the chain has."""
+        s = self._slots[index]
+        off, cm = s.off, s.cmix
+        if off is None or not 0 <= channel < len(off):
+            return
+        off[channel] = bypassed
+        if cm is None or channel >= cm.shape[0]:
+            return
+        if cm[channel, 1] == 0.0 and not bypassed and s.effect.reset_on_enable and s.copies is not None:
+            s.copies[channel].reset()  # its state went stale while it did not run
+        cm[channel, 1] = 0.0 if bypassed else 1.0
+        if self._spec is None:
+            cm[channel, 0] = cm[channel, 1]
+
+    def is_channel_bypassed(self, key: int | str, channel: int) -> bool:
+        s = self._slots[self.index_of(key)]
+        return bool(s.off is not None and 1 <= channel <= len(s.off) and s.off[channel - 1])
+
     def channel_value_index(self, index: int, channel: int, param: int) -> float:
         """``channel``'s (0-based) own value of parameter ``param`` of effect ``index``, NaN
         when it has none. Real-time safe."""
@@ -296,11 +336,15 @@ class Chain(Effect):
         self._adopt(s)
         out: dict[int, dict[str, float]] = {}
         if s.own is None:
+            if s.off is not None:
+                return {c + 1: {"bypass": 1.0} for c in range(len(s.off)) if s.off[c]}
             return out
         base = s.effect._values
         for c in range(s.own.shape[0]):
             row = {p.id: float(s.own[c, i]) for i, p in enumerate(s.effect.params)
                    if s.own[c, i] == s.own[c, i] and s.own[c, i] != base[i]}
+            if s.off is not None and c < len(s.off) and s.off[c]:
+                row["bypass"] = 1.0
             if row:
                 out[c + 1] = row
         return out
@@ -401,6 +445,7 @@ class Chain(Effect):
     def _drop_split(self) -> None:
         for s in self._slots:
             s.copies = None
+            s.cmix = None
             object.__setattr__(s.effect, "_followers", ())
         object.__setattr__(self, "_spec", None)
         object.__setattr__(self, "_units", [])
@@ -444,7 +489,17 @@ class Chain(Effect):
                         effect._carry_counters(previous[c])
                 s.effect.prepare(mono)
                 object.__setattr__(s.effect, "_followers", tuple(s.copies))
+                if s.off is None or len(s.off) < spec.channels:
+                    off = np.zeros(spec.channels, dtype=bool)
+                    if s.off is not None:
+                        off[: len(s.off)] = s.off
+                    s.off = off
+                s.cmix = np.zeros((spec.channels, 3), dtype=np.float64)
+                s.cmix[:, 1] = np.where(s.off[: spec.channels], 0.0, 1.0)
+                s.cmix[:, 0] = s.cmix[:, 1]
+                s.cmix[:, 2] = ramp_step(spec, BYPASS_MS)
             else:
+                s.cmix = None
                 if s.effect.channel_params and (s.own is None or s.own.shape[0] < spec.channels):
                     self._grow_own(s, spec.channels)  # so that a live change never allocates
                 s.effect.prepare(spec)
@@ -510,6 +565,8 @@ class Chain(Effect):
                 s.line.fill(0.0)
             s.pos[0] = 0
             s.mix[0] = s.mix[1]
+            if s.cmix is not None:
+                s.cmix[:, 0] = s.cmix[:, 1]
 
     def process(self, block: np.ndarray) -> None:
         """Run every effect in order on ``block`` (channels, frames) float32, in place.
@@ -574,7 +631,14 @@ class Chain(Effect):
         m0 = mix[0]
         fading = m0 != mix[1]
         wet = m0 == 1.0 and not fading
-        if not wet or s.latency:
+        cmix = s.cmix
+        partial = False  # a channel bypassed on its own, or fading
+        if cmix is not None:
+            for c in range(cmix.shape[0]):
+                if cmix[c, 0] != 1.0 or cmix[c, 1] != 1.0:
+                    partial = True
+                    break
+        if not wet or s.latency or partial:
             if s.dry_n != n:
                 s.dry_view = s.dry.reshape(-1)[: block.shape[0] * n].reshape(block.shape[0], n)
                 s.dry_n = n
@@ -600,11 +664,16 @@ class Chain(Effect):
         else:
             for c in range(len(copies)):
                 row = block[c:c + 1]  # a row of a C-contiguous block is one too
+                if partial and cmix[c, 0] == 0.0 and cmix[c, 1] == 0.0:
+                    row[...] = dry[c:c + 1]  # bypassed on this channel alone
+                    continue
                 copies[c].process(row)
                 if check(row):  # that channel alone: the others run on as if it were not there
                     self.nonfinite_events += 1
                     row.fill(0.0)
                     copies[c].reset()
+                if partial and (cmix[c, 0] != 1.0 or cmix[c, 1] != 1.0):
+                    ramp_mix(row, dry[c:c + 1], cmix[c])
             if timing is not None:
                 timing[k] += perf_counter() - t
         if not wet:

@@ -529,3 +529,9 @@ def test_process_automix_takes_a_weight_per_microphone(tmp_path: Path) -> None:
         assert r.returncode == 0 and "automix@3 are not used" in " ".join(r.stderr.split()), r.stderr
     r = hb("process", src, out, "--chain", "gain", "--set", "automix@2.weight_db=6")
     assert r.returncode == 2 and "add --automix" in r.stderr
+    # an effect bypassed on one microphone alone
+    r = hb("process", src, out, "--chain", "gain", "--per-channel", "--set", "gain.gain_db=-6", "--set", "gain@1.bypass=on")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(cut(sf.read(str(out))[0]), [0.0, -6.02], atol=0.02)
+    r = hb("process", src, out, "--chain", "gain", "--per-channel", "--set", "gain@1.bypass=maybe")
+    assert r.returncode == 2 and "bypass takes on/off" in r.stderr

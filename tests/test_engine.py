@@ -551,3 +551,33 @@ def test_run_names_the_values_per_channel_it_starts_with():
     linked.set_channel("gate", 2, "threshold_db", -55.0)
     assert _channel_values_line(Engine(linked, channels=2)) == "automix@2 weight_db=-3"  # the gate's wait for --per-channel
     assert _channel_values_line(make_engine(Gate())) == ""
+
+
+def test_a_channel_s_own_bypass_by_address_preset_and_cli_set():
+    """/hb/<id>@<n>/bypass in an engine run per channel; saved as `channels = { 2 = { bypass =
+    true } }`; the effect's own /hb/<id>/bypass stays the master and does not touch it."""
+    import tempfile
+    from pathlib import Path
+
+    from hushbridge.effects import Gain
+    from hushbridge.presets import find_preset, save_preset
+
+    e = Engine(Chain([Gain(gain_db=-6.0)]), channels=2, per_channel=True)
+    e.prepare(48000, 128)
+    x = np.full((2, 128 * 20), 0.5, np.float32)
+    e.set("/hb/gain@2/bypass", "on")
+    y = run_blocks(e, x)
+    np.testing.assert_allclose(y[:, -1], [0.5 * 10 ** (-6 / 20), 0.5], rtol=1e-5)
+    assert e.get("/hb/gain@2/bypass") == 1.0 and e.display("/hb/gain@2/bypass", 1.0) == "on"
+    e.set("/hb/gain/bypass", 1.0)
+    e.set("/hb/gain/bypass", 0.0)
+    assert e.get("/hb/gain@2/bypass") == 1.0  # the master's toggle left the channel's alone
+    folder = Path(tempfile.mkdtemp())
+    save_preset(e.snapshot(), "one-off", folder=folder)
+    assert "bypass = true" in (folder / "one-off.toml").read_text()
+    assert find_preset(str(folder / "one-off.toml")).build().is_channel_bypassed(0, 2)
+    e.load_preset(str(folder / "one-off.toml"))
+    y = run_blocks(e, x)
+    np.testing.assert_allclose(y[:, -1], [0.5 * 10 ** (-6 / 20), 0.5], rtol=1e-5)
+    with pytest.raises(ParamError, match="unknown address"):
+        make_engine(Gain()).set("/hb/gain@1/bypass", 1.0)  # not run per channel

@@ -93,7 +93,7 @@ def table_entries(engine: Any) -> tuple[int, list[tuple[str, int, int, Param, in
     rows: list[tuple[str, int, int, Param, int]] = []
     generation, chain, infos = engine.table_snapshot()
     for info in infos:
-        if info.index == BYPASS:
+        if info.index <= BYPASS:  # the effect's bypass, or one channel's
             rows.append((info.address, info.slot, info.index, info.param, BYPASS_SET))
             continue
         effect = chain[info.slot]

@@ -325,6 +325,11 @@ def _build(preset: Preset) -> Chain:
                 raise fail(i, "channels", f"channels are numbered from 1, got {number!r}")
             for key, value in values.items():
                 try:
+                    if key == "bypass":  # bypassed on that channel alone
+                        if not isinstance(value, bool):
+                            raise ParamError(f"bypass must be true or false, got {value!r}")
+                        chain.set_channel_bypass(len(chain) - 1, int(number), value)
+                        continue
                     chain.set_channel(len(chain) - 1, int(number), key, _preset_value(effect.param(key), value))
                 except (ParamError, ChainError) as e:
                     raise fail(i, key, str(e)) from e
@@ -368,7 +373,8 @@ def chain_to_preset(chain: Chain, name: str, midi: dict[str, Any] | None = None)
         buttons = {p.id for p in cls.params if p.momentary} if cls is not None else set()
         entry["params"] = {k: v for k, v in effect.values().items() if k not in buttons}  # a press is not a setting
         own = chain.channel_values(i) if hasattr(chain, "channel_values") else {}
-        own = {str(c): {k: v for k, v in values.items() if k not in buttons} for c, values in own.items()}
+        own = {str(c): {k: (True if k == "bypass" else v) for k, v in values.items() if k not in buttons}
+               for c, values in own.items()}
         if any(own.values()):
             entry["channels"] = {c: values for c, values in own.items() if values}
         entries.append(entry)

@@ -113,7 +113,9 @@ def test_per_channel_surface_has_a_panel_per_channel_of_each_effect(tmp_path):
     assert len({w["id"] for p in panels for w in _widgets(p)} | {p["id"] for p in panels}) == \
         sum(1 + len(list(_widgets(p))) for p in panels)  # ids unique
     third = {w["address"] for w in _widgets(panels[7])}
-    assert "/hb/gate@3/threshold_db" in third and not any(a.endswith("/bypass") for a in third)
+    assert "/hb/gate@3/threshold_db" in third and "/hb/gate@3/bypass" in third  # a toggle: the gate off on mic 3
+    toggle = next(w for w in _widgets(panels[7]) if w["address"] == "/hb/gate@3/bypass")
+    assert toggle["type"] == "button" and toggle["mode"] == "toggle"
     engine = Engine(load_preset("dialogue"), channels=3, per_channel=True)
     addresses = {w["address"] for w in _widgets(open_stage_control(engine)["content"]) if w["type"] != "panel"}
     assert addresses == {info.address for info, _ in engine.parameters()}

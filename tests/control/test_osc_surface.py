@@ -966,6 +966,13 @@ def test_a_channel_s_own_setting_over_udp_with_feedback_list_and_patterns(receiv
         client.send("/hb/list")
         listed = [m.params[0] for m in collect(client, 0.5) if m.address == "/hb/param"]
         assert "/hb/gate@2/threshold_db" in listed and "/hb/gate@1/range_db" in listed
+        client.send("/hb/gate@2/bypass", 1)  # the gate off on mic 2 alone
+        client.send("/hb/gate@1/bypass", 0.5)  # a bypass is 0 or 1
+        error = client.error()
+        assert "0 or 1" in error or "bypass" in error, error
+        assert client.get("/hb/gate@2/bypass") == ("/hb/gate@2/bypass", 1.0, "on")
+        driver.wait_blocks(3)
+        assert engine.chain.is_channel_bypassed("gate", 2) and not engine.chain.is_channel_bypassed("gate", 1)
         client.send("/hb/gate@3/threshold_db", -50.0)  # a stereo stream has no channel 3: it says so
         error = client.error()
         assert "gate@3" in error and "channels are 1 to 2 here" in error

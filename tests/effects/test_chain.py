@@ -526,3 +526,37 @@ def test_per_channel_values_survive_copies_edits_and_re_prepares_and_refuse_shar
     for effect, pid in ((Gate(), "lookahead_ms"), (Declip(), "max_run_ms")):
         with pytest.raises(ChainError, match="same on every channel"):
             Chain([effect], per_channel=True).set_channel(0, 2, pid, 5.0)
+
+
+def test_an_effect_bypassed_on_one_channel_alone():
+    """The gate off on one mic only: set_channel_bypass crossfades that channel to its delayed
+    dry signal (the latency kept), the others run on; back, the channel's instance starts from
+    clean state; the effect's own bypass stays the master, for every channel."""
+    from hushbridge.effects import Gain, Limiter
+
+    x = np.full((2, 48000), 0.5, np.float32)
+    chain = Chain([Gain(gain_db=-6.0), Limiter()], per_channel=True)
+    chain.set_channel_bypass("gain", 2, True)  # before prepare: kept for it
+    y = chain(x, 48000)
+    np.testing.assert_allclose(y[:, -1], [0.5 * 10 ** (-6 / 20), 0.5], rtol=1e-5)
+    assert chain.is_channel_bypassed("gain", 2) and chain.channel_values("gain") == {2: {"bypass": 1.0}}
+    chain.prepare(ProcessSpec(48000, 128, 2))
+    z = x.copy()
+    for i in range(0, z.shape[1], 128):
+        if i == 128 * 50:
+            chain.set_channel_bypass("gain", 2, False)  # back: a 20 ms fade to the effect
+            chain.set_channel_bypass("gain", 1, True)
+        chain.process(z[:, i:i + 128])
+    lat = chain.latency_samples
+    np.testing.assert_allclose(z[:, -1], [0.5, 0.5 * 10 ** (-6 / 20)], rtol=1e-5)
+    edge = 128 * 50 + lat
+    assert np.all(np.abs(np.diff(z[0, edge:edge + 960])) < 0.01)  # a fade, not a step
+    chain.set_bypass("gain", True)  # the effect's own: every channel
+    w = chain(x, 48000)
+    np.testing.assert_allclose(w[:, -1], [0.5, 0.5], rtol=1e-5)
+    with pytest.raises(ChainError, match="not in the stream"):
+        chain.set_channel_bypass("gain", 3, True)
+    from hushbridge.effects import Automix
+
+    with pytest.raises(ChainError, match="works on all channels together"):
+        Chain([Automix()], per_channel=True).set_channel_bypass("automix", 1, True)
