@@ -421,8 +421,10 @@ class Chain(Effect):
                 s.effect.channel_readings(attr, out)
             return
         value = -np.inf
+        cmix = s.cmix
         for c in range(len(copies)):
-            v = getattr(copies[c], attr) if wet else 0.0
+            # 0 on a channel bypassed alone too (its instance does not run)
+            v = getattr(copies[c], attr) if wet and (cmix is None or cmix[c, 0] > 0.0) else 0.0
             out[1 + c] = v
             if v > value:  # NaN (a model with no reading yet) never wins
                 value = v

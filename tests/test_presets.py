@@ -340,3 +340,15 @@ def test_a_take_that_starts_with_speech_keeps_its_first_words(preset, level):
     loss = frames_db(y)[strong] - frames_db(y_open)[strong]
     assert strong.sum() > 20
     assert np.percentile(loss, 10) > -1.5, np.percentile(loss, [1, 10, 50])
+
+
+def test_a_preset_s_midi_map_may_target_a_channel_s_own_bypass_and_values():
+    from hushbridge.presets import parse_preset
+
+    text = ('version = 1\n[[chain]]\neffect = "gate"\n[[chain]]\neffect = "automix"\n'
+            '[midi]\ncc = [{ cc = 20, address = "/hb/gate@2/threshold_db" }, { cc = 21, address = "/hb/automix@2/weight_db" }]\n'
+            'note = [{ note = 60, address = "/hb/gate@2/bypass" }]\n')
+    assert parse_preset(text).build().ids == ["gate", "automix"]
+    for bad in ("/hb/automix@2/range_db", "/hb/gate@2/lookahead_ms"):
+        with pytest.raises(PresetError, match="not a parameter"):
+            parse_preset(text.replace("/hb/gate@2/threshold_db", bad))

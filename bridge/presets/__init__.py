@@ -161,7 +161,7 @@ def _check_midi(preset: Preset, chain: Chain, text: str) -> None:
     def per_channel(effect: Any, pid: str) -> bool:  # may a channel have a value of its own?
         if effect.channel_coupling == "joint":
             return pid in effect.channel_params
-        return pid in effect._index and pid not in effect.shared_params
+        return pid == "bypass" or (pid in effect._index and pid not in effect.shared_params)
 
     effects = dict(chain.items())
     for m in maps:

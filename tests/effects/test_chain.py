@@ -556,6 +556,18 @@ def test_an_effect_bypassed_on_one_channel_alone():
     np.testing.assert_allclose(w[:, -1], [0.5, 0.5], rtol=1e-5)
     with pytest.raises(ChainError, match="not in the stream"):
         chain.set_channel_bypass("gain", 3, True)
+    # its meter reads 0 on the channel bypassed (its instance does not run), the others as before
+    from hushbridge.effects import Compressor
+
+    tone = np.tile(0.5 * np.sin(2 * np.pi * 200 * np.arange(48000) / 48000), (2, 1)).astype(np.float32)
+    squeeze = Chain([Compressor(threshold_db=-30.0)], per_channel=True)
+    _render(squeeze, tone)
+    squeeze.set_channel_bypass("compressor", 2, True)
+    for i in range(0, 4800, 128):
+        squeeze.process(tone[:, i:i + 128].copy())
+    out = np.full(3, np.nan)
+    squeeze.reading_into(0, "gain_reduction_db", out)
+    assert out[1] > 10.0 and out[2] == 0.0 and out[0] == out[1]
     from hushbridge.effects import Automix
 
     with pytest.raises(ChainError, match="works on all channels together"):
