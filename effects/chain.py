@@ -283,11 +283,7 @@ class Chain(Effect):
         index = self.index_of(key)
         s = self._slots[index]
         c = self._channel_number(s, channel, "bypass")
-        if s.off is None or len(s.off) < c:
-            off = np.zeros(max(c, self._spec.channels if self._spec else 0), dtype=bool)
-            if s.off is not None:
-                off[: len(s.off)] = s.off
-            s.off = off
+        self._grow_off(s, max(c, self._spec.channels if self._spec else 0))
         s.off[c - 1] = bool(bypassed)
         self.set_channel_bypass_index(index, c - 1, bool(bypassed))
 
@@ -393,6 +389,15 @@ class Chain(Effect):
         object.__setattr__(s.effect, "_own", s.own)
 
     @staticmethod
+    def _grow_off(s: _Slot, rows: int) -> None:
+        """At least ``rows`` per-channel bypass flags, those set kept. Off the audio thread."""
+        if s.off is None or len(s.off) < rows:
+            off = np.zeros(rows, dtype=bool)
+            if s.off is not None:
+                off[: len(s.off)] = s.off
+            s.off = off
+
+    @staticmethod
     def _grow_own(s: _Slot, rows: int) -> None:
         own = np.full((rows, len(s.effect.params)), np.nan)
         if s.own is not None:
@@ -491,11 +496,7 @@ class Chain(Effect):
                         effect._carry_counters(previous[c])
                 s.effect.prepare(mono)
                 object.__setattr__(s.effect, "_followers", tuple(s.copies))
-                if s.off is None or len(s.off) < spec.channels:
-                    off = np.zeros(spec.channels, dtype=bool)
-                    if s.off is not None:
-                        off[: len(s.off)] = s.off
-                    s.off = off
+                self._grow_off(s, spec.channels)
                 s.cmix = np.zeros((spec.channels, 3), dtype=np.float64)
                 s.cmix[:, 1] = np.where(s.off[: spec.channels], 0.0, 1.0)
                 s.cmix[:, 0] = s.cmix[:, 1]
