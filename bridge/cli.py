@@ -494,6 +494,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hushbridge.engine import Engine
 
     err = _console(stderr=True)
+    recorder = None
+    if args.record is not None:
+        from hushbridge.record import Recorder
+
+        try:
+            recorder = Recorder(args.record, raw=args.record_raw, subtype=args.record_format)
+        except (HushbridgeError, ValueError) as e:
+            _error(e)
+            return EXIT_USAGE
+    elif args.record_raw or args.record_paused:
+        _error("--record-raw and --record-paused go with --record FILE.wav|FOLDER")
+        return EXIT_USAGE
     from hushbridge.effects import Automix
 
     chain = _build_chain(args, first=Automix() if args.automix else None)
@@ -535,12 +547,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     osc = midi = None
     try:
         backend.start()
+        if recorder is not None:
+            recorder.attach(engine)
+            if not args.record_paused:
+                recorder.start()
         # on JACK the MIDI port joins the engine's own client (one Python callback per cycle)
         midi = _start_midi_in(args, engine, backend) if args.midi_in else None
         if not args.no_osc:
             from hushbridge.control.osc import OscServer
 
             osc = OscServer(engine, host=args.osc_host, port=args.osc_port, process=args.osc_receive == "process")
+            if recorder is not None:
+                osc.controller.set_recorder(recorder)
             osc.start()
         where = f"OSC on {args.osc_host}:{osc.port}" if osc else "OSC off"
         if osc is not None and osc.receiver is not None:
@@ -558,6 +576,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         own = _channel_values_line(engine)
         if own:
             err.print(f"values per channel: {own}", markup=False)
+        if recorder is not None:
+            take = recorder.take
+            err.print(f"recording to {', '.join(str(p) for p in take.paths + take.raw_paths)}" if take else
+                      "recording armed: /hb/record/start starts a take", markup=False)
         tty = sys.stderr.isatty()
         errors_seen, blocks_seen, quiet_since = engine.callback_errors, engine.blocks, time.monotonic()
         while not stop.wait(0.5):
@@ -579,6 +601,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 effect = "the audio played on" if what.startswith("process hook") else "output silenced for that block"
                 _warning(f"audio callback error ({effect}): {what}")
             line = engine.status_line()
+            if recorder is not None:
+                line += " | " + recorder.status()
             if tty:
                 sys.stderr.write("\r" + line + "   ")
                 sys.stderr.flush()
@@ -587,12 +611,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if tty:
             sys.stderr.write("\n")
     finally:
+        if recorder is not None:  # first, while audio runs: the take ends with the output of its last input
+            recorder.close()
         if midi is not None:
             midi.close()  # first: on JACK its port lives on the backend's client
         if osc is not None:
             osc.close()
         backend.close()
     err.print(f"stopped. {engine.status_line()}", markup=False)
+    if recorder is not None and recorder.take is not None:
+        take = recorder.take
+        err.print(f"recorded {take.seconds:.1f} s: {', '.join(str(p) for p in take.paths + take.raw_paths)}"
+                  + (f"; {take.lost_frames / take.sample_rate:.2f} s lost (disk too slow)" if take.lost_frames else "")
+                  + (f"; stopped early: {take.error}" if take.error else ""), markup=False)
     return EXIT_OK
 
 
@@ -983,6 +1014,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "back), or `virtual` for a port of our own; maps from the preset's [midi] table")
     p.add_argument("--midi-api", choices=["jack", "alsa", "coremidi", "winmm"],
                    help="MIDI API (default: jack with the JACK backend, else python-rtmidi's default)")
+    p.add_argument("--record", metavar="FILE.wav|FOLDER",
+                   help="record what hushbridge plays (the cleaned signal) to this WAV file, crash-safe (a "
+                        "kill or power cut keeps all but the last moment); a folder: takes named by their start "
+                        "time. Never overwrites: an existing name gets -2, -3... Starts at once unless "
+                        "--record-paused; /hb/record/start and /stop over OSC")
+    p.add_argument("--record-raw", action="store_true",
+                   help="with --record: also what it hears, before the chain, as <name>-raw.wav, sample-aligned "
+                        "with the cleaned file (a safety copy to clean again later)")
+    p.add_argument("--record-format", choices=["PCM_24", "PCM_16", "FLOAT"], default="PCM_24",
+                   help="recording sample format (default PCM_24; PCM_16 is dithered)")
+    p.add_argument("--record-paused", action="store_true",
+                   help="with --record: wait for /hb/record/start instead of starting at once")
     p.add_argument("--status-every", type=int, default=10, metavar="S",
                    help="when stderr is not a terminal, print the status line every S seconds (0: never)")
     p.set_defaults(func=_cmd_run)

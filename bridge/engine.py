@@ -58,6 +58,7 @@ import numpy as np
 
 from hushbridge.control.params import BYPASS, CHANNEL_STRIDE, ControlPort, ParamChange, ParamRing
 from hushbridge.dsp.kernels.meter import block_levels
+from hushbridge.dsp.kernels.record import tap_input, tap_output
 from hushbridge.dsp.kernels.schedule import timed_drop, timed_due, timed_insert, timed_keep_from
 from hushbridge.dsp.kernels.util import sanitize, swap_fade_into
 from hushbridge.effects.base import Effect, Param, ProcessSpec
@@ -301,6 +302,8 @@ class Engine:
         self._callback_time = 0.0  # time.time() at the start of the current callback
         self.apply_probe: ApplyProbe | None = None
         self._effect_timing = False
+        # (ring, state, input channels, output channels): a recorder's tap (hushbridge.record)
+        self._record_tap: tuple[np.ndarray, np.ndarray, int, int] | None = None
         self._rebuild_table(chain, 0)
 
     # == set-up (non-RT) =========================================================================
@@ -372,6 +375,11 @@ class Engine:
         n = timed_insert(q, 0, 0, 0, 0, 0.0, 1.0)
         timed_drop(q, timed_keep_from(q, n, 0), timed_due(q, n, 2.0))
         swap_fade_into(block, block.copy(), 0, 0, 0, 1)
+        ring, state = np.zeros((4, 2 * self.channels), dtype=np.float32), np.zeros(8, dtype=np.int64)
+        state[2] = 1  # rolling: every path of the record taps, for whole buffers and slices of them
+        for b in (block, np.zeros((self.channels, 2), dtype=np.float32)[:, :1]):
+            tap_input(ring, state, b, self.channels)
+            tap_output(ring, state, b, self.channels, self.channels)
         self._fade_len = max(1, int(SWAP_FADE_MS * 1e-3 * spec.sample_rate))
         self._period = spec.max_block_size / spec.sample_rate
 
@@ -405,6 +413,9 @@ class Engine:
             row = meter.seq % meter.slots
             ch = self.channels
             block_levels(inp, meter.level, row, 0, 2 * ch)  # before: inp may be out (files)
+            tap = self._record_tap
+            if tap is not None:
+                tap_input(tap[0], tap[1], inp, tap[2])
             self.ring.drain(self._apply)
             for ring in self._remote_rings:
                 ring.drain(self._apply)
@@ -435,6 +446,9 @@ class Engine:
             out.fill(0.0)
             self.callback_errors += 1
             self.last_callback_error = repr(e)
+        tap = self._record_tap
+        if tap is not None:  # here: a block silenced above is recorded too, so the take keeps its time
+            tap_output(tap[0], tap[1], out, tap[2], tap[3])
         spent = time.perf_counter() - t0
         period = inp.shape[1] / self.spec.sample_rate if self.spec else self._period
         load = spent / period if period > 0 else 0.0
@@ -894,6 +908,22 @@ class Engine:
         return dict(self._published)
 
     # == metering support (control side) ========================================================
+    def set_record_tap(self, ring: np.ndarray | None, state: np.ndarray | None = None,
+                       input_channels: int = 0, output_channels: int = 0) -> None:
+        """Copy every callback's input (its first ``input_channels``, before the chain) and output
+        (its first ``output_channels``) into ``ring`` as :mod:`hushbridge.dsp.kernels.record`
+        says; ``None`` stops it. For :class:`hushbridge.record.Recorder`."""
+        if ring is None:
+            self._record_tap = None
+            return
+        if ring.dtype != np.float32 or ring.ndim != 2 or ring.shape[1] != input_channels + output_channels:
+            raise ValueError("record ring: float32 (rows, input_channels + output_channels)")
+        if not (0 <= input_channels <= self.channels and 0 <= output_channels <= self.channels):
+            raise ValueError(f"record tap: at most {self.channels} channels each way")
+        if state is None or state.dtype != np.int64:
+            raise ValueError("record tap: an int64 state array")
+        self._record_tap = (ring, state, int(input_channels), int(output_channels))
+
     def enable_effect_timing(self, on: bool = True) -> None:
         """Let the Chain accumulate per-effect CPU seconds in ``chain.effect_seconds`` (a
         perf_counter pair around each effect; off by default, and then free)."""

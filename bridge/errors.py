@@ -39,5 +39,9 @@ class BackendError(AudioError, RuntimeError):
         super().__init__(f"Error {operation}: {message}" if operation else message)
 
 
+class RecordingError(AudioError, RuntimeError):
+    """A recording cannot start (a file cannot be created, one is running) or had to stop."""
+
+
 class ControlError(HushbridgeError, OSError):
     """A control server (OSC) could not start, e.g. its port is taken."""

@@ -49,6 +49,13 @@ request                          args                   reply / effect
 ``/hb/learn``                    address                the learn handler (MIDI) maps the next
                                                         control moved to ``address``
 ``/hb/learn/cancel``                                    the learn handler stops learning
+``/hb/record/start``                                    start a take (``run --record``), then
+                                                        ``/hb/record/status`` to the sender (and
+                                                        every registered client)
+``/hb/record/stop``                                     end it, then the same
+``/hb/record/status``                                   ``/hb/record/status <state s> <seconds f>
+                                                        <file s> <lost_s f> <error s>``, state
+                                                        ``recording``, ``stopped`` or ``armed``
 (anything rejected)                                     ``/hb/error <text>``; ``dropped_messages`` += 1
 ===============================  =====================  ==============================================
 
@@ -289,6 +296,9 @@ class OscController:
         self.map("/hb/unsubscribe", self._on_unsubscribe)
         self.map("/hb/learn", self._on_learn)
         self.map("/hb/learn/cancel", self._on_learn_cancel)
+        self._recorder: Any = None
+        for action in ("start", "stop", "status"):
+            self.map(f"/hb/record/{action}", self._on_record)
         self.dispatcher.set_default_handler(self._on_unknown, needs_reply_address=True)
         self._sync_routes()
         engine.add_listener(self._on_change)
@@ -302,6 +312,13 @@ class OscController:
         parameter address) and ``fn(None, client)`` for ``/hb/learn/cancel``; ``None`` removes it.
         A HushbridgeError it raises becomes ``/hb/error`` to the client."""
         self._learn = fn
+
+    def set_recorder(self, recorder: Any) -> None:
+        """Route ``/hb/record/start``, ``/stop`` and ``/status`` to ``recorder`` (a
+        :class:`hushbridge.record.Recorder`); every take started or ended is announced to the
+        registered clients as ``/hb/record/status``."""
+        self._recorder = recorder
+        recorder.add_listener(lambda _take: self.notify("/hb/record/status", record_status(recorder)))
 
     def set_preset_midi(self, fn: Callable[[], dict[str, Any] | None] | None) -> None:
         """``fn()`` gives the ``[midi]`` table that ``/hb/preset/save`` stores with the chain."""
@@ -633,6 +650,34 @@ class OscController:
         save_preset(self.engine.snapshot(), name, midi=midi)  # values as set (timed ones once audible)
         return note
 
+    def _on_record(self, client: ClientAddress, address: str, *args: Any) -> None:
+        if args:
+            raise OscRequestError(f"{address} takes no arguments (file names are set where hushbridge "
+                                  "is started: `run --record`)")
+        recorder = self._recorder
+        if recorder is None:
+            raise OscRequestError(f"{address}: recording is not set up; start `hushbridge run` with "
+                                  "--record FILE.wav or --record FOLDER")
+        if address.endswith("/status"):
+            self._reply("/hb/record/status", record_status(recorder), client)
+            return
+        if self._stamp():
+            raise OscRequestError(f"{address} cannot be timed (its bundle's time tag is in the future)")
+
+        def act() -> None:  # opening or closing files: on the worker, not the receive thread
+            try:
+                if address.endswith("/start"):
+                    recorder.start()
+                elif recorder.stop() is None:
+                    raise OscRequestError(f"{address}: not recording")
+            except Exception as e:  # noqa: BLE001 - reported by _failed; the worker lives on
+                self._failed(client, address, e)
+            else:  # registered clients heard it from the recorder's announcement
+                if client not in self._registered.values():
+                    self._reply("/hb/record/status", record_status(recorder), client)
+
+        self._run_slow(act)
+
     def _on_register(self, client: ClientAddress, address: str, *args: Any) -> None:
         """Registrations are kept per sender, so that no sender gets its own changes back. One
         feedback port registered from several senders (an app restarted on a new send port,
@@ -774,6 +819,18 @@ class OscController:
                 self._reply(address, (float(value),), dest)
                 if norm is not None and dest in self._norm_dests:
                     self._reply(address + "/norm", (norm,), dest)
+
+
+def record_status(recorder: Any) -> tuple[str, float, str, float, str]:
+    """``/hb/record/status`` arguments: state (``recording``, ``stopped``, ``armed``: no take
+    yet), seconds, the output's file (the raw one when only that is recorded; the part being
+    written), seconds lost to a slow disk, and why the take stopped early ("" if it did not)."""
+    take = recorder.take
+    if take is None:
+        return ("armed", 0.0, "", 0.0, "")
+    paths = take.paths or take.raw_paths
+    return ("recording" if recorder.recording else "stopped", float(take.seconds), str(paths[-1]),
+            take.lost_frames / take.sample_rate if take.sample_rate else 0.0, take.error)
 
 
 class OscServer:

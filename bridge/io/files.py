@@ -308,7 +308,7 @@ def _format_for(out: Path) -> str:
     return formats[ext]
 
 
-class _Quantizer:
+class Quantizer:
     """TPDF dither and clipping for integer PCM (samples already on the format's grid, such as
     digital silence, are kept exactly); pass-through (with reporting) for float."""
 
@@ -547,7 +547,7 @@ def process_file(
     try:  # from the temporary file's creation on: a SIGTERM (KeyboardInterrupt) anywhere removes it
         final = through_links(dst)
         tmp_name = str(temp_beside(final))
-        quantize = _Quantizer(out_subtype)
+        quantize = Quantizer(out_subtype)
         # the layout the chain works with: the one asked for, else the one the input names (also
         # where no mask is to be written, as for --loudness's float render)
         mixer = None

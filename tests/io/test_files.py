@@ -198,14 +198,14 @@ def test_file_backend_runs_the_engine_with_the_same_samples_as_offline(tmp_path)
 
 
 def test_dither_spares_samples_already_on_the_grid_and_only_those():
-    from hushbridge.io.files import _Quantizer
+    from hushbridge.io.files import Quantizer
 
     rng = np.random.default_rng(3)
     on_grid = np.round(rng.uniform(-0.5, 0.5, (2, 4000)) * 32768) / 32768
-    q = _Quantizer("PCM_16")(on_grid.astype(np.float32)) // 2 ** 16
+    q = Quantizer("PCM_16")(on_grid.astype(np.float32)) // 2 ** 16
     assert np.array_equal(q.T, np.round(on_grid * 32768))  # bit-exact, digital silence included
     off_grid = (on_grid + 0.25 / 32768).astype(np.float32)
-    err = _Quantizer("PCM_16")(off_grid) // 2 ** 16 - off_grid.T.astype(np.float64) * 32768
+    err = Quantizer("PCM_16")(off_grid) // 2 ** 16 - off_grid.T.astype(np.float64) * 32768
     # plain rounding would leave -0.25 LSB everywhere; TPDF dither spreads it (variance 1/6 + 1/16)
     assert abs(err.mean()) < 0.05 and 0.15 < err.var() < 0.3
 
