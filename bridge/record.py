@@ -35,6 +35,7 @@ import soundfile as sf
 from hushbridge.dsp.kernels import record as k
 from hushbridge.errors import RecordingError
 from hushbridge.io.files import Quantizer
+from hushbridge.io.metadata import set_broadcast_info
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,8 @@ class Recorder:
         self._wake = threading.Event()
         self._listeners: list = []
         # writer-side state of the current take
-        self._files: list[tuple[list[Path], sf.SoundFile | None, int]] = []
+        # per file of the take: (its parts so far, the part open, bytes in it, frames before it)
+        self._files: list[tuple[list[Path], sf.SoundFile, int, int]] = []
         self._held: np.ndarray | None = None
         self._skip = 0
         self._synced = 0.0
@@ -257,7 +259,7 @@ class Recorder:
             if any(p.exists() for p in names):
                 continue
             try:
-                opened = [self._create(p, take, engine, raw=p.name.endswith("-raw.wav")) for p in names]
+                opened = [self._create(p, take, engine, raw=p.name.endswith("-raw.wav"), first_frame=0) for p in names]
             except FileExistsError:
                 continue
             break
@@ -269,10 +271,10 @@ class Recorder:
             take.raw_paths.append(names[-1])
         # the take's lists themselves: a new part shows in the take at once
         lists = [lst for lst, on in ((take.paths, self.output), (take.raw_paths, self.raw)) if on]
-        self._files = [(lst, f, 0) for lst, f in zip(lists, opened)]
+        self._files = [(lst, f, 0, 0) for lst, f in zip(lists, opened)]
         self._dither = [Quantizer(self.subtype, seed=0x5EED + n) for n in range(len(names))]
 
-    def _create(self, path: Path, take: Take, engine, raw: bool) -> sf.SoundFile:  # noqa: ANN001
+    def _create(self, path: Path, take: Take, engine, raw: bool, first_frame: int) -> sf.SoundFile:  # noqa: ANN001
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
@@ -293,6 +295,13 @@ class Recorder:
             chain = " > ".join(engine.chain.ids) or "empty chain"
             f.comment = ("raw input" if raw else
                          f"output of {chain}, {take.latency} samples of latency compensated")
+            # time of day of the first sample: editors place the take (and each part) by it
+            midnight = take.started.replace(hour=0, minute=0, second=0, microsecond=0)
+            since = round((take.started - midnight).total_seconds() * take.sample_rate) + first_frame
+            what = "raw input" if raw else f"cleaned by hushbridge ({chain})"
+            if not set_broadcast_info(f, description=what, originator="hushbridge", when=take.started,
+                                      time_reference=since):
+                log.debug("libsndfile refused a bext chunk for %s", path)
         except Exception:  # noqa: BLE001 - the labels are a courtesy; the audio is what matters
             log.debug("could not label %s", path, exc_info=True)
         # every write rewrites the header: the file is a complete WAV at every moment
@@ -305,13 +314,14 @@ class Recorder:
         return f
 
     def _next_part(self, i: int, take: Take, engine) -> None:  # noqa: ANN001
-        paths, f, _ = self._files[i]
+        paths, f, size, before = self._files[i]
+        frames = before + size // (f.channels * _BYTES[self.subtype])
         f.close()
         first = paths[0]
         part = first.with_name(f"{first.stem}-part{len(paths) + 1}.wav")
-        new = self._create(part, take, engine, raw=first.name.endswith("-raw.wav"))
+        new = self._create(part, take, engine, raw=first.name.endswith("-raw.wav"), first_frame=frames)
         paths.append(part)
-        self._files[i] = (paths, new, 0)
+        self._files[i] = (paths, new, 0, frames)
 
     # == writer thread ============================================================================
     def _run(self) -> None:
@@ -355,7 +365,7 @@ class Recorder:
             st[k.GAP] = 0
         take.lost_frames = int(st[k.LOST])
         if self._files and time.monotonic() - self._synced >= self.fsync_s:
-            for _paths, f, _n in self._files:
+            for _paths, f, _size, _before in self._files:
                 f.flush()  # sf_write_sync: fsync
             self._synced = time.monotonic()
         if done:
@@ -383,7 +393,7 @@ class Recorder:
     def _append(self, i: int, block: np.ndarray, take: Take) -> None:
         per_frame = block.shape[1] * _BYTES[self.subtype]
         while block.shape[0]:
-            paths, f, size = self._files[i]
+            paths, f, size, before = self._files[i]
             room = (self.split_bytes - 1024 - size) // per_frame  # 1 KiB: the header and labels
             if room <= 0:
                 self._next_part(i, take, self._engine)
@@ -396,11 +406,11 @@ class Recorder:
 
                 detail = _ffi.string(_snd.sf_strerror(f._file)).decode("utf-8", "replace")
                 raise RecordingError(f"{paths[-1]}: {detail or e}") from e
-            self._files[i] = (paths, f, size + part.shape[0] * per_frame)
+            self._files[i] = (paths, f, size + part.shape[0] * per_frame, before)
 
     def _finish(self, take: Take) -> None:
         errors = []
-        for paths, f, _n in self._files:
+        for paths, f, _size, _before in self._files:
             try:
                 f.close()
             except Exception as e:  # noqa: BLE001 - close the others; the header is current anyway

@@ -373,3 +373,32 @@ def test_run_refuses_record_options_it_cannot_honour(tmp_path):
         r = subprocess.run([sys.executable, "-m", "hushbridge", "run", "--no-osc", *args],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and says in r.stderr, (args, r.stderr)
+
+
+def test_every_file_and_part_carries_its_time_of_day_for_editors(tmp_path):
+    """Broadcast WAV ``bext``: each file's TimeReference is its first sample's count since
+    midnight (local), so an editor places raw, cleaned and every part where they belong."""
+    import struct
+
+    from hushbridge.io.metadata import wav_chunks
+
+    e = engine_with_latency()
+    rec = Recorder(tmp_path / "day.wav", raw=True, subtype="FLOAT", split_bytes=150_000)
+    rec.attach(e)
+    feed = Feed(e, noise(2.0))
+    try:
+        take = rec.start()
+        feed.run(SR)
+        finish(rec, feed)
+    finally:
+        rec.close()
+    midnight = take.started.replace(hour=0, minute=0, second=0, microsecond=0)
+    start = round((take.started - midnight).total_seconds() * SR)
+    for paths in (take.paths, take.raw_paths):
+        before = 0
+        for p in paths:
+            [(_, bext)] = wav_chunks(p, (b"bext",))
+            assert struct.unpack_from("<Q", bext, 338)[0] == start + before
+            assert bext[256:266] == b"hushbridge" and bext[320:330] == take.started.strftime("%Y-%m-%d").encode()
+            before += sf.info(p).frames
+    assert b"raw input" in wav_chunks(take.raw_paths[0], (b"bext",))[0][1][:256]

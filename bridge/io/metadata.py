@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import struct
+from datetime import datetime
 from pathlib import Path
 
 import soundfile as sf
@@ -102,6 +103,48 @@ def processed_bext(payload: bytes, rate_in: int, rate_out: int) -> bytes:
     if len(b) >= _BEXT_LOUDNESS + 10 and struct.unpack_from("<H", b, _BEXT_VERSION)[0] >= 2:
         struct.pack_into("<5h", b, _BEXT_LOUDNESS, *([_LOUDNESS_UNUSED] * 5))
     return bytes(b)
+
+
+_SF_BROADCAST_INFO = """typedef struct {
+    char description[256]; char originator[32]; char originator_reference[32];
+    char origination_date[10]; char origination_time[8];
+    uint32_t time_reference_low; uint32_t time_reference_high; short version; char umid[64];
+    int16_t loudness_value; int16_t loudness_range; int16_t max_true_peak_level;
+    int16_t max_momentary_loudness; int16_t max_shortterm_loudness;
+    char reserved[180]; uint32_t coding_history_size; char coding_history[256];
+} SF_BROADCAST_INFO;"""  # sndfile.h's SF_BROADCAST_INFO_VAR(256); cffi lays it out as the C compiler does
+_SFC_SET_BROADCAST_INFO = 0x10F1
+_bext_ffi = None
+
+
+def set_broadcast_info(f: sf.SoundFile, *, description: str, originator: str, when: datetime,
+                       time_reference: int) -> bool:
+    """Give ``f`` (a WAV open for writing, before any audio) a ``bext`` chunk (EBU Tech 3285 v2):
+    ``time_reference`` (its first sample's count since midnight, which editors place a clip by),
+    origination date and time from ``when``, loudness fields "not used". False if libsndfile
+    refuses (the file is then written without one)."""
+    global _bext_ffi
+    import cffi
+    from soundfile import _ffi, _snd  # noqa: PLC2701 - libsndfile's sf_command, not wrapped
+
+    if _bext_ffi is None:
+        ffi = cffi.FFI()
+        ffi.cdef(_SF_BROADCAST_INFO)
+        _bext_ffi = ffi
+    ffi = _bext_ffi
+    info = ffi.new("SF_BROADCAST_INFO *")
+    info.description = description.encode("utf-8")[:255]
+    info.originator = originator.encode("ascii", "replace")[:31]
+    info.origination_date = when.strftime("%Y-%m-%d").encode()
+    info.origination_time = when.strftime("%H:%M:%S").encode()
+    info.time_reference_low = time_reference & 0xFFFFFFFF
+    info.time_reference_high = (time_reference >> 32) & 0xFFFFFFFF
+    info.version = 2
+    for name in ("loudness_value", "loudness_range", "max_true_peak_level", "max_momentary_loudness",
+                 "max_shortterm_loudness"):
+        setattr(info, name, _LOUDNESS_UNUSED)
+    address = _ffi.cast("void *", int(ffi.cast("uintptr_t", info)))
+    return _snd.sf_command(f._file, _SFC_SET_BROADCAST_INFO, address, ffi.sizeof("SF_BROADCAST_INFO")) == _snd.SF_TRUE
 
 
 def processed_ixml(payload: bytes, rate_out: int) -> bytes:
