@@ -99,10 +99,11 @@ def _add_chain_args(p: argparse.ArgumentParser) -> None:
                         "(repeatable)")
 
 
-def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=None):  # noqa: ANN001
+def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=None, last=None):  # noqa: ANN001
     """The chain ``--preset``/``--chain`` name, with ``--set`` applied; ``outside``: effects that
-    run outside it but take ``--set`` too (``process --automix``'s automixer), by id; ``first``:
-    an effect put first in the chain unless one of its kind is in it (``run --automix``)."""
+    run outside it but take ``--set`` too (``process --automix``'s automixer), by id; ``first``
+    (``last``): an effect put first (last) in the chain unless one of its kind is in it
+    (``run --automix``, ``run --duck``)."""
     from hushbridge.effects import chain_from_names
     from hushbridge.errors import ChainError, ParamError
     from hushbridge.presets import load_preset
@@ -110,6 +111,8 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
     chain = chain_from_names(args.chain) if args.chain is not None else load_preset(args.preset or "dialogue")
     if first is not None and not any(type(e) is type(first) for e in chain):
         chain.insert(0, first, id=first.name if first.name not in chain else None)
+    if last is not None and not any(type(e) is type(last) for e in chain):
+        chain.insert(len(chain), last, id=last.name if last.name not in chain else None)
     outside = outside or {}
     preset_own = {eid: chain.channel_values(k) for k, eid in enumerate(chain.ids)}
     # every channel's value first, then a channel's own: `--set gate@2.x=.. --set gate.x=..` keeps
@@ -490,6 +493,33 @@ def _automix_keeper(engine):  # noqa: ANN001, ANN202 - an Engine; returns its ch
     return keep
 
 
+def _duck_bed(chain, voices: int, channels: int) -> None:  # noqa: ANN001 - a Chain
+    """``run --duck``: the channels after the voices are the bed (music, game audio): every effect
+    but the ducker and the other joint ones (meters, automixer) is bypassed there, so the bed is
+    not cleaned as a voice."""
+    for eid, effect in chain.items():
+        if effect.channel_coupling != "joint":
+            for c in range(voices + 1, channels + 1):
+                chain.set_channel_bypass(eid, c, True)
+
+
+def _duck_keeper(engine, voices: int):  # noqa: ANN001, ANN202 - an Engine; returns its chain filter
+    """``run --duck``: a preset loaded live keeps a ducker last, set as the running one, and the
+    bed's channels bypassed in its cleanup."""
+    from hushbridge.effects import Duck
+
+    def keep(new) -> None:  # noqa: ANN001 - a Chain
+        if not any(isinstance(e, Duck) for e in new):
+            eid = next((i for i, e in engine.chain.items() if isinstance(e, Duck)), None)
+            duck = Duck(voices=voices) if eid is None else Duck(**{p.id: engine.get(f"/hb/{eid}/{p.id}") for p in Duck.params})
+            new.insert(len(new), duck, id="duck" if "duck" not in new else None)
+            if eid is not None and engine.get(f"/hb/{eid}/bypass") >= 0.5:
+                new.set_bypass(len(new) - 1, True)
+        _duck_bed(new, voices, engine.channels)
+
+    return keep
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from hushbridge.engine import Engine
 
@@ -508,7 +538,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from hushbridge.effects import Automix
 
-    chain = _build_chain(args, first=Automix() if args.automix else None)
+    if args.duck is not None:
+        from hushbridge.effects import Duck
+
+        if args.duck >= args.channels:
+            _error(f"--duck {args.duck}: with --channels {args.channels} there is no bed to duck; the voices are "
+                   f"the first {args.duck}, the bed the channels after them (e.g. --channels {args.duck + 2} for a "
+                   "stereo bed)")
+            return EXIT_USAGE
+        args.per_channel = True  # the bed's channels skip the voice's cleanup: a chain per channel
+    chain = _build_chain(args, first=Automix() if args.automix else None,
+                         last=Duck(voices=args.duck) if args.duck is not None else None)
+    if args.duck is not None:
+        _duck_bed(chain, args.duck, args.channels)
     mask = 0
     if args.layout is not None:
         from hushbridge.dsp.loudness import LAYOUT_MASKS, LAYOUTS
@@ -527,6 +569,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _warning(f"--channels {args.channels}: the values of {', '.join(unused)} are not used")
     if args.automix:
         engine.add_chain_filter(_automix_keeper(engine))
+    if args.duck is not None:
+        engine.add_chain_filter(_duck_keeper(engine, args.duck))
     if args.backend == "jack":
         from hushbridge.io.jack import JackBackend
 
@@ -576,6 +620,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         own = _channel_values_line(engine)
         if own:
             err.print(f"values per channel: {own}", markup=False)
+        if args.duck is not None:
+            v, ch = args.duck, engine.channels
+            bed = f"channel {v + 1}" if v + 1 == ch else f"channels {v + 1}-{ch}"
+            err.print(f"ducking {bed} under {'channel 1' if v == 1 else f'channels 1-{v}'} (/hb/duck/...); "
+                      f"the bed skips the chain's cleanup", markup=False)
         if recorder is not None:
             take = recorder.take
             err.print(f"recording to {', '.join(str(p) for p in take.paths + take.raw_paths)}" if take else
@@ -995,6 +1044,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share the gain across the channels as an automixer does (separate microphones: each "
                         "falls by as much as its bleed of whoever talks lies under that talker): an automix "
                         "effect first in the chain (/hb/automix/...), kept when a preset is loaded live")
+    p.add_argument("--duck", nargs="?", const=1, type=_ranged(int, 1, 63, "voice channels"), metavar="VOICES",
+                   help="auto-ducking for a stream: the first VOICES channels (default 1) are microphones, the "
+                        "channels after them a bed (music, game audio) that falls while a voice talks. The chain "
+                        "cleans the voices only (each channel runs on its own; the bed skips the cleanup), a duck "
+                        "effect last (/hb/duck/depth_db...), kept when a preset is loaded live")
     p.add_argument("--name", default="hushbridge", help="JACK client name (default hushbridge)")
     p.add_argument("--server", metavar="NAME", help="JACK server name (default: $JACK_DEFAULT_SERVER or default)")
     p.add_argument("--connect-inputs", nargs="+", metavar="PORT", help="JACK ports to connect to our inputs, e.g. system:capture_1")

@@ -12,6 +12,7 @@ from hushbridge.effects.chain import Chain
 from hushbridge.effects.compressor import Compressor
 from hushbridge.effects.deesser import DeEsser
 from hushbridge.effects.denoise import Denoise
+from hushbridge.effects.duck import Duck
 from hushbridge.effects.filters import HighPass, PeakingEQ
 from hushbridge.effects.gain import Gain
 from hushbridge.effects.gate import Gate
@@ -82,6 +83,7 @@ from hushbridge.effects import _registry  # noqa: E402,F401
 __all__ = [
     "EFFECTS",
     "Automix",
+    "Duck",
     "Chain",
     "Compressor",
     "DeEsser",

@@ -35,3 +35,7 @@ register(Declip)
 from hushbridge.effects.automix import Automix  # noqa: E402
 
 register(Automix)
+
+from hushbridge.effects.duck import Duck  # noqa: E402
+
+register(Duck)

@@ -232,3 +232,80 @@ def test_run_automix_takes_set_and_a_preset_loaded_live_keeps_it_as_last_set():
     engine.load_preset("podcast")
     engine.process(x, x.copy())
     assert not engine.chain.is_bypassed("automix") and engine.get("/hb/automix/range_db") == 18.0
+
+
+@pytest.mark.jack
+def test_run_duck_lowers_the_bed_under_the_voice_and_leaves_it_uncleaned(jack_server):
+    """A streamer's mic on channel 1 and stereo music on 2-3: `run --duck` cleans the mic alone
+    and lowers the music by the duck's depth while the mic talks; otherwise the music comes out
+    as it went in (delayed by the chain's latency), not through the voice's chain."""
+    import numpy as np
+    from helpers import JackRigProcess
+
+    sr = 48000
+    t = np.arange(int(4.0 * sr)) / sr
+    voice = 0.2 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 4 * t)) * ((t >= 1.5) & (t < 2.5))
+    music = np.stack([0.05 * np.sin(2 * np.pi * 440 * t), 0.05 * np.sin(2 * np.pi * 550 * t)])
+    x = np.vstack([voice, music]).astype(np.float32)
+    port = free_udp_port()
+    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server.name, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--name", "hbduck", "--preset", "podcast",
+         "--channels", "3", "--duck", "--set", "duck.depth_db=15", "--osc-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    rig = None
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+    try:
+        client = jack.Client("hbduck-probe", no_start_server=True, servername=jack_server.name)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if {"hbduck:in_3", "hbduck:out_3"} <= {p.name for p in client.get_ports("hbduck:")}:
+                break
+            time.sleep(0.2)
+        client.close()
+        latency = None
+        for _ in range(40):
+            sock.sendto(osc("/hb/get", "/hb/engine/latency_samples"), ("127.0.0.1", port))
+            try:
+                latency = int(OscMessage(sock.recvfrom(65536)[0]).params[1])
+                break
+            except socket.timeout:
+                continue
+        assert latency is not None, proc.stderr.read() if proc.poll() is not None else "no OSC reply"
+        rig = JackRigProcess(3, names=("hbduck-player", "hbduck-recorder"))
+        rig.connect([f"hbduck:in_{c}" for c in (1, 2, 3)], [f"hbduck:out_{c}" for c in (1, 2, 3)])
+        y, _ = rig.take(x, extra=latency)
+        y = np.nan_to_num(y[:, latency:latency + x.shape[1]])
+        # a preset loaded live keeps the ducker as it was set, and the bed out of the new cleanup
+        sock.sendto(osc("/hb/preset/load", "stream"), ("127.0.0.1", port))
+        time.sleep(1.5)
+        kept = {}
+        for address in ("/hb/duck/depth_db", "/hb/denoise@2/bypass", "/hb/denoise@1/bypass"):
+            sock.sendto(osc("/hb/get", address), ("127.0.0.1", port))
+            while address not in kept:
+                reply = OscMessage(sock.recvfrom(65536)[0])
+                if reply.address == "/hb/value" and reply.params[0] == address:
+                    kept[address] = reply.params[1]
+    finally:
+        sock.close()
+        if rig is not None:
+            rig.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "ducking channels 2-3 under channel 1" in err
+    assert kept == {"/hb/duck/depth_db": 15.0, "/hb/denoise@2/bypass": 1.0, "/hb/denoise@1/bypass": 0.0}
+
+    def cut_db(c, a, b):
+        s = slice(int(a * sr), int(b * sr))
+        return 10 * np.log10(np.mean(y[c, s].astype(np.float64) ** 2) / np.mean(x[c, s].astype(np.float64) ** 2))
+
+    for c in (1, 2):
+        assert abs(cut_db(c, 0.5, 1.4)) < 0.1, c  # before the voice: the music as it was
+        assert abs(cut_db(c, 2.0, 2.45) + 15.0) < 0.5, c  # under the voice: 15 dB down
+        # the music skipped the podcast chain (its high-pass, EQ and leveler would change it)
+        s = slice(int(0.5 * sr), int(1.4 * sr))
+        assert np.max(np.abs(y[c, s] - x[c, s])) < 1e-6, c
+    assert cut_db(0, 2.0, 2.45) != pytest.approx(0.0, abs=0.05)  # the voice went through the chain
