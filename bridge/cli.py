@@ -536,6 +536,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     elif args.record_raw or args.record_paused:
         _error("--record-raw and --record-paused go with --record FILE.wav|FOLDER")
         return EXIT_USAGE
+    if args.record_paused and args.no_osc:
+        _error("--record-paused waits for /hb/record/start over OSC; with --no-osc nothing could start a take")
+        return EXIT_USAGE
     from hushbridge.effects import Automix
 
     if args.duck is not None:
@@ -589,6 +592,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     osc = midi = None
+    audio_lost = False
     try:
         backend.start()
         if recorder is not None:
@@ -639,6 +643,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 if tty:
                     sys.stderr.write("\n")
                 _error(f"audio stopped: {lost}")
+                audio_lost = True
                 return EXIT_FAILED
             if engine.blocks != blocks_seen:
                 blocks_seen, quiet_since = engine.blocks, time.monotonic()
@@ -661,19 +666,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
             sys.stderr.write("\n")
     finally:
         if recorder is not None:  # first, while audio runs: the take ends with the output of its last input
-            recorder.close()
+            recorder.close(audio_running=not audio_lost)
+            _print_take(err, recorder)
         if midi is not None:
             midi.close()  # first: on JACK its port lives on the backend's client
         if osc is not None:
             osc.close()
         backend.close()
     err.print(f"stopped. {engine.status_line()}", markup=False)
-    if recorder is not None and recorder.take is not None:
-        take = recorder.take
-        err.print(f"recorded {take.seconds:.1f} s: {', '.join(str(p) for p in take.paths + take.raw_paths)}"
-                  + (f"; {take.lost_frames / take.sample_rate:.2f} s lost (disk too slow)" if take.lost_frames else "")
-                  + (f"; stopped early: {take.error}" if take.error else ""), markup=False)
     return EXIT_OK
+
+
+def _print_take(err, recorder) -> None:  # noqa: ANN001 - a rich Console, a Recorder
+    take = recorder.take
+    if take is not None:
+        err.print(f"recorded {take.seconds:.1f} s: {', '.join(str(p) for p in take.paths + take.raw_paths)}"
+                  + "".join(f"; {note}" for note in take.notes()), markup=False)
 
 
 # == midi ==========================================================================================

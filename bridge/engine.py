@@ -58,6 +58,10 @@ import numpy as np
 
 from hushbridge.control.params import BYPASS, CHANNEL_STRIDE, ControlPort, ParamChange, ParamRing
 from hushbridge.dsp.kernels.meter import block_levels
+from hushbridge.dsp.kernels.record import DONE as REC_DONE
+from hushbridge.dsp.kernels.record import ROLLING as REC_ROLLING
+from hushbridge.dsp.kernels.record import STATE as REC_STATE
+from hushbridge.dsp.kernels.record import STOPPING as REC_STOPPING
 from hushbridge.dsp.kernels.record import tap_input, tap_output
 from hushbridge.dsp.kernels.schedule import timed_drop, timed_due, timed_insert, timed_keep_from
 from hushbridge.dsp.kernels.util import sanitize, swap_fade_into
@@ -348,6 +352,12 @@ class Engine:
         whenever the backend's sample rate or buffer size changes (never from ``process``)."""
         spec = ProcessSpec(int(sample_rate), int(block_size), self.channels, self.channel_mask)
         self.period_frames = 0
+        tap = self._record_tap
+        if tap is not None and self.spec is not None and spec.sample_rate != self.spec.sample_rate:
+            # a take cannot change its rate: it ends with what came at the old one
+            state = tap[1]
+            if state[REC_STATE] in (REC_ROLLING, REC_STOPPING):
+                state[REC_STATE] = REC_DONE
         warm_effect_kernels(spec)
         with self._swap_lock:
             # JACK calls this between callbacks; every chain the callback may touch is re-prepared
@@ -908,6 +918,11 @@ class Engine:
         return dict(self._published)
 
     # == metering support (control side) ========================================================
+    @property
+    def record_tap(self) -> tuple[np.ndarray, np.ndarray, int, int] | None:
+        """The recorder's tap, if one is set (:meth:`set_record_tap`)."""
+        return self._record_tap
+
     def set_record_tap(self, ring: np.ndarray | None, state: np.ndarray | None = None,
                        input_channels: int = 0, output_channels: int = 0) -> None:
         """Copy every callback's input (its first ``input_channels``, before the chain) and output

@@ -21,6 +21,7 @@ different latency shifts what follows by the difference, which :attr:`Take.laten
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import threading
@@ -44,6 +45,8 @@ SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
 # a WAV's sizes are 32-bit: a part ends before its RIFF size would pass 4 GiB (header room kept)
 WAV_LIMIT_BYTES = 2**32 - 2**20
 _BYTES = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}
+HEADER_ROOM = 4096  # bytes a part keeps for its header and labels (bext alone is 610)
+MIN_SPLIT_BYTES = 65536
 # libsndfile's sf_command codes (sndfile.h); soundfile does not name them
 _SFC_SET_UPDATE_HEADER_AUTO = 0x1061
 
@@ -60,12 +63,26 @@ class Take:
     frames: int = 0  # frames in each file of the take so far (all parts)
     lost_frames: int = 0  # frames the writer could not keep up with: silence in the files
     latency_changes: int = 0  # times the chain's latency changed during the take
+    clipped_samples: int = 0  # samples beyond full scale, clipped (PCM formats; FLOAT keeps them)
     error: str = ""  # why the take ended early ("" if it did not)
     finished: bool = False
 
     @property
     def seconds(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+    def notes(self) -> list[str]:
+        """What a user should know of the take beyond its length, one short phrase each."""
+        notes = []
+        if self.lost_frames:
+            notes.append(f"{self.lost_frames / self.sample_rate:.2f} s lost: disk too slow")
+        if self.clipped_samples:
+            notes.append(f"{self.clipped_samples} samples clipped: record FLOAT to keep them")
+        if self.latency_changes:
+            notes.append("the chain's latency changed during the take: the cleaned file is shifted from there")
+        if self.error:
+            notes.append(f"stopped: {self.error}")
+        return notes
 
 
 class Recorder:
@@ -103,8 +120,14 @@ class Recorder:
             raise ValueError(f"recording sample format {subtype!r}: use one of {', '.join(SUBTYPES)}")
         if not buffer_s > 0:
             raise ValueError(f"buffer_s must be > 0, not {buffer_s!r}")
+        if split_bytes < MIN_SPLIT_BYTES:
+            raise ValueError(f"split_bytes must be at least {MIN_SPLIT_BYTES}, not {split_bytes!r}")
+        # a folder: one that exists, or a name that ends in a separator (Path drops it)
+        self.folder = Path(target).is_dir() or str(target).endswith(("/", os.sep))
         target = Path(target)
-        if not (target.is_dir() or str(target).endswith(os.sep)):
+        if self.folder and not target.is_dir():
+            raise RecordingError(f"{target}: no such folder (create it first)")
+        if not self.folder:
             if target.suffix.lower() != ".wav":
                 raise RecordingError(f"{target}: recordings are WAV files; name it <something>.wav, or give a folder")
             if not target.parent.is_dir():
@@ -120,6 +143,7 @@ class Recorder:
         self._ring: np.ndarray | None = None
         self._state = np.zeros(k.STATE_SIZE, dtype=np.int64)
         self._lock = threading.Lock()  # control threads (CLI, OSC, writer): one start/stop at a time
+        self._io = threading.Lock()  # the files: one thread at a time writes, closes or parts them
         self._take: Take | None = None
         self._last: Take | None = None
         self._writer: threading.Thread | None = None
@@ -133,6 +157,7 @@ class Recorder:
         self._skip = 0
         self._synced = 0.0
         self._dither: list = []
+        self._channels = 0
 
     # == set-up ===================================================================================
     def attach(self, engine) -> None:  # noqa: ANN001 - an Engine (imported lazily: no cycle)
@@ -142,6 +167,9 @@ class Recorder:
             raise RecordingError("attach the recorder after the engine is prepared (the backend started)")
         if self._engine is not None:
             raise RecordingError("this recorder is attached already")
+        if engine.record_tap is not None:
+            raise RecordingError("the engine has a recorder already (one per engine: its takes can record "
+                                 "the output, the raw input or both)")
         ch = engine.channels
         cols = ch * (int(self.raw) + int(self.output))
         rows = max(int(self.buffer_s * engine.spec.sample_rate), 4 * 8192)
@@ -174,11 +202,7 @@ class Recorder:
         t = int(take.seconds)
         line = f"{'rec' if self.recording else 'rec stopped'} {t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d} "
         line += (take.paths or take.raw_paths)[-1].name
-        if take.lost_frames:
-            line += f" ({take.lost_frames / take.sample_rate:.2f} s lost: disk too slow)"
-        if take.error:
-            line += f" (stopped: {take.error})"
-        return line
+        return line + "".join(f" ({note})" for note in take.notes())
 
     # == takes (control side) =====================================================================
     def start(self) -> Take:
@@ -189,11 +213,22 @@ class Recorder:
             raise RecordingError("the recorder is not attached to a running engine")
         with self._lock:
             if self._take is not None:
+                if self._state[k.STATE] in (k.STOPPING, k.DONE):
+                    raise RecordingError(f"the previous take ({self._take_name(self._take)}) is still being "
+                                         "finished; start again in a moment")
                 raise RecordingError(f"already recording to {self._take_name(self._take)}; stop that take first")
+            if self.folder and not self.target.is_dir():
+                raise RecordingError(f"{self.target}: the folder for the takes is gone (a disk unmounted?)")
             sr = engine.spec.sample_rate
             take = Take(started=datetime.now().astimezone(), sample_rate=sr,
                         latency=engine.latency_samples if self.output else 0)
-            self._open_first(take, engine)
+            self._channels = engine.channels
+            if not self._io.acquire(timeout=1.0):
+                raise RecordingError("the disk is still busy with the previous take; start again in a moment")
+            try:
+                self._open_first(take, engine)
+            finally:
+                self._io.release()
             st = self._state
             st[:] = 0
             self._held = np.zeros((0, engine.channels), dtype=np.float32)
@@ -225,17 +260,29 @@ class Recorder:
             time.sleep(0.005)
         return take
 
-    def close(self) -> None:
-        """Stop a running take (its files complete) and the writer thread; detach from the engine."""
-        if self._take is not None:
-            self.stop()
-            if self._take is not None:  # audio stopped (backend closed): end at what is in
+    def close(self, audio_running: bool = True, timeout: float = 5.0) -> None:
+        """Stop a running take (its files complete) and the writer thread; detach from the
+        engine. ``audio_running=False`` (the server or device is gone): end the take at what
+        the audio thread gave, without waiting for the latency's worth after it."""
+        take = self._take
+        if take is not None:
+            if audio_running:
+                self.stop(timeout)
+            if self._take is take:  # no audio to finish it: end at what is in
                 self._state[k.STATE] = k.DONE
-                self._drain()
+                self._wake.set()
+                deadline = time.monotonic() + timeout
+                while self._take is take and time.monotonic() < deadline:
+                    if not (self._writer and self._writer.is_alive()):
+                        self._drain()
+                    time.sleep(0.005)
+            if self._take is take:  # the writer is stuck in a write: it finishes the take if the disk comes back
+                take.error = take.error or (f"the disk did not respond for {timeout:g} s; the files hold what "
+                                            "reached it")
         self._quit.set()
         self._wake.set()
         if self._writer is not None:
-            self._writer.join(timeout=5.0)
+            self._writer.join(timeout=timeout)
             self._writer = None
         if self._engine is not None:
             self._engine.set_record_tap(None)
@@ -246,7 +293,7 @@ class Recorder:
         return str((take.paths or take.raw_paths)[0])
 
     def _stem(self, take: Take) -> Path:
-        if self.target.is_dir() or str(self.target).endswith(os.sep):
+        if self.folder:
             return self.target / take.started.strftime("hushbridge-%Y%m%d-%H%M%S")
         return self.target.with_suffix("")
 
@@ -256,12 +303,20 @@ class Recorder:
             base = stem if n == 1 else stem.with_name(f"{stem.name}-{n}")
             names = [p for p, on in ((base.with_name(base.name + ".wav"), self.output),
                                      (base.with_name(base.name + "-raw.wav"), self.raw)) if on]
-            if any(p.exists() for p in names):
+            # a name is free when the take's later parts are free too (an earlier take's leftovers)
+            if any(p.exists() or any(p.parent.glob(glob.escape(p.stem) + "-part*.wav")) for p in names):
                 continue
+            opened: list[sf.SoundFile] = []
             try:
-                opened = [self._create(p, take, engine, raw=p.name.endswith("-raw.wav"), first_frame=0) for p in names]
-            except FileExistsError:
-                continue
+                for p in names:
+                    opened.append(self._create(p, take, engine, raw=p.name.endswith("-raw.wav"), first_frame=0))
+            except BaseException as e:  # the files this take made so far go again
+                for p, f in zip(names, opened):
+                    f.close()
+                    p.unlink(missing_ok=True)
+                if isinstance(e, FileExistsError):
+                    continue
+                raise
             break
         else:
             raise RecordingError(f"{stem}: 9999 takes of that name exist already")
@@ -278,11 +333,13 @@ class Recorder:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
+            if first_frame:  # a part's name, free at the start of the take, taken since
+                raise RecordingError(f"{path}: something else created this file during the take") from None
             raise
         except OSError as e:
             raise RecordingError(f"{path}: cannot create: {e.strerror}") from e
         try:
-            f = sf.SoundFile(fd, "w", take.sample_rate, engine.channels, self.subtype, format="WAV", closefd=True)
+            f = sf.SoundFile(fd, "w", take.sample_rate, self._channels, self.subtype, format="WAV", closefd=True)
         except Exception as e:
             os.close(fd)
             path.unlink(missing_ok=True)
@@ -292,7 +349,7 @@ class Recorder:
 
             f.software = f"hushbridge {__version__}"
             f.date = take.started.isoformat(timespec="seconds")
-            chain = " > ".join(engine.chain.ids) or "empty chain"
+            chain = (" > ".join(engine.chain.ids) if engine is not None else "") or "empty chain"
             f.comment = ("raw input" if raw else
                          f"output of {chain}, {take.latency} samples of latency compensated")
             # time of day of the first sample: editors place the take (and each part) by it
@@ -325,13 +382,10 @@ class Recorder:
 
     # == writer thread ============================================================================
     def _run(self) -> None:
-        while not self._quit.is_set():
+        while not self._quit.is_set() or self._take is not None:  # a take being closed is finished first
             self._wake.wait(POLL_S)
             self._wake.clear()
-            try:
-                self._drain()
-            except Exception as e:  # noqa: BLE001 - a failing disk ends the take, never the engine
-                self._abort(e)
+            self._drain()
 
     def _abort(self, e: Exception) -> None:
         take = self._take
@@ -343,6 +397,13 @@ class Recorder:
         self._finish(take)
 
     def _drain(self) -> None:
+        with self._io:
+            try:
+                self._drain_rows()
+            except Exception as e:  # noqa: BLE001 - a failing disk ends the take, never the engine
+                self._abort(e)
+
+    def _drain_rows(self) -> None:
         take = self._take
         ring = self._ring
         if take is None or ring is None:
@@ -364,6 +425,10 @@ class Recorder:
             self._write(np.zeros((int(st[k.GAP]), ring.shape[1]), dtype=np.float32), take)
             st[k.GAP] = 0
         take.lost_frames = int(st[k.LOST])
+        take.clipped_samples = sum(q.clipped for q in self._dither)
+        if done and engine is not None and engine.spec is not None and engine.spec.sample_rate != take.sample_rate:
+            take.error = take.error or (f"the sample rate changed to {engine.spec.sample_rate} Hz; the take ends "
+                                        "there (start another)")
         if self._files and time.monotonic() - self._synced >= self.fsync_s:
             for _paths, f, _size, _before in self._files:
                 f.flush()  # sf_write_sync: fsync
@@ -372,7 +437,7 @@ class Recorder:
             self._finish(take)
 
     def _write(self, rows: np.ndarray, take: Take) -> None:
-        ch = self._engine.channels if self._engine is not None else rows.shape[1] // len(self._files)
+        ch = self._channels
         np.nan_to_num(rows, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         blocks = []
         if self.output:
@@ -388,13 +453,14 @@ class Recorder:
             blocks.append(held[:held.shape[0] - keep])
         for i, block in enumerate(blocks):
             self._append(i, block, take)
-        take.frames += blocks[0].shape[0]
+            if i == 0:  # as soon as it is on disk: a failing second file must not hide it
+                take.frames += block.shape[0]
 
     def _append(self, i: int, block: np.ndarray, take: Take) -> None:
         per_frame = block.shape[1] * _BYTES[self.subtype]
         while block.shape[0]:
             paths, f, size, before = self._files[i]
-            room = (self.split_bytes - 1024 - size) // per_frame  # 1 KiB: the header and labels
+            room = (self.split_bytes - HEADER_ROOM - size) // per_frame
             if room <= 0:
                 self._next_part(i, take, self._engine)
                 continue

@@ -76,7 +76,8 @@ def test_run_on_jack_serves_osc_and_stops_on_sigterm(jack_server):
 @pytest.mark.jack
 def test_run_exits_with_an_error_when_the_jack_server_dies(jack_server, tmp_path):
     """A JACK server that goes away (crash, kill) is not a frozen status line forever: `run`
-    says so and exits non-zero. A private server, since this one is killed."""
+    says so and exits non-zero, promptly, and a take it was recording is closed and named. A
+    private server, since this one is killed."""
     from conftest import _kill, _start_jackd
 
     name = f"hb-dies-{os.getpid()}"
@@ -91,7 +92,7 @@ def test_run_exits_with_an_error_when_the_jack_server_dies(jack_server, tmp_path
         env = dict(os.environ, JACK_DEFAULT_SERVER=name, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
             [sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--server", name, "--name", "hbdies",
-             "--chain", "gain", "--channels", "1", "--no-osc"],
+             "--chain", "gain", "--channels", "1", "--no-osc", "--record", str(tmp_path / "take.wav")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         # no JACK client here: libjack in one process does not survive a second server dying
         lines: list[str] = []
@@ -104,11 +105,18 @@ def test_run_exits_with_an_error_when_the_jack_server_dies(jack_server, tmp_path
         time.sleep(0.5)
         jackd.terminate()  # a server that goes away (SIGKILL would also leak its slot in JACK's registry)
         jackd.wait(10)
+        gone = time.monotonic()
         proc.wait(timeout=20)
+        took = time.monotonic() - gone
         reader.join(5)
         err = "".join(lines)
         assert proc.returncode == 1, err
         assert "error: audio stopped:" in err, err
+        assert f"recorded 0.5 s: {tmp_path / 'take.wav'}" in err or "recorded 0.6 s" in err, err
+        assert took < 4.0, took  # no wait for a take's tail the audio can no longer bring
+        import soundfile as sf
+
+        assert sf.info(str(tmp_path / "take.wav")).frames > 0.4 * 48000
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()

@@ -402,3 +402,96 @@ def test_every_file_and_part_carries_its_time_of_day_for_editors(tmp_path):
             assert bext[256:266] == b"hushbridge" and bext[320:330] == take.started.strftime("%Y-%m-%d").encode()
             before += sf.info(p).frames
     assert b"raw input" in wav_chunks(take.raw_paths[0], (b"bext",))[0][1][:256]
+
+
+def test_closing_while_the_disk_hangs_never_cuts_a_hole_in_the_take(tmp_path, monkeypatch):
+    """close() gives up waiting for a hung disk with an error, and the writer alone finishes the
+    files when the disk comes back: every frame at its own time (or lost as silence), none skipped."""
+    e = engine_with_latency()
+    rec = Recorder(tmp_path / "hang.wav", raw=True, subtype="FLOAT", buffer_s=0.1)
+    calls = []
+    append = Recorder._append
+
+    def hanging_disk(self, i, block, take):
+        calls.append(1)
+        if len(calls) == 6:
+            time.sleep(1.5)
+        append(self, i, block, take)
+
+    monkeypatch.setattr(Recorder, "_append", hanging_disk)
+    rec.attach(e)
+    feed = Feed(e, noise(4.0))
+    done = threading.Event()
+
+    def play():
+        while not done.is_set() and feed.pos < 3.5 * SR:
+            feed.run(480, realtime=True)
+
+    audio = threading.Thread(target=play)
+    take = rec.start()
+    s0 = 0
+    audio.start()
+    time.sleep(0.4)
+    rec.close(timeout=0.3)  # while the disk hangs
+    done.set()
+    audio.join()
+    assert "did not respond" in take.error
+    deadline = time.monotonic() + 5
+    while not take.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert take.finished
+    raw, cleaned = read(take.raw_paths[0]), read(take.paths[0])
+    assert raw.shape == cleaned.shape and raw.shape[1] > 0.3 * SR
+    n = raw.shape[1]
+    kept = np.all(raw == feed.x[:, s0:s0 + n], axis=0)
+    assert np.all(kept | np.all(raw == 0, axis=0))
+    assert np.all(np.all(cleaned == feed.out[:, take.latency:take.latency + n], axis=0) | np.all(cleaned == 0, axis=0))
+
+
+def test_a_new_sample_rate_ends_the_take_at_the_old_one(tmp_path):
+    e = engine_with_latency()
+    rec = Recorder(tmp_path / "rate.wav", subtype="FLOAT")
+    rec.attach(e)
+    feed = Feed(e, noise(2.0))
+    try:
+        take = rec.start()
+        feed.run(SR // 2)
+        e.prepare(44100, 1024)  # JACK's sample-rate callback does this
+        feed.run(SR // 2)
+        deadline = time.monotonic() + 5
+        while rec.recording and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        rec.close()
+    assert take.finished and "sample rate changed to 44100 Hz" in take.error
+    assert sf.info(take.paths[0]).samplerate == SR
+    assert sf.info(take.paths[0]).frames == SR // 2 - take.latency  # only what came at 48 kHz
+
+
+def test_a_name_whose_later_parts_exist_or_that_a_dangling_link_holds_is_skipped_whole(tmp_path):
+    (tmp_path / "ep-part2.wav").write_bytes(b"part of an older take")
+    (tmp_path / "ep-2-raw.wav").symlink_to(tmp_path / "nowhere.wav")  # exists() says no, O_EXCL says yes
+    e = engine_with_latency()
+    rec = Recorder(tmp_path / "ep.wav", raw=True)
+    rec.attach(e)
+    feed = Feed(e, noise(1.0))
+    try:
+        take = rec.start()
+        feed.run(4800)
+        finish(rec, feed)
+    finally:
+        rec.close()
+    assert take.paths == [tmp_path / "ep-3.wav"] and take.raw_paths == [tmp_path / "ep-3-raw.wav"]
+    assert not (tmp_path / "ep.wav").exists() and not (tmp_path / "ep-2.wav").exists()  # nothing left half-made
+    with pytest.raises(ValueError, match="split_bytes"):
+        Recorder(tmp_path / "x.wav", split_bytes=1000)
+    with pytest.raises(RecordingError, match="no such folder"):
+        Recorder(str(tmp_path / "newdir") + "/")
+    rec2 = Recorder(tmp_path / "y.wav")
+    rec3 = Recorder(tmp_path / "z.wav")
+    rec2.attach(e)
+    try:
+        with pytest.raises(RecordingError, match="has a recorder already"):
+            rec3.attach(e)
+    finally:
+        rec2.close()
