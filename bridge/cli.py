@@ -949,6 +949,23 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
 
 
 # == osc-layout ====================================================================================
+def _cmd_install_host_scripts(args: argparse.Namespace) -> int:
+    from hushbridge.hosts.install import install_resolve
+
+    if args.host != "resolve":
+        _error(f"{args.host}: not there yet (the Resolve scripts are: install-host-scripts resolve)")
+        return EXIT_FAILED
+    written = install_resolve(Path(args.dest) if args.dest else None, preset=args.preset,
+                              out_dir=Path(args.out_dir) if args.out_dir else None)
+    err = _console(stderr=True)
+    for path in written:
+        err.print(f"wrote {path}", markup=False)
+    err.print("Restart DaVinci Resolve, then Workspace > Scripts > HushBridge Clean Audio cleans the selected "
+              "audio clips (every clip on the enabled audio tracks where Resolve cannot say which are selected) "
+              "onto a new track.", markup=False)
+    return EXIT_OK
+
+
 def _cmd_osc_layout(args: argparse.Namespace) -> int:
     from hushbridge.control.layout import render
     from hushbridge.engine import Engine
@@ -1148,6 +1165,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="equal: the channels are separate sources (microphones), every one weighs 1.0, where "
                         "BS.1770 tools take 6 or 8 channels naming no speakers as 5.1 or 7.1")
     p.set_defaults(func=_cmd_normalize)
+    p = sub.add_parser("install-host-scripts", help="install the editor scripts (DaVinci Resolve)",
+                       description="Writes the HushBridge menu script into Resolve's per-user Fusion/Scripts/Utility "
+                                   "folder (or DEST/Utility), with a config naming this hushbridge, the preset and "
+                                   "where cleaned files go. Run it again to change them.")
+    p.add_argument("host", choices=["resolve", "ableton"], help="the editor (ableton: not there yet)")
+    p.add_argument("--dest", metavar="DIR", help="the Fusion/Scripts folder to install into (default: Resolve's "
+                                                  "per-user one for this OS)")
+    p.add_argument("--preset", "-p", default="dialogue", metavar="NAME", help="preset the script cleans with "
+                                                                              "(default dialogue)")
+    p.add_argument("--out-dir", metavar="DIR", help="where cleaned files go (default: hushbridge's user data "
+                                                     "folder, resolve/)")
+    p.set_defaults(func=_cmd_install_host_scripts)
+
     p = sub.add_parser("osc-layout", help="generate an OSC control surface (Open Stage Control, TouchOSC list)",
                        description="Writes an Open Stage Control session (one fader per parameter, toggles for "
                                    "bypass, feedback through /hb/register) or a CSV address list for TouchOSC and "

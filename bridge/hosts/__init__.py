@@ -1,0 +1,1 @@
+"""Editor integrations: installing the host scripts (``hushbridge install-host-scripts``)."""

@@ -1,0 +1,68 @@
+"""``hushbridge install-host-scripts resolve``: put the Resolve menu script where Resolve looks.
+
+Resolve lists the ``.py`` files of ``<Scripts>/Utility`` under Workspace > Scripts on every page
+(it scans at start-up: restart it after installing). The menu script is a few lines that load
+:mod:`hushbridge.host_scripts.resolve.hushbridge_resolve` from this installation and a JSON
+config beside it naming the command that runs hushbridge (this interpreter), the preset and the
+folder the cleaned files go to; Resolve's own Python then needs nothing of ours installed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import platformdirs
+
+from hushbridge.atomic import write_text_atomic
+from hushbridge.errors import HushbridgeError
+
+SCRIPT_NAME = "HushBridge Clean Audio.py"
+CONFIG_NAME = "hushbridge_resolve.json"
+
+_ENTRY = '''# HushBridge: clean the timeline's audio with hushbridge (written by `hushbridge install-host-scripts resolve`;
+# run that again to update it). Settings: {config}
+import sys
+sys.path.insert(0, {lib!r})
+import hushbridge_resolve
+hushbridge_resolve.main(globals(), {config!r})
+'''
+
+
+def resolve_scripts_folder(platform: str | None = None, home: Path | None = None, env: dict | None = None) -> Path:
+    """The per-user ``Fusion/Scripts`` folder of DaVinci Resolve on this OS (Resolve's README)."""
+    platform = platform or sys.platform
+    home = home or Path.home()
+    env = os.environ if env is None else env
+    if platform.startswith("win"):
+        appdata = env.get("APPDATA") or str(home / "AppData" / "Roaming")
+        return Path(appdata) / "Blackmagic Design" / "DaVinci Resolve" / "Support" / "Fusion" / "Scripts"
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / "Blackmagic Design" / "DaVinci Resolve" / "Fusion" / "Scripts"
+    return home / ".local" / "share" / "DaVinciResolve" / "Fusion" / "Scripts"
+
+
+def install_resolve(dest: Path | None = None, *, preset: str = "dialogue", out_dir: Path | None = None,
+                    command: list[str] | None = None) -> list[Path]:
+    """Write the menu script into ``dest`` (default: :func:`resolve_scripts_folder`) ``/Utility``
+    and its config beside it; returns the files written."""
+    from hushbridge.host_scripts import resolve as package
+    from hushbridge.presets import load_preset
+
+    load_preset(preset)  # a preset that does not load is refused here, not in Resolve
+    root = Path(dest) if dest is not None else resolve_scripts_folder()
+    folder = root / "Utility"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HushbridgeError(f"{folder}: cannot create the scripts folder: {e.strerror or e}") from e
+    out_dir = Path(out_dir) if out_dir is not None else Path(platformdirs.user_data_dir("hushbridge")) / "resolve"
+    config = {"hushbridge": command or [sys.executable, "-m", "hushbridge"], "preset": preset,
+              "out_dir": str(out_dir.expanduser().resolve()), "reuse": True}
+    config_path = folder / CONFIG_NAME
+    script_path = folder / SCRIPT_NAME
+    lib = str(Path(package.__file__).resolve().parent)
+    write_text_atomic(config_path, json.dumps(config, indent=2) + "\n")
+    write_text_atomic(script_path, _ENTRY.format(lib=lib, config=str(config_path)))
+    return [script_path, config_path]

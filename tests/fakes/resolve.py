@@ -1,0 +1,571 @@
+"""A faithful fake of DaVinci Resolve's scripting API, for driving the real host scripts.
+
+Built from Blackmagic's README.txt (the Developer/Scripting one, "Last Updated" 2025 and 2026)
+and from what third parties measured on Resolve Studio 19-21 where the README is silent
+(samuelgursky/davinci-resolve-mcp's api-limitations ledger and issues); each such rule says so:
+
+- Every index is 1-based. Methods fail with False / None / [], never an exception.
+- The Python bridge makes up a callable (returning None) for any attribute name: ``hasattr``
+  is always true and only ``dir()`` lists the real methods. So does every object here.
+- A timeline starts at frame 86400 (01:00:00:00 at 24 fps) by default; items' ``GetStart`` /
+  ``GetEnd`` and AppendToTimeline's ``recordFrame`` are absolute frames, ``GetEnd`` exclusive;
+  marker frames count from the timeline's start (measured).
+- Source frames count at the media's own frame rate, and Resolve gives a WAV (any audio file)
+  24 fps whatever the timeline's (measured); ``GetSourceEndFrame`` and AppendToTimeline's
+  ``endFrame`` are exclusive (measured). A range played on a timeline of another rate lasts
+  ``round((end - start) * timeline_fps / media_fps)`` timeline frames (assumed).
+- AppendToTimeline needs the track to exist; a placement that overlaps an item on its track is
+  dropped silently, absent from the returned list (measured).
+- ImportMedia puts clips in the current folder and leaves out paths that do not exist.
+- ``Timeline.GetSelectedClips`` exists from Resolve 21 only (``version``); ``fusion.UIManager``
+  is None in the free edition since 19.1.
+- Clip properties are strings, except ``FPS``, a float.
+
+Test-side helpers (not Resolve API) start with ``fake_``.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import soundfile as sf
+
+
+class _Bridged:
+    """Resolve's bridge: an unknown method is a callable that returns None; ``dir()`` is honest."""
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name.startswith("fake_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
+
+
+def _timecode(frames: float, fps: float) -> str:
+    f = int(round(fps))
+    n = int(round(frames))
+    return f"{n // (3600 * f):02d}:{n // (60 * f) % 60:02d}:{n // f % 60:02d}:{n % f:02d}"
+
+
+class MediaPoolItem(_Bridged):
+    def __init__(self, path: str, fps: float = 24.0) -> None:
+        info = sf.info(path)
+        self._path = os.path.abspath(path)
+        self._info = info
+        self._fps = float(fps)
+
+    @property
+    def fake_frames(self) -> float:
+        return self._info.frames / self._info.samplerate * self._fps
+
+    def GetName(self):  # noqa: N802 - Resolve's names
+        return os.path.basename(self._path)
+
+    def GetClipProperty(self, name=None):  # noqa: N802
+        info = self._info
+        props = {
+            "File Path": self._path,
+            "File Name": os.path.basename(self._path),
+            "Audio Ch": str(info.channels),
+            "Sample Rate": str(info.samplerate),
+            "Audio Bit Depth": {"PCM_16": "16", "PCM_24": "24", "FLOAT": "32"}.get(info.subtype, "24"),
+            "FPS": self._fps,
+            "Frames": str(int(self.fake_frames)),
+            "Duration": _timecode(self.fake_frames, self._fps),
+            "Start TC": "00:00:00:00",
+            "Type": "Audio",
+        }
+        if name is None:
+            return props
+        return props.get(name, "")  # "an invalid key will return a trivial result"
+
+    def GetMediaId(self):  # noqa: N802
+        return f"media-{id(self):x}"
+
+
+class Folder(_Bridged):
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._clips: list[MediaPoolItem] = []
+        self._subfolders: list[Folder] = []
+
+    def GetName(self):  # noqa: N802
+        return self._name
+
+    def GetClipList(self):  # noqa: N802
+        return list(self._clips)
+
+    def GetSubFolderList(self):  # noqa: N802
+        return list(self._subfolders)
+
+
+class TimelineItem(_Bridged):
+    def __init__(self, timeline: "Timeline", media: MediaPoolItem | None, track: int, start: int, duration: int,
+                 source_start: float, source_end: float, name: str | None = None, enabled: bool = True) -> None:
+        self._timeline = timeline
+        self._media = media
+        self._track = track
+        self._start = int(start)
+        self._duration = int(duration)
+        self._source = (source_start, source_end)
+        self._name = name if name is not None else (media.GetName() if media is not None else "")
+        self._enabled = enabled
+
+    def GetName(self):  # noqa: N802
+        return self._name
+
+    def GetStart(self, subframe_precision=False):  # noqa: N802
+        return self._start
+
+    def GetEnd(self, subframe_precision=False):  # noqa: N802
+        return self._start + self._duration  # exclusive (measured)
+
+    def GetDuration(self, subframe_precision=False):  # noqa: N802
+        return self._duration
+
+    def GetLeftOffset(self, subframe_precision=False):  # noqa: N802
+        return self._source[0] / self._media._fps * self._timeline.fake_fps if self._media else 0
+
+    def GetSourceStartFrame(self):  # noqa: N802
+        return self._source[0]
+
+    def GetSourceEndFrame(self):  # noqa: N802
+        return self._source[1]
+
+    def GetMediaPoolItem(self):  # noqa: N802
+        return self._media
+
+    def GetTrackTypeAndIndex(self):  # noqa: N802
+        return ["audio", self._track]
+
+    def GetClipEnabled(self):  # noqa: N802
+        return self._enabled
+
+    def SetClipEnabled(self, enabled):  # noqa: N802
+        self._enabled = bool(enabled)
+        return True
+
+
+class Timeline(_Bridged):
+    def __init__(self, name: str = "Timeline 1", fps: str = "24", start_frame: int = 86400, version: int = 20) -> None:
+        self._name = name
+        self._fps = fps
+        self._start = start_frame
+        self._version = version
+        self._tracks: list[dict] = []
+        self._markers: dict[float, dict] = {}
+        self._selected: list[TimelineItem] = []
+
+    @property
+    def fake_fps(self) -> float:
+        return float(self._fps.split()[0])
+
+    def __dir__(self):
+        names = set(super().__dir__())
+        if self._version < 21:
+            names.discard("GetSelectedClips")
+        return sorted(names)
+
+    def __getattribute__(self, name):
+        if name == "GetSelectedClips" and object.__getattribute__(self, "_version") < 21:
+            return lambda *a, **k: None  # the bridge's made-up callable: no such method before 21
+        return object.__getattribute__(self, name)
+
+    # -- Resolve API ------------------------------------------------------------------------
+    def GetName(self):  # noqa: N802
+        return self._name
+
+    def GetSetting(self, name=None):  # noqa: N802
+        settings = {"timelineFrameRate": self._fps}
+        return settings if name is None else settings.get(name, "")
+
+    def GetStartFrame(self):  # noqa: N802
+        return self._start
+
+    def GetEndFrame(self):  # noqa: N802
+        ends = [i.GetEnd() for t in self._tracks for i in t["items"]]
+        return max(ends, default=self._start)
+
+    def GetTrackCount(self, track_type):  # noqa: N802
+        return len(self._tracks) if track_type == "audio" else 0
+
+    def AddTrack(self, track_type, sub_type="mono"):  # noqa: N802
+        if track_type != "audio":
+            return False
+        options = sub_type if isinstance(sub_type, dict) else {"audioType": sub_type}
+        kind = options.get("audioType", "mono")
+        valid = {"mono", "stereo", "5.1", "7.1", "5.0", "7.0"} | {f"adaptive{n}" for n in range(1, 37)}
+        if kind not in valid:
+            return False
+        self._tracks.append({"name": f"Audio {len(self._tracks) + 1}", "subtype": kind, "enabled": True,
+                             "locked": False, "items": []})
+        return True
+
+    def _track(self, track_type, index):
+        if track_type != "audio" or not isinstance(index, int) or not 1 <= index <= len(self._tracks):
+            return None
+        return self._tracks[index - 1]
+
+    def GetTrackName(self, track_type, index):  # noqa: N802
+        t = self._track(track_type, index)
+        return t["name"] if t else ""
+
+    def SetTrackName(self, track_type, index, name):  # noqa: N802
+        t = self._track(track_type, index)
+        if t is None:
+            return False
+        t["name"] = str(name)
+        return True
+
+    def GetTrackSubType(self, track_type, index):  # noqa: N802
+        t = self._track(track_type, index)
+        return t["subtype"] if t else ""
+
+    def GetIsTrackEnabled(self, track_type, index):  # noqa: N802
+        t = self._track(track_type, index)
+        return bool(t and t["enabled"])
+
+    def SetTrackEnable(self, track_type, index, enabled):  # noqa: N802
+        t = self._track(track_type, index)
+        if t is None:
+            return False
+        t["enabled"] = bool(enabled)
+        return True
+
+    def GetItemListInTrack(self, track_type, index):  # noqa: N802
+        t = self._track(track_type, index)
+        return sorted(t["items"], key=lambda i: i.GetStart()) if t else None
+
+    def GetSelectedClips(self):  # noqa: N802 - Resolve 21+
+        return list(self._selected)
+
+    def AddMarker(self, frame, color, name, note, duration, custom_data=""):  # noqa: N802
+        colors = {"Blue", "Cyan", "Green", "Yellow", "Red", "Pink", "Purple", "Fuchsia", "Rose", "Lavender", "Sky",
+                  "Mint", "Lemon", "Sand", "Cocoa", "Cream"}
+        frame = float(frame)
+        if color not in colors or frame in self._markers or frame < 0 or duration < 1:
+            return False
+        self._markers[frame] = {"color": color, "duration": float(duration), "note": note, "name": name,
+                                "customData": custom_data}
+        return True
+
+    def GetMarkers(self):  # noqa: N802
+        return dict(self._markers)
+
+    # -- test side --------------------------------------------------------------------------
+    def fake_add_track(self, name: str, subtype: str = "mono", enabled: bool = True) -> int:
+        self.AddTrack("audio", subtype)
+        self._tracks[-1]["name"] = name
+        self._tracks[-1]["enabled"] = enabled
+        return len(self._tracks)
+
+    def fake_place(self, track: int, media: MediaPoolItem | None, source_start: float, source_end: float,
+                   record: int, name: str | None = None, enabled: bool = True) -> TimelineItem:
+        """Put an item on the timeline as an editor would (no checks: the user's edit)."""
+        fps = media._fps if media is not None else self.fake_fps
+        duration = round((source_end - source_start) * self.fake_fps / fps)
+        item = TimelineItem(self, media, track, record, duration, source_start, source_end, name, enabled)
+        self._tracks[track - 1]["items"].append(item)
+        return item
+
+    def fake_select(self, items: list[TimelineItem]) -> None:
+        self._selected = list(items)
+
+    def fake_render_track(self, track: int, sample_rate: int = 48000) -> tuple[np.ndarray, int]:
+        """What the track plays from the timeline's start to its end, (channels, samples), as
+        Resolve would render it (each item: its source range of its media, at its record frames)."""
+        items = [i for i in self._tracks[track - 1]["items"] if i._media is not None and i._enabled]
+        channels = max((i._media._info.channels for i in items), default=1)
+        length = round((self.GetEndFrame() - self._start) / self.fake_fps * sample_rate)
+        out = np.zeros((channels, length), dtype=np.float64)
+        for item in items:
+            media = item._media
+            audio, sr = sf.read(media._path, dtype="float64", always_2d=True)
+            assert sr == sample_rate, "the fake renders media at the timeline's audio rate only"
+            src = round(item._source[0] / media._fps * sr)
+            dst = round((item._start - self._start) / self.fake_fps * sr)
+            n = round(item._duration / self.fake_fps * sr)
+            piece = audio[src:src + n].T
+            out[:piece.shape[0], dst:dst + piece.shape[1]] += piece
+        return out, length
+
+
+class MediaPool(_Bridged):
+    def __init__(self, project: "Project") -> None:
+        self._project = project
+        self._root = Folder("Master")
+        self._current = self._root
+        self.fake_imports = 0  # files ImportMedia took
+
+    def GetRootFolder(self):  # noqa: N802
+        return self._root
+
+    def GetCurrentFolder(self):  # noqa: N802
+        return self._current
+
+    def SetCurrentFolder(self, folder):  # noqa: N802
+        if not isinstance(folder, Folder):
+            return False
+        self._current = folder
+        return True
+
+    def AddSubFolder(self, folder, name):  # noqa: N802
+        if not isinstance(folder, Folder):
+            return None
+        sub = Folder(str(name))
+        folder._subfolders.append(sub)
+        return sub
+
+    def ImportMedia(self, items):  # noqa: N802
+        made = []
+        for entry in items or []:
+            path = entry.get("FilePath") if isinstance(entry, dict) else entry
+            if not isinstance(path, str) or not os.path.isfile(path):
+                continue
+            try:
+                clip = MediaPoolItem(path)
+            except RuntimeError:
+                continue
+            self._current._clips.append(clip)
+            self.fake_imports += 1
+            made.append(clip)
+        return made
+
+    def _all_clips(self):
+        stack, out = [self._root], []
+        while stack:
+            f = stack.pop()
+            out.extend(f._clips)
+            stack.extend(f._subfolders)
+        return out
+
+    def AppendToTimeline(self, *clips):  # noqa: N802
+        timeline = self._project._timeline
+        if timeline is None:
+            return []
+        infos = clips[0] if len(clips) == 1 and isinstance(clips[0], list) else list(clips)
+        made = []
+        known = self._all_clips()
+        for info in infos:
+            if not isinstance(info, dict):
+                continue  # the plain-clips form appends at the end: not used by our scripts
+            media = info.get("mediaPoolItem")
+            if media not in known:
+                continue
+            start, end = info.get("startFrame", 0), info.get("endFrame", media.fake_frames)
+            if not (0 <= start < end <= media.fake_frames + 1e-6):
+                continue
+            track = info.get("trackIndex", 1)
+            if info.get("mediaType", 2) != 2 or timeline._track("audio", track) is None:
+                continue
+            record = info.get("recordFrame", timeline.GetEndFrame())
+            duration = round((end - start) * timeline.fake_fps / media._fps)
+            items = timeline._tracks[track - 1]["items"]
+            if any(record < i.GetEnd() and i.GetStart() < record + duration for i in items):
+                continue  # overlaps: dropped silently (measured)
+            item = TimelineItem(timeline, media, track, record, duration, start, end)
+            items.append(item)
+            made.append(item)
+        return made
+
+
+class Project(_Bridged):
+    def __init__(self, timeline: Timeline | None) -> None:
+        self._timeline = timeline
+        self._pool = MediaPool(self)
+
+    def GetName(self):  # noqa: N802
+        return "Fake project"
+
+    def GetMediaPool(self):  # noqa: N802
+        return self._pool
+
+    def GetCurrentTimeline(self):  # noqa: N802
+        return self._timeline
+
+    def GetSetting(self, name=None):  # noqa: N802
+        settings = {"timelineFrameRate": self._timeline._fps if self._timeline else "24",
+                    "audioSampleRate": "48000"}
+        return settings if name is None else settings.get(name, "")
+
+
+class ProjectManager(_Bridged):
+    def __init__(self, project: Project | None) -> None:
+        self._project = project
+
+    def GetCurrentProject(self):  # noqa: N802
+        return self._project
+
+
+class Fusion(_Bridged):
+    UIManager = None  # the free edition since 19.1
+
+
+class Resolve(_Bridged):
+    """``Resolve(timeline)``: a running Resolve with one project open on ``timeline``."""
+
+    def __init__(self, timeline: Timeline | None = None, version: int = 20) -> None:
+        self._pm = ProjectManager(Project(timeline))
+        self._version = version
+
+    def GetProjectManager(self):  # noqa: N802
+        return self._pm
+
+    def GetVersion(self):  # noqa: N802
+        return [self._version, 0, 0, 0, ""]
+
+    def Fusion(self):  # noqa: N802
+        return Fusion()
+
+    @property
+    def fake_project(self) -> Project:
+        return self._pm._project
+
+    @property
+    def fake_pool(self) -> MediaPool:
+        return self._pm._project._pool
+
+
+class _Events:
+    """``win.On.<ID>.<Event> = handler`` and ``disp.On.<Event> = handler``, as Fusion's UI has them."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_handlers", {})
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        handlers = self._handlers
+        if name not in handlers:
+            handlers[name] = _Events()
+        return handlers[name]
+
+    def __setattr__(self, name, value):
+        self._handlers[name] = value
+
+
+class _Widget:
+    def __init__(self, kind: str, props: dict | None = None, children=None) -> None:
+        self.kind = kind
+        self.props = dict(props or {})
+        self.children = list(children or [])
+        self.Text = self.props.get("Text", "")
+
+
+class UIManager:
+    """Fusion's UIManager as its documentation (UIManager, RunLoop/ExitLoop, ui.Timer) describes
+    it, for a window with a label, a Cancel button and a timer."""
+
+    def VGroup(self, children):  # noqa: N802
+        return _Widget("VGroup", None, children)
+
+    def Label(self, props):  # noqa: N802
+        return _Widget("Label", props)
+
+    def Button(self, props):  # noqa: N802
+        return _Widget("Button", props)
+
+    def Timer(self, props):  # noqa: N802
+        return FakeTimer(props)
+
+
+class FakeTimer:
+    def __init__(self, props: dict) -> None:
+        self.props = props
+        self.running = False
+
+    def Start(self):  # noqa: N802
+        self.running = True
+
+    def Stop(self):  # noqa: N802
+        self.running = False
+
+
+class FakeWindow:
+    def __init__(self, props: dict, root: _Widget) -> None:
+        self.props = props
+        self.On = _Events()
+        self._items: dict[str, _Widget] = {}
+        stack = [root]
+        while stack:
+            w = stack.pop()
+            if "ID" in w.props:
+                self._items[w.props["ID"]] = w
+            stack.extend(w.children)
+        self.shown = False
+
+    def GetItems(self):  # noqa: N802
+        return self._items
+
+    def Show(self):  # noqa: N802
+        self.shown = True
+
+    def Hide(self):  # noqa: N802
+        self.shown = False
+
+
+class Dispatcher:
+    """``bmd.UIDispatcher(ui)``: RunLoop delivers the timer's Timeout every interval (the test
+    may click a button after some ticks) until ExitLoop."""
+
+    def __init__(self, ui: UIManager, click_after: tuple[int, str] | None = None) -> None:
+        self.ui = ui
+        self.On = _Events()
+        self.windows: list[FakeWindow] = []
+        self.texts: list[str] = []  # every status text shown, in order
+        self._click_after = click_after
+        self._running = False
+
+    def AddWindow(self, props, root):  # noqa: N802
+        win = FakeWindow(props, root)
+        self.windows.append(win)
+        return win
+
+    def ExitLoop(self, code=0):  # noqa: N802
+        self._running = False
+
+    def RunLoop(self):  # noqa: N802
+        import time as _time
+
+        self._running = True
+        ticks = 0
+        while self._running:
+            _time.sleep(0.05)
+            handler = self.On._handlers.get("Timeout")
+            if callable(handler):
+                handler({"who": "Poll"})
+            ticks += 1
+            for win in self.windows:
+                status = win.GetItems().get("Status")
+                if status is not None and (not self.texts or self.texts[-1] != status.Text):
+                    self.texts.append(status.Text)
+            if self._click_after and ticks == self._click_after[0]:
+                for win in self.windows:
+                    handler = win.On._handlers.get(self._click_after[1])
+                    clicked = handler._handlers.get("Clicked") if isinstance(handler, _Events) else None
+                    if callable(clicked):
+                        clicked({"who": self._click_after[1]})
+            if ticks > 2000:
+                raise AssertionError("the script never left its UI loop")
+
+
+class Bmd:
+    """The ``bmd`` global of a Workspace script: ``scriptapp`` and ``UIDispatcher``."""
+
+    def __init__(self, resolve: Resolve, click_after: tuple[int, str] | None = None) -> None:
+        self._resolve = resolve
+        self._click_after = click_after
+        self.dispatchers: list[Dispatcher] = []
+
+    def scriptapp(self, name):
+        return self._resolve if name == "Resolve" else None
+
+    def UIDispatcher(self, ui):  # noqa: N802
+        d = Dispatcher(ui, self._click_after)
+        self.dispatchers.append(d)
+        return d
+
+
+class StudioFusion(Fusion):
+    """Resolve Studio's Fusion: it has a UIManager."""
+
+    UIManager = UIManager()

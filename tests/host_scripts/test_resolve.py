@@ -1,0 +1,251 @@
+"""The Resolve script (host_scripts/resolve/hushbridge_resolve.py) against the fake Resolve API
+(tests/fakes/resolve.py), cleaning real files with the real `hushbridge process`."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fakes.resolve import Resolve, Timeline
+
+from hushbridge.host_scripts.resolve import hushbridge_resolve as hr
+
+SR = 48000
+DEMO = Path(__file__).resolve().parents[2] / "bridge" / "data" / "demo.flac"
+
+
+def digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """Two noisy dialogue files (the demo clip, and a stereo one with more hiss)."""
+    folder = tmp_path_factory.mktemp("media")
+    speech, sr = sf.read(DEMO, dtype="float32")
+    assert sr == SR
+    a = folder / "interview.wav"
+    sf.write(a, speech, SR, subtype="PCM_24")
+    rng = np.random.default_rng(5)
+    hiss = (0.01 * rng.standard_normal((speech.size, 2))).astype(np.float32)
+    b = folder / "host.wav"
+    sf.write(b, np.stack([speech, 0.8 * speech], axis=1) + hiss, SR, subtype="PCM_24")
+    return a, b
+
+
+def config(tmp_path, **extra):
+    c = {"hushbridge": [sys.executable, "-m", "hushbridge"], "out_dir": str(tmp_path / "cleaned"),
+         "preset": "dialogue"}
+    c.update(extra)
+    return c
+
+
+def edit(media, fps="25", version=20):
+    """A dialogue edit at 25 fps, starting at 01:00:00:00: three clips of two files on A1 (one
+    file used twice), a transition, a disabled clip, and music on a disabled A2."""
+    a, b = media
+    tl = Timeline("Edit", fps=fps, start_frame=90000, version=version)
+    resolve = Resolve(tl, version=version)
+    pool = resolve.fake_pool
+    ma, mb = pool.ImportMedia([str(a), str(b)])
+    t1 = tl.fake_add_track("Dialogue", "mono")
+    t2 = tl.fake_add_track("Music", "stereo", enabled=False)
+    s = tl.GetStartFrame()
+    clips = [tl.fake_place(t1, ma, 24, 96, s + 10),  # source frames at the WAV's 24 fps
+             tl.fake_place(t1, ma, 150, 222, s + 100),
+             tl.fake_place(t1, mb, 30, 126, s + 200)]
+    tl.fake_place(t1, None, 0, 12, s + 95, name="")  # a cross-fade: an item with no media
+    tl.fake_place(t1, ma, 0, 12, s + 400, enabled=False)
+    tl.fake_place(t2, mb, 0, 48, s)
+    return resolve, tl, clips
+
+
+def test_clips_are_cleaned_and_laid_on_new_tracks_at_their_record_frames(media, tmp_path):
+    before = [digest(p) for p in media]
+    resolve, tl, clips = edit(media)
+    lines: list[str] = []
+    summary = hr.clean_timeline(resolve, config(tmp_path), report=lines.append)
+    text = "\n".join(lines)
+    assert summary["placed"] == 3 and summary["failed"] == 0 and not summary["errors"], text
+    assert summary["tracks"] == ["HushBridge dialogue", "HushBridge dialogue 2"]  # mono clips, then the stereo one
+    assert "skipped (transition): not a clip" in text and "skipped interview.wav: disabled" in text
+    assert [digest(p) for p in media] == before  # originals never touched
+    assert tl.GetTrackCount("audio") == 4 and tl.GetTrackSubType("audio", 3) == "mono"
+    assert tl.GetTrackSubType("audio", 4) == "stereo"
+    new = tl.GetItemListInTrack("audio", 3) + tl.GetItemListInTrack("audio", 4)
+    for old, item in zip(clips, new):
+        assert (item.GetStart(), item.GetDuration()) == (old.GetStart(), old.GetDuration())
+        assert (item.GetSourceStartFrame(), item.GetSourceEndFrame()) == (old.GetSourceStartFrame(),
+                                                                          old.GetSourceEndFrame())
+        path = item.GetMediaPoolItem().GetClipProperty("File Path")
+        assert path.endswith(".dialogue.hushbridge.wav") and os.path.dirname(path) == str(tmp_path / "cleaned")
+    assert resolve.fake_pool.GetRootFolder().GetSubFolderList()[0].GetName() == "HushBridge"
+    # what the timeline plays: where each original clip played its source's seconds t0..t1, the
+    # new track plays the cleaned file's t0..t1 (`process` output lines up with its input), and
+    # that is not the original
+    original, _ = tl.fake_render_track(1)
+    mono, _ = tl.fake_render_track(3)
+    stereo, _ = tl.fake_render_track(4)
+    s = tl.GetStartFrame()
+    for clip, played, item in ((clips[0], mono, new[0]), (clips[1], mono, new[1]), (clips[2], stereo, new[2])):
+        cleaned, _ = sf.read(item.GetMediaPoolItem().GetClipProperty("File Path"), dtype="float64", always_2d=True)
+        a = round((clip.GetStart() - s) / 25 * SR)
+        n = round(clip.GetDuration() / 25 * SR)
+        src = round(clip.GetSourceStartFrame() / 24 * SR)  # the WAV's source frames count at 24 fps
+        np.testing.assert_allclose(played[:, a:a + n], cleaned[src:src + n].T, atol=1e-12)
+        assert np.abs(played[0, a:a + n] - original[0, a:a + n]).max() > 1e-3
+
+
+def test_a_second_run_reuses_the_renders_and_cancel_leaves_the_timeline_alone(media, tmp_path):
+    resolve, tl, _ = edit(media)
+    hr.clean_timeline(resolve, config(tmp_path), report=lambda _m: None)
+    renders = sorted((tmp_path / "cleaned").iterdir())
+    stamps = [p.stat().st_mtime_ns for p in renders]
+    lines: list[str] = []
+    summary = hr.clean_timeline(resolve, config(tmp_path), report=lines.append)
+    assert summary["placed"] == 3 and "2 reused" in lines[-1]
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cleaned").iterdir())] == stamps
+    assert resolve.fake_pool.fake_imports == 2 + 2  # the edit's two, then each render once
+    assert tl.GetTrackName("audio", 5) == "HushBridge dialogue 3"  # a name of its own, tracks made earlier skipped
+
+    resolve, tl, _ = edit(media)
+
+    def cancel_at_once(job):
+        job.step()
+        job.cancel()
+        while not job.step():
+            pass
+
+    summary = hr.clean_timeline(resolve, config(tmp_path / "other"), report=lambda _m: None, job_runner=cancel_at_once)
+    assert summary["cancelled"] and tl.GetTrackCount("audio") == 2
+
+
+def test_selected_clips_alone_where_resolve_says_which_and_a_refused_append_is_reported(media, tmp_path):
+    resolve, tl, clips = edit(media, version=21)
+    tl.fake_select([clips[2]])
+    summary = hr.clean_timeline(resolve, config(tmp_path), report=lambda _m: None)
+    assert summary["placed"] == 1 and tl.GetItemListInTrack("audio", 3)[0].GetStart() == clips[2].GetStart()
+
+    resolve, tl, clips = edit(media)  # version 20: no selection API, so every clip on enabled tracks
+    t = tl.fake_add_track("Dialogue 2", "mono")
+    tl.fake_place(t, clips[0].GetMediaPoolItem(), 100, 124, clips[0].GetStart() + 5)  # overlaps clip 1
+    lines: list[str] = []
+    summary = hr.clean_timeline(resolve, config(tmp_path), report=lines.append)
+    assert summary["placed"] == 3 and summary["failed"] == 1
+    assert any("not placed" in line and "did not append" in line for line in lines)
+
+
+def test_nothing_open_and_a_failing_engine_are_said_plainly(media, tmp_path):
+    with pytest.raises(hr.ResolveScriptError, match="no timeline"):
+        hr.clean_timeline(Resolve(None), config(tmp_path))
+    resolve, tl, _ = edit(media)
+    lines: list[str] = []
+    summary = hr.clean_timeline(resolve, config(tmp_path, preset="no-such-preset"), report=lines.append)
+    assert summary["placed"] == 0 and len(summary["errors"]) == 2
+    assert any("could not clean" in line and "no-such-preset" in line for line in lines)
+    assert tl.GetTrackCount("audio") == 2  # nothing cleaned: no empty track either
+
+
+def test_the_api_is_probed_with_dir_not_hasattr():
+    tl = Timeline(version=20)
+    assert hasattr(tl, "GetSelectedClips") and tl.GetSelectedClips() is None  # the bridge's made-up callable
+    assert not hr.has(tl, "GetSelectedClips") and hr.has(Timeline(version=21), "GetSelectedClips")
+    fake = Resolve(tl)
+    assert hr.get_resolve({"resolve": fake}) is fake
+
+    class Bmd:
+        @staticmethod
+        def scriptapp(name):
+            return fake if name == "Resolve" else None
+
+    assert hr.get_resolve({"bmd": Bmd()}) is fake
+
+
+def test_a_camera_clip_counted_at_its_video_rate_maps_through_seconds(media, tmp_path):
+    """Source frames count at the media's frame rate: a camera file's audio at 25 fps, its
+    cleaned WAV at the 24 Resolve gives audio files; the same seconds are placed."""
+    from fakes.resolve import MediaPoolItem
+
+    tl = Timeline("Cam", fps="25", start_frame=90000)
+    resolve = Resolve(tl)
+    camera = MediaPoolItem(str(media[0]), fps=25.0)  # as Resolve reads a .mov's audio
+    resolve.fake_pool.GetRootFolder()._clips.append(camera)
+    track = tl.fake_add_track("Camera audio", "mono")
+    clip = tl.fake_place(track, camera, 50, 175, tl.GetStartFrame() + 20)  # 2 s to 7 s of the file
+    summary = hr.clean_timeline(resolve, config(tmp_path), report=lambda _m: None)
+    assert summary["placed"] == 1
+    [item] = tl.GetItemListInTrack("audio", 2)
+    assert (item.GetSourceStartFrame(), item.GetSourceEndFrame()) == (48, 168)  # 2 s and 7 s at 24 fps
+    assert (item.GetStart(), item.GetDuration()) == (clip.GetStart(), clip.GetDuration())
+
+
+def test_the_installed_menu_script_runs_in_resolve_and_cleans_the_edit(media, tmp_path):
+    """`hushbridge install-host-scripts resolve --dest DIR` writes Utility/HushBridge Clean Audio.py;
+    run as Resolve runs a menu script (its globals hold `resolve`), it cleans the edit."""
+    import json
+    import runpy
+    import subprocess
+
+    scripts = tmp_path / "Fusion" / "Scripts"
+    r = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "resolve", "--dest", str(scripts),
+                        "--preset", "podcast", "--out-dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    script = scripts / "Utility" / "HushBridge Clean Audio.py"
+    settings = json.loads((scripts / "Utility" / "hushbridge_resolve.json").read_text())
+    assert settings["preset"] == "podcast" and settings["out_dir"] == str(tmp_path / "out")
+    resolve, tl, clips = edit(media)
+    runpy.run_path(str(script), init_globals={"resolve": resolve}, run_name="__main__")
+    assert tl.GetTrackName("audio", 3) == "HushBridge podcast"
+    assert [i.GetStart() for i in tl.GetItemListInTrack("audio", 3)] == [c.GetStart() for c in clips[:2]]
+    assert len(list((tmp_path / "out").glob("*.podcast.hushbridge.wav"))) == 2
+    bad = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "resolve", "--dest",
+                          str(scripts), "--preset", "nope"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "nope" in bad.stderr
+
+
+def test_the_scripts_folder_is_resolves_per_user_one_on_each_os(tmp_path):
+    from hushbridge.hosts.install import resolve_scripts_folder
+
+    home = Path("/home/u")
+    assert resolve_scripts_folder("linux", home) == home / ".local/share/DaVinciResolve/Fusion/Scripts"
+    assert resolve_scripts_folder("darwin", home) == (
+        home / "Library/Application Support/Blackmagic Design/DaVinci Resolve/Fusion/Scripts")
+    assert resolve_scripts_folder("win32", home, {"APPDATA": "C:/Users/u/AppData/Roaming"}) == Path(
+        "C:/Users/u/AppData/Roaming/Blackmagic Design/DaVinci Resolve/Support/Fusion/Scripts")
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_in_studio_a_window_shows_progress_and_cancel_stops_the_job(media, tmp_path, cancel):
+    """With a UIManager (Resolve Studio) the menu script shows a window that follows the files
+    and whose Cancel stops the child process and leaves the timeline as it was."""
+    import json
+
+    from fakes.resolve import Bmd, StudioFusion
+
+    resolve, tl, _ = edit(media)
+    bmd = Bmd(resolve, click_after=(2, "Cancel") if cancel else None)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(config(tmp_path)))
+    summary = hr.main({"resolve": resolve, "bmd": bmd, "fusion": StudioFusion()}, str(cfg))
+    [disp] = bmd.dispatchers
+    assert disp.texts and disp.texts[0].startswith("0 of 2 files, now interview.wav")
+    if cancel:
+        assert summary["cancelled"] and tl.GetTrackCount("audio") == 2
+        assert not list((tmp_path / "cleaned").glob("*.wav"))  # the child stopped before writing
+    else:
+        assert summary["placed"] == 3 and any(t.startswith("1 of 2 files, now host.wav") for t in disp.texts)
+
+
+def test_the_resolve_module_stays_python_36_and_standard_library_only():
+    import ast
+
+    src = Path(hr.__file__).read_text()
+    tree = ast.parse(src, feature_version=(3, 6))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"json", "os", "subprocess", "sys", "time", "DaVinciResolveScript"}, imported
