@@ -1,5 +1,6 @@
 """`hushbridge run` as a user starts it: JACK ports appear, OSC answers, SIGTERM stops it cleanly."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -112,7 +113,7 @@ def test_run_exits_with_an_error_when_the_jack_server_dies(jack_server, tmp_path
         err = "".join(lines)
         assert proc.returncode == 1, err
         assert "error: audio stopped:" in err, err
-        assert f"recorded 0.5 s: {tmp_path / 'take.wav'}" in err or "recorded 0.6 s" in err, err
+        assert re.search(rf"recorded [0-9.]+ s: {re.escape(str(tmp_path / 'take.wav'))}", err), err
         assert took < 4.0, took  # no wait for a take's tail the audio can no longer bring
         import soundfile as sf
 
@@ -284,7 +285,9 @@ def test_run_duck_lowers_the_bed_under_the_voice_and_leaves_it_uncleaned(jack_se
         assert latency is not None, proc.stderr.read() if proc.poll() is not None else "no OSC reply"
         rig = JackRigProcess(3, names=("hbduck-player", "hbduck-recorder"))
         rig.connect([f"hbduck:in_{c}" for c in (1, 2, 3)], [f"hbduck:out_{c}" for c in (1, 2, 3)])
+        log0 = jack_server.log_size()
         y, _ = rig.take(x, extra=latency)
+        late = jack_server.late_clients(log0)
         y = np.nan_to_num(y[:, latency:latency + x.shape[1]])
         # a preset loaded live keeps the ducker as it was set, and the bed out of the new cleanup
         sock.sendto(osc("/hb/preset/load", "stream"), ("127.0.0.1", port))
@@ -313,7 +316,8 @@ def test_run_duck_lowers_the_bed_under_the_voice_and_leaves_it_uncleaned(jack_se
     for c in (1, 2):
         assert abs(cut_db(c, 0.5, 1.4)) < 0.1, c  # before the voice: the music as it was
         assert abs(cut_db(c, 2.0, 2.45) + 15.0) < 0.5, c  # under the voice: 15 dB down
-        # the music skipped the podcast chain (its high-pass, EQ and leveler would change it)
+        # the music skipped the podcast chain (its high-pass, EQ and leveler would change it),
+        # sample for sample where no client was late (an xrun shifts what the rig heard)
         s = slice(int(0.5 * sr), int(1.4 * sr))
-        assert np.max(np.abs(y[c, s] - x[c, s])) < 1e-6, c
+        assert late or np.max(np.abs(y[c, s] - x[c, s])) < 1e-6, c
     assert cut_db(0, 2.0, 2.45) != pytest.approx(0.0, abs=0.05)  # the voice went through the chain
