@@ -48,18 +48,25 @@ def install_resolve(dest: Path | None = None, *, preset: str = "dialogue", out_d
     """Write the menu script into ``dest`` (default: :func:`resolve_scripts_folder`) ``/Utility``
     and its config beside it; returns the files written."""
     from hushbridge.host_scripts import resolve as package
-    from hushbridge.presets import load_preset
+    from hushbridge.presets import load_preset, user_preset_dir
 
     load_preset(preset)  # a preset that does not load is refused here, not in Resolve
-    root = Path(dest) if dest is not None else resolve_scripts_folder()
+    if preset.lower().endswith(".toml"):  # the menu script runs in Resolve's folder, not this one
+        preset = str(Path(preset).expanduser().resolve())
+    root = (Path(dest) if dest is not None else resolve_scripts_folder()).expanduser().resolve()
     folder = root / "Utility"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise HushbridgeError(f"{folder}: cannot create the scripts folder: {e.strerror or e}") from e
     out_dir = Path(out_dir) if out_dir is not None else Path(platformdirs.user_data_dir("hushbridge")) / "resolve"
+    import hushbridge.presets as presets
+
     config = {"hushbridge": command or [sys.executable, "-m", "hushbridge"], "preset": preset,
-              "out_dir": str(out_dir.expanduser().resolve()), "reuse": True}
+              "out_dir": str(out_dir.expanduser().resolve()), "reuse": True,
+              # where a preset's file is looked for (user presets first, as `--preset` does): its
+              # size and time are part of what a render depends on
+              "preset_dirs": [str(user_preset_dir()), str(Path(presets.__file__).resolve().parent)]}
     config_path = folder / CONFIG_NAME
     script_path = folder / SCRIPT_NAME
     lib = str(Path(package.__file__).resolve().parent)

@@ -28,16 +28,21 @@ What it does, per the scripting API (Resolve's README.txt, "Last Updated" 2025-2
 Long jobs report progress (a window with Cancel where ``fusion.UIManager`` exists, Resolve
 Studio; the Console otherwise) and can be cancelled between and during files.
 """
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 
 BIN_NAME = "HushBridge"
 TRACK_PREFIX = "HushBridge"
-# AddTrack's audio sub-types by channel count (README: "mono", "stereo", ... "adaptive1".."adaptive36")
-LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
+# AddTrack's audio sub-types by channel count (README: "mono", "stereo", ... "adaptive1".."adaptive36");
+# more channels than two are taken as separate microphones (a field recorder's poly WAV), not surround
+LAYOUTS = {1: "mono", 2: "stereo"}
+MAX_CHANNELS = 36
 
 
 class ResolveScriptError(Exception):
@@ -77,21 +82,21 @@ def has(obj, method):
 
 
 class Clip(object):
-    """One timeline item to clean: where it sits and what of its media it plays."""
+    """One timeline item to clean: where it sits and which seconds of its media it plays."""
 
-    def __init__(self, item, track, path, fps, source_start, source_end, start, duration, channels):
+    def __init__(self, item, track, path, channels, start, duration, source_s, length_s):
         self.item = item
         self.track = track  # audio track index (1-based) it is on
         self.path = path  # its media file
-        self.fps = fps  # the media's frame rate as Resolve counts its source frames
-        self.source_start = source_start  # source frames, end exclusive
-        self.source_end = source_end
-        self.start = start  # record frame (absolute)
-        self.duration = duration
         self.channels = channels
+        self.start = start  # record frame (absolute)
+        self.duration = duration  # record frames
+        self.source_s = source_s  # where in the media it starts, seconds
+        self.length_s = length_s  # how long it plays, seconds (at 100 %: its record length)
 
     def __repr__(self):
-        return "<Clip %s [%s, %s) at %s>" % (os.path.basename(self.path), self.source_start, self.source_end, self.start)
+        return "<Clip %s %.3f s + %.3f s at %s>" % (os.path.basename(self.path), self.source_s, self.length_s,
+                                                    self.start)
 
 
 def _number(text, default=0.0):
@@ -101,19 +106,58 @@ def _number(text, default=0.0):
         return default
 
 
+def frame_rate(text):
+    """A frame rate as Resolve writes it ("25", "23.976", "29.97 DF") as the exact number:
+    the NTSC rates are n * 1000 / 1001."""
+    fps = _number(text, 0.0)
+    whole = round(fps)
+    if fps > 0 and abs(fps - whole) > 1e-6 and abs(fps - whole * 1000.0 / 1001.0) < 0.01:
+        return whole * 1000.0 / 1001.0
+    return fps
+
+
+def _source_seconds(item, fps, tl_fps):
+    """(start s, length s) of what ``item`` plays of its media, or a string saying why that is
+    not a plain range. Source frames are whole frames at the media's rate, so a clip trimmed on
+    another rate's grid starts between two of them; its left offset (timeline frames, with
+    sub-frames from Resolve 20) says where exactly, where it agrees with them."""
+    first, end = item.GetSourceStartFrame(), item.GetSourceEndFrame()
+    if first is None or end is None:
+        return "Resolve gives no source range (before Resolve 18)"
+    if end < first:
+        return "reversed: not supported yet"
+    length = item.GetDuration() / tl_fps
+    if abs((end - first) / fps - length) > 1.5 / min(fps, tl_fps):
+        return "retimed (a speed change): not supported yet"
+    start = first / fps
+    if has(item, "GetLeftOffset"):
+        try:
+            left = item.GetLeftOffset(True)
+        except TypeError:  # before sub-frames
+            left = item.GetLeftOffset()
+        if left is not None and abs(left / tl_fps - start) < 1.0 / fps:
+            start = left / tl_fps
+    return start, length
+
+
 def collect_clips(timeline):
     """(clips to clean, [(item name, why it is skipped)])."""
+    tl_fps = frame_rate(timeline.GetSetting("timelineFrameRate")) or 24.0
     items = []
-    if has(timeline, "GetSelectedClips"):
-        for item in timeline.GetSelectedClips() or []:
-            kind = item.GetTrackTypeAndIndex() if has(item, "GetTrackTypeAndIndex") else None
-            if kind and kind[0] == "audio":
-                items.append((item, int(kind[1])))
     skipped = []
-    if not items:  # nothing selected (or no way to know): every clip on the enabled audio tracks
+    selection = timeline.GetSelectedClips() or [] if has(timeline, "GetSelectedClips") else []
+    for item in selection:
+        kind = item.GetTrackTypeAndIndex() if has(item, "GetTrackTypeAndIndex") else None
+        if kind and kind[0] == "audio":
+            items.append((item, int(kind[1])))
+    if selection and not items:
+        skipped.append(("the selection", "no audio clip in it (select the audio, or nothing for every clip)"))
+        return [], skipped
+    if not selection:  # nothing selected (or no way to know): every clip on the enabled audio tracks
         for track in range(1, int(timeline.GetTrackCount("audio") or 0) + 1):
             name = timeline.GetTrackName("audio", track) or ""
             if name.startswith(TRACK_PREFIX):
+                skipped.append(("track %s" % name, "made by HushBridge"))
                 continue
             if has(timeline, "GetIsTrackEnabled") and not timeline.GetIsTrackEnabled("audio", track):
                 continue
@@ -137,25 +181,71 @@ def collect_clips(timeline):
         if not path or not os.path.isfile(path):
             skipped.append((name, "its media is not on disk (%s)" % (path or "no file path")))
             continue
+        if path.endswith(".hushbridge.wav"):
+            skipped.append((name, "already cleaned by HushBridge"))
+            continue
         if channels < 1:
             skipped.append((name, "its media has no audio"))
             continue
-        fps = _number(media.GetClipProperty("FPS"), 0.0)
+        if channels > MAX_CHANNELS:
+            skipped.append((name, "%d channels: a Resolve audio track takes %d at most" % (channels, MAX_CHANNELS)))
+            continue
+        fps = frame_rate(media.GetClipProperty("FPS"))
         if fps <= 0:
             skipped.append((name, "Resolve gives its media no frame rate"))
             continue
-        clips.append(Clip(item, track, path, fps, item.GetSourceStartFrame(), item.GetSourceEndFrame(),
-                          item.GetStart(), item.GetDuration(), channels))
+        span = _source_seconds(item, fps, tl_fps)
+        if not isinstance(span, tuple):
+            skipped.append((name, span))
+            continue
+        clips.append(Clip(item, track, path, channels, item.GetStart(), item.GetDuration(), span[0], span[1]))
     return clips, skipped
 
 
+def preset_label(preset):
+    """A preset as names show it: its name, or a .toml file's stem."""
+    base = os.path.basename(preset)
+    return os.path.splitext(base)[0] if base.lower().endswith(".toml") else preset
+
+
 def cleaned_path(out_dir, source, preset):
-    """Where the cleaned version of ``source`` goes: ``<stem>.<preset>.hushbridge.wav`` (two
-    sources of one name in different folders get the folder's name too)."""
+    """Where the cleaned version of ``source`` goes: ``<stem>.<hash of its path>.<preset>.hushbridge.wav``
+    (two recorders' ``ZOOM0001.WAV`` of two days are two files)."""
     stem = os.path.splitext(os.path.basename(source))[0]
-    parent = os.path.basename(os.path.dirname(os.path.abspath(source))) or "root"
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in preset)
-    return os.path.join(out_dir, "%s.%s.%s.hushbridge.wav" % (stem, parent, safe))
+    tag = hashlib.sha1(os.path.abspath(source).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in preset_label(preset))
+    return os.path.join(out_dir, "%s.%s.%s.hushbridge.wav" % (stem, tag, safe))
+
+
+def _stamp(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _package_version(lib_dir):
+    """hushbridge's version, read from the package this module lies in (an upgrade re-renders)."""
+    init = os.path.join(os.path.dirname(os.path.dirname(lib_dir)), "__init__.py")
+    try:
+        with open(init) as f:
+            found = re.search(r'__version__\s*=\s*["\']([^"\']+)', f.read())
+    except OSError:
+        return ""
+    return found.group(1) if found else ""
+
+
+def render_key(source, config):
+    """What a render depends on: the source file (size, time), the preset (its name and, where the
+    config can find its file, that file's size and time) and hushbridge's version."""
+    preset = config.get("preset", "dialogue")
+    files = [preset] if preset.lower().endswith(".toml") else [
+        os.path.join(d, preset + ".toml") for d in config.get("preset_dirs", [])]
+    preset_file = next((f for f in files if os.path.isfile(f)), "")
+    return {"source": os.path.abspath(source), "source_stamp": _stamp(source), "preset": preset,
+            "preset_file": preset_file, "preset_stamp": _stamp(preset_file) if preset_file else None,
+            "version": _package_version(os.path.dirname(os.path.abspath(__file__)))}
 
 
 class CleanJob(object):
@@ -176,8 +266,8 @@ class CleanJob(object):
         self.reused = []
         self._next = 0
         self._proc = None
+        self._log = None
         self._current = None
-        self._started = 0.0
         self.cancelled = False
         self.done = not seen
 
@@ -192,8 +282,38 @@ class CleanJob(object):
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
 
+    def _finish_child(self, code):
+        self._log.seek(0)
+        err = self._log.read().decode("utf-8", "replace")
+        self._log.close()
+        self._proc = self._log = None
+        if self.cancelled:
+            return
+        out = cleaned_path(self.out_dir, self._current, self.preset)
+        if code == 0 and os.path.isfile(out):
+            self.results[self._current] = out
+            try:
+                with open(out + ".json", "w") as f:
+                    json.dump(render_key(self._current, self.config), f)
+            except OSError:
+                pass  # no record: the next run renders it again
+        else:
+            last = [line for line in err.strip().splitlines() if line.strip()]
+            self.errors.append((self._current, last[-1] if last else "hushbridge exited with %d" % code))
+
+    def _reusable(self, source, out):
+        if not self.config.get("reuse", True) or not os.path.isfile(out):
+            return False
+        try:
+            with open(out + ".json") as f:
+                return json.load(f) == json.loads(json.dumps(render_key(source, self.config)))
+        except (OSError, ValueError):
+            return False
+
     def step(self):
-        """Advance: start the next file or look at the running one. Returns ``self.done``."""
+        """Advance: start the next file or look at the running one. Returns ``self.done``.
+        Raises :class:`ResolveScriptError` when no file can be cleaned at all (the output folder
+        cannot be made, hushbridge is gone)."""
         if self.done:
             return True
         if self._proc is not None:
@@ -202,34 +322,37 @@ class CleanJob(object):
                 if self.cancelled:
                     self._proc.terminate()
                 return False
-            err = self._proc.stderr.read().decode("utf-8", "replace") if self._proc.stderr else ""
-            self._proc = None
-            if self.cancelled:
+            self._finish_child(code)
+        while not self.cancelled and self._next < len(self.sources):
+            source = self.sources[self._next]
+            self._next += 1
+            self._current = source
+            out = cleaned_path(self.out_dir, source, self.preset)
+            if self._reusable(source, out):
+                self.results[source] = out
+                self.reused.append(source)
+                continue
+            try:
+                if not os.path.isdir(self.out_dir):
+                    os.makedirs(self.out_dir)
+            except OSError as e:
                 self.done = True
-                return True
-            out = cleaned_path(self.out_dir, self._current, self.preset)
-            if code == 0 and os.path.isfile(out):
-                self.results[self._current] = out
-            else:
-                last = [line for line in err.strip().splitlines() if line.strip()]
-                self.errors.append((self._current, last[-1] if last else "hushbridge exited with %d" % code))
-        if self.cancelled or self._next >= len(self.sources):
-            self.done = True
-            return True
-        source = self.sources[self._next]
-        self._next += 1
-        self._current = source
-        out = cleaned_path(self.out_dir, source, self.preset)
-        if os.path.isfile(out) and os.path.getmtime(out) >= os.path.getmtime(source) and self.config.get("reuse", True):
-            self.results[source] = out
-            self.reused.append(source)
-            return self.step()
-        if not os.path.isdir(self.out_dir):
-            os.makedirs(self.out_dir)
-        command = list(self.config["hushbridge"]) + ["process", source, out, "--preset", self.preset, "--quiet"]
-        self._started = time.time()
-        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        return False
+                raise ResolveScriptError("cannot make the output folder %s: %s" % (self.out_dir, e.strerror or e))
+            command = list(self.config["hushbridge"]) + ["process", source, out, "--preset", self.preset, "--quiet"]
+            self._log = tempfile.TemporaryFile()  # not a pipe: a chatty child never blocks on it
+            flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # Windows: no console flashing up
+            try:
+                self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log,
+                                              creationflags=flags)
+            except OSError as e:
+                self._log.close()
+                self._log = None
+                self.done = True
+                raise ResolveScriptError("cannot run hushbridge (%s): %s; run `hushbridge install-host-scripts "
+                                         "resolve` again" % (command[0], e.strerror or e))
+            return False
+        self.done = True
+        return True
 
     def run(self, report=None, poll_s=0.1):
         while not self.step():
@@ -269,58 +392,88 @@ def import_cleaned(pool, files):
     return dict((f, have[f]) for f in files if f in have)
 
 
-def _new_track(timeline, channels, preset):
+def _new_track(timeline, channels, label):
     layout = LAYOUTS.get(channels, "adaptive%d" % channels)
     if not timeline.AddTrack("audio", layout):
         raise ResolveScriptError("Resolve refused a new %s audio track" % layout)
     index = int(timeline.GetTrackCount("audio"))
     taken = set(timeline.GetTrackName("audio", t) for t in range(1, index))
-    name, n = "%s %s" % (TRACK_PREFIX, preset), 2
+    name, n = label, 2
     while name in taken:
-        name, n = "%s %s %d" % (TRACK_PREFIX, preset, n), n + 1
+        name, n = "%s %d" % (label, n), n + 1
     timeline.SetTrackName("audio", index, name)
     return index, name
 
 
+def _undo(timeline, item):
+    """Take an item Resolve put in the wrong place off the timeline again (it would hide the next)."""
+    if has(timeline, "DeleteClips"):
+        timeline.DeleteClips([item], False)
+
+
 def place(project, timeline, clips, cleaned, preset):
-    """Append every clip's cleaned media on new tracks (one per channel layout) at its record
-    frames. Returns ([(clip, new item)], [(clip, why not)], [track names])."""
+    """Append every clip's cleaned media at its record frames on a new track for each source
+    track (and channel layout). Returns ([(clip, new item)], [(clip, why not)], [track names])."""
     pool = project.GetMediaPool()
     media = import_cleaned(pool, sorted(set(cleaned[c.path] for c in clips if c.path in cleaned)))
     placed, failed, tracks = [], [], []
-    by_layout = {}
+    groups = {}
     for clip in clips:
         if clip.path not in cleaned:
             failed.append((clip, "its source was not cleaned"))
         elif cleaned[clip.path] not in media:
             failed.append((clip, "Resolve did not import %s" % cleaned[clip.path]))
         else:
-            by_layout.setdefault(clip.channels, []).append(clip)
-    for channels in sorted(by_layout):
-        track, name = _new_track(timeline, channels, preset)
-        tracks.append(name)
-        for clip in sorted(by_layout[channels], key=lambda c: c.start):
+            groups.setdefault((clip.track, clip.channels), []).append(clip)
+    for (source_track, channels) in sorted(groups):
+        label = "%s %s - %s" % (TRACK_PREFIX, preset_label(preset), timeline.GetTrackName("audio", source_track))
+        if sum(1 for t, _c in groups if t == source_track) > 1:  # clips of several layouts on one track
+            label += " (%s)" % LAYOUTS.get(channels, "%d ch" % channels)
+        track, name = _new_track(timeline, channels, label)
+        made = 0
+        for clip in sorted(groups[(source_track, channels)], key=lambda c: c.start):
             new_media = media[cleaned[clip.path]]
-            fps = _number(new_media.GetClipProperty("FPS"), clip.fps)
-            scale = fps / clip.fps  # source frames of the cleaned file count at its own rate
-            info = {"mediaPoolItem": new_media, "startFrame": clip.source_start * scale,
-                    "endFrame": clip.source_end * scale, "mediaType": 2, "trackIndex": track,
-                    "recordFrame": clip.start}
-            if scale == 1.0:
-                info["startFrame"], info["endFrame"] = clip.source_start, clip.source_end
+            fps = frame_rate(new_media.GetClipProperty("FPS")) or 24.0
+            # the cleaned file lines up with its source: the same seconds, in its own frames
+            first = clip.source_s * fps
+            end = first + clip.length_s * fps
+            if abs(first - round(first)) < 1e-6 and abs(end - round(end)) < 1e-6:
+                first, end = int(round(first)), int(round(end))
+            info = {"mediaPoolItem": new_media, "startFrame": first, "endFrame": end, "mediaType": 2,
+                    "trackIndex": track, "recordFrame": clip.start}
             appended = pool.AppendToTimeline([info]) or []
             item = appended[0] if appended else None
             if item is None:
-                failed.append((clip, "Resolve did not append it (overlapping clips on the source track?)"))
+                failed.append((clip, "Resolve did not append it (does it overlap another clip of its track?)"))
                 continue
             where = item.GetTrackTypeAndIndex() if has(item, "GetTrackTypeAndIndex") else ["audio", track]
-            if list(where) != ["audio", track] or item.GetStart() != clip.start or item.GetDuration() != clip.duration:
+            # record frames are whole: a range between two of them may round to one frame either way
+            if list(where) != ["audio", track] or item.GetStart() != clip.start or \
+                    abs(item.GetDuration() - clip.duration) > 1:
+                _undo(timeline, item)
                 failed.append((clip, "Resolve placed it at %s, frame %s, %s frames long (wanted audio %d, frame "
-                                      "%s, %s)" % (where, item.GetStart(), item.GetDuration(), track, clip.start,
-                                                   clip.duration)))
+                                      "%s, %s); taken off again" % (where, item.GetStart(), item.GetDuration(),
+                                                                     track, clip.start, clip.duration)))
                 continue
             placed.append((clip, item))
+            made += 1
+        if made:
+            tracks.append(name)
+        elif has(timeline, "DeleteTrack"):  # nothing landed there: no empty track left behind
+            timeline.DeleteTrack("audio", track)
     return placed, failed, tracks
+
+
+def console_progress(report):
+    """A progress callback that says each file once, as it starts."""
+    last = [None]
+
+    def progress(done, total, now):
+        if (done, now) != last[0]:
+            last[0] = (done, now)
+            report("HushBridge: %d of %d files done, now %s" % (done, total, now))
+
+    return progress
 
 
 def clean_timeline(resolve, config, report=print, job_runner=None):
@@ -342,14 +495,7 @@ def clean_timeline(resolve, config, report=print, job_runner=None):
     if job_runner is not None:
         job_runner(job)
     else:
-        last = [None]
-
-        def progress(done, total, now):
-            if (done, now) != last[0]:
-                last[0] = (done, now)
-                report("HushBridge: %d/%d files %s" % (done, total, now))
-
-        job.run(progress)
+        job.run(console_progress(report))
     for source, message in job.errors:
         report("HushBridge: could not clean %s: %s" % (source, message))
     if job.cancelled:
@@ -379,8 +525,15 @@ def run_with_window(fusion, bmd, job):
     items = win.GetItems()
     timer = ui.Timer({"ID": "Poll", "Interval": 200, "SingleShot": False})
 
+    failure = []
+
     def tick(ev):
-        if job.step():
+        try:
+            finished = job.step()
+        except ResolveScriptError as e:  # raised after the loop, not into Resolve's dispatcher
+            failure.append(e)
+            finished = True
+        if finished:
             disp.ExitLoop()
             return
         done, total, now = job.progress
@@ -400,6 +553,8 @@ def run_with_window(fusion, bmd, job):
     finally:
         timer.Stop()
         win.Hide()
+    if failure:
+        raise failure[0]
     while not job.step():  # a window closed early: finish or stop the child process
         time.sleep(0.05)
     return True
@@ -407,18 +562,23 @@ def run_with_window(fusion, bmd, job):
 
 def main(namespace, config_path):
     """Entry point of the installed menu script."""
-    with open(config_path) as f:
-        config = json.load(f)
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        print("HushBridge: cannot read the settings %s (%s); run `hushbridge install-host-scripts resolve` "
+              "again" % (config_path, e))
+        return None
     try:
         resolve = get_resolve(namespace)
         fusion = namespace.get("fusion") or (resolve.Fusion() if has(resolve, "Fusion") else None)
 
         def runner(job):
-            if not run_with_window(fusion, namespace.get("bmd"), job):
-                job.run(lambda d, t, n: print("HushBridge: %d/%d files %s" % (d, t, n)))
+            if not run_with_window(fusion, namespace.get("bmd"), job):  # free edition: the Console
+                job.run(console_progress(print))
 
         return clean_timeline(resolve, config, job_runner=runner)
-    except ResolveScriptError as e:
+    except (ResolveScriptError, OSError) as e:
         print("HushBridge: %s" % e)
         return None
 

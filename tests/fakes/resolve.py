@@ -99,8 +99,13 @@ class Folder(_Bridged):
 
 
 class TimelineItem(_Bridged):
+    """``source_start`` / ``source_end``: the media's frames (at its rate; fractional where a
+    trim on another rate's grid put them between two). Resolve reports them whole
+    (``GetSourceStartFrame``) and the exact start through the left offset (timeline frames)."""
+
     def __init__(self, timeline: "Timeline", media: MediaPoolItem | None, track: int, start: int, duration: int,
-                 source_start: float, source_end: float, name: str | None = None, enabled: bool = True) -> None:
+                 source_start: float, source_end: float, name: str | None = None, enabled: bool = True,
+                 kind: str = "audio") -> None:
         self._timeline = timeline
         self._media = media
         self._track = track
@@ -109,6 +114,7 @@ class TimelineItem(_Bridged):
         self._source = (source_start, source_end)
         self._name = name if name is not None else (media.GetName() if media is not None else "")
         self._enabled = enabled
+        self._kind = kind
 
     def GetName(self):  # noqa: N802
         return self._name
@@ -123,19 +129,20 @@ class TimelineItem(_Bridged):
         return self._duration
 
     def GetLeftOffset(self, subframe_precision=False):  # noqa: N802
-        return self._source[0] / self._media._fps * self._timeline.fake_fps if self._media else 0
+        left = self._source[0] / self._media._fps * self._timeline.fake_fps if self._media else 0.0
+        return left if subframe_precision else int(round(left))
 
     def GetSourceStartFrame(self):  # noqa: N802
-        return self._source[0]
+        return int(round(self._source[0]))
 
     def GetSourceEndFrame(self):  # noqa: N802
-        return self._source[1]
+        return int(round(self._source[1]))
 
     def GetMediaPoolItem(self):  # noqa: N802
         return self._media
 
     def GetTrackTypeAndIndex(self):  # noqa: N802
-        return ["audio", self._track]
+        return [self._kind, self._track]
 
     def GetClipEnabled(self):  # noqa: N802
         return self._enabled
@@ -238,6 +245,24 @@ class Timeline(_Bridged):
     def GetSelectedClips(self):  # noqa: N802 - Resolve 21+
         return list(self._selected)
 
+    def DeleteClips(self, items, ripple=False):  # noqa: N802
+        found = False
+        for t in self._tracks:
+            for item in list(t["items"]):
+                if item in items:
+                    t["items"].remove(item)
+                    found = True
+        return found
+
+    def DeleteTrack(self, track_type, index):  # noqa: N802
+        if self._track(track_type, index) is None:
+            return False
+        del self._tracks[index - 1]
+        for i, t in enumerate(self._tracks, 1):
+            for item in t["items"]:
+                item._track = i
+        return True
+
     def AddMarker(self, frame, color, name, note, duration, custom_data=""):  # noqa: N802
         colors = {"Blue", "Cyan", "Green", "Yellow", "Red", "Pink", "Purple", "Fuchsia", "Rose", "Lavender", "Sky",
                   "Mint", "Lemon", "Sand", "Cocoa", "Cream"}
@@ -267,6 +292,20 @@ class Timeline(_Bridged):
         self._tracks[track - 1]["items"].append(item)
         return item
 
+    def fake_place_on_grid(self, track: int, media: MediaPoolItem, source_seconds: float, record: int,
+                           duration: int) -> TimelineItem:
+        """An item trimmed on the timeline's frame grid: it starts ``source_seconds`` into its
+        media, which need not be a whole frame of the media's rate."""
+        start = source_seconds * media._fps
+        end = start + duration / self.fake_fps * media._fps
+        item = TimelineItem(self, media, track, record, duration, start, end)
+        self._tracks[track - 1]["items"].append(item)
+        return item
+
+    def fake_video_item(self, media: MediaPoolItem, record: int, duration: int) -> TimelineItem:
+        """An item of video track 1 (selection tests: a selection may hold video only)."""
+        return TimelineItem(self, media, 1, record, duration, 0, duration / self.fake_fps * media._fps, kind="video")
+
     def fake_select(self, items: list[TimelineItem]) -> None:
         self._selected = list(items)
 
@@ -295,6 +334,7 @@ class MediaPool(_Bridged):
         self._root = Folder("Master")
         self._current = self._root
         self.fake_imports = 0  # files ImportMedia took
+        self.fake_shift_appends = None  # frames: appends land this much off (Resolve misplacing one)
 
     def GetRootFolder(self):  # noqa: N802
         return self._root
@@ -357,7 +397,7 @@ class MediaPool(_Bridged):
             track = info.get("trackIndex", 1)
             if info.get("mediaType", 2) != 2 or timeline._track("audio", track) is None:
                 continue
-            record = info.get("recordFrame", timeline.GetEndFrame())
+            record = info.get("recordFrame", timeline.GetEndFrame()) + (self.fake_shift_appends or 0)
             duration = round((end - start) * timeline.fake_fps / media._fps)
             items = timeline._tracks[track - 1]["items"]
             if any(record < i.GetEnd() and i.GetStart() < record + duration for i in items):

@@ -71,7 +71,7 @@ def test_clips_are_cleaned_and_laid_on_new_tracks_at_their_record_frames(media, 
     summary = hr.clean_timeline(resolve, config(tmp_path), report=lines.append)
     text = "\n".join(lines)
     assert summary["placed"] == 3 and summary["failed"] == 0 and not summary["errors"], text
-    assert summary["tracks"] == ["HushBridge dialogue", "HushBridge dialogue 2"]  # mono clips, then the stereo one
+    assert summary["tracks"] == ["HushBridge dialogue - Dialogue (mono)", "HushBridge dialogue - Dialogue (stereo)"]
     assert "skipped (transition): not a clip" in text and "skipped interview.wav: disabled" in text
     assert [digest(p) for p in media] == before  # originals never touched
     assert tl.GetTrackCount("audio") == 4 and tl.GetTrackSubType("audio", 3) == "mono"
@@ -83,6 +83,7 @@ def test_clips_are_cleaned_and_laid_on_new_tracks_at_their_record_frames(media, 
                                                                           old.GetSourceEndFrame())
         path = item.GetMediaPoolItem().GetClipProperty("File Path")
         assert path.endswith(".dialogue.hushbridge.wav") and os.path.dirname(path) == str(tmp_path / "cleaned")
+        assert os.path.isfile(path + ".json")  # what the render depends on, for the next run
     assert resolve.fake_pool.GetRootFolder().GetSubFolderList()[0].GetName() == "HushBridge"
     # what the timeline plays: where each original clip played its source's seconds t0..t1, the
     # new track plays the cleaned file's t0..t1 (`process` output lines up with its input), and
@@ -110,7 +111,8 @@ def test_a_second_run_reuses_the_renders_and_cancel_leaves_the_timeline_alone(me
     assert summary["placed"] == 3 and "2 reused" in lines[-1]
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cleaned").iterdir())] == stamps
     assert resolve.fake_pool.fake_imports == 2 + 2  # the edit's two, then each render once
-    assert tl.GetTrackName("audio", 5) == "HushBridge dialogue 3"  # a name of its own, tracks made earlier skipped
+    assert tl.GetTrackName("audio", 5) == "HushBridge dialogue - Dialogue (mono) 2"  # a name of its own
+    assert "skipped track HushBridge dialogue - Dialogue (mono): made by HushBridge" in "\n".join(lines)
 
     resolve, tl, _ = edit(media)
 
@@ -130,13 +132,20 @@ def test_selected_clips_alone_where_resolve_says_which_and_a_refused_append_is_r
     summary = hr.clean_timeline(resolve, config(tmp_path), report=lambda _m: None)
     assert summary["placed"] == 1 and tl.GetItemListInTrack("audio", 3)[0].GetStart() == clips[2].GetStart()
 
-    resolve, tl, clips = edit(media)  # version 20: no selection API, so every clip on enabled tracks
-    t = tl.fake_add_track("Dialogue 2", "mono")
-    tl.fake_place(t, clips[0].GetMediaPoolItem(), 100, 124, clips[0].GetStart() + 5)  # overlaps clip 1
-    lines: list[str] = []
+    resolve, tl, clips = edit(media, version=21)  # a selection of video alone cleans nothing
+    tl.fake_select([tl.fake_video_item(clips[0].GetMediaPoolItem(), tl.GetStartFrame(), 50)])
+    lines = []
     summary = hr.clean_timeline(resolve, config(tmp_path), report=lines.append)
-    assert summary["placed"] == 3 and summary["failed"] == 1
-    assert any("not placed" in line and "did not append" in line for line in lines)
+    assert summary["placed"] == 0 and tl.GetTrackCount("audio") == 2
+    assert any("no audio clip in it" in line for line in lines)
+
+    resolve, tl, clips = edit(media)  # version 20: no selection API, so every clip on enabled tracks
+    resolve.fake_pool.fake_shift_appends = 3  # Resolve puts the clips elsewhere than asked
+    lines = []
+    summary = hr.clean_timeline(resolve, config(tmp_path), report=lines.append)
+    assert summary["placed"] == 0 and summary["failed"] == 3
+    assert sum("taken off again" in line for line in lines) == 3
+    assert tl.GetTrackCount("audio") == 2  # no misplaced clip and no empty track left behind
 
 
 def test_nothing_open_and_a_failing_engine_are_said_plainly(media, tmp_path):
@@ -200,12 +209,21 @@ def test_the_installed_menu_script_runs_in_resolve_and_cleans_the_edit(media, tm
     assert settings["preset"] == "podcast" and settings["out_dir"] == str(tmp_path / "out")
     resolve, tl, clips = edit(media)
     runpy.run_path(str(script), init_globals={"resolve": resolve}, run_name="__main__")
-    assert tl.GetTrackName("audio", 3) == "HushBridge podcast"
+    assert tl.GetTrackName("audio", 3) == "HushBridge podcast - Dialogue (mono)"
     assert [i.GetStart() for i in tl.GetItemListInTrack("audio", 3)] == [c.GetStart() for c in clips[:2]]
     assert len(list((tmp_path / "out").glob("*.podcast.hushbridge.wav"))) == 2
     bad = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "resolve", "--dest",
                           str(scripts), "--preset", "nope"], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "nope" in bad.stderr
+    # a relative --dest and preset file: the script runs in Resolve's folder, so both are stored absolute
+    (tmp_path / "my.toml").write_text('[[chain]]\neffect = "gain"\n')
+    r = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "resolve", "--dest", "rel",
+                        "--preset", "my.toml"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    entry = (tmp_path / "rel" / "Utility" / "HushBridge Clean Audio.py").read_text()
+    assert repr(str(tmp_path / "rel" / "Utility" / "hushbridge_resolve.json")) in entry
+    assert json.loads((tmp_path / "rel" / "Utility" / "hushbridge_resolve.json").read_text())["preset"] == str(
+        tmp_path / "my.toml")
 
 
 def test_the_scripts_folder_is_resolves_per_user_one_on_each_os(tmp_path):
@@ -248,4 +266,83 @@ def test_the_resolve_module_stays_python_36_and_standard_library_only():
     tree = ast.parse(src, feature_version=(3, 6))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"json", "os", "subprocess", "sys", "time", "DaVinciResolveScript"}, imported
+    assert imported <= set(sys.stdlib_module_names) | {"DaVinciResolveScript"}, imported
+
+
+def test_field_recordings_of_one_name_tracks_of_their_own_and_trims_between_frames(tmp_path, media):
+    """Two days' ZOOM0001.WAV in two folders named alike are two renders; boom and lav on two
+    tracks keep two tracks; a clip trimmed on a 25 fps grid (between two of the WAV's 24 fps
+    source frames) plays the same seconds of the cleaned file; retimed and reversed clips are
+    skipped with the reason, and nothing of them is left on the timeline."""
+    speech, _ = sf.read(DEMO, dtype="float32")
+    days = []
+    for day, gain in (("day1", 1.0), ("day2", 0.5)):
+        (tmp_path / day / "Zoom").mkdir(parents=True)
+        days.append(tmp_path / day / "Zoom" / "ZOOM0001.WAV")
+        sf.write(days[-1], gain * speech, SR, subtype="PCM_24")
+    tl = Timeline("Field", fps="25", start_frame=90000)
+    resolve = Resolve(tl)
+    m1, m2 = resolve.fake_pool.ImportMedia([str(p) for p in days])
+    boom, lav = tl.fake_add_track("Boom", "mono"), tl.fake_add_track("Lav", "mono")
+    s = tl.GetStartFrame()
+    a = tl.fake_place_on_grid(boom, m1, 1.0 + 0.52 / 24, s, 13)  # 13 frames at 25: 12.48 of the WAV's
+    b = tl.fake_place(lav, m2, 24, 96, s)  # the same record frames, another track
+    retimed = TimelineItemFactory.retimed(tl, boom, m1, s + 100)
+    cfg = config(tmp_path)
+    lines: list[str] = []
+    summary = hr.clean_timeline(resolve, cfg, report=lines.append)
+    assert summary["placed"] == 2 and summary["failed"] == 0, lines
+    assert any("retimed" in line for line in lines)
+    assert summary["tracks"] == ["HushBridge dialogue - Boom", "HushBridge dialogue - Lav"]
+    assert len(list((tmp_path / "cleaned").glob("ZOOM0001.*.wav"))) == 2
+    [new_a], [new_b] = tl.GetItemListInTrack("audio", 3), tl.GetItemListInTrack("audio", 4)
+    assert (new_a.GetStart(), new_a.GetDuration()) == (a.GetStart(), a.GetDuration())
+    assert (new_b.GetStart(), new_b.GetDuration()) == (b.GetStart(), b.GetDuration())
+    assert retimed.GetStart() not in [i.GetStart() for i in tl.GetItemListInTrack("audio", 3)]
+    played, _ = tl.fake_render_track(3)
+    cleaned, _ = sf.read(new_a.GetMediaPoolItem().GetClipProperty("File Path"), dtype="float64")
+    src = round((1.0 + 0.52 / 24) * SR)
+    n = round(13 / 25 * SR)
+    np.testing.assert_allclose(played[0, :n], cleaned[src:src + n], atol=1e-12)
+
+
+class TimelineItemFactory:
+    @staticmethod
+    def retimed(tl, track, media, record):
+        """A clip at 50 %: 24 source frames over 48 record frames."""
+        from fakes.resolve import TimelineItem
+
+        item = TimelineItem(tl, media, track, record, 48, 0, 24)
+        tl._tracks[track - 1]["items"].append(item)
+        return item
+
+
+def test_a_changed_preset_renders_again_and_errors_reach_the_user_as_lines(media, tmp_path, capsys):
+    import json
+
+    preset = tmp_path / "mine.toml"
+    preset.write_text('[[chain]]\neffect = "highpass"\nparams = { cutoff_hz = 80.0 }\n')
+    resolve, tl, _ = edit(media)
+    hr.clean_timeline(resolve, config(tmp_path, preset=str(preset)), report=lambda _m: None)
+    lines: list[str] = []
+    resolve, tl, _ = edit(media)
+    hr.clean_timeline(resolve, config(tmp_path, preset=str(preset)), report=lines.append)
+    assert "2 reused" in lines[-1]
+    preset.write_text('[[chain]]\neffect = "highpass"\nparams = { cutoff_hz = 120.0 }\n')
+    lines = []
+    resolve, tl, _ = edit(media)
+    summary = hr.clean_timeline(resolve, config(tmp_path, preset=str(preset)), report=lines.append)
+    assert summary["placed"] == 3 and "reused" not in lines[-1]  # the preset changed: rendered again
+    assert tl.GetTrackName("audio", 3) == "HushBridge mine - Dialogue (mono)"
+
+    cfg = tmp_path / "cfg.json"
+    (tmp_path / "a-file").write_text("")
+    for bad, says in ((config(tmp_path, out_dir=str(tmp_path / "a-file" / "out"), reuse=False), "output folder"),
+                      (config(tmp_path, hushbridge=[str(tmp_path / "gone" / "python")], reuse=False),
+                       "cannot run hushbridge")):
+        cfg.write_text(json.dumps(bad))
+        resolve, tl, _ = edit(media)
+        capsys.readouterr()
+        assert hr.main({"resolve": resolve}, str(cfg)) is None  # said, not raised into Resolve
+        assert says in capsys.readouterr().out
+        assert tl.GetTrackCount("audio") == 2
