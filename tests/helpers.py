@@ -641,3 +641,21 @@ def read_midi(rt):
     while (m := rt.get_message()) is not None:
         out.append(m[0])
     return out
+
+
+def wait_for_jack_ports(server: str, client: str, ports: list[str], proc, timeout: float = 60.0) -> bool:
+    """Wait until JACK client ``client`` (started by ``proc``, a `hushbridge run`) has ``ports``
+    (short names, e.g. ``["in_2", "out_2"]``); False when ``proc`` exits or time runs out."""
+    import jack
+
+    probe = jack.Client(f"{client}-probe", no_start_server=True, servername=server)
+    try:
+        want = {f"{client}:{p}" for p in ports}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if want <= {p.name for p in probe.get_ports(f"{client}:")}:
+                return True
+            time.sleep(0.2)
+        return False
+    finally:
+        probe.close()

@@ -130,7 +130,7 @@ def test_run_per_channel_with_automix_levels_each_microphone_for_itself(jack_ser
     quiet speaker is levelled for itself, as `process --per-channel --automix` does the file),
     and the automixer stays when a preset is loaded live."""
     import numpy as np
-    from helpers import JackRigProcess
+    from helpers import JackRigProcess, wait_for_jack_ports
 
     import soundfile as sf
 
@@ -173,13 +173,7 @@ def test_run_per_channel_with_automix_levels_each_microphone_for_itself(jack_ser
         return None
 
     try:
-        client = jack.Client("hbmics-probe", no_start_server=True, servername=jack_server.name)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if {"hbmics:in_2", "hbmics:out_2"} <= {p.name for p in client.get_ports("hbmics:")}:
-                break
-            time.sleep(0.2)
-        client.close()
+        wait_for_jack_ports(jack_server.name, "hbmics", ["in_2", "out_2"], proc)
         latency = ask("/hb/engine/latency_samples")
         assert latency is not None, proc.stderr.read() if proc.poll() is not None else "no OSC reply"
         latency = int(latency.params[1])
@@ -249,7 +243,7 @@ def test_run_duck_lowers_the_bed_under_the_voice_and_leaves_it_uncleaned(jack_se
     and lowers the music by the duck's depth while the mic talks; otherwise the music comes out
     as it went in (delayed by the chain's latency), not through the voice's chain."""
     import numpy as np
-    from helpers import JackRigProcess
+    from helpers import JackRigProcess, wait_for_jack_ports
 
     sr = 48000
     t = np.arange(int(4.0 * sr)) / sr
@@ -267,13 +261,7 @@ def test_run_duck_lowers_the_bed_under_the_voice_and_leaves_it_uncleaned(jack_se
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.5)
     try:
-        client = jack.Client("hbduck-probe", no_start_server=True, servername=jack_server.name)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if {"hbduck:in_3", "hbduck:out_3"} <= {p.name for p in client.get_ports("hbduck:")}:
-                break
-            time.sleep(0.2)
-        client.close()
+        wait_for_jack_ports(jack_server.name, "hbduck", ["in_3", "out_3"], proc)
         latency = None
         for _ in range(40):
             sock.sendto(osc("/hb/get", "/hb/engine/latency_samples"), ("127.0.0.1", port))

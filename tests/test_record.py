@@ -67,6 +67,20 @@ def finish(rec: Recorder, feed: Feed) -> None:
     stopper.join()
 
 
+def one_take(rec: Recorder, feed: Feed, frames: int, before: int = 0):
+    """Start a take after ``before`` frames, play ``frames`` into it, stop it while audio goes on,
+    close the recorder; returns (take, first frame, end frame) of the take in ``feed``'s signal."""
+    try:
+        feed.run(before)
+        take = rec.start()
+        s0 = feed.run(frames)
+        s1 = feed.pos
+        finish(rec, feed)
+    finally:
+        rec.close()
+    return take, s0, s1
+
+
 def read(path) -> np.ndarray:
     return sf.read(path, dtype="float32", always_2d=True)[0].T
 
@@ -94,14 +108,7 @@ def test_a_take_lines_the_cleaned_file_up_with_the_raw_one_sample_for_sample(tmp
     rec = Recorder(tmp_path / "ep.wav", raw=True, subtype="FLOAT")
     rec.attach(e)
     feed = Feed(e, noise(4.0))
-    try:
-        feed.run(5000)
-        take = rec.start()
-        s0 = feed.run(SR * 2 + 777)
-        s1 = feed.pos
-        finish(rec, feed)
-    finally:
-        rec.close()
+    take, s0, s1 = one_take(rec, feed, SR * 2 + 777, before=5000)
     assert take.finished and not take.error and take.lost_frames == 0
     assert take.paths == [tmp_path / "ep.wav"] and take.raw_paths == [tmp_path / "ep-raw.wav"]
     L = take.latency
@@ -119,12 +126,7 @@ def test_pcm_formats_round_within_a_step_and_the_output_alone_needs_no_raw(tmp_p
     rec = Recorder(tmp_path / "x.wav", subtype="PCM_24")
     rec.attach(e)
     feed = Feed(e, noise(2.0, channels=1))
-    try:
-        take = rec.start()
-        s0 = feed.run(SR)
-        finish(rec, feed)
-    finally:
-        rec.close()
+    take, s0, _ = one_take(rec, feed, SR)
     assert take.raw_paths == [] and sf.info(take.paths[0]).subtype == "PCM_24"
     got = read(take.paths[0])
     want = feed.out[:, s0 + take.latency:s0 + take.latency + SR]
@@ -175,13 +177,7 @@ def test_a_long_take_goes_on_in_parts_without_losing_a_sample(tmp_path):
     rec = Recorder(tmp_path / "long.wav", raw=True, subtype="FLOAT", split_bytes=150_000)
     rec.attach(e)
     feed = Feed(e, noise(3.0))
-    try:
-        take = rec.start()
-        s0 = feed.run(SR)
-        s1 = feed.pos
-        finish(rec, feed)
-    finally:
-        rec.close()
+    take, s0, s1 = one_take(rec, feed, SR)
     assert len(take.paths) == len(take.raw_paths) >= 3
     assert take.paths[1] == tmp_path / "long-part2.wav" and take.raw_paths[1] == tmp_path / "long-raw-part2.wav"
     assert all(os.path.getsize(p) <= 150_000 for p in take.paths + take.raw_paths)
@@ -287,7 +283,7 @@ def test_osc_starts_stops_and_reports_takes(tmp_path):
 def test_a_take_survives_kill_9(jack_server, tmp_path):
     """`run --record` killed with SIGKILL mid-take: both files are complete WAVs holding what was
     played, the cleaned one aligned with the raw one, up to the last moments before the kill."""
-    from helpers import JackRigProcess
+    from helpers import JackRigProcess, wait_for_jack_ports
 
     env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server.name, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
@@ -297,16 +293,7 @@ def test_a_take_survives_kill_9(jack_server, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     rig = None
     try:
-        import jack
-
-        client = jack.Client("hbrec-probe", no_start_server=True, servername=jack_server.name)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if {"hbrec:in_2", "hbrec:out_2"} <= {p.name for p in client.get_ports("hbrec:")}:
-                break
-            time.sleep(0.2)
-        client.close()
-        assert proc.poll() is None, proc.stderr.read()
+        assert wait_for_jack_ports(jack_server.name, "hbrec", ["in_2", "out_2"], proc), proc.stderr.read()
         rig = JackRigProcess(2, names=("hbrec-player", "hbrec-recorder"))
         rig.connect(["hbrec:in_1", "hbrec:in_2"], ["hbrec:out_1", "hbrec:out_2"])
         log0 = jack_server.log_size()
@@ -392,13 +379,7 @@ def test_every_file_and_part_carries_its_time_of_day_for_editors(tmp_path):
     e = engine_with_latency()
     rec = Recorder(tmp_path / "day.wav", raw=True, subtype="FLOAT", split_bytes=150_000)
     rec.attach(e)
-    feed = Feed(e, noise(2.0))
-    try:
-        take = rec.start()
-        feed.run(SR)
-        finish(rec, feed)
-    finally:
-        rec.close()
+    take, _, _ = one_take(rec, Feed(e, noise(2.0)), SR)
     midnight = take.started.replace(hour=0, minute=0, second=0, microsecond=0)
     start = round((take.started - midnight).total_seconds() * SR)
     for paths in (take.paths, take.raw_paths):
@@ -481,13 +462,7 @@ def test_a_name_whose_later_parts_exist_or_that_a_dangling_link_holds_is_skipped
     e = engine_with_latency()
     rec = Recorder(tmp_path / "ep.wav", raw=True)
     rec.attach(e)
-    feed = Feed(e, noise(1.0))
-    try:
-        take = rec.start()
-        feed.run(4800)
-        finish(rec, feed)
-    finally:
-        rec.close()
+    take, _, _ = one_take(rec, Feed(e, noise(1.0)), 4800)
     assert take.paths == [tmp_path / "ep-3.wav"] and take.raw_paths == [tmp_path / "ep-3-raw.wav"]
     assert not (tmp_path / "ep.wav").exists() and not (tmp_path / "ep-2.wav").exists()  # nothing left half-made
     with pytest.raises(ValueError, match="split_bytes"):
