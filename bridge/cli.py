@@ -950,14 +950,20 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
 
 # == osc-layout ====================================================================================
 def _cmd_install_host_scripts(args: argparse.Namespace) -> int:
-    from hushbridge.hosts.install import install_resolve
+    from hushbridge.hosts.install import install_ableton, install_resolve
 
-    if args.host != "resolve":
-        _error(f"{args.host}: not there yet (the Resolve scripts are: install-host-scripts resolve)")
-        return EXIT_FAILED
+    err = _console(stderr=True)
+    if args.host == "ableton":
+        written = install_ableton(Path(args.dest) if args.dest else None, engine_port=args.osc_port,
+                                  duck_tag=args.duck_tag)
+        for path in written:
+            err.print(f"wrote {path}", markup=False)
+        err.print("Restart Live, choose HushBridge as a Control Surface (Preferences > Link, Tempo & MIDI); tracks "
+                  f"named with {args.duck_tag} are ducked under the voice that `hushbridge run --chain ...,duck` "
+                  "hears, and Live's tempo and transport reach hushbridge.", markup=False)
+        return EXIT_OK
     written = install_resolve(Path(args.dest) if args.dest else None, preset=args.preset,
                               out_dir=Path(args.out_dir) if args.out_dir else None)
-    err = _console(stderr=True)
     for path in written:
         err.print(f"wrote {path}", markup=False)
     err.print("Restart DaVinci Resolve, then Workspace > Scripts > HushBridge Clean Audio cleans the selected "
@@ -1169,9 +1175,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Writes the HushBridge menu script into Resolve's per-user Fusion/Scripts/Utility "
                                    "folder (or DEST/Utility), with a config naming this hushbridge, the preset and "
                                    "where cleaned files go. Run it again to change them.")
-    p.add_argument("host", choices=["resolve", "ableton"], help="the editor (ableton: not there yet)")
-    p.add_argument("--dest", metavar="DIR", help="the Fusion/Scripts folder to install into (default: Resolve's "
-                                                  "per-user one for this OS)")
+    p.add_argument("host", choices=["resolve", "ableton"],
+                   help="resolve: the Workspace > Scripts menu script; ableton: the HushBridge Remote Script")
+    p.add_argument("--dest", metavar="DIR", help="the folder to install into (default: Resolve's per-user "
+                                                  "Fusion/Scripts, or Live's User Library/Remote Scripts)")
+    p.add_argument("--osc-port", type=_port_arg, default=9000, help="ableton: the port `hushbridge run` listens "
+                                                                     "on (default 9000)")
+    p.add_argument("--duck-tag", default="[duck]", help="ableton: Live tracks whose name holds this are ducked "
+                                                         "(default [duck])")
     p.add_argument("--preset", "-p", default="dialogue", metavar="NAME", help="preset the script cleans with "
                                                                               "(default dialogue)")
     p.add_argument("--out-dir", metavar="DIR", help="where cleaned files go (default: hushbridge's user data "

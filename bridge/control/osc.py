@@ -49,6 +49,10 @@ request                          args                   reply / effect
 ``/hb/learn``                    address                the learn handler (MIDI) maps the next
                                                         control moved to ``address``
 ``/hb/learn/cancel``                                    the learn handler stops learning
+``/hb/host/transport``           tempo playing beat     an editor's transport (the Ableton Remote
+                                                        Script), published as
+                                                        ``/hb/transport/tempo_bpm``, ``playing``,
+                                                        ``beat``
 ``/hb/record/start``                                    start a take (``run --record``), then
                                                         ``/hb/record/status`` to the sender (and
                                                         every registered client)
@@ -296,6 +300,7 @@ class OscController:
         self.map("/hb/unsubscribe", self._on_unsubscribe)
         self.map("/hb/learn", self._on_learn)
         self.map("/hb/learn/cancel", self._on_learn_cancel)
+        self.map("/hb/host/transport", self._on_host_transport)
         self._recorder: Any = None
         for action in ("start", "stop", "status"):
             self.map(f"/hb/record/{action}", self._on_record)
@@ -759,6 +764,19 @@ class OscController:
         if self._learn is None:
             raise OscRequestError(f"{address}: MIDI learn needs a MIDI input; none is running")
         self._learn(target, client)
+
+    def _on_host_transport(self, client: ClientAddress, address: str, *args: Any) -> None:
+        """An editor's transport (the Ableton Remote Script): published as /hb/transport/... for
+        every client, as MIDI clock is."""
+        if len(args) != 3 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args) \
+                or not all(math.isfinite(a) for a in args):
+            raise OscRequestError(f"{address} needs <tempo_bpm f> <playing i> <beat f>, got {args!r:.80}")
+        tempo, playing, beat = (float(a) for a in args)
+        if not 1.0 <= tempo <= 999.0:
+            raise OscRequestError(f"{address}: tempo {tempo:g} BPM is outside 1..999")
+        self.engine.publish("/hb/transport/tempo_bpm", round(tempo, 2), source=client)
+        self.engine.publish("/hb/transport/playing", 1.0 if playing else 0.0, source=client)
+        self.engine.publish("/hb/transport/beat", float(beat), source=client)
 
     def _on_learn_cancel(self, client: ClientAddress, address: str, *args: Any) -> None:
         if args:

@@ -73,3 +73,39 @@ def install_resolve(dest: Path | None = None, *, preset: str = "dialogue", out_d
     write_text_atomic(config_path, json.dumps(config, indent=2) + "\n")
     write_text_atomic(script_path, _ENTRY.format(lib=lib, config=str(config_path)))
     return [script_path, config_path]
+
+
+def ableton_scripts_folder(platform: str | None = None, home: Path | None = None) -> Path | None:
+    """Live's per-user ``User Library/Remote Scripts`` folder (Live 10.1.13+), or None where Live
+    does not run (Linux: give --dest)."""
+    platform = platform or sys.platform
+    home = home or Path.home()
+    if platform.startswith("win"):
+        return home / "Documents" / "Ableton" / "User Library" / "Remote Scripts"
+    if platform == "darwin":
+        return home / "Music" / "Ableton" / "User Library" / "Remote Scripts"
+    return None
+
+
+def install_ableton(dest: Path | None = None, *, engine_port: int = 9000, duck_tag: str = "[duck]") -> list[Path]:
+    """Copy the HushBridge Remote Script into ``dest`` (default :func:`ableton_scripts_folder`)
+    ``/HushBridge`` with its ``config.json``; returns the files written."""
+    from hushbridge.host_scripts import ableton as package
+
+    root = Path(dest) if dest is not None else ableton_scripts_folder()
+    if root is None:
+        raise HushbridgeError("Ableton Live has no Linux version: give --dest (the User Library's Remote Scripts "
+                              "folder, e.g. on the machine or in the Wine prefix that runs Live)")
+    folder = root.expanduser().resolve() / "HushBridge"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HushbridgeError(f"{folder}: cannot create the script folder: {e.strerror or e}") from e
+    source = Path(package.__file__).resolve().parent / "HushBridge"
+    written = []
+    for module in sorted(source.glob("*.py")):
+        written.append(write_text_atomic(folder / module.name, module.read_text(encoding="utf-8")))
+    config = {"engine_host": "127.0.0.1", "engine_port": int(engine_port), "duck_tag": duck_tag,
+              "duck_meter": "/hb/meter/gain_reduction/duck", "meter_rate_hz": 20}
+    written.append(write_text_atomic(folder / "config.json", json.dumps(config, indent=2) + "\n"))
+    return written

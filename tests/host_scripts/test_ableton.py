@@ -1,0 +1,165 @@
+"""The HushBridge Remote Script (host_scripts/ableton/HushBridge) in a fake Live
+(tests/fakes/live.py), talking real OSC over UDP to a real engine with a duck effect."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes.live import NOTIFICATION_ERROR, LiveHost, Song
+
+from hushbridge.control.osc import OscServer
+from hushbridge.effects import Chain, Duck
+from hushbridge.engine import Engine
+
+SR = 48000
+PACKAGE = Path(__file__).resolve().parents[2] / "host_scripts" / "ableton" / "HushBridge"
+
+
+class Voice(threading.Thread):
+    """Plays a microphone into the engine in real time: talking while ``talking`` is set."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(daemon=True)
+        self.engine = engine
+        self.talking = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        t = np.arange(128) / SR
+        out = np.zeros((1, 128), np.float32)
+        n = 0
+        while not self.stop.is_set():
+            amp = 0.2 if self.talking.is_set() else 0.0
+            block = (amp * np.sin(2 * np.pi * 200 * (t + n * 128 / SR))).astype(np.float32)[None, :]
+            self.engine.process(block, out)
+            n += 1
+            time.sleep(128 / SR)
+
+
+@pytest.fixture
+def rig(tmp_path):
+    engine = Engine(Chain([Duck(depth_db=12.0, attack_ms=20.0, hold_ms=100.0, release_ms=150.0)]), channels=1)
+    engine.prepare(SR, 128)
+    server = OscServer(engine, port=0)
+    server.start()
+    voice = Voice(engine)
+    voice.start()
+    r = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "ableton", "--dest",
+                        str(tmp_path / "Remote Scripts"), "--osc-port", str(server.port)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    yield engine, server, voice, tmp_path / "Remote Scripts"
+    voice.stop.set()
+    voice.join()
+    server.close()
+
+
+def until(host: LiveHost, predicate, ticks: int = 60) -> bool:
+    for _ in range(ticks):
+        host.tick()
+        if predicate():
+            return True
+    return False
+
+
+def test_a_track_tagged_duck_falls_under_the_voice_and_comes_back(rig):
+    engine, server, voice, scripts = rig
+    song = Song(["Voice", "Music [duck]", "FX"])
+    host = LiveHost(scripts, song)
+    db_to_value = sys.modules["HushBridge.surface"].db_to_value  # the installed copy, as Live imported it
+    try:
+        music = song.fake_track("Music [duck]").mixer_device.volume
+        fx = song.fake_track("FX").mixer_device.volume
+        host.tick(5)
+        assert music.value == 0.85 and music.writes == 0  # nobody talks: untouched
+        voice.talking.set()
+        ducked = db_to_value(-12.0)  # 0 dB (0.85) less the duck's 12 dB
+        assert until(host, lambda: abs(music.value - ducked) < 0.01), music.value
+        assert fx.value == 0.85 and fx.writes == 0
+        music.fake_user_set(0.7)  # the user pulls the music down to about -6 dB during the duck
+        assert until(host, lambda: abs(music.value - db_to_value(-6.0 - 12.0)) < 0.01), music.value
+        voice.talking.clear()
+        assert until(host, lambda: abs(music.value - 0.7) < 0.005), music.value  # back to where the user put it
+    finally:
+        host.close()
+    assert not any(NOTIFICATION_ERROR in line for line in host.c_instance.log)
+    assert host.script.errors == 0
+
+
+def test_lives_tempo_and_transport_reach_the_engine(rig):
+    engine, server, voice, scripts = rig
+    song = Song(["Voice"])
+    host = LiveHost(scripts, song)
+    try:
+        assert until(host, lambda: engine.is_published("/hb/transport/tempo_bpm"))
+        assert engine.get("/hb/transport/tempo_bpm") == 120.0 and engine.get("/hb/transport/playing") == 0.0
+        song.fake_user_tempo(128.5)
+        song.start_playing()
+        assert until(host, lambda: engine.get("/hb/transport/playing") == 1.0 and
+                     engine.get("/hb/transport/beat") > 1.0)
+        assert engine.get("/hb/transport/tempo_bpm") == 128.5
+        song.stop_playing()
+        assert until(host, lambda: engine.get("/hb/transport/playing") == 0.0)
+    finally:
+        host.close()
+
+
+def test_the_engine_going_away_gives_the_tracks_back_and_switching_off_leaves_nothing_behind(rig):
+    engine, server, voice, scripts = rig
+    song = Song(["Music [duck]"])
+    host = LiveHost(scripts, song)
+    music = song.fake_track("Music [duck]").mixer_device.volume
+    voice.talking.set()
+    assert until(host, lambda: music.value < 0.6)
+    server.close()  # hushbridge stopped (or crashed) while ducking
+    assert until(host, lambda: music.value == 0.85, ticks=30)  # within about a second
+    host.tick(5)  # and the script goes on without it
+    assert host.script.errors == 0
+    host.close()
+    assert song.fake_listeners("tempo") == 0 and song.fake_listeners("is_playing") == 0
+    assert host.script._sock is None
+    again = LiveHost(scripts, song)  # Live creates it again (a set loaded)
+    again.tick(3)
+    again.close()
+
+
+def test_switching_off_mid_duck_restores_the_fader(rig):
+    engine, server, voice, scripts = rig
+    song = Song(["Bed [duck]"])
+    host = LiveHost(scripts, song)
+    bed = song.fake_track("Bed [duck]").mixer_device.volume
+    voice.talking.set()
+    assert until(host, lambda: bed.value < 0.6)
+    host.close()
+    assert bed.value == 0.85
+
+
+def test_the_volume_law_round_trips_and_matches_lives_marks():
+    sys.path.insert(0, str(PACKAGE.parent))
+    try:
+        from HushBridge.surface import db_to_value, value_to_db
+    finally:
+        sys.path.remove(str(PACKAGE.parent))
+    for v, db in ((1.0, 6.0), (0.85, 0.0), (0.7, -6.0), (0.55, -12.0), (0.4, -18.0), (0.15, -41.0)):
+        assert value_to_db(v) == pytest.approx(db, abs=0.05)
+    for v in np.linspace(0.01, 1.0, 100):
+        assert db_to_value(value_to_db(v)) == pytest.approx(v, abs=1e-9)
+
+
+def test_the_remote_script_is_python_37_and_standard_library_only():
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text(), feature_version=(3, 7))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module.split(".")[0]]
+            else:
+                continue
+            assert set(names) <= set(sys.stdlib_module_names), (path.name, names)
