@@ -1171,10 +1171,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="equal: the channels are separate sources (microphones), every one weighs 1.0, where "
                         "BS.1770 tools take 6 or 8 channels naming no speakers as 5.1 or 7.1")
     p.set_defaults(func=_cmd_normalize)
-    p = sub.add_parser("install-host-scripts", help="install the editor scripts (DaVinci Resolve)",
-                       description="Writes the HushBridge menu script into Resolve's per-user Fusion/Scripts/Utility "
-                                   "folder (or DEST/Utility), with a config naming this hushbridge, the preset and "
-                                   "where cleaned files go. Run it again to change them.")
+    p = sub.add_parser("install-host-scripts", help="install the editor scripts (DaVinci Resolve, Ableton Live)",
+                       description="resolve: writes the HushBridge menu script into Resolve's per-user "
+                                   "Fusion/Scripts/Utility folder (or DEST/Utility), with a config naming this "
+                                   "hushbridge, the preset and where cleaned files go. ableton: copies the HushBridge "
+                                   "Remote Script into Live's User Library/Remote Scripts (or DEST) with a config "
+                                   "naming the OSC port and the track tag to duck. Run it again to change them.")
     p.add_argument("host", choices=["resolve", "ableton"],
                    help="resolve: the Workspace > Scripts menu script; ableton: the HushBridge Remote Script")
     p.add_argument("--dest", metavar="DIR", help="the folder to install into (default: Resolve's per-user "

@@ -1,6 +1,10 @@
-"""``hushbridge install-host-scripts resolve``: put the Resolve menu script where Resolve looks.
+"""``hushbridge install-host-scripts {resolve,ableton}``: put the editor scripts where the editors look.
 
-Resolve lists the ``.py`` files of ``<Scripts>/Utility`` under Workspace > Scripts on every page
+Ableton Live: the ``HushBridge`` Remote Script package goes into the User Library's ``Remote
+Scripts`` folder with a ``config.json`` (the engine's OSC port, the track tag to duck); Live
+lists it as a Control Surface after a restart.
+
+DaVinci Resolve lists the ``.py`` files of ``<Scripts>/Utility`` under Workspace > Scripts on every page
 (it scans at start-up: restart it after installing). The menu script is a few lines that load
 :mod:`hushbridge.host_scripts.resolve.hushbridge_resolve` from this installation and a JSON
 config beside it naming the command that runs hushbridge (this interpreter), the preset and the
@@ -92,6 +96,8 @@ def install_ableton(dest: Path | None = None, *, engine_port: int = 9000, duck_t
     ``/HushBridge`` with its ``config.json``; returns the files written."""
     from hushbridge.host_scripts import ableton as package
 
+    if not duck_tag.strip():
+        raise HushbridgeError("--duck-tag must not be empty: every track would be ducked, the voice's too")
     root = Path(dest) if dest is not None else ableton_scripts_folder()
     if root is None:
         raise HushbridgeError("Ableton Live has no Linux version: give --dest (the User Library's Remote Scripts "

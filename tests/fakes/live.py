@@ -114,22 +114,47 @@ class MixerDevice:
 
 
 class Track(_Observable):
+    """A deleted track compares equal to None and raises on use, as Live's objects do."""
+
     _props = ("name", "mute", "solo")
 
     def __init__(self, live: _Live, name: str, volume: float = 0.85) -> None:
         super().__init__(live)
         self._name = name
-        self.mixer_device = MixerDevice(live, volume)
+        self._mixer = MixerDevice(live, volume)
         self.mute = False
         self.solo = False
+        self._deleted = False
+
+    def __eq__(self, other):
+        if other is None:
+            return self._deleted
+        return self is other
+
+    def __hash__(self):
+        return id(self)
+
+    def _alive(self) -> None:
+        if self._deleted:
+            raise RuntimeError("Object has been deleted")
+
+    @property
+    def mixer_device(self) -> MixerDevice:
+        self._alive()
+        return self._mixer
 
     @property
     def name(self) -> str:
+        self._alive()
         return self._name
 
     @name.setter
     def name(self, text: str) -> None:
         self._live.check_change()
+        self._name = str(text)
+        self._notify("name")
+
+    def fake_user_rename(self, text: str) -> None:
         self._name = str(text)
         self._notify("name")
 
@@ -195,6 +220,12 @@ class Song(_Observable):
 
     def fake_track(self, name: str) -> Track:
         return next(t for t in self._tracks if t.name == name)
+
+    def fake_delete_track(self, track: Track) -> None:
+        """The user deletes a track: gone from ``tracks`` (its listener fires), equal to None."""
+        self._tracks.remove(track)
+        track._deleted = True
+        self._notify("tracks")
 
 
 class CInstance:

@@ -163,3 +163,67 @@ def test_the_remote_script_is_python_37_and_standard_library_only():
             else:
                 continue
             assert set(names) <= set(sys.stdlib_module_names), (path.name, names)
+
+
+def test_a_track_renamed_out_of_the_duck_or_deleted_mid_duck_and_a_second_surface(rig):
+    engine, server, voice, scripts = rig
+    song = Song(["Music [duck]", "Jingle [duck]", "Beds [duck]"])
+    host = LiveHost(scripts, song)
+    music, jingle = song.fake_track("Music [duck]"), song.fake_track("Jingle [duck]")
+    beds = song.fake_track("Beds [duck]")
+    voice.talking.set()
+    assert until(host, lambda: music.mixer_device.volume.value < 0.6)
+    music.fake_user_rename("Music")  # out of the duck while ducked: its level comes back at once
+    song.fake_delete_track(jingle)  # gone while ducked: nothing to give back, no error
+    host.tick(2)
+    assert music.mixer_device.volume.value == 0.85
+    assert beds.mixer_device.volume.value < 0.6 and host.script.errors == 0
+    voice.talking.clear()
+    assert until(host, lambda: beds.mixer_device.volume.value == 0.85)
+    # chosen twice as a Control Surface: the second one only sends, so the cut is not applied twice
+    second = LiveHost(scripts, song)
+    second.script.connect_script_instances([host.script, second.script])
+    assert any("chosen twice" in m for m in second.c_instance.messages)
+    voice.talking.set()
+    ducked = sys.modules["HushBridge.surface"].db_to_value(-12.0)
+    assert until(host, lambda: abs(beds.mixer_device.volume.value - ducked) < 0.01)
+    host.tick(10)
+    second.tick(10)
+    assert abs(beds.mixer_device.volume.value - ducked) < 0.01  # -12 dB, not -24
+    second.close()
+    host.close()
+    assert beds.mixer_device.volume.value == 0.85
+
+
+def test_no_duck_effect_is_said_once_and_asked_again_only_now_and_then(tmp_path):
+    engine = Engine(Chain([Duck()]), channels=1)
+    engine.load_chain(Chain([]))  # a chain without the duck
+    engine.prepare(SR, 128)
+    server = OscServer(engine, port=0)
+    server.start()
+    try:
+        r = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "ableton", "--dest",
+                            str(tmp_path), "--osc-port", str(server.port)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        host = LiveHost(tmp_path, Song(["Music [duck]"]))
+        host.tick(70)  # 7 s: without a back-off it would have asked three times
+        host.close()
+    finally:
+        server.close()
+    assert sum("no duck effect" in m for m in host.c_instance.messages) == 1
+    assert engine.dropped_messages == 1
+
+
+def test_a_malformed_bundle_never_hangs_the_script():
+    import struct
+
+    sys.path.insert(0, str(PACKAGE.parent))
+    try:
+        from HushBridge import oscmini
+    finally:
+        sys.path.remove(str(PACKAGE.parent))
+    bad = b"#bundle\0" + b"\0" * 8 + struct.pack(">i", -4) + b"\0" * 8
+    assert oscmini.decode(bad) == []
+    msg = oscmini.encode("/hb/meter/gain_reduction/duck", [3.5])
+    good = b"#bundle\0" + b"\0" * 8 + struct.pack(">i", len(msg)) + msg
+    assert oscmini.decode(good) == [("/hb/meter/gain_reduction/duck", [3.5])]

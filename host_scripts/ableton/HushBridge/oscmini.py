@@ -42,6 +42,8 @@ def decode(data):
             out, pos = [], 16
             while pos + 4 <= len(data):
                 (size,) = struct.unpack(">i", data[pos:pos + 4])
+                if size <= 0 or pos + 4 + size > len(data):  # malformed: a size that does not move on
+                    break
                 out.extend(decode(data[pos + 4:pos + 4 + size]))
                 pos += 4 + size
             return out

@@ -35,7 +35,8 @@ DEFAULTS = {
     "meter_rate_hz": 20,
 }
 MAX_DATAGRAMS = 64  # per tick: a flood never holds Live's thread
-HELLO_TICKS = 30  # re-register and re-subscribe every 3 s: an engine restarted finds us again
+HELLO_TICKS = 30  # re-subscribe every 3 s: an engine restarted finds us again
+REFUSED_TICKS = 300  # ... every 30 s while the engine says it has no such meter (no duck effect)
 SILENT_S = 1.0  # no meter for this long: the engine is gone, the ducked tracks come back
 LOG_EVERY_S = 10.0
 
@@ -54,13 +55,17 @@ def value_to_db(v):
 
 def db_to_value(db):
     """The inverse of :func:`value_to_db`, clamped to 0..1."""
-    if db >= -18.0:
+    if db >= _DB_AT_04:
         return min(1.0, (db + 34.0) / 40.0)
-    if db >= -41.0:
+    if db >= _DB_AT_015:
         return (201.871345 - math.sqrt(max(0.0, -db * 799.503788 - 12630.61132))) / 399.751894
     if db <= -70.0:
         return 0.0
     return ((db + 70.0) / 118.426374) ** (7504.0 / 5567.0)
+
+
+_DB_AT_04 = value_to_db(0.4)  # where the fit's pieces meet (about -18 and -41 dB)
+_DB_AT_015 = value_to_db(0.15)
 
 
 def load_config(folder=None):
@@ -75,7 +80,8 @@ def load_config(folder=None):
 
 
 class _Ducked(object):
-    """A track under the ducker: the level it is ducked from and the value last written."""
+    """A track under the ducker: the level it is ducked from and the value last written.
+    Found again by ``==`` (Live compares its objects so, not by identity)."""
 
     def __init__(self, track, value):
         self.track = track
@@ -97,15 +103,19 @@ class HushBridge(object):
         self._transport_dirty = True
         self._sent_beat = None
         self._cut_db = 0.0
+        self._cut_max = 0.0  # the largest cut heard this tick (meters come faster than ticks)
         self._heard = -math.inf  # time.monotonic() of the last meter from the engine
-        self._ducked = {}  # id(track) -> _Ducked
-        self._last_log = -math.inf
+        self._ducked = []  # _Ducked, one per tagged track
+        self._last_log = {}  # kind -> time.monotonic() of its last log line
+        self._next_hello = 1  # tick of the next subscribe
+        self._refused = False  # the engine said it has no duck meter
+        self._active = True  # False: another HushBridge on this set does the ducking
         self.errors = 0
         self._listening = []  # (add/remove owner, property, callback)
         self._open_socket()
         self._listen(self._song, "tempo", self._on_transport)
         self._listen(self._song, "is_playing", self._on_transport)
-        self._log("HushBridge: talking to hushbridge at %s:%d" % self._engine)
+        self._log("HushBridge: talking to hushbridge at %s:%d" % self._engine, kind="start")
 
     # == what Live calls ==========================================================================
     def disconnect(self):
@@ -113,9 +123,10 @@ class HushBridge(object):
         listeners and socket gone."""
         try:
             self._cut_db = 0.0
-            self._apply_ducking(force_release=True)
+            if self._active:
+                self._apply_ducking(force_release=True)
         except Exception as e:  # noqa: BLE001 - tear down the rest whatever happens
-            self._log("HushBridge: could not restore a ducked track: %r" % (e,))
+            self._log("HushBridge: could not restore a ducked track: %r" % (e,), kind="restore")
         for owner, prop, callback in self._listening:
             try:
                 getattr(owner, "remove_%s_listener" % prop)(callback)
@@ -124,12 +135,19 @@ class HushBridge(object):
         self._listening = []
         if self._sock is not None:
             self._send("/hb/unsubscribe")
-            self._send("/hb/unregister")
             self._sock.close()
             self._sock = None
 
     def connect_script_instances(self, instanciated_scripts):
-        pass
+        """Two HushBridge surfaces on one set would each take the other's writes for a hand on
+        the fader and duck again from there: the first one ducks, the others only send."""
+        for script in instanciated_scripts:
+            if script is self:
+                return
+            if type(script).__name__ == type(self).__name__:
+                self._active = False
+                self._show("HushBridge is chosen twice as a Control Surface: only the first one ducks")
+                return
 
     def refresh_state(self):
         self._transport_dirty = True
@@ -161,7 +179,7 @@ class HushBridge(object):
             self._tick()
         except Exception as e:  # noqa: BLE001 - a bad tick is logged; the next one runs
             self.errors += 1
-            self._log("HushBridge: %r" % (e,), limited=True)
+            self._log("HushBridge: %r" % (e,), kind="tick")
 
     # == the work =================================================================================
     def _tick(self):
@@ -170,12 +188,17 @@ class HushBridge(object):
             self._open_socket()
         if self._sock is None:
             return
-        if self._ticks % HELLO_TICKS == 1:
-            self._send("/hb/register")
-            self._send("/hb/subscribe", self._config["duck_meter"], int(self._config["meter_rate_hz"]))
+        if self._ticks >= self._next_hello:
+            self._next_hello = self._ticks + (REFUSED_TICKS if self._refused else HELLO_TICKS)
+            if self._active:
+                self._send("/hb/subscribe", self._config["duck_meter"], int(self._config["meter_rate_hz"]))
+        self._cut_max = -1.0
         self._receive()
+        if self._cut_max >= 0.0:
+            self._cut_db = self._cut_max
         self._send_transport()
-        self._apply_ducking()
+        if self._active:
+            self._apply_ducking()
 
     def _receive(self):
         for _ in range(MAX_DATAGRAMS):
@@ -186,7 +209,7 @@ class HushBridge(object):
             except ConnectionResetError:  # Windows reports a send to a closed port on the next read
                 continue
             except OSError as e:
-                self._log("HushBridge: receive failed: %s" % e, limited=True)
+                self._log("HushBridge: receive failed: %s" % e, kind="receive")
                 return
             for address, args in oscmini.decode(data):
                 self._handle(address, args)
@@ -194,10 +217,18 @@ class HushBridge(object):
     def _handle(self, address, args):
         if address == self._config["duck_meter"] and args and isinstance(args[0], (int, float)):
             cut = float(args[0])
-            self._cut_db = cut if math.isfinite(cut) and cut > 0.0 else 0.0
+            self._cut_max = max(self._cut_max, cut if math.isfinite(cut) and cut > 0.0 else 0.0)
             self._heard = time.monotonic()
+            self._refused = False
         elif address == "/hb/error":
-            self._log("HushBridge: hushbridge says: %s" % (args[0] if args else "?"), limited=True)
+            text = str(args[0]) if args else "?"
+            if "/hb/subscribe" in text or self._config["duck_meter"] in text:
+                if not self._refused:  # say it once; ask again only now and then
+                    self._refused = True
+                    self._next_hello = self._ticks + REFUSED_TICKS
+                    self._show("HushBridge: hushbridge has no duck effect to follow (%s)" % text)
+            else:
+                self._log("HushBridge: hushbridge says: %s" % text, kind="error")
 
     def _send_transport(self):
         song = self._song
@@ -205,7 +236,7 @@ class HushBridge(object):
         playing = bool(song.is_playing)
         # while playing, the position every tick it moved by a sixteenth or more; else on change
         moved = self._sent_beat is None or abs(beat - self._sent_beat) >= 0.25
-        if self._transport_dirty or (playing and moved):
+        if self._transport_dirty or moved:  # playing, or the playhead moved by hand
             self._transport_dirty = False
             self._sent_beat = beat
             self._send("/hb/host/transport", float(song.tempo), 1 if playing else 0, beat)
@@ -214,26 +245,45 @@ class HushBridge(object):
         silent = time.monotonic() - self._heard > SILENT_S
         cut = 0.0 if (force_release or silent) else self._cut_db
         tag = self._config["duck_tag"]
-        seen = set()
+        kept = []
         for track in list(self._song.tracks):
-            if tag not in (track.name or ""):
+            try:
+                if track == None or tag not in (track.name or ""):  # noqa: E711 - Live's deleted objects equal None
+                    continue
+                state = next((s for s in self._ducked if s.track == track), None)
+                param = track.mixer_device.volume
+                if state is None:
+                    state = _Ducked(track, param.value)
+                elif abs(param.value - state.written) > 1e-6:
+                    # moved by hand (or automation) since we wrote: the level to duck from now
+                    state.base = state.written = param.value
+                kept.append(state)
+                if cut <= 0.0:  # not ducked: exactly the level it had
+                    self._write(param, state, state.base, exact=True)
+                else:
+                    self._write(param, state, db_to_value(value_to_db(state.base) - cut))
+            except Exception as e:  # noqa: BLE001 - one track's trouble must not stop the others
+                self._log("HushBridge: ducking %r: %r" % (getattr(track, "name", "?"), e), kind="track")
+        for state in self._ducked:  # untagged since (renamed), or gone: give it its level back
+            if state in kept:
                 continue
-            key = id(track)
-            seen.add(key)
-            param = track.mixer_device.volume
-            state = self._ducked.get(key)
-            if state is None:
-                state = self._ducked[key] = _Ducked(track, param.value)
-            elif abs(param.value - state.written) > 1e-6:
-                # moved by hand (or automation) since we wrote: the level to duck from now
-                state.base = state.written = param.value
-            target = state.base if cut <= 0.0 else db_to_value(value_to_db(state.base) - cut)
-            target = min(param.max, max(param.min, target))
-            if abs(target - param.value) > 1e-4:
-                param.value = target
-                state.written = param.value
-        for key in [k for k in self._ducked if k not in seen]:  # untagged, or the track is gone
-            del self._ducked[key]
+            try:
+                track = state.track
+                if track != None:  # noqa: E711
+                    param = track.mixer_device.volume
+                    if abs(param.value - state.written) <= 1e-6:  # not moved by hand since
+                        self._write(param, state, state.base, exact=True)
+            except Exception:  # noqa: BLE001 - a deleted track raises: nothing to give back
+                pass
+        self._ducked = kept
+
+    @staticmethod
+    def _write(param, state, target, exact=False):
+        """Set the fader (within its range) where it moved by more than a hair, or at all when ``exact``."""
+        target = min(param.max, max(param.min, target))
+        if abs(target - param.value) > (0.0 if exact else 1e-4):
+            param.value = target
+            state.written = param.value
 
     # == helpers ==================================================================================
     def _on_transport(self):
@@ -249,7 +299,7 @@ class HushBridge(object):
             sock.setblocking(False)
             sock.bind(("127.0.0.1", 0))
         except OSError as e:
-            self._log("HushBridge: no UDP socket (%s); retrying" % e, limited=True)
+            self._log("HushBridge: no UDP socket (%s); retrying" % e, kind="socket")
             self._sock = None
             return
         self._sock = sock
@@ -262,14 +312,23 @@ class HushBridge(object):
         except (BlockingIOError, ConnectionResetError, ConnectionRefusedError):
             pass  # the engine is not running (yet): the next hello finds it
         except OSError as e:
-            self._log("HushBridge: send failed: %s" % e, limited=True)
+            self._log("HushBridge: send failed: %s" % e, kind="send")
 
-    def _log(self, text, limited=False):
+    def _log(self, text, kind):
+        """To Live's Log.txt, at most once every LOG_EVERY_S per kind of message."""
         now = time.monotonic()
-        if limited and now - self._last_log < LOG_EVERY_S:
+        if now - self._last_log.get(kind, -math.inf) < LOG_EVERY_S:
             return
-        self._last_log = now
+        self._last_log[kind] = now
         try:
             self._c.log_message(text)
         except Exception:  # noqa: BLE001 - logging must never take the script down
+            pass
+
+    def _show(self, text):
+        """In Live's status bar, and the log."""
+        self._log(text, kind=text)
+        try:
+            self._c.show_message(text)
+        except Exception:  # noqa: BLE001
             pass
