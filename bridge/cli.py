@@ -828,6 +828,10 @@ def _fmt(v: float) -> str:
 def _cmd_loudness(args: argparse.Namespace) -> int:
     import json
 
+    if args.timeline and not args.json:
+        _error("--timeline goes with --json (a list per file is for programs to read)")
+        return EXIT_USAGE
+
     from hushbridge.errors import AudioFileError
     from hushbridge.measure import loudness_file
 
@@ -837,7 +841,7 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
     for name in args.files:
         try:
             try:
-                m = loudness_file(name, layout=args.layout)
+                m = loudness_file(name, layout=args.layout, timeline_s=args.timeline)
             except ValueError as e:  # a layout of another channel count
                 if isinstance(e, HushbridgeError):
                     raise
@@ -857,12 +861,16 @@ def _cmd_loudness(args: argparse.Namespace) -> int:
             _warning(f"{name}: {m['unweighed']}")
         rows.append({"file": name, **{k: m[k] for k, _, _ in _LOUDNESS_KEYS},
                      "sample_rate": m["sample_rate"], "channels": m["channels"], "duration_s": m["duration_s"],
-                     "nonfinite_samples": m["nonfinite_samples"]})
+                     "nonfinite_samples": m["nonfinite_samples"], **({"timeline": m["timeline"]} if args.timeline else {})})
     if args.json:
         def clean(v):
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [clean(x) for x in v]
             return None if isinstance(v, float) and not math.isfinite(v) else v
 
-        print(json.dumps([{k: clean(v) for k, v in r.items()} for r in rows], indent=2))
+        print(json.dumps([clean(r) for r in rows], indent=None if args.timeline else 2))
     else:
         for r in rows:
             if "error" not in r:
@@ -1144,6 +1152,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "blocks. A file that cannot be read is reported and the rest go on (exit 1).")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print a JSON list (one object per file; -inf as null)")
+    p.add_argument("--timeline", type=_ranged(float, 0.01, 60.0, "step"), metavar="S",
+                   help="with --json: also the momentary and short-term loudness at the end of every S seconds "
+                        "and the true peak within each (\"timeline\": lists), to find where a programme is too loud")
     p.add_argument("--layout", choices=["mono", "stereo", "5.0", "5.1", "7.1", "equal"],
                    help="weigh the channels as this layout (equal: every channel 1.0, e.g. separate microphones) "
                         "instead of as the file names them (a WAV's mask, FLAC/Ogg's order, else by the count: "

@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from hushbridge.dsp.kernels import loudness as _LK
 from hushbridge.dsp.kernels.loudness import k_filter
 from hushbridge.dsp import loudness as _L
 from hushbridge.dsp.loudness import analyze, k_weighting_coefs, k_weighting_sos
@@ -157,7 +158,7 @@ def measure(audio, sr: float) -> dict[str, float]:
 
 
 def loudness_file(path, *, layout: str | None = None, channel_mask: int | None = None,
-                  block_frames: int = 1 << 16) -> dict[str, float]:
+                  block_frames: int = 1 << 16, timeline_s: float | None = None) -> dict[str, float]:
     """Loudness report of an audio file, read in blocks (constant memory for any duration).
 
     Returns ``integrated_lufs``, ``lra_lu``, ``max_momentary_lufs``, ``max_short_term_lufs``,
@@ -171,6 +172,11 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     one, else by the layout FLAC and Ogg define for the count (4: quad, 7: 6.1), else by their count
     (:func:`hushbridge.dsp.loudness.channel_weights`). Raises :class:`~hushbridge.errors.AudioFileError` for a
     missing, unreadable, empty or corrupt file.
+
+    With ``timeline_s`` (seconds, e.g. 0.1) the result also has ``timeline``: the momentary and
+    short-term loudness at the end of every step and the true peak within it
+    (``momentary_lufs``, ``short_term_lufs``, ``true_peak_dbtp`` lists, ``step_s``), for reports
+    that say where a programme is too loud.
     """
     import soundfile as sf
 
@@ -183,7 +189,8 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
 
         with decoded(path) as (tmp, said):
             try:
-                out = loudness_file(tmp, layout=layout, channel_mask=channel_mask, block_frames=block_frames)
+                out = loudness_file(tmp, layout=layout, channel_mask=channel_mask, block_frames=block_frames,
+                                    timeline_s=timeline_s)
             except AudioFileError as e:
                 raise AudioFileError(mentions(str(e), tmp, path)) from e
         out["truncated"] = said or (out["truncated"] and mentions(out["truncated"], tmp, path))
@@ -199,6 +206,13 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
                    else _L.channel_weights(info.channels, layout))
     st = _L.allocate(info.channels, info.samplerate, weights)
     frames = nonfinite = 0
+    timeline: dict[str, list] | None = None
+    if timeline_s is not None:
+        if not timeline_s > 0:
+            raise ValueError(f"timeline_s must be > 0, not {timeline_s!r}")
+        block_frames = max(1, round(timeline_s * info.samplerate))
+        timeline = {"momentary_lufs": [], "short_term_lufs": [], "true_peak_dbtp": []}
+        tp_max = 0.0
     try:
         with sf.SoundFile(str(path)) as f:
             perm = wav_order(f.format, f.channels)  # Ogg's channel order is not the layouts'
@@ -212,9 +226,21 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
                     nonfinite += int(bad.sum())
                     data[bad] = 0.0
                 _L.run(st, np.ascontiguousarray(data.T if perm is None else data.T[perm]))
+                if timeline is not None:  # the step's readings; its own true peak, the maximum kept aside
+                    now = _L.results(st)
+                    timeline["momentary_lufs"].append(now["momentary_lufs"])
+                    timeline["short_term_lufs"].append(now["short_term_lufs"])
+                    timeline["true_peak_dbtp"].append(now["true_peak_dbtp"])
+                    tp_max = max(tp_max, float(st.fstate[_LK.F_TP]))
+                    st.fstate[_LK.F_TP] = 0.0
     except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError) as e:
         raise AudioFileError(f"{path}: corrupt or truncated audio ({e})") from e
+    if timeline is not None:
+        st.fstate[_LK.F_TP] = max(tp_max, float(st.fstate[_LK.F_TP]))
     out = _L.finish(st)
+    if timeline is not None:
+        timeline["step_s"] = block_frames / info.samplerate
+        out["timeline"] = timeline
     unweighed = None
     if mask and not np.any(np.asarray(weights) > 0.0):  # only a mask can name nothing but an LFE
         unweighed = (f"its channel mask ({mask:#x}) names only the LFE, which BS.1770 leaves out of loudness, so "

@@ -266,3 +266,29 @@ def test_flac_and_ogg_files_are_weighed_by_the_layout_their_format_defines(tmp_p
     sf.write(str(decoded), sf.read(str(ogg), dtype="float32")[0], sr, subtype="FLOAT")
     assert lufs["q.ogg"] - M.loudness_file(decoded)["integrated_lufs"] > 0.7
     assert lufs["q_quad.wav"] - lufs["q_plain.wav"] > 0.7  # the rear pair's +1.5 dB
+
+
+def test_a_file_measured_with_a_timeline_says_when_it_is_loud_and_where_it_peaks(tmp_path):
+    """loudness_file(timeline_s=0.1): the short-term loudness at the end of each step is the
+    meter's (the same as short_term_loudness where both have a full 3 s window), the true peak
+    is each step's own, and the summary is as without the timeline."""
+    import soundfile as sf
+
+    from hushbridge.measure import loudness_file, short_term_loudness
+
+    sr = 48000
+    t = np.arange(10 * sr) / sr
+    x = 0.05 * np.sin(2 * np.pi * 1000 * t)
+    x[5 * sr:6 * sr] *= 10  # one loud second, 5..6 s
+    path = tmp_path / "prog.wav"
+    sf.write(path, x.astype(np.float32), sr, subtype="FLOAT")
+    plain, timed = loudness_file(path), loudness_file(path, timeline_s=0.1)
+    for key in ("integrated_lufs", "lra_lu", "max_short_term_lufs", "true_peak_dbtp"):
+        assert timed[key] == plain[key]
+    line = timed["timeline"]
+    assert line["step_s"] == 0.1 and len(line["short_term_lufs"]) == 100
+    ref = short_term_loudness(x, sr)  # its first reading ends at 3 s, the timeline's 30th step
+    np.testing.assert_allclose(line["short_term_lufs"][29:29 + len(ref)], ref, atol=1e-6)
+    loud = [i for i, tp in enumerate(line["true_peak_dbtp"]) if tp > -10.0]
+    # the steps of the loud second (the oversampling filter's few samples of delay may reach the next)
+    assert loud[0] == 50 and loud[-1] in (59, 60) and loud == list(range(50, loud[-1] + 1))
