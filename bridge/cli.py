@@ -971,12 +971,13 @@ def _cmd_install_host_scripts(args: argparse.Namespace) -> int:
                   "hears, and Live's tempo and transport reach hushbridge.", markup=False)
         return EXIT_OK
     written = install_resolve(Path(args.dest) if args.dest else None, preset=args.preset,
-                              out_dir=Path(args.out_dir) if args.out_dir else None)
+                              out_dir=Path(args.out_dir) if args.out_dir else None, target=args.target)
     for path in written:
         err.print(f"wrote {path}", markup=False)
     err.print("Restart DaVinci Resolve, then Workspace > Scripts > HushBridge Clean Audio cleans the selected "
               "audio clips (every clip on the enabled audio tracks where Resolve cannot say which are selected) "
-              "onto a new track.", markup=False)
+              f"onto a new track, and HushBridge Loudness Report renders the mix and marks where it misses "
+              f"{args.target:g} LUFS.", markup=False)
     return EXIT_OK
 
 
@@ -1200,6 +1201,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                               "(default dialogue)")
     p.add_argument("--out-dir", metavar="DIR", help="where cleaned files go (default: hushbridge's user data "
                                                      "folder, resolve/)")
+    p.add_argument("--target", "-t", type=_target, default=-16.0, metavar="LUFS",
+                   help="resolve: the loudness report's integrated target: a number, or podcast (-16), streaming "
+                        "(-14), broadcast (-23); default -16")
     p.set_defaults(func=_cmd_install_host_scripts)
 
     p = sub.add_parser("osc-layout", help="generate an OSC control surface (Open Stage Control, TouchOSC list)",

@@ -23,14 +23,15 @@ from hushbridge.atomic import write_text_atomic
 from hushbridge.errors import HushbridgeError
 
 SCRIPT_NAME = "HushBridge Clean Audio.py"
+LOUDNESS_SCRIPT_NAME = "HushBridge Loudness Report.py"
 CONFIG_NAME = "hushbridge_resolve.json"
 
-_ENTRY = '''# HushBridge: clean the timeline's audio with hushbridge (written by `hushbridge install-host-scripts resolve`;
+_ENTRY = '''# HushBridge: {what} (written by `hushbridge install-host-scripts resolve`;
 # run that again to update it). Settings: {config}
 import sys
 sys.path.insert(0, {lib!r})
 import hushbridge_resolve
-hushbridge_resolve.main(globals(), {config!r})
+hushbridge_resolve.{main}(globals(), {config!r})
 '''
 
 
@@ -48,9 +49,10 @@ def resolve_scripts_folder(platform: str | None = None, home: Path | None = None
 
 
 def install_resolve(dest: Path | None = None, *, preset: str = "dialogue", out_dir: Path | None = None,
-                    command: list[str] | None = None) -> list[Path]:
-    """Write the menu script into ``dest`` (default: :func:`resolve_scripts_folder`) ``/Utility``
-    and its config beside it; returns the files written."""
+                    command: list[str] | None = None, target: float = -16.0) -> list[Path]:
+    """Write the menu scripts (Clean Audio, Loudness Report) into ``dest`` (default:
+    :func:`resolve_scripts_folder`) ``/Utility`` and their config beside them; returns the files
+    written. ``target``: the loudness report's integrated target, LUFS."""
     from hushbridge.host_scripts import resolve as package
     from hushbridge.presets import load_preset, user_preset_dir
 
@@ -70,13 +72,20 @@ def install_resolve(dest: Path | None = None, *, preset: str = "dialogue", out_d
               "out_dir": str(out_dir.expanduser().resolve()), "reuse": True,
               # where a preset's file is looked for (user presets first, as `--preset` does): its
               # size and time are part of what a render depends on
-              "preset_dirs": [str(user_preset_dir()), str(Path(presets.__file__).resolve().parent)]}
+              "preset_dirs": [str(user_preset_dir()), str(Path(presets.__file__).resolve().parent)],
+              # the loudness report: integrated target, how far over it the short-term loudness may
+              # go before a marker says so, the true-peak ceiling
+              "loudness_target": float(target), "loud_lu": 3.0, "true_peak_ceiling": -1.0}
     config_path = folder / CONFIG_NAME
-    script_path = folder / SCRIPT_NAME
     lib = str(Path(package.__file__).resolve().parent)
     write_text_atomic(config_path, json.dumps(config, indent=2) + "\n")
-    write_text_atomic(script_path, _ENTRY.format(lib=lib, config=str(config_path)))
-    return [script_path, config_path]
+    written = []
+    for name, what, main in ((SCRIPT_NAME, "clean the timeline's audio with hushbridge", "main"),
+                             (LOUDNESS_SCRIPT_NAME, "mark where the timeline's mix misses its loudness target",
+                              "main_loudness")):
+        written.append(write_text_atomic(folder / name, _ENTRY.format(what=what, lib=lib, config=str(config_path),
+                                                                      main=main)))
+    return [*written, config_path]
 
 
 def ableton_scripts_folder(platform: str | None = None, home: Path | None = None) -> Path | None:

@@ -277,6 +277,10 @@ class CleanJob(object):
         now = os.path.basename(self._current) if self._current else ""
         return self._next - (1 if self._proc is not None else 0), len(self.sources), now
 
+    def describe(self):
+        """One line for a progress window."""
+        return "%d of %d files, now %s" % self.progress
+
     def cancel(self):
         self.cancelled = True
         if self._proc is not None and self._proc.poll() is None:
@@ -536,8 +540,7 @@ def run_with_window(fusion, bmd, job):
         if finished:
             disp.ExitLoop()
             return
-        done, total, now = job.progress
-        items["Status"].Text = "%d of %d files, now %s" % (done, total, now)
+        items["Status"].Text = job.describe()
 
     def cancel(ev):
         job.cancel()
@@ -560,8 +563,247 @@ def run_with_window(fusion, bmd, job):
     return True
 
 
-def main(namespace, config_path):
-    """Entry point of the installed menu script."""
+MARKER_TAG = "hushbridge:loudness"  # customData of the report's markers: the next report replaces them
+
+
+class LoudnessJob(object):
+    """Renders the timeline's mix (an audio-only WAV, Resolve's "Audio Only" render preset) and
+    measures it with ``hushbridge loudness --json --timeline``; :meth:`step` advances without
+    blocking, as :class:`CleanJob`'s does. The render job is removed and the page the user was
+    on opened again (every render call of the API switches to Deliver)."""
+
+    POLL_TIMEOUT_S = 6 * 3600.0
+    STUCK_S = 120.0  # a job at 0 % this long never started (Resolve leaves some at "Ready")
+
+    def __init__(self, resolve, project, timeline, config):
+        self.resolve, self.project, self.timeline, self.config = resolve, project, timeline, config
+        self.out_dir = config["out_dir"]
+        self.state = "start"
+        self.percent = 0
+        self.error = None
+        self.result = None  # the loudness JSON object of the mix
+        self.path = None
+        self.cancelled = False
+        self.done = False
+        self._job = ""
+        self._page = None
+        self._started = 0.0
+        self._proc = None
+        self._out = None
+
+    def describe(self):
+        if self.state == "render":
+            return "Rendering the mix: %d %%" % self.percent
+        if self.state == "measure":
+            return "Measuring the mix"
+        return "Starting..."
+
+    def cancel(self):
+        self.cancelled = True
+
+    def run(self, report=None, poll_s=0.25):
+        while not self.step():
+            time.sleep(poll_s)
+        return self
+
+    def _finish(self, error=None):
+        self.error = self.error or error
+        if self._job and has(self.project, "DeleteRenderJob"):
+            self.project.DeleteRenderJob(self._job)
+            self._job = ""
+        if self._page and has(self.resolve, "OpenPage"):
+            self.resolve.OpenPage(self._page)
+            self._page = None
+        self.done = True
+        return True
+
+    def step(self):
+        if self.done:
+            return True
+        try:
+            return getattr(self, "_" + self.state)()
+        except Exception as e:  # noqa: BLE001 - the page and the job are put back whatever happens
+            return self._finish("%s: %s" % (type(e).__name__, e))
+
+    def _start(self):
+        project = self.project
+        self._page = self.resolve.GetCurrentPage() if has(self.resolve, "GetCurrentPage") else None
+        if not os.path.isdir(self.out_dir):
+            os.makedirs(self.out_dir)
+        name = "hushbridge-mix-%d" % int(time.time() * 1000)  # unique: an old file never passes for the new one
+        presets = project.GetRenderPresetList() if has(project, "GetRenderPresetList") else None
+        if presets is None or "Audio Only" in presets:
+            project.LoadRenderPreset("Audio Only")
+        if not project.SetRenderSettings({"SelectAllFrames": True, "ExportVideo": False, "ExportAudio": True,
+                                          "AudioCodec": "lpcm", "AudioBitDepth": 24, "AudioSampleRate": 48000,
+                                          "TargetDir": self.out_dir, "CustomName": name}):
+            return self._finish("Resolve refused the render settings for an audio-only WAV")
+        self._name = name
+        self._job = project.AddRenderJob() or ""
+        if not self._job:
+            return self._finish("Resolve would not queue an audio render of this timeline")
+        self._started = time.time()
+        if not project.StartRendering([self._job], isInteractiveMode=False):
+            return self._finish("Resolve would not start the render")
+        self.state = "render"
+        return False
+
+    def _render(self):
+        project = self.project
+        if self.cancelled:
+            if has(project, "StopRendering"):
+                project.StopRendering()
+            return self._finish()
+        status = project.GetRenderJobStatus(self._job) or {}
+        if status.get("Error"):
+            return self._finish("the render failed: %s" % status["Error"])
+        self.percent = int(_number(status.get("CompletionPercentage"), 0))
+        waited = time.time() - self._started
+        if self.percent < 100:  # JobStatus is in the user's language: the percentage is what counts
+            if self.percent == 0 and waited > self.STUCK_S:
+                return self._finish("the render never started (Resolve says %r)" % status.get("JobStatus"))
+            if waited > self.POLL_TIMEOUT_S:
+                return self._finish("the render took too long")
+            return False
+        self.path = self._rendered_file()
+        if self.path is None:
+            return self._finish("Resolve says the render is complete but wrote no %s*.wav in %s" % (
+                self._name, self.out_dir))
+        command = list(self.config["hushbridge"]) + ["loudness", self.path, "--json", "--timeline", "0.1"]
+        self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        self._proc = subprocess.Popen(command, stdout=self._out, stderr=self._err, creationflags=flags)
+        self.state = "measure"
+        return False
+
+    def _rendered_file(self):
+        for job in (self.project.GetRenderJobList() if has(self.project, "GetRenderJobList") else None) or []:
+            if job.get("JobId") == self._job and job.get("OutputFilename"):
+                path = os.path.join(job.get("TargetDir") or self.out_dir, job["OutputFilename"])
+                path = path if path.lower().endswith(".wav") else path + ".wav"
+                if os.path.isfile(path) and os.path.getmtime(path) >= self._started - 1:
+                    return path
+        fresh = [os.path.join(self.out_dir, f) for f in os.listdir(self.out_dir)
+                 if f.startswith(self._name) and f.lower().endswith(".wav")]
+        fresh = [f for f in fresh if os.path.getmtime(f) >= self._started - 1]
+        return max(fresh, key=os.path.getmtime) if fresh else None
+
+    def _measure(self):
+        if self.cancelled:
+            self._proc.terminate()
+        code = self._proc.poll()
+        if code is None:
+            return False
+        texts = []
+        for f in (self._out, self._err):
+            f.seek(0)
+            texts.append(f.read().decode("utf-8", "replace"))
+            f.close()
+        if self.cancelled:
+            return self._finish()
+        if code != 0:
+            lines = [line for line in texts[1].strip().splitlines() if line.strip()]
+            return self._finish("hushbridge could not measure the mix: %s" % (lines[-1] if lines else code))
+        self.result = json.loads(texts[0])[0]
+        return self._finish()
+
+
+def _runs(flags):
+    """[(first, last)] index runs where ``flags`` is true."""
+    runs, first = [], None
+    for i, on in enumerate(flags):
+        if on and first is None:
+            first = i
+        elif not on and first is not None:
+            runs.append((first, i - 1))
+            first = None
+    if first is not None:
+        runs.append((first, len(flags) - 1))
+    return runs
+
+
+def _fmt(value, unit):
+    return "-inf %s" % unit if value is None else "%.1f %s" % (value, unit)
+
+
+def loudness_markers(result, fps, target, loud_lu=3.0, ceiling=-1.0):
+    """The report as markers (frame from the timeline's start, color, name, note, duration):
+    a summary at the start, a red span wherever the short-term loudness (3 s) is more than
+    ``loud_lu`` over the target, a yellow one wherever the true peak passes the ceiling."""
+    line = result["timeline"]
+    step = float(line["step_s"])
+    integrated = result.get("integrated_lufs")
+    off = "" if integrated is None else " (%+.1f LU from the target)" % (integrated - target)
+    markers = [(0, "Blue", "Loudness", "integrated %s%s, target %.1f LUFS; loudness range %s; true peak max %s" % (
+        _fmt(integrated, "LUFS"), off, target, _fmt(result.get("lra_lu"), "LU"),
+        _fmt(result.get("true_peak_dbtp"), "dBTP")), 1)]
+    short = line["short_term_lufs"]
+    for a, b in _runs([v is not None and v > target + loud_lu for v in short]):
+        top = max(short[a:b + 1])
+        begin = max(0.0, (a + 1) * step - 3.0)  # the first loud reading covers the 3 s before it
+        end = (b + 1) * step
+        markers.append((int(round(begin * fps)), "Red", "Too loud", "short-term up to %.1f LUFS (target %.1f + %.1f LU)"
+                        % (top, target, loud_lu), max(1, int(round((end - begin) * fps)))))
+    peaks = line["true_peak_dbtp"]
+    for a, b in _runs([v is not None and v > ceiling for v in peaks]):
+        top = max(peaks[a:b + 1])
+        markers.append((int(round(a * step * fps)), "Yellow", "True peak over", "%.1f dBTP (ceiling %.1f dBTP)"
+                        % (top, ceiling), max(1, int(round((b - a + 1) * step * fps)))))
+    return sorted(markers)
+
+
+def place_markers(timeline, markers):
+    """Replace the last report's markers with ``markers``; returns how many were placed (a frame
+    that holds a marker of the user's is nudged on, up to 10 frames)."""
+    for frame, info in list((timeline.GetMarkers() or {}).items()):
+        if str(info.get("customData", "")).startswith(MARKER_TAG):
+            timeline.DeleteMarkerAtFrame(int(frame))
+    placed = 0
+    for frame, color, name, note, duration in markers:
+        for nudge in range(10):
+            if timeline.AddMarker(frame + nudge, color, name, note, duration, MARKER_TAG):
+                placed += 1
+                break
+    return placed
+
+
+def loudness_report(resolve, config, report=print, job_runner=None):
+    """The loudness report script: returns a summary dict (also printed through ``report``)."""
+    project = resolve.GetProjectManager().GetCurrentProject()
+    if project is None:
+        raise ResolveScriptError("no project is open")
+    timeline = project.GetCurrentTimeline()
+    if timeline is None:
+        raise ResolveScriptError("the project has no timeline open")
+    job = LoudnessJob(resolve, project, timeline, config)
+    report("HushBridge: rendering and measuring the mix of %s" % timeline.GetName())
+    if job_runner is not None:
+        job_runner(job)
+    else:
+        job.run()
+    if job.cancelled:
+        report("HushBridge: cancelled; no markers changed")
+        return {"cancelled": True, "markers": 0, "error": None}
+    if job.error:
+        report("HushBridge: %s" % job.error)
+        return {"cancelled": False, "markers": 0, "error": job.error}
+    fps = frame_rate(timeline.GetSetting("timelineFrameRate")) or 24.0
+    target = float(config.get("loudness_target", -16.0))
+    markers = loudness_markers(job.result, fps, target, float(config.get("loud_lu", 3.0)),
+                               float(config.get("true_peak_ceiling", -1.0)))
+    placed = place_markers(timeline, markers)
+    report("HushBridge: %s" % markers[0][3])
+    report("HushBridge: %d marker(s): %d too loud, %d true peak over" % (
+        placed, sum(m[2] == "Too loud" for m in markers), sum(m[2] == "True peak over" for m in markers)))
+    if config.get("keep_renders") is not True:
+        try:
+            os.remove(job.path)
+        except OSError:
+            pass
+    return {"cancelled": False, "markers": placed, "error": None, "result": job.result}
+
+
+def _main(namespace, config_path, task):
     try:
         with open(config_path) as f:
             config = json.load(f)
@@ -577,10 +819,20 @@ def main(namespace, config_path):
             if not run_with_window(fusion, namespace.get("bmd"), job):  # free edition: the Console
                 job.run(console_progress(print))
 
-        return clean_timeline(resolve, config, job_runner=runner)
+        return task(resolve, config, job_runner=runner)
     except (ResolveScriptError, OSError) as e:
         print("HushBridge: %s" % e)
         return None
+
+
+def main(namespace, config_path):
+    """Entry point of the installed "HushBridge Clean Audio" menu script."""
+    return _main(namespace, config_path, clean_timeline)
+
+
+def main_loudness(namespace, config_path):
+    """Entry point of the installed "HushBridge Loudness Report" menu script."""
+    return _main(namespace, config_path, loudness_report)
 
 
 if __name__ == "__main__":  # outside Resolve: python hushbridge_resolve.py CONFIG.json

@@ -276,6 +276,9 @@ class Timeline(_Bridged):
     def GetMarkers(self):  # noqa: N802
         return dict(self._markers)
 
+    def DeleteMarkerAtFrame(self, frame):  # noqa: N802 - "False if no marker at frame"
+        return self._markers.pop(float(frame), None) is not None
+
     # -- test side --------------------------------------------------------------------------
     def fake_add_track(self, name: str, subtype: str = "mono", enabled: bool = True) -> int:
         self.AddTrack("audio", subtype)
@@ -308,6 +311,17 @@ class Timeline(_Bridged):
 
     def fake_select(self, items: list[TimelineItem]) -> None:
         self._selected = list(items)
+
+    def fake_render_mix(self, sample_rate: int = 48000) -> np.ndarray:
+        """The main bus: every enabled track summed, mono tracks in both channels (stereo)."""
+        mix = None
+        for index, t in enumerate(self._tracks, 1):
+            if not t["enabled"]:
+                continue
+            audio, _ = self.fake_render_track(index, sample_rate)
+            audio = np.vstack([audio, audio]) if audio.shape[0] == 1 else audio[:2]
+            mix = audio if mix is None else mix[:, :audio.shape[1]] + audio[:, :mix.shape[1]]
+        return mix if mix is not None else np.zeros((2, 0))
 
     def fake_render_track(self, track: int, sample_rate: int = 48000) -> tuple[np.ndarray, int]:
         """What the track plays from the timeline's start to its end, (channels, samples), as
@@ -409,9 +423,98 @@ class MediaPool(_Bridged):
 
 
 class Project(_Bridged):
+    """Rendering as measured by others (the README only names the calls): every render call
+    switches Resolve to the Deliver page; ``GetRenderCodecs("wav")`` is empty on 19-21, so a WAV
+    comes from the "Audio Only" preset with ``AudioCodec`` lpcm; an empty ``CustomName`` rejects
+    the whole settings dict; ``AddRenderJob`` returns "" when it cannot; ``StartRendering``
+    returns at once and the job moves on as it is polled; ``JobStatus`` is in the UI's language
+    (``fake_language``); ``GetRenderJobStatus`` takes the job id string."""
+
+    STATUS = {"en": ("Ready", "Rendering", "Complete"), "it": ("Pronto", "Rendering", "Concluso")}
+
     def __init__(self, timeline: Timeline | None) -> None:
         self._timeline = timeline
         self._pool = MediaPool(self)
+        self._resolve = None  # set by Resolve: the page a render call switches
+        self._settings: dict = {"ExportVideo": True, "ExportAudio": True, "format": "mp4", "AudioCodec": "aac"}
+        self._jobs: dict[str, dict] = {}
+        self.fake_language = "en"
+        self.fake_polls_per_render = 3  # status polls a render takes
+        self.fake_refuse_jobs = False  # AddRenderJob fails (an audio-only timeline, say)
+
+    def _deliver(self) -> None:
+        if self._resolve is not None:
+            self._resolve._page = "deliver"
+
+    def GetRenderPresetList(self):  # noqa: N802
+        return ["YouTube - 1080p", "Audio Only", "H.264 Master"]
+
+    def LoadRenderPreset(self, name):  # noqa: N802
+        self._deliver()
+        if name != "Audio Only":
+            return name in self.GetRenderPresetList()
+        self._settings.update(ExportVideo=False, ExportAudio=True, format="wav", AudioCodec="lpcm")
+        return True
+
+    def SetRenderSettings(self, settings):  # noqa: N802
+        self._deliver()
+        if not isinstance(settings, dict) or ("CustomName" in settings and not settings["CustomName"]):
+            return False  # one bad value rejects the whole dict
+        self._settings.update(settings)
+        return True
+
+    def AddRenderJob(self):  # noqa: N802
+        self._deliver()
+        s = self._settings
+        if self.fake_refuse_jobs or not (s.get("format") == "wav" and s.get("ExportAudio") and not s.get("ExportVideo")
+                                         and s.get("TargetDir") and s.get("CustomName")):
+            return ""
+        import uuid
+
+        job = str(uuid.uuid4())
+        self._jobs[job] = {"JobId": job, "TargetDir": s["TargetDir"], "OutputFilename": s["CustomName"] + ".wav",
+                           "RenderJobName": "Job 1", "TimelineName": self._timeline.GetName(), "_polls": None,
+                           "_state": 0}
+        return job
+
+    def StartRendering(self, *jobs, isInteractiveMode=False):  # noqa: N802, N803
+        self._deliver()
+        ids = jobs[0] if len(jobs) == 1 and isinstance(jobs[0], list) else list(jobs)
+        found = [self._jobs[j] for j in ids if j in self._jobs]
+        for job in found:
+            job["_polls"] = 0
+        return bool(found)
+
+    def StopRendering(self):  # noqa: N802
+        for job in self._jobs.values():
+            if job["_polls"] is not None and job["_state"] < 2:
+                job["_polls"] = None
+                job["_state"] = 0
+
+    def IsRenderingInProgress(self):  # noqa: N802
+        return any(j["_polls"] is not None and j["_state"] < 2 for j in self._jobs.values())
+
+    def GetRenderJobStatus(self, job_id):  # noqa: N802
+        job = self._jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            return None
+        names = self.STATUS[self.fake_language]
+        if job["_polls"] is not None and job["_state"] < 2:
+            job["_polls"] += 1
+            job["_state"] = 1
+            if job["_polls"] >= self.fake_polls_per_render:
+                mix = self._timeline.fake_render_mix()
+                sf.write(os.path.join(job["TargetDir"], job["OutputFilename"]), mix.T, 48000, subtype="PCM_24")
+                job["_state"] = 2
+        pct = {0: 0, 1: int(100 * job["_polls"] / max(1, self.fake_polls_per_render)) if job["_polls"] else 0,
+               2: 100}[job["_state"]]
+        return {"JobStatus": names[job["_state"]], "CompletionPercentage": min(pct, 99) if job["_state"] < 2 else 100}
+
+    def GetRenderJobList(self):  # noqa: N802
+        return [{k: v for k, v in j.items() if not k.startswith("_")} for j in self._jobs.values()]
+
+    def DeleteRenderJob(self, job_id):  # noqa: N802
+        return self._jobs.pop(job_id, None) is not None
 
     def GetName(self):  # noqa: N802
         return "Fake project"
@@ -445,7 +548,18 @@ class Resolve(_Bridged):
 
     def __init__(self, timeline: Timeline | None = None, version: int = 20) -> None:
         self._pm = ProjectManager(Project(timeline))
+        self._pm._project._resolve = self
         self._version = version
+        self._page = "edit"
+
+    def GetCurrentPage(self):  # noqa: N802
+        return self._page
+
+    def OpenPage(self, name):  # noqa: N802
+        if name not in ("media", "cut", "edit", "fusion", "color", "fairlight", "deliver"):
+            return False
+        self._page = name
+        return True
 
     def GetProjectManager(self):  # noqa: N802
         return self._pm

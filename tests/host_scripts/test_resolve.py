@@ -207,6 +207,10 @@ def test_the_installed_menu_script_runs_in_resolve_and_cleans_the_edit(media, tm
     script = scripts / "Utility" / "HushBridge Clean Audio.py"
     settings = json.loads((scripts / "Utility" / "hushbridge_resolve.json").read_text())
     assert settings["preset"] == "podcast" and settings["out_dir"] == str(tmp_path / "out")
+    resolve, tl = loud_edit(media, tmp_path)
+    runpy.run_path(str(scripts / "Utility" / "HushBridge Loudness Report.py"), init_globals={"resolve": resolve},
+                   run_name="__main__")
+    assert any(m["name"] == "Too loud" for m in tl.GetMarkers().values())
     resolve, tl, clips = edit(media)
     runpy.run_path(str(script), init_globals={"resolve": resolve}, run_name="__main__")
     assert tl.GetTrackName("audio", 3) == "HushBridge podcast - Dialogue (mono)"
@@ -346,3 +350,67 @@ def test_a_changed_preset_renders_again_and_errors_reach_the_user_as_lines(media
         assert hr.main({"resolve": resolve}, str(cfg)) is None  # said, not raised into Resolve
         assert says in capsys.readouterr().out
         assert tl.GetTrackCount("audio") == 2
+
+
+def loud_edit(media, tmp_path):
+    """Dialogue on A1 and, from 6 s to 8 s of the timeline, a blast on A2 that is far too loud
+    and clips (a stinger mixed 20 dB hot)."""
+    resolve, tl, clips = edit(media)
+    rng = np.random.default_rng(9)
+    blast = np.clip(1.4 * rng.standard_normal(2 * SR), -1.0, 1.0).astype(np.float32)
+    path = tmp_path / "stinger.wav"
+    sf.write(path, blast, SR, subtype="FLOAT")
+    [m] = resolve.fake_pool.ImportMedia([str(path)])
+    t = tl.fake_add_track("FX", "mono")
+    tl.fake_place(t, m, 0, 48, tl.GetStartFrame() + 150)  # 6 s in at 25 fps
+    tl.AddMarker(0, "Green", "Scene 1", "the user's own", 1)
+    return resolve, tl
+
+
+def test_the_loudness_report_renders_the_mix_and_marks_where_it_is_too_loud(media, tmp_path):
+    resolve, tl = loud_edit(media, tmp_path)
+    lines: list[str] = []
+    summary = hr.loudness_report(resolve, config(tmp_path, loudness_target=-16.0), report=lines.append)
+    assert summary["error"] is None and summary["markers"] >= 3, lines
+    markers = tl.GetMarkers()
+    ours = {f: m for f, m in markers.items() if m["customData"] == "hushbridge:loudness"}
+    assert markers[0.0]["name"] == "Scene 1"  # the user's marker stays; ours is nudged past it
+    [(f, summary_marker)] = [(f, m) for f, m in ours.items() if m["name"] == "Loudness"]
+    assert f == 1.0 and "integrated" in summary_marker["note"] and "target -16.0 LUFS" in summary_marker["note"]
+    loud = [(f, m) for f, m in ours.items() if m["name"] == "Too loud"]
+    peaks = [(f, m) for f, m in ours.items() if m["name"] == "True peak over"]
+    assert loud and peaks
+    for f, m in loud:  # the short-term window ending 6..~11 s covers the blast at 6..8 s (frames 150..200)
+        assert f <= 150 and f + m["duration"] >= 200
+    for f, m in peaks:  # within the blast, to the 0.1 s step (2.5 frames) the mix is read in
+        assert 150 <= f and f + m["duration"] <= 200 + 3
+    assert resolve.GetCurrentPage() == "edit"  # put back: every render call opened Deliver
+    assert resolve.fake_project.GetRenderJobList() == []  # our job is gone again
+    assert not list((tmp_path / "cleaned").glob("hushbridge-mix-*.wav"))  # the render is not kept
+    # a second report replaces the first's markers, not adds to them
+    resolve.fake_project.fake_language = "it"  # "Concluso": the status is read by its percentage
+    hr.loudness_report(resolve, config(tmp_path), report=lambda _m: None)
+    again = {f: m for f, m in tl.GetMarkers().items() if m["customData"] == "hushbridge:loudness"}
+    assert sorted(again) == sorted(ours)
+
+
+def test_the_loudness_report_says_why_it_could_not_and_cancel_changes_nothing(media, tmp_path):
+    resolve, tl = loud_edit(media, tmp_path)
+    resolve.fake_project.fake_refuse_jobs = True
+    lines: list[str] = []
+    summary = hr.loudness_report(resolve, config(tmp_path), report=lines.append)
+    assert summary["markers"] == 0 and "would not queue" in summary["error"]
+    assert resolve.GetCurrentPage() == "edit"
+    resolve.fake_project.fake_refuse_jobs = False
+    resolve.fake_project.fake_polls_per_render = 50
+
+    def cancel_while_rendering(job):
+        for _ in range(3):
+            job.step()
+        job.cancel()
+        while not job.step():
+            pass
+
+    summary = hr.loudness_report(resolve, config(tmp_path), report=lambda _m: None, job_runner=cancel_while_rendering)
+    assert summary["cancelled"] and len(tl.GetMarkers()) == 1  # the user's marker alone
+    assert resolve.GetCurrentPage() == "edit" and resolve.fake_project.GetRenderJobList() == []
