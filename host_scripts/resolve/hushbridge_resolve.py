@@ -30,6 +30,7 @@ Studio; the Console otherwise) and can be cancelled between and during files.
 """
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -359,9 +360,12 @@ class CleanJob(object):
         return True
 
     def run(self, report=None, poll_s=0.1):
+        """Step to the end, blocking; ``report(text)`` hears each new progress line."""
+        said = None
         while not self.step():
-            if report is not None:
-                report(*self.progress)
+            if report is not None and self.describe() != said:
+                said = self.describe()
+                report("HushBridge: %s" % said)
             time.sleep(poll_s)
         return self
 
@@ -468,18 +472,6 @@ def place(project, timeline, clips, cleaned, preset):
     return placed, failed, tracks
 
 
-def console_progress(report):
-    """A progress callback that says each file once, as it starts."""
-    last = [None]
-
-    def progress(done, total, now):
-        if (done, now) != last[0]:
-            last[0] = (done, now)
-            report("HushBridge: %d of %d files done, now %s" % (done, total, now))
-
-    return progress
-
-
 def clean_timeline(resolve, config, report=print, job_runner=None):
     """The whole script: returns a summary dict (also printed through ``report``)."""
     project = resolve.GetProjectManager().GetCurrentProject()
@@ -499,7 +491,7 @@ def clean_timeline(resolve, config, report=print, job_runner=None):
     if job_runner is not None:
         job_runner(job)
     else:
-        job.run(console_progress(report))
+        job.run(report)
     for source, message in job.errors:
         report("HushBridge: could not clean %s: %s" % (source, message))
     if job.cancelled:
@@ -522,7 +514,7 @@ def run_with_window(fusion, bmd, job):
     if ui is None or bmd is None:
         return False
     disp = bmd.UIDispatcher(ui)
-    win = disp.AddWindow({"ID": "HushBridgeClean", "WindowTitle": "HushBridge: cleaning audio",
+    win = disp.AddWindow({"ID": "HushBridgeClean", "WindowTitle": "HushBridge",
                           "Geometry": [200, 200, 460, 120]},
                          ui.VGroup([ui.Label({"ID": "Status", "Text": "Starting..."}),
                                     ui.Button({"ID": "Cancel", "Text": "Cancel"})]))
@@ -569,11 +561,14 @@ MARKER_TAG = "hushbridge:loudness"  # customData of the report's markers: the ne
 class LoudnessJob(object):
     """Renders the timeline's mix (an audio-only WAV, Resolve's "Audio Only" render preset) and
     measures it with ``hushbridge loudness --json --timeline``; :meth:`step` advances without
-    blocking, as :class:`CleanJob`'s does. The render job is removed and the page the user was
-    on opened again (every render call of the API switches to Deliver)."""
+    blocking, as :class:`CleanJob`'s does. Whatever happens, the render job is removed again (a
+    stopped one once it has stopped), the render file deleted (unless ``keep_renders``) and the
+    page the user was on opened again (every render call of the API switches to Deliver)."""
 
-    POLL_TIMEOUT_S = 6 * 3600.0
-    STUCK_S = 120.0  # a job at 0 % this long never started (Resolve leaves some at "Ready")
+    STALL_S = 120.0  # no progress this long: the render is not coming (stuck at "Ready", stopped by hand)
+    MEASURE_TIMEOUT_S = 3600.0
+    STOP_WAIT_S = 10.0
+    FINAL = ("Cancelled", "Failed", "Background Render Cancelled", "Remote Render Cancelled")  # English only: a hint
 
     def __init__(self, resolve, project, timeline, config):
         self.resolve, self.project, self.timeline, self.config = resolve, project, timeline, config
@@ -586,34 +581,44 @@ class LoudnessJob(object):
         self.cancelled = False
         self.done = False
         self._job = ""
+        self._name = ""
         self._page = None
-        self._started = 0.0
+        self._moved = 0.0  # time.time() the percentage last changed
+        self._stop_asked = 0.0
         self._proc = None
-        self._out = None
+        self._files = ()
 
     def describe(self):
         if self.state == "render":
             return "Rendering the mix: %d %%" % self.percent
         if self.state == "measure":
             return "Measuring the mix"
+        if self.state == "stopping":
+            return "Stopping the render"
         return "Starting..."
 
     def cancel(self):
         self.cancelled = True
 
-    def run(self, report=None, poll_s=0.25):
-        while not self.step():
-            time.sleep(poll_s)
-        return self
+    run = CleanJob.run
 
     def _finish(self, error=None):
         self.error = self.error or error
         if self._job and has(self.project, "DeleteRenderJob"):
-            self.project.DeleteRenderJob(self._job)
+            if not self.project.DeleteRenderJob(self._job):
+                self.error = self.error or ("could not take the render job off Resolve's queue: remove it "
+                                            "there, or the next Render All renders it again")
             self._job = ""
         if self._page and has(self.resolve, "OpenPage"):
             self.resolve.OpenPage(self._page)
             self._page = None
+        for f in self._files:
+            f.close()
+        if self.path and self.config.get("keep_renders") is not True:
+            try:
+                os.remove(self.path)
+            except OSError:
+                pass
         self.done = True
         return True
 
@@ -630,19 +635,22 @@ class LoudnessJob(object):
         self._page = self.resolve.GetCurrentPage() if has(self.resolve, "GetCurrentPage") else None
         if not os.path.isdir(self.out_dir):
             os.makedirs(self.out_dir)
-        name = "hushbridge-mix-%d" % int(time.time() * 1000)  # unique: an old file never passes for the new one
+        self._name = "hushbridge-mix-%d" % int(time.time() * 1000)  # unique: an old file never passes for the new one
         presets = project.GetRenderPresetList() if has(project, "GetRenderPresetList") else None
-        if presets is None or "Audio Only" in presets:
-            project.LoadRenderPreset("Audio Only")
+        loaded = (presets is None or "Audio Only" in presets) and project.LoadRenderPreset("Audio Only")
+        if not loaded and not project.SetCurrentRenderFormatAndCodec("wav", "LinearPCM"):  # before Resolve 19
+            return self._finish("Resolve has no \"Audio Only\" render preset (renamed, or in another language?) "
+                                "and no WAV codec to render the mix with")
+        if has(project, "SetCurrentRenderMode"):
+            project.SetCurrentRenderMode(1)  # single clip: the whole timeline as one file
         if not project.SetRenderSettings({"SelectAllFrames": True, "ExportVideo": False, "ExportAudio": True,
                                           "AudioCodec": "lpcm", "AudioBitDepth": 24, "AudioSampleRate": 48000,
-                                          "TargetDir": self.out_dir, "CustomName": name}):
+                                          "TargetDir": self.out_dir, "CustomName": self._name}):
             return self._finish("Resolve refused the render settings for an audio-only WAV")
-        self._name = name
         self._job = project.AddRenderJob() or ""
         if not self._job:
             return self._finish("Resolve would not queue an audio render of this timeline")
-        self._started = time.time()
+        self._moved = time.time()
         if not project.StartRendering([self._job], isInteractiveMode=False):
             return self._finish("Resolve would not start the render")
         self.state = "render"
@@ -653,52 +661,66 @@ class LoudnessJob(object):
         if self.cancelled:
             if has(project, "StopRendering"):
                 project.StopRendering()
-            return self._finish()
-        status = project.GetRenderJobStatus(self._job) or {}
+            self._stop_asked = time.time()
+            self.state = "stopping"
+            return False
+        status = project.GetRenderJobStatus(self._job)
+        if not status:
+            self._job = ""  # taken off the queue by someone else
+            return self._finish("the render job left Resolve's queue before it was done")
         if status.get("Error"):
             return self._finish("the render failed: %s" % status["Error"])
-        self.percent = int(_number(status.get("CompletionPercentage"), 0))
-        waited = time.time() - self._started
+        percent = int(_number(status.get("CompletionPercentage"), 0))
+        if percent != self.percent:
+            self.percent, self._moved = percent, time.time()
         if self.percent < 100:  # JobStatus is in the user's language: the percentage is what counts
-            if self.percent == 0 and waited > self.STUCK_S:
-                return self._finish("the render never started (Resolve says %r)" % status.get("JobStatus"))
-            if waited > self.POLL_TIMEOUT_S:
-                return self._finish("the render took too long")
+            if status.get("JobStatus") in self.FINAL:
+                return self._finish("the render stopped (Resolve says %r)" % status.get("JobStatus"))
+            if time.time() - self._moved > self.STALL_S:
+                return self._finish("the render made no progress for %d s (Resolve says %r)" % (
+                    self.STALL_S, status.get("JobStatus")))
             return False
         self.path = self._rendered_file()
         if self.path is None:
             return self._finish("Resolve says the render is complete but wrote no %s*.wav in %s" % (
                 self._name, self.out_dir))
         command = list(self.config["hushbridge"]) + ["loudness", self.path, "--json", "--timeline", "0.1"]
-        self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        self._files = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        self._proc = subprocess.Popen(command, stdout=self._out, stderr=self._err, creationflags=flags)
+        self._proc = subprocess.Popen(command, stdout=self._files[0], stderr=self._files[1], creationflags=flags)
+        self._moved = time.time()
         self.state = "measure"
         return False
+
+    def _stopping(self):
+        status = self.project.GetRenderJobStatus(self._job) if self._job else None
+        rendering = bool(status) and not status.get("Error") and status.get("JobStatus") == "Rendering"
+        if rendering and time.time() - self._stop_asked < self.STOP_WAIT_S:
+            return False  # deleted only once stopped: a job deleted mid-render may stay queued
+        return self._finish()
 
     def _rendered_file(self):
         for job in (self.project.GetRenderJobList() if has(self.project, "GetRenderJobList") else None) or []:
             if job.get("JobId") == self._job and job.get("OutputFilename"):
                 path = os.path.join(job.get("TargetDir") or self.out_dir, job["OutputFilename"])
                 path = path if path.lower().endswith(".wav") else path + ".wav"
-                if os.path.isfile(path) and os.path.getmtime(path) >= self._started - 1:
+                if os.path.isfile(path) and os.path.getmtime(path) >= self._moved - 1:
                     return path
         fresh = [os.path.join(self.out_dir, f) for f in os.listdir(self.out_dir)
-                 if f.startswith(self._name) and f.lower().endswith(".wav")]
-        fresh = [f for f in fresh if os.path.getmtime(f) >= self._started - 1]
+                 if self._name in f and f.lower().endswith(".wav")]
+        fresh = [f for f in fresh if os.path.getmtime(f) >= self._moved - 1]
         return max(fresh, key=os.path.getmtime) if fresh else None
 
     def _measure(self):
-        if self.cancelled:
+        if self.cancelled or time.time() - self._moved > self.MEASURE_TIMEOUT_S:
             self._proc.terminate()
         code = self._proc.poll()
         if code is None:
             return False
         texts = []
-        for f in (self._out, self._err):
+        for f in self._files:
             f.seek(0)
             texts.append(f.read().decode("utf-8", "replace"))
-            f.close()
         if self.cancelled:
             return self._finish()
         if code != 0:
@@ -708,8 +730,8 @@ class LoudnessJob(object):
         return self._finish()
 
 
-def _runs(flags):
-    """[(first, last)] index runs where ``flags`` is true."""
+def _runs(flags, join=0):
+    """[(first, last)] index runs where ``flags`` is true; runs fewer than ``join`` apart are one."""
     runs, first = [], None
     for i, on in enumerate(flags):
         if on and first is None:
@@ -719,37 +741,61 @@ def _runs(flags):
             first = None
     if first is not None:
         runs.append((first, len(flags) - 1))
-    return runs
+    merged = []
+    for run in runs:
+        if merged and run[0] - merged[-1][1] <= join:
+            merged[-1] = (merged[-1][0], run[1])
+        else:
+            merged.append(run)
+    return merged
 
 
 def _fmt(value, unit):
-    return "-inf %s" % unit if value is None else "%.1f %s" % (value, unit)
+    return "n/a" if value is None else "%.1f %s" % (value, unit)
 
 
-def loudness_markers(result, fps, target, loud_lu=3.0, ceiling=-1.0):
+MAX_MARKERS = 100  # of each kind: a loud programme says "and N more" instead of thousands of calls
+
+
+def loudness_markers(result, fps, target, loud_lu=3.0, ceiling=-1.0, length=None):
     """The report as markers (frame from the timeline's start, color, name, note, duration):
     a summary at the start, a red span wherever the short-term loudness (3 s) is more than
-    ``loud_lu`` over the target, a yellow one wherever the true peak passes the ceiling."""
+    ``loud_lu`` over the target, a yellow one wherever the true peak passes the ceiling; spans
+    less than 3 s (red) or 1 s (yellow) apart are one, at most MAX_MARKERS of each kind (the
+    summary says how many more), all within ``length`` frames."""
     line = result["timeline"]
     step = float(line["step_s"])
+    length = int(length) if length else None
+
+    def span(begin_s, end_s):
+        first = int(math.floor(begin_s * fps))
+        last = int(math.ceil(end_s * fps))
+        if length is not None:
+            first, last = min(first, length - 1), min(last, length)
+        return first, max(1, last - first)
+
+    short, peaks = line["short_term_lufs"], line["true_peak_dbtp"]
+    red = []
+    for a, b in _runs([v is not None and v > target + loud_lu for v in short], join=int(round(3.0 / step))):
+        top = max(v for v in short[a:b + 1] if v is not None)
+        frame, duration = span(max(0.0, (a + 1) * step - 3.0), (b + 1) * step)  # a reading covers the 3 s before it
+        red.append((frame, "Red", "Too loud", "short-term up to %.1f LUFS (target %.1f + %.1f LU)"
+                    % (top, target, loud_lu), duration))
+    yellow = []
+    for a, b in _runs([v is not None and v > ceiling for v in peaks], join=int(round(1.0 / step))):
+        top = max(v for v in peaks[a:b + 1] if v is not None)
+        frame, duration = span(a * step, min(len(peaks), b + 1) * step)
+        yellow.append((frame, "Yellow", "True peak over", "%.1f dBTP (ceiling %.1f dBTP)" % (top, ceiling), duration))
     integrated = result.get("integrated_lufs")
     off = "" if integrated is None else " (%+.1f LU from the target)" % (integrated - target)
-    markers = [(0, "Blue", "Loudness", "integrated %s%s, target %.1f LUFS; loudness range %s; true peak max %s" % (
+    note = "integrated %s%s, target %.1f LUFS; loudness range %s; true peak max %s; %d too loud, %d true peak over" % (
         _fmt(integrated, "LUFS"), off, target, _fmt(result.get("lra_lu"), "LU"),
-        _fmt(result.get("true_peak_dbtp"), "dBTP")), 1)]
-    short = line["short_term_lufs"]
-    for a, b in _runs([v is not None and v > target + loud_lu for v in short]):
-        top = max(short[a:b + 1])
-        begin = max(0.0, (a + 1) * step - 3.0)  # the first loud reading covers the 3 s before it
-        end = (b + 1) * step
-        markers.append((int(round(begin * fps)), "Red", "Too loud", "short-term up to %.1f LUFS (target %.1f + %.1f LU)"
-                        % (top, target, loud_lu), max(1, int(round((end - begin) * fps)))))
-    peaks = line["true_peak_dbtp"]
-    for a, b in _runs([v is not None and v > ceiling for v in peaks]):
-        top = max(peaks[a:b + 1])
-        markers.append((int(round(a * step * fps)), "Yellow", "True peak over", "%.1f dBTP (ceiling %.1f dBTP)"
-                        % (top, ceiling), max(1, int(round((b - a + 1) * step * fps)))))
-    return sorted(markers)
+        _fmt(result.get("true_peak_dbtp"), "dBTP"), len(red), len(yellow))
+    more = [("%d more too loud" % (len(red) - MAX_MARKERS)) if len(red) > MAX_MARKERS else "",
+            ("%d more true peak over" % (len(yellow) - MAX_MARKERS)) if len(yellow) > MAX_MARKERS else ""]
+    if any(more):
+        note += " (not marked: %s)" % ", ".join(m for m in more if m)
+    return [(0, "Blue", "Loudness", note, 1)] + sorted(red[:MAX_MARKERS] + yellow[:MAX_MARKERS])
 
 
 def place_markers(timeline, markers):
@@ -780,7 +826,7 @@ def loudness_report(resolve, config, report=print, job_runner=None):
     if job_runner is not None:
         job_runner(job)
     else:
-        job.run()
+        job.run(report)
     if job.cancelled:
         report("HushBridge: cancelled; no markers changed")
         return {"cancelled": True, "markers": 0, "error": None}
@@ -789,17 +835,14 @@ def loudness_report(resolve, config, report=print, job_runner=None):
         return {"cancelled": False, "markers": 0, "error": job.error}
     fps = frame_rate(timeline.GetSetting("timelineFrameRate")) or 24.0
     target = float(config.get("loudness_target", -16.0))
+    length = None
+    if has(timeline, "GetEndFrame") and has(timeline, "GetStartFrame"):
+        length = int(timeline.GetEndFrame()) - int(timeline.GetStartFrame())
     markers = loudness_markers(job.result, fps, target, float(config.get("loud_lu", 3.0)),
-                               float(config.get("true_peak_ceiling", -1.0)))
+                               float(config.get("true_peak_ceiling", -1.0)), length=length)
     placed = place_markers(timeline, markers)
     report("HushBridge: %s" % markers[0][3])
-    report("HushBridge: %d marker(s): %d too loud, %d true peak over" % (
-        placed, sum(m[2] == "Too loud" for m in markers), sum(m[2] == "True peak over" for m in markers)))
-    if config.get("keep_renders") is not True:
-        try:
-            os.remove(job.path)
-        except OSError:
-            pass
+    report("HushBridge: %d of %d marker(s) placed" % (placed, len(markers)))
     return {"cancelled": False, "markers": placed, "error": None, "result": job.result}
 
 
@@ -817,11 +860,16 @@ def _main(namespace, config_path, task):
 
         def runner(job):
             if not run_with_window(fusion, namespace.get("bmd"), job):  # free edition: the Console
-                job.run(console_progress(print))
+                job.run(print)
 
         return task(resolve, config, job_runner=runner)
     except (ResolveScriptError, OSError) as e:
         print("HushBridge: %s" % e)
+        return None
+    except Exception:  # noqa: BLE001 - a bug: say so in one place, with what to send us
+        import traceback
+
+        print("HushBridge: internal error; please report it with this:\n%s" % traceback.format_exc())
         return None
 
 

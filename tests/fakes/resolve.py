@@ -267,7 +267,9 @@ class Timeline(_Bridged):
         colors = {"Blue", "Cyan", "Green", "Yellow", "Red", "Pink", "Purple", "Fuchsia", "Rose", "Lavender", "Sky",
                   "Mint", "Lemon", "Sand", "Cocoa", "Cream"}
         frame = float(frame)
-        if color not in colors or frame in self._markers or frame < 0 or duration < 1:
+        length = self.GetEndFrame() - self._start
+        # a marker past the timeline's end is refused (assumed: whether Resolve cuts or refuses is open)
+        if color not in colors or frame in self._markers or frame < 0 or duration < 1 or frame + duration > length:
             return False
         self._markers[frame] = {"color": color, "duration": float(duration), "note": note, "name": name,
                                 "customData": custom_data}
@@ -441,20 +443,34 @@ class Project(_Bridged):
         self.fake_language = "en"
         self.fake_polls_per_render = 3  # status polls a render takes
         self.fake_refuse_jobs = False  # AddRenderJob fails (an audio-only timeline, say)
+        self.fake_fail_render = ""  # an Error the render reports (a full disk, say)
+        self.fake_presets = ["YouTube - 1080p", "Audio Only", "H.264 Master"]
+        self.render_mode = 0  # 0: individual clips, 1: single clip
 
     def _deliver(self) -> None:
         if self._resolve is not None:
             self._resolve._page = "deliver"
 
     def GetRenderPresetList(self):  # noqa: N802
-        return ["YouTube - 1080p", "Audio Only", "H.264 Master"]
+        return list(self.fake_presets)
 
     def LoadRenderPreset(self, name):  # noqa: N802
         self._deliver()
-        if name != "Audio Only":
-            return name in self.GetRenderPresetList()
+        if name != "Audio Only" or name not in self.fake_presets:
+            return name in self.fake_presets
         self._settings.update(ExportVideo=False, ExportAudio=True, format="wav", AudioCodec="lpcm")
         return True
+
+    def SetCurrentRenderMode(self, mode):  # noqa: N802
+        self._deliver()
+        if mode not in (0, 1):
+            return False
+        self.render_mode = mode
+        return True
+
+    def SetCurrentRenderFormatAndCodec(self, fmt, codec):  # noqa: N802 - GetRenderCodecs("wav") is {} on 19-21
+        self._deliver()
+        return False
 
     def SetRenderSettings(self, settings):  # noqa: N802
         self._deliver()
@@ -472,7 +488,9 @@ class Project(_Bridged):
         import uuid
 
         job = str(uuid.uuid4())
-        self._jobs[job] = {"JobId": job, "TargetDir": s["TargetDir"], "OutputFilename": s["CustomName"] + ".wav",
+        # individual-clips mode renders a file per clip, named after each: not the name asked for
+        name = s["CustomName"] if self.render_mode == 1 else "A001_" + s["CustomName"]
+        self._jobs[job] = {"JobId": job, "TargetDir": s["TargetDir"], "OutputFilename": name + ".wav",
                            "RenderJobName": "Job 1", "TimelineName": self._timeline.GetName(), "_polls": None,
                            "_state": 0}
         return job
@@ -485,11 +503,10 @@ class Project(_Bridged):
             job["_polls"] = 0
         return bool(found)
 
-    def StopRendering(self):  # noqa: N802
+    def StopRendering(self):  # noqa: N802 - the job stops over the next poll or two, then says Cancelled
         for job in self._jobs.values():
             if job["_polls"] is not None and job["_state"] < 2:
-                job["_polls"] = None
-                job["_state"] = 0
+                job["_stop"] = 2
 
     def IsRenderingInProgress(self):  # noqa: N802
         return any(j["_polls"] is not None and j["_state"] < 2 for j in self._jobs.values())
@@ -499,6 +516,16 @@ class Project(_Bridged):
         if job is None:
             return None
         names = self.STATUS[self.fake_language]
+        if job.get("_stop") is not None:
+            job["_stop"] -= 1
+            if job["_stop"] <= 0:
+                job["_polls"], job["_state"] = None, 3
+                return {"JobStatus": "Cancelled", "CompletionPercentage": 0}
+            return {"JobStatus": names[1], "CompletionPercentage": 40}
+        if job["_state"] == 3:
+            return {"JobStatus": "Cancelled", "CompletionPercentage": 0}
+        if self.fake_fail_render and job["_polls"] is not None:
+            return {"JobStatus": "Failed", "CompletionPercentage": 10, "Error": self.fake_fail_render}
         if job["_polls"] is not None and job["_state"] < 2:
             job["_polls"] += 1
             job["_state"] = 1
@@ -513,8 +540,12 @@ class Project(_Bridged):
     def GetRenderJobList(self):  # noqa: N802
         return [{k: v for k, v in j.items() if not k.startswith("_")} for j in self._jobs.values()]
 
-    def DeleteRenderJob(self, job_id):  # noqa: N802
-        return self._jobs.pop(job_id, None) is not None
+    def DeleteRenderJob(self, job_id):  # noqa: N802 - not while it renders (assumed)
+        job = self._jobs.get(job_id)
+        if job is None or (job["_polls"] is not None and job["_state"] == 1):
+            return False
+        del self._jobs[job_id]
+        return True
 
     def GetName(self):  # noqa: N802
         return "Fake project"

@@ -414,3 +414,50 @@ def test_the_loudness_report_says_why_it_could_not_and_cancel_changes_nothing(me
     summary = hr.loudness_report(resolve, config(tmp_path), report=lambda _m: None, job_runner=cancel_while_rendering)
     assert summary["cancelled"] and len(tl.GetMarkers()) == 1  # the user's marker alone
     assert resolve.GetCurrentPage() == "edit" and resolve.fake_project.GetRenderJobList() == []
+
+
+def test_loudness_markers_stay_on_the_timeline_are_merged_and_capped():
+    """A programme loud to its last frame, with a true peak over every other 0.1 s step for ten
+    minutes: the red span ends at the timeline's end, nearby overs are one marker, and there are
+    at most MAX_MARKERS of a kind, the summary saying how many more."""
+    n = 6000  # 10 minutes of 0.1 s steps
+    short = [-20.0] * (n - 30) + [-10.0] * 30  # loud for the last 3 s
+    peaks = [0.5 if (i // 20) % 2 == 0 else -3.0 for i in range(n)]  # 2 s over, 2 s under, over and over
+    result = {"integrated_lufs": -18.0, "lra_lu": None, "true_peak_dbtp": 0.5,
+              "timeline": {"step_s": 0.1, "short_term_lufs": short, "true_peak_dbtp": peaks, "momentary_lufs": short}}
+    length = 600 * 25
+    markers = hr.loudness_markers(result, 25.0, -16.0, length=length)
+    assert all(f + d <= length for f, _c, _n, _t, d in markers)
+    red = [m for m in markers if m[2] == "Too loud"]
+    yellow = [m for m in markers if m[2] == "True peak over"]
+    assert len(red) == 1 and red[0][0] + red[0][4] == length
+    assert len(yellow) == hr.MAX_MARKERS and "50 more true peak over" in markers[0][3]  # 150 overs in all
+    assert "loudness range n/a" in markers[0][3]
+    nearby = [0.5 if i in (10, 14, 30) else -3.0 for i in range(100)]  # 0.4 s apart: one; 1.6 s on: another
+    result["timeline"]["true_peak_dbtp"] = nearby
+    result["timeline"]["short_term_lufs"] = [-20.0] * 100
+    assert len([m for m in hr.loudness_markers(result, 25.0, -16.0) if m[2] == "True peak over"]) == 2
+
+
+def test_a_failed_stopped_or_stalled_render_is_said_and_leaves_nothing_behind(media, tmp_path, monkeypatch):
+    resolve, tl = loud_edit(media, tmp_path)
+    project = resolve.fake_project
+    project.fake_fail_render = "disk full"
+    summary = hr.loudness_report(resolve, config(tmp_path), report=lambda _m: None)
+    assert "the render failed: disk full" in summary["error"] and project.GetRenderJobList() == []
+    project.fake_fail_render = ""
+    project.fake_presets = ["YouTube - 1080p"]  # no "Audio Only" (renamed, another language) and no wav codec
+    summary = hr.loudness_report(resolve, config(tmp_path), report=lambda _m: None)
+    assert "no \"Audio Only\" render preset" in summary["error"]
+    project.fake_presets = ["Audio Only"]
+    monkeypatch.setattr(hr.LoudnessJob, "STALL_S", 0.3)
+    project.fake_polls_per_render = 10 ** 9  # a render stuck short of 100 %
+    summary = hr.loudness_report(resolve, config(tmp_path), report=lambda _m: None)
+    assert "no progress" in summary["error"]
+    project.fake_polls_per_render = 3
+    bad = config(tmp_path, hushbridge=[sys.executable, "-c", "import sys; sys.exit('cannot measure')"])
+    summary = hr.loudness_report(resolve, bad, report=lambda _m: None)
+    assert "could not measure the mix: cannot measure" in summary["error"]
+    assert not list((tmp_path / "cleaned").glob("*mix*.wav"))  # the render went again, measured or not
+    assert resolve.GetCurrentPage() == "edit" and project.render_mode == 1
+    assert len(tl.GetMarkers()) == 1  # the user's alone: a failed report marks nothing
