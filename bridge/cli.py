@@ -957,6 +957,24 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
 
 
 # == osc-layout ====================================================================================
+def _cmd_latency(args: argparse.Namespace) -> int:
+    from hushbridge.io.latency import measure_round_trip
+
+    trip = measure_round_trip(args.send, args.ret, server=args.server, repeats=args.repeats)
+    if args.json:
+        import json
+
+        print(json.dumps({"samples": trip.samples, "ms": trip.ms, "sample_rate": trip.sample_rate,
+                          "period": trip.period, "match": trip.match, "delays": list(trip.delays)}))
+        return EXIT_OK
+    _console().print(f"round trip {', '.join(args.send)} -> {args.ret}: {trip.samples} samples, {trip.ms:.2f} ms "
+                     f"at {trip.sample_rate} Hz (JACK period {trip.period}; each sweep: "
+                     f"{', '.join(map(str, trip.delays))}; match {trip.match:.2f})", markup=False)
+    if trip.match < 0.7:
+        _warning("the signal came back much changed (a denoiser or gate in the way?): bypass it for a surer number")
+    return EXIT_OK
+
+
 def _cmd_install_host_scripts(args: argparse.Namespace) -> int:
     from hushbridge.hosts.install import install_ableton, install_resolve
 
@@ -1183,6 +1201,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="equal: the channels are separate sources (microphones), every one weighs 1.0, where "
                         "BS.1770 tools take 6 or 8 channels naming no speakers as 5.1 or 7.1")
     p.set_defaults(func=_cmd_normalize)
+    p = sub.add_parser("latency", help="measure the round trip from JACK ports and back (a host's \"Hardware "
+                                       "Latency\")",
+                       description="Plays a sweep into --send and records --return with two JACK clients of its "
+                                   "own, and prints the delay (samples and ms): what Ableton Live's External Audio "
+                                   "Effect asks as Hardware Latency for a route through hushbridge or an interface "
+                                   "wired back to itself.")
+    p.add_argument("--send", nargs="+", required=True, metavar="PORT",
+                   help="JACK ports to play the sweep into, e.g. hushbridge:in_1 or system:playback_1")
+    p.add_argument("--return", dest="ret", required=True, metavar="PORT",
+                   help="the JACK port it comes back on, e.g. hushbridge:out_1 or system:capture_1")
+    p.add_argument("--server", metavar="NAME", help="JACK server name (default: $JACK_DEFAULT_SERVER or default)")
+    p.add_argument("--repeats", type=_ranged(int, 1, 20, "repeats"), default=3, help="sweeps to send (default 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_latency)
+
     p = sub.add_parser("install-host-scripts", help="install the editor scripts (DaVinci Resolve, Ableton Live)",
                        description="resolve: writes the HushBridge menu script into Resolve's per-user "
                                    "Fusion/Scripts/Utility folder (or DEST/Utility), with a config naming this "

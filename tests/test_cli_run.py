@@ -309,3 +309,35 @@ def test_run_duck_lowers_the_bed_under_the_voice_and_leaves_it_uncleaned(jack_se
         s = slice(int(0.5 * sr), int(1.4 * sr))
         assert late or np.max(np.abs(y[c, s] - x[c, s])) < 1e-6, c
     assert cut_db(0, 2.0, 2.45) != pytest.approx(0.0, abs=0.05)  # the voice went through the chain
+
+
+@pytest.mark.jack
+def test_latency_measures_the_round_trip_through_a_running_engine(jack_server):
+    """`hushbridge latency` through `run --chain gain,limiter`: the limiter's 72-sample look-ahead,
+    exactly, on every sweep; a port that is not there is a clear error."""
+    import json as _json
+
+    from helpers import wait_for_jack_ports
+
+    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server.name, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--name", "hblat",
+                             "--chain", "gain,limiter", "--channels", "1", "--no-osc"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert wait_for_jack_ports(jack_server.name, "hblat", ["in_1", "out_1"], proc)
+        for _ in range(3):  # the measuring clients refuse a take with xruns in it: measure again
+            r = subprocess.run([sys.executable, "-m", "hushbridge", "latency", "--send", "hblat:in_1", "--return",
+                                "hblat:out_1", "--json"], capture_output=True, text=True, env=env, timeout=120)
+            if "missed" not in r.stderr:
+                break
+        bad = subprocess.run([sys.executable, "-m", "hushbridge", "latency", "--send", "nowhere:in_1", "--return",
+                              "hblat:out_1"], capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    if r.returncode != 0 and "missed" in r.stderr and not jack_server.realtime:
+        pytest.skip(f"xruns in three takes on a server without realtime scheduling: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    trip = _json.loads(r.stdout)
+    assert trip["samples"] == 72 and trip["delays"] == [72, 72, 72] and trip["match"] > 0.99
+    assert bad.returncode != 0 and "cannot connect the test ports" in bad.stderr
