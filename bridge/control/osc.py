@@ -53,6 +53,10 @@ request                          args                   reply / effect
                                                         Script), published as
                                                         ``/hb/transport/tempo_bpm``, ``playing``,
                                                         ``beat``
+``/hb/host/track``               index name volume_db   an editor's track (index from 1), sent on to
+                                                        the registered clients; ``track_count n``
+                                                        forgets those past n; ``/hb/host/tracks``
+                                                        answers them all, then ``/hb/host/tracks/end``
 ``/hb/record/start``                                    start a take (``run --record``), then
                                                         ``/hb/record/status`` to the sender (and
                                                         every registered client)
@@ -301,6 +305,11 @@ class OscController:
         self.map("/hb/learn", self._on_learn)
         self.map("/hb/learn/cancel", self._on_learn_cancel)
         self.map("/hb/host/transport", self._on_host_transport)
+        self.map("/hb/host/track", self._on_host_track)
+        self.map("/hb/host/track_count", self._on_host_track_count)
+        self.map("/hb/host/tracks", self._on_host_tracks)
+        #: the editor's tracks (the Ableton Remote Script): index -> (name, volume dB)
+        self.host_tracks: dict[int, tuple[str, float]] = {}
         self._recorder: Any = None
         for action in ("start", "stop", "status"):
             self.map(f"/hb/record/{action}", self._on_record)
@@ -777,6 +786,31 @@ class OscController:
         self.engine.publish("/hb/transport/tempo_bpm", round(tempo, 2), source=client)
         self.engine.publish("/hb/transport/playing", 1.0 if playing else 0.0, source=client)
         self.engine.publish("/hb/transport/beat", float(beat), source=client)
+
+    def _on_host_track(self, client: ClientAddress, address: str, *args: Any) -> None:
+        """An editor's track (index from 1, name, fader in dB): kept for /hb/host/tracks and sent on
+        to every registered client but the sender."""
+        if len(args) != 3 or not isinstance(args[0], int) or isinstance(args[0], bool) or not isinstance(args[1], str) \
+                or not isinstance(args[2], (int, float)) or isinstance(args[2], bool) or not 1 <= args[0] <= 4096:
+            raise OscRequestError(f"{address} needs <index i (1..4096)> <name s> <volume_db f>, got {args!r:.80}")
+        db = float(args[2]) if math.isfinite(args[2]) else -math.inf
+        self.host_tracks[args[0]] = (args[1][:256], db)
+        for dest in set(self._registered.values()) - {self._registered.get(client)}:
+            self._reply("/hb/host/track", (args[0], args[1][:256], db if math.isfinite(db) else -1000.0), dest)
+
+    def _on_host_track_count(self, client: ClientAddress, address: str, *args: Any) -> None:
+        if len(args) != 1 or not isinstance(args[0], int) or isinstance(args[0], bool) or not 0 <= args[0] <= 4096:
+            raise OscRequestError(f"{address} needs <count i (0..4096)>, got {args!r:.80}")
+        for index in [i for i in self.host_tracks if i > args[0]]:
+            del self.host_tracks[index]
+
+    def _on_host_tracks(self, client: ClientAddress, address: str, *args: Any) -> None:
+        if args:
+            raise OscRequestError(f"{address} takes no arguments")
+        for index in sorted(self.host_tracks):
+            name, db = self.host_tracks[index]
+            self._reply("/hb/host/track", (index, name, db if math.isfinite(db) else -1000.0), client)
+        self._reply("/hb/host/tracks/end", (len(self.host_tracks),), client)
 
     def _on_learn_cancel(self, client: ClientAddress, address: str, *args: Any) -> None:
         if args:

@@ -227,3 +227,57 @@ def test_a_malformed_bundle_never_hangs_the_script():
     msg = oscmini.encode("/hb/meter/gain_reduction/duck", [3.5])
     good = b"#bundle\0" + b"\0" * 8 + struct.pack(">i", len(msg)) + msg
     assert oscmini.decode(good) == [("/hb/meter/gain_reduction/duck", [3.5])]
+
+
+def test_lives_track_names_and_faders_reach_hushbridges_clients(rig):
+    """/hb/host/track for each track as it changes (a ducked one at the user's level), kept by the
+    engine for /hb/host/tracks and sent on to registered clients (a tablet shows Live's mixer)."""
+    import socket
+
+    from pythonosc.osc_message import OscMessage
+
+    from hushbridge.control.osc import encode
+
+    engine, server, voice, scripts = rig
+    tablet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tablet.bind(("127.0.0.1", 0))
+    tablet.settimeout(0.02)
+    tablet.sendto(encode("/hb/register", []), ("127.0.0.1", server.port))
+    song = Song(["Voice", "Music [duck]"])
+    host = LiveHost(scripts, song)
+    heard = {}
+
+    def listen():
+        while True:
+            try:
+                msg = OscMessage(tablet.recvfrom(65536)[0])
+            except socket.timeout:
+                return
+            if msg.address == "/hb/host/track":
+                heard[msg.params[0]] = (msg.params[1], round(msg.params[2], 1))
+
+    try:
+        assert until(host, lambda: (listen(), heard == {1: ("Voice", 0.0), 2: ("Music [duck]", 0.0)})[1])
+        song.fake_track("Voice").mixer_device.volume.fake_user_set(0.7)
+        song.fake_track("Voice").fake_user_rename("Host")
+        voice.talking.set()  # the music ducks: still reported at the user's 0 dB
+        assert until(host, lambda: (listen(), heard.get(1) == ("Host", -6.0))[1])
+        host.tick(10)
+        listen()
+        assert heard[2] == ("Music [duck]", 0.0)
+        song.fake_delete_track(song.fake_track("Music [duck]"))
+        host.tick(3)
+        tablet.sendto(encode("/hb/host/tracks", []), ("127.0.0.1", server.port))
+        replies = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not any(r.address == "/hb/host/tracks/end" for r in replies):
+            try:
+                replies.append(OscMessage(tablet.recvfrom(65536)[0]))
+            except socket.timeout:
+                pass
+        listed = [(r.params[0], r.params[1], round(r.params[2], 1)) for r in replies if r.address == "/hb/host/track"]
+        assert listed[-1:] == [(1, "Host", -6.0)]  # the deleted track forgotten (after the live updates)
+        assert [r.params for r in replies if r.address == "/hb/host/tracks/end"] == [[1]]
+    finally:
+        host.close()
+        tablet.close()

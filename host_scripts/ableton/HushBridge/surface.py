@@ -36,6 +36,7 @@ DEFAULTS = {
 }
 MAX_DATAGRAMS = 64  # per tick: a flood never holds Live's thread
 HELLO_TICKS = 30  # re-subscribe every 3 s: an engine restarted finds us again
+TRACKS_PER_TICK = 16  # track updates sent a tick: a big set is announced over a few ticks
 REFUSED_TICKS = 300  # ... every 30 s while the engine says it has no such meter (no duck effect)
 SILENT_S = 1.0  # no meter for this long: the engine is gone, the ducked tracks come back
 LOG_EVERY_S = 10.0
@@ -102,6 +103,8 @@ class HushBridge(object):
         self._ticks = 0
         self._transport_dirty = True
         self._sent_beat = None
+        self._sent_tracks = {}  # index -> (name, volume dB) as hushbridge last heard it
+        self._sent_count = None
         self._cut_db = 0.0
         self._cut_max = 0.0  # the largest cut heard this tick (meters come faster than ticks)
         self._heard = -math.inf  # time.monotonic() of the last meter from the engine
@@ -199,6 +202,7 @@ class HushBridge(object):
         self._send_transport()
         if self._active:
             self._apply_ducking()
+        self._send_tracks()
 
     def _receive(self):
         for _ in range(MAX_DATAGRAMS):
@@ -240,6 +244,27 @@ class HushBridge(object):
             self._transport_dirty = False
             self._sent_beat = beat
             self._send("/hb/host/transport", float(song.tempo), 1 if playing else 0, beat)
+
+    def _send_tracks(self):
+        """Track names and faders out, as they change (at most TRACKS_PER_TICK a tick); a ducked
+        track's fader is reported where the user put it, not where the duck holds it."""
+        tracks = list(self._song.tracks)
+        if len(tracks) != self._sent_count:
+            self._sent_count = len(tracks)
+            self._send("/hb/host/track_count", len(tracks))
+            for index in [i for i in self._sent_tracks if i > len(tracks)]:
+                del self._sent_tracks[index]
+        sent = 0
+        for index, track in enumerate(tracks, 1):
+            if sent >= TRACKS_PER_TICK:
+                break
+            state = next((s for s in self._ducked if s.track == track), None)
+            value = state.base if state is not None else track.mixer_device.volume.value
+            now = (track.name or "", round(value_to_db(value), 1) if value > 0 else -1000.0)
+            if self._sent_tracks.get(index) != now:
+                self._sent_tracks[index] = now
+                self._send("/hb/host/track", index, now[0], float(now[1]))
+                sent += 1
 
     def _apply_ducking(self, force_release=False):
         silent = time.monotonic() - self._heard > SILENT_S
