@@ -264,6 +264,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
                 task = bar.add_task(src.name, total=info.frames)
 
                 def progress(done: int, total: int) -> None:
+                    _still_running()
                     bar.update(task, completed=done, total=total)
 
                 if args.loudness is None:
@@ -1270,6 +1271,7 @@ def main(argv: list[str] | None = None) -> int:
     # unwinds like Ctrl-C, so no temporary file is left behind (a decoded input's copy is hundreds
     # of MB); only the main thread may set handlers: main() also runs inside other programs
     previous: dict = {}
+    _signalled.clear()  # main() may run again in one process (tests, embedding programs)
     if args.command != "run" and threading.current_thread() is threading.main_thread():
         for sig in _ENDING_SIGNALS:
             previous[sig] = signal.signal(sig, _raise_interrupt)
@@ -1315,8 +1317,20 @@ class _Terminated(KeyboardInterrupt):
         self.signum = int(signum)
 
 
+_signalled: list[int] = []  # SIGTERM/SIGHUP that came (see _still_running)
+
+
 def _raise_interrupt(signum, frame):  # noqa: ARG001
+    _signalled.append(signum)
     raise _Terminated(signum)
+
+
+def _still_running() -> None:
+    """Raise again a SIGTERM/SIGHUP whose exception was lost: a handler that runs inside a
+    finalizer (``__del__``, a weakref callback, during a garbage collection) has its exception
+    printed and dropped by CPython, and the render went on to the end (seen once in CI: exit 0)."""
+    if _signalled:
+        raise _Terminated(_signalled[0])
 
 
 if __name__ == "__main__":
