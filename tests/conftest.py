@@ -149,3 +149,13 @@ def jack_server():
         else:
             os.environ["JACK_DEFAULT_SERVER"] = old
         _kill(proc)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The standalone build's tests run only when asked for (``-m standalone``): they build for minutes."""
+    if "standalone" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="builds the standalone program: run with -m standalone")
+    for item in items:
+        if "standalone" in item.keywords:
+            item.add_marker(skip)
