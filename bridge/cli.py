@@ -612,6 +612,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         where = f"OSC on {args.osc_host}:{osc.port}" if osc else "OSC off"
         if osc is not None and osc.receiver is not None:
             where += " (received in a process of its own)"
+        elif osc is not None and args.osc_receive == "process":
+            where += " (received on a thread: no receive process here)"
         if midi is not None:
             if osc is not None:
                 from hushbridge.control.midi import attach_osc
@@ -961,16 +963,20 @@ def _cmd_normalize(args: argparse.Namespace) -> int:
 def _cmd_latency(args: argparse.Namespace) -> int:
     from hushbridge.io.latency import measure_round_trip
 
-    trip = measure_round_trip(args.send, args.ret, server=args.server, repeats=args.repeats)
+    trip = measure_round_trip(args.send, args.ret, server=args.server, repeats=args.repeats,
+                              max_latency_s=args.max_latency)
     if args.json:
         import json
 
         print(json.dumps({"samples": trip.samples, "ms": trip.ms, "sample_rate": trip.sample_rate,
-                          "period": trip.period, "match": trip.match, "delays": list(trip.delays)}))
+                          "period": trip.period, "match": trip.match, "delays": list(trip.delays),
+                          "inverted": trip.inverted}))
         return EXIT_OK
     _console().print(f"round trip {', '.join(args.send)} -> {args.ret}: {trip.samples} samples, {trip.ms:.2f} ms "
                      f"at {trip.sample_rate} Hz (JACK period {trip.period}; each sweep: "
                      f"{', '.join(map(str, trip.delays))}; match {trip.match:.2f})", markup=False)
+    if trip.inverted:
+        _warning("it came back with its polarity inverted (a wiring or an interface that flips it)")
     if trip.match < 0.7:
         _warning("the signal came back much changed (a denoiser or gate in the way?): bypass it for a surer number")
     return EXIT_OK
@@ -1214,6 +1220,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the JACK port it comes back on, e.g. hushbridge:out_1 or system:capture_1")
     p.add_argument("--server", metavar="NAME", help="JACK server name (default: $JACK_DEFAULT_SERVER or default)")
     p.add_argument("--repeats", type=_ranged(int, 1, 20, "repeats"), default=3, help="sweeps to send (default 3)")
+    p.add_argument("--max-latency", type=_ranged(float, 0.05, 10.0, "seconds"), default=1.0, metavar="S",
+                   help="the longest round trip looked for, seconds (default 1; a longer one is an error, not a "
+                        "wrong number)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_latency)
 

@@ -108,7 +108,10 @@ def _kernel_ref(kernel: Any) -> tuple[str, str, Path]:
     module = sys.modules[fn.__module__]
     if getattr(module, fn.__name__, None) is not kernel:
         raise TypeError(f"{fn.__module__}.{fn.__qualname__}: a fused kernel must be a module-level @njit function")
-    return fn.__module__, fn.__name__, Path(inspect.getfile(fn))
+    path = Path(inspect.getfile(fn))
+    if not path.is_absolute() and getattr(sys, "frozen", False):  # a frozen program's sources lie in its folder
+        path = Path(getattr(sys, "_MEIPASS", "")) / path
+    return fn.__module__, fn.__name__, path
 
 
 @intrinsic

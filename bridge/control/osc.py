@@ -793,7 +793,9 @@ class OscController:
         if len(args) != 3 or not isinstance(args[0], int) or isinstance(args[0], bool) or not isinstance(args[1], str) \
                 or not isinstance(args[2], (int, float)) or isinstance(args[2], bool) or not 1 <= args[0] <= 4096:
             raise OscRequestError(f"{address} needs <index i (1..4096)> <name s> <volume_db f>, got {args!r:.80}")
-        db = float(args[2]) if math.isfinite(args[2]) else -math.inf
+        if math.isnan(args[2]):
+            raise OscRequestError(f"{address}: volume_db is NaN")
+        db = min(float(args[2]), 100.0) if args[2] > -1000.0 else -math.inf
         self.host_tracks[args[0]] = (args[1][:256], db)
         for dest in set(self._registered.values()) - {self._registered.get(client)}:
             self._reply("/hb/host/track", (args[0], args[1][:256], db if math.isfinite(db) else -1000.0), dest)
@@ -803,6 +805,8 @@ class OscController:
             raise OscRequestError(f"{address} needs <count i (0..4096)>, got {args!r:.80}")
         for index in [i for i in self.host_tracks if i > args[0]]:
             del self.host_tracks[index]
+        for dest in set(self._registered.values()) - {self._registered.get(client)}:
+            self._reply("/hb/host/track_count", (args[0],), dest)
 
     def _on_host_tracks(self, client: ClientAddress, address: str, *args: Any) -> None:
         if args:

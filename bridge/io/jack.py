@@ -229,14 +229,14 @@ def _libjack_quiet(sink: Callable[[str], None]) -> Iterator[None]:
         jack.set_info_function(None)
 
 
-def _open_client(name: str, server: str | None, operation: str) -> "jack.Client":
+def _open_client(name: str, server: str | None, operation: str, exact: bool = True) -> "jack.Client":
     _need_jack(operation)
     said: list[str] = []  # libjack's own lines, off stderr: the error below says it in one
     try:
         with _libjack_quiet(said.append):
             # exact: JACK would otherwise rename a second instance (name-01) and scripts that
             # connect name:in_1 would reach the first one without a word
-            return jack.Client(name, no_start_server=True, servername=server, use_exact_name=True)
+            return jack.Client(name, no_start_server=True, servername=server, use_exact_name=exact)
     except jack.JackOpenError as e:
         status = getattr(e, "status", None)
         # jackd2 answers a taken exact name with server_error (jackd1: name_not_unique); a server

@@ -22,7 +22,8 @@ import numpy as np
 from hushbridge.errors import BackendError
 
 SWEEP_S = 0.5
-GAP_S = 0.5  # silence after each sweep: the longest round trip measured, and the decay of reverbs
+MAX_LATENCY_S = 1.0  # the longest round trip looked for (each sweep is followed by this much silence and more)
+TAIL_S = 0.25  # silence beyond it: the decay of a reverb or filter in the way
 LEVEL_DB = -20.0
 
 
@@ -33,6 +34,7 @@ class RoundTrip:
     period: int  # JACK's buffer size while measuring
     match: float  # 0..1: normalised correlation at the delay (1: the signal came back unchanged)
     delays: tuple[int, ...]  # each repeat's
+    inverted: bool = False  # it came back upside down (a wiring or an interface that flips polarity)
 
     @property
     def ms(self) -> float:
@@ -65,24 +67,28 @@ class _Take:
 
 
 def measure_round_trip(send: list[str], ret: str, *, server: str | None = None, repeats: int = 3,
-                       max_latency_s: float = GAP_S) -> RoundTrip:
+                       max_latency_s: float = MAX_LATENCY_S) -> RoundTrip:
     """Play the sweep into ``send`` (JACK port names) ``repeats`` times, record ``ret``, return
-    the delay. Raises :class:`BackendError` when JACK or the ports are not there, or nothing
-    like the sweep comes back."""
+    the delay (up to ``max_latency_s``). Raises :class:`BackendError` when JACK or the ports are
+    not there, nothing like the sweep comes back, or it comes back later than that."""
     from hushbridge.io.jack import _open_client
 
     if not send:
         raise BackendError("name at least one port to send the test signal to", "measuring latency")
-    player = _open_client("hushbridge-latency-out", server, "measuring latency")
+    if len(set(send)) != len(send):
+        raise BackendError("a port is named twice in --send", "measuring latency")
+    # not exact names: two measurements at once each get a client of their own
+    player = _open_client("hushbridge-latency-out", server, "measuring latency", exact=False)
     try:
-        recorder = _open_client("hushbridge-latency-in", server, "measuring latency")
+        recorder = _open_client("hushbridge-latency-in", server, "measuring latency", exact=False)
     except BaseException:
         player.close()
         raise
     try:
         sr, period = player.samplerate, player.blocksize
         one = sweep(sr)
-        gap = int(max(max_latency_s, GAP_S) * sr)
+        max_lag = int(max_latency_s * sr)
+        gap = max_lag + int(TAIL_S * sr)  # the next sweep starts only after the latest return looked for
         signal = np.concatenate([np.concatenate([one, np.zeros(gap, np.float32)]) for _ in range(repeats)])
         take = _Take(signal, len(signal) + gap)
         out = player.outports.register("out")
@@ -145,25 +151,35 @@ def measure_round_trip(send: list[str], ret: str, *, server: str | None = None, 
     if take.missed:
         raise BackendError(f"the recorder missed {take.missed} JACK cycles (xruns): measure again",
                            "measuring latency")
-    return _delays(take.heard, one, len(one) + gap, repeats, gap, sr, period)
+    return _delays(take.heard, one, len(one) + gap, repeats, max_lag, sr, period)
 
 
 def _delays(heard: np.ndarray, one: np.ndarray, every: int, repeats: int, max_lag: int, sr: int,
             period: int) -> RoundTrip:
-    delays, matches = [], []
+    """Each sweep's delay in 0..max_lag, by normalised cross-correlation (either polarity)."""
+    delays, matches, signs = [], [], []
     ref = one.astype(np.float64)
     energy = float(np.dot(ref, ref))
     for r in range(repeats):
         seg = heard[r * every:r * every + len(one) + max_lag].astype(np.float64)
-        if len(seg) < len(one) or not np.any(seg):
+        if len(seg) < len(one) + max_lag or not np.any(seg):
             continue
         corr = np.correlate(seg, ref, mode="valid")  # lag 0..max_lag
         window = np.convolve(seg * seg, np.ones(len(ref)), mode="valid")
         norm = corr / np.sqrt(np.maximum(window * energy, 1e-30))
-        lag = int(np.argmax(norm))
+        lag = int(np.argmax(np.abs(norm)))
+        if abs(norm[lag]) < 0.3:
+            continue
         delays.append(lag)
-        matches.append(float(norm[lag]))
-    if not delays or max(matches) < 0.3:
-        raise BackendError("nothing like the test signal came back (is the return port wired to the send, and "
-                           "the path not muted or gated?)", "measuring latency")
-    return RoundTrip(int(np.median(delays)), int(sr), int(period), float(np.median(matches)), tuple(delays))
+        matches.append(float(abs(norm[lag])))
+        signs.append(bool(norm[lag] < 0))
+    if len(delays) < repeats:
+        what = "nothing like the test signal came back" if not delays else \
+            f"only {len(delays)} of {repeats} sweeps came back"
+        raise BackendError(f"{what} within {max_lag / sr:g} s (is the return port wired to the send, the path not "
+                           "muted or gated? a longer route: --max-latency)", "measuring latency")
+    if max(delays) >= max_lag - 1:  # at the window's edge: the real delay is longer
+        raise BackendError(f"the signal comes back {max_lag / sr:g} s or more later: measure with a larger "
+                           "--max-latency", "measuring latency")
+    return RoundTrip(int(np.median(delays)), int(sr), int(period), float(np.median(matches)), tuple(delays),
+                     inverted=bool(sum(signs) > len(signs) / 2))

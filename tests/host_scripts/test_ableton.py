@@ -255,9 +255,11 @@ def test_lives_track_names_and_faders_reach_hushbridges_clients(rig):
                 return
             if msg.address == "/hb/host/track":
                 heard[msg.params[0]] = (msg.params[1], round(msg.params[2], 1))
+            elif msg.address == "/hb/host/track_count":
+                heard["count"] = msg.params[0]
 
     try:
-        assert until(host, lambda: (listen(), heard == {1: ("Voice", 0.0), 2: ("Music [duck]", 0.0)})[1])
+        assert until(host, lambda: (listen(), heard == {"count": 2, 1: ("Voice", 0.0), 2: ("Music [duck]", 0.0)})[1])
         song.fake_track("Voice").mixer_device.volume.fake_user_set(0.7)
         song.fake_track("Voice").fake_user_rename("Host")
         voice.talking.set()  # the music ducks: still reported at the user's 0 dB
@@ -266,7 +268,7 @@ def test_lives_track_names_and_faders_reach_hushbridges_clients(rig):
         listen()
         assert heard[2] == ("Music [duck]", 0.0)
         song.fake_delete_track(song.fake_track("Music [duck]"))
-        host.tick(3)
+        assert until(host, lambda: (listen(), heard.get("count") == 1)[1])  # the tablet forgets the deleted track
         tablet.sendto(encode("/hb/host/tracks", []), ("127.0.0.1", server.port))
         replies = []
         deadline = time.monotonic() + 3
@@ -281,3 +283,40 @@ def test_lives_track_names_and_faders_reach_hushbridges_clients(rig):
     finally:
         host.close()
         tablet.close()
+
+
+def test_an_engine_started_after_live_learns_every_track_while_busy_faders_move(tmp_path):
+    """Live first, hushbridge later (or restarted): once hushbridge answers, the script tells it
+    every track again; automation moving tracks 1-16 every tick does not keep 17-20 from it."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    r = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "ableton", "--dest", str(tmp_path),
+                        "--osc-port", str(port)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    song = Song([f"T{i}" for i in range(1, 21)])
+    host = LiveHost(tmp_path, song)
+    host.tick(5)  # nobody listens yet
+    engine = Engine(Chain([Duck()]), channels=1)
+    engine.prepare(SR, 128)
+    server = OscServer(engine, port=port)
+    server.start()
+    audio = Voice(engine)  # meters go out while audio runs
+    audio.start()
+    try:
+        for tick in range(80):
+            for i in range(1, 17):  # automation on the first sixteen faders
+                song.fake_track(f"T{i}").mixer_device.volume.fake_user_set(0.5 + 0.02 * ((tick + i) % 10))
+            host.tick()
+            if len(server.controller.host_tracks) == 20:
+                break
+        assert sorted(server.controller.host_tracks) == list(range(1, 21))
+        assert server.controller.host_tracks[20][0] == "T20"
+    finally:
+        host.close()
+        audio.stop.set()
+        audio.join()
+        server.close()

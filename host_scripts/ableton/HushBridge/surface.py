@@ -105,6 +105,8 @@ class HushBridge(object):
         self._sent_beat = None
         self._sent_tracks = {}  # index -> (name, volume dB) as hushbridge last heard it
         self._sent_count = None
+        self._next_track = 0  # where the next tick's track updates start (round robin)
+        self._heard_any = -math.inf  # time.monotonic() of the last datagram from the engine
         self._cut_db = 0.0
         self._cut_max = 0.0  # the largest cut heard this tick (meters come faster than ticks)
         self._heard = -math.inf  # time.monotonic() of the last meter from the engine
@@ -199,9 +201,10 @@ class HushBridge(object):
         self._receive()
         if self._cut_max >= 0.0:
             self._cut_db = self._cut_max
+        if not self._active:  # the first HushBridge surface speaks for this set
+            return
         self._send_transport()
-        if self._active:
-            self._apply_ducking()
+        self._apply_ducking()
         self._send_tracks()
 
     def _receive(self):
@@ -215,6 +218,10 @@ class HushBridge(object):
             except OSError as e:
                 self._log("HushBridge: receive failed: %s" % e, kind="receive")
                 return
+            now = time.monotonic()
+            if now - self._heard_any > SILENT_S:  # hushbridge (re)appeared: tell it everything again
+                self._sent_tracks, self._sent_count, self._transport_dirty = {}, None, True
+            self._heard_any = now
             for address, args in oscmini.decode(data):
                 self._handle(address, args)
 
@@ -255,9 +262,12 @@ class HushBridge(object):
             for index in [i for i in self._sent_tracks if i > len(tracks)]:
                 del self._sent_tracks[index]
         sent = 0
-        for index, track in enumerate(tracks, 1):
+        start = self._next_track % max(1, len(tracks))
+        for k in range(len(tracks)):  # round robin: busy faders 1..16 never starve the rest
             if sent >= TRACKS_PER_TICK:
+                self._next_track = (start + k) % len(tracks)
                 break
+            index, track = (start + k) % len(tracks) + 1, tracks[(start + k) % len(tracks)]
             state = next((s for s in self._ducked if s.track == track), None)
             value = state.base if state is not None else track.mixer_device.volume.value
             now = (track.name or "", round(value_to_db(value), 1) if value > 0 else -1000.0)
