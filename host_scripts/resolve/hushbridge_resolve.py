@@ -472,14 +472,20 @@ def place(project, timeline, clips, cleaned, preset):
     return placed, failed, tracks
 
 
-def clean_timeline(resolve, config, report=print, job_runner=None):
-    """The whole script: returns a summary dict (also printed through ``report``)."""
+def open_timeline(resolve):
+    """(project, timeline) the user has open, or :class:`ResolveScriptError` saying what is not."""
     project = resolve.GetProjectManager().GetCurrentProject()
     if project is None:
         raise ResolveScriptError("no project is open")
     timeline = project.GetCurrentTimeline()
     if timeline is None:
         raise ResolveScriptError("the project has no timeline open")
+    return project, timeline
+
+
+def clean_timeline(resolve, config, report=print, job_runner=None):
+    """The whole script: returns a summary dict (also printed through ``report``)."""
+    project, timeline = open_timeline(resolve)
     clips, skipped = collect_clips(timeline)
     for name, why in skipped:
         report("HushBridge: skipped %s: %s" % (name, why))
@@ -815,12 +821,7 @@ def place_markers(timeline, markers):
 
 def loudness_report(resolve, config, report=print, job_runner=None):
     """The loudness report script: returns a summary dict (also printed through ``report``)."""
-    project = resolve.GetProjectManager().GetCurrentProject()
-    if project is None:
-        raise ResolveScriptError("no project is open")
-    timeline = project.GetCurrentTimeline()
-    if timeline is None:
-        raise ResolveScriptError("the project has no timeline open")
+    project, timeline = open_timeline(resolve)
     job = LoudnessJob(resolve, project, timeline, config)
     report("HushBridge: rendering and measuring the mix of %s" % timeline.GetName())
     if job_runner is not None:
