@@ -534,8 +534,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except (HushbridgeError, ValueError) as e:
             _error(e)
             return EXIT_USAGE
-    elif args.record_raw or args.record_paused:
-        _error("--record-raw and --record-paused go with --record FILE.wav|FOLDER")
+    elif args.record_raw or args.record_paused or args.record_follow:
+        _error("--record-raw, --record-paused and --record-follow go with --record FILE.wav|FOLDER")
         return EXIT_USAGE
     if args.record_paused and args.no_osc:
         _error("--record-paused waits for /hb/record/start over OSC; with --no-osc nothing could start a take")
@@ -592,13 +592,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    osc = midi = None
+    osc = midi = follower = None
     audio_lost = False
     try:
         backend.start()
         if recorder is not None:
             recorder.attach(engine)
-            if not args.record_paused:
+            if args.record_follow:
+                from hushbridge.record import TransportFollower
+
+                follower = TransportFollower(recorder, engine)
+            elif not args.record_paused:
                 recorder.start()
         # on JACK the MIDI port joins the engine's own client (one Python callback per cycle)
         midi = _start_midi_in(args, engine, backend) if args.midi_in else None
@@ -635,6 +639,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if recorder is not None:
             take = recorder.take
             err.print(f"recording to {', '.join(str(p) for p in take.paths + take.raw_paths)}" if take else
+                      "recording follows the transport: a take while it plays" if args.record_follow else
                       "recording armed: /hb/record/start starts a take", markup=False)
         tty = sys.stderr.isatty()
         errors_seen, blocks_seen, quiet_since = engine.callback_errors, engine.blocks, time.monotonic()
@@ -668,6 +673,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if tty:
             sys.stderr.write("\n")
     finally:
+        if follower is not None:
+            follower.close()
         if recorder is not None:  # first, while audio runs: the take ends with the output of its last input
             recorder.close(audio_running=not audio_lost)
             _print_take(err, recorder)
@@ -1145,6 +1152,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recording sample format (default PCM_24; PCM_16 is dithered)")
     p.add_argument("--record-paused", action="store_true",
                    help="with --record: wait for /hb/record/start instead of starting at once")
+    p.add_argument("--record-follow", action="store_true",
+                   help="with --record: a take while the transport plays (Live through the HushBridge Remote "
+                        "Script, or MIDI start/stop with --midi-in), each in a file of its own")
     p.add_argument("--status-every", type=int, default=10, metavar="S",
                    help="when stderr is not a terminal, print the status line every S seconds (0: never)")
     p.set_defaults(func=_cmd_run)

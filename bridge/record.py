@@ -497,3 +497,46 @@ class Recorder:
             except Exception:  # noqa: BLE001 - a listener must not stop a take
                 log.exception("recording listener failed")
 
+
+
+class TransportFollower:
+    """A take while the transport plays: started when ``/hb/transport/playing`` turns 1 (Live
+    through the HushBridge Remote Script, a MIDI start or continue), ended when it turns 0.
+    Engine listeners run on control threads (OSC, MIDI): the starts and stops happen on a thread
+    of this follower's own, as they open and close files."""
+
+    def __init__(self, recorder: Recorder, engine) -> None:  # noqa: ANN001 - an Engine
+        import queue
+
+        self.recorder = recorder
+        self.engine = engine
+        self.errors: list[str] = []
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="hushbridge-record-follow", daemon=True)
+        self._thread.start()
+        engine.add_listener(self._on_change)
+        if engine.is_published("/hb/transport/playing") and engine.get("/hb/transport/playing") >= 0.5:
+            self._queue.put(True)  # already playing
+
+    def _on_change(self, address: str, value: float, source: object) -> None:  # noqa: ARG002
+        if address == "/hb/transport/playing":
+            self._queue.put(value >= 0.5)
+
+    def _run(self) -> None:
+        while True:
+            playing = self._queue.get()
+            if playing is None:
+                return
+            try:
+                if playing and not self.recorder.recording:
+                    self.recorder.start()
+                elif not playing and self.recorder.recording:
+                    self.recorder.stop()
+            except RecordingError as e:
+                self.errors.append(str(e))
+                log.error("recording with the transport: %s", e)
+
+    def close(self) -> None:
+        self.engine.remove_listener(self._on_change)
+        self._queue.put(None)
+        self._thread.join(timeout=10.0)

@@ -477,3 +477,50 @@ def test_a_name_whose_later_parts_exist_or_that_a_dangling_link_holds_is_skipped
             rec3.attach(e)
     finally:
         rec2.close()
+
+
+def test_takes_follow_the_transport_one_file_each(tmp_path):
+    """run --record-follow: Live's play starts a take (the Remote Script's /hb/host/transport over
+    OSC), its stop ends it; the next play is a take of its own."""
+    from hushbridge.control.osc import OscController
+    from hushbridge.record import TransportFollower
+
+    e = engine_with_latency()
+    rec = Recorder(tmp_path / "show.wav")
+    rec.attach(e)
+    follower = TransportFollower(rec, e)
+    ctl = OscController(e)
+    live = ("127.0.0.1", 11000)
+    stop = threading.Event()
+
+    def audio():
+        feed = Feed(e, noise(60.0))
+        while not stop.is_set():
+            feed.run(1024, realtime=True)
+
+    driver = threading.Thread(target=audio)
+    driver.start()
+    try:
+        takes = []
+        for seconds in (0.6, 0.3):
+            assert ctl.handle_datagram(encode("/hb/host/transport", [120.0, 1, 0.0]), live) == []
+            deadline = time.monotonic() + 5
+            while not rec.recording and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert rec.recording
+            takes.append(rec.take)
+            time.sleep(seconds)
+            ctl.handle_datagram(encode("/hb/host/transport", [120.0, 0, 8.0]), live)
+            deadline = time.monotonic() + 5
+            while rec.recording and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not rec.recording
+    finally:
+        follower.close()
+        stop.set()
+        driver.join()
+        rec.close()
+    assert [t.paths[0].name for t in takes] == ["show.wav", "show-2.wav"]
+    for take, seconds in zip(takes, (0.6, 0.3)):
+        assert take.finished and not take.error and abs(take.seconds - seconds) < 0.25
+    assert not follower.errors
