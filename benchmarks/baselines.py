@@ -8,6 +8,9 @@ own rate, with its latency, run the way each is meant to stream.
 - GTCRN (``../shared/anchors/gtcrn/gtcrn_simple.onnx``): 16 kHz, sqrt-Hann STFT 512 / hop 256,
   streaming with its caches; delay 256.
 - noisereduce: spectral gating (non-stationary), offline, no delay.
+- WPE (``nara_wpe``): weighted prediction error dereverberation, offline (it sees the whole file,
+  so it is stronger than any streaming method could be): 16 kHz, STFT 512 / 128, 10 taps, delay 3,
+  5 iterations; no delay.
 """
 from __future__ import annotations
 
@@ -144,6 +147,24 @@ class NoiseReduce:
         return noisereduce.reduce_noise(y=x, sr=self.sample_rate, stationary=False).astype(np.float32)
 
 
+class WPE:
+    latency = 0
+    name = "wpe"
+    sample_rate = 16000
+
+    def __init__(self) -> None:
+        import nara_wpe  # noqa: F401
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        from nara_wpe.utils import istft, stft
+        from nara_wpe.wpe import wpe
+
+        spec = stft(x[None].astype(np.float64), size=512, shift=128)  # (channels, frames, bins)
+        out = wpe(spec.transpose(2, 0, 1), taps=10, delay=3, iterations=5, statistics_mode="full")
+        y = istft(out.transpose(1, 2, 0), size=512, shift=128)[0]
+        return np.pad(y, (0, max(0, len(x) - len(y))))[:len(x)].astype(np.float32)
+
+
 def available(cls, *args):
     """``(instance, None)`` or ``(None, reason)`` when the baseline cannot run here."""
     try:
@@ -157,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argparse.ArgumentParser(description=__doc__ + "\nRun alone, it says which baselines can run here.",
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
-    for cls in (RNNoise, DTLN, GTCRN, NoiseReduce):
+    for cls in (RNNoise, DTLN, GTCRN, NoiseReduce, WPE):
         instance, why = available(cls)
         print(f"{cls.name:12s} " + (f"ready (latency {cls.latency} samples at {instance.sample_rate} Hz)"
                                     if instance is not None else f"missing: {why}"))

@@ -209,6 +209,121 @@ def tts_clips(count: int = 160, seed: int = 1234) -> list[Clip]:
 # Signal helpers
 
 
+# General MIDI programs (0-based) for synthesized music: pads, keys, guitars, strings, brass,
+# reeds, pipes, and the voice-like ones (choir, voice oohs, synth voice) that a voice isolator must
+# not take for speech
+_GM_CHORDS = (0, 1, 4, 5, 16, 19, 24, 25, 26, 27, 46, 48, 49, 50, 52, 53, 54, 88, 89, 90, 91, 94)
+_GM_MELODY = (0, 6, 11, 12, 13, 21, 22, 40, 41, 42, 56, 57, 60, 64, 65, 66, 68, 71, 73, 74, 75,
+              80, 81, 85, 104, 105, 109)
+_GM_BASS = (32, 33, 34, 35, 36, 38, 39, 43)
+_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
+
+
+def random_midi(rng: np.random.Generator, seconds: float):
+    """A random piece as a ``mido.MidiFile``: chords, bass, a melody and (mostly) drums, in one key
+    at one tempo, with human-ish velocities."""
+    import mido  # a runtime dependency already
+
+    bpm = float(rng.uniform(60, 170))
+    tpb = 480
+    mid = mido.MidiFile(ticks_per_beat=tpb)
+    beats = int(seconds * bpm / 60) + 1
+    root = int(rng.integers(40, 52))
+    scale = np.array((0, 2, 4, 5, 7, 9, 11) if rng.random() < 0.6 else (0, 2, 3, 5, 7, 8, 10))
+    degrees = rng.integers(0, 7, size=beats // 4 + 2)  # one chord per bar
+
+    def track(channel: int, program: int | None, notes: list[tuple[float, float, int, int]]):
+        t = mido.MidiTrack()
+        mid.tracks.append(t)
+        if channel == 0:
+            t.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
+        if program is not None:
+            t.append(mido.Message("program_change", channel=channel, program=program))
+        t.append(mido.Message("control_change", channel=channel, control=10, value=int(rng.integers(20, 108))))
+        events = []
+        for start, dur, note, vel in notes:
+            events.append((int(start * tpb), 1, note, vel))
+            events.append((int((start + dur) * tpb), 0, note, 0))
+        now = 0
+        for tick, on, note, vel in sorted(events):
+            kind = "note_on" if on else "note_off"
+            t.append(mido.Message(kind, channel=channel, note=int(np.clip(note, 0, 127)), velocity=int(vel),
+                                  time=tick - now))
+            now = tick
+
+    def chord_notes(bar: int) -> list[int]:
+        d = int(degrees[bar])
+        return [root + 12 + int(scale[(d + k) % 7]) + 12 * ((d + k) // 7) for k in (0, 2, 4)]
+
+    parts = 0
+    if rng.random() < 0.85:  # chords
+        style = rng.integers(3)
+        notes = []
+        for bar in range(beats // 4 + 1):
+            for n in chord_notes(bar):
+                if style == 0:  # held
+                    notes.append((bar * 4.0, 3.9, n, int(rng.integers(50, 90))))
+                else:  # struck on beats / off-beats
+                    for b in range(4):
+                        notes.append((bar * 4 + b + (0.5 if style == 2 else 0.0), 0.45, n, int(rng.integers(45, 100))))
+        track(0, int(rng.choice(_GM_CHORDS)), notes)
+        parts += 1
+    if rng.random() < 0.75:  # bass on the chord roots
+        notes = [(bar * 4.0 + b, 0.9, chord_notes(bar)[0] - 24, int(rng.integers(60, 110)))
+                 for bar in range(beats // 4 + 1) for b in range(0, 4, int(rng.choice((1, 2))))]
+        track(1, int(rng.choice(_GM_BASS)), notes)
+        parts += 1
+    if rng.random() < 0.8 or parts == 0:  # a melody: a random walk on the scale
+        notes, t, pos = [], 0.0, int(rng.integers(7, 14))
+        while t < beats:
+            dur = float(rng.choice((0.25, 0.5, 0.5, 1.0, 1.0, 1.5, 2.0)))
+            pos = int(np.clip(pos + rng.integers(-2, 3), 0, 20))
+            if rng.random() > 0.15:  # rests
+                notes.append((t, dur * 0.95, root + 12 + int(scale[pos % 7]) + 12 * (pos // 7), int(rng.integers(60, 115))))
+            t += dur
+        track(2, int(rng.choice(_GM_MELODY)), notes)
+    if rng.random() < 0.7:  # drums (channel 10): kick, snare, hats
+        notes = []
+        for b in range(beats):
+            if b % 2 == 0 or rng.random() < 0.15:
+                notes.append((float(b), 0.2, 36, int(rng.integers(80, 120))))
+            if b % 2 == 1:
+                notes.append((float(b), 0.2, int(rng.choice((38, 40, 39))), int(rng.integers(70, 115))))
+            for h in (0.0, 0.5):
+                notes.append((b + h, 0.1, int(rng.choice((42, 42, 44, 46))), int(rng.integers(40, 90))))
+        track(9, None, notes)
+    return mid
+
+
+def synth_music(count: int, seed: int, seconds: float = 20.0) -> list[Clip]:
+    """``count`` random pieces (:func:`random_midi`) rendered at 48 kHz by FluidSynth with a General
+    MIDI SoundFont (apt ``fluidsynth fluid-soundfont-gm``), cached like the TTS clips."""
+    path = cache_dir() / f"music-{count}-{seed}-{seconds:g}.npz"
+    if path.exists():
+        z = np.load(path)
+        return [Clip(z[k], SR, SR / 2, k) for k in sorted(z.files)]
+    fluidsynth = shutil.which("fluidsynth")
+    sf2 = next((f for f in _SOUNDFONTS if os.path.exists(f)), None)
+    if fluidsynth is None or sf2 is None:
+        raise RuntimeError("data.synth_music_count needs FluidSynth and a General MIDI SoundFont "
+                           "(apt install fluidsynth fluid-soundfont-gm), or set it to 0")
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as td:
+        for i in range(count):
+            mid_p, wav_p = os.path.join(td, "m.mid"), os.path.join(td, "m.wav")
+            random_midi(rng, seconds).save(mid_p)
+            subprocess.run([fluidsynth, "-ni", "-q", "-g", "0.5", "-r", str(SR), "-F", wav_p, sf2, mid_p],
+                           check=True, capture_output=True, timeout=300)
+            x, sr = sf.read(wav_p, dtype="float32", always_2d=True)
+            x = x.mean(axis=1)[: int(seconds * sr)]
+            if sr != SR:
+                x = soxr.resample(x, sr, SR, quality="HQ")
+            out[f"m{i:03d}"] = (x / (np.sqrt(np.mean(x**2)) + 1e-9) * 0.05).astype(np.float32)
+    _save_npz(path, **out)
+    return [Clip(out[k], SR, SR / 2, k) for k in sorted(out)]
+
+
 def active_rms(x: np.ndarray, rel_db: float = -35.0) -> float:
     """RMS over 20 ms frames within ``rel_db`` of the loudest frame."""
     w = SR // 50
@@ -405,6 +520,12 @@ class MixConfig:
     pra_rir_count: int = 0
     pra_from_step: int = 0
     early_ms: float = 50.0
+    # music as the noise (voice isolation): with probability ``p_music`` a noise is music, a real
+    # training-side recording with probability ``p_real_music``, else one of ``synth_music_count``
+    # synthesized pieces (:func:`synth_music`); 0 keeps the random draws of older configs unchanged
+    p_music: float = 0.0
+    p_real_music: float = 0.3
+    synth_music_count: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -439,6 +560,12 @@ class MixtureSampler:
         self.noise = [load_clip(p) for p in split.noise]
         for c in self.noise:  # some recordings are very quiet (running tap): normalise once
             c.audio = (c.audio / (np.sqrt(np.mean(c.audio**2)) + 1e-9) * 0.05).astype(np.float32)
+        self.real_music = [load_clip(p) for p in split.music] if cfg.p_music > 0 else []
+        for c in self.real_music:
+            c.audio = (c.audio / (np.sqrt(np.mean(c.audio**2)) + 1e-9) * 0.05).astype(np.float32)
+        self.synth_music = synth_music(cfg.synth_music_count, seed=seed + 13) if cfg.p_music > 0 else []
+        if cfg.p_music > 0 and not (self.real_music or self.synth_music):
+            raise ValueError("data.p_music > 0 but there is no music (no music/ files, synth_music_count 0)")
         self.rirs = [prepare_rir(load_clip(p).audio, load_clip(p).sr) for p in split.rirs]
         self.rirs += synth_rirs(cfg.synth_rir_count, seed=seed + 7)
         # pyroomacoustics rooms join the pool from ``pra_from_step`` on (added to a run in progress)
@@ -452,7 +579,9 @@ class MixtureSampler:
             total = sum(c.audio.size / c.sr for c in self.speech)
             print(f"data: {total / 60:.1f} min real speech ({len(self.wide)} full-band clips), "
                   f"{len(self.tts)} TTS clips, {sum(c.audio.size / c.sr for c in self.noise) / 60:.1f} min "
-                  f"real noise, {len(self.rirs)} RIRs", flush=True)
+                  f"real noise, {len(self.rirs)} RIRs"
+                  + (f", {len(self.real_music)} real + {len(self.synth_music)} synthesized music pieces"
+                     if cfg.p_music > 0 else ""), flush=True)
 
     # ---- pieces
 
@@ -491,9 +620,17 @@ class MixtureSampler:
                 x += s / (active_rms(s) + 1e-6)
         return x.astype(np.float32)
 
+    def _music(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        real = self.real_music and (not self.synth_music or rng.random() < self.cfg.p_real_music)
+        pool = self.real_music if real else self.synth_music
+        x = crop_48k(rng, pool[rng.integers(len(pool))], n)
+        return random_eq(rng, x) if rng.random() < 0.5 else x
+
     def _noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
         cfg = self.cfg
-        if self.noise and rng.random() < cfg.p_real_noise:
+        if cfg.p_music > 0 and rng.random() < cfg.p_music:
+            x = self._music(rng, n)
+        elif self.noise and rng.random() < cfg.p_real_noise:
             clip = self.noise[rng.integers(len(self.noise))]
             if cfg.p_noise_aug > 0 and rng.random() < cfg.p_noise_aug:
                 x = crop_48k(rng, clip, n, float(rng.uniform(*cfg.noise_speed_range)))

@@ -32,9 +32,9 @@ from .data import Clip, split_dev_noise
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 # MixConfig fields that decide what goes into the pools (the rest act per mixture)
-_POOL_KEYS = ("tts_count", "synth_rir_count", "pra_rir_count")
+_POOL_KEYS = ("tts_count", "synth_rir_count", "pra_rir_count", "synth_music_count")
 # Opus bitrate setting per pool (soundfile's compression_level: 0 = highest bitrate)
-LEVELS = {"speech": 0.85, "tts": 0.9, "noise": 0.8}
+LEVELS = {"speech": 0.85, "tts": 0.9, "noise": 0.8, "real_music": 0.8, "synth_music": 0.8}
 
 
 def _opus_rate(sr: int) -> int:
@@ -62,7 +62,8 @@ def write_pack(sampler, out: Path) -> dict:
     noise = sampler.noise
     if getattr(sampler, "dev_noise", None):  # all of them, in the split's order: a loading run splits again
         noise = sorted(noise + sampler.dev_noise, key=lambda c: c.name)
-    pools = {"speech": sampler.speech, "tts": sampler.tts, "noise": noise}
+    pools = {"speech": sampler.speech, "tts": sampler.tts, "noise": noise,
+             "real_music": getattr(sampler, "real_music", []), "synth_music": getattr(sampler, "synth_music", [])}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
         for pool, clips in pools.items():
             jobs = [ex.submit(_write_clip, out / f"{pool}-{i:04d}.opus", c, LEVELS[pool]) for i, c in enumerate(clips)]
@@ -97,8 +98,10 @@ def load_pack(sampler, folder: Path, verbose: bool = True) -> None:
               + (f" ({'; '.join(differ)})" if differ else "") + ": they replace this run's pool settings; "
               "pack --config <this config> builds a matching pack", file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
-        for pool in ("speech", "tts", "noise"):
-            setattr(sampler, pool, list(ex.map(lambda e: _read_clip(folder, e), manifest["pools"][pool])))
+        for pool in ("speech", "tts", "noise", "real_music", "synth_music"):  # packs before music: none
+            setattr(sampler, pool, list(ex.map(lambda e: _read_clip(folder, e), manifest["pools"].get(pool, []))))
+    if sampler.cfg.p_music > 0 and not (sampler.real_music or sampler.synth_music):
+        raise ValueError(f"{folder}: the pack holds no music but data.p_music > 0: pack it with this config")
     z = np.load(folder / "rirs.npz")
     sampler.rirs = [z[k].astype(np.float32) for k in sorted(z.files)]
     base = int(manifest["rirs_base"])

@@ -26,7 +26,7 @@ Held out for evaluation:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["EvalSplit", "shared_data_dir", "eval_split", "train_split", "paired_sets"]
@@ -79,6 +79,11 @@ _EVAL_RIR = (
     "spatialaudio_rir_clap.wav",
 )
 
+# instrumental music (voice isolation): the string orchestra is held out; the songs with vocals
+# (music_vocals/) are in neither side (whether a singer is the voice to keep is the user's call)
+_EVAL_MUSIC = (
+    "librosa_Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).hq.ogg",
+)
 _AUDIO_EXT = (".wav", ".flac", ".ogg", ".mp3")
 
 
@@ -89,6 +94,7 @@ class EvalSplit:
     speech: list[Path]
     noise: list[Path]
     rirs: list[Path]
+    music: list[Path] = field(default_factory=list)
 
 
 def shared_data_dir() -> Path:
@@ -127,6 +133,7 @@ def eval_split(root: str | os.PathLike | None = None) -> EvalSplit:
         speech=[p for p in _audio(base / "speech") if _is_eval_speech(p)],
         noise=[p for p in _audio(base / "noise") if p.name in _EVAL_NOISE],
         rirs=[p for p in _audio(base / "rir") if p.name in _EVAL_RIR],
+        music=[p for p in _audio(base / "music") if p.name in _EVAL_MUSIC],
     )
 
 
@@ -139,6 +146,7 @@ def train_split(root: str | os.PathLike | None = None) -> EvalSplit:
         speech=[p for p in speech if p not in held.speech],
         noise=[p for p in _audio(base / "noise") if p not in held.noise],
         rirs=[p for p in _audio(base / "rir") if p not in held.rirs],
+        music=[p for p in _audio(base / "music") if p not in held.music],
     )
 
 

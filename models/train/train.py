@@ -1,18 +1,21 @@
-"""Train the denoise model; resumable, reproducible from the seed and the config.
+"""Train a speech model (denoise, dereverb, isolate); resumable, reproducible from the seed and the config.
 
 Usage::
 
     python -m hushbridge.models.train.train --config models/train/denoise.toml --minutes 60
     python -m hushbridge.models.train.train --config models/train/denoise.toml --steps 200 --out /tmp/ck
 
-Resumes from ``<out>/denoise_last.pt`` when it exists; ``--fresh`` deletes it and the run's other
+Files are named after the config's ``name`` (``denoise``, ``dereverb``, ...). Resumes from
+``<out>/<name>_last.pt`` when it exists; ``--fresh`` deletes it and the run's other
 files (log, best, snapshots) and starts over, and without either a folder that holds another run's
 log or best refuses to start (a new run would pass for a continuation of it). Every batch is a pure
 function of ``(seed, step)`` and the optimizer state is saved in full, so stopping and resuming gives
 the run an uninterrupted one would have given. Checkpoints hold fp32 weights, the Adam state and the
-step (about 3 MB); ``denoise_best.pt`` (weights only) is the step with the lowest validation loss on
+step (about 3 MB); ``<name>_best.pt`` (weights only) is the step with the lowest validation loss on
 fixed mixtures of the *training* split (the evaluation split is never looked at here). Progress and
-ETA go to stdout; the loss curve to ``<out>/denoise_log.csv``.
+ETA go to stdout; the loss curve to ``<out>/<name>_log.csv``. ``--init CHECKPOINT`` starts a new run
+(step 0, a new optimizer) from another run's weights: the dereverb and isolate models start from the
+shipped denoiser, whose features (bands, running means, speech activity) they need as well.
 
 Runs on one CPU thread (``torch.set_num_threads(1)``); start it with ``nice -n 10`` on shared machines.
 On a GPU machine (``--device cuda``), ``--workers N`` builds batches in N processes (each batch is still
@@ -526,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
     ap.add_argument("--steps", type=int, default=None, help="stop at this total step count")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="checkpoint folder")
+    ap.add_argument("--init", default=None, metavar="CHECKPOINT",
+                    help="a new run starts from this checkpoint's weights (step 0, new optimizer)")
     ap.add_argument("--fresh", action="store_true",
                     help="start over: delete the folder's checkpoint, log, best and snapshots first")
     ap.add_argument("--threads", type=int, default=1)
@@ -538,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scan", choices=("auto", "loop", "log"), default="auto",
                     help="minGRU recurrence: step loop (CPU) or parallel log-space scan (auto: log on a GPU)")
     ap.add_argument("--snapshot-every", type=int, default=0,
-                    help="also keep the weights every N steps in <out>/denoise_snapshots.pt (for select)")
+                    help="also keep the weights every N steps in <out>/<name>_snapshots.pt (for select)")
     args = ap.parse_args(argv)
     if args.minutes is None and args.steps is None:
         ap.error("give --minutes and/or --steps")
@@ -555,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(seed)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    last_p, best_p, log_p = out_dir / "denoise_last.pt", out_dir / "denoise_best.pt", out_dir / "denoise_log.csv"
+    name = str(cfg.get("name", "denoise"))
+    last_p, best_p, log_p = out_dir / f"{name}_last.pt", out_dir / f"{name}_best.pt", out_dir / f"{name}_log.csv"
 
     net = DenoiseNet.from_config(cfg).to(device)
     scan = args.scan if args.scan != "auto" else ("log" if device.type == "cuda" else "loop")
@@ -565,7 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     step, best, trained_s = 0, math.inf, 0.0
     history: list[tuple[int, dict]] = []  # (first step, config) of every earlier leg of this run
     running = None
-    snaps_p = out_dir / "denoise_snapshots.pt"
+    snaps_p = out_dir / f"{name}_snapshots.pt"
+    if args.init and last_p.exists() and not args.fresh:
+        raise SystemExit(f"--init starts a new run, but {last_p} is there to resume: leave out --init to "
+                         "resume it, or add --fresh to start over from the --init weights")
     if last_p.exists() and not args.fresh:
         try:
             ck = torch.load(last_p, map_location="cpu", weights_only=False)
@@ -601,6 +610,17 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{out_dir} holds files of an earlier run ({', '.join(leftovers)}) but no "
                              f"{last_p.name} to resume from: --fresh starts over (and deletes them), or "
                              "put the last checkpoint back")
+    if args.init:
+        try:
+            init = torch.load(args.init, map_location="cpu", weights_only=False)
+            net.load_state_dict(init["model"])
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged or foreign file
+            raise SystemExit(f"--init {args.init}: not a checkpoint of the network this config builds "
+                             f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
+        # where the weights came from travels with the run (the config cannot say it)
+        history = [(0, {"init_from": str(args.init), "init_step": int(init.get("step", -1)),
+                        "init_config": init.get("config", {})})]
+        print(f"initialised from {args.init} (step {init.get('step', '?')})")
     print(f"model: {count_params(net):,} parameters; batch {batch_size_at(step, tc)} x {cfg['data']['seconds']} s"
           f" on {device}" + (f", {args.workers} data workers" if args.workers else ""))
 

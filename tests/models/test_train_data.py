@@ -182,3 +182,84 @@ def test_the_held_out_speakers_do_not_move_when_the_folder_changes(tmp_path):
     assert {p.name for p in split.eval_split(tmp_path).speech} == held
     train = {p.name for p in split.train_split(tmp_path).speech}
     assert not train & held
+
+
+# -- music (the voice-isolation model's noise) ---------------------------------------------------
+def _music_sampler(cfg: data.MixConfig, real: list[data.Clip], synth: list[data.Clip]) -> data.MixtureSampler:
+    sampler = _noise_sampler(cfg, [_sine_clip(100.0)])
+    sampler.real_music, sampler.synth_music = real, synth
+    return sampler
+
+
+def test_music_is_the_noise_as_often_as_configured_and_real_as_often_as_configured():
+    cfg = data.MixConfig(p_real_noise=1.0, p_music=0.6, p_real_music=0.3)
+    sampler = _music_sampler(cfg, [_sine_clip(1000.0)], [_sine_clip(2000.0), _sine_clip(3000.0)])
+    rng = np.random.default_rng(5)
+    kinds = [round(_peak_hz(sampler._noise(rng, 9600)) / 100.0) for _ in range(600)]
+    share = {k: kinds.count(k) / len(kinds) for k in set(kinds)}
+    assert set(share) == {1, 10, 20, 30}  # the recorded noise, real music, both synthesized pieces
+    assert abs(share[1] - 0.4) < 0.06
+    assert abs(share[10] - 0.6 * 0.3) < 0.05
+    assert abs(share[20] + share[30] - 0.6 * 0.7) < 0.06
+
+
+def test_no_music_keeps_the_random_draws_of_older_configs():
+    clip = _sine_clip(440.0)
+    sampler = _music_sampler(data.MixConfig(p_real_noise=1.0), [], [])  # p_music 0
+    sampler.noise = [clip]
+    rng = np.random.default_rng(11)
+    x = sampler._noise(rng, 4800)
+    old = np.random.default_rng(11)
+    old.random()
+    old.integers(1)
+    y = data.crop_48k(old, clip, 4800)
+    np.testing.assert_allclose(x, y / (np.sqrt(np.mean(y**2)) + 1e-9), rtol=1e-6)
+    assert rng.random() == old.random()
+
+
+def test_held_out_music_stays_out_of_training(tmp_path):
+    from hushbridge.models.train import split
+
+    (tmp_path / "speech").mkdir()
+    (tmp_path / "music").mkdir()
+    names = ["librosa_Kevin_MacLeod_-_Vibe_Ace.hq.ogg", split._EVAL_MUSIC[0], "other.wav"]
+    for n in names:
+        (tmp_path / "music" / n).write_bytes(b"")
+    assert [p.name for p in split.eval_split(tmp_path).music] == [split._EVAL_MUSIC[0]]
+    assert sorted(p.name for p in split.train_split(tmp_path).music) == sorted([names[0], names[2]])
+
+
+def test_random_pieces_are_reproducible_and_differ(tmp_path):
+    import mido
+
+    a = data.random_midi(np.random.default_rng(3), 10.0)
+    b = data.random_midi(np.random.default_rng(3), 10.0)
+    c = data.random_midi(np.random.default_rng(4), 10.0)
+    msgs = lambda m: [str(x) for t in m.tracks for x in t if x.type != "end_of_track"]  # noqa: E731
+    assert msgs(a) == msgs(b) and msgs(a) != msgs(c)
+    notes = [x for t in a.tracks for x in t if x.type == "note_on" and x.velocity > 0]
+    assert len(notes) > 20 and all(0 <= x.note <= 127 for x in notes)
+    assert 8.0 < a.length < 16.0  # about the length asked for (the last bar may run on)
+    a.save(tmp_path / "a.mid")
+    assert msgs(mido.MidiFile(tmp_path / "a.mid")) == msgs(a)
+
+
+def test_synthesized_music_is_rendered_once_and_cached(tmp_path, monkeypatch):
+    import shutil
+
+    import pytest
+
+    if shutil.which("fluidsynth") is None or not any(Path(f).exists() for f in data._SOUNDFONTS):
+        pytest.skip("FluidSynth or a General MIDI SoundFont is not installed (training-only tools)")
+    monkeypatch.setenv("HUSHBRIDGE_TRAIN_CACHE", str(tmp_path))
+    clips = data.synth_music(2, seed=1, seconds=4.0)
+    assert [c.sr for c in clips] == [data.SR, data.SR] and all(c.audio.size == 4 * data.SR for c in clips)
+    for c in clips:  # sound all through, at the pool's level, not one piece twice
+        rms = [np.sqrt(np.mean(c.audio[k * 12000:(k + 1) * 12000] ** 2)) for k in range(14)]
+        assert min(rms) > 0.003 and abs(np.sqrt(np.mean(c.audio**2)) - 0.05) < 1e-3
+    assert not np.allclose(clips[0].audio, clips[1].audio)
+    monkeypatch.setattr(data.shutil, "which", lambda _name: None)  # a second call reads the cache
+    again = data.synth_music(2, seed=1, seconds=4.0)
+    np.testing.assert_array_equal(again[0].audio, clips[0].audio)
+    with pytest.raises(RuntimeError, match="fluidsynth"):
+        data.synth_music(3, seed=1, seconds=4.0)

@@ -537,3 +537,32 @@ def test_a_failed_export_leaves_the_model_file_alone(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert ex.main(["--checkpoint", str(ck), "--out", str(out), "--postfilter", "none"]) == 0
     assert out.read_bytes()[:4] != b"the " and sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt", "denoise.onnx"]
+
+
+def test_init_starts_a_run_of_another_name_from_a_checkpoints_weights(tmp_path):
+    """``--init``: the dereverb and isolate runs start from the denoiser's weights: step 0, the
+    weights as they were before the first step, files named after the config's name, where they
+    came from kept in config_history; a run already there is resumed, never re-initialised."""
+    from hushbridge.models.train import train
+
+    run = _tiny_run(tmp_path)
+    assert train.main(run + ["--out", str(tmp_path / "dn"), "--steps", "3"]) == 0
+    src = torch.load(tmp_path / "dn" / "denoise_last.pt", weights_only=False)
+    out = tmp_path / "dr"
+    named = run + ["--out", str(out), "--set", 'name="dereverb"', "--init", str(tmp_path / "dn" / "denoise_last.pt")]
+    # lr 0: the weights after two steps are still the --init weights
+    assert train.main(named + ["--steps", "2", "--set", "train.lr=0.0", "--set", "train.lr_min=0.0"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["dereverb_best.pt", "dereverb_last.pt", "dereverb_log.csv"]
+    ck = torch.load(out / "dereverb_last.pt", weights_only=False)
+    assert ck["step"] == 2 and ck["config"]["name"] == "dereverb"
+    (first, origin), = ck["config_history"]
+    assert first == 0 and origin["init_from"].endswith("denoise_last.pt") and origin["init_step"] == 3
+    for k, v in src["model"].items():
+        assert torch.equal(v, ck["model"][k]), k
+    with pytest.raises(SystemExit, match="--init starts a new run"):
+        train.main(named + ["--steps", "4"])
+    assert train.main(run + ["--out", str(out), "--set", 'name="dereverb"', "--steps", "4"]) == 0
+    assert torch.load(out / "dereverb_last.pt", weights_only=False)["step"] == 4
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="not a checkpoint of the network"):
+        train.main(run + ["--out", str(tmp_path / "y"), "--init", str(tmp_path / "x.pt"), "--steps", "1"])

@@ -111,3 +111,25 @@ def test_reverb_equals_two_linear_convolutions(tmp_path):
         h = s.rirs[1]
         np.testing.assert_allclose(wet, np.convolve(x, h)[: x.size], atol=2e-5)
         np.testing.assert_allclose(target, np.convolve(x, early_part(h, s.cfg.early_ms))[: x.size], atol=2e-5)
+
+
+def test_pack_carries_the_music_pools_and_a_music_run_refuses_a_pack_without(tmp_path):
+    pools = _Pools()
+    write_pack(pools, tmp_path / "plain")  # a sampler without music (denoise), as packs were before
+    pools.real_music = [Clip(_voice(44100, 2.0, 330.0, 7), 44100, 20000.0, "strings.ogg")]
+    pools.synth_music = [Clip(_voice(48000, 2.0, 220.0, 8), 48000, 24000.0, "m000")]
+    write_pack(pools, tmp_path / "music")
+    back = MixtureSampler.__new__(MixtureSampler)
+    back.cfg = MixConfig(p_music=0.5, synth_music_count=1)
+    load_pack(back, tmp_path / "music", verbose=False)
+    assert [c.name for c in back.real_music] == ["strings.ogg"] and [c.name for c in back.synth_music] == ["m000"]
+    assert _level_db(back.synth_music[0].audio) == pytest.approx(_level_db(pools.synth_music[0].audio), abs=0.5)
+    x = back._noise(np.random.default_rng(0), 4800)
+    assert np.isfinite(x).all()
+    plain = MixtureSampler.__new__(MixtureSampler)
+    plain.cfg = MixConfig()
+    load_pack(plain, tmp_path / "plain", verbose=False)
+    assert plain.real_music == [] and plain.synth_music == []
+    plain.cfg = MixConfig(p_music=0.5)
+    with pytest.raises(ValueError, match="no music"):
+        load_pack(plain, tmp_path / "plain", verbose=False)
