@@ -219,14 +219,19 @@ _GM_BASS = (32, 33, 34, 35, 36, 38, 39, 43)
 _SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
 
 
-def random_midi(rng: np.random.Generator, seconds: float):
+def random_midi(rng: np.random.Generator, seconds: float, version: int = 2):
     """A random piece as a ``mido.MidiFile``: chords, bass, a melody and (mostly) drums, in one key
-    at one tempo, with human-ish velocities."""
+    at one tempo, with human-ish velocities. ``version`` 1 is the first generator, which wrote the
+    tempo into the chord part only, so a piece without chords (1 in 6) played at MIDI's default
+    120 bpm and ran shorter or longer than ``seconds`` (the isolate model's first run trained on
+    it); 2 writes it into a track of its own. Both draw the same random numbers."""
     import mido  # a runtime dependency already
 
     bpm = float(rng.uniform(60, 170))
     tpb = 480
     mid = mido.MidiFile(ticks_per_beat=tpb)
+    if version >= 2:
+        mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))]))
     beats = int(seconds * bpm / 60) + 1
     root = int(rng.integers(40, 52))
     scale = np.array((0, 2, 4, 5, 7, 9, 11) if rng.random() < 0.6 else (0, 2, 3, 5, 7, 8, 10))
@@ -235,7 +240,7 @@ def random_midi(rng: np.random.Generator, seconds: float):
     def track(channel: int, program: int | None, notes: list[tuple[float, float, int, int]]):
         t = mido.MidiTrack()
         mid.tracks.append(t)
-        if channel == 0:
+        if channel == 0 and version < 2:
             t.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
         if program is not None:
             t.append(mido.Message("program_change", channel=channel, program=program))
@@ -295,24 +300,28 @@ def random_midi(rng: np.random.Generator, seconds: float):
     return mid
 
 
-def synth_music(count: int, seed: int, seconds: float = 20.0) -> list[Clip]:
-    """``count`` random pieces (:func:`random_midi`) rendered at 48 kHz by FluidSynth with a General
-    MIDI SoundFont (apt ``fluidsynth fluid-soundfont-gm``), cached like the TTS clips."""
-    path = cache_dir() / f"music-{count}-{seed}-{seconds:g}.npz"
+def synth_music(count: int, seed: int, seconds: float = 20.0, version: int = 2) -> list[Clip]:
+    """``count`` random pieces (:func:`random_midi` of ``version``) rendered at 48 kHz by FluidSynth
+    with a General MIDI SoundFont (apt ``fluidsynth fluid-soundfont-gm``), cached like the TTS clips
+    under a name that holds the SoundFont's (real path and size: another font is other music)."""
+    if count <= 0:
+        return []
+    sf2 = next((f for f in _SOUNDFONTS if os.path.exists(f)), None)
+    font = hashlib.sha1(f"{os.path.realpath(sf2)}:{os.path.getsize(sf2)}".encode()).hexdigest()[:8] if sf2 else "none"
+    path = cache_dir() / f"music-v{version}-{count}-{seed}-{seconds:g}-{font}.npz"
     if path.exists():
         z = np.load(path)
         return [Clip(z[k], SR, SR / 2, k) for k in sorted(z.files)]
     fluidsynth = shutil.which("fluidsynth")
-    sf2 = next((f for f in _SOUNDFONTS if os.path.exists(f)), None)
     if fluidsynth is None or sf2 is None:
-        raise RuntimeError("data.synth_music_count needs FluidSynth and a General MIDI SoundFont "
-                           "(apt install fluidsynth fluid-soundfont-gm), or set it to 0")
+        raise RuntimeError("data.synth_music_count > 0 needs FluidSynth and a General MIDI SoundFont "
+                           "(apt install fluidsynth fluid-soundfont-gm); with 0 only the real music plays")
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as td:
         for i in range(count):
             mid_p, wav_p = os.path.join(td, "m.mid"), os.path.join(td, "m.wav")
-            random_midi(rng, seconds).save(mid_p)
+            random_midi(rng, seconds, version).save(mid_p)
             subprocess.run([fluidsynth, "-ni", "-q", "-g", "0.5", "-r", str(SR), "-F", wav_p, sf2, mid_p],
                            check=True, capture_output=True, timeout=300)
             x, sr = sf.read(wav_p, dtype="float32", always_2d=True)
@@ -526,6 +535,7 @@ class MixConfig:
     p_music: float = 0.0
     p_real_music: float = 0.3
     synth_music_count: int = 0
+    synth_music_version: int = 2  # :func:`random_midi`'s; 1 reproduces the isolate model's first run
     extra: dict = field(default_factory=dict)
 
 
@@ -563,7 +573,8 @@ class MixtureSampler:
         self.real_music = [load_clip(p) for p in split.music] if cfg.p_music > 0 else []
         for c in self.real_music:
             c.audio = (c.audio / (np.sqrt(np.mean(c.audio**2)) + 1e-9) * 0.05).astype(np.float32)
-        self.synth_music = synth_music(cfg.synth_music_count, seed=seed + 13) if cfg.p_music > 0 else []
+        self.synth_music = (synth_music(cfg.synth_music_count, seed=seed + 13, version=cfg.synth_music_version)
+                            if cfg.p_music > 0 else [])
         if cfg.p_music > 0 and not (self.real_music or self.synth_music):
             raise ValueError("data.p_music > 0 but there is no music (no music/ files, synth_music_count 0)")
         self.rirs = [prepare_rir(load_clip(p).audio, load_clip(p).sr) for p in split.rirs]

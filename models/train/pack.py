@@ -32,7 +32,7 @@ from .data import Clip, split_dev_noise
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 # MixConfig fields that decide what goes into the pools (the rest act per mixture)
-_POOL_KEYS = ("tts_count", "synth_rir_count", "pra_rir_count", "synth_music_count")
+_POOL_KEYS = ("tts_count", "synth_rir_count", "pra_rir_count", "synth_music_count", "synth_music_version")
 # Opus bitrate setting per pool (soundfile's compression_level: 0 = highest bitrate)
 LEVELS = {"speech": 0.85, "tts": 0.9, "noise": 0.8, "real_music": 0.8, "synth_music": 0.8}
 

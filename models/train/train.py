@@ -572,6 +572,20 @@ def main(argv: list[str] | None = None) -> int:
     history: list[tuple[int, dict]] = []  # (first step, config) of every earlier leg of this run
     running = None
     snaps_p = out_dir / f"{name}_snapshots.pt"
+    init = None
+    if args.init:  # read before --fresh deletes anything: it may name one of this run's own files
+        try:
+            init = torch.load(args.init, map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise SystemExit(f"--init {args.init}: no such file") from None
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged or foreign file
+            raise SystemExit(f"--init {args.init} cannot be read ({type(e).__name__}: "
+                             f"{str(e).strip()[:200]})") from None
+        try:
+            net.load_state_dict(init["model"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise SystemExit(f"--init {args.init}: not a checkpoint of the network this config builds "
+                             f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
     if args.init and last_p.exists() and not args.fresh:
         raise SystemExit(f"--init starts a new run, but {last_p} is there to resume: leave out --init to "
                          "resume it, or add --fresh to start over from the --init weights")
@@ -604,23 +618,17 @@ def main(argv: list[str] | None = None) -> int:
         for p in (last_p, log_p, best_p, snaps_p):
             if p.exists():
                 p.unlink()
-    else:
+    if init is not None:
+        # where the weights came from travels with the run (the config cannot say it)
+        history = [(0, {"init_from": str(args.init), "init_step": int(init.get("step", -1)),
+                        "init_config": init.get("config", {})})]
+        print(f"initialised from {args.init} (step {init.get('step', '?')})")
+    if not args.fresh and not last_p.exists():
         leftovers = [p.name for p in (log_p, best_p, snaps_p) if p.exists()]
         if leftovers:  # a new run would append to another run's log and best
             raise SystemExit(f"{out_dir} holds files of an earlier run ({', '.join(leftovers)}) but no "
                              f"{last_p.name} to resume from: --fresh starts over (and deletes them), or "
                              "put the last checkpoint back")
-    if args.init:
-        try:
-            init = torch.load(args.init, map_location="cpu", weights_only=False)
-            net.load_state_dict(init["model"])
-        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged or foreign file
-            raise SystemExit(f"--init {args.init}: not a checkpoint of the network this config builds "
-                             f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
-        # where the weights came from travels with the run (the config cannot say it)
-        history = [(0, {"init_from": str(args.init), "init_step": int(init.get("step", -1)),
-                        "init_config": init.get("config", {})})]
-        print(f"initialised from {args.init} (step {init.get('step', '?')})")
     print(f"model: {count_params(net):,} parameters; batch {batch_size_at(step, tc)} x {cfg['data']['seconds']} s"
           f" on {device}" + (f", {args.workers} data workers" if args.workers else ""))
 

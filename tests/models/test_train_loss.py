@@ -564,5 +564,19 @@ def test_init_starts_a_run_of_another_name_from_a_checkpoints_weights(tmp_path):
     assert train.main(run + ["--out", str(out), "--set", 'name="dereverb"', "--steps", "4"]) == 0
     assert torch.load(out / "dereverb_last.pt", weights_only=False)["step"] == 4
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match="not a checkpoint of the network"):
+    with pytest.raises(SystemExit, match="x.pt cannot be read"):
         train.main(run + ["--out", str(tmp_path / "y"), "--init", str(tmp_path / "x.pt"), "--steps", "1"])
+    torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="not a checkpoint of the network"):
+        train.main(run + ["--out", str(tmp_path / "y"), "--init", str(tmp_path / "other.pt"), "--steps", "1"])
+    # --fresh --init: the weights are read before --fresh deletes the run's files, even its own
+    # best; a mistyped --init deletes nothing
+    kept = sorted(p.name for p in out.iterdir())
+    with pytest.raises(SystemExit, match="no such file"):
+        train.main(named[:-1] + [str(tmp_path / "dn" / "denoise_lats.pt"), "--fresh", "--steps", "1"])
+    assert sorted(p.name for p in out.iterdir()) == kept
+    best = torch.load(out / "dereverb_best.pt", weights_only=False)["model"]
+    assert train.main(named[:-1] + [str(out / "dereverb_best.pt"), "--fresh", "--steps", "1",
+                                    "--set", "train.lr=0.0", "--set", "train.lr_min=0.0"]) == 0
+    for k, v in best.items():
+        assert torch.equal(v, torch.load(out / "dereverb_last.pt", weights_only=False)["model"][k]), k
