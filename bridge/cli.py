@@ -814,13 +814,15 @@ def _cmd_presets(args: argparse.Namespace) -> int:  # noqa: ARG001
     from hushbridge.presets import find_preset, list_presets, user_preset_dir
 
     out = _console()
-    for name, source in list_presets().items():
+    presets = list_presets()
+    width = max([12, *map(len, presets)])
+    for name, source in presets.items():
         try:
             chain = find_preset(name).build()
             desc = escape(" > ".join(chain.ids))
         except HushbridgeError as e:
             desc = f"[red]broken: {escape(str(e))}[/]"
-        out.print(f"{escape(f'{name:12s}')} {desc}  [dim]({escape(str(source))})[/]")
+        out.print(f"{escape(name.ljust(width))} {desc}  [dim]({escape(str(source))})[/]")
     out.print(f"user presets live in {user_preset_dir()}", markup=False)
     return EXIT_OK
 
@@ -1003,12 +1005,15 @@ def _cmd_install_host_scripts(args: argparse.Namespace) -> int:
                   "hears, and Live's tempo and transport reach hushbridge.", markup=False)
         return EXIT_OK
     written = install_resolve(Path(args.dest) if args.dest else None, preset=args.preset,
-                              out_dir=Path(args.out_dir) if args.out_dir else None, target=args.target)
+                              out_dir=Path(args.out_dir) if args.out_dir else None, target=args.target,
+                              isolate_preset=args.isolate_preset)
     for path in written:
         err.print(f"wrote {path}", markup=False)
     err.print("Restart DaVinci Resolve, then Workspace > Scripts > HushBridge Clean Audio cleans the selected "
               "audio clips (every clip on the enabled audio tracks where Resolve cannot say which are selected) "
-              f"onto a new track, and HushBridge Loudness Report renders the mix and marks where it misses "
+              f"onto a new track, HushBridge Voice Isolation does the same with {args.isolate_preset} (our voice "
+              "isolation model first: music and noise out), and HushBridge Loudness Report renders the mix and "
+              "marks where it misses "
               f"{args.target:g} LUFS.", markup=False)
     return EXIT_OK
 
@@ -1252,6 +1257,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "(default [duck])")
     p.add_argument("--preset", "-p", default="dialogue", metavar="NAME", help="preset the script cleans with "
                                                                               "(default dialogue)")
+    p.add_argument("--isolate-preset", default="dialogue-isolate", metavar="NAME",
+                   help="resolve: preset the Voice Isolation script cleans with (default dialogue-isolate)")
     p.add_argument("--out-dir", metavar="DIR", help="where cleaned files go (default: hushbridge's user data "
                                                      "folder, resolve/)")
     p.add_argument("--target", "-t", type=_target, default=-16.0, metavar="LUFS",

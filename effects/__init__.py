@@ -12,11 +12,13 @@ from hushbridge.effects.chain import Chain
 from hushbridge.effects.compressor import Compressor
 from hushbridge.effects.deesser import DeEsser
 from hushbridge.effects.denoise import Denoise
+from hushbridge.effects.dereverb import Dereverb
 from hushbridge.effects.duck import Duck
 from hushbridge.effects.filters import HighPass, PeakingEQ
 from hushbridge.effects.gain import Gain
 from hushbridge.effects.gate import Gate
 from hushbridge.effects.hum import HumRemover
+from hushbridge.effects.isolate import VoiceIsolation
 from hushbridge.effects.leveler import Leveler
 from hushbridge.effects.limiter import Limiter
 from hushbridge.effects.declip import Declip
@@ -88,6 +90,7 @@ __all__ = [
     "Compressor",
     "DeEsser",
     "Denoise",
+    "Dereverb",
     "Effect",
     "Gain",
     "Gate",
@@ -102,6 +105,7 @@ __all__ = [
     "Param",
     "PeakingEQ",
     "ProcessSpec",
+    "VoiceIsolation",
     "chain_from_names",
     "create_effect",
     "iter_render",

@@ -25,8 +25,11 @@ for _cls in (HumRemover, Gate, DeEsser, Leveler):
     register(_cls)
 
 from hushbridge.effects.denoise import Denoise  # noqa: E402
+from hushbridge.effects.dereverb import Dereverb  # noqa: E402
+from hushbridge.effects.isolate import VoiceIsolation  # noqa: E402
 
-register(Denoise)
+for _cls in (Denoise, Dereverb, VoiceIsolation):
+    register(_cls)
 
 from hushbridge.effects.declip import Declip  # noqa: E402
 

@@ -206,7 +206,7 @@ def test_speech_presets_do_not_lift_room_noise_in_pauses(preset):
     assert ratio(y) > ratio(x) - 3.0, (ratio(x), ratio(y))
 
 
-@pytest.mark.parametrize("preset", ["dialogue", "podcast", "stream", "music-safe"])
+@pytest.mark.parametrize("preset", builtin_names())
 def test_a_take_after_idle_silence_comes_out_as_an_offline_render_of_it(preset):
     """The product promise, "the same chain giving the same output live and offline", where it
     is easiest to break: a live engine idles on digital silence before anyone speaks, while
@@ -219,7 +219,21 @@ def test_a_take_after_idle_silence_comes_out_as_an_offline_render_of_it(preset):
     lead = 4 * 48000 + 77
     after_idle = render(load_preset(preset), np.concatenate([np.zeros(lead, np.float32), x]), 48000,
                         block_size=128)
-    np.testing.assert_array_equal(after_idle[lead:], alone)
+    from hushbridge.effects import ModelEffect
+    from hushbridge.effects.model import QUIET_DBFS
+
+    if sum(isinstance(e, ModelEffect) for e in load_preset(preset)) < 2:
+        np.testing.assert_array_equal(after_idle[lead:], alone)
+        return
+    # two models (dialogue-isolate): the second hears only what the first leaves under the quiet
+    # level (-70 dBFS) until the first sound, and runs on it from wherever its hop grid stood; so
+    # the outputs differ there, under that level (the leveler and the makeup after the models lift
+    # what they left: up to -78 dBFS), and the dynamics after it carry a trace of
+    # that on (float rounding, under -120 dBFS)
+    quiet = 10 ** (QUIET_DBFS / 20)
+    first = int(np.argmax(np.abs(alone) > quiet))
+    assert np.max(np.abs(after_idle[lead:lead + first] - alone[:first]), initial=0.0) < quiet
+    np.testing.assert_allclose(after_idle[lead + first:], alone[first:], rtol=0, atol=1e-6)
 
 
 def _speech_in_a_real_room(level_db: float, snr_db: float):

@@ -24,6 +24,7 @@ from hushbridge.errors import HushbridgeError
 
 SCRIPT_NAME = "HushBridge Clean Audio.py"
 LOUDNESS_SCRIPT_NAME = "HushBridge Loudness Report.py"
+ISOLATE_SCRIPT_NAME = "HushBridge Voice Isolation.py"
 CONFIG_NAME = "hushbridge_resolve.json"
 
 _ENTRY = '''# HushBridge: {what} (written by `hushbridge install-host-scripts resolve`;
@@ -49,16 +50,20 @@ def resolve_scripts_folder(platform: str | None = None, home: Path | None = None
 
 
 def install_resolve(dest: Path | None = None, *, preset: str = "dialogue", out_dir: Path | None = None,
-                    command: list[str] | None = None, target: float = -16.0) -> list[Path]:
-    """Write the menu scripts (Clean Audio, Loudness Report) into ``dest`` (default:
+                    command: list[str] | None = None, target: float = -16.0,
+                    isolate_preset: str = "dialogue-isolate") -> list[Path]:
+    """Write the menu scripts (Clean Audio, Voice Isolation, Loudness Report) into ``dest`` (default:
     :func:`resolve_scripts_folder`) ``/Utility`` and their config beside them; returns the files
-    written. ``target``: the loudness report's integrated target, LUFS."""
+    written. ``preset``: Clean Audio's; ``isolate_preset``: Voice Isolation's (Clean Audio with
+    that preset); ``target``: the loudness report's integrated target, LUFS."""
     from hushbridge.host_scripts import resolve as package
     from hushbridge.presets import load_preset, user_preset_dir
 
-    load_preset(preset)  # a preset that does not load is refused here, not in Resolve
-    if preset.lower().endswith(".toml"):  # the menu script runs in Resolve's folder, not this one
-        preset = str(Path(preset).expanduser().resolve())
+    for p in (preset, isolate_preset):
+        load_preset(p)  # a preset that does not load is refused here, not in Resolve
+    # the menu script runs in Resolve's folder, not this one
+    preset, isolate_preset = (str(Path(p).expanduser().resolve()) if p.lower().endswith(".toml") else p
+                              for p in (preset, isolate_preset))
     root = (Path(dest) if dest is not None else resolve_scripts_folder()).expanduser().resolve()
     folder = root / "Utility"
     try:
@@ -69,6 +74,7 @@ def install_resolve(dest: Path | None = None, *, preset: str = "dialogue", out_d
     import hushbridge.presets as presets
 
     config = {"hushbridge": command or [sys.executable, "-m", "hushbridge"], "preset": preset,
+              "isolate_preset": isolate_preset,
               "out_dir": str(out_dir.expanduser().resolve()), "reuse": True,
               # where a preset's file is looked for (user presets first, as `--preset` does): its
               # size and time are part of what a render depends on
@@ -81,6 +87,8 @@ def install_resolve(dest: Path | None = None, *, preset: str = "dialogue", out_d
     write_text_atomic(config_path, json.dumps(config, indent=2) + "\n")
     written = []
     for name, what, main in ((SCRIPT_NAME, "clean the timeline's audio with hushbridge", "main"),
+                             (ISOLATE_SCRIPT_NAME, "the voice alone: clean the timeline's audio with voice isolation",
+                              "main_isolate"),
                              (LOUDNESS_SCRIPT_NAME, "mark where the timeline's mix misses its loudness target",
                               "main_loudness")):
         written.append(write_text_atomic(folder / name, _ENTRY.format(what=what, lib=lib, config=str(config_path),

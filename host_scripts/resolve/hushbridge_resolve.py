@@ -1,7 +1,8 @@
 """HushBridge for DaVinci Resolve: clean the timeline's audio with hushbridge and put the result
 back in place, on a new audio track at the same record frames. Originals are never touched.
 
-Runs inside Resolve (Workspace > Scripts > Utility > "HushBridge Clean Audio", which
+Runs inside Resolve (Workspace > Scripts > Utility > "HushBridge Clean Audio", or "HushBridge
+Voice Isolation" for the preset with our voice isolation model, which
 ``hushbridge install-host-scripts resolve`` installs) or outside it with Resolve Studio's
 external scripting. Only the standard library, and Python 3.6 syntax: Resolve runs whatever
 Python 3 it finds. The cleaning itself is ``hushbridge process`` in a child process, so nothing
@@ -877,6 +878,15 @@ def _main(namespace, config_path, task):
 def main(namespace, config_path):
     """Entry point of the installed "HushBridge Clean Audio" menu script."""
     return _main(namespace, config_path, clean_timeline)
+
+
+def main_isolate(namespace, config_path):
+    """Entry point of the installed "HushBridge Voice Isolation" menu script: Clean Audio with the
+    config's ``isolate_preset`` (voice isolation first), onto a track of its own."""
+    def isolate(resolve, config, **kw):
+        return clean_timeline(resolve, dict(config, preset=config.get("isolate_preset", "dialogue-isolate")), **kw)
+
+    return _main(namespace, config_path, isolate)
 
 
 def main_loudness(namespace, config_path):

@@ -216,9 +216,17 @@ def test_the_installed_menu_script_runs_in_resolve_and_cleans_the_edit(media, tm
     assert tl.GetTrackName("audio", 3) == "HushBridge podcast - Dialogue (mono)"
     assert [i.GetStart() for i in tl.GetItemListInTrack("audio", 3)] == [c.GetStart() for c in clips[:2]]
     assert len(list((tmp_path / "out").glob("*.podcast.hushbridge.wav"))) == 2
-    bad = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "resolve", "--dest",
-                          str(scripts), "--preset", "nope"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "nope" in bad.stderr
+    # Voice Isolation: Clean Audio with its own preset (the models), onto a track of its own
+    assert settings["isolate_preset"] == "dialogue-isolate"
+    runpy.run_path(str(scripts / "Utility" / "HushBridge Voice Isolation.py"), init_globals={"resolve": resolve},
+                   run_name="__main__")
+    assert tl.GetTrackName("audio", 5) == "HushBridge dialogue-isolate - Dialogue (mono)"  # 3, 4: podcast's
+    assert [i.GetStart() for i in tl.GetItemListInTrack("audio", 5)] == [c.GetStart() for c in clips[:2]]
+    assert len(list((tmp_path / "out").glob("*.dialogue-isolate.hushbridge.wav"))) == 2
+    for flag in ("--preset", "--isolate-preset"):
+        bad = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "resolve", "--dest",
+                              str(scripts), flag, "nope"], capture_output=True, text=True, timeout=120)
+        assert bad.returncode != 0 and "nope" in bad.stderr
     # a relative --dest and preset file: the script runs in Resolve's folder, so both are stored absolute
     (tmp_path / "my.toml").write_text('[[chain]]\neffect = "gain"\n')
     r = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "resolve", "--dest", "rel",
