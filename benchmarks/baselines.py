@@ -165,6 +165,23 @@ class WPE:
         return np.pad(y, (0, max(0, len(x) - len(y))))[:len(x)].astype(np.float32)
 
 
+def build(makers: dict, names: list[str]) -> list:
+    """The systems ``names`` from ``makers`` (name -> (class, *args)), skipping with a message
+    those that cannot run here; an unknown name is an error."""
+    import sys
+
+    out = []
+    for n in names:
+        if n not in makers:
+            raise SystemExit(f"unknown system {n!r} (known: {', '.join(makers)})")
+        inst, why = available(*makers[n])
+        if inst is None:
+            print(f"# skip {n}: {why}", file=sys.stderr)
+        else:
+            out.append(inst)
+    return out
+
+
 def available(cls, *args):
     """``(instance, None)`` or ``(None, reason)`` when the baseline cannot run here."""
     try:

@@ -39,8 +39,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, Recorder  # noqa: E402
-from baselines import DTLN, GTCRN, WPE, NoiseReduce, RNNoise, available  # noqa: E402
-from quality import EVAL_SR, GEN_SR, METRICS, UNITS, lag_of, load, metrics, resample, run_system  # noqa: E402
+from baselines import DTLN, GTCRN, WPE, NoiseReduce, RNNoise, build  # noqa: E402
+from quality import EVAL_SR, GEN_SR, METRICS, emit_means, load, score_items  # noqa: E402
 
 # seeds of the evaluation rooms and music: no config in models/train uses them
 EVAL_ROOM_SEED = 90_001
@@ -83,16 +83,7 @@ def build_systems(task: str, names: list[str], model: Path | None) -> list:
     makers = {"input": (Input,), "hushbridge": (OurEffect, task, "hushbridge", model),
               "denoise": (OurEffect, "denoise", "denoise"), "wpe": (WPE,), "rnnoise": (RNNoise,),
               "dtln": (DTLN,), "gtcrn": (GTCRN,), "noisereduce": (NoiseReduce, EVAL_SR)}
-    out = []
-    for n in names:
-        if n not in makers:
-            raise SystemExit(f"unknown system {n!r} (known: {', '.join(makers)})")
-        inst, why = available(*makers[n])
-        if inst is None:
-            print(f"# skip {n}: {why}", file=sys.stderr)
-        else:
-            out.append(inst)
-    return out
+    return build(makers, names)
 
 
 def rt60_of(h: np.ndarray, sr: int = GEN_SR) -> float:
@@ -186,43 +177,12 @@ def main(argv: list[str] | None = None) -> int:
                                         if s.strip()], args.model)
     items = (dereverb_items(args.n, args.seconds, args.seed) if args.task == "dereverb"
              else isolate_items(args.n_per_snr, args.seconds, args.seed))
-    scores: dict[str, dict[str, list[float]]] = {s.name: {m: [] for m in METRICS} for s in systems}
-    lags: dict[str, list[int]] = {s.name: [] for s in systems}
-    t0, count = time.perf_counter(), 0
-    for name, ref, noisy, sr in items:
-        ref16 = resample(ref, sr, EVAL_SR)
-        for system in systems:
-            out = run_system(system, noisy, sr)[:len(ref16)]
-            lags[system.name].append(lag_of(ref16, out))
-            for m, v in metrics(ref16, out, not args.no_dnsmos).items():
-                scores[system.name][m].append(v)
-        count += 1
-        print(f"# {args.task}: {count} items, {time.perf_counter() - t0:.0f} s ({name})", file=sys.stderr)
+    scores, lags, count = score_items(items, systems, not args.no_dnsmos, args.task)
     if not count:
         print(f"# {args.task}: no items (data missing?)", file=sys.stderr)
         return 1
     rec = Recorder(f"cleanup_{args.task}")
-    means = {s: {m: float(np.nanmean(v)) if v else math.nan for m, v in ms.items()} for s, ms in scores.items()}
-    ours = means.get("hushbridge")
-    for s, ms in means.items():
-        for m, v in ms.items():
-            if not scores[s][m]:
-                continue
-            settings = {"task": args.task, "items": count, "lag": sorted(set(lags[s])), "system": s}
-            for x in systems:
-                if x.name == s and hasattr(x, "model_name"):
-                    settings["model"] = x.model_name
-            if ours is not None and s != "hushbridge":
-                o = ours[m]
-                if m == "si_sdr":  # dB: the ratio of the two signal-to-distortion power ratios
-                    settings["delta_db"] = o - v
-                    settings["ratio_rule"] = "10 ** ((value - baseline_value) / 10)"
-                    ratio = 10.0 ** ((o - v) / 10.0)
-                else:
-                    ratio = (o / v) if (v > 0 and o > 0) else None
-                rec.emit(f"{args.task}/{m}", o, UNITS[m], baseline=s, baseline_value=v, ratio=ratio, settings=settings)
-            else:
-                rec.emit(f"{args.task}/{m}/{s}", v, UNITS[m], settings=settings)
+    means = emit_means(rec, args.task, scores, lags, count, systems, {"task": args.task})
     rec.save()
     title = {"dereverb": "De-reverberation", "isolate": "Voice isolation"}[args.task]
     md = [f"# {title} quality", "",

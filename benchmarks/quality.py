@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, Recorder  # noqa: E402
-from baselines import DTLN, GTCRN, NoiseReduce, RNNoise, available  # noqa: E402
+from baselines import DTLN, GTCRN, NoiseReduce, RNNoise, build  # noqa: E402
 
 EVAL_SR = 16000
 GEN_SR = 48000
@@ -145,16 +145,7 @@ class Hushbridge:
 def build_systems(names: list[str], model: Path | None) -> list:
     makers = {"noisy": (Noisy,), "hushbridge": (Hushbridge, model), "rnnoise": (RNNoise,), "dtln": (DTLN,),
               "gtcrn": (GTCRN,), "noisereduce": (NoiseReduce, EVAL_SR)}
-    out = []
-    for n in names:
-        if n not in makers:
-            raise SystemExit(f"unknown system {n!r} (known: {', '.join(makers)})")
-        inst, why = available(*makers[n])
-        if inst is None:
-            print(f"# skip {n}: {why}", file=sys.stderr)
-        else:
-            out.append(inst)
-    return out
+    return build(makers, names)
 
 
 def run_system(system, noisy: np.ndarray, sr: int) -> np.ndarray:
@@ -225,6 +216,53 @@ def synthetic_items(n_per_snr: int, seconds: float, seed: int):
                    (mix * g).astype(np.float32), GEN_SR)
 
 
+# == scoring ====================================================================================
+def score_items(items, systems: list, dnsmos: bool, label: str):
+    """Every system on every ``(name, reference, input, sr)`` item: ``(scores, lags, count)``,
+    scores ``{system: {metric: [per item]}}``, lags ``{system: [per item]}``."""
+    scores: dict[str, dict[str, list[float]]] = {s.name: {m: [] for m in METRICS} for s in systems}
+    lags: dict[str, list[int]] = {s.name: [] for s in systems}
+    t0, count = time.perf_counter(), 0
+    for name, clean, noisy, sr in items:
+        clean16 = resample(clean, sr, EVAL_SR)
+        for system in systems:
+            out = run_system(system, noisy, sr)[:len(clean16)]
+            lags[system.name].append(lag_of(clean16, out))
+            for m, v in metrics(clean16, out, dnsmos).items():
+                scores[system.name][m].append(v)
+        count += 1
+        print(f"# {label}: {count} items, {time.perf_counter() - t0:.0f} s ({name})", file=sys.stderr)
+    return scores, lags, count
+
+
+def emit_means(rec: Recorder, prefix: str, scores: dict, lags: dict, count: int, systems: list,
+               settings: dict) -> dict[str, dict[str, float]]:
+    """Each system's mean per metric as JSON rows (the others against ``hushbridge``: ``ratio``,
+    and ``delta_db`` for SI-SDR); returns the means."""
+    means = {s: {m: float(np.nanmean(v)) if v else math.nan for m, v in ms.items()} for s, ms in scores.items()}
+    ours = means.get("hushbridge")
+    for s, ms in means.items():
+        for m, v in ms.items():
+            if not scores[s][m]:
+                continue
+            row = {**settings, "items": count, "lag": sorted(set(lags[s])), "system": s}
+            for x in systems:
+                if x.name == s and hasattr(x, "model_name"):
+                    row["model"] = x.model_name
+            if ours is not None and s != "hushbridge":
+                o = ours[m]
+                if m == "si_sdr":  # dB: the ratio of the two signal-to-distortion power ratios
+                    row["delta_db"] = o - v
+                    row["ratio_rule"] = "10 ** ((value - baseline_value) / 10)"
+                    ratio = 10.0 ** ((o - v) / 10.0)
+                else:
+                    ratio = (o / v) if (v > 0 and o > 0) else None
+                rec.emit(f"{prefix}/{m}", o, UNITS[m], baseline=s, baseline_value=v, ratio=ratio, settings=row)
+            else:
+                rec.emit(f"{prefix}/{m}/{s}", v, UNITS[m], settings=row)
+    return means
+
+
 # == main =======================================================================================
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,43 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     for set_name in [s.strip() for s in args.sets.split(",") if s.strip()]:
         items = (synthetic_items(args.n_per_snr, args.seconds, args.seed) if set_name == "synthetic"
                  else paired_items(set_name))
-        scores: dict[str, dict[str, list[float]]] = {s.name: {m: [] for m in METRICS} for s in systems}
-        lags: dict[str, list[int]] = {s.name: [] for s in systems}
-        t0, count = time.perf_counter(), 0
-        for name, clean, noisy, sr in items:
-            clean16 = resample(clean, sr, EVAL_SR)
-            for system in systems:
-                out = run_system(system, noisy, sr)[:len(clean16)]
-                lags[system.name].append(lag_of(clean16, out))
-                for m, v in metrics(clean16, out, dnsmos).items():
-                    scores[system.name][m].append(v)
-            count += 1
-            print(f"# {set_name}: {count} items, {time.perf_counter() - t0:.0f} s ({name})", file=sys.stderr)
+        scores, lags, count = score_items(items, systems, dnsmos, set_name)
         if not count:
             print(f"# {set_name}: no items (data missing?)", file=sys.stderr)
             continue
-        means = {s: {m: float(np.nanmean(v)) if v else math.nan for m, v in ms.items()} for s, ms in scores.items()}
-        table[set_name] = means
-        ours = means.get("hushbridge")
-        for s, ms in means.items():
-            for m, v in ms.items():
-                if math.isnan(v) and not scores[s][m]:
-                    continue
-                settings = {"set": set_name, "items": count, "lag": sorted(set(lags[s])), "system": s}
-                if s == "hushbridge":
-                    settings["model"] = next(x.model_name for x in systems if x.name == "hushbridge")
-                if ours is not None and s != "hushbridge":
-                    o = ours[m]
-                    if m == "si_sdr":  # dB: the ratio of the two signal-to-distortion power ratios
-                        settings["delta_db"] = o - v
-                        settings["ratio_rule"] = "10 ** ((value - baseline_value) / 10)"
-                        ratio = 10.0 ** ((o - v) / 10.0)
-                    else:
-                        ratio = (o / v) if (v > 0 and o > 0) else None
-                    rec.emit(f"{set_name}/{m}", o, UNITS[m], baseline=s, baseline_value=v, ratio=ratio,
-                             settings=settings)
-                else:
-                    rec.emit(f"{set_name}/{m}/{s}", v, UNITS[m], settings=settings)
+        table[set_name] = emit_means(rec, set_name, scores, lags, count, systems, {"set": set_name})
     rec.save()
     md = ["# Denoising quality", "",
           f"`python benchmarks/quality.py {' '.join(argv or sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}. "
