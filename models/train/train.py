@@ -588,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
     if args.init and last_p.exists() and not args.fresh:
         raise SystemExit(f"--init starts a new run, but {last_p} is there to resume: leave out --init to "
-                         "resume it, or add --fresh to start over from the --init weights")
+                         "resume it, --out another folder for a new run beside it, or --fresh to start over here from the "
+                         "--init weights (it deletes this run's files)")
     if last_p.exists() and not args.fresh:
         try:
             ck = torch.load(last_p, map_location="cpu", weights_only=False)
