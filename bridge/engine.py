@@ -184,8 +184,9 @@ _kernels_warm = False
 
 
 def warm_effect_kernels(spec: ProcessSpec) -> None:
-    """Load every built-in effect's numba kernels (and one session of the shipped denoise model,
-    which then waits in the session pool) into this process, once, before audio starts.
+    """Load every built-in effect's numba kernels (and one session of each shipped model: denoise,
+    dereverb, isolate; each then waits in the session pool) into this process, once, before audio
+    starts.
 
     A preset loaded live is built on a control thread while the callback runs; loading a kernel
     from numba's disk cache or creating an onnxruntime session holds the GIL for 20-100 ms, far
