@@ -223,14 +223,26 @@ def postfilter_release(geff: torch.Tensor, f: torch.Tensor, held: torch.Tensor, 
     return torch.where(geff > 1e-6, held / torch.clamp(geff, min=1e-6), f), held
 
 
-def postfilter_vad_gain(vad: torch.Tensor, pf: dict) -> torch.Tensor:
+VAD_KEEP_SHARPNESS = 20.0
+
+
+def postfilter_vad_gain(vad: torch.Tensor, pf: dict, geff: torch.Tensor | None = None) -> torch.Tensor:
     """The post-filter's gain from the model's speech probability: ``vad_floor`` where it is 0,
     unity where it is 1 (``vad ** vad_power`` between), 1 without ``vad_floor``; per band where
-    ``vad_floor`` has one value per band."""
+    ``vad_floor`` has one value per band.
+
+    ``vad_keep`` (with ``geff``, the effective band gain): a band the network itself keeps above
+    that gain is spared the floor (``max(vad ** vad_power, sigmoid(20 (geff - vad_keep)))``). The
+    speech probability lags a word start by a few hops (0.2-0.3 in its first 5 ms), so without it
+    the floor took 2-5 dB off the first 10-25 ms of every word after a pause, in the very bands the
+    network had already opened."""
     if "vad_floor" not in pf:
         return torch.ones_like(vad)
     lo = _pf_value(pf, "vad_floor", vad)
-    return lo + (1.0 - lo) * torch.pow(torch.clamp(vad, 0.0, 1.0), _pf_value(pf, "vad_power", vad, 1.0))
+    p = torch.pow(torch.clamp(vad, 0.0, 1.0), _pf_value(pf, "vad_power", vad, 1.0))
+    if "vad_keep" in pf and geff is not None:
+        p = torch.maximum(p, torch.sigmoid(VAD_KEEP_SHARPNESS * (geff - _pf_value(pf, "vad_keep", geff))))
+    return lo + (1.0 - lo) * p
 
 
 def postfilter_gain(geff: torch.Tensor, vad: torch.Tensor | None, pf: dict, held: torch.Tensor | None = None,
@@ -244,7 +256,7 @@ def postfilter_gain(geff: torch.Tensor, vad: torch.Tensor | None, pf: dict, held
     if held is not None:
         f, held = postfilter_release(geff, f, held, pf)
     if "vad_floor" in pf:
-        f = f * postfilter_vad_gain(vad, pf)
+        f = f * postfilter_vad_gain(vad, pf, geff)
     if "ceiling" in pf and geff_raw is not None:
         f = postfilter_ceiling(geff_raw, f, pf)
     return f, held

@@ -29,7 +29,7 @@ import soxr
 import torch
 
 from .data import MixtureSampler
-from .evaluate import si_sdr
+from .evaluate import onset_level_db, si_sdr
 from .export import load_checkpoint, resolve_postfilter
 from .model import GRAPH_DELAY, SR, DenoiseNet
 from .train import mix_config
@@ -58,23 +58,6 @@ def validation_clips(cfg: dict, clips: int, seconds: float, pack: str | None = N
         noisy, target, _ = sampler.batch(i, per, stream=STREAM)
         out += list(zip(noisy, target))
     return out[:clips]
-
-
-def onset_level_db(est48: np.ndarray, ref48: np.ndarray, hop: int = 240) -> float:
-    """The output's level against the target's over the first 30 ms of every word start that
-    follows at least 100 ms of target silence (40 dB under its loudest 5 ms), mean in dB; NaN where
-    the target has no such onset. A post-filter or gate that cuts word starts scores lower."""
-    n = min(est48.size, ref48.size) // hop
-
-    def energy(a):
-        return (a[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1) + 1e-12
-
-    et, ey = energy(ref48), energy(est48)
-    peak = et.max()
-    onsets = [k for k in range(20, n - 6) if et[k] > peak * 1e-3 and np.all(et[k - 20 : k] < peak * 1e-4)]
-    if not onsets:
-        return float("nan")
-    return float(np.mean([10.0 * np.log10(ey[k : k + 6].sum() / et[k : k + 6].sum()) for k in onsets]))
 
 
 def score(est48: np.ndarray, ref48: np.ndarray) -> dict[str, float]:

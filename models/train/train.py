@@ -83,7 +83,7 @@ _KNOWN = {
              "silence_floor_db", "under_weight", "under_from_step", "lsd_weight", "lsd_from_step", "lsd_floor_db",
              "lsd_floor_steps", "dnsmos_weight", "dnsmos_from_step", "dnsmos_examples", "dnsmos_scores",
              "dnsmos_tile_s", "dnsmos_model"},
-    "postfilter": {"kind", "k", "pivot", "lo", "hi", "beta", "release", "vad_floor", "vad_power", "ceiling"},
+    "postfilter": {"kind", "k", "pivot", "lo", "hi", "beta", "release", "vad_floor", "vad_power", "vad_keep", "ceiling"},
 }
 _INT_KEYS = {"seed", "hidden", "layers", "context", "batch_size", "lr_halflife_steps", "warmup_steps", "val_every",
              "val_batches", "checkpoint_every", "log_every", "gain_from_step", "level_norm_from_step",

@@ -326,22 +326,6 @@ def test_select_scores_at_the_effects_default_attenuation_limit():
     assert ATTEN_LIM_DB == next(p.default for p in Denoise.params if p.id == "reduction_db")
 
 
-def test_onset_level_counts_a_cut_word_start():
-    from hushbridge.models.train.select import onset_level_db
-
-    rng = np.random.default_rng(4)
-    ref = np.zeros(48000, np.float32)
-    ref[24000:] = 0.1 * rng.standard_normal(24000)  # a "word" after 0.5 s of silence
-    assert onset_level_db(ref, ref) == pytest.approx(0.0, abs=1e-9)
-    cut = ref.copy()
-    cut[24000:24000 + 1440] *= 10 ** (-6 / 20)  # its first 30 ms 6 dB down
-    assert onset_level_db(cut, ref) == pytest.approx(-6.0, abs=0.01)
-    late = ref.copy()
-    late[24000 + 1440:] *= 0.1  # later speech does not count
-    assert onset_level_db(late, ref) == pytest.approx(0.0, abs=1e-9)
-    assert np.isnan(onset_level_db(ref[24000:], ref[24000:]))  # no silence before it: no onset
-
-
 def test_validation_mixtures_do_not_depend_on_speed_perturbation(tmp_path):
     """An A/B of a run with speed perturbation against one without is scored on the same mixtures."""
     from test_train_pack import _Pools

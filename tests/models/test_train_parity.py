@@ -141,6 +141,9 @@ def test_shipped_model_matches_its_checkpoint():
                                  "release": 0.9, "vad_floor": 0.25, "vad_power": 1.0},
                                 {"kind": "expand", "k": 10.0, "pivot": 0.4, "lo": 0.2, "hi": 1.5,
                                  "release": 0.9, "vad_floor": 0.25, "vad_power": 1.0, "ceiling": 1.0},
+                                {"kind": "expand", "k": 10.0, "pivot": 0.4, "lo": 0.2, "hi": 1.5,
+                                 "release": 0.9, "vad_floor": 0.25, "vad_power": 1.0, "vad_keep": 0.2,
+                                 "ceiling": 1.0},
                                 # one value per band (fit_postfilter)
                                 {"kind": "expand", "k": [8.0 + 0.1 * b for b in range(32)],
                                  "pivot": [0.3 + 0.005 * b for b in range(32)], "lo": [0.2] * 16 + [0.4] * 16,
@@ -261,6 +264,20 @@ def test_postfilter_vad_gain_goes_from_the_floor_to_unity():
     assert torch.allclose(md.postfilter_vad_gain(v, {"vad_floor": 0.25, "vad_power": 2.0}),
                           torch.tensor([0.25, 0.296875, 1.0]))
     assert torch.equal(md.postfilter_vad_gain(v, {"kind": "expand"}), torch.ones(3))
+
+
+def test_postfilter_vad_keep_spares_the_bands_the_network_keeps():
+    vad = torch.tensor([[0.0]])  # a word start: the speech probability still low
+    geff = torch.tensor([[0.05, 0.2, 0.5, 0.9]])  # per band: noise ... clearly kept
+    pf = {"vad_floor": 0.25, "vad_keep": 0.3}
+    g = md.postfilter_vad_gain(vad, pf, geff)
+    assert g.shape == (1, 4)
+    assert float(g[0, 0]) == pytest.approx(0.25, abs=0.01)  # noise bands keep the floor
+    assert float(g[0, 2]) > 0.98 and float(g[0, 3]) > 0.999  # kept bands are not floored
+    assert torch.all(g[0, 1:] >= g[0, :-1])
+    assert torch.equal(md.postfilter_vad_gain(vad, {"vad_floor": 0.25}, geff), torch.full((1, 1), 0.25))
+    # with the speech probability high it changes nothing
+    assert torch.allclose(md.postfilter_vad_gain(torch.tensor([[1.0]]), pf, geff), torch.ones(1, 4))
 
 
 @pytest.mark.parametrize("release", [False, True])

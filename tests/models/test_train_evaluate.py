@@ -1,0 +1,32 @@
+"""The training side's torch-free measures (models/train/evaluate.py), which the benchmarks use too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hushbridge.models.train.evaluate import onset_level_db
+
+
+def test_onset_level_counts_a_cut_word_start():
+    rng = np.random.default_rng(4)
+    ref = np.zeros(48000, np.float32)
+    ref[24000:] = 0.1 * rng.standard_normal(24000)  # a "word" after 0.5 s of silence
+    assert onset_level_db(ref, ref) == pytest.approx(0.0, abs=1e-9)
+    cut = ref.copy()
+    cut[24000:24000 + 1440] *= 10 ** (-6 / 20)  # its first 30 ms 6 dB down
+    assert onset_level_db(cut, ref) == pytest.approx(-6.0, abs=0.01)
+    late = ref.copy()
+    late[24000 + 1440:] *= 0.1  # later speech does not count
+    assert onset_level_db(late, ref) == pytest.approx(0.0, abs=1e-9)
+    assert np.isnan(onset_level_db(ref[24000:], ref[24000:]))  # no silence before it: no onset
+
+
+def test_onset_level_at_16_khz_takes_a_5_ms_hop():
+    rng = np.random.default_rng(5)
+    ref = np.zeros(16000, np.float32)
+    ref[8000:] = 0.1 * rng.standard_normal(8000)
+    cut = ref.copy()
+    cut[8000:8000 + 480] *= 10 ** (-10 / 20)  # the first 30 ms at 16 kHz
+    assert onset_level_db(cut, ref, hop=80) == pytest.approx(-10.0, abs=0.01)
+    assert onset_level_db(ref * 2.0, ref, hop=80) == pytest.approx(6.02, abs=0.01)  # louder: above 0
