@@ -1,6 +1,6 @@
 """Denoising quality on the evaluation split: PESQ-WB, STOI, SI-SDR and DNSMOS P.835 (SIG/BAK/OVRL).
 
-    python benchmarks/quality.py [--sets vctk,dfn,synthetic] [--n-per-snr 4] [--seconds 4]
+    python benchmarks/quality.py [--sets vctk,dfn,synthetic,pauses] [--n-per-snr 4] [--seconds 4]
                                  [--systems noisy,hushbridge,rnnoise,dtln,gtcrn,noisereduce]
                                  [--model PATH] [--no-dnsmos] [--seed 0]
 
@@ -12,6 +12,10 @@ Sets, reported apart:
   eval_split``, owned by the training side; its ``eval_mixtures`` is used when it exists) at SNR
   0/5/10/15 dB, built at 48 kHz with a fixed seed. When a room is applied the reverberant speech is
   the reference (we measure denoising, not dereverberation).
+- ``pauses``: word starts after pauses, the complaint users have about gate-like denoisers:
+  held-out speakers and noises (no room) at SNR 0/5/10/15 dB, 1 s of noise alone, then three
+  phrases of held-out speech separated by 0.4-0.9 s pauses (noise goes on); the other metrics are
+  scored on it too.
 
 Systems run at their own rates on the noisy signal (soxr HQ offline resampling to and from it):
 the unprocessed input, hushbridge ``denoise`` (the Effect, rendered at 48 kHz in 128-frame blocks;
@@ -21,7 +25,10 @@ noisereduce spectral gating. Every output is time-aligned by trimming the system
 (hushbridge: ``render`` trims ``latency_samples``); the residual lag against the reference is
 checked by cross-correlation and reported (``lag`` in ``settings``; it should be 0).
 
-Metrics at 16 kHz against the clean reference: PESQ wide band, STOI, SI-SDR (dB); DNSMOS P.835
+Metrics at 16 kHz against the clean reference: PESQ wide band, STOI, SI-SDR (dB), word onsets (dB:
+the output's level over the first 30 ms of each word that follows 100 ms of silence in the
+reference, against the reference's; a gate that cuts word starts reads below 0, noise left in
+raises it, so read it beside BAK; ``hushbridge.models.train.evaluate.onset_level_db``); DNSMOS P.835
 (no reference) from ``speechmos``. Output: JSON lines (``benchmarks/results/quality.json``; rows
 per set x system x metric, with ``baseline`` = the system and ``ratio``/delta against hushbridge
 where it ran) and a Markdown table in ``benchmarks/results/quality.md``.
@@ -43,9 +50,12 @@ from baselines import DTLN, GTCRN, NoiseReduce, RNNoise, build  # noqa: E402
 EVAL_SR = 16000
 GEN_SR = 48000
 SNRS = (0, 5, 10, 15)
-METRICS = ("pesq_wb", "stoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
-UNITS = {"pesq_wb": "MOS-LQO", "stoi": "", "si_sdr": "dB", "dnsmos_sig": "MOS", "dnsmos_bak": "MOS",
-         "dnsmos_ovrl": "MOS"}
+METRICS = ("pesq_wb", "stoi", "si_sdr", "onset_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+UNITS = {"pesq_wb": "MOS-LQO", "stoi": "", "si_sdr": "dB", "onset_db": "dB", "dnsmos_sig": "MOS",
+         "dnsmos_bak": "MOS", "dnsmos_ovrl": "MOS"}
+DB_METRICS = ("si_sdr", "onset_db")  # compared as a difference in dB, not as a ratio
+ONSET_HOP = EVAL_SR // 200  # 5 ms
+ONSET_SETTLE_S = 0.5  # word starts in a system's first half second do not count
 
 
 # == audio helpers ==============================================================================
@@ -100,6 +110,8 @@ def metrics(clean: np.ndarray, out: np.ndarray, dnsmos: bool) -> dict[str, float
     from pesq import pesq
     from pystoi import stoi
 
+    from hushbridge.models.train.evaluate import onset_level_db
+
     m: dict[str, float] = {}
     try:
         m["pesq_wb"] = float(pesq(EVAL_SR, clean, out, "wb"))
@@ -108,6 +120,7 @@ def metrics(clean: np.ndarray, out: np.ndarray, dnsmos: bool) -> dict[str, float
         m["pesq_wb"] = math.nan
     m["stoi"] = float(stoi(clean, out, EVAL_SR, extended=False))
     m["si_sdr"] = si_sdr(clean, out)
+    m["onset_db"] = onset_level_db(out, clean, hop=ONSET_HOP, settle_s=ONSET_SETTLE_S)
     if dnsmos:
         from speechmos import dnsmos as dm
 
@@ -216,6 +229,64 @@ def synthetic_items(n_per_snr: int, seconds: float, seed: int):
                    (mix * g).astype(np.float32), GEN_SR)
 
 
+def _phrases(s: np.ndarray, count: int, seconds: float) -> list[np.ndarray]:
+    """Up to ``count`` stretches of ``seconds`` from ``s`` (48 kHz) that do not overlap, each
+    starting at a word start: a 5 ms frame within 30 dB of the loudest after 50 ms under that."""
+    hop = GEN_SR // 200
+    n = len(s) // hop
+    e = (s[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1) + 1e-20
+    loud = e > e.max() * 1e-3
+    starts = [k for k in range(1, n) if loud[k] and not loud[max(0, k - 10):k].any()] or [int(np.argmax(loud))]
+    out, span = [], int(seconds * GEN_SR)
+    for k in starts:
+        a = k * hop
+        if out and a < out[-1][1]:
+            continue  # overlaps the stretch before
+        out.append((a, a + span))
+        if len(out) == count:
+            break
+    return [s[a:b] for a, b in out]
+
+
+def pause_items(n_per_snr: int, seed: int):
+    """``(name, clean, noisy, sr)``: noise alone for 1 s, then three phrases of held-out speech
+    (1.2 s each, from word starts) with pauses of 0.4-0.9 s between them, in held-out noise."""
+    from hushbridge.models.train import split
+
+    held = split.eval_split()
+    rng = np.random.default_rng(seed + 1000)
+    speech_cache: dict[Path, np.ndarray] = {}
+    noise_cache: dict[Path, np.ndarray] = {}
+    for snr in SNRS:
+        for k in range(n_per_snr):
+            sp = held.speech[rng.integers(len(held.speech))]
+            nz = held.noise[rng.integers(len(held.noise))]
+            parts: list[np.ndarray] = []
+            other = sp
+            while len(parts) < 3:  # a short recording has fewer phrases: go on with another
+                s = speech_cache.setdefault(other, load(other, GEN_SR))
+                parts += _phrases(s, 3 - len(parts), 1.2)
+                other = held.speech[rng.integers(len(held.speech))]
+            pauses = rng.uniform(0.4, 0.9, len(parts))
+            clean = [np.zeros(GEN_SR, np.float32)]
+            for part, pause in zip(parts, pauses):
+                clean += [part, np.zeros(int(pause * GEN_SR), np.float32)]
+            c = np.concatenate(clean).astype(np.float64)
+            z = noise_cache.setdefault(nz, load(nz, GEN_SR))
+            n = len(c)
+            if len(z) < n:
+                z = np.tile(z, n // max(1, len(z)) + 1)
+            b = int(rng.integers(0, len(z) - n + 1))
+            z = z[b:b + n].astype(np.float64)
+            act = np.concatenate(parts).astype(np.float64)
+            ps, pn = np.mean(act ** 2), np.mean(z ** 2)  # the speech's power while it speaks
+            z *= math.sqrt(ps / (pn + 1e-20) / 10 ** (snr / 10))
+            mix = c + z
+            g = 0.5 / max(np.abs(mix).max(), 1e-9)  # peak -6 dBFS
+            yield (f"pauses_snr{snr}_{k}_{sp.stem}+{nz.stem}", (c * g).astype(np.float32),
+                   (mix * g).astype(np.float32), GEN_SR)
+
+
 # == scoring ====================================================================================
 def score_items(items, systems: list, dnsmos: bool, label: str):
     """Every system on every ``(name, reference, input, sr)`` item: ``(scores, lags, count)``,
@@ -251,7 +322,7 @@ def emit_means(rec: Recorder, prefix: str, scores: dict, lags: dict, count: int,
                     row["model"] = x.model_name
             if ours is not None and s != "hushbridge":
                 o = ours[m]
-                if m == "si_sdr":  # dB: the ratio of the two signal-to-distortion power ratios
+                if m in DB_METRICS:  # dB: the ratio of the two power ratios
                     row["delta_db"] = o - v
                     row["ratio_rule"] = "10 ** ((value - baseline_value) / 10)"
                     ratio = 10.0 ** ((o - v) / 10.0)
@@ -266,7 +337,7 @@ def emit_means(rec: Recorder, prefix: str, scores: dict, lags: dict, count: int,
 # == main =======================================================================================
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sets", default="vctk,dfn,synthetic")
+    ap.add_argument("--sets", default="vctk,dfn,synthetic,pauses")
     ap.add_argument("--systems", default="noisy,hushbridge,rnnoise,dtln,gtcrn,noisereduce")
     ap.add_argument("--n-per-snr", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=4.0)
@@ -279,8 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     rec = Recorder("quality")
     table: dict[str, dict[str, dict[str, float]]] = {}
     for set_name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        items = (synthetic_items(args.n_per_snr, args.seconds, args.seed) if set_name == "synthetic"
-                 else paired_items(set_name))
+        if set_name == "synthetic":
+            items = synthetic_items(args.n_per_snr, args.seconds, args.seed)
+        elif set_name == "pauses":
+            items = pause_items(args.n_per_snr, args.seed)
+        else:
+            items = paired_items(set_name)
         scores, lags, count = score_items(items, systems, dnsmos, set_name)
         if not count:
             print(f"# {set_name}: no items (data missing?)", file=sys.stderr)

@@ -103,11 +103,18 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10((np.dot(t, t) + 1e-12) / (np.dot(est - t, est - t) + 1e-12)))
 
 
-def onset_level_db(est: np.ndarray, ref: np.ndarray, hop: int = 240) -> float:
+ONSET_FLOOR_DB = -60.0
+
+
+def onset_level_db(est: np.ndarray, ref: np.ndarray, hop: int = 240, settle_s: float = 0.0) -> float:
     """The output's level against the target's over the first 30 ms of every word start that
     follows at least 100 ms of target silence (40 dB under its loudest 5 ms), mean in dB; NaN where
     the target has no such onset. A post-filter or gate that cuts word starts scores lower; noise
-    left in the output raises it. ``hop``: 5 ms at the signals' rate (240 at 48 kHz, 80 at 16)."""
+    left in the output raises it. ``hop``: 5 ms at the signals' rate (240 at 48 kHz, 80 at 16).
+    ``settle_s``: only word starts after that much of the signal count (what a system does in its
+    first moments, before it has heard the noise, is not what it does after a pause). A word start
+    cut by more than 60 dB counts as 60 (gone: a gate closed to -90 dB is not worse for a listener
+    than one closed to -60), so one such onset does not outweigh all the others."""
     n = min(est.size, ref.size) // hop
 
     def energy(a):
@@ -115,10 +122,12 @@ def onset_level_db(est: np.ndarray, ref: np.ndarray, hop: int = 240) -> float:
 
     et, ey = energy(ref), energy(est)
     peak = et.max()
-    onsets = [k for k in range(20, n - 6) if et[k] > peak * 1e-3 and np.all(et[k - 20 : k] < peak * 1e-4)]
+    first = max(20, int(round(settle_s * 200)))  # 200 hops of 5 ms per second
+    onsets = [k for k in range(first, n - 6) if et[k] > peak * 1e-3 and np.all(et[k - 20 : k] < peak * 1e-4)]
     if not onsets:
         return float("nan")
-    return float(np.mean([10.0 * np.log10(ey[k : k + 6].sum() / et[k : k + 6].sum()) for k in onsets]))
+    return float(np.mean([max(ONSET_FLOOR_DB, 10.0 * np.log10(ey[k : k + 6].sum() / et[k : k + 6].sum()))
+                          for k in onsets]))
 
 
 def metrics(est48: np.ndarray, ref48: np.ndarray) -> dict[str, float]:

@@ -30,3 +30,15 @@ def test_onset_level_at_16_khz_takes_a_5_ms_hop():
     cut[8000:8000 + 480] *= 10 ** (-10 / 20)  # the first 30 ms at 16 kHz
     assert onset_level_db(cut, ref, hop=80) == pytest.approx(-10.0, abs=0.01)
     assert onset_level_db(ref * 2.0, ref, hop=80) == pytest.approx(6.02, abs=0.01)  # louder: above 0
+
+
+def test_onset_level_counts_only_settled_word_starts_and_a_muted_one_as_60_db():
+    rng = np.random.default_rng(6)
+    ref = np.zeros(3 * 48000, np.float32)
+    ref[24000:48000] = 0.1 * rng.standard_normal(24000)  # a word at 0.5 s
+    ref[96000:120000] = 0.1 * rng.standard_normal(24000)  # another at 2 s
+    est = ref.copy()
+    est[:48000] = 0.0  # a system muted for its first second
+    assert onset_level_db(est, ref) == pytest.approx((-60.0 + 0.0) / 2, abs=0.01)
+    assert onset_level_db(est, ref, settle_s=1.0) == pytest.approx(0.0, abs=1e-9)
+    assert np.isnan(onset_level_db(est, ref, settle_s=2.5))
