@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     md = [f"# {title} quality", "",
           f"`python benchmarks/cleanup_quality.py {' '.join(argv if argv is not None else sys.argv[1:])}`, "
           f"{time.strftime('%Y-%m-%d')}, {count} items. PESQ-WB, STOI, SI-SDR against the reference at 16 kHz; "
+          "onset_db: word starts after pauses against the reference's level (blank where none); "
           "DNSMOS P.835 without reference.", "",
           "| system | " + " | ".join(METRICS) + " |", "| --- |" + " ---: |" * len(METRICS)]
     for s, ms in means.items():

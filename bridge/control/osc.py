@@ -572,7 +572,8 @@ class OscController:
         if len(args) == 1 and isinstance(args[0], str) and args[0].strip().lower() in _BYPASS_NAMES:
             value = _BYPASS_NAMES[args[0].strip().lower()]  # as /hb/get and /hb/list display it
         elif len(args) == 1 and isinstance(args[0], str):
-            raise OscRequestError(f"{address} needs 0 or 1 (or on/off, true/false, T/F), got {args[0]!r:.40}")
+            raise OscRequestError(f"{address} needs a number 0 or 1, OSC true/false (T/F), or the word on, off, "
+                                  f"true or false, got {args[0]!r:.40}")
         else:
             value = _number(address, args, switch=True)
         if value not in (0.0, 1.0):

@@ -106,10 +106,28 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
 ONSET_FLOOR_DB = -60.0
 
 
+def word_starts(energy: np.ndarray, first: int = 20) -> list[int]:
+    """Word starts in per-hop (5 ms) energies: where the level rises out of at least 20 hops
+    (100 ms) 40 dB under its loudest hop to 30 dB under it, the first hop of that rise (it may take
+    up to 20 hops; a rise straight from silence starts at the hop over -30 dB). From hop ``first``."""
+    peak = energy.max()
+    quiet, loud = energy < peak * 1e-4, energy > peak * 1e-3
+    starts = []
+    for k in range(max(1, first), energy.size):
+        if not loud[k] or loud[k - 1]:
+            continue
+        j = k
+        while j > k - 20 and j > 0 and not quiet[j - 1]:
+            j -= 1  # back through the rise to the last quiet hop
+        if j >= max(20, first) and quiet[j - 20:j].all():
+            starts.append(j)
+    return starts
+
+
 def onset_level_db(est: np.ndarray, ref: np.ndarray, hop: int = 240, settle_s: float = 0.0) -> float:
     """The output's level against the target's over the first 30 ms of every word start that
-    follows at least 100 ms of target silence (40 dB under its loudest 5 ms), mean in dB; NaN where
-    the target has no such onset. A post-filter or gate that cuts word starts scores lower; noise
+    follows at least 100 ms of target silence (40 dB under its loudest 5 ms; :func:`word_starts`:
+    from where the rise begins), mean in dB; NaN where the target has no such onset. A post-filter or gate that cuts word starts scores lower; noise
     left in the output raises it. ``hop``: 5 ms at the signals' rate (240 at 48 kHz, 80 at 16).
     ``settle_s``: only word starts after that much of the signal count (what a system does in its
     first moments, before it has heard the noise, is not what it does after a pause). A word start
@@ -121,9 +139,8 @@ def onset_level_db(est: np.ndarray, ref: np.ndarray, hop: int = 240, settle_s: f
         return (a[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1) + 1e-12
 
     et, ey = energy(ref), energy(est)
-    peak = et.max()
     first = max(20, int(round(settle_s * 200)))  # 200 hops of 5 ms per second
-    onsets = [k for k in range(first, n - 6) if et[k] > peak * 1e-3 and np.all(et[k - 20 : k] < peak * 1e-4)]
+    onsets = [k for k in word_starts(et, first) if k < n - 6]
     if not onsets:
         return float("nan")
     return float(np.mean([max(ONSET_FLOOR_DB, 10.0 * np.log10(ey[k : k + 6].sum() / et[k : k + 6].sum()))

@@ -132,8 +132,8 @@ def resolve_postfilter(arg: str | None, config: str | Path = DEFAULT_CONFIG) -> 
     ``[postfilter]`` table of ``config``, ``"none"`` turns it off, a path ending in ``.json`` reads
     that file (``fit_postfilter --out``), anything else is a TOML inline table such as
     ``{kind = "dfn", beta = 0.05}``. Besides ``kind`` and its keys, a table may hold
-    ``release`` (:func:`.model.postfilter_release`) and ``vad_floor``/``vad_power``
-    (:func:`.model.postfilter_vad_gain`)."""
+    ``release`` (:func:`.model.postfilter_release`), ``vad_floor``/``vad_power``/``vad_keep``
+    (:func:`.model.postfilter_vad_gain`) and ``ceiling`` (:func:`.model.postfilter_ceiling`)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10

@@ -232,7 +232,7 @@ def postfilter_vad_gain(vad: torch.Tensor, pf: dict, geff: torch.Tensor | None =
     ``vad_floor`` has one value per band.
 
     ``vad_keep`` (with ``geff``, the effective band gain): a band the network itself keeps above
-    that gain is spared the floor (``max(vad ** vad_power, sigmoid(20 (geff - vad_keep)))``). The
+    that gain is (mostly) spared the floor (``max(vad ** vad_power, sigmoid(20 (geff - vad_keep)))``). The
     speech probability lags a word start by a few hops (0.2-0.3 in its first 5 ms), so without it
     the floor took 2-5 dB off the first 10-25 ms of every word after a pause, in the very bands the
     network had already opened."""

@@ -328,7 +328,7 @@ def test_malformed_packet(engine, driver, client, data):
         ("/hb/gain/gain_db", [True], "true/false is for switches and bypass"),  # T: not 1 dB
         ("/hb/gain/gain_db/norm", [False], "true/false is for switches and bypass"),
         ("/hb/gain/gain_db/norm", ["x"], "needs a number"),
-        ("/hb/gain/bypass", ["maybe"], "needs 0 or 1 (or on/off, true/false, T/F), got 'maybe'"),
+        ("/hb/gain/bypass", ["maybe"], "the word on, off, true or false, got 'maybe'"),
         ("/hb/get", [], "string"),
         ("/hb/get", ["/hb/nosuch/x"], "unknown address"),
         ("/hb/get", ["/hb/engine/nosuch"], "unknown engine stat"),

@@ -33,6 +33,10 @@ def _demo_take(seconds: float = 4.0) -> np.ndarray:
     return np.ascontiguousarray(x[: int(seconds * SR), 0])
 
 
+def _model_fallbacks(engine: Engine) -> int:
+    return sum(e.overload_events for e in engine.chain if isinstance(e, ModelEffect))
+
+
 @pytest.mark.parametrize("start,loaded", [("dialogue", None), ("stream", "dialogue-isolate")])
 def test_a_take_through_jack_comes_out_as_the_offline_render(jack_server, start, loaded):
     preset = loaded or start
@@ -57,12 +61,15 @@ def test_a_take_through_jack_comes_out_as_the_offline_render(jack_server, start,
                 assert engine.wait_for_swap(20.0), "the swap never finished"
             time.sleep(IDLE_S)
             lat = engine.latency_samples
-            x0 = engine.xruns
+            x0, fallbacks0 = engine.xruns, _model_fallbacks(engine)
             y, complete = clients.take(take[None], extra=lat + 512)
-            if complete and engine.xruns == x0:
+            # an xrun skips or shifts a block, and a model that missed its deadline crossfades to
+            # its dry path: neither says anything about live against offline, so take again
+            if complete and engine.xruns == x0 and _model_fallbacks(engine) == fallbacks0:
                 break
         else:
-            pytest.skip(f"no take without xruns in 5 ({engine.xruns} xruns): machine too busy to compare samples")
+            pytest.skip(f"no take without xruns or model fallbacks in 5 ({engine.xruns} xruns, "
+                        f"{_model_fallbacks(engine)} fallbacks in the last chain): machine too busy to compare samples")
         assert engine.callback_errors == 0, engine.last_callback_error
     finally:
         if clients is not None:
@@ -73,7 +80,7 @@ def test_a_take_through_jack_comes_out_as_the_offline_render(jack_server, start,
     assert np.abs(live).max() > 0.05  # the take went through (not a silent path)
     # nothing of the take before the reported latency (a spectral model spreads a frame's gain over
     # its window: that much comes early, under -80 dBFS here)
-    assert np.abs(y[0, :lat]).max() < 1e-4, "output before the latency: the delay is not the reported one"
+    assert np.abs(y[0, :lat]).max(initial=0.0) < 1e-4, "output before the latency: the delay is not the reported one"
     if sum(isinstance(e, ModelEffect) for e in load_preset(preset)) < 2:
         np.testing.assert_array_equal(live, offline)
     else:  # two models: float rounding (tests/test_presets.py says where)

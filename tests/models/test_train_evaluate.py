@@ -32,6 +32,26 @@ def test_onset_level_at_16_khz_takes_a_5_ms_hop():
     assert onset_level_db(ref * 2.0, ref, hop=80) == pytest.approx(6.02, abs=0.01)  # louder: above 0
 
 
+def test_a_word_that_rises_over_several_hops_is_a_word_start_from_where_it_rises():
+    from hushbridge.models.train.evaluate import word_starts
+
+    e = np.full(100, 1e-9)
+    e[40:] = 1.0
+    e[37:40] = [3e-4, 1e-3 * 0.9, 0.02]  # -35, -30.5, -17 dB: a soft lead-in
+    assert word_starts(e) == [37]
+    e[37:40] = 1e-9
+    assert word_starts(e) == [40]  # straight from silence: the hop over -30 dB
+    e[20:30] = 1e-3 * 0.5  # not 100 ms quiet before the rise: no word start
+    assert word_starts(e) == []
+    rng = np.random.default_rng(7)
+    ref = np.zeros(48000, np.float32)
+    ref[24000:] = 0.1 * rng.standard_normal(24000)
+    ref[24000 - 720:24000] = 0.1 * 10 ** (-35 / 20) * rng.standard_normal(720)  # 15 ms lead-in
+    cut = ref.copy()
+    cut[24000 - 720:24000 - 720 + 1440] *= 10 ** (-6 / 20)
+    assert onset_level_db(cut, ref) == pytest.approx(-6.0, abs=0.01)
+
+
 def test_onset_level_counts_only_settled_word_starts_and_a_muted_one_as_60_db():
     rng = np.random.default_rng(6)
     ref = np.zeros(3 * 48000, np.float32)
