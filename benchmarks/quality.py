@@ -229,23 +229,39 @@ def synthetic_items(n_per_snr: int, seconds: float, seed: int):
                    (mix * g).astype(np.float32), GEN_SR)
 
 
+PHRASE_FADE = GEN_SR // 200  # 5 ms: no click where a phrase is cut from its recording
+
+
 def _phrases(s: np.ndarray, count: int, seconds: float) -> list[np.ndarray]:
-    """Up to ``count`` stretches of ``seconds`` from ``s`` (48 kHz) that do not overlap, each
-    starting at a word start: a 5 ms frame within 30 dB of the loudest after 50 ms under that."""
+    """Up to ``count`` stretches of ``seconds`` from ``s`` (48 kHz) that do not overlap and lie
+    whole in it, each from a word's own lead-in: a 5 ms hop within 30 dB of the loudest after 50 ms
+    under that, taken from the last hop 50 dB under the loudest in the 100 ms before it (else 50 ms
+    before it), with a 5 ms fade-in; so a phrase starts as the word does, not with a cut."""
     hop = GEN_SR // 200
     n = len(s) // hop
+    span = int(seconds * GEN_SR)
+    if n < 2 or len(s) < span:
+        return []
     e = (s[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1) + 1e-20
-    loud = e > e.max() * 1e-3
-    starts = [k for k in range(1, n) if loud[k] and not loud[max(0, k - 10):k].any()] or [int(np.argmax(loud))]
-    out, span = [], int(seconds * GEN_SR)
-    for k in starts:
-        a = k * hop
-        if out and a < out[-1][1]:
-            continue  # overlaps the stretch before
+    loud, silent = e > e.max() * 1e-3, e < e.max() * 1e-5
+    out: list[tuple[int, int]] = []
+    for k in range(1, n):
+        if not loud[k] or loud[max(0, k - 10):k].any():
+            continue
+        back = [j for j in range(max(0, k - 20), k) if silent[j]]
+        a = (back[-1] if back else max(0, k - 10)) * hop
+        if a + span > len(s) or (out and a < out[-1][1]):
+            continue  # runs past the end, or overlaps the stretch before
         out.append((a, a + span))
         if len(out) == count:
             break
-    return [s[a:b] for a, b in out]
+    fade = 0.5 - 0.5 * np.cos(np.pi * np.arange(PHRASE_FADE) / PHRASE_FADE)
+    phrases = []
+    for a, b in out:
+        p = s[a:b].astype(np.float32).copy()
+        p[:PHRASE_FADE] *= fade
+        phrases.append(p)
+    return phrases
 
 
 def pause_items(n_per_snr: int, seed: int):
@@ -263,10 +279,14 @@ def pause_items(n_per_snr: int, seed: int):
             nz = held.noise[rng.integers(len(held.noise))]
             parts: list[np.ndarray] = []
             other = sp
-            while len(parts) < 3:  # a short recording has fewer phrases: go on with another
+            for _ in range(50):  # a short recording has fewer phrases: go on with others
                 s = speech_cache.setdefault(other, load(other, GEN_SR))
                 parts += _phrases(s, 3 - len(parts), 1.2)
+                if len(parts) == 3:
+                    break
                 other = held.speech[rng.integers(len(held.speech))]
+            if not parts:
+                raise RuntimeError(f"no phrase of 1.2 s in 50 held-out recordings (from {sp.name})")
             pauses = rng.uniform(0.4, 0.9, len(parts))
             clean = [np.zeros(GEN_SR, np.float32)]
             for part, pause in zip(parts, pauses):
@@ -309,20 +329,33 @@ def score_items(items, systems: list, dnsmos: bool, label: str):
 def emit_means(rec: Recorder, prefix: str, scores: dict, lags: dict, count: int, systems: list,
                settings: dict) -> dict[str, dict[str, float]]:
     """Each system's mean per metric as JSON rows (the others against ``hushbridge``: ``ratio``,
-    and ``delta_db`` for SI-SDR); returns the means."""
-    means = {s: {m: float(np.nanmean(v)) if v else math.nan for m, v in ms.items()} for s, ms in scores.items()}
+    and ``delta_db`` for the dB metrics); returns the means. A metric no item could be scored on
+    (word onsets in a set without pauses) gets no row; ``items_scored`` says how many items a
+    mean is over where that is fewer than ``items``."""
+    def mean(v: list[float]) -> float:
+        finite = [a for a in v if math.isfinite(a)]
+        return float(np.mean(finite)) if finite else math.nan
+
+    means = {s: {m: mean(v) for m, v in ms.items()} for s, ms in scores.items()}
     ours = means.get("hushbridge")
     for s, ms in means.items():
         for m, v in ms.items():
-            if not scores[s][m]:
+            if not scores[s][m] or math.isnan(v):
                 continue
             row = {**settings, "items": count, "lag": sorted(set(lags[s])), "system": s}
+            scored = sum(math.isfinite(a) for a in scores[s][m])
+            if scored < count:
+                row["items_scored"] = scored
             for x in systems:
                 if x.name == s and hasattr(x, "model_name"):
                     row["model"] = x.model_name
-            if ours is not None and s != "hushbridge":
+            if ours is not None and s != "hushbridge" and not math.isnan(ours[m]):
                 o = ours[m]
-                if m in DB_METRICS:  # dB: the ratio of the two power ratios
+                if m == "onset_db":  # 0 dB is right: under it word starts are cut, over it noise is left
+                    row["delta_db"] = o - v
+                    row["ratio_rule"] = "none: read with dnsmos_bak (0 dB is the reference's level)"
+                    ratio = None
+                elif m in DB_METRICS:  # dB: the ratio of the two power ratios
                     row["delta_db"] = o - v
                     row["ratio_rule"] = "10 ** ((value - baseline_value) / 10)"
                     ratio = 10.0 ** ((o - v) / 10.0)
@@ -364,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     rec.save()
     md = ["# Denoising quality", "",
           f"`python benchmarks/quality.py {' '.join(argv or sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}. "
-          "PESQ-WB, STOI, SI-SDR against the clean reference at 16 kHz; DNSMOS P.835 without reference. "
+          "PESQ-WB, STOI, SI-SDR against the clean reference at 16 kHz; onset_db: the output's level over "
+          "the first 30 ms of each word after a pause against the reference's (0 dB right, lower: word "
+          "starts cut, higher: noise left; blank where a set has no such pause); DNSMOS P.835 without reference. "
           "Real pairs are reported apart from synthetic mixtures.", ""]
     for set_name, means in table.items():
         md += [f"## {set_name}", "", "| system | " + " | ".join(METRICS) + " |",
