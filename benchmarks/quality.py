@@ -210,10 +210,7 @@ def synthetic_items(n_per_snr: int, seconds: float, seed: int):
             s = np.pad(s, (0, max(0, n - len(s))))
             a = int(rng.integers(0, max(1, len(s) - n + 1)))
             s = s[a:a + n]
-            if len(z) < n:
-                z = np.tile(z, n // max(1, len(z)) + 1)
-            b = int(rng.integers(0, len(z) - n + 1))
-            z = z[b:b + n].astype(np.float64)
+            z = _noise_segment(z, n, rng)
             room = ""
             if held.rirs and rng.random() < 0.5:
                 rp = held.rirs[rng.integers(len(held.rirs))]
@@ -221,12 +218,25 @@ def synthetic_items(n_per_snr: int, seconds: float, seed: int):
                 h = h[int(np.argmax(np.abs(h))):][: GEN_SR]  # from the direct path: no added delay
                 s = fftconvolve(s, h / (np.abs(h).max() + 1e-12))[:n]
                 room = f"+{rp.stem}"
-            ps, pn = np.mean(s.astype(np.float64) ** 2), np.mean(z ** 2)
-            z *= math.sqrt(ps / (pn + 1e-20) / 10 ** (snr / 10))
-            mix = s + z
-            g = 0.5 / max(np.abs(mix).max(), 1e-9)  # peak -6 dBFS
-            yield (f"snr{snr}_{k}_{sp.stem}+{nz.stem}{room}", (s * g).astype(np.float32),
-                   (mix * g).astype(np.float32), GEN_SR)
+            clean, noisy = _mix_at_snr(s, z, snr, np.mean(s.astype(np.float64) ** 2))
+            yield f"snr{snr}_{k}_{sp.stem}+{nz.stem}{room}", clean, noisy, GEN_SR
+
+
+def _noise_segment(z: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of the noise recording ``z`` from a random point (tiled when shorter)."""
+    if len(z) < n:
+        z = np.tile(z, n // max(1, len(z)) + 1)
+    b = int(rng.integers(0, len(z) - n + 1))
+    return z[b:b + n].astype(np.float64)
+
+
+def _mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr: float, speech_power: float):
+    """``(clean, noisy)`` float32, the noise scaled to ``snr`` dB under ``speech_power``, both
+    by the gain that puts the mixture's peak at -6 dBFS."""
+    z = noise * math.sqrt(speech_power / (np.mean(noise ** 2) + 1e-20) / 10 ** (snr / 10))
+    mix = speech + z
+    g = 0.5 / max(np.abs(mix).max(), 1e-9)
+    return (speech * g).astype(np.float32), (mix * g).astype(np.float32)
 
 
 PHRASE_FADE = GEN_SR // 200  # 5 ms: no click where a phrase is cut from its recording
@@ -292,19 +302,10 @@ def pause_items(n_per_snr: int, seed: int):
             for part, pause in zip(parts, pauses):
                 clean += [part, np.zeros(int(pause * GEN_SR), np.float32)]
             c = np.concatenate(clean).astype(np.float64)
-            z = noise_cache.setdefault(nz, load(nz, GEN_SR))
-            n = len(c)
-            if len(z) < n:
-                z = np.tile(z, n // max(1, len(z)) + 1)
-            b = int(rng.integers(0, len(z) - n + 1))
-            z = z[b:b + n].astype(np.float64)
-            act = np.concatenate(parts).astype(np.float64)
-            ps, pn = np.mean(act ** 2), np.mean(z ** 2)  # the speech's power while it speaks
-            z *= math.sqrt(ps / (pn + 1e-20) / 10 ** (snr / 10))
-            mix = c + z
-            g = 0.5 / max(np.abs(mix).max(), 1e-9)  # peak -6 dBFS
-            yield (f"pauses_snr{snr}_{k}_{sp.stem}+{nz.stem}", (c * g).astype(np.float32),
-                   (mix * g).astype(np.float32), GEN_SR)
+            z = _noise_segment(noise_cache.setdefault(nz, load(nz, GEN_SR)), len(c), rng)
+            # the speech's power while it speaks
+            clean_out, noisy = _mix_at_snr(c, z, snr, np.mean(np.concatenate(parts).astype(np.float64) ** 2))
+            yield f"pauses_snr{snr}_{k}_{sp.stem}+{nz.stem}", clean_out, noisy, GEN_SR
 
 
 # == scoring ====================================================================================
