@@ -1,7 +1,7 @@
 """dereverb: our streaming de-reverberation model (``hushbridge/models/dereverb.onnx``) as an Effect.
 
 The same network and runtime as :mod:`~hushbridge.effects.denoise` (any block size, exact latency
-of 479 samples at 48 kHz, per-channel state, overload fallback to the latency-matched dry path),
+of 479 samples at 48 kHz, a stereo pair linked by default (``link``), overload fallback to the latency-matched dry path),
 trained to a drier target: the direct sound and the first 10 ms of reflections (faded out by
 20 ms), where the denoiser keeps 50 ms of the room. Light noise goes too; for real noise put
 ``denoise`` first. See models/dereverb.md for what it was trained on and how it scores.

@@ -2,8 +2,8 @@
 
 Keeps the voice and takes away everything else: music (instruments, drums, choirs) as well as the
 noises the denoiser knows. The same network and runtime as :mod:`~hushbridge.effects.denoise`
-(any block size, exact latency of 479 samples at 48 kHz, per-channel state, overload fallback to
-the latency-matched dry path). Singing is not a target either way: songs with vocals were in
+(any block size, exact latency of 479 samples at 48 kHz, a stereo pair linked by default
+(``link``), overload fallback to the latency-matched dry path). Singing is not a target either way: songs with vocals were in
 neither side of its training. See models/isolate.md.
 
 Parameters: ``reduction_db`` (0..100 dB, default 40: how far what is not voice may be turned

@@ -1,6 +1,7 @@
 """ModelEffect: any streaming ONNX model (models/README.md) as a real-time Effect.
 
-Signal path, per channel (each channel has its own model state; no linking of gains)::
+Signal path, per channel (each channel has its own buffers; the network's state is the channel's
+own, or its link group's, below)::
 
     block ──► [resample engine→model rate] ──► hop FIFO ──► model (one hop) ──► reduction limit ──►
           [resample model→engine rate] ──► output ring (absolute sample index) ──► mix ──► overload fade ──► block
@@ -38,6 +39,16 @@ model's output with its own input delayed by ``D`` at the model rate (exactly al
 ``reduction_db = 0`` is that dry path (bit-exact at any engine rate, reached through the 20 ms
 ``mix`` ramp).
 
+Channels. ``link`` chooses how the network hears them: ``"stereo"`` (default) links the two
+channels of a stereo stream: the network hears their mid and its gains, deep filter and
+post-filter apply to both alike, so the image stays where it is (per channel, each side's noise
+moves its own gains and a centred voice can wander) and the network runs once; ``"all"`` links
+any number of channels; ``"none"`` runs every channel on its own. Other channel counts, and
+graphs that cannot link (no ``groups`` dimension, models/README.md), run per channel. Separate
+microphones want a chain run per channel (``Chain(per_channel=True)``, ``--per-channel``), where
+each channel has an instance of its own whatever ``link`` says. :attr:`linked` says what a
+prepared effect does.
+
 Overload. Each hop's inference time (all channels; in a per-channel chain each channel's
 instance gets its share, ``overload_budget / N``) is measured against ``overload_budget`` times
 the hop's real-time duration. When :data:`OVERLOAD_MISSES` of the last :data:`OVERLOAD_WINDOW` hops
@@ -64,8 +75,9 @@ places it a fraction of a sample off its steady-state delay (0.07 samples at 22.
 44.1 kHz), so at other rates the grid runs on through silence as before.
 
 Non-finite input is replaced by silence, the model state of the channels that had it is reset
-and :attr:`nonfinite_events` rises; a model that produces non-finite output or state for a channel
-gets that channel's state reset and a silent hop. The model's input is clamped to
+(linked channels share the network's state: it plays on, hearing that channel silenced) and
+:attr:`nonfinite_events` rises; a model that produces non-finite output or state for a channel
+gets that channel's state (linked: its group's) reset and a silent hop. The model's input is clamped to
 ±:data:`INPUT_LIMIT` (+24 dBFS; the dry path keeps the input as it is) and each hop that needed it
 counts in :attr:`overrange_hops`: a burst far over full scale would otherwise push the model's
 running level means so high that it turned the speech after it down for seconds (10-24 dB for
@@ -101,6 +113,7 @@ REARM_S = 0.5  # silence after which the next signal starts from a reset (see mo
 QUIET_DBFS = -70.0  # ... counted as silence: under a microphone's own noise, a gate's closed level
 INPUT_LIMIT = 16.0  # the model's input clamp (+24 dBFS); see the module doc
 WARM_RUNS = 128
+LINK_MODES = ("stereo", "all", "none")
 _PLAN_SECONDS = 8.0  # simulated round trip, long enough for the resamplers' burst patterns to repeat
 _PLAN_CHUNK = 16
 
@@ -191,6 +204,9 @@ class ModelEffect(Effect):
     overload_budget : float
         Share of a hop's real-time duration one hop's inference (all channels) may take before it
         counts as a miss. ``0`` disables the overload fallback.
+    link : {"stereo", "all", "none"}
+        Which channels the network hears as one (see above): a stereo pair (default), any
+        number, or none.
     **values
         Parameter values (``reduction_db``, ``mix``).
 
@@ -201,6 +217,8 @@ class ModelEffect(Effect):
         when the graph has none).
     overloaded : bool
         True while the effect runs on its dry path because inference missed its budget.
+    linked : bool
+        Whether the prepared effect runs its channels as one link group.
     overload_events, recoveries, nonfinite_events, ring_underruns, overrange_hops : int
         Counters.
     last_inference_s : float
@@ -218,9 +236,11 @@ class ModelEffect(Effect):
     channel_coupling = "linked"
 
     def __init__(self, model_path: str | os.PathLike | None = None, *, resample_quality: str = "RT",
-                 overload_budget: float = 0.5, **values: float) -> None:
+                 overload_budget: float = 0.5, link: str = "stereo", **values: float) -> None:
         if resample_quality not in RESAMPLE_QUALITIES:
             raise ValueError(f"resample_quality must be one of {RESAMPLE_QUALITIES}, got {resample_quality!r}")
+        if link not in LINK_MODES:
+            raise ValueError(f"link must be one of {LINK_MODES}, got {link!r}")
         if not (isinstance(overload_budget, (int, float)) and 0.0 <= overload_budget):
             raise ValueError(f"overload_budget must be a number >= 0, got {overload_budget!r}")
         path = self.default_model_path() if model_path is None else model_path
@@ -229,6 +249,7 @@ class ModelEffect(Effect):
         object.__setattr__(self, "model", model)
         self.resample_quality = resample_quality
         self.overload_budget = float(overload_budget)
+        self.link = link
         self._mix_state = np.array([1.0, 1.0, 1.0], dtype=np.float64)
         self._on_state = np.array([1.0, 1.0, 1.0], dtype=np.float64)
         self._red_target = 1.0
@@ -247,7 +268,7 @@ class ModelEffect(Effect):
         # an onnxruntime session does not pickle: a copy opens the same model file again and
         # comes back unprepared, with the same settings and parameter values
         return (_rebuild, (type(self), self.model.info.path, self.resample_quality, self.overload_budget,
-                           self.values()))
+                           self.values(), self.link))
 
     @classmethod
     def default_model_path(cls):
@@ -275,6 +296,10 @@ class ModelEffect(Effect):
     @property
     def overload_events(self):
         return self._rt.overload_events
+
+    @property
+    def linked(self) -> bool:
+        return self.model.linked
 
     def _carry_counters(self, previous: Effect) -> None:
         old, rt = previous.__dict__.get("_rt"), self._rt
@@ -369,7 +394,7 @@ class ModelEffect(Effect):
             self._rs_out = [make_stream(msr, sr, q, hop, self._frac, fc) for _ in range(ch)]
             self._latency = int(round(exact + self._frac))
             hop_e = int(math.ceil(hop * sr / msr))
-        model.prepare(ch)
+        model.prepare(ch, linked=model.info.linkable and (self.link == "all" or (self.link == "stereo" and ch == 2)))
         self._fifo = np.zeros((ch, hop), dtype=np.float32)
         self._fill = [0] * ch
         # the model-rate dry lines: all channels at once for a batched graph (one call serves every
@@ -415,7 +440,7 @@ class ModelEffect(Effect):
         # the first onnxruntime runs of a session are slow and allocate (for about 100 runs with a
         # dynamic batch): do them here, not in a callback; a pooled session that ran this batch
         # size before needs none
-        rows = ch if self._batched else 1
+        rows = (ch, model.linked) if self._batched else 1
         if rows not in model.warmed:
             for _ in range(WARM_RUNS):
                 if self._batched:
@@ -474,8 +499,8 @@ class ModelEffect(Effect):
         if sanitize_rows(block, self._bad_rows):
             self._rt.nonfinite_events += 1
             for c in range(spec.channels):  # only the channels that had them: the others play on
-                if self._bad_rows[c]:
-                    self.model.reset(c)
+                if self._bad_rows[c] and not self.model.linked:  # (linked they share the network: it
+                    self.model.reset(c)                           # hears the channel silenced, and plays on)
         if self._rs_in is None:  # silence rules at the model's rate only (module docstring)
             if n > self._rearm:  # a whole pause may lie inside: pieces in which none can
                 for start in range(0, n, self._rearm):
@@ -724,6 +749,7 @@ class ModelEffect(Effect):
             self._on_state[1] = 0.0
 
 
-def _rebuild(cls: type, path: str, resample_quality: str, overload_budget: float, values: dict) -> ModelEffect:
+def _rebuild(cls: type, path: str, resample_quality: str, overload_budget: float, values: dict,
+             link: str = "stereo") -> ModelEffect:
     """Unpickle a :class:`ModelEffect` (see ``ModelEffect.__reduce__``)."""
-    return cls(path, resample_quality=resample_quality, overload_budget=overload_budget, **values)
+    return cls(path, resample_quality=resample_quality, overload_budget=overload_budget, link=link, **values)

@@ -12,9 +12,10 @@ other fixed-shape float32 outputs. Metadata ``hushbridge.sample_rate``, ``hushbr
 ``StreamingModel(path)``
     Opens one onnxruntime session (CPU provider, 1 intra-op thread, 1 inter-op thread, sequential
     execution), reads the metadata and the state names and shapes from the graph and checks them.
-``prepare(channels)``
+``prepare(channels, linked=False)``
     Allocates, for every channel, two sets of state arrays (ping-pong) and binds every input and
-    output once with IOBinding to preallocated arrays; then ``reset()``.
+    output once with IOBinding to preallocated arrays; then ``reset()``. ``linked``: the channels
+    as one link group (a graph that can, below).
 ``run_hop(channel)``
     Runs one hop for ``channel`` from :attr:`audio_in` and returns :attr:`audio_out` (a view,
     overwritten by the next call). The new state lands in the other buffer of the pair and the pair
@@ -24,10 +25,14 @@ other fixed-shape float32 outputs. Metadata ``hushbridge.sample_rate``, ``hushbr
 ``latency_samples``
     The graph's delay at the model rate (metadata); the hop FIFO of an Effect adds ``hop - 1``.
 
-Multi-channel audio runs **per channel**: each channel has its own state set and is processed as
-an independent mono stream (no linking between channels). A graph with a dynamic batch dimension
-(models/README.md) runs all channels in one call per hop (:meth:`StreamingModel.run_all`, rows of
+Multi-channel audio runs **per channel** by default: each channel has its own state set and is
+processed as an independent mono stream. A graph with a dynamic batch dimension (models/README.md)
+runs all channels in one call per hop (:meth:`StreamingModel.run_all`, rows of
 ``audio_in``/``audio_out``); other graphs take one call per channel (:meth:`StreamingModel.run_hop`).
+A graph whose network states lead with a second dynamic dimension, ``groups`` (ours do), can also
+**link** the channels: ``prepare(channels, linked=True)`` makes them one group, whose network hears
+their mid and treats every channel alike (one network run, a stable stereo image; the group's
+states and optional outputs have one row, the channels' buffers one each).
 
 >>> m = StreamingModel("models/denoise.onnx")            # doctest: +SKIP
 >>> m.prepare(channels=2)                                 # doctest: +SKIP
@@ -78,6 +83,13 @@ class ModelInfo:
     has_atten_lim: bool
     has_activity: bool
     batched: bool = False  # dim 0 of every tensor but atten_lim_db is dynamic: one run serves all channels
+    #: states and outputs whose rows are link groups, not channels (their dim 0 is named apart from
+    #: audio_in's); a graph with any can link channels
+    group_tensors: frozenset[str] = frozenset()
+
+    @property
+    def linkable(self) -> bool:
+        return bool(self.group_tensors)
 
 
 def _fixed_shape(name: str, shape: list, path: str, hop: int | None = None) -> tuple[int, ...]:
@@ -163,16 +175,30 @@ def inspect_model(session, path: str) -> ModelInfo:
         if name == AUDIO_OUT or name in state_outs:
             continue
         extras.append((name, _fixed_shape(name, t.shape, path)))
+    groups: set[str] = set()
     if batched:  # a dynamic batch must lead every state and output, or channels would share them
+        chan_dim, group_dim = inputs[AUDIO_IN].shape[0], None
         for name, t in [(n, inputs[n]) for n, _ in states] + [(n, outputs[n]) for n, _ in extras] \
                 + [(n + "_out", outputs[n + "_out"]) for n, _ in states]:
             if len(t.shape) < 2 or isinstance(t.shape[0], (int, np.integer)):
                 raise ModelError(f"{path}: audio_in has a dynamic batch dimension but {name!r} has shape "
                                  f"{t.shape}; a batched graph needs it first in every state and output")
+            if t.shape[0] != chan_dim:  # a link-group tensor; one such dimension at most
+                if group_dim is not None and t.shape[0] != group_dim:
+                    raise ModelError(f"{path}: {name!r} leads with {t.shape[0]!r}, another tensor with "
+                                     f"{group_dim!r}; a graph has channels ({chan_dim!r}) and at most one "
+                                     "group dimension")
+                group_dim = t.shape[0]
+                groups.add(name.removesuffix("_out") if name.endswith("_out") and name[:-4] in inputs else name)
+        for n, _ in states:
+            if (inputs[n].shape[0] == chan_dim) != (outputs[n + "_out"].shape[0] == chan_dim):
+                raise ModelError(f"{path}: {n!r} and {n}_out disagree on channels or groups")
+        if outputs[AUDIO_OUT].shape[0] != chan_dim:
+            raise ModelError(f"{path}: audio_out leads with {outputs[AUDIO_OUT].shape[0]!r}, audio_in with {chan_dim!r}")
     return ModelInfo(path=path, sample_rate=sr, hop=hop, latency_samples=lat,
                      name=meta.get(META + "name", Path(path).stem), version=meta.get(META + "version", ""),
                      states=tuple(states), extra_outputs=tuple(extras), has_atten_lim=ATTEN_IN in inputs,
-                     has_activity=ACTIVITY_OUT in outputs, batched=batched)
+                     has_activity=ACTIVITY_OUT in outputs, batched=batched, group_tensors=frozenset(groups))
 
 
 _POOL_MAX = 4  # idle sessions kept per model file
@@ -254,6 +280,7 @@ class StreamingModel:
             self._pool_key = _session_key(path)
         self._ort = ort
         self.channels = 0
+        self.linked = False
         hop = self.info.hop
         self.audio_in = np.zeros((1, hop), dtype=np.float32)
         self.audio_out = np.zeros((1, hop), dtype=np.float32)
@@ -298,13 +325,19 @@ class StreamingModel:
         return (f"<StreamingModel {i.name} {i.version} {i.sample_rate} Hz hop={i.hop} "
                 f"latency={i.latency_samples} states={len(i.states)} channels={self.channels}>")
 
-    def prepare(self, channels: int) -> None:
-        """Allocate and bind per-channel state (two sets each, swapped after every hop); reset."""
+    def prepare(self, channels: int, linked: bool = False) -> None:
+        """Allocate and bind per-channel state (two sets each, swapped after every hop); reset.
+        ``linked``: all channels one link group (needs :attr:`ModelInfo.linkable`)."""
         if not isinstance(channels, (int, np.integer)) or channels < 1:
             raise ValueError(f"channels must be a positive int, got {channels!r}")
-        if channels == self.channels:
+        linked = bool(linked) and channels > 1
+        if linked and not self.info.linkable:
+            raise ModelError(f"{self.info.path}: this graph cannot link channels (no state leads with a "
+                             "groups dimension; see models/README.md): prepare it per channel")
+        if channels == self.channels and linked == self.linked:
             self.reset()
             return
+        self.linked = linked
         if self.info.batched:
             self._prepare_batched(int(channels))
             return
@@ -321,15 +354,24 @@ class StreamingModel:
         self.reset()
 
     def _prepare_batched(self, channels: int) -> None:
-        """One binding pair for all channels: every array is ``[channels, ...]``; channel ``c``'s
-        state, extras and ``_flat`` entries are views of row ``c``."""
+        """One binding pair for all channels: every array is ``[channels, ...]`` (a group tensor
+        ``[1, ...]`` when linked); channel ``c``'s state, extras and ``_flat`` entries are views
+        of row ``c`` (of the group's row)."""
         self._bind_io(channels)
         sets, extras, pair = self._bind_states(channels)
+        grouped = [name in self.info.group_tensors for name, _ in self.info.states]
+
+        def row(c: int, is_group: bool) -> int:
+            return 0 if self.linked and is_group else c
+
         self._bindings = [pair]
         self._phase = [0]
-        self._state_sets = [[[a[c:c + 1] for a in s] for s in sets] for c in range(channels)]
-        self._flat = [[[a[c].reshape(-1) for a in s] for s in sets] for c in range(channels)]
-        self.extras = [{name: arr[c:c + 1] for name, arr in extras.items()} for c in range(channels)]
+        self._state_sets = [[[a[row(c, g):row(c, g) + 1] for a, g in zip(s, grouped)] for s in sets]
+                            for c in range(channels)]
+        self._flat = [[[a[row(c, g)].reshape(-1) for a, g in zip(s, grouped)] for s in sets]
+                      for c in range(channels)]
+        self.extras = [{name: arr[row(c, name in self.info.group_tensors):][:1] for name, arr in extras.items()}
+                       for c in range(channels)]
         self.channels = channels
         self.reset()
 
@@ -349,11 +391,14 @@ class StreamingModel:
         ov = self._ort.OrtValue.ortvalue_from_numpy
         a_in, a_out, atten = self._io_values
 
-        def shaped(shape: tuple[int, ...]) -> tuple[int, ...]:  # a fixed graph keeps its own shapes
-            return (rows,) + shape[1:] if self.info.batched else shape
+        def shaped(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:  # a fixed graph keeps its own shapes
+            if not self.info.batched:
+                return shape
+            return (1 if self.linked and name in self.info.group_tensors else rows,) + shape[1:]
 
-        sets = [[np.zeros(shaped(shape), dtype=np.float32) for _, shape in self.info.states] for _ in range(2)]
-        extras = {name: np.zeros(shaped(shape), dtype=np.float32) for name, shape in self.info.extra_outputs}
+        sets = [[np.zeros(shaped(name, shape), dtype=np.float32) for name, shape in self.info.states]
+                for _ in range(2)]
+        extras = {name: np.zeros(shaped(name, shape), dtype=np.float32) for name, shape in self.info.extra_outputs}
         pair = []
         for phase in (0, 1):
             b = self.session.io_binding()
@@ -374,8 +419,9 @@ class StreamingModel:
         return sets, extras, pair
 
     def reset(self, channel: int | None = None) -> None:
-        """Zero the state of ``channel`` (or of every channel). Real-time safe."""
-        chans = range(self.channels) if channel is None else (channel,)
+        """Zero the state of ``channel`` (or of every channel; linked, a channel's reset is its
+        group's: they share the network's state). Real-time safe."""
+        chans = range(self.channels) if channel is None or self.linked else (channel,)
         for c in chans:  # a batched graph's channels are row views: zeroing them zeroes the rows
             for s in self._state_sets[c]:
                 for arr in s:
@@ -384,7 +430,7 @@ class StreamingModel:
                 arr.fill(0.0)
             if not self.info.batched:
                 self._phase[c] = 0
-        if self.info.batched and channel is None:
+        if self.info.batched and (channel is None or self.linked):
             self._phase[0] = 0  # one phase for all channels: only a full reset restarts it
 
     def run_hop(self, channel: int = 0) -> np.ndarray:

@@ -372,6 +372,13 @@ class DenoiseNet(nn.Module):
     def apply(self, re, im, past_re, past_im, gains, df, lim, vad=None):
         """Enhance frames ``[B, K, bins]``. ``past_*``: ``[..., DF_ORDER, DF_BINS]`` low bins of frames
         t, t-1, t-2; ``vad`` ``[B, K]``, used by a post-filter with a ``vad_floor``."""
+        yr, yi = self.enhance(re, im, past_re, past_im, gains, df)
+        if self.postfilter is not None:
+            yr, yi = self.postfilter_spectra(re, im, yr, yi, vad, self.postfilter)
+        return self.attenuation_limit(re, im, yr, yi, lim)
+
+    def enhance(self, re, im, past_re, past_im, gains, df):
+        """Band gains and the deep filter on frames ``[B, K, bins]`` (heads broadcast over ``B``)."""
         g = gains @ self.interp
         yr = g * re
         yi = g * im
@@ -380,10 +387,7 @@ class DenoiseNet(nn.Module):
         dr = (cr * past_re - ci * past_im).sum(-2)
         di = (cr * past_im + ci * past_re).sum(-2)
         yr = torch.cat([yr[..., :DF_BINS] + dr, yr[..., DF_BINS:]], dim=-1)
-        yi = torch.cat([yi[..., :DF_BINS] + di, yi[..., DF_BINS:]], dim=-1)
-        if self.postfilter is not None:
-            yr, yi = self.postfilter_spectra(re, im, yr, yi, vad, self.postfilter)
-        return self.attenuation_limit(re, im, yr, yi, lim)
+        return yr, torch.cat([yi[..., :DF_BINS] + di, yi[..., DF_BINS:]], dim=-1)
 
     @staticmethod
     def attenuation_limit(re, im, yr, yi, lim: float):
@@ -393,6 +397,11 @@ class DenoiseNet(nn.Module):
     def postfilter_spectra(self, re, im, yr, yi, vad, pf: dict):
         """The post-filter ``pf`` on enhanced frames ``yr, yi`` [B, K, bins] of the input ``re, im``
         (``vad`` [B, K] or None), before the attenuation limit."""
+        sc = self.postfilter_factors(re, im, yr, yi, vad, pf)
+        return yr * sc, yi * sc
+
+    def postfilter_factors(self, re, im, yr, yi, vad, pf: dict) -> torch.Tensor:
+        """The post-filter's factor per bin [B, K, bins] for enhanced frames ``yr, yi`` of ``re, im``."""
         ey = (yr * yr + yi * yi) @ self.band
         ex = (re * re + im * im) @ self.band
         raw = torch.sqrt(ey / (ex + 1e-10))
@@ -408,8 +417,7 @@ class DenoiseNet(nn.Module):
             f = torch.stack(fs, dim=-2)
         else:
             f, _ = postfilter_gain(geff, v, pf, geff_raw=raw)
-        sc = f @ self.interp
-        return yr * sc, yi * sc
+        return f @ self.interp
 
     def synthesis(self, yr, yi):
         return yr @ self.inv_re + yi @ self.inv_im
@@ -426,9 +434,23 @@ class DenoiseNet(nn.Module):
         yr, yi = self.apply(re, im, past_re, past_im, gains, df, lim, vad)
         return self.back(yr, yi, use_fft), vad, gains
 
-    def front(self, x: torch.Tensor, use_fft: bool = True):
-        """The network on a whole signal ``x`` [B, T]: ``(re, im)`` of its frames [B, K, bins], the
-        deep filter's past low bins, and the heads' ``gains``, ``df``, ``vad``."""
+    def forward_linked(self, x: torch.Tensor, atten_lim_db: float = 100.0, use_fft: bool = True):
+        """The channels of ``x`` [C, T] as one link group (:class:`StreamingDenoise`): the network
+        hears their mid, and its gains, deep filter and post-filter apply to every channel alike.
+        Returns (out [C, T] delayed by 240 samples, vad [1, K], gains [1, K, 32])."""
+        re, im, past_re, past_im = self.spectra(x, use_fft)
+        re_m, im_m, _, _, gains, df, vad = self.front(x.mean(0, keepdim=True), use_fft)
+        yr, yi = self.enhance(re, im, past_re, past_im, gains, df)
+        if self.postfilter is not None:
+            sc = self.postfilter_factors(re_m, im_m, yr.mean(0, keepdim=True), yi.mean(0, keepdim=True),
+                                         vad, self.postfilter)
+            yr, yi = yr * sc, yi * sc
+        yr, yi = self.attenuation_limit(re, im, yr, yi, 10.0 ** (-atten_lim_db / 20.0))
+        return self.back(yr, yi, use_fft), vad, gains
+
+    def spectra(self, x: torch.Tensor, use_fft: bool = True):
+        """The frames' spectra ``re, im`` [B, K, bins] of ``x`` [B, T] and the deep filter's past
+        low bins ``past_re, past_im`` [B, K, DF_ORDER, DF_BINS] (frames t, t-1, t-2)."""
         b, t = x.shape
         k = t // HOP
         xp = torch.cat([x.new_zeros(b, GRAPH_DELAY), x[:, : k * HOP]], dim=1)
@@ -438,6 +460,20 @@ class DenoiseNet(nn.Module):
             re, im = spec.real, spec.imag
         else:
             re, im = self.analysis(frames)
+        lr, li = re[..., :DF_BINS], im[..., :DF_BINS]
+        pad = lr.new_zeros(b, DF_ORDER - 1, DF_BINS)
+        lrp = torch.cat([pad, lr], dim=1)
+        lip = torch.cat([pad, li], dim=1)
+        past_re = torch.stack([lrp[:, DF_ORDER - 1 - i : DF_ORDER - 1 - i + k] for i in range(DF_ORDER)], dim=2)
+        past_im = torch.stack([lip[:, DF_ORDER - 1 - i : DF_ORDER - 1 - i + k] for i in range(DF_ORDER)], dim=2)
+        return re, im, past_re, past_im
+
+    def front(self, x: torch.Tensor, use_fft: bool = True):
+        """The network on a whole signal ``x`` [B, T]: ``(re, im)`` of its frames [B, K, bins], the
+        deep filter's past low bins, and the heads' ``gains``, ``df``, ``vad``."""
+        b, t = x.shape
+        k = t // HOP
+        re, im, past_re, past_im = self.spectra(x, use_fft)
         w = ema_matrix(k, device=x.device)
         feat = self.band_db(re, im)
         mu = FEAT_INIT_DB + torch.einsum("ts,bsd->btd", w, feat - FEAT_INIT_DB)
@@ -456,12 +492,6 @@ class DenoiseNet(nn.Module):
         z = torch.relu(pre)
         h = self.recurrent(z)
         gains, df, vad = self.heads(h)
-        lr, li = re[..., :DF_BINS], im[..., :DF_BINS]
-        pad = lr.new_zeros(b, DF_ORDER - 1, DF_BINS)
-        lrp = torch.cat([pad, lr], dim=1)
-        lip = torch.cat([pad, li], dim=1)
-        past_re = torch.stack([lrp[:, DF_ORDER - 1 - i : DF_ORDER - 1 - i + k] for i in range(DF_ORDER)], dim=2)
-        past_im = torch.stack([lip[:, DF_ORDER - 1 - i : DF_ORDER - 1 - i + k] for i in range(DF_ORDER)], dim=2)
         return re, im, past_re, past_im, gains, df, vad
 
     def back(self, yr: torch.Tensor, yi: torch.Tensor, use_fft: bool = True) -> torch.Tensor:
@@ -479,16 +509,24 @@ class DenoiseNet(nn.Module):
 class StreamingDenoise(nn.Module):
     """One hop with explicit state, for ONNX export. States (all start at zero):
 
-    - ``state_0`` [1, 240]: previous input hop (analysis buffer)
-    - ``state_1`` [1, 32]: running mean of band log energies, minus -60 dB
-    - ``state_2`` [1, 48]: running mean of low-bin magnitudes, minus 1e-3
-    - ``state_3`` [1, layers * hidden]: minGRU hidden states, layer after layer
-    - ``state_4`` [1, 2, DF_ORDER - 1, 48]: low-bin spectra (re; im) of frames t-1, t-2
-    - ``state_5`` [1, 240]: overlap-add tail
-    - ``state_6`` [1, 32]: the post-filter's held band gains (:func:`postfilter_release`), only in a
+    - ``state_0`` [C, 240]: previous input hop (analysis buffer)
+    - ``state_1`` [G, 32]: running mean of band log energies, minus -60 dB
+    - ``state_2`` [G, 48]: running mean of low-bin magnitudes, minus 1e-3
+    - ``state_3`` [G, layers * hidden]: minGRU hidden states, layer after layer
+    - ``state_4`` [C, 2, DF_ORDER - 1, 48]: low-bin spectra (re; im) of frames t-1, t-2
+    - ``state_5`` [C, 240]: overlap-add tail
+    - ``state_6`` [G, 32]: the post-filter's held band gains (:func:`postfilter_release`), only in a
       graph whose post-filter has a ``release``
-    - then, only for a network with ``context`` c > 0: [1, c * 128] the encoder inputs of frames
+    - then, only for a network with ``context`` c > 0: [G, c * 128] the encoder inputs of frames
       t-1, ..., t-c (``state_7``, or ``state_6`` without a release)
+
+    ``C`` channels in ``G`` link groups (both dynamic in the export; ``C`` a multiple of ``G``,
+    the channels of a group consecutive). Per channel, ``G = C``: every channel is a stream of its
+    own. Linked, ``G = 1`` for a stereo pair: the network hears the group's mid (the mean of its
+    channels' spectra) and its gains, deep filter and post-filter apply to every channel of the
+    group alike, so the stereo image stays where it is and the network runs once. The enhancement
+    is linear in the spectrum for given coefficients, so the mean of a linked group's outputs is
+    what the network makes of the mid alone; with identical channels each output is the mono one.
 
     The same arithmetic as :meth:`DenoiseNet.forward`, laid out for few graph nodes (onnxruntime
     spends more on each node than on these small matmuls): the spectrum is one ``[2, F]`` tensor
@@ -530,11 +568,17 @@ class StreamingDenoise(nn.Module):
         y = torch.matmul(s1, self.ct_i2).reshape(-1, CT_ROWS, CT_COLS)  # [B, c, d]
         return y.transpose(1, 2).reshape(-1, N_FFT)
 
-    def state_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
-        return [(batch, HOP), (batch, N_BANDS), (batch, DF_BINS), (batch, self.net.layers * self.net.hidden),
+    def state_shapes(self, batch: int = 1, groups: int | None = None) -> list[tuple[int, ...]]:
+        """The state shapes for ``batch`` channels in ``groups`` link groups (default: one each)."""
+        g = batch if groups is None else groups
+        return [(batch, HOP), (g, N_BANDS), (g, DF_BINS), (g, self.net.layers * self.net.hidden),
                 (batch, 2, DF_ORDER - 1, DF_BINS), (batch, N_FFT - HOP)] \
-            + ([(batch, N_BANDS)] if self._release else []) \
-            + ([(batch, self.net.context * self.net.enc.in_features)] if self.net.context else [])
+            + ([(g, N_BANDS)] if self._release else []) \
+            + ([(g, self.net.context * self.net.enc.in_features)] if self.net.context else [])
+
+    def group_states(self) -> list[bool]:
+        """Per state, whether its rows are link groups (else channels)."""
+        return [False, True, True, True, False, False] + [True] * (self._release + bool(self.net.context))
 
     @property
     def _release(self) -> bool:
@@ -549,9 +593,10 @@ class StreamingDenoise(nn.Module):
         state_6 = rest.pop(0) if self._release else None
         past_in = rest.pop(0) if net.context else None
         atten_lim_db = rest[0]
-        frame = torch.cat([state_0, audio_in], dim=1)  # [B, N]
-        spec = self.rdft(frame)  # [B, 2, F]
-        power = (spec * spec).sum(1)  # [B, F]
+        frame = torch.cat([state_0, audio_in], dim=1)  # [C, N]
+        spec_c = self.rdft(frame).reshape(state_1.shape[0], -1, 2, N_BINS)  # [G, C / G, 2, F]
+        spec = spec_c.mean(1)  # [G, 2, F]: a group's mid (a channel of its own: itself)
+        power = (spec * spec).sum(1)  # [G, F]
         feat = (10.0 / math.log(10.0)) * torch.log(power @ net.band + 1e-10)
         d1 = ALPHA * state_1 + (1.0 - ALPHA) * (feat - FEAT_INIT_DB)
         featn = (feat - FEAT_INIT_DB - d1) * (1.0 / 40.0)
@@ -584,22 +629,27 @@ class StreamingDenoise(nn.Module):
         gains = torch.sigmoid(ho[:, :N_BANDS])
         c = ho[:, N_BANDS : N_BANDS + DF_ORDER * DF_BINS * 2].reshape(-1, 2, DF_ORDER, DF_BINS)
         vad = torch.sigmoid(ho[:, -1:])  # [B, 1]
-        past = torch.cat([low.unsqueeze(2), state_4], dim=2)  # [B, 2, ORDER, BINS]: t, t-1, t-2
+        # every channel's own low bins of frames t, t-1, t-2: [G, C / G, 2, ORDER, BINS]
+        past = torch.cat([spec_c[:, :, :, :DF_BINS].unsqueeze(3),
+                          state_4.reshape(spec_c.shape[0], -1, 2, DF_ORDER - 1, DF_BINS)], dim=3)
         # complex multiply-accumulate over taps: [dr; di] = sum cr [pr; pi] + ci [-pi; pr]
-        df = (c[:, 0:1] * past + c[:, 1:2] * (past.flip(1) * self.swap_sign)).sum(2)  # [B, 2, BINS]
-        y_spec = (gains @ net.interp).unsqueeze(1) * spec + torch.nn.functional.pad(df, (0, N_BINS - DF_BINS))
+        cg = c.unsqueeze(1)  # the group's filter for each of its channels
+        df = (cg[:, :, 0:1] * past + cg[:, :, 1:2] * (past.flip(2) * self.swap_sign)).sum(3)  # [G, C/G, 2, BINS]
+        y_spec = (gains @ net.interp)[:, None, None] * spec_c + torch.nn.functional.pad(df, (0, N_BINS - DF_BINS))
         held = ()
         pf = net.postfilter
-        if pf is not None:
-            ey = (y_spec * y_spec).sum(1) @ net.band
+        if pf is not None:  # from the group's mid: the same factors for all its channels
+            y_mid = y_spec.mean(1)
+            ey = (y_mid * y_mid).sum(1) @ net.band
             raw = torch.sqrt(ey / (power @ net.band + 1e-10))
             f, h = postfilter_gain(torch.clamp(raw, 0.0, 1.0), vad, pf, state_6, raw)
             held = () if h is None else (h,)
-            y_spec = y_spec * (f @ net.interp).unsqueeze(1)
-        y_spec = y_spec + torch.pow(10.0, atten_lim_db * -0.05) * (spec - y_spec)
-        y = self.irdft(y_spec)  # [B, N]
+            y_spec = y_spec * (f @ net.interp)[:, None, None]
+        y_spec = y_spec + torch.pow(10.0, atten_lim_db * -0.05) * (spec_c - y_spec)
+        y = self.irdft(y_spec.reshape(-1, 2, N_BINS))  # [C, N]
         audio_out = y[:, :HOP] + state_5
-        return (audio_out, audio_in, d1, d2, torch.cat(new, dim=1), past[:, :, : DF_ORDER - 1], y[:, HOP:],
+        return (audio_out, audio_in, d1, d2, torch.cat(new, dim=1),
+                past[:, :, :, : DF_ORDER - 1].reshape(-1, 2, DF_ORDER - 1, DF_BINS), y[:, HOP:],
                 *held, *ctx_out, vad, gains)
 
 

@@ -45,7 +45,7 @@ def test_latency_is_exact_and_block_sizes_give_the_same_output(block):
 
 
 @shipped
-def test_stereo_channels_are_each_their_own():
+def test_stereo_channels_unlinked_are_each_their_own():
     from hushbridge.effects import render
 
     a = convolve(tts("Left channel."), room(0.6))
@@ -56,9 +56,12 @@ def test_stereo_channels_are_each_their_own():
     floor = 1e-3 * np.random.default_rng(1).standard_normal((2, n)).astype(np.float32)
     floor[:, 0] = 1e-2  # both start sounding at sample 0
     x = np.stack([np.pad(a, (0, n - a.size)), np.pad(b, (0, n - b.size))]) + floor
-    y = render(Dereverb(overload_budget=0.0), x, SR, block_size=128)
+    y = render(Dereverb(overload_budget=0.0, link="none"), x, SR, block_size=128)
     np.testing.assert_allclose(y[0], through(Dereverb(), x[0]), atol=1e-6)
     np.testing.assert_allclose(y[1], through(Dereverb(), x[1]), atol=1e-6)
+    # linked (the default for a stereo pair) the network hears both rooms' mid: not each alone
+    linked = render(Dereverb(overload_budget=0.0), x, SR, block_size=128)
+    assert np.abs(linked - y).max() > 1e-3
 
 
 @shipped

@@ -268,3 +268,79 @@ def test_a_gone_models_session_is_reused_with_its_warm_shapes(graphs, tmp_path):
     import os
     os.utime(path, ns=(1, 1))
     assert StreamingModel(path).session is not session
+
+
+def _shipped(name: str = "denoise.onnx"):
+    from hushbridge.models.runtime import default_model_path
+
+    path = default_model_path(name)
+    if not path.is_file():
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def _run_rows(m: StreamingModel, x: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(x)
+    for k in range(x.shape[1] // m.hop):
+        m.audio_in[...] = x[:, k * m.hop:(k + 1) * m.hop]
+        out[:, k * m.hop:(k + 1) * m.hop] = m.run_all()
+    return out
+
+
+@pytest.mark.parametrize("name", ["denoise.onnx", "dereverb.onnx", "isolate.onnx"])
+def test_shipped_models_link_a_stereo_pair(name):
+    """Linked, the network runs once on the pair's mid and its coefficients apply to both sides:
+    the enhancement is linear for given coefficients, so the pair's mean is the mid's own output."""
+    path = _shipped(name)
+    m = StreamingModel(path)
+    assert m.info.linkable and {"state_1", "state_2", "state_3", "activity", "gains"} <= m.info.group_tensors
+    assert "state_0" not in m.info.group_tensors and "state_5" not in m.info.group_tensors
+    m.prepare(2, linked=True)
+    assert m.linked and m.audio_in.shape == (2, m.hop)
+    shared = {n: np.shares_memory(a, b) for (n, _), a, b in zip(m.info.states, m.state(0), m.state(1))}
+    assert shared["state_3"] and shared["state_1"]  # the group's row, one for both channels
+    assert not shared["state_0"] and not shared["state_5"]  # each channel's own buffers
+    m.atten_lim_db[0] = 100.0
+    rng = np.random.default_rng(40)
+    n = 40 * m.hop
+    t = np.arange(n) / 48000
+    tone = 0.2 * np.sin(2 * np.pi * 200 * t) * (t > 0.05)
+    x = np.stack([tone + 0.05 * rng.standard_normal(n), 0.6 * tone + 0.02 * rng.standard_normal(n)]).astype(np.float32)
+    linked = _run_rows(m, x)
+    mono = StreamingModel(path)
+    mono.prepare(1)
+    mono.atten_lim_db[0] = 100.0
+    mid = _run_rows(mono, x.mean(0, keepdims=True).astype(np.float32))
+    np.testing.assert_allclose(linked.mean(0), mid[0], atol=1e-4)
+    apart = StreamingModel(path)
+    apart.prepare(2)
+    apart.atten_lim_db[0] = 100.0
+    assert np.abs(_run_rows(apart, x) - linked).max() > 1e-3  # and it is not each side on its own
+    assert np.abs(m.extras[0]["activity"] - m.extras[1]["activity"]).max() == 0.0  # one group, one value
+    m.reset(0)  # a channel's reset is the group's: they share the network's state
+    assert all(not s.any() for c in (0, 1) for s in m.state(c))
+
+
+def test_linking_needs_a_graph_with_groups(graphs):
+    from onnx_graphs import contract_graph
+
+    p = contract_graph(graphs["dir"] / "leaky_link.onnx", hop=HOP, delay=37, leaky=0.9, batched=True)
+    m = StreamingModel(p)
+    assert m.info.batched and not m.info.linkable
+    with pytest.raises(ModelError, match="cannot link channels"):
+        m.prepare(2, linked=True)
+    m.prepare(1, linked=True)  # one channel has nothing to link
+    assert not m.linked
+
+
+def test_a_graph_with_two_group_dimensions_is_a_clear_error(tmp_path):
+    import onnx
+
+    model = onnx.load(str(_shipped()))
+    for v in list(model.graph.input) + list(model.graph.output):
+        if v.name in ("state_2", "state_2_out"):
+            v.type.tensor_type.shape.dim[0].dim_param = "other"
+    p = tmp_path / "two_groups.onnx"
+    onnx.save(model, str(p))
+    with pytest.raises(ModelError, match="at most one group dimension"):
+        StreamingModel(p)

@@ -79,6 +79,52 @@ def test_batched_run_equals_each_channel_alone(random_net, exported):
     assert all(not s.any() for s in m.state(1)) and any(s.any() for s in m.state(0))
 
 
+LINK_PF = {"kind": "expand", "k": 10.0, "pivot": 0.4, "lo": 0.2, "hi": 1.5, "release": 0.9,
+           "vad_floor": 0.25, "vad_power": 0.5, "vad_keep": 0.3, "ceiling": 1.0}
+
+
+@pytest.mark.parametrize("pf", [None, LINK_PF])
+def test_linked_stereo_streams_like_the_whole_signal(random_net, tmp_path, pf):
+    """A stereo pair linked as one group (one network run on its mid, the same coefficients for
+    both channels): the streaming graph, in onnxruntime and in our runtime, equals the torch
+    model on the whole signal."""
+    from hushbridge.models.runtime import StreamingModel
+
+    random_net.postfilter = pf
+    try:
+        path = ex.export(random_net, tmp_path / "l.onnx")
+        assert ex.parity_linked(random_net, path, seconds=1.0) <= 1e-4
+        rng = np.random.default_rng(5)
+        x = np.stack([_signal(1.0, seed=6), 0.5 * _signal(1.0, seed=6) + 0.02 * rng.standard_normal(
+            _signal(1.0).size).astype(np.float32)])
+        with torch.no_grad():
+            ref = random_net.forward_linked(torch.from_numpy(x))[0].numpy()
+        m = StreamingModel(path)
+        assert m.info.linkable
+        m.prepare(2, linked=True)
+        assert m.linked and m.state(0)[1].shape == (1, md.N_BANDS)
+        m.atten_lim_db[0] = 100.0
+        got = np.zeros_like(x)
+        for k in range(x.shape[1] // md.HOP):
+            m.audio_in[...] = x[:, k * md.HOP:(k + 1) * md.HOP]
+            got[:, k * md.HOP:(k + 1) * md.HOP] = m.run_all()
+        assert np.max(np.abs(got - ref)) <= 1e-4
+        # the enhancement is linear for given coefficients: the pair's mean is the mid's own output
+        with torch.no_grad():
+            mid = random_net(torch.from_numpy(x.mean(0))[None])[0][0].numpy()
+        assert np.max(np.abs(got.mean(0) - mid)) <= 1e-4
+        # ... and unlike running each channel on its own
+        alone = np.stack([ex.run_onnx(path, x[c])[0] for c in range(2)])
+        assert np.max(np.abs(alone - got)) > 1e-3
+        # three channels link too; one reset restarts the group
+        y3, act = ex.run_onnx(path, np.stack([x[0], x[1], x[0]]), groups=1)
+        assert act.shape == (1, x.shape[1] // md.HOP) and np.max(np.abs(y3[2] - y3[0])) <= 1e-6
+        m.reset(1)
+        assert all(not s.any() for c in (0, 1) for s in m.state(c))
+    finally:
+        random_net.postfilter = None
+
+
 def test_contract_names_shapes_metadata(exported):
     m = onnx.load(str(exported))
     meta = {p.key: p.value for p in m.metadata_props}
@@ -89,13 +135,16 @@ def test_contract_names_shapes_metadata(exported):
     sess = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     ins = {i.name: i.shape for i in sess.get_inputs()}
     outs = {o.name: o.shape for o in sess.get_outputs()}
-    # a dynamic batch leads every tensor but the attenuation limit: one run serves every channel
-    assert ins["audio_in"] == ["batch", 240] and outs["audio_out"] == ["batch", 240]
-    assert ins["atten_lim_db"] == [1] and outs["activity"] == ["batch", 1] and outs["gains"] == ["batch", 32]
+    # a dynamic dimension leads every tensor but the attenuation limit: channels for the audio and
+    # the buffers of each channel, link groups for the network's state and outputs
+    assert ins["audio_in"] == ["channels", 240] and outs["audio_out"] == ["channels", 240]
+    assert ins["atten_lim_db"] == [1] and outs["activity"] == ["groups", 1] and outs["gains"] == ["groups", 32]
     states = sorted(k for k in ins if k.startswith("state_"))
     assert states == [f"state_{k}" for k in range(len(states))]
+    grouped = dict(zip(states, md.StreamingDenoise(md.DenoiseNet()).group_states()))
     for s in states:
-        assert outs[f"{s}_out"] == ins[s] and ins[s][0] == "batch"
+        assert outs[f"{s}_out"] == ins[s] and ins[s][0] == ("groups" if grouped[s] else "channels")
+    assert [s for s in states if grouped[s]] == ["state_1", "state_2", "state_3"]
     assert m.opset_import[0].version >= 17
 
 
