@@ -1,5 +1,5 @@
 """Real-time factor on one thread at 48 kHz: hushbridge denoise (the Effect a user gets, 128-frame
-blocks, mono), RNNoise (librnnoise frame by frame) and DTLN (standard 512/128 streaming loop at
+blocks, mono; and a stereo pair linked, against the same pair per channel), RNNoise (librnnoise frame by frame) and DTLN (standard 512/128 streaming loop at
 16 kHz, soxr 48k->16k and 16k->48k counted), in the same run.
 
     python benchmarks/model_speed.py [--seconds 10] [--model PATH]
@@ -37,16 +37,18 @@ def _one_thread() -> None:
         os.environ.setdefault(var, "1")
 
 
-def ours(x: np.ndarray, model: Path) -> float:
+def ours(x: np.ndarray, model: Path, link: str = "stereo") -> float:
+    """RTF of the effect on ``x`` (1-D: mono; [channels, n]: that many channels, linked as ``link``)."""
     from hushbridge.effects import Denoise, ProcessSpec
 
-    e = Denoise(model_path=model, overload_budget=0.0)  # measure the model, never the dry fallback
-    e.prepare(ProcessSpec(SR, BLOCK, 1))
-    buf = np.zeros((1, BLOCK), np.float32)
-    n = len(x) // BLOCK * BLOCK
+    xs = np.atleast_2d(x)
+    e = Denoise(model_path=model, overload_budget=0.0, link=link)  # the model, never the dry fallback
+    e.prepare(ProcessSpec(SR, BLOCK, xs.shape[0]))
+    buf = np.zeros((xs.shape[0], BLOCK), np.float32)
+    n = xs.shape[1] // BLOCK * BLOCK
     t0 = time.perf_counter()
     for i in range(0, n, BLOCK):
-        buf[0] = x[i:i + BLOCK]
+        buf[...] = xs[:, i:i + BLOCK]
         e.process(buf)
     dt = time.perf_counter() - t0
     return dt / (n / SR)
@@ -154,6 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"sample_rate": SR, "block": BLOCK, "channels": 1, "threads": 1, "seconds": args.seconds,
                 "model": label}
     rec.emit("rtf_denoise", ours_rtf, "x realtime", block=BLOCK, settings=settings)
+    # stereo: a pair linked (the default: one network run on its mid) against each side on its own
+    xs = np.stack([x, (rng.standard_normal(x.size) * 0.1).astype(np.float32)])
+    per_channel, linked = (min(ours(xs, model, link) for _ in range(args.repeats)) for link in ("none", "stereo"))
+    sset = {**settings, "channels": 2}
+    rec.emit("rtf_denoise_stereo", linked, "x realtime", baseline="per_channel", baseline_value=per_channel,
+             block=BLOCK, ratio=per_channel / linked, settings={**sset, "link": "stereo",
+                                                               "baseline": "the same effect with link='none'"})
+    rec.emit("stereo_cost_vs_mono", linked / ours_rtf, "x mono", block=BLOCK,
+             settings={**sset, "link": "stereo", "per_channel_x_mono": per_channel / ours_rtf})
     rn, why = available(RNNoise)
     if rn is None:
         print(f"# skip RNNoise: {why}", file=sys.stderr)
