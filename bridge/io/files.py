@@ -502,7 +502,7 @@ def process_file(
                                "is doubled")
     # a stereo pair may be two microphones; three or more channels that name speakers are a mix.
     # The hint only where linked dynamics run and neither remedy is on already.
-    linked = any(e.name in _LINKED_DYNAMICS and not chain.is_bypassed(k) for k, e in enumerate(chain))
+    linked = any(_links(e, channels) and not chain.is_bypassed(k) for k, e in enumerate(chain))
     hint = not per_channel and not mix_on and not inner and linked \
         and (channels == 2 or 2 < channels <= 8 and not (mask or layout_mask_of(src, info)))
     check_mix = (mix_on or per_channel) and channels > 1
@@ -511,7 +511,7 @@ def process_file(
         turns = _taking_turns(head, info.samplerate)
         if turns is not None:
             report.notes.append(f"channels {turns[0] + 1} and {turns[1] + 1} take turns 15 dB or more apart (separate "
-                                "microphones?): linked, the louder one sets the gain of both; --per-channel gives "
+                                "microphones?): linked, the louder one sets the gain of both (a denoiser's too); --per-channel gives "
                                 "each a chain of its own, --automix shares the gain between them first")
     if check_mix:
         corr = _correlated(head, info.samplerate)
@@ -657,6 +657,13 @@ def process_file(
 
 TURNS_WINDOW_S = 30.0  # how much of the input the separate-microphones hint and mix check look at
 _LINKED_DYNAMICS = ("compressor", "gate", "deesser", "leveler")  # one gain for all channels
+
+
+def _links(effect, channels: int) -> bool:
+    """Whether ``effect`` gives ``channels`` channels one gain: the linked dynamics, and a model
+    effect that links them (a stereo pair by default: one network for both sides)."""
+    link = getattr(effect, "link", None)
+    return effect.name in _LINKED_DYNAMICS or (link == "stereo" and channels == 2) or (link == "all" and channels > 1)
 
 
 def _read_head(src: Path, info: sf._SoundFileInfo) -> np.ndarray:

@@ -363,6 +363,13 @@ def test_per_channel_gives_each_channel_what_it_would_get_as_a_file_of_its_own(t
     # linked, the two taking turns far apart are named as what they look like
     assert any("take turns 15 dB or more apart" in n and "--per-channel" in n for n in linked_report.notes)
     assert not any("take turns" in n for n in apart.notes)
+    # a denoiser links a stereo pair too (one network for both sides): the same note; with each
+    # channel on its own (link="none") there is nothing linked to warn about
+    from hushbridge.effects import Denoise
+
+    assert any("take turns" in n for n in process_file(src, tmp_path / "dn.wav", Chain([Denoise()])).notes)
+    assert not any("take turns" in n for n in process_file(src, tmp_path / "dn1.wav",
+                                                           Chain([Denoise(link="none")])).notes)
     y, _ = read_audio(tmp_path / "apart.wav")
     linked, _ = read_audio(tmp_path / "linked.wav")
     for k in range(2):
