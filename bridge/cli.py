@@ -172,6 +172,12 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
                 raise ParamError(f"--set {item!r}: bypass takes on/off (or true/false, 1/0)")
             chain.set_bypass(eid, switch[value.strip().lower()])
             continue
+        if pid == "link" and hasattr(effect, "set_link"):  # a set-up option, as a preset's `link = "none"`
+            try:
+                effect.set_link(value.strip())
+            except ValueError as e:
+                raise ParamError(f"--set {item!r}: {e}") from None
+            continue
         param = effect.param(pid)  # ParamError naming the parameters there are
         choices = tuple(param.choices or ())
         # a switch or mode by name (declip.soft_repair=on, highpass.slope=24, loudness.layout=5.0:

@@ -216,6 +216,9 @@ class Effect:
                 # a constructor option (denoise's resample_quality): fixed when the effect is made
                 option = (f"; {pid} is an option of the effect, given when it is made in Python "
                           f"({type(self).__name__}({pid}=...)), not a parameter a preset, --set or OSC changes")
+                if callable(getattr(self, f"set_{pid}", None)):  # one a preset sets up (denoise's link)
+                    option = (f"; {pid} is a set-up option of the effect: a preset's {pid} = \"...\" or "
+                              f"--set {self.name}.{pid}=... before the stream starts, not a parameter changed live")
             raise ParamError(f"{self.name} has no parameter {pid!r} (parameters: {valid}){option}") from None
 
     def get(self, pid: str) -> float:

@@ -5,7 +5,7 @@ internal allocation-free resampling, exact latency, linked or per-channel state,
 latency-matched dry path); this class names the shipped model and the effect.
 
 Parameters: ``reduction_db`` (0..100 dB, default 40: how far noise may be turned down; 100 = no
-limit) and ``mix`` (0..1, dry/wet). A stereo pair is linked by default: the network hears its mid
+limit) and ``mix`` (0..1, dry/wet). A stereo pair is linked by default: the network hears the pair
 once per hop and treats both sides alike, so the image holds (``link="none"``: each channel on its
 own, all channels in one batched inference per hop; ``link="all"``: any number of channels as one).
 Meters: :attr:`activity` (speech probability, when the model outputs one), :attr:`overloaded`.

@@ -40,14 +40,16 @@ model's output with its own input delayed by ``D`` at the model rate (exactly al
 ``mix`` ramp).
 
 Channels. ``link`` chooses how the network hears them: ``"stereo"`` (default) links the two
-channels of a stereo stream: the network hears their mid and its gains, deep filter and
-post-filter apply to both alike, so the image stays where it is (per channel, each side's noise
-moves its own gains and a centred voice can wander) and the network runs once; ``"all"`` links
-any number of channels; ``"none"`` runs every channel on its own. Other channel counts, and
-graphs that cannot link (no ``groups`` dimension, models/README.md), run per channel. Separate
-microphones want a chain run per channel (``Chain(per_channel=True)``, ``--per-channel``), where
-each channel has an instance of its own whatever ``link`` says. :attr:`linked` says what a
-prepared effect does.
+channels of a stereo stream: the network hears the pair (one side's phase, both sides' power:
+nothing cancels in opposite polarity or between spaced microphones) and its gains, deep filter
+and post-filter apply to both alike, so the image stays where it is (per channel, each side's
+noise moves its own gains and a centred voice can wander) and the network runs once; ``"all"``
+links any number of channels; ``"none"`` runs every channel on its own. Other channel counts,
+and graphs that cannot link (no ``groups`` dimension, models/README.md), run per channel. A
+set-up option (:meth:`set_link`, a preset's ``link = "none"``, ``--set denoise.link=none``),
+read at ``prepare``. Separate microphones want a chain run per channel
+(``Chain(per_channel=True)``, ``--per-channel``), where each channel has an instance of its own
+whatever ``link`` says. :attr:`linked` says what a prepared effect does.
 
 Overload. Each hop's inference time (all channels; in a per-channel chain each channel's
 instance gets its share, ``overload_budget / N``) is measured against ``overload_budget`` times
@@ -102,7 +104,7 @@ from hushbridge.dsp.kernels.util import delay_through, ramp_mix, sanitize, sanit
 from hushbridge.effects.base import Effect, Param, ProcessSpec, ramp_step
 from hushbridge.dsp.resample import CUTOFF, ROUND_TRIP_CUTOFF
 from hushbridge.effects.resampler import RESAMPLE_QUALITIES, make_stream
-from hushbridge.models.runtime import StreamingModel
+from hushbridge.models.runtime import ModelError, StreamingModel, linked_path
 
 FADE_MS = 20.0
 OVERLOAD_WINDOW = 16
@@ -240,13 +242,15 @@ class ModelEffect(Effect):
         if resample_quality not in RESAMPLE_QUALITIES:
             raise ValueError(f"resample_quality must be one of {RESAMPLE_QUALITIES}, got {resample_quality!r}")
         if link not in LINK_MODES:
-            raise ValueError(f"link must be one of {LINK_MODES}, got {link!r}")
+            raise ValueError(f"{self.name}: link must be one of {', '.join(LINK_MODES)}, got {link!r}")
         if not (isinstance(overload_budget, (int, float)) and 0.0 <= overload_budget):
             raise ValueError(f"overload_budget must be a number >= 0, got {overload_budget!r}")
         path = self.default_model_path() if model_path is None else model_path
         model = StreamingModel(path)
         info = model.info
-        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "model", model)  # the one running: this, or the linked graph's
+        object.__setattr__(self, "_base", model)
+        object.__setattr__(self, "_linked_model", None)
         self.resample_quality = resample_quality
         self.overload_budget = float(overload_budget)
         self.link = link
@@ -267,7 +271,7 @@ class ModelEffect(Effect):
     def __reduce__(self):
         # an onnxruntime session does not pickle: a copy opens the same model file again and
         # comes back unprepared, with the same settings and parameter values
-        return (_rebuild, (type(self), self.model.info.path, self.resample_quality, self.overload_budget,
+        return (_rebuild, (type(self), self._base.info.path, self.resample_quality, self.overload_budget,
                            self.values(), self.link))
 
     @classmethod
@@ -300,6 +304,40 @@ class ModelEffect(Effect):
     @property
     def linked(self) -> bool:
         return self.model.linked
+
+    def _model_for(self, channels: int) -> StreamingModel:
+        """The model that runs ``channels`` channels as ``link`` says, prepared: the graph itself, or
+        the link-group graph beside it (``<name>.linked.onnx``, opened once) when the channels
+        link and it does not; without one, per channel."""
+        base = model = self._base
+        link = self.link == "all" and channels > 1 or self.link == "stereo" and channels == 2
+        if link and not base.info.linkable:
+            if self._linked_model is None:
+                sibling = linked_path(base.info.path)
+                if sibling.is_file():
+                    other = StreamingModel(sibling)
+                    a, b = base.info, other.info
+                    if (a.sample_rate, a.hop, a.latency_samples) != (b.sample_rate, b.hop, b.latency_samples):
+                        raise ModelError(f"{sibling}: rate, hop or latency differ from {a.path}'s; a linked graph "
+                                         "must be the same model")
+                    object.__setattr__(self, "_linked_model", other)
+            model = self._linked_model or base
+        if model is not self.model and model.atten_lim_db is not None:
+            model.atten_lim_db[0] = self._lim[0]  # where reduction_db has brought the other one
+        object.__setattr__(self, "model", model)
+        model.prepare(channels, linked=link and model.info.linkable)
+        return model
+
+    def set_link(self, link: str) -> None:
+        """Choose ``link`` (see above); a set-up option: it takes effect at the next ``prepare``
+        (a preset's ``link = "none"``, ``--set denoise.link=none``), never in a running stream."""
+        if link not in LINK_MODES:
+            raise ValueError(f"{self.name}: link must be one of {', '.join(LINK_MODES)}, got {link!r}")
+        self.link = link
+
+    def preset_keys(self) -> dict[str, str]:
+        """What a preset keeps besides the parameters: ``link`` when it is not the default."""
+        return {} if self.link == "stereo" else {"link": self.link}
 
     def _carry_counters(self, previous: Effect) -> None:
         old, rt = previous.__dict__.get("_rt"), self._rt
@@ -394,7 +432,7 @@ class ModelEffect(Effect):
             self._rs_out = [make_stream(msr, sr, q, hop, self._frac, fc) for _ in range(ch)]
             self._latency = int(round(exact + self._frac))
             hop_e = int(math.ceil(hop * sr / msr))
-        model.prepare(ch, linked=model.info.linkable and (self.link == "all" or (self.link == "stereo" and ch == 2)))
+        model = self._model_for(ch)
         self._fifo = np.zeros((ch, hop), dtype=np.float32)
         self._fill = [0] * ch
         # the model-rate dry lines: all channels at once for a batched graph (one call serves every

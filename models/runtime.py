@@ -479,6 +479,13 @@ class StreamingModel:
         return True
 
 
+def linked_path(path: str | os.PathLike) -> Path:
+    """Where the link-group graph of the per-channel graph ``path`` lives: ``<stem>.linked.onnx``
+    beside it (the shipped models have one; a graph that links by itself needs none)."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".onnx") + ".linked.onnx")
+
+
 def default_model_path(name: str = "denoise.onnx") -> Path:
     """The shipped model ``name`` inside the ``hushbridge.models`` package (may not exist)."""
     from importlib.resources import files

@@ -56,6 +56,30 @@ def test_process_chain_and_set(speechlike, tmp_path):
     np.testing.assert_allclose(y, x * 10 ** (-6 / 20), atol=1e-6)
 
 
+def test_set_link_runs_a_stereo_pair_s_denoiser_per_channel(speechlike, tmp_path):
+    """``--set denoise.link=none``: each side on its own, as a mono file of it would come out (a
+    set-up option, as a preset's ``link = "none"``); by default the pair is linked."""
+    x, sr = sf.read(str(speechlike), dtype="float32")
+    x = x[: 2 * sr]
+    x[:, 1] = 0.5 * x[:, 0] + 0.01 * np.random.default_rng(3).standard_normal(x.shape[0]).astype(np.float32)
+    src = tmp_path / "pair.wav"
+    sf.write(str(src), x, sr, subtype="FLOAT")
+    outs = {}
+    for name, extra in (("none", ["--set", "denoise.link=none"]), ("linked", []), ("left", None)):
+        if extra is None:
+            sf.write(str(tmp_path / "left.wav"), x[:, 0], sr, subtype="FLOAT")
+            r = hb("process", tmp_path / "left.wav", tmp_path / "left_out.wav", "--chain", "denoise",
+                   "--subtype", "FLOAT", "--keep-dc")
+        else:
+            r = hb("process", src, tmp_path / f"{name}.wav", "--chain", "denoise", "--subtype", "FLOAT",
+                   "--keep-dc", *extra)
+        assert r.returncode == 0, r.stderr
+        outs[name] = sf.read(str(tmp_path / (f"{name}.wav" if extra is not None else "left_out.wav")),
+                             dtype="float32")[0]
+    np.testing.assert_allclose(outs["none"][:, 0], outs["left"], atol=1e-6)
+    assert np.abs(outs["linked"][:, 0] - outs["left"]).max() > 1e-3
+
+
 def test_process_removes_a_dc_offset_and_says_so_unless_told_to_keep_it(speechlike, tmp_path):
     x, sr = sf.read(str(speechlike), dtype="float32")
     src = tmp_path / "offset.wav"
@@ -97,6 +121,8 @@ def test_process_chain_with_a_plugin(speechlike, tmp_path):
     (["--chain", "gain", "--set", "gain.gain=1"], "no parameter 'gain' (parameters: gain_db"),
     # an option fixed when the effect is made, not a parameter ("'HQ' is not a number" before)
     (["--chain", "denoise", "--set", "denoise.resample_quality=HQ"], "Denoise(resample_quality=...)"),
+    (["--chain", "denoise", "--set", "denoise.link=left"], "link must be one of stereo, all, none, got 'left'"),
+    (["--chain", "gain", "--set", "gain.link=none"], "no parameter 'link'"),
 ])
 def test_bad_options_fail_clearly_and_leave_out_untouched(speechlike, tmp_path, args, message):
     out = tmp_path / "out.wav"

@@ -39,6 +39,30 @@ def test_user_preset_round_trip_and_shadowing(user_config):
     assert not list(user_config.glob("*.part"))
 
 
+def test_a_model_effect_s_link_is_a_preset_key_and_round_trips(user_config, tmp_path):
+    """``link`` (how a model effect hears a stereo pair) is set up by a preset and saved with it."""
+    from hushbridge.effects import Denoise
+    from hushbridge.presets import chain_to_preset
+
+    chain = load_preset(str(_write(tmp_path / "p.toml", 'version = 1\n[[chain]]\neffect = "denoise"\nlink = "none"\n')))
+    assert chain["denoise"].link == "none"
+    assert load_preset("stream")["denoise"].link == "stereo"  # the default, not written
+    assert "link" not in chain_to_preset(load_preset("stream"), "s")["chain"][1]
+    save_preset(Chain([Denoise(link="none")]), "unlinked")
+    assert load_preset("unlinked")["denoise"].link == "none"
+    for text, pattern in (('version = 1\n[[chain]]\neffect = "denoise"\nlink = "left"\n',
+                           r"line 4: .*key 'link': denoise: link must be one of stereo, all, none, got 'left'"),
+                          ('version = 1\n[[chain]]\neffect = "gain"\nlink = "none"\n',
+                           r"key 'link': unknown key")):
+        with pytest.raises(PresetError, match=pattern):
+            load_preset(str(_write(tmp_path / "bad.toml", text)))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
 def test_load_by_path(tmp_path):
     p = tmp_path / "mine.toml"
     p.write_text('version = 1\n[[chain]]\neffect = "gain"\nparams = { gain_db = -3.0 }\n')

@@ -277,7 +277,9 @@ def _build(preset: Preset) -> Chain:
         if not isinstance(entry, dict):
             raise fail(i, None, "each [[chain]] entry must be a table")
         name = entry.get("effect")
-        allowed = {"effect", "id", "bypass", "params", "channels"} | (_PLUGIN_KEYS if name == "plugin" else set())
+        cls = EFFECTS.get(name)
+        options = _PLUGIN_KEYS if name == "plugin" else {"link"} if cls is not None and hasattr(cls, "set_link") else set()
+        allowed = {"effect", "id", "bypass", "params", "channels"} | options
         extra = set(entry) - allowed
         if extra:
             raise fail(i, sorted(extra)[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -300,6 +302,11 @@ def _build(preset: Preset) -> Chain:
                 raise fail(i, "path" if "path" in entry else "plugin", str(e)) from e
         else:
             effect = create_effect(name)
+            if "link" in entry:  # a model effect's channels: linked or each on its own
+                try:
+                    effect.set_link(entry["link"])
+                except ValueError as e:
+                    raise fail(i, "link", str(e)) from e
         for key, value in params.items():
             try:
                 effect.set(key, _preset_value(effect.param(key), value))

@@ -8,14 +8,17 @@ Usage::
 The default checkpoint is ``denoise_shipped.pt``, the weights chosen with ``select`` (the
 lowest validation loss, ``denoise_best.pt``, is not what listeners prefer; see models/denoise.md).
 
+Two graphs: ``--out`` runs every channel on its own, ``<out>.linked.onnx`` (:func:`linked_path`)
+runs link groups, a stereo pair as one (the effect's default for stereo).
+
 Graph (opset 17): inputs ``audio_in`` [1, 240] float32, ``state_0`` .. ``state_5`` (and
 ``state_6`` with a post-filter release, ``state_7`` with encoder context; see
 :class:`.model.StreamingDenoise`), ``atten_lim_db`` [1]; outputs ``audio_out`` [1, 240],
 ``state_<k>_out``, ``activity`` [1, 1] (speech probability) and ``gains`` [1, 32] (ERB-band gains).
-States start as zeros. The leading dimension of every tensor but ``atten_lim_db`` is dynamic:
-``channels`` for the audio, the analysis and overlap-add buffers and the deep filter's past,
-``groups`` for the network's states and outputs; one run serves every channel of a stream, each
-channel a group of its own or a stereo pair linked as one group (models/README.md). Metadata: ``hushbridge.sample_rate`` 48000, ``hushbridge.hop`` 240,
+States start as zeros. The leading dimension of every tensor but ``atten_lim_db`` is a dynamic
+``batch``: one run serves every channel of a stream. In the linked graph it is ``channels`` for
+the audio, the analysis and overlap-add buffers, the deep filter's past and each channel's level,
+``groups`` for the network's states and outputs (models/README.md). Metadata: ``hushbridge.sample_rate`` 48000, ``hushbridge.hop`` 240,
 ``hushbridge.latency_samples`` 240 (the graph's own delay, window 480 - hop 240, as models/README.md
 defines it; the runtime's hop FIFO adds 239, so the effect reports 479), ``hushbridge.name``,
 ``hushbridge.version``, ``hushbridge.state_shapes`` and ``hushbridge.n_bands``.
@@ -38,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hushbridge.models.runtime import linked_path
+
 from .model import HOP, LATENCY_SAMPLES, N_BANDS, SR, DenoiseNet, StreamingDenoise
 
 OPSET = 17
@@ -48,17 +53,20 @@ def state_names(n: int) -> list[str]:
     return [f"state_{k}" for k in range(n)]
 
 
-def export(net: DenoiseNet, path: str | Path, name: str = "denoise", version: str = "0.1.0") -> Path:
-    """Write ``net`` as a one-hop streaming ONNX graph with metadata; returns the path."""
+def export(net: DenoiseNet, path: str | Path, name: str = "denoise", version: str = "0.1.0",
+           linked: bool = False) -> Path:
+    """Write ``net`` as a one-hop streaming ONNX graph with metadata; returns the path.
+    ``linked``: the graph for link groups (:class:`.model.StreamingDenoise`)."""
     import onnx
 
     path = Path(path)
     net = net.eval()
-    step = StreamingDenoise(net).eval()
+    step = StreamingDenoise(net, linked=linked).eval()
     shapes = step.state_shapes()
-    # traced with four channels in two groups so that nothing specialises on one channel, on one
-    # group or on groups of one; both dimensions are dynamic
-    args = (torch.zeros(4, HOP),) + tuple(torch.zeros(s) for s in step.state_shapes(4, groups=2)) \
+    # traced with several rows so that nothing specialises on one; the linked graph with four
+    # channels in two groups (not on one group, nor on groups of one); the first dimensions are dynamic
+    rows = {"batch": 4, "groups": 2} if linked else {"batch": 2}
+    args = (torch.zeros(rows["batch"], HOP),) + tuple(torch.zeros(s) for s in step.state_shapes(**rows)) \
         + (torch.tensor([100.0]),)
     names = state_names(len(shapes))
     in_names = ["audio_in"] + names + ["atten_lim_db"]
@@ -67,8 +75,11 @@ def export(net: DenoiseNet, path: str | Path, name: str = "denoise", version: st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         grouped = {n for n, g in zip(names, step.group_states()) if g}
-        batch = {n: {0: "groups" if n.removesuffix("_out") in grouped or n in ("activity", "gains") else "channels"}
-                 for n in in_names + out_names if n != "atten_lim_db"}
+        if linked:
+            batch = {n: {0: "groups" if n.removesuffix("_out") in grouped or n in ("activity", "gains") else "channels"}
+                     for n in in_names + out_names if n != "atten_lim_db"}
+        else:
+            batch = {n: {0: "batch"} for n in in_names + out_names if n != "atten_lim_db"}
         torch.onnx.export(step, args, str(tmp), input_names=in_names, output_names=out_names,
                           opset_version=OPSET, do_constant_folding=True, dynamo=False, dynamic_axes=batch)
     model = onnx.load(str(tmp))
@@ -107,6 +118,8 @@ def run_onnx(path: str | Path, x: np.ndarray, atten_lim_db: float = 100.0,
     xs = np.atleast_2d(x)
     ch = xs.shape[0]
     g = ch if groups is None else groups
+    if g != ch and not any(i.shape[0] == "groups" for i in sess.get_inputs()):
+        raise ValueError(f"{path}: a per-channel graph has no link groups (its .linked.onnx has)")
     states = {i.name: np.zeros([(g if i.shape[0] == "groups" else ch)] + list(i.shape[1:]), dtype=np.float32)
               for i in sess.get_inputs() if i.name.startswith("state_")}
     outs, acts = [], []
@@ -198,21 +211,26 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ck.get("config", {})
     version = f"{cfg.get('version', '0.1.0')}+step{ck.get('step', 0)}"
     out = Path(args.out)
+    out_linked = linked_path(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.onnx")
+    tmp_linked = out.with_name(f".{out.name}.{os.getpid()}.linked.tmp.onnx")
     try:
         export(net, tmp, name=cfg.get("name", "denoise"), version=version)
+        export(net, tmp_linked, name=cfg.get("name", "denoise"), version=version, linked=True)
         err = parity(net, tmp)
-        err_linked = parity_linked(net, tmp)
+        err_linked = parity_linked(net, tmp_linked)
         size = tmp.stat().st_size
         if max(err, err_linked) > 1e-4:
             print(f"parity check FAILED: streaming ONNX vs torch max |diff| = {err:.2e}, a linked stereo "
-                  f"pair {err_linked:.2e} (> 1e-4); {out} left as it was", file=sys.stderr)
+                  f"pair {err_linked:.2e} (> 1e-4); {out} and {out_linked.name} left as they were", file=sys.stderr)
             return 1
         os.replace(tmp, out)
+        os.replace(tmp_linked, out_linked)
     finally:
         tmp.unlink(missing_ok=True)
-    print(f"wrote {out} ({size / 1e6:.2f} MB, step {ck.get('step')}); streaming ONNX vs torch max |diff| = {err:.2e}, "
-          f"linked stereo {err_linked:.2e}")
+        tmp_linked.unlink(missing_ok=True)
+    print(f"wrote {out} ({size / 1e6:.2f} MB, step {ck.get('step')}) and {out_linked.name}; streaming ONNX vs "
+          f"torch max |diff| = {err:.2e}, a linked stereo pair {err_linked:.2e}")
     return 0
 
 

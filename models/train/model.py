@@ -43,6 +43,9 @@ TAU_S = 1.0
 ALPHA = math.exp(-HOP / (SR * TAU_S))
 FEAT_INIT_DB = -60.0  # running-mean starting points (states start at zero = these values)
 UNIT_INIT = 1e-3
+# a link group's reference channel (StreamingDenoise): the loudest by a running mean of frame
+# energy (tau 1 s), the one that is the reference counted this much louder, so it changes seldom
+REF_HOLD = 10.0 ** (1.0 / 10.0)  # 1 dB
 GRAPH_DELAY = N_FFT - HOP
 LATENCY_SAMPLES = GRAPH_DELAY  # metadata value (models/README.md): the graph's own delay at 48 kHz
 EFFECT_LATENCY = GRAPH_DELAY + HOP - 1  # what the denoise Effect reports: + the runtime's hop FIFO
@@ -270,6 +273,31 @@ def postfilter_ceiling(geff_raw: torch.Tensor, f: torch.Tensor, pf: dict) -> tor
     return torch.minimum(f, _pf_value(pf, "ceiling", geff_raw) / torch.clamp(geff_raw, min=1e-6))
 
 
+def link_reference(spec_c: torch.Tensor, power_c: torch.Tensor, level: torch.Tensor):
+    """What the network hears of a link group: the spectrum of its reference channel with, in every
+    bin, the RMS magnitude over its channels. ``spec_c`` [G, k, 2, F] (re; im) and ``power_c``
+    [G, k, F] of the group's ``k`` channels; ``level`` [G * k, 2]: each channel's running mean of
+    frame energy and whether it is the reference (the state). Returns ([G, 2, F], the new level).
+
+    Not the mean of the channels' spectra: a pair in opposite polarity cancels there, and a spaced
+    pair (one side a little later) comb-filters; the reference keeps one channel's phase (the one
+    the deep filter's taps are estimated on: a constant phase offset between the sides does not
+    change how a bin evolves from frame to frame) and the magnitudes heard are the channels' power
+    mean, so one silent side costs 3 dB, not a cancellation. The reference is the loudest channel
+    by a running mean of frame energy (tau 1 s), the current one counted :data:`REF_HOLD` louder,
+    so that it changes seldom (each change is a step in the phase the network hears). One channel:
+    its spectrum (to the last bits); identical channels: the first's spectrum."""
+    g, k = power_c.shape[0], power_c.shape[1]
+    lv = level.reshape(g, k, 2)
+    run = ALPHA * lv[:, :, 0] + (1.0 - ALPHA) * power_c.sum(-1)  # [G, k]
+    score = run * (1.0 + (REF_HOLD - 1.0) * lv[:, :, 1])
+    best = (score >= score.max(dim=1, keepdim=True).values).float()
+    first = best * (torch.cumsum(best, dim=1) == 1.0).float()  # the first of equals
+    ref = (first[:, :, None, None] * spec_c).sum(1)  # [G, 2, F]
+    scale = torch.sqrt(power_c.mean(1) / ((ref * ref).sum(1) + 1e-30))
+    return ref * scale[:, None], torch.stack([run, first], dim=-1).reshape(-1, 2)
+
+
 class MinGRU(nn.Module):
     """minGRU (Feng et al. 2024, "Were RNNs all we needed?"): ``h_t = (1 - z_t) h_{t-1} + z_t g(c_t)``
     with ``z_t, c_t`` from the input only: the matmuls run over the whole sequence at once and only an
@@ -402,8 +430,13 @@ class DenoiseNet(nn.Module):
 
     def postfilter_factors(self, re, im, yr, yi, vad, pf: dict) -> torch.Tensor:
         """The post-filter's factor per bin [B, K, bins] for enhanced frames ``yr, yi`` of ``re, im``."""
-        ey = (yr * yr + yi * yi) @ self.band
-        ex = (re * re + im * im) @ self.band
+        return self.postfilter_from_power(re * re + im * im, yr * yr + yi * yi, vad, pf)
+
+    def postfilter_from_power(self, px, py, vad, pf: dict) -> torch.Tensor:
+        """The post-filter's factor per bin [B, K, bins] from the input's and the enhanced frames'
+        power spectra ``px``, ``py`` [B, K, bins]."""
+        ey = py @ self.band
+        ex = px @ self.band
         raw = torch.sqrt(ey / (ex + 1e-10))
         geff = torch.clamp(raw, 0.0, 1.0)
         v = None if vad is None else vad.unsqueeze(-1)
@@ -436,14 +469,23 @@ class DenoiseNet(nn.Module):
 
     def forward_linked(self, x: torch.Tensor, atten_lim_db: float = 100.0, use_fft: bool = True):
         """The channels of ``x`` [C, T] as one link group (:class:`StreamingDenoise`): the network
-        hears their mid, and its gains, deep filter and post-filter apply to every channel alike.
-        Returns (out [C, T] delayed by 240 samples, vad [1, K], gains [1, K, 32])."""
+        hears the group (:func:`link_reference`), and its gains, deep filter and post-filter apply
+        to every channel alike. Returns (out [C, T] delayed by 240 samples, vad [1, K], gains [1, K, 32])."""
         re, im, past_re, past_im = self.spectra(x, use_fft)
-        re_m, im_m, _, _, gains, df, vad = self.front(x.mean(0, keepdim=True), use_fft)
+        power = re * re + im * im  # [C, K, F]
+        level = torch.zeros(x.shape[0], 2)
+        refs = []
+        for t in range(re.shape[1]):  # the reference channel, frame by frame (it has a memory)
+            spec_t = torch.stack([re[:, t], im[:, t]], dim=1)[None]  # [1, C, 2, F]
+            m, level = link_reference(spec_t, power[None, :, t], level)
+            refs.append(m[0])
+        m = torch.stack(refs, dim=1)  # [2, K, F]
+        re_m, im_m = m[0:1], m[1:2]
+        gains, df, vad = self.front_spectra(re_m, im_m)
         yr, yi = self.enhance(re, im, past_re, past_im, gains, df)
         if self.postfilter is not None:
-            sc = self.postfilter_factors(re_m, im_m, yr.mean(0, keepdim=True), yi.mean(0, keepdim=True),
-                                         vad, self.postfilter)
+            sc = self.postfilter_from_power(re_m * re_m + im_m * im_m, (yr * yr + yi * yi).mean(0, keepdim=True),
+                                            vad, self.postfilter)
             yr, yi = yr * sc, yi * sc
         yr, yi = self.attenuation_limit(re, im, yr, yi, 10.0 ** (-atten_lim_db / 20.0))
         return self.back(yr, yi, use_fft), vad, gains
@@ -471,10 +513,14 @@ class DenoiseNet(nn.Module):
     def front(self, x: torch.Tensor, use_fft: bool = True):
         """The network on a whole signal ``x`` [B, T]: ``(re, im)`` of its frames [B, K, bins], the
         deep filter's past low bins, and the heads' ``gains``, ``df``, ``vad``."""
-        b, t = x.shape
-        k = t // HOP
         re, im, past_re, past_im = self.spectra(x, use_fft)
-        w = ema_matrix(k, device=x.device)
+        gains, df, vad = self.front_spectra(re, im)
+        return re, im, past_re, past_im, gains, df, vad
+
+    def front_spectra(self, re: torch.Tensor, im: torch.Tensor):
+        """The network on the frames' spectra ``re, im`` [B, K, bins]: the heads' ``gains``, ``df``, ``vad``."""
+        b, k = re.shape[0], re.shape[1]
+        w = ema_matrix(k, device=re.device)
         feat = self.band_db(re, im)
         mu = FEAT_INIT_DB + torch.einsum("ts,bsd->btd", w, feat - FEAT_INIT_DB)
         featn = (feat - mu) / 40.0
@@ -491,8 +537,7 @@ class DenoiseNet(nn.Module):
             pre = pre + self.ctx(past)
         z = torch.relu(pre)
         h = self.recurrent(z)
-        gains, df, vad = self.heads(h)
-        return re, im, past_re, past_im, gains, df, vad
+        return self.heads(h)
 
     def back(self, yr: torch.Tensor, yi: torch.Tensor, use_fft: bool = True) -> torch.Tensor:
         """Enhanced spectra [B, K, bins] -> the signal [B, K * 240] (synthesis window, overlap-add)."""
@@ -507,7 +552,8 @@ class DenoiseNet(nn.Module):
 
 
 class StreamingDenoise(nn.Module):
-    """One hop with explicit state, for ONNX export. States (all start at zero):
+    """One hop with explicit state, for ONNX export; ``linked``: the graph for link groups (below).
+    States (all start at zero):
 
     - ``state_0`` [C, 240]: previous input hop (analysis buffer)
     - ``state_1`` [G, 32]: running mean of band log energies, minus -60 dB
@@ -518,15 +564,19 @@ class StreamingDenoise(nn.Module):
     - ``state_6`` [G, 32]: the post-filter's held band gains (:func:`postfilter_release`), only in a
       graph whose post-filter has a ``release``
     - then, only for a network with ``context`` c > 0: [G, c * 128] the encoder inputs of frames
-      t-1, ..., t-c (``state_7``, or ``state_6`` without a release)
+      t-1, ..., t-c
+    - last, only in the ``linked`` graph, [C, 2]: each channel's running frame energy and whether
+      it is its link group's reference (:func:`link_reference`)
 
-    ``C`` channels in ``G`` link groups (both dynamic in the export; ``C`` a multiple of ``G``,
-    the channels of a group consecutive). Per channel, ``G = C``: every channel is a stream of its
-    own. Linked, ``G = 1`` for a stereo pair: the network hears the group's mid (the mean of its
-    channels' spectra) and its gains, deep filter and post-filter apply to every channel of the
-    group alike, so the stereo image stays where it is and the network runs once. The enhancement
-    is linear in the spectrum for given coefficients, so the mean of a linked group's outputs is
-    what the network makes of the mid alone; with identical channels each output is the mono one.
+    The per-channel graph (``linked=False``, ``models/<name>.onnx``) has one dynamic batch ``B``
+    where ``C`` and ``G`` stand above: every channel is a stream of its own. The ``linked`` graph
+    (``models/<name>.linked.onnx``) runs ``C`` channels in ``G`` link groups (both dynamic; ``C`` a
+    multiple of ``G``, a group's channels consecutive; ``G = 1`` for a stereo pair): the network
+    hears the group's reference (one channel's phase, the channels' RMS magnitude;
+    :func:`link_reference`) and its gains, deep filter and post-filter (from the channels' mean
+    power) apply to every channel of the group alike, so the stereo image stays where it is and
+    the network runs once; with identical channels each output is the mono one. Two graphs, not
+    one with both: the group arithmetic cost a mono run 13 % more time per hop.
 
     The same arithmetic as :meth:`DenoiseNet.forward`, laid out for few graph nodes (onnxruntime
     spends more on each node than on these small matmuls): the spectrum is one ``[2, F]`` tensor
@@ -536,9 +586,10 @@ class StreamingDenoise(nn.Module):
     in the export: one run serves all channels of a stream (see models/README.md).
     """
 
-    def __init__(self, net: DenoiseNet):
+    def __init__(self, net: DenoiseNet, linked: bool = False):
         super().__init__()
         self.net = net
+        self.linked = linked
         with torch.no_grad():
             for key, arr in factored_dft_constants().items():
                 self.register_buffer("ct_" + key, torch.from_numpy(arr), persistent=False)
@@ -574,11 +625,14 @@ class StreamingDenoise(nn.Module):
         return [(batch, HOP), (g, N_BANDS), (g, DF_BINS), (g, self.net.layers * self.net.hidden),
                 (batch, 2, DF_ORDER - 1, DF_BINS), (batch, N_FFT - HOP)] \
             + ([(g, N_BANDS)] if self._release else []) \
-            + ([(g, self.net.context * self.net.enc.in_features)] if self.net.context else [])
+            + ([(g, self.net.context * self.net.enc.in_features)] if self.net.context else []) \
+            + ([(batch, 2)] if self.linked else [])
 
     def group_states(self) -> list[bool]:
-        """Per state, whether its rows are link groups (else channels)."""
-        return [False, True, True, True, False, False] + [True] * (self._release + bool(self.net.context))
+        """Per state, whether its rows are link groups (else channels; all, in the per-channel graph)."""
+        if not self.linked:
+            return [False] * len(self.state_shapes())
+        return [False, True, True, True, False, False] + [True] * (self._release + bool(self.net.context)) + [False]
 
     @property
     def _release(self) -> bool:
@@ -587,15 +641,20 @@ class StreamingDenoise(nn.Module):
     def forward(self, audio_in, state_0, state_1, state_2, state_3, state_4, state_5, *rest):
         """One hop for ``B`` independent streams (the export's batch dimension is dynamic). ``rest``:
         the held band gains when the post-filter has a release, the encoder inputs of the last
-        frames when the network has ``context``, then ``atten_lim_db``."""
+        frames when the network has ``context``, the channels' reference levels, then ``atten_lim_db``."""
         net = self.net
         rest = list(rest)
         state_6 = rest.pop(0) if self._release else None
         past_in = rest.pop(0) if net.context else None
+        level = rest.pop(0) if self.linked else None
         atten_lim_db = rest[0]
         frame = torch.cat([state_0, audio_in], dim=1)  # [C, N]
-        spec_c = self.rdft(frame).reshape(state_1.shape[0], -1, 2, N_BINS)  # [G, C / G, 2, F]
-        spec = spec_c.mean(1)  # [G, 2, F]: a group's mid (a channel of its own: itself)
+        if self.linked:
+            spec_c = self.rdft(frame).reshape(state_1.shape[0], -1, 2, N_BINS)  # [G, C / G, 2, F]
+            power_c = (spec_c * spec_c).sum(2)  # [G, C / G, F]
+            spec, level_out = link_reference(spec_c, power_c, level)  # [G, 2, F]
+        else:
+            spec = self.rdft(frame)  # [B, 2, F]
         power = (spec * spec).sum(1)  # [G, F]
         feat = (10.0 / math.log(10.0)) * torch.log(power @ net.band + 1e-10)
         d1 = ALPHA * state_1 + (1.0 - ALPHA) * (feat - FEAT_INIT_DB)
@@ -629,6 +688,9 @@ class StreamingDenoise(nn.Module):
         gains = torch.sigmoid(ho[:, :N_BANDS])
         c = ho[:, N_BANDS : N_BANDS + DF_ORDER * DF_BINS * 2].reshape(-1, 2, DF_ORDER, DF_BINS)
         vad = torch.sigmoid(ho[:, -1:])  # [B, 1]
+        if not self.linked:
+            return self._per_channel(spec, low, power, gains, c, vad, state_4, state_5, state_6, atten_lim_db,
+                                     audio_in, d1, d2, new, ctx_out)
         # every channel's own low bins of frames t, t-1, t-2: [G, C / G, 2, ORDER, BINS]
         past = torch.cat([spec_c[:, :, :, :DF_BINS].unsqueeze(3),
                           state_4.reshape(spec_c.shape[0], -1, 2, DF_ORDER - 1, DF_BINS)], dim=3)
@@ -638,9 +700,8 @@ class StreamingDenoise(nn.Module):
         y_spec = (gains @ net.interp)[:, None, None] * spec_c + torch.nn.functional.pad(df, (0, N_BINS - DF_BINS))
         held = ()
         pf = net.postfilter
-        if pf is not None:  # from the group's mid: the same factors for all its channels
-            y_mid = y_spec.mean(1)
-            ey = (y_mid * y_mid).sum(1) @ net.band
+        if pf is not None:  # from the group's mean power: the same factors for all its channels
+            ey = (y_spec * y_spec).sum(2).mean(1) @ net.band
             raw = torch.sqrt(ey / (power @ net.band + 1e-10))
             f, h = postfilter_gain(torch.clamp(raw, 0.0, 1.0), vad, pf, state_6, raw)
             held = () if h is None else (h,)
@@ -650,6 +711,28 @@ class StreamingDenoise(nn.Module):
         audio_out = y[:, :HOP] + state_5
         return (audio_out, audio_in, d1, d2, torch.cat(new, dim=1),
                 past[:, :, :, : DF_ORDER - 1].reshape(-1, 2, DF_ORDER - 1, DF_BINS), y[:, HOP:],
+                *held, *ctx_out, level_out, vad, gains)
+
+    def _per_channel(self, spec, low, power, gains, c, vad, state_4, state_5, state_6, atten_lim_db, audio_in,
+                     d1, d2, new, ctx_out):
+        """The rest of a hop in the per-channel graph (every row a stream of its own)."""
+        net = self.net
+        past = torch.cat([low.unsqueeze(2), state_4], dim=2)  # [B, 2, ORDER, BINS]: t, t-1, t-2
+        # complex multiply-accumulate over taps: [dr; di] = sum cr [pr; pi] + ci [-pi; pr]
+        df = (c[:, 0:1] * past + c[:, 1:2] * (past.flip(1) * self.swap_sign)).sum(2)  # [B, 2, BINS]
+        y_spec = (gains @ net.interp).unsqueeze(1) * spec + torch.nn.functional.pad(df, (0, N_BINS - DF_BINS))
+        held = ()
+        pf = net.postfilter
+        if pf is not None:
+            ey = (y_spec * y_spec).sum(1) @ net.band
+            raw = torch.sqrt(ey / (power @ net.band + 1e-10))
+            f, h = postfilter_gain(torch.clamp(raw, 0.0, 1.0), vad, pf, state_6, raw)
+            held = () if h is None else (h,)
+            y_spec = y_spec * (f @ net.interp).unsqueeze(1)
+        y_spec = y_spec + torch.pow(10.0, atten_lim_db * -0.05) * (spec - y_spec)
+        y = self.irdft(y_spec)  # [B, N]
+        audio_out = y[:, :HOP] + state_5
+        return (audio_out, audio_in, d1, d2, torch.cat(new, dim=1), past[:, :, : DF_ORDER - 1], y[:, HOP:],
                 *held, *ctx_out, vad, gains)
 
 

@@ -289,9 +289,13 @@ def _run_rows(m: StreamingModel, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ["denoise.onnx", "dereverb.onnx", "isolate.onnx"])
 def test_shipped_models_link_a_stereo_pair(name):
-    """Linked, the network runs once on the pair's mid and its coefficients apply to both sides:
-    the enhancement is linear for given coefficients, so the pair's mean is the mid's own output."""
-    path = _shipped(name)
+    """Linked, the network runs once for the pair and its coefficients apply to both sides: a
+    pair in opposite polarity is the mono output twice, one side inverted (a mean of the sides
+    would cancel)."""
+    from hushbridge.models.runtime import linked_path
+
+    path = linked_path(_shipped(name))
+    assert not StreamingModel(_shipped(name)).info.linkable  # the per-channel graph: as before
     m = StreamingModel(path)
     assert m.info.linkable and {"state_1", "state_2", "state_3", "activity", "gains"} <= m.info.group_tensors
     assert "state_0" not in m.info.group_tensors and "state_5" not in m.info.group_tensors
@@ -306,12 +310,16 @@ def test_shipped_models_link_a_stereo_pair(name):
     t = np.arange(n) / 48000
     tone = 0.2 * np.sin(2 * np.pi * 200 * t) * (t > 0.05)
     x = np.stack([tone + 0.05 * rng.standard_normal(n), 0.6 * tone + 0.02 * rng.standard_normal(n)]).astype(np.float32)
-    linked = _run_rows(m, x)
     mono = StreamingModel(path)
     mono.prepare(1)
     mono.atten_lim_db[0] = 100.0
-    mid = _run_rows(mono, x.mean(0, keepdims=True).astype(np.float32))
-    np.testing.assert_allclose(linked.mean(0), mid[0], atol=1e-4)
+    alone = _run_rows(mono, x[:1])
+    m.reset()
+    flip = _run_rows(m, np.stack([x[0], -x[0]]))
+    np.testing.assert_allclose(flip[0], alone[0], atol=1e-5)
+    np.testing.assert_allclose(flip[1], -alone[0], atol=1e-5)
+    m.reset()
+    linked = _run_rows(m, x)
     apart = StreamingModel(path)
     apart.prepare(2)
     apart.atten_lim_db[0] = 100.0
@@ -336,7 +344,9 @@ def test_linking_needs_a_graph_with_groups(graphs):
 def test_a_graph_with_two_group_dimensions_is_a_clear_error(tmp_path):
     import onnx
 
-    model = onnx.load(str(_shipped()))
+    from hushbridge.models.runtime import linked_path
+
+    model = onnx.load(str(linked_path(_shipped())))
     for v in list(model.graph.input) + list(model.graph.output):
         if v.name in ("state_2", "state_2_out"):
             v.type.tensor_type.shape.dim[0].dim_param = "other"

@@ -520,7 +520,9 @@ def test_a_failed_export_leaves_the_model_file_alone(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt", "denoise.onnx"]  # no temp file left
     monkeypatch.undo()
     assert ex.main(["--checkpoint", str(ck), "--out", str(out), "--postfilter", "none"]) == 0
-    assert out.read_bytes()[:4] != b"the " and sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt", "denoise.onnx"]
+    # and its link-group graph beside it
+    assert out.read_bytes()[:4] != b"the " and sorted(p.name for p in tmp_path.iterdir()) == [
+        "ck.pt", "denoise.linked.onnx", "denoise.onnx"]
 
 
 def test_init_starts_a_run_of_another_name_from_a_checkpoints_weights(tmp_path):

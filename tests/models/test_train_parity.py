@@ -92,7 +92,7 @@ def test_linked_stereo_streams_like_the_whole_signal(random_net, tmp_path, pf):
 
     random_net.postfilter = pf
     try:
-        path = ex.export(random_net, tmp_path / "l.onnx")
+        path = ex.export(random_net, tmp_path / "l.onnx", linked=True)
         assert ex.parity_linked(random_net, path, seconds=1.0) <= 1e-4
         rng = np.random.default_rng(5)
         x = np.stack([_signal(1.0, seed=6), 0.5 * _signal(1.0, seed=6) + 0.02 * rng.standard_normal(
@@ -109,13 +109,15 @@ def test_linked_stereo_streams_like_the_whole_signal(random_net, tmp_path, pf):
             m.audio_in[...] = x[:, k * md.HOP:(k + 1) * md.HOP]
             got[:, k * md.HOP:(k + 1) * md.HOP] = m.run_all()
         assert np.max(np.abs(got - ref)) <= 1e-4
-        # the enhancement is linear for given coefficients: the pair's mean is the mid's own output
-        with torch.no_grad():
-            mid = random_net(torch.from_numpy(x.mean(0))[None])[0][0].numpy()
-        assert np.max(np.abs(got.mean(0) - mid)) <= 1e-4
-        # ... and unlike running each channel on its own
-        alone = np.stack([ex.run_onnx(path, x[c])[0] for c in range(2)])
+        # unlike running each channel on its own (the per-channel graph, and this one per channel)
+        plain = ex.export(random_net, tmp_path / "p.onnx")
+        alone = np.stack([ex.run_onnx(plain, x[c])[0] for c in range(2)])
+        np.testing.assert_allclose(ex.run_onnx(path, x)[0], alone, atol=1e-6)
         assert np.max(np.abs(alone - got)) > 1e-3
+        # a pair in opposite polarity is the mono signal twice, one side inverted: nothing cancels
+        flip, _ = ex.run_onnx(path, np.stack([x[0], -x[0]]), groups=1)
+        np.testing.assert_allclose(flip[0], alone[0], atol=1e-5)
+        np.testing.assert_allclose(flip[1], -alone[0], atol=1e-5)
         # three channels link too; one reset restarts the group
         y3, act = ex.run_onnx(path, np.stack([x[0], x[1], x[0]]), groups=1)
         assert act.shape == (1, x.shape[1] // md.HOP) and np.max(np.abs(y3[2] - y3[0])) <= 1e-6
@@ -135,17 +137,30 @@ def test_contract_names_shapes_metadata(exported):
     sess = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     ins = {i.name: i.shape for i in sess.get_inputs()}
     outs = {o.name: o.shape for o in sess.get_outputs()}
-    # a dynamic dimension leads every tensor but the attenuation limit: channels for the audio and
-    # the buffers of each channel, link groups for the network's state and outputs
-    assert ins["audio_in"] == ["channels", 240] and outs["audio_out"] == ["channels", 240]
-    assert ins["atten_lim_db"] == [1] and outs["activity"] == ["groups", 1] and outs["gains"] == ["groups", 32]
+    # a dynamic batch leads every tensor but the attenuation limit: one run serves every channel
+    assert ins["audio_in"] == ["batch", 240] and outs["audio_out"] == ["batch", 240]
+    assert ins["atten_lim_db"] == [1] and outs["activity"] == ["batch", 1] and outs["gains"] == ["batch", 32]
     states = sorted(k for k in ins if k.startswith("state_"))
     assert states == [f"state_{k}" for k in range(len(states))]
-    grouped = dict(zip(states, md.StreamingDenoise(md.DenoiseNet()).group_states()))
+    for s in states:
+        assert outs[f"{s}_out"] == ins[s] and ins[s][0] == "batch"
+    assert m.opset_import[0].version >= 17
+
+
+def test_linked_graph_names_channels_and_groups(random_net, tmp_path):
+    path = ex.export(random_net, tmp_path / "l.onnx", linked=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ins = {i.name: i.shape for i in sess.get_inputs()}
+    outs = {o.name: o.shape for o in sess.get_outputs()}
+    # channels for the audio and the buffers of each channel, link groups for the network's state and outputs
+    assert ins["audio_in"] == ["channels", 240] and outs["audio_out"] == ["channels", 240]
+    assert outs["activity"] == ["groups", 1] and outs["gains"] == ["groups", 32]
+    states = sorted((k for k in ins if k.startswith("state_")), key=lambda s: int(s[6:]))
+    grouped = dict(zip(states, md.StreamingDenoise(random_net, linked=True).group_states()))
     for s in states:
         assert outs[f"{s}_out"] == ins[s] and ins[s][0] == ("groups" if grouped[s] else "channels")
     assert [s for s in states if grouped[s]] == ["state_1", "state_2", "state_3"]
-    assert m.opset_import[0].version >= 17
+    assert ins[states[-1]] == ["channels", 2]  # each channel's level, for its group's reference
 
 
 def test_impulse_comes_out_at_graph_delay(tmp_path):
@@ -207,7 +222,7 @@ def test_postfilter_streams_like_the_whole_signal_and_is_recorded(random_net, tm
         assert json.loads(meta["hushbridge.postfilter"]) == pf
         shapes = json.loads(meta["hushbridge.state_shapes"])
         # the release carries the held band gains from hop to hop; without one the graph has no such state
-        assert ("state_6" in shapes) == ("release" in pf)
+        assert len(shapes) == 6 + ("release" in pf)
         if "release" in pf:
             assert shapes["state_6"] == [1, md.N_BANDS]
         x = _signal()[: 48000]
@@ -365,3 +380,25 @@ def test_context_branch_starts_at_zero_and_changes_the_output_once_trained(rando
     with torch.no_grad():
         a, b = net(x)[0], net(y)[0]
     assert torch.equal(a[:, :30000], b[:, :30000])
+
+
+def test_link_reference_keeps_one_side_s_phase_and_holds_its_choice():
+    spec = torch.randn(1, 1, 2, md.N_BINS)
+    pair = torch.cat([spec, -spec], dim=1)  # opposite polarity: the first side, not a cancellation
+    out, lv = md.link_reference(pair, (pair * pair).sum(2), torch.zeros(2, 2))
+    torch.testing.assert_close(out, spec[:, 0], atol=1e-6, rtol=1e-5)
+    assert lv[:, 1].tolist() == [1.0, 0.0]  # the first of equals is the reference
+    # the right side 0.5 dB louder: the left stays the reference (1 dB of hold) ...
+    loud = torch.cat([spec, 10 ** (0.5 / 20) * spec], dim=1)
+    e = float((spec * spec).sum())
+    level = torch.tensor([[e, 1.0], [10 ** 0.05 * e, 0.0]])
+    _, lv = md.link_reference(loud, (loud * loud).sum(2), level)
+    assert lv[:, 1].tolist() == [1.0, 0.0]
+    # ... 2 dB louder, it takes over; one side silent: the other's phase at both sides' RMS
+    louder = torch.cat([spec, 10 ** (2 / 20) * spec], dim=1)
+    level = torch.tensor([[e, 1.0], [10 ** 0.2 * e, 0.0]])
+    _, lv = md.link_reference(louder, (louder * louder).sum(2), level)
+    assert lv[:, 1].tolist() == [0.0, 1.0]
+    one = torch.cat([torch.zeros_like(spec), spec], dim=1)
+    out, _ = md.link_reference(one, (one * one).sum(2), torch.zeros(2, 2))
+    torch.testing.assert_close(out, spec[:, 0] / 2 ** 0.5, atol=1e-6, rtol=1e-5)
