@@ -41,13 +41,32 @@ def through_links(target: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(target)) if target.is_symlink() else target
 
 
+#: every temporary file :func:`temp_beside` made in this process, named before it exists: a
+#: SIGTERM can land between the file's creation and the moment its caller holds the name (inside
+#: ``os.open``'s return, a ``str()`` around the result), where no ``except`` of the caller can
+#: remove it; :func:`remove_leftovers` does, when the signal has unwound the command (seen once
+#: in CI under load: a hidden ``.o.*.part.wav`` left after SIGHUP)
+_made: set[str] = set()
+
+
 def temp_beside(target: str | os.PathLike[str], tag: str = "part") -> Path:
     """An empty temporary file in ``target``'s folder, named ``.<stem>.<random>.<tag><suffix>``
     (hidden, same extension, so format detection by extension still works), with the mode
     :func:`new_file_mode` gives. The caller renames it over ``target`` (``os.replace``) or
     removes it."""
     target = Path(target)
-    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".{tag}{target.suffix}", dir=target.parent)
+    names = tempfile._get_candidate_names()  # mkstemp's own random names
+    for _ in range(tempfile.TMP_MAX):
+        name = os.path.join(os.path.abspath(target.parent), f".{target.stem}.{next(names)}.{tag}{target.suffix}")
+        _made.add(name)  # before the file exists: see _made
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except FileExistsError:
+            _made.discard(name)  # someone else's
+            continue
+        break
+    else:  # pragma: no cover - as mkstemp
+        raise FileExistsError(f"no usable temporary name in {target.parent}")
     try:
         os.fchmod(fd, new_file_mode(target))
     except BaseException:  # a failure, or Ctrl-C / SIGTERM, before the caller knows the name
@@ -56,6 +75,22 @@ def temp_beside(target: str | os.PathLike[str], tag: str = "part") -> Path:
         raise
     os.close(fd)
     return Path(name)
+
+
+def remove_leftovers() -> list[str]:
+    """Remove the temporary files of :func:`temp_beside` still there (for a command that a signal
+    ends: every one is unfinished then); returns their names."""
+    gone = []
+    for name in list(_made):
+        try:
+            os.unlink(name)
+            gone.append(name)
+        except FileNotFoundError:
+            pass  # renamed over its target, or removed by its caller
+        except OSError:
+            continue
+        _made.discard(name)
+    return gone
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:

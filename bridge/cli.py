@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from hushbridge import __version__
+from hushbridge.atomic import remove_leftovers
 from hushbridge.errors import HushbridgeError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -1317,8 +1318,10 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"{where}{e.strerror or e}")
         return EXIT_FAILED
     except _Terminated as e:
+        remove_leftovers()  # a temporary file made where no caller's cleanup could see it
         return 128 + e.signum  # as a shell reports a process that the signal ended
     except KeyboardInterrupt:
+        remove_leftovers()
         return 130
     finally:
         for sig, handler in previous.items():

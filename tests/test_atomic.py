@@ -49,3 +49,27 @@ def test_a_symbolic_link_is_written_through(tmp_path):
     assert through_links(link) == real.resolve() and through_links(real) == real
     write_text_atomic(link, "new")
     assert link.is_symlink() and real.read_text() == "new" and link.read_text() == "new"
+
+
+def test_a_temporary_file_whose_name_never_reached_its_caller_is_removed_after_a_signal(tmp_path, monkeypatch):
+    """A SIGTERM can land right after the file exists and before its caller holds the name (CI
+    once kept a hidden ``.o.*.part.wav`` after SIGHUP): the command's unwinding removes it."""
+    from hushbridge import atomic
+
+    done = atomic.temp_beside(tmp_path / "kept.wav")
+    os.replace(done, tmp_path / "kept.wav")  # a finished one, renamed over its target
+    real_open = os.open
+
+    def open_then_signal(*a, **k):
+        real_open(*a, **k)
+        raise KeyboardInterrupt  # the handler's exception, as os.open returns
+
+    monkeypatch.setattr(atomic.os, "open", open_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.temp_beside(tmp_path / "out.wav")
+    monkeypatch.undo()
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert len(left) == 1  # the file no caller knows
+    gone = atomic.remove_leftovers()
+    assert str(tmp_path / left[0]) in gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.wav"]
