@@ -132,6 +132,9 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
         if at:
             alone = eid in outside and eid not in chain.ids  # process --automix's automixer
             target = outside[eid] if alone else chain[eid]
+            if pid == "link" and hasattr(target, "set_link"):
+                raise ParamError(f"--set {item!r}: link says how {eid} hears all the channels together, not one "
+                                 f"channel's value: --set {eid}.link=stereo|all|none")
             if not getattr(args, "per_channel", False) and target.channel_coupling != "joint":
                 raise ParamError(f"--set {item!r}: a channel's own value is used when each channel runs on its own: "
                                  "add --per-channel")
@@ -178,6 +181,9 @@ def _build_chain(args: argparse.Namespace, outside: dict | None = None, first=No
                 effect.set_link(value.strip())
             except ValueError as e:
                 raise ParamError(f"--set {item!r}: {e}") from None
+            if getattr(args, "per_channel", False):
+                _warning(f"--set {item}: with --per-channel every channel has a {effect.name} of its own: "
+                         "there is nothing to link, each runs alone")
             continue
         param = effect.param(pid)  # ParamError naming the parameters there are
         choices = tuple(param.choices or ())
@@ -1310,11 +1316,14 @@ def main(argv: list[str] | None = None) -> int:
             previous[sig] = signal.signal(sig, _raise_interrupt)
     try:
         return args.func(args)
-    except HushbridgeError as e:
-        _error(e)
-        return EXIT_FAILED if not isinstance(e, ValueError) else EXIT_USAGE
-    except OSError as e:  # a folder not writable, a full disk: one line, not a traceback
-        where = f"{e.filename}: " if e.filename else ""
+    except (HushbridgeError, OSError) as e:
+        if _signalled:  # the signal, turned into another error on its way (inside onnxruntime's import)
+            remove_leftovers()
+            return 128 + _signalled[0]
+        if isinstance(e, HushbridgeError):
+            _error(e)
+            return EXIT_FAILED if not isinstance(e, ValueError) else EXIT_USAGE
+        where = f"{e.filename}: " if e.filename else ""  # a folder not writable, a full disk: one line
         _error(f"{where}{e.strerror or e}")
         return EXIT_FAILED
     except _Terminated as e:

@@ -241,6 +241,7 @@ class ModelEffect(Effect):
                  overload_budget: float = 0.5, link: str = "stereo", **values: float) -> None:
         if resample_quality not in RESAMPLE_QUALITIES:
             raise ValueError(f"resample_quality must be one of {RESAMPLE_QUALITIES}, got {resample_quality!r}")
+        link = link.lower() if isinstance(link, str) else link
         if link not in LINK_MODES:
             raise ValueError(f"{self.name}: link must be one of {', '.join(LINK_MODES)}, got {link!r}")
         if not (isinstance(overload_budget, (int, float)) and 0.0 <= overload_budget):
@@ -331,6 +332,7 @@ class ModelEffect(Effect):
     def set_link(self, link: str) -> None:
         """Choose ``link`` (see above); a set-up option: it takes effect at the next ``prepare``
         (a preset's ``link = "none"``, ``--set denoise.link=none``), never in a running stream."""
+        link = link.lower() if isinstance(link, str) else link
         if link not in LINK_MODES:
             raise ValueError(f"{self.name}: link must be one of {', '.join(LINK_MODES)}, got {link!r}")
         self.link = link

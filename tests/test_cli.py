@@ -80,6 +80,34 @@ def test_set_link_runs_a_stereo_pair_s_denoiser_per_channel(speechlike, tmp_path
     assert np.abs(outs["linked"][:, 0] - outs["left"]).max() > 1e-3
 
 
+def test_link_any_case_and_a_note_where_per_channel_leaves_nothing_to_link(speechlike, tmp_path):
+    r = hb("process", speechlike, tmp_path / "a.wav", "--chain", "denoise", "--set", "denoise.link=NONE")
+    assert r.returncode == 0, r.stderr
+    r = hb("process", speechlike, tmp_path / "b.wav", "--chain", "denoise", "--per-channel", "--set",
+           "denoise.link=all")
+    assert r.returncode == 0 and "nothing to link" in " ".join(r.stderr.split())
+
+
+def test_an_error_that_a_signal_caused_ends_as_the_signal(monkeypatch, tmp_path):
+    """A SIGTERM inside onnxruntime's import came out as "onnxruntime is needed" and exit 1 (QA,
+    session 29): an error raised while a signal is being handled ends as that signal."""
+    from hushbridge import cli
+    from hushbridge.models.runtime import ModelError
+
+    def signalled_then_failed(args):  # noqa: ARG001
+        cli._signalled.append(signal.SIGTERM)
+        raise ModelError("cannot load x.onnx: initialization failed")
+
+    monkeypatch.setattr(cli, "_cmd_process", signalled_then_failed)
+    assert cli.main(["process", str(tmp_path / "in.wav"), str(tmp_path / "out.wav")]) == 128 + signal.SIGTERM
+
+    def failed(args):  # noqa: ARG001
+        raise ModelError("cannot load x.onnx")
+
+    monkeypatch.setattr(cli, "_cmd_process", failed)
+    assert cli.main(["process", str(tmp_path / "in.wav"), str(tmp_path / "out.wav")]) == cli.EXIT_FAILED
+
+
 def test_process_removes_a_dc_offset_and_says_so_unless_told_to_keep_it(speechlike, tmp_path):
     x, sr = sf.read(str(speechlike), dtype="float32")
     src = tmp_path / "offset.wav"
@@ -122,6 +150,8 @@ def test_process_chain_with_a_plugin(speechlike, tmp_path):
     # an option fixed when the effect is made, not a parameter ("'HQ' is not a number" before)
     (["--chain", "denoise", "--set", "denoise.resample_quality=HQ"], "Denoise(resample_quality=...)"),
     (["--chain", "denoise", "--set", "denoise.link=left"], "link must be one of stereo, all, none, got 'left'"),
+    (["--chain", "denoise", "--per-channel", "--set", "denoise@2.link=none"],
+     "link says how denoise hears all the channels together, not one channel's value"),
     (["--chain", "gain", "--set", "gain.link=none"], "no parameter 'link'"),
 ])
 def test_bad_options_fail_clearly_and_leave_out_untouched(speechlike, tmp_path, args, message):
