@@ -832,7 +832,10 @@ def _cmd_presets(args: argparse.Namespace) -> int:  # noqa: ARG001
     for name, source in presets.items():
         try:
             chain = find_preset(name).build()
-            desc = escape(" > ".join(chain.ids))
+            # set-up options a preset keeps besides parameters (a denoiser's link = "none")
+            desc = escape(" > ".join(eid + "".join(f" ({k}={v})" for k, v in
+                                                  (getattr(e, "preset_keys", dict)() or {}).items() if k == "link")
+                                     for eid, e in chain.items()))
         except HushbridgeError as e:
             desc = f"[red]broken: {escape(str(e))}[/]"
         out.print(f"{escape(name.ljust(width))} {desc}  [dim]({escape(str(source))})[/]")

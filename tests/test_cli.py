@@ -198,9 +198,15 @@ def test_batch_reports_failures_and_goes_on(speechlike, tmp_path):
     assert not (outdir / "bad.wav").exists()
 
 
-def test_presets_and_devices_commands():
+def test_presets_and_devices_commands(tmp_path):
     r = hb("presets")
     assert r.returncode == 0 and "dialogue" in r.stdout and "music-safe" in r.stdout
+    # a preset's set-up option shows beside its effect (platformdirs reads XDG_CONFIG_HOME)
+    folder = tmp_path / "cfg" / "hushbridge" / "presets"
+    folder.mkdir(parents=True)
+    (folder / "apart.toml").write_text('version = 1\n[[chain]]\neffect = "denoise"\nlink = "none"\n')
+    r = hb("presets", env_extra={"XDG_CONFIG_HOME": str(tmp_path / "cfg")})
+    assert r.returncode == 0 and "denoise (link=none)" in r.stdout, r.stdout
     r = hb("devices", env_extra={"JACK_DEFAULT_SERVER": "hb-no-such-server"})
     assert r.returncode == 0 and "JACK" in r.stdout and "PortAudio" in r.stdout
     assert "Cannot connect to server" not in r.stderr  # "no server" is an answer, not libjack noise
