@@ -638,8 +638,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 attach_osc(osc.controller, midi.mapper)
             where += f", MIDI in: {midi.port_label}"
         each = ", each channel through a chain of its own" if engine.per_channel and engine.channels > 1 else ""
+        # a model effect that hears the channels as one (a stereo pair, linked by default)
+        ids = [eid + (" (linked)" if getattr(e, "linked", False) else "") for eid, e in engine.chain.items()]
         err.print(f"hushbridge running on {backend.name} ({engine.spec.sample_rate} Hz, {engine.period_frames or engine.spec.max_block_size} frames, "
-                  f"{engine.channels} ch), chain {' > '.join(engine.chain.ids)}{each}, {where}. Ctrl-C to stop.",
+                  f"{engine.channels} ch), chain {' > '.join(ids)}{each}, {where}. Ctrl-C to stop.",
                   markup=False)
         own = _channel_values_line(engine)
         if own:

@@ -75,6 +75,24 @@ def test_run_on_jack_serves_osc_and_stops_on_sigterm(jack_server):
 
 
 @pytest.mark.jack
+def test_run_says_a_stereo_pair_s_denoiser_is_linked(jack_server):
+    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server.name, PYTHONUNBUFFERED="1")
+    for extra, want in (([], "denoise (linked)"), (["--set", "denoise.link=none"], "chain denoise,")):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--name", "hblink", "--chain", "denoise",
+             "--channels", "2", "--no-osc", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        seen = ""
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline and proc.poll() is None and "Ctrl-C to stop" not in seen:
+                seen += proc.stderr.readline()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+        assert want in seen, seen
+
+
+@pytest.mark.jack
 def test_run_exits_with_an_error_when_the_jack_server_dies(jack_server, tmp_path):
     """A JACK server that goes away (crash, kill) is not a frozen status line forever: `run`
     says so and exits non-zero, promptly, and a take it was recording is closed and named. A
