@@ -51,6 +51,12 @@ def test_the_frozen_program_cleans_files_with_its_bundled_presets_and_model(froz
     assert r.returncode == 0, r.stderr  # the denoise model (onnxruntime) in the frozen program
     assert "cannot fuse" not in r.stderr  # the kernels' sources travel: the fused chain works frozen too
     assert sf.info(tmp_path / "out.wav").frames == noisy.size
+    # a stereo pair: the denoiser links it through its link-group graph, bundled beside the model
+    assert list(frozen.parent.rglob("denoise.linked.onnx"))
+    sf.write(tmp_path / "pair.wav", np.stack([noisy, 0.5 * noisy]).T, 48000, subtype="FLOAT")
+    r = run(frozen, "process", tmp_path / "pair.wav", tmp_path / "pair_out.wav", "--preset", "stream", "-q")
+    assert r.returncode == 0, r.stderr
+    assert sf.info(tmp_path / "pair_out.wav").channels == 2
     r = run(frozen, "loudness", "--json", tmp_path / "out.wav")
     assert r.returncode == 0 and json.loads(r.stdout)[0]["integrated_lufs"] is not None
 
