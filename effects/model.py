@@ -241,9 +241,7 @@ class ModelEffect(Effect):
                  overload_budget: float = 0.5, link: str = "stereo", **values: float) -> None:
         if resample_quality not in RESAMPLE_QUALITIES:
             raise ValueError(f"resample_quality must be one of {RESAMPLE_QUALITIES}, got {resample_quality!r}")
-        link = link.lower() if isinstance(link, str) else link
-        if link not in LINK_MODES:
-            raise ValueError(f"{self.name}: link must be one of {', '.join(LINK_MODES)}, got {link!r}")
+        self.set_link(link)  # checked before a model file is opened
         if not (isinstance(overload_budget, (int, float)) and 0.0 <= overload_budget):
             raise ValueError(f"overload_budget must be a number >= 0, got {overload_budget!r}")
         path = self.default_model_path() if model_path is None else model_path
@@ -254,7 +252,6 @@ class ModelEffect(Effect):
         object.__setattr__(self, "_linked_model", None)
         self.resample_quality = resample_quality
         self.overload_budget = float(overload_budget)
-        self.link = link
         self._mix_state = np.array([1.0, 1.0, 1.0], dtype=np.float64)
         self._on_state = np.array([1.0, 1.0, 1.0], dtype=np.float64)
         self._red_target = 1.0
