@@ -199,14 +199,11 @@ def synthetic_items(n_per_snr: int, seconds: float, seed: int):
     held = split.eval_split()
     rng = np.random.default_rng(seed)
     n = int(seconds * GEN_SR)
-    speech_cache: dict[Path, np.ndarray] = {}
-    noise_cache: dict[Path, np.ndarray] = {}
+    decoded: dict[Path, np.ndarray] = {}
     for snr in SNRS:
         for k in range(n_per_snr):
-            sp = held.speech[rng.integers(len(held.speech))]
-            nz = held.noise[rng.integers(len(held.noise))]
-            s = speech_cache.setdefault(sp, load(sp, GEN_SR))
-            z = noise_cache.setdefault(nz, load(nz, GEN_SR))
+            sp, nz = _draw(held, rng)
+            s, z = _decoded(decoded, sp), _decoded(decoded, nz)
             s = np.pad(s, (0, max(0, n - len(s))))
             a = int(rng.integers(0, max(1, len(s) - n + 1)))
             s = s[a:a + n]
@@ -220,6 +217,18 @@ def synthetic_items(n_per_snr: int, seconds: float, seed: int):
                 room = f"+{rp.stem}"
             clean, noisy = _mix_at_snr(s, z, snr, np.mean(s.astype(np.float64) ** 2))
             yield f"snr{snr}_{k}_{sp.stem}+{nz.stem}{room}", clean, noisy, GEN_SR
+
+
+def _draw(held, rng: np.random.Generator) -> tuple[Path, Path]:
+    """One held-out speech recording and one held-out noise recording, at random."""
+    return held.speech[rng.integers(len(held.speech))], held.noise[rng.integers(len(held.noise))]
+
+
+def _decoded(cache: dict[Path, np.ndarray], path: Path) -> np.ndarray:
+    """``path`` at GEN_SR, decoded once per run of items."""
+    if path not in cache:
+        cache[path] = load(path, GEN_SR)
+    return cache[path]
 
 
 def _noise_segment(z: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -281,16 +290,14 @@ def pause_items(n_per_snr: int, seed: int):
 
     held = split.eval_split()
     rng = np.random.default_rng(seed + 1000)
-    speech_cache: dict[Path, np.ndarray] = {}
-    noise_cache: dict[Path, np.ndarray] = {}
+    decoded: dict[Path, np.ndarray] = {}
     for snr in SNRS:
         for k in range(n_per_snr):
-            sp = held.speech[rng.integers(len(held.speech))]
-            nz = held.noise[rng.integers(len(held.noise))]
+            sp, nz = _draw(held, rng)
             parts: list[np.ndarray] = []
             other = sp
             for _ in range(50):  # a short recording has fewer phrases: go on with others
-                s = speech_cache.setdefault(other, load(other, GEN_SR))
+                s = _decoded(decoded, other)
                 parts += _phrases(s, 3 - len(parts), 1.2)
                 if len(parts) == 3:
                     break
@@ -302,7 +309,7 @@ def pause_items(n_per_snr: int, seed: int):
             for part, pause in zip(parts, pauses):
                 clean += [part, np.zeros(int(pause * GEN_SR), np.float32)]
             c = np.concatenate(clean).astype(np.float64)
-            z = _noise_segment(noise_cache.setdefault(nz, load(nz, GEN_SR)), len(c), rng)
+            z = _noise_segment(_decoded(decoded, nz), len(c), rng)
             # the speech's power while it speaks
             clean_out, noisy = _mix_at_snr(c, z, snr, np.mean(np.concatenate(parts).astype(np.float64) ** 2))
             yield f"pauses_snr{snr}_{k}_{sp.stem}+{nz.stem}", clean_out, noisy, GEN_SR
