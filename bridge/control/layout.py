@@ -121,7 +121,7 @@ def touchosc_list(engine: Any) -> str:
         p = info.param
         bypass = p.id == "bypass" and info.address.endswith("/bypass")
         control = "toggle" if bypass else "choice" if p.choices else "stepped" if _steps(p) else "fader"
-        w.writerow([info.address, "" if bypass else info.address + "/norm", control, f"{p.min:g}", f"{p.max:g}",
+        w.writerow([info.address, info.address + "/norm", control, f"{p.min:g}", f"{p.max:g}",
                     f"{p.default:g}", f"{value:g}", p.unit, p.scale, p.display(value),
                     f"{p.step:g}" if p.step and not bypass else ""])
     return buf.getvalue()

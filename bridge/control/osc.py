@@ -18,7 +18,8 @@ request                          args                   reply / effect
 ===============================  =====================  ==============================================
 ``/hb/<id>/<param>``             number                 ``engine.set(..., clamp=True)``
 ``/hb/<id>/<param>/norm``        number 0..1            ``engine.set_norm``
-``/hb/<id>/bypass``              0/1 (int, float, T/F)  bypass (smoothed by the chain)
+``/hb/<id>/bypass``              0/1 (int, float, T/F)  bypass (smoothed by the chain); its
+                                                        ``/norm`` takes 0..1 (on from 0.5)
 ``/hb/get``                      address                ``/hb/value <address> <value f> <display s>``
                                                         (``<param>/norm``: the fader position 0..1)
 ``/hb/list``                                            ``/hb/param <address> <min> <max> <default>
@@ -40,6 +41,10 @@ request                          args                   reply / effect
                                                         the latency changes, and published values
                                                         (``/hb/transport/...``)
 ``/hb/unregister``               [port]                 stop that feedback
+                                                        (one feedback port per sender: a second
+                                                        ``/hb/register`` from the same send port
+                                                        moves it, as an app whose receive port
+                                                        was changed in its settings needs)
 ``/hb/subscribe``                address rate_hz        meters ``/hb/meter/<name> <values...>`` to
                                  [port]                 ``port`` on the sender's host, else its
                                                         registered port, else the sender; see
@@ -377,11 +382,11 @@ class OscController:
         for address, info in wanted.items():
             if address in self._param_routes:
                 continue
-            if address.endswith("/bypass") and info.param.id == "bypass":
-                routes = [(address, self.map(address, self._on_bypass))]
-            else:
-                routes = [(address, self.map(address, self._on_set)),
-                          (address + "/norm", self.map(address + "/norm", self._on_set_norm))]
+            # a bypass has its /norm too (0..1, from 0.5 on), so that a surface bound to /norm
+            # throughout (TouchOSC) can bypass
+            setter = self._on_bypass if address.endswith("/bypass") and info.param.id == "bypass" else self._on_set
+            routes = [(address, self.map(address, setter)),
+                      (address + "/norm", self.map(address + "/norm", self._on_set_norm))]
             self._param_routes[address] = routes
 
     def close(self) -> None:
@@ -867,7 +872,7 @@ class OscController:
         # them (or the port itself) made the change, else send it once
         skip = {dest for sender, dest in items if sender == source or dest == source}
         norm: float | None = None
-        if self._norm_dests and not address.endswith("/bypass"):
+        if self._norm_dests:
             try:
                 norm = float(self.engine.info(address).param.to_norm(float(value)))
             except ParamError:

@@ -95,6 +95,7 @@ def table_entries(engine: Any) -> tuple[int, list[tuple[str, int, int, Param, in
     for info in infos:
         if info.index <= BYPASS:  # the effect's bypass, or one channel's
             rows.append((info.address, info.slot, info.index, info.param, BYPASS_SET))
+            rows.append((info.address + "/norm", info.slot, info.index, info.param, NORM))
             continue
         effect = chain[info.slot]
         if type(effect).check_value is not Effect.check_value:

@@ -547,7 +547,8 @@ def test_register_feedback(engine, server, client):
 def test_a_fader_that_knows_only_0_to_1_gets_norm_feedback_and_can_ask_for_it(engine, server, client):
     """TouchOSC's faders send and show 0..1: `/hb/register norm` adds `<address>/norm` to the
     feedback and `/hb/get <address>/norm` reads the position (QA, session 23: it could set a
-    `/norm` address but never follow one). Bypass goes by its displayed name too."""
+    `/norm` address but never follow one). Bypass goes by its displayed name too, and has its
+    `/norm` (QA, session 30: a surface bound to /norm throughout had dead bypass buttons)."""
     other = Client(server.port)
     try:
         other.send("/hb/register", "norm")
@@ -564,9 +565,15 @@ def test_a_fader_that_knows_only_0_to_1_gets_norm_feedback_and_can_ask_for_it(en
         assert address == "/hb/gain/gain_db/norm" and value == pytest.approx(0.25, abs=1e-6) and display.endswith(" dB")
         client.send("/hb/gain_2/bypass", "on")  # as /hb/get shows it
         assert (other.recv().params, engine.get("/hb/gain_2/bypass")) == ([1.0], 1.0)
-        other.expect_nothing()  # a switch has no fader position
+        assert (lambda m: (m.address, m.params))(other.recv()) == ("/hb/gain_2/bypass/norm", [1.0])
         client.send("/hb/gain_2/bypass", "off")
-        assert other.recv().params == [0.0]
+        assert other.recv().params == [0.0] and other.recv().params == [0.0]
+        client.send("/hb/gain_2/bypass/norm", 0.7)  # a TouchOSC button or fader: on from 0.5
+        assert [(m.address, m.params) for m in (other.recv(), other.recv())] == \
+            [("/hb/gain_2/bypass", [1.0]), ("/hb/gain_2/bypass/norm", [1.0])]
+        client.send("/hb/gain_2/bypass/norm", False)
+        assert other.recv().params == [0.0] and other.recv().params == [0.0]
+        assert engine.get("/hb/gain_2/bypass") == 0.0 and client.get("/hb/gain_2/bypass/norm")[1:] == (0.0, "off")
         # another sender registering the same port without it (a debug oscsend) leaves it on: it
         # belongs to the sender that asked (QA: it turned the TouchOSC faders' feedback off)
         third = Client(server.port)

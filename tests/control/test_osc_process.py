@@ -68,10 +68,10 @@ def test_table_rows_cover_sets_norms_and_bypass_but_not_values_checked_by_the_ef
     assert kinds["/hb/gain/gain_db"] == (0, 0, SET)
     assert kinds["/hb/gain/gain_db/norm"] == (0, 0, NORM)
     assert kinds["/hb/highpass/bypass"] == (1, BYPASS, BYPASS_SET)
-    assert "/hb/highpass/bypass/norm" not in kinds
+    assert kinds["/hb/highpass/bypass/norm"] == (1, BYPASS, NORM)
     # Loudness.check_value refuses layouts that do not fit the prepared channel count: the
     # engine process must see those, so no Loudness parameter is on the fast path
-    assert not [a for a in kinds if a.startswith("/hb/loudness/") and not a.endswith("/bypass")]
+    assert not [a for a in kinds if a.startswith("/hb/loudness/") and not a.endswith(("/bypass", "/bypass/norm"))]
     assert "/hb/loudness/bypass" in kinds
 
 
@@ -82,15 +82,17 @@ def test_fast_sets_clamp_scale_and_reach_the_ring_in_order(fast):
     assert path.route(encode("/hb/gain/gain_db", [100.0]), me)         # clamped, as engine.set(clamp=True)
     assert path.route(encode("/hb/highpass/cutoff_hz/norm", [0.25]), me)
     assert path.route(encode("/hb/highpass/bypass", [1]), me)         # ,i
+    assert path.route(encode("/hb/gain/bypass/norm", [0.7]), me)      # a bypass's /norm: on from 0.5
     orders: list[float] = []
     assert drained(path.ring, orders) == [(0, 0, 0, 24.0, 0.0), (0, 1, 0, p.from_norm(0.25), 0.0),
-                                          (0, 1, BYPASS, 1.0, 0.0)]
+                                          (0, 1, BYPASS, 1.0, 0.0), (0, 0, BYPASS, 1.0, 0.0)]
     assert orders == sorted(orders) and orders[-1] <= time.monotonic()  # when each was accepted
     generation, changes, coalesced = path.take_batch()
     assert generation == 0 and coalesced == 0
     assert changes == [("/hb/gain/gain_db", 24.0, me, orders[0]),
                        ("/hb/highpass/cutoff_hz", p.from_norm(0.25), me, orders[1]),
-                       ("/hb/highpass/bypass", 1.0, me, orders[2])]
+                       ("/hb/highpass/bypass", 1.0, me, orders[2]),
+                       ("/hb/gain/bypass", 1.0, me, orders[3])]
     assert path.take_batch() is None
 
 
