@@ -485,15 +485,20 @@ class Transport:
         counting a lost tick (an interval near twice the median) as two; a gap over 0.5 s restarts
         the estimate.
     playing : bool
-        True after start or continue, False after stop.
+        True after start or continue, False after stop, and when the clock has been silent for
+        :attr:`STALE_S` (a master unplugged or crashed sends no stop).
     ticks : int
         Clock ticks since start (or the last song position pointer; 6 per 16th note).
+    beat : float
+        The song position in quarter notes (``ticks / 24``).
     last_change : float
-        ``time.monotonic()`` of the last change of ``bpm`` or ``playing``.
+        ``time.monotonic()`` of the last change of ``bpm``, ``playing`` or ``beat``.
 
-    Listeners, ``listener(transport, what)`` with ``what`` in ``"bpm"``, ``"playing"``, are called
-    on the MIDI thread; ``"bpm"`` only when the tempo moved by at least :attr:`BPM_HYSTERESIS`
-    (so a jittery clock does not flood feedback) or went to 0.
+    Listeners, ``listener(transport, what)`` with ``what`` in ``"bpm"``, ``"playing"``, ``"beat"``,
+    are called on the MIDI thread; ``"bpm"`` only when the tempo moved by at least
+    :attr:`BPM_HYSTERESIS` (so a jittery clock does not flood feedback) or went to 0; ``"beat"``
+    on start, on a song position pointer and on every quarter note while playing (not on every
+    tick: 48 messages a second at 120 BPM to every client would be a flood).
     """
 
     WINDOW = 48  # ticks: two beats
@@ -535,6 +540,8 @@ class Transport:
         stamps.append(stamp)
         if self.playing:
             self.ticks += 1
+            if self.ticks % 24 == 0:
+                self._notify("beat")
         if len(stamps) >= self.MIN_TICKS:
             tick_s = _tick_interval(stamps)
             if tick_s > 0.0:
@@ -544,19 +551,26 @@ class Transport:
                     self._notify("bpm")
 
     def expire(self, now: float) -> None:
-        """Tempo 0 once the clock has been silent for :attr:`STALE_S` (the MIDI thread calls it)."""
+        """Tempo 0 and stopped once the clock has been silent for :attr:`STALE_S` (the MIDI thread
+        calls it)."""
         if self.bpm != 0.0 and now - self._last_tick >= self.STALE_S:
             self.bpm = 0.0
             self._stamps.clear()
             self._notify("bpm")
+            self._set_playing(False)
 
     def deadline(self) -> float | None:
         """When :meth:`expire` has something to do (``None``: no tempo to expire)."""
         return self._last_tick + self.STALE_S if self.bpm != 0.0 else None
 
+    @property
+    def beat(self) -> float:
+        return self.ticks / 24.0
+
     def start(self) -> None:
         self.ticks = 0
         self._set_playing(True)
+        self._notify("beat")
 
     def cont(self) -> None:
         self._set_playing(True)
@@ -566,6 +580,7 @@ class Transport:
 
     def song_position(self, sixteenths: int) -> None:
         self.ticks = 6 * sixteenths
+        self._notify("beat")
 
     def _set_playing(self, playing: bool) -> None:
         if playing != self.playing:
@@ -573,7 +588,8 @@ class Transport:
             self._notify("playing")
 
     def state(self) -> dict[str, float | bool | int]:
-        return {"bpm": self.bpm, "playing": self.playing, "ticks": self.ticks, "last_change": self.last_change}
+        return {"bpm": self.bpm, "playing": self.playing, "ticks": self.ticks, "beat": self.beat,
+                "last_change": self.last_change}
 
 
 def _tick_interval(stamps: deque[float]) -> float:
@@ -657,17 +673,19 @@ class MidiMapper:
         if hasattr(engine, "publish"):
             self.transport.add_listener(self._publish_transport)
             # readable from the start (0: no MIDI clock yet / stopped): a controller polls on connect
-            for address in ("/hb/transport/tempo_bpm", "/hb/transport/playing"):
+            for address in ("/hb/transport/tempo_bpm", "/hb/transport/playing", "/hb/transport/beat"):
                 if not engine.is_published(address):
                     engine.publish(address, 0.0, source=MIDI_SOURCE)
 
     def _publish_transport(self, transport: Transport, what: str) -> None:
-        """Transport listener: ``/hb/transport/tempo_bpm`` (0.1 BPM steps) and ``/playing``
+        """Transport listener: ``/hb/transport/tempo_bpm`` (0.1 BPM steps), ``/playing`` and ``/beat``
         through ``engine.publish`` (readable with ``/hb/get``, echoed as OSC feedback)."""
         if what == "bpm":
             self.engine.publish("/hb/transport/tempo_bpm", round(transport.bpm, 1), source=MIDI_SOURCE)
         elif what == "playing":
             self.engine.publish("/hb/transport/playing", 1.0 if transport.playing else 0.0, source=MIDI_SOURCE)
+        elif what == "beat":
+            self.engine.publish("/hb/transport/beat", transport.beat, source=MIDI_SOURCE)
 
     def close(self) -> None:
         """Stop following the engine's preset loads."""

@@ -434,10 +434,30 @@ def test_transport_from_clock_messages():
     assert mapper.transport.playing and mapper.transport.ticks == 96
     mapper.handle(mido.Message("stop"))
     mapper.handle(mido.Message("songpos", pos=8))
-    assert not mapper.transport.playing and mapper.transport.ticks == 48
+    assert not mapper.transport.playing and mapper.transport.ticks == 48 and mapper.transport.beat == 2.0
     mapper.handle(mido.Message("continue"))
-    assert events[0] == ("playing", True) and events[-2:] == [("playing", False), ("playing", True)]
+    assert events[:2] == [("playing", True), ("beat", True)]  # start: at beat 0
+    assert events[-3:] == [("playing", False), ("beat", False), ("playing", True)]
     assert ("bpm", True) in events
+    assert events.count(("beat", True)) == 1 + 4  # and on each of the 4 quarter notes played
+
+
+def test_transport_beat_published_and_a_vanished_clock_stops():
+    """The song position reaches OSC as ``/hb/transport/beat`` (quarter notes) on start, on a song
+    position pointer and on every beat; a clock that goes silent while playing (a master unplugged
+    or crashed: no stop) reads stopped, not playing forever (QA, session 30)."""
+    engine = make_engine(False)
+    mapper = MidiMapper(engine)
+    mapper.handle(mido.Message("songpos", pos=10))  # 10 sixteenths: beat 2.5
+    assert engine.get("/hb/transport/beat") == 2.5
+    mapper.handle(mido.Message("continue"))
+    tick = 60 / (120 * 24)
+    for k in range(30):
+        mapper.handle(mido.Message("clock"), stamp=k * tick, now=100.0 + k * tick)
+    assert engine.get("/hb/transport/beat") == 3.0  # 60 + 12 ticks: published at the beat, not every tick
+    assert mapper.transport.beat == 3.75 and engine.get("/hb/transport/playing") == 1.0
+    mapper.transport.expire(100.0 + 29 * tick + mapper.transport.STALE_S)
+    assert engine.get("/hb/transport/tempo_bpm") == 0.0 and engine.get("/hb/transport/playing") == 0.0
 
 
 def test_transport_tempo_steady_under_jitter_lost_ticks_and_goes_to_zero_without_clock():
@@ -944,6 +964,7 @@ def test_transport_published_to_engine():
     mapper = MidiMapper(engine)
     # answered before any clock arrives (0: no tempo yet, stopped)
     assert engine.get("/hb/transport/tempo_bpm") == 0.0 and engine.get("/hb/transport/playing") == 0.0
+    assert engine.get("/hb/transport/beat") == 0.0
     seen = []
     engine.add_listener(lambda address, value, source: seen.append((address, value, source)))
     mapper.handle(mido.Message("start"))
