@@ -140,6 +140,23 @@ def test_switches_and_modes_by_name_and_text_encodings(tmp_path):
         load_preset(str(latin))
 
 
+def test_a_saved_preset_writes_switches_and_modes_by_name(user_config):
+    """A saved preset reads as one written by hand: ``detector = "rms"``, ``soft_repair = true``,
+    not the indices ``1.0`` (QA, session 30: hard to edit by hand), and loads back the same."""
+    import tomllib
+
+    from hushbridge.effects import Compressor, Declip, HighPass, Loudness
+
+    chain = Chain([HighPass(slope=1.0), Compressor(detector=1.0), Declip(soft_repair=1.0), Loudness(layout="5.0")])
+    path = save_preset(chain, "named")
+    doc = tomllib.loads(path.read_text())
+    params = [entry["params"] for entry in doc["chain"]]
+    assert params[0]["slope"] == "24 dB/oct" and params[1]["detector"] == "rms"
+    assert params[2]["soft_repair"] is True and params[3]["layout"] == "5.0" and isinstance(params[0]["cutoff_hz"], float)
+    again = load_preset("named")
+    assert [e.values() for _, e in again.items()] == [e.values() for _, e in chain.items()]
+
+
 def test_a_mode_named_like_a_number_is_the_name_not_an_index():
     """TOML reads ``layout = 5.0`` as a float: it is the "5.0" layout, not index 5 ("5.1")."""
     def layout(value: str) -> str:

@@ -366,6 +366,21 @@ def load_preset(name: str = DEFAULT_PRESET) -> Chain:
     return find_preset(name).build()
 
 
+def _saved_value(param: Any, value: float) -> Any:
+    """A parameter's value as a preset keeps it: a switch as true/false and a mode by its name
+    (``detector = "rms"``, not ``1.0``), so that a saved preset reads as it would be written by
+    hand; numbers as they are."""
+    choices = tuple(getattr(param, "choices", ()) or ())
+    if not choices:
+        return value
+    index = int(round(float(value) - param.min))
+    if not (0 <= index < len(choices) and float(value) - param.min == index):
+        return value
+    if choices == ("off", "on"):
+        return bool(index)
+    return choices[index]
+
+
 def chain_to_preset(chain: Chain, name: str, midi: dict[str, Any] | None = None) -> dict[str, Any]:
     """The TOML-ready dict describing ``chain``."""
     entries = []
@@ -378,9 +393,12 @@ def chain_to_preset(chain: Chain, name: str, midi: dict[str, Any] | None = None)
             entry["bypass"] = True
         cls = EFFECTS.get(effect.name)
         buttons = {p.id for p in cls.params if p.momentary} if cls is not None else set()
-        entry["params"] = {k: v for k, v in effect.values().items() if k not in buttons}  # a press is not a setting
+        params = {p.id: p for p in getattr(effect, "params", ())}
+        entry["params"] = {k: _saved_value(params.get(k), v) for k, v in effect.values().items()
+                           if k not in buttons}  # a press is not a setting
         own = chain.channel_values(i) if hasattr(chain, "channel_values") else {}
-        own = {str(c): {k: (True if k == "bypass" else v) for k, v in values.items() if k not in buttons}
+        own = {str(c): {k: (True if k == "bypass" else _saved_value(params.get(k), v)) for k, v in values.items()
+                        if k not in buttons}
                for c, values in own.items()}
         if any(own.values()):
             entry["channels"] = {c: values for c, values in own.items() if values}
