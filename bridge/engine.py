@@ -46,6 +46,7 @@ import heapq
 import itertools
 import logging
 import math
+import signal
 import sys
 import threading
 import time
@@ -70,6 +71,8 @@ from hushbridge.effects.chain import Chain
 from hushbridge.errors import ChainError, ParamError
 
 log = logging.getLogger(__name__)
+#: exit codes of a child process ended by Ctrl-C, SIGTERM or SIGHUP (sent to the process group)
+_STOPPING_SIGNALS = frozenset(-getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 SWAP_FADE_MS = 20.0
 GIL_SWITCH_INTERVAL = 0.0002  # s: longest wait of the audio thread for a busy control thread's GIL
@@ -1083,6 +1086,8 @@ class Engine:
                 if job[0].returncode == 0 and job[1] in (self._chain, *(self._incoming or ())[:1]):
                     if job[1].fuse_from_cache():
                         log.info("fused runs compiled: the chain now runs as one call per block")
+                elif job[0].returncode in _STOPPING_SIGNALS:  # the process group's Ctrl-C or SIGTERM
+                    log.info("compiling fused runs was stopped (signal %d)", -job[0].returncode)
                 elif job[0].returncode != 0:
                     log.warning("compiling fused runs failed (exit %s): the chain keeps running effect by "
                                 "effect", job[0].returncode)

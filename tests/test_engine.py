@@ -581,3 +581,27 @@ def test_a_channel_s_own_bypass_by_address_preset_and_cli_set():
     np.testing.assert_allclose(y[:, -1], [0.5 * 10 ** (-6 / 20), 0.5], rtol=1e-5)
     with pytest.raises(ParamError, match="unknown address"):
         make_engine(Gain()).set("/hb/gain@1/bypass", 1.0)  # not run per channel
+
+
+@pytest.mark.parametrize("how,warned", [("SIGTERM", False), ("SIGINT", False), ("exit 1", True)])
+def test_a_background_compile_stopped_by_the_process_group_s_signal_is_not_a_failure(caplog, how, warned):
+    """`timeout`, systemd or Ctrl-C signal the whole process group: the compile process ending
+    on that signal was logged as "compiling fused runs failed" while `run` stopped cleanly (QA,
+    session 30); a compile that really fails still says so."""
+    import logging
+    import signal
+    import subprocess
+    import sys
+
+    e = make_engine(Gain())
+    code = "import time; time.sleep(30)" if how.startswith("SIG") else "raise SystemExit(1)"
+    job = subprocess.Popen([sys.executable, "-c", code])
+    if how.startswith("SIG"):
+        job.send_signal(getattr(signal, how))
+    job.wait(10)
+    e._fuse_job = (job, e.chain)
+    with caplog.at_level(logging.INFO, logger="hushbridge.engine"):
+        e.housekeeping()
+    assert e._fuse_job is None
+    failed = [r for r in caplog.records if "compiling fused runs failed" in r.getMessage()]
+    assert bool(failed) == warned and all(r.levelno == logging.WARNING for r in failed)

@@ -273,9 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ring", required=True, help="shared memory name of the ParamRing")
     ap.add_argument("--capacity", type=int, required=True)
     args = ap.parse_args(argv)
-    # Ctrl-C in a terminal reaches the whole process group: the engine process decides when
-    # this one stops (it sends "stop", or its end of the pipe closes when it dies)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C in a terminal reaches the whole process group, and so does the SIGTERM of
+    # `timeout`, systemd or a container stop: the engine process decides when this one stops (it
+    # sends "stop", or its end of the pipe closes when it dies), else it reported a lost receiver
+    # while it was stopping cleanly
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     conn = Connection(args.conn_fd)
     sock = socket.socket(fileno=args.sock_fd)
     shm = _attach_shared(args.ring)
