@@ -653,9 +653,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       f"the bed skips the chain's cleanup", markup=False)
         if recorder is not None:
             take = recorder.take
+            sources = ([f"MIDI start/stop on {midi.port_label}"] if midi is not None else []) + \
+                (["Live's HushBridge Remote Script over OSC"] if osc is not None else [])
             err.print(f"recording to {', '.join(str(p) for p in take.paths + take.raw_paths)}" if take else
-                      "recording follows the transport: a take while it plays" if args.record_follow else
+                      f"recording follows the transport ({' or '.join(sources) or 'nothing can play it'}): "
+                      "a take while it plays" if args.record_follow else
                       "recording armed: /hb/record/start starts a take", markup=False)
+            if args.record_follow and not sources:
+                _warning("--record-follow with --no-osc and no --midi-in: no transport can start a take")
         tty = sys.stderr.isatty()
         errors_seen, blocks_seen, quiet_since = engine.callback_errors, engine.blocks, time.monotonic()
         while not stop.wait(0.5):
@@ -703,9 +708,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_take(err, recorder) -> None:  # noqa: ANN001 - a rich Console, a Recorder
-    take = recorder.take
-    if take is not None:
-        err.print(f"recorded {take.seconds:.1f} s: {', '.join(str(p) for p in take.paths + take.raw_paths)}"
+    """Every take of the run with its files (several: started and stopped over OSC, or by the
+    transport), so none is left to find in the folder."""
+    takes = recorder.takes
+    if len(takes) > 1:
+        err.print(f"recorded {len(takes)} takes:", markup=False)
+    for take in takes:
+        err.print(f"{'  ' if len(takes) > 1 else 'recorded '}{take.seconds:.1f} s: "
+                  f"{', '.join(str(p) for p in take.paths + take.raw_paths)}"
                   + "".join(f"; {note}" for note in take.notes()), markup=False)
 
 

@@ -1139,7 +1139,7 @@ class Engine:
         ms = lat / sr * 1000 if sr else 0.0
         line = (
             f"xruns {self.xruns}  cpu {self.cpu_load * 100:5.1f}%  latency {lat} smp ({ms:.2f} ms)  "
-            f"late {self.late_blocks}  dropped msgs {self.dropped_messages}"
+            f"late {self.late_blocks}  rejected msgs {self.dropped_messages}"
         )
         models = self._models()
         if models:  # whether what is heard is the model's output or its dry fallback

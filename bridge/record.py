@@ -133,6 +133,7 @@ class Recorder:
             if not target.parent.is_dir():
                 raise RecordingError(f"{target}: folder {target.parent} does not exist")
         self.target = target
+        self._ext = ".wav" if self.folder else target.suffix  # the user's spelling: Episode.WAV stays .WAV
         self.output = bool(output)
         self.raw = bool(raw)
         self.subtype = subtype
@@ -146,6 +147,7 @@ class Recorder:
         self._io = threading.Lock()  # the files: one thread at a time writes, closes or parts them
         self._take: Take | None = None
         self._last: Take | None = None
+        self._takes: list[Take] = []
         self._writer: threading.Thread | None = None
         self._quit = threading.Event()
         self._wake = threading.Event()
@@ -194,6 +196,11 @@ class Recorder:
         """The take running, else the last one (None before the first)."""
         return self._take or self._last
 
+    @property
+    def takes(self) -> tuple[Take, ...]:
+        """Every take started, oldest first."""
+        return tuple(self._takes)
+
     def status(self) -> str:
         """One line for a status display: ``rec 00:01:23 name.wav`` (and trouble, if any)."""
         take = self.take
@@ -236,6 +243,7 @@ class Recorder:
             self._latency_seen = engine.latency_samples
             self._synced = time.monotonic()
             self._take = take
+            self._takes.append(take)
             st[k.STATE] = k.ROLLING  # last: the audio thread starts taking rows with the next callback
         self._tell(take)
         return take
@@ -301,15 +309,16 @@ class Recorder:
         stem = self._stem(take)
         for n in range(1, 10000):
             base = stem if n == 1 else stem.with_name(f"{stem.name}-{n}")
-            names = [p for p, on in ((base.with_name(base.name + ".wav"), self.output),
-                                     (base.with_name(base.name + "-raw.wav"), self.raw)) if on]
+            ext = self._ext
+            names = [p for p, on in ((base.with_name(base.name + ext), self.output),
+                                     (base.with_name(base.name + "-raw" + ext), self.raw)) if on]
             # a name is free when the take's later parts are free too (an earlier take's leftovers)
-            if any(p.exists() or any(p.parent.glob(glob.escape(p.stem) + "-part*.wav")) for p in names):
+            if any(p.exists() or any(p.parent.glob(glob.escape(p.stem) + "-part*" + ext)) for p in names):
                 continue
             opened: list[sf.SoundFile] = []
             try:
                 for p in names:
-                    opened.append(self._create(p, take, engine, raw=p.name.endswith("-raw.wav"), first_frame=0))
+                    opened.append(self._create(p, take, engine, raw=p.name.endswith("-raw" + ext), first_frame=0))
             except BaseException as e:  # the files this take made so far go again
                 for p, f in zip(names, opened):
                     f.close()
@@ -375,8 +384,8 @@ class Recorder:
         frames = before + size // (f.channels * _BYTES[self.subtype])
         f.close()
         first = paths[0]
-        part = first.with_name(f"{first.stem}-part{len(paths) + 1}.wav")
-        new = self._create(part, take, engine, raw=first.name.endswith("-raw.wav"), first_frame=frames)
+        part = first.with_name(f"{first.stem}-part{len(paths) + 1}{self._ext}")
+        new = self._create(part, take, engine, raw=first.name.endswith("-raw" + self._ext), first_frame=frames)
         paths.append(part)
         self._files[i] = (paths, new, 0, frames)
 

@@ -154,6 +154,17 @@ def test_takes_never_replace_a_file_and_a_folder_names_them_by_time(tmp_path):
     assert (tmp_path / "ep.wav").read_bytes() == b"an earlier take"
     assert first.paths == [tmp_path / "ep-2.wav"] and first.raw_paths == [tmp_path / "ep-2-raw.wav"]
     assert second.paths == [tmp_path / "ep-3.wav"]
+    assert rec.takes == (first, second)  # `run` names them all when it stops
+    rec = Recorder(tmp_path / "Episode.WAV", raw=True)  # the name as the user spelled it (QA, session 30)
+    rec.attach(e)
+    try:
+        upper = rec.start()
+        feed.pos = 0
+        feed.run(4800)
+        finish(rec, feed)
+    finally:
+        rec.close()
+    assert upper.paths == [tmp_path / "Episode.WAV"] and upper.raw_paths == [tmp_path / "Episode-raw.WAV"]
     folder = tmp_path / "takes"
     folder.mkdir()
     rec = Recorder(folder)
@@ -524,3 +535,15 @@ def test_takes_follow_the_transport_one_file_each(tmp_path):
     for take, seconds in zip(takes, (0.6, 0.3)):
         assert take.finished and not take.error and abs(take.seconds - seconds) < 0.25
     assert not follower.errors
+    # `run` names every take when it stops, not only the last (QA, session 30)
+    import io
+
+    from rich.console import Console
+
+    from hushbridge.cli import _print_take
+
+    out = io.StringIO()
+    _print_take(Console(file=out, width=300), rec)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "recorded 2 takes:" and [line.split(": ")[-1] for line in lines[1:]] == \
+        [str(tmp_path / "show.wav"), str(tmp_path / "show-2.wav")]
