@@ -397,6 +397,8 @@ def _print_loudness_pass(loud, dst: Path, quiet: bool) -> None:
     after = loud.after
     for warning in loud.warnings:
         _warning(warning)
+    for note in loud.notes if not quiet else ():
+        _console().print(f"  {note}", markup=False)
     if not quiet:
         _console().print(
             f"  loudness {_fmt(loud.before['integrated_lufs'])} -> {_fmt(after['integrated_lufs'])} LUFS "

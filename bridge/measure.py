@@ -157,6 +157,44 @@ def measure(audio, sr: float) -> dict[str, float]:
     }
 
 
+def _file_weights(path, info, layout: str | None, channel_mask: int | None) -> tuple[np.ndarray, int | None]:
+    """The channels' BS.1770 weights for :func:`loudness_file` (see there) and the mask they came from."""
+    from hushbridge.io.files import channel_mask_of
+
+    mask = None if layout is not None else (channel_mask or channel_mask_of(path, info))
+    if layout == "equal":
+        return np.ones(info.channels), mask
+    return (_L.channel_weights_from_mask(info.channels, mask) if mask
+            else _L.channel_weights(info.channels, layout)), mask
+
+
+def whole_clip_loudness(path, *, layout: str | None = None, channel_mask: int | None = None) -> float:
+    """Loudness (LUFS) of a clip shorter than BS.1770's 400 ms block, which has no integrated
+    loudness: the K-weighted power over its whole length, as one block, channels weighted as
+    :func:`loudness_file` weighs them; ``-inf`` under the -70 LUFS gate. For short stings and
+    single words that a batch normalizes with everything else."""
+    import soundfile as sf
+
+    from hushbridge.errors import AudioFileError
+    from hushbridge.io.files import audio_info, wav_order
+
+    info = audio_info(path)
+    weights, _ = _file_weights(path, info, layout, channel_mask)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            perm = wav_order(f.format, f.channels)
+            data = f.read(dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, sf.SoundFileRuntimeError, RuntimeError) as e:
+        raise AudioFileError(f"{path}: corrupt or truncated audio ({e})") from e
+    if data.shape[0] == 0:
+        return float("-inf")
+    data[~np.isfinite(data)] = 0.0
+    x = data.T if perm is None else data.T[perm]
+    power = float(np.dot(np.asarray(weights, dtype=np.float64), np.mean(k_weight(x, info.samplerate) ** 2, axis=1)))
+    lufs = float(_power_to_lufs(power)) if power > 0.0 else float("-inf")
+    return lufs if lufs > -70.0 else float("-inf")
+
+
 def loudness_file(path, *, layout: str | None = None, channel_mask: int | None = None,
                   block_frames: int = 1 << 16, timeline_s: float | None = None) -> dict[str, float]:
     """Loudness report of an audio file, read in blocks (constant memory for any duration).
@@ -181,7 +219,7 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     import soundfile as sf
 
     from hushbridge.errors import AudioFileError
-    from hushbridge.io.files import audio_info, channel_mask_of, truncation_warning, wav_order
+    from hushbridge.io.files import audio_info, truncation_warning, wav_order
 
     info = audio_info(path)
     if info.format == "FFMPEG":  # only ffmpeg reads it: measured from a decoded copy
@@ -198,12 +236,7 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
         return out
     if info.samplerate <= 3400:
         raise AudioFileError(f"{path}: sample rate {info.samplerate} Hz is too low for BS.1770 loudness")
-    mask = None if layout is not None else (channel_mask or channel_mask_of(path, info))
-    if layout == "equal":
-        weights = np.ones(info.channels)
-    else:
-        weights = (_L.channel_weights_from_mask(info.channels, mask) if mask
-                   else _L.channel_weights(info.channels, layout))
+    weights, mask = _file_weights(path, info, layout, channel_mask)
     st = _L.allocate(info.channels, info.samplerate, weights)
     frames = nonfinite = 0
     timeline: dict[str, list] | None = None

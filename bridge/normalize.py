@@ -17,6 +17,7 @@ from hushbridge.errors import AudioFileError
 
 TARGETS = {"podcast": -16.0, "streaming": -14.0, "broadcast": -23.0}
 MAX_GAIN_DB = 60.0  # beyond it a "quiet" file is noise floor: say so rather than raise it
+BLOCK_S = 0.4  # BS.1770's gating block: a shorter clip has no integrated loudness
 
 
 @dataclass
@@ -75,12 +76,13 @@ def normalize_file(
     Raises
     ------
     AudioFileError
-        Unreadable input; a silent input or one shorter than a 400 ms block; more than
+        Unreadable input; a silent input (one shorter than a 400 ms block is measured as one
+        block); sound only on the LFE; more than
         ``MAX_GAIN_DB`` to apply; ``out`` is ``inp``; the ceiling could not be held.
     """
     from hushbridge.effects import Chain, Limiter
     from hushbridge.io.files import _format_for, audio_info, channel_mask_of, layout_loss, process_file
-    from hushbridge.measure import loudness_file
+    from hushbridge.measure import loudness_file, whole_clip_loudness
 
     src, dst = Path(inp), Path(out)
     shown = name if name is not None else src
@@ -115,9 +117,24 @@ def normalize_file(
     level = before["integrated_lufs"]
     if before["unweighed"]:
         raise AudioFileError(f"{shown}: {before['unweighed']}; nothing to normalize")
+    # a sting or a single word: no 400 ms block to gate, so the whole clip is one (a batch of
+    # clips lost them, and `process --loudness` wrote no file at all)
+    one_block = not math.isfinite(level) and before["duration_s"] < BLOCK_S
+    notes: list[str] = []
+    if one_block:
+        level = before["integrated_lufs"] = whole_clip_loudness(src, **weigh)
+        if math.isfinite(level):
+            notes.append(f"{before['duration_s'] * 1000:.0f} ms, shorter than BS.1770's 400 ms block: its loudness "
+                         "is measured over its whole length, as one block")
     if not math.isfinite(level):
-        raise AudioFileError(f"{shown}: silent, quieter than BS.1770's -70 LUFS gate throughout, or shorter "
-                             "than one 400 ms block; nothing to normalize")
+        if one_block:
+            raise AudioFileError(f"{shown}: silent or quieter than BS.1770's -70 LUFS gate; nothing to normalize")
+        if layout != "equal" and before["true_peak_dbtp"] > -math.inf \
+                and math.isfinite(loudness_file(src, layout="equal")["integrated_lufs"]):
+            raise AudioFileError(f"{shown}: its sound is only in channels BS.1770 leaves out of loudness (the LFE), "
+                                 "so it measures -inf; --layout equal measures every channel as full-range sound")
+        raise AudioFileError(f"{shown}: silent or quieter than BS.1770's -70 LUFS gate throughout; nothing to "
+                             "normalize")
     gain_db = target_lufs - level
     if gain_db > MAX_GAIN_DB:
         raise AudioFileError(f"{shown}: reaching {target_lufs:g} LUFS from {level:.1f} LUFS needs "
@@ -152,6 +169,8 @@ def normalize_file(
             except AudioFileError as e:  # name the file the user asked for, not our temporary one
                 raise AudioFileError(str(e).replace(str(tmp), str(dst)).replace(str(src), str(shown))) from e
             after = loudness_file(tmp, **weigh)
+            if one_block:
+                after["integrated_lufs"] = whole_clip_loudness(tmp, **weigh)
             over = after["true_peak_dbtp"] - ceiling_dbtp
             short = target_lufs - after["integrated_lufs"]
             if attempt == 3:
@@ -188,4 +207,4 @@ def normalize_file(
             tmp.unlink()
     return NormalizeReport(before=before, after=after, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp,
                            gain_db=gain_db, limited=limit, limiter_ceiling_dbtp=limiter_ceiling, trim_db=trim_db,
-                           subtype=report.subtype, warnings=warnings)
+                           subtype=report.subtype, warnings=warnings, notes=notes)

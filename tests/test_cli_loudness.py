@@ -359,6 +359,35 @@ def test_process_loudness_refuses_what_it_cannot_deliver(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav", "silent.wav"]
 
 
+def test_a_clip_shorter_than_one_400_ms_block_is_measured_as_one(tmp_path: Path) -> None:
+    """A sting or a one-word drop has no BS.1770 integrated loudness (no 400 ms block to gate):
+    `normalize` refused it and `process --loudness` wrote no file, so a batch lost such clips (QA,
+    session 30). Now the whole clip is one block; and a file whose only sound is on the LFE is
+    said to be that, not silent."""
+    sr = 48000
+    t = np.arange(int(0.3 * sr)) / sr
+    tone = 10 ** (-20 / 20) * np.sin(2 * np.pi * 997 * t)
+    clip = tmp_path / "sting.wav"
+    sf.write(str(clip), np.stack([tone, tone], axis=1), sr, subtype="PCM_24")
+    out = tmp_path / "n.wav"
+    r = hb("normalize", clip, out, "--target", "-16")
+    assert r.returncode == 0, r.stderr
+    assert "300 ms, shorter than BS.1770's 400 ms block" in " ".join(r.stdout.split())
+    y, _ = sf.read(str(out))
+    # a steady 997 Hz stereo tone: -20 dBFS per channel is -20 LUFS (K-weighting +0.7 dB there,
+    # offset -0.691), so -16 LUFS is 4 dB of gain, whatever this meter says of itself
+    assert 20 * np.log10(np.abs(y).max()) == pytest.approx(-16.0, abs=0.1)
+    rendered = tmp_path / "p.wav"
+    r = hb("process", clip, rendered, "--chain", "gain", "--loudness", "-16")
+    assert r.returncode == 0 and sf.info(str(rendered)).frames == len(t), r.stderr
+    sf.write(str(tmp_path / "quiet.wav"), np.zeros((len(t), 2)), sr)
+    r = hb("normalize", tmp_path / "quiet.wav", tmp_path / "q.wav")
+    assert r.returncode == 1 and "silent" in r.stderr and not (tmp_path / "q.wav").exists()
+    lfe = _mics(tmp_path, 6, talking=3)  # mask-less 6 channels read as 5.1: the fourth is the LFE
+    r = hb("normalize", lfe, tmp_path / "l.wav")
+    assert r.returncode == 1 and "only in channels BS.1770 leaves out of loudness (the LFE)" in " ".join(r.stderr.split())
+
+
 def _mics(tmp_path: Path, channels: int, talking: int, fmt: str = "WAV") -> Path:
     """A mask-less poly WAV: one 1 kHz 'talker' at -30 dBFS on mic ``talking``, the rest silent."""
     sr = 48000
