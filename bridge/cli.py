@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import re
@@ -742,8 +743,40 @@ def _start_midi_in(args: argparse.Namespace, engine, backend):
     host = backend if api == "jack" and args.backend == "jack" else None
     extra = {"jack_host": host, "port_name": "midi_in"} if host is not None else {}
     midi = MidiInput(mapper, port=port, api=api, server=args.server if api == "jack" else None, **extra)
+    _show_midi_connections()
     midi.start()
     return midi
+
+
+class _NoteHandler(logging.Handler):
+    """Log records of one level as ``note:`` lines on stderr, on a line of their own (the status
+    line of a terminal is rewritten in place)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.addFilter(lambda record: record.levelno == level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if sys.stderr.isatty():
+                sys.stderr.write("\n")
+            _tell("note:", "cyan", record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must not raise into the MIDI thread
+            self.handleError(record)
+
+
+def _show_midi_connections() -> logging.Handler:
+    """`run --midi-in`: say when the MIDI source goes away and when it is connected (again): a
+    controller unplugged and plugged back in is picked up on its own, and the user sees it."""
+    logger = logging.getLogger("hushbridge.control.midi")
+    for handler in logger.handlers:
+        if isinstance(handler, _NoteHandler):
+            return handler
+    handler = _NoteHandler(logging.INFO)
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
 
 
 def _cmd_midi(args: argparse.Namespace) -> int:

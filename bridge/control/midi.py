@@ -1143,8 +1143,10 @@ def attach_osc(controller: Any, mapper: MidiMapper) -> Callable[[], None]:
     """Wire MIDI learn and the preset ``[midi]`` table into an OSC controller.
 
     ``/hb/learn <address>`` calls :meth:`MidiMapper.learn`, ``/hb/learn/cancel``
-    :meth:`MidiMapper.cancel_learn`; when learn maps a control, registered clients and the client
-    that asked get ``/hb/learn/done <address> <source>`` (source as :func:`describe` gives it).
+    :meth:`MidiMapper.cancel_learn`; registered clients and the client that asked get
+    ``/hb/learn/armed <address>`` and ``/hb/learn/cancelled`` (a surface can light its learn
+    button), and when learn maps a control ``/hb/learn/done <address> <source>`` (source as
+    :func:`describe` gives it).
     ``/hb/preset/save`` stores :meth:`MidiMapper.to_toml_dict`. Returns a function that undoes it.
     """
     asked: dict[str, Any] = {}
@@ -1153,10 +1155,12 @@ def attach_osc(controller: Any, mapper: MidiMapper) -> Callable[[], None]:
         if address is None:
             mapper.cancel_learn()
             asked.clear()
+            controller.notify("/hb/learn/cancelled", (), also=client)
         else:
             mapper.learn(address)
             asked.clear()
             asked["client"] = client
+            controller.notify("/hb/learn/armed", (address,), also=client)
 
     def on_learned(address: str, m: MidiMap) -> None:
         controller.notify("/hb/learn/done", (address, describe(m)), also=asked.pop("client", None))

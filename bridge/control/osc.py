@@ -52,8 +52,10 @@ request                          args                   reply / effect
 ``/hb/unsubscribe``              [address [port]]       stop one meter (all with no or an empty
                                                         address)
 ``/hb/learn``                    address                the learn handler (MIDI) maps the next
-                                                        control moved to ``address``
-``/hb/learn/cancel``                                    the learn handler stops learning
+                                                        control moved to ``address`` (MIDI's:
+                                                        ``/hb/learn/armed``, then ``/done``)
+``/hb/learn/cancel``                                    the learn handler stops learning (MIDI's:
+                                                        ``/hb/learn/cancelled``)
 ``/hb/host/transport``           tempo playing beat     an editor's transport (the Ableton Remote
                                                         Script), published as
                                                         ``/hb/transport/tempo_bpm``, ``playing``,

@@ -823,8 +823,13 @@ def test_jack_learn_maps_a_cc(jack_midi, sender, user_config):
 
 
 @pytest.mark.jack
-def test_jack_nrpn_note_program_and_hot_plug(jack_midi, running):
+def test_jack_nrpn_note_program_and_hot_plug(jack_midi, running, capsys):
+    import logging
+
+    from hushbridge.cli import _show_midi_connections
+
     engine, driver = running
+    notes = _show_midi_connections()  # as `run --midi-in` does: the user sees a re-plug
     mapper = MidiMapper(engine, {
         "nrpn": [{"param": 1000, "address": GAIN, "min": -20.0, "max": 0.0}],
         "note": [{"note": 36, "address": "/hb/gain_2/bypass"}],
@@ -869,7 +874,10 @@ def test_jack_nrpn_note_program_and_hot_plug(jack_midi, running):
                 pytest.fail(f"the program change never reached the reader in 3 sends: {mapper.stats}")
     finally:
         port.close()
+        logging.getLogger("hushbridge.control.midi").removeHandler(notes)
     assert engine.dropped_messages == 0 and driver.nonfinite_blocks == 0
+    err = capsys.readouterr().err
+    assert err.count("note: MIDI input connected to") == 3 and "went away; waiting for it" in err, err
 
 
 @pytest.mark.jack
@@ -995,16 +1003,17 @@ def test_osc_learn_hook_over_udp():
         sock.settimeout(3.0)
         try:
             sock.sendto(encode("/hb/learn", [GAIN2]), ("127.0.0.1", server.port))
-            assert wait_until(lambda: mapper.learning == GAIN2)
+            armed = OscMessage(sock.recvfrom(65536)[0])  # a surface lights its learn button
+            assert (armed.address, armed.params) == ("/hb/learn/armed", [GAIN2]) and mapper.learning == GAIN2
             mapper.handle(cc(90, 1, channel=3))
             done = OscMessage(sock.recvfrom(65536)[0])
             assert (done.address, done.params) == ("/hb/learn/done", [GAIN2, "cc 90 ch 4"])
             mapper.handle(cc(90, 0, channel=3))
             assert engine.get(GAIN2) == -96.0
             sock.sendto(encode("/hb/learn", [GAIN]), ("127.0.0.1", server.port))
-            assert wait_until(lambda: mapper.learning == GAIN)
+            assert OscMessage(sock.recvfrom(65536)[0]).address == "/hb/learn/armed" and mapper.learning == GAIN
             sock.sendto(encode("/hb/learn/cancel", []), ("127.0.0.1", server.port))
-            assert wait_until(lambda: mapper.learning is None)
+            assert OscMessage(sock.recvfrom(65536)[0]).address == "/hb/learn/cancelled" and mapper.learning is None
             sock.sendto(encode("/hb/learn", ["/hb/nope/x"]), ("127.0.0.1", server.port))
             err = OscMessage(sock.recvfrom(65536)[0])
             assert err.address == "/hb/error"
@@ -1065,7 +1074,9 @@ def test_cli_run_with_midi_in(jack_server, tmp_path):
         out.send(cc(7, 0))
         assert wait_until(lambda: get("/hb/gain/gain_db") == -30.0, 15, 0.05)
         sock.sendto(encode("/hb/learn", ["/hb/gain/bypass"]), ("127.0.0.1", osc_port))
-        assert wait_until(lambda: get("/hb/gain/bypass") is not None, 15)  # in order: learn is armed
+        sock.settimeout(15)
+        assert OscMessage(sock.recvfrom(65536)[0]).params == ["/hb/gain/bypass"]  # /hb/learn/armed
+        sock.settimeout(0.5)
         out.send(mido.Message("note_on", note=48, velocity=64))
         sock.settimeout(15)
         done = OscMessage(sock.recvfrom(65536)[0])
