@@ -309,8 +309,9 @@ def _format_for(out: Path) -> str:
 
 
 class Quantizer:
-    """TPDF dither and clipping for integer PCM (samples already on the format's grid, such as
-    digital silence, are kept exactly); pass-through (with reporting) for float."""
+    """TPDF dither and clipping for integer PCM (a channel's block that is all on the format's
+    grid, an untouched PCM input, is kept exactly, and so is digital silence); pass-through (with
+    reporting) for float."""
 
     def __init__(self, subtype: str, seed: int = 0x5EED) -> None:
         self.bits = _PCM_BITS.get(subtype)
@@ -332,9 +333,12 @@ class Quantizer:
         scale = float(2 ** (self.bits - 1))
         v = x.astype(np.float64) * scale
         d = self.rng.random(x.shape) - self.rng.random(x.shape)  # TPDF, ±1 LSB
-        # a sample the format already stores exactly (digital silence, an untouched PCM input)
-        # has no error to decorrelate: dither would only add noise to it
-        d[v == np.floor(v)] = 0.0
+        # a channel the format already stores exactly (an untouched PCM input) has no error to
+        # decorrelate, and digital silence stays silent; otherwise every sample is dithered: one
+        # spared where it happens to land on the grid (half of them after -6.02 dB) made the
+        # noise follow the signal (QA, session 30)
+        d[:, (v == np.floor(v)).all(axis=0)] = 0.0
+        d[v == 0.0] = 0.0
         q = np.floor(v + d + 0.5)
         hi, lo = scale - 1, -scale
         self.clipped += int(np.count_nonzero((q > hi) | (q < lo)))

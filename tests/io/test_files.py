@@ -197,7 +197,7 @@ def test_file_backend_runs_the_engine_with_the_same_samples_as_offline(tmp_path)
     np.testing.assert_array_equal(a, b)
 
 
-def test_dither_spares_samples_already_on_the_grid_and_only_those():
+def test_dither_spares_a_channel_on_the_grid_and_silence_but_no_sample_of_a_changed_one():
     from hushbridge.io.files import Quantizer
 
     rng = np.random.default_rng(3)
@@ -208,6 +208,14 @@ def test_dither_spares_samples_already_on_the_grid_and_only_those():
     err = Quantizer("PCM_16")(off_grid) // 2 ** 16 - off_grid.T.astype(np.float64) * 32768
     # plain rounding would leave -0.25 LSB everywhere; TPDF dither spreads it (variance 1/6 + 1/16)
     assert abs(err.mean()) < 0.05 and 0.15 < err.var() < 0.3
+    # a 16-bit input through -6.02 dB: half its samples land on the grid; they are dithered like
+    # the rest (they were spared, so the error's power followed the signal), and zeros stay zero
+    halved = (np.round(rng.uniform(-0.5, 0.5, (1, 40000)) * 32768) / 65536).astype(np.float32)
+    halved[0, :1000] = 0.0
+    err = (Quantizer("PCM_16")(halved) // 2 ** 16)[:, 0] - halved[0].astype(np.float64) * 32768
+    exact = halved[0] * 32768 == np.floor(halved[0] * 32768)
+    assert np.all(err[:1000] == 0.0)
+    assert err[1000:][exact[1000:]].var() == pytest.approx(err[1000:][~exact[1000:]].var(), rel=0.2)
 
 
 def test_a_preset_name_or_an_effect_is_a_chain_too_and_anything_else_a_clear_error(tmp_path):
