@@ -13,10 +13,8 @@ within the first 5 s of speech after a reset (or after the detector re-arms on a
 silence), for up to 1 s, a gain that has to rise moves with a 0.3 s time constant (``time_s`` if
 shorter), so a quiet take is at its level within its first words instead of after ``time_s``
 (a -40 dBFS take's first words had stayed under the following expander's threshold in the
-dialogue preset). Cuts take ``time_s``: a cough or a door slam at the start of a take is
-not its level. Except a lift the fast start got wrong: a murmur before the first word, lifted
-10 dB, put the voice 8-10 dB over the target for seconds; a positive gain that puts the output
-6 dB over the target within that window comes back down with 0.1 s, to unity at most. The speech reference of the relative gate climbs toward a louder level with a
+dialogue preset). Cuts always take ``time_s``: a cough or a door slam at the start of a take is
+not its level. The speech reference of the relative gate climbs toward a louder level with a
 0.5 s time constant for the same reason (a slam taken as the reference kept a quiet voice out of
 the gate, and the gain frozen, for about 15 s).
 
@@ -48,8 +46,6 @@ from hushbridge.dsp.kernels.leveler import (
     V_FAST_COEF,
     V_FAST_LEN,
     V_FAST_WINDOW,
-    V_UNDO_COEF,
-    UNDO_TIME_S,
     V_GAIN_COEF,
     V_LEVEL,
     V_MARGIN,
@@ -138,7 +134,6 @@ class Leveler(Effect):
         k[V_REARM] = round(REARM_MS * 1e-3 * sr)
         k[V_FAST_COEF] = math.exp(-1.0 / (FAST_TIME_S * sr))
         k[V_FAST_LEN] = round(FAST_START_S * sr)
-        k[V_UNDO_COEF] = math.exp(-1.0 / (UNDO_TIME_S * sr))
         k[V_FAST_WINDOW] = round(FAST_WINDOW_S * sr)
         k[V_SILENCE] = round(SILENCE_MS * 1e-3 * sr)
         self._fstate[F_REF] = FLOOR_MIN_LUFS

@@ -40,12 +40,7 @@ Per sample (:func:`leveler`), all state explicit, so the output never depends on
    pumped up. Within the first :data:`FAST_WINDOW_S` of speech since the reset (or the re-arm
    of 4), for up to :data:`FAST_START_S`, a gain that has to rise moves with
    :data:`FAST_TIME_S` (or ``time_s`` if shorter): a quiet take's first words get its gain, not
-   the 0 dB a reset leaves; it lifts toward what the 50 ms level allows too (``target - short``),
-   since the 400 ms level lags a word's onset. Cuts take ``time_s`` (a cough at the start is not
-   the level), but for one: within that window, a positive gain that puts the output's level
-   more than :data:`UNDO_DB` over the target was a lift made on the wrong sound (half a second
-   of breath and murmur 30 dB under the voice passes the activity detector): it comes back down
-   with :data:`UNDO_TIME_S`, to unity at most, and the fast start may lift again.
+   the 0 dB a reset leaves. Cuts always take ``time_s`` (a cough at the start is not the level).
 """
 from __future__ import annotations
 
@@ -70,8 +65,6 @@ SILENCE_MS = 10.0  # exact zeros this long are digital silence (a 16-bit room ha
 FAST_START_S = 1.0  # of lifting with FAST_TIME_S ...
 FAST_WINDOW_S = 5.0  # ... within the first this much speech heard since the reset
 FAST_TIME_S = 0.3
-UNDO_TIME_S = 0.1  # a lift of the fast start comes back down this fast when louder speech shows it wrong ...
-UNDO_DB = 6.0  # ... when it puts the output's level this much over the target
 # consts: target, max_gain, max_cut, gain coef, short coef, level coef, floor rise per sample,
 #         activity margin, warm-up samples, speech reference fall per sample, re-arm samples,
 #         the fast start's gain coef and samples of lift, samples of zeros that are silence, the
@@ -92,8 +85,7 @@ V_FAST_LEN = 12
 V_SILENCE = 13
 V_REF_RISE = 14
 V_FAST_WINDOW = 15
-V_UNDO_COEF = 16
-V_CONSTS = 17
+V_CONSTS = 16
 # fstate: gain_db, floor_db, slow level mean square (summed), samples since reset, active (0/1),
 #         speech reference (dB, -inf before the first speech)
 F_GAIN = 0
@@ -106,8 +98,7 @@ F_ZEROS = 6  # samples of digital silence in a row
 F_HEARD = 7  # samples of speech (active) since the reset, up to the fast start's window
 F_SETTLE = 8  # samples after a digital silence during which the floor holds
 F_LIFTED = 9  # samples the fast start has lifted, up to its length
-F_UNDOING = 10  # 1 while a lift of the fast start comes back down
-F_SIZE = 11
+F_SIZE = 10
 _DB10_PER_NEPER = 10.0 / math.log(10.0)
 _NEPER_PER_DB20 = math.log(10.0) / 20.0
 
@@ -151,9 +142,7 @@ def leveler(
     fast_len = consts[V_FAST_LEN]
     heard = fstate[F_HEARD]
     lifted = fstate[F_LIFTED]
-    undoing = fstate[F_UNDOING]
     fast_window = consts[V_FAST_WINDOW]
-    undo_coef = min(consts[V_UNDO_COEF], gc)
     settle = fstate[F_SETTLE]
     silence = consts[V_SILENCE]
     zeros = fstate[F_ZEROS]
@@ -182,7 +171,6 @@ def leveler(
                 heard = 0.0
                 lifted = 0.0
                 settle = 0.0
-                undoing = 0.0
                 continue
         else:
             if zeros >= silence and count >= warmup:  # sound after digital silence: the short level
@@ -229,23 +217,10 @@ def leveler(
                 want = min(max(target - level_db, -max_cut), max_gain)
                 if heard < fast_window:
                     heard += 1.0
-                # a quiet take's first words; toward what the 50 ms level allows too, for the slow
-                # level lags a word's onset: a loud word after a murmur was lifted on the way up
-                lift_to = min(want, target - short_db)
-                if lift_to > g_db and lifted < fast_len and heard < fast_window:
+                if want > g_db and lifted < fast_len and heard < fast_window:  # a quiet take's first words
                     lifted += 1.0
-                    g_db = fast_coef * g_db + (1.0 - fast_coef) * lift_to
-                    undoing = 0.0
-                elif heard < fast_window and g_db > max(want, 0.0) + 0.5 and (undoing > 0.5 or g_db - want > UNDO_DB):
-                    # the fast start lifted what it heard first (a breath, a murmur 30 dB under
-                    # the voice) and the voice now comes out far over the target: the lift comes
-                    # back down as fast (to unity at most: a cut below it takes time_s), and the
-                    # fast start may lift again for what comes next
-                    g_db = undo_coef * g_db + (1.0 - undo_coef) * max(want, 0.0)
-                    undoing = 1.0
-                    lifted = 0.0
-                else:
-                    undoing = 0.0  # cuts always take time_s: a door slam or a cough is not the voice's level
+                    g_db = fast_coef * g_db + (1.0 - fast_coef) * want
+                else:  # cuts always take time_s: a door slam or a cough is not the voice's level
                     g_db = gc * g_db + (1.0 - gc) * want
                 if abs(g_db) < 1e-9:
                     g_db = 0.0
@@ -271,7 +246,6 @@ def leveler(
     fstate[F_ZEROS] = zeros
     fstate[F_HEARD] = heard
     fstate[F_LIFTED] = lifted
-    fstate[F_UNDOING] = undoing
     fstate[F_SETTLE] = settle
     meter[0] = g_db
     meter[1] = -0.691 + _DB10_PER_NEPER * math.log(max(level, 1e-20))

@@ -123,36 +123,30 @@ def test_a_door_slam_before_a_quiet_take_does_not_set_its_level() -> None:
     assert -3.0 < g_hot[SR // 160] < 0.0, g_hot[SR // 160]  # 1 s in: cutting, at the time_s pace
 
 
-def test_a_murmur_before_the_first_word_is_not_its_level() -> None:
-    """A real VCTK take (p301) opens with half a second of breath and murmur 30 dB under its
-    voice, loud enough over the room to count as speech: the fast start lifts it by 10 dB. The
-    voice that follows then came out 8-10 dB over the target for seconds, cut only at the
-    ``time_s`` pace: the 4 s take -21.2 LUFS in, -12.3 out for a -20 target, 990 samples over
-    full scale (QA, session 30). A lift of the fast start now comes back down with a 0.1 s time
-    constant, to unity at most, once the voice comes out 6 dB over the target; and the fast
-    start lifts toward what the 50 ms level allows too, so a word's onset, where the 400 ms
-    level lags, is not lifted on the way up."""
-    import soundfile as sf
+def test_a_cough_in_a_quiet_take_s_first_seconds_does_not_take_its_lift_back() -> None:
+    """A quiet take lifted by the fast start, a 350 ms cough 2 s in: the cough is not the take's
+    level, so the gain after it stays near where it was (session 30 tried taking a lift back
+    fast when the voice came out 6 dB over the target, for a take whose breath before the first
+    word had been lifted 10 dB; the review found it dropping the gain 8 dB here: not shipped)."""
+    from scipy.signal import butter, sosfilt
 
-    from hushbridge.measure import integrated_loudness
-
-    path = SPEECH / "vctk_p301_102.wav"
-    if not path.is_file():
-        pytest.skip(f"real speech not found: {path}")
-    x, sr = sf.read(str(path), dtype="float32")
-    fx = Leveler(target_lufs=-20.0)  # the defaults: max_gain 12, time_s 3
-    fx.prepare(ProcessSpec(sr, 480, 1))
-    y = x[None, :].copy()
-    gains = []
-    for s in range(0, y.shape[1], 480):
-        fx.process(y[:, s:s + 480])
-        gains.append(fx.gain_db)
-    frames = x[: len(x) // 480 * 480].reshape(-1, 480)
-    voice = int(np.argmax(np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) > 10 ** (-30 / 20)))
-    assert gains[voice - 1] > 6.0, "the murmur is lifted first (the case this test is about)"
-    # (9.4 dB before; the take's own level later asks for about +3)
-    assert max(gains[voice + 40:]) < 4.0, f"still {max(gains[voice + 40:]):.1f} dB up 0.4 s into the voice"
-    assert integrated_loudness(y[0], sr) < -20.0 + 4.5, integrated_loudness(y[0], sr)
+    rng = np.random.default_rng(5)
+    a = utterance("librispeech_1034-*.flac") * 10 ** (-36 / 20)
+    n = int(0.35 * SR)
+    t = np.arange(n)
+    burst = sosfilt(butter(2, [300, 4000], btype="band", fs=SR, output="sos"), rng.standard_normal(n))
+    burst *= np.exp(-t / (0.08 * SR)) * (1 - np.exp(-t / (0.005 * SR)))
+    at = 2 * SR
+    x = a.copy()
+    x[at:at + n] += burst / np.abs(burst).max() * 10 ** (-6 / 20)
+    x += rng.standard_normal(len(x)) * 10 ** (-65 / 20)
+    fx = Leveler(target_lufs=-20.0, max_gain_db=18.0, max_cut_db=12.0, time_s=3.0)
+    _, gains = run(fx, x)
+    before, after = gains[at // 160 - 1], gains[(at + n + SR) // 160]
+    assert before > 8.0, before  # lifted by the fast start
+    # the cough's energy in the 400 ms level moves the gain at the time_s pace only: about 2.5 dB
+    # (the fast undo tried in session 30: 8)
+    assert before - after < 3.5, (before, after)
 
 
 def test_typing_in_a_pause_does_not_raise_the_gain() -> None:
