@@ -168,11 +168,12 @@ def _file_weights(path, info, layout: str | None, channel_mask: int | None) -> t
             else _L.channel_weights(info.channels, layout)), mask
 
 
-def whole_clip_loudness(path, *, layout: str | None = None, channel_mask: int | None = None) -> float:
+def _one_block_loudness(path, *, layout: str | None = None, channel_mask: int | None = None) -> float:
     """Loudness (LUFS) of a clip shorter than BS.1770's 400 ms block, which has no integrated
     loudness: the K-weighted power over its whole length, as one block, channels weighted as
     :func:`loudness_file` weighs them; ``-inf`` under the -70 LUFS gate. For short stings and
-    single words that a batch normalizes with everything else."""
+    single words that a batch normalizes with everything else (:func:`hushbridge.normalize.
+    normalize_file`, which hands it a file libsndfile reads, decoded by ffmpeg where needed)."""
     import soundfile as sf
 
     from hushbridge.errors import AudioFileError

@@ -82,7 +82,7 @@ def normalize_file(
     """
     from hushbridge.effects import Chain, Limiter
     from hushbridge.io.files import _format_for, audio_info, channel_mask_of, layout_loss, process_file
-    from hushbridge.measure import loudness_file, whole_clip_loudness
+    from hushbridge.measure import loudness_file, _one_block_loudness
 
     src, dst = Path(inp), Path(out)
     shown = name if name is not None else src
@@ -122,19 +122,18 @@ def normalize_file(
     one_block = not math.isfinite(level) and before["duration_s"] < BLOCK_S
     notes: list[str] = []
     if one_block:
-        level = before["integrated_lufs"] = whole_clip_loudness(src, **weigh)
+        level = before["integrated_lufs"] = _one_block_loudness(src, **weigh)
         if math.isfinite(level):
             notes.append(f"{before['duration_s'] * 1000:.0f} ms, shorter than BS.1770's 400 ms block: its loudness "
                          "is measured over its whole length, as one block")
     if not math.isfinite(level):
-        if one_block:
-            raise AudioFileError(f"{shown}: silent or quieter than BS.1770's -70 LUFS gate; nothing to normalize")
-        if layout != "equal" and before["true_peak_dbtp"] > -math.inf \
-                and math.isfinite(loudness_file(src, layout="equal")["integrated_lufs"]):
+        measure = (lambda: _one_block_loudness(src, layout="equal")) if one_block else \
+            (lambda: loudness_file(src, layout="equal")["integrated_lufs"])
+        if layout != "equal" and before["true_peak_dbtp"] > -math.inf and math.isfinite(measure()):
             raise AudioFileError(f"{shown}: its sound is only in channels BS.1770 leaves out of loudness (the LFE), "
                                  "so it measures -inf; --layout equal measures every channel as full-range sound")
-        raise AudioFileError(f"{shown}: silent or quieter than BS.1770's -70 LUFS gate throughout; nothing to "
-                             "normalize")
+        raise AudioFileError(f"{shown}: silent or quieter than BS.1770's -70 LUFS gate{'' if one_block else ' throughout'}; "
+                             "nothing to normalize")
     gain_db = target_lufs - level
     if gain_db > MAX_GAIN_DB:
         raise AudioFileError(f"{shown}: reaching {target_lufs:g} LUFS from {level:.1f} LUFS needs "
@@ -170,7 +169,7 @@ def normalize_file(
                 raise AudioFileError(str(e).replace(str(tmp), str(dst)).replace(str(src), str(shown))) from e
             after = loudness_file(tmp, **weigh)
             if one_block:
-                after["integrated_lufs"] = whole_clip_loudness(tmp, **weigh)
+                after["integrated_lufs"] = _one_block_loudness(tmp, **weigh)
             over = after["true_peak_dbtp"] - ceiling_dbtp
             short = target_lufs - after["integrated_lufs"]
             if attempt == 3:

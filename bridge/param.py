@@ -103,7 +103,9 @@ class Param:
 
     def quantize(self, v: float) -> float:
         if self.step:
-            v = self.min + round((v - self.min) / self.step) * self.step
+            # half a step goes up (round() goes to even: a bypass's /norm 0.5 was off, 0.5 of
+            # a two-step slope the first)
+            v = self.min + math.floor((v - self.min) / self.step + 0.5) * self.step
             v = min(self.max, max(self.min, v))
         return v
 

@@ -383,6 +383,11 @@ def test_a_clip_shorter_than_one_400_ms_block_is_measured_as_one(tmp_path: Path)
     sf.write(str(tmp_path / "quiet.wav"), np.zeros((len(t), 2)), sr)
     r = hb("normalize", tmp_path / "quiet.wav", tmp_path / "q.wav")
     assert r.returncode == 1 and "silent" in r.stderr and not (tmp_path / "q.wav").exists()
+    short_lfe = np.zeros((len(t), 6))
+    short_lfe[:, 3] = tone  # a short one too (it was called silent)
+    sf.write(str(tmp_path / "slfe.wav"), short_lfe, sr, subtype="PCM_24")
+    r = hb("normalize", tmp_path / "slfe.wav", tmp_path / "sl.wav")
+    assert r.returncode == 1 and "(the LFE)" in r.stderr, r.stderr
     lfe = _mics(tmp_path, 6, talking=3)  # mask-less 6 channels read as 5.1: the fourth is the LFE
     r = hb("normalize", lfe, tmp_path / "l.wav")
     assert r.returncode == 1 and "only in channels BS.1770 leaves out of loudness (the LFE)" in " ".join(r.stderr.split())

@@ -486,7 +486,8 @@ class Transport:
         the estimate.
     playing : bool
         True after start or continue, False after stop, and when the clock has been silent for
-        :attr:`STALE_S` (a master unplugged or crashed sends no stop).
+        :attr:`STALE_S` (a master unplugged or crashed sends no stop): True again when that
+        clock comes back (a master plugged in again plays on without sending start).
     ticks : int
         Clock ticks since start (or the last song position pointer; 6 per 16th note).
     beat : float
@@ -514,6 +515,7 @@ class Transport:
         self.last_change = 0.0
         self._stamps: deque[float] = deque(maxlen=self.WINDOW)
         self._last_tick = 0.0  # time.monotonic() of the last tick
+        self._lost_while_playing = False  # the clock went silent while playing (see expire)
         self._listeners: list[TransportListener] = []
 
     def add_listener(self, listener: TransportListener) -> None:
@@ -534,6 +536,9 @@ class Transport:
     def clock(self, stamp: float, now: float | None = None) -> None:
         """One clock tick at ``stamp`` (seconds, any clock); ``now``: ``time.monotonic()``."""
         self._last_tick = time.monotonic() if now is None else now
+        if self._lost_while_playing:
+            self._lost_while_playing = False
+            self._set_playing(True)
         stamps = self._stamps
         if stamps and stamp - stamps[-1] > self.GAP_S:
             stamps.clear()
@@ -557,7 +562,9 @@ class Transport:
             self.bpm = 0.0
             self._stamps.clear()
             self._notify("bpm")
-            self._set_playing(False)
+            if self.playing:
+                self._set_playing(False)
+                self._lost_while_playing = True  # its clock coming back plays on (no start is sent)
 
     def deadline(self) -> float | None:
         """When :meth:`expire` has something to do (``None``: no tempo to expire)."""
@@ -568,14 +575,17 @@ class Transport:
         return self.ticks / 24.0
 
     def start(self) -> None:
+        self._lost_while_playing = False
         self.ticks = 0
         self._set_playing(True)
         self._notify("beat")
 
     def cont(self) -> None:
+        self._lost_while_playing = False
         self._set_playing(True)
 
     def stop(self) -> None:
+        self._lost_while_playing = False
         self._set_playing(False)
 
     def song_position(self, sixteenths: int) -> None:
@@ -1157,10 +1167,12 @@ def attach_osc(controller: Any, mapper: MidiMapper) -> Callable[[], None]:
             asked.clear()
             controller.notify("/hb/learn/cancelled", (), also=client)
         else:
-            mapper.learn(address)
+            # armed is said first: a control moved at once would otherwise have its done said
+            # before it, and a surface's learn light would stay on
+            controller.notify("/hb/learn/armed", (address,), also=client)
             asked.clear()
             asked["client"] = client
-            controller.notify("/hb/learn/armed", (address,), also=client)
+            mapper.learn(address)
 
     def on_learned(address: str, m: MidiMap) -> None:
         controller.notify("/hb/learn/done", (address, describe(m)), also=asked.pop("client", None))

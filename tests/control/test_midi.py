@@ -456,8 +456,16 @@ def test_transport_beat_published_and_a_vanished_clock_stops():
         mapper.handle(mido.Message("clock"), stamp=k * tick, now=100.0 + k * tick)
     assert engine.get("/hb/transport/beat") == 3.0  # 60 + 12 ticks: published at the beat, not every tick
     assert mapper.transport.beat == 3.75 and engine.get("/hb/transport/playing") == 1.0
-    mapper.transport.expire(100.0 + 29 * tick + mapper.transport.STALE_S)
+    gone = 100.0 + 29 * tick + mapper.transport.STALE_S
+    mapper.transport.expire(gone)
     assert engine.get("/hb/transport/tempo_bpm") == 0.0 and engine.get("/hb/transport/playing") == 0.0
+    # plugged in again, its clock plays on (a master sends no start then): playing again
+    mapper.handle(mido.Message("clock"), stamp=gone + 1.0, now=gone + 1.0)
+    assert engine.get("/hb/transport/playing") == 1.0
+    mapper.handle(mido.Message("stop"))
+    mapper.transport.expire(gone + 10.0)
+    mapper.handle(mido.Message("clock"), stamp=gone + 11.0, now=gone + 11.0)
+    assert engine.get("/hb/transport/playing") == 0.0  # stopped by a stop: a clock alone does not start it
 
 
 def test_transport_tempo_steady_under_jitter_lost_ticks_and_goes_to_zero_without_clock():

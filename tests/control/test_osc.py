@@ -571,6 +571,10 @@ def test_a_fader_that_knows_only_0_to_1_gets_norm_feedback_and_can_ask_for_it(en
         client.send("/hb/gain_2/bypass/norm", 0.7)  # a TouchOSC button or fader: on from 0.5
         assert [(m.address, m.params) for m in (other.recv(), other.recv())] == \
             [("/hb/gain_2/bypass", [1.0]), ("/hb/gain_2/bypass/norm", [1.0])]
+        client.send("/hb/gain_2/bypass/norm", 0.0)
+        assert other.recv().params == [0.0] and other.recv().params == [0.0]
+        client.send("/hb/gain_2/bypass/norm", 0.5)  # on from 0.5, as documented (round() made it off)
+        assert other.recv().params == [1.0] and other.recv().params == [1.0]
         client.send("/hb/gain_2/bypass/norm", False)
         assert other.recv().params == [0.0] and other.recv().params == [0.0]
         assert engine.get("/hb/gain_2/bypass") == 0.0 and client.get("/hb/gain_2/bypass/norm")[1:] == (0.0, "off")

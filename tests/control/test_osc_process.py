@@ -82,7 +82,7 @@ def test_fast_sets_clamp_scale_and_reach_the_ring_in_order(fast):
     assert path.route(encode("/hb/gain/gain_db", [100.0]), me)         # clamped, as engine.set(clamp=True)
     assert path.route(encode("/hb/highpass/cutoff_hz/norm", [0.25]), me)
     assert path.route(encode("/hb/highpass/bypass", [1]), me)         # ,i
-    assert path.route(encode("/hb/gain/bypass/norm", [0.7]), me)      # a bypass's /norm: on from 0.5
+    assert path.route(encode("/hb/gain/bypass/norm", [0.5]), me)      # a bypass's /norm: on from 0.5
     orders: list[float] = []
     assert drained(path.ring, orders) == [(0, 0, 0, 24.0, 0.0), (0, 1, 0, p.from_norm(0.25), 0.0),
                                           (0, 1, BYPASS, 1.0, 0.0), (0, 0, BYPASS, 1.0, 0.0)]
