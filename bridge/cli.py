@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -86,6 +87,18 @@ def _channels_arg(text: str) -> int:
 
 
 _port_arg = _ranged(int, 1, 65535, "UDP port")
+
+
+def _pick_arg(text: str) -> list[int]:
+    from hushbridge.effects.base import MAX_CHANNELS
+
+    try:
+        picked = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: channel numbers from 1, separated by commas (e.g. 2 or 1,3)") from None
+    if not picked or min(picked) < 1 or len(picked) > MAX_CHANNELS:
+        raise argparse.ArgumentTypeError(f"{text!r}: 1 to {MAX_CHANNELS} channel numbers, each from 1")
+    return picked
 
 
 # == chain selection shared by process and run =====================================================
@@ -229,10 +242,6 @@ def _batch_output(out_dir: Path, src: Path) -> Path:
 
 
 def _cmd_process(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from hushbridge.io.files import audio_info, process_file
-
     out = _console()
     err = _console(stderr=True)
     paths = [Path(p) for p in args.files]
@@ -269,59 +278,92 @@ def _cmd_process(args: argparse.Namespace) -> int:
     failures = 0
     for src, dst in jobs:
         try:
-            info = audio_info(src)
-            args.layout_mask = _layout_mask(args.layout, info.channels, src)
-            t0 = time.perf_counter()
-            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                          TimeRemainingColumn(), console=err, transient=True,
-                          disable=args.quiet or info.duration < 20 or not err.is_terminal) as bar:
-                task = bar.add_task(src.name, total=info.frames)
-
-                def progress(done: int, total: int) -> None:
-                    _still_running()
-                    bar.update(task, completed=done, total=total)
-
-                if args.loudness is None:
-                    report = process_file(src, dst, chain, sample_rate=args.rate, subtype=args.subtype,
-                                          block_size=args.block_size, progress=progress,
-                                          channel_mask=args.layout_mask or None,
-                                          dc_offset="keep" if args.keep_dc else "remove",
-                                          per_channel=args.per_channel, automix=mixer)
-                else:
-                    report, loud = _render_to_loudness(src, dst, chain, args, info, progress)
-            dt = time.perf_counter() - t0
-            seconds = report.frames / report.sample_rate
-            if not args.quiet:
-                out.print(f"{src} -> {dst}: {seconds:.2f} s, {report.channels} ch, {report.sample_rate} Hz, "
-                          f"{report.subtype}, {seconds / max(dt, 1e-9):.0f}x real time, "
-                          f"latency {report.latency_samples} samples compensated", markup=False)
-            for warning in report.warnings:
-                _warning(warning)
-            if args.loudness is not None:
-                _print_loudness_pass(loud, dst, args.quiet)
-            elif report.over_full_scale:
-                if report.clipped and any(e.name == "declip" for e in chain):
-                    # a rebuilt peak lies above the clip level by design: a limiter would squash it
-                    # again, a gain keeps its shape
-                    _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, clipped by the format: "
-                             "the de-clipper rebuilt peaks above it; give them headroom (--loudness podcast, "
-                             "or a gain after declip, e.g. --chain declip,gain --set gain.gain_db=-6) or write "
-                             "--subtype FLOAT to keep them")
-                elif report.clipped:
-                    _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, clipped by the format "
-                             "(end the chain with a limiter, deliver with --loudness, or write --subtype FLOAT "
-                             "to keep them)")
-                else:
-                    _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, kept (float format)")
-            for note in report.notes:
-                if not args.quiet:
-                    out.print(f"  {note}", markup=False)
+            with contextlib.ExitStack() as stack:
+                failures += _process_one(args, chain, src, dst, stack, out, err)
         except (HushbridgeError, OSError) as e:  # one bad file never stops a batch
             failures += 1
             _error(e if isinstance(e, HushbridgeError) else f"{src} -> {dst}: {e.strerror or e}")
     if failures and len(jobs) > 1:
         _tell(f"{failures} of {len(jobs)} files failed", "red", "")
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _process_one(args: argparse.Namespace, chain, src: Path, dst: Path, stack, out, err) -> int:
+    """One ``process`` input into ``dst``; 0 (a failure raises). With ``--pick``, the picked
+    channels of ``src`` in a temporary file are what the chain cleans, and ``src`` gives the output
+    its tags and timecode."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from hushbridge.io.files import audio_info, picked_channels, process_file
+
+    mixer = args.mixer
+    given = src
+    args.metadata_src = None
+    if args.pick:
+        src = stack.enter_context(picked_channels(given, args.pick, dst.parent if dst.parent.is_dir() else None))
+        original = audio_info(given)
+        if original.format != "FFMPEG":
+            args.metadata_src = given
+        if args.subtype is None:  # the output in the input's format, not the temporary copy's float
+            from hushbridge.io.decode import output_subtype
+
+            stack.callback(setattr, args, "subtype", None)
+            args.subtype = original.subtype if original.format != "FFMPEG" else output_subtype(dst, None)
+    info = audio_info(src)
+    args.layout_mask = _layout_mask(args.layout, info.channels, src)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=args.quiet or info.duration < 20 or not err.is_terminal) as bar:
+        task = bar.add_task(src.name, total=info.frames)
+
+        def progress(done: int, total: int) -> None:
+            _still_running()
+            bar.update(task, completed=done, total=total)
+
+        if args.loudness is None:
+            report = process_file(src, dst, chain, sample_rate=args.rate, subtype=args.subtype,
+                                  block_size=args.block_size, progress=progress,
+                                  channel_mask=args.layout_mask or None,
+                                  dc_offset="keep" if args.keep_dc else "remove",
+                                  per_channel=args.per_channel, automix=mixer, metadata_from=args.metadata_src)
+        else:
+            report, loud = _render_to_loudness(src, dst, chain, args, info, progress)
+    if args.pick:  # the user's file, not our temporary copy of its channels
+        shown = f"{given} (channel{'s' if len(args.pick) > 1 else ''} {','.join(map(str, args.pick))})"
+        report.warnings = [w.replace(str(src), shown) for w in report.warnings]
+        report.notes = [n.replace(str(src), shown) for n in report.notes]
+        if args.loudness is not None:
+            loud.warnings = [w.replace(str(src), shown) for w in loud.warnings]
+        src = Path(shown)
+    dt = time.perf_counter() - t0
+    seconds = report.frames / report.sample_rate
+    if not args.quiet:
+        out.print(f"{src} -> {dst}: {seconds:.2f} s, {report.channels} ch, {report.sample_rate} Hz, "
+                  f"{report.subtype}, {seconds / max(dt, 1e-9):.0f}x real time, "
+                  f"latency {report.latency_samples} samples compensated", markup=False)
+    for warning in report.warnings:
+        _warning(warning)
+    if args.loudness is not None:
+        _print_loudness_pass(loud, dst, args.quiet)
+    elif report.over_full_scale:
+        if report.clipped and any(e.name == "declip" for e in chain):
+            # a rebuilt peak lies above the clip level by design: a limiter would squash it
+            # again, a gain keeps its shape
+            _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, clipped by the format: "
+                     "the de-clipper rebuilt peaks above it; give them headroom (--loudness podcast, "
+                     "or a gain after declip, e.g. --chain declip,gain --set gain.gain_db=-6) or write "
+                     "--subtype FLOAT to keep them")
+        elif report.clipped:
+            _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, clipped by the format "
+                     "(end the chain with a limiter, deliver with --loudness, or write --subtype FLOAT "
+                     "to keep them)")
+        else:
+            _warning(f"{dst}: {report.over_full_scale} samples beyond full scale, kept (float format)")
+    for note in report.notes:
+        if not args.quiet:
+            out.print(f"  {note}", markup=False)
+    return 0
 
 
 def _layout_mask(layout: str | None, channels: int, src: Path) -> int:
@@ -387,7 +429,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
                               name=f"{dst} (as rendered)", layout="equal" if equal else None,
                               channel_mask=args.layout_mask or (channel_mask_of(src) if named is None else named) or 0,
-                              metadata_from=src)
+                              metadata_from=getattr(args, "metadata_src", None) or src)
     finally:
         tmp.unlink(missing_ok=True)
     report.output, report.subtype = str(dst), loud.subtype
@@ -1154,6 +1196,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="before the chain, share the gain across the channels as an automixer does (separate "
                         "microphones: each falls by as much as its bleed of whoever talks lies under that "
                         "talker); with --per-channel, a speaker's leveler then does not lift the others' bleed")
+    p.add_argument("--pick", type=_pick_arg, metavar="CH[,CH...]",
+                   help="clean only these input channels (from 1, in this order), e.g. --pick 2 for a poly WAV's "
+                        "second microphone; the output has as many channels")
     p.add_argument("--keep-dc", action="store_true",
                    help="keep a DC offset in the input (by default one of -60 dBFS or more, measured over "
                         "the first 3 s, is removed before the chain: the filters would start with a thump)")

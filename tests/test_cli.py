@@ -461,3 +461,37 @@ def test_osc_layout_output_errors_are_clear(tmp_path):
     assert r.returncode == 2 and "is a folder" in r.stderr
     r = hb("osc-layout", "--port", "99999")
     assert r.returncode == 2 and "UDP port 99999 is outside 1..65535" in r.stderr
+
+
+def test_pick_cleans_the_channels_asked_for_and_keeps_the_source_s_timecode(tmp_path):
+    """A poly WAV from a field recorder (boom on 1, lav on 2) with its Broadcast WAV timecode:
+    `--pick 2` cleans the lav alone into a mono file that keeps the recorder's time reference and
+    sample format, so it lines up on an editor's timeline (the DaVinci Resolve script splits such
+    files this way); a channel the file lacks is an error that writes nothing."""
+    import json
+    import shutil
+
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        pytest.skip("needs ffmpeg and ffprobe (apt ffmpeg)")
+    sr = 48000
+    t = np.arange(2 * sr) / sr
+    plain = tmp_path / "plain.wav"
+    sf.write(str(plain), np.stack([0.1 * np.sin(2 * np.pi * 220 * t), 0.3 * np.sin(2 * np.pi * 440 * t)], 1), sr,
+             subtype="PCM_24")
+    src = tmp_path / "ZOOM0001.WAV"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(plain), "-c:a", "pcm_s24le", "-write_bext", "1",
+                    "-metadata", "time_reference=172800000", str(src)], check=True)
+    out = tmp_path / "lav.wav"
+    r = hb("process", str(src), str(out), "--chain", "gain", "--pick", "2")
+    assert r.returncode == 0, r.stderr
+    assert f"{src} (channel 2) -> {out}" in r.stdout and ".hushbridge-picked" not in r.stdout + r.stderr
+    y, _ = sf.read(str(out))
+    x, _ = sf.read(str(src))
+    assert y.ndim == 1 and np.array_equal(y, x[:, 1])  # a gain of 0 dB: the lav, bit for bit
+    assert sf.info(str(out)).subtype == "PCM_24"
+    tags = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format_tags", "-of", "json",
+                                      str(out)], check=True, capture_output=True, text=True).stdout)["format"]["tags"]
+    assert tags["time_reference"] == "172800000"
+    r = hb("process", str(src), str(tmp_path / "x.wav"), "--pick", "3")
+    assert r.returncode == 1 and "has 2 channels; cannot pick 3" in r.stderr and not (tmp_path / "x.wav").exists()
+    assert not list(tmp_path.glob(".hushbridge-picked-*"))

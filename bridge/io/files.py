@@ -12,7 +12,8 @@ existing file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -657,6 +658,44 @@ def process_file(
     finally:
         object.__setattr__(chain, "per_channel", was_per_channel)
     return report
+
+
+@contextmanager
+def picked_channels(src: str | os.PathLike[str], channels: Sequence[int],
+                    folder: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """``src``'s channels ``channels`` (1-based, in that order; one may come twice) in a temporary
+    float file (in ``folder``, else the system's temporary folder) with ``src``'s tags, removed
+    afterwards: what ``process --pick`` cleans (a poly WAV's lav alone, a camera's second mic)."""
+    import tempfile
+
+    src = Path(src)
+    info = audio_info(src)
+    bad = [c for c in channels if not 1 <= c <= info.channels]
+    if not channels or bad:
+        raise AudioFileError(f"{src}: has {info.channels} channel{'s' if info.channels != 1 else ''}; "
+                             f"cannot pick {', '.join(map(str, bad)) or 'none'}")
+    if info.format == "FFMPEG":  # only ffmpeg reads it: picked from the decoded copy
+        from hushbridge.io.decode import decoded
+
+        with decoded(src, folder) as (dec, _said), picked_channels(dec, channels, folder) as tmp:
+            yield tmp
+        return
+    rows = [c - 1 for c in channels]
+    try:
+        fd, name = tempfile.mkstemp(prefix=".hushbridge-picked-", suffix=".w64", dir=folder)
+    except OSError:
+        fd, name = tempfile.mkstemp(prefix=".hushbridge-picked-", suffix=".w64")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        with sf.SoundFile(str(src)) as reader, \
+                sf.SoundFile(name, "w", info.samplerate, len(rows), "FLOAT", format="W64") as writer:
+            write_tags(writer, read_tags(src))
+            for block in _blocks(reader):
+                writer.write(np.ascontiguousarray(block[rows].T))
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 TURNS_WINDOW_S = 30.0  # how much of the input the separate-microphones hint and mix check look at
