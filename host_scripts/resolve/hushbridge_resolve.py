@@ -86,15 +86,21 @@ def has(obj, method):
 class Clip(object):
     """One timeline item to clean: where it sits and which seconds of its media it plays."""
 
-    def __init__(self, item, track, path, channels, start, duration, source_s, length_s):
+    def __init__(self, item, track, path, channels, start, duration, source_s, length_s, pick=None):
         self.item = item
         self.track = track  # audio track index (1-based) it is on
-        self.path = path  # its media file
+        self.path = path  # the file its sound comes from (its media's, or a file synced to it)
+        self.pick = pick  # the channels of that file it plays (1-based), None: all of them
         self.channels = channels
         self.start = start  # record frame (absolute)
         self.duration = duration  # record frames
         self.source_s = source_s  # where in the media it starts, seconds
         self.length_s = length_s  # how long it plays, seconds (at 100 %: its record length)
+
+    @property
+    def key(self):
+        """What is cleaned for it: a file, or some channels of it."""
+        return (self.path, tuple(self.pick) if self.pick else None)
 
     def __repr__(self):
         return "<Clip %s %.3f s + %.3f s at %s>" % (os.path.basename(self.path), self.source_s, self.length_s,
@@ -129,7 +135,10 @@ def _source_seconds(item, fps, tl_fps):
     if end < first:
         return "reversed: not supported yet"
     length = item.GetDuration() / tl_fps
-    if abs((end - first) / fps - length) > 1.5 / min(fps, tl_fps):
+    # whole frames on both sides: at 100 % they agree within the rounding of the coarser grid, or
+    # within half a frame where media and timeline share a rate (a 1 s clip at 104 % passed)
+    slack = 0.5 / fps if abs(fps - tl_fps) < 1e-6 else 1.5 / min(fps, tl_fps)
+    if abs((end - first) / fps - length) > slack:
         return "retimed (a speed change): not supported yet"
     start = first / fps
     if has(item, "GetLeftOffset"):
@@ -140,6 +149,72 @@ def _source_seconds(item, fps, tl_fps):
         if left is not None and abs(left / tl_fps - start) < 1.0 / fps:
             start = left / tl_fps
     return start, length
+
+
+def _wav_format(path):
+    """(channels, sample rate) of a WAV (or RF64) from its header, None for anything else (the
+    standard library only: this runs in Resolve's Python)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:12] != b"WAVE":
+                return None
+            for _ in range(64):
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                size = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"fmt ":
+                    fmt = f.read(min(size, 16))
+                    if len(fmt) < 8:
+                        return None
+                    return int.from_bytes(fmt[2:4], "little"), int.from_bytes(fmt[4:8], "little")
+                f.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+    return None
+
+
+def audio_source(item, path, channels):
+    """(file, channels picked or None, offset in samples) of the sound ``item`` plays, from its
+    audio mapping (``GetSourceAudioChannelMapping``, Resolve 19.0.1: which channels of its media,
+    and of files synced to it with Auto Sync Audio or Link Clips, it plays), or a string saying
+    why it cannot be cleaned. Without a mapping: every channel of its media."""
+    if not has(item, "GetSourceAudioChannelMapping"):
+        return path, None, 0
+    try:
+        mapping = json.loads(item.GetSourceAudioChannelMapping() or "")
+    except ValueError:
+        return path, None, 0
+    tracks = mapping.get("track_mapping") if isinstance(mapping, dict) else None
+    if not isinstance(tracks, dict) or not tracks:
+        return path, None, 0
+    entry = tracks.get("1") if "1" in tracks else (list(tracks.values())[0] if len(tracks) == 1 else None)
+    if not isinstance(entry, dict) or not entry.get("channel_idx"):
+        return path, None, 0
+    if entry.get("mute"):
+        return "muted in its audio mapping"
+    try:
+        picked = [int(i) for i in entry["channel_idx"]]
+        embedded = int(mapping.get("embedded_audio_channels", channels))
+    except (TypeError, ValueError):
+        return path, None, 0
+    if all(1 <= i <= embedded for i in picked):
+        every = picked == list(range(1, embedded + 1)) and embedded == channels
+        return path, None if every else picked, 0
+    base = embedded  # after the media's own channels come each synced file's, in key order
+    linked = mapping.get("linked_audio") or {}
+    for key in sorted(linked, key=lambda k: int(k) if str(k).isdigit() else 0):
+        info = linked[key] if isinstance(linked[key], dict) else {}
+        n = int(info.get("channels") or 0)
+        if n and all(base < i <= base + n for i in picked):
+            synced = info.get("path") or ""
+            if not os.path.isfile(synced):
+                return "plays audio synced from %s, which is not on disk" % (synced or "a file Resolve does not name")
+            local = [i - base for i in picked]
+            return synced, None if local == list(range(1, n + 1)) else local, int(info.get("offset") or 0)
+        base += n
+    return "plays channels of several files (its own and synced ones): not supported yet"
 
 
 def collect_clips(timeline):
@@ -200,7 +275,26 @@ def collect_clips(timeline):
         if not isinstance(span, tuple):
             skipped.append((name, span))
             continue
-        clips.append(Clip(item, track, path, channels, item.GetStart(), item.GetDuration(), span[0], span[1]))
+        source = audio_source(item, path, channels)
+        if not isinstance(source, tuple):
+            skipped.append((name, source))
+            continue
+        sound, pick, offset = source
+        start_s, count = span[0], len(pick) if pick else channels
+        if sound != path:  # synced audio: the file's sample = the media's sample - offset (README)
+            fmt = _wav_format(sound)
+            if not fmt or not fmt[1]:
+                skipped.append((name, "plays audio synced from %s, not a WAV file" % sound))
+                continue
+            start_s -= offset / float(fmt[1])
+            count = len(pick) if pick else fmt[0]
+            if start_s < 0:
+                skipped.append((name, "starts before its synced audio file %s does" % os.path.basename(sound)))
+                continue
+        if count > MAX_CHANNELS:
+            skipped.append((name, "%d channels: a Resolve audio track takes %d at most" % (count, MAX_CHANNELS)))
+            continue
+        clips.append(Clip(item, track, sound, count, item.GetStart(), item.GetDuration(), start_s, span[1], pick))
     return clips, skipped
 
 
@@ -210,13 +304,15 @@ def preset_label(preset):
     return os.path.splitext(base)[0] if base.lower().endswith(".toml") else preset
 
 
-def cleaned_path(out_dir, source, preset):
+def cleaned_path(out_dir, source, preset, pick=None):
     """Where the cleaned version of ``source`` goes: ``<stem>.<hash of its path>.<preset>.hushbridge.wav``
-    (two recorders' ``ZOOM0001.WAV`` of two days are two files)."""
+    (two recorders' ``ZOOM0001.WAV`` of two days are two files), ``...<preset>.ch2.hushbridge.wav``
+    for some of its channels (``pick``)."""
     stem = os.path.splitext(os.path.basename(source))[0]
     tag = hashlib.sha1(os.path.abspath(source).encode("utf-8", "surrogateescape")).hexdigest()[:8]
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in preset_label(preset))
-    return os.path.join(out_dir, "%s.%s.%s.hushbridge.wav" % (stem, tag, safe))
+    channels = ".ch%s" % "-".join(str(c) for c in pick) if pick else ""
+    return os.path.join(out_dir, "%s.%s.%s%s.hushbridge.wav" % (stem, tag, safe, channels))
 
 
 def _stamp(path):
@@ -238,14 +334,16 @@ def _package_version(lib_dir):
     return found.group(1) if found else ""
 
 
-def render_key(source, config):
-    """What a render depends on: the source file (size, time), the preset (its name and, where the
-    config can find its file, that file's size and time) and hushbridge's version."""
+def render_key(source, config, pick=None):
+    """What a render depends on: the source file (size, time) and the channels picked, the preset
+    (its name and, where the config can find its file, that file's size and time) and
+    hushbridge's version."""
     preset = config.get("preset", "dialogue")
     files = [preset] if preset.lower().endswith(".toml") else [
         os.path.join(d, preset + ".toml") for d in config.get("preset_dirs", [])]
     preset_file = next((f for f in files if os.path.isfile(f)), "")
-    return {"source": os.path.abspath(source), "source_stamp": _stamp(source), "preset": preset,
+    return {"source": os.path.abspath(source), "source_stamp": _stamp(source), "pick": list(pick or []),
+            "preset": preset,
             "preset_file": preset_file, "preset_stamp": _stamp(preset_file) if preset_file else None,
             "version": _package_version(os.path.dirname(os.path.abspath(__file__)))}
 
@@ -260,11 +358,11 @@ class CleanJob(object):
         self.preset = config.get("preset", "dialogue")
         seen = []
         for clip in clips:
-            if clip.path not in seen:
-                seen.append(clip.path)
-        self.sources = seen
+            if clip.key not in seen:
+                seen.append(clip.key)
+        self.sources = seen  # (file, channels picked or None) each
         self.results = {}  # source -> cleaned file
-        self.errors = []  # (source, message)
+        self.errors = []  # (file, message)
         self.reused = []
         self._next = 0
         self._proc = None
@@ -276,7 +374,7 @@ class CleanJob(object):
     @property
     def progress(self):
         """(files finished, files in all, what is happening now)."""
-        now = os.path.basename(self._current) if self._current else ""
+        now = _shown(self._current) if self._current else ""
         return self._next - (1 if self._proc is not None else 0), len(self.sources), now
 
     def describe(self):
@@ -295,24 +393,26 @@ class CleanJob(object):
         self._proc = self._log = None
         if self.cancelled:
             return
-        out = cleaned_path(self.out_dir, self._current, self.preset)
+        path, pick = self._current
+        out = cleaned_path(self.out_dir, path, self.preset, pick)
         if code == 0 and os.path.isfile(out):
             self.results[self._current] = out
             try:
                 with open(out + ".json", "w") as f:
-                    json.dump(render_key(self._current, self.config), f)
+                    json.dump(render_key(path, self.config, pick), f)
             except OSError:
                 pass  # no record: the next run renders it again
         else:
             last = [line for line in err.strip().splitlines() if line.strip()]
-            self.errors.append((self._current, last[-1] if last else "hushbridge exited with %d" % code))
+            self.errors.append((_shown(self._current, full=True),
+                                last[-1] if last else "hushbridge exited with %d" % code))
 
     def _reusable(self, source, out):
         if not self.config.get("reuse", True) or not os.path.isfile(out):
             return False
         try:
             with open(out + ".json") as f:
-                return json.load(f) == json.loads(json.dumps(render_key(source, self.config)))
+                return json.load(f) == json.loads(json.dumps(render_key(source[0], self.config, source[1])))
         except (OSError, ValueError):
             return False
 
@@ -333,7 +433,7 @@ class CleanJob(object):
             source = self.sources[self._next]
             self._next += 1
             self._current = source
-            out = cleaned_path(self.out_dir, source, self.preset)
+            out = cleaned_path(self.out_dir, source[0], self.preset, source[1])
             if self._reusable(source, out):
                 self.results[source] = out
                 self.reused.append(source)
@@ -344,7 +444,9 @@ class CleanJob(object):
             except OSError as e:
                 self.done = True
                 raise ResolveScriptError("cannot make the output folder %s: %s" % (self.out_dir, e.strerror or e))
-            command = list(self.config["hushbridge"]) + ["process", source, out, "--preset", self.preset, "--quiet"]
+            command = list(self.config["hushbridge"]) + ["process", source[0], out, "--preset", self.preset, "--quiet"]
+            if source[1]:
+                command += ["--pick", ",".join(str(c) for c in source[1])]
             self._log = tempfile.TemporaryFile()  # not a pipe: a chatty child never blocks on it
             flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # Windows: no console flashing up
             try:
@@ -369,6 +471,13 @@ class CleanJob(object):
                 report("HushBridge: %s" % said)
             time.sleep(poll_s)
         return self
+
+
+def _shown(source, full=False):
+    """A source (file, channels picked) as the Console names it."""
+    path, pick = source
+    name = path if full else os.path.basename(path)
+    return "%s (channel%s %s)" % (name, "s" if len(pick) > 1 else "", ",".join(str(c) for c in pick)) if pick else name
 
 
 def _media_bin(pool):
@@ -424,14 +533,14 @@ def place(project, timeline, clips, cleaned, preset):
     """Append every clip's cleaned media at its record frames on a new track for each source
     track (and channel layout). Returns ([(clip, new item)], [(clip, why not)], [track names])."""
     pool = project.GetMediaPool()
-    media = import_cleaned(pool, sorted(set(cleaned[c.path] for c in clips if c.path in cleaned)))
+    media = import_cleaned(pool, sorted(set(cleaned[c.key] for c in clips if c.key in cleaned)))
     placed, failed, tracks = [], [], []
     groups = {}
     for clip in clips:
-        if clip.path not in cleaned:
+        if clip.key not in cleaned:
             failed.append((clip, "its source was not cleaned"))
-        elif cleaned[clip.path] not in media:
-            failed.append((clip, "Resolve did not import %s" % cleaned[clip.path]))
+        elif cleaned[clip.key] not in media:
+            failed.append((clip, "Resolve did not import %s" % cleaned[clip.key]))
         else:
             groups.setdefault((clip.track, clip.channels), []).append(clip)
     for (source_track, channels) in sorted(groups):
@@ -441,7 +550,7 @@ def place(project, timeline, clips, cleaned, preset):
         track, name = _new_track(timeline, channels, label)
         made = 0
         for clip in sorted(groups[(source_track, channels)], key=lambda c: c.start):
-            new_media = media[cleaned[clip.path]]
+            new_media = media[cleaned[clip.key]]
             fps = frame_rate(new_media.GetClipProperty("FPS")) or 24.0
             # the cleaned file lines up with its source: the same seconds, in its own frames
             first = clip.source_s * fps

@@ -20,6 +20,11 @@ and from what third parties measured on Resolve Studio 19-21 where the README is
 - ``Timeline.GetSelectedClips`` exists from Resolve 21 only (``version``); ``fusion.UIManager``
   is None in the free edition since 19.1.
 - Clip properties are strings, except ``FPS``, a float.
+- Audio mapping (README "Audio Mapping"; ``TimelineItem.GetSourceAudioChannelMapping`` from
+  19.0.1): a JSON string; channel indices count the media's embedded channels first, then each
+  linked (synced) file's in key order; a linked file's ``offset`` is in samples, "audio at media
+  offset 0 plays file_start + 100th sample" for -100. Which entry of ``track_mapping`` a timeline
+  item plays is not documented: two public tools read the item's entry "1" (assumed here).
 
 Test-side helpers (not Resolve API) start with ``fake_``.
 """
@@ -52,6 +57,45 @@ class MediaPoolItem(_Bridged):
         self._path = os.path.abspath(path)
         self._info = info
         self._fps = float(fps)
+        self._linked: list[dict] = []  # files synced to it: {"path", "channels", "offset"}
+
+    def fake_link(self, path: str, offset: int = 0) -> int:
+        """Sync ``path``'s audio to this clip (Auto Sync Audio / Link Clips); returns the mapping
+        index of its first channel."""
+        first = self._info.channels + sum(f["channels"] for f in self._linked) + 1
+        self._linked.append({"channels": sf.info(path).channels, "offset": int(offset),
+                             "path": os.path.abspath(path)})
+        return first
+
+    def fake_mapping(self, channel_idx: list[int] | None = None, mute: bool = False) -> dict:
+        idx = list(channel_idx) if channel_idx else list(range(1, self._info.channels + 1))
+        kind = {1: "Mono", 2: "Stereo", 6: "5.1", 8: "7.1"}.get(len(idx), "Adaptive%d" % len(idx))
+        return {"embedded_audio_channels": self._info.channels,
+                "linked_audio": {str(k): dict(f) for k, f in enumerate(self._linked, 1)},
+                "track_mapping": {"1": {"channel_idx": idx, "mute": bool(mute), "type": kind}}}
+
+    def GetAudioMapping(self):  # noqa: N802
+        import json
+
+        return json.dumps(self.fake_mapping())
+
+    def fake_channel_audio(self, index: int, sample_rate: int) -> np.ndarray:
+        """Mapping channel ``index`` (1-based) on the media's own time axis, as Resolve plays it."""
+        n = self._info.channels
+        if index <= n:
+            audio, sr = sf.read(self._path, dtype="float64", always_2d=True)
+            assert sr == sample_rate
+            return audio[:, index - 1]
+        base = n
+        for f in self._linked:
+            if index <= base + f["channels"]:
+                audio, sr = sf.read(f["path"], dtype="float64", always_2d=True)
+                assert sr == sample_rate
+                ch = audio[:, index - base - 1]
+                off = f["offset"]  # the media's sample t plays the file's t - offset
+                return np.concatenate([np.zeros(off), ch]) if off >= 0 else ch[-off:]
+            base += f["channels"]
+        raise IndexError(index)
 
     @property
     def fake_frames(self) -> float:
@@ -115,6 +159,28 @@ class TimelineItem(_Bridged):
         self._name = name if name is not None else (media.GetName() if media is not None else "")
         self._enabled = enabled
         self._kind = kind
+        self._map: tuple[list[int] | None, bool] = (None, False)  # channel_idx (None: the media's own), mute
+
+    def __dir__(self):
+        names = set(super().__dir__())
+        if self._timeline._version < 19:
+            names.discard("GetSourceAudioChannelMapping")
+        return sorted(names)
+
+    def fake_map(self, channel_idx: list[int], mute: bool = False) -> "TimelineItem":
+        """Which channels it plays (the clip's audio attributes, or a poly file split per track)."""
+        self._map = (list(channel_idx), mute)
+        return self
+
+    def GetSourceAudioChannelMapping(self):  # noqa: N802 - Resolve 19.0.1
+        import json
+
+        if self._media is None:
+            return ""
+        return json.dumps(self._media.fake_mapping(*self._map))
+
+    def fake_channels(self) -> list[int]:
+        return self._map[0] or list(range(1, self._media._info.channels + 1))
 
     def GetName(self):  # noqa: N802
         return self._name
@@ -329,18 +395,20 @@ class Timeline(_Bridged):
         """What the track plays from the timeline's start to its end, (channels, samples), as
         Resolve would render it (each item: its source range of its media, at its record frames)."""
         items = [i for i in self._tracks[track - 1]["items"] if i._media is not None and i._enabled]
-        channels = max((i._media._info.channels for i in items), default=1)
+        channels = max((len(i.fake_channels()) for i in items), default=1)
         length = round((self.GetEndFrame() - self._start) / self.fake_fps * sample_rate)
         out = np.zeros((channels, length), dtype=np.float64)
         for item in items:
+            if item._map[1]:
+                continue  # muted
             media = item._media
-            audio, sr = sf.read(media._path, dtype="float64", always_2d=True)
-            assert sr == sample_rate, "the fake renders media at the timeline's audio rate only"
+            sr = sample_rate
             src = round(item._source[0] / media._fps * sr)
             dst = round((item._start - self._start) / self.fake_fps * sr)
             n = round(item._duration / self.fake_fps * sr)
-            piece = audio[src:src + n].T
-            out[:piece.shape[0], dst:dst + piece.shape[1]] += piece
+            for k, index in enumerate(item.fake_channels()):
+                piece = media.fake_channel_audio(index, sr)[src:src + n]
+                out[k, dst:dst + len(piece)] += piece
         return out, length
 
 

@@ -469,3 +469,84 @@ def test_a_failed_stopped_or_stalled_render_is_said_and_leaves_nothing_behind(me
     assert not list((tmp_path / "cleaned").glob("*mix*.wav"))  # the render went again, measured or not
     assert resolve.GetCurrentPage() == "edit" and project.render_mode == 1
     assert len(tl.GetMarkers()) == 1  # the user's alone: a failed report marks nothing
+
+
+def test_a_poly_file_split_per_track_and_audio_synced_to_a_camera_clip_are_cleaned_as_heard(tmp_path):
+    """What the clip plays, from its audio mapping (GetSourceAudioChannelMapping): a field
+    recorder's poly WAV split into Boom (channel 1) and Lav (channel 2) tracks gives a mono cleaned
+    boom and a mono cleaned lav (each track had both channels, stereo, before: QA, session 30);
+    a camera clip whose sound was synced from that recorder (Auto Sync Audio: a linked file with
+    an offset in samples) is cleaned from the recorder's file, not from the camera's scratch
+    audio, at the synced position; a muted mapping is skipped with the reason."""
+    speech, _ = sf.read(DEMO, dtype="float64")
+    rng = np.random.default_rng(9)
+    n = speech.size
+    boom = 0.5 * speech + 0.01 * rng.standard_normal(n)
+    lav = np.roll(0.7 * speech, 4800) + 0.01 * rng.standard_normal(n)  # another take of the words
+    poly = tmp_path / "ZOOM0007.WAV"
+    sf.write(poly, np.stack([boom, lav], 1), SR, subtype="PCM_24")
+    camera = tmp_path / "C0001.wav"  # the camera's own scratch track (a WAV stands in for its MOV)
+    sf.write(camera, 0.05 * rng.standard_normal(n), SR, subtype="PCM_24")
+    tl = Timeline("Sync", fps="25", start_frame=90000)
+    resolve = Resolve(tl)
+    m_poly, m_cam = resolve.fake_pool.ImportMedia([str(poly), str(camera)])
+    offset = 12000  # the camera rolled 0.25 s after the recorder: camera sample t = recorder t - 12000
+    first_linked = m_cam.fake_link(str(poly), offset=-offset)
+    t_boom, t_lav, t_cam = (tl.fake_add_track(name, "mono") for name in ("Boom", "Lav", "Camera"))
+    s = tl.GetStartFrame()
+    tl.fake_place(t_boom, m_poly, 24, 96, s).fake_map([1])
+    tl.fake_place(t_lav, m_poly, 24, 96, s).fake_map([2])
+    synced = tl.fake_place(t_cam, m_cam, 48, 120, s + 200).fake_map([first_linked + 1])  # the lav, synced
+    tl.fake_place(t_cam, m_cam, 0, 24, s + 400).fake_map([1], mute=True)
+    lines: list[str] = []
+    summary = hr.clean_timeline(resolve, config(tmp_path), report=lines.append)
+    assert summary["placed"] == 3 and summary["failed"] == 0 and not summary["errors"], lines
+    assert any("muted in its audio mapping" in line for line in lines), lines
+    names = sorted(p.name for p in (tmp_path / "cleaned").glob("*.hushbridge.wav"))
+    assert len(names) == 2 and all(".ch1." in x or ".ch2." in x for x in names), names  # the camera's audio: not cleaned
+    for source_track, new_track, channel in ((t_boom, 4, 1), (t_lav, 5, 2), (t_cam, 6, 2)):
+        assert tl.GetTrackName("audio", new_track).endswith(tl.GetTrackName("audio", source_track))
+        (item,) = tl.GetItemListInTrack("audio", new_track)
+        path = item.GetMediaPoolItem().GetClipProperty("File Path")
+        assert sf.info(path).channels == 1 and f".ch{channel}." in path
+        played, _ = tl.fake_render_track(new_track)
+        original, _ = tl.fake_render_track(source_track)
+        assert played.shape[0] == 1
+        # the cleaned track plays the words the original plays, where it plays them: it follows
+        # the channel it was made from, not the other (the poly file's two takes of the words)
+        a, b = original[0], played[0]
+        live = np.abs(a) > 0
+        if source_track == t_cam:
+            live &= np.arange(a.size) < round(420 / 25 * SR)  # the muted clip plays nothing
+            start = round(200 / 25 * SR)
+            src = round(48 / 24 * SR) + offset  # the recorder's sample under the camera's
+            np.testing.assert_allclose(a[start:start + 1000], lav[src:src + 1000], atol=1e-6)
+        where = np.flatnonzero(live)
+        heard = {1: boom, 2: lav}
+        lag = (where - round((200 if source_track == t_cam else 0) / 25 * SR) + round((48 if source_track == t_cam
+               else 24) / 24 * SR) + (offset if source_track == t_cam else 0))
+        right = np.corrcoef(b[where], heard[channel][lag])[0, 1]
+        wrong = np.corrcoef(b[where], heard[3 - channel][lag])[0, 1]
+        assert right > 0.6 and right > wrong + 0.3, (source_track, right, wrong)
+    assert synced.GetStart() in [i.GetStart() for i in tl.GetItemListInTrack("audio", 6)]
+
+
+def test_a_short_speed_change_on_a_timeline_of_the_media_s_rate_is_not_taken_for_100_percent(tmp_path, media):
+    """A 1 s clip at 104 % differs from 100 % by one frame: within the slack that frame rounding
+    needs between two rates, so it was placed as if at 100 % (QA, session 30). Where media and
+    timeline share a rate there is no rounding to allow for."""
+    from fakes.resolve import TimelineItem
+
+    a, _ = media
+    tl = Timeline("Same rate", fps="24", start_frame=86400)
+    resolve = Resolve(tl)
+    (m,) = resolve.fake_pool.ImportMedia([str(a)])
+    track = tl.fake_add_track("Dialogue", "mono")
+    s = tl.GetStartFrame()
+    fast = TimelineItem(tl, m, track, s, 24, 0, 25)  # 25 source frames over 24 record frames
+    tl._tracks[track - 1]["items"].append(fast)
+    plain = tl.fake_place(track, m, 48, 72, s + 48)
+    lines: list[str] = []
+    summary = hr.clean_timeline(resolve, config(tmp_path), report=lines.append)
+    assert summary["placed"] == 1 and any("retimed" in line for line in lines), lines
+    assert [i.GetStart() for i in tl.GetItemListInTrack("audio", 2)] == [plain.GetStart()]
