@@ -46,6 +46,10 @@ class ProbedInfo:
     format: str = "FFMPEG"
     format_info: str = "decoded with ffmpeg"
     sections: int = 1
+    #: audio streams in the file, and how many of them are decoded as channels (several mono
+    #: streams, a camera's microphones: all of them; otherwise the first)
+    streams: int = 1
+    merged: int = 1
 
     @property
     def subtype_info(self) -> str:
@@ -86,18 +90,24 @@ def probe(path: str | os.PathLike[str]) -> ProbedInfo | None:
         rate = int(s.get("sample_rate") or 0)
         channels = int(s.get("channels") or 0)
         duration = float(s.get("duration") or (found.get("format") or {}).get("duration") or 0.0)
+        # a camera records each microphone as a mono stream of its own (two, four): they are its
+        # channels, as an editor shows them (only the first was decoded: the second mic was lost)
+        merged = len(audio) if len(audio) > 1 and all(
+            int(a.get("channels") or 0) == 1 and int(a.get("sample_rate") or 0) == rate for a in audio) else 1
     except (TypeError, ValueError):
         return None
     if rate <= 0 or channels <= 0:
         return None
-    return ProbedInfo(os.fspath(path), rate, channels, int(round(duration * rate)), duration,
-                      str(s.get("codec_name") or "unknown"), length_known=duration > 0.0)
+    return ProbedInfo(os.fspath(path), rate, merged if merged > 1 else channels, int(round(duration * rate)),
+                      duration, str(s.get("codec_name") or "unknown"), length_known=duration > 0.0,
+                      streams=len(audio), merged=merged)
 
 
 @contextmanager
 def decoded(path: str | os.PathLike[str],
             folder: str | os.PathLike[str] | None = None) -> Iterator[tuple[Path, str]]:
-    """Decode ``path``'s first audio stream into a temporary float WAV file (in ``folder``, else
+    """Decode ``path``'s first audio stream (its mono streams, where all are: :func:`probe`) into a
+    temporary float WAV file (in ``folder``, else
     the system's temporary folder), yield ``(its path, what ffmpeg reported)`` and remove it
     afterwards. ffmpeg decodes what it can of a file cut short and still succeeds, saying so
     ("partial file"): that report is a warning for the caller to pass on ("" when it said
@@ -107,12 +117,16 @@ def decoded(path: str | os.PathLike[str],
     except OSError:  # a folder we may not write to: the output's own error says so, later
         fd, tmp = tempfile.mkstemp(prefix=".hushbridge-decoded-", suffix=".wav")
     os.close(fd)
+    info = probe(path)
+    merged = info.merged if info is not None else 1
+    streams = (["-filter_complex", "".join(f"[0:a:{k}]" for k in range(merged)) + f"amerge=inputs={merged}[a]",
+                "-map", "[a]"] if merged > 1 else ["-map", "0:a:0"])
     try:
         try:
             # -guess_layout_max 0: a stream that names no speakers gets none (ffmpeg guessed 2.1 for
             # three channels, and its third was then weighed as an LFE)
             r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-guess_layout_max", "0",
-                                "-i", os.fspath(path), "-map", "0:a:0",
+                                "-i", os.fspath(path), *streams,
                                 # bitexact: no "software: Lavf..." tag of ffmpeg's own among the input's
                                 "-c:a", "pcm_f32le", "-f", "wav", "-rf64", "auto", "-bitexact", tmp],
                                capture_output=True, text=True)
@@ -123,6 +137,10 @@ def decoded(path: str | os.PathLike[str],
         lines = (r.stderr or "").strip().splitlines()
         if r.returncode != 0 or os.path.getsize(tmp) == 0:
             raise AudioFileError(f"{path}: ffmpeg could not decode it ({(lines[-1:] or ['no output'])[0][:300]})")
+        if merged > 2:  # separate microphones name no speakers (amerge called four of them quad)
+            from hushbridge.io.files import set_wav_channel_mask
+
+            set_wav_channel_mask(tmp, 0)
         said = ""
         if lines:
             more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
@@ -160,7 +178,14 @@ def output_subtype(out: str | os.PathLike[str], subtype: str | None) -> str | No
 
 
 def decoded_note(info: ProbedInfo) -> str:
-    return f"decoded with ffmpeg ({info.subtype}, {info.samplerate} Hz, {info.channels} ch)"
+    streams = getattr(info, "streams", 1)
+    if getattr(info, "merged", 1) > 1:
+        how = f": its {info.merged} mono audio streams as channels"
+    elif streams > 1:
+        how = f": the first of its {streams} audio streams"
+    else:
+        how = ""
+    return f"decoded with ffmpeg ({info.subtype}, {info.samplerate} Hz, {info.channels} ch{how})"
 
 
 def as_input(report, tmp: Path, said: str, original: str | os.PathLike[str], info: ProbedInfo):  # noqa: ANN001, ANN201

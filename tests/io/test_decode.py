@@ -171,3 +171,36 @@ def test_a_cut_short_m4a_is_processed_with_a_warning_and_loudness_and_normalize_
     assert r.returncode == 0 and "decoded with ffmpeg (aac" in r.stdout
     r = hb("process", cut, tmp_path / "c2.wav", "--chain", "gain", "-q")
     assert r.returncode == 0 and "ffmpeg decoded it with errors" in r.stderr  # a warning, also with -q
+
+
+def test_a_camera_s_mono_audio_streams_are_its_channels_and_a_mix_of_streams_takes_the_first(tmp_path):
+    """A camera records each microphone as a mono stream (two, four): all of them are decoded,
+    one per channel, as an editor shows them (only the first was: the second mic, a lav on the
+    camera's input 2, was lost without a word; QA, session 30). Four are separate microphones,
+    not quad. A file whose streams are not all mono (a film's 5.1 and its stereo commentary)
+    takes the first, and says so."""
+    freqs = (300, 500, 700, 900)
+    inputs = [a for f in freqs for a in ("-f", "lavfi", "-i", f"sine=f={f}:d=1:sample_rate=48000")]
+    cam = tmp_path / "C0002.mov"
+    ffmpeg(*inputs, "-f", "lavfi", "-i", "color=c=black:s=64x64:d=1",
+           "-map", "4:v", *[x for k in range(4) for x in ("-map", f"{k}:a")], "-c:v", "mpeg4", "-c:a", "pcm_s24le",
+           str(cam))
+    info = audio_info(cam)
+    assert info.channels == 4 and info.merged == 4
+    out = tmp_path / "cam.wav"
+    report = process_file(cam, out, Chain([Gain()]))
+    y, _ = read_audio(out)
+    peaks = [int(np.argmax(np.abs(np.fft.rfft(y[c])))) for c in range(4)]
+    assert peaks == list(freqs)  # 1 s: bin = Hz, each stream its own channel, in order
+    assert any("its 4 mono audio streams as channels" in n for n in report.notes)
+    m = loudness_file(cam)
+    mono = loudness_file(out, layout="equal")
+    assert m["integrated_lufs"] == pytest.approx(mono["integrated_lufs"], abs=0.05)  # four mics, no surround weights
+    mixed = tmp_path / "film.mkv"
+    ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", "-f", "lavfi", "-i", "sine=f=500:d=1",
+           "-filter_complex", "[0:a][0:a]amerge=inputs=2[st]", "-map", "[st]", "-map", "1:a", "-c:a", "pcm_s16le",
+           str(mixed))
+    info = audio_info(mixed)
+    assert info.channels == 2 and info.merged == 1 and info.streams == 2
+    report = process_file(mixed, tmp_path / "film.wav", Chain([Gain()]))
+    assert any("the first of its 2 audio streams" in n for n in report.notes)
