@@ -85,6 +85,9 @@ class DeviceParameter(_Observable):
         self.min, self.max = lo, hi
         self._value = value
         self.writes = 0  # values set by a script
+        # 0 none, 1 automation playing, 2 overridden (a value set while it played: the automation
+        # stays off until re_enable_automation, Live's "Re-Enable Automation")
+        self.automation_state = 0
 
     @property
     def value(self) -> float:
@@ -97,9 +100,15 @@ class DeviceParameter(_Observable):
         if not self.min <= v <= self.max:
             raise RuntimeError(f"invalid value {v} for {self.name!r}: outside [{self.min}, {self.max}]")
         self.writes += 1
+        if self.automation_state == 1:
+            self.automation_state = 2
         if v != self._value:
             self._value = v
             self._notify("value")
+
+    def re_enable_automation(self) -> None:
+        if self.automation_state == 2:
+            self.automation_state = 1
 
     def fake_user_set(self, v: float) -> None:
         """The user drags the fader."""

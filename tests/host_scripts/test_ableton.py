@@ -92,6 +92,29 @@ def test_a_track_tagged_duck_falls_under_the_voice_and_comes_back(rig):
     assert host.script.errors == 0
 
 
+def test_a_tagged_track_whose_fader_follows_automation_is_left_alone_and_said_so(rig):
+    """Writing an automated fader switches its automation off in Live ("overridden") until the
+    user re-enables it, and the script then took automation's moves for the user's (QA, session
+    30): such a track is not ducked, and the status bar says so once."""
+    engine, server, voice, scripts = rig
+    song = Song(["Voice", "Bed [duck]", "Music [duck]"])
+    host = LiveHost(scripts, song)
+    db_to_value = sys.modules["HushBridge.surface"].db_to_value
+    try:
+        bed = song.fake_track("Bed [duck]").mixer_device.volume
+        bed.automation_state = 1  # a fade drawn in the arrangement
+        music = song.fake_track("Music [duck]").mixer_device.volume
+        voice.talking.set()
+        assert until(host, lambda: abs(music.value - db_to_value(-12.0)) < 0.01), music.value
+        host.tick(10)
+        assert bed.writes == 0 and bed.automation_state == 1
+        voice.talking.clear()
+        assert until(host, lambda: abs(music.value - 0.85) < 0.005)
+    finally:
+        host.close()
+    assert sum("Bed [duck] has volume automation: not ducked" in m for m in host.c_instance.messages) == 1
+
+
 def test_lives_tempo_and_transport_reach_the_engine(rig):
     engine, server, voice, scripts = rig
     song = Song(["Voice"])
@@ -319,4 +342,40 @@ def test_an_engine_started_after_live_learns_every_track_while_busy_faders_move(
         host.close()
         audio.stop.set()
         audio.join()
+        server.close()
+
+
+def test_an_engine_without_a_duck_effect_restarted_hears_the_tracks_within_seconds(tmp_path):
+    """With no duck effect the script asks for the meter only every 30 s, and it re-sent the
+    tracks and transport only once it heard from the engine: after a restart that took up to
+    30 s (QA, session 30). Meanwhile it now asks a question any engine answers, every 3 s."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    r = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "ableton", "--dest", str(tmp_path),
+                        "--osc-port", str(port)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    host = LiveHost(tmp_path, Song(["Voice", "Guest"]))
+
+    def engine_without_duck():
+        engine = Engine(Chain([]), channels=1)
+        engine.prepare(SR, 128)
+        server = OscServer(engine, port=port)
+        server.start()
+        return server
+
+    server = engine_without_duck()
+    try:
+        assert until(host, lambda: len(server.controller.host_tracks) == 2, 60)
+        host.tick(20)
+        server.close()
+        host.tick(50)  # 5 s without an engine (a restart)
+        server = engine_without_duck()
+        assert until(host, lambda: len(server.controller.host_tracks) == 2, 80), "tracks not re-sent within 8 s"
+        assert server.controller.engine.is_published("/hb/transport/tempo_bpm")
+    finally:
+        host.close()
         server.close()

@@ -37,8 +37,10 @@ DEFAULTS = {
 MAX_DATAGRAMS = 64  # per tick: a flood never holds Live's thread
 HELLO_TICKS = 30  # re-subscribe every 3 s: an engine restarted finds us again
 TRACKS_PER_TICK = 16  # track updates sent a tick: a big set is announced over a few ticks
-REFUSED_TICKS = 300  # ... every 30 s while the engine says it has no such meter (no duck effect)
+REFUSED_TICKS = 300  # ... every 30 s while the engine says it has no such meter (no duck effect);
+# meanwhile every HELLO_TICKS a question any engine answers keeps us knowing that one is there
 SILENT_S = 1.0  # no meter for this long: the engine is gone, the ducked tracks come back
+GONE_S = HELLO_TICKS / 10.0 + 1.0  # nothing at all for this long: an engine that answers next is new
 LOG_EVERY_S = 10.0
 
 
@@ -112,9 +114,11 @@ class HushBridge(object):
         self._heard = -math.inf  # time.monotonic() of the last meter from the engine
         self._ducked = []  # _Ducked, one per tagged track
         self._last_log = {}  # kind -> time.monotonic() of its last log line
-        self._next_hello = 1  # tick of the next subscribe
+        self._next_hello = 1  # tick of the next subscribe (or, refused, of the next question)
+        self._next_subscribe = 1  # refused: the tick of the next subscribe
         self._refused = False  # the engine said it has no duck meter
         self._active = True  # False: another HushBridge on this set does the ducking
+        self._said_automated = set()  # tagged tracks left alone for their volume automation
         self.errors = 0
         self._listening = []  # (add/remove owner, property, callback)
         self._open_socket()
@@ -194,9 +198,14 @@ class HushBridge(object):
         if self._sock is None:
             return
         if self._ticks >= self._next_hello:
-            self._next_hello = self._ticks + (REFUSED_TICKS if self._refused else HELLO_TICKS)
-            if self._active:
+            self._next_hello = self._ticks + HELLO_TICKS
+            if self._active and self._refused and self._ticks < self._next_subscribe:
+                # no duck meter to follow: a question it answers, so that a restarted engine
+                # hears the tracks and transport within seconds (it took up to 30 s)
+                self._send("/hb/get", "/hb/engine/latency_samples")
+            elif self._active:
                 self._send("/hb/subscribe", self._config["duck_meter"], int(self._config["meter_rate_hz"]))
+                self._next_subscribe = self._ticks + REFUSED_TICKS
         self._cut_max = -1.0
         self._receive()
         if self._cut_max >= 0.0:
@@ -219,8 +228,11 @@ class HushBridge(object):
                 self._log("HushBridge: receive failed: %s" % e, kind="receive")
                 return
             now = time.monotonic()
-            if now - self._heard_any > SILENT_S:  # hushbridge (re)appeared: tell it everything again
+            if now - self._heard_any > (GONE_S if self._refused else SILENT_S):
+                # hushbridge (re)appeared: tell it everything again, and ask for its meter at once
+                # (a restarted engine may have the duck effect now)
                 self._sent_tracks, self._sent_count, self._transport_dirty = {}, None, True
+                self._next_subscribe = self._ticks
             self._heard_any = now
             for address, args in oscmini.decode(data):
                 self._handle(address, args)
@@ -236,7 +248,7 @@ class HushBridge(object):
             if "/hb/subscribe" in text or self._config["duck_meter"] in text:
                 if not self._refused:  # say it once; ask again only now and then
                     self._refused = True
-                    self._next_hello = self._ticks + REFUSED_TICKS
+                    self._next_subscribe = self._ticks + REFUSED_TICKS
                     self._show("HushBridge: hushbridge has no duck effect to follow (%s)" % text)
             else:
                 self._log("HushBridge: hushbridge says: %s" % text, kind="error")
@@ -287,6 +299,13 @@ class HushBridge(object):
                     continue
                 state = next((s for s in self._ducked if s.track == track), None)
                 param = track.mixer_device.volume
+                if state is None and getattr(param, "automation_state", 0) == 1:
+                    # its fader follows automation: a write would switch that off (Live's
+                    # "overridden") until the user re-enables it; left alone, and said once
+                    if track.name not in self._said_automated:
+                        self._said_automated.add(track.name)
+                        self._show("HushBridge: %s has volume automation: not ducked" % track.name)
+                    continue
                 if state is None:
                     state = _Ducked(track, param.value)
                 elif abs(param.value - state.written) > 1e-6:
