@@ -155,27 +155,23 @@ def test_takes_never_replace_a_file_and_a_folder_names_them_by_time(tmp_path):
     assert first.paths == [tmp_path / "ep-2.wav"] and first.raw_paths == [tmp_path / "ep-2-raw.wav"]
     assert second.paths == [tmp_path / "ep-3.wav"]
     assert rec.takes == (first, second)  # `run` names them all when it stops
-    rec = Recorder(tmp_path / "Episode.WAV", raw=True)  # the name as the user spelled it (QA, session 30)
-    rec.attach(e)
-    try:
-        upper = rec.start()
-        feed.pos = 0
-        feed.run(4800)
-        finish(rec, feed)
-    finally:
-        rec.close()
+
+    def one_take(rec):
+        rec.attach(e)
+        try:
+            take = rec.start()
+            feed.pos = 0
+            feed.run(4800)
+            finish(rec, feed)
+        finally:
+            rec.close()
+        return take
+
+    upper = one_take(Recorder(tmp_path / "Episode.WAV", raw=True))  # the name as spelled (QA, session 30)
     assert upper.paths == [tmp_path / "Episode.WAV"] and upper.raw_paths == [tmp_path / "Episode-raw.WAV"]
     folder = tmp_path / "takes"
     folder.mkdir()
-    rec = Recorder(folder)
-    rec.attach(e)
-    try:
-        take = rec.start()
-        feed.pos = 0
-        feed.run(4800)
-        finish(rec, feed)
-    finally:
-        rec.close()
+    take = one_take(Recorder(folder))
     assert take.paths[0].parent == folder and take.paths[0].name.startswith("hushbridge-20")
     with pytest.raises(RecordingError, match="WAV"):
         Recorder(tmp_path / "ep.flac")

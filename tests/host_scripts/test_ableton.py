@@ -308,9 +308,8 @@ def test_lives_track_names_and_faders_reach_hushbridges_clients(rig):
         tablet.close()
 
 
-def test_an_engine_started_after_live_learns_every_track_while_busy_faders_move(tmp_path):
-    """Live first, hushbridge later (or restarted): once hushbridge answers, the script tells it
-    every track again; automation moving tracks 1-16 every tick does not keep 17-20 from it."""
+def _installed_for_a_free_port(tmp_path) -> int:
+    """Install the script into ``tmp_path`` for a port nobody listens on yet; returns the port."""
     import socket
 
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -320,6 +319,13 @@ def test_an_engine_started_after_live_learns_every_track_while_busy_faders_move(
     r = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "ableton", "--dest", str(tmp_path),
                         "--osc-port", str(port)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    return port
+
+
+def test_an_engine_started_after_live_learns_every_track_while_busy_faders_move(tmp_path):
+    """Live first, hushbridge later (or restarted): once hushbridge answers, the script tells it
+    every track again; automation moving tracks 1-16 every tick does not keep 17-20 from it."""
+    port = _installed_for_a_free_port(tmp_path)
     song = Song([f"T{i}" for i in range(1, 21)])
     host = LiveHost(tmp_path, song)
     host.tick(5)  # nobody listens yet
@@ -349,15 +355,7 @@ def test_an_engine_without_a_duck_effect_restarted_hears_the_tracks_within_secon
     """With no duck effect the script asks for the meter only every 30 s, and it re-sent the
     tracks and transport only once it heard from the engine: after a restart that took up to
     30 s (QA, session 30). Meanwhile it now asks a question any engine answers, every 3 s."""
-    import socket
-
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    r = subprocess.run([sys.executable, "-m", "hushbridge", "install-host-scripts", "ableton", "--dest", str(tmp_path),
-                        "--osc-port", str(port)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    port = _installed_for_a_free_port(tmp_path)
     host = LiveHost(tmp_path, Song(["Voice", "Guest"]))
 
     def engine_without_duck():
