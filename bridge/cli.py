@@ -290,32 +290,48 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
 def _process_one(args: argparse.Namespace, chain, src: Path, dst: Path, stack, out, err) -> int:
     """One ``process`` input into ``dst``; 0 (a failure raises). With ``--pick``, the picked
-    channels of ``src`` in a temporary file are what the chain cleans, and ``src`` gives the output
-    its tags and timecode."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    channels of ``src`` in a temporary file (with ``src``'s tags, timecode and iXML) are what the
+    chain cleans."""
+    from hushbridge.errors import AudioFileError
+    from hushbridge.io.files import audio_info, picked_channels
 
-    from hushbridge.io.files import audio_info, picked_channels, process_file
-
-    mixer = args.mixer
     given = src
-    args.metadata_src = None
     if args.pick:
-        src = stack.enter_context(picked_channels(given, args.pick, dst.parent if dst.parent.is_dir() else None))
-        original = audio_info(given)
-        if original.format != "FFMPEG":
-            args.metadata_src = given
-        if args.subtype is None:  # the output in the input's format, not the temporary copy's float
-            from hushbridge.io.decode import output_subtype
+        src, *decoded = stack.enter_context(picked_channels(given, args.pick,
+                                                            dst.parent if dst.parent.is_dir() else None))
+        original = audio_info(given)  # (the picked file carries its timecode and iXML on)
+        if args.subtype is None:  # the output in the input's format (where the output's format can
+            from hushbridge.io.decode import output_subtype  # store it), not the temporary copy's float
+            from hushbridge.io.files import output_format
 
             stack.callback(setattr, args, "subtype", None)
-            args.subtype = original.subtype if original.format != "FFMPEG" else output_subtype(dst, None)
+            args.subtype = output_format(dst, original.subtype, None)[1] if original.format != "FFMPEG" \
+                else output_subtype(dst, None)
+        shown = Path(f"{given} (channel{'s' if len(args.pick) > 1 else ''} {','.join(map(str, args.pick))})")
+        try:
+            return _process_picked(args, chain, src, dst, out, err, shown, decoded)
+        except AudioFileError as e:  # the user's file, not our temporary copy of its channels
+            raise AudioFileError(str(e).replace(str(src), str(shown))) from e
+    return _process_picked(args, chain, src, dst, out, err, given)
+
+
+def _process_picked(args: argparse.Namespace, chain, src: Path, dst: Path, out, err, shown: Path,
+                    decoded: tuple[str, str] = ("", "")) -> int:
+    """``_process_one``'s work on ``src`` (the input, or the temporary file of its picked
+    channels, which messages call ``shown``; ``decoded``: what ffmpeg said decoding it, a
+    warning, and a note that it did)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from hushbridge.io.files import audio_info, process_file
+
+    mixer = args.mixer
     info = audio_info(src)
     args.layout_mask = _layout_mask(args.layout, info.channels, src)
     t0 = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeRemainingColumn(), console=err, transient=True,
                   disable=args.quiet or info.duration < 20 or not err.is_terminal) as bar:
-        task = bar.add_task(src.name, total=info.frames)
+        task = bar.add_task(shown.name, total=info.frames)
 
         def progress(done: int, total: int) -> None:
             _still_running()
@@ -326,16 +342,15 @@ def _process_one(args: argparse.Namespace, chain, src: Path, dst: Path, stack, o
                                   block_size=args.block_size, progress=progress,
                                   channel_mask=args.layout_mask or None,
                                   dc_offset="keep" if args.keep_dc else "remove",
-                                  per_channel=args.per_channel, automix=mixer, metadata_from=args.metadata_src)
+                                  per_channel=args.per_channel, automix=mixer)
         else:
             report, loud = _render_to_loudness(src, dst, chain, args, info, progress)
-    if args.pick:  # the user's file, not our temporary copy of its channels
-        shown = f"{given} (channel{'s' if len(args.pick) > 1 else ''} {','.join(map(str, args.pick))})"
-        report.warnings = [w.replace(str(src), shown) for w in report.warnings]
-        report.notes = [n.replace(str(src), shown) for n in report.notes]
+    if shown != src:  # the user's file, not our temporary copy of its channels
+        report.warnings = [w.replace(str(src), str(shown)) for w in [decoded[0]] + report.warnings if w]
+        report.notes = [n.replace(str(src), str(shown)) for n in [decoded[1]] + report.notes if n]
         if args.loudness is not None:
-            loud.warnings = [w.replace(str(src), shown) for w in loud.warnings]
-        src = Path(shown)
+            loud.warnings = [w.replace(str(src), str(shown)) for w in loud.warnings]
+        src = shown
     dt = time.perf_counter() - t0
     seconds = report.frames / report.sample_rate
     if not args.quiet:
@@ -429,7 +444,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
         loud = normalize_file(tmp, dst, args.loudness, ceiling_dbtp=args.true_peak, subtype=subtype,
                               name=f"{dst} (as rendered)", layout="equal" if equal else None,
                               channel_mask=args.layout_mask or (channel_mask_of(src) if named is None else named) or 0,
-                              metadata_from=getattr(args, "metadata_src", None) or src)
+                              metadata_from=src)
     finally:
         tmp.unlink(missing_ok=True)
     report.output, report.subtype = str(dst), loud.subtype

@@ -481,6 +481,12 @@ def test_pick_cleans_the_channels_asked_for_and_keeps_the_source_s_timecode(tmp_
     src = tmp_path / "ZOOM0001.WAV"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(plain), "-c:a", "pcm_s24le", "-write_bext", "1",
                     "-metadata", "time_reference=172800000", str(src)], check=True)
+    from hushbridge.io.metadata import insert_wav_chunks, wav_chunks
+
+    track = "<TRACK><CHANNEL_INDEX>{0}</CHANNEL_INDEX><INTERLEAVE_INDEX>{0}</INTERLEAVE_INDEX><NAME>{1}</NAME></TRACK>"
+    ixml = ("<?xml version=\"1.0\"?><BWFXML><TRACK_LIST><TRACK_COUNT>2</TRACK_COUNT>" + track.format(1, "Boom")
+            + track.format(2, "Lav") + "</TRACK_LIST></BWFXML>").encode()
+    assert insert_wav_chunks(src, [(b"iXML", ixml)])
     out = tmp_path / "lav.wav"
     r = hb("process", str(src), str(out), "--chain", "gain", "--pick", "2")
     assert r.returncode == 0, r.stderr
@@ -492,6 +498,23 @@ def test_pick_cleans_the_channels_asked_for_and_keeps_the_source_s_timecode(tmp_
     tags = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format_tags", "-of", "json",
                                       str(out)], check=True, capture_output=True, text=True).stdout)["format"]["tags"]
     assert tags["time_reference"] == "172800000"
+    # its iXML names the lav alone (the poly file's list called its one channel "Boom")
+    (kept,) = [d for cid, d in wav_chunks(out, (b"iXML",))]
+    assert b"<TRACK_COUNT>1</TRACK_COUNT>" in kept and b"<NAME>Lav</NAME>" in kept and b"Boom" not in kept
+    assert b"<CHANNEL_INDEX>1</CHANNEL_INDEX>" in kept
     r = hb("process", str(src), str(tmp_path / "x.wav"), "--pick", "3")
     assert r.returncode == 1 and "has 2 channels; cannot pick 3" in r.stderr and not (tmp_path / "x.wav").exists()
-    assert not list(tmp_path.glob(".hushbridge-picked-*"))
+    # the output's format falls back as without --pick (a float input into FLAC, which stores no
+    # float), and an error names the user's file, not the temporary one (review, session 30)
+    floats = tmp_path / "floats.wav"
+    sf.write(str(floats), x, sr, subtype="FLOAT")
+    r = hb("process", str(floats), str(tmp_path / "lav.flac"), "--chain", "gain", "--pick", "2")
+    assert r.returncode == 0 and sf.info(str(tmp_path / "lav.flac")).subtype == "PCM_24", r.stderr
+    r = hb("process", str(src), str(tmp_path / "y.wav"), "--pick", "2", "--layout", "stereo")
+    assert r.returncode == 1 and f"{src} (channel 2): has 1 channel" in r.stderr and ".picked" not in r.stderr
+    # from a file only ffmpeg reads: its decoding is said, as without --pick
+    mka = tmp_path / "take.mka"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(plain), "-c:a", "flac", str(mka)], check=True)
+    r = hb("process", str(mka), str(tmp_path / "m.wav"), "--chain", "gain", "--pick", "1")
+    assert r.returncode == 0 and "decoded with ffmpeg" in r.stdout, r.stdout + r.stderr
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -50,6 +50,8 @@ class ProbedInfo:
     #: streams, a camera's microphones: all of them; otherwise the first)
     streams: int = 1
     merged: int = 1
+    #: (start, end) in seconds of each merged stream, where the container says (else empty)
+    spans: tuple = ()
 
     @property
     def subtype_info(self) -> str:
@@ -68,7 +70,7 @@ def probe(path: str | os.PathLike[str]) -> ProbedInfo | None:
         return None
     try:
         r = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
-                            "stream=codec_type,codec_name,sample_rate,channels,duration:format=duration",
+                            "stream=codec_type,codec_name,sample_rate,channels,duration,start_time:format=duration",
                             "-of", "json", os.fspath(path)],
                            capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
@@ -94,13 +96,18 @@ def probe(path: str | os.PathLike[str]) -> ProbedInfo | None:
         # channels, as an editor shows them (only the first was decoded: the second mic was lost)
         merged = len(audio) if len(audio) > 1 and all(
             int(a.get("channels") or 0) == 1 and int(a.get("sample_rate") or 0) == rate for a in audio) else 1
+        spans: tuple = ()
+        if merged > 1 and all(a.get("duration") not in (None, "N/A") for a in audio):
+            spans = tuple((float(a.get("start_time") or 0.0), float(a.get("start_time") or 0.0) + float(a["duration"]))
+                          for a in audio)
+            duration = max(b for _, b in spans) - min(a for a, _ in spans)
     except (TypeError, ValueError):
         return None
     if rate <= 0 or channels <= 0:
         return None
     return ProbedInfo(os.fspath(path), rate, merged if merged > 1 else channels, int(round(duration * rate)),
                       duration, str(s.get("codec_name") or "unknown"), length_known=duration > 0.0,
-                      streams=len(audio), merged=merged)
+                      streams=len(audio), merged=merged, spans=spans)
 
 
 @contextmanager
@@ -112,15 +119,14 @@ def decoded(path: str | os.PathLike[str],
     afterwards. ffmpeg decodes what it can of a file cut short and still succeeds, saying so
     ("partial file"): that report is a warning for the caller to pass on ("" when it said
     nothing). (Not W64: ffmpeg's float W64 reads back in libsndfile as 32-bit integers.)"""
+    info = probe(path)  # before the temporary file: a signal in ffprobe leaves nothing behind
+    merged = info.merged if info is not None else 1
+    streams = ["-filter_complex", _merge_graph(info), "-map", "[a]"] if merged > 1 else ["-map", "0:a:0"]
     try:
         fd, tmp = tempfile.mkstemp(prefix=".hushbridge-decoded-", suffix=".wav", dir=folder)
     except OSError:  # a folder we may not write to: the output's own error says so, later
         fd, tmp = tempfile.mkstemp(prefix=".hushbridge-decoded-", suffix=".wav")
     os.close(fd)
-    info = probe(path)
-    merged = info.merged if info is not None else 1
-    streams = (["-filter_complex", "".join(f"[0:a:{k}]" for k in range(merged)) + f"amerge=inputs={merged}[a]",
-                "-map", "[a]"] if merged > 1 else ["-map", "0:a:0"])
     try:
         try:
             # -guess_layout_max 0: a stream that names no speakers gets none (ffmpeg guessed 2.1 for
@@ -154,6 +160,24 @@ def decoded(path: str | os.PathLike[str],
             pass
 
 
+def _merge_graph(info: ProbedInfo) -> str:
+    """The ffmpeg filter graph that makes a camera's mono streams one stream of channels, each
+    placed by its start time and padded with silence to the last one's end (amerge alone stops
+    at the shortest and ignores the starts)."""
+    n, rate = info.merged, info.samplerate
+    spans = info.spans if len(info.spans) == n else ()
+    first = min((a for a, _ in spans), default=0.0)
+    last = max((b for _, b in spans), default=0.0)
+    parts = []
+    for k in range(n):
+        delay = int(round((spans[k][0] - first) * rate)) if spans else 0
+        # (aformat: amerge cannot choose a format after apad on streams that name no layout)
+        parts.append(f"[0:a:{k}]adelay=delays={delay}S:all=1,apad,aformat=channel_layouts=mono[s{k}]"
+                     if spans and last > first else f"[0:a:{k}]anull[s{k}]")
+    end = f",atrim=end_sample={int(round((last - first) * rate))}" if spans and last > first else ""
+    return ";".join(parts) + ";" + "".join(f"[s{k}]" for k in range(n)) + f"amerge=inputs={n}{end}[a]"
+
+
 # the masks that say no more than the channel count (mono: centre; stereo: left, right)
 _PLAIN_MASKS = {1: 0x4, 2: 0x3}
 
@@ -180,7 +204,10 @@ def output_subtype(out: str | os.PathLike[str], subtype: str | None) -> str | No
 def decoded_note(info: ProbedInfo) -> str:
     streams = getattr(info, "streams", 1)
     if getattr(info, "merged", 1) > 1:
-        how = f": its {info.merged} mono audio streams as channels"
+        spans = getattr(info, "spans", ())
+        uneven = len({round(a, 3) for a, _ in spans}) > 1 or len({round(b, 3) for _, b in spans}) > 1
+        how = f": its {info.merged} mono audio streams as channels" + (
+            ", placed by their start times and padded with silence to the longest" if uneven else "")
     elif streams > 1:
         how = f": the first of its {streams} audio streams"
     else:

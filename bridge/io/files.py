@@ -25,7 +25,7 @@ from hushbridge.effects.base import SAMPLE_RATES, Effect
 from hushbridge.effects.chain import Chain
 from hushbridge.effects.render import OfflineRenderer
 from hushbridge.errors import AudioFileError
-from hushbridge.io.metadata import carry_wav_metadata, read_tags, write_tags
+from hushbridge.io.metadata import carry_wav_metadata, insert_wav_chunks, picked_ixml, read_tags, wav_chunks, write_tags
 
 READ_FRAMES = 1 << 16
 DC_WINDOW_S = 3.0  # the input's head over which a DC offset is measured
@@ -662,10 +662,12 @@ def process_file(
 
 @contextmanager
 def picked_channels(src: str | os.PathLike[str], channels: Sequence[int],
-                    folder: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+                    folder: str | os.PathLike[str] | None = None) -> Iterator[tuple[Path, str, str]]:
     """``src``'s channels ``channels`` (1-based, in that order; one may come twice) in a temporary
     float file (in ``folder``, else the system's temporary folder) with ``src``'s tags, removed
-    afterwards: what ``process --pick`` cleans (a poly WAV's lav alone, a camera's second mic)."""
+    afterwards: what ``process --pick`` cleans (a poly WAV's lav alone, a camera's second mic).
+    Yields ``(its path, what ffmpeg said decoding src (a warning) or "", a note that it decoded
+    src or "")``."""
     import tempfile
 
     src = Path(src)
@@ -675,25 +677,33 @@ def picked_channels(src: str | os.PathLike[str], channels: Sequence[int],
         raise AudioFileError(f"{src}: has {info.channels} channel{'s' if info.channels != 1 else ''}; "
                              f"cannot pick {', '.join(map(str, bad)) or 'none'}")
     if info.format == "FFMPEG":  # only ffmpeg reads it: picked from the decoded copy
-        from hushbridge.io.decode import decoded
+        from hushbridge.io.decode import decoded, decoded_note, retold
 
-        with decoded(src, folder) as (dec, _said), picked_channels(dec, channels, folder) as tmp:
-            yield tmp
+        with decoded(src, folder) as (dec, said), picked_channels(dec, channels, folder) as (tmp, _, _):
+            yield tmp, said and retold([said], dec, src, info)[0], decoded_note(info)
         return
     rows = [c - 1 for c in channels]
-    try:
-        fd, name = tempfile.mkstemp(prefix=".hushbridge-picked-", suffix=".w64", dir=folder)
-    except OSError:
-        fd, name = tempfile.mkstemp(prefix=".hushbridge-picked-", suffix=".w64")
-    os.close(fd)
-    tmp = Path(name)
+    where = Path(folder) if folder is not None and os.access(folder, os.W_OK) else Path(tempfile.gettempdir())
+    # named before it is made: a signal then leaves nothing the CLI's clean-up does not know of.
+    # A WAV (RF64 past 4 GB), so that it carries the input's Broadcast WAV timecode and iXML (its
+    # track list cut down to the picked channels) on to the output
+    tmp = temp_beside(where / f"{src.stem}.wav", "picked")
+    name = str(tmp)
+    big = info.frames * len(rows) * 4 > 0xFFFF0000
     try:
         with sf.SoundFile(str(src)) as reader, \
-                sf.SoundFile(name, "w", info.samplerate, len(rows), "FLOAT", format="W64") as writer:
+                sf.SoundFile(name, "w", info.samplerate, len(rows), "FLOAT", format="RF64" if big else "WAV") as writer:
             write_tags(writer, read_tags(src))
             for block in _blocks(reader):
                 writer.write(np.ascontiguousarray(block[rows].T))
-        yield tmp
+        chunks = []
+        for cid, payload in wav_chunks(src):
+            if cid == b"iXML":
+                payload = picked_ixml(payload, list(channels))
+            if payload is not None:
+                chunks.append((cid, payload))
+        insert_wav_chunks(name, chunks)
+        yield tmp, "", ""
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -154,6 +154,38 @@ def processed_ixml(payload: bytes, rate_out: int) -> bytes:
                   lambda m: m.group(1) + str(rate_out).encode() + m.group(2), payload)
 
 
+def picked_ixml(payload: bytes, channels: list[int]) -> bytes | None:
+    """An ``iXML`` payload describing only ``channels`` (1-based, in that order) of the file it
+    came with: its ``TRACK_LIST`` cut down and renumbered (``TRACK_COUNT``, ``CHANNEL_INDEX``,
+    ``INTERLEAVE_INDEX``), so a poly file's lav taken alone is not named "Boom" by an editor.
+    None where the payload cannot be read as XML (it is then better left out)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(payload)
+    except ET.ParseError:
+        return None
+    tracks = root.find("TRACK_LIST")
+    if tracks is not None:
+        by_index = {}
+        for track in tracks.findall("TRACK"):
+            index = (track.findtext("CHANNEL_INDEX") or track.findtext("INTERLEAVE_INDEX") or "").strip()
+            if index.isdigit():
+                by_index.setdefault(int(index), track)
+            tracks.remove(track)
+        for k, c in enumerate(channels, 1):
+            if c in by_index:
+                track = ET.fromstring(ET.tostring(by_index[c]))
+                for tag in ("CHANNEL_INDEX", "INTERLEAVE_INDEX"):
+                    if track.find(tag) is not None:
+                        track.find(tag).text = str(k)
+                tracks.append(track)
+        count = tracks.find("TRACK_COUNT")
+        if count is not None:
+            count.text = str(len(channels))
+    return b'<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(root)
+
+
 def insert_wav_chunks(path: str | os.PathLike[str], chunks: list[tuple[bytes, bytes]]) -> bool:
     """Put ``chunks`` into the RIFF/WAVE file ``path`` before its ``data`` chunk (replacing chunks
     of the same ids). The file is rewritten beside itself and renamed over it. False (file
@@ -211,5 +243,6 @@ def carry_wav_metadata(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     return [cid.decode("ascii") for cid, _ in chunks]
 
 
-__all__ = ["CARRIED_CHUNKS", "carry_wav_metadata", "insert_wav_chunks", "processed_bext", "processed_ixml", "read_tags",
+__all__ = ["CARRIED_CHUNKS", "carry_wav_metadata", "insert_wav_chunks", "picked_ixml", "processed_bext",
+           "processed_ixml", "read_tags",
            "wav_chunks", "write_tags"]

@@ -196,6 +196,17 @@ def test_a_camera_s_mono_audio_streams_are_its_channels_and_a_mix_of_streams_tak
     m = loudness_file(cam)
     mono = loudness_file(out, layout="equal")
     assert m["integrated_lufs"] == pytest.approx(mono["integrated_lufs"], abs=0.05)  # four mics, no surround weights
+    # streams of unequal length, and one that starts later: placed by their start times, padded
+    # to the longest (amerge alone cut both to the shortest and put the late one early)
+    late = tmp_path / "late.mov"
+    ffmpeg("-f", "lavfi", "-i", "sine=f=440:d=3:sample_rate=48000", "-itsoffset", "0.5", "-f", "lavfi", "-i",
+           "sine=f=660:d=1:sample_rate=48000", "-map", "0", "-map", "1", "-c:a", "pcm_s16le", str(late))
+    report = process_file(late, tmp_path / "late.wav", Chain([Gain()]))
+    y, sr = read_audio(tmp_path / "late.wav")
+    assert y.shape[1] == 3 * sr and "padded with silence to the longest" in " ".join(report.notes)
+    sounding = [np.flatnonzero(np.abs(y[c]) > 1e-3) for c in range(2)]
+    assert sounding[0][0] < 10 and sounding[0][-1] > 3 * sr - 10
+    assert abs(sounding[1][0] - sr // 2) < 10 and abs(sounding[1][-1] - 3 * sr // 2) < 10
     mixed = tmp_path / "film.mkv"
     ffmpeg("-f", "lavfi", "-i", "sine=f=300:d=1", "-f", "lavfi", "-i", "sine=f=500:d=1",
            "-filter_complex", "[0:a][0:a]amerge=inputs=2[st]", "-map", "[st]", "-map", "1:a", "-c:a", "pcm_s16le",
