@@ -175,6 +175,29 @@ def _wav_format(path):
     return None
 
 
+def _entry_of(item, tracks):
+    """The ``track_mapping`` entry of a split clip that ``item`` plays: the clip's items are
+    linked, one per timeline track in the order of the clip's tracks (assumed: the README does not
+    say), so its place among its linked audio items of the same media is its entry; None where
+    the counts disagree."""
+    if not has(item, "GetLinkedItems") or not has(item, "GetTrackTypeAndIndex"):
+        return None
+
+    def media_id(i):
+        m = i.GetMediaPoolItem()
+        return m.GetClipProperty("File Path") if m is not None else None
+
+    mine = media_id(item)
+    family = [item] + [i for i in (item.GetLinkedItems() or [])
+                       if (i.GetTrackTypeAndIndex() or [None])[0] == "audio" and media_id(i) == mine
+                       and i.GetStart() == item.GetStart()]
+    keys = sorted(tracks, key=lambda k: int(k) if str(k).isdigit() else 0)
+    if len(family) != len(keys):
+        return None
+    family.sort(key=lambda i: int(i.GetTrackTypeAndIndex()[1]))
+    return tracks[keys[family.index(item)]]
+
+
 def audio_source(item, path, channels):
     """(file, channels picked or None, offset in samples) of the sound ``item`` plays, from its
     audio mapping (``GetSourceAudioChannelMapping``, Resolve 19.0.1: which channels of its media,
@@ -189,7 +212,13 @@ def audio_source(item, path, channels):
     tracks = mapping.get("track_mapping") if isinstance(mapping, dict) else None
     if not isinstance(tracks, dict) or not tracks:
         return path, None, 0
-    entry = tracks.get("1") if "1" in tracks else (list(tracks.values())[0] if len(tracks) == 1 else None)
+    if len(tracks) == 1:
+        entry = list(tracks.values())[0]
+    else:  # a clip split into several tracks (Clip Attributes): which one is this item?
+        entry = _entry_of(item, tracks)
+        if entry is None:
+            return ("its audio mapping lists %d tracks and which one this clip plays cannot be told: "
+                    "not supported yet" % len(tracks))
     if not isinstance(entry, dict) or not entry.get("channel_idx"):
         return path, None, 0
     if entry.get("mute"):
@@ -261,12 +290,6 @@ def collect_clips(timeline):
         if path.endswith(".hushbridge.wav"):
             skipped.append((name, "already cleaned by HushBridge"))
             continue
-        if channels < 1:
-            skipped.append((name, "its media has no audio"))
-            continue
-        if channels > MAX_CHANNELS:
-            skipped.append((name, "%d channels: a Resolve audio track takes %d at most" % (channels, MAX_CHANNELS)))
-            continue
         fps = frame_rate(media.GetClipProperty("FPS"))
         if fps <= 0:
             skipped.append((name, "Resolve gives its media no frame rate"))
@@ -281,6 +304,9 @@ def collect_clips(timeline):
             continue
         sound, pick, offset = source
         start_s, count = span[0], len(pick) if pick else channels
+        if sound == path and count < 1:  # (a camera clip whose sound is synced may have none of its own)
+            skipped.append((name, "its media has no audio"))
+            continue
         if sound != path:  # synced audio: the file's sample = the media's sample - offset (README)
             fmt = _wav_format(sound)
             if not fmt or not fmt[1]:

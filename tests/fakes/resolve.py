@@ -24,7 +24,11 @@ and from what third parties measured on Resolve Studio 19-21 where the README is
   19.0.1): a JSON string; channel indices count the media's embedded channels first, then each
   linked (synced) file's in key order; a linked file's ``offset`` is in samples, "audio at media
   offset 0 plays file_start + 100th sample" for -100. Which entry of ``track_mapping`` a timeline
-  item plays is not documented: two public tools read the item's entry "1" (assumed here).
+  item plays is not documented: two public tools read the item's entry "1". An item given its
+  own channels (``fake_map``) reports one entry; a clip whose Clip Attributes split its audio
+  into several tracks (``fake_split``) reports them all on each of its items, as the media does
+  (the README: "similar for mpItem and timelineItem"), and its items are linked to each other
+  (``GetLinkedItems``), one per timeline track, in the order of the clip's tracks (assumed).
 
 Test-side helpers (not Resolve API) start with ``fake_``.
 """
@@ -58,6 +62,7 @@ class MediaPoolItem(_Bridged):
         self._info = info
         self._fps = float(fps)
         self._linked: list[dict] = []  # files synced to it: {"path", "channels", "offset"}
+        self._split: list[list[int]] | None = None  # Clip Attributes: its audio tracks' channels
 
     def fake_link(self, path: str, offset: int = 0) -> int:
         """Sync ``path``'s audio to this clip (Auto Sync Audio / Link Clips); returns the mapping
@@ -67,12 +72,22 @@ class MediaPoolItem(_Bridged):
                              "path": os.path.abspath(path)})
         return first
 
+    def fake_split(self, tracks: list[list[int]]) -> None:
+        """Clip Attributes: its audio as these tracks (e.g. ``[[1], [2]]``: two mono tracks)."""
+        self._split = [list(t) for t in tracks]
+
     def fake_mapping(self, channel_idx: list[int] | None = None, mute: bool = False) -> dict:
-        idx = list(channel_idx) if channel_idx else list(range(1, self._info.channels + 1))
-        kind = {1: "Mono", 2: "Stereo", 6: "5.1", 8: "7.1"}.get(len(idx), "Adaptive%d" % len(idx))
+        def entry(idx, mute):
+            kind = {1: "Mono", 2: "Stereo", 6: "5.1", 8: "7.1"}.get(len(idx), "Adaptive%d" % len(idx))
+            return {"channel_idx": idx, "mute": bool(mute), "type": kind}
+
+        if channel_idx is None and self._split:
+            tracks = {str(k): entry(t, False) for k, t in enumerate(self._split, 1)}
+        else:
+            tracks = {"1": entry(list(channel_idx) if channel_idx else list(range(1, self._info.channels + 1)), mute)}
         return {"embedded_audio_channels": self._info.channels,
                 "linked_audio": {str(k): dict(f) for k, f in enumerate(self._linked, 1)},
-                "track_mapping": {"1": {"channel_idx": idx, "mute": bool(mute), "type": kind}}}
+                "track_mapping": tracks}
 
     def GetAudioMapping(self):  # noqa: N802
         import json
@@ -160,6 +175,8 @@ class TimelineItem(_Bridged):
         self._enabled = enabled
         self._kind = kind
         self._map: tuple[list[int] | None, bool] = (None, False)  # channel_idx (None: the media's own), mute
+        self._clip_track = 1  # of a split clip, the track of it this item plays
+        self._links: list[TimelineItem] = []
 
     def __dir__(self):
         names = set(super().__dir__())
@@ -180,7 +197,19 @@ class TimelineItem(_Bridged):
         return json.dumps(self._media.fake_mapping(*self._map))
 
     def fake_channels(self) -> list[int]:
+        if self._map[0] is None and self._media._split:
+            return self._media._split[self._clip_track - 1]
         return self._map[0] or list(range(1, self._media._info.channels + 1))
+
+    def GetLinkedItems(self):  # noqa: N802
+        return list(self._links)
+
+    @staticmethod
+    def fake_link_items(items: list["TimelineItem"]) -> None:
+        """Items of one split clip, linked (their clip tracks in this order)."""
+        for k, item in enumerate(items, 1):
+            item._clip_track = k
+            item._links = [i for i in items if i is not item]
 
     def GetName(self):  # noqa: N802
         return self._name

@@ -550,3 +550,35 @@ def test_a_short_speed_change_on_a_timeline_of_the_media_s_rate_is_not_taken_for
     summary = hr.clean_timeline(resolve, config(tmp_path), report=lines.append)
     assert summary["placed"] == 1 and any("retimed" in line for line in lines), lines
     assert [i.GetStart() for i in tl.GetItemListInTrack("audio", 2)] == [plain.GetStart()]
+
+
+def test_a_clip_split_into_tracks_in_clip_attributes_plays_the_track_of_its_place(tmp_path):
+    """A poly WAV split in Clip Attributes into two mono tracks reports both tracks in each of its
+    items' mappings (review, session 30: entry "1" was read for both, so the Lav item was
+    cleaned from the Boom). Its items are linked, one per timeline track: the item's place among
+    them says which entry it plays; where that cannot be told, the clip is skipped, not guessed."""
+    from fakes.resolve import TimelineItem
+
+    speech, _ = sf.read(DEMO, dtype="float64")
+    rng = np.random.default_rng(3)
+    boom = 0.5 * speech + 0.01 * rng.standard_normal(speech.size)
+    lav = np.roll(0.7 * speech, 4800) + 0.01 * rng.standard_normal(speech.size)
+    poly = tmp_path / "ZOOM0009.WAV"
+    sf.write(poly, np.stack([boom, lav], 1), SR, subtype="PCM_24")
+    tl = Timeline("Split", fps="25", start_frame=90000)
+    resolve = Resolve(tl)
+    (m,) = resolve.fake_pool.ImportMedia([str(poly)])
+    m.fake_split([[1], [2]])
+    t_boom, t_lav = tl.fake_add_track("Boom", "mono"), tl.fake_add_track("Lav", "mono")
+    s = tl.GetStartFrame()
+    pair = [tl.fake_place(t_boom, m, 24, 96, s), tl.fake_place(t_lav, m, 24, 96, s)]
+    TimelineItem.fake_link_items(pair)
+    lone = tl.fake_place(t_lav, m, 120, 144, s + 300)  # unlinked: its entry cannot be told
+    lines: list[str] = []
+    summary = hr.clean_timeline(resolve, config(tmp_path), report=lines.append)
+    assert summary["placed"] == 2, lines
+    assert any("lists 2 tracks and which one this clip plays cannot be told" in line for line in lines), lines
+    for new_track, channel in ((3, 1), (4, 2)):
+        (item,) = tl.GetItemListInTrack("audio", new_track)
+        assert f".ch{channel}." in item.GetMediaPoolItem().GetClipProperty("File Path")
+    assert lone.GetStart() not in [i.GetStart() for i in tl.GetItemListInTrack("audio", 4)]
