@@ -377,3 +377,51 @@ def test_an_engine_without_a_duck_effect_restarted_hears_the_tracks_within_secon
     finally:
         host.close()
         server.close()
+
+
+def test_a_quick_restart_between_two_questions_is_noticed(tmp_path):
+    """(Review, session 30.) A restart of about 1 s between two of the 3 s questions left no
+    gap to notice: the script now asks for the tempo it told the engine, which a new engine
+    does not know."""
+    port = _installed_for_a_free_port(tmp_path)
+    host = LiveHost(tmp_path, Song(["Voice", "Guest"]))
+
+    def engine_without_duck():
+        engine = Engine(Chain([]), channels=1)
+        engine.prepare(SR, 128)
+        server = OscServer(engine, port=port)
+        server.start()
+        return server
+
+    server = engine_without_duck()
+    try:
+        assert until(host, lambda: len(server.controller.host_tracks) == 2, 60)
+        assert until(host, lambda: host.script._refused, 60)
+        assert until(host, lambda: host.script._next_hello - host.script._ticks == 29, 40)  # just asked
+        host.tick(3)
+        server.close()
+        host.tick(10)  # a 1 s restart, between two questions
+        server = engine_without_duck()
+        assert until(host, lambda: len(server.controller.host_tracks) == 2, 80), "tracks not re-sent within 8 s"
+    finally:
+        host.close()
+        server.close()
+
+
+def test_automation_drawn_while_the_script_runs_is_not_overridden(rig):
+    """Every tagged track is followed from the first tick; automation drawn later must still
+    keep the script's hands off the fader (review, session 30)."""
+    engine, server, voice, scripts = rig
+    song = Song(["Voice", "Bed [duck]"])
+    host = LiveHost(scripts, song)
+    try:
+        host.tick(10)
+        bed = song.fake_track("Bed [duck]").mixer_device.volume
+        bed.automation_state = 1  # the user draws a fade now
+        voice.talking.set()
+        host.tick(30)
+        voice.talking.clear()
+        host.tick(20)
+        assert bed.writes == 0 and bed.automation_state == 1, (bed.writes, bed.automation_state)
+    finally:
+        host.close()

@@ -38,9 +38,10 @@ MAX_DATAGRAMS = 64  # per tick: a flood never holds Live's thread
 HELLO_TICKS = 30  # re-subscribe every 3 s: an engine restarted finds us again
 TRACKS_PER_TICK = 16  # track updates sent a tick: a big set is announced over a few ticks
 REFUSED_TICKS = 300  # ... every 30 s while the engine says it has no such meter (no duck effect);
-# meanwhile every HELLO_TICKS a question any engine answers keeps us knowing that one is there
+# meanwhile every HELLO_TICKS it asks the engine for the tempo we sent it: an engine that does
+# not know it (restarted) is told everything again
 SILENT_S = 1.0  # no meter for this long: the engine is gone, the ducked tracks come back
-GONE_S = HELLO_TICKS / 10.0 + 1.0  # nothing at all for this long: an engine that answers next is new
+TEMPO = "/hb/transport/tempo_bpm"
 LOG_EVERY_S = 10.0
 
 
@@ -200,9 +201,9 @@ class HushBridge(object):
         if self._ticks >= self._next_hello:
             self._next_hello = self._ticks + HELLO_TICKS
             if self._active and self._refused and self._ticks < self._next_subscribe:
-                # no duck meter to follow: a question it answers, so that a restarted engine
+                # no duck meter to follow: ask for the tempo we told it, so that a restarted engine
                 # hears the tracks and transport within seconds (it took up to 30 s)
-                self._send("/hb/get", "/hb/engine/latency_samples")
+                self._send("/hb/get", TEMPO)
             elif self._active:
                 self._send("/hb/subscribe", self._config["duck_meter"], int(self._config["meter_rate_hz"]))
                 self._next_subscribe = self._ticks + REFUSED_TICKS
@@ -228,11 +229,8 @@ class HushBridge(object):
                 self._log("HushBridge: receive failed: %s" % e, kind="receive")
                 return
             now = time.monotonic()
-            if now - self._heard_any > (GONE_S if self._refused else SILENT_S):
-                # hushbridge (re)appeared: tell it everything again, and ask for its meter at once
-                # (a restarted engine may have the duck effect now)
-                self._sent_tracks, self._sent_count, self._transport_dirty = {}, None, True
-                self._next_subscribe = self._ticks
+            if now - self._heard_any > SILENT_S and not self._refused:
+                self._tell_everything()  # hushbridge (re)appeared
             self._heard_any = now
             for address, args in oscmini.decode(data):
                 self._handle(address, args)
@@ -243,6 +241,11 @@ class HushBridge(object):
             self._cut_max = max(self._cut_max, cut if math.isfinite(cut) and cut > 0.0 else 0.0)
             self._heard = time.monotonic()
             self._refused = False
+        elif address == "/hb/value" and len(args) > 1 and args[0] == TEMPO:
+            if args[1] == 0.0 and self._song.tempo > 0:  # it has not heard our transport: a new engine
+                self._tell_everything()
+        elif address == "/hb/error" and args and TEMPO in str(args[0]):
+            self._tell_everything()  # no tempo known at all: a new engine
         elif address == "/hb/error":
             text = str(args[0]) if args else "?"
             if "/hb/subscribe" in text or self._config["duck_meter"] in text:
@@ -252,6 +255,12 @@ class HushBridge(object):
                     self._show("HushBridge: hushbridge has no duck effect to follow (%s)" % text)
             else:
                 self._log("HushBridge: hushbridge says: %s" % text, kind="error")
+
+    def _tell_everything(self):
+        """An engine that does not know us (started, restarted): the tracks and the transport
+        again, and a subscribe at once (it may have the duck effect now)."""
+        self._sent_tracks, self._sent_count, self._transport_dirty = {}, None, True
+        self._next_subscribe = self._ticks
 
     def _send_transport(self):
         song = self._song
@@ -293,15 +302,18 @@ class HushBridge(object):
         cut = 0.0 if (force_release or silent) else self._cut_db
         tag = self._config["duck_tag"]
         kept = []
+        automated = []  # tagged tracks whose faders follow automation: never written
         for track in list(self._song.tracks):
             try:
                 if track == None or tag not in (track.name or ""):  # noqa: E711 - Live's deleted objects equal None
                     continue
                 state = next((s for s in self._ducked if s.track == track), None)
                 param = track.mixer_device.volume
-                if state is None and getattr(param, "automation_state", 0) == 1:
-                    # its fader follows automation: a write would switch that off (Live's
-                    # "overridden") until the user re-enables it; left alone, and said once
+                if getattr(param, "automation_state", 0) == 1:
+                    # its fader follows automation (drawn before the script started or since): a
+                    # write would switch that off (Live's "overridden") until the user re-enables
+                    # it; left alone, its level given back by the automation, and said once
+                    automated.append(track)
                     if track.name not in self._said_automated:
                         self._said_automated.add(track.name)
                         self._show("HushBridge: %s has volume automation: not ducked" % track.name)
@@ -319,7 +331,7 @@ class HushBridge(object):
             except Exception as e:  # noqa: BLE001 - one track's trouble must not stop the others
                 self._log("HushBridge: ducking %r: %r" % (getattr(track, "name", "?"), e), kind="track")
         for state in self._ducked:  # untagged since (renamed), or gone: give it its level back
-            if state in kept:
+            if state in kept or state.track in automated:
                 continue
             try:
                 track = state.track
