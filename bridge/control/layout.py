@@ -2,9 +2,10 @@
 
 :func:`open_stage_control` gives an Open Stage Control session (JSON, v1 format): one panel per
 effect, one fader per numeric parameter (address ``/hb/<id>/<param>``, the parameter's range and
-default, logarithmic where the parameter's scale is, stepped where it takes steps, its label
-showing the value and unit), a drop-down for parameters with
-named choices, and a toggle button for each bypass. The root registers for feedback when the
+default, logarithmic where the parameter's scale is, stepped where it takes steps, its html
+showing its name, value and unit: Open Stage Control 1.x faders and panels have no label), a
+drop-down for parameters with named choices (showing the one selected), a toggle button for
+each bypass and a push button for each button (loudness's reset). The root registers for feedback when the
 session opens (``/hb/register``), so the widgets follow changes from MIDI, presets and other
 clients. :func:`touchosc_list` gives a plain CSV address list for TouchOSC and other editors.
 
@@ -14,6 +15,7 @@ clients. :func:`touchosc_list` gives a plain CSV address list for TouchOSC and o
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 from typing import Any
@@ -26,10 +28,15 @@ def _rows(engine: Any) -> list[tuple[Any, float]]:
 
 
 def _decimals(p: Any) -> int:
+    """Decimals for a fader: by its span, and enough that its ends are what it sends (Open Stage
+    Control rounds what a fader sends to them: a minimum of 0.05 at one decimal sent 0.1)."""
     if p.step is not None and float(p.step).is_integer():
         return 0
     span = p.max - p.min
-    return 0 if span >= 1000 else 1 if span >= 10 else 2 if span >= 1 else 3
+    dec = 0 if span >= 1000 else 1 if span >= 10 else 2 if span >= 1 else 3
+    while dec < 6 and (round(p.min, dec) != p.min or round(p.max, dec) != p.max):
+        dec += 1
+    return dec
 
 
 def _steps(p: Any) -> int | list[float] | str:
@@ -49,22 +56,25 @@ def _widget(info: Any, value: float, target: str, wid: str) -> dict[str, Any]:
     p = info.param
     common = {"id": wid, "address": info.address, "preArgs": "",
               "typeTags": "f", "target": target, "value": value, "default": p.default,
-              "label": p.id, "width": "auto", "height": "auto"}
-    if p.id == "bypass" and info.address.endswith("/bypass"):
-        return {"type": "button", "mode": "toggle", "on": 1, "off": 0, "typeTags": "i",
-                **{k: v for k, v in common.items() if k != "typeTags"}, "value": int(value), "default": 0}
+              "width": "auto", "height": "auto"}
+    if (p.id == "bypass" and info.address.endswith("/bypass")) or getattr(p, "momentary", False):
+        # a bypass toggles; a button (loudness's reset) is pressed
+        return {"type": "button", "mode": "push" if getattr(p, "momentary", False) else "toggle", "on": 1, "off": 0,
+                "typeTags": "i", "label": p.id, **{k: v for k, v in common.items() if k != "typeTags"},
+                "value": int(value), "default": 0}
     if p.choices:
         values = {label: float(i) for i, label in enumerate(p.choices)}
-        return {"type": "dropdown", "values": values, **common}
+        # the label with %key: the choice selected, not only the parameter's name
+        return {"type": "dropdown", "values": values, **common, "label": f"{p.id}: %key"}
     dec = _decimals(p)
     unit = f" {p.unit}" if p.unit else ""
-    # Open Stage Control faders have no unit or value readout of their own: the label shows the
-    # value with its unit (a template on the widget's own value), the scale's ends carry the unit
-    label = f"{p.id} #{{(@{{this.value}}).toFixed({dec})}}{unit}"
+    # Open Stage Control faders have no label, unit or value readout of their own (a "label" is
+    # dropped when the session loads): their html shows the name and the value with its unit (a
+    # template on the widget's own value); the scale's ends carry the unit
+    shown = f"{p.id} #{{(@{{this.value}}).toFixed({dec})}}{unit}"
     scale = {"min": {f"{_number(p.min, dec)}{unit}": p.min}, "max": {f"{_number(p.max, dec)}{unit}": p.max}}
     return {"type": "fader", "range": scale, "logScale": p.scale == "log", "pips": True,
-            "decimals": dec, "steps": _steps(p), "doubleTap": True,
-            "html": "", "css": "", **common, "label": label}
+            "decimals": dec, "steps": _steps(p), "doubleTap": True, "css": "", **common, "html": shown}
 
 
 def open_stage_control(engine: Any, host: str = "127.0.0.1", port: int = 9000,
@@ -101,8 +111,9 @@ def open_stage_control(engine: Any, host: str = "127.0.0.1", port: int = 9000,
         panels.setdefault(panel(info), []).append(_widget(info, float(value), target, wid))
     order = {eid: k for k, eid in enumerate(dict.fromkeys(info.effect_id for info, _ in rows))}
     keys = sorted(panels, key=lambda key: (order[key.partition("@")[0]], int(key.partition("@")[2] or 0)))
+    # a panel has no label either: its html names the effect (and the channel)
     widgets = [{"type": "panel", "id": panel_ids[key],
-                "label": key if "@" not in key else f"{key.partition('@')[0]} (channel {key.partition('@')[2]})",
+                "html": html.escape(key if "@" not in key else f"{key.partition('@')[0]} (channel {key.partition('@')[2]})"),
                 "layout": "horizontal", "width": "auto", "height": "auto", "scroll": True, "widgets": panels[key],
                 "tabs": []}
                for key in keys]

@@ -36,17 +36,27 @@ def test_open_stage_control_lists_every_parameter(preset):
         assert w["target"] == "127.0.0.1:9100"
         if info.address.endswith("/bypass"):
             assert (w["type"], w["mode"], w["on"], w["off"]) == ("button", "toggle", 1, 0)
+        elif info.param.momentary:  # a button (loudness's reset) is pressed, not toggled
+            assert (w["type"], w["mode"]) == ("button", "push")
         elif info.param.choices:
             assert w["type"] == "dropdown" and list(w["values"]) == list(info.param.choices)
+            assert w["label"] == f"{info.param.id}: %key"  # the choice selected shows (QA, session 30)
         else:
             assert w["type"] == "fader"
             (lo_label, lo), = w["range"]["min"].items()
             (hi_label, hi), = w["range"]["max"].items()
             assert (lo, hi) == (info.param.min, info.param.max)
             assert lo_label.endswith(info.param.unit) and hi_label.endswith(info.param.unit)
-            assert w["label"].startswith(info.param.id + " #{(@{this.value}).toFixed(") and w["label"].endswith(info.param.unit)
+            # Open Stage Control 1.x faders have no label (it is dropped as the session loads): the
+            # name, value and unit go into its html (QA, session 30)
+            assert "label" not in w
+            assert w["html"].startswith(info.param.id + " #{(@{this.value}).toFixed(") and w["html"].endswith(info.param.unit)
+            # what it sends is rounded to its decimals: both ends must survive that
+            assert round(lo, w["decimals"]) == lo and round(hi, w["decimals"]) == hi
             assert w["value"] == value and w["default"] == info.param.default
             assert w["logScale"] == (info.param.scale == "log")
+    panels = [w for w in _widgets(root) if w["type"] == "panel"]
+    assert all("label" not in w and w["html"] for w in panels)
 
 
 def test_feedback_port_goes_into_register():
@@ -107,7 +117,7 @@ def test_per_channel_surface_has_a_panel_per_channel_of_each_effect(tmp_path):
     out = tmp_path / "mics.json"
     assert main(["osc-layout", "--chain", "automix,gate", "--per-channel", "--channels", "3", "--out", str(out)]) == 0
     panels = json.loads(out.read_text())["content"]["widgets"]
-    assert [p["label"] for p in panels] == ["automix", "automix (channel 1)", "automix (channel 2)", "automix (channel 3)",
+    assert [p["html"] for p in panels] == ["automix", "automix (channel 1)", "automix (channel 2)", "automix (channel 3)",
                                            "gate", "gate (channel 1)", "gate (channel 2)", "gate (channel 3)"]
     assert [w["address"] for w in _widgets(panels[2])] == ["/hb/automix@2/weight_db"]
     assert len({w["id"] for p in panels for w in _widgets(p)} | {p["id"] for p in panels}) == \
