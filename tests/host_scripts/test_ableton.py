@@ -351,6 +351,15 @@ def test_an_engine_started_after_live_learns_every_track_while_busy_faders_move(
         server.close()
 
 
+def _engine_without_duck(port: int) -> OscServer:
+    """A running engine with no duck effect, listening on ``port``."""
+    engine = Engine(Chain([]), channels=1)
+    engine.prepare(SR, 128)
+    server = OscServer(engine, port=port)
+    server.start()
+    return server
+
+
 def test_an_engine_without_a_duck_effect_restarted_hears_the_tracks_within_seconds(tmp_path):
     """With no duck effect the script asks for the meter only every 30 s, and it re-sent the
     tracks and transport only once it heard from the engine: after a restart that took up to
@@ -358,20 +367,13 @@ def test_an_engine_without_a_duck_effect_restarted_hears_the_tracks_within_secon
     port = _installed_for_a_free_port(tmp_path)
     host = LiveHost(tmp_path, Song(["Voice", "Guest"]))
 
-    def engine_without_duck():
-        engine = Engine(Chain([]), channels=1)
-        engine.prepare(SR, 128)
-        server = OscServer(engine, port=port)
-        server.start()
-        return server
-
-    server = engine_without_duck()
+    server = _engine_without_duck(port)
     try:
         assert until(host, lambda: len(server.controller.host_tracks) == 2, 60)
         host.tick(20)
         server.close()
         host.tick(50)  # 5 s without an engine (a restart)
-        server = engine_without_duck()
+        server = _engine_without_duck(port)
         assert until(host, lambda: len(server.controller.host_tracks) == 2, 80), "tracks not re-sent within 8 s"
         assert server.controller.engine.is_published("/hb/transport/tempo_bpm")
     finally:
@@ -386,14 +388,7 @@ def test_a_quick_restart_between_two_questions_is_noticed(tmp_path):
     port = _installed_for_a_free_port(tmp_path)
     host = LiveHost(tmp_path, Song(["Voice", "Guest"]))
 
-    def engine_without_duck():
-        engine = Engine(Chain([]), channels=1)
-        engine.prepare(SR, 128)
-        server = OscServer(engine, port=port)
-        server.start()
-        return server
-
-    server = engine_without_duck()
+    server = _engine_without_duck(port)
     try:
         assert until(host, lambda: len(server.controller.host_tracks) == 2, 60)
         assert until(host, lambda: host.script._refused, 60)
@@ -401,7 +396,7 @@ def test_a_quick_restart_between_two_questions_is_noticed(tmp_path):
         host.tick(3)
         server.close()
         host.tick(10)  # a 1 s restart, between two questions
-        server = engine_without_duck()
+        server = _engine_without_duck(port)
         assert until(host, lambda: len(server.controller.host_tracks) == 2, 80), "tracks not re-sent within 8 s"
     finally:
         host.close()

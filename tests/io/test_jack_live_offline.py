@@ -88,9 +88,10 @@ def test_a_take_through_jack_comes_out_as_the_offline_render(jack_server, start,
     live = y[:, lat:lat + n] if channels == 2 else y[0, lat:lat + n]
     assert np.abs(live).max() > 0.05  # the take went through (not a silent path)
     # nothing of the take before the reported latency (a spectral model spreads a frame's gain over
-    # its window: that much comes early, under -80 dBFS here; -70 with the stereo side's noise from
-    # its first sample)
-    early = 1e-4 if channels == 1 else 3e-4
+    # its window: that much comes early, under -80 dBFS here; about -70 with the stereo side's noise
+    # from its first sample, which `stream`'s compressor lifts by its makeup where its RMS detector
+    # (session 30) reads the quiet lead-in as quiet: -70.2); a wrong delay puts the take itself there
+    early = 1e-4 if channels == 1 else 6e-4
     assert np.abs(y[:, :lat]).max(initial=0.0) < early, "output before the latency: the delay is not the reported one"
     if sum(isinstance(e, ModelEffect) for e in load_preset(preset)) < 2:
         np.testing.assert_array_equal(live, offline)
