@@ -410,7 +410,7 @@ def _render_to_loudness(src: Path, dst: Path, chain, args: argparse.Namespace, i
         from hushbridge.io.decode import as_input, decoded, mentions, output_subtype, retold, speaker_mask
         from hushbridge.io.files import audio_info
 
-        with decoded(src, dst.parent if dst.parent.is_dir() else None) as (dec, said):
+        with decoded(src, dst.parent if dst.parent.is_dir() else None, info) as (dec, said):
             as_decoded = argparse.Namespace(**vars(args))
             as_decoded.subtype = output_subtype(dst, args.subtype)
             # the speakers the input names (a 5.1 AAC's), none for a mono or stereo one: the

@@ -226,7 +226,7 @@ def loudness_file(path, *, layout: str | None = None, channel_mask: int | None =
     if info.format == "FFMPEG":  # only ffmpeg reads it: measured from a decoded copy
         from hushbridge.io.decode import decoded, decoded_note, mentions
 
-        with decoded(path) as (tmp, said):
+        with decoded(path, info=info) as (tmp, said):
             try:
                 out = loudness_file(tmp, layout=layout, channel_mask=channel_mask, block_frames=block_frames,
                                     timeline_s=timeline_s)

@@ -92,7 +92,7 @@ def normalize_file(
 
         if dst.exists() and os.path.samefile(src, dst):
             raise AudioFileError(f"refusing to overwrite the input {shown}: choose another output path")
-        with decoded(src, dst.parent if dst.parent.is_dir() else None) as (tmp, said):
+        with decoded(src, dst.parent if dst.parent.is_dir() else None, info) as (tmp, said):
             try:
                 report = normalize_file(tmp, dst, target_lufs, ceiling_dbtp=ceiling_dbtp, release_ms=release_ms,
                                         subtype=output_subtype(dst, subtype), name=shown,

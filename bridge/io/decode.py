@@ -111,15 +111,17 @@ def probe(path: str | os.PathLike[str]) -> ProbedInfo | None:
 
 
 @contextmanager
-def decoded(path: str | os.PathLike[str],
-            folder: str | os.PathLike[str] | None = None) -> Iterator[tuple[Path, str]]:
+def decoded(path: str | os.PathLike[str], folder: str | os.PathLike[str] | None = None,
+            info: ProbedInfo | None = None) -> Iterator[tuple[Path, str]]:
     """Decode ``path``'s first audio stream (its mono streams, where all are: :func:`probe`) into a
     temporary float WAV file (in ``folder``, else
     the system's temporary folder), yield ``(its path, what ffmpeg reported)`` and remove it
     afterwards. ffmpeg decodes what it can of a file cut short and still succeeds, saying so
     ("partial file"): that report is a warning for the caller to pass on ("" when it said
-    nothing). (Not W64: ffmpeg's float W64 reads back in libsndfile as 32-bit integers.)"""
-    info = probe(path)  # before the temporary file: a signal in ffprobe leaves nothing behind
+    nothing). ``info``: what :func:`probe` said of ``path``, where the caller has it. (Not W64:
+    ffmpeg's float W64 reads back in libsndfile as 32-bit integers.)"""
+    if info is None:  # (callers pass what audio_info probed; else before the temporary file:
+        info = probe(path)  # a signal in ffprobe then leaves nothing behind)
     merged = info.merged if info is not None else 1
     streams = ["-filter_complex", _merge_graph(info), "-map", "[a]"] if merged > 1 else ["-map", "0:a:0"]
     try:

@@ -252,7 +252,7 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     if info.format == "FFMPEG":
         from hushbridge.io.decode import decoded
 
-        with decoded(path) as (tmp, _):
+        with decoded(path, info=info) as (tmp, _):
             return read_audio(tmp)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -456,7 +456,7 @@ def process_file(
         subtype = output_subtype(dst, subtype)
         if not dst.parent.exists():
             raise AudioFileError(f"{dst.parent}: output folder does not exist")
-        with decoded(src, dst.parent) as (tmp, said):
+        with decoded(src, dst.parent, info) as (tmp, said):
             if channel_mask is None:
                 channel_mask = speaker_mask(tmp, info.channels)
             try:
@@ -679,7 +679,7 @@ def picked_channels(src: str | os.PathLike[str], channels: Sequence[int],
     if info.format == "FFMPEG":  # only ffmpeg reads it: picked from the decoded copy
         from hushbridge.io.decode import decoded, decoded_note, retold
 
-        with decoded(src, folder) as (dec, said), picked_channels(dec, channels, folder) as (tmp, _, _):
+        with decoded(src, folder, info) as (dec, said), picked_channels(dec, channels, folder) as (tmp, _, _):
             yield tmp, said and retold([said], dec, src, info)[0], decoded_note(info)
         return
     rows = [c - 1 for c in channels]
