@@ -1128,6 +1128,17 @@ class Engine:
         missed its budget (``ModelEffect.overload_events``, summed)."""
         return sum(int(e.overload_events) for e in self._models())
 
+    def model_states(self) -> list[tuple[str, bool, int]]:
+        """``(id, on its dry path now, overload fallbacks so far)`` per model effect of the running
+        chain (a per-channel one is dry when any channel's instance is)."""
+        chain = self._chain
+        out = []
+        for k, eid in enumerate(chain.ids):
+            models = [e for e in chain.instances(k) if hasattr(type(e), "overload_events")]
+            if models:
+                out.append((eid, any(e.overloaded for e in models), sum(int(e.overload_events) for e in models)))
+        return out
+
     @property
     def model_dry(self) -> int:
         """Model effects of the running chain on their dry path now (overloaded)."""

@@ -24,6 +24,12 @@ Meters (``<address>`` of ``/hb/subscribe`` is ``/hb/meter/<name>`` or just ``<na
 ``/hb/meter/engine``               ``xruns (i) last_xrun_time (d, Unix s, 0 = none) cpu_load
                                    (f, 0..1) late_blocks (i) dropped_messages (i)`` then
                                    ``<id> (s) <load> (f)`` per effect (share of real time)
+``/hb/meter/model``                ``dry (i) overloads (i)`` then ``<id> (s) <dry> (i)`` per model
+                                   effect (``denoise``, ``dereverb``, ``isolate``): 1 while it plays
+                                   its latency-matched dry path because inference missed its
+                                   budget (CPU overload), else 0; ``dry`` counts those effects,
+                                   ``overloads`` the fallbacks since the chain started (subscribe
+                                   fails without a model effect)
 ``/hb/meter/transport``            ``<name> (s) <value> (f)`` per published ``/hb/transport/...``
                                    value (MIDI clock tempo, playing...)
 =================================  =============================================================
@@ -64,7 +70,7 @@ MAX_PER_CLIENT = 16
 MAX_SUBSCRIPTIONS = 256
 FLOOR_DB = -120.0
 PREFIX = "/hb/meter/"
-SIMPLE = ("peak", "rms", "lufs", "true_peak", "engine", "transport")
+SIMPLE = ("peak", "rms", "lufs", "true_peak", "engine", "model", "transport")
 PER_EFFECT = {"gain_reduction": "gain_reduction_db", "activity": "activity"}
 LOUDNESS_ATTRS = ("momentary_lufs", "short_term_lufs", "integrated_lufs")
 FOLD_S = 0.2  # ring meters are read at least this often (the ring: 0.68 s of 32-frame blocks at 48 kHz)
@@ -159,6 +165,8 @@ class MeterHub:
             if find_attr(chain, attr) is None:
                 raise MeterError(f"/hb/meter/{name} needs a `loudness` effect in the chain "
                                  f"(add one, e.g. --chain ...,loudness or a preset entry effect = \"loudness\")")
+        if name == "model" and not self.engine.model_states():
+            raise MeterError("/hb/meter/model needs a model effect in the chain (denoise, dereverb, isolate)")
         kind, _, eid = name.partition("/")
         if kind in PER_EFFECT:
             attr = PER_EFFECT[kind]
@@ -384,6 +392,14 @@ class MeterHub:
             return tuple(_finite_db(getattr(found[1], a)) for a in LOUDNESS_ATTRS)
         if name == "engine":
             return self._engine_values(sub)
+        if name == "model":
+            states = engine.model_states()
+            if not states:
+                return None
+            args: list[Any] = [sum(dry for _, dry, _ in states), sum(n for _, _, n in states)]
+            for eid, dry, _ in states:
+                args += [eid, int(dry)]
+            return tuple(args)
         if name == "transport":
             pairs: list[Any] = []
             for address, value in sorted(engine.published.items()):

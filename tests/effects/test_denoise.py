@@ -387,17 +387,27 @@ def test_overload_probe_stays_on_dry_while_still_slow(g):
 
 def test_the_engine_reports_a_model_on_its_dry_fallback(g):
     """What is heard, the model's output or its dry fallback, must be visible to the user: the
-    engine's model_dry / model_overloads stats (/hb/get /hb/engine/...) and the status line."""
+    engine's model_dry / model_overloads stats (/hb/get /hb/engine/...), the status line and the
+    pushed /hb/meter/model."""
+    from hushbridge.control.meters import MeterError, MeterHub
     from hushbridge.engine import Engine
 
     e = ME(g["half"], reduction_db=100.0, overload_budget=0.5)
-    engine = Engine(Chain([e]), channels=1)
+    engine = Engine(Chain([e, create_effect("gain")], ids=["nr", "gain"]), channels=1)
     engine.prepare(16000, 320)
+    hub = MeterHub(engine)
+    hub.subscribe(("127.0.0.1", 9999), "/hb/meter/model", 10.0)
+    t = time.monotonic()
     assert engine.get("/hb/engine/model_dry") == 0.0 and "model on" in engine.status_line()
+    assert [(a, args) for a, args, _ in hub.poll(t)] == [("/hb/meter/model", (0, 0, "nr", 0))]
     run_realtime_ish(e, noise(16000 * 3, seed=13), 320, lambda i: True)
     assert engine.get("/hb/engine/model_dry") == 1.0 and engine.get("/hb/engine/model_overloads") == 1.0
     assert "model DRY (overloaded), 1 overloads" in engine.status_line()
-    assert "model" not in Engine(Chain([]), channels=1).status_line()
+    assert [(a, args) for a, args, _ in hub.poll(t + 1.0)] == [("/hb/meter/model", (1, 1, "nr", 1))]
+    bare = Engine(Chain([]), channels=1)
+    assert "model" not in bare.status_line()
+    with pytest.raises(MeterError, match="needs a model effect"):
+        MeterHub(bare).check_available("model")
 
 
 def test_overload_budget_zero_disables_the_fallback(g):
