@@ -13,3 +13,9 @@ Measured on JACK at 128 frames with 10,000 OSC packets/s parsed in the engine's 
 125 of 128 frames to p99 21-30, max 27-43 (together with the port copies in
 :mod:`hushbridge.io.jack` and a 0.2 ms switch interval).
 """
+from pathlib import Path as _Path
+
+from hushbridge.dsp.jit_cache import watch as _watch
+
+# before any kernel module is imported: a kernel's cache goes stale with any source here
+SOURCES_DIGEST = _watch(_Path(__file__).parent)

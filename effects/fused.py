@@ -220,9 +220,14 @@ def cache_dir() -> Path:
 
 
 def _module(source: str, kernel_files: Sequence[Path]) -> Any:
+    from hushbridge.dsp import SOURCES_DIGEST
+
     h = hashlib.sha256(source.encode())
+    # an edited kernel, or a kernel's callee in another file (hum -> biquad), gets a new file, so
+    # numba never reuses stale code
+    h.update(SOURCES_DIGEST.encode())
     for f in sorted(set(kernel_files)):
-        h.update(f.read_bytes())  # an edited kernel gets a new file, so numba never reuses stale code
+        h.update(f.read_bytes())
     key = h.hexdigest()[:20]
     with _lock:
         mod = _modules.get(key)
