@@ -355,7 +355,7 @@ def _process_picked(args: argparse.Namespace, chain, src: Path, dst: Path, out, 
     seconds = report.frames / report.sample_rate
     if not args.quiet:
         out.print(f"{src} -> {dst}: {seconds:.2f} s, {report.channels} ch, {report.sample_rate} Hz, "
-                  f"{report.subtype}, {seconds / max(dt, 1e-9):.0f}x real time, "
+                  f"{report.subtype}, {_speed(seconds, dt)} real time, "
                   f"latency {report.latency_samples} samples compensated", markup=False)
     for warning in report.warnings:
         _warning(warning)
@@ -470,6 +470,12 @@ def _print_loudness_pass(loud, dst: Path, quiet: bool) -> None:
                  "would reach it")
 
 
+def _speed(seconds: float, dt: float) -> str:
+    """How many times faster than real time, e.g. ``13x``, ``1.4x``, ``0.02x`` (a 10 ms file)."""
+    r = seconds / max(dt, 1e-9)
+    return f"{r:.0f}x" if r >= 10 else f"{r:.1f}x" if r >= 1 else f"{r:.2g}x"
+
+
 # == demo ==========================================================================================
 def _cmd_demo(args: argparse.Namespace) -> int:
     from importlib import resources
@@ -487,6 +493,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     preset = args.preset or "dialogue"
     chain = load_preset(preset)
     with resources.as_file(src) as src_path:
+        # the first run on an install compiles the DSP kernels (numba, ~10 s, then cached): timed
+        # apart, so the speed shown is the chain's
+        import numpy as np
+
+        from hushbridge.effects import render
+
+        t0 = time.perf_counter()
+        render(load_preset(preset), np.zeros((1, 4800), dtype=np.float32), 48000)
+        warm = time.perf_counter() - t0
         t0 = time.perf_counter()
         try:
             report = process_file(src_path, dst, chain)
@@ -502,7 +517,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               f"through the [bold]{escape(preset)}[/] preset")
     out.print(f"chain: {' > '.join(chain.ids)}; latency {report.latency_samples} samples "
               f"({report.latency_samples / sr * 1000:.2f} ms), compensated")
-    out.print(f"processed {seconds:.1f} s of audio in {dt:.2f} s ({seconds / max(dt, 1e-9):.0f}x real time)")
+    out.print(f"processed {seconds:.1f} s of audio in {dt:.2f} s ({_speed(seconds, dt)} real time)"
+              + (f"; first compiled the DSP kernels in {warm:.1f} s (once: numba keeps them)" if warm > 1.0 else ""))
     table = Table(title=None)
     table.add_column("measure")
     table.add_column("before", justify="right")
@@ -653,11 +669,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         backend = JackBackend(engine, name=args.name, server=args.server,
                               connect_inputs=args.connect_inputs, connect_outputs=args.connect_outputs)
+        # a JACK server's rate and period are its own, set when it starts: not a client's to ask for
+        mismatch = None
+        if args.rate and args.rate != backend.sample_rate:
+            mismatch = ("--rate", args.rate, f"at {backend.sample_rate} Hz", "-r")
+        elif args.block_size and args.block_size != backend.block_size:
+            mismatch = ("--block-size", args.block_size, f"with {backend.block_size}-frame periods", "-p")
+        if mismatch is not None:
+            backend.close()
+            opt, value, has, jack_opt = mismatch
+            raise HushbridgeError(f"{opt} {value}: the JACK server runs {has}, and its clients with it; start "
+                                  f"jackd with {jack_opt} {value} (e.g. jackd -d alsa {jack_opt} {value}), or leave "
+                                  f"{opt} out (it sets the device for --backend portaudio)")
     else:
         from hushbridge.io.portaudio import PortAudioBackend
 
         device = int(args.device) if args.device and args.device.isdigit() else args.device
-        backend = PortAudioBackend(engine, device=device, samplerate=args.rate, blocksize=args.block_size)
+        backend = PortAudioBackend(engine, device=device, samplerate=args.rate, blocksize=args.block_size or 128)
     stop = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -1254,8 +1282,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-inputs", nargs="+", metavar="PORT", help="JACK ports to connect to our inputs, e.g. system:capture_1")
     p.add_argument("--connect-outputs", nargs="+", metavar="PORT", help="JACK ports to connect our outputs to, e.g. system:playback_1")
     p.add_argument("--device", metavar="NAME|INDEX", help="PortAudio device (see `hushbridge devices`)")
-    p.add_argument("--rate", type=_rate_arg, metavar="HZ", help="PortAudio sample rate (default: the device's)")
-    p.add_argument("--block-size", type=_block_arg, default=128, metavar="N", help="PortAudio block size (default 128)")
+    p.add_argument("--rate", type=_rate_arg, metavar="HZ", help="PortAudio sample rate (default: the device's; "
+                   "on JACK the server's, and another is an error)")
+    p.add_argument("--block-size", type=_block_arg, metavar="N", help="PortAudio block size (default 128; on JACK "
+                   "the server's period, and another is an error)")
     p.add_argument("--osc-host", default="127.0.0.1", help="OSC address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--osc-port", type=_ranged(int, 0, 65535, "UDP port"), default=9000,
                    help="OSC UDP port (default 9000; 0: any free port, printed at start)")

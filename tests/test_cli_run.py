@@ -93,6 +93,20 @@ def test_run_says_a_stereo_pair_s_denoiser_is_linked(jack_server):
 
 
 @pytest.mark.jack
+def test_run_on_jack_refuses_a_rate_or_block_size_the_server_does_not_run(jack_server):
+    """A JACK client takes the server's rate and period: one asked for otherwise was silently ignored
+    (a user asking for 44.1 kHz got 48 kHz without a word)."""
+    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server.name)
+    base = [sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--name", "hbrate", "--chain", "gain",
+            "--no-osc"]
+    for extra, want in ((["--rate", "44100"], "--rate 44100: the JACK server runs at 48000 Hz"),
+                        (["--block-size", "256"], "--block-size 256: the JACK server runs with 128-frame periods")):
+        r = subprocess.run(base + extra, capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 1 and want in r.stderr and "start jackd with" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+
+
+@pytest.mark.jack
 def test_run_exits_with_an_error_when_the_jack_server_dies(jack_server, tmp_path):
     """A JACK server that goes away (crash, kill) is not a frozen status line forever: `run`
     says so and exits non-zero, promptly, and a take it was recording is closed and named. A

@@ -30,6 +30,8 @@ def frozen(tmp_path_factory):
     # JACK's and PortAudio's libraries are the system's, never this machine's copy (python-rtmidi's
     # wheel brings a libjack of its own, libjack-<hash>.so, as it does in any install)
     assert not [p.name for p in (out / "hushbridge").rglob("*") if p.name.startswith(("libjack.so", "libportaudio.so"))]
+    # the training pipeline (torch, the [train] extra) is not part of the program
+    assert not [p for p in (out / "hushbridge").rglob("*") if "train" in p.parts and "models" in p.parts]
     return exe
 
 

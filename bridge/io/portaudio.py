@@ -58,6 +58,19 @@ def refresh_devices() -> None:
     sd._initialize()
 
 
+def _rates_of(sd, device) -> str:  # noqa: ANN001
+    """``device`` (as :class:`PortAudioBackend` takes it) named, with its default sample rate(s)."""
+    parts = []
+    for kind, dev in zip(("input", "output"), device if isinstance(device, tuple) else (device, device)):
+        try:
+            info = sd.query_devices(dev, kind)
+        except (ValueError, sd.PortAudioError):
+            continue
+        parts.append(f"{info['name']!r} ({info['default_samplerate']:g} Hz)")
+    parts = list(dict.fromkeys(parts))
+    return "the device " + " / ".join(parts) if parts else "the device"
+
+
 def list_devices(refresh: bool = False) -> list[dict]:
     """Every PortAudio device as a dict, ``[]`` when there are none (or no PortAudio).
 
@@ -134,7 +147,7 @@ class PortAudioBackend(Backend):
         self._active = False
         self._abandoned = False
         sd = _sd()
-        op = f"opening PortAudio stream on device {device!r}"
+        op = f"opening PortAudio stream on {'the default device' if device is None else f'device {device!r}'}"
         try:
             self._stream = sd.Stream(
                 device=device,
@@ -151,6 +164,10 @@ class PortAudioBackend(Backend):
             if not devices:
                 raise BackendError("PortAudio finds no audio devices on this machine (no sound card or sound "
                                    "server; --backend jack runs on a JACK server)", op) from e
+            if samplerate and "sample rate" in str(e).lower():
+                raise BackendError(f"{_rates_of(sd, device)} does not take {samplerate} Hz ({e}); leave the rate "
+                                   "out to use the device's own, or pick one that has it (`hushbridge devices` "
+                                   "lists each device's rate)", op) from e
             names = ", ".join(f"{d['index']}: {d['name']!r}" for d in devices)
             raise BackendError(f"{e} (devices: {names})", op) from e
         capacity = self._blocksize or _CAPACITY
