@@ -696,6 +696,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     osc = midi = follower = None
     audio_lost = False
     try:
+        # before the audio starts: importing a module (python-osc, mido, rtmidi: C extensions
+        # loaded) and starting the OSC server hold the GIL for tens of ms, which the audio
+        # callback waits for; started after it, they cost every live start 4-6 xruns
+        if not args.no_osc:
+            from hushbridge.control.osc import OscServer
+
+            osc = OscServer(engine, host=args.osc_host, port=args.osc_port, process=args.osc_receive == "process")
+            if recorder is not None:
+                osc.controller.set_recorder(recorder)
+            osc.start()
+        if args.midi_in:
+            _import_midi(args)
         backend.start()
         if recorder is not None:
             recorder.attach(engine)
@@ -707,13 +719,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 recorder.start()
         # on JACK the MIDI port joins the engine's own client (one Python callback per cycle)
         midi = _start_midi_in(args, engine, backend) if args.midi_in else None
-        if not args.no_osc:
-            from hushbridge.control.osc import OscServer
-
-            osc = OscServer(engine, host=args.osc_host, port=args.osc_port, process=args.osc_receive == "process")
-            if recorder is not None:
-                osc.controller.set_recorder(recorder)
-            osc.start()
         where = f"OSC on {args.osc_host}:{osc.port}" if osc else "OSC off"
         if osc is not None and osc.receiver is not None:
             where += " (received in a process of its own)"
@@ -815,6 +820,17 @@ def _preset_midi_table(args: argparse.Namespace) -> dict:
     if getattr(args, "chain", None):
         return {}
     return find_preset(args.preset or "dialogue").midi
+
+
+def _import_midi(args: argparse.Namespace) -> None:
+    """Import what ``run --midi-in`` will use (before the audio starts; see _cmd_run)."""
+    import hushbridge.control.midi  # noqa: F401
+
+    if (args.midi_api or ("jack" if args.backend == "jack" else None)) == "jack":
+        import hushbridge.control.jack_midi  # noqa: F401
+    else:
+        with contextlib.suppress(ImportError):  # MidiInput says what is missing
+            import rtmidi  # noqa: F401
 
 
 def _start_midi_in(args: argparse.Namespace, engine, backend):
