@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from hushbridge.dsp.design import design_highpass, design_highshelf
+from hushbridge.dsp.design import design_highpass, design_highshelf, design_lowpass
 from hushbridge.dsp.kernels.leveler import (
     FLOOR_MIN_LUFS,
     FLOOR_RISE_DB_S,
@@ -62,7 +62,16 @@ from hushbridge.dsp.kernels.leveler import (
     REARM_MS,
     SILENCE_MS,
     V_REARM,
+    V_DECIM,
+    V_VHOP,
+    V_VWIN,
+    V_TMIN,
+    V_TMAX,
+    V_WHISPER,
+    VOICE_LP_HZ,
+    WHISPER_S,
     leveler,
+    voice_ring_size,
 )
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 
@@ -88,6 +97,9 @@ class Leveler(Effect):
         object.__setattr__(self, "_fstate", np.zeros(F_SIZE, dtype=np.float64))
         self._fstate[F_REF] = FLOOR_MIN_LUFS
         object.__setattr__(self, "_meter", np.zeros(4, dtype=np.float64))
+        object.__setattr__(self, "_voice_coefs", np.zeros((2, 5), dtype=np.float64))
+        object.__setattr__(self, "_voice_state", np.zeros((2, 2), dtype=np.float64))
+        object.__setattr__(self, "_voice_ring", np.zeros(1, dtype=np.float64))
         super().__init__(**values)
 
     @property
@@ -136,6 +148,15 @@ class Leveler(Effect):
         k[V_FAST_LEN] = round(FAST_START_S * sr)
         k[V_FAST_WINDOW] = round(FAST_WINDOW_S * sr)
         k[V_SILENCE] = round(SILENCE_MS * 1e-3 * sr)
+        decim, hop, win, tmin, tmax, size = voice_ring_size(sr)
+        k[V_DECIM], k[V_VHOP], k[V_VWIN], k[V_TMIN], k[V_TMAX] = decim, hop, win, tmin, tmax
+        k[V_WHISPER] = round(WHISPER_S * sr)
+        # 4th-order Butterworth before decimating: the voicing analysis needs only the fundamental
+        # and the first formant's harmonics
+        design_lowpass(sr, VOICE_LP_HZ, 0.5412, self._voice_coefs[0])
+        design_lowpass(sr, VOICE_LP_HZ, 1.3066, self._voice_coefs[1])
+        object.__setattr__(self, "_voice_ring", np.zeros(size, dtype=np.float64))
+        self._voice_state.fill(0.0)
         self._fstate[F_REF] = FLOOR_MIN_LUFS
 
     def reset(self) -> None:
@@ -145,7 +166,10 @@ class Leveler(Effect):
         self._fstate.fill(0.0)
         self._fstate[F_REF] = FLOOR_MIN_LUFS  # no speech heard yet: the relative gate is open
         self._meter.fill(0.0)
+        self._voice_state.fill(0.0)
+        self._voice_ring.fill(0.0)
 
     def kernel(self):
         """Level a block (channels, frames) float32 in place."""
-        return leveler, (self._consts, self._kw_coefs, self._kw_state, self._ms, self._fstate, self._meter, self._weights)
+        return leveler, (self._consts, self._kw_coefs, self._kw_state, self._ms, self._fstate, self._meter, self._weights,
+                         self._voice_coefs, self._voice_state, self._voice_ring)

@@ -123,6 +123,46 @@ def test_a_door_slam_before_a_quiet_take_does_not_set_its_level() -> None:
     assert -3.0 < g_hot[SR // 160] < 0.0, g_hot[SR // 160]  # 1 s in: cutting, at the time_s pace
 
 
+def test_breath_before_the_first_word_is_not_lifted() -> None:
+    """A real take (VCTK p301, 48 kHz, -21.2 LUFS) whose first half second is breath and murmur,
+    10 dB over the room and 30 dB under the voice: taken for speech, the fast start lifted it
+    10 dB and the voice came out at -12.3 LUFS for a -20 target (QA, session 30). Until a first
+    voice the leveler asks for voicing: the take now comes out near the target. A synthetic breath
+    (band-passed noise) then the same voice: not lifted either; and a take that never voices (a
+    whisper: noise at speech level) is levelled after 2 s all the same."""
+    import soundfile as sf
+
+    from hushbridge.measure import integrated_loudness
+
+    path = SPEECH / "vctk_p301_102.wav"
+    if not path.is_file():
+        pytest.skip(f"real speech not found: {path}")
+    x, sr = sf.read(str(path), dtype="float64")
+    fx = Leveler(target_lufs=-20.0)
+    fx.prepare(ProcessSpec(sr, 480, 1))
+    y = x[None, :].astype(np.float32).copy()
+    for s in range(0, y.shape[1], 480):
+        fx.process(y[:, s:s + 480])
+    assert abs(integrated_loudness(x, sr) + 21.2) < 0.2
+    assert abs(integrated_loudness(y[0].astype(np.float64), sr) + 20.0) < 1.5  # was -12.3
+
+    rng = np.random.default_rng(11)
+    from scipy.signal import butter, sosfilt
+
+    voice = utterance("librispeech_1553-*.flac") * 10 ** (-24 / 20)
+    breath = sosfilt(butter(2, [600, 3000], btype="band", fs=SR, output="sos"), rng.standard_normal(SR * 6 // 10))
+    breath *= np.sin(np.pi * np.arange(len(breath)) / len(breath)) * 10 ** (-50 / 20) / np.sqrt(np.mean(breath**2))
+    lead = np.concatenate([np.zeros(SR * 3 // 10), breath, np.zeros(SR // 10)])
+    take = np.concatenate([lead, voice]) + rng.standard_normal(len(lead) + len(voice)) * 10 ** (-65 / 20)
+    _, g = run(Leveler(target_lufs=-20.0), take)
+    assert abs(g[len(lead) // 160 - 1]) < 0.5, g[len(lead) // 160 - 1]  # the breath lifted nothing
+    t = np.arange(SR * 4) / SR
+    syllables = np.sin(np.pi * 3.0 * t) ** 2 * (t > 0.5)  # unvoiced "speech": noise in syllables
+    whisper = rng.standard_normal(t.size) * (10 ** (-35 / 20) * syllables + 10 ** (-65 / 20))
+    _, g = run(Leveler(target_lufs=-20.0, time_s=1.0), whisper)
+    assert abs(g[SR * 3 // 2 // 160]) < 0.5 and g[-1] > 6.0, (g[SR * 3 // 2 // 160], g[-1])
+
+
 def test_a_cough_in_a_quiet_take_s_first_seconds_does_not_take_its_lift_back() -> None:
     """A quiet take lifted by the fast start, a 350 ms cough 2 s in: the cough is not the take's
     level, so the gain after it stays near where it was (session 30 tried taking a lift back
