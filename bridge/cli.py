@@ -586,8 +586,13 @@ def _automix_keeper(engine):  # noqa: ANN001, ANN202 - an Engine; returns its ch
 def _duck_bed(chain, voices: int, channels: int) -> None:  # noqa: ANN001 - a Chain
     """``run --duck``: the channels after the voices are the bed (music, game audio): every effect
     but the ducker and the other joint ones (meters, automixer) is bypassed there, so the bed is
-    not cleaned as a voice."""
+    not cleaned as a voice, and an automixer shares the gain among the voices only (a loud bed
+    took a quiet voice's gain and pumped with its syllables)."""
+    from hushbridge.effects import Automix
+
     for eid, effect in chain.items():
+        if isinstance(effect, Automix):
+            effect.mics = voices
         if effect.channel_coupling != "joint":
             for c in range(voices + 1, channels + 1):
                 chain.set_channel_bypass(eid, c, True)

@@ -12,7 +12,10 @@ weighs a microphone up or down in the sharing: a host's +6 dB keeps more of the 
 talk (equal talkers: -1.0 dB for it, -7.0 for the other, instead of -3.0 each) and its talking
 cuts the others that much deeper; the effect's own ``weight_db`` sets every channel's again.
 ``priority_channel`` (1..N; 0: none) with ``priority_db`` weighs one microphone up as well (the
-two add). A single channel passes untouched. It belongs before the per-speaker processing, so that a speaker's leveler does not
+two add). ``mics`` (0: every channel) makes only the first that many channels the microphones:
+the channels after them (a music bed under the voices, ``hushbridge run --automix --duck N``)
+pass untouched and take no part in the sharing (a loud bed took the gain of a quiet voice's
+mic, and the bed pumped with the syllables). A single channel passes untouched. It belongs before the per-speaker processing, so that a speaker's leveler does not
 lift the others' bleed in their pauses (``hushbridge process --automix --per-channel``).
 
 >>> from hushbridge.effects import Automix
@@ -24,7 +27,7 @@ import math
 
 import numpy as np
 
-from hushbridge.dsp.kernels.automix import A_ATTACK, A_CONSTS, A_FLOOR, A_RELEASE, automix
+from hushbridge.dsp.kernels.automix import A_ATTACK, A_CONSTS, A_FLOOR, A_MICS, A_RELEASE, automix
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 from hushbridge.errors import ParamError
 
@@ -41,6 +44,7 @@ class Automix(Effect):
         Param("priority_channel", 0.0, 64.0, 0.0, step=1.0, smoothing_ms=0.0),
         Param("priority_db", 0.0, 24.0, 6.0, smoothing_ms=0.0),
         Param("weight_db", -24.0, 24.0, 0.0, smoothing_ms=0.0),
+        Param("mics", 0.0, 64.0, 0.0, step=1.0, smoothing_ms=0.0),
     )
     channel_params = frozenset({"weight_db"})
 
@@ -76,6 +80,7 @@ class Automix(Effect):
     def _param_changed(self, index: int) -> None:
         v = self._values
         self._consts[A_FLOOR] = 10.0 ** (-v[0] / 10.0)
+        self._consts[A_MICS] = int(round(v[6]))
         if index in (3, 4, 5):
             for c in range(len(self._weights)):
                 self._channel_changed(c, 5)

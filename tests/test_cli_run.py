@@ -309,6 +309,32 @@ def test_run_automix_takes_set_and_a_preset_loaded_live_keeps_it_as_last_set():
     assert not engine.chain.is_bypassed("automix") and engine.get("/hb/automix/range_db") == 18.0
 
 
+def test_run_automix_with_a_duck_shares_the_gain_among_the_voices_only():
+    """`run --automix --duck 2 --channels 3`: the bed (channel 3) is not a microphone; a loud
+    bed took a quiet voice's gain (QA, session 31). Kept when a preset is loaded live."""
+    import argparse
+
+    import numpy as np
+
+    from hushbridge.cli import _automix_keeper, _build_chain, _duck_bed, _duck_keeper
+    from hushbridge.effects import Automix, Duck
+    from hushbridge.engine import Engine
+
+    args = argparse.Namespace(chain=None, preset="podcast", set=[], automix=True)
+    chain = _build_chain(args, first=Automix(), last=Duck(voices=2))
+    _duck_bed(chain, 2, 3)
+    assert chain["automix"].mics == 2
+    engine = Engine(chain, channels=3, per_channel=True)
+    engine.add_chain_filter(_automix_keeper(engine))
+    engine.add_chain_filter(_duck_keeper(engine, 2))
+    engine.prepare(48000, 128)
+    assert engine.get("/hb/automix/mics") == 2.0
+    engine.load_preset("dialogue")
+    x = np.zeros((3, 128), np.float32)
+    engine.process(x, x.copy())
+    assert engine.chain.ids[0] == "automix" and engine.get("/hb/automix/mics") == 2.0
+
+
 @pytest.mark.jack
 def test_run_duck_lowers_the_bed_under_the_voice_and_leaves_it_uncleaned(jack_server):
     """A streamer's mic on channel 1 and stereo music on 2-3: `run --duck` cleans the mic alone

@@ -16,7 +16,8 @@ from hushbridge.dsp.kernels.util import finite_sample, flush_state
 A_ATTACK = 0  # one-pole coefficient of the power envelope while it rises
 A_RELEASE = 1  # ... while it falls
 A_FLOOR = 2  # the lowest share a channel's gain goes to (10^(-range_db/10))
-A_CONSTS = 3
+A_MICS = 3  # the first this many channels share the gain (0: all); the ones after pass untouched
+A_CONSTS = 4
 
 SILENT_POWER = 1e-20  # under this total power (-200 dB) every channel shares alike
 
@@ -30,6 +31,11 @@ def automix(block: np.ndarray, consts: np.ndarray, env: np.ndarray, meter: np.nd
     weights : float64 ``(channels,)`` each channel's weight on its power (1.0: none).
     """
     ch, n = block.shape
+    for c in range(ch):
+        meter[c] = 0.0
+    mics = int(consts[A_MICS])
+    if 0 < mics < ch:
+        ch = mics  # a bed after the microphones (music under them) is not theirs to share: untouched
     att = consts[A_ATTACK]
     rel = consts[A_RELEASE]
     floor = consts[A_FLOOR]
