@@ -197,6 +197,45 @@ def test_run_exits_with_an_error_when_the_jack_server_dies(jack_server, tmp_path
 
 
 @pytest.mark.jack
+def test_run_on_portaudio_exits_when_its_device_goes_away(tmp_path):
+    """PortAudio's JACK host API as the device; the server dies. PortAudio never returns from
+    stopping or closing that stream: the backend gives up on it after 2 s, but sounddevice's exit
+    hook stopped and closed it again and the process hung for good, deaf to SIGTERM (QA,
+    session 31). It now says so and exits."""
+    from conftest import _kill, _start_jackd
+
+    name = f"hb-padies-{os.getpid()}"
+    jackd = _start_jackd(name, realtime=False, log_path=str(tmp_path / "jackd.log"))
+    proc = None
+    try:
+        ready = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True,
+                               env=dict(os.environ, JACK_NO_START_SERVER="1"), timeout=30)
+        assert ready.returncode == 0 and jackd.poll() is None, (tmp_path / "jackd.log").read_text()
+        env = dict(os.environ, JACK_DEFAULT_SERVER=name, PYTHONUNBUFFERED="1", JACK_NO_START_SERVER="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hushbridge", "run", "--backend", "portaudio", "--chain", "gain", "--no-osc"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not any("running on" in x for x in lines):
+            time.sleep(0.2)
+        assert any("running on portaudio" in x for x in lines), "".join(lines)
+        time.sleep(1.0)
+        jackd.terminate()  # a server that goes away (SIGKILL would leak its slot in JACK's registry)
+        jackd.wait(10)
+        proc.wait(timeout=30)
+        reader.join(5)
+        err = "".join(lines)
+        assert proc.returncode == 1 and "error: audio stopped:" in err, err
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        _kill(jackd)
+
+
+@pytest.mark.jack
 def test_run_per_channel_with_automix_levels_each_microphone_for_itself(jack_server, tmp_path):
     """Two podcast microphones live: `run --per-channel --automix` gives each its own chain (the
     quiet speaker is levelled for itself, as `process --per-channel --automix` does the file),

@@ -24,6 +24,7 @@ server started later appears only after :func:`refresh_devices`.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections.abc import Callable
@@ -243,6 +244,11 @@ class PortAudioBackend(Backend):
         t.start()
         t.join(STOP_TIMEOUT_S)
         if t.is_alive():
+            if not self._abandoned:
+                # sounddevice's exit hook stops and closes the last stream and terminates PortAudio:
+                # the same wait, at interpreter exit, where nothing times it out (the process hung
+                # for good after its JACK server was killed, deaf to SIGTERM)
+                atexit.unregister(_sd()._exit_handler)
             self._abandoned = True
             log.warning("PortAudio did not %s the stream within %.0f s (device or sound server gone?); "
                         "leaving it", what, STOP_TIMEOUT_S)
