@@ -699,7 +699,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     osc = midi = follower = None
-    audio_lost = False
+    audio_lost = started = False
     try:
         # before the audio starts: importing a module (python-osc, mido, rtmidi: C extensions
         # loaded) and starting the OSC server hold the GIL for tens of ms, which the audio
@@ -713,8 +713,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             osc.start()
         if args.midi_in:
             _import_midi(args)
-        backend.start()
         if recorder is not None:
+            # attached and started before the audio: the take (and its --record-raw copy) starts
+            # at the engine's first block, so cleaning the raw copy again gives the same samples
+            # (it started 750-1140 samples in, and the denoiser's hop grid with it)
+            backend.prepare()
             recorder.attach(engine)
             if args.record_follow:
                 from hushbridge.record import TransportFollower
@@ -722,11 +725,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 follower = TransportFollower(recorder, engine)
             elif not args.record_paused:
                 recorder.start()
+        backend.start()
+        started = True
         # on JACK the MIDI port joins the engine's own client (one Python callback per cycle)
         midi = _start_midi_in(args, engine, backend) if args.midi_in else None
         where = f"OSC on {args.osc_host}:{osc.port}" if osc else "OSC off"
         if osc is not None and osc.receiver is not None:
             where += " (received in a process of its own)"
+        if engine.device_latency_samples:  # PortAudio: what the device adds to the chain's latency
+            dev = engine.device_latency_samples
+            where += (f"; the device adds {dev} samples ({dev / engine.spec.sample_rate * 1000:.2f} ms, "
+                      f"PortAudio's estimate) to the chain's {engine.latency_samples}")
         elif osc is not None and args.osc_receive == "process":
             where += " (received on a thread: no receive process here)"
         if midi is not None:
@@ -794,7 +803,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if follower is not None:
             follower.close()
         if recorder is not None:  # first, while audio runs: the take ends with the output of its last input
-            recorder.close(audio_running=not audio_lost)
+            recorder.close(audio_running=started and not audio_lost)
             _print_take(err, recorder)
         if midi is not None:
             midi.close()  # first: on JACK its port lives on the backend's client

@@ -80,6 +80,7 @@ ENGINE_STATS = (
     "xruns",
     "cpu_load",
     "latency_samples",
+    "device_latency_samples",
     "sample_rate",
     "block_size",
     "dropped_messages",
@@ -283,6 +284,10 @@ class Engine:
         self.last_xrun_time = 0.0
         self.late_blocks = 0
         self.period_frames = 0  # the backend's current buffer size, where it differs from spec's (JACK)
+        #: the device's own input + output latency where the backend knows it and no host is told
+        #: it otherwise (PortAudio's estimate; on JACK the ports carry theirs): the round trip is
+        #: ``latency_samples`` plus this
+        self.device_latency_samples = 0
         self._dropped = 0
         self._dropped_lock = threading.Lock()  # control threads only: OSC, MIDI, workers
         self.callback_errors = 0
@@ -882,8 +887,9 @@ class Engine:
                 return f"{value * 100:.1f} %"
             if stat == "sample_rate":
                 return f"{value:.0f} Hz"
-            if stat == "latency_samples" and self.spec:
-                return f"{value:.0f} samples ({value / self.spec.sample_rate * 1000:.2f} ms)"
+            if stat in ("latency_samples", "device_latency_samples"):
+                ms = f" ({value / self.spec.sample_rate * 1000:.2f} ms)" if self.spec else ""
+                return f"{value:.0f} samples{ms}"
             return f"{value:.0f}"
         if address in self._published:
             return f"{value:g}"

@@ -222,6 +222,8 @@ def test_run_on_portaudio_exits_when_its_device_goes_away(tmp_path):
         while time.monotonic() < deadline and proc.poll() is None and not any("running on" in x for x in lines):
             time.sleep(0.2)
         assert any("running on portaudio" in x for x in lines), "".join(lines)
+        # the round trip is the chain's latency plus the device's, which PortAudio estimates
+        assert any(re.search(r"the device adds [1-9][0-9]* samples", x) for x in lines), "".join(lines)
         time.sleep(1.0)
         jackd.terminate()  # a server that goes away (SIGKILL would leak its slot in JACK's registry)
         jackd.wait(10)

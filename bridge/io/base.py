@@ -42,6 +42,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def block_size(self) -> int: ...
 
+    def prepare(self) -> None:
+        """Prepare the engine for the device's format now, before :meth:`start` (which then does
+        not prepare it again): what must see the engine's first block (a recorder) attaches in
+        between."""
+        self.engine.prepare(self.sample_rate, self.block_size)
+
     @abc.abstractmethod
     def start(self) -> None:
         """Prepare the engine for the device format and start calling it."""

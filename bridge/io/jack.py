@@ -377,7 +377,7 @@ class JackBackend(Backend):
             return
         if not self.client._ptr:
             raise BackendError("the client is closed", "starting JACK backend")
-        self._reformat(self.sample_rate, self.block_size)
+        self.prepare()
         self._latency = int(self.engine.latency_samples)
         # a port that does not exist is refused before the client is activated: activating and
         # at once deactivating again is the path on which a clean-clone CI run once hung in
@@ -547,6 +547,10 @@ class JackBackend(Backend):
                 in_pairs = tuple((port, inp[k]) for k, port in enumerate(self.inports))
                 out_pairs = tuple((port, out[k]) for k, port in enumerate(self.outports))
             self._io = (inp, out, in_pairs, out_pairs, block_size, calls)  # one atomic rebinding
+
+    def prepare(self) -> None:
+        """Prepare the engine for the server's rate and period (nothing when it is already)."""
+        self._reformat(self.sample_rate, self.block_size)
 
     def _on_blocksize(self, blocksize: int) -> None:
         try:

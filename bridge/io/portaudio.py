@@ -203,19 +203,28 @@ class PortAudioBackend(Backend):
         return self._active
 
     # == lifecycle ==============================================================================
+    def prepare(self) -> None:
+        """Prepare the engine for the stream's format (nothing when it is already)."""
+        spec = self.engine.spec
+        size = self._blocksize or _FALLBACK_MAX_BLOCK
+        if spec is None or spec.sample_rate != self.sample_rate or spec.max_block_size != size:
+            self.engine.prepare(self.sample_rate, size)
+
     def start(self) -> None:
         """Prepare the engine for the stream's format and start the stream."""
         if self._active:
             return
         if self._stream is None or self._stream.closed:
             raise BackendError("the stream is closed", "starting PortAudio stream")
-        self.engine.prepare(self.sample_rate, self._blocksize or _FALLBACK_MAX_BLOCK)
+        self.prepare()
         self.engine.freeze_gc()
         try:
             self._stream.start()
         except _sd().PortAudioError as e:
             raise BackendError(str(e), f"starting PortAudio stream on device {self.device!r}") from e
         self._active = True
+        lat_in, lat_out = self.latency
+        self.engine.device_latency_samples = round((lat_in + lat_out) * self.sample_rate)
         self.engine.attach(True)
         self._start_housekeeping()
         self.engine.freeze_gc()
