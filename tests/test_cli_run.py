@@ -107,6 +107,19 @@ def test_run_on_jack_refuses_a_rate_or_block_size_the_server_does_not_run(jack_s
 
 
 @pytest.mark.jack
+def test_run_on_portaudio_names_what_the_device_has(jack_server):
+    """PortAudio's errors for a rate or a channel count the device lacks said "device None" and
+    "Invalid sample rate" only (QA, session 31): they name the device and what it has."""
+    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server.name, JACK_NO_START_SERVER="1")
+    base = [sys.executable, "-m", "hushbridge", "run", "--backend", "portaudio", "--chain", "gain", "--no-osc"]
+    for extra, want in ((["--rate", "44100"], r"the device '[^']+' \(48000 Hz\) does not take 44100 Hz"),
+                        (["--channels", "3"], r"the device '[^']+' has 2 input and 2 output channels: 3 asked for")):
+        r = subprocess.run(base + extra, capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 1 and re.search(want, r.stderr), r.stderr
+        assert "on the default device" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.jack
 def test_a_live_start_with_osc_and_midi_costs_no_xruns(jack_server):
     """Importing python-osc / mido / rtmidi and starting the OSC server hold the GIL for tens of
     ms, which the audio callback waits for: done after the audio started they cost every start

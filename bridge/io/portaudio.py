@@ -59,6 +59,21 @@ def refresh_devices() -> None:
     sd._initialize()
 
 
+def _channels_of(sd, device) -> str:  # noqa: ANN001
+    """``device`` named, with the channels it has in and out."""
+    names, counts = [], []
+    for kind, dev in zip(("input", "output"), device if isinstance(device, tuple) else (device, device)):
+        try:
+            info = sd.query_devices(dev, kind)
+        except (ValueError, sd.PortAudioError):
+            continue
+        names.append(repr(info["name"]))
+        counts.append(f"{info[f'max_{kind}_channels']} {kind}")
+    if not names:
+        return "the device"
+    return f"the device {' / '.join(dict.fromkeys(names))} has {' and '.join(counts)} channels"
+
+
 def _rates_of(sd, device) -> str:  # noqa: ANN001
     """``device`` (as :class:`PortAudioBackend` takes it) named, with its default sample rate(s)."""
     parts = []
@@ -165,6 +180,9 @@ class PortAudioBackend(Backend):
             if not devices:
                 raise BackendError("PortAudio finds no audio devices on this machine (no sound card or sound "
                                    "server; --backend jack runs on a JACK server)", op) from e
+            if "number of channels" in str(e).lower():
+                raise BackendError(f"{_channels_of(sd, device)}: {engine.channels} asked for ({e}); ask for fewer "
+                                   "(--channels) or pick a device that has them (`hushbridge devices`)", op) from e
             if samplerate and "sample rate" in str(e).lower():
                 raise BackendError(f"{_rates_of(sd, device)} does not take {samplerate} Hz ({e}); leave the rate "
                                    "out to use the device's own, or pick one that has it (`hushbridge devices` "
