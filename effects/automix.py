@@ -15,7 +15,13 @@ cuts the others that much deeper; the effect's own ``weight_db`` sets every chan
 two add). ``mics`` (0: every channel) makes only the first that many channels the microphones:
 the channels after them (a music bed under the voices, ``hushbridge run --automix --duck N``)
 pass untouched and take no part in the sharing (a loud bed took the gain of a quiet voice's
-mic, and the bed pumped with the syllables). A single channel passes untouched. It belongs before the per-speaker processing, so that a speaker's leveler does not
+mic, and the bed pumped with the syllables). ``match_db`` (12; 0: off) matches the microphones'
+levels as it goes: Dugan's sharing assumes every talker reads the same on their own mic, and a
+mic whose preamp is 12 dB hotter took the gain in double talk (a quiet mic's talker was cut 15 dB
+on average where two talked at once) and its bleed weighed as a quiet mic's speech; each mic's
+speech level is learnt while it holds the talk (2 s of it) and weighs it toward the others', by
+at most ``match_db`` either way (on top of ``weight_db``, which stays the deliberate choice). A
+single channel passes untouched. It belongs before the per-speaker processing, so that a speaker's leveler does not
 lift the others' bleed in their pauses (``hushbridge process --automix --per-channel``).
 
 >>> from hushbridge.effects import Automix
@@ -27,7 +33,21 @@ import math
 
 import numpy as np
 
-from hushbridge.dsp.kernels.automix import A_ATTACK, A_CONSTS, A_FLOOR, A_MICS, A_RELEASE, automix
+from hushbridge.dsp.kernels.automix import (
+    A_ATTACK,
+    A_CONSTS,
+    A_FLOOR,
+    A_MATCH_COEF,
+    A_MATCH_DB,
+    A_MATCH_ENOUGH,
+    A_MATCH_HOLD,
+    A_MICS,
+    A_RELEASE,
+    MATCH_ENOUGH_S,
+    MATCH_HOLD_S,
+    MATCH_TIME_S,
+    automix,
+)
 from hushbridge.effects.base import Effect, Param, ProcessSpec
 from hushbridge.errors import ParamError
 
@@ -45,6 +65,7 @@ class Automix(Effect):
         Param("priority_db", 0.0, 24.0, 6.0, smoothing_ms=0.0),
         Param("weight_db", -24.0, 24.0, 0.0, smoothing_ms=0.0),
         Param("mics", 0.0, 64.0, 0.0, step=1.0, smoothing_ms=0.0),
+        Param("match_db", 0.0, 24.0, 12.0, smoothing_ms=0.0),
     )
     channel_params = frozenset({"weight_db"})
 
@@ -53,6 +74,9 @@ class Automix(Effect):
         object.__setattr__(self, "_env", np.zeros(1, dtype=np.float64))
         object.__setattr__(self, "_meter", np.zeros(1, dtype=np.float64))
         object.__setattr__(self, "_weights", np.ones(1, dtype=np.float64))
+        object.__setattr__(self, "_speech", np.zeros((3, 1), dtype=np.float64))
+        object.__setattr__(self, "_auto", np.ones(1, dtype=np.float64))
+        object.__setattr__(self, "_tick", np.zeros(1, dtype=np.float64))
         super().__init__(**values)
 
     @property
@@ -81,6 +105,7 @@ class Automix(Effect):
         v = self._values
         self._consts[A_FLOOR] = 10.0 ** (-v[0] / 10.0)
         self._consts[A_MICS] = int(round(v[6]))
+        self._consts[A_MATCH_DB] = v[7]
         if index in (3, 4, 5):
             for c in range(len(self._weights)):
                 self._channel_changed(c, 5)
@@ -89,6 +114,9 @@ class Automix(Effect):
             sr = float(spec.sample_rate)
             self._consts[A_ATTACK] = math.exp(-1.0 / (v[1] * 1e-3 * sr))
             self._consts[A_RELEASE] = math.exp(-1.0 / (v[2] * 1e-3 * sr))
+            self._consts[A_MATCH_COEF] = math.exp(-1.0 / (MATCH_TIME_S * sr))
+            self._consts[A_MATCH_HOLD] = round(MATCH_HOLD_S * sr)
+            self._consts[A_MATCH_ENOUGH] = round(MATCH_ENOUGH_S * sr)
 
     def _channel_changed(self, channel: int, index: int) -> None:
         # one channel's weight: O(1), so that a bundle of every mic's weight costs O(channels)
@@ -110,12 +138,18 @@ class Automix(Effect):
         object.__setattr__(self, "_env", np.zeros(spec.channels, dtype=np.float64))
         object.__setattr__(self, "_meter", np.zeros(spec.channels, dtype=np.float64))
         object.__setattr__(self, "_weights", np.ones(spec.channels, dtype=np.float64))
+        object.__setattr__(self, "_speech", np.zeros((3, spec.channels), dtype=np.float64))
+        object.__setattr__(self, "_auto", np.ones(spec.channels, dtype=np.float64))
 
     def reset(self) -> None:
-        """Forget the envelopes: every channel starts from an even share."""
+        """Forget the envelopes and the microphones' speech levels: every channel starts from an
+        even share, unmatched."""
         self._env.fill(0.0)
         self._meter.fill(0.0)
+        self._speech.fill(0.0)
+        self._auto.fill(1.0)
+        self._tick.fill(0.0)
 
     def kernel(self):
         """Share the gain of a block (channels, frames) float32 in place."""
-        return automix, (self._consts, self._env, self._meter, self._weights)
+        return automix, (self._consts, self._env, self._meter, self._weights, self._speech, self._auto, self._tick)

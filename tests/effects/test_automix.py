@@ -22,12 +22,14 @@ def turns(seconds=4.0, bleed_db=-20.0, seed=0):
 
 
 def test_the_talkers_mic_stays_open_and_the_other_falls_by_its_bleed():
+    # Dugan's sharing as it is (the level matching, on by default, moves these pure tones' cuts
+    # 1-2 dB: their envelopes' ripple differs; see the matching's own test)
     x = turns()
-    y = Chain([Automix()])(x, SR)
+    y = Chain([Automix(match_db=0.0)])(x, SR)
     settled_a, settled_b = slice(int(0.3 * SR), int(0.95 * SR)), slice(int(1.3 * SR), int(1.95 * SR))
     assert level_db(y[0, settled_a]) - level_db(x[0, settled_a]) > -0.1  # talker A's mic: open
     assert level_db(y[1, settled_a]) - level_db(x[1, settled_a]) == pytest.approx(-20.0, abs=0.5)
-    assert level_db(y[1, settled_b]) - level_db(x[1, settled_b]) > -0.1
+    assert level_db(y[1, settled_b]) - level_db(x[1, settled_b]) > -0.2  # the level matching's estimate: 0.1
     assert level_db(y[0, settled_b]) - level_db(x[0, settled_b]) == pytest.approx(-20.0, abs=0.5)
     # the new talker's mic opens within a few ms; the old one's closes over ~150 ms
     onset = slice(SR + int(0.005 * SR), SR + int(0.025 * SR))
@@ -56,6 +58,33 @@ def test_a_bed_after_the_microphones_takes_no_part_in_the_sharing():
     assert mixer.gains_db[2] == 0.0
 
 
+def test_mismatched_preamps_are_matched_so_double_talk_is_shared_by_the_voices():
+    """Two talkers at the same acoustic level, one mic's preamp 12 dB hotter (QA, session 31:
+    Dugan's sharing took the quiet mic's talker down 15 dB where both talked). The level matching
+    learns each mic's speech while it holds the talk; after a turn each, double talk shares the
+    gain as with matched gains (within 2 dB), where ``match_db = 0`` cuts the quiet mic 10 dB."""
+    t = np.arange(int(7.0 * SR)) / SR
+    rng = np.random.default_rng(5)
+    syll = (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2  # speech-like: syllables
+    a = 0.1 * np.sin(2 * np.pi * 180 * t) * syll * ((t < 2) | (t >= 4))
+    b = 0.1 * np.sin(2 * np.pi * 260 * t + 1.0) * syll * (t >= 2)
+    k = 10 ** (-20 / 20)
+    floor = 1e-4 * rng.standard_normal((2, t.size))
+    hot = 10 ** (12 / 20)
+    x = (np.stack([a + k * b, hot * (b + k * a)]) + floor).astype(np.float32)
+    both = slice(int(5.0 * SR), int(7.0 * SR))
+
+    def gains(match_db):
+        y = Chain([Automix(match_db=match_db)])(x, SR)
+        return [level_db(y[c, both]) - level_db(x[c, both]) for c in (0, 1)]
+
+    matched = Chain([Automix()])(x / np.array([[1.0], [hot]], dtype=np.float32), SR)
+    ideal = [level_db(matched[c, both]) - level_db(x[c, both] / (1.0 if c == 0 else hot)) for c in (0, 1)]
+    learnt, off = gains(12.0), gains(0.0)
+    assert abs(learnt[0] - ideal[0]) < 2.0 and abs(learnt[1] - ideal[1]) < 2.0, (learnt, ideal)
+    assert off[0] < ideal[0] - 8.0, (off, ideal)  # what the hot preamp did
+
+
 def test_range_limits_the_cut_and_gains_share_the_power():
     x = turns(bleed_db=-40.0)
     mix = Automix(range_db=12.0)
@@ -81,7 +110,7 @@ def test_nobody_talking_every_mic_at_an_even_share_and_one_mic_untouched():
 def test_registered_with_its_parameters():
     assert EFFECTS["automix"] is Automix
     assert [p.id for p in Automix.params] == ["range_db", "attack_ms", "release_ms", "priority_channel", "priority_db",
-                                              "weight_db", "mics"]
+                                              "weight_db", "mics", "match_db"]
     fx = Automix()
     fx.prepare(ProcessSpec(SR, 128, 2))
     assert fx.latency_samples == 0 and fx.gains_db == (0.0, 0.0)
@@ -94,28 +123,28 @@ def test_a_priority_microphone_keeps_more_gain_in_double_talk_and_cuts_the_other
     t = np.arange(2 * SR) / SR
     both = np.stack([0.3 * np.sin(2 * np.pi * 200 * t), 0.3 * np.sin(2 * np.pi * 310 * t)]).astype(np.float32)
     settled = slice(SR // 2, None)
-    y = Chain([Automix(priority_channel=1)])(both, SR)
+    y = Chain([Automix(match_db=0.0, priority_channel=1)])(both, SR)
     assert level_db(y[0, settled]) - level_db(both[0, settled]) == pytest.approx(-0.97, abs=0.05)
     assert level_db(y[1, settled]) - level_db(both[1, settled]) == pytest.approx(-6.99, abs=0.05)
     x = turns()
     a = slice(int(0.3 * SR), int(0.95 * SR))
-    plain = Chain([Automix(range_db=40.0)])(x, SR)  # a range under the cut, which it would floor
-    host = Chain([Automix(range_db=40.0, priority_channel=1, priority_db=6.0)])(x, SR)
+    plain = Chain([Automix(match_db=0.0, range_db=40.0)])(x, SR)  # a range under the cut, which it would floor
+    host = Chain([Automix(match_db=0.0, range_db=40.0, priority_channel=1, priority_db=6.0)])(x, SR)
     assert (level_db(host[1, a]) - level_db(plain[1, a])) == pytest.approx(-6.0, abs=0.3)
     b = slice(int(1.3 * SR), int(1.95 * SR))  # the guest talks: the host's mic falls by its bleed less 6 dB
     assert (level_db(host[0, b]) - level_db(plain[0, b])) == pytest.approx(6.0, abs=0.3)
     quiet = (1e-3 * np.random.default_rng(1).standard_normal((2, SR))).astype(np.float32)
-    mix = Automix(priority_channel=2)
+    mix = Automix(match_db=0.0, priority_channel=2)
     Chain([mix])(np.zeros_like(quiet), SR)
     assert mix.gains_db == pytest.approx((-3.01, -3.01), abs=0.01)  # nobody: even shares
     from hushbridge.errors import ParamError
 
-    mix = Automix()
+    mix = Automix(match_db=0.0)
     mix.prepare(ProcessSpec(SR, 128, 2))
     with pytest.raises(ParamError, match="beyond the 2 channels"):
         mix.check_value(3, 3.0)  # the control side refuses it before the audio thread sees it
     with pytest.raises(ParamError, match="beyond the 2 channels"):
-        Automix(priority_channel=4).prepare(ProcessSpec(SR, 128, 2))
+        Automix(match_db=0.0, priority_channel=4).prepare(ProcessSpec(SR, 128, 2))
 
 
 def test_a_weight_per_microphone_as_dugan_s_and_with_the_priority():
@@ -129,12 +158,12 @@ def test_a_weight_per_microphone_as_dugan_s_and_with_the_priority():
     both = np.stack([0.3 * np.sin(2 * np.pi * f * t) for f in (200, 310, 420)]).astype(np.float32)
     settled = slice(SR // 2, None)
     cut = lambda y, c: level_db(y[c, settled]) - level_db(both[c, settled])  # noqa: E731
-    mix = Automix()
+    mix = Automix(match_db=0.0)
     mix.set_channel(1, "weight_db", 6.0)
     y = Chain([mix])(both[:2], SR)
     assert (cut(y, 0), cut(y, 1)) == pytest.approx((-0.97, -6.99), abs=0.05)
     # three mics: weights +6, 0, -6 share the power as 4 : 1 : 0.25
-    chain = Chain([Automix()], per_channel=True)
+    chain = Chain([Automix(match_db=0.0)], per_channel=True)
     chain.set_channel("automix", 1, "weight_db", 6.0)
     chain.set_channel("automix", 3, "weight_db", -6.0)
     y = chain(both, SR)
@@ -143,15 +172,15 @@ def test_a_weight_per_microphone_as_dugan_s_and_with_the_priority():
     assert chain.channel_values("automix") == {1: {"weight_db": 6.0}, 3: {"weight_db": -6.0}}
     # with the priority on channel 1 too: 6 + 6 dB
     both2 = both[:2]
-    y = Chain([Automix(priority_channel=1, priority_db=6.0)])(both2, SR)
-    weighted = Automix(priority_channel=1, priority_db=6.0)
+    y = Chain([Automix(match_db=0.0, priority_channel=1, priority_db=6.0)])(both2, SR)
+    weighted = Automix(match_db=0.0, priority_channel=1, priority_db=6.0)
     weighted.set_channel(1, "weight_db", 6.0)
     z = Chain([weighted])(both2, SR)
     assert cut(z, 1) < cut(y, 1) - 4.0
     weighted.weight_db = 0.0  # every channel again: only the priority is left
     np.testing.assert_array_equal(Chain([weighted])(both2, SR), y)
     # live, prepared: a change reaches the weights at once; channels beyond the stream refused
-    live = Chain([Automix()])  # not run per channel: the automixer keeps its weights anyway
+    live = Chain([Automix(match_db=0.0)])  # not run per channel: the automixer keeps its weights anyway
     live.prepare(ProcessSpec(SR, 128, 2))
     live.set_channel_index(0, 1, live[0]._index["weight_db"], 6.0)
     assert list(live[0]._weights) == pytest.approx([1.0, 10 ** 0.6])
@@ -160,7 +189,7 @@ def test_a_weight_per_microphone_as_dugan_s_and_with_the_priority():
     with pytest.raises(ChainError, match="no settings per channel but weight_db"):
         live.set_channel("automix", 1, "range_db", 1.0)
     with pytest.raises(ParamError, match="no settings per channel but weight_db"):
-        Automix().set_channel(1, "range_db", 1.0)
+        Automix(match_db=0.0).set_channel(1, "range_db", 1.0)
 
 
 def test_a_weight_set_on_the_automixer_inside_a_chain_is_the_chain_s():
