@@ -615,6 +615,33 @@ def _duck_keeper(engine, voices: int):  # noqa: ANN001, ANN202 - an Engine; retu
     return keep
 
 
+def _run_backend(args: argparse.Namespace, engine):  # noqa: ANN001, ANN202 - an Engine; a Backend
+    """``run``'s audio backend, made (its JACK client and ports exist from here) but not started."""
+    if args.backend == "jack":
+        from hushbridge.io.jack import JackBackend
+
+        backend = JackBackend(engine, name=args.name, server=args.server,
+                              connect_inputs=args.connect_inputs, connect_outputs=args.connect_outputs)
+        # a JACK server's rate and period are its own, set when it starts: not a client's to ask for
+        mismatch = None
+        if args.rate and args.rate != backend.sample_rate:
+            mismatch = ("--rate", args.rate, f"at {backend.sample_rate} Hz", "-r")
+        elif args.block_size and args.block_size != backend.block_size:
+            mismatch = ("--block-size", args.block_size, f"with {backend.block_size}-frame periods", "-p")
+        if mismatch is not None:
+            backend.close()
+            opt, value, has, jack_opt = mismatch
+            raise HushbridgeError(f"{opt} {value}: the JACK server runs {has}, and its clients with it; start "
+                                  f"jackd with {jack_opt} {value} (e.g. jackd -d alsa {jack_opt} {value}), or leave "
+                                  f"{opt} out (it sets the device for --backend portaudio)")
+    else:
+        from hushbridge.io.portaudio import PortAudioBackend
+
+        device = int(args.device) if args.device and args.device.isdigit() else args.device
+        backend = PortAudioBackend(engine, device=device, samplerate=args.rate, blocksize=args.block_size or 128)
+    return backend
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from hushbridge.engine import Engine
 
@@ -669,41 +696,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         engine.add_chain_filter(_automix_keeper(engine))
     if args.duck is not None:
         engine.add_chain_filter(_duck_keeper(engine, args.duck))
-    if args.backend == "jack":
-        from hushbridge.io.jack import JackBackend
-
-        backend = JackBackend(engine, name=args.name, server=args.server,
-                              connect_inputs=args.connect_inputs, connect_outputs=args.connect_outputs)
-        # a JACK server's rate and period are its own, set when it starts: not a client's to ask for
-        mismatch = None
-        if args.rate and args.rate != backend.sample_rate:
-            mismatch = ("--rate", args.rate, f"at {backend.sample_rate} Hz", "-r")
-        elif args.block_size and args.block_size != backend.block_size:
-            mismatch = ("--block-size", args.block_size, f"with {backend.block_size}-frame periods", "-p")
-        if mismatch is not None:
-            backend.close()
-            opt, value, has, jack_opt = mismatch
-            raise HushbridgeError(f"{opt} {value}: the JACK server runs {has}, and its clients with it; start "
-                                  f"jackd with {jack_opt} {value} (e.g. jackd -d alsa {jack_opt} {value}), or leave "
-                                  f"{opt} out (it sets the device for --backend portaudio)")
-    else:
-        from hushbridge.io.portaudio import PortAudioBackend
-
-        device = int(args.device) if args.device and args.device.isdigit() else args.device
-        backend = PortAudioBackend(engine, device=device, samplerate=args.rate, blocksize=args.block_size or 128)
-    stop = threading.Event()
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     osc = midi = follower = None
-    audio_lost = started = False
+    # before the audio: importing a module (python-osc, mido, rtmidi: C extensions loaded) and
+    # starting the OSC server hold the GIL for tens of ms, which the audio callback waits for
+    # (started after it, they cost every live start 4-6 xruns); and before the backend is made,
+    # since its JACK ports appear then, and a client that connects to them as they do finds them
+    # not active yet while the OSC server starts
     try:
-        # before the audio starts: importing a module (python-osc, mido, rtmidi: C extensions
-        # loaded) and starting the OSC server hold the GIL for tens of ms, which the audio
-        # callback waits for; started after it, they cost every live start 4-6 xruns
         if not args.no_osc:
             from hushbridge.control.osc import OscServer
 
@@ -713,6 +712,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
             osc.start()
         if args.midi_in:
             _import_midi(args)
+        backend = _run_backend(args, engine)
+    except BaseException:
+        if osc is not None:
+            osc.close()
+        raise
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    audio_lost = started = False
+    try:
         if recorder is not None:
             # attached and started before the audio: the take (and its --record-raw copy) starts
             # at the engine's first block, so cleaning the raw copy again gives the same samples
@@ -732,12 +745,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         where = f"OSC on {args.osc_host}:{osc.port}" if osc else "OSC off"
         if osc is not None and osc.receiver is not None:
             where += " (received in a process of its own)"
+        elif osc is not None and args.osc_receive == "process":
+            where += " (received on a thread: no receive process here)"
         if engine.device_latency_samples:  # PortAudio: what the device adds to the chain's latency
             dev = engine.device_latency_samples
             where += (f"; the device adds {dev} samples ({dev / engine.spec.sample_rate * 1000:.2f} ms, "
                       f"PortAudio's estimate) to the chain's {engine.latency_samples}")
-        elif osc is not None and args.osc_receive == "process":
-            where += " (received on a thread: no receive process here)"
         if midi is not None:
             if osc is not None:
                 from hushbridge.control.midi import attach_osc

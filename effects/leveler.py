@@ -68,6 +68,7 @@ from hushbridge.dsp.kernels.leveler import (
     V_TMIN,
     V_TMAX,
     V_WHISPER,
+    VOICE_HP_HZ,
     VOICE_LP_HZ,
     WHISPER_S,
     leveler,
@@ -97,8 +98,8 @@ class Leveler(Effect):
         object.__setattr__(self, "_fstate", np.zeros(F_SIZE, dtype=np.float64))
         self._fstate[F_REF] = FLOOR_MIN_LUFS
         object.__setattr__(self, "_meter", np.zeros(4, dtype=np.float64))
-        object.__setattr__(self, "_voice_coefs", np.zeros((2, 5), dtype=np.float64))
-        object.__setattr__(self, "_voice_state", np.zeros((2, 2), dtype=np.float64))
+        object.__setattr__(self, "_voice_coefs", np.zeros((3, 5), dtype=np.float64))
+        object.__setattr__(self, "_voice_state", np.zeros((3, 2), dtype=np.float64))
         object.__setattr__(self, "_voice_ring", np.zeros(1, dtype=np.float64))
         super().__init__(**values)
 
@@ -155,6 +156,7 @@ class Leveler(Effect):
         # and the first formant's harmonics
         design_lowpass(sr, VOICE_LP_HZ, 0.5412, self._voice_coefs[0])
         design_lowpass(sr, VOICE_LP_HZ, 1.3066, self._voice_coefs[1])
+        design_highpass(sr, VOICE_HP_HZ, 2.0**-0.5, self._voice_coefs[2])  # a DC offset, rumble
         object.__setattr__(self, "_voice_ring", np.zeros(size, dtype=np.float64))
         self._voice_state.fill(0.0)
         self._fstate[F_REF] = FLOOR_MIN_LUFS

@@ -43,10 +43,12 @@ Per sample (:func:`leveler`), all state explicit, so the output never depends on
    the 0 dB a reset leaves. Cuts always take ``time_s`` (a cough at the start is not the level).
 6. The first voice: until a voice has been heard since the reset (or the re-arm of 4), activity
    also needs voicing: :data:`VOICED_HOPS` 5 ms hops in a row whose normalised autocorrelation
-   (the channels' weighted sum, low-passed at 1 kHz and decimated to about 8 kHz, 25 ms window;
+   (the channels' weighted sum, band-passed 50 Hz-1 kHz and decimated to about 8 kHz, 25 ms window;
    hops counted from where the level first says active, so where a stream started does not move them)
    peaks over :data:`VOICED_R` at a lag of a 70-400 Hz pitch, past its first zero crossing (so
-   rumble, whose autocorrelation stays positive, does not pass). Half a second of breath or
+   rumble, whose autocorrelation stays positive, does not pass; the 50 Hz high-pass keeps a DC
+   offset from holding it positive too: a LibriSpeech file with one 0 dB over its speech was
+   taken for a whisper, its first 2 s unlevelled). Half a second of breath or
    murmur before the first word, 10 dB over the room and 30 dB under the voice, had passed for
    speech: the fast start lifted it 10 dB, and the voice that followed came out 8-10 dB hot until
    ``time_s`` brought it down (a VCTK take at -12.3 LUFS for a -20 target). A cough or a knock
@@ -82,6 +84,7 @@ VOICED_HOPS = 3  # in a row (a ceiling fan's blade tone: 0.8 % of its hops at 0.
 WHISPER_S = 2.0
 VOICE_RATE = 8000.0  # about: the voicing analysis's rate after decimation
 VOICE_LP_HZ = 1000.0
+VOICE_HP_HZ = 50.0
 VOICE_WIN_S = 0.025
 VOICE_HOP_S = 0.005
 VOICE_F0_MIN = 70.0
@@ -199,8 +202,8 @@ def leveler(
     fstate : float64 ``(F_SIZE,)``, see the ``F_*`` indices.
     meter : float64 ``[gain_db, level_lufs, floor_lufs, active]`` after the block.
     weights : float64 ``(channels,)`` each channel's BS.1770 weight in the level (0.0: an LFE).
-    voice_coefs : float64 ``(2, 5)`` the voicing analysis's low-pass; voice_state : float64
-    ``(2, 2)``; voice_ring : float64 ``(ring length,)`` (:func:`voice_ring_size`).
+    voice_coefs : float64 ``(stages, 5)`` the voicing analysis's filter; voice_state : float64
+    ``(stages, 2)``; voice_ring : float64 ``(ring length,)`` (:func:`voice_ring_size`).
     """
     ch, n = block.shape
     target = consts[V_TARGET]
@@ -292,7 +295,7 @@ def leveler(
             x = 0.0
             for c in range(ch):
                 x += weights[c] * block[c, i]
-            for s in range(2):
+            for s in range(voice_coefs.shape[0]):
                 y = voice_coefs[s, 0] * x + voice_state[s, 0]
                 voice_state[s, 0] = voice_coefs[s, 1] * x - voice_coefs[s, 3] * y + voice_state[s, 1]
                 voice_state[s, 1] = voice_coefs[s, 2] * x - voice_coefs[s, 4] * y

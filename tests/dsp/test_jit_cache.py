@@ -50,15 +50,15 @@ def test_a_changed_callee_recompiles_its_cached_callers(tmp_path):
     _package(tmp_path, 1)
     assert _call(tmp_path, watched=True) == 20  # compiled and cached
     assert list((tmp_path / "stamped" / "__pycache__").glob("caller.run-*.nbi"))
-    _package(tmp_path, 2)
-    assert _call(tmp_path, watched=True) == 30
+    _package(tmp_path, 10)  # another size too: Python's own .pyc check (mtime in seconds, size) must see it
+    assert _call(tmp_path, watched=True) == 110
 
 
 def test_numba_alone_keeps_the_stale_callee(tmp_path):
     """What the stamp is for: without it the caller's cache holds the old callee."""
     _package(tmp_path, 1)
     assert _call(tmp_path, watched=False) == 20
-    _package(tmp_path, 2)
+    _package(tmp_path, 10)
     assert _call(tmp_path, watched=False) == 20
 
 
