@@ -160,35 +160,50 @@ def test_a_live_start_with_osc_and_midi_costs_no_xruns(jack_server):
     assert 0 in seen, f"xruns at each start: {seen}"
 
 
+def _private_server(name, tmp_path):
+    """A JACK server of the test's own (it is killed), waited for from another process: libjack in
+    this one, which has clients on the session server, must not connect to a second server (it
+    crashed doing so once that one died)."""
+    from conftest import _start_jackd
+
+    jackd = _start_jackd(name, realtime=False, log_path=str(tmp_path / "jackd.log"))
+    ready = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True,
+                           env=dict(os.environ, JACK_NO_START_SERVER="1"), timeout=30)
+    assert ready.returncode == 0 and jackd.poll() is None, (tmp_path / "jackd.log").read_text()
+    return jackd
+
+
+def _run_until_running(args, server):
+    """``hushbridge run ARGS`` on ``server``: (process, its stderr lines so far, their reader),
+    once it says it is running."""
+    env = dict(os.environ, JACK_DEFAULT_SERVER=server, PYTHONUNBUFFERED="1", JACK_NO_START_SERVER="1")
+    proc = subprocess.Popen([sys.executable, "-m", "hushbridge", "run", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not any("running on" in x for x in lines):
+        time.sleep(0.2)
+    assert any("running on" in x for x in lines), "".join(lines)
+    return proc, lines, reader
+
+
 @pytest.mark.jack
 def test_run_exits_with_an_error_when_the_jack_server_dies(jack_server, tmp_path):
     """A JACK server that goes away (crash, kill) is not a frozen status line forever: `run`
     says so and exits non-zero, promptly, and a take it was recording is closed and named. A
     private server, since this one is killed."""
-    from conftest import _kill, _start_jackd
+    from conftest import _kill
 
     name = f"hb-dies-{os.getpid()}"
-    jackd = _start_jackd(name, realtime=False, log_path=str(tmp_path / "jackd.log"))
+    jackd = _private_server(name, tmp_path)
     proc = None
     try:
-        # waited for from another process: libjack in this one, which has clients on the session
-        # server, must not connect to a second server (it crashed doing so once that one died)
-        ready = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True,
-                               env=dict(os.environ, JACK_NO_START_SERVER="1"), timeout=30)
-        assert ready.returncode == 0 and jackd.poll() is None, (tmp_path / "jackd.log").read_text()
-        env = dict(os.environ, JACK_DEFAULT_SERVER=name, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hushbridge", "run", "--backend", "jack", "--server", name, "--name", "hbdies",
-             "--chain", "gain", "--channels", "1", "--no-osc", "--record", str(tmp_path / "take.wav")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         # no JACK client here: libjack in one process does not survive a second server dying
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-        reader.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None and not any("running on" in x for x in lines):
-            time.sleep(0.2)
-        assert any("running on" in x for x in lines), "".join(lines)
+        proc, lines, reader = _run_until_running(
+            ["--backend", "jack", "--server", name, "--name", "hbdies", "--chain", "gain", "--channels", "1",
+             "--no-osc", "--record", str(tmp_path / "take.wav")], name)
         time.sleep(0.5)
         jackd.terminate()  # a server that goes away (SIGKILL would also leak its slot in JACK's registry)
         jackd.wait(10)
@@ -216,25 +231,13 @@ def test_run_on_portaudio_exits_when_its_device_goes_away(tmp_path):
     stopping or closing that stream: the backend gives up on it after 2 s, but sounddevice's exit
     hook stopped and closed it again and the process hung for good, deaf to SIGTERM (QA,
     session 31). It now says so and exits."""
-    from conftest import _kill, _start_jackd
+    from conftest import _kill
 
     name = f"hb-padies-{os.getpid()}"
-    jackd = _start_jackd(name, realtime=False, log_path=str(tmp_path / "jackd.log"))
+    jackd = _private_server(name, tmp_path)
     proc = None
     try:
-        ready = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True,
-                               env=dict(os.environ, JACK_NO_START_SERVER="1"), timeout=30)
-        assert ready.returncode == 0 and jackd.poll() is None, (tmp_path / "jackd.log").read_text()
-        env = dict(os.environ, JACK_DEFAULT_SERVER=name, PYTHONUNBUFFERED="1", JACK_NO_START_SERVER="1")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hushbridge", "run", "--backend", "portaudio", "--chain", "gain", "--no-osc"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-        reader.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None and not any("running on" in x for x in lines):
-            time.sleep(0.2)
+        proc, lines, reader = _run_until_running(["--backend", "portaudio", "--chain", "gain", "--no-osc"], name)
         assert any("running on portaudio" in x for x in lines), "".join(lines)
         # the round trip is the chain's latency plus the device's, which PortAudio estimates
         assert any(re.search(r"the device adds [1-9][0-9]* samples", x) for x in lines), "".join(lines)
