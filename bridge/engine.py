@@ -86,6 +86,7 @@ ENGINE_STATS = (
     "dropped_messages",
     "coalesced_changes",
     "late_blocks",
+    "late_starts",
     "nonfinite_events",
     "callback_errors",
     "timed_overflows",
@@ -283,6 +284,9 @@ class Engine:
         self.xruns = 0
         self.last_xrun_time = 0.0
         self.late_blocks = 0
+        #: callbacks that started after half their period had gone (JACK: the thread woke late, or
+        #: waited that long for the GIL a control thread held), however short their processing
+        self.late_starts = 0
         self.period_frames = 0  # the backend's current buffer size, where it differs from spec's (JACK)
         #: the device's own input + output latency where the backend knows it and no host is told
         #: it otherwise (PortAudio's estimate; on JACK the ports carry theirs): the round trip is
@@ -1156,7 +1160,8 @@ class Engine:
         ms = lat / sr * 1000 if sr else 0.0
         line = (
             f"xruns {self.xruns}  cpu {self.cpu_load * 100:5.1f}%  latency {lat} smp ({ms:.2f} ms)  "
-            f"late {self.late_blocks}  rejected msgs {self.dropped_messages}"
+            f"late {self.late_blocks}" + (f" (+{self.late_starts} started late)" if self.late_starts else "")
+            + f"  rejected msgs {self.dropped_messages}"
         )
         models = self._models()
         if models:  # whether what is heard is the model's output or its dry fallback

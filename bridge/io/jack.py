@@ -112,6 +112,9 @@ class _CycleCalls:
         self.last_frame_time = lib.jack_last_frame_time
         self.last_frame_time.argtypes = [vp]
         self.last_frame_time.restype = u32
+        self.frames_since_cycle_start = lib.jack_frames_since_cycle_start
+        self.frames_since_cycle_start.argtypes = [vp]
+        self.frames_since_cycle_start.restype = u32
         self.midi_event_count = lib.jack_midi_get_event_count
         self.midi_event_count.argtypes = [vp]
         self.midi_event_count.restype = u32
@@ -329,6 +332,7 @@ class JackBackend(Backend):
             # thread), and an engine a previous backend prepared re-formats for it here
             self._ptrs_in = [address_of(p._ptr) for p in self.inports]
             self._ptrs_out = [address_of(p._ptr) for p in self.outports]
+            self._client_address = address_of(self.client._ptr)
             self.server_shutdown = ""
             self._hooks: list[Callable[[int], None]] = []
             self.client.set_process_callback(self._process)
@@ -596,6 +600,11 @@ class JackBackend(Backend):
             self._in_cycle = False
             return
         inp, out, in_pairs, out_pairs, size, calls = io
+        if calls is not None and calls.frames_since_cycle_start(self._client_address) * 2 > frames:
+            # half the period gone before this callback ran: not our processing (late_blocks counts
+            # that) but our process's thread waking late or waiting for the GIL; jackd names the
+            # client alike at an xrun ("hushbridge was not finished")
+            self.engine.late_starts += 1
         hooks = self._hooks
         if hooks:  # before the audio: a MIDI CC of this cycle may apply to this cycle's block
             self._in_hooks = True

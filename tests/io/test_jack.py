@@ -371,6 +371,30 @@ def test_xruns_are_counted(rig):
     assert wait_until(lambda: rig.engine.late_blocks > late0, 2.0)  # the engine's own timing
 
 
+def test_a_callback_kept_waiting_for_the_gil_is_counted_as_a_late_start(rig):
+    """A control thread in a compiled call that holds the GIL for 10 ms (four periods): the audio
+    callback waits for it, processes quickly and is late all the same. jackd names hushbridge at
+    such an xrun ("not finished, state = Running"), and the engine's own timing (late_blocks, from
+    where processing starts) saw nothing: late_starts counts it."""
+    from numba import njit
+
+    @njit(cache=False)
+    def hold(seconds):  # no nogil: the GIL is held throughout (spinning on arithmetic)
+        acc = 0.0
+        for k in range(int(seconds * 2e8)):
+            acc += k * 1e-9
+        return acc
+
+    hold(1e-6)  # compiled before the test
+    starts0, blocks0 = rig.engine.late_starts, rig.engine.late_blocks
+    for _ in range(5):
+        hold(0.01)
+        time.sleep(0.05)
+    assert wait_until(lambda: rig.engine.late_starts > starts0, 2.0), rig.engine.late_starts
+    assert rig.engine.late_blocks - blocks0 <= rig.engine.late_starts - starts0
+    assert "started late" in rig.engine.status_line()
+
+
 # == set-up, connections, errors ================================================================
 def test_ports_connections_and_clean_close(jack_server):
     engine = Engine(Chain([Gain()]), channels=2)
