@@ -20,7 +20,9 @@ Measured (JSON lines, DESIGN §7, also in benchmarks/results/control_flood.json)
   which the engine's own callback was still running (the rest waited for a thread the system
   had not woken yet, or for another client). Idle and flood alternate ``--rounds`` times (idle first, 6
   by default), so that a machine whose load drifts weighs on both alike; the per-round counts
-  are in the row's settings.
+  are in the row's settings. ``late_starts`` / ``late_blocks``: the engine's own counts of
+  callbacks that began after half their period (woken late, or kept waiting for the GIL) and of
+  ones whose processing overran it.
 - ``osc_latency_p50/p90/p99/p999/max`` and ``midi_latency_...`` (ms): from the sender's
   ``time.perf_counter()`` just before sending to the moment the audio thread applied the
   change at a block start (the engine's optional :class:`~hushbridge.engine.ApplyProbe`; both
@@ -375,8 +377,17 @@ def main() -> int:
         time.sleep(1.0)
 
         idle_x, idle_cpu, idle_wake, idle_late = [], 0.0, {}, {}
+        idle_own = {"late_starts": 0, "late_blocks": 0}
         acc = {m: {"x": [], "cpu": 0.0, "wall": 0.0, "wake": {}, "osc_lat": [], "midi_lat": [], "osc_sent": 0,
-                   "midi_sent": 0, "osc_applied": 0, "midi_applied": 0, "late": {}} for m in modes}
+                   "midi_sent": 0, "osc_applied": 0, "midi_applied": 0, "late": {},
+                   "own": {"late_starts": 0, "late_blocks": 0}} for m in modes}
+
+        def own_counts() -> dict[str, int]:  # the engine's own view of its late callbacks
+            return {"late_starts": int(engine.late_starts), "late_blocks": int(engine.late_blocks)}
+
+        def add_own(into: dict[str, int], before: dict[str, int]) -> None:
+            for k, v in own_counts().items():
+                into[k] += v - before[k]
         _, log_at = late_since(0)
 
         def add(into: dict[str, int], counts: dict[str, int]) -> None:
@@ -387,9 +398,10 @@ def main() -> int:
         for _ in range(rounds):
             # idle: the same engine, no control traffic
             _, log_at = late_since(log_at)
-            x0, c0, k0 = engine.xruns, cpu_seconds(receiver_pid), context_switches()
+            x0, c0, k0, own0 = engine.xruns, cpu_seconds(receiver_pid), context_switches(), own_counts()
             time.sleep(seg)
             idle_x.append(engine.xruns - x0)
+            add_own(idle_own, own0)
             late, log_at = late_since(log_at)
             add(idle_late, late)
             idle_cpu += cpu_seconds(receiver_pid) - c0
@@ -400,6 +412,7 @@ def main() -> int:
                 engine.apply_probe = probe = ApplyProbe(int((args.osc_rate + args.midi_rate) * seg * 1.2) + 1024)
                 _, log_at = late_since(log_at)
                 x0, c0, w0, k0 = engine.xruns, cpu_seconds(receiver_pid), time.perf_counter(), context_switches()
+                own0 = own_counts()
                 flooding = conns if mode != "sink" else conns[:1]  # the sink round sends OSC only
                 for c in flooding:
                     c.send(("go", ports[mode]))
@@ -410,6 +423,7 @@ def main() -> int:
                     a["wake"][name] = a["wake"].get(name, 0) + n
                 time.sleep(0.2)  # the last changes reach the audio thread
                 a["x"].append(engine.xruns - x0)
+                add_own(a["own"], own0)
                 late, log_at = late_since(log_at)
                 add(a["late"], late)
                 engine.apply_probe = None
@@ -445,6 +459,12 @@ def main() -> int:
                      "idle engine, same time", sum(idle_wake.values()) / idle_s),
                     ("engine_overruns", float(_overruns(a["late"])), "count", "idle engine, same time",
                      float(_overruns(idle_late))),
+                    # the engine's own count: callbacks that began after half their period (woken
+                    # late, or kept waiting for the GIL) and ones whose processing overran it
+                    ("late_starts", float(a["own"]["late_starts"]), "count", "idle engine, same time",
+                     float(idle_own["late_starts"])),
+                    ("late_blocks", float(a["own"]["late_blocks"]), "count", "idle engine, same time",
+                     float(idle_own["late_blocks"])),
                     ("osc_sent", float(a["osc_sent"]), "messages", None, None)]
             if mode != "sink":
                 rows.append(("osc_applied", float(a["osc_applied"]), "changes", None, None))
@@ -459,6 +479,9 @@ def main() -> int:
                 ratio, extra = None, {}
                 if base_value is not None and name in ("cpu", "wakeups"):
                     ratio = lower_is_better(value, base_value)
+                elif base_value is not None and name in ("late_starts", "late_blocks"):
+                    ratio = count_ratio(value, base_value)
+                    extra = {"ratio_rule": COUNT_RATIO_RULE}
                 elif base_value is not None and name in ("xruns", "engine_overruns"):
                     ratio = count_ratio(value, base_value)
                     extra = {"ratio_rule": COUNT_RATIO_RULE, "per_round": a["x"], "per_round_baseline": idle_x,
