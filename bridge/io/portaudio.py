@@ -59,31 +59,31 @@ def refresh_devices() -> None:
     sd._initialize()
 
 
-def _channels_of(sd, device) -> str:  # noqa: ANN001
-    """``device`` named, with the channels it has in and out."""
-    names, counts = [], []
+def _device_infos(sd, device) -> list[tuple[str, dict]]:  # noqa: ANN001
+    """``(kind, info)`` of the input and the output device that ``device`` (as
+    :class:`PortAudioBackend` takes it) opens, for the ones PortAudio can name."""
+    infos = []
     for kind, dev in zip(("input", "output"), device if isinstance(device, tuple) else (device, device)):
         try:
-            info = sd.query_devices(dev, kind)
+            infos.append((kind, sd.query_devices(dev, kind)))
         except (ValueError, sd.PortAudioError):
             continue
-        names.append(repr(info["name"]))
-        counts.append(f"{info[f'max_{kind}_channels']} {kind}")
-    if not names:
+    return infos
+
+
+def _channels_of(sd, device) -> str:  # noqa: ANN001
+    """``device`` named, with the channels it has in and out."""
+    infos = _device_infos(sd, device)
+    if not infos:
         return "the device"
-    return f"the device {' / '.join(dict.fromkeys(names))} has {' and '.join(counts)} channels"
+    names = " / ".join(dict.fromkeys(repr(info["name"]) for _, info in infos))
+    counts = " and ".join(f"{info[f'max_{kind}_channels']} {kind}" for kind, info in infos)
+    return f"the device {names} has {counts} channels"
 
 
 def _rates_of(sd, device) -> str:  # noqa: ANN001
-    """``device`` (as :class:`PortAudioBackend` takes it) named, with its default sample rate(s)."""
-    parts = []
-    for kind, dev in zip(("input", "output"), device if isinstance(device, tuple) else (device, device)):
-        try:
-            info = sd.query_devices(dev, kind)
-        except (ValueError, sd.PortAudioError):
-            continue
-        parts.append(f"{info['name']!r} ({info['default_samplerate']:g} Hz)")
-    parts = list(dict.fromkeys(parts))
+    """``device`` named, with its default sample rate(s)."""
+    parts = dict.fromkeys(f"{info['name']!r} ({info['default_samplerate']:g} Hz)" for _, info in _device_infos(sd, device))
     return "the device " + " / ".join(parts) if parts else "the device"
 
 
